@@ -1,0 +1,35 @@
+# edgequant — developer entry points. `make demo` and `make test` install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+EXTRAS ?= operator,s3,tflite,onnx,torch,dev
+TOOLS_BIN := $(CURDIR)/.tools/bin
+export PATH := $(TOOLS_BIN):$(PATH)
+
+.PHONY: install test test-unit demo crd lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements/*.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel setuptools
+	$(PIP) install -q -e '.[$(EXTRAS)]'
+	$(PIP) install -q --no-deps -r requirements/tflite-nodeps.txt
+	touch $@
+
+# Every suite: unit, integration (real frameworks, moto S3 server) and e2e (real control plane).
+test: install cluster-bins
+	$(PY) -m pytest -q -ra tests
+
+test-unit: install
+	$(PY) -m pytest -q -ra tests/unit
+
+crd: install
+	$(VENV)/bin/edgequant crd > crds/edgequant.io_quantizationjobs.yaml
+
+clean:
+	rm -rf $(VENV) .tools
+
+-include mk/*.mk
