@@ -1,0 +1,45 @@
+"""Phases, condition types and reasons of QuantizationJob status (constants live beside the API)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Phase(enum.StrEnum):
+    """A one-word summary for humans; automation should read conditions."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    SUSPENDED = "Suspended"
+
+
+class ConditionType(enum.StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    RUNNING = "Running"
+    DEGRADED = "Degraded"
+    SUSPENDED = "Suspended"
+
+
+class ConditionStatus(enum.StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Reason(enum.StrEnum):
+    """CamelCase reasons. Worker failure reasons come from ``exitcodes.REASONS``."""
+
+    JOB_CREATED = "JobCreated"
+    WAITING_FOR_CAPACITY = "WaitingForCapacity"
+    POD_RUNNING = "PodRunning"
+    COMPLETED = "Completed"
+    COMPLETED_DEGRADED = "CompletedDegraded"
+    WITHIN_BUDGET = "WithinBudget"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    INVALID_SPEC = "InvalidSpec"
+    SUSPENDED = "Suspended"
+    SPEC_CHANGED = "SpecChanged"

@@ -1,0 +1,663 @@
+"""QuantizationJob v1alpha1: the single source of truth for the spec and status.
+
+The CRD in ``crds/`` is generated from these models (``edgequant crd``), the
+operator renders Jobs from them, the worker and the local CLI run them. Wire
+names are camelCase; Python attribute names are snake_case.
+
+Cross-field rules are declared once in ``CROSS_FIELD_RULES``: each carries the
+CEL expression the API server evaluates and the Python predicate that
+``edgequant validate`` and the worker evaluate, with one shared message.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from edgequant.api.conditions import ConditionStatus, Phase
+
+GROUP = "edgequant.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "QuantizationJob"
+PLURAL = "quantizationjobs"
+SINGULAR = "quantizationjob"
+SHORT_NAMES = ["qj"]
+CATEGORIES = ["edgequant"]
+
+
+class ApiModel(BaseModel):
+    """Base of every API object: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_attribute_docstrings=False,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict as it appears in a manifest (camelCase, no unset optionals)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --------------------------------------------------------------------------- enums
+
+
+class Method(enum.StrEnum):
+    """The ten quantization workflows. Names are API: users and docs rely on them."""
+
+    TFLITE_DYNAMIC_RANGE = "tflite-dynamic-range"
+    TFLITE_FLOAT16 = "tflite-float16"
+    TFLITE_INT8 = "tflite-int8"
+    TFLITE_QAT = "tflite-qat"
+    TORCH_QAT = "torch-qat"
+    ONNX_DYNAMIC = "onnx-dynamic"
+    ONNX_STATIC = "onnx-static"
+    TENSORRT_FP16 = "tensorrt-fp16"
+    TENSORRT_INT8 = "tensorrt-int8"
+    TENSORRT_MIXED = "tensorrt-mixed"
+
+    @property
+    def family(self) -> "MethodFamily":
+        return METHOD_FAMILY[self]
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self in CALIBRATED_METHODS
+
+    @property
+    def needs_training(self) -> bool:
+        return self in QAT_METHODS
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self.family is MethodFamily.TENSORRT
+
+
+class MethodFamily(enum.StrEnum):
+    """Which quantizer image runs a method."""
+
+    TFLITE = "tflite"
+    TORCH = "torch"
+    TENSORRT = "tensorrt"
+
+
+METHOD_FAMILY: dict[Method, MethodFamily] = {
+    Method.TFLITE_DYNAMIC_RANGE: MethodFamily.TFLITE,
+    Method.TFLITE_FLOAT16: MethodFamily.TFLITE,
+    Method.TFLITE_INT8: MethodFamily.TFLITE,
+    Method.TFLITE_QAT: MethodFamily.TFLITE,
+    # ONNX Runtime methods run in the torch image (torch + onnx + onnxruntime).
+    Method.TORCH_QAT: MethodFamily.TORCH,
+    Method.ONNX_DYNAMIC: MethodFamily.TORCH,
+    Method.ONNX_STATIC: MethodFamily.TORCH,
+    Method.TENSORRT_FP16: MethodFamily.TENSORRT,
+    Method.TENSORRT_INT8: MethodFamily.TENSORRT,
+    Method.TENSORRT_MIXED: MethodFamily.TENSORRT,
+}
+CALIBRATED_METHODS = frozenset(
+    {Method.TFLITE_INT8, Method.ONNX_STATIC, Method.TENSORRT_INT8, Method.TENSORRT_MIXED}
+)
+QAT_METHODS = frozenset({Method.TFLITE_QAT, Method.TORCH_QAT})
+
+
+class ModelFormat(enum.StrEnum):
+    KERAS = "keras"
+    H5 = "h5"
+    SAVED_MODEL = "savedmodel"
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+    TORCH_EXPORT = "torch-export"
+
+
+#: File suffix -> format, used when ``model.format`` is omitted.
+FORMAT_BY_SUFFIX: dict[str, ModelFormat] = {
+    ".keras": ModelFormat.KERAS,
+    ".h5": ModelFormat.H5,
+    ".hdf5": ModelFormat.H5,
+    ".onnx": ModelFormat.ONNX,
+    ".pt": ModelFormat.TORCHSCRIPT,
+    ".pth": ModelFormat.TORCHSCRIPT,
+    ".torchscript": ModelFormat.TORCHSCRIPT,
+    ".pt2": ModelFormat.TORCH_EXPORT,
+}
+
+#: Formats each method family accepts.
+FORMATS_BY_METHOD: dict[Method, frozenset[ModelFormat]] = {
+    **{
+        m: frozenset({ModelFormat.KERAS, ModelFormat.H5, ModelFormat.SAVED_MODEL})
+        for m in METHOD_FAMILY
+        if METHOD_FAMILY[m] is MethodFamily.TFLITE
+    },
+    Method.TORCH_QAT: frozenset({ModelFormat.TORCHSCRIPT, ModelFormat.TORCH_EXPORT}),
+    Method.ONNX_DYNAMIC: frozenset({ModelFormat.ONNX}),
+    Method.ONNX_STATIC: frozenset({ModelFormat.ONNX}),
+    Method.TENSORRT_FP16: frozenset({ModelFormat.ONNX}),
+    Method.TENSORRT_INT8: frozenset({ModelFormat.ONNX}),
+    Method.TENSORRT_MIXED: frozenset({ModelFormat.ONNX}),
+}
+
+
+def infer_model_format(uri: str) -> ModelFormat | None:
+    """Guess the format from the URI; a path ending in '/' (a folder) is a SavedModel."""
+    path = uri.split("?", 1)[0]
+    if path.endswith("/"):
+        return ModelFormat.SAVED_MODEL
+    lowered = path.lower()
+    for suffix, fmt in FORMAT_BY_SUFFIX.items():
+        if lowered.endswith(suffix):
+            return fmt
+    return None
+
+
+class Layout(enum.StrEnum):
+    NHWC = "NHWC"
+    NCHW = "NCHW"
+
+
+class ColorOrder(enum.StrEnum):
+    RGB = "RGB"
+    BGR = "BGR"
+    GRAY = "GRAY"
+
+
+class ResizeMode(enum.StrEnum):
+    STRETCH = "stretch"
+    CENTER_CROP = "center-crop"
+    PAD = "pad"
+    NONE = "none"
+
+
+class Interpolation(enum.StrEnum):
+    BILINEAR = "bilinear"
+    NEAREST = "nearest"
+    BICUBIC = "bicubic"
+
+
+class DatasetLayout(enum.StrEnum):
+    IMAGEFOLDER = "imagefolder"
+    NPZ = "npz"
+
+
+class CalibrationAlgorithm(enum.StrEnum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+
+class ClassBalancePolicy(enum.StrEnum):
+    WARN = "warn"
+    STRICT = "strict"
+    IGNORE = "ignore"
+
+
+class Metric(enum.StrEnum):
+    TOP1 = "top1"
+    TOP5 = "top5"
+
+
+class MixedPrecisionMode(enum.StrEnum):
+    OFF = "off"
+    MANUAL = "manual"
+    AUTO = "auto"
+
+
+class SensitivityMode(enum.StrEnum):
+    OFF = "off"
+    FAST = "fast"
+    EXHAUSTIVE = "exhaustive"
+
+
+class FallbackPrecision(enum.StrEnum):
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+
+class OnFailure(enum.StrEnum):
+    FAIL = "fail"
+    DEGRADE = "degrade"
+
+
+class Accelerator(enum.StrEnum):
+    AUTO = "auto"
+    CPU = "cpu"
+    GPU = "gpu"
+
+
+class TolerationOperator(enum.StrEnum):
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(enum.StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+_URI_SCHEMES = ("s3://", "file://")
+_USERINFO = re.compile(r"^[a-z0-9+.-]+://[^/@]*:[^/@]*@", re.IGNORECASE)
+
+
+def _check_uri(value: str) -> str:
+    if not value.startswith(_URI_SCHEMES):
+        raise ValueError(
+            f"unsupported URI {value!r}: use s3://bucket/key or file:///absolute/path"
+        )
+    if _USERINFO.match(value):
+        raise ValueError(
+            "credentials in a URI are not allowed: put them in a Secret and name it in spec.storage.credentialsSecret"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- spec
+
+
+class Scaling(ApiModel):
+    """How pixels (0-255) become model input: ``x * scale + offset``, then ``(x - mean) / std`` per channel."""
+
+    scale: float = Field(1.0 / 255.0, gt=0, description="Multiplier applied to 0-255 pixel values (1/255 maps to [0, 1]).")
+    offset: float = Field(0.0, description="Added after scaling (-1 with scale 1/127.5 maps to [-1, 1]).")
+    mean: list[float] | None = Field(None, min_length=1, max_length=4, description="Per-channel mean subtracted after scale/offset, in the scaled units.")
+    std: list[float] | None = Field(None, min_length=1, max_length=4, description="Per-channel standard deviation divided after subtracting mean; no zeros.")
+
+    @model_validator(mode="after")
+    def _mean_std_pair(self) -> "Scaling":
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("set both mean and std, or neither")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ValueError("mean and std must have one value per channel each")
+        if self.std is not None and any(s == 0 for s in self.std):
+            raise ValueError("std must not contain 0")
+        return self
+
+
+class Resize(ApiModel):
+    """How a decoded image is brought to the model's input size."""
+
+    mode: ResizeMode = Field(ResizeMode.STRETCH, description="stretch to the input size, center-crop after scaling the short side, pad (letterbox), or none (images must already match).")
+    interpolation: Interpolation = Field(Interpolation.BILINEAR, description="Resampling filter.")
+
+
+class InputContract(ApiModel):
+    """The model input, shared by calibration, evaluation, QAT and the report's input contract."""
+
+    shape: list[int] = Field(..., min_length=3, max_length=3, description="Input shape without the batch dimension, in layout order: [H, W, C] for NHWC, [C, H, W] for NCHW.")
+    layout: Layout = Field(Layout.NHWC, description="Tensor layout of the model input.")
+    color_order: ColorOrder = Field(ColorOrder.RGB, description="Channel order the model was trained with; GRAY means one channel.")
+    resize: Resize = Field(default_factory=Resize, description="Resizing of decoded images to the input size.")
+    scaling: Scaling = Field(default_factory=Scaling, description="Pixel scaling and normalisation applied before the model.")
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, shape: list[int]) -> list[int]:
+        if any(d <= 0 for d in shape):
+            raise ValueError("every dimension must be a positive integer (omit the batch dimension)")
+        return shape
+
+    @property
+    def channels(self) -> int:
+        return self.shape[2] if self.layout is Layout.NHWC else self.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.shape[0] if self.layout is Layout.NHWC else self.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.shape[1] if self.layout is Layout.NHWC else self.shape[2]
+
+    @model_validator(mode="after")
+    def _channels_match(self) -> "InputContract":
+        c = self.channels
+        if c not in (1, 3):
+            raise ValueError(f"the channel dimension is {c}; edgequant handles 1 (GRAY) or 3 (RGB/BGR) channel images — check shape and layout")
+        if (c == 1) != (self.color_order is ColorOrder.GRAY):
+            raise ValueError(f"colorOrder {self.color_order.value} does not match {c} channel(s): use GRAY for 1 channel, RGB or BGR for 3")
+        for name in ("mean", "std"):
+            values = getattr(self.scaling, name)
+            if values is not None and len(values) not in (1, c):
+                raise ValueError(f"scaling.{name} has {len(values)} values; give 1 or {c}")
+        return self
+
+
+class ModelSource(ApiModel):
+    uri: str = Field(..., description="Where the FP32 model is: s3://bucket/key or file:///path. A SavedModel is a folder: end the URI with '/'.")
+    format: ModelFormat | None = Field(None, description="Model format; inferred from the file suffix when omitted (.keras, .h5, .onnx, .pt/.pth TorchScript, .pt2 torch.export, trailing '/' SavedModel).")
+    input: InputContract = Field(..., description="The input contract shared by calibration, evaluation and the report.")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        return _check_uri(v)
+
+    @property
+    def resolved_format(self) -> ModelFormat | None:
+        return self.format or infer_model_format(self.uri)
+
+
+class Dataset(ApiModel):
+    uri: str = Field(..., description="Dataset location: a folder (imagefolder: <class>/<image>) or an .npz file with arrays x and y.")
+    layout: DatasetLayout = Field(DatasetLayout.IMAGEFOLDER, description="imagefolder (<class>/<image> files) or npz (arrays x: images, y: integer labels).")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        return _check_uri(v)
+
+
+class Calibration(ApiModel):
+    dataset: Dataset = Field(..., description="Representative, unaugmented data covering every class.")
+    samples: int = Field(500, ge=1, le=100000, description="Samples drawn (balanced across classes, deterministic); 500-1000 recommended.")
+    min_samples: int = Field(100, ge=1, le=100000, description="Fewer usable samples than this fails the job.")
+    algorithm: CalibrationAlgorithm = Field(CalibrationAlgorithm.MINMAX, description="Range estimation: minmax, entropy (KL) or percentile.")
+    percentile: float = Field(99.999, gt=50, le=100, description="Percentile kept when algorithm is percentile.")
+    class_balance: ClassBalancePolicy = Field(ClassBalancePolicy.WARN, description="Strong class imbalance: warn, strict (fail), or ignore.")
+    cache_uri: str | None = Field(None, description="Where to read/write a calibration cache (TensorRT); defaults to beside the output.")
+    seed: int = Field(0, ge=0, description="Seed for deterministic sampling.")
+
+    @field_validator("cache_uri")
+    @classmethod
+    def _cache_uri(cls, v: str | None) -> str | None:
+        return None if v is None else _check_uri(v)
+
+
+class Training(ApiModel):
+    dataset: Dataset = Field(..., description="Labeled training data for quantization-aware fine-tuning.")
+    epochs: int = Field(1, ge=1, le=1000, description="Fine-tuning epochs.")
+    learning_rate: float = Field(1e-4, gt=0, le=1, description="Fine-tuning learning rate; keep it low (1e-5 to 1e-4).")
+    batch_size: int = Field(32, ge=1, le=4096, description="Mini-batch size.")
+    max_samples: int | None = Field(None, ge=1, description="Cap on training samples per epoch (all when omitted).")
+
+
+class Evaluation(ApiModel):
+    dataset: Dataset = Field(..., description="Held-out labeled data scored for FP32 and the quantized model with the same preprocessing.")
+    metric: Metric = Field(Metric.TOP1, description="Accuracy metric: top1 or top5.")
+    samples: int = Field(1000, ge=1, le=1000000, description="Samples scored (balanced, deterministic).")
+
+
+class MixedPrecision(ApiModel):
+    mode: MixedPrecisionMode = Field(MixedPrecisionMode.OFF, description="off, manual (keep pinnedLayers in higher precision) or auto (pin the most sensitive layers until acceptance.maxAccuracyDrop is met).")
+    pinned_layers: list[str] = Field(default_factory=list, description="Layer/node names kept in fallbackPrecision (manual mode).")
+    sensitivity: SensitivityMode = Field(SensitivityMode.FAST, description="Per-layer sensitivity analysis: fast (one run, intermediate-tensor error), exhaustive (one run per layer) or off.")
+    sensitivity_threshold: float = Field(0.005, ge=0, le=1, description="Accuracy delta above which a layer is reported as sensitive.")
+    fallback_precision: FallbackPrecision = Field(FallbackPrecision.FP16, description="Precision of pinned layers (fp16 where the backend supports it, else fp32).")
+    max_pinned_layers: int = Field(8, ge=1, le=1000, description="Auto mode stops after pinning this many layers.")
+
+
+class Acceptance(ApiModel):
+    max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="Largest allowed FP32 minus quantized accuracy (0.01 = one point).")
+    min_compression_ratio: float = Field(1.0, ge=0, description="Smallest allowed FP32 size / quantized size.")
+    on_failure: OnFailure = Field(OnFailure.FAIL, description="fail: the job fails; degrade: try INT8, INT8 with pinned layers, then float16, and publish the best, flagged degraded.")
+
+
+class Output(ApiModel):
+    uri: str = Field(..., description="Prefix the artifact, report.json and report.html are written under (s3://bucket/prefix/ or file:///dir/).")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        return _check_uri(v)
+
+
+class SecretRef(ApiModel):
+    """A Secret holding S3 keys; the operator mounts it as env vars and never reads it."""
+
+    name: str = Field(..., min_length=1, max_length=253, description="Secret name in the job's namespace.")
+    access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", description="Key of the access key id in the Secret.")
+    secret_access_key_key: str = Field("AWS_SECRET_ACCESS_KEY", description="Key of the secret access key in the Secret.")
+    session_token_key: str | None = Field(None, description="Key of an optional session token in the Secret.")
+
+
+class CABundleRef(ApiModel):
+    config_map: str = Field(..., min_length=1, max_length=253, description="ConfigMap holding a PEM CA bundle for a private S3 endpoint.")
+    key: str = Field("ca.crt", description="Key of the bundle in the ConfigMap.")
+
+
+class Storage(ApiModel):
+    endpoint: str | None = Field(None, description="S3 endpoint URL for MinIO and other S3-compatible stores (AWS when omitted).")
+    region: str | None = Field(None, description="S3 region.")
+    path_style: bool = Field(False, description="Use path-style addressing (needed by most MinIO setups).")
+    credentials_secret: SecretRef | None = Field(None, description="Secret with S3 keys. Omit to use the pod's service account (IRSA / workload identity) or the default chain.")
+    ca_bundle: CABundleRef | None = Field(None, description="Custom CA bundle for the endpoint.")
+    service_account_name: str | None = Field(None, description="Service account the quantizer pod runs as (workload identity).")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not re.match(r"^https?://", v):
+            raise ValueError("endpoint must be an http:// or https:// URL")
+        if _USERINFO.match(v):
+            raise ValueError("credentials in a URL are not allowed: use credentialsSecret")
+        return v
+
+
+class Quantity(ApiModel):
+    cpu: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU quantity, e.g. '2' or '500m'.")
+    memory: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+|k)?$", description="Memory quantity, e.g. '4Gi'.")
+
+
+class Resources(ApiModel):
+    accelerator: Accelerator = Field(Accelerator.AUTO, description="auto (GPU for TensorRT methods, else CPU), cpu or gpu.")
+    gpus: int = Field(1, ge=1, le=16, description="nvidia.com/gpu count when running on a GPU.")
+    requests: Quantity | None = Field(None, description="Container resource requests (operator defaults when omitted).")
+    limits: Quantity | None = Field(None, description="Container resource limits (operator defaults when omitted).")
+
+
+class Toleration(ApiModel):
+    key: str | None = Field(None, description="Taint key; empty with operator Exists matches all.")
+    operator: TolerationOperator = Field(TolerationOperator.EQUAL, description="Exists or Equal.")
+    value: str | None = Field(None, description="Taint value for operator Equal.")
+    effect: TaintEffect | None = Field(None, description="Taint effect matched; all when omitted.")
+    toleration_seconds: int | None = Field(None, description="How long a NoExecute taint is tolerated.")
+
+
+class Scheduling(ApiModel):
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the quantizer pod must match.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations added to the quantizer pod.")
+    affinity: dict[str, Any] | None = Field(None, description="A core/v1 Affinity passed through to the pod unchanged.")
+    priority_class_name: str | None = Field(None, description="PriorityClass of the quantizer pod.")
+
+
+class Execution(ApiModel):
+    image: str | None = Field(None, description="Override of the quantizer image chosen by the operator for the method.")
+    backoff_limit: int = Field(2, ge=0, le=20, description="Retries of the quantizer pod for retriable failures.")
+    active_deadline_seconds: int | None = Field(None, ge=1, description="Wall-clock limit of the whole run.")
+    ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete the finished batch Job (not this resource) after this many seconds.")
+
+
+class QuantizationJobSpec(ApiModel):
+    model: ModelSource = Field(..., description="The FP32 model and its input contract.")
+    method: Method = Field(..., description="Quantization workflow.")
+    calibration: Calibration | None = Field(None, description="Representative data; required by tflite-int8, onnx-static, tensorrt-int8 and tensorrt-mixed.")
+    training: Training | None = Field(None, description="Training data for QAT; required by tflite-qat and torch-qat.")
+    evaluation: Evaluation | None = Field(None, description="Held-out labeled data for FP32 vs quantized accuracy; without it accuracy is not measured and maxAccuracyDrop cannot be enforced.")
+    mixed_precision: MixedPrecision = Field(default_factory=MixedPrecision, description="Per-layer sensitivity and layers kept in higher precision.")
+    acceptance: Acceptance = Field(default_factory=Acceptance, description="The budget the quantized model must meet.")
+    output: Output = Field(..., description="Where results are written.")
+    storage: Storage = Field(default_factory=Storage, description="Object-storage connection; never holds keys.")
+    resources: Resources = Field(default_factory=Resources, description="Compute for the quantizer pod.")
+    scheduling: Scheduling = Field(default_factory=Scheduling, description="Placement of the quantizer pod.")
+    execution: Execution = Field(default_factory=Execution, description="Image and batch Job knobs.")
+    suspend: bool = Field(False, description="Create the batch Job suspended (or suspend a running one).")
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "QuantizationJobSpec":
+        problems = [rule for rule in CROSS_FIELD_RULES if not rule.check(self)]
+        if problems:
+            raise ValueError("; ".join(f"{r.field}: {r.message}" for r in problems))
+        return self
+
+
+# --------------------------------------------------------------------------- cross-field rules
+
+
+@dataclass(frozen=True)
+class CrossFieldRule:
+    """One rule, two evaluators: CEL on the API server and Python offline."""
+
+    field: str
+    cel: str
+    message: str
+    check: Callable[[QuantizationJobSpec], bool]
+    scope: Literal["spec"] = "spec"
+
+
+def _fmt_ok(spec: QuantizationJobSpec) -> bool:
+    fmt = spec.model.resolved_format
+    return fmt is None or fmt in FORMATS_BY_METHOD[spec.method]
+
+
+_TRT = "self.method.startsWith('tensorrt-')"
+CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
+    CrossFieldRule(
+        field="spec.resources.accelerator",
+        cel=f"!({_TRT}) || !has(self.resources) || !has(self.resources.accelerator) || self.resources.accelerator != 'cpu'",
+        message="TensorRT methods need a GPU: set resources.accelerator to gpu or auto",
+        check=lambda s: not (s.method.needs_gpu and s.resources.accelerator is Accelerator.CPU),
+    ),
+    CrossFieldRule(
+        field="spec.training",
+        cel="!(self.method in ['tflite-qat', 'torch-qat']) || has(self.training)",
+        message="QAT methods (tflite-qat, torch-qat) need training data: add training.dataset",
+        check=lambda s: not s.method.needs_training or s.training is not None,
+    ),
+    CrossFieldRule(
+        field="spec.calibration",
+        cel="!(self.method in ['tflite-int8', 'onnx-static', 'tensorrt-int8', 'tensorrt-mixed']) || has(self.calibration)",
+        message="this method calibrates activation ranges: add calibration.dataset with representative data",
+        check=lambda s: not s.method.needs_calibration or s.calibration is not None,
+    ),
+    CrossFieldRule(
+        field="spec.calibration.minSamples",
+        cel="!has(self.calibration) || !has(self.calibration.minSamples) || !has(self.calibration.samples) || self.calibration.minSamples <= self.calibration.samples",
+        message="calibration.minSamples must not exceed calibration.samples",
+        check=lambda s: s.calibration is None or s.calibration.min_samples <= s.calibration.samples,
+    ),
+    CrossFieldRule(
+        field="spec.mixedPrecision.pinnedLayers",
+        cel="!has(self.mixedPrecision) || !has(self.mixedPrecision.mode) || self.mixedPrecision.mode != 'manual' || (has(self.mixedPrecision.pinnedLayers) && size(self.mixedPrecision.pinnedLayers) > 0)",
+        message="mixedPrecision.mode manual needs at least one name in mixedPrecision.pinnedLayers",
+        check=lambda s: s.mixed_precision.mode is not MixedPrecisionMode.MANUAL or bool(s.mixed_precision.pinned_layers),
+    ),
+    CrossFieldRule(
+        field="spec.mixedPrecision.mode",
+        cel="!has(self.mixedPrecision) || !has(self.mixedPrecision.mode) || self.mixedPrecision.mode != 'auto' || has(self.evaluation)",
+        message="mixedPrecision.mode auto pins layers until the accuracy budget is met, so it needs evaluation.dataset",
+        check=lambda s: s.mixed_precision.mode is not MixedPrecisionMode.AUTO or s.evaluation is not None,
+    ),
+    CrossFieldRule(
+        field="spec.model.format",
+        cel=(
+            "!has(self.model.format) || "
+            "(self.method.startsWith('tflite-') && self.model.format in ['keras', 'h5', 'savedmodel']) || "
+            "(self.method == 'torch-qat' && self.model.format in ['torchscript', 'torch-export']) || "
+            "(!self.method.startsWith('tflite-') && self.method != 'torch-qat' && self.model.format == 'onnx')"
+        ),
+        message="model format does not fit the method: tflite-* take keras/h5/savedmodel, torch-qat takes torchscript/torch-export, onnx-* and tensorrt-* take onnx",
+        check=_fmt_ok,
+    ),
+)
+
+
+# --------------------------------------------------------------------------- status
+
+
+class Condition(ApiModel):
+    """Shaped like metav1.Condition so kubectl wait and GitOps tools understand it."""
+
+    type: str = Field(..., description="Condition type: Succeeded, Failed, Running, Degraded, Suspended.")
+    status: ConditionStatus = Field(..., description="True, False or Unknown.")
+    reason: str = Field(..., description="CamelCase reason.")
+    message: str = Field("", description="Human-readable detail.")
+    last_transition_time: str = Field(..., description="RFC 3339 time the status last changed.")
+    observed_generation: int | None = Field(None, description="Spec generation this condition describes.")
+
+
+class ArtifactInfo(ApiModel):
+    uri: str = Field(..., description="Quantized artifact location.")
+    sha256: str = Field(..., description="SHA-256 of the artifact bytes.")
+    size_bytes: int = Field(..., description="Artifact size in bytes.")
+
+
+class ModelMeasurement(ApiModel):
+    accuracy: float | None = Field(None, description="Accuracy on the evaluation set (metric from the spec).")
+    size_bytes: int | None = Field(None, description="Model file size in bytes.")
+    latency_ms: float | None = Field(None, description="Median single-image latency on the worker, milliseconds.")
+
+
+class ArtifactInputContract(ApiModel):
+    """What a caller must feed the artifact: the classic full-int8 bug is feeding float/255 to uint8."""
+
+    dtype: str = Field(..., description="Input dtype the artifact expects (float32, uint8, int8, float16).")
+    shape: list[int] = Field(..., description="Input shape including the batch dimension.")
+    layout: Layout = Field(..., description="NHWC or NCHW.")
+    value_range: list[float] = Field(..., min_length=2, max_length=2, description="Expected [min, max] of input values.")
+    quant_scale: float | None = Field(None, description="Input quantization scale for integer inputs.")
+    quant_zero_point: int | None = Field(None, description="Input quantization zero point for integer inputs.")
+    preprocessing: str = Field("", description="Preprocessing in words, e.g. 'RGB, resize 96x96 bilinear, uint8 0-255 as is'.")
+
+
+class Results(ApiModel):
+    artifact: ArtifactInfo | None = Field(None, description="The published quantized model.")
+    method: Method | None = Field(None, description="Method that produced the published artifact (differs from spec.method when degraded).")
+    baseline: ModelMeasurement | None = Field(None, description="FP32 model measurements.")
+    quantized: ModelMeasurement | None = Field(None, description="Quantized model measurements.")
+    compression_ratio: float | None = Field(None, description="FP32 size / quantized size.")
+    accuracy_drop: float | None = Field(None, description="FP32 accuracy minus quantized accuracy.")
+    sensitive_layers: list[str] = Field(default_factory=list, description="Most sensitive layers, most sensitive first (at most 10).")
+    pinned_layers: list[str] = Field(default_factory=list, description="Layers kept in higher precision in the artifact.")
+    degraded: bool = Field(False, description="True when the artifact did not meet the budget or fell back down the degrade ladder.")
+    report_uri: str | None = Field(None, description="report.json location (report.html beside it).")
+    input_contract: ArtifactInputContract | None = Field(None, description="What the artifact expects as input.")
+    warnings: list[str] = Field(default_factory=list, description="Short warnings (at most 5; the report has all).")
+
+
+class Progress(ApiModel):
+    stage: str = Field("", description="Current worker stage.")
+    message: str = Field("", description="Last progress message.")
+
+
+class QuantizationJobStatus(ApiModel):
+    phase: Phase | None = Field(None, description="Pending, Running, Succeeded, Failed or Suspended.")
+    observed_generation: int | None = Field(None, description="Spec generation the status describes.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions keyed by type.")
+    job_name: str | None = Field(None, description="The batch/v1 Job running the current generation.")
+    attempts: int | None = Field(None, description="Quantizer pods started for the current generation.")
+    start_time: str | None = Field(None, description="When the current run started (RFC 3339).")
+    completion_time: str | None = Field(None, description="When the current run finished (RFC 3339).")
+    progress: Progress | None = Field(None, description="Worker progress.")
+    results: Results | None = Field(None, description="Results of a finished run.")
+    reason: str | None = Field(None, description="CamelCase reason of the current phase.")
+    message: str | None = Field(None, description="Human-readable summary or failure message.")
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metav1.ObjectMeta edgequant reads; everything else passes through."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str | None = None
+    namespace: str | None = None
+    generation: int | None = None
+    uid: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class QuantizationJob(ApiModel):
+    """A QuantizationJob manifest as users write it."""
+
+    api_version: Literal["edgequant.io/v1alpha1"] = Field(..., alias="apiVersion", description="edgequant.io/v1alpha1")
+    kind: Literal["QuantizationJob"] = Field(..., description="QuantizationJob")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
+    spec: QuantizationJobSpec = Field(..., description="What to quantize, how, and the budget it must meet.")
+    status: QuantizationJobStatus | None = Field(None, description="Written by the operator.")

@@ -1,0 +1,48 @@
+"""`edgequant validate FILE...`: every error with its field path and fix; exit 0 valid, 2 invalid."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from edgequant.api import validation
+
+EXIT_INVALID = 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML manifests (several documents per file allowed)")
+
+
+def run(args: argparse.Namespace) -> int:
+    invalid = 0
+    for path in args.files:
+        try:
+            docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        except FileNotFoundError:
+            print(f"{path}: no such file", file=sys.stderr)
+            invalid += 1
+            continue
+        except yaml.YAMLError as exc:
+            print(f"{path}: not valid YAML: {exc}", file=sys.stderr)
+            invalid += 1
+            continue
+        if not docs:
+            print(f"{path}: empty file (fix: write a QuantizationJob manifest)", file=sys.stderr)
+            invalid += 1
+        for index, doc in enumerate(docs):
+            where = f"{path}" if len(docs) == 1 else f"{path}[{index}]"
+            if isinstance(doc, dict) and doc.get("kind") not in (None, "QuantizationJob"):
+                continue  # other kinds in the same file (Secrets, ConfigMaps) are not ours to check
+            job, problems = validation.validate_document(doc)
+            if problems:
+                invalid += 1
+                for problem in problems:
+                    print(f"{where}: {problem}", file=sys.stderr)
+            else:
+                assert job is not None
+                print(f"{where}: valid QuantizationJob {job.metadata.name or '(unnamed)'} ({job.spec.method.value})")
+    return EXIT_INVALID if invalid else 0
