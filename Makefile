@@ -8,7 +8,7 @@ EXTRAS ?= operator,s3,tflite,onnx,torch,dev
 TOOLS_BIN := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: install test test-unit demo crd lint clean
+.PHONY: install test test-unit test-data demo crd lint clean
 
 install: $(VENV)/.installed
 
@@ -20,11 +20,16 @@ $(VENV)/.installed: pyproject.toml requirements/*.txt
 	touch $@
 
 # Every suite: unit, integration (real frameworks, moto S3 server) and e2e (real control plane).
-test: install cluster-bins
+test: install cluster-bins test-data
 	$(PY) -m pytest -q -ra tests
 
 test-unit: install
 	$(PY) -m pytest -q -ra tests/unit
+
+# Real labeled images for tests and the demo, from Debian's package (no download at run time).
+test-data:
+	@test -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz || \
+	  { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }
 
 crd: install
 	$(VENV)/bin/edgequant crd > crds/edgequant.io_quantizationjobs.yaml
