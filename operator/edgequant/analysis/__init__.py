@@ -1,0 +1,1 @@
+"""Analysis of quantized models: acceptance gate, sensitivity, mixed precision, diagnostics (pure where possible)."""
