@@ -1,0 +1,50 @@
+# A real Kubernetes control plane for tests and people (docs/control-plane.md).
+#   make cluster-bins               build what is missing of etcd, kube-apiserver, kube-controller-manager,
+#                                   kube-scheduler, kubectl (tools/k8s, tools/etcd) and helm into .tools/bin
+#   eval "$(make -s cluster-up)"    start one in the background; prints `export KUBECONFIG=...` / `export PATH=...`
+#   make cluster-down               stop it; no process is left behind
+# A binary found in $KUBEBUILDER_ASSETS (the envtest convention) is used instead of building it.
+
+.PHONY: cluster-bins cluster-up cluster-down cluster-status
+
+CLUSTER_STATE ?= $(CURDIR)/.cache/cluster
+# Two cores are shared with other work: keep Go builds to two parallel jobs.
+CLUSTER_GOFLAGS ?= -p=2 -buildvcs=false
+HELM_VERSION ?= v3.22.0
+K8S_VERSION := $(shell sed -n 's|^[[:space:]]*\(require \)\{0,1\}k8s.io/kubernetes \(v[0-9.]*\).*|\2|p' tools/k8s/go.mod)
+K8S_MINOR := $(word 2,$(subst ., ,$(K8S_VERSION)))
+K8S_COMPONENTS := kube-apiserver kube-controller-manager kube-scheduler kubectl
+
+# $(call cluster_bin,NAME): the .tools/bin target for NAME, or nothing when KUBEBUILDER_ASSETS has it.
+cluster_bin = $(if $(and $(KUBEBUILDER_ASSETS),$(wildcard $(KUBEBUILDER_ASSETS)/$(1))),,$(TOOLS_BIN)/$(1))
+
+cluster-bins: $(foreach b,etcd $(K8S_COMPONENTS) helm,$(call cluster_bin,$(b)))
+
+$(addprefix $(TOOLS_BIN)/,$(K8S_COMPONENTS)): $(TOOLS_BIN)/%: tools/k8s/go.mod tools/k8s/go.sum tools/k8s/build.sh
+	GOFLAGS="$(CLUSTER_GOFLAGS)" tools/k8s/build.sh $(TOOLS_BIN) $*
+
+$(TOOLS_BIN)/etcd: tools/etcd/go.mod tools/etcd/go.sum tools/etcd/build.sh
+	GOFLAGS="$(CLUSTER_GOFLAGS)" tools/etcd/build.sh $(TOOLS_BIN)
+
+# helm has no replace lines, so `go install pkg@version` works; kept out of the Kubernetes module.
+# The k8sVersion ldflags make `helm template` / `helm lint` assume our server's minor by default.
+$(TOOLS_BIN)/helm: tools/k8s/go.mod
+	mkdir -p $(TOOLS_BIN)
+	cd /tmp && GOBIN=$(TOOLS_BIN) GOFLAGS="$(CLUSTER_GOFLAGS)" CGO_ENABLED=0 go install -trimpath \
+	  -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	    -X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+	    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(K8S_MINOR) \
+	    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(K8S_MINOR)" \
+	  helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	touch $@
+
+# Everything but the export lines goes to stderr, so `eval "$(make -s cluster-up)"` is safe.
+cluster-up:
+	@$(MAKE) --no-print-directory install cluster-bins >&2
+	@$(PY) -m tests.harness up --state-dir $(CLUSTER_STATE)
+
+cluster-down:
+	@if [ -x $(PY) ]; then $(PY) -m tests.harness down --state-dir $(CLUSTER_STATE); fi
+
+cluster-status:
+	@$(PY) -m tests.harness status --state-dir $(CLUSTER_STATE)
