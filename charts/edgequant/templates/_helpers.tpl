@@ -1,0 +1,82 @@
+{{/* Chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "edgequant.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Release-qualified name of the operator's objects. */}}
+{{- define "edgequant.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "edgequant.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "edgequant.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "edgequant.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "edgequant.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "edgequant.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "edgequant.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: edgequant
+{{- end }}
+
+{{- define "edgequant.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "edgequant.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* repository:tag, the tag defaulting to the chart's appVersion. Argument: dict "image" <values> "root" $ */}}
+{{- define "edgequant.image" -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) }}
+{{- end }}
+
+{{/* "true" when the operator serves every namespace (ClusterRole, ClusterKopfPeering). */}}
+{{- define "edgequant.clusterWide" -}}
+{{- if eq (len .Values.operator.watchNamespaces) 0 }}true{{ end }}
+{{- end }}
+
+{{/* "true" when replicas coordinate through a kopf peering object (more than one replica, or asked for). */}}
+{{- define "edgequant.peering" -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.peering.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "edgequant.peeringName" -}}
+{{- default (include "edgequant.fullname" .) .Values.peering.name }}
+{{- end }}
+
+{{/* The operator's settings as container env (names from docs/operator.md). */}}
+{{- define "edgequant.operatorEnv" -}}
+- name: POD_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: EDGEQUANT_NAMESPACES
+  value: {{ join "," .Values.operator.watchNamespaces | quote }}
+- name: EDGEQUANT_IMAGE_TFLITE
+  value: {{ include "edgequant.image" (dict "image" .Values.quantizerImages.tflite "root" .) | quote }}
+- name: EDGEQUANT_IMAGE_TORCH
+  value: {{ include "edgequant.image" (dict "image" .Values.quantizerImages.torch "root" .) | quote }}
+- name: EDGEQUANT_IMAGE_TENSORRT
+  value: {{ include "edgequant.image" (dict "image" .Values.quantizerImages.tensorrt "root" .) | quote }}
+- name: EDGEQUANT_LIVENESS_PORT
+  value: {{ .Values.liveness.port | quote }}
+- name: EDGEQUANT_METRICS_PORT
+  value: {{ ternary .Values.metrics.port 0 .Values.metrics.enabled | quote }}
+- name: EDGEQUANT_PEERING
+  value: {{ ternary (include "edgequant.peeringName" .) "" (eq (include "edgequant.peering" .) "true") | quote }}
+- name: EDGEQUANT_LOG_LEVEL
+  value: {{ .Values.operator.logLevel | quote }}
+- name: EDGEQUANT_LOG_FORMAT
+  value: {{ .Values.operator.logFormat | quote }}
+{{- end }}
