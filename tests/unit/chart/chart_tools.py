@@ -1,4 +1,4 @@
-"""Locating the real tools the chart tests drive (helm, kubectl, lua): missing ones fail with the make target to run."""
+"""Shared by the chart tests: where the repository is, and the real tools they drive (helm, kubectl, lua)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,3 @@ def find_tool(name: str, make_target: str) -> str:
         pytest.fail(f"{name} not found in {TOOLS_BIN} or on PATH: run `make {make_target}`")
     return found
 
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    return find_tool("helm", "cluster-bins")
-
-
-@pytest.fixture(scope="session")
-def kubectl() -> str:
-    return find_tool("kubectl", "cluster-bins")

@@ -19,7 +19,7 @@ from edgequant.api import v1alpha1 as api
 from edgequant.api.conditions import ConditionStatus, ConditionType, Phase, Reason
 from edgequant.api.exitcodes import REASONS, ExitCode
 
-from conftest import ROOT, find_tool
+from chart_tools import ROOT, find_tool
 
 SCRIPT = ROOT / "gitops" / "argocd" / "quantizationjob-health.lua"
 COMPONENT = ROOT / "gitops" / "argocd"

@@ -22,7 +22,7 @@ import pytest
 from edgequant.api import v1alpha1 as api
 from edgequant.cli.main import COMMANDS
 
-from conftest import ROOT
+from chart_tools import ROOT
 
 IMAGES = ROOT / "images"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
