@@ -1,0 +1,265 @@
+"""report.json -> one self-contained report.html: inline CSS and SVG, no scripts, no external assets.
+
+Pure: a dict in, a string out. It reads the worker's results (baseline,
+quantized, ratio, input contract, warnings) and the ``analysis`` section
+(edgequant.analysis.schema). Missing parts are left out, never invented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from html import escape
+from typing import Any
+
+from edgequant.report.svg import FLAG_COLOR, FP32_COLOR, MUTED_COLOR, OK_COLOR, Bar, hbar_chart, histogram_chart, pair_chart
+
+#: Sensitivity bars shown; the table below the chart lists every layer.
+MAX_BARS = 40
+
+_CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;margin:24px auto;max-width:1000px;color:#1f2933;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #d9e2ec;padding-bottom:4px}
+.sub{color:#52606d;margin:0 0 12px}.banner{padding:10px 14px;border-radius:6px;margin:12px 0;font-weight:600}
+.pass{background:#e3f9e5;color:#14532d}.fail{background:#ffe3e3;color:#7f1d1d}.degraded{background:#fff3c4;color:#7c4a03}
+table{border-collapse:collapse;width:100%;font-size:13px;margin:6px 0}th,td{text-align:left;padding:4px 8px;border-bottom:1px solid #eef2f6;vertical-align:top}
+th{background:#f5f7fa;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.finding{border-left:4px solid;padding:6px 10px;margin:8px 0;background:#fafbfc}
+.finding.fired{border-color:#d62728}.finding.quiet{border-color:#54a24b}.finding ol{margin:4px 0 0 18px;padding:0}
+.muted{color:#7b8794}code{background:#f0f4f8;padding:1px 4px;border-radius:3px}
+svg text{font-family:inherit}svg .t{font-size:14px;font-weight:600;fill:#1f2933}svg .l{font-size:12px;fill:#323f4b}
+svg .v{font-size:11px;fill:#52606d}svg .tag{fill:#7c3aed;font-weight:600}svg .axis{stroke:#9aa5b1}svg .thr{stroke:#d62728;stroke-dasharray:4 3}
+"""
+
+
+def render_html(report: Mapping[str, Any]) -> str:
+    """The whole page for one report.json dict."""
+    analysis = report.get("analysis") or {}
+    results = report.get("results") or {}
+    sections = [
+        _header(report, results, analysis),
+        _comparison(report, results),
+        _sensitivity(analysis.get("sensitivity"), analysis.get("mixedPrecision")),
+        _selection(analysis.get("gate"), analysis.get("mixedPrecision")),
+        _diagnostics(analysis.get("diagnostics")),
+        _contract(results.get("inputContract") or report.get("inputContract")),
+        _warnings(list(results.get("warnings") or []) + list(report.get("warnings") or [])),
+    ]
+    title = f"edgequant report — {report.get('name') or report.get('job') or _method(report, results) or 'quantization job'}"
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n"
+    )
+
+
+def _method(report: Mapping[str, Any], results: Mapping[str, Any]) -> str:
+    spec = report.get("spec") or {}
+    return str(results.get("method") or report.get("method") or spec.get("method") or "")
+
+
+def _header(report: Mapping[str, Any], results: Mapping[str, Any], analysis: Mapping[str, Any]) -> str:
+    name = report.get("name") or report.get("job") or "quantization job"
+    method = _method(report, results)
+    gate = analysis.get("gate") or {}
+    parts = [f"<h1>{escape(str(name))}</h1>"]
+    sub = [f"method <code>{escape(method)}</code>"] if method else []
+    if report.get("finishedAt") or report.get("createdAt"):
+        sub.append(escape(str(report.get("finishedAt") or report.get("createdAt"))))
+    artifact = results.get("artifact") or {}
+    if artifact.get("uri"):
+        sub.append(f"artifact <code>{escape(str(artifact['uri']))}</code>")
+    if sub:
+        parts.append(f"<p class=\"sub\">{' · '.join(sub)}</p>")
+    if gate:
+        reasons = gate.get("reasons") or []
+        if gate.get("passed") and not gate.get("degraded"):
+            parts.append('<div class="banner pass">Acceptance gate passed.</div>')
+        elif gate.get("degraded"):
+            text = "Degraded: the published artifact fell back down the ladder" + (" and still misses the budget: " if reasons else ".")
+            parts.append(f'<div class="banner degraded">{escape(text + "; ".join(reasons))}</div>')
+        else:
+            parts.append(f'<div class="banner fail">Acceptance gate failed: {escape("; ".join(reasons))}</div>')
+    return "\n".join(parts)
+
+
+def _measure(report: Mapping[str, Any], results: Mapping[str, Any], which: str) -> Mapping[str, Any]:
+    return results.get(which) or report.get(which) or {}
+
+
+def _comparison(report: Mapping[str, Any], results: Mapping[str, Any]) -> str:
+    base, quant = _measure(report, results, "baseline"), _measure(report, results, "quantized")
+    if not base and not quant:
+        return ""
+    mb = 1024 * 1024
+    size_b = base.get("sizeBytes")
+    size_q = quant.get("sizeBytes")
+    charts = [
+        pair_chart(title="top-1 accuracy", fp32=base.get("accuracy"), quantized=quant.get("accuracy"), unit=""),
+        pair_chart(title="size", fp32=None if size_b is None else size_b / mb, quantized=None if size_q is None else size_q / mb, unit=" MiB"),
+        pair_chart(title="latency per image", fp32=base.get("latencyMs"), quantized=quant.get("latencyMs"), unit=" ms"),
+    ]
+    rows = [
+        ("accuracy", _f(base.get("accuracy")), _f(quant.get("accuracy"))),
+        ("size (bytes)", _i(size_b), _i(size_q)),
+        ("median latency (ms)", _f(base.get("latencyMs"), 3), _f(quant.get("latencyMs"), 3)),
+    ]
+    extra = []
+    if results.get("compressionRatio") is not None:
+        extra.append(f"compression {results['compressionRatio']:.2f}x")
+    if results.get("accuracyDrop") is not None:
+        extra.append(f"accuracy drop {results['accuracyDrop']:.4f}")
+    table = "<table><tr><th></th><th>FP32</th><th>quantized</th></tr>" + "".join(
+        f"<tr><td>{escape(k)}</td><td class=\"n\">{a}</td><td class=\"n\">{b}</td></tr>" for k, a, b in rows
+    ) + "</table>"
+    return (
+        "<h2>FP32 vs quantized</h2>"
+        + (f"<p class=\"sub\">{escape(' · '.join(extra))}</p>" if extra else "")
+        + f"<div class=\"charts\">{''.join(charts)}</div>{table}"
+    )
+
+
+def _sensitivity(sens: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None) -> str:
+    if not sens or not sens.get("layers"):
+        return ""
+    layers: Sequence[Mapping[str, Any]] = sens["layers"]
+    pinned = set((mixed or {}).get("pinned") or [])
+    exhaustive = sens.get("mode") == "exhaustive"
+    bars = []
+    for entry in layers[:MAX_BARS]:
+        tag = "pinned" if entry["layer"] in pinned else ""
+        color = FLAG_COLOR if entry.get("flagged") else FP32_COLOR
+        if exhaustive:
+            delta = float(entry.get("accuracyDelta") or 0.0)
+            bars.append(Bar(label=entry["layer"], value=max(0.0, delta), color=color, text=f"{delta:+.4f}", tag=tag))
+        else:
+            own = float(entry.get("injectedSqnrDb") if entry.get("injectedSqnrDb") is not None else 200.0)
+            bars.append(Bar(label=entry["layer"], value=max(0.0, 60.0 - own), color=color, text=f"{own:.1f} dB", tag=tag))
+    if exhaustive:
+        title = "accuracy lost when only this layer is quantized (exhaustive)"
+        chart = hbar_chart(bars, title=title, threshold=sens.get("threshold"), threshold_label=f"threshold {sens.get('threshold')}")
+    else:
+        title = "noise each layer adds, SQNR in dB (fast; lower = more sensitive)"
+        flag_db = sens.get("fastFlagSqnrDb")
+        chart = hbar_chart(bars, title=title, threshold=None if flag_db is None else 60.0 - flag_db, threshold_label=f"{flag_db} dB")
+    flagged = [e["layer"] for e in layers if e.get("flagged")]
+    summary = [f"{len(layers)} layers, {len(flagged)} flagged", f"{sens.get('seconds', 0):.1f} s", f"{sens.get('quantizeRuns', 0)} quantize runs"]
+    agreement = sens.get("agreement")
+    agree_html = ""
+    if agreement:
+        rho = agreement.get("spearman")
+        agree_html = (
+            f"<p>Fast vs exhaustive: top-{agreement['k']} overlap <b>{agreement['topKOverlap']} of {agreement['k']}</b>"
+            + (f", Spearman ρ {rho:.2f}" if rho is not None else "")
+            + f". Fast top: {escape(', '.join(agreement.get('fastTop') or []))}; exhaustive top: {escape(', '.join(agreement.get('exhaustiveTop') or []))}.</p>"
+        )
+    head = "<tr><th>#</th><th>layer</th>" + (
+        "<th>accuracy alone</th><th>delta</th>" if exhaustive else "<th>injected SQNR dB</th><th>output SQNR dB</th><th>cosine</th>"
+    ) + "<th></th></tr>"
+    rows = []
+    for e in layers:
+        mark = ("flagged " if e.get("flagged") else "") + ("pinned" if e["layer"] in pinned else "")
+        cells = (
+            f"<td class=\"n\">{_f(e.get('accuracy'))}</td><td class=\"n\">{_f(e.get('accuracyDelta'), signed=True)}</td>"
+            if exhaustive
+            else f"<td class=\"n\">{_f(e.get('injectedSqnrDb'), 1)}</td><td class=\"n\">{_f(e.get('sqnrDb'), 1)}</td><td class=\"n\">{_f(e.get('cosine'))}</td>"
+        )
+        rows.append(f"<tr><td>{e.get('rank')}</td><td>{escape(e['layer'])}</td>{cells}<td>{escape(mark.strip())}</td></tr>")
+    return (
+        "<h2>Per-layer sensitivity</h2>"
+        f"<p class=\"sub\">{escape(' · '.join(summary))}</p>{chart}{agree_html}"
+        f"<details><summary>all layers</summary><table>{head}{''.join(rows)}</table></details>"
+    )
+
+
+def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None) -> str:
+    if not gate:
+        return ""
+    parts = ["<h2>Acceptance and mixed precision</h2>"]
+    parts.append(
+        f"<p class=\"sub\">budget: accuracy drop ≤ {gate.get('maxAccuracyDrop')}, compression ≥ {gate.get('minCompressionRatio')}x, "
+        f"onFailure {escape(str(gate.get('onFailure')))}</p>"
+    )
+    if mixed and (mixed.get("pinned") or mixed.get("note") or mixed.get("mode") not in (None, "off")):
+        pinned = mixed.get("pinned") or []
+        text = f"mixed precision <code>{escape(str(mixed.get('mode')))}</code>: " + (
+            f"{len(pinned)} layer(s) kept in float: {escape(', '.join(pinned))}" if pinned else "no layer kept in float"
+        )
+        if mixed.get("note"):
+            text += f" — {escape(mixed['note'])}"
+        parts.append(f"<p>{text}</p>")
+    trials = gate.get("trials") or []
+    if trials:
+        rows = []
+        for t in trials:
+            status = "passes" if t.get("passed") else "; ".join(t.get("reasons") or [])
+            chosen = "<b>published</b>" if t.get("chosen") else ""
+            color = OK_COLOR if t.get("passed") else (MUTED_COLOR if not t.get("chosen") else FLAG_COLOR)
+            rows.append(
+                f"<tr><td>{escape(str(t.get('rung')))}</td><td><code>{escape(str(t.get('method')))}</code></td>"
+                f"<td>{escape(', '.join(t.get('pinned') or [])) or '—'}</td><td class=\"n\">{_f(t.get('accuracy'))}</td>"
+                f"<td class=\"n\">{_i(t.get('sizeBytes'))}</td><td class=\"n\">{_f(t.get('compressionRatio'), 2)}</td>"
+                f"<td style=\"color:{color}\">{escape(status)}</td><td>{chosen}</td></tr>"
+            )
+        parts.append(
+            "<table><tr><th>rung</th><th>method</th><th>kept in float</th><th>accuracy</th><th>bytes</th><th>ratio</th>"
+            f"<th>gate</th><th></th></tr>{''.join(rows)}</table>"
+        )
+    return "".join(parts)
+
+
+def _diagnostics(diag: Mapping[str, Any] | None) -> str:
+    if not diag:
+        return ""
+    parts = ["<h2>Diagnostics</h2>"]
+    outputs = diag.get("outputs")
+    if outputs:
+        parts.append(
+            f"<p class=\"sub\">FP32 vs quantized raw outputs on the same {outputs['samples']} inputs: MSE {outputs['mse']:.4g}, "
+            f"mean cosine {outputs['cosine']:.4f}, max abs {outputs['maxAbs']:.4g}, same top-1 {outputs['top1Agreement']:.1%}</p>"
+        )
+    for finding in diag.get("findings") or []:
+        fired = finding.get("fired")
+        fixes = "".join(f"<li>{escape(fix)}</li>" for fix in finding.get("fixes") or [])
+        parts.append(
+            f"<div class=\"finding {'fired' if fired else 'quiet'}\"><b>{escape(finding['check'])}</b> — "
+            f"{'detected' if fired else 'ok'}: {escape(finding.get('message', ''))}" + (f"<ol>{fixes}</ol>" if fixes else "") + "</div>"
+        )
+    dist = diag.get("distribution")
+    if dist:
+        parts.append(histogram_chart(title="output distribution, FP32 vs quantized", edges=dist["edges"], fp32=dist["fp32"], quantized=dist["quantized"]))
+    return "".join(parts)
+
+
+def _contract(contract: Mapping[str, Any] | None) -> str:
+    if not contract:
+        return ""
+    rows = [
+        ("dtype", contract.get("dtype")),
+        ("shape", contract.get("shape")),
+        ("layout", contract.get("layout")),
+        ("value range", contract.get("valueRange")),
+        ("quantization scale", contract.get("quantScale")),
+        ("quantization zero point", contract.get("quantZeroPoint")),
+        ("preprocessing", contract.get("preprocessing")),
+    ]
+    body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in rows if v not in (None, ""))
+    return f"<h2>Input contract of the artifact</h2><table>{body}</table>"
+
+
+def _warnings(warnings: Sequence[str]) -> str:
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{escape(str(w))}</li>" for w in dict.fromkeys(warnings))
+    return f"<h2>Warnings</h2><ul>{items}</ul>"
+
+
+def _f(value: Any, digits: int = 4, *, signed: bool = False) -> str:
+    if value is None:
+        return "—"
+    return f"{float(value):+.{digits}f}" if signed else f"{float(value):.{digits}f}"
+
+
+def _i(value: Any) -> str:
+    return "—" if value is None else f"{int(value):,}"
+
+
