@@ -1,0 +1,134 @@
+"""The ``analysis`` section of report.json: what sensitivity, mixed precision, the gate and diagnostics found.
+
+These models are the documented schema (docs/analysis.md renders them); the
+worker places ``AnalysisReport.to_wire()`` under the report's ``analysis`` key.
+Wire names are camelCase like the rest of the API.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from edgequant.api.v1alpha1 import ApiModel, Method, MixedPrecisionMode, OnFailure, SensitivityMode
+
+
+class LayerSensitivity(ApiModel):
+    """One layer of the source model and what quantizing it costs."""
+
+    layer: str = Field(..., description="Layer name in the source model (Keras layer name, ONNX node name).")
+    rank: int = Field(..., ge=1, description="1 = most sensitive in this ranking.")
+    accuracy: float | None = Field(None, description="Exhaustive: accuracy with only this layer quantized.")
+    accuracy_delta: float | None = Field(None, description="Exhaustive: reference accuracy minus `accuracy` (positive = this layer costs accuracy).")
+    injected_sqnr_db: float | None = Field(None, description="Fast: SQNR of the noise this layer adds on top of the noise it receives (lower = more sensitive).")
+    sqnr_db: float | None = Field(None, description="Fast: SQNR of the layer output, float model vs quantized model on the same inputs.")
+    mse: float | None = Field(None, description="Fast: mean squared error of the layer output, float vs quantized.")
+    cosine: float | None = Field(None, description="Fast: cosine similarity of the layer output, float vs quantized.")
+    flagged: bool = Field(False, description="Exhaustive: accuracyDelta above the threshold. Fast: injectedSqnrDb below fastFlagSqnrDb.")
+
+
+class RankingAgreement(ApiModel):
+    """How well the fast ranking predicts the exhaustive one (only when both ran)."""
+
+    k: int = Field(..., description="Size of the compared top lists.")
+    top_k_overlap: int = Field(..., description="Layers present in both top-k lists.")
+    spearman: float | None = Field(None, description="Spearman rank correlation over all layers (None with fewer than 2 layers).")
+    fast_top: list[str] = Field(default_factory=list, description="Fast ranking's top k.")
+    exhaustive_top: list[str] = Field(default_factory=list, description="Exhaustive ranking's top k.")
+
+
+class SensitivityReport(ApiModel):
+    mode: SensitivityMode = Field(..., description="Which ranking `layers` holds: exhaustive (accuracy per layer) or fast (tensor error).")
+    threshold: float = Field(..., description="mixedPrecision.sensitivityThreshold: accuracy delta above which a layer is flagged (exhaustive).")
+    fast_flag_sqnr_db: float | None = Field(None, description="Fast mode flags layers whose injected SQNR is below this.")
+    reference_accuracy: float | None = Field(None, description="Accuracy with nothing quantized, the reference of accuracyDelta.")
+    layers: list[LayerSensitivity] = Field(default_factory=list, description="Every quantizable layer, most sensitive first.")
+    fast: list[LayerSensitivity] = Field(default_factory=list, description="The fast ranking too, when mode is exhaustive (for comparison).")
+    agreement: RankingAgreement | None = Field(None, description="Fast vs exhaustive, when both ran.")
+    seconds: float = Field(0.0, description="Wall time of the analysis.")
+    quantize_runs: int = Field(0, description="Quantize+evaluate runs it took (exhaustive: one per layer; fast: none beyond the probe).")
+
+    @property
+    def flagged(self) -> list[str]:
+        return [entry.layer for entry in self.layers if entry.flagged]
+
+
+class Trial(ApiModel):
+    """One quantized candidate that was built and scored."""
+
+    rung: Literal["full", "pinned", "float16"] = Field(..., description="Which step of the ladder built it: full (the spec's method, every layer quantized), pinned (the spec's method with layers kept in float: manual pins or one step of the auto search), float16 (the fallback method).")
+    method: Method = Field(..., description="Method that built it.")
+    pinned: list[str] = Field(default_factory=list, description="Layers kept in float.")
+    accuracy: float | None = Field(None, description="Accuracy on the evaluation set.")
+    size_bytes: int = Field(..., description="Artifact size.")
+    accuracy_drop: float | None = Field(None, description="Baseline accuracy minus accuracy.")
+    compression_ratio: float | None = Field(None, description="Baseline size / size.")
+    passed: bool = Field(..., description="Met the whole acceptance budget.")
+    reasons: list[str] = Field(default_factory=list, description="Why it missed the budget.")
+    chosen: bool = Field(False, description="This is the published artifact.")
+
+
+class MixedPrecisionReport(ApiModel):
+    mode: MixedPrecisionMode = Field(..., description="off, manual or auto as in the spec (auto also when the degrade ladder searched).")
+    pinned: list[str] = Field(default_factory=list, description="Layers kept in float in the published artifact.")
+    max_pinned_layers: int = Field(..., description="The cap auto mode respected.")
+    met_accuracy_budget: bool | None = Field(None, description="Auto: whether pinning reached acceptance.maxAccuracyDrop.")
+    accuracy: float | None = Field(None, description="Accuracy of the chosen mixed artifact.")
+    size_bytes: int | None = Field(None, description="Size of the chosen mixed artifact.")
+    note: str = Field("", description="Why pinning was skipped or stopped, in words.")
+
+
+class GateReport(ApiModel):
+    passed: bool = Field(..., description="The published artifact met the budget.")
+    reasons: list[str] = Field(default_factory=list, description="Why not, naming the spec field and the numbers.")
+    accuracy_drop: float | None = Field(None, description="Baseline minus published accuracy.")
+    compression_ratio: float | None = Field(None, description="Baseline size / published size.")
+    max_accuracy_drop: float = Field(..., description="acceptance.maxAccuracyDrop.")
+    min_compression_ratio: float = Field(..., description="acceptance.minCompressionRatio.")
+    on_failure: OnFailure = Field(..., description="acceptance.onFailure.")
+    degraded: bool = Field(False, description="The published artifact is not the first choice or misses the budget.")
+    trials: list[Trial] = Field(default_factory=list, description="Every candidate built, in order (the degrade ladder and auto mixed precision).")
+
+
+class OutputComparison(ApiModel):
+    """FP32 vs quantized raw outputs on the same inputs."""
+
+    samples: int = Field(..., description="Inputs compared.")
+    mse: float = Field(..., description="Mean squared error of the raw outputs.")
+    cosine: float = Field(..., description="Mean per-sample cosine similarity of the raw outputs.")
+    max_abs: float = Field(..., description="Largest absolute difference.")
+    top1_agreement: float = Field(..., description="Share of inputs where both models predict the same class.")
+
+
+class Histogram(ApiModel):
+    edges: list[float] = Field(..., description="Bin edges (len = bins + 1), shared by both models.")
+    fp32: list[int] = Field(..., description="FP32 output values per bin.")
+    quantized: list[int] = Field(..., description="Quantized output values per bin.")
+
+
+class Finding(ApiModel):
+    check: Literal["output-mismatch", "output-collapsed", "output-clipped", "preprocessing-mismatch"] = Field(..., description="Which diagnostic.")
+    fired: bool = Field(..., description="True when the problem was detected.")
+    message: str = Field(..., description="What was measured, in one or two sentences.")
+    evidence: dict[str, float] = Field(default_factory=dict, description="The numbers behind the verdict.")
+    fixes: list[str] = Field(default_factory=list, description="What to try, in the reference order.")
+
+
+class DiagnosticsReport(ApiModel):
+    outputs: OutputComparison | None = Field(None, description="Raw output comparison.")
+    findings: list[Finding] = Field(default_factory=list, description="Every check run, fired or quiet.")
+    distribution: Histogram | None = Field(None, description="Raw output values of both models, for the plot.")
+
+    @property
+    def fired(self) -> list[Finding]:
+        return [f for f in self.findings if f.fired]
+
+
+class AnalysisReport(ApiModel):
+    """Everything edgequant.analysis adds to report.json, under the key ``analysis``."""
+
+    sensitivity: SensitivityReport | None = Field(None, description="Per-layer sensitivity (absent when mixedPrecision.sensitivity is off).")
+    mixed_precision: MixedPrecisionReport | None = Field(None, description="Layers kept in float and what that bought.")
+    gate: GateReport | None = Field(None, description="The acceptance verdict and the degrade ladder.")
+    diagnostics: DiagnosticsReport | None = Field(None, description="FP32 vs quantized output checks with fixes.")

@@ -1,0 +1,218 @@
+"""Which artifact gets published: mixed precision (manual / auto), the acceptance gate and the degrade ladder.
+
+Pure orchestration over an injected ``build(method, keep_float) -> Candidate``
+that quantizes and scores one candidate; the worker supplies it, tests supply
+real backends. Nothing here knows a framework.
+
+The ladder (``acceptance.onFailure: degrade``):
+
+1. full   - the spec's method, every layer quantized (manual pins when mode is manual);
+2. pinned - the same method keeping the most sensitive layers in float, one more
+   per step, until ``acceptance.maxAccuracyDrop`` is met or
+   ``mixedPrecision.maxPinnedLayers`` are pinned (this is also auto mode);
+3. float16 - the family's float16 method.
+
+It stops at the first candidate that passes the whole gate. When none passes it
+publishes the best one found, flagged degraded: fewest gate reasons, then the
+smallest accuracy drop, then the best compression. It never ends with nothing.
+A rung that cannot help is skipped: pinning and float16 only buy accuracy, so
+they are not tried when accuracy is already within budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from edgequant.analysis.gate import GateVerdict, check_acceptance
+from edgequant.analysis.schema import GateReport, MixedPrecisionReport, Trial
+from edgequant.api import v1alpha1 as api
+from edgequant.api.exitcodes import ExitCode
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A built and scored quantized model. ``artifact`` is the worker's handle, opaque here."""
+
+    method: api.Method
+    pinned: tuple[str, ...]
+    accuracy: float | None
+    size_bytes: int
+    artifact: object = None
+
+
+Build = Callable[[api.Method, tuple[str, ...]], Candidate]
+
+
+@dataclass
+class Selection:
+    """The candidate to publish and everything the report says about how it was chosen."""
+
+    chosen: Candidate
+    gate: GateReport
+    mixed_precision: MixedPrecisionReport
+    exit_code: ExitCode
+    message: str
+    candidates: list[Candidate] = field(default_factory=list)
+
+    @property
+    def degraded(self) -> bool:
+        return self.gate.degraded
+
+
+def select_artifact(
+    *,
+    spec: api.QuantizationJobSpec,
+    baseline_accuracy: float | None,
+    baseline_size: int,
+    build: Build,
+    ranking: Callable[[], Sequence[str]] | None,
+    pinnable: bool,
+    fallback_method: api.Method | None,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> Selection:
+    """Build candidates in ladder order and pick the one to publish (see the module docstring).
+
+    ``ranking`` returns layer names, most sensitive first; it is called only when
+    a search needs it. ``pinnable`` says whether the method can keep layers in
+    float. ``fallback_method`` is the float16 rung (None: no such rung).
+    """
+    mp, acceptance = spec.mixed_precision, spec.acceptance
+    degrade = acceptance.on_failure is api.OnFailure.DEGRADE
+    trials: list[Trial] = []
+    candidates: list[Candidate] = []
+    verdicts: list[GateVerdict] = []
+
+    def attempt(rung: str, method: api.Method, pins: tuple[str, ...]) -> GateVerdict:
+        cand = build(method, pins)
+        verdict = check_acceptance(
+            acceptance=acceptance,
+            baseline_accuracy=baseline_accuracy,
+            quantized_accuracy=cand.accuracy,
+            baseline_size=baseline_size,
+            quantized_size=cand.size_bytes,
+        )
+        log(
+            f"{rung}: {method.value}"
+            + (f" keeping {len(pins)} layer(s) in float" if pins else "")
+            + f" -> accuracy {_fmt(cand.accuracy)}, {cand.size_bytes} bytes, "
+            + ("passes the gate" if verdict.passed else "misses: " + "; ".join(verdict.reasons))
+        )
+        candidates.append(cand)
+        verdicts.append(verdict)
+        trials.append(
+            Trial(
+                rung=rung,  # type: ignore[arg-type]
+                method=method,
+                pinned=list(pins),
+                accuracy=cand.accuracy,
+                size_bytes=cand.size_bytes,
+                accuracy_drop=verdict.accuracy_drop,
+                compression_ratio=verdict.compression_ratio,
+                passed=verdict.passed,
+                reasons=list(verdict.reasons),
+            )
+        )
+        return verdict
+
+    def accuracy_met(verdict: GateVerdict) -> bool:
+        return verdict.accuracy_drop is None or verdict.accuracy_drop <= acceptance.max_accuracy_drop + 1e-12
+
+    manual_pins = tuple(mp.pinned_layers) if mp.mode is api.MixedPrecisionMode.MANUAL and pinnable else ()
+    verdict = attempt("pinned" if manual_pins else "full", spec.method, manual_pins)
+    note = ""
+    if mp.mode is api.MixedPrecisionMode.MANUAL and not pinnable:
+        note = f"{spec.method.value} cannot keep layers in float; pinnedLayers ignored"
+
+    searched = False
+    if not verdict.passed and not accuracy_met(verdict) and (mp.mode is api.MixedPrecisionMode.AUTO or degrade):
+        if not pinnable:
+            note = note or f"{spec.method.value} cannot keep layers in float; no pinning search"
+        elif baseline_accuracy is None:
+            note = "no evaluation data: pinning cannot be steered by accuracy"
+        elif ranking is None:
+            note = "no sensitivity ranking available: no pinning search"
+        else:
+            searched = True
+            order = [layer for layer in ranking() if layer not in manual_pins]
+            pins = manual_pins
+            for layer in order:
+                if len(pins) >= mp.max_pinned_layers:
+                    note = f"stopped at mixedPrecision.maxPinnedLayers ({mp.max_pinned_layers})"
+                    break
+                pins = pins + (layer,)
+                verdict = attempt("pinned", spec.method, pins)
+                if accuracy_met(verdict):
+                    break
+            else:
+                if not accuracy_met(verdict):
+                    note = "pinned every ranked layer without meeting acceptance.maxAccuracyDrop"
+
+    if (
+        degrade
+        and not any(v.passed for v in verdicts)
+        and not any(accuracy_met(v) for v in verdicts)
+        and fallback_method is not None
+        and fallback_method is not spec.method
+    ):
+        attempt("float16", fallback_method, ())
+
+    passing = [i for i, v in enumerate(verdicts) if v.passed]
+    if passing:
+        # Ladder order: the first that passes is the least fallen-back.
+        index = passing[0]
+    else:
+        index = min(range(len(verdicts)), key=lambda i: _best_key(verdicts[i], i))
+    trials[index] = trials[index].model_copy(update={"chosen": True})
+    chosen, chosen_verdict = candidates[index], verdicts[index]
+    fell_back = trials[index].rung == "float16" or (
+        trials[index].rung == "pinned" and mp.mode is api.MixedPrecisionMode.OFF
+    )
+    degraded = degrade and (not chosen_verdict.passed or fell_back)
+
+    gate = GateReport(
+        passed=chosen_verdict.passed,
+        reasons=list(chosen_verdict.reasons),
+        accuracy_drop=chosen_verdict.accuracy_drop,
+        compression_ratio=chosen_verdict.compression_ratio,
+        max_accuracy_drop=acceptance.max_accuracy_drop,
+        min_compression_ratio=acceptance.min_compression_ratio,
+        on_failure=acceptance.on_failure,
+        degraded=degraded,
+        trials=trials,
+    )
+    mixed = MixedPrecisionReport(
+        mode=api.MixedPrecisionMode.AUTO if searched and mp.mode is api.MixedPrecisionMode.OFF else mp.mode,
+        pinned=list(chosen.pinned),
+        max_pinned_layers=mp.max_pinned_layers,
+        met_accuracy_budget=accuracy_met(chosen_verdict) if searched else None,
+        accuracy=chosen.accuracy if chosen.pinned else None,
+        size_bytes=chosen.size_bytes if chosen.pinned else None,
+        note=note,
+    )
+    if chosen_verdict.passed:
+        code = ExitCode.SUCCESS
+        message = f"published {trials[index].rung} ({chosen.method.value})" + (
+            f" keeping {len(chosen.pinned)} layer(s) in float" if chosen.pinned else ""
+        ) + (", degraded down the ladder" if degraded else "")
+    elif degrade:
+        code = ExitCode.SUCCESS
+        message = (
+            f"no candidate met the budget; published the best found, {trials[index].rung} ({chosen.method.value}), "
+            f"flagged degraded: " + "; ".join(chosen_verdict.reasons)
+        )
+    else:
+        code = ExitCode.ACCEPTANCE_FAILED
+        message = "acceptance gate failed (onFailure: fail): " + "; ".join(chosen_verdict.reasons)
+    return Selection(chosen=chosen, gate=gate, mixed_precision=mixed, exit_code=code, message=message, candidates=candidates)
+
+
+def _best_key(verdict: GateVerdict, index: int) -> tuple[int, float, float, int]:
+    """Smaller is better: fewest gate reasons, smallest accuracy drop, best compression, earliest rung."""
+    drop = verdict.accuracy_drop if verdict.accuracy_drop is not None else 0.0
+    ratio = verdict.compression_ratio or 0.0
+    return (len(verdict.reasons), drop, -ratio, index)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -1,0 +1,170 @@
+"""Mixed precision (manual, auto), the acceptance gate's fail path and the degrade ladder, over an injected build()."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from edgequant.analysis.selection import Candidate, select_artifact
+from edgequant.api import v1alpha1 as api
+from edgequant.api.exitcodes import ExitCode
+
+BASELINE_ACC = 0.90
+BASELINE_SIZE = 400_000
+# What keeping a layer in float buys (accuracy) and costs (bytes) on top of plain INT8.
+GAIN = {"conv2": 0.05, "fc1": 0.004, "conv1": 0.002, "logits": 0.001}
+COST = {"conv2": 20_000, "fc1": 150_000, "conv1": 1_000, "logits": 5_000}
+
+
+def _spec(**overrides: Any) -> api.QuantizationJobSpec:
+    doc: dict[str, Any] = {
+        "model": {"uri": "file:///m.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+        "method": "tflite-int8",
+        "calibration": {"dataset": {"uri": "file:///cal/"}},
+        "evaluation": {"dataset": {"uri": "file:///eval/"}},
+        "output": {"uri": "file:///out/"},
+    }
+    doc.update(overrides)
+    return api.QuantizationJobSpec.model_validate(doc)
+
+
+class Builder:
+    """Scores candidates from the tables above and records every build, as the worker's build() would."""
+
+    def __init__(self, *, int8_acc: float = 0.84, fp16_acc: float = 0.899) -> None:
+        self.int8_acc, self.fp16_acc = int8_acc, fp16_acc
+        self.calls: list[tuple[api.Method, tuple[str, ...]]] = []
+
+    def __call__(self, method: api.Method, pins: tuple[str, ...]) -> Candidate:
+        self.calls.append((method, pins))
+        if method is api.Method.TFLITE_FLOAT16:
+            return Candidate(method=method, pinned=(), accuracy=self.fp16_acc, size_bytes=BASELINE_SIZE // 2, artifact="fp16")
+        acc = self.int8_acc + sum(GAIN[p] for p in pins)
+        size = 100_000 + sum(COST[p] for p in pins)
+        return Candidate(method=method, pinned=pins, accuracy=acc, size_bytes=size, artifact=("int8", pins))
+
+
+RANKING = ["conv2", "fc1", "conv1", "logits"]
+
+
+def _select(spec: api.QuantizationJobSpec, build: Builder, **kw: Any):
+    args: dict[str, Any] = dict(
+        spec=spec, baseline_accuracy=BASELINE_ACC, baseline_size=BASELINE_SIZE, build=build,
+        ranking=lambda: RANKING, pinnable=True, fallback_method=api.Method.TFLITE_FLOAT16,
+    )
+    args.update(kw)
+    return select_artifact(**args)
+
+
+def test_plain_int8_within_budget_builds_once_and_pins_nothing() -> None:
+    build = Builder(int8_acc=0.895)
+    sel = _select(_spec(mixedPrecision={"mode": "auto"}), build)
+    assert build.calls == [(api.Method.TFLITE_INT8, ())]
+    assert sel.exit_code is ExitCode.SUCCESS and sel.gate.passed and not sel.degraded
+    assert sel.mixed_precision.pinned == [] and sel.gate.trials[0].chosen
+
+
+def test_auto_meets_a_budget_plain_int8_misses_by_pinning_the_most_sensitive() -> None:
+    build = Builder()
+    spec = _spec(mixedPrecision={"mode": "auto"}, acceptance={"maxAccuracyDrop": 0.02})
+    sel = _select(spec, build)
+    assert build.calls == [(api.Method.TFLITE_INT8, ()), (api.Method.TFLITE_INT8, ("conv2",))]
+    assert not sel.gate.trials[0].passed and sel.gate.trials[1].passed
+    assert sel.exit_code is ExitCode.SUCCESS and not sel.degraded
+    assert sel.chosen.pinned == ("conv2",) and sel.mixed_precision.met_accuracy_budget is True
+    assert sel.mixed_precision.accuracy == pytest.approx(0.89) and sel.mixed_precision.size_bytes == 120_000
+
+
+def test_auto_stops_at_max_pinned_layers_and_fails_with_reasons() -> None:
+    build = Builder(int8_acc=0.80)
+    spec = _spec(mixedPrecision={"mode": "auto", "maxPinnedLayers": 2}, acceptance={"maxAccuracyDrop": 0.01})
+    sel = _select(spec, build)
+    assert [pins for _m, pins in build.calls] == [(), ("conv2",), ("conv2", "fc1")]
+    assert sel.exit_code is ExitCode.ACCEPTANCE_FAILED and not sel.gate.passed
+    assert "maxPinnedLayers (2)" in sel.mixed_precision.note
+    assert "acceptance.maxAccuracyDrop" in sel.message and "onFailure: fail" in sel.message
+    # the best found is the most accurate one
+    assert sel.chosen.pinned == ("conv2", "fc1")
+
+
+def test_manual_keeps_pinned_layers_and_does_not_search() -> None:
+    build = Builder()
+    spec = _spec(mixedPrecision={"mode": "manual", "pinnedLayers": ["fc1"]}, acceptance={"maxAccuracyDrop": 0.02})
+    sel = _select(spec, build)
+    assert build.calls == [(api.Method.TFLITE_INT8, ("fc1",))]
+    assert sel.exit_code is ExitCode.ACCEPTANCE_FAILED and sel.gate.trials[0].rung == "pinned"
+
+
+def test_gate_fail_path_reports_why_and_the_exit_code() -> None:
+    sel = _select(_spec(acceptance={"maxAccuracyDrop": 0.01, "minCompressionRatio": 5.0}), Builder())
+    assert sel.exit_code is ExitCode.ACCEPTANCE_FAILED
+    assert len(sel.gate.reasons) == 2
+    assert any("minCompressionRatio" in r for r in sel.gate.reasons)
+    assert sel.gate.on_failure is api.OnFailure.FAIL and not sel.degraded
+
+
+def test_degrade_walks_int8_then_pinned_then_float16_and_publishes_the_first_pass() -> None:
+    build = Builder(int8_acc=0.70, fp16_acc=0.899)
+    spec = _spec(acceptance={"maxAccuracyDrop": 0.01, "onFailure": "degrade"}, mixedPrecision={"maxPinnedLayers": 2})
+    sel = _select(spec, build)
+    assert [t.rung for t in sel.gate.trials] == ["full", "pinned", "pinned", "float16"]
+    assert sel.chosen.artifact == "fp16" and sel.gate.passed and sel.degraded
+    assert sel.exit_code is ExitCode.SUCCESS and "degraded" in sel.message
+    # mode off but the ladder searched: reported as an auto search
+    assert sel.mixed_precision.mode is api.MixedPrecisionMode.AUTO
+
+
+def test_degrade_stops_at_the_pinned_rung_when_it_passes() -> None:
+    build = Builder()
+    spec = _spec(acceptance={"maxAccuracyDrop": 0.02, "onFailure": "degrade"})
+    sel = _select(spec, build)
+    assert [t.rung for t in sel.gate.trials] == ["full", "pinned"]
+    assert sel.chosen.pinned == ("conv2",) and sel.degraded  # fell back from full INT8
+    assert api.Method.TFLITE_FLOAT16 not in [m for m, _p in build.calls]
+
+
+def test_degrade_never_ends_with_nothing_and_flags_the_best_found() -> None:
+    build = Builder(int8_acc=0.5, fp16_acc=0.85)
+    spec = _spec(acceptance={"maxAccuracyDrop": 0.01, "onFailure": "degrade"}, mixedPrecision={"maxPinnedLayers": 1})
+    sel = _select(spec, build)
+    assert not any(t.passed for t in sel.gate.trials)
+    assert sel.exit_code is ExitCode.SUCCESS and sel.degraded and not sel.gate.passed
+    assert sel.chosen.artifact == "fp16"  # smallest accuracy drop among equally failing candidates
+    assert sum(t.chosen for t in sel.gate.trials) == 1
+    assert "best found" in sel.message
+
+
+def test_ladder_skips_rungs_that_cannot_help() -> None:
+    # only the size budget fails: pinning and float16 only buy accuracy, so neither is built
+    build = Builder(int8_acc=0.899)
+    spec = _spec(acceptance={"minCompressionRatio": 10.0, "onFailure": "degrade"}, mixedPrecision={"mode": "auto"})
+    sel = _select(spec, build)
+    assert len(build.calls) == 1 and sel.degraded and not sel.gate.passed
+    # not pinnable (e.g. dynamic range): straight to float16, with a note
+    build = Builder(int8_acc=0.5)
+    spec = _spec(method="tflite-dynamic-range", calibration=None, acceptance={"onFailure": "degrade"}, mixedPrecision={"mode": "auto"})
+    sel = _select(spec, build, pinnable=False)
+    assert [m for m, _p in build.calls] == [api.Method.TFLITE_DYNAMIC_RANGE, api.Method.TFLITE_FLOAT16]
+    assert "cannot keep layers in float" in sel.mixed_precision.note
+
+
+def test_ranking_is_computed_only_when_a_search_needs_it() -> None:
+    asked: list[int] = []
+
+    def ranking() -> list[str]:
+        asked.append(1)
+        return RANKING
+
+    _select(_spec(mixedPrecision={"mode": "auto"}), Builder(int8_acc=0.899), ranking=ranking)
+    assert asked == []
+    _select(_spec(mixedPrecision={"mode": "auto"}, acceptance={"maxAccuracyDrop": 0.02}), Builder(), ranking=ranking)
+    assert asked == [1]
+
+
+def test_report_sections_serialise_camel_case() -> None:
+    sel = _select(_spec(mixedPrecision={"mode": "auto"}, acceptance={"maxAccuracyDrop": 0.02}), Builder())
+    gate = sel.gate.to_wire()
+    assert gate["trials"][1]["pinned"] == ["conv2"] and gate["trials"][1]["chosen"] is True
+    assert {"accuracyDrop", "compressionRatio", "maxAccuracyDrop", "onFailure"} <= set(gate)
+    assert sel.mixed_precision.to_wire()["metAccuracyBudget"] is True
