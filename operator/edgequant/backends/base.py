@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from edgequant.api import v1alpha1 as api
+from edgequant.util.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,54 @@ class TensorContract:
     shape: tuple[int, ...]
     scale: float | None = None
     zero_point: int | None = None
+
+
+class InputContractError(InvalidInputError):
+    """Data of the wrong dtype or range reached a model, e.g. float/255 fed to a uint8 full-INT8 model."""
+
+
+def describe_contract(contract: TensorContract) -> str:
+    if contract.scale is None:
+        return f"{contract.dtype} {list(contract.shape)}"
+    return f"{contract.dtype} {list(contract.shape)} (scale {contract.scale:.6g}, zero point {contract.zero_point})"
+
+
+def to_input_contract(batch: np.ndarray, contract: TensorContract) -> np.ndarray:
+    """Convert preprocessed float32 inputs to what the model takes: float as is, integers quantized.
+
+    Integer inputs get ``round(v / scale) + zero_point`` clipped to the dtype, so
+    a full-INT8 model calibrated on [0, 1] floats receives uint8 0-255 pixels.
+    """
+    if not np.issubdtype(batch.dtype, np.floating):
+        raise InputContractError(
+            f"expected preprocessed float32 inputs, got {batch.dtype}: run the data through "
+            "edgequant.data.preprocess first (integers are produced here, from the model's scale and zero point)"
+        )
+    dtype = np.dtype(contract.dtype)
+    if np.issubdtype(dtype, np.floating):
+        return batch.astype(dtype, copy=False)
+    if contract.scale is None or contract.zero_point is None:
+        raise InputContractError(f"integer input {describe_contract(contract)} without a scale and zero point")
+    info = np.iinfo(dtype)
+    q = np.round(batch / np.float32(contract.scale)) + contract.zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def check_batch_matches(batch: np.ndarray, contract: TensorContract) -> None:
+    """Refuse data a model cannot take, naming the classic float/255-into-uint8 bug. Predictors call this."""
+    expected = np.dtype(contract.dtype)
+    if batch.dtype == expected:
+        return
+    if np.issubdtype(expected, np.integer) and np.issubdtype(batch.dtype, np.floating):
+        low, high = (float(batch.min()), float(batch.max())) if batch.size else (0.0, 0.0)
+        bug = " (float/255 fed to a full-INT8 model)" if 0.0 <= low and high <= 1.0 else ""
+        info = np.iinfo(expected)
+        raise InputContractError(
+            f"the model takes {describe_contract(contract)} values {info.min}-{info.max}, but got {batch.dtype} "
+            f"values in [{low:.3g}, {high:.3g}]{bug}: feed round(x / scale) + zero_point "
+            "(edgequant.backends.base.to_input_contract); for 1/255 scaling that is the uint8 pixels as they are"
+        )
+    raise InputContractError(f"the model takes {describe_contract(contract)}, got {batch.dtype}")
 
 
 @dataclass
@@ -94,6 +143,28 @@ class Backend(Protocol):
     def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> Predictor:
         """Load the FP32 source model or an artifact for evaluation."""
         ...
+
+
+@dataclass
+class BaselineArtifact:
+    """The FP32 model in the artifact's own runtime format (e.g. a float .tflite), for a fair comparison."""
+
+    path: Path
+    input: TensorContract
+    format: str
+    """Short name for the report, e.g. 'tflite-fp32'."""
+
+
+@runtime_checkable
+class BaselineExport(Protocol):
+    """Optional: export the FP32 model to the runtime the artifacts use.
+
+    When a backend has it, baseline size, accuracy and latency come from this
+    file in the same runtime as the quantized artifact; otherwise from the
+    source model file through ``Backend.load``.
+    """
+
+    def export_baseline(self, request: QuantizeRequest) -> BaselineArtifact: ...
 
 
 @runtime_checkable

@@ -1,0 +1,95 @@
+"""The TFLite backend: the four reference workflows behind the Backend protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgequant.api import v1alpha1 as api
+from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest
+from edgequant.backends.tflite import convert as conv
+from edgequant.backends.tflite.predictor import TFLitePredictor
+from edgequant.backends.tflite.source import SourceModel, check_input_shape, load_source
+from edgequant.util.errors import InvalidInputError
+
+#: Artifact file suffix per method: <model stem>.<suffix>.tflite
+_SUFFIX = {
+    api.Method.TFLITE_DYNAMIC_RANGE: "dynamic-range",
+    api.Method.TFLITE_FLOAT16: "float16",
+    api.Method.TFLITE_INT8: "int8",
+    api.Method.TFLITE_QAT: "qat-int8",
+}
+
+
+class TFLiteBackend:
+    name = "tflite"
+    methods = frozenset(_SUFFIX)
+
+    def __init__(self) -> None:
+        self._sources: dict[Path, SourceModel] = {}
+
+    def _source(self, request: QuantizeRequest) -> SourceModel:
+        key = request.model_path.resolve()
+        if key not in self._sources:
+            fmt = request.spec.model.resolved_format
+            if fmt is None:
+                raise InvalidInputError(f"spec.model.format: cannot tell the format of {request.model_path.name}; set it (keras, h5 or savedmodel)")
+            source = load_source(request.model_path, fmt=fmt, workdir=request.workdir)
+            check_input_shape(source, request.spec.model.input)
+            self._sources[key] = source
+        return self._sources[key]
+
+    def _write(self, data: bytes, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    def export_baseline(self, request: QuantizeRequest) -> BaselineArtifact:
+        source = self._source(request)
+        path = self._write(conv.convert_saved_model(source.saved_model_dir, method=None), request.workdir / f"{request.model_path.stem}.fp32.tflite")
+        return BaselineArtifact(path=path, input=TFLitePredictor(path).input, format="tflite-fp32")
+
+    def quantize(self, request: QuantizeRequest) -> QuantizedArtifact:
+        method = request.method
+        if method not in self.methods:
+            raise InvalidInputError(f"spec.method: the TFLite backend does not run {method.value}")
+        if request.keep_float:
+            raise InvalidInputError(
+                "mixedPrecision.pinnedLayers: the TFLite backend does not keep layers in float yet; "
+                "remove the pinned layers or use an onnx-static / tensorrt-mixed method"
+            )
+        source = self._source(request)
+        notes: list[str] = []
+        representative = None
+        if request.calibration is not None:
+            representative = conv.representative_from(request.calibration)
+            algorithm = request.spec.calibration.algorithm if request.spec.calibration else api.CalibrationAlgorithm.MINMAX
+            if algorithm is not api.CalibrationAlgorithm.MINMAX and method is api.Method.TFLITE_INT8:
+                notes.append(f"calibration.algorithm {algorithm.value} ignored: TFLiteConverter calibrates with min/max ranges")
+        if method is api.Method.TFLITE_QAT:
+            from edgequant.backends.tflite import qat
+
+            if request.training is None:
+                raise InvalidInputError("spec.training: tflite-qat fine-tunes on training data; add training.dataset")
+            assert request.spec.training is not None
+            request.log(f"QAT: fine-tuning {request.spec.training.epochs} epoch(s) at learning rate {request.spec.training.learning_rate:g}")
+            model = qat.fine_tune(source=source, training=request.training, spec=request.spec.training, log=request.log)
+            if representative is None:
+                representative = conv.representative_from(request.training, limit=500)
+                notes.append("uint8 I/O ranges calibrated on 500 training samples (no calibration.dataset)")
+            request.log("QAT: converting to full-INT8 TFLite (uint8 input/output)")
+            data = qat.convert(model, representative=representative, workdir=request.workdir)
+        else:
+            if method is api.Method.TFLITE_INT8 and representative is None:
+                raise InvalidInputError("spec.calibration: tflite-int8 calibrates activation ranges; add calibration.dataset")
+            request.log(f"converting to TFLite ({method.value})")
+            data = conv.convert_saved_model(source.saved_model_dir, method=method, representative=representative)
+        path = self._write(data, request.workdir / f"{request.model_path.stem}.{_SUFFIX[method]}.tflite")
+        return QuantizedArtifact(path=path, method=method, input=TFLitePredictor(path).input, notes=notes)
+
+    def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> TFLitePredictor:
+        """A .tflite artifact, or the FP32 source model converted to float TFLite."""
+        if path.suffix == ".tflite":
+            return TFLitePredictor(path)
+        workdir = path.parent / f".{path.name}.edgequant"
+        request = QuantizeRequest(spec=spec, method=spec.method, model_path=path, workdir=workdir)
+        return TFLitePredictor(self.export_baseline(request).path)

@@ -1,0 +1,53 @@
+"""The storage interface the worker uses, its errors, and the sha256 helper."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from edgequant.util.errors import InvalidInputError, StorageUnavailableError
+
+
+class ObjectNotFoundError(InvalidInputError):
+    """The spec names a bucket, key, prefix or path that does not exist: the spec must change."""
+
+
+class StorageAccessError(StorageUnavailableError):
+    """Credentials missing or refused (access denied, bad key, expired token)."""
+
+
+class StorageUnreachableError(StorageUnavailableError):
+    """The endpoint did not answer, or TLS failed; retrying may help."""
+
+
+@dataclass(frozen=True)
+class UploadedObject:
+    uri: str
+    sha256: str
+    size_bytes: int
+
+
+class Store(Protocol):
+    """Moves whole objects between a URI and the local disk."""
+
+    def download(self, uri: str, dest: Path) -> Path:
+        """Make ``uri`` available locally under the folder ``dest`` and return its local path.
+
+        A URI ending in '/' is a prefix: every object below it is fetched,
+        keeping relative paths, and the local folder is returned.
+        """
+        ...
+
+    def upload(self, path: Path, uri: str, *, content_type: str | None = None) -> UploadedObject:
+        """Write the local file ``path`` to ``uri`` (a full object URI) and return its sha256."""
+        ...
+
+
+def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

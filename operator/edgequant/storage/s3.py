@@ -1,0 +1,166 @@
+"""s3:// storage through boto3: AWS or any S3-compatible store (MinIO, Ceph, moto).
+
+Credentials come from boto3's standard chain only: AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN) injected from the Secret named in
+``spec.storage.credentialsSecret``, or web identity (IRSA:
+AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE), or an instance profile. Nothing
+here reads, logs or returns a key.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from edgequant.api import v1alpha1 as api
+from edgequant.storage.base import (
+    ObjectNotFoundError,
+    StorageAccessError,
+    StorageUnreachableError,
+    UploadedObject,
+    sha256_file,
+)
+from edgequant.storage.uri import ObjectUri, parse_uri
+from edgequant.util.errors import InvalidInputError
+
+#: Where the operator mounts the ConfigMap named in spec.storage.caBundle (file name = its key).
+CA_BUNDLE_DIR = Path("/etc/edgequant/ca")
+#: Overrides the CA bundle path (tests, local runs).
+CA_BUNDLE_ENV = "EDGEQUANT_CA_BUNDLE"
+
+_NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}
+_DENIED = {
+    "AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+    "ExpiredToken", "InvalidToken", "AllAccessDisabled", "AccountProblem",
+}
+
+
+def ca_bundle_path(storage: api.Storage) -> str | None:
+    """The CA bundle file for the endpoint, or None for the system store / AWS_CA_BUNDLE."""
+    override = os.environ.get(CA_BUNDLE_ENV)
+    if override:
+        return override
+    if storage.ca_bundle is None:
+        return None
+    path = CA_BUNDLE_DIR / storage.ca_bundle.key
+    if not path.is_file():
+        raise InvalidInputError(
+            f"spec.storage.caBundle: {path} is missing; the operator mounts ConfigMap "
+            f"{storage.ca_bundle.config_map!r} there (locally, set {CA_BUNDLE_ENV} to the PEM file)"
+        )
+    return str(path)
+
+
+class S3Store:
+    """One boto3 client configured from ``spec.storage``; thread-safe for parallel transfers."""
+
+    def __init__(self, *, storage: api.Storage, max_workers: int = 8) -> None:
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            s3={"addressing_style": "path" if storage.path_style else "auto"},
+            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=60,
+            max_pool_connections=max(10, max_workers),
+        )
+        self._endpoint = storage.endpoint or "AWS S3"
+        self._client: Any = boto3.session.Session().client(
+            "s3",
+            endpoint_url=storage.endpoint,
+            region_name=storage.region,
+            verify=ca_bundle_path(storage),
+            config=config,
+        )
+        self._max_workers = max_workers
+
+    # ------------------------------------------------------------------ errors
+
+    def _translate(self, exc: Exception, uri: str, action: str) -> Exception:
+        """One mapping from botocore failures to errors that name the URI and the fix."""
+        from botocore import exceptions as bx
+
+        if isinstance(exc, bx.ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code == "NoSuchBucket":
+                bucket = parse_uri(uri).bucket
+                return ObjectNotFoundError(f"{uri}: bucket {bucket!r} does not exist at {self._endpoint} (create it or fix the URI)")
+            if code in _NOT_FOUND:
+                return ObjectNotFoundError(f"{uri}: no such object at {self._endpoint} (fix the URI; a folder needs a trailing '/')")
+            if code in _DENIED:
+                return StorageAccessError(
+                    f"{uri}: access denied ({code}) while trying to {action}: check the keys in "
+                    "spec.storage.credentialsSecret or the service account's role"
+                )
+            return StorageUnreachableError(f"{uri}: {action} failed with {code or type(exc).__name__} from {self._endpoint}")
+        if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+            return StorageAccessError(
+                f"{uri}: no S3 credentials found: set spec.storage.credentialsSecret, or run with a service account "
+                "that has a role (IRSA / workload identity)"
+            )
+        if isinstance(exc, bx.SSLError):
+            return StorageUnreachableError(f"{uri}: TLS to {self._endpoint} failed: set spec.storage.caBundle for a private CA")
+        if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ReadTimeoutError | bx.ConnectionClosedError):
+            return StorageUnreachableError(f"{uri}: cannot reach {self._endpoint} (check spec.storage.endpoint and the network)")
+        if isinstance(exc, bx.BotoCoreError):
+            return StorageUnreachableError(f"{uri}: {action} failed: {exc}")
+        return exc
+
+    # ------------------------------------------------------------------ transfers
+
+    def _download_key(self, bucket: str, key: str, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # download_file streams to a temporary file beside the target, in parts, then renames.
+        self._client.download_file(bucket, key, str(target))
+
+    def _list(self, parsed: ObjectUri) -> list[str]:
+        keys: list[str] = []
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=parsed.bucket, Prefix=parsed.key):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
+        return keys
+
+    def download(self, uri: str, dest: Path) -> Path:
+        parsed = parse_uri(uri)
+        try:
+            if not parsed.is_prefix:
+                target = dest / parsed.basename
+                self._download_key(parsed.bucket, parsed.key, target)
+                return target
+            keys = self._list(parsed)
+            if not keys:
+                raise ObjectNotFoundError(f"{uri}: no objects under this prefix at {self._endpoint} (fix the URI or upload the data)")
+            folder = dest / (parsed.basename or parsed.bucket)
+            targets = []
+            for key in keys:
+                relative = PurePosixPath(key[len(parsed.key) :])
+                if ".." in relative.parts:
+                    raise InvalidInputError(f"{uri}: object key {key!r} escapes the prefix")
+                targets.append((key, folder.joinpath(*relative.parts)))
+            with ThreadPoolExecutor(max_workers=self._max_workers) as pool:
+                for future in [pool.submit(self._download_key, parsed.bucket, k, t) for k, t in targets]:
+                    future.result()
+            return folder
+        except (ObjectNotFoundError, InvalidInputError):
+            raise
+        except Exception as exc:
+            raise self._translate(exc, uri, "download") from exc
+
+    def upload(self, path: Path, uri: str, *, content_type: str | None = None) -> UploadedObject:
+        parsed = parse_uri(uri)
+        digest = sha256_file(path)
+        extra: dict[str, Any] = {"Metadata": {"sha256": digest}}
+        if content_type:
+            extra["ContentType"] = content_type
+        try:
+            self._client.upload_file(str(path), parsed.bucket, parsed.key, ExtraArgs=extra)
+            head = self._client.head_object(Bucket=parsed.bucket, Key=parsed.key)
+        except Exception as exc:
+            raise self._translate(exc, uri, "upload") from exc
+        size = path.stat().st_size
+        if int(head["ContentLength"]) != size or head.get("Metadata", {}).get("sha256") != digest:
+            raise StorageUnreachableError(f"{uri}: the stored object does not match the uploaded file (size or sha256); retry")
+        return UploadedObject(uri=uri, sha256=digest, size_bytes=size)

@@ -1,0 +1,292 @@
+"""The worker's stages, run in order on one ``RunContext``.
+
+fetch -> validate-data -> baseline -> quantize -> evaluate -> gate -> upload,
+then the report is always written (also after a failure, so the findings
+reach the user) and the run ends in a ``WorkerResult``.
+
+Each stage is a plain function of the context; ``STAGES`` is the table the
+pipeline walks. Later analysis (sensitivity, mixed precision, the degrade
+ladder, diagnostics) plugs in by inserting ``Stage`` entries, e.g.
+``insert_after(STAGES, "quantize", Stage("sensitivity", ..., run_sensitivity))``.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgequant.analysis.gate import check_acceptance
+from edgequant.api import v1alpha1 as api
+from edgequant.api.exitcodes import ExitCode
+from edgequant.api.result import WorkerResult
+from edgequant.backends import registry
+from edgequant.backends.base import BaselineExport, QuantizeRequest
+from edgequant.data.datasets import index_dataset
+from edgequant.data.loader import prepare_set
+from edgequant.data.validation import Severity, check_calibration, has_errors
+from edgequant.util.errors import AcceptanceError, DataValidationError, EdgequantError, InvalidInputError
+from edgequant.worker import report as report_mod
+from edgequant.worker.context import ModelRecord, RunContext, StageRecord
+from edgequant.worker.evaluate import agreement, evaluate
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    """Stable kebab-case id, shown in logs, progress and the report."""
+    title: str
+    run: Callable[[RunContext], None]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _roles(spec: api.QuantizationJobSpec) -> dict[str, api.Dataset]:
+    """The datasets this method reads, by role."""
+    roles: dict[str, api.Dataset] = {}
+    if spec.calibration is not None and (spec.method.needs_calibration or spec.method.needs_training):
+        roles["calibration"] = spec.calibration.dataset
+    if spec.training is not None and spec.method.needs_training:
+        roles["training"] = spec.training.dataset
+    if spec.evaluation is not None:
+        roles["evaluation"] = spec.evaluation.dataset
+    return roles
+
+
+def quantize_request(ctx: RunContext, *, method: api.Method | None = None) -> QuantizeRequest:
+    """What a backend needs, built the same way for every stage that calls one."""
+    assert ctx.model_path is not None
+    spec = ctx.spec
+    training = ctx.sets.get("training")
+    calibration = ctx.sets.get("calibration")
+    manual = spec.mixed_precision.mode is api.MixedPrecisionMode.MANUAL
+    return QuantizeRequest(
+        spec=spec,
+        method=method or spec.method,
+        model_path=ctx.model_path,
+        workdir=ctx.workdir / "backend",
+        calibration=calibration.batches() if calibration is not None else None,
+        training=training.batches(batch_size=spec.training.batch_size if spec.training else 32) if training is not None else None,
+        keep_float=list(spec.mixed_precision.pinned_layers) if manual else [],
+        log=ctx.log,
+    )
+
+
+def _evaluate(ctx: RunContext, predictor: object, *, label: str) -> object:
+    data = ctx.sets.get("evaluation")
+    return evaluate(
+        predictor=predictor,  # type: ignore[arg-type]
+        data=data.batches() if data is not None else None,
+        progress=lambda done, total: ctx.progress.advance(task=f"score {label}", done=done, total=total),
+    )
+
+
+def _describe_eval(record: ModelRecord) -> str:
+    e = record.evaluation
+    acc = f"top-1 {e.top1:.4f}" if e and e.top1 is not None else "accuracy not measured"
+    lat = f", {e.latency_ms:.3f} ms/image" if e and e.latency_ms is not None else ""
+    return f"{record.format}: {record.size_bytes:,} bytes, {acc}{lat}"
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def fetch(ctx: RunContext) -> None:
+    """Download the model and every dataset the method reads; list the datasets."""
+    spec = ctx.spec
+    ctx.log(f"model {spec.model.uri}")
+    ctx.model_path = ctx.stores.download(spec.model.uri, ctx.workdir / "model")
+    ctx.source_size_bytes = _size(ctx.model_path)
+    local: dict[str, Path] = {}
+    for role, dataset in _roles(spec).items():
+        if dataset.uri not in local:
+            ctx.log(f"{role} data {dataset.uri}")
+            local[dataset.uri] = ctx.stores.download(dataset.uri, ctx.workdir / "data" / role)
+        ctx.indexes[role] = index_dataset(local[dataset.uri], layout=dataset.layout, uri=dataset.uri)
+        ctx.log(f"{role}: {len(ctx.indexes[role].samples)} samples in {len(ctx.indexes[role].classes)} classes")
+    if spec.calibration is not None and "calibration" not in ctx.indexes:
+        ctx.notes.append(f"calibration.dataset is not used by {spec.method.value}")
+
+
+def validate_data(ctx: RunContext) -> None:
+    """Sample, decode and check every dataset; calibration rules on the calibration set."""
+    spec = ctx.spec
+    seed = spec.calibration.seed if spec.calibration else 0
+    counts = {
+        "calibration": spec.calibration.samples if spec.calibration else None,
+        "evaluation": spec.evaluation.samples if spec.evaluation else None,
+        "training": spec.training.max_samples if spec.training else None,
+    }
+    for role, index in ctx.indexes.items():
+        prepared = prepare_set(
+            index, name=role, contract=spec.model.input, samples=counts[role], seed=seed,
+            progress=lambda done, total, role=role: ctx.progress.advance(task=f"decode {role}", done=done, total=total),
+        )
+        ctx.sets[role] = prepared
+        ctx.findings.extend(prepared.findings)
+        ctx.log(f"{role}: {len(prepared)} usable of {prepared.requested} requested")
+    if "calibration" in ctx.sets and spec.calibration is not None:
+        evaluation = ctx.indexes.get("evaluation")
+        ctx.findings.extend(check_calibration(
+            ctx.sets["calibration"].labels,
+            calibration=spec.calibration,
+            class_names=ctx.indexes["calibration"].classes,
+            evaluation_labels=set(evaluation.labels.tolist()) if evaluation is not None else None,
+        ))
+    for finding in ctx.findings:
+        ctx.log(f"{finding.severity.value}: {finding.dataset}: {finding.message}")
+        if finding.severity is Severity.WARNING:
+            ctx.warnings.append(f"{finding.dataset}: {finding.message}")
+    if has_errors(ctx.findings):
+        errors = [f for f in ctx.findings if f.severity is Severity.ERROR]
+        raise DataValidationError("; ".join(f"{f.dataset}: {f.message}" for f in errors))
+
+
+def evaluate_baseline(ctx: RunContext) -> None:
+    """Load the backend and measure the FP32 model, in the artifact's runtime when the backend can export it."""
+    assert ctx.model_path is not None
+    try:
+        ctx.backend = registry.backend_for(ctx.spec.method)
+    except ModuleNotFoundError as exc:
+        raise InvalidInputError(
+            f"spec.method {ctx.spec.method.value} needs {exc.name}, which this image lacks: "
+            f"run it in the quantizer-{ctx.spec.method.family.value} image"
+        ) from exc
+    request = quantize_request(ctx)
+    if isinstance(ctx.backend, BaselineExport):
+        exported = ctx.backend.export_baseline(request)
+        predictor = ctx.backend.load(exported.path, spec=ctx.spec)
+        record = ModelRecord(path=exported.path, format=exported.format, size_bytes=_size(exported.path), input=exported.input)
+    else:
+        predictor = ctx.backend.load(ctx.model_path, spec=ctx.spec)
+        fmt = ctx.spec.model.resolved_format
+        record = ModelRecord(path=ctx.model_path, format=fmt.value if fmt else "source", size_bytes=ctx.source_size_bytes or 0, input=predictor.input)
+    record.evaluation = _evaluate(ctx, predictor, label="FP32")  # type: ignore[assignment]
+    ctx.baseline = record
+    ctx.log(_describe_eval(record))
+
+
+def quantize(ctx: RunContext) -> None:
+    assert ctx.backend is not None
+    method = ctx.method or ctx.spec.method
+    artifact = ctx.backend.quantize(quantize_request(ctx, method=method))
+    ctx.artifact = artifact
+    ctx.method = artifact.method
+    ctx.notes.extend(artifact.notes)
+    ctx.log(f"{artifact.path.name}: {_size(artifact.path):,} bytes, input {artifact.input.dtype}")
+
+
+def evaluate_quantized(ctx: RunContext) -> None:
+    assert ctx.backend is not None and ctx.artifact is not None
+    predictor = ctx.backend.load(ctx.artifact.path, spec=ctx.spec)
+    record = ModelRecord(
+        path=ctx.artifact.path, format=ctx.artifact.method.value, size_bytes=_size(ctx.artifact.path), input=predictor.input,
+    )
+    record.evaluation = _evaluate(ctx, predictor, label="quantized")  # type: ignore[assignment]
+    ctx.quantized = record
+    if ctx.baseline is not None and ctx.baseline.evaluation is not None and record.evaluation is not None:
+        ctx.agreement = agreement(ctx.baseline.evaluation, record.evaluation)
+    ctx.log(_describe_eval(record))
+
+
+def gate(ctx: RunContext) -> None:
+    """The acceptance budget: fail, or publish flagged degraded when onFailure is degrade."""
+    assert ctx.baseline is not None and ctx.quantized is not None
+    metric = ctx.metric
+    base_eval, quant_eval = ctx.baseline.evaluation, ctx.quantized.evaluation
+    ctx.verdict = check_acceptance(
+        acceptance=ctx.spec.acceptance,
+        baseline_accuracy=base_eval.accuracy(metric) if base_eval else None,
+        quantized_accuracy=quant_eval.accuracy(metric) if quant_eval else None,
+        baseline_size=ctx.baseline.size_bytes,
+        quantized_size=ctx.quantized.size_bytes,
+    )
+    if ctx.spec.evaluation is None:
+        ctx.warnings.append("no evaluation.dataset: accuracy was not measured and acceptance.maxAccuracyDrop was not enforced")
+    if ctx.verdict.passed:
+        ctx.log(f"within budget: ratio {ctx.verdict.compression_ratio:.2f}x" + (
+            f", accuracy drop {ctx.verdict.accuracy_drop:+.4f}" if ctx.verdict.accuracy_drop is not None else ""))
+        return
+    reasons = "; ".join(ctx.verdict.reasons)
+    if ctx.spec.acceptance.on_failure is api.OnFailure.DEGRADE:
+        ctx.degraded = True
+        ctx.warnings.append(f"published degraded: {reasons}")
+        ctx.log(f"over budget, publishing degraded: {reasons}")
+        return
+    raise AcceptanceError(f"the quantized model missed the acceptance budget: {reasons}")
+
+
+def upload_artifact(ctx: RunContext) -> None:
+    assert ctx.artifact is not None
+    for path in [ctx.artifact.path, *ctx.artifact.extra_files]:
+        uploaded = ctx.stores.upload(path, ctx.output_uri(path.name), content_type="application/octet-stream")
+        ctx.uploads["artifact" if path == ctx.artifact.path else path.name] = uploaded
+        ctx.log(f"uploaded {uploaded.uri} (sha256 {uploaded.sha256[:12]}…)")
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("fetch", "download the model and data", fetch),
+    Stage("validate-data", "decode, sample and check the datasets", validate_data),
+    Stage("baseline", "measure the FP32 model", evaluate_baseline),
+    Stage("quantize", "quantize", quantize),
+    Stage("evaluate", "measure the quantized model", evaluate_quantized),
+    Stage("gate", "check the acceptance budget", gate),
+    Stage("upload", "upload the artifact", upload_artifact),
+)
+
+
+def insert_after(stages: Sequence[Stage], name: str, *new: Stage) -> tuple[Stage, ...]:
+    """A copy of ``stages`` with ``new`` after the stage called ``name``."""
+    names = [s.name for s in stages]
+    if name not in names:
+        raise KeyError(f"no stage {name!r} in {names}")
+    at = names.index(name) + 1
+    return (*stages[:at], *new, *stages[at:])
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _publish_report(ctx: RunContext) -> None:
+    """Write report.json below output.uri whatever the outcome, so findings reach the user after a failure too."""
+    path = report_mod.write_report(ctx, ctx.workdir / report_mod.REPORT_NAME)
+    try:
+        ctx.uploads["report"] = ctx.stores.upload(path, ctx.output_uri(report_mod.REPORT_NAME), content_type="application/json")
+    except EdgequantError as exc:
+        ctx.progress.log(f"report.json not uploaded: {exc}")
+        if ctx.exit_code is ExitCode.SUCCESS:
+            ctx.exit_code, ctx.message = exc.exit_code, f"report.json not uploaded: {exc}"
+
+
+def run(ctx: RunContext, *, stages: Sequence[Stage] = STAGES) -> WorkerResult:
+    """Walk ``stages``; stop at the first failure; always publish the report; return the compact result."""
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    for index, stage in enumerate(stages, start=1):
+        ctx.progress.stage_started(index=index, total=len(stages), name=stage.name, title=stage.title)
+        start = time.monotonic()
+        ok = False
+        try:
+            stage.run(ctx)
+            ok = True
+        except EdgequantError as exc:
+            ctx.exit_code, ctx.message = exc.exit_code, str(exc)
+        except Exception as exc:  # an accident: keep the traceback in the log, the summary in the result
+            ctx.progress.log(traceback.format_exc())
+            ctx.exit_code = ExitCode.INTERNAL_ERROR
+            ctx.message = f"internal error in stage {stage.name}: {type(exc).__name__}: {exc}"
+        seconds = time.monotonic() - start
+        ctx.stages.append(StageRecord(name=stage.name, seconds=seconds, ok=ok))
+        ctx.progress.stage_finished(name=stage.name, seconds=seconds, ok=ok)
+        if not ok:
+            break
+    if ctx.exit_code is ExitCode.SUCCESS:
+        ctx.message = report_mod.summary_line(ctx)
+    _publish_report(ctx)
+    return report_mod.worker_result(ctx)

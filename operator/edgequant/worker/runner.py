@@ -1,0 +1,46 @@
+"""Entry shared by the pod (``edgequant-worker``) and the laptop (``edgequant run``): spec in, WorkerResult out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgequant.api import v1alpha1 as api
+from edgequant.api import validation
+from edgequant.api.result import WorkerResult
+from edgequant.storage import Stores
+from edgequant.util.errors import InvalidInputError
+from edgequant.worker import pipeline
+from edgequant.worker.context import RunContext
+from edgequant.worker.progress import Progress
+
+
+def spec_from_document(document: Any) -> tuple[api.QuantizationJobSpec, str | None, str | None]:
+    """Accept a whole QuantizationJob or its bare spec; every problem is named with its field path."""
+    if isinstance(document, dict) and "spec" in document and ("kind" in document or "apiVersion" in document):
+        wrapped = document
+    else:
+        wrapped = {"apiVersion": api.API_VERSION, "kind": api.KIND, "spec": document}
+    job, problems = validation.validate_document(wrapped)
+    if problems or job is None:
+        raise InvalidInputError("invalid spec: " + "; ".join(str(p) for p in problems))
+    return job.spec, job.metadata.name, job.metadata.namespace
+
+
+def run_job(
+    spec: api.QuantizationJobSpec,
+    *,
+    workdir: Path,
+    progress: Progress,
+    base_dir: Path | None = None,
+    job_name: str | None = None,
+    job_namespace: str | None = None,
+    stages: Sequence[pipeline.Stage] = pipeline.STAGES,
+) -> tuple[WorkerResult, RunContext]:
+    """Run every stage for ``spec``; relative file:// URIs resolve against ``base_dir``."""
+    ctx = RunContext(
+        spec=spec, workdir=workdir, stores=Stores(storage=spec.storage, base_dir=base_dir), progress=progress,
+        job_name=job_name, job_namespace=job_namespace,
+    )
+    return pipeline.run(ctx, stages=stages), ctx
