@@ -15,12 +15,13 @@ from collections.abc import Callable
 import numpy as np
 
 from edgequant.analysis.schema import DiagnosticsReport, Finding, Histogram, OutputComparison
+from edgequant.analysis.tensor_error import tensor_error
 from edgequant.api import v1alpha1 as api
 
-#: output-mismatch fires when the mean per-sample cosine falls below this ...
-MISMATCH_COSINE = 0.95
+#: output-mismatch fires when the SQNR of the quantized outputs against FP32's falls below this (dB; healthy INT8: 30-45) ...
+MISMATCH_SQNR_DB = 20.0
 #: ... or when the models agree on the top-1 class for fewer inputs than this.
-MISMATCH_TOP1_AGREEMENT = 0.90
+MISMATCH_TOP1_AGREEMENT = 0.95
 #: output-collapsed fires when the quantized outputs' spread is below this share of the FP32 spread ...
 COLLAPSE_SPREAD_RATIO = 0.25
 #: ... or one class wins on more than this share of inputs while FP32's most frequent class wins on less than half that share.
@@ -36,7 +37,7 @@ HISTOGRAM_BINS = 40
 
 
 def compare_outputs(fp32: np.ndarray, quantized: np.ndarray) -> OutputComparison:
-    """MSE, mean per-sample cosine, max abs difference and top-1 agreement of raw outputs (N, classes)."""
+    """MSE, SQNR, mean per-sample cosine, max abs difference and top-1 agreement of raw outputs (N, classes)."""
     f, q = _as_2d(fp32), _as_2d(quantized)
     if f.shape != q.shape:
         raise ValueError(f"FP32 outputs {f.shape} and quantized outputs {q.shape} differ in shape")
@@ -47,6 +48,7 @@ def compare_outputs(fp32: np.ndarray, quantized: np.ndarray) -> OutputComparison
     return OutputComparison(
         samples=int(f.shape[0]),
         mse=float(np.mean(diff**2)),
+        sqnr_db=tensor_error(f, q).sqnr_db,
         cosine=float(np.mean(cos)),
         max_abs=float(np.max(np.abs(diff))),
         top1_agreement=float(np.mean(f.argmax(axis=1) == q.argmax(axis=1))),
@@ -76,17 +78,18 @@ def reference_fixes(spec: api.QuantizationJobSpec) -> list[str]:
 
 
 def check_mismatch(cmp: OutputComparison, *, fixes: list[str]) -> Finding:
-    fired = cmp.cosine < MISMATCH_COSINE or cmp.top1_agreement < MISMATCH_TOP1_AGREEMENT
+    fired = cmp.sqnr_db < MISMATCH_SQNR_DB or cmp.top1_agreement < MISMATCH_TOP1_AGREEMENT
     return Finding(
         check="output-mismatch",
         fired=fired,
         message=(
-            f"quantized outputs diverge from FP32 on the same {cmp.samples} inputs: mean cosine {cmp.cosine:.3f}, "
-            f"same top-1 class on {cmp.top1_agreement:.1%}, MSE {cmp.mse:.4g}, max abs {cmp.max_abs:.4g}"
+            f"quantized outputs diverge from FP32 on the same {cmp.samples} inputs: SQNR {cmp.sqnr_db:.1f} dB, "
+            f"same top-1 class on {cmp.top1_agreement:.1%}, mean cosine {cmp.cosine:.3f}, MSE {cmp.mse:.4g}, max abs {cmp.max_abs:.4g}"
             if fired
-            else f"quantized outputs follow FP32: mean cosine {cmp.cosine:.3f}, same top-1 class on {cmp.top1_agreement:.1%}"
+            else f"quantized outputs follow FP32: SQNR {cmp.sqnr_db:.1f} dB, same top-1 class on {cmp.top1_agreement:.1%}, "
+            f"mean cosine {cmp.cosine:.3f}"
         ),
-        evidence={"cosine": cmp.cosine, "top1Agreement": cmp.top1_agreement, "mse": cmp.mse, "maxAbs": cmp.max_abs},
+        evidence={"sqnrDb": cmp.sqnr_db, "top1Agreement": cmp.top1_agreement, "cosine": cmp.cosine, "mse": cmp.mse, "maxAbs": cmp.max_abs},
         fixes=fixes if fired else [],
     )
 

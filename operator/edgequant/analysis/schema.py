@@ -96,6 +96,7 @@ class OutputComparison(ApiModel):
 
     samples: int = Field(..., description="Inputs compared.")
     mse: float = Field(..., description="Mean squared error of the raw outputs.")
+    sqnr_db: float = Field(..., description="SQNR of the quantized outputs against FP32's, in dB (healthy INT8: 30-45).")
     cosine: float = Field(..., description="Mean per-sample cosine similarity of the raw outputs.")
     max_abs: float = Field(..., description="Largest absolute difference.")
     top1_agreement: float = Field(..., description="Share of inputs where both models predict the same class.")

@@ -40,24 +40,40 @@ def sqnr_from_noise_to_signal(ratio: float) -> float:
 
 def tensor_error(reference: np.ndarray, test: np.ndarray) -> TensorError:
     """Compare ``test`` with ``reference`` (same number of elements; shapes are flattened)."""
-    ref = np.asarray(reference, dtype=np.float64).ravel()
-    tst = np.asarray(test, dtype=np.float64).ravel()
-    if ref.size != tst.size:
-        raise ValueError(f"cannot compare tensors of {ref.size} and {tst.size} elements")
-    if ref.size == 0:
-        raise ValueError("cannot compare empty tensors")
-    diff = ref - tst
-    signal = float(np.dot(ref, ref))
-    noise = float(np.dot(diff, diff))
-    if noise == 0.0:
-        sqnr = SQNR_CEILING_DB
-    elif signal == 0.0:
-        sqnr = -SQNR_CEILING_DB
-    else:
-        sqnr = max(-SQNR_CEILING_DB, min(SQNR_CEILING_DB, 10.0 * math.log10(signal / noise)))
-    norms = math.sqrt(signal) * math.sqrt(float(np.dot(tst, tst)))
-    if norms == 0.0:
-        cosine = 1.0 if noise == 0.0 else 0.0
-    else:
-        cosine = float(np.dot(ref, tst)) / norms
-    return TensorError(sqnr_db=sqnr, mse=noise / ref.size, cosine=cosine, max_abs=float(np.max(np.abs(diff))))
+    acc = ErrorAccumulator()
+    acc.add(reference, test)
+    return acc.result()
+
+class ErrorAccumulator:
+    """``tensor_error`` over many batches without keeping them: running sums of the same quantities."""
+
+    def __init__(self) -> None:
+        self.signal = self.noise = self.dot = self.test_power = self.max_abs = 0.0
+        self.count = 0
+
+    def add(self, reference: np.ndarray, test: np.ndarray) -> None:
+        ref = np.asarray(reference, dtype=np.float64).ravel()
+        tst = np.asarray(test, dtype=np.float64).ravel()
+        if ref.size != tst.size:
+            raise ValueError(f"cannot compare tensors of {ref.size} and {tst.size} elements")
+        diff = ref - tst
+        self.signal += float(np.dot(ref, ref))
+        self.noise += float(np.dot(diff, diff))
+        self.dot += float(np.dot(ref, tst))
+        self.test_power += float(np.dot(tst, tst))
+        if diff.size:
+            self.max_abs = max(self.max_abs, float(np.max(np.abs(diff))))
+        self.count += ref.size
+
+    def result(self) -> TensorError:
+        if self.count == 0:
+            raise ValueError("cannot compare empty tensors")
+        if self.noise == 0.0:
+            sqnr = SQNR_CEILING_DB
+        elif self.signal == 0.0:
+            sqnr = -SQNR_CEILING_DB
+        else:
+            sqnr = max(-SQNR_CEILING_DB, min(SQNR_CEILING_DB, 10.0 * math.log10(self.signal / self.noise)))
+        norms = math.sqrt(self.signal) * math.sqrt(self.test_power)
+        cosine = (1.0 if self.noise == 0.0 else 0.0) if norms == 0.0 else self.dot / norms
+        return TensorError(sqnr_db=sqnr, mse=self.noise / self.count, cosine=cosine, max_abs=self.max_abs)

@@ -214,7 +214,7 @@ def _diagnostics(diag: Mapping[str, Any] | None) -> str:
     outputs = diag.get("outputs")
     if outputs:
         parts.append(
-            f"<p class=\"sub\">FP32 vs quantized raw outputs on the same {outputs['samples']} inputs: MSE {outputs['mse']:.4g}, "
+            f"<p class=\"sub\">FP32 vs quantized raw outputs on the same {outputs['samples']} inputs: SQNR {outputs.get('sqnrDb', 0):.1f} dB, MSE {outputs['mse']:.4g}, "
             f"mean cosine {outputs['cosine']:.4f}, max abs {outputs['maxAbs']:.4g}, same top-1 {outputs['top1Agreement']:.1%}</p>"
         )
     for finding in diag.get("findings") or []:

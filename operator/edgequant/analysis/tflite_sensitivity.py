@@ -1,0 +1,147 @@
+"""TFLite side of sensitivity and mixed precision: one calibration, many cheap re-quantizations, one probe run.
+
+- ``model_with_only(layer)``: every op denylisted except that layer's (float I/O),
+  for the exhaustive ranking.
+- ``model_keeping_float(layers)``: the shipped uint8-I/O INT8 model with those
+  layers' ops left in float (mixed precision).
+- ``probe(inputs)``: the debug model with whole-model NumericVerify ops, run on
+  real inputs: each quantized op's output against its float shadow fed by the
+  float graph, the cumulative float-vs-quantized error the fast ranking needs.
+
+TensorFlow is imported only inside these functions (via the TFLite backend).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgequant.analysis.sensitivity import ProbedOp
+from edgequant.analysis.tensor_error import ErrorAccumulator, TensorError
+from edgequant.backends.tflite import layers as tl
+
+#: Inputs per probe batch: the debug interpreter keeps every intermediate tensor.
+PROBE_BATCH = 32
+
+
+class TFLiteLayerAnalysis:
+    """Per-layer control of one model's full-INT8 conversion, named in source layer names."""
+
+    def __init__(self, *, calibrated: bytes, layer_map: tl.LayerMap, workdir: Path) -> None:
+        self.calibrated = calibrated
+        self.layer_map = layer_map
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def prepare(cls, *, converter: Any, keras_model: Any | None, workdir: Path) -> "TFLiteLayerAnalysis":
+        """Calibrate with a converter already configured for tflite-int8 (representative data set)."""
+        calibrated = tl.calibrate(converter)
+        layer_map = tl.map_layers(calibrated, keras_model=keras_model)
+        if not layer_map.layers:
+            raise ValueError("the converted model has no quantizable layer")
+        return cls(calibrated=calibrated, layer_map=layer_map, workdir=workdir)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self.layer_map.layers)
+
+    def model_with_only(self, layer: str) -> Path:
+        model = tl.quantize_calibrated(self.calibrated, keep_float_nodes=self.layer_map.nodes_except(layer), io_dtype="float32")
+        return self._write(f"only-{_slug(layer)}.tflite", model)
+
+    def model_keeping_float(self, layers: Iterable[str], *, io_dtype: str = "uint8") -> Path:
+        keep = list(layers)
+        model = tl.quantize_calibrated(self.calibrated, keep_float_nodes=self.layer_map.nodes_of(keep), io_dtype=io_dtype)
+        name = "int8" + ("-keep-" + "-".join(_slug(k) for k in keep) if keep else "")
+        return self._write(f"{name[:120]}.tflite", model)
+
+    def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256) -> tuple[list[ProbedOp], dict[str, TensorError]]:
+        """Run the whole-model-verify debug model on float inputs; errors keyed by quantized tensor name."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        debug = tl.quantize_calibrated(self.calibrated, debug=True)
+        with warnings.catch_warnings():  # "intended for debugging purposes only": that is what it is for here
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+            interpreter = Interpreter(model_content=debug, experimental_preserve_all_tensors=True)
+        details = [op for op in interpreter._get_ops_details() if op["op_name"] != "DELEGATE"]
+        pairs = [(int(op["inputs"][0]), int(op["inputs"][1])) for op in details if op["op_name"] == "NumericVerify"]
+        if not pairs:
+            raise ValueError("the debug model has no NumericVerify ops: nothing was quantized")
+
+        def tname(i: int) -> str:
+            return str(interpreter._get_tensor_details(i, 0)["name"])
+
+        # The float shadow of each quantized op keeps the calibrated model's tensor name: that names its layer.
+        quantizable = set(self.layer_map.layers)
+        layer_of_calibrated = {lop.op.output: lop.layer for lop in self.layer_map.ops if lop.layer in quantizable}
+        shadow_of = {q: f for q, f in pairs}
+        ops = []
+        for op in details:
+            if op["op_name"] == "NumericVerify":
+                continue
+            out = int(op["outputs"][0])
+            layer = layer_of_calibrated.get(tname(shadow_of[out])) if out in shadow_of else None
+            ops.append(ProbedOp(layer=layer, inputs=tuple(tname(int(i)) for i in op["inputs"] if int(i) >= 0), output=tname(out)))
+
+        accumulators = {q: ErrorAccumulator() for q, _f in pairs}
+        inp = interpreter.get_input_details()[0]
+        seen = 0
+        for batch in _rebatch(inputs, PROBE_BATCH, max_samples):
+            interpreter.resize_tensor_input(inp["index"], list(batch.shape))
+            interpreter.allocate_tensors()
+            interpreter.set_tensor(inp["index"], batch.astype(np.float32))
+            interpreter.invoke()
+            for q, f in pairs:
+                accumulators[q].add(interpreter.get_tensor(f), _dequantized(interpreter, q))
+            seen += len(batch)
+        if seen == 0:
+            raise ValueError("no inputs to probe the model with")
+        errors = {tname(q): acc.result() for q, acc in accumulators.items()}
+        return ops, errors
+
+    def _write(self, name: str, model: bytes) -> Path:
+        path = self.workdir / name
+        path.write_bytes(model)
+        return path
+
+
+def _dequantized(interpreter: Any, index: int) -> np.ndarray:
+    value = interpreter.get_tensor(index)
+    detail = interpreter._get_tensor_details(index, 0)
+    params = detail["quantization_parameters"]
+    if np.issubdtype(value.dtype, np.integer) and len(params["scales"]):
+        scale = params["scales"].astype(np.float32)
+        zero = params["zero_points"].astype(np.float32)
+        if scale.size > 1:  # per-axis activations are rare; broadcast along the quantized dimension
+            shape = [1] * value.ndim
+            shape[int(params["quantized_dimension"])] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        return (value.astype(np.float32) - zero) * scale
+    return value.astype(np.float32)
+
+
+def _rebatch(inputs: Iterable[np.ndarray], size: int, limit: int) -> Iterable[np.ndarray]:
+    buffer: list[np.ndarray] = []
+    taken = 0
+    for batch in inputs:
+        for sample in batch:
+            if taken >= limit:
+                break
+            buffer.append(sample)
+            taken += 1
+            if len(buffer) == size:
+                yield np.stack(buffer)
+                buffer = []
+        if taken >= limit:
+            break
+    if buffer:
+        yield np.stack(buffer)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]

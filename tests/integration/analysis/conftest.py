@@ -1,0 +1,160 @@
+"""Real Fashion-MNIST CNNs for the analysis tests, trained once and cached under .cache/ (keyed by the code that made them).
+
+- ``fashion``: float32 [0, 1] NHWC splits: train (for training), calibration (500), evaluation (1000).
+- ``healthy_cnn``: conv1-pool1-conv2-pool2-conv3-flat-fc1-logits, 2 epochs on 20k images.
+- ``sensitive_cnn``: the same weights with conv2 made deliberately sensitive: conv1's channel 0 is
+  silenced (zero weights, negative bias, so it is 0 after ReLU) and conv2's weights reading that channel
+  are set to ``OUTLIER`` x its largest weight. The float function barely changes (the channel is dead),
+  but conv2's per-channel weight scales are blown up, so 8-bit conv2 weights lose almost all resolution.
+- ``tflite_layers(model_path, calibration)``: a calibrated ``TFLiteLayerAnalysis``.
+- ``score(path, x, y)``: accuracy through the worker's one evaluator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[3]
+CACHE = ROOT / ".cache" / "analysis-models"
+OUTLIER = 200.0
+TRAIN_SAMPLES = 20_000
+EPOCHS = 2
+
+
+@dataclass(frozen=True)
+class Splits:
+    train_x: np.ndarray
+    train_y: np.ndarray
+    cal_x: np.ndarray
+    cal_y: np.ndarray
+    eval_x: np.ndarray
+    eval_y: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def fashion(fashion_mnist: Any) -> Splits:
+    def prep(images: np.ndarray) -> np.ndarray:
+        return (images[..., None] / np.float32(255.0)).astype(np.float32)
+
+    tx, ty = fashion_mnist.train_x, fashion_mnist.train_y
+    return Splits(
+        train_x=prep(tx[:TRAIN_SAMPLES]), train_y=ty[:TRAIN_SAMPLES],
+        cal_x=prep(tx[TRAIN_SAMPLES:TRAIN_SAMPLES + 500]), cal_y=ty[TRAIN_SAMPLES:TRAIN_SAMPLES + 500],
+        eval_x=prep(fashion_mnist.test_x[:1000]), eval_y=fashion_mnist.test_y[:1000],
+    )
+
+
+def _build_and_train(splits: Splits, path: Path) -> None:
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Conv2D(16, 3, activation="relu", name="conv1"), L.MaxPooling2D(name="pool1"),
+        L.Conv2D(32, 3, activation="relu", name="conv2"), L.MaxPooling2D(name="pool2"),
+        L.Conv2D(32, 3, activation="relu", name="conv3"), L.Flatten(name="flat"),
+        L.Dense(64, activation="relu", name="fc1"), L.Dense(10, name="logits"),
+    ])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(splits.train_x, splits.train_y, epochs=EPOCHS, batch_size=64, verbose=0)
+    model.save(path)
+
+
+def _make_sensitive(source: Path, path: Path) -> None:
+    import keras
+
+    model = keras.models.load_model(source)
+    w1, b1 = model.get_layer("conv1").get_weights()
+    w1[..., 0], b1[0] = 0.0, -1.0
+    model.get_layer("conv1").set_weights([w1, b1])
+    w2, b2 = model.get_layer("conv2").get_weights()
+    w2[:, :, 0, :] = OUTLIER * np.abs(w2).max()
+    model.get_layer("conv2").set_weights([w2, b2])
+    model.save(path)
+
+
+def _cached(name: str, make: Callable[[Path], None], *keys: object) -> Path:
+    digest = hashlib.sha256("|".join([inspect.getsource(_build_and_train), inspect.getsource(_make_sensitive), *map(str, keys)]).encode()).hexdigest()[:16]
+    path = CACHE / f"{name}-{digest}.keras"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")
+        make(tmp)
+        tmp.replace(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def healthy_cnn(fashion: Splits) -> Path:
+    return _cached("fashion-cnn", lambda p: _build_and_train(fashion, p), TRAIN_SAMPLES, EPOCHS)
+
+
+@pytest.fixture(scope="session")
+def sensitive_cnn(healthy_cnn: Path) -> Path:
+    return _cached("fashion-cnn-sensitive-conv2", lambda p: _make_sensitive(healthy_cnn, p), healthy_cnn.name, OUTLIER)
+
+
+def batches(x: np.ndarray, y: np.ndarray | None = None, size: int = 100) -> Any:
+    from edgequant.backends.base import Batches
+
+    labels = y if y is not None else np.zeros(len(x), dtype=np.int64)
+    return Batches(make_iter=lambda: ((x[i:i + size], labels[i:i + size]) for i in range(0, len(x), size)), count=len(x), batch_size=size)
+
+
+@pytest.fixture(scope="session")
+def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], tuple[Path, Any]]:
+    """Keras file -> (SavedModel dir, Keras model), exported once per model through the TFLite backend's loader."""
+    from edgequant.api import v1alpha1 as api
+    from edgequant.backends.tflite.source import load_source
+
+    done: dict[Path, tuple[Path, Any]] = {}
+
+    def get(path: Path) -> tuple[Path, Any]:
+        if path not in done:
+            source = load_source(path, fmt=api.ModelFormat.KERAS, workdir=tmp_path_factory.mktemp(path.stem[:20]))
+            done[path] = (source.saved_model_dir, source.keras_model)
+        return done[path]
+
+    return get
+
+
+@pytest.fixture
+def tflite_layers(saved_model: Callable[[Path], tuple[Path, Any]], tmp_path: Path) -> Callable[..., Any]:
+    from edgequant.analysis.tflite_sensitivity import TFLiteLayerAnalysis
+    from edgequant.api import v1alpha1 as api
+    from edgequant.backends.tflite import convert as conv
+    from edgequant.backends.tflite.tf import import_tf
+
+    def make(model: Path, calibration: np.ndarray) -> TFLiteLayerAnalysis:
+        tf = import_tf()
+        sm_dir, keras_model = saved_model(model)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(sm_dir))
+        conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(batches(calibration)))
+        return TFLiteLayerAnalysis.prepare(converter=converter, keras_model=keras_model, workdir=tmp_path / "layers")
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def score() -> Callable[[Path, np.ndarray, np.ndarray], float]:
+    from edgequant.backends.tflite.predictor import TFLitePredictor
+    from edgequant.worker.evaluate import evaluate
+
+    def accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
+        result = evaluate(predictor=TFLitePredictor(path), data=batches(x, y), latency_runs=0)
+        assert result.top1 is not None
+        return result.top1
+
+    return accuracy
