@@ -224,6 +224,22 @@ class OnFailure(enum.StrEnum):
     DEGRADE = "degrade"
 
 
+class TensorRTInt8Mode(enum.StrEnum):
+    AUTO = "auto"
+    IMPLICIT = "implicit"
+    EXPLICIT = "explicit"
+
+
+class CalibrationDevice(enum.StrEnum):
+    GPU = "gpu"
+    CPU = "cpu"
+
+
+class PrecisionConstraints(enum.StrEnum):
+    OBEY = "obey"
+    PREFER = "prefer"
+
+
 class Accelerator(enum.StrEnum):
     AUTO = "auto"
     CPU = "cpu"
@@ -360,7 +376,7 @@ class Calibration(ApiModel):
     algorithm: CalibrationAlgorithm = Field(CalibrationAlgorithm.MINMAX, description="Range estimation: minmax, entropy (KL) or percentile.")
     percentile: float = Field(99.999, gt=50, le=100, description="Percentile kept when algorithm is percentile.")
     class_balance: ClassBalancePolicy = Field(ClassBalancePolicy.WARN, description="Strong class imbalance: warn, strict (fail), or ignore.")
-    cache_uri: str | None = Field(None, description="Where to read/write a calibration cache (TensorRT); defaults to beside the output.")
+    cache_uri: str | None = Field(None, description="Prefix where TensorRT calibration caches are read and written, named by content (model, calibration data, algorithm, TensorRT version); defaults to <output.uri>calibration-cache/.")
     seed: int = Field(0, ge=0, description="Seed for deterministic sampling.")
 
     @field_validator("cache_uri")
@@ -468,6 +484,16 @@ class Scheduling(ApiModel):
     priority_class_name: str | None = Field(None, description="PriorityClass of the quantizer pod.")
 
 
+class TensorRTOptions(ApiModel):
+    """How the tensorrt-* methods build their engine; ignored by the other methods."""
+
+    int8_mode: TensorRTInt8Mode = Field(TensorRTInt8Mode.AUTO, description="auto: explicit quantization on TensorRT 10 (Q/DQ ONNX from ONNX Runtime, strongly typed), an implicit calibrator on TensorRT 8; implicit: TensorRT's entropy/minmax calibrator (deprecated since TensorRT 10.1); explicit: Q/DQ ONNX (TensorRT >= 10).")
+    calibration_device: CalibrationDevice = Field(CalibrationDevice.GPU, description="Implicit INT8 only. gpu: TensorRT's calibrator runs the network on the GPU; cpu: ONNX Runtime computes the ranges on the CPU and writes TensorRT's calibration cache (the only way to use calibration.algorithm percentile).")
+    precision_constraints: PrecisionConstraints = Field(PrecisionConstraints.OBEY, description="How TensorRT treats layers pinned by mixedPrecision: obey (the build fails if a pin cannot be honoured) or prefer (TensorRT may fall back, with a warning).")
+    batch_size: int = Field(32, ge=1, le=4096, description="Largest batch the engine accepts and the calibration batch size; a model with a fixed batch dimension keeps its own.")
+    workspace_mib: int = Field(2048, ge=16, le=1048576, description="Builder workspace memory pool limit in MiB.")
+
+
 class Execution(ApiModel):
     image: str | None = Field(None, description="Override of the quantizer image chosen by the operator for the method.")
     backoff_limit: int = Field(2, ge=0, le=20, description="Retries of the quantizer pod for retriable failures.")
@@ -488,6 +514,7 @@ class QuantizationJobSpec(ApiModel):
     resources: Resources = Field(default_factory=Resources, description="Compute for the quantizer pod.")
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Placement of the quantizer pod.")
     execution: Execution = Field(default_factory=Execution, description="Image and batch Job knobs.")
+    tensorrt: TensorRTOptions = Field(default_factory=TensorRTOptions, description="TensorRT engine build options (tensorrt-* methods only).")
     suspend: bool = Field(False, description="Create the batch Job suspended (or suspend a running one).")
 
     @model_validator(mode="after")
