@@ -22,6 +22,8 @@ import numpy as np
 
 from edgequant.analysis.sensitivity import ProbedOp
 from edgequant.analysis.tensor_error import ErrorAccumulator, TensorError
+from edgequant.api import v1alpha1 as api
+from edgequant.backends.base import QuantizeRequest
 from edgequant.backends.tflite import layers as tl
 
 #: Inputs per probe batch: the debug interpreter keeps every intermediate tensor.
@@ -108,6 +110,23 @@ class TFLiteLayerAnalysis:
         path = self.workdir / name
         path.write_bytes(model)
         return path
+
+
+def for_request(request: QuantizeRequest) -> TFLiteLayerAnalysis:
+    """The layer tool for a tflite-int8 run: the source model as the backend loads it, calibrated once."""
+    from edgequant.backends.tflite import convert as conv
+    from edgequant.backends.tflite.source import load_source
+    from edgequant.backends.tflite.tf import import_tf
+
+    fmt = request.spec.model.resolved_format
+    if fmt is None:
+        raise ValueError(f"cannot tell the format of {request.model_path.name}")
+    if request.calibration is None:
+        raise ValueError("tflite-int8 layer analysis needs calibration data")
+    source = load_source(request.model_path, fmt=fmt, workdir=request.workdir)
+    converter = import_tf().lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
+    conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(request.calibration))
+    return TFLiteLayerAnalysis.prepare(converter=converter, keras_model=source.keras_model, workdir=request.workdir / "layers")
 
 
 def _dequantized(interpreter: Any, index: int) -> np.ndarray:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgequant.analysis.gate import GateVerdict
+from edgequant.analysis.stages import AnalysisState
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
 from edgequant.backends.base import Backend, QuantizedArtifact, TensorContract
@@ -66,6 +67,8 @@ class RunContext:
     # gate
     verdict: GateVerdict | None = None
     degraded: bool = False
+    # sensitivity / select / diagnose (edgequant.analysis.stages)
+    analysis: AnalysisState = field(default_factory=AnalysisState)
     # upload
     uploads: dict[str, UploadedObject] = field(default_factory=dict)
     """artifact / report / side files -> where they went, with sha256."""

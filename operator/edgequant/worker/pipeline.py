@@ -12,22 +12,25 @@ ladder, diagnostics) plugs in by inserting ``Stage`` entries, e.g.
 
 from __future__ import annotations
 
+import json
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgequant.analysis import stages as analysis_stages
 from edgequant.analysis.gate import check_acceptance
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
 from edgequant.api.result import WorkerResult
 from edgequant.backends import registry
-from edgequant.backends.base import BaselineExport, QuantizeRequest
+from edgequant.backends.base import BaselineExport, QuantizedArtifact, QuantizeRequest
 from edgequant.data.datasets import index_dataset
 from edgequant.data.loader import prepare_set
 from edgequant.data.validation import Severity, check_calibration, has_errors
 from edgequant.util.errors import AcceptanceError, DataValidationError, EdgequantError, InvalidInputError
+from edgequant.report.html import render_html
 from edgequant.worker import report as report_mod
 from edgequant.worker.context import ModelRecord, RunContext, StageRecord
 from edgequant.worker.evaluate import agreement, evaluate
@@ -183,13 +186,17 @@ def quantize(ctx: RunContext) -> None:
     ctx.log(f"{artifact.path.name}: {_size(artifact.path):,} bytes, input {artifact.input.dtype}")
 
 
+def measure_artifact(ctx: RunContext, artifact: QuantizedArtifact, *, label: str = "quantized") -> ModelRecord:
+    assert ctx.backend is not None
+    predictor = ctx.backend.load(artifact.path, spec=ctx.spec)
+    record = ModelRecord(path=artifact.path, format=artifact.method.value, size_bytes=_size(artifact.path), input=predictor.input)
+    record.evaluation = _evaluate(ctx, predictor, label=label)  # type: ignore[assignment]
+    return record
+
+
 def evaluate_quantized(ctx: RunContext) -> None:
     assert ctx.backend is not None and ctx.artifact is not None
-    predictor = ctx.backend.load(ctx.artifact.path, spec=ctx.spec)
-    record = ModelRecord(
-        path=ctx.artifact.path, format=ctx.artifact.method.value, size_bytes=_size(ctx.artifact.path), input=predictor.input,
-    )
-    record.evaluation = _evaluate(ctx, predictor, label="quantized")  # type: ignore[assignment]
+    record = measure_artifact(ctx, ctx.artifact)
     ctx.quantized = record
     if ctx.baseline is not None and ctx.baseline.evaluation is not None and record.evaluation is not None:
         ctx.agreement = agreement(ctx.baseline.evaluation, record.evaluation)
@@ -199,9 +206,11 @@ def evaluate_quantized(ctx: RunContext) -> None:
 def gate(ctx: RunContext) -> None:
     """The acceptance budget: fail, or publish flagged degraded when onFailure is degrade."""
     assert ctx.baseline is not None and ctx.quantized is not None
+    if ctx.analysis.failure:  # the select stage walked mixed precision / the ladder and nothing passed
+        raise AcceptanceError(ctx.analysis.failure)
     metric = ctx.metric
     base_eval, quant_eval = ctx.baseline.evaluation, ctx.quantized.evaluation
-    ctx.verdict = check_acceptance(
+    ctx.verdict = ctx.verdict or check_acceptance(
         acceptance=ctx.spec.acceptance,
         baseline_accuracy=base_eval.accuracy(metric) if base_eval else None,
         quantized_accuracy=quant_eval.accuracy(metric) if quant_eval else None,
@@ -231,12 +240,32 @@ def upload_artifact(ctx: RunContext) -> None:
         ctx.log(f"uploaded {uploaded.uri} (sha256 {uploaded.sha256[:12]}…)")
 
 
+def analysis_hooks(ctx: RunContext) -> analysis_stages.WorkerHooks:
+    """The worker helpers the analysis stages use (edgequant.analysis.stages)."""
+
+    def accuracy(path: Path, label: str) -> float | None:
+        assert ctx.backend is not None
+        data = ctx.sets.get("evaluation")
+        result = evaluate(predictor=ctx.backend.load(path, spec=ctx.spec), data=data.batches() if data is not None else None, latency_runs=0)
+        return result.accuracy(ctx.metric)
+
+    return analysis_stages.WorkerHooks(
+        request=lambda method: quantize_request(ctx, method=method),
+        measure=lambda artifact, label: measure_artifact(ctx, artifact, label=label),
+        accuracy=accuracy,
+        agreement=agreement,
+    )
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("fetch", "download the model and data", fetch),
     Stage("validate-data", "decode, sample and check the datasets", validate_data),
     Stage("baseline", "measure the FP32 model", evaluate_baseline),
     Stage("quantize", "quantize", quantize),
     Stage("evaluate", "measure the quantized model", evaluate_quantized),
+    Stage("sensitivity", "rank layers by sensitivity", lambda ctx: analysis_stages.sensitivity(ctx, analysis_hooks(ctx))),
+    Stage("select", "mixed precision and the degrade ladder", lambda ctx: analysis_stages.select(ctx, analysis_hooks(ctx))),
+    Stage("diagnose", "compare FP32 and quantized outputs", lambda ctx: analysis_stages.diagnose(ctx, analysis_hooks(ctx))),
     Stage("gate", "check the acceptance budget", gate),
     Stage("upload", "upload the artifact", upload_artifact),
 )
@@ -257,8 +286,11 @@ def insert_after(stages: Sequence[Stage], name: str, *new: Stage) -> tuple[Stage
 def _publish_report(ctx: RunContext) -> None:
     """Write report.json below output.uri whatever the outcome, so findings reach the user after a failure too."""
     path = report_mod.write_report(ctx, ctx.workdir / report_mod.REPORT_NAME)
+    html = path.with_name("report.html")
+    html.write_text(render_html(json.loads(path.read_text())), encoding="utf-8")
     try:
         ctx.uploads["report"] = ctx.stores.upload(path, ctx.output_uri(report_mod.REPORT_NAME), content_type="application/json")
+        ctx.uploads["report-html"] = ctx.stores.upload(html, ctx.output_uri(html.name), content_type="text/html")
     except EdgequantError as exc:
         ctx.progress.log(f"report.json not uploaded: {exc}")
         if ctx.exit_code is ExitCode.SUCCESS:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 import edgequant
+from edgequant.analysis.schema import AnalysisReport
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import REASONS, ExitCode
 from edgequant.api.result import WorkerResult
@@ -146,6 +147,7 @@ class Report(ReportModel):
     warnings: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     stages: list[StageReport] = Field(default_factory=list)
+    analysis: AnalysisReport | None = Field(None, description="Sensitivity, mixed precision, the gate's ladder and diagnostics (docs/analysis.md).")
     environment: Environment
     spec: dict[str, Any] = Field(..., description="The spec as run (it holds Secret names, never keys).")
 
@@ -249,7 +251,7 @@ def build_report(ctx: RunContext) -> Report:
         comparison=comparison,
         gate=gate,
         artifact=_upload(ctx, "artifact"),
-        side_files=[u for k in ctx.uploads if k not in ("artifact", "report") if (u := _upload(ctx, k)) is not None],
+        side_files=[u for k in ctx.uploads if k not in ("artifact", "report", "report-html") if (u := _upload(ctx, k)) is not None],
         datasets=[
             DatasetReport(role=role, uri=s.uri, layout=ctx.indexes[role].layout, available=s.available, requested=s.requested, used=len(s), class_counts=s.class_counts())
             for role, s in ctx.sets.items()
@@ -258,6 +260,7 @@ def build_report(ctx: RunContext) -> Report:
         warnings=ctx.warnings,
         notes=ctx.notes,
         stages=[StageReport(name=s.name, seconds=round(s.seconds, 3), ok=s.ok) for s in ctx.stages],
+        analysis=ctx.analysis.sections(),
         environment=Environment(
             edgequant=edgequant.__version__, python=platform.python_version(), platform=platform.platform(),
             cpu_count=os.cpu_count(), frameworks=_frameworks(),
@@ -292,6 +295,8 @@ def results(ctx: RunContext) -> api.Results:
         compression_ratio=_ratio(ctx),
         accuracy_drop=_drop(ctx),
         degraded=ctx.degraded,
+        sensitive_layers=ctx.analysis.sensitive_layers(),
+        pinned_layers=list(ctx.analysis.report.mixed_precision.pinned) if ctx.analysis.report.mixed_precision else [],
         report_uri=report.uri if report else None,
         input_contract=artifact_input_contract(ctx.spec.model.input, ctx.quantized.input) if ctx.quantized else None,
         warnings=[w if len(w) <= _WARNING_CHARS else w[: _WARNING_CHARS - 1] + "…" for w in ctx.warnings[:RESULT_WARNINGS]],

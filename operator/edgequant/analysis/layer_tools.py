@@ -1,0 +1,75 @@
+"""Which methods can quantize layers one at a time, and the backend-specific tool that does it.
+
+One explicit table of lazily imported factories, like the backend registry:
+a factory takes the run's ``QuantizeRequest`` and returns a ``LayerTool``;
+its framework is imported only then.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgequant.analysis.sensitivity import ProbedOp
+from edgequant.analysis.tensor_error import TensorError
+from edgequant.api import v1alpha1 as api
+from edgequant.backends.base import QuantizeRequest
+
+
+class LayerTool(Protocol):
+    """Per-layer control over one model's quantization, in the source model's layer names."""
+
+    @property
+    def layers(self) -> list[str]:
+        """Quantizable layers in graph order."""
+        ...
+
+    def model_with_only(self, layer: str) -> Path:
+        """A model with only ``layer`` quantized (float I/O), for the exhaustive ranking."""
+        ...
+
+    def model_keeping_float(self, layers: Iterable[str]) -> Path:
+        """The method's artifact with ``layers`` kept in float (mixed precision)."""
+        ...
+
+    def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256) -> tuple[list[ProbedOp], dict[str, TensorError]]:
+        """One float-vs-quantized run: the graph and each probed tensor's cumulative error."""
+        ...
+
+
+#: method -> "module:factory"; factory(request: QuantizeRequest) -> LayerTool.
+LAYER_TOOLS: dict[api.Method, str] = {
+    api.Method.TFLITE_INT8: "edgequant.analysis.tflite_sensitivity:for_request",
+    api.Method.ONNX_STATIC: "edgequant.analysis.ort_sensitivity:for_request",
+}
+
+#: The float16 rung of the degrade ladder per method (None: the family has no float16 method).
+FLOAT16_FALLBACK: dict[api.Method, api.Method | None] = {
+    api.Method.TFLITE_DYNAMIC_RANGE: api.Method.TFLITE_FLOAT16,
+    api.Method.TFLITE_FLOAT16: None,
+    api.Method.TFLITE_INT8: api.Method.TFLITE_FLOAT16,
+    api.Method.TFLITE_QAT: api.Method.TFLITE_FLOAT16,
+    api.Method.TORCH_QAT: None,
+    api.Method.ONNX_DYNAMIC: None,
+    api.Method.ONNX_STATIC: None,
+    api.Method.TENSORRT_FP16: None,
+    api.Method.TENSORRT_INT8: api.Method.TENSORRT_FP16,
+    api.Method.TENSORRT_MIXED: api.Method.TENSORRT_FP16,
+}
+
+
+def supports_layers(method: api.Method) -> bool:
+    return method in LAYER_TOOLS
+
+
+def layer_tool_for(request: QuantizeRequest) -> LayerTool:
+    """The method's layer tool; ``KeyError`` when the method has none."""
+    module_name, _, factory_name = LAYER_TOOLS[request.method].partition(":")
+    factory = getattr(importlib.import_module(module_name), factory_name)
+    tool: LayerTool = factory(request)
+    return tool
+

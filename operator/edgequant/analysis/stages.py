@@ -1,0 +1,263 @@
+"""The worker stages analysis adds: sensitivity -> select (mixed precision, gate, degrade ladder) -> diagnose.
+
+Each is a function of the worker's run context plus ``WorkerHooks``, the few
+worker helpers it needs (build a request, measure an artifact with the one
+evaluator, score a model file), so this package never imports the worker.
+The context is duck-typed: the attributes used are those of
+``edgequant.worker.context.RunContext``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgequant.analysis import diagnostics as dg
+from edgequant.analysis.gate import GateVerdict
+from edgequant.analysis.layer_tools import FLOAT16_FALLBACK, LayerTool, layer_tool_for, supports_layers
+from edgequant.analysis.schema import AnalysisReport, SensitivityReport
+from edgequant.analysis.selection import Candidate, select_artifact
+from edgequant.analysis.sensitivity import combine, exhaustive_sensitivity, fast_sensitivity
+from edgequant.api import v1alpha1 as api
+from edgequant.api.exitcodes import ExitCode
+from edgequant.backends.base import QuantizedArtifact, QuantizeRequest, describe_contract, to_input_contract
+
+#: Inputs the fast probe and the diagnostics look at.
+PROBE_SAMPLES = 256
+DIAGNOSTIC_SAMPLES = 512
+
+
+@dataclass(frozen=True)
+class WorkerHooks:
+    """What the pipeline lends the analysis stages."""
+
+    request: Callable[[api.Method], QuantizeRequest]
+    """The run's QuantizeRequest for a method (same data, same workdir)."""
+    measure: Callable[[QuantizedArtifact, str], Any]
+    """Load, score and time an artifact -> the worker's ModelRecord (size_bytes, evaluation)."""
+    accuracy: Callable[[Path, str], float | None]
+    """Score a model file on the evaluation set, without timing it."""
+    agreement: Callable[[Any, Any], float | None]
+    """Top-1 agreement of two evaluations."""
+
+
+@dataclass
+class AnalysisState:
+    """What analysis keeps on the run context between its stages."""
+
+    report: AnalysisReport = field(default_factory=AnalysisReport)
+    tool: LayerTool | None = None
+    tool_problem: str = ""
+    tool_tried: bool = False
+    failure: str = ""
+    """Set when the gate must fail the run (onFailure: fail): the message, with the reasons."""
+
+    def sensitive_layers(self, limit: int = 10) -> list[str]:
+        """Flagged layers, most sensitive first, for status.results."""
+        return self.report.sensitivity.flagged[:limit] if self.report.sensitivity is not None else []
+
+    def sections(self) -> AnalysisReport | None:
+        r = self.report
+        return r if any(x is not None for x in (r.sensitivity, r.mixed_precision, r.gate, r.diagnostics)) else None
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _tool(ctx: Any, hooks: WorkerHooks) -> LayerTool | None:
+    state: AnalysisState = ctx.analysis
+    if not state.tool_tried:
+        state.tool_tried = True
+        method = ctx.spec.method
+        if not supports_layers(method):
+            state.tool_problem = f"{method.value} cannot quantize layers one at a time (tflite-int8 and onnx-static can)"
+        elif "calibration" not in ctx.sets:
+            state.tool_problem = "no calibration data to quantize layers with"
+        else:
+            ctx.log("layer analysis: calibrating once for per-layer quantization")
+            try:
+                state.tool = layer_tool_for(hooks.request(method))
+            except ValueError as exc:
+                state.tool_problem = f"layer analysis unavailable: {exc}"
+                return None
+            ctx.log(f"layer analysis: {len(state.tool.layers)} quantizable layers")
+    return state.tool
+
+
+def _inputs(ctx: Any, role: str, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
+    prepared = ctx.sets.get(role)
+    if prepared is None:
+        return None
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    n = 0
+    for x, y in prepared.batches():
+        xs.append(x[: limit - n])
+        ys.append(np.asarray(y)[: limit - n])
+        n += len(xs[-1])
+        if n >= limit:
+            break
+    return (np.concatenate(xs), np.concatenate(ys)) if xs else None
+
+
+def _fast(ctx: Any, tool: LayerTool) -> SensitivityReport:
+    sample = _inputs(ctx, "calibration", PROBE_SAMPLES) or _inputs(ctx, "evaluation", PROBE_SAMPLES)
+    if sample is None:
+        raise ValueError("no data to probe the model with")
+    start = time.perf_counter()
+    ops, errors = tool.probe([sample[0]], max_samples=PROBE_SAMPLES)
+    return fast_sensitivity(ops=ops, errors=errors, threshold=ctx.spec.mixed_precision.sensitivity_threshold, seconds=time.perf_counter() - start)
+
+
+def _baseline_accuracy(ctx: Any) -> float | None:
+    e = ctx.baseline.evaluation if ctx.baseline is not None else None
+    return e.accuracy(ctx.metric) if e is not None else None
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def sensitivity(ctx: Any, hooks: WorkerHooks) -> None:
+    """Rank layers: fast always (one probe run); exhaustive too when asked, with their agreement."""
+    mp = ctx.spec.mixed_precision
+    if mp.sensitivity is api.SensitivityMode.OFF:
+        ctx.log("sensitivity: off (mixedPrecision.sensitivity)")
+        return
+    tool = _tool(ctx, hooks)
+    if tool is None:
+        ctx.notes.append(f"per-layer sensitivity skipped: {ctx.analysis.tool_problem}")
+        return
+    fast = _fast(ctx, tool)
+    report = fast
+    if mp.sensitivity is api.SensitivityMode.EXHAUSTIVE:
+        reference = _baseline_accuracy(ctx)
+        if reference is None:
+            ctx.warnings.append("exhaustive sensitivity needs evaluation.dataset; layers were ranked by the fast mode")
+        else:
+            def only(layer: str) -> float:
+                acc = hooks.accuracy(tool.model_with_only(layer), f"only {layer}")
+                return reference if acc is None else acc
+
+            exhaustive = exhaustive_sensitivity(
+                layers=tool.layers, reference_accuracy=reference, accuracy_with_only=only, threshold=mp.sensitivity_threshold, log=ctx.log
+            )
+            report = combine(exhaustive=exhaustive, fast=fast)
+            if report.agreement is not None:
+                ctx.log(f"sensitivity: fast vs exhaustive top-{report.agreement.k} overlap {report.agreement.top_k_overlap}")
+    ctx.analysis.report.sensitivity = report
+    top = ", ".join(e.layer for e in report.layers[:3])
+    ctx.log(f"sensitivity ({report.mode.value}): most sensitive {top}; flagged {report.flagged or 'none'}")
+
+
+def select(ctx: Any, hooks: WorkerHooks) -> None:
+    """Mixed precision and the degrade ladder: choose the artifact to publish and the gate's verdict on it."""
+    spec = ctx.spec
+    assert ctx.artifact is not None and ctx.quantized is not None and ctx.baseline is not None
+    mp = spec.mixed_precision
+    manual = tuple(mp.pinned_layers) if mp.mode is api.MixedPrecisionMode.MANUAL else ()
+    quant_eval = ctx.quantized.evaluation
+    first = Candidate(
+        method=ctx.artifact.method,
+        pinned=manual,
+        accuracy=quant_eval.accuracy(ctx.metric) if quant_eval is not None else None,
+        size_bytes=ctx.quantized.size_bytes,
+        artifact=(ctx.artifact, ctx.quantized),
+    )
+    needs_search = mp.mode is api.MixedPrecisionMode.AUTO or spec.acceptance.on_failure is api.OnFailure.DEGRADE
+    tool = _tool(ctx, hooks) if needs_search else None
+    pinnable = tool is not None or spec.method is api.Method.TENSORRT_MIXED
+
+    def build(method: api.Method, pins: tuple[str, ...]) -> Candidate:
+        if method is first.method and pins == first.pinned:
+            return first
+        if pins and tool is not None and method is spec.method:
+            path = tool.model_keeping_float(pins)
+            artifact = QuantizedArtifact(path=path, method=method, input=ctx.artifact.input, notes=[f"kept in float: {', '.join(pins)}"])
+        else:
+            artifact = ctx.backend.quantize(dataclasses.replace(hooks.request(method), keep_float=list(pins)))
+        record = hooks.measure(artifact, "+".join([method.value, *pins])[:60])
+        e = record.evaluation
+        return Candidate(method=method, pinned=pins, accuracy=e.accuracy(ctx.metric) if e else None, size_bytes=record.size_bytes, artifact=(artifact, record))
+
+    def ranking() -> Sequence[str]:
+        report = ctx.analysis.report.sensitivity
+        if report is None and tool is not None:
+            report = _fast(ctx, tool)
+            ctx.analysis.report.sensitivity = report
+            ctx.notes.append("layers to keep in float were ranked by the fast sensitivity mode")
+        return [e.layer for e in report.layers] if report is not None else []
+
+    selection = select_artifact(
+        spec=spec,
+        baseline_accuracy=_baseline_accuracy(ctx),
+        baseline_size=ctx.baseline.size_bytes,
+        build=build,
+        ranking=ranking if (tool is not None or ctx.analysis.report.sensitivity is not None) else None,
+        pinnable=pinnable,
+        fallback_method=FLOAT16_FALLBACK.get(spec.method),
+        log=ctx.log,
+    )
+    artifact, record = selection.chosen.artifact  # type: ignore[misc]
+    if artifact is not ctx.artifact:
+        ctx.notes.extend(artifact.notes)
+        ctx.artifact, ctx.quantized, ctx.method = artifact, record, artifact.method
+        ctx.agreement = hooks.agreement(ctx.baseline.evaluation, record.evaluation)
+    gate = selection.gate
+    ctx.verdict = GateVerdict(passed=gate.passed, reasons=list(gate.reasons), accuracy_drop=gate.accuracy_drop, compression_ratio=gate.compression_ratio)
+    ctx.degraded = selection.degraded
+    ctx.analysis.report.gate = gate
+    ctx.analysis.report.mixed_precision = selection.mixed_precision
+    if mp.mode is not api.MixedPrecisionMode.OFF and not pinnable and ctx.analysis.tool_problem:
+        ctx.notes.append(f"mixed precision: {ctx.analysis.tool_problem}")
+    if selection.exit_code is ExitCode.ACCEPTANCE_FAILED:
+        ctx.analysis.failure = selection.message
+    elif selection.degraded:
+        ctx.warnings.append(f"published degraded: {selection.message}")
+    ctx.log(selection.message)
+
+
+def diagnose(ctx: Any, hooks: WorkerHooks) -> None:
+    """FP32 vs the chosen artifact on the same inputs; each finding with its fixes."""
+    del hooks
+    assert ctx.backend is not None and ctx.artifact is not None and ctx.baseline is not None
+    sample = _inputs(ctx, "evaluation", DIAGNOSTIC_SAMPLES)
+    labels: np.ndarray | None = None
+    if sample is not None:
+        x, labels = sample
+    else:
+        fallback = _inputs(ctx, "calibration", DIAGNOSTIC_SAMPLES)
+        if fallback is None:
+            ctx.notes.append("diagnostics skipped: no evaluation or calibration data to compare outputs on")
+            return
+        x = fallback[0]
+    fp32 = ctx.backend.load(ctx.baseline.path, spec=ctx.spec)
+    quant = ctx.backend.load(ctx.artifact.path, spec=ctx.spec)
+    report = dg.diagnose(
+        spec=ctx.spec, inputs=x, labels=labels,
+        predict_fp32=_feeder(fp32), predict_quantized=_feeder(quant), contract=describe_contract(quant.input),
+    )
+    ctx.analysis.report.diagnostics = report
+    for finding in report.fired:
+        hint = f"; first try: {finding.fixes[0]}" if finding.fixes else ""
+        ctx.warnings.append(f"{finding.check}: {finding.message}{hint}")
+    ctx.log("diagnostics: " + (", ".join(f.check for f in report.fired) or "nothing unusual"))
+
+
+def _feeder(predictor: Any, chunk: int = 64) -> Callable[[np.ndarray], np.ndarray]:
+    """Float inputs -> the model's input contract -> raw outputs, in chunks."""
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        def parts() -> Iterator[np.ndarray]:
+            for i in range(0, len(x), chunk):
+                fed = to_input_contract(np.ascontiguousarray(x[i : i + chunk], dtype=np.float32), predictor.input)
+                yield np.asarray(predictor.predict(fed), dtype=np.float32).reshape(len(fed), -1)
+
+        return np.concatenate(list(parts()))
+
+    return predict
