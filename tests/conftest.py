@@ -53,18 +53,21 @@ class S3Server:
     @contextlib.contextmanager
     def enforce_auth(self) -> Iterator[None]:
         """Make the server check credentials (moto's IAM), so unknown keys get InvalidAccessKeyId / 403."""
-        previous = self._reset_auth(0)
+        previous = self._reset_auth("0")
         try:
             yield
         finally:
             self._reset_auth(previous)
 
-    def _reset_auth(self, count: int) -> int:
+    def _reset_auth(self, count: str) -> str:
+        """Set how many requests pass before moto checks credentials ("inf": never); returns the previous value."""
         import json
 
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=str(count).encode(), method="POST")
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/reset-auth", data=count.encode(), method="POST", headers={"Content-Type": "text/plain"},
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
-            return int(json.loads(response.read())["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"])
+            return str(json.loads(response.read())["PREVIOUS_INITIAL_NO_AUTH_ACTION_COUNT"])
 
 
 def free_port() -> int:

@@ -81,10 +81,21 @@ class S3Store:
 
     def _translate(self, exc: Exception, uri: str, action: str) -> Exception:
         """One mapping from botocore failures to errors that name the URI and the fix."""
+        from boto3.exceptions import S3TransferFailedError, S3UploadFailedError
         from botocore import exceptions as bx
 
+        if isinstance(exc, S3UploadFailedError | S3TransferFailedError):
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, Exception):
+                return self._translate(cause, uri, action)
+            for code in ("NoSuchBucket", *sorted(_DENIED)):
+                if f"({code})" in str(exc):
+                    return self._translate(bx.ClientError({"Error": {"Code": code}}, action), uri, action)
+            return StorageUnreachableError(f"{uri}: {action} failed: {exc}")
         if isinstance(exc, bx.ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NotFound") and not self._bucket_exists(parse_uri(uri).bucket):
+                code = "NoSuchBucket"  # HEAD answers carry no error code: ask about the bucket
             if code == "NoSuchBucket":
                 bucket = parse_uri(uri).bucket
                 return ObjectNotFoundError(f"{uri}: bucket {bucket!r} does not exist at {self._endpoint} (create it or fix the URI)")
@@ -108,6 +119,17 @@ class S3Store:
         if isinstance(exc, bx.BotoCoreError):
             return StorageUnreachableError(f"{uri}: {action} failed: {exc}")
         return exc
+
+    def _bucket_exists(self, bucket: str) -> bool:
+        from botocore import exceptions as bx
+
+        try:
+            self._client.head_bucket(Bucket=bucket)
+        except bx.ClientError as exc:
+            return str(exc.response.get("Error", {}).get("Code", "")) not in ("404", "NoSuchBucket", "NotFound")
+        except bx.BotoCoreError:
+            return True
+        return True
 
     # ------------------------------------------------------------------ transfers
 

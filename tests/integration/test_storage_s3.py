@@ -1,0 +1,118 @@
+"""s3:// storage through boto3 against moto's S3 server on loopback (server mode, over HTTP)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgequant.api import v1alpha1 as api
+from edgequant.api.exitcodes import ExitCode
+from edgequant.storage import ObjectNotFoundError, StorageAccessError, StorageUnreachableError, Stores, sha256_file
+from edgequant.storage.s3 import CA_BUNDLE_ENV, S3Store, ca_bundle_path
+from edgequant.util.errors import InvalidInputError
+
+pytestmark = pytest.mark.integration
+
+
+def _store(endpoint: str, *, path_style: bool = True) -> S3Store:
+    return S3Store(storage=api.Storage(endpoint=endpoint, path_style=path_style, region="us-east-1"))
+
+
+def test_round_trip_checks_sha256(s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path) -> None:
+    artifact = tmp_path / "model.int8.tflite"
+    artifact.write_bytes(os.urandom(9 * 1024 * 1024 + 17))  # above the 8 MiB multipart threshold: parts both ways
+    store = _store(s3_server.endpoint)
+    uri = f"s3://{s3_bucket}/runs/1/model.int8.tflite"
+    uploaded = store.upload(artifact, uri, content_type="application/octet-stream")
+    expected = hashlib.sha256(artifact.read_bytes()).hexdigest()
+    assert (uploaded.uri, uploaded.sha256, uploaded.size_bytes) == (uri, expected, artifact.stat().st_size)
+    head = s3_client.head_object(Bucket=s3_bucket, Key="runs/1/model.int8.tflite")
+    assert head["Metadata"]["sha256"] == expected
+    back = store.download(uri, tmp_path / "back")
+    assert back == tmp_path / "back" / "model.int8.tflite"
+    assert sha256_file(back) == expected
+
+
+def test_prefix_download_keeps_the_tree(s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path) -> None:
+    keys = [f"cal/{c:02d}_class/{i}.png" for c in range(3) for i in range(7)] + ["cal/saved/variables/variables.index"]
+    for key in keys:
+        s3_client.put_object(Bucket=s3_bucket, Key=key, Body=key.encode())
+    s3_client.put_object(Bucket=s3_bucket, Key="calibration-other/x.png", Body=b"not below the prefix")
+    folder = _store(s3_server.endpoint, path_style=False).download(f"s3://{s3_bucket}/cal/", tmp_path)
+    assert folder == tmp_path / "cal"
+    found = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert found == sorted(k.removeprefix("cal/") for k in keys)
+    assert (folder / "01_class" / "3.png").read_bytes() == b"cal/01_class/3.png"
+
+
+def test_missing_bucket_key_and_prefix_name_the_uri(s3_server: Any, s3_bucket: str, tmp_path: Path) -> None:
+    store = _store(s3_server.endpoint)
+    with pytest.raises(ObjectNotFoundError, match="bucket 'no-such-bucket-x' does not exist") as err:
+        store.download("s3://no-such-bucket-x/m.keras", tmp_path)
+    assert "s3://no-such-bucket-x/m.keras" in str(err.value)
+    with pytest.raises(ObjectNotFoundError, match=f"s3://{s3_bucket}/absent.keras: no such object"):
+        store.download(f"s3://{s3_bucket}/absent.keras", tmp_path)
+    with pytest.raises(ObjectNotFoundError, match="no objects under this prefix"):
+        store.download(f"s3://{s3_bucket}/empty/", tmp_path)
+    assert ObjectNotFoundError.exit_code is ExitCode.INVALID_INPUT
+
+
+def test_upload_to_missing_bucket_is_named(s3_server: Any, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    with pytest.raises(ObjectNotFoundError, match="bucket 'absent-out' does not exist"):
+        _store(s3_server.endpoint).upload(report, "s3://absent-out/run/report.json")
+
+
+def test_unreachable_endpoint_is_a_storage_error(tmp_path: Path, s3_server: Any) -> None:
+    from tests.conftest import free_port  # noqa: PLC0415 - the helper lives with the fixtures
+
+    store = S3Store(storage=api.Storage(endpoint=f"http://127.0.0.1:{free_port()}", path_style=True, region="us-east-1"))
+    store._client.meta.config.retries = {"max_attempts": 1}
+    with pytest.raises(StorageUnreachableError, match="cannot reach http://127.0.0.1") as err:
+        store.download("s3://b/k.keras", tmp_path)
+    assert err.value.exit_code is ExitCode.STORAGE_UNAVAILABLE
+
+
+def test_access_denied_names_the_secret(s3_server: Any, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000")
+    with s3_server.enforce_auth():
+        with pytest.raises(StorageAccessError, match="access denied .*credentialsSecret") as err:
+            _store(s3_server.endpoint).download(f"s3://{s3_bucket}/m.keras", tmp_path)
+    assert "AKIAUNKNOWNKEY000000" not in str(err.value)
+    assert err.value.exit_code is ExitCode.STORAGE_UNAVAILABLE
+
+
+def test_missing_credentials_say_how_to_provide_them(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(StorageAccessError, match="no S3 credentials found: set spec.storage.credentialsSecret"):
+        _store(s3_server.endpoint).download("s3://b/m.keras", tmp_path)
+
+
+def test_ca_bundle_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CA_BUNDLE_ENV, raising=False)
+    assert ca_bundle_path(api.Storage()) is None
+    with pytest.raises(InvalidInputError, match="spec.storage.caBundle: /etc/edgequant/ca/ca.crt is missing"):
+        ca_bundle_path(api.Storage(ca_bundle=api.CABundleRef(config_map="minio-ca")))
+    pem = tmp_path / "ca.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv(CA_BUNDLE_ENV, str(pem))
+    assert ca_bundle_path(api.Storage(ca_bundle=api.CABundleRef(config_map="minio-ca"))) == str(pem)
+
+
+def test_stores_route_by_scheme(s3_server: Any, s3_bucket: str, tmp_path: Path) -> None:
+    stores = Stores(storage=api.Storage(endpoint=s3_server.endpoint, path_style=True, region="us-east-1"))
+    local = tmp_path / "a.bin"
+    local.write_bytes(b"abc")
+    assert isinstance(stores.for_uri(f"s3://{s3_bucket}/a.bin"), S3Store)
+    s3 = stores.upload(local, f"s3://{s3_bucket}/a.bin")
+    copied = stores.upload(local, f"file://{tmp_path}/copy/a.bin")
+    assert s3.sha256 == copied.sha256 == hashlib.sha256(b"abc").hexdigest()

@@ -1,0 +1,47 @@
+"""file:// storage: reads in place, copies on upload with the sha256, errors that name the URI."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from edgequant.api import v1alpha1 as api
+from edgequant.api.exitcodes import ExitCode
+from edgequant.storage import ObjectNotFoundError, Stores
+from edgequant.storage.local import FileStore
+
+
+def test_download_returns_the_file_itself(tmp_path: Path) -> None:
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"weights")
+    assert FileStore().download(f"file://{model}", tmp_path / "dest") == model
+
+
+def test_relative_paths_resolve_against_base_dir(tmp_path: Path) -> None:
+    (tmp_path / "data" / "cal").mkdir(parents=True)
+    store = FileStore(base_dir=tmp_path)
+    assert store.download("file://data/cal/", tmp_path / "dest") == tmp_path / "data" / "cal"
+
+
+def test_missing_file_and_folder_name_the_uri(tmp_path: Path) -> None:
+    store = FileStore()
+    with pytest.raises(ObjectNotFoundError, match="absent.keras: no such file"):
+        store.download(f"file://{tmp_path}/absent.keras", tmp_path)
+    with pytest.raises(ObjectNotFoundError, match="no such folder"):
+        store.download(f"file://{tmp_path}/absent/", tmp_path)
+    (tmp_path / "saved").mkdir()
+    with pytest.raises(ObjectNotFoundError, match="it is a folder: end the URI with '/'"):
+        store.download(f"file://{tmp_path}/saved", tmp_path)
+    assert ObjectNotFoundError.exit_code is ExitCode.INVALID_INPUT
+
+
+def test_upload_copies_and_reports_sha256(tmp_path: Path) -> None:
+    source = tmp_path / "a.tflite"
+    source.write_bytes(b"\x00tflite" * 100)
+    uploaded = Stores(storage=api.Storage()).upload(source, f"file://{tmp_path}/out/deep/a.tflite")
+    target = tmp_path / "out" / "deep" / "a.tflite"
+    assert target.read_bytes() == source.read_bytes()
+    assert uploaded.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert uploaded.size_bytes == 700

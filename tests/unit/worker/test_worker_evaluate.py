@@ -1,0 +1,91 @@
+"""The shared evaluator on a small NumPy classifier: accuracy, top-5, dtype conversion, float/255 detection, latency."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from edgequant.api import v1alpha1 as api
+from edgequant.backends.base import Batches, InputContractError, TensorContract, check_batch_matches, to_input_contract
+from edgequant.worker.evaluate import agreement, evaluate
+
+
+class LinearClassifier:
+    """A real (tiny) model: logits = x . W, taking float32 or uint8 input like a TFLite interpreter would."""
+
+    def __init__(self, weights: np.ndarray, contract: TensorContract) -> None:
+        self.weights = weights
+        self.input = contract
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        check_batch_matches(batch, self.input)
+        x = batch.astype(np.float32)
+        if self.input.scale is not None:
+            x = (x - self.input.zero_point) * self.input.scale
+        return x.reshape(len(x), -1) @ self.weights
+
+
+def _data(x: np.ndarray, y: np.ndarray, batch_size: int = 4) -> Batches:
+    def make() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for i in range(0, len(y), batch_size):
+            yield x[i : i + batch_size], y[i : i + batch_size]
+
+    return Batches(make_iter=make, count=len(y), batch_size=batch_size)
+
+
+# Six 1x1x6 "images": one bright pixel per class on a 0.2 background; class = the brightest pixel.
+X = (np.eye(6, dtype=np.float32) * 0.8 + 0.2).reshape(6, 1, 6, 1)
+# Identity plus a bias towards low class ids, so runner-up classes are ordered 0 > 1 > ... > 5.
+W = np.eye(6, dtype=np.float32) + 0.01 * np.arange(6, 0, -1, dtype=np.float32)
+FLOAT = TensorContract(dtype="float32", shape=(1, 1, 6, 1))
+UINT8 = TensorContract(dtype="uint8", shape=(1, 1, 6, 1), scale=1 / 255, zero_point=0)
+
+
+def test_top1_top5_and_predictions() -> None:
+    # Two wrong labels: sample 4 labelled 0 (its runner-up: inside the top 5), sample 5 labelled 4 (its last class).
+    y = np.array([0, 1, 2, 3, 0, 4])
+    result = evaluate(predictor=LinearClassifier(W, FLOAT), data=_data(X, y), latency_runs=5, warmup=1)
+    assert result.samples == 6
+    assert result.top1 == pytest.approx(4 / 6)
+    assert result.top5 == pytest.approx(5 / 6)
+    assert result.predictions.tolist() == [0, 1, 2, 3, 4, 5]
+    assert result.accuracy(api.Metric.TOP1) == result.top1
+    assert result.outputs is not None and result.outputs.shape == (6, 6)
+    assert result.latency_runs == 5 and result.latency_ms is not None and result.latency_ms > 0
+
+
+def test_uint8_model_is_fed_pixels_0_255() -> None:
+    result = evaluate(predictor=LinearClassifier(W, UINT8), data=_data(X, np.arange(6)), latency_runs=1, warmup=0)
+    assert result.top1 == 1.0
+    assert result.fed_range == (51.0, 255.0)  # 0.2 * 255, 1.0 * 255
+    np.testing.assert_array_equal(to_input_contract(np.array([0.0, 0.4, 1.0, 1.2], np.float32), UINT8), [0, 102, 255, 255])
+
+
+def test_float_over_255_into_a_uint8_model_is_refused() -> None:
+    with pytest.raises(InputContractError, match=r"float/255 fed to a full-INT8 model") as err:
+        LinearClassifier(W, UINT8).predict(X)
+    assert "uint8" in str(err.value) and "scale 0.00392157" in str(err.value)
+
+
+def test_data_on_the_wrong_scale_is_detected_not_scored() -> None:
+    """Pixels divided by 255 twice reach a uint8 model as 0s and 1s: the evaluator stops instead of scoring."""
+    with pytest.raises(InputContractError, match=r"every value it received lies in \[0, 1\]"):
+        evaluate(predictor=LinearClassifier(W, UINT8), data=_data(X / 255.0, np.arange(6)), latency_runs=0)
+
+
+def test_unpreprocessed_integers_are_refused() -> None:
+    with pytest.raises(InputContractError, match="expected preprocessed float32 inputs, got uint8"):
+        to_input_contract((X * 255).astype(np.uint8), UINT8)
+
+
+def test_latency_without_data_and_agreement() -> None:
+    only_latency = evaluate(predictor=LinearClassifier(W, UINT8), data=None, latency_runs=3, warmup=0)
+    assert only_latency.top1 is None and only_latency.latency_runs == 3
+    a = evaluate(predictor=LinearClassifier(W, FLOAT), data=_data(X, np.arange(6)), latency_runs=0)
+    flipped = W.copy()
+    flipped[:, [0, 1]] = flipped[:, [1, 0]]
+    b = evaluate(predictor=LinearClassifier(flipped, FLOAT), data=_data(X, np.arange(6)), latency_runs=0)
+    assert agreement(a, b) == pytest.approx(4 / 6)  # classes 0 and 1 swapped
+    assert agreement(a, only_latency) is None
