@@ -52,10 +52,10 @@ class TFLiteBackend:
         method = request.method
         if method not in self.methods:
             raise InvalidInputError(f"spec.method: the TFLite backend does not run {method.value}")
-        if request.keep_float:
+        if request.keep_float and method is not api.Method.TFLITE_INT8:
             raise InvalidInputError(
-                "mixedPrecision.pinnedLayers: the TFLite backend does not keep layers in float yet; "
-                "remove the pinned layers or use an onnx-static / tensorrt-mixed method"
+                f"mixedPrecision.pinnedLayers: {method.value} has no per-layer precision to choose; "
+                "pin layers with tflite-int8 (or onnx-static / tensorrt-mixed), or remove the pinned layers"
             )
         source = self._source(request)
         notes: list[str] = []
@@ -82,9 +82,25 @@ class TFLiteBackend:
             if method is api.Method.TFLITE_INT8 and representative is None:
                 raise InvalidInputError("spec.calibration: tflite-int8 calibrates activation ranges; add calibration.dataset")
             request.log(f"converting to TFLite ({method.value})")
-            data = conv.convert_saved_model(source.saved_model_dir, method=method, representative=representative)
+            if request.keep_float:
+                data = self._int8_keeping_float(source, request, representative)
+            else:
+                data = conv.convert_saved_model(source.saved_model_dir, method=method, representative=representative)
         path = self._write(data, request.workdir / f"{request.model_path.stem}.{_SUFFIX[method]}.tflite")
         return QuantizedArtifact(path=path, method=method, input=TFLitePredictor(path).input, notes=notes)
+
+    def _int8_keeping_float(self, source: SourceModel, request: QuantizeRequest, representative: conv.RepresentativeData | None) -> bytes:
+        """Full INT8 with the pinned source layers left in float (calibrate once, then the converter's denylist)."""
+        from edgequant.backends.tflite import layers
+        from edgequant.backends.tflite.tf import import_tf
+
+        converter = import_tf().lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
+        conv.configure(converter, method=api.Method.TFLITE_INT8, representative=representative)
+        request.log(f"keeping {len(request.keep_float)} layer(s) in float: {', '.join(request.keep_float)}")
+        try:
+            return layers.quantize_keeping_float(converter, keras_model=source.keras_model, keep_float=request.keep_float)
+        except KeyError as exc:
+            raise InvalidInputError(str(exc.args[0])) from exc
 
     def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> TFLitePredictor:
         """A .tflite artifact, or the FP32 source model converted to float TFLite."""
