@@ -171,7 +171,8 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
     )
     needs_search = mp.mode is api.MixedPrecisionMode.AUTO or spec.acceptance.on_failure is api.OnFailure.DEGRADE
     tool = _tool(ctx, hooks) if needs_search else None
-    pinnable = tool is not None or spec.method is api.Method.TENSORRT_MIXED
+    # The backend keeps layers in float for these methods (the quantize stage already applied manual pins).
+    pinnable = supports_layers(spec.method) or spec.method is api.Method.TENSORRT_MIXED
 
     def build(method: api.Method, pins: tuple[str, ...]) -> Candidate:
         if method is first.method and pins == first.pinned:

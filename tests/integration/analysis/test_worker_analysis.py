@@ -89,3 +89,29 @@ def test_degrade_path_falls_back_to_pinned_layers_and_flags_it(job_files: Path) 
     assert report["outcome"]["degraded"] is True
     assert [t["rung"] for t in report["analysis"]["gate"]["trials"]] == ["full", "pinned"]
     assert report["analysis"]["sensitivity"]["mode"] == "fast"  # the ladder ranked layers with the default fast mode
+
+
+def test_manual_pins_reach_the_tflite_backend_and_unknown_names_are_refused(job_files: Path) -> None:
+    result, ctx, out = _run(
+        job_files, "manual", mixedPrecision={"mode": "manual", "pinnedLayers": ["conv2"]}, acceptance={"maxAccuracyDrop": 0.02},
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    assert result.results.pinned_layers == ["conv2"] and not result.results.degraded
+    trials = json.loads((out / "report.json").read_text())["analysis"]["gate"]["trials"]
+    assert [(t["rung"], t["pinned"]) for t in trials] == [("pinned", ["conv2"])]
+    bad, _ctx, _out = _run(job_files, "manual-bad", mixedPrecision={"mode": "manual", "pinnedLayers": ["conv_2"]})
+    assert bad.exit_code == ExitCode.INVALID_INPUT
+    assert "conv_2" in bad.message and "quantizable layers are ['conv1', 'pool1', 'conv2'" in bad.message
+
+
+def test_degrade_reaches_float16_when_pinning_cannot_meet_the_budget(job_files: Path) -> None:
+    result, _ctx, out = _run(
+        job_files, "float16", mixedPrecision={"maxPinnedLayers": 1}, acceptance={"maxAccuracyDrop": 0.0, "onFailure": "degrade"},
+    )
+    assert result.exit_code == ExitCode.SUCCESS and result.results.degraded
+    report = json.loads((out / "report.json").read_text())
+    trials = report["analysis"]["gate"]["trials"]
+    assert [t["rung"] for t in trials] == ["full", "pinned", "float16"]
+    chosen = [t for t in trials if t["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["method"] == "tflite-float16" and report["publishedMethod"] == "tflite-float16"
+    assert result.results.method.value == "tflite-float16"
