@@ -241,7 +241,7 @@ def diagnose(ctx: Any, hooks: WorkerHooks) -> None:
     quant = ctx.backend.load(ctx.artifact.path, spec=ctx.spec)
     report = dg.diagnose(
         spec=ctx.spec, inputs=x, labels=labels,
-        predict_fp32=_feeder(fp32), predict_quantized=_feeder(quant), contract=describe_contract(quant.input),
+        predict_fp32=feeder(fp32), predict_quantized=feeder(quant), contract=describe_contract(quant.input),
     )
     ctx.analysis.report.diagnostics = report
     for finding in report.fired:
@@ -250,7 +250,7 @@ def diagnose(ctx: Any, hooks: WorkerHooks) -> None:
     ctx.log("diagnostics: " + (", ".join(f.check for f in report.fired) or "nothing unusual"))
 
 
-def _feeder(predictor: Any, chunk: int = 64) -> Callable[[np.ndarray], np.ndarray]:
+def feeder(predictor: Any, chunk: int = 64) -> Callable[[np.ndarray], np.ndarray]:
     """Float inputs -> the model's input contract -> raw outputs, in chunks."""
 
     def predict(x: np.ndarray) -> np.ndarray:
