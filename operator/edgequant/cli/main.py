@@ -11,6 +11,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("edgequant.cli.validate", "check QuantizationJob manifests offline"),
     "crd": ("edgequant.cli.crd", "print the QuantizationJob CustomResourceDefinition"),
+    "operator": ("edgequant.cli.operator", "run the Kubernetes operator (kopf)"),
     "run": ("edgequant.cli.run", "run QuantizationJobs locally, in this process (file:// or s3://)"),
     "report": ("edgequant.cli.report", "render a report.json as self-contained HTML and optionally open it"),
 }

@@ -1,0 +1,196 @@
+"""Render the batch/v1 Job for one generation of a QuantizationJob. Pure: no I/O, same input, same Job."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from edgequant.api import exitcodes
+from edgequant.api import v1alpha1 as api
+from edgequant.controller import naming
+from edgequant.controller.settings import OperatorSettings
+
+SCRATCH_DIR = "/scratch"
+CA_BUNDLE_DIR = "/etc/edgequant/ca"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The parts of the QuantizationJob object the Job refers to."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+
+
+def wants_gpu(spec: api.QuantizationJobSpec) -> bool:
+    accelerator = spec.resources.accelerator
+    if accelerator is api.Accelerator.GPU:
+        return True
+    return accelerator is api.Accelerator.AUTO and spec.method.needs_gpu
+
+
+def _resources(spec: api.QuantizationJobSpec, settings: OperatorSettings) -> dict[str, Any]:
+    requests: dict[str, str] = dict(settings.default_requests)
+    limits: dict[str, str] = dict(settings.default_limits)
+    if spec.resources.requests is not None:
+        requests.update(spec.resources.requests.model_dump(exclude_none=True))
+    if spec.resources.limits is not None:
+        limits.update(spec.resources.limits.model_dump(exclude_none=True))
+    if wants_gpu(spec):
+        count = str(spec.resources.gpus)
+        requests[settings.gpu_resource] = count
+        limits[settings.gpu_resource] = count
+    return {"requests": requests, "limits": limits}
+
+
+def _env(spec: api.QuantizationJobSpec, owner: Owner) -> list[dict[str, Any]]:
+    worker_spec = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    env: list[dict[str, Any]] = [
+        {"name": "EDGEQUANT_SPEC", "value": json.dumps(worker_spec, separators=(",", ":"), sort_keys=True)},
+        {"name": "EDGEQUANT_JOB_NAME", "value": owner.name},
+        {"name": "EDGEQUANT_JOB_GENERATION", "value": str(owner.generation)},
+        {"name": "EDGEQUANT_WORKDIR", "value": SCRATCH_DIR},
+        {"name": "TMPDIR", "value": SCRATCH_DIR},
+        {"name": "HOME", "value": SCRATCH_DIR},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    secret = spec.storage.credentials_secret
+    if secret is not None:
+        keys = [("AWS_ACCESS_KEY_ID", secret.access_key_id_key), ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key)]
+        if secret.session_token_key:
+            keys.append(("AWS_SESSION_TOKEN", secret.session_token_key))
+        for var, key in keys:
+            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}})
+    if spec.storage.ca_bundle is not None:
+        env.append({"name": "AWS_CA_BUNDLE", "value": f"{CA_BUNDLE_DIR}/{spec.storage.ca_bundle.key}"})
+    return env
+
+
+def _pod_failure_policy() -> dict[str, Any]:
+    """Deliberate worker outcomes fail the Job at once; node disruptions never count as attempts."""
+    return {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": naming.CONTAINER_NAME,
+                    "operator": "In",
+                    "values": sorted(int(c) for c in exitcodes.NON_RETRIABLE),
+                },
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]
+    }
+
+
+def _tolerations(spec: api.QuantizationJobSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    tolerations = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.scheduling.tolerations]
+    if wants_gpu(spec):
+        tolerations.extend(t for t in settings.gpu_tolerations if t not in tolerations)
+    return tolerations
+
+
+def labels_for(owner: Owner, spec: api.QuantizationJobSpec) -> dict[str, str]:
+    return {
+        naming.LABEL_JOB: owner.name,
+        naming.LABEL_GENERATION: str(owner.generation),
+        naming.LABEL_METHOD: spec.method.value,
+        naming.LABEL_MANAGED_BY: naming.MANAGED_BY,
+        "app.kubernetes.io/name": "edgequant-quantizer",
+    }
+
+
+def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """The complete batch/v1 Job manifest for this generation of the QuantizationJob."""
+    labels = labels_for(owner, spec)
+    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
+    if spec.storage.ca_bundle is not None:
+        volumes.append({"name": "ca-bundle", "configMap": {"name": spec.storage.ca_bundle.config_map}})
+        mounts.append({"name": "ca-bundle", "mountPath": CA_BUNDLE_DIR, "readOnly": True})
+
+    container: dict[str, Any] = {
+        "name": naming.CONTAINER_NAME,
+        "image": spec.execution.image or settings.image_for(spec.method),
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["edgequant-worker"],
+        "env": _env(spec, owner),
+        "resources": _resources(spec, settings),
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [container],
+        "volumes": volumes,
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "fsGroup": settings.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    node_selector = dict(spec.scheduling.node_selector)
+    if wants_gpu(spec):
+        node_selector = {**settings.gpu_node_selector, **node_selector}
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    tolerations = _tolerations(spec, settings)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if spec.scheduling.affinity:
+        pod_spec["affinity"] = spec.scheduling.affinity
+    if spec.scheduling.priority_class_name:
+        pod_spec["priorityClassName"] = spec.scheduling.priority_class_name
+    service_account = spec.storage.service_account_name or settings.worker_service_account
+    if service_account:
+        pod_spec["serviceAccountName"] = service_account
+        # Workload identity (IRSA, GKE) needs the projected token the platform injects.
+        pod_spec["automountServiceAccountToken"] = True
+
+    job_spec: dict[str, Any] = {
+        "backoffLimit": spec.execution.backoff_limit,
+        "suspend": spec.suspend,
+        "podFailurePolicy": _pod_failure_policy(),
+        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+    }
+    if spec.execution.active_deadline_seconds is not None:
+        job_spec["activeDeadlineSeconds"] = spec.execution.active_deadline_seconds
+    if spec.execution.ttl_seconds_after_finished is not None:
+        job_spec["ttlSecondsAfterFinished"] = spec.execution.ttl_seconds_after_finished
+
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": naming.job_name(owner.name, owner.generation),
+            "namespace": owner.namespace,
+            "labels": labels,
+            "annotations": {"edgequant.io/spec-generation": str(owner.generation)},
+            "ownerReferences": [
+                {
+                    "apiVersion": api.API_VERSION,
+                    "kind": api.KIND,
+                    "name": owner.name,
+                    "uid": owner.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": job_spec,
+    }

@@ -1,0 +1,80 @@
+"""Operator settings, from flags or EDGEQUANT_OPERATOR_* environment variables (flags win)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edgequant.api import v1alpha1 as api
+
+ENV_PREFIX = "EDGEQUANT_OPERATOR_"
+
+DEFAULT_IMAGES: dict[str, str] = {
+    api.MethodFamily.TFLITE.value: "ghcr.io/edgequant/quantizer-tflite:0.1.0",
+    api.MethodFamily.TORCH.value: "ghcr.io/edgequant/quantizer-torch:0.1.0",
+    api.MethodFamily.TENSORRT.value: "ghcr.io/edgequant/quantizer-tensorrt:0.1.0",
+}
+
+
+class OperatorSettings(BaseModel):
+    """Everything the operator can be told; one field per flag / env var."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch; empty means all (cluster-wide).")
+    images: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_IMAGES), description="Quantizer image per method family (tflite, torch, tensorrt).")
+    image_pull_policy: str = Field("IfNotPresent", description="Pull policy of quantizer images.")
+    default_requests: dict[str, str] = Field(default_factory=lambda: {"cpu": "1", "memory": "2Gi"}, description="Container requests when the spec gives none.")
+    default_limits: dict[str, str] = Field(default_factory=lambda: {"memory": "8Gi"}, description="Container limits when the spec gives none.")
+    max_concurrent_jobs: int = Field(0, ge=0, description="Cap on quantizer Jobs running at once (0 = no cap); the rest wait with reason WaitingForCapacity.")
+    capacity_retry_seconds: float = Field(10.0, gt=0, description="How often a job waiting for capacity is retried.")
+    peering_name: str | None = Field(None, description="kopf peering object for leader election between replicas; None runs standalone.")
+    liveness_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz (0 disables).")
+    metrics_port: int = Field(9090, ge=0, le=65535, description="Port of Prometheus /metrics (0 disables).")
+    log_format: str = Field("json", pattern="^(json|plain|full)$", description="json, plain or full.")
+    gpu_resource: str = Field("nvidia.com/gpu", description="Extended resource requested by GPU jobs.")
+    gpu_node_selector: dict[str, str] = Field(default_factory=lambda: {"nvidia.com/gpu.present": "true"}, description="Node labels GPU jobs select.")
+    gpu_tolerations: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        description="Tolerations GPU jobs get.",
+    )
+    worker_service_account: str | None = Field(None, description="Default service account of quantizer pods (spec.storage.serviceAccountName wins).")
+    run_as_user: int = Field(65532, ge=1, description="UID quantizer containers run as.")
+
+    @field_validator("images")
+    @classmethod
+    def _known_families(cls, images: dict[str, str]) -> dict[str, str]:
+        unknown = set(images) - {f.value for f in api.MethodFamily}
+        if unknown:
+            raise ValueError(f"unknown method families {sorted(unknown)}: use tflite, torch, tensorrt")
+        return {**DEFAULT_IMAGES, **images}
+
+    def image_for(self, method: api.Method) -> str:
+        return self.images[method.family.value]
+
+
+_JSON_FIELDS = {"images", "default_requests", "default_limits", "gpu_node_selector", "gpu_tolerations"}
+
+
+def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -> OperatorSettings:
+    """Read EDGEQUANT_OPERATOR_<FIELD> variables (JSON for maps/lists, comma lists for namespaces)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name in OperatorSettings.model_fields:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is None or raw == "":
+            continue
+        if name in _JSON_FIELDS:
+            try:
+                values[name] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()} is not valid JSON: {exc}") from exc
+        elif name == "namespaces":
+            values[name] = [n.strip() for n in raw.split(",") if n.strip()]
+        else:
+            values[name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return OperatorSettings.model_validate(values)
