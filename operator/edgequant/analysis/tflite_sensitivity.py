@@ -33,20 +33,22 @@ PROBE_BATCH = 32
 class TFLiteLayerAnalysis:
     """Per-layer control of one model's full-INT8 conversion, named in source layer names."""
 
-    def __init__(self, *, calibrated: bytes, layer_map: tl.LayerMap, workdir: Path) -> None:
+    def __init__(self, *, calibrated: bytes, layer_map: tl.LayerMap, workdir: Path, stem: str = "model") -> None:
         self.calibrated = calibrated
         self.layer_map = layer_map
         self.workdir = workdir
+        self.stem = stem
+        """File-name stem of the models written, like the backend's artifacts: <stem>.int8-mixed-1.tflite."""
         workdir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def prepare(cls, *, converter: Any, keras_model: Any | None, workdir: Path) -> "TFLiteLayerAnalysis":
+    def prepare(cls, *, converter: Any, keras_model: Any | None, workdir: Path, stem: str = "model") -> "TFLiteLayerAnalysis":
         """Calibrate with a converter already configured for tflite-int8 (representative data set)."""
         calibrated = tl.calibrate(converter)
         layer_map = tl.map_layers(calibrated, keras_model=keras_model)
         if not layer_map.layers:
             raise ValueError("the converted model has no quantizable layer")
-        return cls(calibrated=calibrated, layer_map=layer_map, workdir=workdir)
+        return cls(calibrated=calibrated, layer_map=layer_map, workdir=workdir, stem=stem)
 
     @property
     def layers(self) -> list[str]:
@@ -54,13 +56,14 @@ class TFLiteLayerAnalysis:
 
     def model_with_only(self, layer: str) -> Path:
         model = tl.quantize_calibrated(self.calibrated, keep_float_nodes=self.layer_map.nodes_except(layer), io_dtype="float32")
-        return self._write(f"only-{_slug(layer)}.tflite", model)
+        return self._write(f"{self.stem}.only-{_slug(layer)}.tflite", model)
 
     def model_keeping_float(self, layers: Iterable[str], *, io_dtype: str = "uint8") -> Path:
         keep = list(layers)
         model = tl.quantize_calibrated(self.calibrated, keep_float_nodes=self.layer_map.nodes_of(keep), io_dtype=io_dtype)
-        name = "int8" + ("-keep-" + "-".join(_slug(k) for k in keep) if keep else "")
-        return self._write(f"{name[:120]}.tflite", model)
+        # One file per number of pinned layers while searching, named like the backend's artifacts.
+        tag = f"int8-mixed-{len(keep)}" if keep else "int8"
+        return self._write(f"{self.stem}.{tag}.tflite", model)
 
     def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256) -> tuple[list[ProbedOp], dict[str, TensorError]]:
         """Run the whole-model-verify debug model on float inputs; errors keyed by quantized tensor name."""
@@ -126,7 +129,9 @@ def for_request(request: QuantizeRequest) -> TFLiteLayerAnalysis:
     source = load_source(request.model_path, fmt=fmt, workdir=request.workdir)
     converter = import_tf().lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
     conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(request.calibration))
-    return TFLiteLayerAnalysis.prepare(converter=converter, keras_model=source.keras_model, workdir=request.workdir / "layers")
+    return TFLiteLayerAnalysis.prepare(
+        converter=converter, keras_model=source.keras_model, workdir=request.workdir / "layers", stem=request.model_path.stem
+    )
 
 
 def _dequantized(interpreter: Any, index: int) -> np.ndarray:

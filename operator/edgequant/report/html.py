@@ -1,7 +1,8 @@
 """report.json -> one self-contained report.html: inline CSS and SVG, no scripts, no external assets.
 
-Pure: a dict in, a string out. It reads the worker's results (baseline,
-quantized, ratio, input contract, warnings) and the ``analysis`` section
+Pure: a dict in, a string out. It reads the worker's report.json
+(edgequant.worker.report.Report: baseline, quantized, comparison, outcome,
+input contract, warnings) and its ``analysis`` section
 (edgequant.analysis.schema). Missing parts are left out, never invented.
 """
 
@@ -34,17 +35,16 @@ svg .v{font-size:11px;fill:#52606d}svg .tag{fill:#7c3aed;font-weight:600}svg .ax
 def render_html(report: Mapping[str, Any]) -> str:
     """The whole page for one report.json dict."""
     analysis = report.get("analysis") or {}
-    results = report.get("results") or {}
     sections = [
-        _header(report, results, analysis),
-        _comparison(report, results),
+        _header(report, analysis),
+        _comparison(report),
         _sensitivity(analysis.get("sensitivity"), analysis.get("mixedPrecision")),
         _selection(analysis.get("gate"), analysis.get("mixedPrecision")),
         _diagnostics(analysis.get("diagnostics")),
-        _contract(results.get("inputContract") or report.get("inputContract")),
-        _warnings(list(results.get("warnings") or []) + list(report.get("warnings") or [])),
+        _contract(report.get("inputContract")),
+        _warnings(list(report.get("warnings") or []), list(report.get("notes") or [])),
     ]
-    title = f"edgequant report — {report.get('name') or report.get('job') or _method(report, results) or 'quantization job'}"
+    title = f"edgequant report — {_name(report)}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(title)}</title>"
@@ -52,62 +52,71 @@ def render_html(report: Mapping[str, Any]) -> str:
     )
 
 
-def _method(report: Mapping[str, Any], results: Mapping[str, Any]) -> str:
-    spec = report.get("spec") or {}
-    return str(results.get("method") or report.get("method") or spec.get("method") or "")
+def _name(report: Mapping[str, Any]) -> str:
+    job = report.get("job") or {}
+    if job.get("name"):
+        return f"{job['namespace'] + '/' if job.get('namespace') else ''}{job['name']}"
+    uri = str((report.get("model") or {}).get("uri") or "")
+    return uri.rstrip("/").rsplit("/", 1)[-1] or "quantization job"
 
 
-def _header(report: Mapping[str, Any], results: Mapping[str, Any], analysis: Mapping[str, Any]) -> str:
-    name = report.get("name") or report.get("job") or "quantization job"
-    method = _method(report, results)
-    gate = analysis.get("gate") or {}
-    parts = [f"<h1>{escape(str(name))}</h1>"]
-    sub = [f"method <code>{escape(method)}</code>"] if method else []
-    if report.get("finishedAt") or report.get("createdAt"):
-        sub.append(escape(str(report.get("finishedAt") or report.get("createdAt"))))
-    artifact = results.get("artifact") or {}
+def _header(report: Mapping[str, Any], analysis: Mapping[str, Any]) -> str:
+    outcome = report.get("outcome") or {}
+    gate = analysis.get("gate") or report.get("gate") or {}
+    parts = [f"<h1>{escape(_name(report))}</h1>"]
+    sub = []
+    asked, published = report.get("method"), report.get("publishedMethod")
+    if asked:
+        sub.append(f"method <code>{escape(str(asked))}</code>" + (f" → published <code>{escape(str(published))}</code>" if published and published != asked else ""))
+    if report.get("createdAt"):
+        sub.append(escape(str(report["createdAt"])))
+    artifact = report.get("artifact") or {}
     if artifact.get("uri"):
         sub.append(f"artifact <code>{escape(str(artifact['uri']))}</code>")
     if sub:
         parts.append(f"<p class=\"sub\">{' · '.join(sub)}</p>")
-    if gate:
-        reasons = gate.get("reasons") or []
-        if gate.get("passed") and not gate.get("degraded"):
-            parts.append('<div class="banner pass">Acceptance gate passed.</div>')
-        elif gate.get("degraded"):
-            text = "Degraded: the published artifact fell back down the ladder" + (" and still misses the budget: " if reasons else ".")
-            parts.append(f'<div class="banner degraded">{escape(text + "; ".join(reasons))}</div>')
-        else:
-            parts.append(f'<div class="banner fail">Acceptance gate failed: {escape("; ".join(reasons))}</div>')
+    reasons = "; ".join(gate.get("reasons") or [])
+    if outcome and not outcome.get("succeeded", True):
+        parts.append(f'<div class="banner fail">{escape(str(outcome.get("reason", "Failed")))}: {escape(str(outcome.get("message", "")))}</div>')
+    elif outcome.get("degraded") or gate.get("degraded"):
+        text = "Degraded: " + (f"the published artifact misses the budget: {reasons}" if reasons else "the published artifact fell back down the ladder")
+        parts.append(f'<div class="banner degraded">{escape(text)}</div>')
+    elif gate:
+        parts.append('<div class="banner pass">Acceptance gate passed.</div>')
+    if outcome.get("message") and outcome.get("succeeded", True):
+        parts.append(f"<p>{escape(str(outcome['message']))}</p>")
     return "\n".join(parts)
 
 
-def _measure(report: Mapping[str, Any], results: Mapping[str, Any], which: str) -> Mapping[str, Any]:
-    return results.get(which) or report.get(which) or {}
-
-
-def _comparison(report: Mapping[str, Any], results: Mapping[str, Any]) -> str:
-    base, quant = _measure(report, results, "baseline"), _measure(report, results, "quantized")
+def _comparison(report: Mapping[str, Any]) -> str:
+    base, quant = report.get("baseline") or {}, report.get("quantized") or {}
     if not base and not quant:
         return ""
     mb = 1024 * 1024
-    size_b = base.get("sizeBytes")
-    size_q = quant.get("sizeBytes")
+    size_b, size_q = base.get("sizeBytes"), quant.get("sizeBytes")
+    lat_b, lat_q = base.get("latencyMsMedian"), quant.get("latencyMsMedian")
     charts = [
-        pair_chart(title="top-1 accuracy", fp32=base.get("accuracy"), quantized=quant.get("accuracy"), unit=""),
+        pair_chart(title="accuracy", fp32=base.get("accuracy"), quantized=quant.get("accuracy"), unit=""),
         pair_chart(title="size", fp32=None if size_b is None else size_b / mb, quantized=None if size_q is None else size_q / mb, unit=" MiB"),
-        pair_chart(title="latency per image", fp32=base.get("latencyMs"), quantized=quant.get("latencyMs"), unit=" ms"),
+        pair_chart(title="median latency per image", fp32=lat_b, quantized=lat_q, unit=" ms"),
     ]
     rows = [
+        ("format", escape(str(base.get("format", "—"))), escape(str(quant.get("format", "—")))),
         ("accuracy", _f(base.get("accuracy")), _f(quant.get("accuracy"))),
         ("size (bytes)", _i(size_b), _i(size_q)),
-        ("median latency (ms)", _f(base.get("latencyMs"), 3), _f(quant.get("latencyMs"), 3)),
+        ("median latency (ms)", _f(lat_b, 3), _f(lat_q, 3)),
+        ("input", escape(_tensor(base.get("input"))), escape(_tensor(quant.get("input")))),
     ]
+    cmp = report.get("comparison") or {}
     extra = []
-    if results.get("compressionRatio") is not None:
-        extra.append(f"compression {results['compressionRatio']:.2f}x")
-    if results.get("accuracyDrop") is not None:
-        extra.append(f"accuracy drop {results['accuracyDrop']:.4f}")
+    if cmp.get("compressionRatio") is not None:
+        extra.append(f"compression {cmp['compressionRatio']:.2f}x")
+    if cmp.get("accuracyDrop") is not None:
+        extra.append(f"accuracy drop {cmp['accuracyDrop']:+.4f}")
+    if cmp.get("agreement") is not None:
+        extra.append(f"same top-1 on {cmp['agreement']:.1%} of samples")
+    if cmp.get("latencySpeedup") is not None:
+        extra.append(f"speed-up {cmp['latencySpeedup']:.2f}x")
     table = "<table><tr><th></th><th>FP32</th><th>quantized</th></tr>" + "".join(
         f"<tr><td>{escape(k)}</td><td class=\"n\">{a}</td><td class=\"n\">{b}</td></tr>" for k, a, b in rows
     ) + "</table>"
@@ -116,6 +125,13 @@ def _comparison(report: Mapping[str, Any], results: Mapping[str, Any]) -> str:
         + (f"<p class=\"sub\">{escape(' · '.join(extra))}</p>" if extra else "")
         + f"<div class=\"charts\">{''.join(charts)}</div>{table}"
     )
+
+
+def _tensor(info: Mapping[str, Any] | None) -> str:
+    if not info:
+        return "—"
+    text = f"{info.get('dtype')} {info.get('shape')}"
+    return text + (f" scale {info['scale']:.6g} zero point {info.get('zeroPoint')}" if info.get("scale") is not None else "")
 
 
 def _sensitivity(sens: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None) -> str:
@@ -246,11 +262,13 @@ def _contract(contract: Mapping[str, Any] | None) -> str:
     return f"<h2>Input contract of the artifact</h2><table>{body}</table>"
 
 
-def _warnings(warnings: Sequence[str]) -> str:
-    if not warnings:
-        return ""
-    items = "".join(f"<li>{escape(str(w))}</li>" for w in dict.fromkeys(warnings))
-    return f"<h2>Warnings</h2><ul>{items}</ul>"
+def _warnings(warnings: Sequence[str], notes: Sequence[str]) -> str:
+    parts = []
+    if warnings:
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{escape(str(w))}</li>" for w in dict.fromkeys(warnings)) + "</ul>")
+    if notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(str(n))}</li>" for n in dict.fromkeys(notes)) + "</ul>")
+    return "".join(parts)
 
 
 def _f(value: Any, digits: int = 4, *, signed: bool = False) -> str:

@@ -28,7 +28,7 @@ def hbar_chart(bars: Sequence[Bar], *, title: str, width: int = 720, threshold: 
     """Horizontal bars, one row per item, with an optional vertical threshold line."""
     row, label_w, top, text_w = 22, 220, 28, 150
     plot_w = width - label_w - text_w
-    height = top + row * len(bars) + 12
+    height = top + row * len(bars) + (28 if threshold is not None else 12)
     vmax = max([b.value for b in bars] + [threshold or 0.0, 1e-12])
     parts = [_svg_open(width, height, title), f'<text x="0" y="16" class="t">{escape(title)}</text>']
     for i, b in enumerate(bars):
@@ -42,8 +42,9 @@ def hbar_chart(bars: Sequence[Bar], *, title: str, width: int = 720, threshold: 
         parts.append(f'<text x="{label_w + w + 4:.1f}" y="{y + 15}" class="v">{escape(text)}{tag}</text>')
     if threshold is not None and threshold > 0:
         x = label_w + threshold / vmax * plot_w
-        parts.append(f'<line x1="{x:.1f}" y1="{top - 4}" x2="{x:.1f}" y2="{height - 8}" class="thr"/>')
-        parts.append(f'<text x="{x + 3:.1f}" y="{top - 8}" class="v">{escape(threshold_label)}</text>')
+        bottom = top + row * len(bars)
+        parts.append(f'<line x1="{x:.1f}" y1="{top - 2}" x2="{x:.1f}" y2="{bottom + 4}" class="thr"/>')
+        parts.append(f'<text x="{x + 3:.1f}" y="{bottom + 18}" class="v">{escape(threshold_label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

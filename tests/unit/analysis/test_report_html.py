@@ -67,15 +67,22 @@ def _report() -> dict[str, Any]:
         diagnostics=diag,
     )
     return {
-        "name": "fashion-cnn",
-        "results": {
-            "method": "tflite-float16",
-            "baseline": {"accuracy": 0.9, "sizeBytes": 400_000, "latencyMs": 0.8},
-            "quantized": {"accuracy": 0.87, "sizeBytes": 200_000, "latencyMs": 0.5},
-            "compressionRatio": 2.0, "accuracyDrop": 0.03, "degraded": True,
-            "inputContract": {"dtype": "float32", "shape": [1, 28, 28, 1], "layout": "NHWC", "valueRange": [0, 1], "preprocessing": "GRAY, /255"},
-            "warnings": ["calibration has 200 samples; 500-1000 recommended"],
-        },
+        "apiVersion": "edgequant.io/v1alpha1",
+        "kind": "QuantizationReport",
+        "createdAt": "2026-11-26T22:00:00+00:00",
+        "job": {"name": "fashion-cnn", "namespace": "ml"},
+        "outcome": {"succeeded": True, "exitCode": 0, "reason": "Completed", "message": "tflite-float16: 200,000 bytes", "degraded": True},
+        "method": "tflite-int8",
+        "publishedMethod": "tflite-float16",
+        "model": {"uri": "s3://models/fashion.keras", "format": "keras", "sizeBytes": 500_000},
+        "baseline": {"format": "tflite-fp32", "sizeBytes": 400_000, "input": {"dtype": "float32", "shape": [1, 28, 28, 1]},
+                     "accuracy": 0.9, "latencyMsMedian": 0.8},
+        "quantized": {"format": "tflite-float16", "sizeBytes": 200_000, "input": {"dtype": "float32", "shape": [1, 28, 28, 1]},
+                      "accuracy": 0.87, "latencyMsMedian": 0.5},
+        "comparison": {"metric": "top1", "compressionRatio": 2.0, "accuracyDrop": 0.03, "agreement": 0.95, "latencySpeedup": 1.6},
+        "inputContract": {"dtype": "float32", "shape": [1, 28, 28, 1], "layout": "NHWC", "valueRange": [0, 1], "preprocessing": "GRAY, /255"},
+        "warnings": ["calibration has 200 samples; 500-1000 recommended"],
+        "notes": ["kept in float: conv2"],
         "analysis": analysis.to_wire(),
     }
 
@@ -92,7 +99,7 @@ def test_page_is_self_contained_and_has_every_section() -> None:
     # charts: 3 FP32-vs-quantized pairs, the sensitivity bars, the output histogram
     assert parser.tags.count("svg") == 5
     text = " ".join(parser.text)
-    for expected in ("fashion-cnn", "conv2", "Degraded", "output-clipped", "float16", "calibration has 200 samples", "NHWC"):
+    for expected in ("ml/fashion-cnn", "conv2", "Degraded", "output-clipped", "float16", "calibration has 200 samples", "NHWC", "speed-up 1.60x"):
         assert expected in text, expected
     assert "pinned" in text and "threshold 0.005" in text
 
@@ -104,7 +111,7 @@ def test_layer_names_and_messages_are_escaped() -> None:
 
 
 def test_missing_parts_are_left_out() -> None:
-    page = render_html({"name": "bare"})
+    page = render_html({"job": {"name": "bare"}})
     parser = Collector()
     parser.feed(page)
     assert "svg" not in parser.tags and "bare" in page
