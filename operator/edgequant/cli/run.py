@@ -130,6 +130,19 @@ def summary_table(outcomes: list[_Outcome]) -> Any:
     return table
 
 
+def _print_outcome(console: Any, outcome: _Outcome, *, quiet: bool) -> None:
+    """Failures always; successes unless --quiet."""
+    from rich.text import Text
+
+    result = outcome.result
+    if quiet and result.exit_code == 0:
+        return
+    colour = "green" if result.exit_code == 0 else "red"
+    console.print(Text.assemble((f"{outcome.label}: {result.reason}", colour), f": {result.message}"), soft_wrap=True)
+    if result.results and result.results.report_uri:
+        console.print(Text(f"  report: {result.results.report_uri}"), soft_wrap=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -154,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 spec, name, namespace = spec_from_document(document)
             except EdgequantError as exc:
                 outcomes.append(_Outcome(label, WorkerResult.for_exit(exc.exit_code, f"{path}: {exc}"), None))
+                _print_outcome(console, outcomes[-1], quiet=args.quiet)
                 continue
             columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
             with Progress(*columns, console=console, transient=True, disable=args.quiet) as bars:
@@ -164,11 +178,7 @@ def run(args: argparse.Namespace) -> int:
                 )
                 progress.close()
             outcomes.append(_Outcome(label, result, ctx))
-            if not args.quiet:
-                colour = "green" if result.exit_code == 0 else "red"
-                console.print(f"[{colour}]{label}: {result.reason}[/]: {result.message}", highlight=False, soft_wrap=True)
-                if result.results and result.results.report_uri:
-                    console.print(f"  report: {result.results.report_uri}", highlight=False, soft_wrap=True)
+            _print_outcome(console, outcomes[-1], quiet=args.quiet)
     finally:
         if args.workdir is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,117 @@
+"""Full-INT8 TFLite quantization through edgequant vs a bare TFLiteConverter call, same model, same data, same run.
+
+    .venv/bin/python bench/tflite_int8.py [--repeats 5] [--samples 500]
+
+Both sides start from the .keras file on disk and the same preprocessed
+calibration floats, and end with the .tflite bytes:
+
+- bare: keras load_model -> model.export (SavedModel) -> TFLiteConverter.from_saved_model
+  with DEFAULT optimizations, the representative dataset, TFLITE_BUILTINS_INT8 and uint8 I/O
+  (the fastest way the notes found; from_keras_model is timed too, for information);
+- edgequant: TFLiteBackend().quantize(QuantizeRequest(method=tflite-int8, calibration=Batches)).
+
+Runs alternate and the medians are compared; the target is edgequant / bare <= 1.05.
+Not part of CI: wall time on a shared machine is noisy, so this prints and never fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "operator"))
+
+from edgequant.api import v1alpha1 as api  # noqa: E402
+from edgequant.backends.base import QuantizeRequest  # noqa: E402
+from edgequant.backends.tflite.backend import TFLiteBackend  # noqa: E402
+from edgequant.backends.tflite.tf import import_keras, import_tf  # noqa: E402
+from edgequant.data.idx import load_fashion_mnist  # noqa: E402
+from edgequant.data.loader import PreparedSet  # noqa: E402
+from edgequant.demo.model import cached_cnn  # noqa: E402
+
+CONTRACT = api.InputContract(shape=[28, 28, 1], color_order=api.ColorOrder.GRAY)
+
+
+def bare_convert(model_path: Path, calibration: np.ndarray, workdir: Path, *, from_keras: bool = False) -> bytes:
+    tf, keras = import_tf(), import_keras()
+    model = keras.models.load_model(model_path, compile=False)
+    if from_keras:
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    else:
+        model.export(str(workdir / "sm"), format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(workdir / "sm"))
+
+    def representative():  # type: ignore[no-untyped-def]
+        for sample in calibration:
+            yield [sample[None]]
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    return bytes(converter.convert())
+
+
+def edgequant_convert(model_path: Path, prepared: PreparedSet, workdir: Path) -> bytes:
+    spec = api.QuantizationJobSpec.model_validate({
+        "method": "tflite-int8",
+        "model": {"uri": f"file://{model_path}", "input": CONTRACT.to_wire()},
+        "calibration": {"dataset": {"uri": "file:///unused/"}, "samples": len(prepared)},
+        "output": {"uri": "file:///unused/"},
+    })
+    request = QuantizeRequest(spec=spec, method=api.Method.TFLITE_INT8, model_path=model_path, workdir=workdir,
+                              calibration=prepared.batches(), log=lambda _m: None)
+    return TFLiteBackend().quantize(request).path.read_bytes()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=500)
+    args = parser.parse_args()
+
+    model_path = cached_cnn(ROOT / ".cache" / "demo" / "models", samples=60000, epochs=2)
+    x, y = load_fashion_mnist("train")
+    pixels = x[-args.samples:, :, :, None]
+    prepared = PreparedSet(name="calibration", uri="bench", contract=CONTRACT, pixels=pixels, labels=y[-args.samples:],
+                           sources=[], classes={})
+    floats = np.concatenate([b for b, _ in prepared.batches()])  # the bare side gets the same floats, precomputed
+
+    import_tf()
+    timings: dict[str, list[float]] = {"bare": [], "edgequant": [], "bare from_keras_model": []}
+    sizes: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        # One untimed warm-up each: TF graph-building caches would otherwise favour whoever runs second.
+        bare_convert(model_path, floats, Path(tmp) / "warm-bare")
+        edgequant_convert(model_path, prepared, Path(tmp) / "warm-eq")
+        for i in range(args.repeats):
+            for name, fn in (
+                ("bare", lambda d: bare_convert(model_path, floats, d)),
+                ("edgequant", lambda d: edgequant_convert(model_path, prepared, d)),
+                ("bare from_keras_model", lambda d: bare_convert(model_path, floats, d, from_keras=True)),
+            ):
+                workdir = Path(tmp) / f"{name.replace(' ', '-')}-{i}"
+                workdir.mkdir()
+                start = time.perf_counter()
+                data = fn(workdir)
+                timings[name].append(time.perf_counter() - start)
+                sizes[name] = len(data)
+    med = {k: statistics.median(v) for k, v in timings.items()}
+    print(f"full-INT8 TFLite, {model_path.name}, {args.samples} calibration samples, {args.repeats} runs each (median s)")
+    for name, value in med.items():
+        print(f"  {name:24s} {value:7.3f} s   artifact {sizes[name]:,} bytes   runs {', '.join(f'{t:.2f}' for t in timings[name])}")
+    ratio = med["edgequant"] / med["bare"]
+    print(f"ratio edgequant / bare: {ratio:.3f} (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
