@@ -166,8 +166,8 @@ def test_helm_install_then_upgrade(k8s_cluster: Cluster, namespace: str, extra_n
         assert peering.returncode == 0, peering.stderr
     deployment = apps.read_namespaced_deployment(release + "-edgequant", namespace)
     env = {e.name: e.value for e in deployment.spec.template.spec.containers[0].env}
-    assert env["EDGEQUANT_IMAGE_TFLITE"] == "edgequant/quantizer-tflite:2.0.0"
-    assert env["EDGEQUANT_NAMESPACES"] == f"{first},{second}"
+    assert json.loads(env["EDGEQUANT_OPERATOR_IMAGES"])["tflite"] == "edgequant/quantizer-tflite:2.0.0"
+    assert env["EDGEQUANT_OPERATOR_NAMESPACES"] == f"{first},{second}"
     history = json.loads(helm(k8s_cluster, "history", release, "--namespace", namespace, "-o", "json").stdout)
     assert [h["revision"] for h in history] == [1, 2] and history[-1]["status"] == "deployed"
 
@@ -189,7 +189,7 @@ def test_service_account_gets_exactly_its_grant(k8s_cluster: Cluster, namespace:
     granted = [
         ("get", CRD_NAME), ("list", CRD_NAME), ("watch", CRD_NAME), ("patch", CRD_NAME),
         ("patch", f"{CRD_NAME}/status"),
-        ("create", "jobs.batch"), ("delete", "jobs.batch"), ("list", "jobs.batch"), ("watch", "jobs.batch"),
+        ("create", "jobs.batch"), ("delete", "jobs.batch"), ("patch", "jobs.batch"), ("list", "jobs.batch"), ("watch", "jobs.batch"),
         ("get", "pods"), ("list", "pods"), ("watch", "pods"),
         ("create", "events"),
         ("patch", "kopfpeerings.kopf.dev"), ("watch", "kopfpeerings.kopf.dev"),

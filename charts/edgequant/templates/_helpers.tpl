@@ -55,28 +55,51 @@ app.kubernetes.io/part-of: edgequant
 {{- default (include "edgequant.fullname" .) .Values.peering.name }}
 {{- end }}
 
-{{/* The operator's settings as container env (names from docs/operator.md). */}}
+{{/* The operator's settings as EDGEQUANT_OPERATOR_* env (edgequant.controller.settings; docs/operator.md). */}}
 {{- define "edgequant.operatorEnv" -}}
-- name: POD_ID
+- name: POD_ID  # kopf's identity in the peering object
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
-- name: EDGEQUANT_NAMESPACES
+- name: EDGEQUANT_OPERATOR_NAMESPACES
   value: {{ join "," .Values.operator.watchNamespaces | quote }}
-- name: EDGEQUANT_IMAGE_TFLITE
-  value: {{ include "edgequant.image" (dict "image" .Values.quantizerImages.tflite "root" .) | quote }}
-- name: EDGEQUANT_IMAGE_TORCH
-  value: {{ include "edgequant.image" (dict "image" .Values.quantizerImages.torch "root" .) | quote }}
-- name: EDGEQUANT_IMAGE_TENSORRT
-  value: {{ include "edgequant.image" (dict "image" .Values.quantizerImages.tensorrt "root" .) | quote }}
-- name: EDGEQUANT_LIVENESS_PORT
-  value: {{ .Values.liveness.port | quote }}
-- name: EDGEQUANT_METRICS_PORT
-  value: {{ ternary .Values.metrics.port 0 .Values.metrics.enabled | quote }}
-- name: EDGEQUANT_PEERING
+- name: EDGEQUANT_OPERATOR_IMAGES
+  value: {{ include "edgequant.quantizerImages" . | quote }}
+- name: EDGEQUANT_OPERATOR_IMAGE_PULL_POLICY
+  value: {{ .Values.jobs.imagePullPolicy | quote }}
+- name: EDGEQUANT_OPERATOR_DEFAULT_REQUESTS
+  value: {{ .Values.jobs.defaultResources.requests | default dict | toJson | quote }}
+- name: EDGEQUANT_OPERATOR_DEFAULT_LIMITS
+  value: {{ .Values.jobs.defaultResources.limits | default dict | toJson | quote }}
+- name: EDGEQUANT_OPERATOR_MAX_CONCURRENT_JOBS
+  value: {{ .Values.jobs.maxConcurrent | quote }}
+- name: EDGEQUANT_OPERATOR_CAPACITY_RETRY_SECONDS
+  value: {{ .Values.jobs.capacityRetrySeconds | quote }}
+- name: EDGEQUANT_OPERATOR_WORKER_SERVICE_ACCOUNT
+  value: {{ .Values.jobs.serviceAccountName | quote }}
+- name: EDGEQUANT_OPERATOR_RUN_AS_USER
+  value: {{ .Values.jobs.runAsUser | quote }}
+- name: EDGEQUANT_OPERATOR_GPU_RESOURCE
+  value: {{ .Values.jobs.gpu.resource | quote }}
+- name: EDGEQUANT_OPERATOR_GPU_NODE_SELECTOR
+  value: {{ .Values.jobs.gpu.nodeSelector | default dict | toJson | quote }}
+- name: EDGEQUANT_OPERATOR_GPU_TOLERATIONS
+  value: {{ .Values.jobs.gpu.tolerations | default list | toJson | quote }}
+- name: EDGEQUANT_OPERATOR_PEERING_NAME
   value: {{ ternary (include "edgequant.peeringName" .) "" (eq (include "edgequant.peering" .) "true") | quote }}
-- name: EDGEQUANT_LOG_LEVEL
-  value: {{ .Values.operator.logLevel | quote }}
-- name: EDGEQUANT_LOG_FORMAT
+- name: EDGEQUANT_OPERATOR_LIVENESS_PORT
+  value: {{ .Values.liveness.port | quote }}
+- name: EDGEQUANT_OPERATOR_METRICS_PORT
+  value: {{ ternary .Values.metrics.port 0 .Values.metrics.enabled | quote }}
+- name: EDGEQUANT_OPERATOR_LOG_FORMAT
   value: {{ .Values.operator.logFormat | quote }}
+{{- end }}
+
+{{/* {"tflite": "repo:tag", ...} for EDGEQUANT_OPERATOR_IMAGES. */}}
+{{- define "edgequant.quantizerImages" -}}
+{{- $images := dict }}
+{{- range $family, $image := .Values.quantizerImages }}
+{{- $_ := set $images $family (include "edgequant.image" (dict "image" $image "root" $)) }}
+{{- end }}
+{{- toJson $images }}
 {{- end }}

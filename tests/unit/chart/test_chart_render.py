@@ -6,7 +6,10 @@ same renders to the real control plane.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,8 @@ NON_DEFAULT = [
     "--set", "metrics.serviceMonitor.labels.release=prom",
     "--set", "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/edgequant",
     "--set", "nodeSelector.kubernetes\\.io/os=linux",
-    "--set", "operator.logLevel=debug",
+    "--set", "operator.logFormat=plain", "--set", "jobs.maxConcurrent=4",
+    "--set", "jobs.serviceAccountName=quantizer", "--set-string", "jobs.defaultResources.requests.cpu=2",
 ]
 
 
@@ -72,12 +76,11 @@ def test_default_render_is_one_cluster_wide_operator(helm: str) -> None:
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": kinds["ClusterRole"][0]["metadata"]["name"]}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "edgequant-system"}]
     env = env_of(deployment)
-    assert env["EDGEQUANT_NAMESPACES"] == ""
-    assert env["EDGEQUANT_PEERING"] == ""
+    assert env["EDGEQUANT_OPERATOR_NAMESPACES"] == ""
+    assert env["EDGEQUANT_OPERATOR_PEERING_NAME"] == ""
     version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert pod["containers"][0]["image"] == f"edgequant/operator:{version}"
-    for family in api.MethodFamily:
-        assert env[f"EDGEQUANT_IMAGE_{family.value.upper()}"] == f"edgequant/quantizer-{family.value}:{version}"
+    assert json.loads(env["EDGEQUANT_OPERATOR_IMAGES"]) == {f.value: f"edgequant/quantizer-{f.value}:{version}" for f in api.MethodFamily}
 
 
 def test_operator_pod_is_locked_down_and_probed(helm: str) -> None:
@@ -92,7 +95,7 @@ def test_operator_pod_is_locked_down_and_probed(helm: str) -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     probe = container["livenessProbe"]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert probe["path"] == "/healthz" and ports[probe["port"]] == int(env_of(deployment)["EDGEQUANT_LIVENESS_PORT"])
+    assert probe["path"] == "/healthz" and ports[probe["port"]] == int(env_of(deployment)["EDGEQUANT_OPERATOR_LIVENESS_PORT"])
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
 
@@ -115,11 +118,12 @@ def test_non_default_render_is_namespaced_peered_and_monitored(helm: str) -> Non
     assert deployment["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/edge/operator:1.2.3"
     env = env_of(deployment)
-    assert env["EDGEQUANT_NAMESPACES"] == "team-a,team-b"
-    assert env["EDGEQUANT_PEERING"] == peerings[0]["metadata"]["name"]
-    assert env["EDGEQUANT_LOG_LEVEL"] == "debug"
-    assert env["EDGEQUANT_IMAGE_TFLITE"] == "registry.example/edge/tflite:2.21"
-    assert env["EDGEQUANT_IMAGE_TENSORRT"] == "edgequant/quantizer-tensorrt:trt-10"
+    assert env["EDGEQUANT_OPERATOR_NAMESPACES"] == "team-a,team-b"
+    assert env["EDGEQUANT_OPERATOR_PEERING_NAME"] == peerings[0]["metadata"]["name"]
+    assert env["EDGEQUANT_OPERATOR_LOG_FORMAT"] == "plain"
+    images = json.loads(env["EDGEQUANT_OPERATOR_IMAGES"])
+    assert images["tflite"] == "registry.example/edge/tflite:2.21"
+    assert images["tensorrt"] == "edgequant/quantizer-tensorrt:trt-10"
     service = kinds["Service"][0]
     monitor = kinds["ServiceMonitor"][0]
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
@@ -132,7 +136,7 @@ def test_non_default_render_is_namespaced_peered_and_monitored(helm: str) -> Non
 def test_single_replica_can_still_peer_cluster_wide(helm: str) -> None:
     kinds = by_kind(render(helm, "--set", "peering.enabled=true", "--set", "peering.name=eq-peers"))
     assert [p["metadata"]["name"] for p in kinds["ClusterKopfPeering"]] == ["eq-peers"]
-    assert env_of(kinds["Deployment"][0])["EDGEQUANT_PEERING"] == "eq-peers"
+    assert env_of(kinds["Deployment"][0])["EDGEQUANT_OPERATOR_PEERING_NAME"] == "eq-peers"
 
 
 def test_settings_change_rolls_the_pods(helm: str) -> None:
@@ -148,6 +152,7 @@ def test_settings_change_rolls_the_pods(helm: str) -> None:
     [
         (["--set", "operator.watchNamespaces={Team_A}"], "/operator/watchNamespaces/0"),
         (["--set", "operator.logFormat=xml"], "/operator/logFormat"),
+        (["--set", "jobs.runAsUser=0"], "/jobs/runAsUser"),
         (["--set", "quantizerImages.tflite.repository="], "/quantizerImages/tflite/repository"),
         (["--set", "quantizerImages.openvino.repository=x"], "openvino"),
         (["--set", "replicaCount=-1"], "/replicaCount"),
@@ -231,3 +236,51 @@ def test_peering_is_granted_only_with_peering_and_in_the_right_scope(helm: str) 
     assert resources("--set", "replicaCount=2") & {"clusterkopfpeerings", "kopfpeerings"} == {"clusterkopfpeerings"}
     namespaced = resources("--set", "replicaCount=2", "--set", "operator.watchNamespaces={team-a}")
     assert namespaced & {"clusterkopfpeerings", "kopfpeerings"} == {"kopfpeerings"}
+
+
+def test_the_operator_reads_exactly_what_the_chart_sets(helm: str) -> None:
+    """The real settings parser (`edgequant operator --print-settings`) fed the rendered env, defaults and not."""
+    from edgequant.controller.settings import ENV_PREFIX, OperatorSettings
+
+    for args in ([], NON_DEFAULT):
+        deployment = by_kind(render(helm, *args))["Deployment"][0]
+        env = {k: v for k, v in env_of(deployment).items() if isinstance(v, str)}
+        ours = {k for k in env if k.startswith(ENV_PREFIX)}
+        assert ours == {ENV_PREFIX + field.upper() for field in OperatorSettings.model_fields}, "the chart must set every operator setting"
+        done = subprocess.run(
+            [sys.executable, "-m", "edgequant.cli.main", "operator", "--print-settings"],
+            env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        settings = json.loads(done.stdout)
+        values = yaml.safe_load((CHART / "values.yaml").read_text())
+        if args:
+            assert settings["namespaces"] == ["team-a", "team-b"]
+            assert settings["peering_name"] == "eq-edgequant"
+            assert settings["max_concurrent_jobs"] == 4 and settings["worker_service_account"] == "quantizer"
+            assert settings["default_requests"] == {"cpu": "2", "memory": "2Gi"}
+            assert settings["images"]["tflite"] == "registry.example/edge/tflite:2.21"
+            assert settings["log_format"] == "plain"
+        else:
+            assert settings["namespaces"] == [] and settings["peering_name"] is None
+            assert settings["worker_service_account"] is None
+            assert settings["default_requests"] == values["jobs"]["defaultResources"]["requests"]
+            assert settings["default_limits"] == values["jobs"]["defaultResources"]["limits"]
+            assert settings["gpu_tolerations"] == values["jobs"]["gpu"]["tolerations"]
+            assert settings["images"] == {f: f"{i['repository']}:{yaml.safe_load((CHART / 'Chart.yaml').read_text())['appVersion']}" for f, i in values["quantizerImages"].items()}
+        assert settings["liveness_port"] == values["liveness"]["port"]
+        assert settings["metrics_port"] == values["metrics"]["port"]
+        assert settings["run_as_user"] == values["jobs"]["runAsUser"]
+
+
+def test_chart_rbac_is_generated_from_what_the_operator_declares(helm: str) -> None:
+    """`make chart-rbac` writes files/rbac-rules.yaml from edgequant.controller.rbac; run it when this fails."""
+    from edgequant.controller import rbac
+
+    shipped = (CHART / "files" / "rbac-rules.yaml").read_text()
+    header, _, body = shipped.partition("\n")
+    assert header.startswith("# Generated by `make chart-rbac`")
+    assert body == rbac.as_yaml(), "run `make chart-rbac` and commit charts/edgequant/files/rbac-rules.yaml"
+    assert granted_rules(helm) == rbac.RULES
+    assert granted_rules(helm, "--set", "replicaCount=2") == rbac.RULES + rbac.PEERING_CLUSTER_WIDE
+    assert granted_rules(helm, "--set", "replicaCount=2", "--set", "operator.watchNamespaces={a}") == rbac.RULES + rbac.PEERING_NAMESPACED
