@@ -97,7 +97,7 @@ def resolve_pins(
         candidates = sorted({n.name for n in nodes if n.op_type in QUANTIZABLE_OPS and n.name})
         hints = []
         for name in unknown:
-            close = difflib.get_close_matches(name, list(by_node) + sorted(layer_names), n=3)
+            close = difflib.get_close_matches(name, list(dict.fromkeys([*by_node, *sorted(layer_names)])), n=3)
             hints.append(f"{name!r}" + (f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""))
         raise InvalidInputError(
             f"{field_name}: {', '.join(hints)} is neither an ONNX node of the model nor a TensorRT layer; "

@@ -122,13 +122,14 @@ def quantize_qdq_for_tensorrt(
     """ONNX Runtime's static Q/DQ quantization with the settings TensorRT's explicit quantization requires.
 
     TensorRT takes INT8 Q/DQ with zero point 0 (symmetric activations and
-    weights), per-channel weights on the output-channel axis; nodes pinned to
-    higher precision are left without Q/DQ.
+    weights), per-channel weights on the output-channel axis, and float biases
+    (ONNX Runtime would otherwise dequantize int32 biases, which TensorRT's Q/DQ
+    does not take); nodes pinned to higher precision are left without Q/DQ.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    extra: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
     if algorithm is api.CalibrationAlgorithm.PERCENTILE:
         extra["CalibPercentile"] = percentile
     quantize_static(
