@@ -41,5 +41,6 @@ class Reason(enum.StrEnum):
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     INVALID_SPEC = "InvalidSpec"
+    JOB_FORBIDDEN = "JobForbidden"
     SUSPENDED = "Suspended"
     SPEC_CHANGED = "SpecChanged"
