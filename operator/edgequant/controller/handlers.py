@@ -57,4 +57,4 @@ def pod_event(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
 def quantization_job_deleted(body: kopf.Body, **_: Any) -> None:
     """Bookkeeping only (optional: no finalizer); the Job and pods go by owner-reference GC."""
-    reconcile.forget(str(body.metadata.get("uid", "")))
+    reconcile.forget(str(body.metadata.namespace), str(body.metadata.name), str(body.metadata.uid))

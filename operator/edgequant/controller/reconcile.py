@@ -23,6 +23,14 @@ from edgequant.controller.settings import OperatorSettings
 
 _PHASES: dict[str, str] = {}
 _PHASES_LOCK = threading.Lock()
+_WRITE_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(namespace: str, name: str) -> threading.Lock:
+    """Handlers of one QuantizationJob (its own, its Job's, its pods') run in parallel threads: serialise their writes."""
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault((namespace, name), threading.Lock())
 
 
 def _now() -> str:
@@ -113,6 +121,17 @@ def _sync(body: dict[str, Any], job: dict[str, Any], *, logger: logging.Logger) 
 
 def _write(body: dict[str, Any], observation: status.Observation, *, logger: logging.Logger) -> None:
     meta = body["metadata"]
+    with _write_lock(meta["namespace"], meta["name"]):
+        fresh = kube.get_quantization_job(meta["namespace"], meta["name"])
+        if fresh is None or fresh["metadata"].get("uid") != meta.get("uid"):
+            return  # deleted (or replaced) meanwhile
+        if int(fresh["metadata"].get("generation") or 1) != int(meta.get("generation") or 1):
+            return  # a newer generation is being reconciled; this observation is stale
+        _write_locked(fresh, observation, logger=logger)
+
+
+def _write_locked(body: dict[str, Any], observation: status.Observation, *, logger: logging.Logger) -> None:
+    meta = body["metadata"]
     generation = int(meta.get("generation") or 1)
     previous = body.get("status") or {}
     desired = status.desired_status(previous, observation, generation=generation, now=_now())
@@ -141,6 +160,8 @@ def _record_metrics(uid: str, spec: dict[str, Any], previous: dict[str, Any], de
         metrics.RUN_DURATION.labels(str(spec.get("method", "")), phase).observe(max(0.0, (end - start).total_seconds()))
 
 
-def forget(uid: str) -> None:
+def forget(namespace: str, name: str, uid: str) -> None:
     with _PHASES_LOCK:
         _PHASES.pop(uid, None)
+    with _WRITE_LOCKS_GUARD:
+        _WRITE_LOCKS.pop((namespace, name), None)

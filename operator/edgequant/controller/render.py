@@ -14,6 +14,7 @@ from edgequant.controller.settings import OperatorSettings
 SCRATCH_DIR = "/scratch"
 CA_BUNDLE_DIR = "/etc/edgequant/ca"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+SPEC_ENV = "EDGEQUANT_SPEC"
 
 
 @dataclass(frozen=True)
@@ -47,16 +48,23 @@ def _resources(spec: api.QuantizationJobSpec, settings: OperatorSettings) -> dic
     return {"requests": requests, "limits": limits}
 
 
+def worker_document(*, owner: Owner, spec: api.QuantizationJobSpec) -> dict[str, Any]:
+    """What EDGEQUANT_SPEC carries: the spec wrapped with the name/namespace/generation the report shows."""
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {"name": owner.name, "namespace": owner.namespace, "generation": owner.generation},
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
 def _env(spec: api.QuantizationJobSpec, owner: Owner) -> list[dict[str, Any]]:
-    worker_spec = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    document = worker_document(owner=owner, spec=spec)
     env: list[dict[str, Any]] = [
-        {"name": "EDGEQUANT_SPEC", "value": json.dumps(worker_spec, separators=(",", ":"), sort_keys=True)},
-        {"name": "EDGEQUANT_JOB_NAME", "value": owner.name},
-        {"name": "EDGEQUANT_JOB_GENERATION", "value": str(owner.generation)},
+        {"name": SPEC_ENV, "value": json.dumps(document, separators=(",", ":"), sort_keys=True)},
         {"name": "EDGEQUANT_WORKDIR", "value": SCRATCH_DIR},
         {"name": "TMPDIR", "value": SCRATCH_DIR},
         {"name": "HOME", "value": SCRATCH_DIR},
-        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
     secret = spec.storage.credentials_secret
     if secret is not None:
@@ -66,7 +74,7 @@ def _env(spec: api.QuantizationJobSpec, owner: Owner) -> list[dict[str, Any]]:
         for var, key in keys:
             env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}})
     if spec.storage.ca_bundle is not None:
-        env.append({"name": "AWS_CA_BUNDLE", "value": f"{CA_BUNDLE_DIR}/{spec.storage.ca_bundle.key}"})
+        env.append({"name": "EDGEQUANT_CA_BUNDLE", "value": f"{CA_BUNDLE_DIR}/{spec.storage.ca_bundle.key}"})
     return env
 
 

@@ -102,11 +102,12 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation:
     """Decide phase, reason, message and results from a batch Job and its pods."""
     name = (job.get("metadata") or {}).get("name")
     jstatus = job.get("status") or {}
-    attempts = int(jstatus.get("failed") or 0) + int(jstatus.get("succeeded") or 0) + int(jstatus.get("active") or 0)
+    counted = int(jstatus.get("failed") or 0) + int(jstatus.get("succeeded") or 0) + int(jstatus.get("active") or 0)
+    attempts = max(counted, len(pods))
     common = {"job_name": name, "attempts": attempts, "start_time": jstatus.get("startTime")}
     ordered = _by_age(pods)
 
-    complete = _job_condition(job, "Complete") or _job_condition(job, "SuccessCriteriaMet")
+    complete = _job_condition(job, "Complete")
     if complete:
         done = [p for p in ordered if (p.get("status") or {}).get("phase") == "Succeeded"]
         result = worker_result(done[-1]) if done else None
@@ -123,7 +124,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation:
             **common,
         )
 
-    failed = _job_condition(job, "Failed") or _job_condition(job, "FailureTarget")
+    failed = _job_condition(job, "Failed")
     if failed:
         failed_pods = [p for p in ordered if (p.get("status") or {}).get("phase") == "Failed"]
         last = failed_pods[-1] if failed_pods else None
@@ -151,6 +152,15 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation:
     running = [p for p in ordered if (p.get("status") or {}).get("phase") == "Running"]
     if running:
         return Observation(phase=Phase.RUNNING, reason=Reason.POD_RUNNING, message=f"pod {running[-1]['metadata']['name']} is running", **common)
+    finished = [p for p in ordered if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
+    if finished and int(jstatus.get("active") or 0) == 0:
+        # The pod is done but the Job controller has not concluded yet: still running, not back to pending.
+        last = finished[-1]
+        return Observation(phase=Phase.RUNNING, reason=Reason.POD_RUNNING, message=f"pod {last['metadata']['name']} finished; waiting for the Job to conclude", **common)
+    if finished:
+        result = worker_result(finished[-1])
+        why = f"{result.reason}: {result.message}" if result else _fallback_message(finished[-1])
+        return Observation(phase=Phase.PENDING, reason=Reason.JOB_CREATED, message=f"retrying after a failed attempt ({why})"[:1024], **common)
     return Observation(phase=Phase.PENDING, reason=Reason.JOB_CREATED, message=f"batch Job {name} created, waiting for its pod", **common)
 
 
