@@ -35,6 +35,7 @@ class Reason(enum.StrEnum):
     JOB_CREATED = "JobCreated"
     WAITING_FOR_CAPACITY = "WaitingForCapacity"
     POD_RUNNING = "PodRunning"
+    RETRYING = "Retrying"
     COMPLETED = "Completed"
     COMPLETED_DEGRADED = "CompletedDegraded"
     WITHIN_BUDGET = "WithinBudget"
