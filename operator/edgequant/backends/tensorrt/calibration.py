@@ -23,7 +23,7 @@ from edgequant.backends.tensorrt.calibrator import CalibrationManifest, Calibrat
 from edgequant.backends.tensorrt.ort_calibration import cpu_calibration_table
 from edgequant.backends.tensorrt.plan import CalibrationPlan
 from edgequant.backends.tensorrt.version import TensorRTVersion
-from edgequant.storage import sha256_file
+from edgequant.storage import Stores, sha256_file
 from edgequant.util.errors import InvalidInputError
 
 
@@ -140,3 +140,54 @@ def finish_calibration(prepared: PreparedCalibration, *, store: CalibrationCache
         assert uploaded is not None
         notes.append(f"calibration cache stored at {uploaded.uri} (an identical job skips calibration)")
     return FinishedCalibration(data=data, stored_uri=uploaded.uri if uploaded else None, notes=notes)
+
+
+def precompute_cpu_table(
+    *,
+    spec: api.QuantizationJobSpec,
+    version: TensorRTVersion,
+    model_path: Path,
+    batches: Batches | None,
+    stores: Stores,
+    workdir: Path,
+    log: Callable[[str], None],
+) -> FinishedCalibration:
+    """Compute and store, without a GPU, the calibration cache a GPU job with the same spec will find and use.
+
+    The key is built exactly as the GPU job builds it (same model bytes, same
+    sampled and padded batches, recipe ``cpu-<algorithm>``, the given TensorRT
+    version), so that job skips calibration.
+    """
+    from edgequant.backends.tensorrt.backend import resolve_batch_size
+    from edgequant.backends.tensorrt.cache_store import cache_prefix
+    from edgequant.backends.tensorrt.onnx_graph import read_model_info
+    from edgequant.backends.tensorrt.plan import plan_build
+    from edgequant.backends.tensorrt.version import api_generation
+
+    if spec.tensorrt.calibration_device is not api.CalibrationDevice.CPU:
+        raise InvalidInputError(
+            "spec.tensorrt.calibrationDevice: set it to cpu, so that the GPU job looks for (and uses) the table computed here"
+        )
+    plan = plan_build(
+        method=spec.method, generation=api_generation(version), options=spec.tensorrt, calibration=spec.calibration,
+        keep_float=list(spec.mixed_precision.pinned_layers), fallback=spec.mixed_precision.fallback_precision,
+    )
+    if plan.calibration is None:
+        raise InvalidInputError(
+            f"spec.tensorrt.int8Mode: {spec.method.value} on TensorRT {version} builds from a Q/DQ model that the job "
+            "calibrates itself with ONNX Runtime; there is no TensorRT calibration cache to precompute"
+        )
+    assert spec.calibration is not None
+    info = read_model_info(model_path)
+    batch_size, _notes = resolve_batch_size(info, spec.tensorrt)
+    store = CalibrationCacheStore(stores=stores, prefix=cache_prefix(spec), workdir=workdir)
+    prepared = prepare_calibration(
+        plan=plan.calibration, model_path=model_path, batches=batches, input_name=info.input_name, batch_size=batch_size,
+        sample_shape=info.sample_shape, percentile=spec.calibration.percentile, version=version, store=store,
+        allocator=_no_device, workdir=workdir, log=log,
+    )
+    return finish_calibration(prepared, store=store)
+
+
+def _no_device() -> DeviceAllocator:
+    raise AssertionError("CPU calibration never allocates device memory")

@@ -78,12 +78,12 @@ def require_gpu(
     *,
     method: str,
     env: Mapping[str, str] | None = None,
-    probe: Callable[[], GpuProbe] = probe_cuda,
+    probe: Callable[[], GpuProbe] | None = None,
 ) -> int:
     """The number of usable GPUs; raises ``AcceleratorUnavailableError`` (exit code 14) when there is none."""
     reason = hidden_by_environment(os.environ if env is None else env)
     if reason is None:
-        result = probe()
+        result = (probe or probe_cuda)()
         if result.devices > 0:
             return result.devices
         reason = result.reason or "no CUDA device"
