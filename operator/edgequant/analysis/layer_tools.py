@@ -14,8 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from edgequant.analysis.sensitivity import ProbedOp
-from edgequant.analysis.tensor_error import TensorError
+from edgequant.analysis.sensitivity import LayerProbe
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import QuantizeRequest
 
@@ -36,8 +35,8 @@ class LayerTool(Protocol):
         """The method's artifact with ``layers`` kept in float (mixed precision)."""
         ...
 
-    def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256) -> tuple[list[ProbedOp], dict[str, TensorError]]:
-        """One float-vs-quantized run: the graph and each probed tensor's cumulative error."""
+    def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256) -> list[LayerProbe]:
+        """One quantized model against the float one on ``inputs``: each layer's own noise and output error."""
         ...
 
 

@@ -4,14 +4,20 @@ Exhaustive: for each layer, quantize only that layer, score it, and record the
 accuracy it costs against the unquantized reference; sorted, most sensitive
 first, flagged above ``mixedPrecision.sensitivityThreshold``.
 
-Fast: one quantized run. The backend probes the float and the quantized model
-on the same inputs and hands over, per op, the cumulative error of its output
-tensor (float model vs quantized model, ORT's "xmodel" comparison) and which
-tensors it reads. A layer's own contribution is the noise power it adds on top
-of the noise that reaches it: noise-to-signal out minus the largest
-noise-to-signal in. Reading raw cumulative error would blame every layer after
-the culprit; reading per-op QDQ error alone misses clipping folded into ranges
-(notes/quant-stack.md, gotcha 15).
+Fast: one quantized run, probed against the float model on the same inputs.
+Each layer is ranked by the noise it adds itself (its ``own`` error), as
+noise-to-signal power. Backends measure it in one of two ways:
+
+- local: the layer's quantized output against its float op fed the same
+  (quantized-path) input, e.g. TFLite's layer-wise NumericVerify. Exact, and
+  blind to what happened upstream.
+- increment: from cumulative errors (the float model vs the quantized model at
+  every tensor, ORT's ``xmodel_err``), the noise-to-signal out minus the largest
+  noise-to-signal in (``attribute_increments``). Reading raw cumulative error
+  would blame every layer after the culprit; ORT's per-tensor ``qdq_err`` misses
+  clipping folded into ranges (notes/quant-stack.md, gotcha 15). Increments
+  fade once upstream noise swamps the signal, so local is used where a backend
+  can measure it.
 """
 
 from __future__ import annotations
@@ -66,8 +72,19 @@ def exhaustive_sensitivity(
 
 
 @dataclass(frozen=True)
+class LayerProbe:
+    """What one probe run measured for one layer."""
+
+    layer: str
+    own_noise: float
+    """Noise-to-signal power the layer adds itself (linear; 0 = none)."""
+    output: TensorError | None = None
+    """Cumulative error of the layer output: float model vs quantized model."""
+
+
+@dataclass(frozen=True)
 class ProbedOp:
-    """One op of the probed graph: which source layer owns it, what it reads, what it writes.
+    """One op of a probed graph: which source layer owns it, what it reads, what it writes.
 
     ``layer`` is None for ops that belong to no quantizable layer (shape
     arithmetic, the input quantize); they still carry noise forward.
@@ -78,13 +95,8 @@ class ProbedOp:
     output: str
 
 
-def rank_by_tensor_error(
-    *,
-    ops: Sequence[ProbedOp],
-    errors: Mapping[str, TensorError],
-    flag_sqnr_db: float = FAST_FLAG_SQNR_DB,
-) -> list[LayerSensitivity]:
-    """Rank layers by the noise each one injects, from one run's per-tensor errors (see module docstring)."""
+def attribute_increments(*, ops: Sequence[ProbedOp], errors: Mapping[str, TensorError]) -> list[LayerProbe]:
+    """Per-layer own noise from cumulative per-tensor errors (see the module docstring), in graph order."""
     producer = {op.output: op for op in ops}
     memo: dict[str, float] = {}
 
@@ -101,50 +113,48 @@ def rank_by_tensor_error(
         memo[tensor] = value
         return value
 
-    injected: dict[str, float] = {}
+    own: dict[str, float] = {}
     last_output: dict[str, TensorError] = {}
-    order: list[str] = []
     for op in ops:
         if op.layer is None or op.output not in errors:
             continue
-        if op.layer not in injected:
-            injected[op.layer] = 0.0
-            order.append(op.layer)
         out = errors[op.output].noise_to_signal
         into = max((nsr_reaching(t) for t in op.inputs), default=0.0)
-        injected[op.layer] += max(0.0, out - into)
+        own[op.layer] = own.get(op.layer, 0.0) + max(0.0, out - into)
         last_output[op.layer] = errors[op.output]
-    ranked = sorted(range(len(order)), key=lambda i: (-injected[order[i]], i))
+    return [LayerProbe(layer=layer, own_noise=noise, output=last_output[layer]) for layer, noise in own.items()]
+
+
+def rank_probes(probes: Sequence[LayerProbe], *, flag_sqnr_db: float = FAST_FLAG_SQNR_DB) -> list[LayerSensitivity]:
+    """Most own noise first; ties keep graph order."""
+    order = sorted(range(len(probes)), key=lambda i: (-probes[i].own_noise, i))
     entries = []
-    for rank, i in enumerate(ranked, 1):
-        layer = order[i]
-        err = last_output[layer]
-        own = sqnr_from_noise_to_signal(injected[layer])
+    for rank, i in enumerate(order, 1):
+        probe = probes[i]
+        own = sqnr_from_noise_to_signal(probe.own_noise)
+        out = probe.output
         entries.append(
             LayerSensitivity(
-                layer=layer,
+                layer=probe.layer,
                 rank=rank,
                 injected_sqnr_db=own,
-                sqnr_db=err.sqnr_db,
-                mse=err.mse,
-                cosine=err.cosine,
+                sqnr_db=out.sqnr_db if out else None,
+                mse=out.mse if out else None,
+                cosine=out.cosine if out else None,
                 flagged=own < flag_sqnr_db,
             )
         )
     return entries
 
 
-def fast_sensitivity(
-    *, ops: Sequence[ProbedOp], errors: Mapping[str, TensorError], threshold: float, seconds: float
-) -> SensitivityReport:
-    layers = rank_by_tensor_error(ops=ops, errors=errors)
-    if not layers:
+def fast_sensitivity(*, probes: Sequence[LayerProbe], threshold: float, seconds: float) -> SensitivityReport:
+    if not probes:
         raise ValueError("the probe compared no quantized layer outputs; nothing to rank")
     return SensitivityReport(
         mode=SensitivityMode.FAST,
         threshold=threshold,
         fast_flag_sqnr_db=FAST_FLAG_SQNR_DB,
-        layers=layers,
+        layers=rank_probes(probes),
         seconds=seconds,
         quantize_runs=0,
     )

@@ -111,8 +111,8 @@ def _fast(ctx: Any, tool: LayerTool) -> SensitivityReport:
     if sample is None:
         raise ValueError("no data to probe the model with")
     start = time.perf_counter()
-    ops, errors = tool.probe([sample[0]], max_samples=PROBE_SAMPLES)
-    return fast_sensitivity(ops=ops, errors=errors, threshold=ctx.spec.mixed_precision.sensitivity_threshold, seconds=time.perf_counter() - start)
+    probes = tool.probe([sample[0]], max_samples=PROBE_SAMPLES)
+    return fast_sensitivity(probes=probes, threshold=ctx.spec.mixed_precision.sensitivity_threshold, seconds=time.perf_counter() - start)
 
 
 def _baseline_accuracy(ctx: Any) -> float | None:

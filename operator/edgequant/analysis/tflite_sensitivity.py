@@ -4,9 +4,10 @@
   for the exhaustive ranking.
 - ``model_keeping_float(layers)``: the shipped uint8-I/O INT8 model with those
   layers' ops left in float (mixed precision).
-- ``probe(inputs)``: the debug model with whole-model NumericVerify ops, run on
-  real inputs: each quantized op's output against its float shadow fed by the
-  float graph, the cumulative float-vs-quantized error the fast ranking needs.
+- ``probe(inputs)``: the debug models with NumericVerify ops, run on real
+  inputs. Layer-wise: each quantized op against its float twin fed the same
+  quantized-path input (the layer's own error, which the fast ranking uses);
+  whole-model: against a float shadow graph (the cumulative error, reported).
 
 TensorFlow is imported only inside these functions (via the TFLite backend).
 """
@@ -14,13 +15,13 @@ TensorFlow is imported only inside these functions (via the TFLite backend).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgequant.analysis.sensitivity import ProbedOp
+from edgequant.analysis.sensitivity import LayerProbe
 from edgequant.analysis.tensor_error import ErrorAccumulator, TensorError
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import QuantizeRequest
@@ -65,11 +66,22 @@ class TFLiteLayerAnalysis:
         tag = f"int8-mixed-{len(keep)}" if keep else "int8"
         return self._write(f"{self.stem}.{tag}.tflite", model)
 
-    def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256) -> tuple[list[ProbedOp], dict[str, TensorError]]:
-        """Run the whole-model-verify debug model on float inputs; errors keyed by quantized tensor name."""
+    def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256) -> list[LayerProbe]:
+        """Two debug runs on the same float inputs: layer-wise (own error) and whole-model (cumulative error)."""
+        batches = list(_rebatch(inputs, PROBE_BATCH, max_samples))
+        if not batches:
+            raise ValueError("no inputs to probe the model with")
+        own: dict[str, float] = {}
+        for layer, error in self._verify(batches, whole_model=False):
+            own[layer] = own.get(layer, 0.0) + error.noise_to_signal
+        output = dict(self._verify(batches, whole_model=True))  # the layer's last op wins: its output
+        return [LayerProbe(layer=layer, own_noise=own[layer], output=output.get(layer)) for layer in self.layers if layer in own]
+
+    def _verify(self, batches: list[np.ndarray], *, whole_model: bool) -> list[tuple[str, TensorError]]:
+        """(layer, error) per NumericVerify op of the debug model, in graph order."""
         from ai_edge_litert.interpreter import Interpreter
 
-        debug = tl.quantize_calibrated(self.calibrated, debug=True)
+        debug = tl.quantize_calibrated(self.calibrated, debug=True, whole_model=whole_model)
         with warnings.catch_warnings():  # "intended for debugging purposes only": that is what it is for here
             warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
             interpreter = Interpreter(model_content=debug, experimental_preserve_all_tensors=True)
@@ -77,42 +89,45 @@ class TFLiteLayerAnalysis:
         pairs = [(int(op["inputs"][0]), int(op["inputs"][1])) for op in details if op["op_name"] == "NumericVerify"]
         if not pairs:
             raise ValueError("the debug model has no NumericVerify ops: nothing was quantized")
-
-        def tname(i: int) -> str:
-            return str(interpreter._get_tensor_details(i, 0)["name"])
-
-        # The float shadow of each quantized op keeps the calibrated model's tensor name: that names its layer.
-        quantizable = set(self.layer_map.layers)
-        layer_of_calibrated = {lop.op.output: lop.layer for lop in self.layer_map.ops if lop.layer in quantizable}
-        shadow_of = {q: f for q, f in pairs}
-        ops = []
-        for op in details:
-            if op["op_name"] == "NumericVerify":
-                continue
-            out = int(op["outputs"][0])
-            layer = layer_of_calibrated.get(tname(shadow_of[out])) if out in shadow_of else None
-            ops.append(ProbedOp(layer=layer, inputs=tuple(tname(int(i)) for i in op["inputs"] if int(i) >= 0), output=tname(out)))
-
-        accumulators = {q: ErrorAccumulator() for q, _f in pairs}
+        producer = {int(out): op for op in details for out in op["outputs"]}
+        reference = [(lop.op.kind, lop.layer) for lop in self.layer_map.ops]
+        layers = align_by_kind(reference=reference, probed=[str(producer[q]["op_name"]) for q, _f in pairs])
+        accumulators = [ErrorAccumulator() for _ in pairs]
         inp = interpreter.get_input_details()[0]
-        seen = 0
-        for batch in _rebatch(inputs, PROBE_BATCH, max_samples):
+        for batch in batches:
             interpreter.resize_tensor_input(inp["index"], list(batch.shape))
             interpreter.allocate_tensors()
             interpreter.set_tensor(inp["index"], batch.astype(np.float32))
             interpreter.invoke()
-            for q, f in pairs:
-                accumulators[q].add(interpreter.get_tensor(f), _dequantized(interpreter, q))
-            seen += len(batch)
-        if seen == 0:
-            raise ValueError("no inputs to probe the model with")
-        errors = {tname(q): acc.result() for q, acc in accumulators.items()}
-        return ops, errors
+            for acc, (q, f) in zip(accumulators, pairs):
+                acc.add(interpreter.get_tensor(f), _dequantized(interpreter, q))
+        quantizable = set(self.layer_map.layers)
+        return [(layer, acc.result()) for layer, acc in zip(layers, accumulators) if layer in quantizable]
 
     def _write(self, name: str, model: bytes) -> Path:
         path = self.workdir / name
         path.write_bytes(model)
         return path
+
+
+def align_by_kind(*, reference: Sequence[tuple[str, str | None]], probed: Sequence[str]) -> list[str | None]:
+    """Source layer of each verified op of a debug model, from the calibrated model's ops.
+
+    The quantizer keeps op order and kinds, but debug models rename tensors
+    (suffixes, float shadows) differently in each mode; the k-th verified op of
+    a kind is the k-th op of that kind in the calibrated model.
+    """
+    queues: dict[str, list[str | None]] = {}
+    for kind, layer in reference:
+        queues.setdefault(kind, []).append(layer)
+    taken: dict[str, int] = {}
+    out: list[str | None] = []
+    for kind in probed:
+        i = taken.get(kind, 0)
+        taken[kind] = i + 1
+        queue = queues.get(kind, [])
+        out.append(queue[i] if i < len(queue) else None)
+    return out
 
 
 def for_request(request: QuantizeRequest) -> TFLiteLayerAnalysis:

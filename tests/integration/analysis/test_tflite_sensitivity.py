@@ -41,8 +41,7 @@ def test_both_modes_rank_the_deliberately_sensitive_layer_first(
         layers=layers.layers, reference_accuracy=reference, threshold=0.005,
         accuracy_with_only=lambda layer: score(layers.model_with_only(layer), fashion.eval_x, fashion.eval_y),
     )
-    ops, errors = layers.probe([fashion.cal_x], max_samples=256)
-    fast = fast_sensitivity(ops=ops, errors=errors, threshold=0.005, seconds=0.0)
+    fast = fast_sensitivity(probes=layers.probe([fashion.cal_x], max_samples=256), threshold=0.005, seconds=0.0)
     report = combine(exhaustive=exhaustive, fast=fast)
 
     assert report.layers[0].layer == "conv2" and report.layers[0].flagged
@@ -56,8 +55,7 @@ def test_both_modes_rank_the_deliberately_sensitive_layer_first(
 
 def test_healthy_model_flags_nothing_in_fast_mode(healthy_cnn: Path, tflite_layers: Callable[..., Any], fashion: Any) -> None:
     layers = tflite_layers(healthy_cnn, fashion.cal_x)
-    ops, errors = layers.probe([fashion.cal_x], max_samples=128)
-    fast = fast_sensitivity(ops=ops, errors=errors, threshold=0.005, seconds=0.0)
+    fast = fast_sensitivity(probes=layers.probe([fashion.cal_x], max_samples=128), threshold=0.005, seconds=0.0)
     assert fast.flagged == []
     assert all(e.sqnr_db is not None and e.sqnr_db > 25 for e in fast.layers)
 

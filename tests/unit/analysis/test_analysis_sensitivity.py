@@ -7,12 +7,14 @@ import pytest
 
 from edgequant.analysis.sensitivity import (
     FAST_FLAG_SQNR_DB,
+    LayerProbe,
     ProbedOp,
     agreement,
+    attribute_increments,
     combine,
     exhaustive_sensitivity,
     fast_sensitivity,
-    rank_by_tensor_error,
+    rank_probes,
     spearman,
 )
 from edgequant.analysis.tensor_error import TensorError, noise_to_signal
@@ -59,10 +61,16 @@ def _chain() -> list[ProbedOp]:
     ]
 
 
-def test_fast_blames_the_layer_that_adds_the_noise_not_those_after_it() -> None:
+def _ranked(probes: list[LayerProbe]) -> list:
+    return rank_probes(probes)
+
+
+def test_increments_blame_the_layer_that_adds_the_noise_not_those_after_it() -> None:
     # Cumulative errors: conv2 injects most, everything downstream inherits it (lower SQNR than conv2 itself).
     errors = {"t1": _err(45), "t2": _err(45), "t3": _err(18), "t4": _err(17.5), "t5": _err(17.0)}
-    layers = rank_by_tensor_error(ops=_chain(), errors=errors)
+    probes = attribute_increments(ops=_chain(), errors=errors)
+    assert [p.layer for p in probes] == ["conv1", "pool", "conv2", "fc", "logits"]  # graph order
+    layers = _ranked(probes)
     assert layers[0].layer == "conv2"
     assert layers[0].sqnr_db == 18 and layers[0].flagged
     # pool adds nothing on top of conv1: ranked last with the ceiling.
@@ -74,7 +82,7 @@ def test_fast_blames_the_layer_that_adds_the_noise_not_those_after_it() -> None:
     assert fc.injected_sqnr_db > 25 and not fc.flagged
 
 
-def test_fast_takes_the_worst_input_of_a_join_and_sums_ops_of_one_layer() -> None:
+def test_increments_take_the_worst_input_of_a_join_and_sum_ops_of_one_layer() -> None:
     ops = [
         ProbedOp(layer="a", inputs=("x",), output="ta"),
         ProbedOp(layer="b", inputs=("x",), output="tb"),
@@ -83,20 +91,34 @@ def test_fast_takes_the_worst_input_of_a_join_and_sums_ops_of_one_layer() -> Non
         ProbedOp(layer="head", inputs=("td1",), output="td2"),
     ]
     errors = {"ta": _err(40), "tb": _err(25), "tc": _err(24.9), "td1": _err(22), "td2": _err(20)}
-    layers = {e.layer: e for e in rank_by_tensor_error(ops=ops, errors=errors)}
+    layers = {e.layer: e for e in _ranked(attribute_increments(ops=ops, errors=errors))}
     # add receives tb's noise (the worse input) and adds almost nothing
     assert layers["add"].injected_sqnr_db > 40
     # head's two ops together add 10^-2 - 10^-2.49
     expected = -10 * np.log10(noise_to_signal(20) - noise_to_signal(24.9))
     assert layers["head"].injected_sqnr_db == pytest.approx(expected)
-    assert [e.rank for e in rank_by_tensor_error(ops=ops, errors=errors)] == [1, 2, 3, 4]
+    # its reported output error is that of its last op
+    assert layers["head"].sqnr_db == 20
+
+
+def test_local_probes_rank_by_own_noise_even_behind_a_noisy_layer() -> None:
+    # Behind conv2's 0.4 dB garbage no increment is visible, but a local probe still sees conv3's own error.
+    probes = [
+        LayerProbe(layer="conv2", own_noise=noise_to_signal(0.4), output=_err(0.4)),
+        LayerProbe(layer="conv3", own_noise=noise_to_signal(4.0), output=_err(0.3)),
+        LayerProbe(layer="fc", own_noise=noise_to_signal(35.0), output=_err(0.3)),
+    ]
+    ranked = _ranked(probes)
+    assert [e.layer for e in ranked] == ["conv2", "conv3", "fc"]
+    assert [e.flagged for e in ranked] == [True, True, False]
+    assert ranked[1].injected_sqnr_db == pytest.approx(4.0) and ranked[1].sqnr_db == pytest.approx(0.3)
 
 
 def test_fast_report_and_empty_probe() -> None:
-    report = fast_sensitivity(ops=_chain(), errors={"t3": _err(10)}, threshold=0.005, seconds=0.1)
+    report = fast_sensitivity(probes=attribute_increments(ops=_chain(), errors={"t3": _err(10)}), threshold=0.005, seconds=0.1)
     assert [e.layer for e in report.layers] == ["conv2"] and report.fast_flag_sqnr_db == FAST_FLAG_SQNR_DB
     with pytest.raises(ValueError, match="nothing to rank"):
-        fast_sensitivity(ops=_chain(), errors={}, threshold=0.005, seconds=0.0)
+        fast_sensitivity(probes=[], threshold=0.005, seconds=0.0)
 
 
 def test_agreement_overlap_and_spearman() -> None:
@@ -116,8 +138,8 @@ def test_combine_attaches_fast_and_agreement() -> None:
     ex = exhaustive_sensitivity(layers=["conv1", "pool", "conv2", "fc", "logits"], reference_accuracy=0.9,
                                 accuracy_with_only={"conv1": 0.89, "pool": 0.9, "conv2": 0.7, "fc": 0.88, "logits": 0.895}.__getitem__,
                                 threshold=0.005)
-    fast = fast_sensitivity(ops=_chain(), errors={"t1": _err(30), "t2": _err(30), "t3": _err(15), "t4": _err(14.9), "t5": _err(14.8)},
-                            threshold=0.005, seconds=0.5)
+    errors = {"t1": _err(30), "t2": _err(30), "t3": _err(15), "t4": _err(14.9), "t5": _err(14.8)}
+    fast = fast_sensitivity(probes=attribute_increments(ops=_chain(), errors=errors), threshold=0.005, seconds=0.5)
     both = combine(exhaustive=ex, fast=fast)
     assert both.mode.value == "exhaustive" and both.layers == ex.layers
     assert both.fast[0].layer == "conv2" and both.agreement is not None

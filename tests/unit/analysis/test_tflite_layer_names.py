@@ -79,3 +79,13 @@ def test_unnamed_output_op_falls_back_to_its_tensor_name_without_an_output_layer
     assert assign_layers(ops, layer_names=["x"]).layers == ["StatefulPartitionedCall_1:0"]
     assert isinstance(assign_layers(ops, layer_names=["x"], output_layer="probs"), LayerMap)
     assert assign_layers(ops, layer_names=["x"], output_layer="probs").layers == ["probs"]
+
+
+def test_debug_model_ops_align_with_the_calibrated_ops_by_kind_and_order() -> None:
+    from edgequant.analysis.tflite_sensitivity import align_by_kind
+
+    lm = assign_layers(SEQUENTIAL, layer_names=["conv1", "pool1", "flat", "logits"], output_layer="logits")
+    reference = [(lop.op.kind, lop.layer) for lop in lm.ops]
+    # a debug model verifies the quantized ops only, renamed; kinds and order survive
+    probed = ["CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "FULLY_CONNECTED"]
+    assert align_by_kind(reference=reference, probed=probed) == ["conv1", "pool1", "flat", "logits", None]

@@ -245,13 +245,15 @@ def quantize_calibrated(
     keep_float_nodes: Sequence[str] = (),
     io_dtype: str = "uint8",
     debug: bool = False,
+    whole_model: bool = True,
 ) -> bytes:
     """INT8 model from a calibrated one, with the ops writing ``keep_float_nodes`` left in float.
 
     ``io_dtype`` uint8 is the shipped full-INT8 contract; float32 keeps float I/O
     (sensitivity runs). ``debug`` adds NumericVerify ops comparing every
-    quantized op with a float shadow graph fed by float inputs (whole-model
-    verification), the raw material of the fast sensitivity ranking.
+    quantized op with a float twin: fed the same quantized-path input
+    (``whole_model`` False, the op's own error) or fed by a float shadow graph
+    (``whole_model`` True, the cumulative error): the fast ranking's raw material.
     """
     from tensorflow.lite.python import convert
 
@@ -265,7 +267,7 @@ def quantize_calibrated(
             input_data_type=tf.float32 if debug else io,
             output_data_type=tf.float32 if debug else io,
             enable_numeric_verify=debug,
-            enable_whole_model_verify=debug,
+            enable_whole_model_verify=debug and whole_model,
             denylisted_nodes=list(keep_float_nodes) or None,
         )
     )
