@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(settings.model_dump(), indent=2))
         return 0
 
+    import random
+
     import kopf
 
     import edgequant.controller.handlers  # noqa: F401  registers the handlers
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         namespaces=settings.namespaces,
         standalone=settings.peering_name is None,
         peering_name=settings.peering_name,
+        priority=settings.peering_priority if settings.peering_priority is not None else random.randint(1, 2**31),
         liveness_endpoint=f"http://0.0.0.0:{settings.liveness_port}/healthz" if settings.liveness_port else None,
         memo=kopf.Memo(settings=settings),
     )

@@ -1,40 +1,52 @@
-"""kopf handlers: thin. Each validates input, calls one function of ``reconcile``, returns."""
+"""kopf handlers: thin. Each hands its object to one function of ``reconcile`` through ``_guarded``."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
+from kubernetes.client.rest import ApiException
 
 from edgequant.api import v1alpha1 as api
-from edgequant.controller import metrics, naming, reconcile
+from edgequant.controller import kube, metrics, naming, reconcile
 from edgequant.controller.settings import OperatorSettings
 
 _MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
+#: A handler that failed for a reason nobody foresaw is retried this much later, never in a hot loop.
+UNEXPECTED_ERROR_DELAY = 60.0
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    # Progress and diff-base in annotations: status belongs to status.py alone.
+    operator_settings: OperatorSettings = memo["settings"]
+    # Progress and diff-base in annotations: the status belongs to status.py alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgequant.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="edgequant.io", key="last-handled-spec")
-    settings.posting.level = logging.WARNING  # our own Events are posted explicitly
+    settings.posting.level = logging.WARNING  # our own Events are posted explicitly, on transitions
     settings.watching.server_timeout = 300
-    settings.batching.error_delays = [1, 2, 5, 10, 30]
-    operator_settings: OperatorSettings = memo["settings"]
+    settings.watching.client_timeout = 330
+    settings.execution.max_workers = operator_settings.workers
     metrics.serve(operator_settings.metrics_port)
 
 
-def _guarded(handler: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+def _guarded(handler: str, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    """The one place failures become kopf's retry decisions, and are counted."""
     try:
         fn(*args, **kwargs)
-    except kopf.TemporaryError:
+    except reconcile.WaitingForCapacity:
+        raise
+    except (kopf.TemporaryError, kopf.PermanentError):
         metrics.RECONCILE_ERRORS.labels(handler).inc()
         raise
-    except Exception:
+    except ApiException as exc:
         metrics.RECONCILE_ERRORS.labels(handler).inc()
-        raise
+        raise kube.translate(exc, f"{handler} handler") from exc
+    except Exception as exc:
+        metrics.RECONCILE_ERRORS.labels(handler).inc()
+        logging.getLogger(__name__).exception("unexpected failure in the %s handler", handler)
+        raise kopf.TemporaryError(f"unexpected {type(exc).__name__}: {exc}", delay=UNEXPECTED_ERROR_DELAY) from exc
 
 
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
@@ -44,17 +56,27 @@ def quantization_job_changed(body: kopf.Body, memo: kopf.Memo, logger: logging.L
     _guarded("quantizationjob", reconcile.reconcile, dict(body), settings=memo["settings"], logger=logger)
 
 
+def _unfinished(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in ("Succeeded", "Failed")
+
+
+@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=60.0, initial_delay=60.0, idle=30.0, when=_unfinished)
+def quantization_job_resync(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    """Safety net: Job and pod events drive the status; a lost one is made up for here."""
+    _guarded("resync", reconcile.resync, dict(body), logger=logger)
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=_MANAGED)
-def batch_job_event(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    _guarded("job", reconcile.sync_owner, dict(body.metadata), settings=memo["settings"], logger=logger)
+def batch_job_event(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    _guarded("job", reconcile.sync_owner, dict(body.metadata), logger=logger)
 
 
 @kopf.on.event("", "v1", "pods", labels=_MANAGED)
-def pod_event(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    _guarded("pod", reconcile.sync_owner, dict(body.metadata), settings=memo["settings"], logger=logger)
+def pod_event(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+    _guarded("pod", reconcile.sync_owner, dict(body.metadata), logger=logger)
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
 def quantization_job_deleted(body: kopf.Body, **_: Any) -> None:
-    """Bookkeeping only (optional: no finalizer); the Job and pods go by owner-reference GC."""
+    """Bookkeeping only (optional: no finalizer); the Job and pods go by owner-reference garbage collection."""
     reconcile.forget(str(body.metadata.namespace), str(body.metadata.name), str(body.metadata.uid))

@@ -33,16 +33,29 @@ def api_client() -> client.ApiClient:
     return _API
 
 
+class JobRejected(Exception):
+    """The API server refused a Job we rendered: ``status`` 400/422 (invalid) or 403 (RBAC, quota, admission)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def translate(exc: ApiException, what: str) -> kopf.TemporaryError | kopf.PermanentError:
+    """The one mapping of API failures: conflicts, throttling and server trouble are retried; the rest is permanent."""
+    reason = _reason(exc)
+    if exc.status in (409, 429) or (exc.status or 0) >= 500 or not exc.status:
+        return kopf.TemporaryError(f"{what}: {exc.status} {reason}", delay=5)
+    return kopf.PermanentError(f"{what}: {exc.status} {reason}")
+
+
 @contextmanager
 def api_errors(what: str) -> Iterator[None]:
-    """Map API failures: conflicts and server trouble are retried, client errors are permanent."""
     try:
         yield
     except ApiException as exc:
-        reason = _reason(exc)
-        if exc.status in (409, 429) or (exc.status or 0) >= 500 or exc.status is None:
-            raise kopf.TemporaryError(f"{what}: {exc.status} {reason}", delay=5) from exc
-        raise kopf.PermanentError(f"{what}: {exc.status} {reason}") from exc
+        raise translate(exc, what) from exc
 
 
 def _reason(exc: ApiException) -> str:
@@ -66,7 +79,7 @@ def get_quantization_job(namespace: str, name: str) -> dict[str, Any] | None:
     except ApiException as exc:
         if exc.status == 404:
             return None
-        raise
+        raise translate(exc, f"reading QuantizationJob {namespace}/{name}") from exc
 
 
 def patch_status(namespace: str, name: str, status_patch: dict[str, Any]) -> None:
@@ -78,8 +91,7 @@ def patch_status(namespace: str, name: str, status_patch: dict[str, Any]) -> Non
     except ApiException as exc:
         if exc.status == 404:
             return
-        with api_errors(f"patching status of {namespace}/{name}"):
-            raise
+        raise translate(exc, f"patching the status of QuantizationJob {namespace}/{name}") from exc
 
 
 def list_jobs(namespace: str | None, selector: str) -> list[dict[str, Any]]:
@@ -96,28 +108,42 @@ def jobs_of(namespace: str, qj_name: str) -> list[dict[str, Any]]:
     return list_jobs(namespace, f"{naming.LABEL_JOB}={qj_name},{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}")
 
 
-def pods_of_job(namespace: str, job_name: str) -> list[dict[str, Any]]:
-    with api_errors(f"listing pods of Job {namespace}/{job_name}"):
+def pods_of_job(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pods of this very Job (by its uid: a deleted namesake's pods never mix in)."""
+    meta = job["metadata"]
+    with api_errors(f"listing pods of Job {meta['namespace']}/{meta['name']}"):
         data = _json(
             client.CoreV1Api(api_client()).list_namespaced_pod(
-                namespace, label_selector=f"job-name={job_name}", _preload_content=False
+                meta["namespace"], label_selector=f"batch.kubernetes.io/controller-uid={meta['uid']}", _preload_content=False
             )
         )
     return list(data.get("items") or [])
 
 
+def read_job(namespace: str, job_name: str) -> dict[str, Any] | None:
+    try:
+        return _json(client.BatchV1Api(api_client()).read_namespaced_job(job_name, namespace, _preload_content=False))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise translate(exc, f"reading Job {namespace}/{job_name}") from exc
+
+
 def create_job(manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
     """Create the Job, or adopt the existing one of the same name. Returns (job, created)."""
-    namespace = manifest["metadata"]["namespace"]
+    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     batch = client.BatchV1Api(api_client())
     try:
         return _json(batch.create_namespaced_job(namespace, manifest, _preload_content=False)), True
     except ApiException as exc:
+        if exc.status in (400, 403, 422):
+            raise JobRejected(int(exc.status), _reason(exc)) from exc
         if exc.status != 409:
-            with api_errors(f"creating Job {namespace}/{manifest['metadata']['name']}"):
-                raise
-    with api_errors(f"reading Job {namespace}/{manifest['metadata']['name']}"):
-        return _json(batch.read_namespaced_job(manifest["metadata"]["name"], namespace, _preload_content=False)), False
+            raise translate(exc, f"creating Job {namespace}/{name}") from exc
+    existing = read_job(namespace, name)
+    if existing is None:  # deleted between our create and read: let the retry create it
+        raise kopf.TemporaryError(f"Job {namespace}/{name} vanished while being adopted", delay=1)
+    return existing, False
 
 
 def set_job_suspended(namespace: str, job_name: str, suspend: bool) -> None:
@@ -133,5 +159,4 @@ def delete_job(namespace: str, job_name: str) -> None:
         )
     except ApiException as exc:
         if exc.status != 404:
-            with api_errors(f"deleting Job {namespace}/{job_name}"):
-                raise
+            raise translate(exc, f"deleting Job {namespace}/{job_name}") from exc

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgequant.api import v1alpha1 as api
 
@@ -32,6 +32,8 @@ class OperatorSettings(BaseModel):
     max_concurrent_jobs: int = Field(0, ge=0, description="Cap on quantizer Jobs running at once (0 = no cap); the rest wait with reason WaitingForCapacity.")
     capacity_retry_seconds: float = Field(10.0, gt=0, description="How often a job waiting for capacity is retried.")
     peering_name: str | None = Field(None, description="kopf peering object for leader election between replicas; None runs standalone.")
+    peering_priority: int | None = Field(None, ge=0, description="This replica's peering priority (the highest live one works, the others stand by); random when omitted, so replicas never tie.")
+    workers: int = Field(16, ge=1, le=256, description="Threads running handlers (they wait on the API server, not the CPU).")
     liveness_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz (0 disables).")
     metrics_port: int = Field(9090, ge=0, le=65535, description="Port of Prometheus /metrics (0 disables).")
     log_format: str = Field("json", pattern="^(json|plain|full)$", description="json, plain or full.")
@@ -77,4 +79,8 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -
         else:
             values[name] = raw
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return OperatorSettings.model_validate(values)
+    try:
+        return OperatorSettings.model_validate(values)
+    except ValidationError as exc:
+        problems = [f"{ENV_PREFIX}{str(e['loc'][0]).upper() if e['loc'] else ''}: {e['msg']}" for e in exc.errors()]
+        raise ValueError("; ".join(problems)) from None

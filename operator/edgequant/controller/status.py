@@ -7,6 +7,7 @@ deserve an Event.
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,74 +150,88 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation:
     if (job.get("spec") or {}).get("suspend"):
         return Observation(phase=Phase.SUSPENDED, reason=Reason.SUSPENDED, message="the batch Job is suspended (spec.suspend)", **common)
 
-    running = [p for p in ordered if (p.get("status") or {}).get("phase") == "Running"]
+    running = [p for p in ordered if _pod_phase(p) == "Running"]
     if running:
         return Observation(phase=Phase.RUNNING, reason=Reason.POD_RUNNING, message=f"pod {running[-1]['metadata']['name']} is running", **common)
-    finished = [p for p in ordered if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
-    if finished and int(jstatus.get("active") or 0) == 0:
-        # The pod is done but the Job controller has not concluded yet: still running, not back to pending.
-        last = finished[-1]
-        return Observation(phase=Phase.RUNNING, reason=Reason.POD_RUNNING, message=f"pod {last['metadata']['name']} finished; waiting for the Job to conclude", **common)
-    if finished:
-        result = worker_result(finished[-1])
-        why = f"{result.reason}: {result.message}" if result else _fallback_message(finished[-1])
-        return Observation(phase=Phase.PENDING, reason=Reason.JOB_CREATED, message=f"retrying after a failed attempt ({why})"[:1024], **common)
+    failed_pods = [p for p in ordered if _pod_phase(p) == "Failed"]
+    if failed_pods:
+        # An attempt failed and the Job has not: the Job controller starts (or has started) another pod.
+        last = failed_pods[-1]
+        result = worker_result(last)
+        why = f"{result.reason}: {result.message}" if result else _fallback_message(last)
+        if _job_condition(job, "FailureTarget"):
+            message = f"attempt {len(failed_pods)} failed ({why}); the Job is failing"
+        else:
+            backoff = (job.get("spec") or {}).get("backoffLimit")
+            message = f"attempt {len(failed_pods)} failed ({why}); retrying (backoffLimit {backoff})"
+        return Observation(phase=Phase.RUNNING, reason=Reason.RETRYING, message=message[:1024], **common)
+    if any(_pod_phase(p) == "Succeeded" for p in ordered):
+        return Observation(phase=Phase.RUNNING, reason=Reason.POD_RUNNING, message="the quantizer finished; waiting for the Job to conclude", **common)
     return Observation(phase=Phase.PENDING, reason=Reason.JOB_CREATED, message=f"batch Job {name} created, waiting for its pod", **common)
+
+
+def _pod_phase(pod: dict[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase") or "")
 
 
 # --------------------------------------------------------------------------- building the status
 
 
-def _condition_states(obs: Observation) -> dict[str, tuple[ConditionStatus, str, str]]:
-    """Desired (status, reason, message) for every condition type."""
-    phase = obs.phase
-    states: dict[str, tuple[ConditionStatus, str, str]] = {}
-    states[ConditionType.RUNNING] = (
-        ConditionStatus.TRUE if phase is Phase.RUNNING else ConditionStatus.FALSE,
-        obs.reason,
-        obs.message,
-    )
-    if phase is Phase.SUCCEEDED:
-        states[ConditionType.SUCCEEDED] = (ConditionStatus.TRUE, obs.reason, obs.message)
-        states[ConditionType.FAILED] = (ConditionStatus.FALSE, obs.reason, "")
-    elif phase is Phase.FAILED:
-        states[ConditionType.SUCCEEDED] = (ConditionStatus.FALSE, obs.reason, obs.message)
-        states[ConditionType.FAILED] = (ConditionStatus.TRUE, obs.reason, obs.message)
+def set_condition(
+    conditions: list[dict[str, Any]], ctype: ConditionType, cstatus: ConditionStatus, *, reason: str, message: str, generation: int, now: str
+) -> None:
+    """Set one condition in place, keyed by type; lastTransitionTime moves only when its status does."""
+    old = next((c for c in conditions if c.get("type") == ctype.value), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == cstatus.value and old.get("lastTransitionTime") else now
+    new = {
+        "type": ctype.value,
+        "status": cstatus.value,
+        "reason": reason,
+        "message": message[:1024],
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+    if old is None:
+        conditions.append(new)
     else:
-        states[ConditionType.SUCCEEDED] = (ConditionStatus.UNKNOWN, obs.reason, "")
-        states[ConditionType.FAILED] = (ConditionStatus.FALSE, obs.reason, "")
-    degraded_msg = "the published artifact misses the acceptance budget or fell back down the degrade ladder" if obs.degraded else ""
-    states[ConditionType.DEGRADED] = (
-        ConditionStatus.TRUE if obs.degraded else ConditionStatus.FALSE,
-        Reason.COMPLETED_DEGRADED if obs.degraded else Reason.WITHIN_BUDGET if phase is Phase.SUCCEEDED else obs.reason,
-        degraded_msg,
+        conditions[conditions.index(old)] = new
+
+
+def _true_if(flag: bool) -> ConditionStatus:
+    return ConditionStatus.TRUE if flag else ConditionStatus.FALSE
+
+
+def set_conditions(conditions: list[dict[str, Any]], obs: Observation, *, generation: int, now: str) -> None:
+    """Every condition type for this observation (kubectl wait --for=condition=Succeeded reads these)."""
+    phase = obs.phase
+    terminal = phase in (Phase.SUCCEEDED, Phase.FAILED)
+    at = {"generation": generation, "now": now}
+    set_condition(conditions, ConditionType.RUNNING, _true_if(phase is Phase.RUNNING), reason=obs.reason, message=obs.message if phase is Phase.RUNNING else "", **at)
+    set_condition(
+        conditions,
+        ConditionType.SUCCEEDED,
+        _true_if(phase is Phase.SUCCEEDED) if terminal else ConditionStatus.UNKNOWN,
+        reason=obs.reason,
+        message=obs.message if terminal else "",
+        **at,
     )
-    states[ConditionType.SUSPENDED] = (
-        ConditionStatus.TRUE if phase is Phase.SUSPENDED else ConditionStatus.FALSE,
-        obs.reason,
-        obs.message if phase is Phase.SUSPENDED else "",
-    )
-    return states
+    set_condition(conditions, ConditionType.FAILED, _true_if(phase is Phase.FAILED), reason=obs.reason, message=obs.message if phase is Phase.FAILED else "", **at)
+    if obs.degraded:
+        set_condition(conditions, ConditionType.DEGRADED, ConditionStatus.TRUE, reason=Reason.COMPLETED_DEGRADED, message=DEGRADED_MESSAGE, **at)
+    else:
+        set_condition(conditions, ConditionType.DEGRADED, ConditionStatus.FALSE, reason=Reason.WITHIN_BUDGET if phase is Phase.SUCCEEDED else obs.reason, message="", **at)
+    suspended = phase is Phase.SUSPENDED
+    set_condition(conditions, ConditionType.SUSPENDED, _true_if(suspended), reason=obs.reason, message=obs.message if suspended else "", **at)
+
+
+DEGRADED_MESSAGE = "the published artifact misses the acceptance budget or fell back down the degrade ladder"
 
 
 def desired_status(previous: dict[str, Any], obs: Observation, *, generation: int, now: str) -> dict[str, Any]:
-    """The full status for this observation; lastTransitionTime only moves when a condition's status does."""
-    old_conditions = {c.get("type"): c for c in previous.get("conditions") or []}
-    conditions = []
-    for ctype, (cstatus, reason, message) in _condition_states(obs).items():
-        old = old_conditions.get(ctype)
-        since = old["lastTransitionTime"] if old and old.get("status") == cstatus.value and old.get("lastTransitionTime") else now
-        conditions.append(
-            {
-                "type": ctype.value if hasattr(ctype, "value") else ctype,
-                "status": cstatus.value,
-                "reason": reason,
-                "message": message[:1024],
-                "lastTransitionTime": since,
-                "observedGeneration": generation,
-            }
-        )
-    status: dict[str, Any] = {
+    """The full status for this observation, from a snapshot of the previous one."""
+    conditions = copy.deepcopy(list(previous.get("conditions") or []))
+    set_conditions(conditions, obs, generation=generation, now=now)
+    return {
         "phase": obs.phase.value,
         "observedGeneration": generation,
         "conditions": conditions,
@@ -228,23 +243,29 @@ def desired_status(previous: dict[str, Any], obs: Observation, *, generation: in
         "completionTime": obs.completion_time,
         "results": obs.results,
     }
-    return status
 
 
 def diff(previous: dict[str, Any], desired: dict[str, Any]) -> StatusChange:
-    """A merge patch of the status (None removes a field) and the Events for phase transitions."""
-    patch: dict[str, Any] = {}
-    for key, value in desired.items():
-        if previous.get(key) != value:
-            patch[key] = value
+    """A merge patch of the status (None removes a field) and the Events its transitions deserve."""
+    patch = {key: value for key, value in desired.items() if previous.get(key) != value}
     change = StatusChange(patch=patch)
-    if previous.get("phase") != desired.get("phase") or (
-        previous.get("observedGeneration") != desired.get("observedGeneration")
-    ):
-        phase = desired.get("phase")
-        kind = "Warning" if phase == Phase.FAILED.value else "Normal"
+    phase = desired.get("phase")
+    kind = "Warning" if phase == Phase.FAILED.value else "Normal"
+    moved = any(previous.get(k) != desired.get(k) for k in ("phase", "reason", "observedGeneration"))
+    if moved:
         change.events.append(Transition(kind, str(desired.get("reason")), f"{phase}: {desired.get('message', '')}"[:1024]))
+    elif (desired.get("attempts") or 0) > (previous.get("attempts") or 0) and desired.get("reason") == Reason.RETRYING:
+        change.events.append(Transition("Warning", Reason.RETRYING.value, str(desired.get("message", ""))[:1024]))
     return change
+
+
+def settle(previous: dict[str, Any], obs: Observation, *, generation: int) -> bool:
+    """Whether ``obs`` may replace ``previous``: a terminal status of this generation is final."""
+    return not (
+        previous.get("observedGeneration") == generation
+        and previous.get("phase") in (Phase.SUCCEEDED.value, Phase.FAILED.value)
+        and obs.phase not in (Phase.SUCCEEDED, Phase.FAILED)
+    )
 
 
 def invalid_spec(message: str) -> Observation:
@@ -256,4 +277,21 @@ def waiting_for_capacity(running: int, cap: int) -> Observation:
         phase=Phase.PENDING,
         reason=Reason.WAITING_FOR_CAPACITY,
         message=f"{running} quantizer Jobs are running, the operator's cap is {cap}; this job starts when one finishes",
+    )
+
+
+def job_forbidden(message: str) -> Observation:
+    return Observation(
+        phase=Phase.PENDING,
+        reason=Reason.JOB_FORBIDDEN,
+        message=f"the API server refused the quantizer Job (retried): {message}"[:1024],
+    )
+
+
+def job_rejected(message: str) -> Observation:
+    """A rendered Job the API server finds invalid: the spec slipped past the CRD (e.g. a bad affinity)."""
+    return Observation(
+        phase=Phase.FAILED,
+        reason=Reason.INVALID_SPEC,
+        message=f"the API server rejected the quantizer Job; fix the spec: {message}"[:1024],
     )

@@ -1,0 +1,194 @@
+"""QuantizationJob status from a batch Job and its pods: pure decisions, one patch, Events on transitions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgequant.api import v1alpha1 as api
+from edgequant.api.conditions import Phase, Reason
+from edgequant.api.exitcodes import ExitCode
+from edgequant.controller import status
+
+from .conftest import batch_job, failure_message, pod, success_message
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+def conditions(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in st["conditions"]}
+
+
+def test_fresh_job_without_pods_is_pending() -> None:
+    obs = status.observe_job(batch_job(), [])
+    assert obs.phase is Phase.PENDING and obs.reason == Reason.JOB_CREATED and obs.attempts == 0
+
+
+def test_running_pod_means_running() -> None:
+    obs = status.observe_job(batch_job(active=1, startTime=T0), [pod("mnist-g1-abcde", "Running")])
+    assert obs.phase is Phase.RUNNING and obs.reason == Reason.POD_RUNNING
+    assert obs.attempts == 1 and obs.start_time == T0 and "mnist-g1-abcde" in obs.message
+
+
+def test_completed_job_carries_the_worker_results() -> None:
+    job = batch_job(succeeded=1, startTime=T0, completionTime=T1, conditions=[("SuccessCriteriaMet", "CompletionsReached", ""), ("Complete", "CompletionsReached", "")])
+    obs = status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=success_message())])
+    assert obs.phase is Phase.SUCCEEDED and obs.reason == Reason.COMPLETED and not obs.degraded
+    assert obs.completion_time == T1 and obs.attempts == 1
+    assert obs.results is not None
+    assert obs.results["artifact"] == {"uri": "s3://b/out/m.dr.tflite", "sha256": "ab" * 32, "sizeBytes": 1234}
+    assert obs.results["compressionRatio"] == 4.05 and obs.results["sensitiveLayers"] == ["conv1", "dense_1"]
+    # The results are valid API status.
+    api.Results.model_validate(obs.results)
+
+
+def test_success_criteria_met_alone_is_not_yet_success() -> None:
+    """Job controllers >= 1.31 set SuccessCriteriaMet first and Complete once the pods are finalized."""
+    job = batch_job(succeeded=1, conditions=[("SuccessCriteriaMet", "CompletionsReached", "")])
+    obs = status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=success_message())])
+    assert obs.phase is Phase.RUNNING
+
+
+def test_degraded_success() -> None:
+    job = batch_job(succeeded=1, conditions=[("Complete", "CompletionsReached", "")])
+    obs = status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=success_message(degraded=True))])
+    assert obs.phase is Phase.SUCCEEDED and obs.reason == Reason.COMPLETED_DEGRADED and obs.degraded
+    st = status.desired_status({}, obs, generation=1, now=T1)
+    assert conditions(st)["Degraded"]["status"] == "True"
+    assert conditions(st)["Succeeded"]["status"] == "True"
+
+
+def test_failed_job_takes_reason_and_message_from_the_worker() -> None:
+    job = batch_job(failed=1, conditions=[("FailureTarget", "PodFailurePolicy", "x"), ("Failed", "PodFailurePolicy", "Container quantizer for pod p1 failed with exit code 11")])
+    msg = "calibration: 20 usable samples, fewer than calibration.minSamples=100 (fix: add samples)"
+    obs = status.observe_job(job, [pod("p1", "Failed", exit_code=11, message=failure_message(ExitCode.DATA_VALIDATION_FAILED, msg))])
+    assert obs.phase is Phase.FAILED and obs.reason == "DataValidationFailed" and obs.message == msg
+    assert obs.attempts == 1
+
+
+def test_failed_job_without_a_worker_result_falls_back_to_the_job_and_the_log_tail() -> None:
+    job = batch_job(failed=3, conditions=[("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")])
+    pods = [pod(f"p{i}", "Failed", created=f"2026-01-01T00:0{i}:00Z", exit_code=1, message=f"Traceback...\nRuntimeError: boom {i}") for i in range(3)]
+    obs = status.observe_job(job, pods)
+    assert obs.phase is Phase.FAILED and obs.reason == "BackoffLimitExceeded"
+    assert "backoff limit" in obs.message and "code 1" in obs.message and "boom 2" in obs.message
+    assert obs.attempts == 3
+
+
+def test_failed_job_with_no_pods_left() -> None:
+    job = batch_job(failed=1, conditions=[("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")])
+    obs = status.observe_job(job, [])
+    assert obs.phase is Phase.FAILED and obs.reason == "DeadlineExceeded" and "deadline" in obs.message
+
+
+def test_a_failed_attempt_while_the_job_retries() -> None:
+    pods = [pod("p1", "Failed", exit_code=13, message=failure_message(ExitCode.STORAGE_UNAVAILABLE, "s3 endpoint refused")), pod("p2", "Pending", created=T1)]
+    obs = status.observe_job(batch_job(failed=1, active=1, backoff_limit=2), pods)
+    assert obs.phase is Phase.RUNNING and obs.reason == Reason.RETRYING
+    assert "StorageUnavailable" in obs.message and "backoffLimit 2" in obs.message and obs.attempts == 2
+
+
+def test_a_failed_attempt_the_job_is_about_to_fail_for_is_not_called_a_retry() -> None:
+    job = batch_job(failed=1, conditions=[("FailureTarget", "PodFailurePolicy", "")])
+    obs = status.observe_job(job, [pod("p1", "Failed", exit_code=10, message=failure_message(ExitCode.INVALID_INPUT, "no model"))])
+    assert obs.phase is Phase.RUNNING and "retrying" not in obs.message
+
+
+def test_suspended_job() -> None:
+    obs = status.observe_job(batch_job(suspend=True), [])
+    assert obs.phase is Phase.SUSPENDED
+    st = status.desired_status({}, obs, generation=2, now=T0)
+    assert conditions(st)["Suspended"]["status"] == "True" and st["phase"] == "Suspended"
+
+
+def test_garbage_termination_message_is_not_a_result() -> None:
+    assert status.worker_result(pod("p", "Failed", exit_code=1, message="Segmentation fault")) is None
+    assert status.worker_result(pod("p", "Running")) is None
+
+
+def test_desired_status_has_metav1_conditions_for_every_type() -> None:
+    obs = status.observe_job(batch_job(active=1, startTime=T0), [pod("p1", "Running")])
+    st = status.desired_status({}, obs, generation=4, now=T0)
+    conds = conditions(st)
+    assert set(conds) == {"Running", "Succeeded", "Failed", "Degraded", "Suspended"}
+    for cond in conds.values():
+        assert set(cond) == {"type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"}
+        assert cond["observedGeneration"] == 4 and cond["lastTransitionTime"] == T0
+        assert cond["reason"][0].isupper() and " " not in cond["reason"]
+    assert conds["Running"]["status"] == "True" and conds["Succeeded"]["status"] == "Unknown" and conds["Failed"]["status"] == "False"
+    assert st["observedGeneration"] == 4 and st["phase"] == "Running" and st["attempts"] == 1
+    api.QuantizationJobStatus.model_validate(st)
+
+
+def test_last_transition_time_moves_only_when_the_condition_status_does() -> None:
+    running = status.observe_job(batch_job(active=1), [pod("p1", "Running")])
+    first = status.desired_status({}, running, generation=1, now=T0)
+    again = status.desired_status(first, running, generation=1, now=T1)
+    assert again == first
+    done = status.observe_job(batch_job(succeeded=1, conditions=[("Complete", "CompletionsReached", "")]), [pod("p1", "Succeeded", exit_code=0, message=success_message())])
+    final = conditions(status.desired_status(first, done, generation=1, now=T1))
+    assert final["Running"]["status"] == "False" and final["Running"]["lastTransitionTime"] == T1
+    assert final["Failed"]["lastTransitionTime"] == T0  # False before, False now
+
+
+def test_set_condition_replaces_by_type() -> None:
+    conds: list[dict[str, Any]] = []
+    status.set_condition(conds, status.ConditionType.FAILED, status.ConditionStatus.FALSE, reason="A", message="", generation=1, now=T0)
+    status.set_condition(conds, status.ConditionType.FAILED, status.ConditionStatus.TRUE, reason="B", message="m", generation=2, now=T1)
+    assert conds == [{"type": "Failed", "status": "True", "reason": "B", "message": "m", "lastTransitionTime": T1, "observedGeneration": 2}]
+
+
+def test_diff_patches_only_what_changed_and_posts_events_on_transitions() -> None:
+    pending = status.desired_status({}, status.observe_job(batch_job(), []), generation=1, now=T0)
+    change = status.diff({}, pending)
+    assert change.changed and change.patch == {k: v for k, v in pending.items() if v is not None}
+    assert [(e.type, e.reason) for e in change.events] == [("Normal", "JobCreated")]
+
+    assert not status.diff(pending, dict(pending)).changed
+
+    running = status.desired_status(pending, status.observe_job(batch_job(active=1), [pod("p1", "Running")]), generation=1, now=T1)
+    change = status.diff(pending, running)
+    assert "results" not in change.patch and change.patch["phase"] == "Running"
+    assert [e.reason for e in change.events] == ["PodRunning"]
+
+    failed_obs = status.observe_job(batch_job(failed=1, conditions=[("Failed", "PodFailurePolicy", "")]), [pod("p1", "Failed", exit_code=12, message=failure_message(ExitCode.ACCEPTANCE_FAILED, "drop 0.2 > 0.01"))])
+    failed = status.desired_status(running, failed_obs, generation=1, now=T1)
+    events = status.diff(running, failed).events
+    assert [(e.type, e.reason) for e in events] == [("Warning", "AcceptanceFailed")] and "drop 0.2" in events[0].message
+
+
+def test_each_retry_posts_a_warning() -> None:
+    first = status.observe_job(batch_job(failed=1, active=1), [pod("p1", "Failed", exit_code=1, message="x"), pod("p2", "Pending", created=T1)])
+    prev = status.desired_status({}, first, generation=1, now=T0)
+    second = status.observe_job(
+        batch_job(failed=2, active=1),
+        [pod("p1", "Failed", exit_code=1, message="x"), pod("p2", "Failed", created=T1, exit_code=1, message="y"), pod("p3", "Pending", created="2026-01-01T00:09:00Z")],
+    )
+    change = status.diff(prev, status.desired_status(prev, second, generation=1, now=T1))
+    assert [(e.type, e.reason) for e in change.events] == [("Warning", "Retrying")]
+
+
+def test_a_new_generation_is_a_transition_even_in_the_same_phase() -> None:
+    obs = status.observe_job(batch_job(), [])
+    g1 = status.desired_status({}, obs, generation=1, now=T0)
+    change = status.diff(g1, status.desired_status(g1, obs, generation=2, now=T1))
+    assert change.patch["observedGeneration"] == 2 and len(change.events) == 1
+
+
+def test_a_terminal_status_of_the_same_generation_is_final() -> None:
+    done = status.observe_job(batch_job(succeeded=1, conditions=[("Complete", "CompletionsReached", "")]), [pod("p1", "Succeeded", exit_code=0, message=success_message())])
+    final = status.desired_status({}, done, generation=1, now=T0)
+    stale = status.observe_job(batch_job(active=1), [pod("p1", "Running")])
+    assert not status.settle(final, stale, generation=1)
+    assert status.settle(final, stale, generation=2)
+    assert status.settle(final, done, generation=1)
+
+
+def test_invalid_spec_and_capacity_observations() -> None:
+    st = status.desired_status({}, status.invalid_spec("spec.method: bad"), generation=1, now=T0)
+    assert st["phase"] == "Failed" and conditions(st)["Failed"]["reason"] == "InvalidSpec" and st["message"] == "spec.method: bad"
+    wait = status.desired_status({}, status.waiting_for_capacity(5, 5), generation=1, now=T0)
+    assert wait["phase"] == "Pending" and wait["reason"] == "WaitingForCapacity" and "5" in wait["message"]
+    rejected = status.desired_status({}, status.job_rejected('Job.batch "x" is invalid: affinity'), generation=1, now=T0)
+    assert rejected["phase"] == "Failed" and rejected["reason"] == "InvalidSpec" and "affinity" in rejected["message"]
+    forbidden = status.desired_status({}, status.job_forbidden("exceeded quota"), generation=1, now=T0)
+    assert forbidden["phase"] == "Pending" and forbidden["reason"] == "JobForbidden"
