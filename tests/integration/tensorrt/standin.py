@@ -392,7 +392,8 @@ def make_tensorrt(version: str, memory: DeviceMemory) -> types.ModuleType:
                 break
             seen.append(memory.view(int(pointers[0]), np.float32, shape).copy())
         if not seen:
-            raise RuntimeError("calibration failure: the calibrator provided no batches")
+            log.log(Severity.ERROR, "Calibration failure occurred with no scaling factors detected")
+            return {"calibration": "failed", "batches": 0}
         data = np.concatenate(seen)
         scale_in = float(np.abs(data).max()) / 127.0
         table = CalibrationTable(version=number, algorithm=header.split("-", 2)[2], scales={tensor.name: scale_in})
@@ -434,6 +435,8 @@ def make_tensorrt(version: str, memory: DeviceMemory) -> types.ModuleType:
                     self._logger.log(Severity.ERROR, "INT8 calibration of a dynamic network needs a calibration profile")
                     return None
                 record.update(_calibrate(network, config, self._logger))
+                if record["calibration"] == "failed":
+                    return None
             shapes = config.profiles[0].shapes[tensor.name] if dynamic else (tensor.shape,) * 3
             record["profile"] = shapes
             plan = {"onnx": network.onnx_path, "input": tensor.name, "shapes": shapes, "outputs": network.outputs,
