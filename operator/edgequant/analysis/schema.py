@@ -133,3 +133,45 @@ class AnalysisReport(ApiModel):
     mixed_precision: MixedPrecisionReport | None = Field(None, description="Layers kept in float and what that bought.")
     gate: GateReport | None = Field(None, description="The acceptance verdict and the degrade ladder.")
     diagnostics: DiagnosticsReport | None = Field(None, description="FP32 vs quantized output checks with fixes.")
+
+
+#: The models docs/analysis.md documents, in its order.
+DOCUMENTED = (
+    AnalysisReport, SensitivityReport, LayerSensitivity, RankingAgreement, MixedPrecisionReport,
+    GateReport, Trial, DiagnosticsReport, OutputComparison, Finding, Histogram,
+)
+
+
+def markdown_tables() -> str:
+    """The schema tables of docs/analysis.md (``python -m edgequant.analysis.schema`` prints them)."""
+    import enum
+    import types
+    import typing
+
+    from pydantic.alias_generators import to_camel
+
+    def name(t: object) -> str:
+        origin = typing.get_origin(t)
+        if origin in (typing.Union, types.UnionType):
+            args = typing.get_args(t)
+            return " or ".join(name(a) for a in args if a is not type(None)) + (" (optional)" if type(None) in args else "")
+        if origin is list:
+            return f"list of {name(typing.get_args(t)[0])}"
+        if origin is dict:
+            return "object"
+        if origin is typing.Literal:
+            return " / ".join(f"`{a}`" for a in typing.get_args(t))
+        if isinstance(t, type) and issubclass(t, enum.Enum):
+            return " / ".join(f"`{m.value}`" for m in t)
+        return getattr(t, "__name__", str(t))
+
+    out = []
+    for model in DOCUMENTED:
+        out += [f"#### {model.__name__}", "", "| field | type | meaning |", "|---|---|---|"]
+        out += [f"| `{to_camel(n)}` | {name(f.annotation)} | {f.description or ''} |" for n, f in model.model_fields.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown_tables())
