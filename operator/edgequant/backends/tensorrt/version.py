@@ -1,10 +1,11 @@
 """Which TensorRT Python API generation to drive, chosen from the installed version. Pure, except ``installed_version``.
 
-Supported: 8.6-8.x and 10.x. 8.6 is the oldest release whose name-based tensor
-API (``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``) both
-generations share; 9.x were limited releases; 11.x removed the weakly typed
-builder flags (FP16, INT8, precision constraints) and the INT8 calibrators that
-this backend's FP16, implicit INT8 and mixed paths are built on.
+Supported: 8.6-8.x and 10.x. Both run engines through the name-based tensor API
+(``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``, new in
+8.5), and 8.6 is the oldest release the calls here were checked against; 9.x
+were limited releases; 11.x removed the weakly typed builder flags (FP16, INT8,
+precision constraints) and the INT8 calibrators that this backend's FP16,
+implicit INT8 and mixed paths are built on.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def api_generation(version: TensorRTVersion) -> ApiGeneration:
     if version.major == 10:
         return ApiGeneration.TRT10
     if version.major < 8 or version.major == 8:
-        reason = "it predates the name-based tensor API (8.5) this backend uses for both generations"
+        reason = "it is older than 8.6, the oldest TensorRT whose Python API this backend was checked against"
     elif version.major == 9:
         reason = "9.x were limited releases; TensorRT 10 replaced them"
     else:

@@ -50,7 +50,7 @@ def test_supported_versions_pick_their_api_path(version: str, generation: ApiGen
 
 @pytest.mark.parametrize(
     ("version", "reason"),
-    [("8.5.3", "name-based tensor API"), ("7.2.3", "name-based tensor API"), ("9.3.0", "limited releases"), ("11.0.0", "removed the FP16/INT8 builder flags")],
+    [("8.5.3", "older than 8.6"), ("7.2.3", "older than 8.6"), ("9.3.0", "limited releases"), ("11.0.0", "removed the FP16/INT8 builder flags")],
 )
 def test_unsupported_versions_fail_with_reason_and_fix(version: str, reason: str) -> None:
     with pytest.raises(UnsupportedTensorRTError) as info:
