@@ -1,12 +1,15 @@
 """The FP32 source model: load Keras (.keras/.h5) or SavedModel, check its input, export a SavedModel to convert.
 
-Conversion always goes through a SavedModel (Keras' ``model.export``): it is
-about twice as fast as ``from_keras_model`` and is the one path both input
-formats share.
+Conversion always goes through a SavedModel, the one path both input formats
+share. Keras models are exported once per run (the baseline and the
+quantized conversions reuse it) the way ``TFLiteConverter.from_keras_model``
+exports them internally: one ``serve`` endpoint calling the model with
+``training=False``, so BatchNormalization and Dropout run in inference mode.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,9 +60,19 @@ def load_source(path: Path, *, fmt: api.ModelFormat, workdir: Path) -> SourceMod
         raise InvalidInputError(f"{path.name}: the model has {len(model.inputs)} inputs; edgequant quantizes single-input vision models")
     export_dir = workdir / "fp32-savedmodel"
     if not (export_dir / "saved_model.pb").is_file():
-        model.export(str(export_dir), format="tf_saved_model", verbose=False)
+        export_inference_savedmodel(model, export_dir)
     shape = tuple(model.inputs[0].shape)
     return SourceModel(path=path, format=fmt, saved_model_dir=export_dir, input_shape=shape, keras_model=model)
+
+
+def export_inference_savedmodel(model: Any, export_dir: Path) -> None:
+    """Write ``model`` as a SavedModel with one ``serve`` endpoint in inference mode."""
+    tf, keras = import_tf(), import_keras()
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    signature = [tf.TensorSpec(t.shape, dtype=t.dtype, name=t.name) for t in model.inputs]
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False), signature)
+    archive.write_out(str(export_dir), verbose=False)
 
 
 def check_input_shape(source: SourceModel, contract: api.InputContract) -> None:
