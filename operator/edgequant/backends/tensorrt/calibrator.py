@@ -186,8 +186,8 @@ class CalibrationSession:
     error: Exception | None = None
     fed: list[int] = field(default_factory=list)
     """Real samples in each batch handed to TensorRT."""
-    _iter: Iterator[HostBatch] | None = None
-    _buffer: DeviceBuffer | None = None
+    _iter: Iterator[HostBatch] | None = field(default=None, init=False, repr=False)
+    _buffer: DeviceBuffer | None = field(default=None, init=False, repr=False)
 
     @property
     def expected_batches(self) -> int:
