@@ -55,7 +55,10 @@ app.kubernetes.io/part-of: edgequant
 {{- default (include "edgequant.fullname" .) .Values.peering.name }}
 {{- end }}
 
-{{/* The operator's settings as EDGEQUANT_OPERATOR_* env (edgequant.controller.settings; docs/operator.md). */}}
+{{/*
+The operator's settings as EDGEQUANT_OPERATOR_* env (edgequant.controller.settings). Not set here: PEERING_PRIORITY,
+which each replica draws at random (one value for all replicas would make them tie and all stand by).
+*/}}
 {{- define "edgequant.operatorEnv" -}}
 - name: POD_ID  # kopf's identity in the peering object
   valueFrom:
@@ -93,6 +96,8 @@ app.kubernetes.io/part-of: edgequant
   value: {{ ternary .Values.metrics.port 0 .Values.metrics.enabled | quote }}
 - name: EDGEQUANT_OPERATOR_LOG_FORMAT
   value: {{ .Values.operator.logFormat | quote }}
+- name: EDGEQUANT_OPERATOR_WORKERS
+  value: {{ .Values.operator.workers | quote }}
 {{- end }}
 
 {{/* {"tflite": "repo:tag", ...} for EDGEQUANT_OPERATOR_IMAGES. */}}
