@@ -37,3 +37,5 @@ lua:
 	  { apt-get update -qq && apt-get install -y -qq lua5.1 lua5.4; }
 
 test: lua
+# tests/unit/chart drives the real helm, kubectl and Lua interpreters.
+test-unit: lua cluster-bins
