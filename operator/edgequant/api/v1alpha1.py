@@ -135,7 +135,8 @@ FORMATS_BY_METHOD: dict[Method, frozenset[ModelFormat]] = {
         for m in METHOD_FAMILY
         if METHOD_FAMILY[m] is MethodFamily.TFLITE
     },
-    Method.TORCH_QAT: frozenset({ModelFormat.TORCHSCRIPT, ModelFormat.TORCH_EXPORT}),
+    # PT2E QAT needs an exported graph: a TorchScript module cannot be re-traced by torch.export.
+    Method.TORCH_QAT: frozenset({ModelFormat.TORCH_EXPORT}),
     Method.ONNX_DYNAMIC: frozenset({ModelFormat.ONNX}),
     Method.ONNX_STATIC: frozenset({ModelFormat.ONNX}),
     Method.TENSORRT_FP16: frozenset({ModelFormat.ONNX}),
@@ -238,6 +239,21 @@ class CalibrationDevice(enum.StrEnum):
 class PrecisionConstraints(enum.StrEnum):
     OBEY = "obey"
     PREFER = "prefer"
+
+
+class OnnxQuantType(enum.StrEnum):
+    """8-bit integer type of quantized ONNX tensors."""
+
+    INT8 = "int8"
+    UINT8 = "uint8"
+
+
+class ReduceRange(enum.StrEnum):
+    """Whether 8-bit quantization keeps one bit of headroom (7-bit values) against int8 overflow on x86."""
+
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
 
 
 class Accelerator(enum.StrEnum):
@@ -494,6 +510,22 @@ class TensorRTOptions(ApiModel):
     workspace_mib: int = Field(2048, ge=16, le=1048576, description="Builder workspace memory pool limit in MiB.")
 
 
+class OnnxOptions(ApiModel):
+    """How onnx-dynamic and onnx-static quantize with ONNX Runtime (reduceRange also applies to torch-qat); ignored by the other methods."""
+
+    per_channel: bool = Field(True, description="One weight scale per output channel instead of one per tensor: more accurate for CNNs, slightly slower on CPU. Needs opset >= 13.")
+    reduce_range: ReduceRange = Field(ReduceRange.AUTO, description="7-bit quantization against overflow in the u8s8 int8 kernels of x86 CPUs without VNNI/AMX (ONNX Runtime: weights; torch-qat: activations). auto: on when the worker's CPU lacks VNNI and AMX, off otherwise; always / never: as stated. The report says what was chosen and why.")
+    weight_type: OnnxQuantType = Field(OnnxQuantType.INT8, description="Type of quantized weights: int8 (recommended for CPUs) or uint8.")
+    activation_type: OnnxQuantType = Field(OnnxQuantType.UINT8, description="Type of quantized activations (onnx-static; onnx-dynamic quantizes activations to uint8 at run time): uint8 (recommended for x86 CPUs) or int8. int8 activations need int8 weights.")
+    preprocess: bool = Field(True, description="Run ONNX Runtime's recommended pre-processing first (symbolic and ONNX shape inference, basic graph optimization such as folding BatchNorm into Conv). mixedPrecision.pinnedLayers then name nodes of the pre-processed model.")
+
+    @model_validator(mode="after")
+    def _supported_pair(self) -> "OnnxOptions":
+        if self.activation_type is OnnxQuantType.INT8 and self.weight_type is OnnxQuantType.UINT8:
+            raise ValueError("activationType int8 with weightType uint8 is not a format ONNX Runtime runs: use weightType int8, or activationType uint8")
+        return self
+
+
 class Execution(ApiModel):
     image: str | None = Field(None, description="Override of the quantizer image chosen by the operator for the method.")
     backoff_limit: int = Field(2, ge=0, le=20, description="Retries of the quantizer pod for retriable failures.")
@@ -515,6 +547,7 @@ class QuantizationJobSpec(ApiModel):
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Placement of the quantizer pod.")
     execution: Execution = Field(default_factory=Execution, description="Image and batch Job knobs.")
     tensorrt: TensorRTOptions = Field(default_factory=TensorRTOptions, description="TensorRT engine build options (tensorrt-* methods only).")
+    onnx: OnnxOptions = Field(default_factory=OnnxOptions, description="ONNX Runtime quantization options (onnx-dynamic, onnx-static; reduceRange also torch-qat).")
     suspend: bool = Field(False, description="Create the batch Job suspended (or suspend a running one).")
 
     @model_validator(mode="after")
@@ -587,10 +620,10 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
         cel=(
             "!has(self.model.format) || "
             "(self.method.startsWith('tflite-') && self.model.format in ['keras', 'h5', 'savedmodel']) || "
-            "(self.method == 'torch-qat' && self.model.format in ['torchscript', 'torch-export']) || "
+            "(self.method == 'torch-qat' && self.model.format == 'torch-export') || "
             "(!self.method.startsWith('tflite-') && self.method != 'torch-qat' && self.model.format == 'onnx')"
         ),
-        message="model format does not fit the method: tflite-* take keras/h5/savedmodel, torch-qat takes torchscript/torch-export, onnx-* and tensorrt-* take onnx",
+        message="model format does not fit the method: tflite-* take keras/h5/savedmodel, torch-qat takes torch-export (a .pt2 file from torch.export.save, not TorchScript), onnx-* and tensorrt-* take onnx",
         check=_fmt_ok,
     ),
 )
