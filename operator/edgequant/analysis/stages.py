@@ -131,7 +131,9 @@ def sensitivity(ctx: Any, hooks: WorkerHooks) -> None:
         return
     tool = _tool(ctx, hooks)
     if tool is None:
-        ctx.notes.append(f"per-layer sensitivity skipped: {ctx.analysis.tool_problem}")
+        ctx.log(f"sensitivity skipped: {ctx.analysis.tool_problem}")
+        if mp.mode is not api.MixedPrecisionMode.OFF or mp.sensitivity is api.SensitivityMode.EXHAUSTIVE:
+            ctx.notes.append(f"per-layer sensitivity skipped: {ctx.analysis.tool_problem}")
         return
     fast = _fast(ctx, tool)
     report = fast
