@@ -232,7 +232,8 @@ def test_service_account_gets_exactly_its_grant(k8s_cluster: Cluster, namespace:
 
 
 def test_cluster_wide_install_grants_no_secrets_anywhere(k8s_cluster: Cluster, namespace: str, release: str) -> None:
-    helm(k8s_cluster, "install", release, str(CHART), "--namespace", namespace, "--set", "replicaCount=0", *ports())
+    installed = helm(k8s_cluster, "install", release, str(CHART), "--namespace", namespace, "--set", "replicaCount=0", *ports())
+    assert "serves QuantizationJobs in every namespace" in installed.stdout  # NOTES.txt
     sa = f"system:serviceaccount:{namespace}:{release}-edgequant"
     wait_for("the ClusterRoleBinding to take effect", lambda: can_i(k8s_cluster, sa, "watch", CRD_NAME, None), timeout=30)
     for verb, resource in [("list", CRD_NAME), ("patch", f"{CRD_NAME}/status"), ("create", "jobs.batch"), ("watch", "pods")]:
