@@ -11,6 +11,8 @@ padded batches the GPU calibrator would get, so the manifest describes either.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,22 +32,32 @@ _ORT_METHODS = {
 }
 
 
-def _reader(batches: Batches, *, input_name: str, batch_size: int, sample_shape: Sequence[int]) -> Any:
-    from onnxruntime.quantization import CalibrationDataReader
+class _OneBatchReader:
+    """ONNX Runtime's CalibrationDataReader protocol over the padded batches, one batch per ``collect_data`` call.
 
-    class FixedBatchReader(CalibrationDataReader):  # type: ignore[misc]
-        """Hands ONNX Runtime the padded calibration batches, once."""
+    ORT's histogram calibrators (entropy, percentile) keep every intermediate
+    tensor of the batches one call gives them; feeding one batch per call
+    merges histograms as they grow, so memory stays one batch whatever the set.
+    """
 
-        def __init__(self) -> None:
-            self._iter: Iterator[Any] = fixed_batches(
-                (x for x, _ in batches), batch_size=batch_size, sample_shape=sample_shape
-            )
+    def __init__(self, batches: Batches, *, input_name: str, batch_size: int, sample_shape: Sequence[int]) -> None:
+        self._iter: Iterator[Any] = fixed_batches((x for x, _ in batches), batch_size=batch_size, sample_shape=sample_shape)
+        self._input_name = input_name
+        self._next = next(self._iter, None)
+        self._given = False
 
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            batch = next(self._iter, None)
-            return None if batch is None else {input_name: batch.data}
+    @property
+    def exhausted(self) -> bool:
+        return self._next is None
 
-    return FixedBatchReader()
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next is None or self._given:
+            self._given = False
+            return None
+        feed = {self._input_name: self._next.data}
+        self._next = next(self._iter, None)
+        self._given = True
+        return feed
 
 
 def _extra_options(algorithm: api.CalibrationAlgorithm, percentile: float) -> dict[str, Any]:
@@ -56,7 +68,7 @@ def _extra_options(algorithm: api.CalibrationAlgorithm, percentile: float) -> di
     return options
 
 
-def ort_ranges(
+def collect_ranges(
     *,
     model_path: Path,
     batches: Batches,
@@ -66,8 +78,8 @@ def ort_ranges(
     algorithm: api.CalibrationAlgorithm,
     percentile: float,
     workdir: Path,
-) -> dict[str, tuple[float, float]]:
-    """[min, max] of every float activation (ONNX tensor names = TensorRT tensor names), from ONNX Runtime on the CPU."""
+) -> Any:
+    """ONNX Runtime's TensorsData for every float tensor (ONNX tensor names = TensorRT tensor names), on the CPU."""
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -78,9 +90,17 @@ def ort_ranges(
         calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[algorithm]),
         extra_options=_extra_options(algorithm, percentile),
     )
-    calibrator.collect_data(_reader(batches, input_name=input_name, batch_size=batch_size, sample_shape=sample_shape))
+    reader = _OneBatchReader(batches, input_name=input_name, batch_size=batch_size, sample_shape=sample_shape)
+    with contextlib.redirect_stdout(sys.stderr):  # ORT's histogram calibrators print progress
+        while not reader.exhausted:
+            calibrator.collect_data(reader)
+        return calibrator.compute_data()
+
+
+def ort_ranges(**kwargs: Any) -> dict[str, tuple[float, float]]:
+    """[min, max] per tensor from ``collect_ranges`` (same keyword arguments)."""
     ranges: dict[str, tuple[float, float]] = {}
-    for name, data in calibrator.compute_data().items():
+    for name, data in collect_ranges(**kwargs).items():
         low, high = data.range_value
         ranges[name] = (float(np.min(low)), float(np.max(high)))
     return ranges
@@ -127,21 +147,26 @@ def quantize_qdq_for_tensorrt(
     does not take); nodes pinned to higher precision are left without Q/DQ.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
 
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    extra: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}
-    if algorithm is api.CalibrationAlgorithm.PERCENTILE:
-        extra["CalibPercentile"] = percentile
+    ranges = collect_ranges(
+        model_path=model_path, batches=batches, input_name=input_name, batch_size=batch_size,
+        sample_shape=sample_shape, algorithm=algorithm, percentile=percentile, workdir=output_path.parent / "qdq-calibration",
+    )
+    ranges_path = output_path.with_suffix(".ranges.json")
+    save_tensors_data(ranges, ranges_path)
     quantize_static(
         str(model_path),
         str(output_path),
-        _reader(batches, input_name=input_name, batch_size=batch_size, sample_shape=sample_shape),
+        None,
         quant_format=QuantFormat.QDQ,
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
         per_channel=True,
         calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[algorithm]),
+        calibration_cache_path=str(ranges_path),
         nodes_to_exclude=list(nodes_to_exclude),
-        extra_options=extra,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
     )
     return output_path
