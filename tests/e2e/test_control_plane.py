@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -110,7 +111,7 @@ def test_job_runs_to_completion(k8s_cluster: Cluster, namespace: str, core, batc
 import json, os, pathlib
 mounts = json.loads(os.environ["EDGEQUANT_MOUNTS"])
 cfg = json.loads(pathlib.Path(os.environ["CONFIG_FILE"]).read_text())
-secret = pathlib.Path(mounts["/etc/creds"], "key").read_text()
+secret = pathlib.Path(mounts["/etc/" + "creds"], "key").read_text()  # split: not rewritten
 rootfs_view = pathlib.Path(os.environ["EDGEQUANT_ROOTFS"], "etc/settings/config.json").read_text()
 pathlib.Path(os.environ["WORK"], "out.txt").write_text("done")
 summary = {"mode": os.environ["MODE"], "key": os.environ["KEY"], "pod": os.environ["POD_NAME"],
@@ -442,6 +443,88 @@ def test_start_error_fails_the_pod(namespace: str, core):
     term = pod.status.container_statuses[0].state.terminated
     assert term.exit_code == 128 and term.reason == "StartError"
     assert "executable file not found" in term.message
+
+
+def test_init_container_and_service_account_token(k8s_cluster: Cluster, namespace: str, core):
+    """An init container prepares a file; the main container reads it and talks to the API
+    server in-cluster with the projected service-account token the admission plugin mounted."""
+    init = py("prepare", "import pathlib; pathlib.Path('/shared/ready').write_text('prepared')",
+              volumeMounts=[{"name": "shared", "mountPath": "/shared"}])
+    code = r"""
+import json, os, pathlib, ssl, urllib.request
+sa = pathlib.Path(os.environ["EDGEQUANT_ROOTFS"], "var/run/secrets/kubernetes.io/serviceaccount")
+ctx = ssl.create_default_context(cafile=str(sa / "ca.crt"))
+url = "https://%s:%s/apis/authentication.k8s.io/v1/selfsubjectreviews" % (
+    os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+req = urllib.request.Request(url, method="POST", data=json.dumps(
+    {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}).encode(), headers={
+    "Authorization": "Bearer " + (sa / "token").read_text(), "Content-Type": "application/json"})
+user = json.load(urllib.request.urlopen(req, context=ctx))["status"]["userInfo"]["username"]
+ready = pathlib.Path("/shared/ready").read_text()
+namespace = (sa / "namespace").read_text()
+open(os.environ["EDGEQUANT_TERMINATION_LOG"], "w").write(json.dumps([ready, user, namespace]))
+"""
+    main = py("main", code, volumeMounts=[{"name": "shared", "mountPath": "/shared"}])
+    core.create_namespaced_pod(namespace, {
+        "metadata": {"name": "init-and-token"},
+        "spec": {"restartPolicy": "Never", "initContainers": [init], "containers": [main],
+                 "volumes": [{"name": "shared", "emptyDir": {}}]}})
+    pod = wait_for("the pod to finish", lambda: (
+        p := core.read_namespaced_pod("init-and-token", namespace)).status.phase in
+        ("Succeeded", "Failed") and p)
+    assert pod.status.phase == "Succeeded", pod.status
+    assert pod.status.init_container_statuses[0].state.terminated.exit_code == 0
+    message = json.loads(pod.status.container_statuses[0].state.terminated.message)
+    assert message == ["prepared", f"system:serviceaccount:{namespace}:default", namespace]
+
+
+def test_missing_secret_waits_like_a_kubelet(namespace: str, core):
+    """A container whose env needs a Secret that does not exist yet waits in
+    CreateContainerConfigError and starts once the Secret appears."""
+    core.create_namespaced_pod(namespace, {
+        "metadata": {"name": "needs-secret"},
+        "spec": {"restartPolicy": "Never", "containers": [py(
+            "main", "import os; open(os.environ['EDGEQUANT_TERMINATION_LOG'], 'w')"
+                    ".write(os.environ['PASSWORD'])",
+            env=[{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "late",
+                                                                     "key": "password"}}}])]}})
+
+    def waiting_reason():
+        pod = core.read_namespaced_pod("needs-secret", namespace)
+        statuses = pod.status.container_statuses or []
+        return statuses and statuses[0].state.waiting and statuses[0].state.waiting.reason
+
+    assert wait_for("CreateContainerConfigError", lambda: waiting_reason() ==
+                    "CreateContainerConfigError")
+    assert core.read_namespaced_pod("needs-secret", namespace).status.phase == "Pending"
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "late"},
+                                              "stringData": {"password": "hunter2"}})
+    pod = wait_for("the pod to succeed", lambda: (
+        p := core.read_namespaced_pod("needs-secret", namespace)).status.phase == "Succeeded" and p)
+    assert pod.status.container_statuses[0].state.terminated.message == "hunter2"
+
+
+def test_helm_targets_the_server_version(k8s_cluster: Cluster, tmp_path: Path):
+    chart = tmp_path / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: '>=1.30.0-0'\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: probe}\n"
+        "data: {kube: '{{ .Capabilities.KubeVersion.Version }}'}\n")
+    helm = str(k8s_cluster.helm)
+    assert "v3." in subprocess.run([helm, "version", "--short"], capture_output=True, text=True,
+                                   check=True).stdout
+    server_minor = k8s_cluster.server_version.split(".")[1]
+    # Offline rendering assumes the minor helm was stamped with: ours.
+    out = subprocess.run([helm, "template", "probe", str(chart)], capture_output=True, text=True,
+                         check=True, env=k8s_cluster.env()).stdout
+    assert f"kube: 'v1.{server_minor}.0'" in out or f"kube: v1.{server_minor}.0" in out, out
+    # Against the server, helm sees the real version.
+    out = subprocess.run([helm, "template", "probe", str(chart), "--validate"],
+                         capture_output=True, text=True, check=True,
+                         env=k8s_cluster.env()).stdout
+    assert k8s_cluster.server_version in out, out
 
 
 # ------------------------------------------------------------------------------------- helpers

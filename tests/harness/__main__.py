@@ -25,7 +25,7 @@ DEFAULT_STATE = REPO_ROOT / ".cache" / "cluster"
 
 def _exports(c: Cluster) -> str:
     return (f"export KUBECONFIG={shlex.quote(str(c.kubeconfig))}\n"
-            f"export PATH={shlex.quote(str(c.bin_dir))}:\"$PATH\"\n")
+            f"export PATH={':'.join(shlex.quote(str(p)) for p in c.path_dirs)}:\"$PATH\"\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -93,13 +93,16 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """preexec_fn: the child gets SIGKILL when the process that started it dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+def _die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
+    """preexec_fn: the child gets ``sig`` when the process that started it dies. The node gets
+    SIGTERM, so that it can still stop the containers it started."""
+    def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, sig)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+    return preexec
 
 
 def _pid_alive(pid: int) -> bool:
@@ -213,6 +216,21 @@ class Cluster:
         return self.binaries["kubectl"].parent if self.binaries else TOOLS_BIN
 
     @property
+    def path_dirs(self) -> list[Path]:
+        """Folders to put first on PATH: where the binaries were found, then ``.tools/bin``
+        (helm lives there even when KUBEBUILDER_ASSETS provides the rest)."""
+        dirs: list[Path] = []
+        for p in [*(b.parent for b in self.binaries.values()), TOOLS_BIN]:
+            if p not in dirs:
+                dirs.append(p)
+        return dirs
+
+    @property
+    def helm(self) -> Path:
+        """The helm binary (``$KUBEBUILDER_ASSETS``, ``.tools/bin`` or ``$PATH``)."""
+        return find_binaries(["helm"])["helm"]
+
+    @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.ports['apiserver']}"
 
@@ -228,7 +246,7 @@ class Cluster:
         """Environment for a command that should talk to this cluster (KUBECONFIG and PATH)."""
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.kubeconfig)
-        env["PATH"] = f"{self.bin_dir}{os.pathsep}{env.get('PATH', '')}"
+        env["PATH"] = os.pathsep.join([*map(str, self.path_dirs), env.get("PATH", "")])
         return env
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
@@ -408,7 +426,8 @@ class Cluster:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 cwd=cwd or self.state_dir, env=env, start_new_session=True,
-                preexec_fn=None if self.detached else _die_with_parent)
+                preexec_fn=None if self.detached else _die_with_parent(
+                    signal.SIGTERM if name == "node" else signal.SIGKILL))
         self.components[name] = Component(name, argv, log, proc, proc.pid)
         self._save_state()
 
@@ -486,6 +505,7 @@ class Cluster:
             "ports": self.ports,
             "kubeconfig": str(self.kubeconfig),
             "bin_dir": str(self.bin_dir),
+            "path_dirs": [str(p) for p in self.path_dirs],
             "components": {c.name: {"pid": c.pid, "log": str(c.log)}
                            for c in self.components.values()},
         }

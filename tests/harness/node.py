@@ -22,8 +22,8 @@ these mappings (tests/harness/README.md has the full contract):
   ``EDGEQUANT_ROOTFS`` (prefix any absolute container path with it), ``EDGEQUANT_MOUNTS`` (JSON:
   container path -> host path) and ``EDGEQUANT_TERMINATION_LOG`` (the host file behind
   ``terminationMessagePath``). Container paths that appear in command, args, env values and
-  workingDir (at the start of a value, after ``=``, ``:``, ``,`` or ``file://``) are rewritten to
-  the host paths.
+  workingDir (at the start of a value, after ``=``, ``:``, ``,``, whitespace, a quote or
+  ``file://``) are rewritten to the host paths.
 - output: stdout and stderr of each container run go to
   ``.../containers/<name>/<restartCount>.log``.
 """
@@ -179,8 +179,9 @@ def _arch() -> str:
 
 
 # --------------------------------------------------------------------------- pod worker
-class PodGone(Exception):
-    """The pod object disappeared or is being deleted: stop what we are doing."""
+class ConfigError(ValueError):
+    """A container's configuration cannot be resolved yet (missing Secret/ConfigMap or key): the
+    container waits in ``CreateContainerConfigError`` and is retried, as with a kubelet."""
 
 
 @dataclass
@@ -205,6 +206,7 @@ class ContainerRun:
     exited: threading.Event = field(default_factory=threading.Event)
     next_start: float = 0.0  # monotonic time before which a restart waits (back-off)
     recorded: bool = False  # the current run's exit is recorded in ``state``/``last_state``
+    config_pending: bool = False  # waiting in CreateContainerConfigError for a retry
     done: bool = False  # terminated and will not be restarted
 
     def status(self, image_id: str) -> dict:
@@ -281,9 +283,12 @@ class PodWorker(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
-        except Exception:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001
             log.exception("pod %s/%s: worker crashed", self.ns, self.pod_name)
             self._kill_all(grace=0)
+            with contextlib.suppress(Exception):
+                self.reason, self.message = "ProcessNodeError", f"process node error: {e!r}"
+                self._terminal("Failed")
         finally:
             self.finished.set()
             self.node.worker_finished(self)
@@ -318,9 +323,10 @@ class PodWorker(threading.Thread):
                 if self._should_stop():
                     self._finish_deletion()
                     return
-                if run.proc is None:
-                    self._start(run)
-                    self._report()
+                if run.proc is None or run.config_pending:
+                    if time.monotonic() >= run.next_start:
+                        self._start(run)
+                        self._report()
                 elif run.exited.is_set() and not run.recorded:
                     self._record_exit(run)
                     code = run.state["terminated"]["exitCode"]
@@ -341,7 +347,7 @@ class PodWorker(threading.Thread):
         # Main containers, all at once.
         for run in self.runs:
             self._start(run)
-        self.phase = "Running"
+        self._update_phase()
         self._report()
         while True:
             if self._should_stop():
@@ -367,7 +373,8 @@ class PodWorker(threading.Thread):
                     else:
                         run.done = True
                     changed = True
-                elif run.recorded and time.monotonic() >= run.next_start:
+                elif (run.recorded or run.config_pending) and \
+                        time.monotonic() >= run.next_start:
                     self._start(run)
                     changed = True
             if all(r.done for r in self.runs):
@@ -375,8 +382,15 @@ class PodWorker(threading.Thread):
                 self._terminal("Succeeded" if ok else "Failed")
                 return
             if changed:
+                self._update_phase()
                 self._report()
             self._wait_tick()
+
+    def _update_phase(self) -> None:
+        """Running once any main container has been started, Pending before."""
+        if self.phase == "Pending" and any(
+                isinstance(r.proc, subprocess.Popen) or r.recorded for r in self.runs):
+            self.phase = "Running"
 
     def _wait_tick(self, run: ContainerRun | None = None) -> None:
         timeout = 1.0
@@ -410,6 +424,16 @@ class PodWorker(threading.Thread):
     # -- containers ---------------------------------------------------------------------
     def _start(self, run: ContainerRun) -> None:
         """Start (or restart) one container as a process group of its own."""
+        try:
+            env, pod_env = self._container_env(run.spec)
+        except ConfigError as e:
+            if run.state.get("waiting", {}).get("message") != str(e):
+                self.node.event(self.pod, "Warning", "Failed", f"Error: {e}")
+            run.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
+            run.next_start = time.monotonic() + 2.0
+            run.config_pending = True
+            return
+        run.config_pending = False
         if run.proc is not None:
             if not run.recorded:
                 self._record_exit(run)
@@ -426,7 +450,7 @@ class PodWorker(threading.Thread):
         run.proc = None
         started = now()
         try:
-            argv, env, cwd = self._process_spec(run, cdir)
+            argv, env, cwd = self._process_spec(run, cdir, env, pod_env)
             with open(run.log_path, "ab") as out:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                         stderr=subprocess.STDOUT, cwd=cwd, env=env,
@@ -784,7 +808,7 @@ class PodWorker(threading.Thread):
             if obj is None:
                 if ref.get("optional"):
                     return None
-                raise ValueError(f'{kind} "{ref["name"]}" not found')
+                raise ConfigError(f'{kind} "{ref["name"]}" not found')
             if is_secret:
                 data = {k: base64.b64decode(v).decode("utf-8", "replace")
                         for k, v in (obj.get("data") or {}).items()}
@@ -793,13 +817,13 @@ class PodWorker(threading.Thread):
             if ref["key"] not in data:
                 if ref.get("optional"):
                     return None
-                raise ValueError(f'couldn\'t find key {ref["key"]} in {kind} '
+                raise ConfigError(f'couldn\'t find key {ref["key"]} in {kind} '
                                  f'{self.ns}/{ref["name"]}')
             return data[ref["key"]]
-        raise ValueError(f"unsupported valueFrom {sorted(vf)}")
+        raise ConfigError(f"unsupported valueFrom {sorted(vf)}")
 
-    def _process_spec(self, run: ContainerRun, cdir: Path) -> tuple[list[str], dict, str]:
-        c = run.spec
+    def _container_env(self, c: dict) -> tuple[dict[str, str], dict[str, str]]:
+        """(base environment incl. envFrom, the container's ``env``); raises ConfigError."""
         node = self.node
         # Base environment: what an image would carry, plus the node's documented variables.
         env: dict[str, str] = {
@@ -832,7 +856,7 @@ class PodWorker(threading.Thread):
                 if obj is None:
                     if ref.get("optional"):
                         continue
-                    raise ValueError(f'configmap "{ref["name"]}" not found')
+                    raise ConfigError(f'configmap "{ref["name"]}" not found')
                 for k, v in (obj.get("data") or {}).items():
                     env[prefix + k] = v
             elif "secretRef" in ef:
@@ -841,14 +865,25 @@ class PodWorker(threading.Thread):
                 if obj is None:
                     if ref.get("optional"):
                         continue
-                    raise ValueError(f'secret "{ref["name"]}" not found')
+                    raise ConfigError(f'secret "{ref["name"]}" not found')
                 for k, v in (obj.get("data") or {}).items():
                     env[prefix + k] = base64.b64decode(v).decode("utf-8", "replace")
         pod_env: dict[str, str] = {}
         for e in c.get("env", []) or []:
-            value = self._env_value(e, c, {**env, **pod_env})
+            try:
+                value = self._env_value(e, c, {**env, **pod_env})
+            except ConfigError:
+                raise
+            except (ValueError, KeyError, StopIteration) as err:
+                raise ConfigError(f"env {e.get('name')!r}: {err}") from err
             if value is not None:
                 pod_env[e["name"]] = value
+        return env, pod_env
+
+    def _process_spec(self, run: ContainerRun, cdir: Path, env: dict[str, str],
+                      pod_env: dict[str, str]) -> tuple[list[str], dict, str]:
+        c = run.spec
+        node = self.node
 
         # Mounts: each mountPath is a symlink in the container's rootfs.
         term_container_path = c.get("terminationMessagePath") or "/dev/termination-log"
@@ -927,17 +962,17 @@ class PodWorker(threading.Thread):
         return argv, env, cwd
 
 
-_PATH_BOUNDARY_BEFORE = re.compile(r"(?:^|[=:,\s]|file://)$")
+_PATH_BOUNDARY_BEFORE = re.compile(r"(?:^|[=:,\s'\"]|file://)$")
 
 
 def rewrite_paths(value: str, mapping: dict[str, str]) -> str:
     """Replace container paths (keys of ``mapping``) with host paths where they start a path:
-    at the start of ``value`` or after ``=``, ``:``, ``,``, whitespace or ``file://``, and followed
-    by the end, ``/``, ``:``, ``,`` or whitespace. Longer container paths win."""
+    at the start of ``value`` or after ``=``, ``:``, ``,``, whitespace, a quote or ``file://``, and
+    followed by the end, ``/``, ``:``, ``,``, whitespace or a quote. Longer container paths win."""
     if not mapping or "/" not in value:
         return value
     keys = sorted(mapping, key=len, reverse=True)
-    pattern = re.compile("(" + "|".join(re.escape(k) for k in keys) + r")(?=$|[/:,\s])")
+    pattern = re.compile("(" + "|".join(re.escape(k) for k in keys) + r")(?=$|[/:,\s'\"])")
     out = []
     pos = 0
     for m in pattern.finditer(value):
