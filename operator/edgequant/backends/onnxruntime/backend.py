@@ -1,0 +1,130 @@
+"""The ONNX Runtime backend: onnx-dynamic and onnx-static (Q/DQ) behind the Backend protocol.
+
+One instance serves one run: it pre-processes the source model once and
+calibrates once per algorithm, so re-quantizing with other nodes kept in
+float (mixed precision) costs only the Q/DQ insertion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from edgequant.api import v1alpha1 as api
+from edgequant.backends.base import QuantizedArtifact, QuantizeRequest, TensorContract
+from edgequant.backends.onnxruntime import options as opts
+from edgequant.backends.onnxruntime.calibration import calibrate
+from edgequant.backends.onnxruntime.model import check_input, read_model
+from edgequant.backends.onnxruntime.predictor import OrtPredictor
+from edgequant.backends.onnxruntime.quantize import (
+    FloatModel,
+    dynamic_cnn_note,
+    prepare_float_model,
+    quantize_dynamic_int8,
+    quantize_qdq,
+    save_ranges,
+)
+from edgequant.util import cpu as cpu_features
+from edgequant.util.errors import InvalidInputError
+
+#: Artifact file suffix per method: <model stem>.<suffix>.onnx
+_SUFFIX = {
+    api.Method.ONNX_DYNAMIC: "dynamic-int8",
+    api.Method.ONNX_STATIC: "qdq-int8",
+}
+
+
+def artifact_name(stem: str, method: api.Method, keep_float: tuple[str, ...]) -> str:
+    """One file per set of nodes kept in float, so candidates of a mixed-precision search never overwrite each other."""
+    if not keep_float:
+        return f"{stem}.{_SUFFIX[method]}.onnx"
+    digest = hashlib.sha256("\n".join(sorted(keep_float)).encode()).hexdigest()[:8]
+    return f"{stem}.{_SUFFIX[method]}-float{len(keep_float)}-{digest}.onnx"
+
+
+def float_input_contract(model: FloatModel) -> TensorContract:
+    shape = tuple(d if isinstance(d, int) else -1 for d in model.model.input_shape)
+    return TensorContract(dtype="float32", shape=shape)
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+    methods = frozenset(_SUFFIX)
+
+    def __init__(self, *, cpu: cpu_features.CpuFeatures | None = None) -> None:
+        self.cpu = cpu or cpu_features.detect()
+        self._float_models: dict[tuple[Path, bool, bool], FloatModel] = {}
+        self._ranges: dict[tuple[object, ...], Path] = {}
+
+    def _float_model(self, request: QuantizeRequest) -> FloatModel:
+        spec = request.spec
+        fmt = spec.model.resolved_format
+        if fmt is not None and fmt is not api.ModelFormat.ONNX:
+            raise InvalidInputError(f"spec.model.format: {request.method.value} quantizes ONNX models, not {fmt.value}")
+        key = (request.model_path.resolve(), spec.onnx.preprocess, spec.onnx.per_channel)
+        if key not in self._float_models:
+            self._float_models[key] = prepare_float_model(
+                request.model_path, workdir=request.workdir / "float", preprocess=spec.onnx.preprocess,
+                per_channel=spec.onnx.per_channel, contract=spec.model.input,
+            )
+        return self._float_models[key]
+
+    def _ranges_path(self, request: QuantizeRequest, model: FloatModel, settings: opts.StaticSettings) -> Path:
+        """Calibrate once per model, algorithm and data; later calls reuse the saved ranges."""
+        data = request.calibration
+        if data is None:
+            raise InvalidInputError("spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset")
+        first = next(iter(data), None)
+        fingerprint = hashlib.sha256(first[0].tobytes()).hexdigest() if first is not None else ""
+        key = (model.path, settings.algorithm, settings.percentile, settings.symmetric_activations, data.count, fingerprint)
+        if key not in self._ranges:
+            ranges = calibrate(
+                model_path=model.path, batches=data, input_name=model.model.input_name, fixed_batch=model.model.fixed_batch,
+                settings=settings, workdir=request.workdir / "calibration", log=request.log,
+            )
+            name = f"{request.model_path.stem}.{settings.algorithm.value}-{len(self._ranges)}.ranges.json"
+            self._ranges[key] = save_ranges(ranges, request.workdir / name)
+        return self._ranges[key]
+
+    def quantize(self, request: QuantizeRequest) -> QuantizedArtifact:
+        method = request.method
+        if method not in self.methods:
+            raise InvalidInputError(f"spec.method: the ONNX Runtime backend does not run {method.value}")
+        model = self._float_model(request)
+        keep_float = tuple(request.keep_float)
+        output = request.workdir / artifact_name(request.model_path.stem, method, keep_float)
+        notes = [f"model pre-processed by ONNX Runtime's quant_pre_process (shape inference, basic optimization): "
+                 f"{len(model.model.nodes)} nodes" if model.preprocessed else "ONNX Runtime pre-processing skipped (spec.onnx.preprocess false)"]
+        if method is api.Method.ONNX_STATIC:
+            settings, choice = opts.static_settings(request.spec, cpu=self.cpu, keep_float=keep_float)
+            ranges = self._ranges_path(request, model, settings)
+            request.log(f"quantizing to Q/DQ ({settings.activation_type.value} activations, {settings.weight_type.value} weights, "
+                        f"{'per-channel' if settings.per_channel else 'per-tensor'}, reduce_range {settings.reduce_range})")
+            quantize_qdq(float_model=model, output_path=output, ranges_path=ranges, settings=settings)
+            algorithm = settings.algorithm.value + (f" {settings.percentile:g}" if settings.algorithm is api.CalibrationAlgorithm.PERCENTILE else "")
+            assert request.calibration is not None
+            notes.append(f"static Q/DQ: {algorithm} calibration on {request.calibration.count} samples, "
+                         f"{settings.activation_type.value} activations, {settings.weight_type.value} "
+                         f"{'per-channel' if settings.per_channel else 'per-tensor'} weights")
+        else:
+            settings_d, choice = opts.dynamic_settings(request.spec, cpu=self.cpu, keep_float=keep_float)
+            request.log(f"quantizing weights ({settings_d.weight_type.value}, {'per-channel' if settings_d.per_channel else 'per-tensor'}, "
+                        f"reduce_range {settings_d.reduce_range}); activations are quantized at run time")
+            quantize_dynamic_int8(float_model=model, output_path=output, settings=settings_d)
+            cnn = dynamic_cnn_note(model.model)
+            if cnn:
+                notes.append(cnn)
+        notes.append(("warning: " if choice.warning else "") + choice.note)
+        if keep_float:
+            notes.append(f"kept in float: {', '.join(keep_float)}")
+        request.log(choice.note)
+        return QuantizedArtifact(path=output, method=method, input=float_input_contract(model), notes=notes)
+
+    def quantizable_layers(self, request: QuantizeRequest) -> list[str]:
+        """Nodes with weights (Conv, ConvTranspose, Gemm, MatMul) of the model as it is quantized, in graph order."""
+        return self._float_model(request).model.weighted_nodes()
+
+    def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> OrtPredictor:
+        """The FP32 source model or an artifact, on ONNX Runtime's CPU provider, after the checks that name the fix."""
+        check_input(read_model(path), spec.model.input)
+        return OrtPredictor(path)

@@ -1,0 +1,173 @@
+"""What edgequant must know about an ONNX model before quantizing it, and the checks that name the fix.
+
+``read_model`` loads the graph (the onnx package, no runtime); the checks
+are pure functions of ``OnnxModel`` and the spec, so every message is tested
+without a model file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgequant.api import v1alpha1 as api
+from edgequant.util.errors import InvalidInputError
+
+#: QuantizeLinear/DequantizeLinear exist from opset 10; their per-channel ``axis`` from opset 13.
+MIN_OPSET = 10
+MIN_OPSET_PER_CHANNEL = 13
+#: Ops whose weights are quantized: the "layers" of an ONNX model for mixed precision and sensitivity.
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+_HOW_TO_UPGRADE = (
+    "re-export it with a newer opset (torch.onnx.export(..., opset_version=17)) or convert it: "
+    "onnx.save(onnx.version_converter.convert_version(onnx.load(path), 17), path)"
+)
+
+Dim = int | str | None
+"""A tensor dimension: a size, a symbolic name, or unknown."""
+
+
+@dataclass(frozen=True)
+class OnnxNode:
+    name: str
+    op_type: str
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """The facts about one model file that the backend decides on."""
+
+    file: str
+    """The file's name, as error messages show it."""
+    opset: int
+    """Version of the default ('ai.onnx') domain."""
+    input_name: str
+    input_shape: tuple[Dim, ...]
+    input_elem_type: str
+    """numpy name of the input's element type (float32 for the models edgequant quantizes)."""
+    outputs: tuple[str, ...]
+    nodes: tuple[OnnxNode, ...]
+
+    @property
+    def fixed_batch(self) -> int | None:
+        first = self.input_shape[0] if self.input_shape else None
+        return first if isinstance(first, int) and first > 0 else None
+
+    def weighted_nodes(self) -> list[str]:
+        return [n.name for n in self.nodes if n.op_type in WEIGHTED_OPS and n.name]
+
+
+def _dim(d: object) -> Dim:
+    if d.HasField("dim_value") and d.dim_value > 0:  # type: ignore[attr-defined]
+        return int(d.dim_value)  # type: ignore[attr-defined]
+    if d.HasField("dim_param") and d.dim_param:  # type: ignore[attr-defined]
+        return str(d.dim_param)  # type: ignore[attr-defined]
+    return None
+
+
+def read_model(path: Path, *, field: str = "spec.model.uri") -> OnnxModel:
+    """Load and check an ONNX file; anything that is not a valid ONNX model is an InvalidInputError naming it."""
+    import onnx
+    from onnx import helper
+
+    fix = f"{field} must point to an ONNX model (.onnx, saved by onnx.save or torch.onnx.export)"
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise InvalidInputError(f"{path.name} is not an ONNX model ({type(exc).__name__}: {str(exc)[:200]}): {fix}") from exc
+    if model.ir_version <= 0 or not model.graph.node:
+        raise InvalidInputError(f"{path.name} is not an ONNX model (no IR version or no graph nodes): {fix}")
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise InvalidInputError(f"{path.name} is not a valid ONNX model: {first}: {fix}") from exc
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(model.graph.output) != 1:
+        raise InvalidInputError(
+            f"{path.name} has {len(inputs)} input(s) ({', '.join(i.name for i in inputs)}) and {len(model.graph.output)} output(s): "
+            "edgequant quantizes and scores single-input, single-output image classifiers"
+        )
+    tensor = inputs[0].type.tensor_type
+    return OnnxModel(
+        file=path.name,
+        opset=int(opset),
+        input_name=inputs[0].name,
+        input_shape=tuple(_dim(d) for d in tensor.shape.dim),
+        input_elem_type=helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "unknown",
+        outputs=tuple(o.name for o in model.graph.output),
+        nodes=tuple(OnnxNode(name=n.name, op_type=n.op_type) for n in model.graph.node),
+    )
+
+
+# --------------------------------------------------------------------------- checks (pure)
+
+
+def check_opset(model: OnnxModel, *, per_channel: bool) -> None:
+    """Refuse opsets ONNX Runtime cannot quantize as asked, instead of letting it convert the model silently."""
+    needed = MIN_OPSET_PER_CHANNEL if per_channel else MIN_OPSET
+    if model.opset < needed:
+        why = "per-channel Q/DQ (spec.onnx.perChannel true) needs QuantizeLinear's axis" if per_channel else "QuantizeLinear/DequantizeLinear need it"
+        raise InvalidInputError(
+            f"{model.file} uses opset {model.opset}, older than {needed} ({why}): {_HOW_TO_UPGRADE}"
+            + ("; or set spec.onnx.perChannel false (opset >= 10)" if per_channel and model.opset >= MIN_OPSET else "")
+        )
+
+
+def expected_input_shape(contract: api.InputContract) -> tuple[int, int, int]:
+    """The model input without its batch dimension, in the contract's layout."""
+    h, w, c = contract.height, contract.width, contract.channels
+    return (c, h, w) if contract.layout is api.Layout.NCHW else (h, w, c)
+
+
+def _fits(dims: Sequence[Dim], expected: Sequence[int]) -> bool:
+    return len(dims) == len(expected) and all(not isinstance(d, int) or d == e for d, e in zip(dims, expected))
+
+
+def _show(dims: Iterable[Dim]) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def check_input(model: OnnxModel, contract: api.InputContract) -> None:
+    """spec.model.input must describe the model's one input: float32, rank 4, same size in the same layout."""
+    check_input_shape(file=model.file, name=model.input_name, shape=model.input_shape, dtype=model.input_elem_type, contract=contract)
+
+
+def check_input_shape(*, file: str, name: str, shape: Sequence[Dim], dtype: str, contract: api.InputContract) -> None:
+    """The check behind ``check_input``, for any framework's model input (``dtype`` 'unknown' is not checked)."""
+    if dtype not in ("float32", "unknown"):
+        raise InvalidInputError(
+            f"{file}: input {name!r} is {dtype}; edgequant quantizes models with a float32 input (export it with one)"
+        )
+    expected = expected_input_shape(contract)
+    sample = tuple(shape[1:])
+    if len(shape) == 4 and _fits(sample, expected):
+        return
+    other = api.Layout.NHWC if contract.layout is api.Layout.NCHW else api.Layout.NCHW
+    h, w, c = contract.height, contract.width, contract.channels
+    swapped = (c, h, w) if other is api.Layout.NCHW else (h, w, c)
+    hint = ""
+    if len(shape) == 4 and _fits(sample, swapped):
+        hint = f"; the model is {other.value}: set spec.model.input.layout {other.value} and shape {list(swapped)}"
+    elif len(shape) == 4 and all(isinstance(d, int) for d in sample):
+        hint = f"; set spec.model.input.shape to {list(sample)} in the model's layout"
+    raise InvalidInputError(
+        f"spec.model.input.shape {list(contract.shape)} ({contract.layout.value}) does not match {file}: "
+        f"input {name!r} is {_show(shape)} (batch first), expected [batch, {', '.join(map(str, expected))}]{hint}"
+    )
+
+
+def check_keep_float(names: Sequence[str], model: OnnxModel, *, field: str = "spec.mixedPrecision.pinnedLayers") -> None:
+    """Every name to keep in float must be a node of the (pre-processed) model; list the weighted ones otherwise."""
+    known = {n.name for n in model.nodes}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        layers = model.weighted_nodes()
+        shown = ", ".join(layers[:20]) + (f", ... ({len(layers)} in all)" if len(layers) > 20 else "")
+        raise InvalidInputError(
+            f"{field}: {', '.join(repr(n) for n in unknown)} not a node of {model.file} after pre-processing "
+            f"(folded away or misspelt); quantizable nodes: {shown or 'none'}"
+        )
