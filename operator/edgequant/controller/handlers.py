@@ -24,7 +24,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Progress and diff-base in annotations: the status belongs to status.py alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgequant.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="edgequant.io", key="last-handled-spec")
-    settings.posting.level = logging.WARNING  # our own Events are posted explicitly, on transitions
+    settings.posting.level = logging.CRITICAL  # Events are posted explicitly, on transitions, not from log lines
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = operator_settings.workers

@@ -1,0 +1,220 @@
+"""Operator scale bench (not a test): N QuantizationJobs at once on the real control plane + process node.
+
+Prints jobs-created-per-second (batch Jobs the operator created, first QuantizationJob submitted -> last
+Job seen), the p50/p95/max latency from a pod's exit to its QuantizationJob's terminal status (both seen
+by watches in this process), and the operator's peak RSS (VmHWM) and CPU time.
+
+Every job uses the cheapest run there is: a tflite-dynamic-range spec whose model file does not exist, so
+the worker starts, fails its first read (InvalidInput, exit 10, no retry) and the whole path
+QuantizationJob -> Job -> pod -> termination message -> status is exercised at almost no CPU cost.
+
+    .venv/bin/python bench/operator_scale.py --jobs 1000          # starts its own cluster
+    EDGEQUANT_TEST_CLUSTER=.cache/cluster .venv/bin/python bench/operator_scale.py   # `make cluster-up` one
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.harness.cluster import Cluster  # noqa: E402
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Recorder:
+    """First time (monotonic, this process) each thing was seen by a watch."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.job_created: dict[str, float] = {}
+        self.pod_exited: dict[str, float] = {}  # by QuantizationJob name
+        self.qj_terminal: dict[str, float] = {}
+        self.qj_phase: dict[str, str] = {}
+
+    def first(self, table: dict[str, float], key: str) -> None:
+        with self.lock:
+            table.setdefault(key, time.monotonic())
+
+
+def watch(cluster: Cluster, namespace: str, kind: str, recorder: Recorder, stop: threading.Event) -> None:
+    from kubernetes import client, watch as kwatch
+
+    api = cluster.api_client()
+    if kind == "jobs":
+        func, args = client.BatchV1Api(api).list_namespaced_job, (namespace,)
+    elif kind == "pods":
+        func, args = client.CoreV1Api(api).list_namespaced_pod, (namespace,)
+    else:
+        func, args = client.CustomObjectsApi(api).list_namespaced_custom_object, ("edgequant.io", "v1alpha1", namespace, "quantizationjobs")
+    while not stop.is_set():
+        try:
+            for event in kwatch.Watch().stream(func, *args, deserialize=False, timeout_seconds=30, allow_watch_bookmarks=False):
+                obj = event["object"]
+                labels = (obj.get("metadata") or {}).get("labels") or {}
+                if kind == "jobs":
+                    recorder.first(recorder.job_created, obj["metadata"]["name"])
+                elif kind == "pods":
+                    for cs in (obj.get("status") or {}).get("containerStatuses") or []:
+                        if (cs.get("state") or {}).get("terminated"):
+                            recorder.first(recorder.pod_exited, labels.get("edgequant.io/quantizationjob", "?"))
+                else:
+                    phase = (obj.get("status") or {}).get("phase")
+                    if phase in TERMINAL:
+                        recorder.first(recorder.qj_terminal, obj["metadata"]["name"])
+                        recorder.qj_phase[obj["metadata"]["name"]] = phase
+                if stop.is_set():
+                    return
+        except Exception as exc:  # a dropped watch is re-opened; the first sighting is what counts
+            print(f"watch {kind}: {type(exc).__name__}: {exc}; re-watching", file=sys.stderr)
+            time.sleep(0.5)
+
+
+def manifest(name: str, out_dir: Path) -> dict[str, Any]:
+    return {
+        "apiVersion": "edgequant.io/v1alpha1",
+        "kind": "QuantizationJob",
+        "metadata": {"name": name},
+        "spec": {
+            "method": "tflite-dynamic-range",
+            "model": {"uri": f"file://{out_dir}/absent/{name}.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+            "output": {"uri": f"file://{out_dir}/out/{name}/"},
+            "execution": {"backoffLimit": 0},
+            "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        },
+    }
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(peak RSS MiB, CPU seconds) of a live process."""
+    hwm = 0.0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1]) / 1024
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return hwm, cpu
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def run(cluster: Cluster, jobs: int, timeout: float, workers: int) -> dict[str, Any]:
+    from kubernetes import client
+
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "edgequant.io_quantizationjobs.yaml"))
+    cluster.kubectl("wait", "--for=condition=Established", "crd/quantizationjobs.edgequant.io", "--timeout=60s")
+    out_dir = Path(tempfile.mkdtemp(prefix="eq-bench-"))
+    log = out_dir / "operator.log"
+    liveness, metrics = free_port(), free_port()
+    argv = [str(Path(sys.executable).parent / "edgequant"), "operator", "-n", namespace, "--log-format", "json",
+            "--liveness-port", str(liveness), "--metrics-port", str(metrics)]
+    with log.open("wb") as sink:
+        operator = subprocess.Popen(argv, env={**cluster.env(), "EDGEQUANT_OPERATOR_WORKERS": str(workers)}, stdout=sink, stderr=subprocess.STDOUT)
+    recorder, stop = Recorder(), threading.Event()
+    threads = [threading.Thread(target=watch, args=(cluster, namespace, kind, recorder, stop), daemon=True) for kind in ("jobs", "pods", "qjs")]
+    try:
+        _wait_http(f"http://127.0.0.1:{liveness}/healthz", operator, log)
+        for t in threads:
+            t.start()
+        time.sleep(1.0)  # the watches are open
+        custom = client.CustomObjectsApi(cluster.api_client())
+        names = [f"b-{i:04d}" for i in range(jobs)]
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda n: custom.create_namespaced_custom_object("edgequant.io", "v1alpha1", namespace, "quantizationjobs", manifest(n, out_dir)), names))
+        submitted = time.monotonic() - t0
+        deadline = t0 + timeout
+        while time.monotonic() < deadline and len(recorder.qj_terminal) < jobs:
+            time.sleep(1.0)
+            assert operator.poll() is None, "the operator exited:\n" + log.read_text()[-4000:]
+        elapsed = time.monotonic() - t0
+        rss, cpu = proc_stats(operator.pid)
+    finally:
+        stop.set()
+        operator.send_signal(signal.SIGTERM)
+        try:
+            operator.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+        cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+    created = sorted(recorder.job_created.values())
+    latencies = [recorder.qj_terminal[n] - recorder.pod_exited[n] for n in recorder.qj_terminal if n in recorder.pod_exited]
+    return {
+        "jobs": jobs,
+        "terminal": len(recorder.qj_terminal),
+        "phases": {p: list(recorder.qj_phase.values()).count(p) for p in TERMINAL},
+        "submit_seconds": round(submitted, 1),
+        "jobs_created": len(created),
+        "jobs_created_per_second": round(len(created) / (created[-1] - t0), 1) if created else 0.0,
+        "all_terminal_seconds": round(elapsed, 1),
+        "pod_exit_to_status_p50_s": round(percentile(latencies, 0.50), 3) if latencies else None,
+        "pod_exit_to_status_p95_s": round(percentile(latencies, 0.95), 3) if latencies else None,
+        "pod_exit_to_status_max_s": round(max(latencies), 3) if latencies else None,
+        "operator_peak_rss_mib": round(rss, 1),
+        "operator_cpu_seconds": round(cpu, 1),
+        "operator_log": str(log),
+    }
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("the operator exited:\n" + log.read_text()[-4000:])
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} never answered")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for every job to finish")
+    parser.add_argument("--max-pods", type=int, default=110, help="pods the process node runs at once")
+    parser.add_argument("--workers", type=int, default=16, help="operator handler threads (EDGEQUANT_OPERATOR_WORKERS)")
+    args = parser.parse_args()
+    existing = os.environ.get("EDGEQUANT_TEST_CLUSTER")
+    if existing:
+        result = run(Cluster.attach(Path(existing).absolute()), args.jobs, args.timeout, args.workers)
+    else:
+        with tempfile.TemporaryDirectory(prefix="eq-bench-cluster-") as state, Cluster(state_dir=Path(state), node_options={"max_pods": args.max_pods}) as cluster:
+            result = run(cluster, args.jobs, args.timeout, args.workers)
+    print(json.dumps(result, indent=2))
+    return 0 if result["terminal"] == args.jobs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
