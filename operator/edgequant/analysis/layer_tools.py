@@ -72,3 +72,22 @@ def layer_tool_for(request: QuantizeRequest) -> LayerTool:
     tool: LayerTool = factory(request)
     return tool
 
+
+
+def rebatch(inputs: Iterable[np.ndarray], size: int, limit: int) -> Iterable[np.ndarray]:
+    """Float32 batches of ``size`` samples from any batches, at most ``limit`` samples in all."""
+    buffer: list[np.ndarray] = []
+    taken = 0
+    for batch in inputs:
+        for sample in batch:
+            if taken >= limit:
+                break
+            buffer.append(sample)
+            taken += 1
+            if len(buffer) == size:
+                yield np.stack(buffer).astype(np.float32)
+                buffer = []
+        if taken >= limit:
+            break
+    if buffer:
+        yield np.stack(buffer).astype(np.float32)

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from edgequant.analysis.layer_tools import rebatch
 from edgequant.analysis.sensitivity import LayerProbe
 from edgequant.analysis.tensor_error import ErrorAccumulator, TensorError
 from edgequant.api import v1alpha1 as api
@@ -68,7 +69,7 @@ class TFLiteLayerAnalysis:
 
     def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256) -> list[LayerProbe]:
         """Two debug runs on the same float inputs: layer-wise (own error) and whole-model (cumulative error)."""
-        batches = list(_rebatch(inputs, PROBE_BATCH, max_samples))
+        batches = list(rebatch(inputs, PROBE_BATCH, max_samples))
         if not batches:
             raise ValueError("no inputs to probe the model with")
         own: dict[str, float] = {}
@@ -162,24 +163,6 @@ def _dequantized(interpreter: Any, index: int) -> np.ndarray:
             scale, zero = scale.reshape(shape), zero.reshape(shape)
         return (value.astype(np.float32) - zero) * scale
     return value.astype(np.float32)
-
-
-def _rebatch(inputs: Iterable[np.ndarray], size: int, limit: int) -> Iterable[np.ndarray]:
-    buffer: list[np.ndarray] = []
-    taken = 0
-    for batch in inputs:
-        for sample in batch:
-            if taken >= limit:
-                break
-            buffer.append(sample)
-            taken += 1
-            if len(buffer) == size:
-                yield np.stack(buffer)
-                buffer = []
-        if taken >= limit:
-            break
-    if buffer:
-        yield np.stack(buffer)
 
 
 def _slug(name: str) -> str:

@@ -158,3 +158,65 @@ def score() -> Callable[[Path, np.ndarray, np.ndarray], float]:
         return result.top1
 
     return accuracy
+
+
+def keras_to_onnx(keras_path: Path, onnx_path: Path) -> Path:
+    """The test CNN's trained Keras weights as an NCHW ONNX graph (opset 17), one named node per layer op.
+
+    Node names follow the Keras layers (conv1, relu1, pool1, ..., fc1, logits): those are the names
+    sensitivity reports and pinnedLayers take for ONNX models.
+    """
+    import keras
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = keras.models.load_model(keras_path)
+    inits, nodes = [], []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
+        return name
+
+    x = "input"
+    for i, conv in enumerate(("conv1", "conv2", "conv3"), 1):
+        kernel, bias = model.get_layer(conv).get_weights()  # HWIO
+        w = const(f"{conv}.weight", kernel.transpose(3, 2, 0, 1))
+        b = const(f"{conv}.bias", bias)
+        nodes.append(helper.make_node("Conv", [x, w, b], [f"{conv}_out"], name=conv, kernel_shape=[3, 3]))
+        nodes.append(helper.make_node("Relu", [f"{conv}_out"], [f"relu{i}_out"], name=f"relu{i}"))
+        x = f"relu{i}_out"
+        if i < 3:
+            nodes.append(helper.make_node("MaxPool", [x], [f"pool{i}_out"], name=f"pool{i}", kernel_shape=[2, 2], strides=[2, 2]))
+            x = f"pool{i}_out"
+    nodes.append(helper.make_node("Flatten", [x], ["flat_out"], name="flat", axis=1))
+    k1, b1 = model.get_layer("fc1").get_weights()  # rows in Keras' HWC flatten order -> CHW
+    k1 = k1.reshape(3, 3, 32, -1).transpose(2, 0, 1, 3).reshape(288, -1)
+    nodes.append(helper.make_node("Gemm", ["flat_out", const("fc1.weight", k1), const("fc1.bias", b1)], ["fc1_out"], name="fc1"))
+    nodes.append(helper.make_node("Relu", ["fc1_out"], ["relu4_out"], name="relu4"))
+    k2, b2 = model.get_layer("logits").get_weights()
+    nodes.append(helper.make_node("Gemm", ["relu4_out", const("logits.weight", k2), const("logits.bias", b2)], ["logits"], name="logits"))
+    graph = helper.make_graph(
+        nodes, "fashion_cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
+        initializer=inits,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    onnx.save(proto, onnx_path)
+    return onnx_path
+
+
+@pytest.fixture(scope="session")
+def onnx_cnn(tmp_path_factory: pytest.TempPathFactory, healthy_cnn: Path, sensitive_cnn: Path) -> Callable[[str], Path]:
+    """'healthy' or 'sensitive' -> the same trained CNN as an ONNX file (NCHW)."""
+    root = tmp_path_factory.mktemp("onnx")
+    made: dict[str, Path] = {}
+
+    def get(which: str) -> Path:
+        if which not in made:
+            made[which] = keras_to_onnx({"healthy": healthy_cnn, "sensitive": sensitive_cnn}[which], root / f"{which}.onnx")
+        return made[which]
+
+    return get
