@@ -139,18 +139,3 @@ def test_gpu_calibration_that_stopped_early_is_an_error(fashion_cnn_onnx: Path, 
     with pytest.raises(InvalidInputError, match="read 1 calibration batches of 4"):
         finish_calibration(prepared, store=_store(tmp_path))
 
-
-def test_onnx_runtime_gets_one_padded_batch_per_collect_call(fashion_batches) -> None:
-    """ORT's histogram calibrators keep all tensors of one call: one batch per call keeps memory at one batch."""
-    from edgequant.backends.tensorrt.ort_calibration import _OneBatchReader
-
-    reader = _OneBatchReader(fashion_batches(70), input_name="input", batch_size=32, sample_shape=SAMPLE)
-    calls = []
-    while not reader.exhausted:
-        call = []
-        while (feed := reader.get_next()) is not None:
-            call.append(feed["input"])
-        calls.append(call)
-    assert [len(c) for c in calls] == [1, 1, 1]
-    assert all(c[0].shape == (32, 1, 28, 28) for c in calls)
-    np.testing.assert_array_equal(calls[2][0][6:], calls[0][0][:26])  # 70 = 2*32 + 6: padded with the first samples

@@ -11,8 +11,6 @@ padded batches the GPU calibrator would get, so the manifest describes either.
 
 from __future__ import annotations
 
-import contextlib
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,50 +20,18 @@ import numpy as np
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import Batches
 from edgequant.backends.tensorrt.cache_format import CalibrationTable, from_ranges
-from edgequant.backends.tensorrt.calibrator import fixed_batches
+from edgequant.backends.tensorrt.calibrator import batch_count, fixed_batches
 
-#: ONNX Runtime's name for each calibration algorithm.
-_ORT_METHODS = {
-    api.CalibrationAlgorithm.MINMAX: "MinMax",
-    api.CalibrationAlgorithm.ENTROPY: "Entropy",
-    api.CalibrationAlgorithm.PERCENTILE: "Percentile",
-}
+def _tensorrt_settings(algorithm: api.CalibrationAlgorithm, percentile: float) -> Any:
+    """The ONNX Runtime backend's static settings for what TensorRT takes: symmetric INT8 (zero point 0), per-channel weights."""
+    from edgequant.backends.onnxruntime.options import StaticSettings
 
-
-class _OneBatchReader:
-    """ONNX Runtime's CalibrationDataReader protocol over the padded batches, one batch per ``collect_data`` call.
-
-    ORT's histogram calibrators (entropy, percentile) keep every intermediate
-    tensor of the batches one call gives them; feeding one batch per call
-    merges histograms as they grow, so memory stays one batch whatever the set.
-    """
-
-    def __init__(self, batches: Batches, *, input_name: str, batch_size: int, sample_shape: Sequence[int]) -> None:
-        self._iter: Iterator[Any] = fixed_batches((x for x, _ in batches), batch_size=batch_size, sample_shape=sample_shape)
-        self._input_name = input_name
-        self._next = next(self._iter, None)
-        self._given = False
-
-    @property
-    def exhausted(self) -> bool:
-        return self._next is None
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._next is None or self._given:
-            self._given = False
-            return None
-        feed = {self._input_name: self._next.data}
-        self._next = next(self._iter, None)
-        self._given = True
-        return feed
-
-
-def _extra_options(algorithm: api.CalibrationAlgorithm, percentile: float) -> dict[str, Any]:
-    # Symmetric ranges: TensorRT's INT8 is symmetric (zero point 0).
-    options: dict[str, Any] = {"symmetric": True}
-    if algorithm is api.CalibrationAlgorithm.PERCENTILE:
-        options["percentile"] = percentile
-    return options
+    return StaticSettings(
+        algorithm=algorithm, percentile=percentile, per_channel=True, reduce_range=False,
+        weight_type=api.OnnxQuantType.INT8, activation_type=api.OnnxQuantType.INT8,
+        symmetric_activations=True, symmetric_weights=True,
+        preprocess=False,  # keep the node names sensitivity rankings and pins use; TensorRT fuses on its own
+    )
 
 
 def collect_ranges(
@@ -79,22 +45,23 @@ def collect_ranges(
     percentile: float,
     workdir: Path,
 ) -> Any:
-    """ONNX Runtime's TensorsData for every float tensor (ONNX tensor names = TensorRT tensor names), on the CPU."""
-    from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
+    """ONNX Runtime's TensorsData for every float tensor (ONNX tensor names = TensorRT tensor names), on the CPU.
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    calibrator = create_calibrator(
-        model_path,
-        None,
-        augmented_model_path=str(workdir / "augmented.onnx"),
-        calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[algorithm]),
-        extra_options=_extra_options(algorithm, percentile),
+    The ONNX Runtime backend's ``calibrate`` (one batch per collect_data call)
+    is fed the padded batches, so the manifest describes what was read.
+    """
+    from edgequant.backends.onnxruntime.calibration import calibrate
+
+    count = batch_count(batches.count, batch_size) * batch_size
+
+    def padded() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for batch in fixed_batches((x for x, _ in batches), batch_size=batch_size, sample_shape=sample_shape):
+            yield batch.data, np.zeros(len(batch.data), dtype=np.int64)
+
+    return calibrate(
+        model_path=model_path, batches=Batches(make_iter=padded, count=count, batch_size=batch_size),
+        input_name=input_name, fixed_batch=batch_size, settings=_tensorrt_settings(algorithm, percentile), workdir=workdir,
     )
-    reader = _OneBatchReader(batches, input_name=input_name, batch_size=batch_size, sample_shape=sample_shape)
-    with contextlib.redirect_stdout(sys.stderr):  # ORT's histogram calibrators print progress
-        while not reader.exhausted:
-            calibrator.collect_data(reader)
-        return calibrator.compute_data()
 
 
 def ort_ranges(**kwargs: Any) -> dict[str, tuple[float, float]]:
@@ -142,12 +109,18 @@ def quantize_qdq_for_tensorrt(
     """ONNX Runtime's static Q/DQ quantization with the settings TensorRT's explicit quantization requires.
 
     TensorRT takes INT8 Q/DQ with zero point 0 (symmetric activations and
-    weights), per-channel weights on the output-channel axis, and float biases
-    (ONNX Runtime would otherwise dequantize int32 biases, which TensorRT's Q/DQ
-    does not take); nodes pinned to higher precision are left without Q/DQ.
+    weights), per-channel weights on the output-channel axis, and float biases:
+    ONNX Runtime's default int32 bias DequantizeLinear is refused by TensorRT's
+    parser ("only activation types allowed as input to this layer",
+    onnx/onnx-tensorrt#850, microsoft/onnxruntime#14229), and the ONNX Runtime
+    backend's ``quantize_qdq`` has no switch for it, hence ``quantize_static``
+    here with ``QuantizeBias: False`` on ranges from the shared ``calibrate``.
+    Nodes pinned to higher precision are left without Q/DQ.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
+
+    from edgequant.backends.onnxruntime.calibration import ORT_METHOD
 
     output_path.parent.mkdir(parents=True, exist_ok=True)
     ranges = collect_ranges(
@@ -164,7 +137,7 @@ def quantize_qdq_for_tensorrt(
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
         per_channel=True,
-        calibrate_method=getattr(CalibrationMethod, _ORT_METHODS[algorithm]),
+        calibrate_method=ORT_METHOD[algorithm],
         calibration_cache_path=str(ranges_path),
         nodes_to_exclude=list(nodes_to_exclude),
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
