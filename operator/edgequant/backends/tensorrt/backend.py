@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgequant.api import v1alpha1 as api
-from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest, TensorContract, check_batch_matches
+from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest
 from edgequant.backends.tensorrt import plan as plans
 from edgequant.backends.tensorrt.cache_store import CalibrationCacheStore, cache_prefix
 from edgequant.backends.tensorrt.calibration import finish_calibration, prepare_calibration
@@ -58,24 +58,6 @@ def resolve_batch_size(info: OnnxModelInfo, options: api.TensorRTOptions) -> tup
     if fixed != options.batch_size:
         notes.append(f"the model's input has a fixed batch of {fixed}: engine and calibration use it (spec.tensorrt.batchSize {options.batch_size} ignored)")
     return fixed, notes
-
-
-class OnnxCpuPredictor:
-    """The FP32 ONNX source model on ONNX Runtime's CPU provider (Backend.load for .onnx files)."""
-
-    def __init__(self, path: Path) -> None:
-        import onnxruntime as ort
-
-        self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        first = self._session.get_inputs()[0]
-        self._name = first.name
-        dtype = {"tensor(float)": "float32", "tensor(float16)": "float16"}.get(first.type, "float32")
-        self.input = TensorContract(dtype=dtype, shape=tuple(d if isinstance(d, int) else -1 for d in first.shape))
-
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        check_batch_matches(batch, self.input)
-        out = self._session.run(None, {self._name: batch})[0]
-        return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
 
 
 class TensorRTBackend:
@@ -205,12 +187,14 @@ class TensorRTBackend:
         return BaselineArtifact(path=path, input=self.load(path, spec=request.spec).input, format="tensorrt-fp32")
 
     def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> Any:
-        """A built .engine on the GPU, or the FP32 .onnx source on ONNX Runtime's CPU provider."""
+        """A built .engine on the GPU, or an .onnx model on ONNX Runtime's CPU provider (the ONNX Runtime backend's predictor)."""
         if path.suffix == ".engine":
             from edgequant.backends.tensorrt.runtime import EnginePredictor
 
             return EnginePredictor(path, trt=self._trt().module)
-        return OnnxCpuPredictor(path)
+        from edgequant.backends.onnxruntime.predictor import OrtPredictor
+
+        return OrtPredictor(path)
 
 
 def _pin_notes(result: Any) -> list[str]:
