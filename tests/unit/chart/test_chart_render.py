@@ -153,6 +153,7 @@ def test_settings_change_rolls_the_pods(helm: str) -> None:
         (["--set", "operator.watchNamespaces={Team_A}"], "/operator/watchNamespaces/0"),
         (["--set", "operator.logFormat=xml"], "/operator/logFormat"),
         (["--set", "jobs.runAsUser=0"], "/jobs/runAsUser"),
+        (["--set", "operator.extraEnv[0].name=X", "--set", "operator.extraEnv[0].value=1"], "/operator/extraEnv/0/value"),
         (["--set", "quantizerImages.tflite.repository="], "/quantizerImages/tflite/repository"),
         (["--set", "quantizerImages.openvino.repository=x"], "openvino"),
         (["--set", "replicaCount=-1"], "/replicaCount"),
