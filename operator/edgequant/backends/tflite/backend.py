@@ -45,7 +45,7 @@ class TFLiteBackend:
 
     def export_baseline(self, request: QuantizeRequest) -> BaselineArtifact:
         source = self._source(request)
-        path = self._write(conv.convert_saved_model(source.saved_model_dir, method=None), request.workdir / f"{request.model_path.stem}.fp32.tflite")
+        path = self._write(conv.convert_source(source, method=None), request.workdir / f"{request.model_path.stem}.fp32.tflite")
         return BaselineArtifact(path=path, input=TFLitePredictor(path).input, format="tflite-fp32")
 
     def quantize(self, request: QuantizeRequest) -> QuantizedArtifact:
@@ -85,7 +85,7 @@ class TFLiteBackend:
             if request.keep_float:
                 data = self._int8_keeping_float(source, request, representative)
             else:
-                data = conv.convert_saved_model(source.saved_model_dir, method=method, representative=representative)
+                data = conv.convert_source(source, method=method, representative=representative)
         path = self._write(data, request.workdir / f"{request.model_path.stem}.{_SUFFIX[method]}.tflite")
         return QuantizedArtifact(path=path, method=method, input=TFLitePredictor(path).input, notes=notes)
 

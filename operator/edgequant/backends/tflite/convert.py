@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -61,15 +63,25 @@ def configure(converter: Any, *, method: api.Method | None, representative: Repr
 
 
 def convert_saved_model(saved_model_dir: Path, *, method: api.Method | None, representative: RepresentativeData | None = None) -> bytes:
-    tf = import_tf()
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    """Convert a SavedModel folder for ``method`` (None: FP32)."""
+    converter = import_tf().lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
+    configure(converter, method=method, representative=representative)
+    return run_converter(converter, method)
+
+
+def convert_source(source: Any, *, method: api.Method | None, representative: RepresentativeData | None = None) -> bytes:
+    """Convert a ``source.SourceModel`` for ``method`` (None: FP32)."""
+    converter = source.converter()
     configure(converter, method=method, representative=representative)
     return run_converter(converter, method)
 
 
 def run_converter(converter: Any, method: api.Method | None) -> bytes:
     try:
-        return bytes(converter.convert())
+        # from_keras_model exports a SavedModel first and Keras prints "Saved artifact at ..." to stdout,
+        # where `edgequant run` prints its table and the worker its result: keep stdout clean.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return bytes(converter.convert())
     except ConversionError:
         raise
     except Exception as exc:
