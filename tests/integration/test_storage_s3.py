@@ -116,3 +116,23 @@ def test_stores_route_by_scheme(s3_server: Any, s3_bucket: str, tmp_path: Path) 
     s3 = stores.upload(local, f"s3://{s3_bucket}/a.bin")
     copied = stores.upload(local, f"file://{tmp_path}/copy/a.bin")
     assert s3.sha256 == copied.sha256 == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_web_identity_credentials_irsa(s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No keys at all: boto3's chain exchanges a projected token for credentials at STS (moto's), as IRSA does."""
+    s3_client.put_object(Bucket=s3_bucket, Key="m.keras", Body=b"model")
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bWw6cXVhbnRpemVyIn0.c2ln")
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::123456789012:role/edgequant-quantizer")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", s3_server.endpoint)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    import boto3
+
+    assert boto3.session.Session().get_credentials().method == "assume-role-with-web-identity"
+    store = _store(s3_server.endpoint)
+    assert store.download(f"s3://{s3_bucket}/m.keras", tmp_path).read_bytes() == b"model"
