@@ -2,7 +2,10 @@
 
 The session runs with ORT's default graph optimizations, as a deployment
 would, so Q/DQ pairs are fused into int8 kernels and the scores are those of
-the int8 model. A model with a fixed batch dimension is fed in chunks of
+the int8 model, with one exception: ``WeightBiasQuantization`` (ORT >= 1.20)
+quantizes, per tensor, the float weights of every Conv/ConvTranspose/Gemm fed
+by a DequantizeLinear, which undoes nodes kept in float (mixed precision);
+it is disabled (``KEEP_FLOAT_DISABLED_OPTIMIZERS``, see docs/analysis.md). A model with a fixed batch dimension is fed in chunks of
 that size (the last one padded, its padding dropped from the outputs).
 """
 
@@ -16,6 +19,8 @@ import onnxruntime as ort
 
 from edgequant.backends.base import TensorContract, check_batch_matches
 
+#: Graph optimizers a session must skip so that nodes kept in float stay float (module docstring).
+KEEP_FLOAT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
 #: Intra-op threads; EDGEQUANT_THREADS overrides (edge boards have 4 cores, CI machines 2).
 DEFAULT_THREADS = min(4, os.cpu_count() or 1)
 
@@ -25,7 +30,9 @@ def session(path: Path, *, threads: int | None = None) -> ort.InferenceSession:
     options.intra_op_num_threads = threads or int(os.environ.get("EDGEQUANT_THREADS", DEFAULT_THREADS))
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: ORT warns about every unused initializer it removes
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"], disabled_optimizers=list(KEEP_FLOAT_DISABLED_OPTIMIZERS)
+    )
 
 
 class OrtPredictor:
