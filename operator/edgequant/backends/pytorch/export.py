@@ -43,5 +43,17 @@ def export_onnx(module: Any, *, example: Any, path: Path, dynamic_batch: bool) -
         raise InvalidInputError(
             f"torch.onnx.export (dynamo) could not export {path.stem}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         ) from exc
-    program.save(str(path))
+    model = program.model_proto
+    strip_debug_info(model)
+    import onnx
+
+    onnx.save(model, str(path))
     return path
+
+
+def strip_debug_info(model: Any) -> None:
+    """Drop the exporter's per-node metadata (stack traces, module paths) and doc strings: over a third of a small model's file."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    model.graph.doc_string = ""
