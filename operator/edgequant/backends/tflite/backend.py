@@ -92,9 +92,8 @@ class TFLiteBackend:
     def _int8_keeping_float(self, source: SourceModel, request: QuantizeRequest, representative: conv.RepresentativeData | None) -> bytes:
         """Full INT8 with the pinned source layers left in float (calibrate once, then the converter's denylist)."""
         from edgequant.backends.tflite import layers
-        from edgequant.backends.tflite.tf import import_tf
 
-        converter = import_tf().lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
+        converter = source.converter()
         conv.configure(converter, method=api.Method.TFLITE_INT8, representative=representative)
         request.log(f"keeping {len(request.keep_float)} layer(s) in float: {', '.join(request.keep_float)}")
         try:

@@ -15,6 +15,8 @@ TensorFlow).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -236,7 +238,8 @@ def source_layer_names(keras_model: Any) -> tuple[list[str], str | None]:
 def calibrate(converter: Any) -> bytes:
     """Run the converter's calibration only; the result feeds ``quantize_calibrated`` any number of times."""
     converter._experimental_calibrate_only = True  # the switch TFLite's QuantizationDebugger sets
-    return bytes(converter.convert())
+    with contextlib.redirect_stdout(io.StringIO()):  # from_keras_model prints "Saved artifact at ..."; stdout is for results
+        return bytes(converter.convert())
 
 
 def quantize_calibrated(
