@@ -4,12 +4,16 @@ Run: ``make bench-sensitivity`` (or ``.venv/bin/python bench/sensitivity.py``). 
 
 For each model, in the same process and on the same data:
 
-- ``one run``: what a plain tflite-int8 job does once: TFLiteConverter full-INT8
-  conversion (uint8 I/O, 500 representative images) + scoring the artifact on
+- ``one run``: what a plain job does once: TFLite: TFLiteConverter full-INT8
+  conversion (uint8 I/O, 500 representative images); ONNX Runtime: a fresh
+  quantize_static (QDQ, MinMax on 500 images); then scoring the artifact on
   the evaluation set with the worker's evaluator;
-- ``fast``: edgequant's fast mode: one calibration + the whole-model-verify probe
-  on 256 images + the ranking (what the worker's sensitivity stage runs);
+- ``fast``: edgequant's fast mode: one calibration + the probe on 256 images + the
+  ranking (what the worker's sensitivity stage runs): TFLite's layer-wise and
+  whole-model debug models; ORT's qdq_loss_debug on the float and QDQ models;
 - ``exhaustive``: the same calibration + one re-quantization and one scoring per layer.
+
+The ONNX rows run the same trained weights exported to an NCHW ONNX graph.
 
 It prints the cost ratios (targets: fast <= 3x one run; exhaustive ~ L x) and
 the top-5 overlap of the two rankings (target >= 4 of 5), with Spearman's rho.
@@ -132,55 +136,121 @@ def cached(name: str, make: Callable[[Path], None], *keys: object) -> Path:
     return path
 
 
-def batches(x: np.ndarray, y: np.ndarray, size: int = 100) -> Batches:
-    return Batches(make_iter=lambda: ((x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)), count=len(x), batch_size=size)
+def to_onnx(keras_path: Path, onnx_path: Path) -> Path:
+    """The bench CNN's Keras weights as an NCHW ONNX graph: one node per layer op, named like the Keras layers."""
+    import keras
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = keras.models.load_model(keras_path)
+    inits: list[Any] = []
+    nodes: list[Any] = []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
+        return name
+
+    x, hw, channels = "input", 28, 1
+    for layer in model.layers:
+        kind, name = type(layer).__name__, layer.name
+        if kind in ("Conv2D", "DepthwiseConv2D"):
+            kernel, bias = layer.get_weights()
+            k = kernel.shape[0]
+            if kind == "DepthwiseConv2D":  # (kh, kw, C, 1) -> (C, 1, kh, kw), one group per channel
+                w, group = kernel.transpose(2, 3, 0, 1), kernel.shape[2]
+            else:  # HWIO -> OIHW
+                w, group = kernel.transpose(3, 2, 0, 1), 1
+            pads = [k // 2] * 4 if layer.padding == "same" else [0] * 4
+            nodes.append(helper.make_node("Conv", [x, const(f"{name}.weight", w), const(f"{name}.bias", bias)], [f"{name}_out"],
+                                          name=name, kernel_shape=[k, k], pads=pads, group=group))
+            nodes.append(helper.make_node("Relu", [f"{name}_out"], [f"{name}_relu"], name=f"{name}_relu"))
+            x, channels = f"{name}_relu", w.shape[0]
+        elif kind == "MaxPooling2D":
+            nodes.append(helper.make_node("MaxPool", [x], [f"{name}_out"], name=name, kernel_shape=[2, 2], strides=[2, 2]))
+            x, hw = f"{name}_out", hw // 2
+        elif kind == "Flatten":  # Keras flattens HWC: transpose first so the Dense rows line up
+            nodes.append(helper.make_node("Transpose", [x], [f"{name}_nhwc"], name=f"{name}_nhwc", perm=[0, 2, 3, 1]))
+            nodes.append(helper.make_node("Flatten", [f"{name}_nhwc"], [f"{name}_out"], name=name, axis=1))
+            x = f"{name}_out"
+        elif kind == "Dense":
+            kernel, bias = layer.get_weights()
+            out = "logits" if layer is model.layers[-1] else f"{name}_out"
+            nodes.append(helper.make_node("Gemm", [x, const(f"{name}.weight", kernel), const(f"{name}.bias", bias)], [out], name=name))
+            x = out
+            if layer.get_config().get("activation") == "relu":
+                nodes.append(helper.make_node("Relu", [out], [f"{name}_relu"], name=f"{name}_relu"))
+                x = f"{name}_relu"
+    graph = helper.make_graph(nodes, "bench_cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 28, 28])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])], initializer=inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    onnx.save(proto, onnx_path)
+    return onnx_path
 
 
-def bench_model(name: str, model_path: Path, *, cal: np.ndarray, ex: np.ndarray, ey: np.ndarray, repeats: int, work: Path) -> dict[str, Any]:
-    from edgequant.backends.tflite import convert as conv
-    from edgequant.backends.tflite.predictor import TFLitePredictor
-    from edgequant.backends.tflite.source import load_source
-    from edgequant.backends.tflite.tf import import_tf
+def bench_ort(name: str, keras_path: Path, *, cal: np.ndarray, ex: np.ndarray, ey: np.ndarray, repeats: int, work: Path) -> dict[str, Any]:
+    """The same measurements for onnx-static: quantize_static + scoring vs edgequant's ORT layer tool."""
+    import onnxruntime as ort
+
+    from edgequant.analysis.ort_sensitivity import KEEP_FLOAT_DISABLED_OPTIMIZERS, OrtLayerAnalysis, static_quantizer
+    from edgequant.backends.base import QuantizeRequest, TensorContract
     from edgequant.worker.evaluate import evaluate
 
-    tf = import_tf()
-    source = load_source(model_path, fmt=api.ModelFormat.KERAS, workdir=work / name)
-    cal_batches = batches(cal, np.zeros(len(cal), dtype=np.int64))
+    folder = work / f"ort-{name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    model = to_onnx(keras_path, folder / f"{name}.onnx")
+    cal_nchw, ex_nchw = cal.transpose(0, 3, 1, 2).copy(), ex.transpose(0, 3, 1, 2).copy()
+    spec = api.QuantizationJobSpec.model_validate({
+        "model": {"uri": "file:///m.onnx", "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}},
+        "method": "onnx-static", "calibration": {"dataset": {"uri": "file:///cal/"}}, "output": {"uri": "file:///out/"},
+    })
+
+    class Session:
+        input = TensorContract(dtype="float32", shape=(1, 1, 28, 28))
+
+        def __init__(self, path: Path) -> None:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"], disabled_optimizers=list(KEEP_FLOAT_DISABLED_OPTIMIZERS))
+
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            return self.session.run(None, {"input": batch})[0]
 
     def accuracy(path: Path) -> float:
-        top1 = evaluate(predictor=TFLitePredictor(path), data=batches(ex, ey), latency_runs=0).top1
+        top1 = evaluate(predictor=Session(path), data=batches(ex_nchw, ey), latency_runs=0).top1
         assert top1 is not None
         return top1
 
-    def one_run() -> float:
-        data = conv.convert_saved_model(source.saved_model_dir, method=api.Method.TFLITE_INT8, representative=conv.representative_from(cal_batches))
-        path = work / name / "plain.tflite"
-        path.write_bytes(data)
-        return accuracy(path)
+    counter = iter(range(10_000))
 
-    def calibrated() -> TFLiteLayerAnalysis:
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
-        conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(cal_batches))
-        return TFLiteLayerAnalysis.prepare(converter=converter, keras_model=source.keras_model, workdir=work / name / "layers", stem=name)
+    def tool() -> OrtLayerAnalysis:
+        run = folder / f"run{next(counter)}"
+        request = QuantizeRequest(spec=spec, method=api.Method.ONNX_STATIC, model_path=model, workdir=run,
+                                  calibration=batches(cal_nchw, np.zeros(len(cal), dtype=np.int64)))
+        run.mkdir(parents=True, exist_ok=True)
+        return OrtLayerAnalysis(model_path=model, quantize=static_quantizer(request, cache=run / "calibration.json"), workdir=run)
+
+    def one_run() -> float:  # a fresh calibration + QDQ quantization + scoring, as one onnx-static job does
+        return accuracy(tool().model_keeping_float([]))
 
     def fast() -> list[str]:
-        tool = calibrated()
-        return [e.layer for e in fast_sensitivity(probes=tool.probe([cal], max_samples=256), threshold=0.005, seconds=0.0).layers]
+        return [e.layer for e in fast_sensitivity(probes=tool().probe([cal_nchw], max_samples=256), threshold=0.005, seconds=0.0).layers]
 
-    fp32_path = work / name / "fp32.tflite"
-    fp32_path.write_bytes(conv.convert_saved_model(source.saved_model_dir, method=None))
-    reference = accuracy(fp32_path)
+    reference = accuracy(model)
+    holder: dict[str, Any] = {}
 
     def exhaustive() -> list[str]:
-        tool = calibrated()
-        report = exhaustive_sensitivity(
-            layers=tool.layers, reference_accuracy=reference, threshold=0.005,
-            accuracy_with_only=lambda layer: accuracy(tool.model_with_only(layer)),
-        )
-        exhaustive.report = report  # type: ignore[attr-defined]
-        return [e.layer for e in report.layers]
+        t = tool()
+        holder["report"] = exhaustive_sensitivity(layers=t.layers, reference_accuracy=reference, threshold=0.005,
+                                                  accuracy_with_only=lambda layer: accuracy(t.model_with_only(layer)))
+        return [e.layer for e in holder["report"].layers]
 
-    one_run(), fast()  # warm-up: imports, graph tracing, XNNPACK init
+    return _measure(f"ort/{name}", reference, one_run, fast, exhaustive, holder, repeats)
+
+
+def _measure(label: str, reference: float, one_run: Callable[[], float], fast: Callable[[], list[str]],
+             exhaustive: Callable[[], list[str]], holder: dict[str, Any], repeats: int) -> dict[str, Any]:
+    """Warm up, then time one run and fast alternately (medians), exhaustive once per two repeats."""
+    one_run(), fast()
     t_one, t_fast, t_ex = [], [], []
     fast_order: list[str] = []
     ex_order: list[str] = []
@@ -197,21 +267,71 @@ def bench_model(name: str, model_path: Path, *, cal: np.ndarray, ex: np.ndarray,
         ex_order = exhaustive()
         t_ex.append(time.perf_counter() - start)
     agree = agreement(fast=fast_order, exhaustive=ex_order, k=5)
-    report = exhaustive.report  # type: ignore[attr-defined]
     one, f, e = statistics.median(t_one), statistics.median(t_fast), statistics.median(t_ex)
     return {
-        "model": name, "layers": len(ex_order), "fp32": reference, "int8": int8_acc,
+        "model": label, "layers": len(ex_order), "fp32": reference, "int8": int8_acc,
         "one_run_s": one, "fast_s": f, "exhaustive_s": e, "fast_ratio": f / one, "exhaustive_ratio": e / one,
         "overlap": agree.top_k_overlap, "k": agree.k, "spearman": agree.spearman,
         "fast_top": agree.fast_top, "exhaustive_top": agree.exhaustive_top,
-        "deltas": {x.layer: x.accuracy_delta for x in report.layers[:5]},
+        "deltas": {x.layer: x.accuracy_delta for x in holder["report"].layers[:5]},
     }
+
+
+def batches(x: np.ndarray, y: np.ndarray, size: int = 100) -> Batches:
+    return Batches(make_iter=lambda: ((x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)), count=len(x), batch_size=size)
+
+
+def bench_model(name: str, model_path: Path, *, cal: np.ndarray, ex: np.ndarray, ey: np.ndarray, repeats: int, work: Path) -> dict[str, Any]:
+    from edgequant.backends.tflite import convert as conv
+    from edgequant.backends.tflite.predictor import TFLitePredictor
+    from edgequant.backends.tflite.source import load_source
+    from edgequant.worker.evaluate import evaluate
+
+    source = load_source(model_path, fmt=api.ModelFormat.KERAS, workdir=work / name)
+    cal_batches = batches(cal, np.zeros(len(cal), dtype=np.int64))
+
+    def accuracy(path: Path) -> float:
+        top1 = evaluate(predictor=TFLitePredictor(path), data=batches(ex, ey), latency_runs=0).top1
+        assert top1 is not None
+        return top1
+
+    def one_run() -> float:
+        data = conv.convert_source(source, method=api.Method.TFLITE_INT8, representative=conv.representative_from(cal_batches))
+        path = work / name / "plain.tflite"
+        path.write_bytes(data)
+        return accuracy(path)
+
+    def calibrated() -> TFLiteLayerAnalysis:
+        converter = source.converter()
+        conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(cal_batches))
+        return TFLiteLayerAnalysis.prepare(converter=converter, keras_model=source.keras_model, workdir=work / name / "layers", stem=name)
+
+    def fast() -> list[str]:
+        tool = calibrated()
+        return [e.layer for e in fast_sensitivity(probes=tool.probe([cal], max_samples=256), threshold=0.005, seconds=0.0).layers]
+
+    fp32_path = work / name / "fp32.tflite"
+    fp32_path.write_bytes(conv.convert_source(source, method=None))
+    reference = accuracy(fp32_path)
+
+    holder: dict[str, Any] = {}
+
+    def exhaustive() -> list[str]:
+        tool = calibrated()
+        holder["report"] = exhaustive_sensitivity(
+            layers=tool.layers, reference_accuracy=reference, threshold=0.005,
+            accuracy_with_only=lambda layer: accuracy(tool.model_with_only(layer)),
+        )
+        return [e.layer for e in holder["report"].layers]
+
+    return _measure(f"tflite/{name}", reference, one_run, fast, exhaustive, holder, repeats)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
     parser.add_argument("--eval-samples", type=int, default=2000)
+    parser.add_argument("--tflite-only", action="store_true", help="skip the ONNX Runtime rows")
     args = parser.parse_args()
 
     x, y = load_fashion_mnist("train")
@@ -232,13 +352,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-sensitivity-") as tmp:
         for name, path in (("natural", natural), ("graded", graded)):
             rows.append(bench_model(name, path, cal=cal, ex=ex, ey=ey, repeats=args.repeats, work=Path(tmp)))
+        if not args.tflite_only:
+            for name, path in (("natural", natural), ("graded", graded)):
+                rows.append(bench_ort(name, path, cal=cal, ex=ex, ey=ey, repeats=args.repeats, work=Path(tmp)))
 
     print(f"\nFashion-MNIST CNN, {args.eval_samples} evaluation images, 500 calibration images, median of {args.repeats} runs, {os.cpu_count()} CPUs\n")
-    print(f"{'model':8} {'L':>2} {'fp32':>6} {'int8':>6} {'one run':>8} {'fast':>7} {'exhaust.':>8} {'fast/one':>8} {'exh./one':>8} {'top-5':>6} {'rho':>5}")
+    print(f"{'model':14} {'L':>2} {'fp32':>6} {'int8':>6} {'one run':>8} {'fast':>7} {'exhaust.':>8} {'fast/one':>8} {'exh./one':>8} {'top-5':>6} {'rho':>5}")
     for r in rows:
         rho = "n/a" if r["spearman"] is None else f"{r['spearman']:.2f}"
         print(
-            f"{r['model']:8} {r['layers']:>2} {r['fp32']:6.4f} {r['int8']:6.4f} {r['one_run_s']:7.2f}s {r['fast_s']:6.2f}s {r['exhaustive_s']:7.2f}s "
+            f"{r['model']:14} {r['layers']:>2} {r['fp32']:6.4f} {r['int8']:6.4f} {r['one_run_s']:7.2f}s {r['fast_s']:6.2f}s {r['exhaustive_s']:7.2f}s "
             f"{r['fast_ratio']:7.2f}x {r['exhaustive_ratio']:7.2f}x {r['overlap']:>3}/{r['k']} {rho:>5}"
         )
     for r in rows:

@@ -40,7 +40,7 @@ class LayerTool(Protocol):
         ...
 
 
-#: method -> "module:factory"; factory(request: QuantizeRequest) -> LayerTool.
+#: method -> "module:factory"; factory(request: QuantizeRequest, backend) -> LayerTool (backend: the run's Backend).
 LAYER_TOOLS: dict[api.Method, str] = {
     api.Method.TFLITE_INT8: "edgequant.analysis.tflite_sensitivity:for_request",
     api.Method.ONNX_STATIC: "edgequant.analysis.ort_sensitivity:for_request",
@@ -65,11 +65,11 @@ def supports_layers(method: api.Method) -> bool:
     return method in LAYER_TOOLS
 
 
-def layer_tool_for(request: QuantizeRequest) -> LayerTool:
+def layer_tool_for(request: QuantizeRequest, backend: object) -> LayerTool:
     """The method's layer tool; ``KeyError`` when the method has none."""
     module_name, _, factory_name = LAYER_TOOLS[request.method].partition(":")
     factory = getattr(importlib.import_module(module_name), factory_name)
-    tool: LayerTool = factory(request)
+    tool: LayerTool = factory(request, backend)
     return tool
 
 

@@ -12,22 +12,18 @@
   each layer's own noise is estimated from the cumulative (``xmodel``) errors by
   increments. ``qdq_err`` is not used (notes/quant-stack.md, gotcha 15).
 
-Calibration happens once: ``quantize_static`` writes its tensor ranges to a
-calibration cache on the first call and reads them on every later one.
+Quantization is the ONNX Runtime backend's own ``quantize`` with
+``keep_float`` (same settings, same artifact naming); the backend calibrates
+once per run and re-quantizes from the saved ranges. Node names are those of
+the model as the backend quantizes it (after ORT's pre-processing). Models with
+nodes kept in float must be run with ``WeightBiasQuantization`` disabled, as
+the backend's predictor does (backends/onnxruntime/predictor.py).
 onnx and onnxruntime are imported only inside these functions.
-
-Running a model with nodes kept in float needs one session option: ORT's
-``WeightBiasQuantization`` graph optimizer (level 1, ORT >= 1.20) quantizes the
-float weights of any Conv/ConvTranspose/Gemm fed by a DequantizeLinear,
-per-tensor, when the session is created, which undoes ``nodes_to_exclude``
-(measured: the sensitive CNN's pinned conv2 scored 0.49 instead of 0.81).
-No graph rewrite survives ORT's other optimizers (Identity, Cast and extra float
-neighbours are folded or propagated away), so sessions must be created with
-``disabled_optimizers=KEEP_FLOAT_DISABLED_OPTIMIZERS``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,11 +41,9 @@ FOLDED_OPS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "
 #: Move or reshape data: quantized with their neighbours, never a layer of their own.
 SHAPE_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Shape", "Gather", "Slice", "Split", "Identity", "Cast", "Constant"})
 PROBE_BATCH = 64
-#: Pass as ``InferenceSession(..., disabled_optimizers=...)`` to run models with nodes kept in float (module docstring).
-KEEP_FLOAT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
 
-#: quantize(output_path, nodes_to_exclude) writes a QDQ model of the source with those nodes in float.
-Quantize = Callable[[Path, Sequence[str]], None]
+#: quantize(nodes_kept_in_float) -> the path of a Q/DQ model of ``model_path`` with those nodes in float.
+Quantize = Callable[[Sequence[str]], Path]
 
 
 @dataclass(frozen=True)
@@ -121,17 +115,11 @@ class OrtLayerAnalysis:
         return [n.name for n in self.nodes if self.layer_of[n.name] in chosen]
 
     def model_with_only(self, layer: str) -> Path:
-        keep = set(self.nodes_of([layer]))
-        path = self.workdir / f"{self.model_path.stem}.only-{_slug(layer)}.onnx"
-        self.quantize(path, [n.name for n in self.nodes if n.name not in keep])
-        return path
+        mine = set(self.nodes_of([layer]))
+        return self.quantize([n.name for n in self.nodes if n.name not in mine])
 
     def model_keeping_float(self, layers: Iterable[str]) -> Path:
-        keep = list(layers)
-        tag = f"qdq-mixed-{len(keep)}" if keep else "qdq"
-        path = self.workdir / f"{self.model_path.stem}.{tag}.onnx"
-        self.quantize(path, self.nodes_of(keep))
-        return path
+        return self.quantize(self.nodes_of(list(layers)))
 
     def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256) -> list[LayerProbe]:
         """Float vs fully quantized QDQ model on the same inputs (qdq_loss_debug), own noise by increments."""
@@ -168,72 +156,20 @@ class OrtLayerAnalysis:
         return names[0]
 
 
-def for_request(request: QuantizeRequest) -> OrtLayerAnalysis:
-    """The layer tool for an onnx-static run: the spec's calibration settings, calibrated once (cache)."""
+def for_request(request: QuantizeRequest, backend: Any) -> OrtLayerAnalysis:
+    """The layer tool for an onnx-static run, quantizing through ``backend`` (the run's OnnxRuntimeBackend)."""
+    from edgequant.backends.onnxruntime.quantize import prepare_float_model
+
     if request.calibration is None:
         raise ValueError("onnx-static layer analysis needs calibration data")
+    spec = request.spec
     workdir = request.workdir / "layers"
-    workdir.mkdir(parents=True, exist_ok=True)
-    return OrtLayerAnalysis(model_path=request.model_path, quantize=static_quantizer(request, cache=workdir / "calibration.json"), workdir=workdir)
+    # The float model exactly as the backend quantizes it (the same deterministic pre-processing): node names refer to it.
+    float_model = prepare_float_model(
+        request.model_path, workdir=workdir, preprocess=spec.onnx.preprocess, per_channel=spec.onnx.per_channel, contract=spec.model.input
+    )
 
+    def quantize(keep_float: Sequence[str]) -> Path:
+        return Path(backend.quantize(dataclasses.replace(request, keep_float=list(keep_float))).path)
 
-def static_quantizer(request: QuantizeRequest, *, cache: Path) -> Quantize:
-    """QDQ static quantization with the spec's calibration algorithm; ranges computed on the first call only."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from edgequant.api import v1alpha1 as api
-
-    spec = request.spec.calibration
-    method = {
-        api.CalibrationAlgorithm.MINMAX: CalibrationMethod.MinMax,
-        api.CalibrationAlgorithm.ENTROPY: CalibrationMethod.Entropy,
-        api.CalibrationAlgorithm.PERCENTILE: CalibrationMethod.Percentile,
-    }[spec.algorithm if spec else api.CalibrationAlgorithm.MINMAX]
-    extra: dict[str, Any] = {"CalibPercentile": spec.percentile} if spec and method is CalibrationMethod.Percentile else {}
-    calibration = request.calibration
-    assert calibration is not None
-
-    def quantize(output: Path, nodes_to_exclude: Sequence[str]) -> None:
-        reader = None if cache.is_file() else _Reader(calibration, input_name=_model_input(request.model_path))
-        quantize_static(
-            str(request.model_path), str(output), reader,
-            quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
-            nodes_to_exclude=list(nodes_to_exclude), extra_options=extra, calibration_cache_path=cache,
-        )
-
-    return quantize
-
-
-class _Reader:
-    """A CalibrationDataReader over the worker's preprocessed batches."""
-
-    def __init__(self, batches: Any, *, input_name: str) -> None:
-        self._iter = iter(batches)
-        self._name = input_name
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self._iter, None)
-        return None if batch is None else {self._name: np.ascontiguousarray(batch[0], dtype=np.float32)}
-
-    def __iter__(self) -> "_Reader":
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        item = self.get_next()
-        if item is None:
-            raise StopIteration
-        return item
-
-
-def _model_input(path: Path) -> str:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    inits = {i.name for i in graph.initializer}
-    return next(i.name for i in graph.input if i.name not in inits)
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:40]
-
+    return OrtLayerAnalysis(model_path=float_model.path, quantize=quantize, workdir=workdir)

@@ -82,7 +82,7 @@ def _tool(ctx: Any, hooks: WorkerHooks) -> LayerTool | None:
         else:
             ctx.log("layer analysis: calibrating once for per-layer quantization")
             try:
-                state.tool = layer_tool_for(hooks.request(method))
+                state.tool = layer_tool_for(hooks.request(method), ctx.backend)
             except ValueError as exc:
                 state.tool_problem = f"layer analysis unavailable: {exc}"
                 return None

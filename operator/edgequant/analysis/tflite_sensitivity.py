@@ -131,19 +131,18 @@ def align_by_kind(*, reference: Sequence[tuple[str, str | None]], probed: Sequen
     return out
 
 
-def for_request(request: QuantizeRequest) -> TFLiteLayerAnalysis:
+def for_request(request: QuantizeRequest, backend: Any = None) -> TFLiteLayerAnalysis:
     """The layer tool for a tflite-int8 run: the source model as the backend loads it, calibrated once."""
+    del backend  # the TFLite tool drives the converter itself (calibrate once, then mlir_quantize)
     from edgequant.backends.tflite import convert as conv
     from edgequant.backends.tflite.source import load_source
-    from edgequant.backends.tflite.tf import import_tf
-
     fmt = request.spec.model.resolved_format
     if fmt is None:
         raise ValueError(f"cannot tell the format of {request.model_path.name}")
     if request.calibration is None:
         raise ValueError("tflite-int8 layer analysis needs calibration data")
     source = load_source(request.model_path, fmt=fmt, workdir=request.workdir)
-    converter = import_tf().lite.TFLiteConverter.from_saved_model(str(source.saved_model_dir))
+    converter = source.converter()
     conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(request.calibration))
     return TFLiteLayerAnalysis.prepare(
         converter=converter, keras_model=source.keras_model, workdir=request.workdir / "layers", stem=request.model_path.stem

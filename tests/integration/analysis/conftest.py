@@ -114,35 +114,32 @@ def batches(x: np.ndarray, y: np.ndarray | None = None, size: int = 100) -> Any:
 
 
 @pytest.fixture(scope="session")
-def saved_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], tuple[Path, Any]]:
-    """Keras file -> (SavedModel dir, Keras model), exported once per model through the TFLite backend's loader."""
+def source_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Any]:
+    """Keras file -> the TFLite backend's SourceModel (loaded once per model)."""
     from edgequant.api import v1alpha1 as api
     from edgequant.backends.tflite.source import load_source
 
-    done: dict[Path, tuple[Path, Any]] = {}
+    done: dict[Path, Any] = {}
 
-    def get(path: Path) -> tuple[Path, Any]:
+    def get(path: Path) -> Any:
         if path not in done:
-            source = load_source(path, fmt=api.ModelFormat.KERAS, workdir=tmp_path_factory.mktemp(path.stem[:20]))
-            done[path] = (source.saved_model_dir, source.keras_model)
+            done[path] = load_source(path, fmt=api.ModelFormat.KERAS, workdir=tmp_path_factory.mktemp(path.stem[:20]))
         return done[path]
 
     return get
 
 
 @pytest.fixture
-def tflite_layers(saved_model: Callable[[Path], tuple[Path, Any]], tmp_path: Path) -> Callable[..., Any]:
+def tflite_layers(source_model: Callable[[Path], Any], tmp_path: Path) -> Callable[..., Any]:
     from edgequant.analysis.tflite_sensitivity import TFLiteLayerAnalysis
     from edgequant.api import v1alpha1 as api
     from edgequant.backends.tflite import convert as conv
-    from edgequant.backends.tflite.tf import import_tf
 
     def make(model: Path, calibration: np.ndarray) -> TFLiteLayerAnalysis:
-        tf = import_tf()
-        sm_dir, keras_model = saved_model(model)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(sm_dir))
+        source = source_model(model)
+        converter = source.converter()
         conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(batches(calibration)))
-        return TFLiteLayerAnalysis.prepare(converter=converter, keras_model=keras_model, workdir=tmp_path / "layers")
+        return TFLiteLayerAnalysis.prepare(converter=converter, keras_model=source.keras_model, workdir=tmp_path / "layers")
 
     return make
 

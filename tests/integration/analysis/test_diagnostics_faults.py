@@ -27,12 +27,12 @@ def spec() -> api.QuantizationJobSpec:
 
 
 @pytest.fixture
-def fp32(healthy_cnn: Path, saved_model: Callable[[Path], Any], tmp_path: Path) -> Any:
+def fp32(healthy_cnn: Path, source_model: Callable[[Path], Any], tmp_path: Path) -> Any:
     from edgequant.backends.tflite import convert as conv
     from edgequant.backends.tflite.predictor import TFLitePredictor
 
     path = tmp_path / "fp32.tflite"
-    path.write_bytes(conv.convert_saved_model(saved_model(healthy_cnn)[0], method=None))
+    path.write_bytes(conv.convert_source(source_model(healthy_cnn), method=None))
     return TFLitePredictor(path)
 
 

@@ -15,49 +15,56 @@ pytestmark = pytest.mark.integration
 LAYERS = ["conv1", "pool1", "conv2", "pool2", "conv3", "fc1", "logits"]
 
 
+SPEC = {
+    "model": {"uri": "file:///m.onnx", "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}},
+    "method": "onnx-static", "calibration": {"dataset": {"uri": "file:///cal/"}}, "output": {"uri": "file:///out/"},
+}
+
+
 @pytest.fixture
 def ort_layers(fashion: Any, tmp_path: Path) -> Callable[[Path], Any]:
-    from edgequant.analysis.ort_sensitivity import for_request
+    """A calibrated ORT layer tool over the onnxruntime backend, as the worker builds it."""
+    from edgequant.analysis.layer_tools import layer_tool_for
     from edgequant.api import v1alpha1 as api
     from edgequant.backends.base import QuantizeRequest
+    from edgequant.backends.registry import backend_for
 
     from conftest import batches
 
-    spec = api.QuantizationJobSpec.model_validate({
-        "model": {"uri": "file:///m.onnx", "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}},
-        "method": "onnx-static", "calibration": {"dataset": {"uri": "file:///cal/"}}, "output": {"uri": "file:///out/"},
-    })
-
     def make(model: Path) -> Any:
+        spec = api.QuantizationJobSpec.model_validate(SPEC)
         request = QuantizeRequest(spec=spec, method=api.Method.ONNX_STATIC, model_path=model, workdir=tmp_path / model.stem,
                                   calibration=batches(fashion.cal_x.transpose(0, 3, 1, 2).copy()))
-        return for_request(request)
+        return layer_tool_for(request, backend_for(api.Method.ONNX_STATIC))
 
     return make
 
 
 @pytest.fixture(scope="session")
 def ort_score(fashion: Any) -> Callable[..., float]:
-    """Accuracy through the worker's evaluator; sessions keep float nodes float unless ``default_session``."""
+    """Accuracy through the worker's evaluator and the backend's predictor (or a default-options session)."""
     import onnxruntime as ort
 
-    from edgequant.analysis.ort_sensitivity import KEEP_FLOAT_DISABLED_OPTIMIZERS
     from edgequant.backends.base import TensorContract
+    from edgequant.backends.onnxruntime.predictor import OrtPredictor
     from edgequant.worker.evaluate import evaluate
 
     from conftest import batches
 
-    class Session:
-        def __init__(self, path: Path, disabled: tuple[str, ...]) -> None:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"], disabled_optimizers=list(disabled))
-            self.input = TensorContract(dtype="float32", shape=(1, 1, 28, 28))
+    class DefaultSession:
+        """ORT with every default optimizer, as a user's runtime might create it."""
+
+        input = TensorContract(dtype="float32", shape=(-1, 1, 28, 28))
+
+        def __init__(self, path: Path) -> None:
+            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
         def predict(self, batch: np.ndarray) -> np.ndarray:
             return self.session.run(None, {"input": batch})[0]
 
     def accuracy(path: Path, *, default_session: bool = False) -> float:
-        session = Session(path, () if default_session else KEEP_FLOAT_DISABLED_OPTIMIZERS)
-        top1 = evaluate(predictor=session, data=batches(fashion.eval_x.transpose(0, 3, 1, 2).copy(), fashion.eval_y), latency_runs=0).top1
+        predictor = DefaultSession(path) if default_session else OrtPredictor(path)
+        top1 = evaluate(predictor=predictor, data=batches(fashion.eval_x.transpose(0, 3, 1, 2).copy(), fashion.eval_y), latency_runs=0).top1
         assert top1 is not None
         return top1
 
@@ -106,7 +113,8 @@ def test_pinned_nodes_stay_float_in_the_qdq_graph_and_recover_accuracy(
     reference = ort_score(model)
     assert ort_score(plain) < reference - 0.2
     assert ort_score(mixed) > reference - 0.02
-    # with default session options ORT's WeightBiasQuantization re-quantizes the float conv2 per-tensor at load
+    # with default session options ORT's WeightBiasQuantization re-quantizes the float conv2 per-tensor at load;
+    # the backend's predictor disables it
     assert ort_score(mixed, default_session=True) < reference - 0.2
     with pytest.raises(KeyError, match="quantizable layers are"):
         tool.model_keeping_float(["relu9"])

@@ -16,12 +16,12 @@ KERAS_LAYERS = ["conv1", "pool1", "conv2", "pool2", "conv3", "fc1", "logits"]
 
 
 @pytest.fixture
-def fp32_accuracy(score: Callable[..., float], saved_model: Callable[[Path], Any], fashion: Any, tmp_path: Path) -> Callable[[Path], float]:
+def fp32_accuracy(score: Callable[..., float], source_model: Callable[[Path], Any], fashion: Any, tmp_path: Path) -> Callable[[Path], float]:
     from edgequant.backends.tflite import convert as conv
 
     def measure(model: Path) -> float:
         path = tmp_path / f"{model.stem}.fp32.tflite"
-        path.write_bytes(conv.convert_saved_model(saved_model(model)[0], method=None))
+        path.write_bytes(conv.convert_source(source_model(model), method=None))
         return score(path, fashion.eval_x, fashion.eval_y)
 
     return measure

@@ -15,7 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def job_files(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: Any, sensitive_cnn: Path, healthy_cnn: Path) -> Path:
+def job_files(
+    tmp_path_factory: pytest.TempPathFactory, fashion_mnist: Any, sensitive_cnn: Path, healthy_cnn: Path, onnx_cnn: Any
+) -> Path:
     from edgequant.data.export import write_npz
 
     root = tmp_path_factory.mktemp("jobs")
@@ -23,6 +25,7 @@ def job_files(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: Any, sens
     write_npz(root / "eval.npz", fashion_mnist.test_x[:1000], fashion_mnist.test_y[:1000], classes=fashion_mnist.classes)
     shutil.copy(sensitive_cnn, root / "sensitive.keras")
     shutil.copy(healthy_cnn, root / "healthy.keras")
+    shutil.copy(onnx_cnn("sensitive"), root / "sensitive.onnx")
     return root
 
 
@@ -30,8 +33,10 @@ def _run(root: Path, out: str, *, model: str = "sensitive.keras", **spec: Any) -
     from edgequant.worker.progress import SilentProgress
     from edgequant.worker.runner import run_job, spec_from_document
 
+    onnx = model.endswith(".onnx")
+    shape = {"shape": [1, 28, 28], "layout": "NCHW"} if onnx else {"shape": [28, 28, 1]}
     doc: dict[str, Any] = {
-        "model": {"uri": f"file://{root}/{model}", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+        "model": {"uri": f"file://{root}/{model}", "input": {**shape, "colorOrder": "GRAY"}},
         "method": "tflite-int8",
         "calibration": {"dataset": {"uri": f"file://{root}/cal.npz", "layout": "npz"}, "samples": 500},
         "evaluation": {"dataset": {"uri": f"file://{root}/eval.npz", "layout": "npz"}, "samples": 1000},
@@ -115,3 +120,15 @@ def test_degrade_reaches_float16_when_pinning_cannot_meet_the_budget(job_files: 
     chosen = [t for t in trials if t["chosen"]]
     assert len(chosen) == 1 and chosen[0]["method"] == "tflite-float16" and report["publishedMethod"] == "tflite-float16"
     assert result.results.method.value == "tflite-float16"
+
+
+def test_onnx_static_auto_mixed_precision_pins_the_sensitive_node(job_files: Path) -> None:
+    result, _ctx, out = _run(
+        job_files, "onnx-auto", model="sensitive.onnx", method="onnx-static",
+        mixedPrecision={"mode": "auto", "sensitivity": "exhaustive"}, acceptance={"maxAccuracyDrop": 0.02},
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    analysis = json.loads((out / "report.json").read_text())["analysis"]
+    assert analysis["sensitivity"]["layers"][0]["layer"] == "conv2" and analysis["sensitivity"]["fast"][0]["layer"] == "conv2"
+    assert [t["rung"] for t in analysis["gate"]["trials"]] == ["full", "pinned"]
+    assert result.results.pinned_layers == ["conv2"] and result.results.accuracy_drop <= 0.02
