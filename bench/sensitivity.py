@@ -6,7 +6,8 @@ For each model, in the same process and on the same data:
 
 - ``one run``: what a plain job does once: TFLite: TFLiteConverter full-INT8
   conversion (uint8 I/O, 500 representative images); ONNX Runtime: a fresh
-  quantize_static (QDQ, MinMax on 500 images); then scoring the artifact on
+  onnx-static quantization by the onnxruntime backend (pre-processing, MinMax on
+  500 images, Q/DQ); then scoring the artifact on
   the evaluation set with the worker's evaluator;
 - ``fast``: edgequant's fast mode: one calibration + the probe on 256 images + the
   ranking (what the worker's sensitivity stage runs): TFLite's layer-wise and
@@ -190,11 +191,11 @@ def to_onnx(keras_path: Path, onnx_path: Path) -> Path:
 
 
 def bench_ort(name: str, keras_path: Path, *, cal: np.ndarray, ex: np.ndarray, ey: np.ndarray, repeats: int, work: Path) -> dict[str, Any]:
-    """The same measurements for onnx-static: quantize_static + scoring vs edgequant's ORT layer tool."""
-    import onnxruntime as ort
-
-    from edgequant.analysis.ort_sensitivity import KEEP_FLOAT_DISABLED_OPTIMIZERS, OrtLayerAnalysis, static_quantizer
-    from edgequant.backends.base import QuantizeRequest, TensorContract
+    """The same measurements for onnx-static, through the onnxruntime backend (a fresh one per run: no cached ranges)."""
+    from edgequant.analysis.layer_tools import layer_tool_for
+    from edgequant.backends.base import QuantizeRequest
+    from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
+    from edgequant.backends.onnxruntime.predictor import OrtPredictor
     from edgequant.worker.evaluate import evaluate
 
     folder = work / f"ort-{name}"
@@ -205,43 +206,31 @@ def bench_ort(name: str, keras_path: Path, *, cal: np.ndarray, ex: np.ndarray, e
         "model": {"uri": "file:///m.onnx", "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}},
         "method": "onnx-static", "calibration": {"dataset": {"uri": "file:///cal/"}}, "output": {"uri": "file:///out/"},
     })
+    counter = iter(range(10_000))
 
-    class Session:
-        input = TensorContract(dtype="float32", shape=(1, 1, 28, 28))
-
-        def __init__(self, path: Path) -> None:
-            self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"], disabled_optimizers=list(KEEP_FLOAT_DISABLED_OPTIMIZERS))
-
-        def predict(self, batch: np.ndarray) -> np.ndarray:
-            return self.session.run(None, {"input": batch})[0]
+    def request() -> QuantizeRequest:
+        return QuantizeRequest(spec=spec, method=api.Method.ONNX_STATIC, model_path=model, workdir=folder / f"run{next(counter)}",
+                               calibration=batches(cal_nchw, np.zeros(len(cal), dtype=np.int64)), log=lambda _m: None)
 
     def accuracy(path: Path) -> float:
-        top1 = evaluate(predictor=Session(path), data=batches(ex_nchw, ey), latency_runs=0).top1
+        top1 = evaluate(predictor=OrtPredictor(path), data=batches(ex_nchw, ey), latency_runs=0).top1
         assert top1 is not None
         return top1
 
-    counter = iter(range(10_000))
-
-    def tool() -> OrtLayerAnalysis:
-        run = folder / f"run{next(counter)}"
-        request = QuantizeRequest(spec=spec, method=api.Method.ONNX_STATIC, model_path=model, workdir=run,
-                                  calibration=batches(cal_nchw, np.zeros(len(cal), dtype=np.int64)))
-        run.mkdir(parents=True, exist_ok=True)
-        return OrtLayerAnalysis(model_path=model, quantize=static_quantizer(request, cache=run / "calibration.json"), workdir=run)
-
-    def one_run() -> float:  # a fresh calibration + QDQ quantization + scoring, as one onnx-static job does
-        return accuracy(tool().model_keeping_float([]))
+    def one_run() -> float:  # what one onnx-static job does: pre-process, calibrate, Q/DQ, then score
+        return accuracy(OnnxRuntimeBackend().quantize(request()).path)
 
     def fast() -> list[str]:
-        return [e.layer for e in fast_sensitivity(probes=tool().probe([cal_nchw], max_samples=256), threshold=0.005, seconds=0.0).layers]
+        tool = layer_tool_for(request(), OnnxRuntimeBackend())
+        return [e.layer for e in fast_sensitivity(probes=tool.probe([cal_nchw], max_samples=256), threshold=0.005, seconds=0.0).layers]
 
     reference = accuracy(model)
     holder: dict[str, Any] = {}
 
     def exhaustive() -> list[str]:
-        t = tool()
-        holder["report"] = exhaustive_sensitivity(layers=t.layers, reference_accuracy=reference, threshold=0.005,
-                                                  accuracy_with_only=lambda layer: accuracy(t.model_with_only(layer)))
+        tool = layer_tool_for(request(), OnnxRuntimeBackend())
+        holder["report"] = exhaustive_sensitivity(layers=tool.layers, reference_accuracy=reference, threshold=0.005,
+                                                  accuracy_with_only=lambda layer: accuracy(tool.model_with_only(layer)))
         return [e.layer for e in holder["report"].layers]
 
     return _measure(f"ort/{name}", reference, one_run, fast, exhaustive, holder, repeats)
@@ -287,6 +276,7 @@ def bench_model(name: str, model_path: Path, *, cal: np.ndarray, ex: np.ndarray,
     from edgequant.backends.tflite.source import load_source
     from edgequant.worker.evaluate import evaluate
 
+    (work / name).mkdir(parents=True, exist_ok=True)
     source = load_source(model_path, fmt=api.ModelFormat.KERAS, workdir=work / name)
     cal_batches = batches(cal, np.zeros(len(cal), dtype=np.int64))
 
