@@ -66,7 +66,7 @@ class Trial(ApiModel):
     compression_ratio: float | None = Field(None, description="Baseline size / size.")
     passed: bool = Field(..., description="Met the whole acceptance budget.")
     reasons: list[str] = Field(default_factory=list, description="Why it missed the budget.")
-    chosen: bool = Field(False, description="This is the published artifact.")
+    chosen: bool = Field(False, description="The candidate the gate judged: published, unless onFailure fail stopped the run.")
 
 
 class MixedPrecisionReport(ApiModel):

@@ -39,7 +39,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         _header(report, analysis),
         _comparison(report),
         _sensitivity(analysis.get("sensitivity"), analysis.get("mixedPrecision")),
-        _selection(analysis.get("gate"), analysis.get("mixedPrecision")),
+        _selection(analysis.get("gate"), analysis.get("mixedPrecision"), published=bool((report.get("outcome") or {}).get("succeeded", True))),
         _diagnostics(analysis.get("diagnostics")),
         _contract(report.get("inputContract")),
         _warnings(list(report.get("warnings") or []), list(report.get("notes") or [])),
@@ -187,7 +187,7 @@ def _sensitivity(sens: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None
     )
 
 
-def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None) -> str:
+def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None, *, published: bool) -> str:
     if not gate:
         return ""
     parts = ["<h2>Acceptance and mixed precision</h2>"]
@@ -208,7 +208,7 @@ def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None) 
         rows = []
         for t in trials:
             status = "passes" if t.get("passed") else "; ".join(t.get("reasons") or [])
-            chosen = "<b>published</b>" if t.get("chosen") else ""
+            chosen = ("<b>published</b>" if published else "<b>best found, not published</b>") if t.get("chosen") else ""
             color = OK_COLOR if t.get("passed") else (MUTED_COLOR if not t.get("chosen") else FLAG_COLOR)
             rows.append(
                 f"<tr><td>{escape(str(t.get('rung')))}</td><td><code>{escape(str(t.get('method')))}</code></td>"

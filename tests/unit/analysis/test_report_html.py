@@ -155,3 +155,11 @@ def test_cli_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no report.json in this folder" in proc.stderr
     proc = _cli("s3://bucket/run/report.json")
     assert proc.returncode == 2 and "download it first" in proc.stderr
+
+
+def test_a_failed_run_marks_its_best_candidate_not_published() -> None:
+    report = _report()
+    report["outcome"] = {"succeeded": False, "exitCode": 12, "reason": "AcceptanceFailed", "message": "acceptance gate failed"}
+    page = render_html(report)
+    assert "best found, not published" in page and "<b>published</b>" not in page
+    assert 'class="banner fail"' in page and "AcceptanceFailed" in page
