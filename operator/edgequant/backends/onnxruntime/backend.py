@@ -1,8 +1,8 @@
 """The ONNX Runtime backend: onnx-dynamic and onnx-static (Q/DQ) behind the Backend protocol.
 
-One instance serves one run: it pre-processes the source model once and
-calibrates once per algorithm, so re-quantizing with other nodes kept in
-float (mixed precision) costs only the Q/DQ insertion.
+One instance serves one run (one calibration set): it pre-processes the
+source model once and calibrates once per algorithm, so re-quantizing with
+other nodes kept in float (mixed precision) costs only the Q/DQ insertion.
 """
 
 from __future__ import annotations
@@ -74,9 +74,7 @@ class OnnxRuntimeBackend:
         data = request.calibration
         if data is None:
             raise InvalidInputError("spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset")
-        first = next(iter(data), None)
-        fingerprint = hashlib.sha256(first[0].tobytes()).hexdigest() if first is not None else ""
-        key = (model.path, settings.algorithm, settings.percentile, settings.symmetric_activations, data.count, fingerprint)
+        key = (model.path, settings.algorithm, settings.percentile, settings.symmetric_activations, data.count, data.batch_size)
         if key not in self._ranges:
             ranges = calibrate(
                 model_path=model.path, batches=data, input_name=model.model.input_name, fixed_batch=model.model.fixed_batch,

@@ -1,8 +1,8 @@
 """Calibration for ONNX Runtime fed by the shared data pipeline (``backends.base.Batches``).
 
 ``BatchesReader`` is the ``CalibrationDataReader`` ONNX Runtime asks for.
-``calibrate`` hands it to ORT's calibrator one batch per ``collect_data``
-call: ORT's histogram calibrators (Entropy, Percentile) keep every
+``calibrate`` hands it to ORT's histogram calibrators (Entropy,
+Percentile) one batch per ``collect_data`` call: they keep every
 intermediate tensor of every batch they are given in memory and stack them
 with ``np.asarray`` — 500 images through a 224x224 CNN is gigabytes, and a
 shorter last batch crashes the stacking. One batch per call merges the
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, TensorsData, create_calibrator
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import Batches
@@ -29,6 +30,8 @@ ORT_METHOD: dict[api.CalibrationAlgorithm, CalibrationMethod] = {
     api.CalibrationAlgorithm.ENTROPY: CalibrationMethod.Entropy,
     api.CalibrationAlgorithm.PERCENTILE: CalibrationMethod.Percentile,
 }
+#: The ops whose tensors quantize_static calibrates by default: ranges for anything else are never used.
+CALIBRATED_OPS: tuple[str, ...] = tuple(sorted(set(QLinearOpsRegistry) | set(QDQRegistry)))
 
 
 def model_batches(batches: Iterable[tuple[np.ndarray, np.ndarray]], *, fixed_batch: int | None) -> Iterator[np.ndarray]:
@@ -102,12 +105,14 @@ def calibrate(
     workdir.mkdir(parents=True, exist_ok=True)
     calibrator = create_calibrator(
         model_path,
-        None,
+        list(CALIBRATED_OPS),
         augmented_model_path=str(workdir / "augmented.onnx"),
         calibrate_method=ORT_METHOD[settings.algorithm],
         extra_options=calibrator_options(settings),
     )
-    reader = BatchesReader(model_batches(batches, fixed_batch=fixed_batch), input_name=input_name, per_call=1)
+    # MinMax reduces each batch to per-tensor extremes inside the augmented graph: one call holds little.
+    per_call = None if settings.algorithm is api.CalibrationAlgorithm.MINMAX else 1
+    reader = BatchesReader(model_batches(batches, fixed_batch=fixed_batch), input_name=input_name, per_call=per_call)
     if reader.exhausted:
         raise ValueError("no calibration batches")
     done = 0
@@ -116,7 +121,7 @@ def calibrate(
         while not reader.exhausted:
             calibrator.collect_data(reader)
             done += 1
-        log(f"calibration ({settings.algorithm.value}): {done} batch(es) of {batches.count} samples collected")
+        log(f"calibration ({settings.algorithm.value}): {batches.count} samples collected in {done} call(s)")
         ranges = calibrator.compute_data()
     if not isinstance(ranges, TensorsData):
         raise TypeError(f"ONNX Runtime's calibrator returned {type(ranges).__name__}, not TensorsData")
