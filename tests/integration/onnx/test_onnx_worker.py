@@ -42,8 +42,6 @@ def _spec(root: Path, method: str, model: str, out: str, **extra: Any) -> dict[s
         "method": method,
         "model": {"uri": f"file://{root}/{model}", "input": CONTRACT},
         "evaluation": {"dataset": {"uri": f"file://{root}/test.npz", "layout": "npz"}, "samples": 1000},
-        # ONNX Runtime's per-layer analysis tool is not in the tree yet (analysis/layer_tools.py names it).
-        "mixedPrecision": {"sensitivity": "off"},
         "acceptance": {"maxAccuracyDrop": 0.01},
         "output": {"uri": f"file://{root}/{out}/"},
     }
@@ -88,6 +86,12 @@ def test_onnx_static_through_the_worker(static_run: tuple[Any, dict[str, Any]], 
     assert any(n.startswith("reduce_range ") and "CPU x86_64" in n for n in report["notes"])
     assert any("minmax calibration on 500 samples" in n for n in report["notes"])
     assert [s["name"] for s in report["stages"] if s["ok"]][-1] == "upload"
+    # The default fast sensitivity ran on the node names of the model the backend quantized.
+    import onnx
+
+    convs = {n.name for n in onnx.load(str(job_root / "static" / "cnn.qdq-int8.onnx")).graph.node if n.op_type == "Conv"}
+    ranked = {entry["layer"] for entry in report["analysis"]["sensitivity"]["layers"]}
+    assert len(convs) == 2 and convs <= ranked
 
 
 def test_torch_qat_through_the_worker_matches_or_beats_static_ptq(
