@@ -102,7 +102,7 @@ def quantize_static_qdq(
 ) -> Path:
     """Pre-process, calibrate on ``calibration`` (the shared pipeline's batches) and write the Q/DQ model."""
     float_model = prepare_float_model(model_path, workdir=workdir, preprocess=settings.preprocess, per_channel=settings.per_channel)
-    check_keep_float(settings.keep_float, float_model.model)
+    check_keep_float(settings.keep_float, float_model.model)  # before calibrating, the expensive part
     ranges = calibrate(
         model_path=float_model.path, batches=calibration, input_name=float_model.model.input_name,
         fixed_batch=float_model.model.fixed_batch, settings=settings, workdir=workdir / "calibration", log=log,
