@@ -17,11 +17,22 @@ $(VENV)/.installed: pyproject.toml requirements/*.txt
 	$(PIP) install -q --upgrade pip wheel setuptools
 	$(PIP) install -q -e '.[$(EXTRAS)]'
 	$(PIP) install -q --no-deps -r requirements/tflite-nodeps.txt
+	@# PyPI's torch pulls triton (GPU kernels only); importing it in a process that already loaded
+	@# TensorFlow segfaults. CPU torch never needs it, so the dev venv goes without.
+	$(PIP) uninstall -y -q triton || true
 	touch $@
 
 # Every suite: unit, integration (real frameworks, moto S3 server) and e2e (real control plane).
+# One pytest process per framework suite, as in production where each quantizer image holds one
+# framework: TensorFlow and torch in one process is not a supported combination.
+TEST_SUITES ?= tests/unit tests/integration/test_storage_s3.py,tests/integration/tflite tests/integration/onnx \
+	tests/integration/analysis tests/integration/tensorrt tests/e2e
 test: install cluster-bins test-data
-	$(PY) -m pytest -q -ra tests
+	@failed=""; for suite in $(TEST_SUITES); do \
+	  echo "==== pytest $${suite//,/ }"; \
+	  $(PY) -m pytest -q -ra $${suite//,/ } || failed="$$failed $$suite"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED suites:$$failed"; exit 1; fi
 
 test-unit: install
 	$(PY) -m pytest -q -ra tests/unit
