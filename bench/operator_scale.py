@@ -118,6 +118,11 @@ def proc_stats(pid: int) -> tuple[float, float]:
     return hwm, cpu
 
 
+def _component_pids(cluster: Cluster) -> dict[str, int]:
+    pids = {name: comp.pid or (comp.proc.pid if comp.proc else None) for name, comp in cluster.components.items()}
+    return {name: pid for name, pid in pids.items() if pid and Path(f"/proc/{pid}").exists()}
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -144,6 +149,7 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int) -> dict[str, 
         for t in threads:
             t.start()
         time.sleep(1.0)  # the watches are open
+        cpu_before = {name: proc_stats(pid)[1] for name, pid in _component_pids(cluster).items()}
         custom = client.CustomObjectsApi(cluster.api_client())
         names = [f"b-{i:04d}" for i in range(jobs)]
         t0 = time.monotonic()
@@ -156,6 +162,7 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int) -> dict[str, 
             assert operator.poll() is None, "the operator exited:\n" + log.read_text()[-4000:]
         elapsed = time.monotonic() - t0
         rss, cpu = proc_stats(operator.pid)
+        components = {name: round(proc_stats(pid)[1] - cpu_before.get(name, 0.0), 1) for name, pid in _component_pids(cluster).items()}
     finally:
         stop.set()
         operator.send_signal(signal.SIGTERM)
@@ -180,6 +187,8 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int) -> dict[str, 
         "pod_exit_to_status_max_s": round(max(latencies), 3) if latencies else None,
         "operator_peak_rss_mib": round(rss, 1),
         "operator_cpu_seconds": round(cpu, 1),
+        "cluster_cpu_seconds_during_run": components,
+        "load_average_at_end": os.getloadavg()[0],
         "operator_log": str(log),
     }
 

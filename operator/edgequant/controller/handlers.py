@@ -10,12 +10,13 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from edgequant.api import v1alpha1 as api
-from edgequant.controller import kube, metrics, naming, reconcile
+from edgequant.controller import cache, kube, metrics, naming, reconcile
 from edgequant.controller.settings import OperatorSettings
 
 _MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 #: A handler that failed for a reason nobody foresaw is retried this much later, never in a hot loop.
 UNEXPECTED_ERROR_DELAY = 60.0
+RESYNC_SECONDS = 60.0
 
 
 @kopf.on.startup()
@@ -28,7 +29,14 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = operator_settings.workers
+    kube.configure(connections=operator_settings.workers + 4)
+    logging.getLogger("kopf.objects").addFilter(_quiet_event_handlers)
     metrics.serve(operator_settings.metrics_port)
+
+
+def _quiet_event_handlers(record: logging.LogRecord) -> bool:
+    """Drop kopf's "Handler 'pod_event' succeeded." lines: one per pod/Job event, thousands per minute at scale."""
+    return not (record.levelno == logging.INFO and str(record.msg).startswith(("Handler 'pod_event'", "Handler 'batch_job_event'")))
 
 
 def _guarded(handler: str, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
@@ -49,34 +57,64 @@ def _guarded(handler: str, fn: Callable[..., None], *args: Any, **kwargs: Any) -
         raise kopf.TemporaryError(f"unexpected {type(exc).__name__}: {exc}", delay=UNEXPECTED_ERROR_DELAY) from exc
 
 
+def _cache(kwargs: dict[str, Any]) -> cache.Cache:
+    return cache.Cache(quantization_jobs=kwargs[cache.QUANTIZATION_JOBS_INDEX], jobs=kwargs[cache.JOBS_INDEX], pods=kwargs[cache.PODS_INDEX])
+
+
+# --------------------------------------------------------------------------- watch caches
+
+
+@kopf.index(api.GROUP, api.VERSION, api.PLURAL)
+def edgequant_quantizationjobs(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return dict([cache.quantization_job_entry(body)])
+
+
+@kopf.index("batch", "v1", "jobs", labels=_MANAGED)
+def edgequant_jobs(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    entry = cache.job_entry(body)
+    return dict([entry]) if entry else None
+
+
+@kopf.index("", "v1", "pods", labels=_MANAGED)
+def edgequant_pods(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    entry = cache.pod_entry(body)
+    return dict([entry]) if entry else None
+
+
+# --------------------------------------------------------------------------- QuantizationJobs
+
+
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL, field="spec")
-def quantization_job_changed(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    _guarded("quantizationjob", reconcile.reconcile, dict(body), settings=memo["settings"], logger=logger)
+def quantization_job_changed(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
+    _guarded("quantizationjob", reconcile.reconcile, dict(body), cache=_cache(kwargs), settings=memo["settings"], logger=logger)
 
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in ("Succeeded", "Failed")
 
 
-@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=60.0, initial_delay=60.0, idle=30.0, when=_unfinished)
-def quantization_job_resync(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-    """Safety net: Job and pod events drive the status; a lost one is made up for here."""
-    _guarded("resync", reconcile.resync, dict(body), logger=logger)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels=_MANAGED)
-def batch_job_event(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-    _guarded("job", reconcile.sync_owner, dict(body.metadata), logger=logger)
-
-
-@kopf.on.event("", "v1", "pods", labels=_MANAGED)
-def pod_event(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
-    _guarded("pod", reconcile.sync_owner, dict(body.metadata), logger=logger)
+@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=RESYNC_SECONDS / 2, when=_unfinished)
+def quantization_job_resync(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
+    """Safety net: Job and pod events drive the status; a lost one, or a Job deleted by hand, is made up for here."""
+    _guarded("resync", reconcile.reconcile, dict(body), cache=_cache(kwargs), settings=memo["settings"], logger=logger)
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
 def quantization_job_deleted(body: kopf.Body, **_: Any) -> None:
     """Bookkeeping only (optional: no finalizer); the Job and pods go by owner-reference garbage collection."""
     reconcile.forget(str(body.metadata.namespace), str(body.metadata.name), str(body.metadata.uid))
+
+
+# --------------------------------------------------------------------------- their Jobs and pods
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=_MANAGED)
+def batch_job_event(body: kopf.Body, type: str | None, logger: logging.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
+    _guarded("job", reconcile.sync_owner, dict(body), kind="Job", deleted=type == "DELETED", cache=_cache(kwargs), logger=logger)
+
+
+@kopf.on.event("", "v1", "pods", labels=_MANAGED)
+def pod_event(body: kopf.Body, type: str | None, logger: logging.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
+    _guarded("pod", reconcile.sync_owner, dict(body), kind="Pod", deleted=type == "DELETED", cache=_cache(kwargs), logger=logger)

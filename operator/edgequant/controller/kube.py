@@ -16,20 +16,28 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from edgequant.api import v1alpha1 as api
-from edgequant.controller import naming
 
 _API: client.ApiClient | None = None
+_CONNECTIONS = 10
+
+
+def configure(*, connections: int) -> None:
+    """Size the connection pool to the handler threads (before the first call), so none opens its own."""
+    global _CONNECTIONS
+    _CONNECTIONS = connections
 
 
 def api_client() -> client.ApiClient:
     """One shared client: in-cluster config in a pod, else KUBECONFIG."""
     global _API
     if _API is None:
+        configuration = client.Configuration()
         try:
-            config.load_incluster_config()
+            config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException:
-            config.load_kube_config()
-        _API = client.ApiClient()
+            config.load_kube_config(client_configuration=configuration)
+        configuration.connection_pool_maxsize = _CONNECTIONS
+        _API = client.ApiClient(configuration)
     return _API
 
 
@@ -82,42 +90,30 @@ def get_quantization_job(namespace: str, name: str) -> dict[str, Any] | None:
         raise translate(exc, f"reading QuantizationJob {namespace}/{name}") from exc
 
 
-def patch_status(namespace: str, name: str, status_patch: dict[str, Any]) -> None:
-    """Merge-patch the status subresource; an object deleted meanwhile is not an error."""
+class Conflict(Exception):
+    """The object changed since the resourceVersion a patch was computed against."""
+
+
+def patch_status(namespace: str, name: str, status_patch: dict[str, Any], *, resource_version: str | None = None) -> dict[str, Any] | None:
+    """Merge-patch the status subresource, only if the object is still at ``resource_version`` (when given).
+
+    Returns the patched object (None: it was deleted meanwhile); raises Conflict when it moved on.
+    """
+    body: dict[str, Any] = {"status": status_patch}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
     try:
-        client.CustomObjectsApi(api_client()).patch_namespaced_custom_object_status(
-            api.GROUP, api.VERSION, namespace, api.PLURAL, name, {"status": status_patch}
+        return _json(
+            client.CustomObjectsApi(api_client()).patch_namespaced_custom_object_status(
+                api.GROUP, api.VERSION, namespace, api.PLURAL, name, body, _preload_content=False
+            )
         )
     except ApiException as exc:
         if exc.status == 404:
-            return
+            return None
+        if exc.status == 409 and resource_version:
+            raise Conflict(f"QuantizationJob {namespace}/{name} changed since resourceVersion {resource_version}") from exc
         raise translate(exc, f"patching the status of QuantizationJob {namespace}/{name}") from exc
-
-
-def list_jobs(namespace: str | None, selector: str) -> list[dict[str, Any]]:
-    batch = client.BatchV1Api(api_client())
-    with api_errors("listing batch Jobs"):
-        if namespace is None:
-            data = _json(batch.list_job_for_all_namespaces(label_selector=selector, _preload_content=False))
-        else:
-            data = _json(batch.list_namespaced_job(namespace, label_selector=selector, _preload_content=False))
-    return list(data.get("items") or [])
-
-
-def jobs_of(namespace: str, qj_name: str) -> list[dict[str, Any]]:
-    return list_jobs(namespace, f"{naming.LABEL_JOB}={qj_name},{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}")
-
-
-def pods_of_job(job: dict[str, Any]) -> list[dict[str, Any]]:
-    """The pods of this very Job (by its uid: a deleted namesake's pods never mix in)."""
-    meta = job["metadata"]
-    with api_errors(f"listing pods of Job {meta['namespace']}/{meta['name']}"):
-        data = _json(
-            client.CoreV1Api(api_client()).list_namespaced_pod(
-                meta["namespace"], label_selector=f"batch.kubernetes.io/controller-uid={meta['uid']}", _preload_content=False
-            )
-        )
-    return list(data.get("items") or [])
 
 
 def read_job(namespace: str, job_name: str) -> dict[str, Any] | None:

@@ -24,10 +24,12 @@ class JobPlan:
     """Names of Jobs to delete: other generations, or owned by a deleted namesake."""
     already_finished: bool = False
     """The status already reports this generation terminal: never start it again (its Job may be TTL-deleted)."""
+    stale: bool = False
+    """A Job of a newer generation exists: the object was read before a spec change."""
 
     @property
     def must_create(self) -> bool:
-        return self.current is None and not self.already_finished
+        return self.current is None and not self.already_finished and not self.stale
 
 
 def controller_uid(obj: dict[str, Any]) -> str | None:
@@ -54,15 +56,28 @@ def finished_for_generation(previous_status: dict[str, Any], generation: int) ->
     return previous_status.get("observedGeneration") == generation and previous_status.get("phase") in TERMINAL_PHASES
 
 
+def _generation(job: dict[str, Any]) -> int:
+    value = ((job.get("metadata") or {}).get("labels") or {}).get(naming.LABEL_GENERATION, "")
+    return int(value) if str(value).isdigit() else 0
+
+
 def plan_jobs(jobs: list[dict[str, Any]], *, name: str, uid: str, generation: int, previous_status: dict[str, Any]) -> JobPlan:
-    """Sort the Jobs labelled with this QuantizationJob's name into the current one and the obsolete ones."""
+    """Sort the Jobs labelled with this QuantizationJob's name into the current one and the obsolete ones.
+
+    A Job of a newer generation than ``generation`` means the object was read before a spec change: such a Job is
+    never obsolete, and ``stale`` tells the caller to read the object again.
+    """
     wanted = naming.job_name(name, generation)
     current = None
     obsolete = []
+    stale = False
     for job in sorted(jobs, key=lambda j: j["metadata"]["name"]):
         job_name = job["metadata"]["name"]
-        if job_name == wanted and controller_uid(job) == uid:
+        owned = controller_uid(job) == uid
+        if job_name == wanted and owned:
             current = job
+        elif owned and _generation(job) > generation:
+            stale = True
         elif (job.get("metadata") or {}).get("deletionTimestamp") is None:
             obsolete.append(job_name)
-    return JobPlan(current=current, obsolete=obsolete, already_finished=finished_for_generation(previous_status, generation))
+    return JobPlan(current=current, obsolete=obsolete, already_finished=finished_for_generation(previous_status, generation), stale=stale)

@@ -4,7 +4,8 @@ Idempotent by construction: the Job name is a function of (name, generation),
 creation adopts an existing Job of that name (owned by this object), Jobs of
 other generations are deleted, a generation the status already reports
 finished is never started again, and the status is recomputed from what the
-API server shows, under a per-object lock, from a fresh read.
+cluster shows: the object read fresh, its Job and pods from the operator's
+watches (cache.py), under a per-object lock.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,12 +23,9 @@ from pydantic import ValidationError
 from edgequant.api import validation
 from edgequant.api import v1alpha1 as api
 from edgequant.controller import kube, metrics, naming, plan, render, status
+from edgequant.controller.cache import Cache, Key, quantization_job_entry
 from edgequant.controller.settings import OperatorSettings
 
-_LOCKS: dict[tuple[str, str], threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
-#: Held from counting running Jobs to creating one, so the cap is never overshot by parallel handlers.
-_CAPACITY_LOCK = threading.Lock()
 _FORBIDDEN_RETRY_SECONDS = 30.0
 
 
@@ -34,10 +33,19 @@ class WaitingForCapacity(kopf.TemporaryError):
     """Not an error: the cap on running Jobs is reached; kopf retries the handler later."""
 
 
-def _lock(namespace: str, name: str) -> threading.Lock:
+# --------------------------------------------------------------------------- per-object serialisation
+
+_LOCKS: dict[Key, threading.Lock] = {}
+#: Per object: refreshes requested, and the request count when the latest refresh started reading.
+_REQUESTED: dict[Key, int] = {}
+_STARTED: dict[Key, int] = {}
+_GUARD = threading.Lock()
+
+
+def _lock(key: Key) -> threading.Lock:
     """Handlers of one QuantizationJob (its own, its Job's, its pods') run in parallel threads: serialise them."""
-    with _LOCKS_GUARD:
-        return _LOCKS.setdefault((namespace, name), threading.Lock())
+    with _GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
 
 
 def _now() -> str:
@@ -54,7 +62,10 @@ def _owner(body: dict[str, Any]) -> render.Owner:
     return render.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], generation=int(meta.get("generation") or 1))
 
 
-def reconcile(body: dict[str, Any], *, settings: OperatorSettings, logger: logging.Logger) -> None:
+# --------------------------------------------------------------------------- the QuantizationJob changed
+
+
+def reconcile(body: dict[str, Any], *, cache: Cache, settings: OperatorSettings, logger: logging.Logger) -> None:
     """The QuantizationJob was created, changed, or the operator (re)started: converge its batch Job and status."""
     owner = _owner(body)
     try:
@@ -62,109 +73,186 @@ def reconcile(body: dict[str, Any], *, settings: OperatorSettings, logger: loggi
     except ValidationError:
         message = _invalid_message(body.get("spec"))
         logger.warning("invalid spec: %s", message)
-        _write(owner, status.invalid_spec(message), logger=logger)
+        _write(owner, status.invalid_spec(message), cache=cache, logger=logger)
         return
 
+    jobs = _plan(owner, cache=cache, previous_status=body.get("status") or {}, logger=logger)
+    if jobs.stale:
+        raise kopf.TemporaryError(f"{owner.namespace}/{owner.name}: a newer generation than this one has a Job", delay=1)
+    if jobs.must_create:
+        _start(owner, spec, cache=cache, settings=settings, logger=logger)
+    elif jobs.current is not None and bool(jobs.current["spec"].get("suspend")) != spec.suspend and not plan.is_finished(jobs.current):
+        kube.set_job_suspended(owner.namespace, jobs.current["metadata"]["name"], spec.suspend)
+    _refresh(owner.namespace, owner.name, uid=owner.uid, cache=cache, logger=logger)
+
+
+def _plan(owner: render.Owner, *, cache: Cache, previous_status: dict[str, Any], logger: logging.Logger) -> plan.JobPlan:
+    """Sort this object's Jobs and delete the obsolete ones."""
     jobs = plan.plan_jobs(
-        kube.jobs_of(owner.namespace, owner.name),
+        cache.jobs_of(owner.namespace, owner.name),
         name=owner.name,
         uid=owner.uid,
         generation=owner.generation,
-        previous_status=body.get("status") or {},
+        previous_status=previous_status,
     )
+    if jobs.stale:
+        return jobs  # read before the latest spec change: decide nothing from it
     for obsolete in jobs.obsolete:
-        logger.info("deleting Job %s (another generation, or a deleted namesake's)", obsolete)
+        logger.info("deleting Job %s (an older generation, or a deleted namesake's)", obsolete)
         kube.delete_job(owner.namespace, obsolete)
-
-    current = jobs.current
-    if current is None:
-        if not jobs.must_create:
-            return  # finished earlier; its Job may have been TTL-deleted since
-        current = _start(owner, spec, settings=settings, logger=logger)
-        if current is None:
-            return
-    elif bool((current.get("spec") or {}).get("suspend")) != spec.suspend and not plan.is_finished(current):
-        kube.set_job_suspended(owner.namespace, current["metadata"]["name"], spec.suspend)
-    _refresh(owner, logger=logger)
+    return jobs
 
 
-def _start(owner: render.Owner, spec: api.QuantizationJobSpec, *, settings: OperatorSettings, logger: logging.Logger) -> dict[str, Any] | None:
-    """Create (or adopt) the Job of this generation; None when it must not or cannot exist yet."""
+def _start(owner: render.Owner, spec: api.QuantizationJobSpec, *, cache: Cache, settings: OperatorSettings, logger: logging.Logger) -> None:
+    """Create (or adopt) the Job of this generation, unless the cap says wait or the API server says no."""
     manifest = render.render_job(owner=owner, spec=spec, settings=settings)
-    with _CAPACITY_LOCK if settings.max_concurrent_jobs else contextlib.nullcontext():
-        if settings.max_concurrent_jobs and not spec.suspend:
-            running = _running_jobs(settings)
+    capped = bool(settings.max_concurrent_jobs) and not spec.suspend
+    with _CAPACITY_LOCK if capped else contextlib.nullcontext():
+        if capped:
+            running = _running_jobs(cache)
             if running >= settings.max_concurrent_jobs:
-                _write(owner, status.waiting_for_capacity(running, settings.max_concurrent_jobs), logger=logger)
+                _write(owner, status.waiting_for_capacity(running, settings.max_concurrent_jobs), cache=cache, logger=logger)
                 raise WaitingForCapacity(f"{running} Jobs running, cap {settings.max_concurrent_jobs}", delay=settings.capacity_retry_seconds)
         try:
             job, created = kube.create_job(manifest)
         except kube.JobRejected as exc:
             if exc.status == 403:
-                _write(owner, status.job_forbidden(exc.message), logger=logger)
+                _write(owner, status.job_forbidden(exc.message), cache=cache, logger=logger)
                 raise kopf.TemporaryError(f"creating the Job is forbidden: {exc.message}", delay=_FORBIDDEN_RETRY_SECONDS) from exc
             logger.warning("the API server rejected the Job: %s", exc.message)
-            _write(owner, status.job_rejected(exc.message), logger=logger)
-            return None
+            _write(owner, status.job_rejected(exc.message), cache=cache, logger=logger)
+            return
+        if capped:
+            with _GUARD:
+                _JUST_CREATED[(owner.namespace, job["metadata"]["name"])] = time.monotonic()
     if plan.controller_uid(job) != owner.uid:
         raise kopf.TemporaryError(f"Job {job['metadata']['name']} still belongs to a deleted namesake; waiting for it to go", delay=2)
     if created:
         metrics.JOBS_CREATED.inc()
-        logger.info("created Job %s", job["metadata"]["name"])
-    return job
+        logger.info("created Job %s", job["metadata"]["name"])  # its first watch event writes the status
 
 
-def _running_jobs(settings: OperatorSettings) -> int:
-    selector = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
-    scopes: list[str | None] = list(settings.namespaces) or [None]
-    return sum(1 for ns in scopes for job in kube.list_jobs(ns, selector) if plan.is_running(job))
+#: Held from counting running Jobs to creating one, so that parallel handlers never overshoot the cap.
+_CAPACITY_LOCK = threading.Lock()
+#: Jobs this operator created that its watch may not show yet: they count against the cap meanwhile.
+_JUST_CREATED: dict[Key, float] = {}
+_JUST_CREATED_TTL = 60.0
 
 
-def sync_owner(job_or_pod_meta: dict[str, Any], *, logger: logging.Logger) -> None:
-    """A Job or pod of ours changed: refresh its QuantizationJob's status (other generations are ignored)."""
-    labels = job_or_pod_meta.get("labels") or {}
-    namespace, qj_name = job_or_pod_meta.get("namespace"), labels.get(naming.LABEL_JOB)
-    generation = labels.get(naming.LABEL_GENERATION)
-    if not namespace or not qj_name or not generation or not generation.isdigit():
+def _running_jobs(cache: Cache) -> int:
+    running = cache.running_job_names()
+    now = time.monotonic()
+    with _GUARD:
+        for key, since in list(_JUST_CREATED.items()):
+            if now - since > _JUST_CREATED_TTL or key in running:
+                del _JUST_CREATED[key]
+        pending = [key for key in _JUST_CREATED if key not in running]
+    return len(running) + len(pending)
+
+
+# --------------------------------------------------------------------------- a Job or pod changed
+
+
+#: Fingerprint of each Job/pod of ours as of the last status refresh it caused.
+_SEEN: dict[str, tuple[Any, ...]] = {}
+
+
+def sync_owner(obj: dict[str, Any], *, kind: str, deleted: bool, cache: Cache, logger: logging.Logger) -> None:
+    """A Job or pod of ours changed: refresh its QuantizationJob's status if what the status depends on did."""
+    meta = obj.get("metadata") or {}
+    uid, labels = str(meta.get("uid")), meta.get("labels") or {}
+    namespace, qj_name = meta.get("namespace"), labels.get(naming.LABEL_JOB)
+    if deleted:
+        with _GUARD:
+            _SEEN.pop(uid, None)
+        if kind == "Pod" or not namespace or not qj_name:
+            return  # a deleted pod changes nothing; a deleted Job may have been the current one: refresh
+        _refresh(namespace, qj_name, cache=cache, logger=logger)
         return
-    _refresh_named(namespace, qj_name, generation=int(generation), logger=logger)
+    if not namespace or not qj_name:
+        return
+    seen = status.job_fingerprint(obj) if kind == "Job" else status.pod_fingerprint(obj)
+    with _GUARD:
+        if _SEEN.get(uid) == seen:
+            return  # e.g. a finalizer or readiness change: nothing the status shows
+    _refresh(namespace, qj_name, cache=cache, logger=logger)
+    with _GUARD:
+        _SEEN[uid] = seen
 
 
-def resync(body: dict[str, Any], *, logger: logging.Logger) -> None:
-    """Refresh the status from the Job of the current generation, if it exists (it is never created here)."""
-    _refresh(_owner(body), logger=logger)
+def _refresh(namespace: str, name: str, *, cache: Cache, logger: logging.Logger, uid: str | None = None) -> None:
+    """Take the object, its current Job and that Job's pods from the cache, and write the status.
+
+    Requests coalesce: one made before a refresh started reading is covered by it and returns at once.
+    """
+    key = (namespace, name)
+    with _GUARD:
+        ticket = _REQUESTED[key] = _REQUESTED.get(key, 0) + 1
+    with _lock(key):
+        with _GUARD:
+            if _STARTED.get(key, 0) >= ticket:
+                return
+            _STARTED[key] = _REQUESTED[key]
+        body = _newest(cache.quantization_job(namespace, name)) or kube.get_quantization_job(namespace, name)
+        for _ in range(2):
+            if body is None or (uid is not None and body["metadata"].get("uid") != uid):
+                return
+            owner = _owner(body)
+            jobs = _plan(owner, cache=cache, previous_status=body.get("status") or {}, logger=logger)
+            if jobs.stale:
+                body = kube.get_quantization_job(namespace, name)  # the cached view predates a spec change
+                continue
+            if jobs.current is None:
+                return
+            observation = status.observe_job(jobs.current, cache.pods_of(jobs.current))
+            if observation is None:
+                return
+            try:
+                _apply(body, observation, logger=logger)
+                return
+            except kube.Conflict:
+                body = kube.get_quantization_job(namespace, name)  # the cached view was behind: read it fresh
+        raise kopf.TemporaryError(f"the status of {namespace}/{name} keeps changing under us", delay=1)
 
 
-def _refresh(owner: render.Owner, *, logger: logging.Logger) -> None:
-    _refresh_named(owner.namespace, owner.name, generation=owner.generation, uid=owner.uid, logger=logger)
+#: Per object uid: (resourceVersion a status patch was based on, the object that patch returned).
+_WRITTEN: dict[str, tuple[str, dict[str, Any]]] = {}
 
 
-def _refresh_named(namespace: str, name: str, *, generation: int, logger: logging.Logger, uid: str | None = None) -> None:
-    """Read the object, its Job and the Job's pods fresh, under the object's lock, and write the status."""
-    with _lock(namespace, name):
-        body = kube.get_quantization_job(namespace, name)
-        if body is None or (uid is not None and body["metadata"].get("uid") != uid):
-            return
-        owner = _owner(body)
-        if owner.generation != generation:
-            return  # a newer generation is being reconciled: this news is stale
-        job = kube.read_job(namespace, naming.job_name(name, generation))
-        if job is None or plan.controller_uid(job) != owner.uid:
-            return
-        _apply(body, status.observe_job(job, kube.pods_of_job(job)), logger=logger)
+def _newest(cached: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The cached object, or what our own last patch returned while the watch has not caught up with it."""
+    if cached is None:
+        return None
+    with _GUARD:
+        written = _WRITTEN.get(str(cached["metadata"].get("uid")))
+    if written is not None and written[0] == cached["metadata"].get("resourceVersion"):
+        return written[1]
+    return cached
 
 
-def _write(owner: render.Owner, observation: status.Observation, *, logger: logging.Logger) -> None:
-    """Write an observation made without the Job (invalid spec, waiting for capacity...)."""
-    with _lock(owner.namespace, owner.name):
-        body = kube.get_quantization_job(owner.namespace, owner.name)
-        if body is None or body["metadata"].get("uid") != owner.uid or _owner(body).generation != owner.generation:
-            return
-        _apply(body, observation, logger=logger)
+def _write(owner: render.Owner, observation: status.Observation, *, cache: Cache, logger: logging.Logger) -> None:
+    """Write an observation made without a Job (invalid spec, waiting for capacity, Job refused)."""
+    with _lock((owner.namespace, owner.name)):
+        body = _newest(cache.quantization_job(owner.namespace, owner.name))
+        if body is None or _owner(body).generation < owner.generation:
+            body = kube.get_quantization_job(owner.namespace, owner.name)
+        for _ in range(2):
+            if body is None or body["metadata"].get("uid") != owner.uid or _owner(body).generation != owner.generation:
+                return
+            try:
+                _apply(body, observation, logger=logger)
+                return
+            except kube.Conflict:
+                body = kube.get_quantization_job(owner.namespace, owner.name)
+        raise kopf.TemporaryError(f"the status of {owner.namespace}/{owner.name} keeps changing under us", delay=1)
 
 
 def _apply(body: dict[str, Any], observation: status.Observation, *, logger: logging.Logger) -> None:
-    """The one place a status is written: one merge patch, only if something changed, plus its Events."""
+    """The one place a status is written: one merge patch, only if something changed, plus its Events.
+
+    The patch is conditional on the resourceVersion ``body`` was read at (kube.Conflict otherwise), so a status
+    computed from a view that is behind is never written.
+    """
     meta = body["metadata"]
     generation = int(meta.get("generation") or 1)
     previous = body.get("status") or {}
@@ -175,7 +263,10 @@ def _apply(body: dict[str, Any], observation: status.Observation, *, logger: log
     change = status.diff(previous, desired)
     if not change.changed:
         return
-    kube.patch_status(meta["namespace"], meta["name"], change.patch)
+    patched = kube.patch_status(meta["namespace"], meta["name"], change.patch, resource_version=meta.get("resourceVersion"))
+    if patched is not None:
+        with _GUARD:
+            _WRITTEN[meta["uid"]] = (str(meta.get("resourceVersion")), quantization_job_entry(patched)[1])
     for event in change.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     if change.events:
@@ -186,11 +277,10 @@ def _apply(body: dict[str, Any], observation: status.Observation, *, logger: log
 # --------------------------------------------------------------------------- metrics bookkeeping
 
 _PHASES: dict[str, str] = {}
-_PHASES_LOCK = threading.Lock()
 
 
 def _record_phase(uid: str, phase: str) -> None:
-    with _PHASES_LOCK:
+    with _GUARD:
         old = _PHASES.get(uid)
         if old == phase:
             return
@@ -212,9 +302,12 @@ def _record_duration(spec: dict[str, Any], previous: dict[str, Any], desired: di
 
 def forget(namespace: str, name: str, uid: str) -> None:
     """The QuantizationJob is gone: drop its bookkeeping (its Job and pods go by garbage collection)."""
-    with _PHASES_LOCK:
+    key = (namespace, name)
+    with _GUARD:
         old = _PHASES.pop(uid, None)
         if old is not None:
             metrics.JOBS_BY_PHASE.labels(old).dec()
-    with _LOCKS_GUARD:
-        _LOCKS.pop((namespace, name), None)
+        _LOCKS.pop(key, None)
+        _REQUESTED.pop(key, None)
+        _STARTED.pop(key, None)
+        _WRITTEN.pop(uid, None)

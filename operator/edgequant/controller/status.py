@@ -99,8 +99,8 @@ def _fallback_message(pod: dict[str, Any]) -> str:
     return f"quantizer exited with code {code}" + (f": {tail}" if tail else "")
 
 
-def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation:
-    """Decide phase, reason, message and results from a batch Job and its pods."""
+def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation | None:
+    """Decide phase, reason, message and results from a batch Job and its pods; None: wait for the next event."""
     name = (job.get("metadata") or {}).get("name")
     jstatus = job.get("status") or {}
     counted = int(jstatus.get("failed") or 0) + int(jstatus.get("succeeded") or 0) + int(jstatus.get("active") or 0)
@@ -109,6 +109,11 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation:
     ordered = _by_age(pods)
 
     complete = _job_condition(job, "Complete")
+    failed = _job_condition(job, "Failed")
+    live = [p for p in ordered if _pod_phase(p) not in ("Succeeded", "Failed") and not (p.get("metadata") or {}).get("deletionTimestamp")]
+    if (complete or failed) and live and not any(_pod_phase(p) == ("Succeeded" if complete else "Failed") for p in ordered):
+        return None  # the Job has concluded but its pod's final state (the result) has not reached us yet
+
     if complete:
         done = [p for p in ordered if (p.get("status") or {}).get("phase") == "Succeeded"]
         result = worker_result(done[-1]) if done else None
@@ -125,7 +130,6 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation:
             **common,
         )
 
-    failed = _job_condition(job, "Failed")
     if failed:
         failed_pods = [p for p in ordered if (p.get("status") or {}).get("phase") == "Failed"]
         last = failed_pods[-1] if failed_pods else None
@@ -172,6 +176,23 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation:
 
 def _pod_phase(pod: dict[str, Any]) -> str:
     return str((pod.get("status") or {}).get("phase") or "")
+
+
+def job_fingerprint(job: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a batch Job the status depends on; an event that changes nothing here needs no refresh."""
+    st = job.get("status") or {}
+    conditions = tuple(sorted((c.get("type"), c.get("status")) for c in st.get("conditions") or []))
+    return (bool((job.get("spec") or {}).get("suspend")), st.get("active"), st.get("succeeded"), st.get("failed"), st.get("startTime"), conditions)
+
+
+def pod_fingerprint(pod: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a pod the status depends on: its phase and how its containers ended."""
+    ended = tuple(
+        (cs.get("name"), (cs.get("state") or {}).get("terminated", {}).get("exitCode"))
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []
+        if (cs.get("state") or {}).get("terminated")
+    )
+    return (_pod_phase(pod), ended)
 
 
 # --------------------------------------------------------------------------- building the status

@@ -63,3 +63,13 @@ def test_job_names_are_deterministic_valid_and_distinct() -> None:
     assert len(name) <= 57 and name.endswith("-g12")  # pod names add "-xxxxx" and stay label-safe
     assert name != naming.job_name(other, 12)
     assert naming.job_name(long, 13) != name
+
+
+def test_a_job_of_a_newer_generation_means_the_object_was_read_too_early() -> None:
+    newer = batch_job("mnist-g3")
+    newer["metadata"]["labels"] = {"edgequant.io/generation": "3"}
+    older = batch_job("mnist-g1")
+    older["metadata"]["labels"] = {"edgequant.io/generation": "1"}
+    p = plan.plan_jobs([older, newer], name="mnist", uid="qj-uid", generation=2, previous_status={})
+    assert p.stale and not p.must_create
+    assert p.obsolete == ["mnist-g1"]  # never the newer one

@@ -192,3 +192,29 @@ def test_invalid_spec_and_capacity_observations() -> None:
     assert rejected["phase"] == "Failed" and rejected["reason"] == "InvalidSpec" and "affinity" in rejected["message"]
     forbidden = status.desired_status({}, status.job_forbidden("exceeded quota"), generation=1, now=T0)
     assert forbidden["phase"] == "Pending" and forbidden["reason"] == "JobForbidden"
+
+
+def test_a_concluded_job_whose_pod_result_has_not_arrived_yet_waits_for_it() -> None:
+    """The pod watch may lag the Job watch: never conclude without the worker's result while it is on the way."""
+    job = batch_job(succeeded=1, conditions=[("Complete", "CompletionsReached", "")])
+    assert status.observe_job(job, [pod("p1", "Running")]) is None  # nothing to write: the pod's event follows
+    assert status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=success_message())]).phase is Phase.SUCCEEDED
+    # No pod left at all (garbage-collected): conclude without results rather than wait forever.
+    gone = status.observe_job(job, [])
+    assert gone.phase is Phase.SUCCEEDED and gone.results is None
+    failed = batch_job(failed=1, conditions=[("Failed", "DeadlineExceeded", "deadline")])
+    deleting = pod("p1", "Running")
+    deleting["metadata"]["deletionTimestamp"] = T1
+    assert status.observe_job(failed, [deleting]).phase is Phase.FAILED
+
+
+def test_fingerprints_ignore_what_the_status_does_not_show() -> None:
+    running = pod("p1", "Running")
+    same = pod("p1", "Running")
+    same["metadata"]["finalizers"] = ["batch.kubernetes.io/job-tracking"]
+    assert status.pod_fingerprint(running) == status.pod_fingerprint(same)
+    assert status.pod_fingerprint(running) != status.pod_fingerprint(pod("p1", "Failed", exit_code=1))
+    ready = batch_job(active=1)
+    ready["status"]["ready"] = 1
+    assert status.job_fingerprint(batch_job(active=1)) == status.job_fingerprint(ready)
+    assert status.job_fingerprint(batch_job(active=1)) != status.job_fingerprint(batch_job(failed=1, conditions=[("FailureTarget", "PodFailurePolicy", "")]))
