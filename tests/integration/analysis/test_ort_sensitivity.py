@@ -29,7 +29,7 @@ def ort_layers(fashion: Any, tmp_path: Path) -> Callable[[Path], Any]:
     from edgequant.backends.base import QuantizeRequest
     from edgequant.backends.registry import backend_for
 
-    from conftest import batches
+    from tests.integration.analysis.conftest import batches
 
     def make(model: Path) -> Any:
         spec = api.QuantizationJobSpec.model_validate(SPEC)
@@ -49,7 +49,7 @@ def ort_score(fashion: Any) -> Callable[..., float]:
     from edgequant.backends.onnxruntime.predictor import OrtPredictor
     from edgequant.worker.evaluate import evaluate
 
-    from conftest import batches
+    from tests.integration.analysis.conftest import batches
 
     class DefaultSession:
         """ORT with every default optimizer, as a user's runtime might create it."""
