@@ -26,6 +26,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgequant.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="edgequant.io", key="last-handled-spec")
     settings.posting.level = logging.CRITICAL  # Events are posted explicitly, on transitions, not from log lines
+    # No cluster-wide namespace/CRD scanning: the chart grants none (least privilege); namespaces come from settings.
+    settings.scanning.disabled = True
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = operator_settings.workers
