@@ -95,7 +95,9 @@ def release(k8s_cluster: Cluster, namespace: str) -> Iterator[str]:
 @pytest.fixture
 def kubeconfig_path() -> Iterator[Path]:
     """Outside /tmp: the process node maps container paths in env values, and the chart mounts an emptyDir at /tmp."""
-    path = REPO / ".cache" / "chart-e2e" / f"{uuid.uuid4().hex}.kubeconfig"
+    bases = [REPO / ".cache", Path.home() / ".cache", Path("/var/tmp")]
+    base = next(b for b in bases if not str(b.resolve()).startswith("/tmp/"))  # a checkout may itself live under /tmp
+    path = base / "edgequant-chart-e2e" / f"{uuid.uuid4().hex}.kubeconfig"
     path.parent.mkdir(parents=True, exist_ok=True)
     yield path
     path.unlink(missing_ok=True)
