@@ -60,7 +60,9 @@ class Recorder:
 
 
 def watch(cluster: Cluster, namespace: str, kind: str, recorder: Recorder, stop: threading.Event) -> None:
-    from kubernetes import client, watch as kwatch
+    """List+watch one kind as plain JSON, recording first sightings; re-lists after an ERROR (e.g. 410 Gone)."""
+    from kubernetes import client
+    from kubernetes.watch.watch import iter_resp_lines
 
     api = cluster.api_client()
     if kind == "jobs":
@@ -69,27 +71,45 @@ def watch(cluster: Cluster, namespace: str, kind: str, recorder: Recorder, stop:
         func, args = client.CoreV1Api(api).list_namespaced_pod, (namespace,)
     else:
         func, args = client.CustomObjectsApi(api).list_namespaced_custom_object, ("edgequant.io", "v1alpha1", namespace, "quantizationjobs")
+    resource_version: str | None = None
     while not stop.is_set():
         try:
-            for event in kwatch.Watch().stream(func, *args, deserialize=False, timeout_seconds=30, allow_watch_bookmarks=False):
-                obj = event["object"]
-                labels = (obj.get("metadata") or {}).get("labels") or {}
-                if kind == "jobs":
-                    recorder.first(recorder.job_created, obj["metadata"]["name"])
-                elif kind == "pods":
-                    for cs in (obj.get("status") or {}).get("containerStatuses") or []:
-                        if (cs.get("state") or {}).get("terminated"):
-                            recorder.first(recorder.pod_exited, labels.get("edgequant.io/quantizationjob", "?"))
-                else:
-                    phase = (obj.get("status") or {}).get("phase")
-                    if phase in TERMINAL:
-                        recorder.first(recorder.qj_terminal, obj["metadata"]["name"])
-                        recorder.qj_phase[obj["metadata"]["name"]] = phase
-                if stop.is_set():
-                    return
+            kwargs: dict[str, Any] = {"watch": True, "_preload_content": False, "timeout_seconds": 30}
+            if resource_version:
+                kwargs["resource_version"] = resource_version
+            response = func(*args, **kwargs)
+            try:
+                for line in iter_resp_lines(response):
+                    if stop.is_set():
+                        return
+                    event = json.loads(line)
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        resource_version = None  # too old: list again from now
+                        break
+                    resource_version = (obj.get("metadata") or {}).get("resourceVersion") or resource_version
+                    if event.get("type") != "BOOKMARK":
+                        _record(kind, obj, recorder)
+            finally:
+                response.release_conn()
         except Exception as exc:  # a dropped watch is re-opened; the first sighting is what counts
             print(f"watch {kind}: {type(exc).__name__}: {exc}; re-watching", file=sys.stderr)
             time.sleep(0.5)
+
+
+def _record(kind: str, obj: dict[str, Any], recorder: Recorder) -> None:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    if kind == "jobs":
+        recorder.first(recorder.job_created, obj["metadata"]["name"])
+    elif kind == "pods":
+        for cs in (obj.get("status") or {}).get("containerStatuses") or []:
+            if (cs.get("state") or {}).get("terminated"):
+                recorder.first(recorder.pod_exited, labels.get("edgequant.io/quantizationjob", "?"))
+    else:
+        phase = (obj.get("status") or {}).get("phase")
+        if phase in TERMINAL:
+            recorder.first(recorder.qj_terminal, obj["metadata"]["name"])
+            recorder.qj_phase[obj["metadata"]["name"]] = phase
 
 
 def manifest(name: str, out_dir: Path) -> dict[str, Any]:

@@ -41,12 +41,13 @@ class Operator:
 
     def __init__(self, cluster: Any, namespace: str, log_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.cluster, self.namespace, self.extra, self.env = cluster, namespace, extra, env or {}
-        self.log_path = log_dir / f"operator-{namespace}.log"
+        self.log_path = log_dir / f"operator-{namespace}-{uuid.uuid4().hex[:6]}.log"
         self.liveness_port, self.metrics_port = free_port(), free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**self.cluster.env(), "PYTHONUNBUFFERED": "1", **self.env}
+        # No resync timer unless a test asks for one: Job and pod events alone must drive the status.
+        env = {**self.cluster.env(), "PYTHONUNBUFFERED": "1", "EDGEQUANT_OPERATOR_RESYNC_SECONDS": "0", **self.env}
         args = [
             str(VENV_BIN / "edgequant"), "operator", "--namespace", self.namespace, "--log-format", "plain",
             "--liveness-port", str(self.liveness_port), "--metrics-port", str(self.metrics_port), *self.extra,
@@ -110,8 +111,8 @@ def start_operator(k8s_cluster: Any, namespace: str, tmp_path: Path, crd_install
     finally:
         for op in started:
             op.stop()
-        if started:
-            print("---- operator log ----\n" + started[-1].tail())
+        for op in started:
+            print(f"---- {op.log_path.name} ----\n" + op.tail())
 
 
 @pytest.fixture
@@ -269,6 +270,7 @@ def test_succeeds_with_results_and_the_artifact_in_s3(k8s_cluster: Any, namespac
     assert metrics['edgequant_quantizationjobs{phase="Succeeded"}'] == 1.0
     assert metrics["edgequant_batch_jobs_created_total"] == 1.0
     assert metrics['edgequant_run_duration_seconds_count{method="tflite-dynamic-range",phase="Succeeded"}'] == 1.0
+    assert {k: v for k, v in metrics.items() if k.startswith("edgequant_reconcile_errors_total") and v} == {}
 
 
 def test_bad_data_fails_with_reason_and_message_and_no_retry(k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str) -> None:
@@ -421,6 +423,21 @@ def test_suspend_then_resume(k8s_cluster: Any, namespace: str, operator: Operato
     assert {c["type"]: c["status"] for c in final["conditions"]}["Suspended"] == "False"
 
 
+def test_the_resync_timer_recreates_a_job_deleted_by_hand(k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str) -> None:
+    start_operator(env={"EDGEQUANT_OPERATOR_RESYNC_SECONDS": "2"})
+    create(k8s_cluster, namespace, [missing_model(qj("held", s3_world, s3_secret, suspend=True))])
+    wait_condition(k8s_cluster, namespace, "held", "Suspended", timeout=60)
+    (job,) = batch_jobs(k8s_cluster, namespace, "held")
+    k8s_cluster.kubectl("delete", "job", "held-g1", "-n", namespace, "--wait=true")
+
+    def recreated() -> bool:
+        jobs = batch_jobs(k8s_cluster, namespace, "held")
+        return len(jobs) == 1 and jobs[0]["metadata"]["uid"] != job["metadata"]["uid"]
+
+    wait_for(recreated, timeout=60, what="the resync to create the Job again")
+    assert get_qj(k8s_cluster, namespace, "held")["status"]["phase"] == "Suspended"
+
+
 def test_two_hundred_jobs_at_once_all_reach_a_terminal_state(k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str) -> None:
     """10 of them really quantize (tflite-dynamic-range on the tiny model, no evaluation); 190 stop at their
     first S3 read (a missing model: InvalidInput). 200 TensorFlow processes at once would not fit this machine."""
@@ -449,3 +466,30 @@ def test_two_hundred_jobs_at_once_all_reach_a_terminal_state(k8s_cluster: Any, n
     jobs = batch_jobs(k8s_cluster, namespace)
     assert sorted(j["metadata"]["name"] for j in jobs) == sorted(f"{n}-g1" for n in by_name)
     assert operator.metrics()["edgequant_batch_jobs_created_total"] == 200.0
+
+
+def test_two_replicas_elect_one_leader_and_hand_over(k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str) -> None:
+    """kopf peering: the replica with the highest priority works, the other stands by until it is gone."""
+    k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "edgequant" / "crds" / "kopf.dev_peerings.yaml"))
+    k8s_cluster.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s")
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "eq-peers"}}
+    create(k8s_cluster, namespace, [peering])
+    leader = start_operator("--peering", "eq-peers", env={"EDGEQUANT_OPERATOR_PEERING_PRIORITY": "200"})
+    standby = start_operator("--peering", "eq-peers", env={"EDGEQUANT_OPERATOR_PEERING_PRIORITY": "100"})
+
+    def peers() -> list[int]:
+        status = get_json(k8s_cluster, "kopfpeering", "eq-peers", "-n", namespace).get("status") or {}
+        return sorted(int(p.get("priority", 0)) for p in status.values())
+
+    wait_for(lambda: peers() == [100, 200], timeout=60, what="both replicas in the peering object")
+    create(k8s_cluster, namespace, [missing_model(qj("first", s3_world, s3_secret))])
+    assert wait_condition(k8s_cluster, namespace, "first", "Failed")["status"]["reason"] == "InvalidInput"
+    assert leader.metrics()["edgequant_batch_jobs_created_total"] == 1.0
+    assert standby.metrics()["edgequant_batch_jobs_created_total"] == 0.0
+
+    leader.stop()  # a graceful exit leaves the peering object at once
+    wait_for(lambda: peers() == [100], timeout=60, what="the leader to leave the peering")
+    create(k8s_cluster, namespace, [missing_model(qj("second", s3_world, s3_secret))])
+    assert wait_condition(k8s_cluster, namespace, "second", "Failed")["status"]["reason"] == "InvalidInput"
+    assert standby.metrics()["edgequant_batch_jobs_created_total"] == 1.0
+    assert len(batch_jobs(k8s_cluster, namespace)) == 2

@@ -49,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    import edgequant.controller.handlers  # noqa: F401  registers the handlers
+    from edgequant.controller import handlers  # registers the handlers
+
+    handlers.register_resync(settings.resync_seconds)
 
     kopf.configure(log_format={"json": kopf.LogFormat.JSON, "plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL}[settings.log_format])
     kopf.run(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +19,8 @@ from edgequant.controller.settings import OperatorSettings
 _MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 #: A handler that failed for a reason nobody foresaw is retried this much later, never in a hot loop.
 UNEXPECTED_ERROR_DELAY = 60.0
-RESYNC_SECONDS = 60.0
+#: How long a Job/pod event waits before refreshing, so that the events of one burst share a refresh.
+EVENT_DEBOUNCE_SECONDS = 0.5
 
 
 @kopf.on.startup()
@@ -31,6 +35,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = operator_settings.workers
+    memo["kopf_settings"] = settings  # resource handlers get no `settings` argument; the executor is in there
     kube.configure(connections=operator_settings.workers + 4)
     logging.getLogger("kopf.objects").addFilter(_quiet_event_handlers)
     metrics.serve(operator_settings.metrics_port)
@@ -97,10 +102,15 @@ def _unfinished(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in ("Succeeded", "Failed")
 
 
-@kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS, idle=RESYNC_SECONDS / 2, when=_unfinished)
 def quantization_job_resync(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
     """Safety net: Job and pod events drive the status; a lost one, or a Job deleted by hand, is made up for here."""
     _guarded("resync", reconcile.reconcile, dict(body), cache=_cache(kwargs), settings=memo["settings"], logger=logger)
+
+
+def register_resync(seconds: float) -> None:
+    """The resync timer's period is a setting, so it is registered at start rather than at import (0: none)."""
+    if seconds > 0:
+        kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=seconds, initial_delay=seconds, idle=seconds / 2, when=_unfinished)(quantization_job_resync)
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
@@ -112,11 +122,22 @@ def quantization_job_deleted(body: kopf.Body, **_: Any) -> None:
 # --------------------------------------------------------------------------- their Jobs and pods
 
 
+async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, deleted: bool, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
+    """Wait a moment so that a burst of events (Job created, its pod created, the Job counts it) costs one refresh."""
+    request = reconcile.refresh_request(obj, kind=kind, deleted=deleted)
+    if request is None:
+        return
+    await asyncio.sleep(EVENT_DEBOUNCE_SECONDS)
+    run = functools.partial(_guarded, handler, reconcile.refresh, request, cache=_cache(kwargs), logger=logger)
+    context = contextvars.copy_context()  # kopf.event() finds the operator's settings in a context variable
+    await asyncio.get_running_loop().run_in_executor(memo["kopf_settings"].execution.executor, context.run, run)
+
+
 @kopf.on.event("batch", "v1", "jobs", labels=_MANAGED)
-def batch_job_event(body: kopf.Body, type: str | None, logger: logging.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
-    _guarded("job", reconcile.sync_owner, dict(body), kind="Job", deleted=type == "DELETED", cache=_cache(kwargs), logger=logger)
+async def batch_job_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
+    await _refresh_later("job", dict(body), kind="Job", deleted=type == "DELETED", memo=memo, logger=logger, **kwargs)
 
 
 @kopf.on.event("", "v1", "pods", labels=_MANAGED)
-def pod_event(body: kopf.Body, type: str | None, logger: logging.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
-    _guarded("pod", reconcile.sync_owner, dict(body), kind="Pod", deleted=type == "DELETED", cache=_cache(kwargs), logger=logger)
+async def pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
+    await _refresh_later("pod", dict(body), kind="Pod", deleted=type == "DELETED", memo=memo, logger=logger, **kwargs)

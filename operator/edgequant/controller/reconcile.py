@@ -14,6 +14,7 @@ import contextlib
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -157,37 +158,58 @@ def _running_jobs(cache: Cache) -> int:
 _SEEN: dict[str, tuple[Any, ...]] = {}
 
 
-def sync_owner(obj: dict[str, Any], *, kind: str, deleted: bool, cache: Cache, logger: logging.Logger) -> None:
-    """A Job or pod of ours changed: refresh its QuantizationJob's status if what the status depends on did."""
+@dataclass(frozen=True)
+class RefreshRequest:
+    """A Job or pod event that may change its QuantizationJob's status, with its place in the refresh queue."""
+
+    key: Key
+    ticket: int
+    source_uid: str
+    seen: tuple[Any, ...] | None
+
+
+def refresh_request(obj: dict[str, Any], *, kind: str, deleted: bool) -> RefreshRequest | None:
+    """None when the event changes nothing the status shows (readiness, finalizers, a deleted pod)."""
     meta = obj.get("metadata") or {}
     uid, labels = str(meta.get("uid")), meta.get("labels") or {}
     namespace, qj_name = meta.get("namespace"), labels.get(naming.LABEL_JOB)
+    seen = None
     if deleted:
         with _GUARD:
             _SEEN.pop(uid, None)
-        if kind == "Pod" or not namespace or not qj_name:
-            return  # a deleted pod changes nothing; a deleted Job may have been the current one: refresh
-        _refresh(namespace, qj_name, cache=cache, logger=logger)
-        return
+        if kind == "Pod":
+            return None
+    else:
+        seen = status.job_fingerprint(obj) if kind == "Job" else status.pod_fingerprint(obj)
+        with _GUARD:
+            if _SEEN.get(uid) == seen:
+                return None
     if not namespace or not qj_name:
-        return
-    seen = status.job_fingerprint(obj) if kind == "Job" else status.pod_fingerprint(obj)
-    with _GUARD:
-        if _SEEN.get(uid) == seen:
-            return  # e.g. a finalizer or readiness change: nothing the status shows
-    _refresh(namespace, qj_name, cache=cache, logger=logger)
-    with _GUARD:
-        _SEEN[uid] = seen
+        return None
+    return RefreshRequest(key=(str(namespace), str(qj_name)), ticket=_ticket((str(namespace), str(qj_name))), source_uid=uid, seen=seen)
 
 
-def _refresh(namespace: str, name: str, *, cache: Cache, logger: logging.Logger, uid: str | None = None) -> None:
-    """Take the object, its current Job and that Job's pods from the cache, and write the status.
+def refresh(request: RefreshRequest, *, cache: Cache, logger: logging.Logger) -> None:
+    """Serve a refresh request (unless a refresh that started after it already did)."""
+    _refresh(*request.key, cache=cache, logger=logger, ticket=request.ticket)
+    if request.seen is not None:
+        with _GUARD:
+            _SEEN[request.source_uid] = request.seen
 
-    Requests coalesce: one made before a refresh started reading is covered by it and returns at once.
-    """
-    key = (namespace, name)
+
+def _ticket(key: Key) -> int:
     with _GUARD:
         ticket = _REQUESTED[key] = _REQUESTED.get(key, 0) + 1
+        return ticket
+
+
+def _refresh(namespace: str, name: str, *, cache: Cache, logger: logging.Logger, uid: str | None = None, ticket: int | None = None) -> None:
+    """Take the object, its current Job and that Job's pods from the cache, and write the status.
+
+    Requests coalesce: one made (``ticket`` taken) before a refresh started reading is covered by it and returns.
+    """
+    key = (namespace, name)
+    ticket = ticket if ticket is not None else _ticket(key)
     with _lock(key):
         with _GUARD:
             if _STARTED.get(key, 0) >= ticket:

@@ -1,8 +1,9 @@
 """QuantizationJob status: the one place that decides it, from the batch Job and its pods. Pure.
 
-``observe`` turns what the API server shows into a desired status; ``diff``
-says what changed (one patch, only if something did) and which transitions
-deserve an Event.
+``observe_job`` turns a Job and its pods into an Observation; ``desired_status``
+builds the status from a snapshot of the previous one with ``set_condition``;
+``diff`` says what changed (one patch, only if something did) and which
+transitions deserve an Event; ``settle`` keeps a terminal status final.
 """
 
 from __future__ import annotations
@@ -15,15 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from edgequant.api.conditions import ConditionStatus, ConditionType, Phase, Reason
+from edgequant.api.exitcodes import NON_RETRIABLE
 from edgequant.api.result import WorkerResult
-
-_CONDITION_TYPES = (
-    ConditionType.RUNNING,
-    ConditionType.SUCCEEDED,
-    ConditionType.FAILED,
-    ConditionType.DEGRADED,
-    ConditionType.SUSPENDED,
-)
 
 
 @dataclass(frozen=True)
@@ -159,19 +153,25 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
         return Observation(phase=Phase.RUNNING, reason=Reason.POD_RUNNING, message=f"pod {running[-1]['metadata']['name']} is running", **common)
     failed_pods = [p for p in ordered if _pod_phase(p) == "Failed"]
     if failed_pods:
-        # An attempt failed and the Job has not: the Job controller starts (or has started) another pod.
         last = failed_pods[-1]
+        if _job_condition(job, "FailureTarget") or _ends_the_job(last, job, attempts=len(failed_pods)):
+            return None  # the Job is about to fail: its Failed condition, with the same result, comes next
+        # A retriable attempt failed and the Job has not: the Job controller starts (or has started) another pod.
         result = worker_result(last)
         why = f"{result.reason}: {result.message}" if result else _fallback_message(last)
-        if _job_condition(job, "FailureTarget"):
-            message = f"attempt {len(failed_pods)} failed ({why}); the Job is failing"
-        else:
-            backoff = (job.get("spec") or {}).get("backoffLimit")
-            message = f"attempt {len(failed_pods)} failed ({why}); retrying (backoffLimit {backoff})"
+        backoff = (job.get("spec") or {}).get("backoffLimit")
+        message = f"attempt {len(failed_pods)} failed ({why}); retrying (backoffLimit {backoff})"
         return Observation(phase=Phase.RUNNING, reason=Reason.RETRYING, message=message[:1024], **common)
     if any(_pod_phase(p) == "Succeeded" for p in ordered):
-        return Observation(phase=Phase.RUNNING, reason=Reason.POD_RUNNING, message="the quantizer finished; waiting for the Job to conclude", **common)
+        return None  # the quantizer finished; the Job's Complete condition comes next
     return Observation(phase=Phase.PENDING, reason=Reason.JOB_CREATED, message=f"batch Job {name} created, waiting for its pod", **common)
+
+
+def _ends_the_job(pod: dict[str, Any], job: dict[str, Any], *, attempts: int) -> bool:
+    """The podFailurePolicy fails the Job on this exit code, or the backoff limit is used up."""
+    code = (_terminated(pod) or {}).get("exitCode")
+    backoff = (job.get("spec") or {}).get("backoffLimit")
+    return code in {int(c) for c in NON_RETRIABLE} or (backoff is not None and attempts > int(backoff))
 
 
 def _pod_phase(pod: dict[str, Any]) -> str:

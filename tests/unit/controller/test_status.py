@@ -41,13 +41,6 @@ def test_completed_job_carries_the_worker_results() -> None:
     api.Results.model_validate(obs.results)
 
 
-def test_success_criteria_met_alone_is_not_yet_success() -> None:
-    """Job controllers >= 1.31 set SuccessCriteriaMet first and Complete once the pods are finalized."""
-    job = batch_job(succeeded=1, conditions=[("SuccessCriteriaMet", "CompletionsReached", "")])
-    obs = status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=success_message())])
-    assert obs.phase is Phase.RUNNING
-
-
 def test_degraded_success() -> None:
     job = batch_job(succeeded=1, conditions=[("Complete", "CompletionsReached", "")])
     obs = status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=success_message(degraded=True))])
@@ -88,9 +81,18 @@ def test_a_failed_attempt_while_the_job_retries() -> None:
 
 
 def test_a_failed_attempt_the_job_is_about_to_fail_for_is_not_called_a_retry() -> None:
-    job = batch_job(failed=1, conditions=[("FailureTarget", "PodFailurePolicy", "")])
-    obs = status.observe_job(job, [pod("p1", "Failed", exit_code=10, message=failure_message(ExitCode.INVALID_INPUT, "no model"))])
-    assert obs.phase is Phase.RUNNING and "retrying" not in obs.message
+    """No "Retrying" for an attempt that ends the Job: wait for its Failed condition instead."""
+    no_retry = pod("p1", "Failed", exit_code=10, message=failure_message(ExitCode.INVALID_INPUT, "no model"))
+    assert status.observe_job(batch_job(failed=1, conditions=[("FailureTarget", "PodFailurePolicy", "")]), [no_retry]) is None
+    assert status.observe_job(batch_job(failed=1), [no_retry]) is None  # the Job watch has not shown FailureTarget yet
+    last_try = [pod(f"p{i}", "Failed", created=f"2026-01-01T00:0{i}:00Z", exit_code=1, message="boom") for i in range(3)]
+    assert status.observe_job(batch_job(failed=3, backoff_limit=2), last_try) is None
+    assert status.observe_job(batch_job(failed=2, backoff_limit=2), last_try[:2]).reason == Reason.RETRYING
+
+
+def test_a_succeeded_pod_waits_for_the_job_to_complete() -> None:
+    job = batch_job(succeeded=1, conditions=[("SuccessCriteriaMet", "CompletionsReached", "")])
+    assert status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=success_message())]) is None
 
 
 def test_suspended_job() -> None:
