@@ -92,11 +92,10 @@ class Cache:
     def pods_of(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         return _values(self.pods, (str(job["metadata"]["namespace"]), str(job["metadata"]["uid"])))
 
-    def running_job_names(self) -> set[Key]:
-        """(namespace, Job name) of every Job of ours that counts against the concurrency cap."""
-        names: set[Key] = set()
+    def job_states(self) -> dict[Key, bool]:
+        """(namespace, Job name) of every Job of ours -> whether it counts against the concurrency cap."""
+        states: dict[Key, bool] = {}
         for key in list(self.jobs):
             for job in _values(self.jobs, key):
-                if plan.is_running(job) and not job["metadata"].get("deletionTimestamp"):
-                    names.add((key[0], str(job["metadata"]["name"])))
-        return names
+                states[(key[0], str(job["metadata"]["name"]))] = plan.is_running(job) and not job["metadata"].get("deletionTimestamp")
+        return states

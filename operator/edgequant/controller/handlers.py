@@ -20,7 +20,7 @@ _MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 #: A handler that failed for a reason nobody foresaw is retried this much later, never in a hot loop.
 UNEXPECTED_ERROR_DELAY = 60.0
 #: How long a Job/pod event waits before refreshing, so that the events of one burst share a refresh.
-EVENT_DEBOUNCE_SECONDS = 0.5
+EVENT_DEBOUNCE_SECONDS = 1.0
 
 
 @kopf.on.startup()

@@ -141,14 +141,14 @@ _JUST_CREATED_TTL = 60.0
 
 
 def _running_jobs(cache: Cache) -> int:
-    running = cache.running_job_names()
+    states = cache.job_states()
     now = time.monotonic()
     with _GUARD:
         for key, since in list(_JUST_CREATED.items()):
-            if now - since > _JUST_CREATED_TTL or key in running:
-                del _JUST_CREATED[key]
-        pending = [key for key in _JUST_CREATED if key not in running]
-    return len(running) + len(pending)
+            if key in states or now - since > _JUST_CREATED_TTL:
+                del _JUST_CREATED[key]  # the watch shows it now (running or already done)
+        unseen = len(_JUST_CREATED)
+    return sum(states.values()) + unseen
 
 
 # --------------------------------------------------------------------------- a Job or pod changed

@@ -42,7 +42,7 @@ def test_cache_reads_snapshots_and_counts_running_jobs() -> None:
     assert c.jobs_of("ns", "zzz") == []
     assert [p["metadata"]["name"] for p in c.pods_of({"metadata": {"namespace": "ns", "uid": "u1"}})] == ["a-g1-x"]
     assert c.pods_of({"metadata": {"namespace": "ns", "uid": "u2"}}) == []
-    assert c.running_job_names() == {("ns", "a-g1")}
+    assert c.job_states() == {("ns", "a-g1"): True, ("ns", "b-g1"): False, ("ns", "c-g1"): False}
 
 
 def test_quantization_job_entry_keeps_what_a_refresh_needs() -> None:
