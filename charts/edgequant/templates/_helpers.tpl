@@ -98,6 +98,8 @@ which each replica draws at random (one value for all replicas would make them t
   value: {{ .Values.operator.logFormat | quote }}
 - name: EDGEQUANT_OPERATOR_WORKERS
   value: {{ .Values.operator.workers | quote }}
+- name: EDGEQUANT_OPERATOR_RESYNC_SECONDS
+  value: {{ .Values.operator.resyncSeconds | quote }}
 {{- end }}
 
 {{/* {"tflite": "repo:tag", ...} for EDGEQUANT_OPERATOR_IMAGES. */}}

@@ -34,6 +34,7 @@ NON_DEFAULT = [
     "--set", "nodeSelector.kubernetes\\.io/os=linux",
     "--set", "operator.logFormat=plain", "--set", "jobs.maxConcurrent=4",
     "--set", "jobs.serviceAccountName=quantizer", "--set-string", "jobs.defaultResources.requests.cpu=2",
+    "--set", "operator.resyncSeconds=0",
 ]
 
 
@@ -265,6 +266,7 @@ def test_the_operator_reads_exactly_what_the_chart_sets(helm: str) -> None:
             assert settings["default_requests"] == {"cpu": "2", "memory": "2Gi"}
             assert settings["images"]["tflite"] == "registry.example/edge/tflite:2.21"
             assert settings["log_format"] == "plain"
+            assert settings["resync_seconds"] == 0
         else:
             assert settings["namespaces"] == [] and settings["peering_name"] is None
             assert settings["worker_service_account"] is None
@@ -276,6 +278,8 @@ def test_the_operator_reads_exactly_what_the_chart_sets(helm: str) -> None:
         assert settings["metrics_port"] == values["metrics"]["port"]
         assert settings["run_as_user"] == values["jobs"]["runAsUser"]
         assert settings["workers"] == values["operator"]["workers"]
+        if not args:
+            assert settings["resync_seconds"] == values["operator"]["resyncSeconds"]
         assert settings["peering_priority"] is None
 
 
