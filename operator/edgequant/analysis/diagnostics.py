@@ -77,20 +77,42 @@ def reference_fixes(spec: api.QuantizationJobSpec) -> list[str]:
     return fixes
 
 
-def check_mismatch(cmp: OutputComparison, *, fixes: list[str]) -> Finding:
-    fired = cmp.sqnr_db < MISMATCH_SQNR_DB or cmp.top1_agreement < MISMATCH_TOP1_AGREEMENT
+def check_mismatch(
+    cmp: OutputComparison, *, fixes: list[str], retrained: tuple[float, float, float] | None = None
+) -> Finding:
+    """Quantized outputs that stray from FP32's.
+
+    ``retrained`` is (FP32 accuracy, quantized accuracy, allowed drop) for methods that fine-tune (QAT): their
+    weights moved on purpose, so divergence from the original FP32 outputs is expected and only counts when
+    accuracy fell by more than the allowed drop.
+    """
+    diverged = cmp.sqnr_db < MISMATCH_SQNR_DB or cmp.top1_agreement < MISMATCH_TOP1_AGREEMENT
+    evidence = {"sqnrDb": cmp.sqnr_db, "top1Agreement": cmp.top1_agreement, "cosine": cmp.cosine, "mse": cmp.mse, "maxAbs": cmp.max_abs}
+    numbers = f"SQNR {cmp.sqnr_db:.1f} dB, same top-1 class on {cmp.top1_agreement:.1%}, mean cosine {cmp.cosine:.3f}"
+    if diverged and retrained is not None:
+        fp32_accuracy, quantized_accuracy, allowed_drop = retrained
+        evidence |= {"fp32Accuracy": fp32_accuracy, "quantizedAccuracy": quantized_accuracy}
+        if fp32_accuracy - quantized_accuracy <= allowed_drop:
+            return Finding(
+                check="output-mismatch",
+                fired=False,
+                message=(
+                    f"quantized outputs differ from the original FP32 model's ({numbers}) as fine-tuning intends: "
+                    f"accuracy {quantized_accuracy:.4f} vs FP32 {fp32_accuracy:.4f}, within the allowed drop {allowed_drop:g}"
+                ),
+                evidence=evidence,
+                fixes=[],
+            )
     return Finding(
         check="output-mismatch",
-        fired=fired,
+        fired=diverged,
         message=(
-            f"quantized outputs diverge from FP32 on the same {cmp.samples} inputs: SQNR {cmp.sqnr_db:.1f} dB, "
-            f"same top-1 class on {cmp.top1_agreement:.1%}, mean cosine {cmp.cosine:.3f}, MSE {cmp.mse:.4g}, max abs {cmp.max_abs:.4g}"
-            if fired
-            else f"quantized outputs follow FP32: SQNR {cmp.sqnr_db:.1f} dB, same top-1 class on {cmp.top1_agreement:.1%}, "
-            f"mean cosine {cmp.cosine:.3f}"
+            f"quantized outputs diverge from FP32 on the same {cmp.samples} inputs: {numbers}, MSE {cmp.mse:.4g}, max abs {cmp.max_abs:.4g}"
+            if diverged
+            else f"quantized outputs follow FP32: {numbers}"
         ),
-        evidence={"sqnrDb": cmp.sqnr_db, "top1Agreement": cmp.top1_agreement, "cosine": cmp.cosine, "mse": cmp.mse, "maxAbs": cmp.max_abs},
-        fixes=fixes if fired else [],
+        evidence=evidence,
+        fixes=fixes if diverged else [],
     )
 
 
@@ -210,8 +232,11 @@ def diagnose(
     quant = predict_quantized(inputs)
     fixes = reference_fixes(spec)
     cmp = compare_outputs(fp32, quant)
+    retrained = None
+    if spec.method.needs_training and labels is not None:
+        retrained = (_accuracy(fp32, labels), _accuracy(quant, labels), spec.acceptance.max_accuracy_drop)
     findings = [
-        check_mismatch(cmp, fixes=fixes),
+        check_mismatch(cmp, fixes=fixes, retrained=retrained),
         check_collapsed(fp32, quant, fixes=fixes),
         check_clipped(fp32, quant, fixes=fixes),
     ]

@@ -132,3 +132,33 @@ def test_no_labels_skips_the_preprocessing_check(logits: np.ndarray) -> None:
 def test_shape_mismatch_is_an_error(logits: np.ndarray) -> None:
     with pytest.raises(ValueError, match="differ in shape"):
         dg.compare_outputs(logits, logits[:, :5])
+
+
+def test_qat_divergence_from_the_original_fp32_counts_only_when_accuracy_fell() -> None:
+    """QAT fine-tunes the weights, so its outputs stray from the original model's by design."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 10, 1000)
+    fp32 = rng.normal(0, 2.0, (1000, 10))
+    fp32[np.arange(1000), labels] += 3.0  # right on most inputs
+    retrained = rng.normal(0, 2.0, (1000, 10))
+    retrained[np.arange(1000), labels] += 3.5  # different logits, at least as accurate
+    worse = rng.normal(0, 2.0, (1000, 10))  # different logits, accuracy gone
+    qat = _spec(
+        method="tflite-qat",
+        model={"uri": "file:///m.keras", "input": {"shape": [4, 4, 1], "colorOrder": "GRAY"}},
+        training={"dataset": {"uri": "file:///train/"}},
+        acceptance={"maxAccuracyDrop": 0.01},
+    )
+    inputs = np.arange(1000, dtype=np.float32)[:, None]
+
+    def diagnosed(spec: api.QuantizationJobSpec, quantized: np.ndarray) -> Any:
+        report = dg.diagnose(spec=spec, inputs=inputs, labels=labels, predict_fp32=lambda x: fp32[x[:, 0].astype(int) % 1000],
+                             predict_quantized=lambda x: quantized[x[:, 0].astype(int) % 1000])
+        return next(f for f in report.findings if f.check == "output-mismatch")
+
+    fine = diagnosed(qat, retrained)
+    assert fine.evidence["top1Agreement"] < dg.MISMATCH_TOP1_AGREEMENT  # it does diverge ...
+    assert not fine.fired and "fine-tuning" in fine.message and fine.fixes == []  # ... as QAT intends
+    assert fine.evidence["quantizedAccuracy"] >= fine.evidence["fp32Accuracy"] - 0.01
+    assert diagnosed(qat, worse).fired
+    assert diagnosed(_spec(), retrained).fired  # post-training quantization has no such excuse
