@@ -52,6 +52,7 @@ class Recorder:
         self.job_created: dict[str, float] = {}
         self.pod_exited: dict[str, float] = {}  # by QuantizationJob name
         self.qj_terminal: dict[str, float] = {}
+        self.job_concluded: dict[str, float] = {}  # by QuantizationJob name: the Job's Complete/Failed condition
         self.qj_phase: dict[str, str] = {}
 
     def first(self, table: dict[str, float], key: str) -> None:
@@ -101,6 +102,9 @@ def _record(kind: str, obj: dict[str, Any], recorder: Recorder) -> None:
     labels = (obj.get("metadata") or {}).get("labels") or {}
     if kind == "jobs":
         recorder.first(recorder.job_created, obj["metadata"]["name"])
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        if any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions):
+            recorder.first(recorder.job_concluded, labels.get("edgequant.io/quantizationjob", "?"))
     elif kind == "pods":
         for cs in (obj.get("status") or {}).get("containerStatuses") or []:
             if (cs.get("state") or {}).get("terminated"):
@@ -194,6 +198,10 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int) -> dict[str, 
 
     created = sorted(recorder.job_created.values())
     latencies = [recorder.qj_terminal[n] - recorder.pod_exited[n] for n in recorder.qj_terminal if n in recorder.pod_exited]
+    # The Job controller's own lag (pod exit -> the Job's Complete/Failed condition), and the status relative to it:
+    # negative when the operator reported a pod whose exit sealed the Job before the Job controller recorded it.
+    job_lag = [recorder.job_concluded[n] - recorder.pod_exited[n] for n in recorder.job_concluded if n in recorder.pod_exited]
+    vs_job = [recorder.qj_terminal[n] - recorder.job_concluded[n] for n in recorder.qj_terminal if n in recorder.job_concluded]
     return {
         "jobs": jobs,
         "terminal": len(recorder.qj_terminal),
@@ -205,6 +213,10 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int) -> dict[str, 
         "pod_exit_to_status_p50_s": round(percentile(latencies, 0.50), 3) if latencies else None,
         "pod_exit_to_status_p95_s": round(percentile(latencies, 0.95), 3) if latencies else None,
         "pod_exit_to_status_max_s": round(max(latencies), 3) if latencies else None,
+        "pod_exit_to_job_concluded_p50_s": round(percentile(job_lag, 0.50), 3) if job_lag else None,
+        "pod_exit_to_job_concluded_p95_s": round(percentile(job_lag, 0.95), 3) if job_lag else None,
+        "job_concluded_to_status_p50_s": round(percentile(vs_job, 0.50), 3) if vs_job else None,
+        "job_concluded_to_status_p95_s": round(percentile(vs_job, 0.95), 3) if vs_job else None,
         "operator_peak_rss_mib": round(rss, 1),
         "operator_cpu_seconds": round(cpu, 1),
         "cluster_cpu_seconds_during_run": components,

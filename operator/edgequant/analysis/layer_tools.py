@@ -46,15 +46,16 @@ LAYER_TOOLS: dict[api.Method, str] = {
     api.Method.ONNX_STATIC: "edgequant.analysis.ort_sensitivity:for_request",
 }
 
-#: The float16 rung of the degrade ladder per method (None: the family has no float16 method).
+#: The float16 rung of the degrade ladder per method (None: already float16). The method itself means the
+#: backend converts the model to float16 (``Float16Export``), for families without a float16 method.
 FLOAT16_FALLBACK: dict[api.Method, api.Method | None] = {
     api.Method.TFLITE_DYNAMIC_RANGE: api.Method.TFLITE_FLOAT16,
     api.Method.TFLITE_FLOAT16: None,
     api.Method.TFLITE_INT8: api.Method.TFLITE_FLOAT16,
     api.Method.TFLITE_QAT: api.Method.TFLITE_FLOAT16,
-    api.Method.TORCH_QAT: None,
-    api.Method.ONNX_DYNAMIC: None,
-    api.Method.ONNX_STATIC: None,
+    api.Method.TORCH_QAT: api.Method.TORCH_QAT,
+    api.Method.ONNX_DYNAMIC: api.Method.ONNX_DYNAMIC,
+    api.Method.ONNX_STATIC: api.Method.ONNX_STATIC,
     api.Method.TENSORRT_FP16: None,
     api.Method.TENSORRT_INT8: api.Method.TENSORRT_FP16,
     api.Method.TENSORRT_MIXED: api.Method.TENSORRT_FP16,

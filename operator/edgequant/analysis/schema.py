@@ -57,7 +57,7 @@ class SensitivityReport(ApiModel):
 class Trial(ApiModel):
     """One quantized candidate that was built and scored."""
 
-    rung: Literal["full", "pinned", "float16"] = Field(..., description="Which step of the ladder built it: full (the spec's method, every layer quantized), pinned (the spec's method with layers kept in float: manual pins or one step of the auto search), float16 (the fallback method).")
+    rung: Literal["full", "pinned", "float16"] = Field(..., description="Which step of the ladder built it: full (the spec's method, every layer quantized), pinned (the spec's method with layers kept in float: manual pins or one step of the auto search), float16 (the fallback method, or the spec's method converted to float16 where its family has no float16 method).")
     method: Method = Field(..., description="Method that built it.")
     pinned: list[str] = Field(default_factory=list, description="Layers kept in float.")
     accuracy: float | None = Field(None, description="Accuracy on the evaluation set.")

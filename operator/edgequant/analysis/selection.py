@@ -41,7 +41,8 @@ class Candidate:
     artifact: object = None
 
 
-Build = Callable[[api.Method, tuple[str, ...]], Candidate]
+Build = Callable[[str, api.Method, tuple[str, ...]], Candidate]
+"""build(rung, method, keep_float): rung is full, pinned or float16."""
 
 
 @dataclass
@@ -75,7 +76,8 @@ def select_artifact(
 
     ``ranking`` returns layer names, most sensitive first; it is called only when
     a search needs it. ``pinnable`` says whether the method can keep layers in
-    float. ``fallback_method`` is the float16 rung (None: no such rung).
+    float. ``fallback_method`` is the float16 rung's method (None: no such rung; the spec's own method: the
+    backend converts the model to float16).
     """
     mp, acceptance = spec.mixed_precision, spec.acceptance
     degrade = acceptance.on_failure is api.OnFailure.DEGRADE
@@ -84,7 +86,7 @@ def select_artifact(
     verdicts: list[GateVerdict] = []
 
     def attempt(rung: str, method: api.Method, pins: tuple[str, ...]) -> GateVerdict:
-        cand = build(method, pins)
+        cand = build(rung, method, pins)
         verdict = check_acceptance(
             acceptance=acceptance,
             baseline_accuracy=baseline_accuracy,
@@ -153,7 +155,6 @@ def select_artifact(
         and not any(v.passed for v in verdicts)
         and not any(accuracy_met(v) for v in verdicts)
         and fallback_method is not None
-        and fallback_method is not spec.method
     ):
         attempt("float16", fallback_method, ())
 

@@ -26,7 +26,7 @@ from edgequant.analysis.selection import Candidate, select_artifact
 from edgequant.analysis.sensitivity import combine, exhaustive_sensitivity, fast_sensitivity
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
-from edgequant.backends.base import QuantizedArtifact, QuantizeRequest, describe_contract, to_input_contract
+from edgequant.backends.base import Float16Export, QuantizedArtifact, QuantizeRequest, describe_contract, to_input_contract
 
 #: Inputs the fast probe and the diagnostics look at.
 PROBE_SAMPLES = 256
@@ -176,15 +176,19 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
     # The backend keeps layers in float for these methods (the quantize stage already applied manual pins).
     pinnable = supports_layers(spec.method) or spec.method is api.Method.TENSORRT_MIXED
 
-    def build(method: api.Method, pins: tuple[str, ...]) -> Candidate:
-        if method is first.method and pins == first.pinned:
+    def build(rung: str, method: api.Method, pins: tuple[str, ...]) -> Candidate:
+        if rung == "float16" and method is spec.method:
+            assert isinstance(ctx.backend, Float16Export)
+            artifact = ctx.backend.export_float16(hooks.request(method))
+        elif method is first.method and pins == first.pinned:
             return first
-        if pins and tool is not None and method is spec.method:
+        elif pins and tool is not None and method is spec.method:
             path = tool.model_keeping_float(pins)
             artifact = QuantizedArtifact(path=path, method=method, input=ctx.artifact.input, notes=[f"kept in float: {', '.join(pins)}"])
         else:
             artifact = ctx.backend.quantize(dataclasses.replace(hooks.request(method), keep_float=list(pins)))
-        record = hooks.measure(artifact, "+".join([method.value, *pins])[:60])
+        label = f"{method.value}-float16" if rung == "float16" and method is spec.method else "+".join([method.value, *pins])[:60]
+        record = hooks.measure(artifact, label)
         e = record.evaluation
         return Candidate(method=method, pinned=pins, accuracy=e.accuracy(ctx.metric) if e else None, size_bytes=record.size_bytes, artifact=(artifact, record))
 
@@ -196,6 +200,9 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
             ctx.notes.append("layers to keep in float were ranked by the fast sensitivity mode")
         return [e.layer for e in report.layers] if report is not None else []
 
+    float16_method = FLOAT16_FALLBACK.get(spec.method)
+    if float16_method is spec.method and not isinstance(ctx.backend, Float16Export):
+        float16_method = None
     selection = select_artifact(
         spec=spec,
         baseline_accuracy=_baseline_accuracy(ctx),
@@ -203,7 +210,7 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         build=build,
         ranking=ranking if (tool is not None or ctx.analysis.report.sensitivity is not None) else None,
         pinnable=pinnable,
-        fallback_method=FLOAT16_FALLBACK.get(spec.method),
+        fallback_method=float16_method,
         log=ctx.log,
     )
     artifact, record = selection.chosen.artifact  # type: ignore[misc]

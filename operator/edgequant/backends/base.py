@@ -168,6 +168,16 @@ class BaselineExport(Protocol):
 
 
 @runtime_checkable
+class Float16Export(Protocol):
+    """Optional: the float16 rung of the degrade ladder for a family without a float16 method (ONNX Runtime).
+
+    The artifact keeps the spec's method name; its notes say it is the float16 conversion.
+    """
+
+    def export_float16(self, request: QuantizeRequest) -> QuantizedArtifact: ...
+
+
+@runtime_checkable
 class LayerIntrospection(Protocol):
     """Optional: list the quantizable layers by their names in the source model."""
 

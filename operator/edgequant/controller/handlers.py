@@ -42,8 +42,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 def _quiet_event_handlers(record: logging.LogRecord) -> bool:
-    """Drop kopf's "Handler 'pod_event' succeeded." lines: one per pod/Job event, thousands per minute at scale."""
-    return not (record.levelno == logging.INFO and str(record.msg).startswith(("Handler 'pod_event'", "Handler 'batch_job_event'")))
+    """Drop kopf's "Handler 'pod_event' succeeded." lines: one per pod/Job event or resync, thousands per minute at scale."""
+    return not (
+        record.levelno == logging.INFO
+        and str(record.msg).startswith(("Handler 'pod_event'", "Handler 'batch_job_event'", "Timer 'quantization_job_resync'"))
+    )
 
 
 def _guarded(handler: str, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:

@@ -107,9 +107,14 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
     live = [p for p in ordered if _pod_phase(p) not in ("Succeeded", "Failed") and not (p.get("metadata") or {}).get("deletionTimestamp")]
     if (complete or failed) and live and not any(_pod_phase(p) == ("Succeeded" if complete else "Failed") for p in ordered):
         return None  # the Job has concluded but its pod's final state (the result) has not reached us yet
+    suspended = bool((job.get("spec") or {}).get("suspend"))
+    # A pod's exit can seal the Job's fate before the Job controller records it (that takes seconds, minutes on a
+    # busy control plane): the Job runs one pod to one completion, and the podFailurePolicy fails it on the worker's
+    # non-retriable exit codes. Such a pod is reported at once; the Job's condition, when it comes, agrees.
+    sealing = None if suspended or live else _sealing_pod(ordered)
 
-    if complete:
-        done = [p for p in ordered if (p.get("status") or {}).get("phase") == "Succeeded"]
+    if complete or (sealing is not None and _pod_phase(sealing) == "Succeeded"):
+        done = [p for p in ordered if _pod_phase(p) == "Succeeded"]
         result = worker_result(done[-1]) if done else None
         results = result.results.to_wire() if result and result.results else None
         degraded = bool(results and results.get("degraded"))
@@ -118,21 +123,21 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
             phase=Phase.SUCCEEDED,
             reason=Reason.COMPLETED_DEGRADED if degraded else Reason.COMPLETED,
             message=message,
-            completion_time=jstatus.get("completionTime") or complete.get("lastTransitionTime"),
+            completion_time=_finished_at(sealing) or jstatus.get("completionTime") or (complete or {}).get("lastTransitionTime"),
             results=results,
             degraded=degraded,
             **common,
         )
 
-    if failed:
+    if failed or sealing is not None:
         failed_pods = [p for p in ordered if (p.get("status") or {}).get("phase") == "Failed"]
         last = failed_pods[-1] if failed_pods else None
         result = worker_result(last) if last else None
         if result is not None:
             reason, message = result.reason, result.message
         else:
-            reason = failed.get("reason") or "JobFailed"
-            message = failed.get("message") or ""
+            reason = (failed or {}).get("reason") or "JobFailed"
+            message = (failed or {}).get("message") or ""
             if last is not None:
                 message = f"{message}; {_fallback_message(last)}" if message else _fallback_message(last)
         results = result.results.to_wire() if result and result.results else None
@@ -140,12 +145,12 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
             phase=Phase.FAILED,
             reason=reason,
             message=message,
-            completion_time=failed.get("lastTransitionTime"),
+            completion_time=_finished_at(sealing) or (failed or {}).get("lastTransitionTime"),
             results=results,
             **common,
         )
 
-    if (job.get("spec") or {}).get("suspend"):
+    if suspended:
         return Observation(phase=Phase.SUSPENDED, reason=Reason.SUSPENDED, message="the batch Job is suspended (spec.suspend)", **common)
 
     running = [p for p in ordered if _pod_phase(p) == "Running"]
@@ -154,7 +159,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
     failed_pods = [p for p in ordered if _pod_phase(p) == "Failed"]
     if failed_pods:
         last = failed_pods[-1]
-        if _job_condition(job, "FailureTarget") or _ends_the_job(last, job, attempts=len(failed_pods)):
+        if _job_condition(job, "FailureTarget") or _backoff_used_up(job, attempts=len(failed_pods)):
             return None  # the Job is about to fail: its Failed condition, with the same result, comes next
         # A retriable attempt failed and the Job has not: the Job controller starts (or has started) another pod.
         result = worker_result(last)
@@ -162,16 +167,27 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
         backoff = (job.get("spec") or {}).get("backoffLimit")
         message = f"attempt {len(failed_pods)} failed ({why}); retrying (backoffLimit {backoff})"
         return Observation(phase=Phase.RUNNING, reason=Reason.RETRYING, message=message[:1024], **common)
-    if any(_pod_phase(p) == "Succeeded" for p in ordered):
-        return None  # the quantizer finished; the Job's Complete condition comes next
     return Observation(phase=Phase.PENDING, reason=Reason.JOB_CREATED, message=f"batch Job {name} created, waiting for its pod", **common)
 
 
-def _ends_the_job(pod: dict[str, Any], job: dict[str, Any], *, attempts: int) -> bool:
-    """The podFailurePolicy fails the Job on this exit code, or the backoff limit is used up."""
-    code = (_terminated(pod) or {}).get("exitCode")
+def _sealing_pod(ordered: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The pod whose exit decides the Job: one that succeeded, or one that failed with a non-retriable exit code."""
+    for pod in reversed(ordered):
+        if _pod_phase(pod) == "Succeeded":
+            return pod
+        if _pod_phase(pod) == "Failed" and (_terminated(pod) or {}).get("exitCode") in {int(c) for c in NON_RETRIABLE}:
+            return pod
+    return None
+
+
+def _finished_at(pod: dict[str, Any] | None) -> str | None:
+    return (_terminated(pod) or {}).get("finishedAt") if pod is not None else None
+
+
+def _backoff_used_up(job: dict[str, Any], *, attempts: int) -> bool:
+    """Every retry the backoffLimit allows has failed (the Job's Failed condition is next, unless a disruption did it)."""
     backoff = (job.get("spec") or {}).get("backoffLimit")
-    return code in {int(c) for c in NON_RETRIABLE} or (backoff is not None and attempts > int(backoff))
+    return backoff is not None and attempts > int(backoff)
 
 
 def _pod_phase(pod: dict[str, Any]) -> str:

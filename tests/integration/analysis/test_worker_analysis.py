@@ -132,3 +132,25 @@ def test_onnx_static_auto_mixed_precision_pins_the_sensitive_node(job_files: Pat
     assert analysis["sensitivity"]["layers"][0]["layer"] == "conv2" and analysis["sensitivity"]["fast"][0]["layer"] == "conv2"
     assert [t["rung"] for t in analysis["gate"]["trials"]] == ["full", "pinned"]
     assert result.results.pinned_layers == ["conv2"] and result.results.accuracy_drop <= 0.02
+
+
+def test_onnx_degrade_ends_with_the_model_converted_to_float16(job_files: Path) -> None:
+    """ONNX Runtime has no float16 method: the last rung is the source model converted to float16, float32 I/O."""
+    import onnx
+
+    result, _ctx, out = _run(
+        job_files, "onnx-float16", model="sensitive.onnx", method="onnx-static",
+        mixedPrecision={"maxPinnedLayers": 1}, acceptance={"maxAccuracyDrop": 0.0, "onFailure": "degrade"},
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    report = json.loads((out / "report.json").read_text())
+    trials = report["analysis"]["gate"]["trials"]
+    assert [(t["rung"], t["method"]) for t in trials] == [("full", "onnx-static"), ("pinned", "onnx-static"), ("float16", "onnx-static")]
+    float16 = trials[-1]
+    assert float16["chosen"] and abs(float16["accuracyDrop"]) <= 0.005  # float16 keeps FP32's accuracy
+    assert result.results.degraded and 1.8 <= float16["compressionRatio"] <= 2.2  # half the bytes of FP32
+    artifact = next(out.glob("*.float16.onnx"))
+    model = onnx.load(str(artifact))
+    assert {init.data_type for init in model.graph.initializer if len(init.dims) > 1} == {onnx.TensorProto.FLOAT16}
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # the input contract is unchanged
+    assert any("float16 rung" in note for note in report["notes"])

@@ -35,10 +35,12 @@ class Builder:
     def __init__(self, *, int8_acc: float = 0.84, fp16_acc: float = 0.899) -> None:
         self.int8_acc, self.fp16_acc = int8_acc, fp16_acc
         self.calls: list[tuple[api.Method, tuple[str, ...]]] = []
+        self.rungs: list[str] = []
 
-    def __call__(self, method: api.Method, pins: tuple[str, ...]) -> Candidate:
+    def __call__(self, rung: str, method: api.Method, pins: tuple[str, ...]) -> Candidate:
         self.calls.append((method, pins))
-        if method is api.Method.TFLITE_FLOAT16:
+        self.rungs.append(rung)
+        if rung == "float16":
             return Candidate(method=method, pinned=(), accuracy=self.fp16_acc, size_bytes=BASELINE_SIZE // 2, artifact="fp16")
         acc = self.int8_acc + sum(GAIN[p] for p in pins)
         size = 100_000 + sum(COST[p] for p in pins)
@@ -168,3 +170,19 @@ def test_report_sections_serialise_camel_case() -> None:
     assert gate["trials"][1]["pinned"] == ["conv2"] and gate["trials"][1]["chosen"] is True
     assert {"accuracyDrop", "compressionRatio", "maxAccuracyDrop", "onFailure"} <= set(gate)
     assert sel.mixed_precision.to_wire()["metAccuracyBudget"] is True
+
+
+def test_a_family_without_a_float16_method_gets_its_own_model_in_float16_as_the_last_rung() -> None:
+    """onnx-static's float16 rung is the spec's method converted to float16 (the backend's Float16Export)."""
+    build = Builder(int8_acc=0.70, fp16_acc=0.899)
+    spec = _spec(method="onnx-static", model={"uri": "file:///m.onnx", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+                 acceptance={"maxAccuracyDrop": 0.01, "onFailure": "degrade"}, mixedPrecision={"maxPinnedLayers": 1})
+    sel = _select(spec, build, fallback_method=api.Method.ONNX_STATIC)
+    assert build.rungs == ["full", "pinned", "float16"]
+    assert [m for m, _p in build.calls] == [api.Method.ONNX_STATIC] * 3
+    assert sel.chosen.artifact == "fp16" and sel.gate.passed and sel.degraded
+    assert sel.gate.trials[-1].rung == "float16" and sel.gate.trials[-1].chosen
+    # without the rung the ladder ends at pinned layers and publishes the best found, flagged
+    build = Builder(int8_acc=0.70)
+    sel = _select(spec, build, fallback_method=None)
+    assert build.rungs == ["full", "pinned"] and sel.degraded and not sel.gate.passed

@@ -25,10 +25,15 @@ def batch_job(name: str = "mnist-g1", *, uid: str = "job-uid", owner_uid: str = 
     }
 
 
-def pod(name: str, phase: str, *, created: str = "2026-01-01T00:00:00Z", exit_code: int | None = None, message: str | None = None) -> dict[str, Any]:
+def pod(
+    name: str, phase: str, *, created: str = "2026-01-01T00:00:00Z", exit_code: int | None = None, message: str | None = None,
+    finished: str | None = None,
+) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase}
     if exit_code is not None:
         terminated: dict[str, Any] = {"exitCode": exit_code, "reason": "Completed" if exit_code == 0 else "Error"}
+        if finished is not None:
+            terminated["finishedAt"] = finished
         if message is not None:
             terminated["message"] = message
         status["containerStatuses"] = [{"name": "quantizer", "state": {"terminated": terminated}}]

@@ -80,19 +80,34 @@ def test_a_failed_attempt_while_the_job_retries() -> None:
     assert "StorageUnavailable" in obs.message and "backoffLimit 2" in obs.message and obs.attempts == 2
 
 
-def test_a_failed_attempt_the_job_is_about_to_fail_for_is_not_called_a_retry() -> None:
-    """No "Retrying" for an attempt that ends the Job: wait for its Failed condition instead."""
-    no_retry = pod("p1", "Failed", exit_code=10, message=failure_message(ExitCode.INVALID_INPUT, "no model"))
-    assert status.observe_job(batch_job(failed=1, conditions=[("FailureTarget", "PodFailurePolicy", "")]), [no_retry]) is None
-    assert status.observe_job(batch_job(failed=1), [no_retry]) is None  # the Job watch has not shown FailureTarget yet
+def test_a_non_retriable_exit_fails_at_once_without_waiting_for_the_job_controller() -> None:
+    """The podFailurePolicy fails the Job on exit 10-12 for sure: report it from the pod, and the Job agrees later."""
+    no_retry = pod("p1", "Failed", exit_code=10, message=failure_message(ExitCode.INVALID_INPUT, "no model"), finished="2026-01-01T00:01:00Z")
+    early = status.observe_job(batch_job(active=1), [no_retry])  # the Job watch has not even counted the failure yet
+    assert early is not None and early.phase is Phase.FAILED and early.reason == "InvalidInput" and early.message == "no model"
+    assert early.completion_time == "2026-01-01T00:01:00Z" and early.attempts == 1
+    for job in (batch_job(failed=1, conditions=[("FailureTarget", "PodFailurePolicy", "")]),
+                batch_job(failed=1, conditions=[("FailureTarget", "PodFailurePolicy", ""), ("Failed", "PodFailurePolicy", "exit 10")])):
+        assert status.observe_job(job, [no_retry]) == early  # the same status: nothing more to write
+
+
+def test_a_retriable_attempt_that_uses_up_the_backoff_limit_waits_for_the_job() -> None:
+    """Disruptions do not count against backoffLimit, so only the Job controller knows whether this was the last try."""
     last_try = [pod(f"p{i}", "Failed", created=f"2026-01-01T00:0{i}:00Z", exit_code=1, message="boom") for i in range(3)]
     assert status.observe_job(batch_job(failed=3, backoff_limit=2), last_try) is None
     assert status.observe_job(batch_job(failed=2, backoff_limit=2), last_try[:2]).reason == Reason.RETRYING
+    failed = status.observe_job(batch_job(failed=3, backoff_limit=2, conditions=[("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")]), last_try)
+    assert failed is not None and failed.phase is Phase.FAILED and failed.completion_time == "2026-01-01T00:10:00Z"
 
 
-def test_a_succeeded_pod_waits_for_the_job_to_complete() -> None:
-    job = batch_job(succeeded=1, conditions=[("SuccessCriteriaMet", "CompletionsReached", "")])
-    assert status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=success_message())]) is None
+def test_a_succeeded_pod_completes_at_once_and_the_jobs_complete_condition_agrees() -> None:
+    done = pod("p1", "Succeeded", exit_code=0, message=success_message(), finished="2026-01-01T00:02:00Z")
+    early = status.observe_job(batch_job(active=1), [done])
+    assert early is not None and early.phase is Phase.SUCCEEDED and early.results is not None
+    assert early.completion_time == "2026-01-01T00:02:00Z"
+    for job in (batch_job(succeeded=1, conditions=[("SuccessCriteriaMet", "CompletionsReached", "")]),
+                batch_job(succeeded=1, completionTime="2026-01-01T00:02:30Z", conditions=[("SuccessCriteriaMet", "CompletionsReached", ""), ("Complete", "CompletionsReached", "")])):
+        assert status.observe_job(job, [done]) == early
 
 
 def test_suspended_job() -> None:

@@ -17,7 +17,9 @@ from edgequant.backends.onnxruntime.calibration import calibrate
 from edgequant.backends.onnxruntime.model import check_input, read_model
 from edgequant.backends.onnxruntime.predictor import OrtPredictor
 from edgequant.backends.onnxruntime.quantize import (
+    FLOAT16_NOTE,
     FloatModel,
+    convert_to_float16,
     dynamic_cnn_note,
     prepare_float_model,
     quantize_dynamic_int8,
@@ -117,6 +119,12 @@ class OnnxRuntimeBackend:
             notes.append(f"kept in float: {', '.join(keep_float)}")
         request.log(choice.note)
         return QuantizedArtifact(path=output, method=method, input=float_input_contract(model), notes=notes)
+
+    def export_float16(self, request: QuantizeRequest) -> QuantizedArtifact:
+        """The source model in float16 (the degrade ladder's last rung)."""
+        model = self._float_model(request)
+        output = convert_to_float16(model.path, request.workdir / f"{request.model_path.stem}.float16.onnx")
+        return QuantizedArtifact(path=output, method=request.method, input=float_input_contract(model), notes=[FLOAT16_NOTE])
 
     def quantizable_layers(self, request: QuantizeRequest) -> list[str]:
         """Nodes with weights (Conv, ConvTranspose, Gemm, MatMul) of the model as it is quantized, in graph order."""

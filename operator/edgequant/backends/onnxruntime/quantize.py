@@ -10,6 +10,7 @@ quantization, which consumes the Q/DQ model):
   can call it once per set of nodes kept in float without recalibrating.
 - ``quantize_static_qdq``: the three steps in one call.
 - ``quantize_dynamic_int8``.
+- ``convert_to_float16``: the degrade ladder's float16 rung.
 """
 
 from __future__ import annotations
@@ -124,6 +125,44 @@ def quantize_dynamic_int8(*, float_model: FloatModel, output_path: Path, setting
         nodes_to_exclude=list(settings.keep_float),
     )
     return output_path
+
+
+FLOAT16_NOTE = (
+    "degrade ladder float16 rung: weights and activations converted to float16 by ONNX Runtime's "
+    "float16 converter; inputs and outputs stay float32"
+)
+
+
+def convert_to_float16(source: Path, output_path: Path) -> Path:
+    """The float model with float16 weights and compute, float32 inputs and outputs (the input contract is unchanged)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    converted = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    _sort_topologically(converted.graph)  # the converter appends its input Casts at the end; the checker wants order
+    onnx.save(converted, str(output_path))
+    return output_path
+
+
+def _sort_topologically(graph: object) -> None:
+    """Reorder a graph's nodes so each comes after the producers of its inputs (stable otherwise)."""
+    nodes = list(graph.node)  # type: ignore[attr-defined]
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}  # type: ignore[attr-defined]
+    ordered: list[object] = []
+    while nodes:
+        waiting = []
+        for node in nodes:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(nodes):
+            raise ValueError(f"graph {graph.name!r} has a cycle or an undefined input at node {waiting[0].name!r}")  # type: ignore[attr-defined]
+        nodes = waiting
+    del graph.node[:]  # type: ignore[attr-defined]
+    graph.node.extend(ordered)  # type: ignore[attr-defined]
 
 
 def dynamic_cnn_note(model: OnnxModel) -> str | None:

@@ -61,6 +61,14 @@ class TorchQATBackend:
             self._baselines[key] = BaselineArtifact(path=path, input=_contract(source), format="onnx-fp32")
         return self._baselines[key]
 
+    def export_float16(self, request: QuantizeRequest) -> QuantizedArtifact:
+        """The FP32 ONNX export in float16 (the degrade ladder's last rung)."""
+        from edgequant.backends.onnxruntime.quantize import FLOAT16_NOTE, convert_to_float16
+
+        baseline = self.export_baseline(request)
+        output = convert_to_float16(baseline.path, request.workdir / f"{request.model_path.stem}.float16.onnx")
+        return QuantizedArtifact(path=output, method=api.Method.TORCH_QAT, input=baseline.input, notes=[FLOAT16_NOTE])
+
     def quantize(self, request: QuantizeRequest) -> QuantizedArtifact:
         from edgequant.backends.pytorch import qat
 
