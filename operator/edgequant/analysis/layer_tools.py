@@ -62,13 +62,26 @@ FLOAT16_FALLBACK: dict[api.Method, api.Method | None] = {
 }
 
 
+#: Methods whose layers are ranked by another method's tool (a CPU proxy); their own backend builds pinned artifacts.
+PROXY_LAYER_TOOLS: dict[api.Method, str] = {
+    api.Method.TENSORRT_INT8: "edgequant.analysis.ort_sensitivity:proxy_for_request",
+    api.Method.TENSORRT_MIXED: "edgequant.analysis.ort_sensitivity:proxy_for_request",
+}
+
+
 def supports_layers(method: api.Method) -> bool:
+    """The method's own tool builds its artifact with layers kept in float."""
     return method in LAYER_TOOLS
 
 
+def ranks_layers(method: api.Method) -> bool:
+    """Per-layer sensitivity can rank this method's layers (with its own tool or a proxy)."""
+    return method in LAYER_TOOLS or method in PROXY_LAYER_TOOLS
+
+
 def layer_tool_for(request: QuantizeRequest, backend: object) -> LayerTool:
-    """The method's layer tool; ``KeyError`` when the method has none."""
-    module_name, _, factory_name = LAYER_TOOLS[request.method].partition(":")
+    """The method's layer tool (or its proxy); ``KeyError`` when the method has neither."""
+    module_name, _, factory_name = {**PROXY_LAYER_TOOLS, **LAYER_TOOLS}[request.method].partition(":")
     factory = getattr(importlib.import_module(module_name), factory_name)
     tool: LayerTool = factory(request, backend)
     return tool

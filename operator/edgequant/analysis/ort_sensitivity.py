@@ -34,6 +34,7 @@ import numpy as np
 from edgequant.analysis.layer_tools import rebatch
 from edgequant.analysis.sensitivity import LayerProbe, ProbedOp, attribute_increments
 from edgequant.analysis.tensor_error import ErrorAccumulator, TensorError
+from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import QuantizeRequest
 
 #: Folded into the node that feeds them (when it is their only producer).
@@ -154,6 +155,19 @@ class OrtLayerAnalysis:
         if len(names) != 1:
             raise ValueError(f"{self.model_path.name}: {len(names)} inputs; edgequant probes single-input models")
         return names[0]
+
+
+def proxy_for_request(request: QuantizeRequest, backend: Any) -> OrtLayerAnalysis:
+    """Layer ranking for a TensorRT INT8 run on the CPU: ONNX Runtime static INT8 of the same ONNX model and data.
+
+    Sensitivity needs a model per layer, and an engine build per layer would hold a GPU for minutes each; ONNX
+    Runtime's Q/DQ quantization with the run's calibration algorithm ranks the same ONNX node names on the CPU.
+    The pinned artifact itself is still built by TensorRT (``backend`` is not used to build it here).
+    """
+    from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
+
+    del backend
+    return for_request(dataclasses.replace(request, method=api.Method.ONNX_STATIC), OnnxRuntimeBackend())
 
 
 def for_request(request: QuantizeRequest, backend: Any) -> OrtLayerAnalysis:

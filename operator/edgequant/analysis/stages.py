@@ -20,7 +20,7 @@ import numpy as np
 
 from edgequant.analysis import diagnostics as dg
 from edgequant.analysis.gate import GateVerdict
-from edgequant.analysis.layer_tools import FLOAT16_FALLBACK, LayerTool, layer_tool_for, supports_layers
+from edgequant.analysis.layer_tools import FLOAT16_FALLBACK, LayerTool, layer_tool_for, ranks_layers, supports_layers
 from edgequant.analysis.schema import AnalysisReport, SensitivityReport
 from edgequant.analysis.selection import Candidate, select_artifact
 from edgequant.analysis.sensitivity import combine, exhaustive_sensitivity, fast_sensitivity
@@ -75,8 +75,11 @@ def _tool(ctx: Any, hooks: WorkerHooks) -> LayerTool | None:
     if not state.tool_tried:
         state.tool_tried = True
         method = ctx.spec.method
-        if not supports_layers(method):
-            state.tool_problem = f"{method.value} cannot quantize layers one at a time (tflite-int8 and onnx-static can)"
+        if not ranks_layers(method):
+            state.tool_problem = (
+                f"{method.value} cannot quantize layers one at a time (tflite-int8 and onnx-static can; "
+                "tensorrt-int8 and tensorrt-mixed are ranked through ONNX Runtime)"
+            )
         elif "calibration" not in ctx.sets:
             state.tool_problem = "no calibration data to quantize layers with"
         else:
@@ -87,6 +90,11 @@ def _tool(ctx: Any, hooks: WorkerHooks) -> LayerTool | None:
                 state.tool_problem = f"layer analysis unavailable: {exc}"
                 return None
             ctx.log(f"layer analysis: {len(state.tool.layers)} quantizable layers")
+            if not supports_layers(method):
+                ctx.notes.append(
+                    f"layers ranked with ONNX Runtime static INT8 on the CPU as a proxy for {method.value} (same ONNX node "
+                    "names, calibration data and algorithm); TensorRT builds the engine with the chosen layers pinned"
+                )
     return state.tool
 
 
@@ -182,7 +190,7 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
             artifact = ctx.backend.export_float16(hooks.request(method))
         elif method is first.method and pins == first.pinned:
             return first
-        elif pins and tool is not None and method is spec.method:
+        elif pins and tool is not None and method is spec.method and supports_layers(method):
             path = tool.model_keeping_float(pins)
             artifact = QuantizedArtifact(path=path, method=method, input=ctx.artifact.input, notes=[f"kept in float: {', '.join(pins)}"])
         else:

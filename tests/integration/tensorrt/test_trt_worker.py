@@ -142,3 +142,25 @@ def test_precompute_refuses_a_spec_whose_gpu_job_would_not_use_it(job_files: dic
     )
     assert cli.returncode == ExitCode.INVALID_INPUT
     assert "spec.tensorrt.calibrationDevice: set it to cpu" in cli.stderr
+
+
+def test_mixed_ranks_layers_through_onnx_runtime_and_tensorrt_pins_the_ranked_names(gpu_standins: Any, job_files: dict[str, Path], tmp_path: Path) -> None:
+    """Sensitivity for tensorrt-mixed on the CPU (ONNX Runtime INT8 as the proxy); its names are what the engine pins."""
+    auto = _spec(job_files, tmp_path / "auto", "tensorrt-mixed", mixedPrecision={"mode": "auto", "sensitivity": "exhaustive"},
+                 acceptance={"maxAccuracyDrop": 0.03, "minCompressionRatio": 0})
+    result, ctx = _run(auto, tmp_path / "work-auto")
+    assert result.exit_code == 0, result.message
+    report = json.loads((tmp_path / "auto" / "report.json").read_text())
+    sensitivity = report["analysis"]["sensitivity"]
+    ranked = [entry["layer"] for entry in sensitivity["layers"]]
+    assert sensitivity["mode"] == "exhaustive" and len(ranked) >= 3 and sensitivity["agreement"] is not None
+    assert any("as a proxy for tensorrt-mixed" in note for note in ctx.notes)
+    assert not any("sensitivity skipped" in note for note in ctx.notes)
+
+    manual = _spec(job_files, tmp_path / "manual", "tensorrt-mixed", mixedPrecision={"mode": "manual", "pinnedLayers": ranked[:2]},
+                   acceptance={"maxAccuracyDrop": 0.03, "minCompressionRatio": 0})
+    result, ctx = _run(manual, tmp_path / "work-manual")
+    assert result.exit_code == 0, result.message
+    pinned = gpu_standins.builds[-1]["pinned"]
+    assert len(pinned) >= 2 and {p["precision"] for p in pinned.values()} == {"HALF"}
+    assert not [n for n in ctx.notes if "not pinned" in n], ctx.notes
