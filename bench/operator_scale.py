@@ -2,7 +2,9 @@
 
 Prints jobs-created-per-second (batch Jobs the operator created, first QuantizationJob submitted -> last
 Job seen), the p50/p95/max latency from a pod's exit to its QuantizationJob's terminal status (both seen
-by watches in this process), and the operator's peak RSS (VmHWM) and CPU time.
+by watches in this process; and on server clocks alone: the status write's managedFields time minus the
+container's finishedAt), the Job controller's own lag (pod exit -> the Job's Complete/Failed condition), and
+the operator's peak RSS (VmHWM) and CPU time.
 
 Every job uses the cheapest run there is: a tflite-dynamic-range spec whose model file does not exist, so
 the worker starts, fails its first read (InvalidInput, exit 10, no retry) and the whole path
@@ -147,12 +149,50 @@ def _component_pids(cluster: Cluster) -> dict[str, int]:
     return {name: pid for name, pid in pids.items() if pid and Path(f"/proc/{pid}").exists()}
 
 
+def refresh_latency(url: str) -> dict[str, Any]:
+    """The operator's own refresh histograms: count, mean and the bucket holding p95, per histogram."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    out: dict[str, Any] = {}
+    for name in ("edgequant_status_refresh_wait_seconds", "edgequant_status_refresh_seconds"):
+        buckets, total, count = [], 0.0, 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+            elif line.startswith(name + "_sum "):
+                total = float(line.split()[1])
+            elif line.startswith(name + "_count "):
+                count = float(line.split()[1])
+        p95 = next((le for le, c in buckets if count and c >= 0.95 * count), None)
+        out[name] = {"count": int(count), "mean_s": round(total / count, 3) if count else None, "p95_at_most_s": p95}
+    return out
+
+
+def status_written_after_exit(items: list[dict[str, Any]]) -> list[float]:
+    """Server clocks, no watch in this process involved: the status update's managedFields time minus
+    status.completionTime (the deciding container's finishedAt, as the node reported it). Whole seconds."""
+    from datetime import datetime
+
+    def parse(stamp: str) -> float:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+    latencies = []
+    for item in items:
+        done = (item.get("status") or {}).get("completionTime")
+        writes = [f["time"] for f in item["metadata"].get("managedFields") or [] if f.get("subresource") == "status" and f.get("time")]
+        if done and writes:
+            latencies.append(max(parse(w) for w in writes) - parse(done))
+    return latencies
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def run(cluster: Cluster, jobs: int, timeout: float, workers: int) -> dict[str, Any]:
+def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dict[str, Any]:
     from kubernetes import client
 
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
@@ -165,8 +205,10 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int) -> dict[str, 
     argv = [str(Path(sys.executable).parent / "edgequant"), "operator", "-n", namespace, "--log-format", "json",
             "--liveness-port", str(liveness), "--metrics-port", str(metrics)]
     with log.open("wb") as sink:
-        operator = subprocess.Popen(argv, env={**cluster.env(), "EDGEQUANT_OPERATOR_WORKERS": str(workers)}, stdout=sink, stderr=subprocess.STDOUT)
+        operator = subprocess.Popen(argv, env={**cluster.env(), **({"EDGEQUANT_OPERATOR_WORKERS": str(workers)} if workers else {})}, stdout=sink, stderr=subprocess.STDOUT)
     recorder, stop = Recorder(), threading.Event()
+    server_side: list[float] = []
+    refresh: dict[str, Any] = {}
     threads = [threading.Thread(target=watch, args=(cluster, namespace, kind, recorder, stop), daemon=True) for kind in ("jobs", "pods", "qjs")]
     try:
         _wait_http(f"http://127.0.0.1:{liveness}/healthz", operator, log)
@@ -187,6 +229,8 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int) -> dict[str, 
         elapsed = time.monotonic() - t0
         rss, cpu = proc_stats(operator.pid)
         components = {name: round(proc_stats(pid)[1] - cpu_before.get(name, 0.0), 1) for name, pid in _component_pids(cluster).items()}
+        refresh = refresh_latency(f"http://127.0.0.1:{metrics}/metrics")
+        server_side = status_written_after_exit(custom.list_namespaced_custom_object("edgequant.io", "v1alpha1", namespace, "quantizationjobs")["items"])
     finally:
         stop.set()
         operator.send_signal(signal.SIGTERM)
@@ -213,10 +257,13 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int) -> dict[str, 
         "pod_exit_to_status_p50_s": round(percentile(latencies, 0.50), 3) if latencies else None,
         "pod_exit_to_status_p95_s": round(percentile(latencies, 0.95), 3) if latencies else None,
         "pod_exit_to_status_max_s": round(max(latencies), 3) if latencies else None,
+        "server_clock_exit_to_status_p50_s": round(percentile(server_side, 0.50), 1) if server_side else None,
+        "server_clock_exit_to_status_p95_s": round(percentile(server_side, 0.95), 1) if server_side else None,
         "pod_exit_to_job_concluded_p50_s": round(percentile(job_lag, 0.50), 3) if job_lag else None,
         "pod_exit_to_job_concluded_p95_s": round(percentile(job_lag, 0.95), 3) if job_lag else None,
         "job_concluded_to_status_p50_s": round(percentile(vs_job, 0.50), 3) if vs_job else None,
         "job_concluded_to_status_p95_s": round(percentile(vs_job, 0.95), 3) if vs_job else None,
+        "operator_refresh": refresh,
         "operator_peak_rss_mib": round(rss, 1),
         "operator_cpu_seconds": round(cpu, 1),
         "cluster_cpu_seconds_during_run": components,
@@ -245,7 +292,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for every job to finish")
     parser.add_argument("--max-pods", type=int, default=110, help="pods the process node runs at once")
-    parser.add_argument("--workers", type=int, default=16, help="operator handler threads (EDGEQUANT_OPERATOR_WORKERS)")
+    parser.add_argument("--workers", type=int, default=None, help="operator handler threads (EDGEQUANT_OPERATOR_WORKERS; default: the operator's own)")
     args = parser.parse_args()
     existing = os.environ.get("EDGEQUANT_TEST_CLUSTER")
     if existing:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
-import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,10 +36,22 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = operator_settings.workers
-    memo["kopf_settings"] = settings  # resource handlers get no `settings` argument; the executor is in there
-    kube.configure(connections=operator_settings.workers + 4)
+    memo["kopf_settings"] = settings  # resource handlers get no `settings` argument
+    # Status refreshes get threads of their own, so that a burst of new QuantizationJobs (whose handlers create
+    # Jobs) never holds back the status of the ones already running.
+    memo["refresh_executor"] = concurrent.futures.ThreadPoolExecutor(
+        max_workers=operator_settings.workers, thread_name_prefix="edgequant-refresh"
+    )
+    kube.configure(connections=2 * operator_settings.workers + 4)
     logging.getLogger("kopf.objects").addFilter(_quiet_event_handlers)
     metrics.serve(operator_settings.metrics_port)
+
+
+@kopf.on.cleanup()
+def stop_refreshes(memo: kopf.Memo, **_: Any) -> None:
+    executor = memo.get("refresh_executor")
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _quiet_event_handlers(record: logging.LogRecord) -> bool:
@@ -72,21 +85,23 @@ def _cache(kwargs: dict[str, Any]) -> cache.Cache:
 
 
 # --------------------------------------------------------------------------- watch caches
+# Async on purpose: kopf runs sync handlers in its thread pool, where every watch event's cache update would
+# queue behind the handlers that wait on the API server (Job creation, resync). These are pure and instant.
 
 
 @kopf.index(api.GROUP, api.VERSION, api.PLURAL)
-def edgequant_quantizationjobs(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def edgequant_quantizationjobs(body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return dict([cache.quantization_job_entry(body)])
 
 
 @kopf.index("batch", "v1", "jobs", labels=_MANAGED)
-def edgequant_jobs(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+async def edgequant_jobs(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
     entry = cache.job_entry(body)
     return dict([entry]) if entry else None
 
 
 @kopf.index("", "v1", "pods", labels=_MANAGED)
-def edgequant_pods(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+async def edgequant_pods(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
     entry = cache.pod_entry(body)
     return dict([entry]) if entry else None
 
@@ -117,7 +132,7 @@ def register_resync(seconds: float) -> None:
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
-def quantization_job_deleted(body: kopf.Body, **_: Any) -> None:
+async def quantization_job_deleted(body: kopf.Body, **_: Any) -> None:
     """Bookkeeping only (optional: no finalizer); the Job and pods go by owner-reference garbage collection."""
     reconcile.forget(str(body.metadata.namespace), str(body.metadata.name), str(body.metadata.uid))
 
@@ -130,10 +145,19 @@ async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, delete
     request = reconcile.refresh_request(obj, kind=kind, deleted=deleted)
     if request is None:
         return
+    asked = time.monotonic()
     await asyncio.sleep(EVENT_DEBOUNCE_SECONDS)
-    run = functools.partial(_guarded, handler, reconcile.refresh, request, cache=_cache(kwargs), logger=logger)
+
+    def run() -> None:
+        started = time.monotonic()
+        metrics.REFRESH_WAIT.observe(started - asked)
+        try:
+            _guarded(handler, reconcile.refresh, request, cache=_cache(kwargs), logger=logger)
+        finally:
+            metrics.REFRESH_WORK.observe(time.monotonic() - started)
+
     context = contextvars.copy_context()  # kopf.event() finds the operator's settings in a context variable
-    await asyncio.get_running_loop().run_in_executor(memo["kopf_settings"].execution.executor, context.run, run)
+    await asyncio.get_running_loop().run_in_executor(memo["refresh_executor"], context.run, run)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_MANAGED)

@@ -13,6 +13,15 @@ RUN_DURATION = Histogram(
 )
 RECONCILE_ERRORS = Counter("edgequant_reconcile_errors_total", "Reconciliations that raised", ["handler"])
 JOBS_CREATED = Counter("edgequant_batch_jobs_created_total", "Quantizer batch Jobs created")
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 40, 80, 160)
+REFRESH_WAIT = Histogram(
+    "edgequant_status_refresh_wait_seconds",
+    "From a Job/pod event to the start of the status refresh it asked for (debounce plus queue)",
+    buckets=_LATENCY_BUCKETS,
+)
+REFRESH_WORK = Histogram(
+    "edgequant_status_refresh_seconds", "Duration of a status refresh (cache reads, at most one status patch)", buckets=_LATENCY_BUCKETS
+)
 
 
 def serve(port: int) -> None:

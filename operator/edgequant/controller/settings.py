@@ -34,7 +34,7 @@ class OperatorSettings(BaseModel):
     peering_name: str | None = Field(None, description="kopf peering object for leader election between replicas; None runs standalone.")
     peering_priority: int | None = Field(None, ge=0, description="This replica's peering priority (the highest live one works, the others stand by); random when omitted, so replicas never tie.")
     resync_seconds: float = Field(60.0, ge=0, description="Period of the safety-net reconcile of unfinished QuantizationJobs idle for half of it (0 disables; Job and pod events drive the status).")
-    workers: int = Field(16, ge=1, le=256, description="Threads running handlers (they wait on the API server, not the CPU).")
+    workers: int = Field(16, ge=1, le=256, description="Threads running handlers, and as many again refreshing statuses (they wait on the API server, not the CPU).")
     liveness_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz (0 disables).")
     metrics_port: int = Field(9090, ge=0, le=65535, description="Port of Prometheus /metrics (0 disables).")
     log_format: str = Field("json", pattern="^(json|plain|full)$", description="json, plain or full.")
