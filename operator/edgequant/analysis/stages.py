@@ -185,7 +185,8 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
     pinnable = supports_layers(spec.method) or spec.method is api.Method.TENSORRT_MIXED
 
     def build(rung: str, method: api.Method, pins: tuple[str, ...]) -> Candidate:
-        if rung == "float16" and method is spec.method:
+        converted = rung == "float16" and method is spec.method  # the backend's own float16 conversion
+        if converted:
             assert isinstance(ctx.backend, Float16Export)
             artifact = ctx.backend.export_float16(hooks.request(method))
         elif method is first.method and pins == first.pinned:
@@ -195,7 +196,7 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
             artifact = QuantizedArtifact(path=path, method=method, input=ctx.artifact.input, notes=[f"kept in float: {', '.join(pins)}"])
         else:
             artifact = ctx.backend.quantize(dataclasses.replace(hooks.request(method), keep_float=list(pins)))
-        label = f"{method.value}-float16" if rung == "float16" and method is spec.method else "+".join([method.value, *pins])[:60]
+        label = f"{method.value}-float16" if converted else "+".join([method.value, *pins])[:60]
         record = hooks.measure(artifact, label)
         e = record.evaluation
         return Candidate(method=method, pinned=pins, accuracy=e.accuracy(ctx.metric) if e else None, size_bytes=record.size_bytes, artifact=(artifact, record))

@@ -36,7 +36,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.execution.max_workers = operator_settings.workers
-    memo["kopf_settings"] = settings  # resource handlers get no `settings` argument
     # Status refreshes get threads of their own, so that a burst of new QuantizationJobs (whose handlers create
     # Jobs) never holds back the status of the ones already running.
     memo["refresh_executor"] = concurrent.futures.ThreadPoolExecutor(

@@ -167,6 +167,8 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
         backoff = (job.get("spec") or {}).get("backoffLimit")
         message = f"attempt {len(failed_pods)} failed ({why}); retrying (backoffLimit {backoff})"
         return Observation(phase=Phase.RUNNING, reason=Reason.RETRYING, message=message[:1024], **common)
+    if any(_pod_phase(p) == "Succeeded" for p in ordered):
+        return None  # a finished quantizer beside a pod still starting: the Job's own condition decides
     return Observation(phase=Phase.PENDING, reason=Reason.JOB_CREATED, message=f"batch Job {name} created, waiting for its pod", **common)
 
 
