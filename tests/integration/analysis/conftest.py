@@ -6,6 +6,9 @@
   silenced (zero weights, negative bias, so it is 0 after ReLU) and conv2's weights reading that channel
   are set to ``OUTLIER`` x its largest weight. The float function barely changes (the channel is dead),
   but conv2's per-channel weight scales are blown up, so 8-bit conv2 weights lose almost all resolution.
+- ``doubly_sensitive_cnn``: ``sensitive_cnn`` with conv3 made fragile the same way (conv2's channel 0 silenced,
+  conv3's weights reading it blown up). Pinning any one layer leaves the other 8-bit layer destroyed, so
+  ladder tests that need "pinning one layer cannot meet the budget" hold by construction, on any CPU.
 - ``tflite_layers(model_path, calibration)``: a calibrated ``TFLiteLayerAnalysis``.
 - ``score(path, x, y)``: accuracy through the worker's one evaluator.
 """
@@ -85,8 +88,23 @@ def _make_sensitive(source: Path, path: Path) -> None:
     model.save(path)
 
 
+def _make_conv3_sensitive(source: Path, path: Path) -> None:
+    """conv2's output channel 0 is dead (zero weights, negative bias) and conv3's weights reading it are outliers."""
+    import keras
+
+    model = keras.models.load_model(source)
+    w2, b2 = model.get_layer("conv2").get_weights()
+    w2[..., 0], b2[0] = 0.0, -1.0
+    model.get_layer("conv2").set_weights([w2, b2])
+    w3, b3 = model.get_layer("conv3").get_weights()
+    w3[:, :, 0, :] = OUTLIER * np.abs(w3).max()
+    model.get_layer("conv3").set_weights([w3, b3])
+    model.save(path)
+
+
 def _cached(name: str, make: Callable[[Path], None], *keys: object) -> Path:
-    digest = hashlib.sha256("|".join([inspect.getsource(_build_and_train), inspect.getsource(_make_sensitive), *map(str, keys)]).encode()).hexdigest()[:16]
+    makers = (_build_and_train, _make_sensitive, _make_conv3_sensitive)
+    digest = hashlib.sha256("|".join([*map(inspect.getsource, makers), *map(str, keys)]).encode()).hexdigest()[:16]
     path = CACHE / f"{name}-{digest}.keras"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
@@ -104,6 +122,11 @@ def healthy_cnn(fashion: Splits) -> Path:
 @pytest.fixture(scope="session")
 def sensitive_cnn(healthy_cnn: Path) -> Path:
     return _cached("fashion-cnn-sensitive-conv2", lambda p: _make_sensitive(healthy_cnn, p), healthy_cnn.name, OUTLIER)
+
+
+@pytest.fixture(scope="session")
+def doubly_sensitive_cnn(sensitive_cnn: Path) -> Path:
+    return _cached("fashion-cnn-sensitive-conv2-conv3", lambda p: _make_conv3_sensitive(sensitive_cnn, p), sensitive_cnn.name, OUTLIER)
 
 
 def batches(x: np.ndarray, y: np.ndarray | None = None, size: int = 100) -> Any:
@@ -206,14 +229,17 @@ def keras_to_onnx(keras_path: Path, onnx_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def onnx_cnn(tmp_path_factory: pytest.TempPathFactory, healthy_cnn: Path, sensitive_cnn: Path) -> Callable[[str], Path]:
-    """'healthy' or 'sensitive' -> the same trained CNN as an ONNX file (NCHW)."""
+def onnx_cnn(
+    tmp_path_factory: pytest.TempPathFactory, healthy_cnn: Path, sensitive_cnn: Path, doubly_sensitive_cnn: Path
+) -> Callable[[str], Path]:
+    """'healthy', 'sensitive' or 'doubly-sensitive' -> the same trained CNN as an ONNX file (NCHW)."""
     root = tmp_path_factory.mktemp("onnx")
     made: dict[str, Path] = {}
 
     def get(which: str) -> Path:
         if which not in made:
-            made[which] = keras_to_onnx({"healthy": healthy_cnn, "sensitive": sensitive_cnn}[which], root / f"{which}.onnx")
+            source = {"healthy": healthy_cnn, "sensitive": sensitive_cnn, "doubly-sensitive": doubly_sensitive_cnn}[which]
+            made[which] = keras_to_onnx(source, root / f"{which}.onnx")
         return made[which]
 
     return get

@@ -1,5 +1,11 @@
 """ONNX Runtime / PyTorch integration fixtures: a Fashion-MNIST CNN (.pt2 + .onnx, cached), a 1.3M-parameter MLP,
-real data on disk and through the shared pipeline, and a one-liner that builds a QuantizeRequest from a spec dict."""
+real data on disk and through the shared pipeline, and a one-liner that builds a QuantizeRequest from a spec dict.
+
+CPUs differ: x86 without VNNI needs 7-bit weights (reduce_range) where one with VNNI does not. Backend tests take
+``forced_cpu``, which runs them under both decisions on every machine, and ``score`` uses reference Q/DQ numerics
+(OrtPredictor reference=True), which do not depend on the machine's int8 kernels; test_onnx_static checks the
+machine's own choice with the fused kernels.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +19,24 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgequant.util.cpu import CpuFeatures, parse_cpuinfo
 from tests.integration.onnx import models
 
 ROOT = Path(__file__).resolve().parents[3]
 #: Trained test models live here between runs, keyed by a hash of the code that made them.
 MODEL_CACHE = ROOT / ".cache" / "test-models"
 CONTRACT = {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}
+
+AVX2_ONLY = parse_cpuinfo("model name\t: test x86 without VNNI\nflags\t\t: fpu sse2 avx avx2 fma\n", machine="x86_64")
+WITH_VNNI = parse_cpuinfo("model name\t: test x86 with VNNI\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni\n", machine="x86_64")
+#: The two reduce-range decisions (spec.onnx.reduceRange auto), forced whatever this machine is.
+FORCED_CPUS = {"reduce-range-on": AVX2_ONLY, "reduce-range-off": WITH_VNNI}
+
+
+@pytest.fixture(scope="module", params=sorted(FORCED_CPUS))
+def forced_cpu(request: pytest.FixtureRequest) -> CpuFeatures:
+    """The CPU an OnnxRuntimeBackend decides for: once as x86 without VNNI (7-bit weights), once with VNNI (8-bit)."""
+    return FORCED_CPUS[request.param]
 
 
 @dataclass(frozen=True)
@@ -117,11 +135,17 @@ def quantize_request(prepared: Callable[[str, int], Any], tmp_path: Path) -> Cal
 
 @pytest.fixture(scope="session")
 def score(prepared: Callable[[str, int], Any]) -> Callable[[Any, Path, Any], float]:
-    """``score(backend, path, spec)``: top-1 on the 1000 test images through the worker's one evaluator."""
+    """``score(backend, path, spec)``: top-1 on the 1000 test images through the worker's one evaluator.
+
+    The backend's load checks the model against the spec; the scoring runs reference Q/DQ numerics, so a bound
+    stated for the quantization method holds on any CPU.
+    """
+    from edgequant.backends.onnxruntime.predictor import OrtPredictor
     from edgequant.worker.evaluate import evaluate
 
     def run(backend: Any, path: Path, spec: Any) -> float:
-        result = evaluate(predictor=backend.load(path, spec=spec), data=prepared("evaluation", 1000).batches(), latency_runs=0)
+        backend.load(path, spec=spec)
+        result = evaluate(predictor=OrtPredictor(path, reference=True), data=prepared("evaluation", 1000).batches(), latency_runs=0)
         assert result.top1 is not None and result.samples == 1000
         return result.top1
 

@@ -12,7 +12,7 @@ from edgequant.api.exitcodes import ExitCode
 from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
 from edgequant.util.errors import InvalidInputError
 from tests.integration.onnx.conftest import CnnFiles
-from tests.integration.onnx.test_onnx_static import WITH_VNNI
+from tests.integration.onnx.conftest import WITH_VNNI
 
 pytestmark = pytest.mark.integration
 

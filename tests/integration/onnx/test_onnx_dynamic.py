@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
+from edgequant.util.cpu import CpuFeatures
 from tests.integration.onnx.conftest import CnnFiles, initializers
-from tests.integration.onnx.test_onnx_static import WITH_VNNI
 
 pytestmark = pytest.mark.integration
 
@@ -20,10 +20,12 @@ def _outputs(backend: OnnxRuntimeBackend, path: Path, spec: Any, x: np.ndarray) 
     return backend.load(path, spec=spec).predict(x)
 
 
-def test_dynamic_quantization_shrinks_a_1m_parameter_model_3x(dense_onnx: tuple[Path, int], quantize_request: Callable[..., Any], prepared: Callable[..., Any]) -> None:
+def test_dynamic_quantization_shrinks_a_1m_parameter_model_3x(
+    dense_onnx: tuple[Path, int], quantize_request: Callable[..., Any], prepared: Callable[..., Any], forced_cpu: CpuFeatures
+) -> None:
     path, params = dense_onnx
     assert params >= 1_000_000
-    backend = OnnxRuntimeBackend(cpu=WITH_VNNI)
+    backend = OnnxRuntimeBackend(cpu=forced_cpu)
     request = quantize_request("onnx-dynamic", model=path)
     artifact = backend.quantize(request)
     ratio = path.stat().st_size / artifact.path.stat().st_size
@@ -38,8 +40,10 @@ def test_dynamic_quantization_shrinks_a_1m_parameter_model_3x(dense_onnx: tuple[
     assert not any("ConvInteger" in n for n in artifact.notes)
 
 
-def test_dynamic_on_a_cnn_says_static_suits_it(fmnist_cnn: CnnFiles, quantize_request: Callable[..., Any], score: Callable[..., float]) -> None:
-    backend = OnnxRuntimeBackend(cpu=WITH_VNNI)
+def test_dynamic_on_a_cnn_says_static_suits_it(
+    fmnist_cnn: CnnFiles, quantize_request: Callable[..., Any], score: Callable[..., float], forced_cpu: CpuFeatures
+) -> None:
+    backend = OnnxRuntimeBackend(cpu=forced_cpu)
     request = quantize_request("onnx-dynamic", model=fmnist_cnn.onnx, onnx={"perChannel": False, "weightType": "uint8"})
     artifact = backend.quantize(request)
     assert any("ConvInteger" in n and "onnx-static suits CNNs" in n for n in artifact.notes)

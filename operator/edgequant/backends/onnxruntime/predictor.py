@@ -7,6 +7,12 @@ quantizes, per tensor, the float weights of every Conv/ConvTranspose/Gemm fed
 by a DequantizeLinear, which undoes nodes kept in float (mixed precision);
 it is disabled (``KEEP_FLOAT_DISABLED_OPTIMIZERS``, see docs/analysis.md). A model with a fixed batch dimension is fed in chunks of
 that size (the last one padded, its padding dropped from the outputs).
+
+``reference=True`` runs the graph op by op (no optimizations): a Q/DQ model is
+then dequantized and computed with float kernels, the numerics the
+quantization itself defines. Those do not depend on the CPU's int8 kernels
+(u8s8 saturation without VNNI), so they are what accuracy bounds of a
+quantization method are stated against.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ KEEP_FLOAT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
 DEFAULT_THREADS = min(4, os.cpu_count() or 1)
 
 
-def session(path: Path, *, threads: int | None = None) -> ort.InferenceSession:
+def session(path: Path, *, threads: int | None = None, reference: bool = False) -> ort.InferenceSession:
     options = ort.SessionOptions()
+    if reference:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.intra_op_num_threads = threads or int(os.environ.get("EDGEQUANT_THREADS", DEFAULT_THREADS))
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: ORT warns about every unused initializer it removes
@@ -36,9 +44,9 @@ def session(path: Path, *, threads: int | None = None) -> ort.InferenceSession:
 
 
 class OrtPredictor:
-    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+    def __init__(self, path: Path, *, threads: int | None = None, reference: bool = False) -> None:
         self.path = path
-        self._session = session(path, threads=threads)
+        self._session = session(path, threads=threads, reference=reference)
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError(f"{path.name}: {len(inputs)} inputs / {len(outputs)} outputs; edgequant scores single-input, single-output classifiers")
