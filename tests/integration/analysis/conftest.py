@@ -6,6 +6,9 @@
   silenced (zero weights, negative bias, so it is 0 after ReLU) and conv2's weights reading that channel
   are set to ``OUTLIER`` x its largest weight. The float function barely changes (the channel is dead),
   but conv2's per-channel weight scales are blown up, so 8-bit conv2 weights lose almost all resolution.
+- ``doubly_sensitive_cnn``: the sensitive CNN with conv3 broken the same way (conv2's output channel 0
+  silenced, conv3's weights reading it set to ``OUTLIER`` x its largest weight): keeping any one layer in
+  float leaves the other's 8-bit weights without resolution, so only a float16 rung restores the outputs.
 - ``tflite_layers(model_path, calibration)``: a calibrated ``TFLiteLayerAnalysis``.
 - ``score(path, x, y)``: accuracy through the worker's one evaluator.
 """
@@ -104,6 +107,27 @@ def healthy_cnn(fashion: Splits) -> Path:
 @pytest.fixture(scope="session")
 def sensitive_cnn(healthy_cnn: Path) -> Path:
     return _cached("fashion-cnn-sensitive-conv2", lambda p: _make_sensitive(healthy_cnn, p), healthy_cnn.name, OUTLIER)
+
+
+def _make_doubly_sensitive(source: Path, path: Path) -> None:
+    import keras
+
+    model = keras.models.load_model(source)
+    w2, b2 = model.get_layer("conv2").get_weights()
+    w2[..., 0], b2[0] = 0.0, -1.0
+    model.get_layer("conv2").set_weights([w2, b2])
+    w3, b3 = model.get_layer("conv3").get_weights()
+    w3[:, :, 0, :] = OUTLIER * np.abs(w3).max()
+    model.get_layer("conv3").set_weights([w3, b3])
+    model.save(path)
+
+
+@pytest.fixture(scope="session")
+def doubly_sensitive_cnn(sensitive_cnn: Path) -> Path:
+    return _cached(
+        "fashion-cnn-sensitive-conv2-conv3", lambda p: _make_doubly_sensitive(sensitive_cnn, p),
+        sensitive_cnn.name, OUTLIER, inspect.getsource(_make_doubly_sensitive),
+    )
 
 
 def batches(x: np.ndarray, y: np.ndarray | None = None, size: int = 100) -> Any:
