@@ -288,3 +288,17 @@ def test_sqnr_budget_above_what_8_bit_outputs_can_carry_degrades_to_float16(job_
     assert trials[2]["chosen"] and trials[2]["sqnrDb"] >= 55 and result.results.sqnr_db == trials[2]["sqnrDb"]
     # labeled data: the default accuracy budget applied too, and float16 met it
     assert report["gate"]["accuracyBudgetApplied"] is True and report["gate"]["minSqnrDb"] == 55
+
+
+def test_onnx_static_auto_on_unlabeled_data_pins_until_agreement_is_met(job_files: Path) -> None:
+    """The same construction through ONNX Runtime: conv2 in INT8 collapses the outputs, conv2 in float agrees."""
+    result, _ctx, out = _run(
+        job_files, "onnx-unlabeled-auto", model="sensitive.onnx", method="onnx-static",
+        evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
+        mixedPrecision={"mode": "auto"}, acceptance={"minAgreement": 0.9},
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    trials = json.loads((out / "report.json").read_text())["analysis"]["gate"]["trials"]
+    assert trials[0]["agreement"] < 0.9 and not trials[0]["passed"] and trials[0]["accuracy"] is None
+    assert trials[-1]["chosen"] and trials[-1]["agreement"] >= 0.9 and "conv2" in trials[-1]["pinned"]
+    assert result.results.agreement == trials[-1]["agreement"] and result.results.sqnr_db == trials[-1]["sqnrDb"]
