@@ -129,7 +129,7 @@ def select_artifact(
         )
         return verdict
 
-    def accuracy_met(verdict: GateVerdict) -> bool:
+    def fidelity_met(verdict: GateVerdict) -> bool:
         """Every fidelity budget that applies is met (what pinning and float16 can buy)."""
         return verdict.fidelity_met
 
@@ -140,7 +140,7 @@ def select_artifact(
         note = f"{spec.method.value} cannot keep layers in float; pinnedLayers ignored"
 
     searched = False
-    if not verdict.passed and not accuracy_met(verdict) and (mp.mode is api.MixedPrecisionMode.AUTO or degrade):
+    if not verdict.passed and not fidelity_met(verdict) and (mp.mode is api.MixedPrecisionMode.AUTO or degrade):
         if not pinnable:
             note = note or f"{spec.method.value} cannot keep layers in float; no pinning search"
         elif candidates[0].accuracy is None and candidates[0].agreement is None and candidates[0].sqnr_db is None:
@@ -157,16 +157,16 @@ def select_artifact(
                     break
                 pins = pins + (layer,)
                 verdict = attempt("pinned", spec.method, pins)
-                if accuracy_met(verdict):
+                if fidelity_met(verdict):
                     break
             else:
-                if not accuracy_met(verdict):
+                if not fidelity_met(verdict):
                     note = "pinned every ranked layer without meeting the fidelity budget (" + _fidelity_fields(acceptance, baseline_accuracy) + ")"
 
     if (
         degrade
         and not any(v.passed for v in verdicts)
-        and not any(accuracy_met(v) for v in verdicts)
+        and not any(fidelity_met(v) for v in verdicts)
         and fallback_method is not None
     ):
         attempt("float16", fallback_method, ())
@@ -204,7 +204,7 @@ def select_artifact(
         mode=api.MixedPrecisionMode.AUTO if searched and mp.mode is api.MixedPrecisionMode.OFF else mp.mode,
         pinned=list(chosen.pinned),
         max_pinned_layers=mp.max_pinned_layers,
-        met_accuracy_budget=accuracy_met(chosen_verdict) if searched else None,
+        met_accuracy_budget=fidelity_met(chosen_verdict) if searched else None,
         accuracy=chosen.accuracy if chosen.pinned else None,
         size_bytes=chosen.size_bytes if chosen.pinned else None,
         note=note,

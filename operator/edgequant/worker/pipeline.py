@@ -274,10 +274,9 @@ def gate(ctx: RunContext) -> None:
         ctx.warnings.append("no evaluation.dataset: accuracy was not measured and acceptance.maxAccuracyDrop was not enforced")
     elif "evaluation" in ctx.sets and not ctx.sets["evaluation"].labeled:
         a = ctx.spec.acceptance
-        budget = "; fidelity was judged by " + " and ".join(
-            f for f, v in (("acceptance.minAgreement", a.min_agreement), ("acceptance.minSqnrDb", a.min_sqnr_db)) if v is not None
-        ) if a.min_agreement is not None or a.min_sqnr_db is not None else "; set acceptance.minAgreement to budget fidelity against FP32"
-        ctx.notes.append(f"accuracy n/a: the evaluation data has no labels, so acceptance.maxAccuracyDrop was not applied{budget}")
+        judged = [name for name, value in (("acceptance.minAgreement", a.min_agreement), ("acceptance.minSqnrDb", a.min_sqnr_db)) if value is not None]
+        then = f"fidelity was judged by {' and '.join(judged)}" if judged else "set acceptance.minAgreement to budget fidelity against FP32"
+        ctx.notes.append(f"accuracy n/a: the evaluation data has no labels, so acceptance.maxAccuracyDrop was not applied; {then}")
     if ctx.verdict.passed:
         ctx.log(f"within budget: ratio {ctx.verdict.compression_ratio:.2f}x" + (
             f", accuracy drop {ctx.verdict.accuracy_drop:+.4f}" if ctx.verdict.accuracy_drop is not None else "") + (
