@@ -42,7 +42,7 @@ class SensitivityReport(ApiModel):
     mode: SensitivityMode = Field(..., description="Which ranking `layers` holds: exhaustive (accuracy per layer) or fast (tensor error).")
     threshold: float = Field(..., description="mixedPrecision.sensitivityThreshold: accuracy delta above which a layer is flagged (exhaustive).")
     fast_flag_sqnr_db: float | None = Field(None, description="Fast mode flags layers whose injected SQNR is below this.")
-    reference_accuracy: float | None = Field(None, description="Accuracy with nothing quantized, the reference of accuracyDelta.")
+    reference_accuracy: float | None = Field(None, description="Accuracy with nothing quantized, the reference of accuracyDelta (1.0 on unlabeled data: layers are then scored by top-1 agreement with FP32).")
     layers: list[LayerSensitivity] = Field(default_factory=list, description="Every quantizable layer, most sensitive first.")
     fast: list[LayerSensitivity] = Field(default_factory=list, description="The fast ranking too, when mode is exhaustive (for comparison).")
     agreement: RankingAgreement | None = Field(None, description="Fast vs exhaustive, when both ran.")

@@ -261,10 +261,15 @@ def test_auto_mixed_precision_on_unlabeled_data_pins_until_agreement_is_met(job_
     far above 0.9; with conv2 in INT8 the outputs collapse (agreement ~0.2)."""
     result, _ctx, out = _run(
         job_files, "unlabeled-auto", evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
-        mixedPrecision={"mode": "auto"}, acceptance={"minAgreement": 0.9},
+        mixedPrecision={"mode": "auto", "sensitivity": "exhaustive"}, acceptance={"minAgreement": 0.9},
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
-    analysis = json.loads((out / "report.json").read_text())["analysis"]
+    report = json.loads((out / "report.json").read_text())
+    analysis = report["analysis"]
+    # without labels, exhaustive sensitivity scores each layer by agreement with FP32 (which agrees with itself: 1.0)
+    sens = analysis["sensitivity"]
+    assert sens["mode"] == "exhaustive" and sens["referenceAccuracy"] == 1.0 and sens["layers"][0]["layer"] == "conv2"
+    assert sens["layers"][0]["accuracy"] < 0.9 and any("agreement with FP32" in n for n in report["notes"])
     trials = analysis["gate"]["trials"]
     assert trials[0]["rung"] == "full" and trials[0]["agreement"] < 0.9 and not trials[0]["passed"]
     assert trials[-1]["chosen"] and trials[-1]["agreement"] >= 0.9 and "conv2" in trials[-1]["pinned"]
