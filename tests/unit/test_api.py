@@ -29,6 +29,8 @@ EXPECTED = {
     "missing-output": ("spec.output", "required"),
     "gray-with-three-channels": ("spec.model.input", "GRAY"),
     "bad-uri-scheme": ("spec.model.uri", "s3://"),
+    "accuracy-budget-without-labels": ("spec.acceptance.maxAccuracyDrop", "acceptance.minAgreement"),
+    "agreement-without-evaluation": ("spec.acceptance.minAgreement", "evaluation.dataset"),
 }
 
 

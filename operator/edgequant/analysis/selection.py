@@ -8,15 +8,17 @@ The ladder (``acceptance.onFailure: degrade``):
 
 1. full   - the spec's method, every layer quantized (manual pins when mode is manual);
 2. pinned - the same method keeping the most sensitive layers in float, one more
-   per step, until ``acceptance.maxAccuracyDrop`` is met or
+   per step, until the fidelity budgets are met (``acceptance.maxAccuracyDrop``
+   with labels, ``minAgreement`` / ``minSqnrDb`` with or without) or
    ``mixedPrecision.maxPinnedLayers`` are pinned (this is also auto mode);
 3. float16 - the family's float16 method.
 
 It stops at the first candidate that passes the whole gate. When none passes it
 publishes the best one found, flagged degraded: fewest gate reasons, then the
-smallest accuracy drop, then the best compression. It never ends with nothing.
-A rung that cannot help is skipped: pinning and float16 only buy accuracy, so
-they are not tried when accuracy is already within budget.
+smallest accuracy drop, the highest agreement and SQNR, then the best
+compression. It never ends with nothing. A rung that cannot help is skipped:
+pinning and float16 only buy fidelity, so they are not tried when every
+fidelity budget is already met.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ class Candidate:
     accuracy: float | None
     size_bytes: int
     artifact: object = None
+    agreement: float | None = None
+    """Share of evaluation samples whose top-1 class matches FP32's."""
+    sqnr_db: float | None = None
+    """SQNR of its outputs against FP32's over the evaluation set."""
 
 
 Build = Callable[[str, api.Method, tuple[str, ...]], Candidate]
@@ -93,11 +99,15 @@ def select_artifact(
             quantized_accuracy=cand.accuracy,
             baseline_size=baseline_size,
             quantized_size=cand.size_bytes,
+            agreement=cand.agreement,
+            sqnr_db=cand.sqnr_db,
         )
         log(
             f"{rung}: {method.value}"
             + (f" keeping {len(pins)} layer(s) in float" if pins else "")
-            + f" -> accuracy {_fmt(cand.accuracy)}, {cand.size_bytes} bytes, "
+            + f" -> accuracy {_fmt(cand.accuracy)}, agreement {_fmt(cand.agreement)}, "
+            + (f"SQNR {cand.sqnr_db:.1f} dB, " if cand.sqnr_db is not None else "")
+            + f"{cand.size_bytes} bytes, "
             + ("passes the gate" if verdict.passed else "misses: " + "; ".join(verdict.reasons))
         )
         candidates.append(cand)
@@ -111,14 +121,17 @@ def select_artifact(
                 size_bytes=cand.size_bytes,
                 accuracy_drop=verdict.accuracy_drop,
                 compression_ratio=verdict.compression_ratio,
+                agreement=cand.agreement,
+                sqnr_db=cand.sqnr_db,
                 passed=verdict.passed,
                 reasons=list(verdict.reasons),
             )
         )
         return verdict
 
-    def accuracy_met(verdict: GateVerdict) -> bool:
-        return verdict.accuracy_drop is None or verdict.accuracy_drop <= acceptance.max_accuracy_drop + 1e-12
+    def fidelity_met(verdict: GateVerdict) -> bool:
+        """Every fidelity budget that applies is met (what pinning and float16 can buy)."""
+        return verdict.fidelity_met
 
     manual_pins = tuple(mp.pinned_layers) if mp.mode is api.MixedPrecisionMode.MANUAL and pinnable else ()
     verdict = attempt("pinned" if manual_pins else "full", spec.method, manual_pins)
@@ -127,11 +140,11 @@ def select_artifact(
         note = f"{spec.method.value} cannot keep layers in float; pinnedLayers ignored"
 
     searched = False
-    if not verdict.passed and not accuracy_met(verdict) and (mp.mode is api.MixedPrecisionMode.AUTO or degrade):
+    if not verdict.passed and not fidelity_met(verdict) and (mp.mode is api.MixedPrecisionMode.AUTO or degrade):
         if not pinnable:
             note = note or f"{spec.method.value} cannot keep layers in float; no pinning search"
-        elif baseline_accuracy is None:
-            note = "no evaluation data: pinning cannot be steered by accuracy"
+        elif candidates[0].accuracy is None and candidates[0].agreement is None and candidates[0].sqnr_db is None:
+            note = "no evaluation data: pinning cannot be steered by accuracy, agreement or SQNR"
         elif ranking is None:
             note = "no sensitivity ranking available: no pinning search"
         else:
@@ -144,16 +157,16 @@ def select_artifact(
                     break
                 pins = pins + (layer,)
                 verdict = attempt("pinned", spec.method, pins)
-                if accuracy_met(verdict):
+                if fidelity_met(verdict):
                     break
             else:
-                if not accuracy_met(verdict):
-                    note = "pinned every ranked layer without meeting acceptance.maxAccuracyDrop"
+                if not fidelity_met(verdict):
+                    note = "pinned every ranked layer without meeting the fidelity budget (" + _fidelity_fields(acceptance, baseline_accuracy) + ")"
 
     if (
         degrade
         and not any(v.passed for v in verdicts)
-        and not any(accuracy_met(v) for v in verdicts)
+        and not any(fidelity_met(v) for v in verdicts)
         and fallback_method is not None
     ):
         attempt("float16", fallback_method, ())
@@ -176,7 +189,12 @@ def select_artifact(
         reasons=list(chosen_verdict.reasons),
         accuracy_drop=chosen_verdict.accuracy_drop,
         compression_ratio=chosen_verdict.compression_ratio,
+        agreement=chosen_verdict.agreement,
+        sqnr_db=chosen_verdict.sqnr_db,
         max_accuracy_drop=acceptance.max_accuracy_drop,
+        accuracy_budget_applied=baseline_accuracy is not None,
+        min_agreement=acceptance.min_agreement,
+        min_sqnr_db=acceptance.min_sqnr_db,
         min_compression_ratio=acceptance.min_compression_ratio,
         on_failure=acceptance.on_failure,
         degraded=degraded,
@@ -186,7 +204,7 @@ def select_artifact(
         mode=api.MixedPrecisionMode.AUTO if searched and mp.mode is api.MixedPrecisionMode.OFF else mp.mode,
         pinned=list(chosen.pinned),
         max_pinned_layers=mp.max_pinned_layers,
-        met_accuracy_budget=accuracy_met(chosen_verdict) if searched else None,
+        met_accuracy_budget=fidelity_met(chosen_verdict) if searched else None,
         accuracy=chosen.accuracy if chosen.pinned else None,
         size_bytes=chosen.size_bytes if chosen.pinned else None,
         note=note,
@@ -208,11 +226,23 @@ def select_artifact(
     return Selection(chosen=chosen, gate=gate, mixed_precision=mixed, exit_code=code, message=message, candidates=candidates)
 
 
-def _best_key(verdict: GateVerdict, index: int) -> tuple[int, float, float, int]:
-    """Smaller is better: fewest gate reasons, smallest accuracy drop, best compression, earliest rung."""
+def _best_key(verdict: GateVerdict, index: int) -> tuple[int, float, float, float, float, int]:
+    """Smaller is better: fewest gate reasons, smallest accuracy drop, highest agreement and SQNR, best compression, earliest rung."""
     drop = verdict.accuracy_drop if verdict.accuracy_drop is not None else 0.0
+    agreement = verdict.agreement if verdict.agreement is not None else 0.0
+    sqnr = verdict.sqnr_db if verdict.sqnr_db is not None else 0.0
     ratio = verdict.compression_ratio or 0.0
-    return (len(verdict.reasons), drop, -ratio, index)
+    return (len(verdict.reasons), drop, -agreement, -sqnr, -ratio, index)
+
+
+def _fidelity_fields(acceptance: api.Acceptance, baseline_accuracy: float | None) -> str:
+    """The fidelity budgets that apply, by spec field."""
+    fields = ["acceptance.maxAccuracyDrop"] if baseline_accuracy is not None else []
+    if acceptance.min_agreement is not None:
+        fields.append("acceptance.minAgreement")
+    if acceptance.min_sqnr_db is not None:
+        fields.append("acceptance.minSqnrDb")
+    return ", ".join(fields) or "none set"
 
 
 def _fmt(value: float | None) -> str:

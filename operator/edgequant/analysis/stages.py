@@ -45,6 +45,8 @@ class WorkerHooks:
     """Score a model file on the evaluation set, without timing it."""
     agreement: Callable[[Any, Any], float | None]
     """Top-1 agreement of two evaluations."""
+    agreement_of: Callable[[Path, str], float | None] | None = None
+    """Score a model file by its top-1 agreement with FP32 on the evaluation set (unlabeled data)."""
 
 
 @dataclass
@@ -128,6 +130,11 @@ def _baseline_accuracy(ctx: Any) -> float | None:
     return e.accuracy(ctx.metric) if e is not None else None
 
 
+def _unlabeled_evaluation(ctx: Any) -> bool:
+    prepared = ctx.sets.get("evaluation")
+    return prepared is not None and not prepared.labeled
+
+
 # --------------------------------------------------------------------------- stages
 
 
@@ -147,11 +154,16 @@ def sensitivity(ctx: Any, hooks: WorkerHooks) -> None:
     report = fast
     if mp.sensitivity is api.SensitivityMode.EXHAUSTIVE:
         reference = _baseline_accuracy(ctx)
+        score = hooks.accuracy
+        if reference is None and _unlabeled_evaluation(ctx) and hooks.agreement_of is not None:
+            # No labels: a layer's cost is the share of samples whose FP32 class it flips (reference: FP32 agrees with itself).
+            reference, score = 1.0, hooks.agreement_of
+            ctx.notes.append("exhaustive sensitivity scored each layer by top-1 agreement with FP32 (the evaluation data has no labels)")
         if reference is None:
             ctx.warnings.append("exhaustive sensitivity needs evaluation.dataset; layers were ranked by the fast mode")
         else:
             def only(layer: str) -> float:
-                acc = hooks.accuracy(tool.model_with_only(layer), f"only {layer}")
+                acc = score(tool.model_with_only(layer), f"only {layer}")
                 return reference if acc is None else acc
 
             exhaustive = exhaustive_sensitivity(
@@ -178,6 +190,8 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         accuracy=quant_eval.accuracy(ctx.metric) if quant_eval is not None else None,
         size_bytes=ctx.quantized.size_bytes,
         artifact=(ctx.artifact, ctx.quantized),
+        agreement=ctx.agreement,
+        sqnr_db=quant_eval.sqnr_db if quant_eval is not None else None,
     )
     needs_search = mp.mode is api.MixedPrecisionMode.AUTO or spec.acceptance.on_failure is api.OnFailure.DEGRADE
     tool = _tool(ctx, hooks) if needs_search else None
@@ -199,7 +213,11 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         label = f"{method.value}-float16" if converted else "+".join([method.value, *pins])[:60]
         record = hooks.measure(artifact, label)
         e = record.evaluation
-        return Candidate(method=method, pinned=pins, accuracy=e.accuracy(ctx.metric) if e else None, size_bytes=record.size_bytes, artifact=(artifact, record))
+        return Candidate(
+            method=method, pinned=pins, accuracy=e.accuracy(ctx.metric) if e else None, size_bytes=record.size_bytes,
+            artifact=(artifact, record), agreement=hooks.agreement(ctx.baseline.evaluation, e) if e else None,
+            sqnr_db=e.sqnr_db if e else None,
+        )
 
     def ranking() -> Sequence[str]:
         report = ctx.analysis.report.sensitivity
@@ -228,7 +246,10 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         ctx.artifact, ctx.quantized, ctx.method = artifact, record, artifact.method
         ctx.agreement = hooks.agreement(ctx.baseline.evaluation, record.evaluation)
     gate = selection.gate
-    ctx.verdict = GateVerdict(passed=gate.passed, reasons=list(gate.reasons), accuracy_drop=gate.accuracy_drop, compression_ratio=gate.compression_ratio)
+    ctx.verdict = GateVerdict(
+        passed=gate.passed, reasons=list(gate.reasons), accuracy_drop=gate.accuracy_drop, compression_ratio=gate.compression_ratio,
+        agreement=gate.agreement, sqnr_db=gate.sqnr_db,
+    )
     ctx.degraded = selection.degraded
     ctx.analysis.report.gate = gate
     ctx.analysis.report.mixed_precision = selection.mixed_precision
@@ -249,6 +270,8 @@ def diagnose(ctx: Any, hooks: WorkerHooks) -> None:
     labels: np.ndarray | None = None
     if sample is not None:
         x, labels = sample
+        if _unlabeled_evaluation(ctx):
+            labels = None
     else:
         fallback = _inputs(ctx, "calibration", DIAGNOSTIC_SAMPLES)
         if fallback is None:

@@ -186,6 +186,11 @@ class DatasetLayout(enum.StrEnum):
     NPZ = "npz"
 
 
+class DatasetLabels(enum.StrEnum):
+    AUTO = "auto"
+    NONE = "none"
+
+
 class CalibrationAlgorithm(enum.StrEnum):
     MINMAX = "minmax"
     ENTROPY = "entropy"
@@ -376,8 +381,9 @@ class ModelSource(ApiModel):
 
 
 class Dataset(ApiModel):
-    uri: str = Field(..., description="Dataset location: a folder (imagefolder: <class>/<image>) or an .npz file with arrays x and y.")
+    uri: str = Field(..., description="Dataset location: a folder (imagefolder: <class>/<image>, or images directly in it when unlabeled) or an .npz file with arrays x and (optionally) y.")
     layout: DatasetLayout = Field(DatasetLayout.IMAGEFOLDER, description="imagefolder (<class>/<image> files) or npz (arrays x: images, y: integer labels).")
+    labels: DatasetLabels = Field(DatasetLabels.AUTO, description="auto: labeled when the data has them (class folders, npz y), unlabeled otherwise (images directly in the folder, npz without y); none: ignore any labels (evaluation then measures agreement with FP32, not accuracy).")
 
     @field_validator("uri")
     @classmethod
@@ -410,7 +416,7 @@ class Training(ApiModel):
 
 
 class Evaluation(ApiModel):
-    dataset: Dataset = Field(..., description="Held-out labeled data scored for FP32 and the quantized model with the same preprocessing.")
+    dataset: Dataset = Field(..., description="Held-out data scored for FP32 and the quantized model with the same preprocessing; labeled for accuracy, or unlabeled for agreement and SQNR with FP32 only.")
     metric: Metric = Field(Metric.TOP1, description="Accuracy metric: top1 or top5.")
     samples: int = Field(1000, ge=1, le=1000000, description="Samples scored (balanced, deterministic).")
 
@@ -424,8 +430,14 @@ class MixedPrecision(ApiModel):
     max_pinned_layers: int = Field(8, ge=1, le=1000, description="Auto mode stops after pinning this many layers.")
 
 
+#: acceptance.maxAccuracyDrop when the spec leaves it out (not applied when the evaluation data has no labels).
+DEFAULT_MAX_ACCURACY_DROP = 0.01
+
+
 class Acceptance(ApiModel):
-    max_accuracy_drop: float = Field(0.01, ge=0, le=1, description="Largest allowed FP32 minus quantized accuracy (0.01 = one point).")
+    max_accuracy_drop: float = Field(DEFAULT_MAX_ACCURACY_DROP, ge=0, le=1, description="Largest allowed FP32 minus quantized accuracy (0.01 = one point); needs labeled evaluation data.")
+    min_agreement: float | None = Field(None, ge=0, le=1, description="Smallest allowed share of evaluation samples whose top-1 class matches FP32's (0.99 = 1 in 100 may flip); needs no labels.")
+    min_sqnr_db: float | None = Field(None, ge=-100, le=200, description="Smallest allowed SQNR of the quantized model's outputs against FP32's over the evaluation set, in dB (10*log10(sum fp32^2 / sum (quantized - fp32)^2)); needs no labels.")
     min_compression_ratio: float = Field(1.0, ge=0, description="Smallest allowed FP32 size / quantized size.")
     on_failure: OnFailure = Field(OnFailure.FAIL, description="fail: the job fails; degrade: try INT8, INT8 with pinned layers, then float16, and publish the best, flagged degraded.")
 
@@ -626,6 +638,33 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
         message="model format does not fit the method: tflite-* take keras/h5/savedmodel, torch-qat takes torch-export (a .pt2 file from torch.export.save, not TorchScript), onnx-* and tensorrt-* take onnx",
         check=_fmt_ok,
     ),
+    CrossFieldRule(
+        field="spec.acceptance.minAgreement",
+        cel="!has(self.acceptance) || !has(self.acceptance.minAgreement) || has(self.evaluation)",
+        message="acceptance.minAgreement is measured on the evaluation set: add evaluation.dataset (labels not needed)",
+        check=lambda s: s.acceptance.min_agreement is None or s.evaluation is not None,
+    ),
+    CrossFieldRule(
+        field="spec.acceptance.minSqnrDb",
+        cel="!has(self.acceptance) || !has(self.acceptance.minSqnrDb) || has(self.evaluation)",
+        message="acceptance.minSqnrDb is measured on the evaluation set: add evaluation.dataset (labels not needed)",
+        check=lambda s: s.acceptance.min_sqnr_db is None or s.evaluation is not None,
+    ),
+    CrossFieldRule(
+        field="spec.acceptance.maxAccuracyDrop",
+        cel=(
+            "!has(self.evaluation) || !has(self.evaluation.dataset.labels) || self.evaluation.dataset.labels != 'none' || "
+            f"!has(self.acceptance) || !has(self.acceptance.maxAccuracyDrop) || self.acceptance.maxAccuracyDrop == {DEFAULT_MAX_ACCURACY_DROP}"
+        ),
+        message=(
+            "acceptance.maxAccuracyDrop needs labeled evaluation data and evaluation.dataset.labels is none: "
+            "remove maxAccuracyDrop and budget fidelity with acceptance.minAgreement (e.g. 0.99) or acceptance.minSqnrDb"
+        ),
+        check=lambda s: (
+            s.evaluation is None or s.evaluation.dataset.labels is not DatasetLabels.NONE
+            or s.acceptance.max_accuracy_drop == DEFAULT_MAX_ACCURACY_DROP
+        ),
+    ),
 )
 
 
@@ -673,7 +712,9 @@ class Results(ApiModel):
     baseline: ModelMeasurement | None = Field(None, description="FP32 model measurements.")
     quantized: ModelMeasurement | None = Field(None, description="Quantized model measurements.")
     compression_ratio: float | None = Field(None, description="FP32 size / quantized size.")
-    accuracy_drop: float | None = Field(None, description="FP32 accuracy minus quantized accuracy.")
+    accuracy_drop: float | None = Field(None, description="FP32 accuracy minus quantized accuracy (null when the evaluation data has no labels).")
+    agreement: float | None = Field(None, description="Share of evaluation samples whose top-1 class matches FP32's.")
+    sqnr_db: float | None = Field(None, description="SQNR of the quantized model's outputs against FP32's over the evaluation set, dB.")
     sensitive_layers: list[str] = Field(default_factory=list, description="Most sensitive layers, most sensitive first (at most 10).")
     pinned_layers: list[str] = Field(default_factory=list, description="Layers kept in higher precision in the artifact.")
     degraded: bool = Field(False, description="True when the artifact did not meet the budget or fell back down the degrade ladder.")

@@ -95,11 +95,11 @@ def _fmt_size(n: int | None) -> str:
 
 
 def summary_table(outcomes: list[_Outcome]) -> Any:
-    """One row per distinct FP32 baseline, then one per job: method, size, ratio, accuracy, drop, latency."""
+    """One row per distinct FP32 baseline, then one per job: method, size, ratio, accuracy, drop, agreement with FP32, latency."""
     from rich.table import Table
 
     table = Table(title="edgequant run", title_justify="left")
-    for column, justify in (("job", "left"), ("method", "left"), ("size", "right"), ("ratio", "right"), ("accuracy", "right"), ("drop", "right"), ("latency", "right"), ("result", "left")):
+    for column, justify in (("job", "left"), ("method", "left"), ("size", "right"), ("ratio", "right"), ("accuracy", "right"), ("drop", "right"), ("agree", "right"), ("latency", "right"), ("result", "left")):
         table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     seen: set[str] = set()
     for o in outcomes:
@@ -111,13 +111,14 @@ def summary_table(outcomes: list[_Outcome]) -> Any:
         acc = e.accuracy(ctx.metric) if e else None
         table.add_row(
             "(baseline)", ctx.baseline.format, _fmt_size(ctx.baseline.size_bytes), "1.00x",
-            f"{acc:.4f}" if acc is not None else "-", "", f"{e.latency_ms:.3f} ms" if e and e.latency_ms is not None else "-", "",
+            f"{acc:.4f}" if acc is not None else "-", "", "", f"{e.latency_ms:.3f} ms" if e and e.latency_ms is not None else "-", "",
         )
     for o in outcomes:
         r = o.result
         q = r.results.quantized if r.results else None
         ratio = r.results.compression_ratio if r.results else None
         drop = r.results.accuracy_drop if r.results else None
+        agree = r.results.agreement if r.results else None
         method = (r.results.method.value if r.results and r.results.method else None) or (o.ctx.spec.method.value if o.ctx else "-")
         status = "[green]ok[/]" if r.exit_code == 0 else f"[red]{r.reason}[/]"
         if r.results and r.results.degraded:
@@ -125,7 +126,7 @@ def summary_table(outcomes: list[_Outcome]) -> Any:
         table.add_row(
             o.label, method, _fmt_size(q.size_bytes if q else None), f"{ratio:.2f}x" if ratio else "-",
             f"{q.accuracy:.4f}" if q and q.accuracy is not None else "-", f"{drop:+.4f}" if drop is not None else "-",
-            f"{q.latency_ms:.3f} ms" if q and q.latency_ms is not None else "-", status,
+            f"{agree:.4f}" if agree is not None else "-", f"{q.latency_ms:.3f} ms" if q and q.latency_ms is not None else "-", status,
         )
     return table
 

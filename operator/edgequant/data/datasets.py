@@ -9,6 +9,11 @@ opens one sample. Labels are integers that index the model's outputs:
   integer prefix when a split may miss a class, so labels never shift.
 - npz: ``y`` holds the labels, an optional ``classes`` array their names;
   ``x`` holds uint8 pixels [N, H, W] or [N, H, W, C] (C = 1, or 3 in RGB order).
+
+Unlabeled data is first-class (evaluation then measures agreement with FP32,
+not accuracy): images directly in the folder (no class folders), an npz
+without ``y``, or any dataset with ``labels: none``. Its samples carry the
+label ``UNLABELED``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from edgequant.api import v1alpha1 as api
 from edgequant.util.errors import InvalidInputError
 
 _LABEL_PREFIX = re.compile(r"^(\d+)(?:[_\-. ].*)?$")
+#: The label of every sample of an unlabeled dataset.
+UNLABELED = -1
 
 
 class DecodeError(InvalidInputError):
@@ -47,6 +54,8 @@ class DatasetIndex:
     """label -> class name, for every class the dataset declares (folders, or npz labels/classes)."""
     stray_files: list[str] = field(default_factory=list)
     """Files that are not inside a class folder (imagefolder), ignored."""
+    labeled: bool = True
+    """False: every sample's label is ``UNLABELED`` (no class folders, npz without y, or labels: none)."""
     _arrays: np.ndarray | None = None
 
     @property
@@ -66,10 +75,11 @@ class DatasetIndex:
             raise DecodeError(f"{self.samples[i].source}: cannot decode ({type(exc).__name__}: {exc})") from exc
 
 
-def index_dataset(path: Path, *, layout: api.DatasetLayout, uri: str) -> DatasetIndex:
+def index_dataset(path: Path, *, layout: api.DatasetLayout, uri: str, labels: api.DatasetLabels = api.DatasetLabels.AUTO) -> DatasetIndex:
+    use_labels = labels is not api.DatasetLabels.NONE
     if layout is api.DatasetLayout.NPZ:
-        return _index_npz(path, uri=uri)
-    return _index_imagefolder(path, uri=uri)
+        return _index_npz(path, uri=uri, use_labels=use_labels)
+    return _index_imagefolder(path, uri=uri, use_labels=use_labels)
 
 
 def _class_labels(names: list[str]) -> dict[str, int]:
@@ -81,16 +91,24 @@ def _class_labels(names: list[str]) -> dict[str, int]:
     return {n: i for i, n in enumerate(sorted(names))}
 
 
-def _index_imagefolder(root: Path, *, uri: str) -> DatasetIndex:
+def _unlabeled_files(root: Path, *, uri: str) -> DatasetIndex:
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    samples = [Sample(source=f.relative_to(root).as_posix(), label=UNLABELED) for f in files]
+    return DatasetIndex(uri=uri, root=root, layout=api.DatasetLayout.IMAGEFOLDER, samples=samples, classes={}, labeled=False)
+
+
+def _index_imagefolder(root: Path, *, uri: str, use_labels: bool = True) -> DatasetIndex:
     if not root.is_dir():
         raise InvalidInputError(f"{uri}: layout imagefolder needs a folder of <class>/<image> files (end the URI with '/')")
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     class_dirs = [p for p in entries if p.is_dir()]
     stray = [p.name for p in entries if p.is_file()]
+    if not use_labels or (not class_dirs and stray):
+        return _unlabeled_files(root, uri=uri)
     if not class_dirs:
         raise InvalidInputError(
-            f"{uri}: no class folders found; imagefolder expects <class>/<image> "
-            "(for arrays, use layout npz with x and y)"
+            f"{uri}: no images found; imagefolder expects <class>/<image> files, or images directly in the folder "
+            "for unlabeled data (for arrays, use layout npz with x and optionally y)"
         )
     labels = _class_labels([d.name for d in class_dirs])
     samples: list[Sample] = []
@@ -104,15 +122,15 @@ def _index_imagefolder(root: Path, *, uri: str) -> DatasetIndex:
     )
 
 
-def _index_npz(path: Path, *, uri: str) -> DatasetIndex:
+def _index_npz(path: Path, *, uri: str, use_labels: bool = True) -> DatasetIndex:
     if not path.is_file():
-        raise InvalidInputError(f"{uri}: layout npz needs one .npz file with arrays x and y")
+        raise InvalidInputError(f"{uri}: layout npz needs one .npz file with arrays x and (for labeled data) y")
     try:
         with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ("x", "y") if k not in data.files]
-            if missing:
-                raise InvalidInputError(f"{uri}: the npz file lacks array(s) {', '.join(missing)} (found {', '.join(data.files) or 'none'}); save images as x and labels as y")
-            x, y = data["x"], data["y"]
+            if "x" not in data.files:
+                raise InvalidInputError(f"{uri}: the npz file lacks array x (found {', '.join(data.files) or 'none'}); save images as x and labels, if any, as y")
+            x = data["x"]
+            y = data["y"] if use_labels and "y" in data.files else None
             names = [str(n) for n in data["classes"]] if "classes" in data.files else None
     except InvalidInputError:
         raise
@@ -126,6 +144,9 @@ def _index_npz(path: Path, *, uri: str) -> DatasetIndex:
     if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[3] not in (1, 3)):
         hint = " (channels first? store [N, H, W, C])" if x.ndim == 4 and x.shape[1] in (1, 3) else ""
         raise InvalidInputError(f"{uri}: x has shape {x.shape}; expected [N, H, W] or [N, H, W, C] with C 1 or 3{hint}")
+    if y is None:
+        samples = [Sample(source=f"{path.name}[{i}]", label=UNLABELED) for i in range(x.shape[0])]
+        return DatasetIndex(uri=uri, root=path.parent, layout=api.DatasetLayout.NPZ, samples=samples, classes={}, labeled=False, _arrays=x)
     if y.ndim != 1 or y.shape[0] != x.shape[0] or not np.issubdtype(y.dtype, np.integer):
         raise InvalidInputError(f"{uri}: y must be integer labels of shape [{x.shape[0]}]; found {y.dtype} {y.shape}")
     stem = path.name

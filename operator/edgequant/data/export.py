@@ -26,9 +26,11 @@ def write_imagefolder(root: Path, images: np.ndarray, labels: np.ndarray, *, cla
     return root
 
 
-def write_npz(path: Path, images: np.ndarray, labels: np.ndarray, *, classes: Sequence[str] | None = None) -> Path:
-    """Arrays x (uint8 pixels) and y (int64 labels), plus optional class names; returns path."""
+def write_npz(path: Path, images: np.ndarray, labels: np.ndarray | None, *, classes: Sequence[str] | None = None) -> Path:
+    """Arrays x (uint8 pixels) and y (int64 labels; left out for unlabeled data), plus optional class names; returns path."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"classes": np.asarray(list(classes))} if classes is not None else {}
-    np.savez(path, x=np.asarray(images, dtype=np.uint8), y=np.asarray(labels, dtype=np.int64), **extra)
+    extra: dict[str, np.ndarray] = {"classes": np.asarray(list(classes))} if classes is not None else {}
+    if labels is not None:
+        extra["y"] = np.asarray(labels, dtype=np.int64)
+    np.savez(path, x=np.asarray(images, dtype=np.uint8), **extra)
     return path

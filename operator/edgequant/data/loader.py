@@ -36,6 +36,8 @@ class PreparedSet:
     findings: list[Finding] = field(default_factory=list)
     requested: int = 0
     available: int = 0
+    labeled: bool = True
+    """False: ``labels`` are all ``UNLABELED`` (accuracy cannot be measured, only agreement with FP32)."""
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -51,6 +53,8 @@ class PreparedSet:
         return Batches(make_iter=make_iter, count=len(labels), batch_size=batch_size)
 
     def class_counts(self) -> dict[str, int]:
+        if not self.labeled:
+            return {}
         counts = Counter(int(v) for v in self.labels)
         return {self.classes.get(label, str(label)): counts[label] for label in sorted(counts)}
 
@@ -97,5 +101,5 @@ def prepare_set(
     return PreparedSet(
         name=name, uri=index.uri, contract=contract, pixels=pixels[keep], labels=index.labels[chosen][keep],
         sources=[index.samples[int(i)].source for i, k in zip(chosen, keep) if k], classes=index.classes,
-        findings=findings, requested=samples or len(index.samples), available=len(index.samples),
+        findings=findings, requested=samples or len(index.samples), available=len(index.samples), labeled=index.labeled,
     )

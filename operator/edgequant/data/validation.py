@@ -192,8 +192,13 @@ def check_calibration(
     class_names: dict[int, str],
     evaluation_labels: Iterable[int] | None,
     dataset: str = "calibration",
+    labeled: bool = True,
 ) -> list[Finding]:
-    """Set-level rules for the usable calibration samples: count, class coverage, balance."""
+    """Set-level rules for the usable calibration samples: count, class coverage, balance.
+
+    Unlabeled calibration data gets the count rules and one warning: class
+    coverage and balance cannot be checked without labels.
+    """
     counts = Counter(int(v) for v in labels)
     total = sum(counts.values())
     findings: list[Finding] = []
@@ -212,6 +217,13 @@ def check_calibration(
             Severity.WARNING, "few-samples", dataset,
             f"{total} calibration samples; {RECOMMENDED_SAMPLES}-1000 are recommended for stable activation ranges",
         ))
+    if not labeled:
+        findings.append(_finding(
+            Severity.WARNING, "unlabeled", dataset,
+            "calibration data has no labels, so class coverage and balance were not checked "
+            "(make sure it covers every kind of input the model will see, or use class folders)",
+        ))
+        return findings
     if evaluation_labels is not None:
         missing = sorted(set(int(v) for v in evaluation_labels) - set(counts))
         if missing:

@@ -115,6 +115,10 @@ def _comparison(report: Mapping[str, Any]) -> str:
         extra.append(f"accuracy drop {cmp['accuracyDrop']:+.4f}")
     if cmp.get("agreement") is not None:
         extra.append(f"same top-1 on {cmp['agreement']:.1%} of samples")
+    if cmp.get("sqnrDb") is not None:
+        extra.append(f"output SQNR {cmp['sqnrDb']:.1f} dB")
+    if base.get("evaluatedSamples") and base.get("accuracy") is None:
+        extra.append("accuracy n/a (evaluation data without labels)")
     if cmp.get("latencySpeedup") is not None:
         extra.append(f"speed-up {cmp['latencySpeedup']:.2f}x")
     table = "<table><tr><th></th><th>FP32</th><th>quantized</th></tr>" + "".join(
@@ -191,8 +195,13 @@ def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None, 
     if not gate:
         return ""
     parts = ["<h2>Acceptance and mixed precision</h2>"]
+    budget = [f"accuracy drop ≤ {gate.get('maxAccuracyDrop')}" + ("" if gate.get("accuracyBudgetApplied", True) else " (not applied: no labels)")]
+    if gate.get("minAgreement") is not None:
+        budget.append(f"agreement ≥ {gate['minAgreement']}")
+    if gate.get("minSqnrDb") is not None:
+        budget.append(f"output SQNR ≥ {gate['minSqnrDb']} dB")
     parts.append(
-        f"<p class=\"sub\">budget: accuracy drop ≤ {gate.get('maxAccuracyDrop')}, compression ≥ {gate.get('minCompressionRatio')}x, "
+        f"<p class=\"sub\">budget: {escape(', '.join(budget))}, compression ≥ {gate.get('minCompressionRatio')}x, "
         f"onFailure {escape(str(gate.get('onFailure')))}</p>"
     )
     if mixed and (mixed.get("pinned") or mixed.get("note") or mixed.get("mode") not in (None, "off")):
@@ -213,11 +222,12 @@ def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None, 
             rows.append(
                 f"<tr><td>{escape(str(t.get('rung')))}</td><td><code>{escape(str(t.get('method')))}</code></td>"
                 f"<td>{escape(', '.join(t.get('pinned') or [])) or '—'}</td><td class=\"n\">{_f(t.get('accuracy'))}</td>"
+                f"<td class=\"n\">{_f(t.get('agreement'))}</td><td class=\"n\">{_f(t.get('sqnrDb'), 1)}</td>"
                 f"<td class=\"n\">{_i(t.get('sizeBytes'))}</td><td class=\"n\">{_f(t.get('compressionRatio'), 2)}</td>"
                 f"<td style=\"color:{color}\">{escape(status)}</td><td>{chosen}</td></tr>"
             )
         parts.append(
-            "<table><tr><th>rung</th><th>method</th><th>kept in float</th><th>accuracy</th><th>bytes</th><th>ratio</th>"
+            "<table><tr><th>rung</th><th>method</th><th>kept in float</th><th>accuracy</th><th>agreement</th><th>SQNR dB</th><th>bytes</th><th>ratio</th>"
             f"<th>gate</th><th></th></tr>{''.join(rows)}</table>"
         )
     return "".join(parts)

@@ -7,10 +7,12 @@ range the model expects (uint8 0-255 for full-INT8 TFLite), and scores it.
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +21,17 @@ from edgequant.backends.base import Batches, InputContractError, Predictor, Tens
 
 #: Raw outputs kept per model for FP32-vs-quantized comparisons (diagnostics).
 KEPT_OUTPUTS = 256
+#: SQNR reported when the outputs are bit-identical (float32 resolves ~140 dB; keeps report.json finite).
+MAX_SQNR_DB = 200.0
+
+
+def sqnr_db(signal_power: float, noise_power: float) -> float | None:
+    """10*log10(sum signal^2 / sum noise^2), capped at ``MAX_SQNR_DB``; None without signal."""
+    if signal_power <= 0:
+        return None
+    if noise_power <= 0:
+        return MAX_SQNR_DB
+    return min(MAX_SQNR_DB, 10.0 * math.log10(signal_power / noise_power))
 
 
 @dataclass
@@ -36,6 +49,10 @@ class EvaluationResult:
     """Raw float32 outputs of the first ``KEPT_OUTPUTS`` samples."""
     fed_range: tuple[float, float] | None = None
     """[min, max] of the values actually fed to the model (after dtype conversion)."""
+    all_outputs: np.ndarray | None = None
+    """Every sample's raw outputs when asked (``keep_outputs``: the FP32 baseline), an .npy memmap on disk."""
+    sqnr_db: float | None = None
+    """SQNR of these outputs against ``reference``'s over every sample, when a reference was given."""
 
     def accuracy(self, metric: api.Metric) -> float | None:
         return self.top1 if metric is api.Metric.TOP1 else self.top5
@@ -74,8 +91,18 @@ def evaluate(
     latency_runs: int = 50,
     warmup: int = 5,
     progress: Callable[[int, int], None] | None = None,
+    labeled: bool = True,
+    reference: np.ndarray | None = None,
+    keep_outputs: Path | None = None,
 ) -> EvaluationResult:
     """Score ``predictor`` on ``data`` (labels may be absent: then only latency) and time single images.
+
+    ``labeled`` False: the data's labels are placeholders, so top-1/top-5 stay
+    None (predictions are still kept, for agreement with FP32). ``reference``:
+    FP32's outputs for the same samples (``all_outputs`` of its evaluation); the
+    SQNR against it accumulates batch by batch, no extra inference.
+    ``keep_outputs``: write every output to this .npy file (memory-mapped, so a
+    large evaluation set never sits in memory) and return it as ``all_outputs``.
 
     Raises ``InputContractError`` when the converted data cannot be what the
     model expects (float into uint8, or one or two integer levels only).
@@ -89,12 +116,29 @@ def evaluate(
         kept: list[np.ndarray] = []
         predictions: list[np.ndarray] = []
         has_top5 = True
+        signal = noise = 0.0
+        compare = reference is not None
+        kept_all: np.ndarray | None = None
         for batch, labels in data:
             fed = to_input_contract(batch, contract)
             if first is None:
                 first = fed[:1]
             low, high = min(low, float(fed.min())), max(high, float(fed.max()))
             outputs = np.asarray(predictor.predict(fed), dtype=np.float32).reshape(len(fed), -1)
+            if keep_outputs is not None:
+                if kept_all is None:
+                    keep_outputs.parent.mkdir(parents=True, exist_ok=True)
+                    kept_all = np.lib.format.open_memmap(keep_outputs, mode="w+", dtype=np.float32, shape=(data.count, outputs.shape[1]))
+                kept_all[seen : seen + len(fed)] = outputs
+            if compare:
+                assert reference is not None
+                ref = reference[seen : seen + len(fed)]
+                if ref.shape != outputs.shape:
+                    compare = False
+                else:
+                    ref64 = ref.astype(np.float64)
+                    signal += float(np.square(ref64).sum())
+                    noise += float(np.square(outputs.astype(np.float64) - ref64).sum())
             predictions.append(outputs.argmax(axis=1))
             correct1 += int((predictions[-1] == labels).sum())
             if outputs.shape[1] >= 5:
@@ -109,8 +153,14 @@ def evaluate(
                 progress(seen, data.count)
         check_fed_range(low, high, contract)
         result.samples = seen
-        result.top1 = correct1 / seen
-        result.top5 = correct5 / seen if has_top5 else None
+        if labeled:
+            result.top1 = correct1 / seen
+            result.top5 = correct5 / seen if has_top5 else None
+        if kept_all is not None:
+            kept_all.flush()
+            result.all_outputs = kept_all[:seen]
+        if compare and reference is not None and len(reference) == seen:
+            result.sqnr_db = sqnr_db(signal, noise)
         result.predictions = np.concatenate(predictions)
         result.outputs = np.concatenate(kept)
         result.fed_range = (low, high)

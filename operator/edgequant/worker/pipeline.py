@@ -18,9 +18,10 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgequant.analysis import stages as analysis_stages
-from edgequant.analysis.gate import check_acceptance
+from edgequant.analysis.gate import chance_check, check_acceptance
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
 from edgequant.api.result import WorkerResult
@@ -28,7 +29,7 @@ from edgequant.backends import registry
 from edgequant.backends.base import BaselineExport, QuantizedArtifact, QuantizeRequest
 from edgequant.data.datasets import index_dataset
 from edgequant.data.loader import prepare_set
-from edgequant.data.validation import Severity, check_calibration, has_errors
+from edgequant.data.validation import Finding, Severity, check_calibration, has_errors
 from edgequant.util.errors import AcceptanceError, DataValidationError, EdgequantError, InvalidInputError
 from edgequant.report.html import render_html
 from edgequant.worker import report as report_mod
@@ -82,18 +83,30 @@ def quantize_request(ctx: RunContext, *, method: api.Method | None = None) -> Qu
     )
 
 
-def _evaluate(ctx: RunContext, predictor: object, *, label: str) -> object:
+#: FP32's outputs on the evaluation set, kept (memory-mapped) so every candidate's SQNR against them needs no FP32 rerun.
+FP32_OUTPUTS = "fp32-outputs.npy"
+
+
+def _evaluate(ctx: RunContext, predictor: object, *, label: str, latency_runs: int = 50, baseline: bool = False) -> object:
     data = ctx.sets.get("evaluation")
+    reference = ctx.baseline.evaluation.all_outputs if not baseline and ctx.baseline and ctx.baseline.evaluation else None
     return evaluate(
         predictor=predictor,  # type: ignore[arg-type]
         data=data.batches() if data is not None else None,
+        latency_runs=latency_runs,
         progress=lambda done, total: ctx.progress.advance(task=f"score {label}", done=done, total=total),
+        labeled=data.labeled if data is not None else True,
+        reference=reference,
+        keep_outputs=ctx.workdir / FP32_OUTPUTS if baseline else None,
     )
 
 
 def _describe_eval(record: ModelRecord) -> str:
     e = record.evaluation
-    acc = f"top-1 {e.top1:.4f}" if e and e.top1 is not None else "accuracy not measured"
+    acc = f"top-1 {e.top1:.4f}" if e and e.top1 is not None else (
+        "accuracy n/a (unlabeled evaluation data)" if e and e.samples else "accuracy not measured")
+    if e and e.sqnr_db is not None:
+        acc += f", output SQNR {e.sqnr_db:.1f} dB vs FP32"
     lat = f", {e.latency_ms:.3f} ms/image" if e and e.latency_ms is not None else ""
     return f"{record.format}: {record.size_bytes:,} bytes, {acc}{lat}"
 
@@ -112,15 +125,37 @@ def fetch(ctx: RunContext) -> None:
         if dataset.uri not in local:
             ctx.log(f"{role} data {dataset.uri}")
             local[dataset.uri] = ctx.stores.download(dataset.uri, ctx.workdir / "data" / role)
-        ctx.indexes[role] = index_dataset(local[dataset.uri], layout=dataset.layout, uri=dataset.uri)
-        ctx.log(f"{role}: {len(ctx.indexes[role].samples)} samples in {len(ctx.indexes[role].classes)} classes")
+        ctx.indexes[role] = index = index_dataset(local[dataset.uri], layout=dataset.layout, uri=dataset.uri, labels=dataset.labels)
+        ctx.log(f"{role}: {len(index.samples)} samples " + (f"in {len(index.classes)} classes" if index.labeled else "without labels"))
     if spec.calibration is not None and "calibration" not in ctx.indexes:
         ctx.notes.append(f"calibration.dataset is not used by {spec.method.value}")
+
+
+def _check_labels(ctx: RunContext) -> None:
+    """What unlabeled data cannot do: train QAT, or enforce an accuracy budget the user set."""
+    spec = ctx.spec
+    training = ctx.indexes.get("training")
+    if training is not None and not training.labeled:
+        raise InvalidInputError(
+            f"training.dataset {training.uri} has no labels and QAT fine-tunes on labels: "
+            "use class folders (<class>/<image>) or an npz with y"
+        )
+    evaluation = ctx.indexes.get("evaluation")
+    if evaluation is None or evaluation.labeled:
+        return
+    drop = spec.acceptance.max_accuracy_drop
+    if drop != api.DEFAULT_MAX_ACCURACY_DROP:
+        raise InvalidInputError(
+            f"spec.acceptance.maxAccuracyDrop {drop:g} needs labeled evaluation data and evaluation.dataset {evaluation.uri} "
+            "has no labels (no class folders / no y): remove maxAccuracyDrop and budget fidelity with "
+            "acceptance.minAgreement (e.g. 0.99) or acceptance.minSqnrDb, or give the data labels"
+        )
 
 
 def validate_data(ctx: RunContext) -> None:
     """Sample, decode and check every dataset; calibration rules on the calibration set."""
     spec = ctx.spec
+    _check_labels(ctx)
     seed = spec.calibration.seed if spec.calibration else 0
     counts = {
         "calibration": spec.calibration.samples if spec.calibration else None,
@@ -141,7 +176,8 @@ def validate_data(ctx: RunContext) -> None:
             ctx.sets["calibration"].labels,
             calibration=spec.calibration,
             class_names=ctx.indexes["calibration"].classes,
-            evaluation_labels=set(evaluation.labels.tolist()) if evaluation is not None else None,
+            evaluation_labels=set(evaluation.labels.tolist()) if evaluation is not None and evaluation.labeled else None,
+            labeled=ctx.sets["calibration"].labeled,
         ))
     for finding in ctx.findings:
         ctx.log(f"{finding.severity.value}: {finding.dataset}: {finding.message}")
@@ -171,9 +207,24 @@ def evaluate_baseline(ctx: RunContext) -> None:
         predictor = ctx.backend.load(ctx.model_path, spec=ctx.spec)
         fmt = ctx.spec.model.resolved_format
         record = ModelRecord(path=ctx.model_path, format=fmt.value if fmt else "source", size_bytes=ctx.source_size_bytes or 0, input=predictor.input)
-    record.evaluation = _evaluate(ctx, predictor, label="FP32")  # type: ignore[assignment]
+    record.evaluation = _evaluate(ctx, predictor, label="FP32", baseline=True)  # type: ignore[assignment]
     ctx.baseline = record
     ctx.log(_describe_eval(record))
+    _check_chance(ctx)
+
+
+def _check_chance(ctx: RunContext) -> None:
+    """FP32 no better than chance on labeled data: the labels are not the model's class indices (a finding, not a failure)."""
+    data, e = ctx.sets.get("evaluation"), ctx.baseline.evaluation if ctx.baseline else None
+    if data is None or not data.labeled or e is None or e.all_outputs is None or e.predictions.size != len(data):
+        return
+    check = chance_check(e.predictions, data.labels, outputs=int(e.all_outputs.shape[1]))
+    if check is None or not check.fired:
+        return
+    finding = Finding(severity=Severity.WARNING, code="labels-do-not-match-model", dataset="evaluation", message=check.message(), count=check.samples)
+    ctx.findings.append(finding)
+    ctx.warnings.append(f"evaluation: {finding.message}")
+    ctx.log(f"warning: evaluation: {finding.message}")
 
 
 def quantize(ctx: RunContext) -> None:
@@ -216,12 +267,20 @@ def gate(ctx: RunContext) -> None:
         quantized_accuracy=quant_eval.accuracy(metric) if quant_eval else None,
         baseline_size=ctx.baseline.size_bytes,
         quantized_size=ctx.quantized.size_bytes,
+        agreement=ctx.agreement,
+        sqnr_db=quant_eval.sqnr_db if quant_eval else None,
     )
     if ctx.spec.evaluation is None:
         ctx.warnings.append("no evaluation.dataset: accuracy was not measured and acceptance.maxAccuracyDrop was not enforced")
+    elif "evaluation" in ctx.sets and not ctx.sets["evaluation"].labeled:
+        a = ctx.spec.acceptance
+        judged = [name for name, value in (("acceptance.minAgreement", a.min_agreement), ("acceptance.minSqnrDb", a.min_sqnr_db)) if value is not None]
+        then = f"fidelity was judged by {' and '.join(judged)}" if judged else "set acceptance.minAgreement to budget fidelity against FP32"
+        ctx.notes.append(f"accuracy n/a: the evaluation data has no labels, so acceptance.maxAccuracyDrop was not applied; {then}")
     if ctx.verdict.passed:
         ctx.log(f"within budget: ratio {ctx.verdict.compression_ratio:.2f}x" + (
-            f", accuracy drop {ctx.verdict.accuracy_drop:+.4f}" if ctx.verdict.accuracy_drop is not None else ""))
+            f", accuracy drop {ctx.verdict.accuracy_drop:+.4f}" if ctx.verdict.accuracy_drop is not None else "") + (
+            f", agreement {ctx.verdict.agreement:.4f}" if ctx.verdict.agreement is not None else ""))
         return
     reasons = "; ".join(ctx.verdict.reasons)
     if ctx.spec.acceptance.on_failure is api.OnFailure.DEGRADE:
@@ -243,17 +302,22 @@ def upload_artifact(ctx: RunContext) -> None:
 def analysis_hooks(ctx: RunContext) -> analysis_stages.WorkerHooks:
     """The worker helpers the analysis stages use (edgequant.analysis.stages)."""
 
-    def accuracy(path: Path, label: str) -> float | None:
+    def score(path: Path, label: str) -> Any:
         assert ctx.backend is not None
-        data = ctx.sets.get("evaluation")
-        result = evaluate(predictor=ctx.backend.load(path, spec=ctx.spec), data=data.batches() if data is not None else None, latency_runs=0)
-        return result.accuracy(ctx.metric)
+        return _evaluate(ctx, ctx.backend.load(path, spec=ctx.spec), label=label, latency_runs=0)
+
+    def accuracy(path: Path, label: str) -> float | None:
+        return score(path, label).accuracy(ctx.metric)
+
+    def agreement_of(path: Path, label: str) -> float | None:
+        return agreement(ctx.baseline.evaluation, score(path, label)) if ctx.baseline and ctx.baseline.evaluation else None
 
     return analysis_stages.WorkerHooks(
         request=lambda method: quantize_request(ctx, method=method),
         measure=lambda artifact, label: measure_artifact(ctx, artifact, label=label),
         accuracy=accuracy,
         agreement=agreement,
+        agreement_of=agreement_of,
     )
 
 

@@ -84,6 +84,7 @@ class Comparison(ReportModel):
     compression_ratio: float | None = Field(None, description="Baseline size / quantized size.")
     accuracy_drop: float | None = Field(None, description="Baseline accuracy minus quantized accuracy.")
     agreement: float | None = Field(None, description="Share of evaluation samples where both models predict the same class.")
+    sqnr_db: float | None = Field(None, description="SQNR of the quantized outputs against FP32's over the evaluation set, dB.")
     latency_speedup: float | None = Field(None, description="Baseline median latency / quantized median latency.")
 
 
@@ -93,6 +94,11 @@ class GateReport(ReportModel):
     max_accuracy_drop: float
     min_compression_ratio: float
     on_failure: api.OnFailure
+    accuracy_budget_applied: bool = Field(True, description="False when accuracy was not measured (unlabeled or no evaluation data): maxAccuracyDrop was not applied.")
+    min_agreement: float | None = Field(None, description="acceptance.minAgreement.")
+    min_sqnr_db: float | None = Field(None, description="acceptance.minSqnrDb.")
+    agreement: float | None = Field(None, description="The judged model's top-1 agreement with FP32.")
+    sqnr_db: float | None = Field(None, description="The judged model's output SQNR against FP32, dB.")
 
 
 class DatasetReport(ReportModel):
@@ -102,6 +108,7 @@ class DatasetReport(ReportModel):
     available: int = Field(..., description="Samples in the dataset.")
     requested: int = Field(..., description="Samples the spec asked for.")
     used: int = Field(..., description="Samples decoded and used.")
+    labeled: bool = Field(True, description="False: the data has no labels (accuracy n/a; agreement and SQNR with FP32 still measured).")
     class_counts: dict[str, int] = Field(default_factory=dict, description="Used samples per class name.")
 
 
@@ -207,6 +214,11 @@ def _drop(ctx: RunContext) -> float | None:
     return None if b is None or q is None else b - q
 
 
+def _sqnr(ctx: RunContext) -> float | None:
+    e = ctx.quantized.evaluation if ctx.quantized is not None else None
+    return e.sqnr_db if e is not None else None
+
+
 def _frameworks() -> dict[str, str]:
     found = {}
     for name in ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "ai_edge_litert", "onnxruntime", "torch", "tensorrt"):
@@ -231,11 +243,19 @@ def build_report(ctx: RunContext) -> Report:
     if ctx.baseline is not None and ctx.quantized is not None:
         b, q = ctx.baseline.evaluation, ctx.quantized.evaluation
         speedup = b.latency_ms / q.latency_ms if b and q and b.latency_ms and q.latency_ms else None
-        comparison = Comparison(metric=ctx.metric, compression_ratio=_ratio(ctx), accuracy_drop=_drop(ctx), agreement=ctx.agreement, latency_speedup=speedup)
+        comparison = Comparison(
+            metric=ctx.metric, compression_ratio=_ratio(ctx), accuracy_drop=_drop(ctx), agreement=ctx.agreement,
+            sqnr_db=_sqnr(ctx), latency_speedup=speedup,
+        )
     gate = None
     if ctx.verdict is not None:
         a = spec.acceptance
-        gate = GateReport(passed=ctx.verdict.passed, reasons=ctx.verdict.reasons, max_accuracy_drop=a.max_accuracy_drop, min_compression_ratio=a.min_compression_ratio, on_failure=a.on_failure)
+        gate = GateReport(
+            passed=ctx.verdict.passed, reasons=ctx.verdict.reasons, max_accuracy_drop=a.max_accuracy_drop,
+            min_compression_ratio=a.min_compression_ratio, on_failure=a.on_failure,
+            accuracy_budget_applied=_drop(ctx) is not None, min_agreement=a.min_agreement, min_sqnr_db=a.min_sqnr_db,
+            agreement=ctx.agreement, sqnr_db=_sqnr(ctx),
+        )
     fmt = spec.model.resolved_format
     return Report(
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -253,7 +273,10 @@ def build_report(ctx: RunContext) -> Report:
         artifact=_upload(ctx, "artifact"),
         side_files=[u for k in ctx.uploads if k not in ("artifact", "report", "report-html") if (u := _upload(ctx, k)) is not None],
         datasets=[
-            DatasetReport(role=role, uri=s.uri, layout=ctx.indexes[role].layout, available=s.available, requested=s.requested, used=len(s), class_counts=s.class_counts())
+            DatasetReport(
+                role=role, uri=s.uri, layout=ctx.indexes[role].layout, available=s.available, requested=s.requested, used=len(s),
+                labeled=s.labeled, class_counts=s.class_counts(),
+            )
             for role, s in ctx.sets.items()
         ],
         findings=ctx.findings,
@@ -294,6 +317,8 @@ def results(ctx: RunContext) -> api.Results:
         quantized=_measurement(ctx.quantized, ctx.metric),
         compression_ratio=_ratio(ctx),
         accuracy_drop=_drop(ctx),
+        agreement=ctx.agreement,
+        sqnr_db=_sqnr(ctx),
         degraded=ctx.degraded,
         sensitive_layers=ctx.analysis.sensitive_layers(),
         pinned_layers=list(ctx.analysis.report.mixed_precision.pinned) if ctx.analysis.report.mixed_precision else [],
@@ -317,6 +342,8 @@ def summary_line(ctx: RunContext) -> str:
     b, q = ctx.baseline.evaluation, ctx.quantized.evaluation
     if b and q and b.accuracy(ctx.metric) is not None and q.accuracy(ctx.metric) is not None:
         parts.append(f"{ctx.metric.value} {b.accuracy(ctx.metric):.4f} -> {q.accuracy(ctx.metric):.4f}")
+    elif ctx.agreement is not None:
+        parts.append(f"accuracy n/a (no labels), agreement with FP32 {ctx.agreement:.4f}")
     if q and q.latency_ms is not None:
         parts.append(f"{q.latency_ms:.3f} ms/image")
     if ctx.degraded:

@@ -24,11 +24,21 @@ def job_files(
     tmp_path_factory: pytest.TempPathFactory, fashion_mnist: Any, sensitive_cnn: Path, doubly_sensitive_cnn: Path, healthy_cnn: Path,
     onnx_cnn: Any,
 ) -> Path:
+    from PIL import Image
+
     from edgequant.data.export import write_npz
 
     root = tmp_path_factory.mktemp("jobs")
     write_npz(root / "cal.npz", fashion_mnist.train_x[20_000:20_500], fashion_mnist.train_y[20_000:20_500], classes=fashion_mnist.classes)
     write_npz(root / "eval.npz", fashion_mnist.test_x[:1000], fashion_mnist.test_y[:1000], classes=fashion_mnist.classes)
+    # The same evaluation images without labels: an npz with x only, and a folder with the images directly in it.
+    write_npz(root / "eval-unlabeled.npz", fashion_mnist.test_x[:1000], None)
+    (root / "photos").mkdir()
+    for i, image in enumerate(fashion_mnist.test_x[:300]):
+        Image.fromarray(image).save(root / "photos" / f"{i:04d}.png")
+    # Labels shifted by five classes: clothes become footwear and back (t-shirt -> sandal, sneaker -> pullover,
+    # trouser -> shirt, bag -> dress): confusions no trained classifier makes, so FP32 scores far below chance.
+    write_npz(root / "eval-shifted.npz", fashion_mnist.test_x[:1000], (fashion_mnist.test_y[:1000] + 5) % 10)
     shutil.copy(sensitive_cnn, root / "sensitive.keras")
     shutil.copy(healthy_cnn, root / "healthy.keras")
     shutil.copy(onnx_cnn("sensitive"), root / "sensitive.onnx")
@@ -171,3 +181,144 @@ def test_onnx_degrade_ends_with_the_model_converted_to_float16(job_files: Path) 
     assert {init.data_type for init in model.graph.initializer if len(init.dims) > 1} == {onnx.TensorProto.FLOAT16}
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # the input contract is unchanged
     assert any("float16 rung" in note for note in report["notes"])
+
+
+# --------------------------------------------------------------------------- fidelity budgets (agreement, SQNR)
+
+def _evaluation(root: Path, name: str, **extra: Any) -> dict[str, Any]:
+    layout = "npz" if name.endswith(".npz") else "imagefolder"
+    return {"dataset": {"uri": f"file://{root}/{name}" + ("" if layout == "npz" else "/"), "layout": layout}, **extra}
+
+
+def test_unlabeled_folder_passes_min_agreement_with_accuracy_na(job_files: Path) -> None:
+    """tflite-float16 of the healthy CNN: float16 weights move logits by ~1e-3 of their size, so at most a near-tie
+    flips; 0.98 leaves six near-ties in 300 to spare. Accuracy is n/a, the default maxAccuracyDrop is not applied."""
+    result, _ctx, out = _run(
+        job_files, "unlabeled-pass", model="healthy.keras", method="tflite-float16",
+        evaluation=_evaluation(job_files, "photos", samples=300), acceptance={"minAgreement": 0.98},
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    res = result.results
+    assert res.baseline.accuracy is None and res.quantized.accuracy is None and res.accuracy_drop is None
+    assert res.agreement is not None and res.agreement >= 0.98 and res.sqnr_db is not None and res.sqnr_db > 40
+    report = json.loads((out / "report.json").read_text())
+    gate = report["gate"]
+    assert gate["passed"] and gate["minAgreement"] == 0.98 and gate["accuracyBudgetApplied"] is False
+    assert report["comparison"]["accuracyDrop"] is None and report["comparison"]["agreement"] == res.agreement
+    evaluation = next(d for d in report["datasets"] if d["role"] == "evaluation")
+    assert evaluation["labeled"] is False and evaluation["used"] == 300 and evaluation["classCounts"] == {}
+    assert any("accuracy n/a" in n and "maxAccuracyDrop was not applied" in n for n in report["notes"])
+    assert "accuracy n/a" in result.message
+
+
+def test_unlabeled_npz_fails_min_agreement_on_the_sensitive_cnn(job_files: Path) -> None:
+    """Full INT8 of the sensitive CNN: conv2's 8-bit weights keep almost no resolution, so its outputs collapse and
+    most classes flip; 0.95 is far above that and far below what a working INT8 model agrees."""
+    result, _ctx, out = _run(
+        job_files, "unlabeled-fail", evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
+        acceptance={"minAgreement": 0.95, "onFailure": "fail"},
+    )
+    assert result.exit_code == ExitCode.ACCEPTANCE_FAILED
+    assert "acceptance.minAgreement 0.9500" in result.message
+    report = json.loads((out / "report.json").read_text())
+    gate = report["analysis"]["gate"]
+    assert not gate["passed"] and gate["agreement"] < 0.95 and gate["accuracyDrop"] is None
+    assert [t["rung"] for t in gate["trials"]] == ["full"]  # onFailure fail, mode off: no ladder
+    assert report["baseline"]["accuracy"] is None and report["baseline"]["evaluatedSamples"] == 1000
+
+
+def test_degrade_ladder_driven_by_agreement_reaches_float16(job_files: Path) -> None:
+    """Two broken layers (conv2, conv3) and at most one pinned: the pinned rung keeps one broken INT8 layer, so its
+    outputs collapse like full INT8's; only float16 can agree with FP32 on 9 in 10 samples, and it agrees on nearly all."""
+    result, _ctx, out = _run(
+        job_files, "agree-ladder", model="doubly-sensitive.keras", evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
+        mixedPrecision={"maxPinnedLayers": 1}, acceptance={"minAgreement": 0.9, "onFailure": "degrade"},
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    report = json.loads((out / "report.json").read_text())
+    trials = report["analysis"]["gate"]["trials"]
+    assert [t["rung"] for t in trials] == ["full", "pinned", "float16"]
+    full, pinned, float16 = trials
+    assert full["agreement"] < 0.9 and pinned["agreement"] < 0.9 and len(pinned["pinned"]) == 1
+    assert float16["chosen"] and float16["passed"] and float16["agreement"] >= 0.9 and float16["method"] == "tflite-float16"
+    assert float16["sqnrDb"] > full["sqnrDb"] and all(t["accuracy"] is None for t in trials)
+    assert result.results.degraded and result.results.method.value == "tflite-float16"
+    assert result.results.agreement == float16["agreement"]
+
+
+def test_labels_that_are_not_the_models_classes_are_a_finding(job_files: Path) -> None:
+    result, ctx, out = _run(
+        job_files, "shifted", model="healthy.keras", evaluation=_evaluation(job_files, "eval-shifted.npz", samples=1000),
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    report = json.loads((out / "report.json").read_text())
+    finding = next(f for f in report["findings"] if f["code"] == "labels-do-not-match-model")
+    assert finding["severity"] == "warning" and finding["dataset"] == "evaluation"
+    assert "labels do not match the model's classes" in finding["message"] and "acceptance.minAgreement" in finding["message"]
+    assert report["baseline"]["accuracy"] < 0.1  # below chance (1/10): clothes labelled as footwear and back
+    assert any("labels do not match" in w for w in result.results.warnings)
+    # the same model and images with their true labels: no finding
+    _good, good_ctx, _out = _run(job_files, "true-labels", model="healthy.keras", mixedPrecision={"sensitivity": "off"})
+    assert not any(f.code == "labels-do-not-match-model" for f in good_ctx.findings)
+
+
+def test_accuracy_budget_on_unlabeled_data_is_refused_naming_the_fix(job_files: Path) -> None:
+    result, _ctx, _out = _run(
+        job_files, "unlabeled-drop", evaluation=_evaluation(job_files, "eval-unlabeled.npz"), acceptance={"maxAccuracyDrop": 0.02},
+    )
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    assert "spec.acceptance.maxAccuracyDrop 0.02 needs labeled evaluation data" in result.message
+    assert "acceptance.minAgreement" in result.message
+
+
+def test_auto_mixed_precision_on_unlabeled_data_pins_until_agreement_is_met(job_files: Path) -> None:
+    """Keeping conv2 in float leaves the healthy CNN's INT8 (agreement ~0.99, output SQNR ~39 dB: only near-ties flip),
+    far above 0.9; with conv2 in INT8 the outputs collapse (agreement ~0.2)."""
+    result, _ctx, out = _run(
+        job_files, "unlabeled-auto", evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
+        mixedPrecision={"mode": "auto", "sensitivity": "exhaustive"}, acceptance={"minAgreement": 0.9},
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    report = json.loads((out / "report.json").read_text())
+    analysis = report["analysis"]
+    # without labels, exhaustive sensitivity scores each layer by agreement with FP32 (which agrees with itself: 1.0)
+    sens = analysis["sensitivity"]
+    assert sens["mode"] == "exhaustive" and sens["referenceAccuracy"] == 1.0 and sens["layers"][0]["layer"] == "conv2"
+    assert sens["layers"][0]["accuracy"] < 0.9 and any("agreement with FP32" in n for n in report["notes"])
+    trials = analysis["gate"]["trials"]
+    assert trials[0]["rung"] == "full" and trials[0]["agreement"] < 0.9 and not trials[0]["passed"]
+    assert trials[-1]["chosen"] and trials[-1]["agreement"] >= 0.9 and "conv2" in trials[-1]["pinned"]
+    assert analysis["mixedPrecision"]["metAccuracyBudget"] is True and not result.results.degraded
+    assert "conv2" in result.results.pinned_layers and result.results.accuracy_drop is None
+
+
+def test_sqnr_budget_above_what_8_bit_outputs_can_carry_degrades_to_float16(job_files: Path) -> None:
+    """Full-integer TFLite emits int8 logits: 8 bits carry at most ~50 dB (6.02 x 8 + 1.76) and the healthy CNN's
+    chained INT8 layers give less; float16 weights (11-bit significand) keep outputs ~70 dB from FP32. 55 dB
+    separates them on any CPU, so the ladder must end at float16, whatever layer the pinned rung keeps."""
+    result, _ctx, out = _run(
+        job_files, "sqnr-ladder", model="healthy.keras", mixedPrecision={"maxPinnedLayers": 1},
+        acceptance={"minSqnrDb": 55, "onFailure": "degrade"},
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    report = json.loads((out / "report.json").read_text())
+    trials = report["analysis"]["gate"]["trials"]
+    assert [t["rung"] for t in trials] == ["full", "pinned", "float16"]
+    assert all(t["sqnrDb"] < 55 and "acceptance.minSqnrDb 55.0 dB" in t["reasons"][0] for t in trials[:2])
+    assert trials[2]["chosen"] and trials[2]["sqnrDb"] >= 55 and result.results.sqnr_db == trials[2]["sqnrDb"]
+    # labeled data: the default accuracy budget applied too, and float16 met it
+    assert report["gate"]["accuracyBudgetApplied"] is True and report["gate"]["minSqnrDb"] == 55
+
+
+def test_onnx_static_auto_on_unlabeled_data_pins_until_agreement_is_met(job_files: Path) -> None:
+    """The same construction through ONNX Runtime: conv2 in INT8 collapses the outputs, conv2 in float agrees."""
+    result, _ctx, out = _run(
+        job_files, "onnx-unlabeled-auto", model="sensitive.onnx", method="onnx-static",
+        evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
+        mixedPrecision={"mode": "auto"}, acceptance={"minAgreement": 0.9},
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    trials = json.loads((out / "report.json").read_text())["analysis"]["gate"]["trials"]
+    assert trials[0]["agreement"] < 0.9 and not trials[0]["passed"] and trials[0]["accuracy"] is None
+    assert trials[-1]["chosen"] and trials[-1]["agreement"] >= 0.9 and "conv2" in trials[-1]["pinned"]
+    assert result.results.agreement == trials[-1]["agreement"] and result.results.sqnr_db == trials[-1]["sqnrDb"]

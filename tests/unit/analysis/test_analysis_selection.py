@@ -186,3 +186,78 @@ def test_a_family_without_a_float16_method_gets_its_own_model_in_float16_as_the_
     build = Builder(int8_acc=0.70)
     sel = _select(spec, build, fallback_method=None)
     assert build.rungs == ["full", "pinned"] and sel.degraded and not sel.gate.passed
+
+
+# Unlabeled evaluation data: no accuracy, only agreement with FP32 and output SQNR.
+AGREE_GAIN = {"conv2": 0.15, "fc1": 0.01, "conv1": 0.005, "logits": 0.002}
+
+
+class AgreementBuilder(Builder):
+    """Candidates scored only by agreement / SQNR, as on unlabeled data."""
+
+    def __init__(self, *, int8_agree: float = 0.74, fp16_agree: float = 0.995) -> None:
+        super().__init__()
+        self.int8_agree, self.fp16_agree = int8_agree, fp16_agree
+
+    def __call__(self, rung: str, method: api.Method, pins: tuple[str, ...]) -> Candidate:
+        cand = super().__call__(rung, method, pins)
+        agree = self.fp16_agree if rung == "float16" else self.int8_agree + sum(AGREE_GAIN[p] for p in pins)
+        sqnr = 45.0 if rung == "float16" else 10.0 + 40 * (agree - self.int8_agree)
+        return Candidate(method=method, pinned=pins, accuracy=None, size_bytes=cand.size_bytes, artifact=cand.artifact, agreement=agree, sqnr_db=sqnr)
+
+
+def test_unlabeled_auto_pins_until_min_agreement_is_met() -> None:
+    build = AgreementBuilder()
+    spec = _spec(mixedPrecision={"mode": "auto"}, acceptance={"minAgreement": 0.88})
+    sel = _select(spec, build, baseline_accuracy=None)
+    assert build.calls == [(api.Method.TFLITE_INT8, ()), (api.Method.TFLITE_INT8, ("conv2",))]
+    assert sel.exit_code is ExitCode.SUCCESS and sel.chosen.pinned == ("conv2",)
+    assert sel.gate.agreement == pytest.approx(0.89) and sel.gate.min_agreement == 0.88
+    assert sel.gate.accuracy_drop is None and sel.gate.accuracy_budget_applied is False
+    assert sel.gate.trials[0].agreement == pytest.approx(0.74) and "acceptance.minAgreement" in sel.gate.trials[0].reasons[0]
+    assert sel.mixed_precision.met_accuracy_budget is True
+
+
+def test_unlabeled_without_a_fidelity_budget_builds_once() -> None:
+    """The default maxAccuracyDrop cannot apply without labels, and nothing else asks for fidelity."""
+    build = AgreementBuilder()
+    sel = _select(_spec(mixedPrecision={"mode": "auto"}, acceptance={"onFailure": "degrade"}), build, baseline_accuracy=None)
+    assert build.rungs == ["full"] and sel.gate.passed and not sel.degraded
+
+
+def test_degrade_ladder_driven_by_agreement_ends_at_float16() -> None:
+    build = AgreementBuilder()
+    spec = _spec(mixedPrecision={"maxPinnedLayers": 2}, acceptance={"minAgreement": 0.99, "onFailure": "degrade"})
+    sel = _select(spec, build, baseline_accuracy=None)
+    assert build.rungs == ["full", "pinned", "pinned", "float16"]
+    assert sel.chosen.method is api.Method.TFLITE_FLOAT16 and sel.gate.passed and sel.degraded
+    assert sel.mixed_precision.note == "stopped at mixedPrecision.maxPinnedLayers (2)"
+
+
+def test_sqnr_budget_drives_the_search_like_agreement() -> None:
+    build = AgreementBuilder()
+    sel = _select(_spec(mixedPrecision={"mode": "auto"}, acceptance={"minSqnrDb": 15}), build, baseline_accuracy=None)
+    assert build.rungs == ["full", "pinned"] and sel.gate.passed and sel.gate.sqnr_db == pytest.approx(16.0)
+
+
+def test_labels_and_agreement_together_must_both_be_met() -> None:
+    """Accuracy alone is met by pinning conv2 (0.89 vs 0.90); agreement 0.95 needs conv2 and fc1."""
+
+    class Both(AgreementBuilder):
+        def __call__(self, rung: str, method: api.Method, pins: tuple[str, ...]) -> Candidate:
+            cand = super().__call__(rung, method, pins)
+            acc = self.int8_acc + sum(GAIN[p] for p in pins)
+            return Candidate(method=method, pinned=pins, accuracy=acc, size_bytes=cand.size_bytes, artifact=cand.artifact, agreement=cand.agreement + 0.06)
+
+    build = Both()
+    sel = _select(_spec(mixedPrecision={"mode": "auto"}, acceptance={"maxAccuracyDrop": 0.02, "minAgreement": 0.96}), build)
+    assert [pins for _m, pins in build.calls] == [(), ("conv2",), ("conv2", "fc1")]
+    assert sel.gate.passed and sel.chosen.pinned == ("conv2", "fc1") and sel.gate.accuracy_budget_applied
+
+
+def test_best_found_prefers_higher_agreement_when_none_passes() -> None:
+    build = AgreementBuilder(fp16_agree=0.90)
+    spec = _spec(mixedPrecision={"maxPinnedLayers": 1}, acceptance={"minAgreement": 0.999, "onFailure": "degrade"})
+    sel = _select(spec, build, baseline_accuracy=None)
+    assert build.rungs == ["full", "pinned", "float16"] and not sel.gate.passed and sel.degraded
+    assert sel.chosen.method is api.Method.TFLITE_FLOAT16  # 0.90 beats the pinned rung's 0.89 and full INT8's 0.74

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edgequant.api import v1alpha1 as api
-from edgequant.data.datasets import DecodeError, index_dataset
+from edgequant.data.datasets import UNLABELED, DecodeError, index_dataset
 from edgequant.util.errors import InvalidInputError
 
 IMAGEFOLDER, NPZ = api.DatasetLayout.IMAGEFOLDER, api.DatasetLayout.NPZ
@@ -52,9 +52,37 @@ def test_broken_file_raises_decode_error_naming_it(tmp_path: Path) -> None:
 def test_imagefolder_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="needs a folder"):
         index_dataset(tmp_path / "absent", layout=IMAGEFOLDER, uri="file://absent/")
-    (tmp_path / "flat.png").write_bytes(b"")
-    with pytest.raises(InvalidInputError, match="no class folders found"):
-        index_dataset(tmp_path, layout=IMAGEFOLDER, uri="file://flat/")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInputError, match="no images found.*directly in the folder for unlabeled data"):
+        index_dataset(tmp_path / "empty", layout=IMAGEFOLDER, uri="file://empty/")
+
+
+def test_images_directly_in_the_folder_are_unlabeled_data(tmp_path: Path) -> None:
+    for rel in ("b.png", "a.png", ".hidden.png"):
+        _img(tmp_path, rel)
+    index = index_dataset(tmp_path, layout=IMAGEFOLDER, uri="file://flat/")
+    assert not index.labeled and index.classes == {} and index.stray_files == []
+    assert [(s.source, s.label) for s in index.samples] == [("a.png", UNLABELED), ("b.png", UNLABELED)]
+
+
+def test_labels_none_reads_class_folders_as_unlabeled_images(tmp_path: Path) -> None:
+    for rel in ("03_coat/a.png", "07_sneaker/b.png"):
+        _img(tmp_path, rel)
+    index = index_dataset(tmp_path, layout=IMAGEFOLDER, uri="file://x/", labels=api.DatasetLabels.NONE)
+    assert not index.labeled and index.labels.tolist() == [UNLABELED, UNLABELED]
+    assert [s.source for s in index.samples] == ["03_coat/a.png", "07_sneaker/b.png"]
+
+
+def test_npz_without_y_or_with_labels_none_is_unlabeled(tmp_path: Path) -> None:
+    path = tmp_path / "x.npz"
+    np.savez(path, x=np.zeros((3, 4, 4), np.uint8))
+    index = index_dataset(path, layout=NPZ, uri="file://x.npz")
+    assert not index.labeled and index.labels.tolist() == [UNLABELED] * 3 and index.decode(2).shape == (4, 4)
+    labeled = tmp_path / "xy.npz"
+    np.savez(labeled, x=np.zeros((2, 4, 4), np.uint8), y=np.array([1, 0]))
+    assert index_dataset(labeled, layout=NPZ, uri="file://xy.npz").labeled
+    ignored = index_dataset(labeled, layout=NPZ, uri="file://xy.npz", labels=api.DatasetLabels.NONE)
+    assert not ignored.labeled and ignored.labels.tolist() == [UNLABELED] * 2
 
 
 def test_npz_reads_x_y_and_classes(tmp_path: Path, npz_writer: Callable[..., Path]) -> None:
@@ -69,7 +97,7 @@ def test_npz_reads_x_y_and_classes(tmp_path: Path, npz_writer: Callable[..., Pat
 @pytest.mark.parametrize(
     ("arrays", "message"),
     [
-        ({"x": np.zeros((2, 4, 4), np.uint8)}, "lacks array\\(s\\) y"),
+        ({"y": np.zeros(2, np.int64)}, "lacks array x"),
         ({"x": np.zeros((2, 4, 4), np.float32), "y": np.zeros(2, np.int64)}, "x has dtype float32; store uint8"),
         ({"x": np.zeros((2, 3, 8, 8), np.uint8), "y": np.zeros(2, np.int64)}, "channels first\\?"),
         ({"x": np.zeros((2, 4, 4), np.uint8), "y": np.zeros(3, np.int64)}, "y must be integer labels of shape \\[2\\]"),

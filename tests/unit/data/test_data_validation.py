@@ -175,3 +175,15 @@ def test_prepared_batches_are_the_shared_preprocessing(real_set: Path) -> None:
     assert x.dtype == np.float32 and x.shape == (32, 28, 28, 1) and 0.0 <= x.min() and x.max() <= 1.0
     np.testing.assert_allclose(x[0, ..., 0], prepared.pixels[0, ..., 0] / 255.0, rtol=1e-6)
     assert prepared.class_counts() == {name: 10 for name in prepared.classes.values()}
+
+
+def test_unlabeled_calibration_warns_that_class_coverage_was_not_checked(real_set: Path) -> None:
+    """The same images read with labels: none: sampling and per-file rules still run; coverage and balance cannot."""
+    shutil.rmtree(real_set / "09_ankle-boot")  # would be a missing-classes error with labels
+    index = index_dataset(real_set, layout=api.DatasetLayout.IMAGEFOLDER, uri="file:///c/", labels=api.DatasetLabels.NONE)
+    prepared = prepare_set(index, name="calibration", contract=GRAY28, samples=None, seed=0)
+    assert not prepared.labeled and len(prepared) == 270 and prepared.class_counts() == {}
+    spec = api.Calibration(dataset=api.Dataset(uri="file:///c/"))
+    findings = check_calibration(prepared.labels, calibration=spec, class_names=prepared.classes, evaluation_labels=set(range(10)), labeled=False)
+    assert _codes(findings) == {"few-samples": Severity.WARNING, "unlabeled": Severity.WARNING}
+    assert "class coverage and balance were not checked" in findings[1].message and not has_errors(findings)

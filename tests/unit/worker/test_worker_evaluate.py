@@ -89,3 +89,25 @@ def test_latency_without_data_and_agreement() -> None:
     b = evaluate(predictor=LinearClassifier(flipped, FLOAT), data=_data(X, np.arange(6)), latency_runs=0)
     assert agreement(a, b) == pytest.approx(4 / 6)  # classes 0 and 1 swapped
     assert agreement(a, only_latency) is None
+
+
+def test_unlabeled_data_keeps_predictions_but_reports_no_accuracy() -> None:
+    result = evaluate(predictor=LinearClassifier(W, FLOAT), data=_data(X, np.full(6, -1)), latency_runs=0, labeled=False)
+    assert result.samples == 6 and result.top1 is None and result.top5 is None
+    assert result.accuracy(api.Metric.TOP1) is None and result.predictions.tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_sqnr_against_kept_fp32_outputs_accumulates_over_batches(tmp_path) -> None:
+    """SQNR = 10 log10(sum ref^2 / sum (out - ref)^2) over all samples, from the reference kept on disk."""
+    y = np.arange(6)
+    fp32 = evaluate(predictor=LinearClassifier(W, FLOAT), data=_data(X, y), latency_runs=0, keep_outputs=tmp_path / "ref.npy")
+    assert fp32.all_outputs is not None and fp32.all_outputs.shape == (6, 6)
+    np.testing.assert_allclose(np.load(tmp_path / "ref.npy"), X.reshape(6, 6) @ W, rtol=1e-6)
+    noisy_w = W + np.float32(0.05) * np.sign(np.sin(np.arange(36, dtype=np.float32))).reshape(6, 6)
+    quant = evaluate(predictor=LinearClassifier(noisy_w, FLOAT), data=_data(X, y, batch_size=4), latency_runs=0, reference=fp32.all_outputs)
+    ref, out = X.reshape(6, 6).astype(np.float64) @ W, X.reshape(6, 6).astype(np.float64) @ noisy_w
+    expected = 10 * np.log10(np.square(ref).sum() / np.square(out - ref).sum())
+    assert quant.sqnr_db == pytest.approx(expected, abs=1e-3)
+    same = evaluate(predictor=LinearClassifier(W, FLOAT), data=_data(X, y), latency_runs=0, reference=fp32.all_outputs)
+    assert same.sqnr_db == 200.0  # identical outputs: the documented cap, finite for JSON
+    assert agreement(fp32, same) == 1.0
