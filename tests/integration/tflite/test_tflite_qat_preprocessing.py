@@ -129,7 +129,6 @@ def test_qat_keeps_the_preprocessing_layer_and_stays_within_the_bound(
     assert result.exit_code == 0, result.message
     res = result.results
     assert res.baseline.accuracy > 0.75, "the cached model should be trained"
-    print(f"MEASURED {kind}: FP32 {res.baseline.accuracy:.3f} QAT int8 {res.quantized.accuracy:.3f} drop {res.accuracy_drop:+.3f}")
     assert res.accuracy_drop <= QAT_BOUND, f"{kind}: FP32 {res.baseline.accuracy:.3f}, QAT int8 {res.quantized.accuracy:.3f}"
     for layer, words in EXPECTED_NOTES[kind].items():
         assert words in _note_on(report, layer)
@@ -167,7 +166,14 @@ def test_rebuilt_preprocessing_computes_what_keras3_computes(tmp_path: Path) -> 
         "flip-rotate-center-crop": [L.RandomFlip(), L.RandomRotation(0.1), L.CenterCrop(24, 24)],
     }
     for name, front in cases.items():
-        model = keras.Sequential([keras.Input((28, 28, 3)), *front, L.Conv2D(4, 3), L.Flatten(), L.Dense(10)])
+        if name.startswith("flip"):  # functional, so the left-out layers' outputs are rewired from inbound nodes
+            inputs = keras.Input((28, 28, 3))
+            h = inputs
+            for layer in front:
+                h = layer(h)
+            model = keras.Model(inputs, L.Dense(10)(L.Flatten()(L.Conv2D(4, 3)(h))))
+        else:
+            model = keras.Sequential([keras.Input((28, 28, 3)), *front, L.Conv2D(4, 3), L.Flatten(), L.Dense(10)])
         path = tmp_path / f"{name}.keras"
         model.save(path)
         model = keras.models.load_model(path)
@@ -178,24 +184,33 @@ def test_rebuilt_preprocessing_computes_what_keras3_computes(tmp_path: Path) -> 
         assert len(rebuilt.preprocessing) == sum(type(layer).__name__ not in ("RandomFlip", "RandomRotation") for layer in front), name
 
 
-def test_unsupported_custom_layer_fails_naming_the_layer_and_the_fix(
-    fmnist_files: dict[str, Path], spec_for: Callable[..., dict[str, Any]], tmp_path: Path,
+#: model -> what the InvalidInput message must name.
+UNSUPPORTED = {
+    "custom-layer": "layer 'square_plus_one' (SquarePlusOne) has no tf_keras equivalent for QAT (custom layer edgequant_tests>SquarePlusOne)",
+    "batchnorm-after-activation": "layer 'bn_after_relu' (BatchNormalization) cannot be wrapped for QAT by tensorflow-model-optimization",
+}
+
+
+@pytest.mark.parametrize("case", list(UNSUPPORTED))
+def test_unsupported_layer_fails_naming_the_layer_and_the_fix(
+    case: str, fmnist_files: dict[str, Path], spec_for: Callable[..., dict[str, Any]], tmp_path: Path,
 ) -> None:
     from edgequant.backends.tflite.tf import import_keras
 
     keras = import_keras()
-
-    @keras.saving.register_keras_serializable(package="edgequant_tests")
-    class SquarePlusOne(keras.layers.Layer):  # a layer tfmot and tf_keras know nothing about
-        def call(self, inputs: Any) -> Any:
-            return inputs * inputs + 1.0
-
     L = keras.layers
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)), L.Rescaling(1 / 255), SquarePlusOne(name="square_plus_one"),
-        L.Conv2D(4, 3, activation="relu"), L.Flatten(), L.Dense(10),
-    ])
-    path = tmp_path / "custom.keras"
+    if case == "custom-layer":
+
+        @keras.saving.register_keras_serializable(package="edgequant_tests")
+        class SquarePlusOne(keras.layers.Layer):  # a layer tfmot and tf_keras know nothing about
+            def call(self, inputs: Any) -> Any:
+                return inputs * inputs + 1.0
+
+        middle = [SquarePlusOne(name="square_plus_one"), L.Conv2D(4, 3, activation="relu")]
+    else:  # tfmot folds Conv -> BatchNormalization -> ReLU, not BatchNormalization after an activated Conv
+        middle = [L.Conv2D(4, 3, activation="relu"), L.BatchNormalization(name="bn_after_relu")]
+    model = keras.Sequential([keras.Input((28, 28, 1)), L.Rescaling(1 / 255), *middle, L.Flatten(), L.Dense(10)])
+    path = tmp_path / f"{case}.keras"
     model.save(path)
     spec = spec_for(
         "tflite-qat", model=_uri(path), out=_uri(tmp_path / "out", folder=True),
@@ -205,5 +220,5 @@ def test_unsupported_custom_layer_fails_naming_the_layer_and_the_fix(
     spec["model"]["input"]["scaling"] = {"scale": 1.0}
     result, _ = run_job(api.QuantizationJobSpec.model_validate(spec), workdir=tmp_path / "work", progress=SilentProgress())
     assert result.exit_code == ExitCode.INVALID_INPUT, result.message
-    assert "layer 'square_plus_one' (SquarePlusOne) has no tf_keras equivalent for QAT" in result.message
+    assert UNSUPPORTED[case] in result.message
     assert "rebuild the model without this layer" in result.message and "use tflite-int8" in result.message

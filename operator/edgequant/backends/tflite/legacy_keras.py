@@ -38,7 +38,8 @@ _TFLITE_RESIZE = ("bilinear", "nearest")
 
 @dataclass
 class Rebuilt:
-    """The tf_keras model, and how each preprocessing layer (by name) was rebuilt, in words."""
+    """The tf_keras model; per layer name, what each rebuilt preprocessing layer computes (in words) and the class
+    of each augmentation layer left out."""
 
     model: Any
     preprocessing: dict[str, str] = field(default_factory=dict)
@@ -68,6 +69,7 @@ def _layer(tf_keras: Any, layer_config: dict[str, Any]) -> Any:
         k: v for k, v in _plain(layer_config["config"]).items()
         if k not in _KERAS3_ONLY and not k.endswith("_initializer")
     }
+
     def refuse(reason: str) -> InvalidInputError:
         return InvalidInputError(
             f"layer {config.get('name')!r} ({layer_config['class_name']}) has no tf_keras equivalent for QAT ({reason}): {QAT_LAYER_FIX}"
@@ -150,7 +152,7 @@ QAT_LAYER_FIX = (
 
 def _check_channels_last(layer: Any) -> None:
     if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise InvalidInputError(f"layer {layer.name!r} ({type(layer).__name__}): data_format {layer.data_format!r}; QAT rebuilds NHWC models only")
+        raise InvalidInputError(f"layer {layer.name!r} ({type(layer).__name__}): data_format {layer.data_format!r}; QAT rebuilds channels_last (NHWC) models only: build it with data_format='channels_last'")
 
 
 def _input(tf_keras: Any, layer_config: dict[str, Any]) -> Any:
