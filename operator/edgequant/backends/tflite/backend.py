@@ -72,7 +72,8 @@ class TFLiteBackend:
                 raise InvalidInputError("spec.training: tflite-qat fine-tunes on training data; add training.dataset")
             assert request.spec.training is not None
             request.log(f"QAT: fine-tuning {request.spec.training.epochs} epoch(s) at learning rate {request.spec.training.learning_rate:g}")
-            model = qat.fine_tune(source=source, training=request.training, spec=request.spec.training, log=request.log)
+            model, qat_notes = qat.fine_tune(source=source, training=request.training, spec=request.spec.training, log=request.log)
+            notes.extend(qat_notes)
             if representative is None:
                 representative = conv.representative_from(request.training, limit=500)
                 notes.append("uint8 I/O ranges calibrated on 500 training samples (no calibration.dataset)")
