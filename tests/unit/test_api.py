@@ -29,6 +29,7 @@ EXPECTED = {
     "missing-output": ("spec.output", "required"),
     "gray-with-three-channels": ("spec.model.input", "GRAY"),
     "bad-uri-scheme": ("spec.model.uri", "s3://"),
+    "mean-std-in-255-units": ("spec.model.input.scaling", "mean [0.485, 0.456, 0.406]"),
 }
 
 

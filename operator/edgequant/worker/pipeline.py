@@ -22,6 +22,7 @@ from pathlib import Path
 from edgequant.analysis import stages as analysis_stages
 from edgequant.analysis.gate import check_acceptance
 from edgequant.api import v1alpha1 as api
+from edgequant.api.validation import spec_warnings
 from edgequant.api.exitcodes import ExitCode
 from edgequant.api.result import WorkerResult
 from edgequant.backends import registry
@@ -114,8 +115,8 @@ def fetch(ctx: RunContext) -> None:
             local[dataset.uri] = ctx.stores.download(dataset.uri, ctx.workdir / "data" / role)
         ctx.indexes[role] = index_dataset(local[dataset.uri], layout=dataset.layout, uri=dataset.uri)
         ctx.log(f"{role}: {len(ctx.indexes[role].samples)} samples in {len(ctx.indexes[role].classes)} classes")
-    if spec.calibration is not None and "calibration" not in ctx.indexes:
-        ctx.notes.append(f"calibration.dataset is not used by {spec.method.value}")
+    # settings the method ignores or that look wrong (`edgequant validate` prints the same): notes, never failures
+    ctx.notes.extend(f"spec warning: {w}" for w in spec_warnings(spec))
 
 
 def validate_data(ctx: RunContext) -> None:
