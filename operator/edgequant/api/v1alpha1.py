@@ -683,8 +683,8 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
         ),
         message="model format does not fit the method",
         fix=(
-            "use a model.format the method takes (tflite-* take keras, h5 or savedmodel, torch-qat takes torch-export, "
-            "a .pt2 file from torch.export.save, not TorchScript, onnx-* and tensorrt-* take onnx), or change method"
+            "use a model.format the method takes (tflite-* take keras, h5 or savedmodel, onnx-* and tensorrt-* take onnx, "
+            "torch-qat takes torch-export (a .pt2 file from torch.export.save, not TorchScript)), or change method"
         ),
         check=_fmt_ok,
     ),

@@ -19,6 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from edgequant.analysis import diagnostics
 from edgequant.analysis import stages as analysis_stages
 from edgequant.analysis.gate import check_acceptance
 from edgequant.api import v1alpha1 as api
@@ -83,12 +86,23 @@ def quantize_request(ctx: RunContext, *, method: api.Method | None = None) -> Qu
     )
 
 
-def _evaluate(ctx: RunContext, predictor: object, *, label: str) -> object:
+def _evaluate(ctx: RunContext, predictor: object, *, label: str, rescored: bool = False) -> object:
+    """Score on the evaluation set; ``rescored``: also score its first inputs with the other input scaling
+    (the preprocessing-mismatch diagnostic reads that instead of running the model again)."""
     data = ctx.sets.get("evaluation")
+    alternative = None
+    if rescored and data is not None:
+        contract = ctx.spec.model.input
+        factor, _words = diagnostics.alternative_input_scale(contract.scaling)
+
+        def alternative(batch: np.ndarray) -> np.ndarray:
+            return diagnostics.rescale_inputs(batch, contract, factor)
     return evaluate(
         predictor=predictor,  # type: ignore[arg-type]
         data=data.batches() if data is not None else None,
         progress=lambda done, total: ctx.progress.advance(task=f"score {label}", done=done, total=total),
+        alternative=alternative,
+        channel_axis=diagnostics.channel_axis(ctx.spec.model.input),
     )
 
 
@@ -172,7 +186,7 @@ def evaluate_baseline(ctx: RunContext) -> None:
         predictor = ctx.backend.load(ctx.model_path, spec=ctx.spec)
         fmt = ctx.spec.model.resolved_format
         record = ModelRecord(path=ctx.model_path, format=fmt.value if fmt else "source", size_bytes=ctx.source_size_bytes or 0, input=predictor.input)
-    record.evaluation = _evaluate(ctx, predictor, label="FP32")  # type: ignore[assignment]
+    record.evaluation = _evaluate(ctx, predictor, label="FP32", rescored=True)  # type: ignore[assignment]
     ctx.baseline = record
     ctx.log(_describe_eval(record))
 
@@ -187,17 +201,17 @@ def quantize(ctx: RunContext) -> None:
     ctx.log(f"{artifact.path.name}: {_size(artifact.path):,} bytes, input {artifact.input.dtype}")
 
 
-def measure_artifact(ctx: RunContext, artifact: QuantizedArtifact, *, label: str = "quantized") -> ModelRecord:
+def measure_artifact(ctx: RunContext, artifact: QuantizedArtifact, *, label: str = "quantized", rescored: bool = False) -> ModelRecord:
     assert ctx.backend is not None
     predictor = ctx.backend.load(artifact.path, spec=ctx.spec)
     record = ModelRecord(path=artifact.path, format=artifact.method.value, size_bytes=_size(artifact.path), input=predictor.input)
-    record.evaluation = _evaluate(ctx, predictor, label=label)  # type: ignore[assignment]
+    record.evaluation = _evaluate(ctx, predictor, label=label, rescored=rescored)  # type: ignore[assignment]
     return record
 
 
 def evaluate_quantized(ctx: RunContext) -> None:
     assert ctx.backend is not None and ctx.artifact is not None
-    record = measure_artifact(ctx, ctx.artifact)
+    record = measure_artifact(ctx, ctx.artifact, rescored=True)
     ctx.quantized = record
     if ctx.baseline is not None and ctx.baseline.evaluation is not None and record.evaluation is not None:
         ctx.agreement = agreement(ctx.baseline.evaluation, record.evaluation)

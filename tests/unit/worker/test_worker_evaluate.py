@@ -89,3 +89,23 @@ def test_latency_without_data_and_agreement() -> None:
     b = evaluate(predictor=LinearClassifier(flipped, FLOAT), data=_data(X, np.arange(6)), latency_runs=0)
     assert agreement(a, b) == pytest.approx(4 / 6)  # classes 0 and 1 swapped
     assert agreement(a, only_latency) is None
+
+
+def test_the_evaluation_keeps_what_diagnostics_read() -> None:
+    """Labels, the fed floats' per-channel range, and the first samples scored again with another scaling."""
+    y = np.arange(6)
+    calls: list[int] = []
+
+    def doubled(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return batch * 2.0
+
+    result = evaluate(predictor=LinearClassifier(W, FLOAT), data=_data(X, y), latency_runs=0, alternative=doubled, channel_axis=-1)
+    assert result.labels.tolist() == y.tolist()
+    stats = result.input_stats
+    assert stats is not None and (stats.low, stats.high, stats.span) == pytest.approx((0.2, 1.0, 0.8))
+    assert stats.mean == pytest.approx(float(X.mean())) and stats.std == pytest.approx(float(X.std()), rel=1e-5)
+    assert sum(calls) == 6 and result.alternative_predictions is not None
+    assert result.alternative_predictions.tolist() == result.predictions.tolist()  # x2 keeps the brightest pixel
+    kept = result.kept()
+    assert kept is not None and kept.outputs.shape == (6, 6) and kept.alternative_predictions is not None
