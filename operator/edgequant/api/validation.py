@@ -149,13 +149,23 @@ def _camel(name: str) -> str:
 
 
 WARNING_RULES: tuple[WarningRule, ...] = (
-    WarningRule("spec.calibration", _calibration_unused, "remove spec.calibration, or use a calibrated method (tflite-int8, onnx-static, tensorrt-int8)"),
-    WarningRule("spec.calibration.percentile", _percentile_unused, "set calibration.algorithm to percentile to use it, or remove calibration.percentile"),
-    WarningRule("spec.calibration.algorithm", _algorithm_unused, "remove calibration.algorithm, or use onnx-static or tensorrt-int8 for entropy or percentile ranges"),
+    WarningRule(
+        "spec.calibration", _calibration_unused, "remove spec.calibration, or use a calibrated method (tflite-int8, onnx-static, tensorrt-int8)"
+    ),
+    WarningRule(
+        "spec.calibration.percentile", _percentile_unused, "set calibration.algorithm to percentile to use it, or remove calibration.percentile"
+    ),
+    WarningRule(
+        "spec.calibration.algorithm", _algorithm_unused,
+        "remove calibration.algorithm, or use onnx-static or tensorrt-int8 for entropy or percentile ranges",
+    ),
     WarningRule("spec.tensorrt", _tensorrt_unused, "remove spec.tensorrt, or use a tensorrt-* method"),
     WarningRule("spec.onnx", _onnx_unused, "remove the ignored spec.onnx fields, or use an onnx-* method"),
     WarningRule("spec.onnx.activationType", _dynamic_activation_type, "remove onnx.activationType, or use onnx-static for int8 activations"),
-    WarningRule("spec.mixedPrecision.pinnedLayers", _pins_unused, "set mixedPrecision.mode to manual to keep them in float, or remove mixedPrecision.pinnedLayers"),
+    WarningRule(
+        "spec.mixedPrecision.pinnedLayers", _pins_unused,
+        "set mixedPrecision.mode to manual to keep them in float, or remove mixedPrecision.pinnedLayers",
+    ),
     WarningRule("spec.tensorrt.calibrationDevice", _calibration_device_unused, "remove tensorrt.calibrationDevice, or set tensorrt.int8Mode to implicit"),
     WarningRule(
         "spec.model.input.scaling",

@@ -90,13 +90,15 @@ def _evaluate(ctx: RunContext, predictor: object, *, label: str, rescored: bool 
     """Score on the evaluation set; ``rescored``: also score its first inputs with the other input scaling
     (the preprocessing-mismatch diagnostic reads that instead of running the model again)."""
     data = ctx.sets.get("evaluation")
-    alternative = None
+    alternative: Callable[[np.ndarray], np.ndarray] | None = None
     if rescored and data is not None:
         contract = ctx.spec.model.input
         factor, _words = diagnostics.alternative_input_scale(contract.scaling)
 
-        def alternative(batch: np.ndarray) -> np.ndarray:
+        def rescaled(batch: np.ndarray) -> np.ndarray:
             return diagnostics.rescale_inputs(batch, contract, factor)
+
+        alternative = rescaled
     return evaluate(
         predictor=predictor,  # type: ignore[arg-type]
         data=data.batches() if data is not None else None,
