@@ -234,12 +234,19 @@ def evaluate_baseline(ctx: RunContext) -> None:
 
 
 def _check_chance(ctx: RunContext) -> None:
-    """FP32 no better than chance on labeled data: the labels are not the model's class indices (a finding, not a failure)."""
+    """FP32 no better than chance on labeled data: the labels are not the model's class indices (a finding, not a failure).
+
+    Quiet when the other input scaling scores better on the same labels: that is a preprocessing mismatch,
+    which the diagnostics report (and which fails the gate)."""
     data, e = ctx.sets.get("evaluation"), ctx.baseline.evaluation if ctx.baseline else None
     if data is None or not data.labeled or e is None or e.all_outputs is None or e.predictions.size != len(data):
         return
     check = chance_check(e.predictions, data.labels, outputs=int(e.all_outputs.shape[1]))
     if check is None or not check.fired:
+        return
+    if analysis_stages.scaling_mismatch(ctx) is not None:
+        # the other input scaling scores far better on the same labels: the inputs are wrong, not the labels
+        ctx.log("FP32 scores no better than chance with the configured input scaling; the diagnostics report the preprocessing mismatch")
         return
     finding = Finding(severity=Severity.WARNING, code="labels-do-not-match-model", dataset="evaluation", message=check.message(), count=check.samples)
     ctx.findings.append(finding)
