@@ -26,9 +26,9 @@ from edgequant.analysis import diagnostics
 from edgequant.analysis import stages as analysis_stages
 from edgequant.analysis.gate import chance_check, check_acceptance
 from edgequant.api import v1alpha1 as api
-from edgequant.api.validation import spec_warnings
 from edgequant.api.exitcodes import ExitCode
 from edgequant.api.result import WorkerResult
+from edgequant.api.validation import spec_warnings
 from edgequant.backends import registry
 from edgequant.backends.base import BaselineExport, QuantizedArtifact, QuantizeRequest
 from edgequant.data.datasets import index_dataset
