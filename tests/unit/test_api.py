@@ -31,6 +31,7 @@ EXPECTED = {
     "bad-uri-scheme": ("spec.model.uri", "s3://"),
     "accuracy-budget-without-labels": ("spec.acceptance.maxAccuracyDrop", "acceptance.minAgreement"),
     "agreement-without-evaluation": ("spec.acceptance.minAgreement", "evaluation.dataset"),
+    "mean-std-in-255-units": ("spec.model.input.scaling", "mean [0.485, 0.456, 0.406]"),
 }
 
 

@@ -116,7 +116,7 @@ class Histogram(ApiModel):
 
 
 class Finding(ApiModel):
-    check: Literal["output-mismatch", "output-collapsed", "output-clipped", "preprocessing-mismatch"] = Field(..., description="Which diagnostic.")
+    check: Literal["output-mismatch", "output-collapsed", "output-clipped", "preprocessing-mismatch", "input-range"] = Field(..., description="Which diagnostic.")
     fired: bool = Field(..., description="True when the problem was detected.")
     message: str = Field(..., description="What was measured, in one or two sentences.")
     evidence: dict[str, float] = Field(default_factory=dict, description="The numbers behind the verdict.")

@@ -21,16 +21,20 @@ import numpy as np
 from edgequant.analysis import diagnostics as dg
 from edgequant.analysis.gate import GateVerdict
 from edgequant.analysis.layer_tools import FLOAT16_FALLBACK, LayerTool, layer_tool_for, ranks_layers, supports_layers
-from edgequant.analysis.schema import AnalysisReport, SensitivityReport
+from edgequant.analysis.schema import AnalysisReport, Finding, SensitivityReport
 from edgequant.analysis.selection import Candidate, select_artifact
 from edgequant.analysis.sensitivity import combine, exhaustive_sensitivity, fast_sensitivity
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
 from edgequant.backends.base import Float16Export, QuantizedArtifact, QuantizeRequest, describe_contract, to_input_contract
 
-#: Inputs the fast probe and the diagnostics look at.
+#: Inputs the fast probe looks at.
 PROBE_SAMPLES = 256
-DIAGNOSTIC_SAMPLES = 512
+#: Calibration inputs both models run on for the diagnostics when there is no evaluation set (with one, the
+#: diagnostics read the evaluations' kept outputs and run nothing).
+DIAGNOSTIC_FALLBACK_SAMPLES = 128
+#: Start of the failure message when the input scaling does not match the model.
+PREPROCESSING_FAILURE = "preprocessing mismatch, nothing is published whatever acceptance.onFailure says"
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,9 @@ def sensitivity(ctx: Any, hooks: WorkerHooks) -> None:
     if mp.sensitivity is api.SensitivityMode.OFF:
         ctx.log("sensitivity: off (mixedPrecision.sensitivity)")
         return
+    if scaling_mismatch(ctx) is not None:
+        ctx.notes.append("per-layer sensitivity skipped: the input scaling does not match the model (see diagnostics)")
+        return
     tool = _tool(ctx, hooks)
     if tool is None:
         ctx.log(f"sensitivity skipped: {ctx.analysis.tool_problem}")
@@ -193,6 +200,14 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         agreement=ctx.agreement,
         sqnr_db=quant_eval.sqnr_db if quant_eval is not None else None,
     )
+    mismatch = scaling_mismatch(ctx)
+    if mismatch is not None:  # no artifact can be right: gate the first one as is, search nothing
+        ctx.log("the input scaling does not match the model: mixed precision and the degrade ladder are skipped")
+        spec = spec.model_copy(update={
+            "acceptance": spec.acceptance.model_copy(update={"on_failure": api.OnFailure.FAIL}),
+            "mixed_precision": mp.model_copy(update={"mode": api.MixedPrecisionMode.OFF if mp.mode is api.MixedPrecisionMode.AUTO else mp.mode}),
+        })
+        mp = spec.mixed_precision
     needs_search = mp.mode is api.MixedPrecisionMode.AUTO or spec.acceptance.on_failure is api.OnFailure.DEGRADE
     tool = _tool(ctx, hooks) if needs_search else None
     # The backend keeps layers in float for these methods (the quantize stage already applied manual pins).
@@ -260,35 +275,79 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
     elif selection.degraded:
         ctx.warnings.append(f"published degraded: {selection.message}")
     ctx.log(selection.message)
+    if mismatch is not None:
+        ctx.analysis.report.gate = gate.model_copy(update={"on_failure": ctx.spec.acceptance.on_failure})
+        _fail_on_preprocessing(ctx, mismatch)
 
 
 def diagnose(ctx: Any, hooks: WorkerHooks) -> None:
-    """FP32 vs the chosen artifact on the same inputs; each finding with its fixes."""
+    """FP32 vs the chosen artifact; each finding with its fixes. A preprocessing mismatch fails the gate.
+
+    Reads the outputs the baseline and quantized evaluations kept (no model runs); only without an evaluation
+    set do both models run, on a few calibration inputs.
+    """
     del hooks
     assert ctx.backend is not None and ctx.artifact is not None and ctx.baseline is not None
-    sample = _inputs(ctx, "evaluation", DIAGNOSTIC_SAMPLES)
-    labels: np.ndarray | None = None
-    if sample is not None:
-        x, labels = sample
-        if _unlabeled_evaluation(ctx):
-            labels = None
+    calibration = ctx.sets.get("calibration")
+    used = len(calibration) if calibration is not None else None
+    contract = describe_contract(ctx.artifact.input)
+    base = ctx.baseline.evaluation.kept() if ctx.baseline.evaluation is not None else None
+    quant = ctx.quantized.evaluation.kept() if ctx.quantized is not None and ctx.quantized.evaluation is not None else None
+    if base is not None and quant is not None:
+        report = dg.diagnose_outputs(
+            spec=ctx.spec, fp32=base, quantized=quant, labels=None if _unlabeled_evaluation(ctx) else ctx.baseline.evaluation.labels,
+            input_stats=ctx.baseline.evaluation.input_stats, contract=contract, calibration_used=used,
+        )
     else:
-        fallback = _inputs(ctx, "calibration", DIAGNOSTIC_SAMPLES)
+        fallback = _inputs(ctx, "calibration", DIAGNOSTIC_FALLBACK_SAMPLES)
         if fallback is None:
             ctx.notes.append("diagnostics skipped: no evaluation or calibration data to compare outputs on")
             return
-        x = fallback[0]
-    fp32 = ctx.backend.load(ctx.baseline.path, spec=ctx.spec)
-    quant = ctx.backend.load(ctx.artifact.path, spec=ctx.spec)
-    report = dg.diagnose(
-        spec=ctx.spec, inputs=x, labels=labels,
-        predict_fp32=feeder(fp32), predict_quantized=feeder(quant), contract=describe_contract(quant.input),
-    )
+        fp32 = ctx.backend.load(ctx.baseline.path, spec=ctx.spec)
+        quantized = ctx.backend.load(ctx.artifact.path, spec=ctx.spec)
+        report = dg.diagnose(
+            spec=ctx.spec, inputs=fallback[0], labels=None, predict_fp32=feeder(fp32), predict_quantized=feeder(quantized),
+            contract=contract, calibration_used=used,
+        )
     ctx.analysis.report.diagnostics = report
     for finding in report.fired:
         hint = f"; first try: {finding.fixes[0]}" if finding.fixes else ""
         ctx.warnings.append(f"{finding.check}: {finding.message}{hint}")
+    mismatch = next((f for f in report.fired if f.check == "preprocessing-mismatch"), None)
+    if mismatch is not None:
+        _fail_on_preprocessing(ctx, mismatch)
     ctx.log("diagnostics: " + (", ".join(f.check for f in report.fired) or "nothing unusual"))
+
+
+def _fail_on_preprocessing(ctx: Any, finding: Finding) -> None:
+    """A preprocessing mismatch fails the run whatever acceptance.onFailure says: the calibration ranges were
+    computed on wrongly scaled data, so any artifact (degraded ones too) is as wrong as the scaling."""
+    if ctx.analysis.failure.startswith(PREPROCESSING_FAILURE):
+        return
+    fix = f" (fix: {finding.fixes[0]})" if finding.fixes else ""
+    reason = f"{PREPROCESSING_FAILURE}: {finding.message}{fix}"
+    ctx.analysis.failure = reason
+    gate = ctx.analysis.report.gate
+    if gate is not None:
+        ctx.analysis.report.gate = gate.model_copy(update={"passed": False, "reasons": [reason, *gate.reasons]})
+    if ctx.verdict is not None:
+        ctx.verdict = dataclasses.replace(ctx.verdict, passed=False, reasons=[reason, *ctx.verdict.reasons])
+    ctx.log(reason)
+
+
+def scaling_mismatch(ctx: Any) -> Finding | None:
+    """The FP32 preprocessing check alone, from the baseline evaluation (None when it cannot run or stays quiet)."""
+    e = ctx.baseline.evaluation if ctx.baseline is not None else None
+    if e is None or e.alternative_predictions is None or e.labels.size == 0 or _unlabeled_evaluation(ctx):
+        return None
+    scaling = ctx.spec.model.input.scaling
+    _factor, words = dg.alternative_input_scale(scaling)
+    n = len(e.alternative_predictions)
+    finding = dg.check_preprocessing(
+        model="fp32", correct=e.predictions[:n] == e.labels[:n], alternative_correct=e.alternative_predictions == e.labels[:n],
+        alternative=words, configured=dg.describe_scaling(scaling),
+    )
+    return finding if finding.fired else None
 
 
 def feeder(predictor: Any, chunk: int = 64) -> Callable[[np.ndarray], np.ndarray]:

@@ -89,7 +89,7 @@ def _model_schema(model: type[api.ApiModel]) -> dict[str, Any]:
 def _spec_schema() -> dict[str, Any]:
     schema = _model_schema(api.QuantizationJobSpec)
     schema["x-kubernetes-validations"] = [
-        {"rule": r.cel, "message": r.message, "fieldPath": _cel_field_path(r.field)} for r in api.CROSS_FIELD_RULES
+        {"rule": r.cel, "message": r.text, "fieldPath": _cel_field_path(r.field)} for r in api.CROSS_FIELD_RULES
     ]
     # Conditions are a map keyed by type, as in metav1.Condition lists.
     return schema

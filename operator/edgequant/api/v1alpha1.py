@@ -313,7 +313,50 @@ class Scaling(ApiModel):
             raise ValueError("mean and std must have one value per channel each")
         if self.std is not None and any(s == 0 for s in self.std):
             raise ValueError("std must not contain 0")
+        problem = self.units_error()
+        if problem:
+            raise ValueError(problem)
         return self
+
+    @property
+    def pixel_range(self) -> tuple[float, float]:
+        """[min, max] that scale and offset map the 0-255 pixels to (before mean/std)."""
+        return self.offset, 255.0 * self.scale + self.offset
+
+    def units_error(self) -> str:
+        """mean/std that cannot be statistics of the scaled pixels: given in 0-255 units while scale maps to ~[0, 1].
+
+        A dataset's mean lies inside the range of its values and its std is at most half that range's width, so a
+        mean more than one width outside the scaled range, or a std above 4 widths (the normalised input would span
+        under a quarter of a unit), is a units mistake, not a choice: the model would see a near-constant input.
+        """
+        if self.mean is None or self.std is None:
+            return ""
+        low, high = self.pixel_range
+        width = high - low
+        if all(low - width <= m <= high + width for m in self.mean) and all(abs(s) <= 4 * width for s in self.std):
+            return ""
+        mean = [round(m * self.scale + self.offset, 4) for m in self.mean]
+        std = [round(s * self.scale, 4) for s in self.std]
+        return (
+            f"scaling.mean {self.mean} and std {self.std} are not in the units of the scaled pixels, which scale "
+            f"{self.scale:.6g} and offset {self.offset:g} map to [{low:g}, {high:g}] (the model would see a near-constant "
+            f"input): give mean and std in those units (mean {mean}, std {std}), or set scale to 1.0 to keep them in 0-255 units"
+        )
+
+    def units_warning(self) -> str:
+        """mean/std that look like 0-1 units while scale keeps pixels in 0-255: possible statistics, so only a warning."""
+        if self.mean is None or self.std is None:
+            return ""
+        low, high = self.pixel_range
+        if high - low < 64 or any(abs(m) > 1 for m in self.mean) or any(abs(s) > 1 for s in self.std):
+            return ""
+        if all(m == 0 for m in self.mean) and all(abs(s) == 1 for s in self.std):
+            return ""
+        return (
+            f"scaling.mean {self.mean} and std {self.std} look like 0-1 units, but scale {self.scale:.6g} keeps pixels in "
+            f"[{low:g}, {high:g}], so normalised inputs reach {(high - min(self.mean)) / min(abs(s) for s in self.std):.0f}"
+        )
 
 
 class Resize(ApiModel):
@@ -566,7 +609,7 @@ class QuantizationJobSpec(ApiModel):
     def _cross_field(self) -> "QuantizationJobSpec":
         problems = [rule for rule in CROSS_FIELD_RULES if not rule.check(self)]
         if problems:
-            raise ValueError("; ".join(f"{r.field}: {r.message}" for r in problems))
+            raise ValueError("; ".join(f"{r.field}: {r.text}" for r in problems))
         return self
 
 
@@ -575,13 +618,22 @@ class QuantizationJobSpec(ApiModel):
 
 @dataclass(frozen=True)
 class CrossFieldRule:
-    """One rule, two evaluators: CEL on the API server and Python offline."""
+    """One rule, two evaluators: CEL on the API server and Python offline.
+
+    ``message`` says what is wrong, ``fix`` what to change (naming the field); the API server shows ``text``, both.
+    Neither may contain "; " (rule failures are joined with it).
+    """
 
     field: str
     cel: str
     message: str
+    fix: str
     check: Callable[[QuantizationJobSpec], bool]
     scope: Literal["spec"] = "spec"
+
+    @property
+    def text(self) -> str:
+        return f"{self.message}: {self.fix}"
 
 
 def _fmt_ok(spec: QuantizationJobSpec) -> bool:
@@ -594,37 +646,43 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
     CrossFieldRule(
         field="spec.resources.accelerator",
         cel=f"!({_TRT}) || !has(self.resources) || !has(self.resources.accelerator) || self.resources.accelerator != 'cpu'",
-        message="TensorRT methods need a GPU: set resources.accelerator to gpu or auto",
+        message="TensorRT methods need a GPU",
+        fix="set resources.accelerator to gpu or auto",
         check=lambda s: not (s.method.needs_gpu and s.resources.accelerator is Accelerator.CPU),
     ),
     CrossFieldRule(
         field="spec.training",
         cel="!(self.method in ['tflite-qat', 'torch-qat']) || has(self.training)",
-        message="QAT methods (tflite-qat, torch-qat) need training data: add training.dataset",
+        message="QAT methods (tflite-qat, torch-qat) need training data",
+        fix="add training.dataset",
         check=lambda s: not s.method.needs_training or s.training is not None,
     ),
     CrossFieldRule(
         field="spec.calibration",
         cel="!(self.method in ['tflite-int8', 'onnx-static', 'tensorrt-int8', 'tensorrt-mixed']) || has(self.calibration)",
-        message="this method calibrates activation ranges: add calibration.dataset with representative data",
+        message="this method calibrates activation ranges",
+        fix="add calibration.dataset with representative data",
         check=lambda s: not s.method.needs_calibration or s.calibration is not None,
     ),
     CrossFieldRule(
         field="spec.calibration.minSamples",
         cel="!has(self.calibration) || !has(self.calibration.minSamples) || !has(self.calibration.samples) || self.calibration.minSamples <= self.calibration.samples",
         message="calibration.minSamples must not exceed calibration.samples",
+        fix="lower calibration.minSamples or raise calibration.samples",
         check=lambda s: s.calibration is None or s.calibration.min_samples <= s.calibration.samples,
     ),
     CrossFieldRule(
         field="spec.mixedPrecision.pinnedLayers",
         cel="!has(self.mixedPrecision) || !has(self.mixedPrecision.mode) || self.mixedPrecision.mode != 'manual' || (has(self.mixedPrecision.pinnedLayers) && size(self.mixedPrecision.pinnedLayers) > 0)",
-        message="mixedPrecision.mode manual needs at least one name in mixedPrecision.pinnedLayers",
+        message="mixedPrecision.mode manual has no layers to keep in float",
+        fix="list layer names in mixedPrecision.pinnedLayers, or set mixedPrecision.mode to auto or off",
         check=lambda s: s.mixed_precision.mode is not MixedPrecisionMode.MANUAL or bool(s.mixed_precision.pinned_layers),
     ),
     CrossFieldRule(
         field="spec.mixedPrecision.mode",
         cel="!has(self.mixedPrecision) || !has(self.mixedPrecision.mode) || self.mixedPrecision.mode != 'auto' || has(self.evaluation)",
-        message="mixedPrecision.mode auto pins layers until the accuracy budget is met, so it needs evaluation.dataset",
+        message="mixedPrecision.mode auto pins layers until the acceptance budget is met, which is measured on the evaluation set",
+        fix="add evaluation.dataset (held-out data, labeled for an accuracy budget), or set mixedPrecision.mode to manual or off",
         check=lambda s: s.mixed_precision.mode is not MixedPrecisionMode.AUTO or s.evaluation is not None,
     ),
     CrossFieldRule(
@@ -635,19 +693,25 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
             "(self.method == 'torch-qat' && self.model.format == 'torch-export') || "
             "(!self.method.startsWith('tflite-') && self.method != 'torch-qat' && self.model.format == 'onnx')"
         ),
-        message="model format does not fit the method: tflite-* take keras/h5/savedmodel, torch-qat takes torch-export (a .pt2 file from torch.export.save, not TorchScript), onnx-* and tensorrt-* take onnx",
+        message="model format does not fit the method",
+        fix=(
+            "use a model.format the method takes (tflite-* take keras, h5 or savedmodel, onnx-* and tensorrt-* take onnx, "
+            "torch-qat takes torch-export (a .pt2 file from torch.export.save, not TorchScript)), or change method"
+        ),
         check=_fmt_ok,
     ),
     CrossFieldRule(
         field="spec.acceptance.minAgreement",
         cel="!has(self.acceptance) || !has(self.acceptance.minAgreement) || has(self.evaluation)",
-        message="acceptance.minAgreement is measured on the evaluation set: add evaluation.dataset (labels not needed)",
+        message="acceptance.minAgreement is measured on the evaluation set",
+        fix="add evaluation.dataset (labels not needed)",
         check=lambda s: s.acceptance.min_agreement is None or s.evaluation is not None,
     ),
     CrossFieldRule(
         field="spec.acceptance.minSqnrDb",
         cel="!has(self.acceptance) || !has(self.acceptance.minSqnrDb) || has(self.evaluation)",
-        message="acceptance.minSqnrDb is measured on the evaluation set: add evaluation.dataset (labels not needed)",
+        message="acceptance.minSqnrDb is measured on the evaluation set",
+        fix="add evaluation.dataset (labels not needed)",
         check=lambda s: s.acceptance.min_sqnr_db is None or s.evaluation is not None,
     ),
     CrossFieldRule(
@@ -656,10 +720,8 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
             "!has(self.evaluation) || !has(self.evaluation.dataset.labels) || self.evaluation.dataset.labels != 'none' || "
             f"!has(self.acceptance) || !has(self.acceptance.maxAccuracyDrop) || self.acceptance.maxAccuracyDrop == {DEFAULT_MAX_ACCURACY_DROP}"
         ),
-        message=(
-            "acceptance.maxAccuracyDrop needs labeled evaluation data and evaluation.dataset.labels is none: "
-            "remove maxAccuracyDrop and budget fidelity with acceptance.minAgreement (e.g. 0.99) or acceptance.minSqnrDb"
-        ),
+        message="acceptance.maxAccuracyDrop needs labeled evaluation data and evaluation.dataset.labels is none",
+        fix="remove maxAccuracyDrop and budget fidelity with acceptance.minAgreement (e.g. 0.99) or acceptance.minSqnrDb",
         check=lambda s: (
             s.evaluation is None or s.evaluation.dataset.labels is not DatasetLabels.NONE
             or s.acceptance.max_accuracy_drop == DEFAULT_MAX_ACCURACY_DROP

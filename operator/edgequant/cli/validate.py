@@ -1,4 +1,8 @@
-"""`edgequant validate FILE...`: every error with its field path and fix; exit 0 valid, 2 invalid."""
+"""`edgequant validate FILE...`: every error with its field path and fix; exit 0 valid, 2 invalid.
+
+Warnings (ignored or suspicious settings, `edgequant.api.validation.WARNING_RULES`) are printed after the
+"valid" line and never change the exit code.
+"""
 
 from __future__ import annotations
 
@@ -44,5 +48,11 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{where}: {problem}", file=sys.stderr)
             else:
                 assert job is not None
-                print(f"{where}: valid QuantizationJob {job.metadata.name or '(unnamed)'} ({job.spec.method.value})")
+                warnings = validation.spec_warnings(job.spec)
+                print(
+                    f"{where}: valid QuantizationJob {job.metadata.name or '(unnamed)'} ({job.spec.method.value})"
+                    + (f", {len(warnings)} warning(s)" if warnings else "")
+                )
+                for warning in warnings:
+                    print(f"{where}: warning: {warning}")
     return EXIT_INVALID if invalid else 0

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgequant.analysis.diagnostics import PREPROCESSING_SAMPLES, InputStats, ModelOutputs, channel_ranges
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import Batches, InputContractError, Predictor, TensorContract, describe_contract, to_input_contract
 
-#: Raw outputs kept per model for FP32-vs-quantized comparisons (diagnostics).
-KEPT_OUTPUTS = 256
+#: Raw outputs kept per model for FP32-vs-quantized comparisons (diagnostics read them instead of re-running models).
+KEPT_OUTPUTS = 512
 #: SQNR reported when the outputs are bit-identical (float32 resolves ~140 dB; keeps report.json finite).
 MAX_SQNR_DB = 200.0
 
@@ -53,6 +54,18 @@ class EvaluationResult:
     """Every sample's raw outputs when asked (``keep_outputs``: the FP32 baseline), an .npy memmap on disk."""
     sqnr_db: float | None = None
     """SQNR of these outputs against ``reference``'s over every sample, when a reference was given."""
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    """Label of every scored sample, in data order."""
+    input_stats: InputStats | None = None
+    """The preprocessed float values (before dtype conversion) over every scored batch."""
+    alternative_predictions: np.ndarray | None = None
+    """argmax of the first ``PREPROCESSING_SAMPLES`` samples fed through ``alternative`` (the other input scaling)."""
+
+    def kept(self) -> ModelOutputs | None:
+        """What diagnostics read, or None when nothing was scored."""
+        if self.outputs is None:
+            return None
+        return ModelOutputs(outputs=self.outputs, predictions=self.predictions, alternative_predictions=self.alternative_predictions)
 
     def accuracy(self, metric: api.Metric) -> float | None:
         return self.top1 if metric is api.Metric.TOP1 else self.top5
@@ -94,6 +107,8 @@ def evaluate(
     labeled: bool = True,
     reference: np.ndarray | None = None,
     keep_outputs: Path | None = None,
+    alternative: Callable[[np.ndarray], np.ndarray] | None = None,
+    channel_axis: int | None = None,
 ) -> EvaluationResult:
     """Score ``predictor`` on ``data`` (labels may be absent: then only latency) and time single images.
 
@@ -103,6 +118,10 @@ def evaluate(
     SQNR against it accumulates batch by batch, no extra inference.
     ``keep_outputs``: write every output to this .npy file (memory-mapped, so a
     large evaluation set never sits in memory) and return it as ``all_outputs``.
+
+    ``alternative`` maps a preprocessed batch to the other input scaling; the first ``PREPROCESSING_SAMPLES``
+    samples are scored through it too, for the preprocessing-mismatch diagnostic. ``channel_axis``: where the
+    channels are in a batch, for the per-channel span of ``input_stats``.
 
     Raises ``InputContractError`` when the converted data cannot be what the
     model expects (float into uint8, or one or two integer levels only).
@@ -115,11 +134,22 @@ def evaluate(
         low, high = np.inf, -np.inf
         kept: list[np.ndarray] = []
         predictions: list[np.ndarray] = []
+        alternatives: list[np.ndarray] = []
+        seen_labels: list[np.ndarray] = []
+        total = total_sq = 0.0
+        values_seen = 0
+        channel_lows: np.ndarray | None = None
+        channel_highs: np.ndarray | None = None
         has_top5 = True
         signal = noise = 0.0
         compare = reference is not None
         kept_all: np.ndarray | None = None
         for batch, labels in data:
+            values = np.asarray(batch, dtype=np.float64).ravel()
+            total, total_sq, values_seen = total + float(values.sum()), total_sq + float(values @ values), values_seen + values.size
+            lows, highs = channel_ranges(batch, channel_axis)
+            channel_lows = lows if channel_lows is None else np.minimum(channel_lows, lows)
+            channel_highs = highs if channel_highs is None else np.maximum(channel_highs, highs)
             fed = to_input_contract(batch, contract)
             if first is None:
                 first = fed[:1]
@@ -148,6 +178,11 @@ def evaluate(
                 has_top5 = False
             if sum(len(k) for k in kept) < KEPT_OUTPUTS:
                 kept.append(outputs[: KEPT_OUTPUTS - sum(len(k) for k in kept)])
+            done = sum(len(a) for a in alternatives)
+            if alternative is not None and done < PREPROCESSING_SAMPLES:
+                other = to_input_contract(alternative(batch[: PREPROCESSING_SAMPLES - done]), contract)
+                alternatives.append(np.asarray(predictor.predict(other), dtype=np.float32).reshape(len(other), -1).argmax(axis=1))
+            seen_labels.append(np.asarray(labels).ravel())
             seen += len(fed)
             if progress is not None:
                 progress(seen, data.count)
@@ -164,6 +199,15 @@ def evaluate(
         result.predictions = np.concatenate(predictions)
         result.outputs = np.concatenate(kept)
         result.fed_range = (low, high)
+        result.labels = np.concatenate(seen_labels)
+        mean = total / values_seen
+        assert channel_lows is not None and channel_highs is not None
+        result.input_stats = InputStats(
+            low=float(channel_lows.min()), high=float(channel_highs.max()), mean=mean,
+            std=float(np.sqrt(max(0.0, total_sq / values_seen - mean**2))), span=float((channel_highs - channel_lows).min()),
+        )
+        if alternatives:
+            result.alternative_predictions = np.concatenate(alternatives)
     if latency_runs > 0:
         if first is None:
             shape = (1, *contract.shape[1:])

@@ -20,11 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from edgequant.analysis import diagnostics
 from edgequant.analysis import stages as analysis_stages
 from edgequant.analysis.gate import chance_check, check_acceptance
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
 from edgequant.api.result import WorkerResult
+from edgequant.api.validation import spec_warnings
 from edgequant.backends import registry
 from edgequant.backends.base import BaselineExport, QuantizedArtifact, QuantizeRequest
 from edgequant.data.datasets import index_dataset
@@ -87,9 +91,23 @@ def quantize_request(ctx: RunContext, *, method: api.Method | None = None) -> Qu
 FP32_OUTPUTS = "fp32-outputs.npy"
 
 
-def _evaluate(ctx: RunContext, predictor: object, *, label: str, latency_runs: int = 50, baseline: bool = False) -> object:
+def _evaluate(
+    ctx: RunContext, predictor: object, *, label: str, latency_runs: int = 50, baseline: bool = False, rescored: bool = False
+) -> object:
+    """Score on the evaluation set; ``baseline``: keep every output (FP32, the SQNR reference) instead of
+    comparing against it; ``rescored``: also score its first inputs with the other input scaling (the
+    preprocessing-mismatch diagnostic reads that instead of running the model again; needs labels)."""
     data = ctx.sets.get("evaluation")
     reference = ctx.baseline.evaluation.all_outputs if not baseline and ctx.baseline and ctx.baseline.evaluation else None
+    alternative: Callable[[np.ndarray], np.ndarray] | None = None
+    if rescored and data is not None and data.labeled:
+        contract = ctx.spec.model.input
+        factor, _words = diagnostics.alternative_input_scale(contract.scaling)
+
+        def rescaled(batch: np.ndarray) -> np.ndarray:
+            return diagnostics.rescale_inputs(batch, contract, factor)
+
+        alternative = rescaled
     return evaluate(
         predictor=predictor,  # type: ignore[arg-type]
         data=data.batches() if data is not None else None,
@@ -98,6 +116,8 @@ def _evaluate(ctx: RunContext, predictor: object, *, label: str, latency_runs: i
         labeled=data.labeled if data is not None else True,
         reference=reference,
         keep_outputs=ctx.workdir / FP32_OUTPUTS if baseline else None,
+        alternative=alternative,
+        channel_axis=diagnostics.channel_axis(ctx.spec.model.input),
     )
 
 
@@ -127,8 +147,8 @@ def fetch(ctx: RunContext) -> None:
             local[dataset.uri] = ctx.stores.download(dataset.uri, ctx.workdir / "data" / role)
         ctx.indexes[role] = index = index_dataset(local[dataset.uri], layout=dataset.layout, uri=dataset.uri, labels=dataset.labels)
         ctx.log(f"{role}: {len(index.samples)} samples " + (f"in {len(index.classes)} classes" if index.labeled else "without labels"))
-    if spec.calibration is not None and "calibration" not in ctx.indexes:
-        ctx.notes.append(f"calibration.dataset is not used by {spec.method.value}")
+    # settings the method ignores or that look wrong (`edgequant validate` prints the same): notes, never failures
+    ctx.notes.extend(f"spec warning: {w}" for w in spec_warnings(spec))
 
 
 def _check_labels(ctx: RunContext) -> None:
@@ -207,19 +227,26 @@ def evaluate_baseline(ctx: RunContext) -> None:
         predictor = ctx.backend.load(ctx.model_path, spec=ctx.spec)
         fmt = ctx.spec.model.resolved_format
         record = ModelRecord(path=ctx.model_path, format=fmt.value if fmt else "source", size_bytes=ctx.source_size_bytes or 0, input=predictor.input)
-    record.evaluation = _evaluate(ctx, predictor, label="FP32", baseline=True)  # type: ignore[assignment]
+    record.evaluation = _evaluate(ctx, predictor, label="FP32", baseline=True, rescored=True)  # type: ignore[assignment]
     ctx.baseline = record
     ctx.log(_describe_eval(record))
     _check_chance(ctx)
 
 
 def _check_chance(ctx: RunContext) -> None:
-    """FP32 no better than chance on labeled data: the labels are not the model's class indices (a finding, not a failure)."""
+    """FP32 no better than chance on labeled data: the labels are not the model's class indices (a finding, not a failure).
+
+    Quiet when the other input scaling scores better on the same labels: that is a preprocessing mismatch,
+    which the diagnostics report (and which fails the gate)."""
     data, e = ctx.sets.get("evaluation"), ctx.baseline.evaluation if ctx.baseline else None
     if data is None or not data.labeled or e is None or e.all_outputs is None or e.predictions.size != len(data):
         return
     check = chance_check(e.predictions, data.labels, outputs=int(e.all_outputs.shape[1]))
     if check is None or not check.fired:
+        return
+    if analysis_stages.scaling_mismatch(ctx) is not None:
+        # the other input scaling scores far better on the same labels: the inputs are wrong, not the labels
+        ctx.log("FP32 scores no better than chance with the configured input scaling; the diagnostics report the preprocessing mismatch")
         return
     finding = Finding(severity=Severity.WARNING, code="labels-do-not-match-model", dataset="evaluation", message=check.message(), count=check.samples)
     ctx.findings.append(finding)
@@ -237,17 +264,17 @@ def quantize(ctx: RunContext) -> None:
     ctx.log(f"{artifact.path.name}: {_size(artifact.path):,} bytes, input {artifact.input.dtype}")
 
 
-def measure_artifact(ctx: RunContext, artifact: QuantizedArtifact, *, label: str = "quantized") -> ModelRecord:
+def measure_artifact(ctx: RunContext, artifact: QuantizedArtifact, *, label: str = "quantized", rescored: bool = False) -> ModelRecord:
     assert ctx.backend is not None
     predictor = ctx.backend.load(artifact.path, spec=ctx.spec)
     record = ModelRecord(path=artifact.path, format=artifact.method.value, size_bytes=_size(artifact.path), input=predictor.input)
-    record.evaluation = _evaluate(ctx, predictor, label=label)  # type: ignore[assignment]
+    record.evaluation = _evaluate(ctx, predictor, label=label, rescored=rescored)  # type: ignore[assignment]
     return record
 
 
 def evaluate_quantized(ctx: RunContext) -> None:
     assert ctx.backend is not None and ctx.artifact is not None
-    record = measure_artifact(ctx, ctx.artifact)
+    record = measure_artifact(ctx, ctx.artifact, rescored=True)
     ctx.quantized = record
     if ctx.baseline is not None and ctx.baseline.evaluation is not None and record.evaluation is not None:
         ctx.agreement = agreement(ctx.baseline.evaluation, record.evaluation)

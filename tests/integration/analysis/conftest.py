@@ -9,6 +9,7 @@
 - ``doubly_sensitive_cnn``: ``sensitive_cnn`` with conv3 made fragile the same way (conv2's channel 0 silenced,
   conv3's weights reading it blown up). Pinning any one layer leaves the other 8-bit layer destroyed, so
   ladder tests that need "pinning one layer cannot meet the budget" hold by construction, on any CPU.
+- ``rescaling_cnn``: a small CNN with a Rescaling(1/255) layer inside, trained on raw 0-255 pixels.
 - ``tflite_layers(model_path, calibration)``: a calibrated ``TFLiteLayerAnalysis``.
 - ``score(path, x, y)``: accuracy through the worker's one evaluator.
 """
@@ -127,6 +128,35 @@ def sensitive_cnn(healthy_cnn: Path) -> Path:
 @pytest.fixture(scope="session")
 def doubly_sensitive_cnn(sensitive_cnn: Path) -> Path:
     return _cached("fashion-cnn-sensitive-conv2-conv3", lambda p: _make_conv3_sensitive(sensitive_cnn, p), sensitive_cnn.name, OUTLIER)
+
+
+def _build_with_rescaling(fashion_mnist: Any, path: Path) -> None:
+    """A CNN that rescales inside (Rescaling(1/255) first) and so is trained on raw 0-255 pixels, as many Keras
+    models are: fed the default 1/255 scaling it sees every input divided by 255 twice."""
+    import keras
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)),
+        L.Rescaling(1 / 255, name="rescale"),
+        L.Conv2D(8, 3, activation="relu", name="conv1"), L.MaxPooling2D(name="pool1"),
+        L.Flatten(name="flat"), L.Dense(10, name="logits"),
+    ])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    x = fashion_mnist.train_x[:RESCALING_TRAIN_SAMPLES, :, :, None].astype(np.float32)  # 0-255, not divided
+    model.fit(x, fashion_mnist.train_y[:RESCALING_TRAIN_SAMPLES], epochs=1, batch_size=64, verbose=0)
+    model.save(path)
+
+
+RESCALING_TRAIN_SAMPLES = 10_000
+
+
+@pytest.fixture(scope="session")
+def rescaling_cnn(fashion_mnist: Any) -> Path:
+    return _cached(
+        "fashion-cnn-rescaling", lambda p: _build_with_rescaling(fashion_mnist, p), inspect.getsource(_build_with_rescaling), RESCALING_TRAIN_SAMPLES
+    )
 
 
 def batches(x: np.ndarray, y: np.ndarray | None = None, size: int = 100) -> Any:

@@ -49,7 +49,7 @@ def test_healthy_int8_model_is_quiet(spec: Any, healthy_cnn: Path, tflite_layers
 
     quant = TFLitePredictor(tflite_layers(healthy_cnn, fashion.cal_x).model_keeping_float([]))
     report = _diagnose(spec, fashion, fp32, feeder(quant))
-    assert len(report.findings) == 5 and _fired(report) == set(), [f.message for f in report.fired]
+    assert len(report.findings) == 6 and _fired(report) == set(), [f.message for f in report.fired]
     assert report.outputs is not None and report.outputs.sqnr_db > dg.MISMATCH_SQNR_DB and report.outputs.top1_agreement > 0.95
 
 
@@ -61,7 +61,7 @@ def test_noise_calibration_makes_outputs_diverge(spec: Any, healthy_cnn: Path, t
     report = _diagnose(spec, fashion, fp32, feeder(quant))
     assert "output-mismatch" in _fired(report)
     mismatch = next(f for f in report.findings if f.check == "output-mismatch")
-    assert mismatch.fixes[0].startswith("use more and more diverse calibration data")
+    assert mismatch.fixes[0].startswith("use more diverse calibration data")
     assert "preprocessing-mismatch" not in _fired(report)
 
 

@@ -22,7 +22,7 @@ FLOAT16_MAX_DRIFT = 0.005
 @pytest.fixture(scope="module")
 def job_files(
     tmp_path_factory: pytest.TempPathFactory, fashion_mnist: Any, sensitive_cnn: Path, doubly_sensitive_cnn: Path, healthy_cnn: Path,
-    onnx_cnn: Any,
+    onnx_cnn: Any, rescaling_cnn: Path,
 ) -> Path:
     from PIL import Image
 
@@ -41,20 +41,23 @@ def job_files(
     write_npz(root / "eval-shifted.npz", fashion_mnist.test_x[:1000], (fashion_mnist.test_y[:1000] + 5) % 10)
     shutil.copy(sensitive_cnn, root / "sensitive.keras")
     shutil.copy(healthy_cnn, root / "healthy.keras")
+    shutil.copy(rescaling_cnn, root / "rescaling.keras")
     shutil.copy(onnx_cnn("sensitive"), root / "sensitive.onnx")
     shutil.copy(doubly_sensitive_cnn, root / "doubly-sensitive.keras")
     shutil.copy(onnx_cnn("doubly-sensitive"), root / "doubly-sensitive.onnx")
     return root
 
 
-def _run(root: Path, out: str, *, model: str = "sensitive.keras", **spec: Any) -> tuple[Any, Any, Path]:
+def _run(
+    root: Path, out: str, *, model: str = "sensitive.keras", progress: Any = None, scaling: dict[str, Any] | None = None, **spec: Any
+) -> tuple[Any, Any, Path]:
     from edgequant.worker.progress import SilentProgress
     from edgequant.worker.runner import run_job, spec_from_document
 
     onnx = model.endswith(".onnx")
     shape = {"shape": [1, 28, 28], "layout": "NCHW"} if onnx else {"shape": [28, 28, 1]}
     doc: dict[str, Any] = {
-        "model": {"uri": f"file://{root}/{model}", "input": {**shape, "colorOrder": "GRAY"}},
+        "model": {"uri": f"file://{root}/{model}", "input": {**shape, "colorOrder": "GRAY", **({"scaling": scaling} if scaling else {})}},
         "method": "tflite-int8",
         "calibration": {"dataset": {"uri": f"file://{root}/cal.npz", "layout": "npz"}, "samples": 500},
         "evaluation": {"dataset": {"uri": f"file://{root}/eval.npz", "layout": "npz"}, "samples": 1000},
@@ -62,7 +65,7 @@ def _run(root: Path, out: str, *, model: str = "sensitive.keras", **spec: Any) -
     }
     doc.update(spec)
     parsed, _name, _ns = spec_from_document(doc)
-    result, ctx = run_job(parsed, workdir=root / f"work-{out}", progress=SilentProgress())
+    result, ctx = run_job(parsed, workdir=root / f"work-{out}", progress=progress or SilentProgress())
     return result, ctx, root / out
 
 
@@ -100,7 +103,7 @@ def test_gate_fail_path_exits_acceptance_failed_and_the_report_says_why(job_file
     assert not gate["passed"] and "acceptance.maxAccuracyDrop" in gate["reasons"][0]
     # the fail path still diagnoses: the collapsed outputs of the unpinned model are named, with fixes
     fired = {f["check"]: f for f in report["analysis"]["diagnostics"]["findings"] if f["fired"]}
-    assert "output-mismatch" in fired and fired["output-mismatch"]["fixes"][0].startswith("use more and more diverse calibration data")
+    assert "output-mismatch" in fired and fired["output-mismatch"]["fixes"][0].startswith("use more diverse calibration data: 500 samples is already within")
     assert "artifact" not in ctx.uploads and (out / "report.html").is_file()
 
 
@@ -322,3 +325,73 @@ def test_onnx_static_auto_on_unlabeled_data_pins_until_agreement_is_met(job_file
     assert trials[0]["agreement"] < 0.9 and not trials[0]["passed"] and trials[0]["accuracy"] is None
     assert trials[-1]["chosen"] and trials[-1]["agreement"] >= 0.9 and "conv2" in trials[-1]["pinned"]
     assert result.results.agreement == trials[-1]["agreement"] and result.results.sqnr_db == trials[-1]["sqnrDb"]
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+class StageProgress:
+    """Silent progress that remembers which stage runs, so model calls can be counted per stage."""
+
+    stage = ""
+
+    def stage_started(self, *, index: int, total: int, name: str, title: str) -> None:
+        self.stage = name
+
+    def stage_finished(self, *, name: str, seconds: float, ok: bool) -> None:
+        self.stage = ""
+
+    def log(self, message: str) -> None:
+        pass
+
+    def advance(self, *, task: str, done: int, total: int) -> None:
+        pass
+
+
+def test_diagnose_reads_the_evaluations_outputs_and_runs_no_model(job_files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgequant.backends.tflite.predictor import TFLitePredictor
+
+    progress = StageProgress()
+    calls: dict[str, int] = {}
+    predict = TFLitePredictor.predict
+
+    def counted(self: Any, batch: Any) -> Any:
+        calls[progress.stage] = calls.get(progress.stage, 0) + 1
+        return predict(self, batch)
+
+    monkeypatch.setattr(TFLitePredictor, "predict", counted)
+    result, _ctx, out = _run(job_files, "counted", model="healthy.keras", progress=progress, mixedPrecision={"sensitivity": "off"})
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    assert calls.get("baseline", 0) > 0 and calls.get("evaluate", 0) > 0
+    assert calls.get("diagnose", 0) == 0, calls
+    diagnostics = json.loads((out / "report.json").read_text())["analysis"]["diagnostics"]
+    assert diagnostics["outputs"]["samples"] == 512  # the FP32 and quantized outputs the evaluations kept
+    checks = [f["check"] for f in diagnostics["findings"]]
+    assert checks.count("preprocessing-mismatch") == 2 and "input-range" in checks
+    assert not any(f["fired"] for f in diagnostics["findings"]), diagnostics["findings"]
+
+
+def test_a_model_that_rescales_inside_fed_1_over_255_fails_whatever_on_failure_says(job_files: Path) -> None:
+    """Rescaling(1/255) in the model and the default scale 1/255: inputs divided twice. The artifact would score
+    like FP32 (no accuracy drop) and still be wrong, so the gate fails even with onFailure degrade."""
+    result, ctx, out = _run(
+        job_files, "rescaling", model="rescaling.keras", acceptance={"maxAccuracyDrop": 0.02, "onFailure": "degrade"},
+    )
+    assert result.exit_code == ExitCode.ACCEPTANCE_FAILED, result.message
+    assert "preprocessing mismatch" in result.message and "spec.model.input.scaling" in result.message
+    assert "scale 1 (0-255 pixel values)" in result.message  # the scaling that scored better
+    report = json.loads((out / "report.json").read_text())
+    assert report["outcome"]["reason"] == "AcceptanceFailed"
+    gate = report["analysis"]["gate"]
+    assert not gate["passed"] and "preprocessing mismatch" in gate["reasons"][0] and gate["onFailure"] == "degrade"
+    assert [t["rung"] for t in gate["trials"]] == ["full"]  # no ladder: no artifact can be right
+    fired = {f["check"]: f for f in report["analysis"]["diagnostics"]["findings"] if f["fired"]}
+    mismatch = fired["preprocessing-mismatch"]
+    assert mismatch["evidence"]["alternativeAccuracy"] > mismatch["evidence"]["accuracy"] + 0.3
+    assert "artifact" not in ctx.uploads
+    assert not any(f["code"] == "labels-do-not-match-model" for f in report["findings"])  # the inputs are wrong, not the labels
+    # the same model fed what it was trained on publishes, with no mismatch found
+    fixed, _ctx, fixed_out = _run(job_files, "rescaling-fixed", model="rescaling.keras", scaling={"scale": 1.0}, acceptance={"maxAccuracyDrop": 0.02})
+    assert fixed.exit_code == ExitCode.SUCCESS, fixed.message
+    findings = json.loads((fixed_out / "report.json").read_text())["analysis"]["diagnostics"]["findings"]
+    assert not any(f["fired"] for f in findings if f["check"] == "preprocessing-mismatch")
+    assert fixed.results.baseline.accuracy > mismatch["evidence"]["accuracy"] + 0.3

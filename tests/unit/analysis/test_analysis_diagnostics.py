@@ -59,6 +59,30 @@ def test_collapse_fires_on_outputs_squashed_to_zero_and_on_one_class(logits: np.
     assert finding.fired and "one class" in finding.message
 
 
+def test_one_class_collapse_on_a_many_class_model_needs_only_a_majority() -> None:
+    """1000 classes, one wins 67% of the quantized predictions (FP32's most frequent: ~1%): a collapse."""
+    rng = np.random.default_rng(4)
+    n, classes = 600, 1000
+    fp32 = rng.normal(0, 1.0, (n, classes)).astype(np.float32)
+    fp32[np.arange(n), rng.integers(0, classes, n)] += 8.0
+    quant = fp32.copy()
+    collapsed = rng.random(n) < 0.67
+    quant[collapsed, 7] += 50.0
+    finding = dg.check_collapsed(fp32, quant, fixes=["x"])
+    assert finding.fired and "one class" in finding.message and finding.fixes == ["x"]
+    assert finding.evidence["topClassThreshold"] == dg.COLLAPSE_MAJORITY
+    assert 0.6 < finding.evidence["quantizedTopClassShare"] < 0.75 and finding.evidence["fp32TopClassShare"] < 0.05
+    # the same share on a 4-class model is not enough (a dominant class there can be real)
+    few = dg.check_collapsed(fp32[:, :4], quant[:, :4] + np.where(np.arange(4) == 1, collapsed[:, None] * 50.0, 0.0), fixes=[])
+    assert few.evidence["topClassThreshold"] == dg.COLLAPSE_SINGLE_CLASS and not few.fired
+    # nor when FP32 itself puts most inputs in that class (an evaluation set of mostly one class)
+    skewed = fp32.copy()
+    skewed[collapsed, 7] += 50.0
+    assert not dg.check_collapsed(skewed, quant, fixes=[]).fired
+    # predictions over the whole evaluation set decide the shares when given
+    assert not dg.check_collapsed(fp32, quant, fixes=[], fp32_predictions=fp32.argmax(1), quantized_predictions=fp32.argmax(1)).fired
+
+
 def test_clipping_fires_on_a_narrow_saturated_range(logits: np.ndarray) -> None:
     clipped = np.clip(logits, -1.5, 1.5)
     finding = dg.check_clipped(logits, clipped, fixes=[])
@@ -71,7 +95,7 @@ def test_clipping_fires_on_a_narrow_saturated_range(logits: np.ndarray) -> None:
 def test_reference_fix_order_follows_the_spec() -> None:
     fixes = dg.reference_fixes(_spec())
     assert len(fixes) == 4
-    assert fixes[0].startswith("use more and more diverse calibration data")
+    assert fixes[0].startswith("use more diverse calibration data")  # 500 samples: already in the recommended range
     assert "minmax instead of entropy" in fixes[1]
     assert "mixedPrecision.mode auto" in fixes[2]
     assert fixes[3].startswith("quantization-aware training")
@@ -81,10 +105,103 @@ def test_reference_fix_order_follows_the_spec() -> None:
     assert not any("minmax instead" in f for f in minmax) and "maxPinnedLayers" in minmax[1]
 
 
+@pytest.mark.parametrize(
+    ("samples", "used", "starts", "words"),
+    [
+        (100, None, "use more calibration data", "raise calibration.samples from 100 to 500-1000"),
+        (500, None, "use more diverse calibration data", "already within the recommended 500-1000"),
+        (1000, None, "use more diverse calibration data", "already within"),
+        (5000, None, "use more diverse calibration data", "already above"),
+        (800, 120, "use more calibration data", "only 120 usable images reached calibration (calibration.samples asks for 800"),
+        (800, 600, "use more diverse calibration data", "600 samples is already within"),
+    ],
+)
+def test_calibration_advice_accounts_for_what_is_set(samples: int, used: int | None, starts: str, words: str) -> None:
+    spec = _spec(calibration={"dataset": {"uri": "file:///c/"}, "samples": samples, "minSamples": 1})
+    first = dg.reference_fixes(spec, calibration_used=used)[0]
+    assert first.startswith(starts) and words in first, first
+
+
+def test_algorithm_advice_names_only_a_change() -> None:
+    def algorithm_fixes(method: str, model: str, algorithm: str) -> list[str]:
+        spec = _spec(
+            method=method, model={"uri": f"file:///m.{model}", "input": {"shape": [4, 4, 1], "colorOrder": "GRAY"}},
+            calibration={"dataset": {"uri": "file:///c/"}, "algorithm": algorithm},
+        )
+        return [f for f in dg.reference_fixes(spec) if "calibration.algorithm" in f]
+
+    assert algorithm_fixes("onnx-static", "onnx", "minmax") == []
+    assert "minmax instead of entropy" in algorithm_fixes("onnx-static", "onnx", "entropy")[0]
+    assert "minmax instead of percentile" in algorithm_fixes("onnx-static", "onnx", "percentile")[0]
+    assert algorithm_fixes("tflite-int8", "keras", "entropy") == []  # TFLite calibrates with min/max whatever is set
+
+
+def test_methods_without_calibration_or_pinning_get_fitting_advice() -> None:
+    dynamic = dg.reference_fixes(_spec(method="onnx-dynamic", calibration=None))
+    assert dynamic[0].startswith("use a method calibrated on representative data instead of onnx-dynamic")
+    assert not any("mixedPrecision" in f for f in dynamic)  # onnx-dynamic cannot keep layers in float
+    trt = dg.reference_fixes(_spec(method="tensorrt-int8"))
+    assert any(f.startswith("keep the sensitive layers in float: method tensorrt-mixed") for f in trt)
+
+
 def test_alternative_input_scale() -> None:
     assert dg.alternative_input_scale(api.Scaling())[0] == 255.0
     assert dg.alternative_input_scale(api.Scaling(scale=1 / 127.5, offset=-1))[0] == 255.0
     assert dg.alternative_input_scale(api.Scaling(scale=1.0))[0] == pytest.approx(1 / 255)
+    assert dg.alternative_input_scale(api.Scaling())[1] == "scale 1 (0-255 pixel values)"
+
+
+def test_rescaled_inputs_equal_preprocessing_with_the_other_scaling() -> None:
+    """The alternative is computed from preprocessed inputs, mean/std included, without the raw pixels."""
+    from edgequant.data.preprocess import normalize
+
+    pixels = np.random.default_rng(5).integers(0, 256, (2, 3, 3, 3), dtype=np.uint8)
+    for scaling in (
+        {"scale": 1.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},  # mean/std in 0-1 units, scale 1.0
+        {"scale": 1 / 255},
+        {"scale": 1 / 127.5, "offset": -1.0},
+    ):
+        for layout, shape in (("NHWC", [3, 3, 3]), ("NCHW", [3, 3, 3])):
+            contract = api.InputContract(shape=shape, layout=layout, scaling=scaling)
+            factor, other = dg.alternative_scaling(contract.scaling)
+            expected = normalize(pixels, contract.model_copy(update={"scaling": other}))
+            got = dg.rescale_inputs(normalize(pixels, contract), contract, factor)
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_preprocessing_check_needs_a_significant_gain() -> None:
+    rng = np.random.default_rng(6)
+    right = rng.random(256) < 0.6
+    # 20 inputs only the other scaling gets right, none the other way round: 7.8 points, z = 4.5
+    better = right.copy()
+    better[np.flatnonzero(~right)[:20]] = True
+    fired = dg.check_preprocessing(model="fp32", correct=right, alternative_correct=better, alternative="scale 1", configured="scale 0.00392157")
+    assert fired.fired and fired.evidence["z"] >= dg.PREPROCESSING_Z
+    assert "spec.model.input.scaling scale 1" in fired.message and "scale 1" in fired.fixes[0]
+    # 60 against 40: the same size of gain, but within what chance gives on 100 disagreements (z = 2)
+    noisy = right.copy()
+    noisy[np.flatnonzero(~right)[:60]] = True
+    noisy[np.flatnonzero(right)[:40]] = False
+    quiet = dg.check_preprocessing(model="fp32", correct=right, alternative_correct=noisy, alternative="scale 1")
+    assert quiet.evidence["alternativeAccuracy"] - quiet.evidence["accuracy"] >= dg.PREPROCESSING_GAIN
+    assert not quiet.fired and quiet.evidence["z"] < dg.PREPROCESSING_Z
+
+
+def test_input_range_flags_near_constant_and_far_out_inputs() -> None:
+    scaling = api.Scaling(scale=1.0, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    # ImageNet mean/std in 0-255 units with scale 1/255 (the spec rejects it; a run can still get such inputs)
+    # (each channel spans 1/57: the whole tensor [-2.12, -1.79] only because the channel means differ)
+    contract = api.InputContract(shape=[3, 4, 4], layout="NCHW")
+    fed = np.random.default_rng(7).random((8, 3, 4, 4)).astype(np.float32)  # [0, 1] as scale 1/255 makes it
+    fed = (fed - np.array([123.675, 116.28, 103.53], np.float32)[:, None, None]) / np.array([58.395, 57.12, 57.375], np.float32)[:, None, None]
+    stats = dg.InputStats.of(fed, channel_axis=dg.channel_axis(contract))
+    assert stats.high - stats.low > 0.3 and stats.span is not None and stats.span < 0.02
+    narrow = dg.check_input_range(stats, api.Scaling())
+    assert narrow.fired and "almost constant" in narrow.message and "scale 1.0" in narrow.fixes[0]
+    wide = dg.check_input_range(dg.InputStats(low=-2.1, high=1131.0, mean=500.0, std=280.0), scaling)
+    assert wide.fired and "scale 1/255" in wide.fixes[0]
+    for low, high in ((0.0, 1.0), (-1.0, 1.0), (-2.1, 2.6), (0.0, 255.0), (-123.7, 151.1)):  # the common conventions
+        assert not dg.check_input_range(dg.InputStats(low=low, high=high, mean=0.0, std=1.0), api.Scaling()).fired
 
 
 class Centroids:
@@ -112,7 +229,7 @@ def test_diagnose_finds_float_over_255_fed_to_a_uint8_model_and_is_quiet_otherwi
     spec = _spec()
     healthy = dg.diagnose(spec=spec, inputs=x, labels=y, predict_fp32=model, predict_quantized=uint8_model_fed_right)
     assert [f.check for f in healthy.findings] == [
-        "output-mismatch", "output-collapsed", "output-clipped", "preprocessing-mismatch", "preprocessing-mismatch"
+        "output-mismatch", "output-collapsed", "output-clipped", "input-range", "preprocessing-mismatch", "preprocessing-mismatch"
     ]
     assert _fired(healthy.findings) == set()
     broken = dg.diagnose(spec=spec, inputs=x, labels=y, predict_fp32=model, predict_quantized=uint8_model_fed_float, contract="uint8 0-255")
@@ -126,7 +243,7 @@ def test_diagnose_finds_float_over_255_fed_to_a_uint8_model_and_is_quiet_otherwi
 def test_no_labels_skips_the_preprocessing_check(logits: np.ndarray) -> None:
     report = dg.diagnose(spec=_spec(), inputs=np.zeros((len(logits), 1), np.float32), labels=None,
                          predict_fp32=lambda _x: logits, predict_quantized=lambda _x: logits)
-    assert [f.check for f in report.findings] == ["output-mismatch", "output-collapsed", "output-clipped"]
+    assert [f.check for f in report.findings] == ["output-mismatch", "output-collapsed", "output-clipped", "input-range"]
 
 
 def test_shape_mismatch_is_an_error(logits: np.ndarray) -> None:

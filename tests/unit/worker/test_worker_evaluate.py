@@ -111,3 +111,23 @@ def test_sqnr_against_kept_fp32_outputs_accumulates_over_batches(tmp_path) -> No
     same = evaluate(predictor=LinearClassifier(W, FLOAT), data=_data(X, y), latency_runs=0, reference=fp32.all_outputs)
     assert same.sqnr_db == 200.0  # identical outputs: the documented cap, finite for JSON
     assert agreement(fp32, same) == 1.0
+
+
+def test_the_evaluation_keeps_what_diagnostics_read() -> None:
+    """Labels, the fed floats' per-channel range, and the first samples scored again with another scaling."""
+    y = np.arange(6)
+    calls: list[int] = []
+
+    def doubled(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        return batch * 2.0
+
+    result = evaluate(predictor=LinearClassifier(W, FLOAT), data=_data(X, y), latency_runs=0, alternative=doubled, channel_axis=-1)
+    assert result.labels.tolist() == y.tolist()
+    stats = result.input_stats
+    assert stats is not None and (stats.low, stats.high, stats.span) == pytest.approx((0.2, 1.0, 0.8))
+    assert stats.mean == pytest.approx(float(X.mean())) and stats.std == pytest.approx(float(X.std()), rel=1e-5)
+    assert sum(calls) == 6 and result.alternative_predictions is not None
+    assert result.alternative_predictions.tolist() == result.predictions.tolist()  # x2 keeps the brightest pixel
+    kept = result.kept()
+    assert kept is not None and kept.outputs.shape == (6, 6) and kept.alternative_predictions is not None

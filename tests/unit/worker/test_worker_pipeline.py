@@ -92,3 +92,17 @@ def test_spec_documents_whole_or_bare_with_named_problems() -> None:
         spec_from_document({**SPEC, "method": "tflite-int8"})
     with pytest.raises(errors.InvalidInputError, match=r"spec.model.input.shape"):
         spec_from_document({**SPEC, "model": {"uri": "file:///m.keras", "input": {"shape": [28, 28]}}})
+
+
+def test_spec_warnings_reach_the_report_notes_and_do_not_fail_the_run(tmp_path: Path) -> None:
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"not read by fetch")
+    spec = api.QuantizationJobSpec.model_validate({
+        **SPEC, "model": {**SPEC["model"], "uri": f"file://{model}"}, "output": {"uri": f"file://{tmp_path}/out/"},
+        "tensorrt": {"batchSize": 8},
+    })
+    fetch = next(s for s in pipeline.STAGES if s.name == "fetch")
+    result, _ctx = run_job(spec, workdir=tmp_path / "work", progress=SilentProgress(), stages=[fetch])
+    assert result.exit_code == 0, result.message
+    notes = json.loads((tmp_path / "out" / "report.json").read_text())["notes"]
+    assert any(n.startswith("spec warning: spec.tensorrt: ") and "(fix: remove spec.tensorrt" in n for n in notes), notes
