@@ -45,3 +45,21 @@ def test_upload_copies_and_reports_sha256(tmp_path: Path) -> None:
     assert target.read_bytes() == source.read_bytes()
     assert uploaded.sha256 == hashlib.sha256(source.read_bytes()).hexdigest()
     assert uploaded.size_bytes == 700
+
+
+@pytest.mark.parametrize("relative", ["../secret.keras", "data/../../secret.keras", "link/secret.keras"])
+def test_relative_paths_cannot_leave_the_job_folder(tmp_path: Path, relative: str) -> None:
+    from edgequant.util.errors import InvalidInputError
+
+    job_dir, outside = tmp_path / "job", tmp_path / "outside"
+    (job_dir / "data").mkdir(parents=True)
+    outside.mkdir()
+    (tmp_path / "secret.keras").write_bytes(b"x")
+    (outside / "secret.keras").write_bytes(b"x")
+    (job_dir / "link").symlink_to(outside, target_is_directory=True)
+    store = FileStore(base_dir=job_dir)
+    with pytest.raises(InvalidInputError, match=f"file://{relative}: the relative path leads outside {job_dir}"):
+        store.download(f"file://{relative}", tmp_path / "dest")
+    with pytest.raises(InvalidInputError, match="leads outside"):
+        store.upload(tmp_path / "secret.keras", f"file://{relative}")
+    assert store.download(f"file://{outside}/secret.keras", tmp_path / "dest") == outside / "secret.keras"  # absolute: explicit
