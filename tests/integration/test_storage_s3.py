@@ -180,3 +180,15 @@ def test_a_single_object_named_dot_dot_is_refused(s3_server: Any, s3_bucket: str
     with pytest.raises(InvalidInputError, match="has a '..' part"):
         _store(s3_server.endpoint).download(f"s3://{s3_bucket}/models/..", tmp_path / "dest")
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_model_sha256_is_verified_after_download(s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path) -> None:
+    body = os.urandom(4096)
+    s3_client.put_object(Bucket=s3_bucket, Key="models/cnn.keras", Body=body)
+    stores = Stores(storage=api.Storage(endpoint=s3_server.endpoint, path_style=True, region="us-east-1"))
+    uri, good = f"s3://{s3_bucket}/models/cnn.keras", hashlib.sha256(body).hexdigest()
+    assert stores.download(uri, tmp_path / "a", sha256=good.upper(), sha256_field="spec.model.sha256").read_bytes() == body
+    wrong = hashlib.sha256(b"what the author released").hexdigest()
+    with pytest.raises(InvalidInputError, match=f"spec.model.sha256: {uri} has sha256 {good}, expected {wrong}") as err:
+        stores.download(uri, tmp_path / "b", sha256=wrong, sha256_field="spec.model.sha256")
+    assert err.value.exit_code is ExitCode.INVALID_INPUT

@@ -383,6 +383,7 @@ class ModelSource(ApiModel):
     uri: str = Field(..., max_length=MAX_URI, description="Where the FP32 model is: s3://bucket/key or file:///path. A SavedModel is a folder: end the URI with '/'.")
     format: ModelFormat | None = Field(None, description="Model format; inferred from the file suffix when omitted (.keras, .h5, .onnx, .pt/.pth TorchScript, .pt2 torch.export, trailing '/' SavedModel).")
     input: InputContract = Field(..., description="The input contract shared by calibration, evaluation and the report.")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", max_length=64, description="SHA-256 of the model file (64 hex digits), verified after download before the model is loaded; a mismatch fails the job (InvalidInput). Single files only, not a SavedModel folder.")
 
     @field_validator("uri")
     @classmethod
@@ -598,6 +599,12 @@ def _fmt_ok(spec: QuantizationJobSpec) -> bool:
 
 _TRT = "self.method.startsWith('tensorrt-')"
 CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
+    CrossFieldRule(
+        field="spec.model.sha256",
+        cel="!has(self.model.sha256) || !self.model.uri.endsWith('/')",
+        message="model.sha256 checks one model file: drop it for a SavedModel folder (a model.uri ending in '/')",
+        check=lambda s: s.model.sha256 is None or not s.model.uri.endswith("/"),
+    ),
     CrossFieldRule(
         field="spec.resources.accelerator",
         cel=f"!({_TRT}) || !has(self.resources) || !has(self.resources.accelerator) || self.resources.accelerator != 'cpu'",
