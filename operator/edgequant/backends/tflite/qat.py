@@ -29,7 +29,7 @@ def _legacy_model(source: SourceModel) -> Any:
         return to_tf_keras(source.keras_model)
     tf_keras = import_tf_keras()
     try:
-        return tf_keras.models.load_model(str(source.path), compile=False)
+        return tf_keras.models.load_model(str(source.path), compile=False, safe_mode=True)
     except Exception as exc:
         raise InvalidInputError(
             f"{source.path.name}: QAT needs a Keras model; this SavedModel has no Keras metadata "
