@@ -31,6 +31,8 @@ class WorkerResult(ApiModel):
     def to_termination_message(self) -> str:
         """Serialise compactly; past the limit, leave out detail step by step (the last step always fits)."""
         data = self.to_wire()
+        if not data.get("shortened"):
+            data.pop("shortened", None)  # only when true: operators older than the flag still parse the rest
         text = _dump(data)
         for step in _SHRINK_STEPS:
             if len(text.encode()) <= TERMINATION_MESSAGE_LIMIT:

@@ -73,3 +73,9 @@ def test_two_longest_uris_drop_the_report_uri_first_and_keep_the_artifact() -> N
     back = WorkerResult.from_termination_message(WorkerResult.for_exit(ExitCode.SUCCESS, "ok", results).to_termination_message())
     assert back.shortened and back.results is not None
     assert back.results.artifact == results.artifact and back.results.report_uri is None
+
+
+def test_the_flag_is_sent_only_when_set() -> None:
+    """Operators that predate the flag parse every result that was not shortened (extra fields are refused)."""
+    text = WorkerResult.for_exit(ExitCode.SUCCESS, "published").to_termination_message()
+    assert "shortened" not in text
