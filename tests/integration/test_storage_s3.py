@@ -136,3 +136,59 @@ def test_web_identity_credentials_irsa(s3_server: Any, s3_bucket: str, s3_client
     assert boto3.session.Session().get_credentials().method == "assume-role-with-web-identity"
     store = _store(s3_server.endpoint)
     assert store.download(f"s3://{s3_bucket}/m.keras", tmp_path).read_bytes() == b"model"
+
+
+TRAVERSING_KEYS = [
+    ("cal//etc/x", "starts with '/'"),  # relative to the prefix: "/etc/x", an absolute path
+    ("cal/a//x", "contains '//'"),
+    ("cal/../x", "has a '..' part"),
+    ("cal/a/../../x", "has a '..' part"),
+    ("cal/./x", "has a '.' part"),
+    ("cal/a\\..\\..\\x", "contains a backslash"),
+    ("cal/" + "n" * 256 + ".png", "has a part of 260 bytes"),
+    ("cal/" + "é" * 128 + "/x.png", "has a part of 256 bytes"),
+]
+
+
+@pytest.mark.parametrize(("bad_key", "problem"), TRAVERSING_KEYS, ids=lambda v: v[:24] if isinstance(v, str) else None)
+def test_prefix_keys_that_could_leave_the_folder_end_as_invalid_input(
+    s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path, bad_key: str, problem: str,
+) -> None:
+    s3_client.put_object(Bucket=s3_bucket, Key="cal/0/a.png", Body=b"fine")
+    s3_client.put_object(Bucket=s3_bucket, Key=bad_key, Body=b"escaped")
+    listed = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="cal/")["Contents"]]
+    assert bad_key in listed  # the server stored the key verbatim: the check under test is ours
+    dest = tmp_path / "deep" / "dest"
+    with pytest.raises(InvalidInputError, match=problem) as err:
+        _store(s3_server.endpoint).download(f"s3://{s3_bucket}/cal/", dest)
+    assert repr(bad_key) in str(err.value) and err.value.exit_code is ExitCode.INVALID_INPUT
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written == []  # every key is checked before the first byte lands
+
+
+def test_a_key_with_a_leading_slash_is_refused(s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path) -> None:
+    # Prefix "" (the whole bucket): the key "/x" would become the absolute path /x.
+    s3_client.put_object(Bucket=s3_bucket, Key="/x", Body=b"escaped")
+    s3_client.put_object(Bucket=s3_bucket, Key="ok.png", Body=b"fine")
+    with pytest.raises(InvalidInputError, match="'/x' starts with '/'"):
+        _store(s3_server.endpoint).download(f"s3://{s3_bucket}/", tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+
+
+def test_a_single_object_named_dot_dot_is_refused(s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path) -> None:
+    s3_client.put_object(Bucket=s3_bucket, Key="models/..", Body=b"escaped")
+    with pytest.raises(InvalidInputError, match="has a '..' part"):
+        _store(s3_server.endpoint).download(f"s3://{s3_bucket}/models/..", tmp_path / "dest")
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_model_sha256_is_verified_after_download(s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path) -> None:
+    body = os.urandom(4096)
+    s3_client.put_object(Bucket=s3_bucket, Key="models/cnn.keras", Body=body)
+    stores = Stores(storage=api.Storage(endpoint=s3_server.endpoint, path_style=True, region="us-east-1"))
+    uri, good = f"s3://{s3_bucket}/models/cnn.keras", hashlib.sha256(body).hexdigest()
+    assert stores.download(uri, tmp_path / "a", sha256=good.upper(), sha256_field="spec.model.sha256").read_bytes() == body
+    wrong = hashlib.sha256(b"what the author released").hexdigest()
+    with pytest.raises(InvalidInputError, match=f"spec.model.sha256: {uri} has sha256 {good}, expected {wrong}") as err:
+        stores.download(uri, tmp_path / "b", sha256=wrong, sha256_field="spec.model.sha256")
+    assert err.value.exit_code is ExitCode.INVALID_INPUT

@@ -32,6 +32,8 @@ EXPECTED = {
     "accuracy-budget-without-labels": ("spec.acceptance.maxAccuracyDrop", "acceptance.minAgreement"),
     "agreement-without-evaluation": ("spec.acceptance.minAgreement", "evaluation.dataset"),
     "mean-std-in-255-units": ("spec.model.input.scaling", "mean [0.485, 0.456, 0.406]"),
+    "sha256-on-a-folder": ("spec.model.sha256", "SavedModel"),
+    "sha256-not-hex": ("spec.model.sha256", "[0-9a-fA-F]{64}"),
 }
 
 
@@ -92,3 +94,16 @@ def test_every_method_has_a_family_and_formats() -> None:
     for method in api.Method:
         assert method.family in api.MethodFamily
         assert api.FORMATS_BY_METHOD[method]
+
+
+def test_oversized_fields_are_refused_naming_the_field() -> None:
+    """Issue 13, item 8: the same bounds the CRD carries hold for `edgequant validate` and the worker."""
+    doc = yaml.safe_load(EXAMPLES[0].read_text())
+    doc["spec"]["model"]["uri"] = "s3://a/" + "k" * api.MAX_URI
+    doc["spec"]["model"]["input"]["shape"][0] = api.MAX_DIMENSION + 1
+    doc["spec"]["mixedPrecision"] = {"pinnedLayers": ["conv"] * (api.MAX_LAYERS + 1)}
+    job, problems = validation.validate_document(doc)
+    assert job is None
+    fields = {p.field for p in problems}
+    assert {"spec.model.uri", "spec.mixedPrecision.pinnedLayers"} <= fields, problems
+    assert any(f.startswith("spec.model.input.shape") for f in fields), problems

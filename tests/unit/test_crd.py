@@ -17,7 +17,7 @@ COMMITTED = ROOT / "crds" / "edgequant.io_quantizationjobs.yaml"
 ALLOWED = {
     "type", "description", "properties", "items", "required", "enum", "default", "format",
     "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
-    "minItems", "maxItems", "pattern", "additionalProperties", "nullable",
+    "minItems", "maxItems", "maxProperties", "pattern", "additionalProperties", "nullable",
     "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations", "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
 }
@@ -71,3 +71,41 @@ def test_names_columns_and_subresource() -> None:
     assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Method", "Ratio", "Drop", "Age"]
     methods = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["method"]["enum"]
     assert methods == [m.value for m in api.Method]
+
+
+def _unbounded(node: dict[str, Any], path: str, found: list[str]) -> None:
+    """Every string has a maxLength (or an enum), every list a maxItems, every map a maxProperties."""
+    kind = node.get("type")
+    if kind == "string" and "maxLength" not in node and "enum" not in node:
+        found.append(f"{path}: string without maxLength")
+    if kind == "array" and "maxItems" not in node:
+        found.append(f"{path}: list without maxItems")
+    if kind == "object" and isinstance(node.get("additionalProperties"), dict) and "maxProperties" not in node:
+        found.append(f"{path}: map without maxProperties")
+    for name, child in (node.get("properties") or {}).items():
+        if path == "" and name in ("apiVersion", "kind", "metadata"):
+            continue  # the API server checks these itself
+        _unbounded(child, f"{path}.{name}", found)
+    if isinstance(node.get("items"), dict):
+        _unbounded(node["items"], f"{path}[]", found)
+    if isinstance(node.get("additionalProperties"), dict):
+        _unbounded(node["additionalProperties"], f"{path}{{}}", found)
+
+
+def test_every_string_list_and_map_is_bounded() -> None:
+    """Issue 13, item 8: the API server refuses oversized objects; fields added later are walked too.
+
+    Free-form objects (``x-kubernetes-preserve-unknown-fields``, e.g. scheduling.affinity) are passed to the pod as
+    they are and bounded there by the core/v1 schema.
+    """
+    schema = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    problems: list[str] = []
+    _unbounded(schema, "", problems)
+    assert problems == []
+
+
+def test_shape_dimensions_and_sample_counts_have_a_maximum() -> None:
+    spec = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert spec["model"]["properties"]["input"]["properties"]["shape"]["items"]["maximum"] == api.MAX_DIMENSION
+    for section, field in (("calibration", "samples"), ("calibration", "minSamples"), ("evaluation", "samples"), ("training", "maxSamples")):
+        assert "maximum" in spec[section]["properties"][field], (section, field)

@@ -38,6 +38,7 @@ class Reason(enum.StrEnum):
     RETRYING = "Retrying"
     COMPLETED = "Completed"
     COMPLETED_DEGRADED = "CompletedDegraded"
+    RESULTS_UNREADABLE = "ResultsUnreadable"
     WITHIN_BUDGET = "WithinBudget"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
     DEADLINE_EXCEEDED = "DeadlineExceeded"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -29,6 +29,25 @@ PLURAL = "quantizationjobs"
 SINGULAR = "quantizationjob"
 SHORT_NAMES = ["qj"]
 CATEGORIES = ["edgequant"]
+
+
+# Bounds on every string and list, so that the API server refuses oversized objects before anything stores or
+# evaluates them (CEL cost, etcd size, label and path limits); far above what a real job needs.
+MAX_URI = 2048
+MAX_NAME = 253  # a Kubernetes object name (DNS subdomain)
+MAX_KEY = 253  # a Secret or ConfigMap data key
+MAX_LABEL_KEY = 317  # prefix (253) + '/' + name (63)
+MAX_LABEL_VALUE = 63
+MAX_LAYER_NAME = 1024
+MAX_LAYERS = 1000
+MAX_SHORT = 128  # regions, quantities, reasons, timestamps, dtypes
+MAX_IMAGE = 1024  # registry/repository:tag@digest
+MAX_TEXT = 32768  # status messages (as metav1.Condition)
+MAX_STATUS_URI = 4096  # artifact and report URIs: output.uri plus a file name
+MAX_DIMENSION = 16384  # pixels (or channels) per input dimension
+MAX_SAMPLES = 10_000_000
+
+LayerName = Annotated[str, Field(max_length=MAX_LAYER_NAME)]
 
 
 class ApiModel(BaseModel):
@@ -369,7 +388,7 @@ class Resize(ApiModel):
 class InputContract(ApiModel):
     """The model input, shared by calibration, evaluation, QAT and the report's input contract."""
 
-    shape: list[int] = Field(..., min_length=3, max_length=3, description="Input shape without the batch dimension, in layout order: [H, W, C] for NHWC, [C, H, W] for NCHW.")
+    shape: list[Annotated[int, Field(le=MAX_DIMENSION)]] = Field(..., min_length=3, max_length=3, description="Input shape without the batch dimension, in layout order: [H, W, C] for NHWC, [C, H, W] for NCHW.")
     layout: Layout = Field(Layout.NHWC, description="Tensor layout of the model input.")
     color_order: ColorOrder = Field(ColorOrder.RGB, description="Channel order the model was trained with; GRAY means one channel.")
     resize: Resize = Field(default_factory=Resize, description="Resizing of decoded images to the input size.")
@@ -409,9 +428,10 @@ class InputContract(ApiModel):
 
 
 class ModelSource(ApiModel):
-    uri: str = Field(..., description="Where the FP32 model is: s3://bucket/key or file:///path. A SavedModel is a folder: end the URI with '/'.")
+    uri: str = Field(..., max_length=MAX_URI, description="Where the FP32 model is: s3://bucket/key or file:///path. A SavedModel is a folder: end the URI with '/'.")
     format: ModelFormat | None = Field(None, description="Model format; inferred from the file suffix when omitted (.keras, .h5, .onnx, .pt/.pth TorchScript, .pt2 torch.export, trailing '/' SavedModel).")
     input: InputContract = Field(..., description="The input contract shared by calibration, evaluation and the report.")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", max_length=64, description="SHA-256 of the model file (64 hex digits), verified after download before the model is loaded; a mismatch fails the job (InvalidInput). Single files only, not a SavedModel folder.")
 
     @field_validator("uri")
     @classmethod
@@ -424,7 +444,7 @@ class ModelSource(ApiModel):
 
 
 class Dataset(ApiModel):
-    uri: str = Field(..., description="Dataset location: a folder (imagefolder: <class>/<image>, or images directly in it when unlabeled) or an .npz file with arrays x and (optionally) y.")
+    uri: str = Field(..., max_length=MAX_URI, description="Dataset location: a folder (imagefolder: <class>/<image>, or images directly in it when unlabeled) or an .npz file with arrays x and (optionally) y.")
     layout: DatasetLayout = Field(DatasetLayout.IMAGEFOLDER, description="imagefolder (<class>/<image> files) or npz (arrays x: images, y: integer labels).")
     labels: DatasetLabels = Field(DatasetLabels.AUTO, description="auto: labeled when the data has them (class folders, npz y), unlabeled otherwise (images directly in the folder, npz without y); none: ignore any labels (evaluation then measures agreement with FP32, not accuracy).")
 
@@ -441,8 +461,8 @@ class Calibration(ApiModel):
     algorithm: CalibrationAlgorithm = Field(CalibrationAlgorithm.MINMAX, description="Range estimation: minmax, entropy (KL) or percentile.")
     percentile: float = Field(99.999, gt=50, le=100, description="Percentile kept when algorithm is percentile.")
     class_balance: ClassBalancePolicy = Field(ClassBalancePolicy.WARN, description="Strong class imbalance: warn, strict (fail), or ignore.")
-    cache_uri: str | None = Field(None, description="Prefix where TensorRT calibration caches are read and written, named by content (model, calibration data, algorithm, TensorRT version); defaults to <output.uri>calibration-cache/.")
-    seed: int = Field(0, ge=0, description="Seed for deterministic sampling.")
+    cache_uri: str | None = Field(None, max_length=MAX_URI, description="Prefix where TensorRT calibration caches are read and written, named by content (model, calibration data, algorithm, TensorRT version); defaults to <output.uri>calibration-cache/.")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for deterministic sampling.")
 
     @field_validator("cache_uri")
     @classmethod
@@ -455,7 +475,7 @@ class Training(ApiModel):
     epochs: int = Field(1, ge=1, le=1000, description="Fine-tuning epochs.")
     learning_rate: float = Field(1e-4, gt=0, le=1, description="Fine-tuning learning rate; keep it low (1e-5 to 1e-4).")
     batch_size: int = Field(32, ge=1, le=4096, description="Mini-batch size.")
-    max_samples: int | None = Field(None, ge=1, description="Cap on training samples per epoch (all when omitted).")
+    max_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="Cap on training samples per epoch (all when omitted).")
 
 
 class Evaluation(ApiModel):
@@ -466,7 +486,7 @@ class Evaluation(ApiModel):
 
 class MixedPrecision(ApiModel):
     mode: MixedPrecisionMode = Field(MixedPrecisionMode.OFF, description="off, manual (keep pinnedLayers in higher precision) or auto (pin the most sensitive layers until acceptance.maxAccuracyDrop is met).")
-    pinned_layers: list[str] = Field(default_factory=list, description="Layer/node names kept in fallbackPrecision (manual mode).")
+    pinned_layers: list[LayerName] = Field(default_factory=list, max_length=MAX_LAYERS, description="Layer/node names kept in fallbackPrecision (manual mode).")
     sensitivity: SensitivityMode = Field(SensitivityMode.FAST, description="Per-layer sensitivity analysis: fast (one run, intermediate-tensor error), exhaustive (one run per layer) or off.")
     sensitivity_threshold: float = Field(0.005, ge=0, le=1, description="Accuracy delta above which a layer is reported as sensitive.")
     fallback_precision: FallbackPrecision = Field(FallbackPrecision.FP16, description="Precision of pinned layers (fp16 where the backend supports it, else fp32).")
@@ -486,7 +506,7 @@ class Acceptance(ApiModel):
 
 
 class Output(ApiModel):
-    uri: str = Field(..., description="Prefix the artifact, report.json and report.html are written under (s3://bucket/prefix/ or file:///dir/).")
+    uri: str = Field(..., max_length=MAX_URI, description="Prefix the artifact, report.json and report.html are written under (s3://bucket/prefix/ or file:///dir/).")
 
     @field_validator("uri")
     @classmethod
@@ -498,23 +518,23 @@ class SecretRef(ApiModel):
     """A Secret holding S3 keys; the operator mounts it as env vars and never reads it."""
 
     name: str = Field(..., min_length=1, max_length=253, description="Secret name in the job's namespace.")
-    access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", description="Key of the access key id in the Secret.")
-    secret_access_key_key: str = Field("AWS_SECRET_ACCESS_KEY", description="Key of the secret access key in the Secret.")
-    session_token_key: str | None = Field(None, description="Key of an optional session token in the Secret.")
+    access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", min_length=1, max_length=MAX_KEY, description="Key of the access key id in the Secret.")
+    secret_access_key_key: str = Field("AWS_SECRET_ACCESS_KEY", min_length=1, max_length=MAX_KEY, description="Key of the secret access key in the Secret.")
+    session_token_key: str | None = Field(None, min_length=1, max_length=MAX_KEY, description="Key of an optional session token in the Secret.")
 
 
 class CABundleRef(ApiModel):
     config_map: str = Field(..., min_length=1, max_length=253, description="ConfigMap holding a PEM CA bundle for a private S3 endpoint.")
-    key: str = Field("ca.crt", description="Key of the bundle in the ConfigMap.")
+    key: str = Field("ca.crt", min_length=1, max_length=MAX_KEY, description="Key of the bundle in the ConfigMap.")
 
 
 class Storage(ApiModel):
-    endpoint: str | None = Field(None, description="S3 endpoint URL for MinIO and other S3-compatible stores (AWS when omitted).")
-    region: str | None = Field(None, description="S3 region.")
+    endpoint: str | None = Field(None, max_length=MAX_URI, description="S3 endpoint URL for MinIO and other S3-compatible stores (AWS when omitted).")
+    region: str | None = Field(None, max_length=MAX_SHORT, description="S3 region.")
     path_style: bool = Field(False, description="Use path-style addressing (needed by most MinIO setups).")
     credentials_secret: SecretRef | None = Field(None, description="Secret with S3 keys. Omit to use the pod's service account (IRSA / workload identity) or the default chain.")
     ca_bundle: CABundleRef | None = Field(None, description="Custom CA bundle for the endpoint.")
-    service_account_name: str | None = Field(None, description="Service account the quantizer pod runs as (workload identity).")
+    service_account_name: str | None = Field(None, max_length=MAX_NAME, description="Service account the quantizer pod runs as (workload identity).")
 
     @field_validator("endpoint")
     @classmethod
@@ -529,8 +549,8 @@ class Storage(ApiModel):
 
 
 class Quantity(ApiModel):
-    cpu: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU quantity, e.g. '2' or '500m'.")
-    memory: str | None = Field(None, pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+|k)?$", description="Memory quantity, e.g. '4Gi'.")
+    cpu: str | None = Field(None, max_length=MAX_SHORT, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU quantity, e.g. '2' or '500m'.")
+    memory: str | None = Field(None, max_length=MAX_SHORT, pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+|k)?$", description="Memory quantity, e.g. '4Gi'.")
 
 
 class Resources(ApiModel):
@@ -541,18 +561,18 @@ class Resources(ApiModel):
 
 
 class Toleration(ApiModel):
-    key: str | None = Field(None, description="Taint key; empty with operator Exists matches all.")
+    key: str | None = Field(None, max_length=MAX_LABEL_KEY, description="Taint key; empty with operator Exists matches all.")
     operator: TolerationOperator = Field(TolerationOperator.EQUAL, description="Exists or Equal.")
-    value: str | None = Field(None, description="Taint value for operator Equal.")
+    value: str | None = Field(None, max_length=MAX_LABEL_VALUE, description="Taint value for operator Equal.")
     effect: TaintEffect | None = Field(None, description="Taint effect matched; all when omitted.")
     toleration_seconds: int | None = Field(None, description="How long a NoExecute taint is tolerated.")
 
 
 class Scheduling(ApiModel):
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the quantizer pod must match.")
-    tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations added to the quantizer pod.")
+    node_selector: dict[str, Annotated[str, Field(max_length=MAX_LABEL_VALUE)]] = Field(default_factory=dict, max_length=128, description="Node labels the quantizer pod must match.")
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=256, description="Tolerations added to the quantizer pod.")
     affinity: dict[str, Any] | None = Field(None, description="A core/v1 Affinity passed through to the pod unchanged.")
-    priority_class_name: str | None = Field(None, description="PriorityClass of the quantizer pod.")
+    priority_class_name: str | None = Field(None, max_length=MAX_NAME, description="PriorityClass of the quantizer pod.")
 
 
 class TensorRTOptions(ApiModel):
@@ -582,7 +602,7 @@ class OnnxOptions(ApiModel):
 
 
 class Execution(ApiModel):
-    image: str | None = Field(None, description="Override of the quantizer image chosen by the operator for the method.")
+    image: str | None = Field(None, max_length=MAX_IMAGE, description="Override of the quantizer image chosen by the operator for the method.")
     backoff_limit: int = Field(2, ge=0, le=20, description="Retries of the quantizer pod for retriable failures.")
     active_deadline_seconds: int | None = Field(None, ge=1, description="Wall-clock limit of the whole run.")
     ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete the finished batch Job (not this resource) after this many seconds.")
@@ -643,6 +663,13 @@ def _fmt_ok(spec: QuantizationJobSpec) -> bool:
 
 _TRT = "self.method.startsWith('tensorrt-')"
 CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
+    CrossFieldRule(
+        field="spec.model.sha256",
+        cel="!has(self.model.sha256) || !self.model.uri.endsWith('/')",
+        message="model.sha256 checks one model file, and model.uri names a SavedModel folder (it ends in '/')",
+        fix="drop model.sha256 for a SavedModel folder",
+        check=lambda s: s.model.sha256 is None or not s.model.uri.endswith("/"),
+    ),
     CrossFieldRule(
         field="spec.resources.accelerator",
         cel=f"!({_TRT}) || !has(self.resources) || !has(self.resources.accelerator) || self.resources.accelerator != 'cpu'",
@@ -736,17 +763,17 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
 class Condition(ApiModel):
     """Shaped like metav1.Condition so kubectl wait and GitOps tools understand it."""
 
-    type: str = Field(..., description="Condition type: Succeeded, Failed, Running, Degraded, Suspended.")
+    type: str = Field(..., max_length=MAX_SHORT, description="Condition type: Succeeded, Failed, Running, Degraded, Suspended.")
     status: ConditionStatus = Field(..., description="True, False or Unknown.")
-    reason: str = Field(..., description="CamelCase reason.")
-    message: str = Field("", description="Human-readable detail.")
-    last_transition_time: str = Field(..., description="RFC 3339 time the status last changed.")
+    reason: str = Field(..., max_length=1024, description="CamelCase reason.")
+    message: str = Field("", max_length=MAX_TEXT, description="Human-readable detail.")
+    last_transition_time: str = Field(..., max_length=MAX_SHORT, description="RFC 3339 time the status last changed.")
     observed_generation: int | None = Field(None, description="Spec generation this condition describes.")
 
 
 class ArtifactInfo(ApiModel):
-    uri: str = Field(..., description="Quantized artifact location.")
-    sha256: str = Field(..., description="SHA-256 of the artifact bytes.")
+    uri: str = Field(..., max_length=MAX_STATUS_URI, description="Quantized artifact location.")
+    sha256: str = Field(..., max_length=64, description="SHA-256 of the artifact bytes.")
     size_bytes: int = Field(..., description="Artifact size in bytes.")
 
 
@@ -759,13 +786,13 @@ class ModelMeasurement(ApiModel):
 class ArtifactInputContract(ApiModel):
     """What a caller must feed the artifact: the classic full-int8 bug is feeding float/255 to uint8."""
 
-    dtype: str = Field(..., description="Input dtype the artifact expects (float32, uint8, int8, float16).")
-    shape: list[int] = Field(..., description="Input shape including the batch dimension.")
+    dtype: str = Field(..., max_length=MAX_SHORT, description="Input dtype the artifact expects (float32, uint8, int8, float16).")
+    shape: list[int] = Field(..., max_length=8, description="Input shape including the batch dimension.")
     layout: Layout = Field(..., description="NHWC or NCHW.")
     value_range: list[float] = Field(..., min_length=2, max_length=2, description="Expected [min, max] of input values.")
     quant_scale: float | None = Field(None, description="Input quantization scale for integer inputs.")
     quant_zero_point: int | None = Field(None, description="Input quantization zero point for integer inputs.")
-    preprocessing: str = Field("", description="Preprocessing in words, e.g. 'RGB, resize 96x96 bilinear, uint8 0-255 as is'.")
+    preprocessing: str = Field("", max_length=MAX_STATUS_URI, description="Preprocessing in words, e.g. 'RGB, resize 96x96 bilinear, uint8 0-255 as is'.")
 
 
 class Results(ApiModel):
@@ -777,31 +804,31 @@ class Results(ApiModel):
     accuracy_drop: float | None = Field(None, description="FP32 accuracy minus quantized accuracy (null when the evaluation data has no labels).")
     agreement: float | None = Field(None, description="Share of evaluation samples whose top-1 class matches FP32's.")
     sqnr_db: float | None = Field(None, description="SQNR of the quantized model's outputs against FP32's over the evaluation set, dB.")
-    sensitive_layers: list[str] = Field(default_factory=list, description="Most sensitive layers, most sensitive first (at most 10).")
-    pinned_layers: list[str] = Field(default_factory=list, description="Layers kept in higher precision in the artifact.")
+    sensitive_layers: list[LayerName] = Field(default_factory=list, max_length=MAX_LAYERS, description="Most sensitive layers, most sensitive first (at most 10).")
+    pinned_layers: list[LayerName] = Field(default_factory=list, max_length=MAX_LAYERS, description="Layers kept in higher precision in the artifact.")
     degraded: bool = Field(False, description="True when the artifact did not meet the budget or fell back down the degrade ladder.")
-    report_uri: str | None = Field(None, description="report.json location (report.html beside it).")
+    report_uri: str | None = Field(None, max_length=MAX_STATUS_URI, description="report.json location (report.html beside it).")
     input_contract: ArtifactInputContract | None = Field(None, description="What the artifact expects as input.")
-    warnings: list[str] = Field(default_factory=list, description="Short warnings (at most 5; the report has all).")
+    warnings: list[Annotated[str, Field(max_length=MAX_STATUS_URI)]] = Field(default_factory=list, max_length=100, description="Short warnings (at most 5; the report has all).")
 
 
 class Progress(ApiModel):
-    stage: str = Field("", description="Current worker stage.")
-    message: str = Field("", description="Last progress message.")
+    stage: str = Field("", max_length=MAX_SHORT, description="Current worker stage.")
+    message: str = Field("", max_length=MAX_STATUS_URI, description="Last progress message.")
 
 
 class QuantizationJobStatus(ApiModel):
     phase: Phase | None = Field(None, description="Pending, Running, Succeeded, Failed or Suspended.")
     observed_generation: int | None = Field(None, description="Spec generation the status describes.")
-    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions keyed by type.")
-    job_name: str | None = Field(None, description="The batch/v1 Job running the current generation.")
+    conditions: list[Condition] = Field(default_factory=list, max_length=32, description="Standard conditions keyed by type.")
+    job_name: str | None = Field(None, max_length=MAX_NAME, description="The batch/v1 Job running the current generation.")
     attempts: int | None = Field(None, description="Quantizer pods started for the current generation.")
-    start_time: str | None = Field(None, description="When the current run started (RFC 3339).")
-    completion_time: str | None = Field(None, description="When the current run finished (RFC 3339).")
+    start_time: str | None = Field(None, max_length=MAX_SHORT, description="When the current run started (RFC 3339).")
+    completion_time: str | None = Field(None, max_length=MAX_SHORT, description="When the current run finished (RFC 3339).")
     progress: Progress | None = Field(None, description="Worker progress.")
     results: Results | None = Field(None, description="Results of a finished run.")
-    reason: str | None = Field(None, description="CamelCase reason of the current phase.")
-    message: str | None = Field(None, description="Human-readable summary or failure message.")
+    reason: str | None = Field(None, max_length=1024, description="CamelCase reason of the current phase.")
+    message: str | None = Field(None, max_length=MAX_TEXT, description="Human-readable summary or failure message.")
 
 
 class ObjectMeta(BaseModel):

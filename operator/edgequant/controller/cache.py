@@ -43,11 +43,11 @@ def quantization_job_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]
 def job_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]] | None:
     """Index key (namespace, QuantizationJob name) and the parts of a batch Job that reconcile and status read."""
     meta = body.get("metadata") or {}
-    qj_name = (meta.get("labels") or {}).get(naming.LABEL_JOB)
+    qj_name = naming.quantization_job_of(meta)
     if not qj_name:
         return None
     return (str(meta.get("namespace")), str(qj_name)), {
-        "metadata": _pick(meta, "name", "namespace", "uid", "labels", "ownerReferences", "deletionTimestamp"),
+        "metadata": _pick(meta, "name", "namespace", "uid", "labels", "annotations", "ownerReferences", "deletionTimestamp"),
         "spec": _pick(body.get("spec"), "suspend", "backoffLimit"),
         "status": dict(body.get("status") or {}),
     }

@@ -171,8 +171,8 @@ class RefreshRequest:
 def refresh_request(obj: dict[str, Any], *, kind: str, deleted: bool) -> RefreshRequest | None:
     """None when the event changes nothing the status shows (readiness, finalizers, a deleted pod)."""
     meta = obj.get("metadata") or {}
-    uid, labels = str(meta.get("uid")), meta.get("labels") or {}
-    namespace, qj_name = meta.get("namespace"), labels.get(naming.LABEL_JOB)
+    uid = str(meta.get("uid"))
+    namespace, qj_name = meta.get("namespace"), naming.quantization_job_of(meta)
     seen = None
     if deleted:
         with _GUARD:

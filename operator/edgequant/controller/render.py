@@ -104,7 +104,7 @@ def _tolerations(spec: api.QuantizationJobSpec, settings: OperatorSettings) -> l
 
 def labels_for(owner: Owner, spec: api.QuantizationJobSpec) -> dict[str, str]:
     return {
-        naming.LABEL_JOB: owner.name,
+        naming.LABEL_JOB: naming.label_value(owner.name),
         naming.LABEL_GENERATION: str(owner.generation),
         naming.LABEL_METHOD: spec.method.value,
         naming.LABEL_MANAGED_BY: naming.MANAGED_BY,
@@ -174,7 +174,7 @@ def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: Operato
         "backoffLimit": spec.execution.backoff_limit,
         "suspend": spec.suspend,
         "podFailurePolicy": _pod_failure_policy(),
-        "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        "template": {"metadata": {"labels": labels, "annotations": {naming.ANNOTATION_JOB: owner.name}}, "spec": pod_spec},
     }
     if spec.execution.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.execution.active_deadline_seconds
@@ -188,7 +188,7 @@ def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: Operato
             "name": naming.job_name(owner.name, owner.generation),
             "namespace": owner.namespace,
             "labels": labels,
-            "annotations": {"edgequant.io/spec-generation": str(owner.generation)},
+            "annotations": {"edgequant.io/spec-generation": str(owner.generation), naming.ANNOTATION_JOB: owner.name},
             "ownerReferences": [
                 {
                     "apiVersion": api.API_VERSION,

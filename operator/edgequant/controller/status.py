@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from edgequant.api.conditions import ConditionStatus, ConditionType, Phase, Reason
 from edgequant.api.exitcodes import NON_RETRIABLE
-from edgequant.api.result import WorkerResult
+from edgequant.api.result import SHORTENED_NOTE, WorkerResult
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,16 @@ def worker_result(pod: dict[str, Any]) -> WorkerResult | None:
         return None
 
 
+def _unreadable_message(pod: dict[str, Any] | None) -> str:
+    """Why a succeeded run shows no results: the worker's termination message is missing or not a WorkerResult."""
+    text = ((_terminated(pod) or {}).get("message") or "").strip() if pod is not None else ""
+    what = f"is not readable ({len(text.encode())} bytes, not the worker's JSON result)" if text else "is missing"
+    return (
+        f"the quantizer exited successfully but its termination message {what}, so the status shows no results; "
+        "read report.json under spec.output.uri, and check that spec.execution.image runs edgequant-worker"
+    )
+
+
 def _by_age(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(pods, key=lambda p: ((p.get("metadata") or {}).get("creationTimestamp") or "", (p.get("metadata") or {}).get("name") or ""))
 
@@ -118,10 +128,15 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
         result = worker_result(done[-1]) if done else None
         results = result.results.to_wire() if result and result.results else None
         degraded = bool(results and results.get("degraded"))
-        message = result.message if result else "quantization finished"
+        reason = Reason.COMPLETED_DEGRADED if degraded else Reason.COMPLETED
+        if result is None:
+            # Never a silent success without results: say that they are missing and where the full record is.
+            reason, message = Reason.RESULTS_UNREADABLE, _unreadable_message(done[-1] if done else None)
+        else:
+            message = f"{result.message} ({SHORTENED_NOTE})" if result.shortened else result.message
         return Observation(
             phase=Phase.SUCCEEDED,
-            reason=Reason.COMPLETED_DEGRADED if degraded else Reason.COMPLETED,
+            reason=reason,
             message=message,
             completion_time=_finished_at(sealing) or jstatus.get("completionTime") or (complete or {}).get("lastTransitionTime"),
             results=results,

@@ -112,9 +112,15 @@ def _index_imagefolder(root: Path, *, uri: str, use_labels: bool = True) -> Data
         )
     labels = _class_labels([d.name for d in class_dirs])
     samples: list[Sample] = []
+    inside = root.resolve()
     for class_dir in class_dirs:
         for file in sorted(class_dir.rglob("*")):
             if file.is_file() and not file.name.startswith("."):
+                if not file.resolve().is_relative_to(inside):
+                    raise InvalidInputError(
+                        f"{uri}: {file.relative_to(root).as_posix()} is a link that leads outside the dataset folder; "
+                        "copy the file into the folder instead of linking it"
+                    )
                 samples.append(Sample(source=file.relative_to(root).as_posix(), label=labels[class_dir.name]))
     return DatasetIndex(
         uri=uri, root=root, layout=api.DatasetLayout.IMAGEFOLDER, samples=samples,

@@ -16,6 +16,7 @@ from edgequant.storage.base import (
     Store,
     UploadedObject,
     sha256_file,
+    verify_sha256,
 )
 from edgequant.storage.uri import ObjectUri, as_prefix, file_uri, parse_uri
 
@@ -31,6 +32,7 @@ __all__ = [
     "file_uri",
     "parse_uri",
     "sha256_file",
+    "verify_sha256",
 ]
 
 
@@ -55,8 +57,12 @@ class Stores:
                 self._by_scheme[scheme] = FileStore(base_dir=self._base_dir)
         return self._by_scheme[scheme]
 
-    def download(self, uri: str, dest: Path) -> Path:
-        return self.for_uri(uri).download(uri, dest)
+    def download(self, uri: str, dest: Path, *, sha256: str | None = None, sha256_field: str = "sha256") -> Path:
+        """Fetch ``uri``; with ``sha256``, verify the file before anything reads it (``sha256_field`` names the spec field)."""
+        path = self.for_uri(uri).download(uri, dest)
+        if sha256 is not None:
+            verify_sha256(path, sha256, uri=uri, field=sha256_field)
+        return path
 
     def upload(self, path: Path, uri: str, *, content_type: str | None = None) -> UploadedObject:
         return self.for_uri(uri).upload(path, uri, content_type=content_type)

@@ -51,3 +51,15 @@ def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
         while chunk := fh.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def verify_sha256(path: Path, expected: str, *, uri: str, field: str) -> None:
+    """InvalidInputError naming ``field``, the expected and the actual hash when the file at ``path`` differs."""
+    if path.is_dir():
+        raise InvalidInputError(f"{field} is set but {uri} is a folder: a sha256 checks one file (drop {field} for a SavedModel)")
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise InvalidInputError(
+            f"{field}: {uri} has sha256 {actual}, expected {expected.lower()}; the object changed or the hash is wrong "
+            f"(fix the object or {field})"
+        )

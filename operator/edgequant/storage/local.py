@@ -11,7 +11,8 @@ from edgequant.util.errors import InvalidInputError
 
 
 class FileStore:
-    """Local paths. Relative paths (file://data/x) resolve against ``base_dir`` (the job file's folder)."""
+    """Local paths. Relative paths (file://data/x) resolve against ``base_dir`` (the job file's folder) and must stay
+    inside it; an absolute path (file:///data/x) is the job author's explicit choice."""
 
     def __init__(self, *, base_dir: Path | None = None) -> None:
         self._base_dir = base_dir or Path.cwd()
@@ -21,7 +22,15 @@ class FileStore:
         if parsed.scheme != "file":
             raise InvalidInputError(f"{uri!r} is not a file:// URI")
         path = Path(parsed.key)
-        return path if path.is_absolute() else (self._base_dir / path)
+        if path.is_absolute():
+            return path
+        target = self._base_dir / path
+        if not target.resolve().is_relative_to(self._base_dir.resolve()):
+            raise InvalidInputError(
+                f"{uri}: the relative path leads outside {self._base_dir} (the job file's folder); "
+                "use a path below that folder or an absolute file:/// URI"
+            )
+        return target
 
     def download(self, uri: str, dest: Path) -> Path:
         path = self.local_path(uri)

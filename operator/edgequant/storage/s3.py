@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from edgequant.api import v1alpha1 as api
@@ -22,7 +22,7 @@ from edgequant.storage.base import (
     UploadedObject,
     sha256_file,
 )
-from edgequant.storage.uri import ObjectUri, parse_uri
+from edgequant.storage.uri import ObjectUri, contained_path, parse_uri
 from edgequant.util.errors import InvalidInputError
 
 #: Where the operator mounts the ConfigMap named in spec.storage.caBundle (file name = its key).
@@ -149,19 +149,15 @@ class S3Store:
         parsed = parse_uri(uri)
         try:
             if not parsed.is_prefix:
-                target = dest / parsed.basename
+                target = contained_path(dest, parsed.basename, key=parsed.key, uri=uri)
                 self._download_key(parsed.bucket, parsed.key, target)
                 return target
             keys = self._list(parsed)
             if not keys:
                 raise ObjectNotFoundError(f"{uri}: no objects under this prefix at {self._endpoint} (fix the URI or upload the data)")
-            folder = dest / (parsed.basename or parsed.bucket)
-            targets = []
-            for key in keys:
-                relative = PurePosixPath(key[len(parsed.key) :])
-                if ".." in relative.parts:
-                    raise InvalidInputError(f"{uri}: object key {key!r} escapes the prefix")
-                targets.append((key, folder.joinpath(*relative.parts)))
+            folder = contained_path(dest, parsed.basename or parsed.bucket, key=parsed.key or parsed.bucket, uri=uri)
+            # Every key is checked before anything is written: a refused key leaves nothing behind.
+            targets = [(key, contained_path(folder, key[len(parsed.key) :], key=key, uri=uri)) for key in keys]
             with ThreadPoolExecutor(max_workers=self._max_workers) as pool:
                 for future in [pool.submit(self._download_key, parsed.bucket, k, t) for k, t in targets]:
                     future.result()

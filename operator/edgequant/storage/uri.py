@@ -62,3 +62,46 @@ def file_uri(path: Path, *, folder: bool = False) -> str:
     """file:// URI of a local path; ``folder`` adds the trailing '/' that marks a prefix."""
     text = str(path.resolve())
     return f"file://{text}/" if folder and not text.endswith("/") else f"file://{text}"
+
+
+#: Longest file name most filesystems accept (ext4, xfs, overlayfs: NAME_MAX).
+MAX_NAME_BYTES = 255
+_KEY_RULE = (
+    "each key below a prefix must be a relative path of plain names: no leading '/', no '//', no '.' or '..' "
+    f"parts, no backslashes, each part at most {MAX_NAME_BYTES} bytes"
+)
+
+
+def unsafe_relative_path(relative: str) -> str | None:
+    """Why ``relative`` (a '/'-separated object key below a prefix) could land outside its folder, or None. Pure."""
+    if not relative:
+        return "is empty"
+    if "\x00" in relative:
+        return "contains a NUL byte"
+    if "\\" in relative:
+        return "contains a backslash"
+    if relative.startswith("/"):
+        return "starts with '/'"
+    for part in relative.split("/"):
+        if part == "":
+            return "contains '//'"
+        if part in (".", ".."):
+            return f"has a {part!r} part"
+        if len(part.encode()) > MAX_NAME_BYTES:
+            return f"has a part of {len(part.encode())} bytes (at most {MAX_NAME_BYTES})"
+    return None
+
+
+def contained_path(root: Path, relative: str, *, key: str, uri: str) -> Path:
+    """``root/relative``, or InvalidInputError naming ``key`` (of ``uri``) when it could resolve anywhere outside ``root``.
+
+    Checks the text (so nothing is created outside) and then the resolved path (so a symlink inside ``root`` cannot
+    lead out either).
+    """
+    problem = unsafe_relative_path(relative)
+    if problem is None:
+        target = root.joinpath(*relative.split("/"))
+        if target.resolve().is_relative_to(root.resolve()):
+            return target
+        problem = "resolves outside its folder (through a symlink)"
+    raise InvalidInputError(f"{uri}: object key {key!r} {problem}: rename the object ({_KEY_RULE})")

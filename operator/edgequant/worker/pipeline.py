@@ -138,7 +138,7 @@ def fetch(ctx: RunContext) -> None:
     """Download the model and every dataset the method reads; list the datasets."""
     spec = ctx.spec
     ctx.log(f"model {spec.model.uri}")
-    ctx.model_path = ctx.stores.download(spec.model.uri, ctx.workdir / "model")
+    ctx.model_path = ctx.stores.download(spec.model.uri, ctx.workdir / "model", sha256=spec.model.sha256, sha256_field="spec.model.sha256")
     ctx.source_size_bytes = _size(ctx.model_path)
     local: dict[str, Path] = {}
     for role, dataset in _roles(spec).items():

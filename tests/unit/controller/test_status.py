@@ -235,3 +235,26 @@ def test_fingerprints_ignore_what_the_status_does_not_show() -> None:
     ready["status"]["ready"] = 1
     assert status.job_fingerprint(batch_job(active=1)) == status.job_fingerprint(ready)
     assert status.job_fingerprint(batch_job(active=1)) != status.job_fingerprint(batch_job(failed=1, conditions=[("FailureTarget", "PodFailurePolicy", "")]))
+
+
+def test_a_success_whose_termination_message_is_unreadable_says_so() -> None:
+    job = batch_job(succeeded=1, conditions=[("Complete", "CompletionsReached", "")])
+    for message in ('{"exitCode":0,"reason":"Completed","results":{"artif', "Killed", None):
+        obs = status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=message)])
+        assert obs is not None and obs.phase is Phase.SUCCEEDED and obs.reason == Reason.RESULTS_UNREADABLE
+        assert obs.results is None
+        assert "termination message" in obs.message and "report.json under spec.output.uri" in obs.message
+        st = status.desired_status({}, obs, generation=1, now=T1)
+        assert conditions(st)["Succeeded"]["reason"] == "ResultsUnreadable"
+
+
+def test_shortened_results_are_flagged_in_the_status_message() -> None:
+    from edgequant.api.result import SHORTENED_NOTE, WorkerResult
+
+    long_uri = "s3://b/" + "p" * 1800
+    results = api.Results(artifact=api.ArtifactInfo(uri=long_uri + "/m.tflite", sha256="a" * 64, size_bytes=1), report_uri=long_uri + "/report.json")
+    message = WorkerResult.for_exit(ExitCode.SUCCESS, "published", results).to_termination_message()
+    job = batch_job(succeeded=1, conditions=[("Complete", "CompletionsReached", "")])
+    obs = status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=message)])
+    assert obs is not None and obs.reason == Reason.COMPLETED and SHORTENED_NOTE in obs.message
+    assert obs.results is not None and obs.results["artifact"]["uri"] == long_uri + "/m.tflite"

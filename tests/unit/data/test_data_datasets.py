@@ -108,3 +108,24 @@ def test_npz_problems_are_named(tmp_path: Path, arrays: dict[str, np.ndarray], m
     np.savez(path, **arrays)
     with pytest.raises(InvalidInputError, match=message):
         index_dataset(path, layout=NPZ, uri="s3://b/bad.npz")
+
+
+@pytest.mark.parametrize("link", ["file", "class_folder"])
+def test_links_out_of_the_dataset_folder_are_refused(tmp_path: Path, link: str) -> None:
+    root, outside = tmp_path / "cal", tmp_path / "private"
+    _img(root, "0_shirt/a.png")
+    _img(outside, "secret.png")
+    if link == "file":
+        (root / "0_shirt" / "b.png").symlink_to(outside / "secret.png")
+        named = "0_shirt/b.png"
+    else:
+        (root / "1_coat").symlink_to(outside, target_is_directory=True)
+        named = "1_coat/secret.png"
+    with pytest.raises(InvalidInputError, match=f"file://cal/: {named} is a link that leads outside the dataset folder"):
+        index_dataset(root, layout=IMAGEFOLDER, uri="file://cal/")
+    (root / "0_shirt" / "c.png").symlink_to(root / "0_shirt" / "a.png")  # a link that stays inside is fine
+    if link == "file":
+        (root / "0_shirt" / "b.png").unlink()
+    else:
+        (root / "1_coat").unlink()
+    assert [s.source for s in index_dataset(root, layout=IMAGEFOLDER, uri="file://cal/").samples] == ["0_shirt/a.png", "0_shirt/c.png"]

@@ -51,7 +51,7 @@ def _legacy_model(source: SourceModel) -> tuple[Any, list[str], dict[str, str]]:
         return rebuilt.model, notes, rebuilt.preprocessing
     tf_keras = import_tf_keras()
     try:
-        return tf_keras.models.load_model(str(source.path), compile=False), [], {}
+        return tf_keras.models.load_model(str(source.path), compile=False, safe_mode=True), [], {}
     except Exception as exc:
         raise InvalidInputError(
             f"{source.path.name}: QAT needs a Keras model; this SavedModel has no Keras metadata "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgequant.api import v1alpha1 as api
+from edgequant.backends.tflite.model_safety import check_keras_file, check_saved_model
 from edgequant.backends.tflite.tf import import_keras, import_tf
 from edgequant.util.errors import InvalidInputError
 
@@ -58,11 +59,13 @@ def _first_error_line(exc: Exception) -> str:
 
 
 def load_source(path: Path, *, fmt: api.ModelFormat, workdir: Path) -> SourceModel:
-    """Load the model (SavedModels: its serving signature) and read its input shape."""
+    """Load the model (SavedModels: its serving signature) and read its input shape; refuse models that carry
+    Python code (model_safety) before any loader reads them."""
     tf = import_tf()
     if fmt is api.ModelFormat.SAVED_MODEL:
         if not (path / "saved_model.pb").is_file():
             raise InvalidInputError(f"{path.name}: not a SavedModel folder (no saved_model.pb); export one with model.export(dir)")
+        check_saved_model(path)
         try:
             loaded = tf.saved_model.load(str(path))
             signature = loaded.signatures["serving_default"]
@@ -73,9 +76,11 @@ def load_source(path: Path, *, fmt: api.ModelFormat, workdir: Path) -> SourceMod
             raise InvalidInputError(f"{path.name}: the serving signature has {len(inputs)} inputs; edgequant quantizes single-input vision models")
         shape = tuple(next(iter(inputs.values())).shape.as_list())
         return SourceModel(path=path, format=fmt, input_shape=shape, _saved_model_dir=path)
+    check_keras_file(path, fmt)
     keras = import_keras()
     try:
-        model = keras.models.load_model(str(path), compile=False)
+        # safe_mode=True explicitly: Keras refuses Lambda bytecode itself too (check_keras_file refused it already).
+        model = keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:
         raise InvalidInputError(f"{path.name}: cannot load as a Keras model ({fmt.value}): {_first_error_line(exc)}") from exc
     if len(model.inputs) != 1:
