@@ -667,7 +667,7 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
         field="spec.model.sha256",
         cel="!has(self.model.sha256) || !self.model.uri.endsWith('/')",
         message="model.sha256 checks one model file, and model.uri names a SavedModel folder (it ends in '/')",
-        fix="drop model.sha256 for a SavedModel folder",
+        fix="remove model.sha256 for a SavedModel folder",
         check=lambda s: s.model.sha256 is None or not s.model.uri.endswith("/"),
     ),
     CrossFieldRule(
