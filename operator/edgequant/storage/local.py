@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from edgequant.util.errors import InvalidInputError
 
 class FileStore:
     """Local paths. Relative paths (file://data/x) resolve against ``base_dir`` (the job file's folder) and must stay
-    inside it; an absolute path (file:///data/x) is the job author's explicit choice."""
+    inside it by name (no '..' out of it); links the author placed in that folder are followed, like an absolute
+    path (file:///data/x), as the job author's explicit choice."""
 
     def __init__(self, *, base_dir: Path | None = None) -> None:
         self._base_dir = base_dir or Path.cwd()
@@ -25,7 +27,7 @@ class FileStore:
         if path.is_absolute():
             return path
         target = self._base_dir / path
-        if not target.resolve().is_relative_to(self._base_dir.resolve()):
+        if not Path(os.path.normpath(target)).is_relative_to(os.path.normpath(self._base_dir)):
             raise InvalidInputError(
                 f"{uri}: the relative path leads outside {self._base_dir} (the job file's folder); "
                 "use a path below that folder or an absolute file:/// URI"

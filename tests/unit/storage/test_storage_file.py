@@ -47,7 +47,7 @@ def test_upload_copies_and_reports_sha256(tmp_path: Path) -> None:
     assert uploaded.size_bytes == 700
 
 
-@pytest.mark.parametrize("relative", ["../secret.keras", "data/../../secret.keras", "link/secret.keras"])
+@pytest.mark.parametrize("relative", ["../secret.keras", "data/../../secret.keras", "link/../../secret.keras"])
 def test_relative_paths_cannot_leave_the_job_folder(tmp_path: Path, relative: str) -> None:
     from edgequant.util.errors import InvalidInputError
 
@@ -63,6 +63,8 @@ def test_relative_paths_cannot_leave_the_job_folder(tmp_path: Path, relative: st
     with pytest.raises(InvalidInputError, match="leads outside"):
         store.upload(tmp_path / "secret.keras", f"file://{relative}")
     assert store.download(f"file://{outside}/secret.keras", tmp_path / "dest") == outside / "secret.keras"  # absolute: explicit
+    # A link the author placed in the job folder is followed, as explicit as an absolute path.
+    assert store.download("file://link/secret.keras", tmp_path / "dest") == job_dir / "link" / "secret.keras"
 
 
 def test_model_sha256_is_verified_for_file_uris(tmp_path: Path) -> None:
