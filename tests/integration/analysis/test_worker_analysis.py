@@ -154,3 +154,15 @@ def test_onnx_degrade_ends_with_the_model_converted_to_float16(job_files: Path) 
     assert {init.data_type for init in model.graph.initializer if len(init.dims) > 1} == {onnx.TensorProto.FLOAT16}
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # the input contract is unchanged
     assert any("float16 rung" in note for note in report["notes"])
+
+
+@pytest.mark.parametrize(("model", "method"), [("sensitive.keras", "tflite-int8"), ("sensitive.onnx", "onnx-static")])
+def test_one_calibration_serves_quantize_sensitivity_and_the_pinned_candidate(job_files: Path, model: str, method: str) -> None:
+    result, ctx, out = _run(
+        job_files, f"once-{method}", model=model, method=method, acceptance={"maxAccuracyDrop": 0.02, "onFailure": "degrade"},
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    analysis = json.loads((out / "report.json").read_text())["analysis"]
+    assert analysis["sensitivity"]["mode"] == "fast" and analysis["sensitivity"]["layers"][0]["layer"] == "conv2"
+    assert [t["rung"] for t in analysis["gate"]["trials"]] == ["full", "pinned"]
+    assert ctx.backend.calibrations == 1  # the quantize stage calibrated; the layer analysis and the ladder reused it

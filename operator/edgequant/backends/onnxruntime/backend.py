@@ -57,8 +57,11 @@ class OnnxRuntimeBackend:
         self.cpu = cpu or cpu_features.detect()
         self._float_models: dict[tuple[Path, bool, bool], FloatModel] = {}
         self._ranges: dict[tuple[object, ...], Path] = {}
+        self.calibrations = 0
+        """Calibration passes run (one per model, algorithm and data set; every later quantize reuses the ranges)."""
 
-    def _float_model(self, request: QuantizeRequest) -> FloatModel:
+    def float_model(self, request: QuantizeRequest) -> FloatModel:
+        """The source model as this run quantizes it (pre-processed once per path and settings)."""
         spec = request.spec
         fmt = spec.model.resolved_format
         if fmt is not None and fmt is not api.ModelFormat.ONNX:
@@ -78,6 +81,7 @@ class OnnxRuntimeBackend:
             raise InvalidInputError("spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset")
         key = (model.path, settings.algorithm, settings.percentile, settings.symmetric_activations, data.count, data.batch_size)
         if key not in self._ranges:
+            self.calibrations += 1
             ranges = calibrate(
                 model_path=model.path, batches=data, input_name=model.model.input_name, fixed_batch=model.model.fixed_batch,
                 settings=settings, workdir=request.workdir / "calibration", log=request.log,
@@ -90,7 +94,7 @@ class OnnxRuntimeBackend:
         method = request.method
         if method not in self.methods:
             raise InvalidInputError(f"spec.method: the ONNX Runtime backend does not run {method.value}")
-        model = self._float_model(request)
+        model = self.float_model(request)
         keep_float = tuple(request.keep_float)
         output = request.workdir / artifact_name(request.model_path.stem, method, keep_float)
         notes = [f"model pre-processed by ONNX Runtime's quant_pre_process (shape inference, basic optimization): "
@@ -122,13 +126,13 @@ class OnnxRuntimeBackend:
 
     def export_float16(self, request: QuantizeRequest) -> QuantizedArtifact:
         """The source model in float16 (the degrade ladder's last rung)."""
-        model = self._float_model(request)
+        model = self.float_model(request)
         output = convert_to_float16(model.path, request.workdir / f"{request.model_path.stem}.float16.onnx")
         return QuantizedArtifact(path=output, method=request.method, input=float_input_contract(model), notes=[FLOAT16_NOTE])
 
     def quantizable_layers(self, request: QuantizeRequest) -> list[str]:
         """Nodes with weights (Conv, ConvTranspose, Gemm, MatMul) of the model as it is quantized, in graph order."""
-        return self._float_model(request).model.weighted_nodes()
+        return self.float_model(request).model.weighted_nodes()
 
     def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> OrtPredictor:
         """The FP32 source model or an artifact, on ONNX Runtime's CPU provider, after the checks that name the fix."""
