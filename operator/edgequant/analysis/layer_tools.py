@@ -14,10 +14,10 @@ from typing import Protocol
 
 import numpy as np
 
-from edgequant.analysis.memory import DEFAULT_BUDGET_BYTES
 from edgequant.analysis.sensitivity import LayerProbe
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import QuantizeRequest
+from edgequant.util.memory import DEFAULT_BUDGET_BYTES
 
 
 class LayerTool(Protocol):
@@ -39,7 +39,7 @@ class LayerTool(Protocol):
     def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256, memory_budget: int = DEFAULT_BUDGET_BYTES) -> list[LayerProbe]:
         """One quantized model against the float one on ``inputs``: each layer's own noise and output error.
 
-        Streams: batches sized to ``memory_budget`` (``analysis.memory``), each one's tensors dropped once accumulated.
+        Streams: batches sized to ``memory_budget`` (``util.memory``), each one's tensors dropped once accumulated.
         """
         ...
 

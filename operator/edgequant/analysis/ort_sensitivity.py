@@ -10,7 +10,7 @@
 - ``probe(inputs)``: the float and the QDQ model with the compared activations
   made outputs (paired by name as ORT's qdq_loss_debug pairs them), run batch by
   batch on the same inputs; each batch is folded into running error sums and
-  dropped, and the batch size follows the memory budget (``analysis.memory``).
+  dropped, and the batch size follows the memory budget (``util.memory``).
   Each layer's own noise is estimated from the cumulative (``xmodel``) errors by
   increments. ``qdq_err`` is not used (docs/analysis.md).
 
@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 
 from edgequant.analysis.layer_tools import rebatch
-from edgequant.analysis.memory import DEFAULT_BUDGET_BYTES, probe_batch_size, tensor_bytes_per_sample
 from edgequant.analysis.sensitivity import LayerProbe, ProbedOp, attribute_increments
 from edgequant.analysis.tensor_error import ErrorAccumulator, TensorError
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import QuantizeRequest
+from edgequant.util.memory import DEFAULT_BUDGET_BYTES, probe_batch_size, tensor_bytes_per_sample
 
 #: Folded into the node that feeds them (when it is their only producer).
 FOLDED_OPS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "BatchNormalization"})
@@ -137,14 +137,16 @@ class OrtLayerAnalysis:
         Both models run with only the compared tensors exposed; each batch's
         tensors are folded into running sums (``ErrorAccumulator``) and dropped
         before the next batch, whose size follows ``memory_budget``
-        (``analysis.memory.probe_batch_size``).
+        (``util.memory.probe_batch_size``).
         """
         import onnx
 
+        from edgequant.backends.onnxruntime.model import activation_shapes
+
         float_model = _with_shapes(onnx.load(str(self.model_path)))
         qdq_model = _with_shapes(onnx.load(str(self.model_keeping_float([]))))
-        float_tensors = float_tensor_shapes(float_model)
-        pairs = match_tensors(float_tensors=float_tensors, qdq_tensors=float_tensor_shapes(qdq_model))
+        float_tensors = activation_shapes(float_model)
+        pairs = match_tensors(float_tensors=float_tensors, qdq_tensors=activation_shapes(qdq_model))
         if not pairs:
             raise ValueError(f"{self.model_path.name}: no activation of the float model has a Q/DQ counterpart to compare")
         input_name, fixed_batch = self._input()
@@ -210,26 +212,6 @@ def match_tensors(*, float_tensors: Iterable[str], qdq_tensors: Iterable[str]) -
                 pairs[name] = post
                 break
     return pairs
-
-
-def float_tensor_shapes(model: Any) -> dict[str, tuple[int | str | None, ...]]:
-    """Float activations (inputs and outputs of nodes, not initializers) -> shape, in graph order."""
-    from onnx import TensorProto
-
-    graph = model.graph
-    infos = {vi.name: vi for vi in (*graph.value_info, *graph.output, *graph.input)}
-    initializers = {i.name for i in graph.initializer}
-    shapes: dict[str, tuple[int | str | None, ...]] = {}
-    for node in graph.node:
-        for name in (*node.input, *node.output):
-            info = infos.get(name)
-            if name in shapes or name in initializers or info is None or not info.type.HasField("tensor_type"):
-                continue
-            if info.type.tensor_type.elem_type not in (TensorProto.FLOAT, TensorProto.FLOAT16):
-                continue
-            dims = info.type.tensor_type.shape.dim
-            shapes[name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
-    return shapes
 
 
 def _with_shapes(model: Any) -> Any:

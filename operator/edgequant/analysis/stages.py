@@ -22,13 +22,13 @@ import numpy as np
 from edgequant.analysis import diagnostics as dg
 from edgequant.analysis.gate import GateVerdict
 from edgequant.analysis.layer_tools import FLOAT16_FALLBACK, LayerTool, layer_tool_for, ranks_layers, supports_layers
-from edgequant.analysis.memory import memory_budget
 from edgequant.analysis.schema import AnalysisReport, SensitivityReport
 from edgequant.analysis.selection import Candidate, select_artifact
 from edgequant.analysis.sensitivity import combine, exhaustive_sensitivity, fast_sensitivity
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
 from edgequant.backends.base import Float16Export, QuantizedArtifact, QuantizeRequest, describe_contract, to_input_contract
+from edgequant.util.memory import memory_budget
 
 #: Inputs the fast probe and the diagnostics look at.
 PROBE_SAMPLES = 256

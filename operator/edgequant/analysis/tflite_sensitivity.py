@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 
 from edgequant.analysis.layer_tools import rebatch
-from edgequant.analysis.memory import DEFAULT_BUDGET_BYTES, probe_batch_size
 from edgequant.analysis.sensitivity import LayerProbe
 from edgequant.analysis.tensor_error import ErrorAccumulator, TensorError
 from edgequant.backends.base import QuantizeRequest
 from edgequant.backends.tflite import layers as tl
+from edgequant.util.memory import DEFAULT_BUDGET_BYTES, probe_batch_size
 
 class TFLiteLayerAnalysis:
     """Per-layer control of one model's full-INT8 conversion, named in source layer names."""
@@ -72,7 +72,7 @@ class TFLiteLayerAnalysis:
 
         Streamed: both run on each batch, whose NumericVerify pairs are folded
         into running sums; the batch size follows ``memory_budget``
-        (``analysis.memory.probe_batch_size``; the debug interpreters keep every tensor).
+        (``util.memory.probe_batch_size``; the debug interpreters keep every tensor).
         """
         local, whole = self._verifier(whole_model=False), self._verifier(whole_model=True)
         per_sample = local.bytes_per_sample() + whole.bytes_per_sample()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edgequant.analysis.memory import PROBE_SHARE
+from edgequant.util.memory import PROBE_SHARE
 
 pytestmark = pytest.mark.integration
 

@@ -8,13 +8,15 @@ other nodes kept in float (mixed precision) costs only the Q/DQ insertion.
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import QuantizedArtifact, QuantizeRequest, TensorContract
 from edgequant.backends.onnxruntime import options as opts
 from edgequant.backends.onnxruntime.calibration import calibrate
-from edgequant.backends.onnxruntime.model import check_input, read_model
+from edgequant.backends.onnxruntime.model import activation_bytes_per_sample, check_input, read_model
 from edgequant.backends.onnxruntime.predictor import OrtPredictor
 from edgequant.backends.onnxruntime.quantize import (
     FLOAT16_NOTE,
@@ -28,6 +30,7 @@ from edgequant.backends.onnxruntime.quantize import (
 )
 from edgequant.util import cpu as cpu_features
 from edgequant.util.errors import InvalidInputError
+from edgequant.util.memory import memory_budget, probe_batch_size
 
 #: Artifact file suffix per method: <model stem>.<suffix>.onnx
 _SUFFIX = {
@@ -47,6 +50,18 @@ def artifact_name(stem: str, method: api.Method, keep_float: tuple[str, ...]) ->
 def float_input_contract(model: FloatModel) -> TensorContract:
     shape = tuple(d if isinstance(d, int) else -1 for d in model.model.input_shape)
     return TensorContract(dtype="float32", shape=shape)
+
+
+def calibration_batch(model_path: Path, log: Callable[[str], None]) -> int | None:
+    """Samples per calibration run that fit the worker's memory budget (``util.memory``); None: no bound known."""
+    per_sample = activation_bytes_per_sample(model_path)
+    if per_sample is None:
+        return None
+    budget = memory_budget(os.environ)
+    batch = probe_batch_size(budget_bytes=budget.bytes, bytes_per_sample=per_sample)
+    log(f"calibration: at most {batch} samples per run ({per_sample / 2**20:.1f} MiB of activations per sample, "
+        f"memory budget {budget.bytes / 2**20:.0f} MiB from {budget.source})")
+    return batch
 
 
 class OnnxRuntimeBackend:
@@ -85,6 +100,7 @@ class OnnxRuntimeBackend:
             ranges = calibrate(
                 model_path=model.path, batches=data, input_name=model.model.input_name, fixed_batch=model.model.fixed_batch,
                 settings=settings, workdir=request.workdir / "calibration", log=request.log,
+                max_batch=calibration_batch(model.path, request.log),
             )
             name = f"{request.model_path.stem}.{settings.algorithm.value}-{len(self._ranges)}.ranges.json"
             self._ranges[key] = save_ranges(ranges, request.workdir / name)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgequant.analysis.memory import (
+from edgequant.util.memory import (
     BUDGET_ENV,
     DEFAULT_BUDGET_BYTES,
     MAX_PROBE_BATCH,
