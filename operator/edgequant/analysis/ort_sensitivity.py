@@ -156,6 +156,7 @@ class OrtLayerAnalysis:
         sizes = [tensor_bytes_per_sample(float_tensors[t], 4) for t in pairs]
         per_sample = 2 * sum(s for s in sizes if s is not None) if all(s is not None for s in sizes) else None
         accumulators = {tensor: ErrorAccumulator() for tensor in pairs}
+
         def run(batch: np.ndarray) -> int:
             reference = float_session.run(list(pairs), {input_name: batch})
             held = sum(r.nbytes for r in reference)
@@ -173,7 +174,7 @@ class OrtLayerAnalysis:
             per_sample = run(_fit(first, fixed_batch)) // (fixed_batch or 1)
         batch_size = fixed_batch or probe_batch_size(budget_bytes=memory_budget, bytes_per_sample=per_sample)
         self.last_batch_size = batch_size
-        for batch in rebatch((s for s in samples), batch_size, max_samples):
+        for batch in rebatch(samples, batch_size, max_samples):
             run(_fit(batch, fixed_batch))
         if all(acc.count == 0 for acc in accumulators.values()):
             raise ValueError("no inputs to probe the model with")
