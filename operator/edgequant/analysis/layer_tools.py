@@ -17,6 +17,7 @@ import numpy as np
 from edgequant.analysis.sensitivity import LayerProbe
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import QuantizeRequest
+from edgequant.util.memory import DEFAULT_BUDGET_BYTES
 
 
 class LayerTool(Protocol):
@@ -35,8 +36,11 @@ class LayerTool(Protocol):
         """The method's artifact with ``layers`` kept in float (mixed precision)."""
         ...
 
-    def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256) -> list[LayerProbe]:
-        """One quantized model against the float one on ``inputs``: each layer's own noise and output error."""
+    def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256, memory_budget: int = DEFAULT_BUDGET_BYTES) -> list[LayerProbe]:
+        """One quantized model against the float one on ``inputs``: each layer's own noise and output error.
+
+        Streams: batches sized to ``memory_budget`` (``util.memory``), each one's tensors dropped once accumulated.
+        """
         ...
 
 

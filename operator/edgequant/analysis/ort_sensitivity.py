@@ -7,15 +7,17 @@
   either way: QDQ models keep float inputs and outputs).
 - ``model_keeping_float(layers)``: the onnx-static artifact with those layers'
   nodes excluded (mixed precision).
-- ``probe(inputs)``: ORT's qdq_loss_debug: the float and the QDQ model with every
-  activation made an output, run on the same inputs, matched by tensor name;
-  each layer's own noise is estimated from the cumulative (``xmodel``) errors by
-  increments. ``qdq_err`` is not used (notes/quant-stack.md, gotcha 15).
+- ``probe(inputs)``: the float and the QDQ model with the compared activations
+  made outputs (paired by name as ORT's qdq_loss_debug pairs them), run batch by
+  batch on the same inputs; each batch is folded into running error sums and
+  dropped, and the batch size follows the memory budget (``util.memory``).
+  Each layer's own noise is estimated from the cumulative (``xmodel``) errors by
+  increments. ``qdq_err`` is not used (docs/analysis.md).
 
 Quantization is the ONNX Runtime backend's own ``quantize`` with
 ``keep_float`` (same settings, same artifact naming); the backend calibrates
 once per run and re-quantizes from the saved ranges. Node names are those of
-the model as the backend quantizes it (after ORT's pre-processing). Models with
+the backend's own pre-processed float model. Models with
 nodes kept in float must be run with ``WeightBiasQuantization`` disabled, as
 the backend's predictor does (backends/onnxruntime/predictor.py).
 onnx and onnxruntime are imported only inside these functions.
@@ -36,12 +38,15 @@ from edgequant.analysis.sensitivity import LayerProbe, ProbedOp, attribute_incre
 from edgequant.analysis.tensor_error import ErrorAccumulator, TensorError
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import QuantizeRequest
+from edgequant.util.memory import DEFAULT_BUDGET_BYTES, probe_batch_size, tensor_bytes_per_sample
 
 #: Folded into the node that feeds them (when it is their only producer).
 FOLDED_OPS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "BatchNormalization"})
 #: Move or reshape data: quantized with their neighbours, never a layer of their own.
 SHAPE_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Shape", "Gather", "Slice", "Split", "Identity", "Cast", "Constant"})
-PROBE_BATCH = 64
+#: ONNX Runtime's Q/DQ tensor naming (onnxruntime.quantization.quant_utils), read by ``match_tensors``.
+QUANT_INPUT_SUFFIX = "_QuantizeLinear_Input"
+DEQUANT_OUTPUT_SUFFIX = "_DequantizeLinear_Output"
 
 #: quantize(nodes_kept_in_float) -> the path of a Q/DQ model of ``model_path`` with those nodes in float.
 Quantize = Callable[[Sequence[str]], Path]
@@ -97,6 +102,8 @@ class OrtLayerAnalysis:
         self.initializers = {i.name for i in graph.initializer}
         self.layer_of = group_layers(self.nodes, initializers=self.initializers)
         self._layers = list(dict.fromkeys(v for v in self.layer_of.values() if v is not None))
+        self.last_batch_size = 0
+        """Samples per batch of the last probe (the sizing rule's answer), for logs and tests."""
         if not self._layers:
             raise ValueError(f"{model_path.name}: no quantizable node")
 
@@ -122,39 +129,121 @@ class OrtLayerAnalysis:
     def model_keeping_float(self, layers: Iterable[str]) -> Path:
         return self.quantize(self.nodes_of(list(layers)))
 
-    def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256) -> list[LayerProbe]:
-        """Float vs fully quantized QDQ model on the same inputs (qdq_loss_debug), own noise by increments."""
-        from onnxruntime.quantization import qdq_loss_debug
+    def probe(
+        self, inputs: Iterable[np.ndarray], *, max_samples: int = 256, memory_budget: int = DEFAULT_BUDGET_BYTES
+    ) -> list[LayerProbe]:
+        """Float vs fully quantized QDQ model on the same inputs, streamed batch by batch; own noise by increments.
 
-        quantized = self.model_keeping_float([])
-        batches = [{self._input_name(): b} for b in rebatch(inputs, PROBE_BATCH, max_samples)]
-        if not batches:
-            raise ValueError("no inputs to probe the model with")
-        activations = {}
-        for role, path in (("float", self.model_path), ("qdq", quantized)):
-            augmented = self.workdir / f"{path.stem}.probe.onnx"
-            qdq_loss_debug.modify_model_output_intermediate_tensors(str(path), str(augmented))
-            activations[role] = qdq_loss_debug.collect_activations(str(augmented), iter(batches))
-        matched = qdq_loss_debug.create_activation_matching(activations["qdq"], activations["float"])
-        errors: dict[str, TensorError] = {}
-        for tensor, match in matched.items():
-            if "float" not in match:
-                continue
-            acc = ErrorAccumulator()
-            for ref, test in zip(match["float"], match["post_qdq"]):
+        Both models run with only the compared tensors exposed; each batch's
+        tensors are folded into running sums (``ErrorAccumulator``) and dropped
+        before the next batch, whose size follows ``memory_budget``
+        (``util.memory.probe_batch_size``).
+        """
+        import onnx
+
+        from edgequant.backends.onnxruntime.model import activation_shapes
+
+        float_model = _with_shapes(onnx.load(str(self.model_path)))
+        qdq_model = _with_shapes(onnx.load(str(self.model_keeping_float([]))))
+        float_tensors = activation_shapes(float_model)
+        pairs = match_tensors(float_tensors=float_tensors, qdq_tensors=activation_shapes(qdq_model))
+        if not pairs:
+            raise ValueError(f"{self.model_path.name}: no activation of the float model has a Q/DQ counterpart to compare")
+        input_name, fixed_batch = self._input()
+        float_session = _session(float_model, list(pairs))
+        qdq_session = _session(qdq_model, list(pairs.values()))
+        del float_model, qdq_model
+        sizes = [tensor_bytes_per_sample(float_tensors[t], 4) for t in pairs]
+        per_sample = 2 * sum(s for s in sizes if s is not None) if all(s is not None for s in sizes) else None
+        accumulators = {tensor: ErrorAccumulator() for tensor in pairs}
+
+        def run(batch: np.ndarray) -> int:
+            reference = float_session.run(list(pairs), {input_name: batch})
+            held = sum(r.nbytes for r in reference)
+            quantized = qdq_session.run(list(pairs.values()), {input_name: batch})
+            held += sum(q.nbytes for q in quantized)
+            for acc, ref, test in zip(accumulators.values(), reference, quantized):
                 acc.add(ref, test)
-            errors[tensor] = acc.result()
+            return held
+
+        samples = iter(rebatch(inputs, 1, max_samples))
+        if per_sample is None:  # a dimension besides the batch is unknown: measure one sample
+            first = next(samples, None)
+            if first is None:
+                raise ValueError("no inputs to probe the model with")
+            per_sample = run(_fit(first, fixed_batch)) // (fixed_batch or 1)
+        batch_size = fixed_batch or probe_batch_size(budget_bytes=memory_budget, bytes_per_sample=per_sample)
+        self.last_batch_size = batch_size
+        for batch in rebatch(samples, batch_size, max_samples):
+            run(_fit(batch, fixed_batch))
+        if all(acc.count == 0 for acc in accumulators.values()):
+            raise ValueError("no inputs to probe the model with")
+        errors: dict[str, TensorError] = {t: acc.result() for t, acc in accumulators.items() if acc.count}
         ops = [ProbedOp(layer=self.layer_of[n.name], inputs=tuple(t for t in n.inputs if t not in self.initializers), output=n.outputs[0]) for n in self.nodes]
         return attribute_increments(ops=ops, errors=errors)
 
-    def _input_name(self) -> str:
+    def _input(self) -> tuple[str, int | None]:
+        """The model's one input and its fixed batch size (None when the batch dimension is free)."""
         import onnx
 
         graph = onnx.load(str(self.model_path), load_external_data=False).graph
-        names = [i.name for i in graph.input if i.name not in self.initializers]
-        if len(names) != 1:
-            raise ValueError(f"{self.model_path.name}: {len(names)} inputs; edgequant probes single-input models")
-        return names[0]
+        inputs = [i for i in graph.input if i.name not in self.initializers]
+        if len(inputs) != 1:
+            raise ValueError(f"{self.model_path.name}: {len(inputs)} inputs; edgequant probes single-input models")
+        dims = inputs[0].type.tensor_type.shape.dim
+        fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+        return inputs[0].name, fixed
+
+
+def match_tensors(*, float_tensors: Iterable[str], qdq_tensors: Iterable[str]) -> dict[str, str]:
+    """Float model tensor -> the QDQ model tensor holding its dequantized value, as ORT's qdq_loss_debug pairs them.
+
+    A tensor ``X`` quantized in place reads ``X_DequantizeLinear_Output`` (or ``..._1``);
+    one renamed by the quantizer (a graph output) keeps its name after the Q/DQ pair
+    and reads ``X`` itself when ``X_QuantizeLinear_Input`` exists. Pure.
+    """
+    qdq = set(qdq_tensors)
+    pairs: dict[str, str] = {}
+    for name in float_tensors:
+        if name + QUANT_INPUT_SUFFIX in qdq and name in qdq:
+            pairs[name] = name
+            continue
+        for post in (name + DEQUANT_OUTPUT_SUFFIX, name + DEQUANT_OUTPUT_SUFFIX + "_1"):
+            if post in qdq and name in qdq:
+                pairs[name] = post
+                break
+    return pairs
+
+
+def _with_shapes(model: Any) -> Any:
+    import onnx
+
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _session(model: Any, outputs: Sequence[str]) -> Any:
+    """An ONNX Runtime session with ``outputs`` exposed, unoptimized (every compared tensor stays in the graph) and
+    without the CPU arena (a batch's buffers go back to the system instead of staying reserved)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    present = {o.name for o in graph.output}
+    for name in outputs:
+        if name not in present:
+            graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+            present.add(name)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.enable_cpu_mem_arena = False
+    return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _fit(batch: np.ndarray, fixed_batch: int | None) -> np.ndarray:
+    """A batch completed to the model's fixed batch size with its own samples repeated (as calibration does)."""
+    if fixed_batch is None or len(batch) == fixed_batch:
+        return batch
+    return np.ascontiguousarray(np.resize(batch, (fixed_batch, *batch.shape[1:])))
 
 
 def proxy_for_request(request: QuantizeRequest, backend: Any) -> OrtLayerAnalysis:
@@ -171,19 +260,16 @@ def proxy_for_request(request: QuantizeRequest, backend: Any) -> OrtLayerAnalysi
 
 
 def for_request(request: QuantizeRequest, backend: Any) -> OrtLayerAnalysis:
-    """The layer tool for an onnx-static run, quantizing through ``backend`` (the run's OnnxRuntimeBackend)."""
-    from edgequant.backends.onnxruntime.quantize import prepare_float_model
+    """The layer tool for an onnx-static run, quantizing through ``backend`` (the run's OnnxRuntimeBackend).
 
+    The float model is the backend's own pre-processed one (node names refer to it) and every
+    quantization reuses the ranges the backend calibrated for the quantize stage.
+    """
     if request.calibration is None:
         raise ValueError("onnx-static layer analysis needs calibration data")
-    spec = request.spec
-    workdir = request.workdir / "layers"
-    # The float model exactly as the backend quantizes it (the same deterministic pre-processing): node names refer to it.
-    float_model = prepare_float_model(
-        request.model_path, workdir=workdir, preprocess=spec.onnx.preprocess, per_channel=spec.onnx.per_channel, contract=spec.model.input
-    )
+    float_model = backend.float_model(request)
 
     def quantize(keep_float: Sequence[str]) -> Path:
         return Path(backend.quantize(dataclasses.replace(request, keep_float=list(keep_float))).path)
 
-    return OrtLayerAnalysis(model_path=float_model.path, quantize=quantize, workdir=workdir)
+    return OrtLayerAnalysis(model_path=float_model.path, quantize=quantize, workdir=request.workdir / "layers")

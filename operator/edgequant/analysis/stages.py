@@ -10,6 +10,7 @@ The context is duck-typed: the attributes used are those of
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from edgequant.analysis.sensitivity import combine, exhaustive_sensitivity, fast
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
 from edgequant.backends.base import Float16Export, QuantizedArtifact, QuantizeRequest, describe_contract, to_input_contract
+from edgequant.util.memory import memory_budget
 
 #: Inputs the fast probe looks at.
 PROBE_SAMPLES = 256
@@ -89,7 +91,7 @@ def _tool(ctx: Any, hooks: WorkerHooks) -> LayerTool | None:
         elif "calibration" not in ctx.sets:
             state.tool_problem = "no calibration data to quantize layers with"
         else:
-            ctx.log("layer analysis: calibrating once for per-layer quantization")
+            ctx.log("layer analysis: per-layer quantization from the quantize stage's calibration")
             try:
                 state.tool = layer_tool_for(hooks.request(method), ctx.backend)
             except ValueError as exc:
@@ -121,11 +123,19 @@ def _inputs(ctx: Any, role: str, limit: int) -> tuple[np.ndarray, np.ndarray] | 
 
 
 def _fast(ctx: Any, tool: LayerTool) -> SensitivityReport:
-    sample = _inputs(ctx, "calibration", PROBE_SAMPLES) or _inputs(ctx, "evaluation", PROBE_SAMPLES)
-    if sample is None:
+    """One streamed probe run on the calibration images (else the evaluation ones), batches sized to the memory budget."""
+    prepared = ctx.sets.get("calibration")
+    if prepared is None:
+        prepared = ctx.sets.get("evaluation")
+    if prepared is None:
         raise ValueError("no data to probe the model with")
+    budget = memory_budget(os.environ)
+    ctx.log(f"sensitivity: memory budget {budget.bytes / 2**20:.0f} MiB from {budget.source}")
     start = time.perf_counter()
-    probes = tool.probe([sample[0]], max_samples=PROBE_SAMPLES)
+    probes = tool.probe((x for x, _y in prepared.batches()), max_samples=PROBE_SAMPLES, memory_budget=budget.bytes)
+    batch = getattr(tool, "last_batch_size", 0)
+    if batch:
+        ctx.log(f"sensitivity: probed in batches of {batch}")
     return fast_sensitivity(probes=probes, threshold=ctx.spec.mixed_precision.sensitivity_threshold, seconds=time.perf_counter() - start)
 
 

@@ -24,13 +24,9 @@ import numpy as np
 from edgequant.analysis.layer_tools import rebatch
 from edgequant.analysis.sensitivity import LayerProbe
 from edgequant.analysis.tensor_error import ErrorAccumulator, TensorError
-from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import QuantizeRequest
 from edgequant.backends.tflite import layers as tl
-
-#: Inputs per probe batch: the debug interpreter keeps every intermediate tensor.
-PROBE_BATCH = 32
-
+from edgequant.util.memory import DEFAULT_BUDGET_BYTES, probe_batch_size
 
 class TFLiteLayerAnalysis:
     """Per-layer control of one model's full-INT8 conversion, named in source layer names."""
@@ -41,6 +37,8 @@ class TFLiteLayerAnalysis:
         self.workdir = workdir
         self.stem = stem
         """File-name stem of the models written, like the backend's artifacts: <stem>.int8-mixed-1.tflite."""
+        self.last_batch_size = 0
+        """Samples per batch of the last probe (the sizing rule's answer), for logs and tests."""
         workdir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -67,19 +65,33 @@ class TFLiteLayerAnalysis:
         tag = f"int8-mixed-{len(keep)}" if keep else "int8"
         return self._write(f"{self.stem}.{tag}.tflite", model)
 
-    def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256) -> list[LayerProbe]:
-        """Two debug runs on the same float inputs: layer-wise (own error) and whole-model (cumulative error)."""
-        batches = list(rebatch(inputs, PROBE_BATCH, max_samples))
-        if not batches:
+    def probe(
+        self, inputs: Iterable[np.ndarray], *, max_samples: int = 256, memory_budget: int = DEFAULT_BUDGET_BYTES
+    ) -> list[LayerProbe]:
+        """Two debug models on the same float inputs: layer-wise (own error) and whole-model (cumulative error).
+
+        Streamed: both run on each batch, whose NumericVerify pairs are folded
+        into running sums; the batch size follows ``memory_budget``
+        (``util.memory.probe_batch_size``; the debug interpreters keep every tensor).
+        """
+        local, whole = self._verifier(whole_model=False), self._verifier(whole_model=True)
+        per_sample = local.bytes_per_sample() + whole.bytes_per_sample()
+        self.last_batch_size = probe_batch_size(budget_bytes=memory_budget, bytes_per_sample=per_sample)
+        seen = 0
+        for batch in rebatch(inputs, self.last_batch_size, max_samples):
+            local.add(batch)
+            whole.add(batch)
+            seen += len(batch)
+        if not seen:
             raise ValueError("no inputs to probe the model with")
         own: dict[str, float] = {}
-        for layer, error in self._verify(batches, whole_model=False):
+        for layer, error in local.result():
             own[layer] = own.get(layer, 0.0) + error.noise_to_signal
-        output = dict(self._verify(batches, whole_model=True))  # the layer's last op wins: its output
+        output = dict(whole.result())  # the layer's last op wins: its output
         return [LayerProbe(layer=layer, own_noise=own[layer], output=output.get(layer)) for layer in self.layers if layer in own]
 
-    def _verify(self, batches: list[np.ndarray], *, whole_model: bool) -> list[tuple[str, TensorError]]:
-        """(layer, error) per NumericVerify op of the debug model, in graph order."""
+    def _verifier(self, *, whole_model: bool) -> "_Verifier":
+        """The debug model's interpreter and its NumericVerify pairs, each named by its source layer."""
         from ai_edge_litert.interpreter import Interpreter
 
         debug = tl.quantize_calibrated(self.calibrated, debug=True, whole_model=whole_model)
@@ -93,22 +105,46 @@ class TFLiteLayerAnalysis:
         producer = {int(out): op for op in details for out in op["outputs"]}
         reference = [(lop.op.kind, lop.layer) for lop in self.layer_map.ops]
         layers = align_by_kind(reference=reference, probed=[str(producer[q]["op_name"]) for q, _f in pairs])
-        accumulators = [ErrorAccumulator() for _ in pairs]
-        inp = interpreter.get_input_details()[0]
-        for batch in batches:
-            interpreter.resize_tensor_input(inp["index"], list(batch.shape))
-            interpreter.allocate_tensors()
-            interpreter.set_tensor(inp["index"], batch.astype(np.float32))
-            interpreter.invoke()
-            for acc, (q, f) in zip(accumulators, pairs):
-                acc.add(interpreter.get_tensor(f), _dequantized(interpreter, q))
-        quantizable = set(self.layer_map.layers)
-        return [(layer, acc.result()) for layer, acc in zip(layers, accumulators) if layer in quantizable]
+        return _Verifier(interpreter=interpreter, pairs=pairs, layers=layers, quantizable=set(self.layer_map.layers))
 
     def _write(self, name: str, model: bytes) -> Path:
         path = self.workdir / name
         path.write_bytes(model)
         return path
+
+
+class _Verifier:
+    """One debug interpreter fed batch by batch; per NumericVerify pair, running error sums (nothing else kept)."""
+
+    def __init__(self, *, interpreter: Any, pairs: list[tuple[int, int]], layers: list[str | None], quantizable: set[str]) -> None:
+        self.interpreter = interpreter
+        self.pairs = pairs
+        self.layers = layers
+        self.quantizable = quantizable
+        self.accumulators = [ErrorAccumulator() for _ in pairs]
+        self.input = interpreter.get_input_details()[0]
+
+    def _allocated_bytes(self, batch: int) -> int:
+        self.interpreter.resize_tensor_input(self.input["index"], [batch, *self.input["shape"][1:]])
+        self.interpreter.allocate_tensors()
+        return sum(int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize for t in self.interpreter.get_tensor_details())
+
+    def bytes_per_sample(self) -> int:
+        """What one more sample adds to the interpreter's tensors (every one is kept), from their shapes."""
+        return max(0, self._allocated_bytes(2) - self._allocated_bytes(1))
+
+    def add(self, batch: np.ndarray) -> None:
+        interpreter = self.interpreter
+        interpreter.resize_tensor_input(self.input["index"], list(batch.shape))
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(self.input["index"], batch.astype(np.float32))
+        interpreter.invoke()
+        for acc, (q, f) in zip(self.accumulators, self.pairs):
+            acc.add(interpreter.get_tensor(f), _dequantized(interpreter, q))
+
+    def result(self) -> list[tuple[str, TensorError]]:
+        """(layer, error) per NumericVerify op of the debug model, in graph order."""
+        return [(layer, acc.result()) for layer, acc in zip(self.layers, self.accumulators) if layer is not None and layer in self.quantizable]
 
 
 def align_by_kind(*, reference: Sequence[tuple[str, str | None]], probed: Sequence[str]) -> list[str | None]:
@@ -131,22 +167,15 @@ def align_by_kind(*, reference: Sequence[tuple[str, str | None]], probed: Sequen
     return out
 
 
-def for_request(request: QuantizeRequest, backend: Any = None) -> TFLiteLayerAnalysis:
-    """The layer tool for a tflite-int8 run: the source model as the backend loads it, calibrated once."""
-    del backend  # the TFLite tool drives the converter itself (calibrate once, then mlir_quantize)
-    from edgequant.backends.tflite import convert as conv
-    from edgequant.backends.tflite.source import load_source
-    fmt = request.spec.model.resolved_format
-    if fmt is None:
-        raise ValueError(f"cannot tell the format of {request.model_path.name}")
+def for_request(request: QuantizeRequest, backend: Any) -> TFLiteLayerAnalysis:
+    """The layer tool for a tflite-int8 run, from the calibrated model the backend made for the quantize stage."""
     if request.calibration is None:
         raise ValueError("tflite-int8 layer analysis needs calibration data")
-    source = load_source(request.model_path, fmt=fmt, workdir=request.workdir)
-    converter = source.converter()
-    conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(request.calibration))
-    return TFLiteLayerAnalysis.prepare(
-        converter=converter, keras_model=source.keras_model, workdir=request.workdir / "layers", stem=request.model_path.stem
-    )
+    calibrated = backend.calibrated(request)
+    layer_map = tl.map_layers(calibrated, keras_model=backend.source(request).keras_model)
+    if not layer_map.layers:
+        raise ValueError("the converted model has no quantizable layer")
+    return TFLiteLayerAnalysis(calibrated=calibrated, layer_map=layer_map, workdir=request.workdir / "layers", stem=request.model_path.stem)
 
 
 def _dequantized(interpreter: Any, index: int) -> np.ndarray:

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgequant.api import exitcodes
 from edgequant.api import v1alpha1 as api
+from edgequant.api.worker_env import MEMORY_BUDGET_ENV
 from edgequant.controller import naming
 from edgequant.controller.settings import OperatorSettings
 
@@ -58,7 +59,7 @@ def worker_document(*, owner: Owner, spec: api.QuantizationJobSpec) -> dict[str,
     }
 
 
-def _env(spec: api.QuantizationJobSpec, owner: Owner) -> list[dict[str, Any]]:
+def _env(spec: api.QuantizationJobSpec, owner: Owner, resources: dict[str, Any]) -> list[dict[str, Any]]:
     document = worker_document(owner=owner, spec=spec)
     env: list[dict[str, Any]] = [
         {"name": SPEC_ENV, "value": json.dumps(document, separators=(",", ":"), sort_keys=True)},
@@ -66,6 +67,10 @@ def _env(spec: api.QuantizationJobSpec, owner: Owner) -> list[dict[str, Any]]:
         {"name": "TMPDIR", "value": SCRATCH_DIR},
         {"name": "HOME", "value": SCRATCH_DIR},
     ]
+    if "memory" in resources["limits"]:
+        # The worker sizes its analysis batches to its memory limit (without one it reads the cgroup, then a default).
+        ref = {"containerName": naming.CONTAINER_NAME, "resource": "limits.memory"}
+        env.append({"name": MEMORY_BUDGET_ENV, "valueFrom": {"resourceFieldRef": ref}})
     secret = spec.storage.credentials_secret
     if secret is not None:
         keys = [("AWS_ACCESS_KEY_ID", secret.access_key_id_key), ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key)]
@@ -121,13 +126,14 @@ def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: Operato
         volumes.append({"name": "ca-bundle", "configMap": {"name": spec.storage.ca_bundle.config_map}})
         mounts.append({"name": "ca-bundle", "mountPath": CA_BUNDLE_DIR, "readOnly": True})
 
+    resources = _resources(spec, settings)
     container: dict[str, Any] = {
         "name": naming.CONTAINER_NAME,
         "image": spec.execution.image or settings.image_for(spec.method),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["edgequant-worker"],
-        "env": _env(spec, owner),
-        "resources": _resources(spec, settings),
+        "env": _env(spec, owner, resources),
+        "resources": resources,
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",

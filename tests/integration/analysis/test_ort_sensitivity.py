@@ -118,3 +118,19 @@ def test_pinned_nodes_stay_float_in_the_qdq_graph_and_recover_accuracy(
     assert ort_score(mixed, default_session=True) < reference - 0.2
     with pytest.raises(KeyError, match="quantizable layers are"):
         tool.model_keeping_float(["relu9"])
+
+
+def test_a_tiny_budget_probes_one_sample_at_a_time_and_ranks_the_same(
+    onnx_cnn: Callable[[str], Path], ort_layers: Callable[[Path], Any], fashion: Any
+) -> None:
+    tool = ort_layers(onnx_cnn("sensitive"))
+    x = fashion.cal_x.transpose(0, 3, 1, 2)
+    one = fast_sensitivity(probes=tool.probe([x], max_samples=96, memory_budget=1), threshold=0.005, seconds=0.0)
+    assert tool.last_batch_size == 1
+    many = fast_sensitivity(probes=tool.probe([x], max_samples=96, memory_budget=2**40), threshold=0.005, seconds=0.0)
+    assert tool.last_batch_size == 64
+    assert [e.layer for e in one.layers] == [e.layer for e in many.layers] and one.layers[0].layer == "conv2"
+    for a, b in zip(one.layers, many.layers):
+        assert a.injected_sqnr_db == pytest.approx(b.injected_sqnr_db, abs=0.01)
+        assert a.sqnr_db == pytest.approx(b.sqnr_db, abs=0.01)
+        assert a.cosine == pytest.approx(b.cosine, abs=1e-5)

@@ -395,3 +395,15 @@ def test_a_model_that_rescales_inside_fed_1_over_255_fails_whatever_on_failure_s
     findings = json.loads((fixed_out / "report.json").read_text())["analysis"]["diagnostics"]["findings"]
     assert not any(f["fired"] for f in findings if f["check"] == "preprocessing-mismatch")
     assert fixed.results.baseline.accuracy > mismatch["evidence"]["accuracy"] + 0.3
+
+
+@pytest.mark.parametrize(("model", "method"), [("sensitive.keras", "tflite-int8"), ("sensitive.onnx", "onnx-static")])
+def test_one_calibration_serves_quantize_sensitivity_and_the_pinned_candidate(job_files: Path, model: str, method: str) -> None:
+    result, ctx, out = _run(
+        job_files, f"once-{method}", model=model, method=method, acceptance={"maxAccuracyDrop": 0.02, "onFailure": "degrade"},
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    analysis = json.loads((out / "report.json").read_text())["analysis"]
+    assert analysis["sensitivity"]["mode"] == "fast" and analysis["sensitivity"]["layers"][0]["layer"] == "conv2"
+    assert [t["rung"] for t in analysis["gate"]["trials"]] == ["full", "pinned"]
+    assert ctx.backend.calibrations == 1  # the quantize stage calibrated; the layer analysis and the ladder reused it

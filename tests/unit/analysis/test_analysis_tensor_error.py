@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edgequant.analysis.tensor_error import SQNR_CEILING_DB, noise_to_signal, sqnr_from_noise_to_signal, tensor_error
+from edgequant.analysis.tensor_error import SQNR_CEILING_DB, ErrorAccumulator, noise_to_signal, sqnr_from_noise_to_signal, tensor_error
 
 
 def test_identical_tensors_hit_the_ceiling() -> None:
@@ -54,3 +54,26 @@ def test_noise_ratio_round_trip() -> None:
         assert sqnr_from_noise_to_signal(noise_to_signal(db)) == pytest.approx(db)
     assert sqnr_from_noise_to_signal(0.0) == SQNR_CEILING_DB
     assert math.isclose(noise_to_signal(10.0), 0.1)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64, 300])
+def test_accumulating_batches_equals_comparing_everything_at_once(batch: int) -> None:
+    # The streamed layer analysis folds each batch into running sums and drops it: the result must not depend
+    # on how the samples were cut into batches.
+    rng = np.random.default_rng(2)
+    reference = rng.standard_normal((300, 5, 4)).astype(np.float32)
+    test = reference + rng.standard_normal(reference.shape).astype(np.float32) * 0.03
+    whole = tensor_error(reference, test)
+    acc = ErrorAccumulator()
+    for i in range(0, len(reference), batch):
+        acc.add(reference[i : i + batch], test[i : i + batch])
+    streamed = acc.result()
+    assert streamed.sqnr_db == pytest.approx(whole.sqnr_db, rel=1e-9)
+    assert streamed.mse == pytest.approx(whole.mse, rel=1e-9)
+    assert streamed.cosine == pytest.approx(whole.cosine, rel=1e-9)
+    assert streamed.max_abs == whole.max_abs
+
+
+def test_empty_accumulator_is_an_error() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        ErrorAccumulator().result()

@@ -45,3 +45,16 @@ def test_rebatch_regroups_and_stops_at_the_limit() -> None:
     batches = [np.zeros((5, 2), np.float64), np.ones((5, 2), np.float64), np.ones((5, 2))]
     out = list(rebatch(batches, 4, 9))
     assert [len(b) for b in out] == [4, 4, 1] and all(b.dtype == np.float32 for b in out)
+
+
+def test_float_tensors_pair_with_their_dequantized_counterparts() -> None:
+    from edgequant.analysis.ort_sensitivity import match_tensors
+
+    qdq = [
+        "input", "input_QuantizeLinear_Output", "input_DequantizeLinear_Output",  # quantized in place
+        "c1", "c1_DequantizeLinear_Output_1",  # a second Q/DQ pair of the same tensor
+        "logits_QuantizeLinear_Input", "logits",  # a graph output: renamed before its Q/DQ pair
+        "r1",  # left in float: nothing to compare
+    ]
+    pairs = match_tensors(float_tensors=["input", "c1", "r1", "logits", "gone"], qdq_tensors=qdq)
+    assert pairs == {"input": "input_DequantizeLinear_Output", "c1": "c1_DequantizeLinear_Output_1", "logits": "logits"}

@@ -241,3 +241,15 @@ def test_every_example_renders_a_job_with_credentials_by_reference(example: Path
     for var in env_of(job).values():
         assert not (var["name"].startswith("AWS_") and "value" in var), var
     assert len(job["metadata"]["name"]) <= 63
+
+
+def test_the_worker_learns_its_memory_budget_from_the_containers_limit() -> None:
+    from edgequant.api.worker_env import MEMORY_BUDGET_ENV
+
+    job = rendered(spec_of())  # the operator's default limit (memory 8Gi)
+    assert container(job)["resources"]["limits"]["memory"] == "8Gi"
+    ref = env_of(job)[MEMORY_BUDGET_ENV]["valueFrom"]["resourceFieldRef"]
+    assert ref == {"containerName": naming.CONTAINER_NAME, "resource": "limits.memory"}
+    # no memory limit at all: the worker reads its cgroup (or a default), never the node's allocatable memory
+    unlimited = rendered(spec_of(), OperatorSettings(default_limits={}))
+    assert "memory" not in container(unlimited)["resources"]["limits"] and MEMORY_BUDGET_ENV not in env_of(unlimited)

@@ -8,13 +8,15 @@ other nodes kept in float (mixed precision) costs only the Q/DQ insertion.
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import QuantizedArtifact, QuantizeRequest, TensorContract
 from edgequant.backends.onnxruntime import options as opts
 from edgequant.backends.onnxruntime.calibration import calibrate
-from edgequant.backends.onnxruntime.model import check_input, read_model
+from edgequant.backends.onnxruntime.model import activation_bytes_per_sample, check_input, read_model
 from edgequant.backends.onnxruntime.predictor import OrtPredictor
 from edgequant.backends.onnxruntime.quantize import (
     FLOAT16_NOTE,
@@ -28,6 +30,7 @@ from edgequant.backends.onnxruntime.quantize import (
 )
 from edgequant.util import cpu as cpu_features
 from edgequant.util.errors import InvalidInputError
+from edgequant.util.memory import memory_budget, probe_batch_size
 
 #: Artifact file suffix per method: <model stem>.<suffix>.onnx
 _SUFFIX = {
@@ -49,6 +52,18 @@ def float_input_contract(model: FloatModel) -> TensorContract:
     return TensorContract(dtype="float32", shape=shape)
 
 
+def calibration_batch(model_path: Path, log: Callable[[str], None]) -> int | None:
+    """Samples per calibration run that fit the worker's memory budget (``util.memory``); None: no bound known."""
+    per_sample = activation_bytes_per_sample(model_path)
+    if per_sample is None:
+        return None
+    budget = memory_budget(os.environ)
+    batch = probe_batch_size(budget_bytes=budget.bytes, bytes_per_sample=per_sample)
+    log(f"calibration: at most {batch} samples per run ({per_sample / 2**20:.1f} MiB of activations per sample, "
+        f"memory budget {budget.bytes / 2**20:.0f} MiB from {budget.source})")
+    return batch
+
+
 class OnnxRuntimeBackend:
     name = "onnxruntime"
     methods = frozenset(_SUFFIX)
@@ -57,8 +72,11 @@ class OnnxRuntimeBackend:
         self.cpu = cpu or cpu_features.detect()
         self._float_models: dict[tuple[Path, bool, bool], FloatModel] = {}
         self._ranges: dict[tuple[object, ...], Path] = {}
+        self.calibrations = 0
+        """Calibration passes run (one per model, algorithm and data set; every later quantize reuses the ranges)."""
 
-    def _float_model(self, request: QuantizeRequest) -> FloatModel:
+    def float_model(self, request: QuantizeRequest) -> FloatModel:
+        """The source model as this run quantizes it (pre-processed once per path and settings)."""
         spec = request.spec
         fmt = spec.model.resolved_format
         if fmt is not None and fmt is not api.ModelFormat.ONNX:
@@ -78,9 +96,11 @@ class OnnxRuntimeBackend:
             raise InvalidInputError("spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset")
         key = (model.path, settings.algorithm, settings.percentile, settings.symmetric_activations, data.count, data.batch_size)
         if key not in self._ranges:
+            self.calibrations += 1
             ranges = calibrate(
                 model_path=model.path, batches=data, input_name=model.model.input_name, fixed_batch=model.model.fixed_batch,
                 settings=settings, workdir=request.workdir / "calibration", log=request.log,
+                max_batch=calibration_batch(model.path, request.log),
             )
             name = f"{request.model_path.stem}.{settings.algorithm.value}-{len(self._ranges)}.ranges.json"
             self._ranges[key] = save_ranges(ranges, request.workdir / name)
@@ -90,7 +110,7 @@ class OnnxRuntimeBackend:
         method = request.method
         if method not in self.methods:
             raise InvalidInputError(f"spec.method: the ONNX Runtime backend does not run {method.value}")
-        model = self._float_model(request)
+        model = self.float_model(request)
         keep_float = tuple(request.keep_float)
         output = request.workdir / artifact_name(request.model_path.stem, method, keep_float)
         notes = [f"model pre-processed by ONNX Runtime's quant_pre_process (shape inference, basic optimization): "
@@ -122,13 +142,13 @@ class OnnxRuntimeBackend:
 
     def export_float16(self, request: QuantizeRequest) -> QuantizedArtifact:
         """The source model in float16 (the degrade ladder's last rung)."""
-        model = self._float_model(request)
+        model = self.float_model(request)
         output = convert_to_float16(model.path, request.workdir / f"{request.model_path.stem}.float16.onnx")
         return QuantizedArtifact(path=output, method=request.method, input=float_input_contract(model), notes=[FLOAT16_NOTE])
 
     def quantizable_layers(self, request: QuantizeRequest) -> list[str]:
         """Nodes with weights (Conv, ConvTranspose, Gemm, MatMul) of the model as it is quantized, in graph order."""
-        return self._float_model(request).model.weighted_nodes()
+        return self.float_model(request).model.weighted_nodes()
 
     def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> OrtPredictor:
         """The FP32 source model or an artifact, on ONNX Runtime's CPU provider, after the checks that name the fix."""

@@ -34,15 +34,20 @@ ORT_METHOD: dict[api.CalibrationAlgorithm, CalibrationMethod] = {
 CALIBRATED_OPS: tuple[str, ...] = tuple(sorted(set(QLinearOpsRegistry) | set(QDQRegistry)))
 
 
-def model_batches(batches: Iterable[tuple[np.ndarray, np.ndarray]], *, fixed_batch: int | None) -> Iterator[np.ndarray]:
+def model_batches(
+    batches: Iterable[tuple[np.ndarray, np.ndarray]], *, fixed_batch: int | None, max_batch: int | None = None
+) -> Iterator[np.ndarray]:
     """Contiguous float32 inputs; for a model with a fixed batch size, re-chunked to exactly that size.
 
     The last chunk of a fixed-batch model is completed with its own samples
-    repeated (never zeros, which would widen the ranges).
+    repeated (never zeros, which would widen the ranges). Otherwise batches
+    larger than ``max_batch`` (the memory budget's size) are split.
     """
     if fixed_batch is None:
         for x, _ in batches:
-            yield np.ascontiguousarray(x, dtype=np.float32)
+            step = max_batch or len(x) or 1
+            for start in range(0, len(x), step):
+                yield np.ascontiguousarray(x[start : start + step], dtype=np.float32)
         return
     pending: list[np.ndarray] = []
     held = 0
@@ -100,8 +105,13 @@ def calibrate(
     settings: StaticSettings,
     workdir: Path,
     log: Callable[[str], None] = lambda _m: None,
+    max_batch: int | None = None,
 ) -> TensorsData:
-    """Ranges of every float tensor of ``model_path`` on ``batches``, by ``settings.algorithm``."""
+    """Ranges of every float tensor of ``model_path`` on ``batches``, by ``settings.algorithm``.
+
+    ``max_batch`` bounds the samples per run: ONNX Runtime holds a run's activations (and the calibrators
+    their reduced copies) for the whole batch, gigabytes for 64 images of a 224x224 CNN.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     calibrator = create_calibrator(
         model_path,
@@ -112,7 +122,7 @@ def calibrate(
     )
     # MinMax reduces each batch to per-tensor extremes inside the augmented graph: one call holds little.
     per_call = None if settings.algorithm is api.CalibrationAlgorithm.MINMAX else 1
-    reader = BatchesReader(model_batches(batches, fixed_batch=fixed_batch), input_name=input_name, per_call=per_call)
+    reader = BatchesReader(model_batches(batches, fixed_batch=fixed_batch, max_batch=max_batch), input_name=input_name, per_call=per_call)
     if reader.exhausted:
         raise ValueError("no calibration batches")
     done = 0

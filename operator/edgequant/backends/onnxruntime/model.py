@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edgequant.api import v1alpha1 as api
 from edgequant.util.errors import InvalidInputError
@@ -171,3 +172,35 @@ def check_keep_float(names: Sequence[str], model: OnnxModel, *, field: str = "sp
             f"{field}: {', '.join(repr(n) for n in unknown)} not a node of {model.file} after pre-processing "
             f"(folded away or misspelt); quantizable nodes: {shown or 'none'}"
         )
+
+
+def activation_shapes(model: Any) -> dict[str, tuple[Dim, ...]]:
+    """Float activations of a shape-inferred ModelProto (inputs and outputs of nodes, not initializers) -> shape,
+    in graph order: what calibration and the layer probe expose."""
+    from onnx import TensorProto
+
+    graph = model.graph
+    infos = {vi.name: vi for vi in (*graph.value_info, *graph.output, *graph.input)}
+    initializers = {i.name for i in graph.initializer}
+    shapes: dict[str, tuple[Dim, ...]] = {}
+    for node in graph.node:
+        for name in (*node.input, *node.output):
+            info = infos.get(name)
+            if name in shapes or name in initializers or info is None or not info.type.HasField("tensor_type"):
+                continue
+            if info.type.tensor_type.elem_type not in (TensorProto.FLOAT, TensorProto.FLOAT16):
+                continue
+            dims = info.type.tensor_type.shape.dim
+            shapes[name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
+    return shapes
+
+
+def activation_bytes_per_sample(path: Path) -> int | None:
+    """Bytes of all float activations of one sample (inferred shapes); None when a dimension besides the batch is unknown."""
+    import onnx
+
+    from edgequant.util.memory import tensor_bytes_per_sample
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False))
+    sizes = [tensor_bytes_per_sample(shape, 4) for shape in activation_shapes(model).values()]
+    return None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)

@@ -26,8 +26,12 @@ class TFLiteBackend:
 
     def __init__(self) -> None:
         self._sources: dict[Path, SourceModel] = {}
+        self._calibrated: dict[tuple[object, ...], bytes] = {}
+        self.calibrations = 0
+        """Calibration passes run (one per model and data set; tflite-int8 artifacts and layer analysis reuse it)."""
 
-    def _source(self, request: QuantizeRequest) -> SourceModel:
+    def source(self, request: QuantizeRequest) -> SourceModel:
+        """The source model as loaded for this run (once per path)."""
         key = request.model_path.resolve()
         if key not in self._sources:
             fmt = request.spec.model.resolved_format
@@ -44,7 +48,7 @@ class TFLiteBackend:
         return path
 
     def export_baseline(self, request: QuantizeRequest) -> BaselineArtifact:
-        source = self._source(request)
+        source = self.source(request)
         path = self._write(conv.convert_source(source, method=None), request.workdir / f"{request.model_path.stem}.fp32.tflite")
         return BaselineArtifact(path=path, input=TFLitePredictor(path).input, format="tflite-fp32")
 
@@ -57,7 +61,7 @@ class TFLiteBackend:
                 f"mixedPrecision.pinnedLayers: {method.value} has no per-layer precision to choose; "
                 "pin layers with tflite-int8 (or onnx-static / tensorrt-mixed), or remove the pinned layers"
             )
-        source = self._source(request)
+        source = self.source(request)
         notes: list[str] = []
         representative = None
         if request.calibration is not None:
@@ -83,24 +87,53 @@ class TFLiteBackend:
             if method is api.Method.TFLITE_INT8 and representative is None:
                 raise InvalidInputError("spec.calibration: tflite-int8 calibrates activation ranges; add calibration.dataset")
             request.log(f"converting to TFLite ({method.value})")
-            if request.keep_float:
-                data = self._int8_keeping_float(source, request, representative)
+            if method is api.Method.TFLITE_INT8:
+                data = self._int8_keeping_float(request)
             else:
                 data = conv.convert_source(source, method=method, representative=representative)
         path = self._write(data, request.workdir / f"{request.model_path.stem}.{_SUFFIX[method]}.tflite")
         return QuantizedArtifact(path=path, method=method, input=TFLitePredictor(path).input, notes=notes)
 
-    def _int8_keeping_float(self, source: SourceModel, request: QuantizeRequest, representative: conv.RepresentativeData | None) -> bytes:
-        """Full INT8 with the pinned source layers left in float (calibrate once, then the converter's denylist)."""
+    def calibrated(self, request: QuantizeRequest) -> bytes:
+        """The tflite-int8 converter's calibrated model (float graph with recorded ranges), once per model and data.
+
+        ``layers.quantize_calibrated`` turns it into the INT8 artifact (the same
+        ops, ranges and outputs as ``converter.convert()``, which calibrates and
+        quantizes in one call) and into every model the layer analysis needs.
+        """
+        if request.calibration is None:
+            raise InvalidInputError("spec.calibration: tflite-int8 calibrates activation ranges; add calibration.dataset")
+        key = (request.model_path.resolve(), request.calibration.count, request.calibration.batch_size)
+        if key not in self._calibrated:
+            from edgequant.backends.tflite import layers
+
+            converter = self.source(request).converter()
+            conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(request.calibration))
+            self.calibrations += 1
+            request.log(f"calibrating on {request.calibration.count} samples (once per run)")
+            try:
+                self._calibrated[key] = layers.calibrate(converter)
+            except Exception as exc:
+                raise conv.conversion_error(exc, api.Method.TFLITE_INT8) from exc
+        return self._calibrated[key]
+
+    def _int8_keeping_float(self, request: QuantizeRequest) -> bytes:
+        """Full INT8 (uint8 I/O) from the run's calibrated model, with the pinned source layers left in float."""
         from edgequant.backends.tflite import layers
 
-        converter = source.converter()
-        conv.configure(converter, method=api.Method.TFLITE_INT8, representative=representative)
-        request.log(f"keeping {len(request.keep_float)} layer(s) in float: {', '.join(request.keep_float)}")
+        calibrated = self.calibrated(request)
+        source = self.source(request)
+        nodes: list[str] = []
+        if request.keep_float:
+            request.log(f"keeping {len(request.keep_float)} layer(s) in float: {', '.join(request.keep_float)}")
+            try:
+                nodes = layers.map_layers(calibrated, keras_model=source.keras_model).nodes_of(request.keep_float)
+            except KeyError as exc:
+                raise InvalidInputError(str(exc.args[0])) from exc
         try:
-            return layers.quantize_keeping_float(converter, keras_model=source.keras_model, keep_float=request.keep_float)
-        except KeyError as exc:
-            raise InvalidInputError(str(exc.args[0])) from exc
+            return layers.quantize_calibrated(calibrated, keep_float_nodes=nodes, io_dtype="uint8")
+        except Exception as exc:
+            raise conv.conversion_error(exc, api.Method.TFLITE_INT8) from exc
 
     def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> TFLitePredictor:
         """A .tflite artifact, or the FP32 source model converted to float TFLite."""

@@ -85,6 +85,13 @@ def run_converter(converter: Any, method: api.Method | None) -> bytes:
     except ConversionError:
         raise
     except Exception as exc:
-        lines = [line for line in str(exc).splitlines() if "error" in line.lower()] or str(exc).splitlines() or [type(exc).__name__]
-        name = method.value if method else "fp32"
-        raise ConversionError(f"TFLite conversion ({name}) failed: {lines[0].strip()[:400]} ({_FIXES.get(method, 'see the converter message')})") from exc
+        raise conversion_error(exc, method) from exc
+
+
+def conversion_error(exc: Exception, method: api.Method | None) -> ConversionError:
+    """The converter's failure as a ConversionError: its first error line and the fix for ``method``."""
+    if isinstance(exc, ConversionError):
+        return exc
+    lines = [line for line in str(exc).splitlines() if "error" in line.lower()] or str(exc).splitlines() or [type(exc).__name__]
+    name = method.value if method else "fp32"
+    return ConversionError(f"TFLite conversion ({name}) failed: {lines[0].strip()[:400]} ({_FIXES.get(method, 'see the converter message')})")

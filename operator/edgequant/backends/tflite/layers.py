@@ -280,14 +280,3 @@ def map_layers(calibrated: bytes, *, keras_model: Any | None) -> LayerMap:
     """The calibrated model's ops grouped by the source model's layers (tensor scopes for SavedModels)."""
     names, output_layer = source_layer_names(keras_model) if keras_model is not None else (None, None)
     return assign_layers(read_graph(calibrated), layer_names=names, output_layer=output_layer)
-
-
-def quantize_keeping_float(converter: Any, *, keras_model: Any | None, keep_float: Sequence[str]) -> bytes:
-    """Full-INT8 (uint8 I/O) with the named source layers left in float: the mixed-precision artifact.
-
-    ``converter`` is configured for tflite-int8 (representative data set).
-    Raises ``KeyError`` naming the quantizable layers when a name is unknown.
-    """
-    calibrated = calibrate(converter)
-    nodes = map_layers(calibrated, keras_model=keras_model).nodes_of(keep_float)
-    return quantize_calibrated(calibrated, keep_float_nodes=nodes, io_dtype="uint8")
