@@ -37,10 +37,14 @@ test: install cluster-bins test-data
 test-unit: install
 	$(PY) -m pytest -q -ra tests/unit
 
-# Real labeled images for tests and the demo, from Debian's package (no download at run time).
+# Real labeled images for tests and the demo, from Debian's package (no download at run time), and the
+# photographs of tests/realmodels.py (Debian's wallpaper packages).
+REAL_PHOTO_PACKAGES := lomiri-wallpapers-16.04 mate-backgrounds
 test-data:
 	@test -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz || \
 	  { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }
+	@dpkg-query -W $(REAL_PHOTO_PACKAGES) >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(REAL_PHOTO_PACKAGES); }
 
 crd: install
 	$(VENV)/bin/edgequant crd > crds/edgequant.io_quantizationjobs.yaml
