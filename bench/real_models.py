@@ -20,7 +20,8 @@ call's alone:
 Both sides' inputs are the same uint8 pixels through edgequant's ``normalize`` (the model's contract), and
 both artifacts are scored by the same predictor code, so the agreement figures differ only by the
 quantization. A parent thread polls each child's RSS (with its descendants) and kills it past --cap-gib,
-so the machine survives a worker that does not fit. Goals (issue 15): worker peak <= 1.5x bare and
+so the machine survives a worker that does not fit; a worker child logs each stage's end with its RSS and peak
+so far (``<workdir>/<model>/<variant>/child.log``), which names the stage that takes the memory. Goals (issue 15): worker peak <= 1.5x bare and
 < 3 GiB; quantize stage <= 1.05x the bare call. Prints a table; never fails.
 """
 
@@ -59,12 +60,24 @@ GIB = 1024**3
 # --------------------------------------------------------------------------- child side
 
 
-def _vm_hwm() -> int:
-    """This process's peak resident set (bytes), from /proc/self/status."""
+def _vm(field: str = "VmHWM") -> int:
+    """This process's peak (VmHWM) or current (VmRSS) resident set in bytes, from /proc/self/status."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def _memory_progress() -> Any:
+    """The worker's log lines on stdout, each stage's end with the process's RSS and peak so far (where memory goes)."""
+    from edgequant.worker.progress import LogProgress
+
+    class MemoryLogProgress(LogProgress):
+        def stage_finished(self, *, name: str, seconds: float, ok: bool) -> None:
+            super().stage_finished(name=name, seconds=seconds, ok=ok)
+            self.log(f"memory after {name}: RSS {_vm('VmRSS') / GIB:.2f} GiB, peak so far {_vm() / GIB:.2f} GiB")
+
+    return MemoryLogProgress(sys.stdout)
 
 
 def _model(name: str) -> realmodels.RealModel:
@@ -154,7 +167,6 @@ def _bare_tflite(model: realmodels.RealModel, calibration: np.ndarray, workdir: 
 
 
 def _edgequant(model: realmodels.RealModel, workdir: Path, *, sensitivity: bool) -> tuple[Path, dict[str, Any]]:
-    from edgequant.worker.progress import SilentProgress
     from edgequant.worker.runner import run_job, spec_from_document
 
     photos = realmodels.photo_sets()
@@ -169,7 +181,7 @@ def _edgequant(model: realmodels.RealModel, workdir: Path, *, sensitivity: bool)
     if not sensitivity:
         document["mixedPrecision"] = {"sensitivity": "off"}
     spec = spec_from_document(document)[0]
-    result, _ctx = run_job(spec, workdir=workdir / "work", progress=SilentProgress())
+    result, _ctx = run_job(spec, workdir=workdir / "work", progress=_memory_progress())
     report = json.loads((workdir / "out" / "report.json").read_text())
     if result.results is None or result.results.artifact is None:
         raise RuntimeError(f"the worker made no artifact: exit {int(result.exit_code)} {result.message}")
@@ -190,13 +202,13 @@ def child(model_name: str, variant: str, workdir: Path) -> None:
         start = time.perf_counter()
         artifact = (_bare_onnx if model.path.suffix == ".onnx" else _bare_tflite)(model, calibration, workdir)
         result["quantize_seconds"] = time.perf_counter() - start
-        result["quantize_peak_bytes"] = _vm_hwm()
+        result["quantize_peak_bytes"] = _vm()
         result["top1"] = _top1(artifact, _inputs(model, "evaluation"), contract=model.contract, workdir=workdir).tolist()
     else:
         start = time.perf_counter()
         artifact, report = _edgequant(model, workdir, sensitivity=variant == "edgequant")
         result["run_seconds"] = time.perf_counter() - start
-        result["quantize_peak_bytes"] = _vm_hwm()
+        result["quantize_peak_bytes"] = _vm()
         result["stages"] = {s["name"]: s["seconds"] for s in report["stages"]}
         result["quantize_seconds"] = result["stages"].get("quantize")
         result["report_agreement"] = (report.get("comparison") or {}).get("agreement")
@@ -242,10 +254,11 @@ def _tree_rss(pid: int) -> int:
     return total
 
 
-def measure(model_name: str, variant: str, workdir: Path, cap_bytes: int, log: Path) -> Measurement:
+def measure(model_name: str, variant: str, workdir: Path, cap_bytes: int) -> Measurement:
     workdir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, __file__, "--child", variant, "--models", model_name, "--workdir", str(workdir)]
-    with log.open("ab") as out:
+    log = workdir / "child.log"
+    with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     watched, killed = [0], [False]
 
@@ -266,8 +279,9 @@ def measure(model_name: str, variant: str, workdir: Path, cap_bytes: int, log: P
     watcher.join(timeout=1)
     result_file = workdir / "result.json"
     result = json.loads(result_file.read_text()) if result_file.is_file() else {}
+    stages = [line.split("] ", 1)[1] for line in log.read_text(errors="replace").splitlines() if "] stage " in line]
     if killed[0]:
-        note = f"killed past the {cap_bytes / GIB:.0f} GiB cap"
+        note = f"killed past the {cap_bytes / GIB:.0f} GiB cap" + (f" (last: {stages[-1]})" if stages else "")
     elif proc.returncode != 0:
         note = f"exit {proc.returncode} (see {log})"
     else:
@@ -301,18 +315,17 @@ def main() -> int:
 
     print(realmodels.write_readme().read_text().splitlines()[0], flush=True)  # materialise the cache first, untimed
     root = args.workdir or Path(tempfile.mkdtemp(prefix="real-models-bench-"))
-    log = root / "children.log"
     root.mkdir(parents=True, exist_ok=True)
     cap = int(args.cap_gib * GIB)
-    print(f"workdir {root}; children's output in {log}; cap {args.cap_gib:g} GiB; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    print(f"workdir {root}; each child's output in <model>/<variant>/child.log; cap {args.cap_gib:g} GiB; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
     rows = []
     for model_name in args.models.split(","):
-        fp32 = measure(model_name, "fp32", root / model_name / "fp32", cap, log)
+        fp32 = measure(model_name, "fp32", root / model_name / "fp32", cap)
         reference = fp32.result.get("top1") or []
         print(f"{model_name}: fp32 {'ok' if fp32.ok else fp32.note}, {len(reference)} evaluation photographs", flush=True)
         measured: dict[str, Measurement] = {}
         for variant in args.variants.split(","):
-            m = measure(model_name, variant, root / model_name / variant, cap, log)
+            m = measure(model_name, variant, root / model_name / variant, cap)
             measured[variant] = m
             rows.append((model_name, m, _agreement(m.result.get("top1"), reference)))
             r = m.result
