@@ -339,7 +339,8 @@ def main() -> int:
                 mem = ours.peak_bytes / bare.peak_bytes
                 qs, bs = ours.result.get("quantize_seconds"), bare.result.get("quantize_seconds")
                 timing = f"{qs / bs:.2f}x" if qs and bs else "-"
-                print(f"  {variant} / bare: peak RSS {mem:.2f}x (goal <= 1.5x and < 3 GiB: "
+                bound = "" if ours.ok else ">= "  # a killed child had not reached its peak
+                print(f"  {variant} / bare: peak RSS {bound}{mem:.2f}x (goal <= 1.5x and < 3 GiB: "
                       f"{'met' if ours.ok and mem <= 1.5 and ours.peak_bytes < 3 * GIB else 'NOT met'}); quantize stage {timing} (goal <= 1.05x)", flush=True)
     print()
     print(f"{'model':12s} {'variant':26s} {'ok':>4s} {'peak GiB':>9s} {'quantize s':>11s} {'run s':>8s} {'top-1 agree':>12s} {'artifact MB':>12s}  note")
