@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml requirements/*.txt
 # One pytest process per framework suite, as in production where each quantizer image holds one
 # framework: TensorFlow and torch in one process is not a supported combination.
 TEST_SUITES ?= tests/unit tests/integration/test_storage_s3.py,tests/integration/tflite tests/integration/onnx \
-	tests/integration/analysis tests/integration/tensorrt tests/e2e
+	tests/integration/analysis tests/integration/realmodels tests/integration/tensorrt tests/e2e
 test: install cluster-bins test-data
 	@failed=""; for suite in $(TEST_SUITES); do \
 	  echo "==== pytest $${suite//,/ }"; \
@@ -37,10 +37,14 @@ test: install cluster-bins test-data
 test-unit: install
 	$(PY) -m pytest -q -ra tests/unit
 
-# Real labeled images for tests and the demo, from Debian's package (no download at run time).
+# Real labeled images for tests and the demo, from Debian's package (no download at run time), and the
+# photographs of tests/realmodels.py (Debian's wallpaper packages).
+REAL_PHOTO_PACKAGES := lomiri-wallpapers-16.04 mate-backgrounds
 test-data:
 	@test -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz || \
 	  { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }
+	@test -f /usr/share/backgrounds/mate/nature/Aqua.jpg -a -f /usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(REAL_PHOTO_PACKAGES); }
 
 crd: install
 	$(VENV)/bin/edgequant crd > crds/edgequant.io_quantizationjobs.yaml

@@ -1,5 +1,5 @@
 # Sensitivity, mixed precision, the acceptance gate, diagnostics and the HTML report. See docs/analysis.md.
-.PHONY: test-analysis bench-sensitivity report-screenshot
+.PHONY: test-analysis bench-sensitivity bench-real-models report-screenshot
 
 # Unit (pure, no frameworks) and integration (real TFLite / ONNX Runtime on Fashion-MNIST CNNs) suites.
 test-analysis: install test-data
@@ -8,6 +8,12 @@ test-analysis: install test-data
 # Fast mode cost vs one quantize+evaluate, and its top-5 overlap with the exhaustive ranking (same run).
 bench-sensitivity: install test-data
 	$(PY) bench/sensitivity.py
+
+# Real pretrained models (tests/realmodels.py): the worker against the bare framework call, peak RSS, quantize
+# time and FP32 top-1 agreement, each measurement in its own child process killed past REAL_CAP_GIB.
+REAL_CAP_GIB ?= 12
+bench-real-models: install test-data
+	$(PY) bench/real_models.py --cap-gib $(REAL_CAP_GIB)
 
 # Render REPORT (a report.json or the folder holding it) and screenshot it with headless Chromium: SHOT=report.png
 REPORT ?= out/report.json
