@@ -544,7 +544,7 @@ class PostTraining(ApiModel):
     cross_layer_equalization: Technique = Field(Technique.AUTO, description="Rescale Conv -> [ReLU] -> Conv pairs so both layers have equal per-channel weight ranges (the float function is unchanged; pairs joined by ReLU6/Clip are skipped).")
     bias_correction: Technique = Field(Technique.AUTO, description="Subtract from each Conv/Gemm bias the mean output shift its quantized weights cause, with input means measured on the calibration data.")
     range_search: Technique = Field(Technique.AUTO, description="Activation ranges that minimise the expected quantization error on the calibration histograms (a clipping-threshold sweep) instead of the raw extremes.")
-    select_algorithm: bool = Field(True, description="Choose among minmax, entropy, percentile (and the range search) by agreement on the held-out split; false: calibration.algorithm as given.")
+    select_algorithm: bool = Field(True, description="Choose among minmax, entropy, percentile (and the range search) by agreement on the held-out split when calibration.algorithm is not written in the spec; false, or an algorithm written there: that algorithm.")
     held_out_fraction: float = Field(0.2, ge=0.05, le=0.5, description="Share of the calibration samples held out to score the auto choices (the rest calibrates).")
 
     @property

@@ -258,7 +258,8 @@ def _entropy_range(hist: pt.Histogram) -> tuple[float, float]:
     if len(small.counts) < ENTROPY_QUANTIZED_BINS:
         return pt.minmax_range(hist)
     collector = HistogramCollector(method="entropy", symmetric=False, num_bins=ENTROPY_BINS, num_quantized_bins=ENTROPY_QUANTIZED_BINS, percentile=99.999, scenario="same")
-    lo, hi = collector.get_entropy_threshold((small.counts, small.edges.astype(np.float32), small.minimum, small.maximum), ENTROPY_QUANTIZED_BINS)
+    lo, hi = collector.get_entropy_threshold(
+        (small.counts, small.edges.astype(np.float32), np.float32(small.minimum), np.float32(small.maximum)), ENTROPY_QUANTIZED_BINS)
     return float(lo), float(hi)
 
 
@@ -371,12 +372,16 @@ def _predict(path: Path, inputs: np.ndarray, *, chunk: int = 32) -> np.ndarray:
     return np.concatenate([predictor.predict(inputs[i : i + chunk]) for i in range(0, len(inputs), chunk)])
 
 
-def _rules(settings: StaticSettings, options: api.PostTraining) -> list[str]:
-    """Range rules to try, the configured algorithm first (the baseline every other must beat)."""
+def _rules(settings: StaticSettings, options: api.PostTraining, *, algorithm_given: bool) -> list[str]:
+    """Range rules to try, the configured algorithm first (the baseline every other must beat).
+
+    A calibration.algorithm written in the spec is used as it is (no choice among algorithms, no range search
+    unless rangeSearch is on).
+    """
     if options.range_search is api.Technique.ON:
         return ["mse"]
     own = settings.algorithm.value
-    if not options.select_algorithm:
+    if not options.select_algorithm or algorithm_given:
         return [own]
     rules = [own] + [r for r in ("minmax", "entropy", "percentile") if r != own]
     if options.range_search is api.Technique.AUTO:
@@ -391,6 +396,7 @@ def tune(
     settings: StaticSettings,
     options: api.PostTraining,
     workdir: Path,
+    algorithm_given: bool = False,
     log: Callable[[str], None] = lambda _m: None,
 ) -> Tuned:
     """Apply ``options``' techniques, each auto one kept only if it raises agreement on the held-out split (greedy, in order:
@@ -398,7 +404,7 @@ def tune(
     workdir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"keep_float": ()})
     every = max(2, round(1 / options.held_out_fraction))
-    auto = options.select_algorithm or api.Technique.AUTO in (options.cross_layer_equalization, options.bias_correction, options.range_search)
+    auto = (options.select_algorithm and not algorithm_given) or api.Technique.AUTO in (options.cross_layer_equalization, options.bias_correction, options.range_search)
     notes: list[str] = []
     held: np.ndarray | None = None
     fit = calibration
@@ -434,7 +440,7 @@ def tune(
     stats = statistics(float_model.path)
     percentile = settings.percentile
     best: tuple[FloatModel, Path, pt.Score | None, str] | None = None
-    for rule in _rules(settings, options):
+    for rule in _rules(settings, options, algorithm_given=algorithm_given):
         model, rp, score = candidate(rule, float_model.path, ranges_by(rule, stats, percentile=percentile, algorithm=settings.algorithm))
         if best is None or (score is not None and best[2] is not None and pt.best_candidate([best[2], score]) is score):
             best = (model, rp, score, rule)
