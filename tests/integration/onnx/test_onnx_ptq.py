@@ -18,9 +18,10 @@ from tests.integration.onnx import separable
 from tests.integration.onnx.conftest import MODEL_CACHE
 
 #: Largest agreement loss (on the 1000 test images) a held-out choice may show against the candidate it beat on the
-#: held-out split: the two splits disagree by sampling alone. Measured (bench/ptq_fidelity.py --separable, docs/onnx.md):
-#: see DEFAULT_VS_BARE_SPREAD there; 2 points covers the widest difference seen across calibration seeds.
-SPLIT_NOISE = 0.02
+#: held-out split: the two splits disagree by sampling alone. Measured on this net, 4 calibration seeds x both
+#: reduce-range settings (docs/onnx.md): default - bare in [+0.000, +0.010], equalization on - off in [-0.002, +0.009],
+#: standard deviation of the differences 0.004; the bound is the worst seen minus 2 standard deviations.
+SPLIT_NOISE = 0.01
 
 
 def separable_model_path(images: np.ndarray, labels: np.ndarray) -> Path:
