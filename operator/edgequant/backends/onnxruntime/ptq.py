@@ -83,7 +83,6 @@ def equalizable_pairs(model: onnx.ModelProto) -> PairSearch:
     inits = {t.name: t for t in graph.initializer}
     users = _consumers(graph)
     outputs = {o.name for o in graph.output}
-    by_output = {o: n for n in graph.node for o in n.output}
 
     def own_weight(node: onnx.NodeProto) -> bool:
         return len(node.input) > 1 and node.input[1] in inits and len(users[node.input[1]]) == 1 and (
@@ -93,7 +92,7 @@ def equalizable_pairs(model: onnx.ModelProto) -> PairSearch:
     pairs: list[tuple[str, str]] = []
     skipped: dict[str, int] = defaultdict(int)
     for first in graph.node:
-        if first.op_type != "Conv" or not first.name or not own_weight(first) or _attr(first, "group", 1) != 1 and not _is_depthwise(first, inits):
+        if first.op_type != "Conv" or not first.name or not own_weight(first) or (_attr(first, "group", 1) != 1 and not _is_depthwise(first, inits)):
             continue
         tensor = first.output[0]
         between = None
@@ -121,7 +120,6 @@ def equalizable_pairs(model: onnx.ModelProto) -> PairSearch:
         if not (group == 1 and w2.dims[1] == channels) and not (group == channels and w2.dims[0] == channels and w2.dims[1] == 1):
             skipped["grouped"] += 1
             continue
-        assert by_output.get(nxt.input[0]) is not None
         pairs.append((first.name, nxt.name))
     return PairSearch(pairs=pairs, skipped=dict(skipped))
 
@@ -452,7 +450,7 @@ def tune(
         path, search = equalize_model(chosen_model.path, workdir / "equalized.onnx")
         skipped = ", ".join(f"{n} {why}" for why, n in search.skipped.items())
         if not search.pairs:
-            notes.append(f"ptq: cross-layer equalization found no Conv -> [Relu] -> Conv pair" + (f" ({skipped} pairs skipped: not scale-equivariant)" if skipped else ""))
+            notes.append("ptq: cross-layer equalization found no Conv -> [Relu] -> Conv pair" + (f" ({skipped} pairs skipped: not scale-equivariant)" if skipped else ""))
         else:
             eq_stats = statistics(path)
             model, rp, score = candidate(f"{rule}+cle", path, ranges_by(rule, eq_stats, percentile=percentile, algorithm=settings.algorithm))
