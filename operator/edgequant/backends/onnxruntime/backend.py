@@ -116,7 +116,7 @@ class OnnxRuntimeBackend:
                 ranges = self._ranges_path(request, model, settings)
             else:
                 tuned = self._tuned_model(request, model, settings)
-                model, ranges, ptq_notes = tuned.float_model, tuned.ranges_path, tuned.notes
+                model, ranges, ptq_notes = tuned.for_keep_float(keep_float, request.workdir), tuned.ranges_path, tuned.notes
             request.log(f"quantizing to Q/DQ ({settings.activation_type.value} activations, {settings.weight_type.value} weights, "
                         f"{'per-channel' if settings.per_channel else 'per-tensor'}, reduce_range {settings.reduce_range})")
             quantize_qdq(float_model=model, output_path=output, ranges_path=ranges, settings=settings)

@@ -17,6 +17,7 @@ collects what the math needs in one pass over the calibration data:
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -363,6 +364,33 @@ class Tuned:
     rule: str
     notes: list[str]
     scores: list[pt.Score]
+    uncorrected: Path | None = None
+    """The model before bias correction, when it was applied: layers kept in float take their biases from it."""
+
+    def for_keep_float(self, keep_float: tuple[str, ...], workdir: Path) -> FloatModel:
+        """The model to quantize with ``keep_float`` nodes left in float: those keep their uncorrected biases."""
+        if not keep_float or self.uncorrected is None:
+            return self.float_model
+        digest = hashlib.sha256("\n".join(sorted(keep_float)).encode()).hexdigest()[:8]
+        path = restore_biases(self.float_model.path, self.uncorrected, set(keep_float), workdir / f"bias-corrected-float-{digest}.onnx")
+        return FloatModel(path=path, model=self.float_model.model, preprocessed=self.float_model.preprocessed)
+
+
+def restore_biases(corrected: Path, original: Path, nodes: set[str], target: Path) -> Path:
+    """``corrected`` with the biases of ``nodes`` as in ``original`` (a float layer has no quantization shift to correct)."""
+    model = onnx.load(str(corrected))
+    before = {t.name: t for t in onnx.load(str(original)).graph.initializer}
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.name in nodes and len(node.input) > 2 and node.input[2]:
+            name = node.input[2]
+            if name in before:
+                inits[name].CopyFrom(before[name])
+            elif name in inits:  # a bias bias correction added: zero in the original
+                zero = np.zeros(tuple(inits[name].dims), dtype=np.float32)
+                inits[name].CopyFrom(numpy_helper.from_array(zero, name))
+    onnx.save(model, str(target))
+    return target
 
 
 def _predict(path: Path, inputs: np.ndarray, *, chunk: int = 32) -> np.ndarray:
@@ -445,6 +473,7 @@ def tune(
     assert best is not None
     chosen_model, chosen_ranges, chosen_score, rule = best
     label = [rule]
+    uncorrected: Path | None = None
 
     if options.cross_layer_equalization is not api.Technique.OFF:
         path, search = equalize_model(chosen_model.path, workdir / "equalized.onnx")
@@ -472,6 +501,7 @@ def tune(
             ranges = load_ranges(chosen_ranges)
             model, rp, score = candidate("+".join([rule, *(["cle"] if len(label) > 1 else []), "bc"]), path, ranges)
             if options.bias_correction is api.Technique.ON or (score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score):
+                uncorrected = chosen_model.path
                 chosen_model, chosen_ranges, chosen_score = model, rp, score
                 label.append("bias correction")
                 notes.append(f"ptq: bias correction applied to {changed} Conv/Gemm layers")
@@ -484,4 +514,4 @@ def tune(
                         f"chosen: {' + '.join(label)} (ranges from the other {fit.count})")
     else:
         notes.insert(0, f"ptq: {' + '.join(label)} (no held-out scoring: every technique on or off)")
-    return Tuned(float_model=chosen_model, ranges_path=chosen_ranges, rule=rule, notes=notes, scores=scores)
+    return Tuned(float_model=chosen_model, ranges_path=chosen_ranges, rule=rule, notes=notes, scores=scores, uncorrected=uncorrected)

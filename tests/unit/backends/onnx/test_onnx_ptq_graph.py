@@ -115,3 +115,15 @@ def _conv_mean(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     y = InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     return y.mean(axis=(0, 2, 3))
+
+
+def test_layers_kept_in_float_get_their_uncorrected_biases_back(tmp_path: Path) -> None:
+    source = _separable_graph(tmp_path / "m.onnx")
+    x = (np.random.default_rng(3).normal(size=(8, 3, 12, 12)) + 1.0).astype(np.float32)
+    stats = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "stats")
+    corrected, _ = ptq.correct_biases(source, tmp_path / "bc.onnx", input_means=stats.input_means, weight_qmax=7, per_channel=True)
+    restored = ptq.restore_biases(corrected, source, {"conv1"}, tmp_path / "restored.onnx")
+    old, fixed, new = _weights(source), _weights(corrected), _weights(restored)
+    np.testing.assert_array_equal(new["b1"], old["b1"])
+    np.testing.assert_array_equal(new["b2"], fixed["b2"])
+    assert not np.array_equal(fixed["b2"], old["b2"])
