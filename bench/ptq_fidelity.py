@@ -99,17 +99,19 @@ def edgequant(model: Path, cal: np.ndarray, out: Path, *, reduce_range: bool, pt
     return out, tuned.notes
 
 
-def run(model: Path, cal: np.ndarray, ev: np.ndarray, reduce_ranges: list[int], only: list[str] | None, log: bool) -> None:
+def run(model: Path, cal: np.ndarray, ev: np.ndarray, reduce_ranges: list[int], only: list[str] | None, log: bool, with_bare: bool = True) -> None:
     reference = predict(model, ev)
     print(f"model {model.name}: {len(cal)} calibration, {len(ev)} evaluation inputs; FP32 classes seen {len(set(reference.argmax(1)))}")
     with tempfile.TemporaryDirectory(prefix="ptq-bench-") as tmp:
         for rr in reduce_ranges:
-            t = time.perf_counter()
-            path = bare(model, cal, Path(tmp) / f"bare-{rr}.onnx", reduce_range=bool(rr))
-            base_s = time.perf_counter() - t
-            q = predict(path, ev)
-            print(f"reduce_range {bool(rr)}: bare quantize_static minmax  agreement {pt.top1_agreement(reference, q):.3f}  "
-                  f"SQNR {pt.sqnr_db(reference, q):5.1f} dB  {base_s:6.1f} s", flush=True)
+            base_s = float("nan")
+            if with_bare:
+                t = time.perf_counter()
+                path = bare(model, cal, Path(tmp) / f"bare-{rr}.onnx", reduce_range=bool(rr))
+                base_s = time.perf_counter() - t
+                q = predict(path, ev)
+                print(f"reduce_range {bool(rr)}: bare quantize_static minmax  agreement {pt.top1_agreement(reference, q):.3f}  "
+                      f"SQNR {pt.sqnr_db(reference, q):5.1f} dB  {base_s:6.1f} s", flush=True)
             for name, options in VARIANTS.items():
                 if only and name not in only:
                     continue
@@ -145,12 +147,13 @@ def main() -> None:
     parser.add_argument("--reduce-range", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--only", nargs="*", help="variant names to run (default: all)")
     parser.add_argument("--log", action="store_true", help="print the held-out scores of every candidate")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare call (when its figures are known)")
     args = parser.parse_args()
     if args.separable:
         model, cal, ev = separable_inputs()
     else:
         model, cal, ev = args.model, np.load(args.calibration, mmap_mode="r"), np.load(args.evaluation, mmap_mode="r")
-    run(model, np.asarray(cal, dtype=np.float32), np.asarray(ev, dtype=np.float32), args.reduce_range, args.only, args.log)
+    run(model, np.asarray(cal, dtype=np.float32), np.asarray(ev, dtype=np.float32), args.reduce_range, args.only, args.log, with_bare=not args.no_bare)
 
 
 if __name__ == "__main__":
