@@ -466,7 +466,8 @@ def tune(
     stats = statistics(float_model.path)
     percentile = settings.percentile
     best: tuple[FloatModel, Path, pt.Score | None, str] | None = None
-    for rule in _rules(settings, options, algorithm_given=algorithm_given):
+    tried = _rules(settings, options, algorithm_given=algorithm_given)
+    for rule in tried:
         model, rp, score = candidate(rule, float_model.path, ranges_by(rule, stats, percentile=percentile, algorithm=settings.algorithm))
         if best is None or (score is not None and best[2] is not None and pt.best_candidate([best[2], score]) is score):
             best = (model, rp, score, rule)
@@ -498,11 +499,20 @@ def tune(
             qmax = 64 if settings.reduce_range else 127
             path, changed = correct_biases(chosen_model.path, workdir / "bias-corrected.onnx", input_means=stats.input_means,
                                            weight_qmax=qmax, per_channel=settings.per_channel)
-            ranges = load_ranges(chosen_ranges)
-            model, rp, score = candidate("+".join([rule, *(["cle"] if len(label) > 1 else []), "bc"]), path, ranges)
+            # bias correction shifts what the best ranges are: try it under every range rule scored above (no new pass)
+            suffix = "+cle" if len(label) > 1 else ""
+            best_bc: tuple[FloatModel, Path, pt.Score | None, str] | None = None
+            for r in [rule, *(r for r in tried if r != rule)] if reference is not None else [rule]:
+                ranges = load_ranges(chosen_ranges) if r == rule else ranges_by(r, stats, percentile=percentile, algorithm=settings.algorithm)
+                model, rp, score = candidate(f"{r}{suffix}+bc", path, ranges)
+                if best_bc is None or (score is not None and best_bc[2] is not None and pt.best_candidate([best_bc[2], score]) is score):
+                    best_bc = (model, rp, score, r)
+            assert best_bc is not None
+            model, rp, score, bc_rule = best_bc
             if options.bias_correction is api.Technique.ON or (score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score):
                 uncorrected = chosen_model.path
-                chosen_model, chosen_ranges, chosen_score = model, rp, score
+                chosen_model, chosen_ranges, chosen_score, rule = model, rp, score, bc_rule
+                label[0] = bc_rule
                 label.append("bias correction")
                 notes.append(f"ptq: bias correction applied to {changed} Conv/Gemm layers")
             else:
