@@ -250,26 +250,29 @@ def proxy_for_request(request: QuantizeRequest, backend: Any) -> OrtLayerAnalysi
     """Layer ranking for a TensorRT INT8 run on the CPU: ONNX Runtime static INT8 of the same ONNX model and data.
 
     Sensitivity needs a model per layer, and an engine build per layer would hold a GPU for minutes each; ONNX
-    Runtime's Q/DQ quantization with the run's calibration algorithm ranks the same ONNX node names on the CPU.
-    The pinned artifact itself is still built by TensorRT (``backend`` is not used to build it here).
+    Runtime's Q/DQ quantization with the run's calibration algorithm ranks the same ONNX node names on the CPU,
+    without spec.ptq's techniques (TensorRT quantizes the model as it is). The pinned artifact itself is still
+    built by TensorRT (``backend`` is not used to build it here).
     """
     from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
 
     del backend
-    return for_request(dataclasses.replace(request, method=api.Method.ONNX_STATIC), OnnxRuntimeBackend())
+    spec = request.spec.model_copy(update={"ptq": api.PostTraining.bare()})
+    return for_request(dataclasses.replace(request, method=api.Method.ONNX_STATIC, spec=spec), OnnxRuntimeBackend())
 
 
 def for_request(request: QuantizeRequest, backend: Any) -> OrtLayerAnalysis:
     """The layer tool for an onnx-static run, quantizing through ``backend`` (the run's OnnxRuntimeBackend).
 
-    The float model is the backend's own pre-processed one (node names refer to it) and every
-    quantization reuses the ranges the backend calibrated for the quantize stage.
+    The float model is the backend's own pre-processed one (node names refer to it), as spec.ptq left its
+    function (equalized channels, original biases), and every quantization reuses the ranges the backend
+    calibrated for the quantize stage.
     """
     if request.calibration is None:
         raise ValueError("onnx-static layer analysis needs calibration data")
-    float_model = backend.float_model(request)
+    reference = backend.reference_float_model(request)
 
     def quantize(keep_float: Sequence[str]) -> Path:
         return Path(backend.quantize(dataclasses.replace(request, keep_float=list(keep_float))).path)
 
-    return OrtLayerAnalysis(model_path=float_model.path, quantize=quantize, workdir=request.workdir / "layers")
+    return OrtLayerAnalysis(model_path=reference, quantize=quantize, workdir=request.workdir / "layers")

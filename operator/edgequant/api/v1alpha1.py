@@ -280,6 +280,14 @@ class ReduceRange(enum.StrEnum):
     NEVER = "never"
 
 
+class Technique(enum.StrEnum):
+    """Whether a post-training technique runs: auto (kept only if it raises agreement on the held-out split), on, off."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
 class Accelerator(enum.StrEnum):
     AUTO = "auto"
     CPU = "cpu"
@@ -601,6 +609,29 @@ class OnnxOptions(ApiModel):
         return self
 
 
+class PostTraining(ApiModel):
+    """Post-training techniques beyond the bare converter (onnx-static); ignored by the other methods.
+
+    auto techniques are tried and kept only when they raise top-1 agreement with FP32 on a held-out split of the
+    calibration data (never the evaluation data), so the result is never worse there than the converter's default.
+    """
+
+    cross_layer_equalization: Technique = Field(Technique.AUTO, description="Rescale Conv -> [ReLU] -> Conv pairs so both layers have equal per-channel weight ranges (the float function is unchanged; pairs joined by ReLU6/Clip are skipped).")
+    bias_correction: Technique = Field(Technique.AUTO, description="Subtract from each Conv/Gemm bias the mean output shift its quantized weights cause, with input means measured on the calibration data.")
+    range_search: Technique = Field(Technique.AUTO, description="Activation ranges that minimise the expected quantization error on the calibration histograms (a clipping-threshold sweep) instead of the raw extremes.")
+    select_algorithm: bool = Field(True, description="Choose among minmax, entropy, percentile (and the range search) by agreement on the held-out split when calibration.algorithm is not written in the spec; false, or an algorithm written there: that algorithm.")
+    held_out_fraction: float = Field(0.2, ge=0.05, le=0.5, description="Share of the calibration samples held out to score the auto choices (the rest calibrates).")
+
+    @property
+    def all_off(self) -> bool:
+        return not self.select_algorithm and all(t is Technique.OFF for t in (self.cross_layer_equalization, self.bias_correction, self.range_search))
+
+    @classmethod
+    def bare(cls) -> "PostTraining":
+        """Every technique off: exactly the converter's own calibration and quantization."""
+        return cls(cross_layer_equalization=Technique.OFF, bias_correction=Technique.OFF, range_search=Technique.OFF, select_algorithm=False)
+
+
 class Execution(ApiModel):
     image: str | None = Field(None, max_length=MAX_IMAGE, description="Override of the quantizer image chosen by the operator for the method.")
     backoff_limit: int = Field(2, ge=0, le=20, description="Retries of the quantizer pod for retriable failures.")
@@ -623,6 +654,7 @@ class QuantizationJobSpec(ApiModel):
     execution: Execution = Field(default_factory=Execution, description="Image and batch Job knobs.")
     tensorrt: TensorRTOptions = Field(default_factory=TensorRTOptions, description="TensorRT engine build options (tensorrt-* methods only).")
     onnx: OnnxOptions = Field(default_factory=OnnxOptions, description="ONNX Runtime quantization options (onnx-dynamic, onnx-static; reduceRange also torch-qat).")
+    ptq: PostTraining = Field(default_factory=PostTraining, description="Post-training techniques beyond the bare converter: cross-layer equalization, bias correction, range search, algorithm choice (onnx-static).")
     suspend: bool = Field(False, description="Create the batch Job suspended (or suspend a running one).")
 
     @model_validator(mode="after")

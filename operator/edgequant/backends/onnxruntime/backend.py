@@ -18,6 +18,7 @@ from edgequant.backends.onnxruntime import options as opts
 from edgequant.backends.onnxruntime.calibration import calibrate
 from edgequant.backends.onnxruntime.model import activation_bytes_per_sample, check_input, read_model
 from edgequant.backends.onnxruntime.predictor import OrtPredictor
+from edgequant.backends.onnxruntime.ptq import Tuned, tune
 from edgequant.backends.onnxruntime.quantize import (
     FLOAT16_NOTE,
     FloatModel,
@@ -74,6 +75,7 @@ class OnnxRuntimeBackend:
         self._ranges: dict[tuple[object, ...], Path] = {}
         self.calibrations = 0
         """Calibration passes run (one per model, algorithm and data set; every later quantize reuses the ranges)."""
+        self._tuned: dict[tuple[object, ...], Tuned] = {}
 
     def float_model(self, request: QuantizeRequest) -> FloatModel:
         """The source model as this run quantizes it (pre-processed once per path and settings)."""
@@ -106,6 +108,29 @@ class OnnxRuntimeBackend:
             self._ranges[key] = save_ranges(ranges, request.workdir / name)
         return self._ranges[key]
 
+    def _tuned_model(self, request: QuantizeRequest, model: FloatModel, settings: opts.StaticSettings) -> Tuned:
+        """spec.ptq's techniques, searched once per model, settings and data; later calls (mixed precision) reuse the result."""
+        data = request.calibration
+        if data is None or request.spec.calibration is None:
+            raise InvalidInputError("spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset")
+        key = (model.path, settings.model_copy(update={"keep_float": ()}), request.spec.ptq.model_dump_json(), data.count, data.batch_size)
+        if key not in self._tuned:
+            self.calibrations += 1
+            self._tuned[key] = tune(float_model=model, calibration=data, settings=settings, options=request.spec.ptq,
+                                    workdir=request.workdir / f"ptq-{len(self._tuned)}", log=request.log,
+                                    algorithm_given="algorithm" in request.spec.calibration.model_fields_set)
+        return self._tuned[key]
+
+    def reference_float_model(self, request: QuantizeRequest) -> Path:
+        """The float function the Q/DQ artifacts quantize, for tensor-by-tensor comparisons: the pre-processed
+        model, equalized when spec.ptq equalized it (same function, rescaled channels), never bias-corrected."""
+        model = self.float_model(request)
+        if request.method is not api.Method.ONNX_STATIC or request.spec.ptq.all_off:
+            return model.path
+        settings, _choice = opts.static_settings(request.spec, cpu=self.cpu)
+        tuned = self._tuned_model(request, model, settings)
+        return tuned.uncorrected or tuned.float_model.path
+
     def quantize(self, request: QuantizeRequest) -> QuantizedArtifact:
         method = request.method
         if method not in self.methods:
@@ -117,7 +142,12 @@ class OnnxRuntimeBackend:
                  f"{len(model.model.nodes)} nodes" if model.preprocessed else "ONNX Runtime pre-processing skipped (spec.onnx.preprocess false)"]
         if method is api.Method.ONNX_STATIC:
             settings, choice = opts.static_settings(request.spec, cpu=self.cpu, keep_float=keep_float)
-            ranges = self._ranges_path(request, model, settings)
+            ptq_notes: list[str] = []
+            if request.spec.ptq.all_off:
+                ranges = self._ranges_path(request, model, settings)
+            else:
+                tuned = self._tuned_model(request, model, settings)
+                model, ranges, ptq_notes = tuned.for_keep_float(keep_float, request.workdir), tuned.ranges_path, tuned.notes
             request.log(f"quantizing to Q/DQ ({settings.activation_type.value} activations, {settings.weight_type.value} weights, "
                         f"{'per-channel' if settings.per_channel else 'per-tensor'}, reduce_range {settings.reduce_range})")
             quantize_qdq(float_model=model, output_path=output, ranges_path=ranges, settings=settings)
@@ -125,7 +155,9 @@ class OnnxRuntimeBackend:
             assert request.calibration is not None
             notes.append(f"static Q/DQ: {algorithm} calibration on {request.calibration.count} samples, "
                          f"{settings.activation_type.value} activations, {settings.weight_type.value} "
-                         f"{'per-channel' if settings.per_channel else 'per-tensor'} weights")
+                         f"{'per-channel' if settings.per_channel else 'per-tensor'} weights"
+                         + ("" if request.spec.ptq.all_off else " (before spec.ptq's choices below)"))
+            notes.extend(ptq_notes)
         else:
             settings_d, choice = opts.dynamic_settings(request.spec, cpu=self.cpu, keep_float=keep_float)
             request.log(f"quantizing weights ({settings_d.weight_type.value}, {'per-channel' if settings_d.per_channel else 'per-tensor'}, "

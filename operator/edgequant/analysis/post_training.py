@@ -1,0 +1,369 @@
+"""Post-training quantization techniques as pure numpy: what the bare converters do not do.
+
+Framework-free so every backend can use them on float weights before its
+converter runs (graph plumbing lives in the backend):
+
+- cross-layer equalization (Nagel et al. 2019, "Data-Free Quantization"):
+  rescale the output channels of one layer and the input channels of the
+  next so both have the same per-channel weight range; exact for layers
+  joined by nothing or by a positively homogeneous activation (ReLU);
+- bias correction: the expected output shift a layer's weight quantization
+  causes, ``(W_q - W) E[x]``, subtracted from its bias, with ``E[x]``
+  measured on calibration data;
+- activation range search: the clipping range that minimises the expected
+  squared quantization error on a calibration histogram, instead of the raw
+  extremes (MinMax);
+- percentile and histogram re-binning helpers, and the held-out choice among
+  candidates by top-1 agreement with FP32.
+
+Weight layout follows ONNX: ``[out, in / group, *kernel]`` for convolutions,
+``[out, in]`` for fully connected layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# --------------------------------------------------------------------------- cross-layer equalization
+
+
+def output_channel_ranges(weight: np.ndarray) -> np.ndarray:
+    """max |w| per output channel (axis 0)."""
+    return np.abs(weight.reshape(weight.shape[0], -1)).max(axis=1)
+
+
+def input_channel_ranges(weight: np.ndarray, *, depthwise: bool) -> np.ndarray:
+    """max |w| per input channel: axis 1 for a dense convolution, axis 0 for a depthwise one (one input per output)."""
+    if depthwise:
+        return output_channel_ranges(weight)
+    return np.abs(np.moveaxis(weight, 1, 0).reshape(weight.shape[1], -1)).max(axis=1)
+
+
+def equalization_scales(range_out: np.ndarray, range_in: np.ndarray) -> np.ndarray:
+    """Per-channel s with range_out / s == range_in * s == sqrt(range_out * range_in); 1 where a range is zero."""
+    out = np.asarray(range_out, dtype=np.float64)
+    inp = np.asarray(range_in, dtype=np.float64)
+    valid = (out > 0) & (inp > 0)
+    scales = np.ones_like(out)
+    scales[valid] = np.sqrt(out[valid] / inp[valid])
+    return scales
+
+
+@dataclass
+class ConvWeights:
+    """One convolution's float parameters, as equalization rescales them."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+    depthwise: bool = False
+    """Group count equals channel count: input channel c feeds output channel c only."""
+
+
+def equalize_pair(first: ConvWeights, second: ConvWeights) -> np.ndarray:
+    """Balance ``first``'s output channels against ``second``'s input channels in place; returns the scales used.
+
+    y = second(act(first(x))) is unchanged for act in {identity, ReLU}:
+    first's channel c is divided by s_c (weights and bias), second's input
+    channel c multiplied by s_c.
+    """
+    scales = equalization_scales(output_channel_ranges(first.weight), input_channel_ranges(second.weight, depthwise=second.depthwise))
+    shape_out = (-1,) + (1,) * (first.weight.ndim - 1)
+    first.weight = (first.weight / scales.reshape(shape_out)).astype(first.weight.dtype)
+    if first.bias is not None:
+        first.bias = (first.bias / scales).astype(first.bias.dtype)
+    if second.depthwise:
+        second.weight = (second.weight * scales.reshape((-1,) + (1,) * (second.weight.ndim - 1))).astype(second.weight.dtype)
+    else:
+        second.weight = (second.weight * scales.reshape((1, -1) + (1,) * (second.weight.ndim - 2))).astype(second.weight.dtype)
+    return scales
+
+
+def equalize_pairs(layers: dict[str, ConvWeights], pairs: Sequence[tuple[str, str]], *, iterations: int = 20, tolerance: float = 1e-4) -> int:
+    """Equalize every (first, second) pair, sweeping until no scale moves by more than ``tolerance``; returns the sweeps run.
+
+    A layer may be the second of one pair and the first of the next (the
+    depthwise convolution of a separable block): repeated sweeps converge.
+    """
+    for sweep in range(1, iterations + 1):
+        moved = 0.0
+        for a, b in pairs:
+            scales = equalize_pair(layers[a], layers[b])
+            moved = max(moved, float(np.max(np.abs(np.log(scales)))) if scales.size else 0.0)
+        if moved < tolerance:
+            return sweep
+    return iterations
+
+
+# --------------------------------------------------------------------------- weight quantization and bias correction
+
+
+def quantize_weights_symmetric(weight: np.ndarray, *, qmax: int, per_channel: bool, axis: int = 0) -> np.ndarray:
+    """Weights after symmetric integer quantization to [-qmax, qmax] (zero point 0), dequantized back to float.
+
+    ``qmax`` 127 is int8's symmetric range, 64 the 7-bit reduce_range one;
+    per channel along ``axis`` (the output channels).
+    """
+    w = np.asarray(weight, dtype=np.float32)
+    if per_channel:
+        moved = np.moveaxis(w, axis, 0)
+        absmax = np.abs(moved.reshape(moved.shape[0], -1)).max(axis=1)
+        scale = (absmax / qmax).astype(np.float32)
+        scale[scale == 0] = 1.0
+        shape = (-1,) + (1,) * (moved.ndim - 1)
+        q = np.clip(np.round(moved / scale.reshape(shape)), -qmax, qmax) * scale.reshape(shape)
+        return np.moveaxis(q, 0, axis).astype(np.float32)
+    absmax = float(np.abs(w).max())
+    scale = np.float32(absmax / qmax) if absmax > 0 else np.float32(1.0)
+    return (np.clip(np.round(w / scale), -qmax, qmax) * scale).astype(np.float32)
+
+
+def conv_output_shift(weight_error: np.ndarray, input_mean: np.ndarray, *, group: int = 1) -> np.ndarray:
+    """E[(W_q - W) x] per output channel of a convolution (spatial means; border padding ignored).
+
+    ``weight_error`` is [out, in / group, *kernel], ``input_mean`` the mean of
+    each of the ``in`` input channels.
+    """
+    out_ch, in_per_group = weight_error.shape[0], weight_error.shape[1]
+    per_tap = weight_error.reshape(out_ch, in_per_group, -1).sum(axis=2)  # [out, in/group]
+    outs_per_group = out_ch // group
+    means = np.asarray(input_mean, dtype=np.float64).reshape(group, in_per_group)
+    group_of_output = np.arange(out_ch) // outs_per_group
+    return (per_tap * means[group_of_output]).sum(axis=1)
+
+
+def dense_output_shift(weight_error: np.ndarray, input_mean: np.ndarray) -> np.ndarray:
+    """E[(W_q - W) x] per output of a fully connected layer; ``weight_error`` is [out, in]."""
+    return weight_error.astype(np.float64) @ np.asarray(input_mean, dtype=np.float64)
+
+
+def corrected_bias(bias: np.ndarray | None, shift: np.ndarray) -> np.ndarray:
+    """The bias that cancels the expected output shift of quantized weights."""
+    base = np.zeros(shift.shape, dtype=np.float64) if bias is None else np.asarray(bias, dtype=np.float64)
+    return (base - shift).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- activation ranges from histograms
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """Counts of one tensor's values over increasing bin edges, with the exact extremes seen."""
+
+    counts: np.ndarray
+    edges: np.ndarray
+    minimum: float
+    maximum: float
+
+    @property
+    def centers(self) -> np.ndarray:
+        return (self.edges[:-1] + self.edges[1:]) / 2.0
+
+
+def minmax_range(hist: Histogram) -> tuple[float, float]:
+    return float(hist.minimum), float(hist.maximum)
+
+
+def percentile_range(hist: Histogram, percentile: float) -> tuple[float, float]:
+    """The range keeping ``percentile`` % of the values, (100 - percentile) / 2 % cut from each tail, within the extremes."""
+    total = hist.counts.sum()
+    if total == 0:
+        return minmax_range(hist)
+    cdf = np.cumsum(hist.counts) / total
+    cut = (100.0 - percentile) / 200.0
+    lo = float(hist.edges[min(int(np.searchsorted(cdf, cut)), len(hist.edges) - 1)])
+    hi = float(hist.edges[min(int(np.searchsorted(cdf, 1.0 - cut)) + 1, len(hist.edges) - 1)])
+    return max(lo, float(hist.minimum)), min(hi, float(hist.maximum))
+
+
+class HistogramAccumulator:
+    """A histogram built batch by batch on bins anchored at zero (edges k * width), so 0 is always an edge.
+
+    When the values outgrow ``bins`` bins, the width doubles and pairs of bins
+    merge exactly (floor(v / 2w) == floor(floor(v / w) / 2)); a one-sided
+    tensor (after ReLU) spends every bin on its own side.
+    """
+
+    def __init__(self, bins: int = 4096) -> None:
+        self.bins = bins
+        self.width = 0.0
+        """0 until a non-zero value arrives (zeros seen before are held in ``_zeros``)."""
+        self.first = 0
+        self.counts = np.zeros(0, dtype=np.int64)
+        self.minimum = np.inf
+        self.maximum = -np.inf
+        self._zeros = 0
+
+    def add(self, values: np.ndarray) -> None:
+        v = np.asarray(values, dtype=np.float64).ravel()
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return
+        self.minimum, self.maximum = min(self.minimum, float(v.min())), max(self.maximum, float(v.max()))
+        if self.width == 0.0:
+            span = max(self.maximum, 0.0) - min(self.minimum, 0.0)
+            if span == 0.0:
+                self._zeros += v.size
+                return
+            self.width = span / (self.bins - 1)
+        k = np.floor(v / self.width).astype(np.int64)
+        while True:
+            first = min(self.first, int(k.min()), 0)  # bin 0 always exists: 0 is in every quantization range
+            last = max(self.first + len(self.counts) - 1, int(k.max()), 0)
+            if last - first + 1 <= self.bins:
+                break
+            self._double()
+            k = np.floor(v / self.width).astype(np.int64)
+        if not len(self.counts) or first < self.first or last >= self.first + len(self.counts):
+            grown = np.zeros(last - first + 1, dtype=np.int64)
+            if len(self.counts):
+                grown[self.first - first : self.first - first + len(self.counts)] = self.counts
+            self.counts, self.first = grown, first
+        self.counts += np.bincount(k - self.first, minlength=len(self.counts))
+        if self._zeros:
+            self.counts[-self.first] += self._zeros
+            self._zeros = 0
+
+    def _double(self) -> None:
+        """Twice the width: bin k merges into bin k // 2."""
+        self.width *= 2
+        if not len(self.counts):
+            return
+        ks = self.first + np.arange(len(self.counts))
+        merged_first = self.first // 2
+        merged = np.zeros(ks[-1] // 2 - merged_first + 1, dtype=np.int64)
+        np.add.at(merged, ks // 2 - merged_first, self.counts)
+        self.counts, self.first = merged, merged_first
+
+    @property
+    def has_values(self) -> bool:
+        return self.width > 0 or self._zeros > 0
+
+    def histogram(self) -> "Histogram":
+        if self.width == 0.0:
+            if not self._zeros:
+                raise ValueError("no values")
+            return Histogram(counts=np.array([self._zeros]), edges=np.array([0.0, 1e-12]), minimum=0.0, maximum=0.0)
+        edges = (self.first + np.arange(len(self.counts) + 1)) * self.width
+        return Histogram(counts=self.counts.copy(), edges=edges, minimum=float(self.minimum), maximum=float(self.maximum))
+
+
+def expected_quantization_mse(hist: Histogram, lows: np.ndarray, highs: np.ndarray, *, levels: int, chunk: int = 256) -> np.ndarray:
+    """Mean squared error of quantizing the histogram's values to ``levels`` steps over [low, high], for every pair.
+
+    The grid is ONNX Runtime's: step (high - low) / (levels - 1), zero point
+    round(-low / step), so 0 is exact. A bin narrower than the step
+    contributes the error of its centre plus its own spread (width^2 / 12),
+    a wider one uniform rounding noise (step^2 / 12); clipped bins the
+    distance of their centre to the bound. Returns shape (len(lows), len(highs)).
+    """
+    c = hist.centers.astype(np.float64)
+    n = hist.counts.astype(np.float64)
+    width = float(hist.edges[1] - hist.edges[0]) if len(hist.edges) > 1 else 0.0
+    total = max(n.sum(), 1.0)
+    lo_grid, hi_grid = np.meshgrid(np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64), indexing="ij")
+    pairs_lo, pairs_hi = lo_grid.ravel(), hi_grid.ravel()
+    result = np.empty(pairs_lo.size)
+    keep = n > 0
+    c, n = c[keep], n[keep]
+    for start in range(0, pairs_lo.size, chunk):
+        lo = pairs_lo[start : start + chunk, None]
+        hi = pairs_hi[start : start + chunk, None]
+        step = np.maximum((hi - lo) / (levels - 1), 1e-30)
+        zero_point = np.round(-lo / step)
+        q = (np.clip(np.round(c / step) + zero_point, 0, levels - 1) - zero_point) * step
+        inside = (c >= lo) & (c <= hi)
+        fine = width < step
+        err = np.where(inside & ~fine, step * step / 12.0, (c - q) ** 2 + width * width / 12.0)
+        result[start : start + chunk] = (err * n).sum(axis=1) / total
+    return result.reshape(lo_grid.shape)
+
+
+def mse_range(hist: Histogram, *, levels: int = 256, steps: int = 64) -> tuple[float, float]:
+    """The [low, high] (containing 0) that minimises ``expected_quantization_mse``; MinMax's own range is a candidate.
+
+    The high end is searched over ``steps`` fractions of the maximum, the low
+    end over half as many of the minimum, so a one-sided tensor (after ReLU)
+    keeps low = 0. On a tie MinMax's range wins.
+    """
+    lo0, hi0 = min(float(hist.minimum), 0.0), max(float(hist.maximum), 0.0)
+    if hi0 - lo0 <= 0:
+        return lo0, hi0
+    lows = lo0 * np.linspace(1.0, 1.0 / (steps // 2), steps // 2) if lo0 < 0 else np.array([0.0])
+    highs = hi0 * np.linspace(1.0, 1.0 / steps, steps) if hi0 > 0 else np.array([0.0])
+    errors = expected_quantization_mse(hist, lows, highs, levels=levels)
+    best = np.unravel_index(int(np.argmin(errors)), errors.shape)
+    if errors[best] >= errors[0, 0]:  # index (0, 0) is MinMax's range
+        return lo0, hi0
+    return float(lows[best[0]]), float(highs[best[1]])
+
+
+def symmetric_histogram(hist: Histogram) -> Histogram:
+    """The same counts on edges symmetric about zero (zero bins added on the short side), as ORT's entropy search expects."""
+    width = float(hist.edges[1] - hist.edges[0])
+    first = int(round(hist.edges[0] / width))
+    last = first + len(hist.counts)  # exclusive, in bins
+    reach = max(-first, last, 1)
+    counts = np.zeros(2 * reach, dtype=hist.counts.dtype)
+    counts[first + reach : last + reach] = hist.counts
+    return Histogram(counts=counts, edges=(np.arange(2 * reach + 1) - reach) * width, minimum=hist.minimum, maximum=hist.maximum)
+
+
+def rebin_symmetric(hist: Histogram, bins: int) -> Histogram:
+    """A histogram over symmetric edges [-t, t] merged to ``bins`` bins (zero-padded at both ends to a multiple)."""
+    n = len(hist.counts)
+    if n <= bins:
+        return hist
+    group = -(-n // bins)
+    pad_total = group * bins - n
+    left, right = pad_total // 2, pad_total - pad_total // 2
+    width = float(hist.edges[1] - hist.edges[0])
+    counts = np.concatenate([np.zeros(left, hist.counts.dtype), hist.counts, np.zeros(right, hist.counts.dtype)])
+    start = float(hist.edges[0]) - left * width
+    edges = start + width * group * np.arange(bins + 1)
+    return Histogram(counts=counts.reshape(bins, group).sum(axis=1), edges=edges.astype(hist.edges.dtype), minimum=hist.minimum, maximum=hist.maximum)
+
+
+# --------------------------------------------------------------------------- fidelity and the held-out choice
+
+
+def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Share of samples whose top-1 class is the same in both outputs."""
+    if len(reference) == 0:
+        raise ValueError("no samples to compare")
+    return float(np.mean(np.argmax(reference, axis=1) == np.argmax(candidate, axis=1)))
+
+
+def sqnr_db(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio of the outputs in dB (inf when identical)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    noise = float(np.sum((ref - np.asarray(candidate, dtype=np.float64)) ** 2))
+    signal = float(np.sum(ref**2))
+    if noise == 0:
+        return float("inf")
+    return 10.0 * float(np.log10(max(signal, 1e-30) / noise))
+
+
+@dataclass(frozen=True)
+class Score:
+    """A candidate's fidelity on the held-out split."""
+
+    name: str
+    agreement: float
+    sqnr_db: float
+
+
+def best_candidate(scores: Sequence[Score]) -> Score:
+    """Highest agreement, then highest SQNR; on a full tie the earlier (simpler) candidate wins.
+
+    The first candidate is the framework's own default, so the choice is never worse than it on the held-out split.
+    """
+    if not scores:
+        raise ValueError("no candidates")
+    best = scores[0]
+    for score in scores[1:]:
+        if (score.agreement, score.sqnr_db) > (best.agreement, best.sqnr_db):
+            best = score
+    return best

@@ -1,0 +1,527 @@
+"""Post-training techniques on an ONNX float model before ONNX Runtime's quantize_static (graph plumbing only).
+
+The math is ``edgequant.analysis.post_training`` (pure numpy); this module
+finds the layers in the graph, reads and writes their initializers, and
+collects what the math needs in one pass over the calibration data:
+
+- ``equalizable_pairs`` / ``equalize_model``: cross-layer equalization of
+  Conv -> [Relu] -> Conv pairs (BatchNorm already folded by pre-processing);
+- ``collect_statistics``: histograms of every tensor quantize_static
+  calibrates (zero-anchored, merged batch by batch) plus the per-channel mean of
+  every weighted layer's input, one session run per batch;
+- ``correct_biases``: each Conv/Gemm bias minus the mean output shift its
+  quantized weights cause;
+- ``ranges_by``: activation ranges per algorithm (minmax, entropy,
+  percentile, mse) from the same histograms, as ORT's ``TensorsData``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import TensorsData, load_tensors_data as load_ranges
+from onnxruntime.quantization.calibrate import HistogramCollector, TensorData
+
+from edgequant.analysis import post_training as pt
+from edgequant.backends.base import Batches
+from edgequant.backends.onnxruntime.calibration import CALIBRATED_OPS, ORT_METHOD, model_batches
+from edgequant.backends.onnxruntime.options import StaticSettings
+from edgequant.backends.onnxruntime.predictor import OrtPredictor, session
+from edgequant.backends.onnxruntime.quantize import FloatModel, quantize_qdq, save_ranges
+from edgequant.api import v1alpha1 as api
+
+#: Activations between two convolutions that commute with a positive per-channel scale.
+SCALE_EQUIVARIANT = frozenset({"Relu"})
+#: Bins of the calibration histograms (zero-anchored, see HistogramAccumulator): fine enough for the MSE search.
+HISTOGRAM_BINS = 4096
+#: The KL (entropy) search: histogram merged to this many bins, ORT's default 128 quantized bins.
+ENTROPY_BINS = 512
+ENTROPY_QUANTIZED_BINS = 128
+_MEAN_SUFFIX = "/edgequant_channel_mean"
+#: Samples per session run of the statistics pass (all calibrated tensors of a run are in memory at once).
+STATISTICS_CHUNK = 8
+
+
+# --------------------------------------------------------------------------- graph facts
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    users: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            users[name].append(node)
+    return users
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    for a in node.attribute:
+        if a.name == name:
+            return int(a.i)
+    return default
+
+
+@dataclass(frozen=True)
+class PairSearch:
+    """The Conv pairs cross-layer equalization can rescale exactly, and those it skipped with the reason."""
+
+    pairs: list[tuple[str, str]]
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def equalizable_pairs(model: onnx.ModelProto) -> PairSearch:
+    """Conv -> [Relu] -> Conv chains whose tensors have no other user and whose weights are initializers of their own.
+
+    A Clip (ReLU6) between them is not scale-equivariant: such pairs are skipped (counted as ``clip``).
+    """
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    users = _consumers(graph)
+    outputs = {o.name for o in graph.output}
+
+    def own_weight(node: onnx.NodeProto) -> bool:
+        return len(node.input) > 1 and node.input[1] in inits and len(users[node.input[1]]) == 1 and (
+            len(node.input) < 3 or not node.input[2] or (node.input[2] in inits and len(users[node.input[2]]) == 1)
+        )
+
+    pairs: list[tuple[str, str]] = []
+    skipped: dict[str, int] = defaultdict(int)
+    for first in graph.node:
+        if first.op_type != "Conv" or not first.name or not own_weight(first) or (_attr(first, "group", 1) != 1 and not _is_depthwise(first, inits)):
+            continue
+        tensor = first.output[0]
+        between = None
+        if tensor in outputs or len(users[tensor]) != 1:
+            continue
+        nxt = users[tensor][0]
+        if nxt.op_type != "Conv":
+            if nxt.op_type in SCALE_EQUIVARIANT:
+                between = nxt
+            elif nxt.op_type == "Clip":
+                skipped["clip"] += 1
+                continue
+            else:
+                continue
+            if between.output[0] in outputs or len(users[between.output[0]]) != 1:
+                continue
+            nxt = users[between.output[0]][0]
+            if nxt.op_type != "Conv":
+                continue
+        if not nxt.name or not own_weight(nxt) or nxt.input[0] != (between.output[0] if between else tensor):
+            continue
+        channels = numpy_helper.to_array(inits[first.input[1]]).shape[0]
+        w2 = inits[nxt.input[1]]
+        group = _attr(nxt, "group", 1)
+        if not (group == 1 and w2.dims[1] == channels) and not (group == channels and w2.dims[0] == channels and w2.dims[1] == 1):
+            skipped["grouped"] += 1
+            continue
+        pairs.append((first.name, nxt.name))
+    return PairSearch(pairs=pairs, skipped=dict(skipped))
+
+
+def _is_depthwise(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+    weight = inits[node.input[1]]
+    return _attr(node, "group", 1) == weight.dims[0] and weight.dims[1] == 1
+
+
+def equalize_model(source: Path, target: Path) -> tuple[Path, PairSearch]:
+    """``source`` with its equalizable Conv pairs rescaled (the float function unchanged), saved as ``target``."""
+    model = onnx.load(str(source))
+    search = equalizable_pairs(model)
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes = {n.name: n for n in model.graph.node}
+    names = sorted({name for pair in search.pairs for name in pair})
+    layers: dict[str, pt.ConvWeights] = {}
+    for name in names:
+        node = nodes[name]
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        layers[name] = pt.ConvWeights(
+            weight=numpy_helper.to_array(inits[node.input[1]]).copy(),
+            bias=numpy_helper.to_array(inits[bias]).copy() if bias else None,
+            depthwise=_is_depthwise(node, inits),
+        )
+    pt.equalize_pairs(layers, search.pairs)
+    for name, layer in layers.items():
+        node = nodes[name]
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(layer.weight, node.input[1]))
+        if layer.bias is not None:
+            inits[node.input[2]].CopyFrom(numpy_helper.from_array(layer.bias, node.input[2]))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target))
+    return target, search
+
+
+# --------------------------------------------------------------------------- one statistics pass
+
+
+def _weighted_layers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Conv and Gemm (transA 0) nodes with an initializer weight: the layers bias correction adjusts."""
+    inits = {t.name for t in model.graph.initializer}
+    return [
+        n for n in model.graph.node
+        if n.name and len(n.input) > 1 and n.input[1] in inits
+        and (n.op_type == "Conv" or (n.op_type == "Gemm" and _attr(n, "transA", 0) == 0))
+    ]
+
+
+def calibrated_tensors(model: onnx.ModelProto) -> list[str]:
+    """The float tensors quantize_static calibrates (ORT's rule: inputs/outputs of its quantizable op types with a known float type)."""
+    graph = model.graph
+    infos = {vi.name: vi for vi in (*graph.value_info, *graph.output, *graph.input)}
+    inits = {t.name for t in graph.initializer}
+    chosen: dict[str, None] = {}
+    for node in graph.node:
+        if node.op_type not in CALIBRATED_OPS:
+            continue
+        for name in (*node.input, *node.output):
+            vi = infos.get(name)
+            if vi is not None and name not in inits and vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16):
+                chosen[name] = None
+    return list(chosen)
+
+
+@dataclass
+class Statistics:
+    """What one pass over the calibration data yields for one float model."""
+
+    histograms: dict[str, pt.Histogram]
+    input_means: dict[str, np.ndarray]
+    """Per-channel mean of each weighted layer's input, by node name."""
+    samples: int
+
+
+def collect_statistics(model_path: Path, batches: Iterable[np.ndarray], *, input_name: str, workdir: Path, fixed_batch: int | None = None) -> Statistics:
+    """Histograms of the calibrated tensors and per-channel input means of the weighted layers, batch by batch (memory: one batch)."""
+    model = onnx.load(str(model_path))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    tensors = calibrated_tensors(model)
+    layers = _weighted_layers(model)
+    inits = {t.name: t for t in model.graph.initializer}
+    graph = model.graph
+    existing = {o.name for o in graph.output}
+    for name in tensors:
+        if name not in existing:
+            graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    mean_outputs: dict[str, str] = {}
+    for node in layers:
+        rank = len(inits[node.input[1]].dims) if node.op_type == "Conv" else 2
+        axes = [0, *range(2, rank)]
+        out = node.name + _MEAN_SUFFIX
+        if opset >= 18:
+            axes_name = out + "/axes"
+            graph.initializer.append(numpy_helper.from_array(np.array(axes, dtype=np.int64), axes_name))
+            graph.node.append(helper.make_node("ReduceMean", [node.input[0], axes_name], [out], keepdims=0, name=out))
+        else:
+            graph.node.append(helper.make_node("ReduceMean", [node.input[0]], [out], axes=axes, keepdims=0, name=out))
+        graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
+        mean_outputs[node.name] = out
+    workdir.mkdir(parents=True, exist_ok=True)
+    augmented = workdir / "statistics.onnx"
+    onnx.save(model, str(augmented))
+    sess = session(augmented)
+    names = [o.name for o in sess.get_outputs()]
+    wanted = set(tensors)
+    accumulators = {name: pt.HistogramAccumulator(HISTOGRAM_BINS) for name in tensors}
+    sums: dict[str, np.ndarray] = {}
+    samples = 0
+    for batch in batches:
+        # every calibrated tensor of a batch comes back at once: small pieces keep that bounded (fixed-batch models excepted)
+        step = len(batch) if fixed_batch else STATISTICS_CHUNK
+        for start in range(0, len(batch), step):
+            x = np.ascontiguousarray(batch[start : start + step])
+            values = dict(zip(names, sess.run(None, {input_name: x})))
+            for name in wanted:
+                accumulators[name].add(values[name])
+            for layer, out in mean_outputs.items():
+                sums[layer] = sums.get(layer, 0) + values[out].astype(np.float64) * len(x)
+            samples += len(x)
+            del values
+    if samples == 0:
+        raise ValueError("no calibration batches")
+    histograms = {name: acc.histogram() for name, acc in accumulators.items() if acc.has_values}
+    return Statistics(histograms=histograms, input_means={k: v / samples for k, v in sums.items()}, samples=samples)
+
+
+# --------------------------------------------------------------------------- ranges and bias correction
+
+
+def _entropy_range(hist: pt.Histogram) -> tuple[float, float]:
+    """ORT's KL threshold search (its own code) on the histogram merged to ENTROPY_BINS symmetric bins."""
+    small = pt.rebin_symmetric(pt.symmetric_histogram(hist), ENTROPY_BINS)
+    if len(small.counts) < ENTROPY_QUANTIZED_BINS:
+        return pt.minmax_range(hist)
+    collector = HistogramCollector(method="entropy", symmetric=False, num_bins=ENTROPY_BINS, num_quantized_bins=ENTROPY_QUANTIZED_BINS, percentile=99.999, scenario="same")
+    lo, hi = collector.get_entropy_threshold(
+        (small.counts, small.edges.astype(np.float32), np.float32(small.minimum), np.float32(small.maximum)), ENTROPY_QUANTIZED_BINS)
+    return float(lo), float(hi)
+
+
+#: Range rules by name, the candidates of the algorithm choice ("mse" is the range search).
+RANGE_RULES: dict[str, Callable[[pt.Histogram, float], tuple[float, float]]] = {
+    "minmax": lambda h, _p: pt.minmax_range(h),
+    "entropy": lambda h, _p: _entropy_range(h),
+    "percentile": lambda h, p: pt.percentile_range(h, p),
+    "mse": lambda h, _p: pt.mse_range(h),
+}
+
+
+def ranges_by(rule: str, stats: Statistics, *, percentile: float, algorithm: api.CalibrationAlgorithm) -> TensorsData:
+    """Every calibrated tensor's range by ``rule``, labelled with ``algorithm``'s ORT method (quantize_static checks that label)."""
+    compute = RANGE_RULES[rule]
+    data = {}
+    for name, hist in stats.histograms.items():
+        lo, hi = compute(hist, percentile)
+        data[name] = TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+    return TensorsData(ORT_METHOD[algorithm], data)
+
+
+def correct_biases(source: Path, target: Path, *, input_means: dict[str, np.ndarray], weight_qmax: int, per_channel: bool) -> tuple[Path, int]:
+    """``source`` with each Conv/Gemm bias corrected for the mean output shift of its quantized weights; returns the layers changed."""
+    model = onnx.load(str(source))
+    inits = {t.name: t for t in model.graph.initializer}
+    users = _consumers(model.graph)
+    changed = 0
+    for node in _weighted_layers(model):
+        mean = input_means.get(node.name)
+        if mean is None:
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        if node.op_type == "Conv":
+            err = pt.quantize_weights_symmetric(weight, qmax=weight_qmax, per_channel=per_channel, axis=0) - weight
+            shift = pt.conv_output_shift(err, mean, group=_attr(node, "group", 1))
+        else:
+            trans_b = _attr(node, "transB", 0)
+            axis = 0 if trans_b else 1
+            err = pt.quantize_weights_symmetric(weight, qmax=weight_qmax, per_channel=per_channel, axis=axis) - weight
+            shift = pt.dense_output_shift(err if trans_b else err.T, mean)
+            alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.0)
+            beta = next((a.f for a in node.attribute if a.name == "beta"), 1.0)
+            if beta == 0:
+                continue
+            shift = shift * alpha / beta
+        bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+        if bias_name is not None and (bias_name not in inits or len(users[bias_name]) != 1):
+            continue
+        if bias_name is not None and tuple(inits[bias_name].dims) != shift.shape:
+            continue
+        bias = numpy_helper.to_array(inits[bias_name]) if bias_name else None
+        new = pt.corrected_bias(bias, shift)
+        if bias_name is None:
+            bias_name = node.name + "/edgequant_bias"
+            model.graph.initializer.append(numpy_helper.from_array(new, bias_name))
+            while len(node.input) < 3:
+                node.input.append("")
+            node.input[2] = bias_name
+        else:
+            inits[bias_name].CopyFrom(numpy_helper.from_array(new, bias_name))
+        changed += 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target))
+    return target, changed
+
+
+# --------------------------------------------------------------------------- the held-out split
+
+
+def split_batches(batches: Batches, *, every: int) -> tuple[Batches, np.ndarray]:
+    """(fit, held-out inputs): every ``every``-th sample is held out (kept in memory), the others stream again on each pass."""
+    held: list[np.ndarray] = []
+    index = 0
+    for x, _ in batches:
+        mask = (np.arange(index, index + len(x)) % every) == every - 1
+        held.extend(np.asarray(x[mask], dtype=np.float32))
+        index += len(x)
+    if not held:
+        raise ValueError("no held-out samples")
+
+    def fit_iter() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        start = 0
+        for x, y in batches:
+            keep = (np.arange(start, start + len(x)) % every) != every - 1
+            start += len(x)
+            if keep.any():
+                yield x[keep], y[keep]
+
+    fit = Batches(make_iter=fit_iter, count=index - len(held), batch_size=batches.batch_size)
+    return fit, np.stack(held)
+
+
+# --------------------------------------------------------------------------- the search
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """The float model to quantize and its activation ranges, as the techniques chosen left them."""
+
+    float_model: FloatModel
+    ranges_path: Path
+    rule: str
+    notes: list[str]
+    scores: list[pt.Score]
+    uncorrected: Path | None = None
+    """The model before bias correction, when it was applied: layers kept in float take their biases from it."""
+
+    def for_keep_float(self, keep_float: tuple[str, ...], workdir: Path) -> FloatModel:
+        """The model to quantize with ``keep_float`` nodes left in float: those keep their uncorrected biases."""
+        if not keep_float or self.uncorrected is None:
+            return self.float_model
+        digest = hashlib.sha256("\n".join(sorted(keep_float)).encode()).hexdigest()[:8]
+        path = restore_biases(self.float_model.path, self.uncorrected, set(keep_float), workdir / f"bias-corrected-float-{digest}.onnx")
+        return FloatModel(path=path, model=self.float_model.model, preprocessed=self.float_model.preprocessed)
+
+
+def restore_biases(corrected: Path, original: Path, nodes: set[str], target: Path) -> Path:
+    """``corrected`` with the biases of ``nodes`` as in ``original`` (a float layer has no quantization shift to correct)."""
+    model = onnx.load(str(corrected))
+    before = {t.name: t for t in onnx.load(str(original)).graph.initializer}
+    inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.name in nodes and len(node.input) > 2 and node.input[2]:
+            name = node.input[2]
+            if name in before:
+                inits[name].CopyFrom(before[name])
+            elif name in inits:  # a bias bias correction added: zero in the original
+                zero = np.zeros(tuple(inits[name].dims), dtype=np.float32)
+                inits[name].CopyFrom(numpy_helper.from_array(zero, name))
+    onnx.save(model, str(target))
+    return target
+
+
+def _predict(path: Path, inputs: np.ndarray, *, chunk: int = 32) -> np.ndarray:
+    predictor = OrtPredictor(path)
+    return np.concatenate([predictor.predict(inputs[i : i + chunk]) for i in range(0, len(inputs), chunk)])
+
+
+def _rules(settings: StaticSettings, options: api.PostTraining, *, algorithm_given: bool) -> list[str]:
+    """Range rules to try, the configured algorithm first (the baseline every other must beat).
+
+    A calibration.algorithm written in the spec is used as it is (no choice among algorithms, no range search
+    unless rangeSearch is on).
+    """
+    if options.range_search is api.Technique.ON:
+        return ["mse"]
+    own = settings.algorithm.value
+    if not options.select_algorithm or algorithm_given:
+        return [own]
+    rules = [own] + [r for r in ("minmax", "entropy", "percentile") if r != own]
+    if options.range_search is api.Technique.AUTO:
+        rules.append("mse")
+    return rules
+
+
+def tune(
+    *,
+    float_model: FloatModel,
+    calibration: Batches,
+    settings: StaticSettings,
+    options: api.PostTraining,
+    workdir: Path,
+    algorithm_given: bool = False,
+    log: Callable[[str], None] = lambda _m: None,
+) -> Tuned:
+    """Apply ``options``' techniques, each auto one kept only if it raises agreement on the held-out split (greedy, in order:
+    range rule, cross-layer equalization, bias correction)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = settings.model_copy(update={"keep_float": ()})
+    every = max(2, round(1 / options.held_out_fraction))
+    auto = (options.select_algorithm and not algorithm_given) or api.Technique.AUTO in (options.cross_layer_equalization, options.bias_correction, options.range_search)
+    notes: list[str] = []
+    held: np.ndarray | None = None
+    fit = calibration
+    if auto:
+        if calibration.count // every < 20:
+            notes.append(f"ptq: {calibration.count} calibration samples are too few to hold out {options.held_out_fraction:g} for scoring (20 needed): auto techniques off")
+            options = options.model_copy(update={
+                "select_algorithm": False,
+                **{k: api.Technique.OFF for k in ("cross_layer_equalization", "bias_correction", "range_search") if getattr(options, k) is api.Technique.AUTO},
+            })
+        else:
+            fit, held = split_batches(calibration, every=every)
+    reference = _predict(float_model.path, held) if held is not None else None
+    scores: list[pt.Score] = []
+    counter = iter(range(1000))
+
+    def candidate(name: str, path: Path, ranges: TensorsData) -> tuple[FloatModel, Path, pt.Score | None]:
+        model = FloatModel(path=path, model=float_model.model, preprocessed=float_model.preprocessed)
+        ranges_path = save_ranges(ranges, workdir / f"candidate-{next(counter)}.ranges.json")
+        if reference is None:
+            return model, ranges_path, None
+        out = quantize_qdq(float_model=model, output_path=workdir / "candidate.qdq.onnx", ranges_path=ranges_path, settings=settings)
+        logits = _predict(out, held)  # type: ignore[arg-type]
+        score = pt.Score(name=name, agreement=pt.top1_agreement(reference, logits), sqnr_db=pt.sqnr_db(reference, logits))
+        scores.append(score)
+        log(f"ptq candidate {name}: held-out agreement {score.agreement:.3f}, SQNR {score.sqnr_db:.1f} dB")
+        return model, ranges_path, score
+
+    def statistics(path: Path) -> Statistics:
+        return collect_statistics(path, model_batches(fit, fixed_batch=float_model.model.fixed_batch),
+                                  input_name=float_model.model.input_name, workdir=workdir, fixed_batch=float_model.model.fixed_batch)
+
+    stats = statistics(float_model.path)
+    percentile = settings.percentile
+    best: tuple[FloatModel, Path, pt.Score | None, str] | None = None
+    tried = _rules(settings, options, algorithm_given=algorithm_given)
+    for rule in tried:
+        model, rp, score = candidate(rule, float_model.path, ranges_by(rule, stats, percentile=percentile, algorithm=settings.algorithm))
+        if best is None or (score is not None and best[2] is not None and pt.best_candidate([best[2], score]) is score):
+            best = (model, rp, score, rule)
+    assert best is not None
+    chosen_model, chosen_ranges, chosen_score, rule = best
+    label = [rule]
+    uncorrected: Path | None = None
+
+    if options.cross_layer_equalization is not api.Technique.OFF:
+        path, search = equalize_model(chosen_model.path, workdir / "equalized.onnx")
+        skipped = ", ".join(f"{n} {why}" for why, n in search.skipped.items())
+        if not search.pairs:
+            notes.append("ptq: cross-layer equalization found no Conv -> [Relu] -> Conv pair" + (f" ({skipped} pairs skipped: not scale-equivariant)" if skipped else ""))
+        else:
+            eq_stats = statistics(path)
+            model, rp, score = candidate(f"{rule}+cle", path, ranges_by(rule, eq_stats, percentile=percentile, algorithm=settings.algorithm))
+            what = f"{len(search.pairs)} Conv pairs" + (f"; {skipped} pairs skipped: ReLU6/Clip is not scale-equivariant" if skipped else "")
+            if options.cross_layer_equalization is api.Technique.ON or (score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score):
+                chosen_model, chosen_ranges, chosen_score, stats = model, rp, score, eq_stats
+                label.append("cross-layer equalization")
+                notes.append(f"ptq: cross-layer equalization applied to {what}")
+            else:
+                notes.append(f"ptq: cross-layer equalization ({what}) not kept: no gain on the held-out split")
+
+    if options.bias_correction is not api.Technique.OFF:
+        if settings.weight_type is not api.OnnxQuantType.INT8:
+            notes.append("ptq: bias correction skipped: it models symmetric int8 weights (spec.onnx.weightType int8)")
+        else:
+            qmax = 64 if settings.reduce_range else 127
+            path, changed = correct_biases(chosen_model.path, workdir / "bias-corrected.onnx", input_means=stats.input_means,
+                                           weight_qmax=qmax, per_channel=settings.per_channel)
+            # bias correction shifts what the best ranges are: try it under every range rule scored above (no new pass)
+            suffix = "+cle" if len(label) > 1 else ""
+            best_bc: tuple[FloatModel, Path, pt.Score | None, str] | None = None
+            for r in [rule, *(r for r in tried if r != rule)] if reference is not None else [rule]:
+                ranges = load_ranges(chosen_ranges) if r == rule else ranges_by(r, stats, percentile=percentile, algorithm=settings.algorithm)
+                model, rp, score = candidate(f"{r}{suffix}+bc", path, ranges)
+                if best_bc is None or (score is not None and best_bc[2] is not None and pt.best_candidate([best_bc[2], score]) is score):
+                    best_bc = (model, rp, score, r)
+            assert best_bc is not None
+            model, rp, score, bc_rule = best_bc
+            if options.bias_correction is api.Technique.ON or (score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score):
+                uncorrected = chosen_model.path
+                chosen_model, chosen_ranges, chosen_score, rule = model, rp, score, bc_rule
+                label[0] = bc_rule
+                label.append("bias correction")
+                notes.append(f"ptq: bias correction applied to {changed} Conv/Gemm layers")
+            else:
+                notes.append(f"ptq: bias correction ({changed} layers) not kept: no gain on the held-out split")
+
+    if scores:
+        shown = ", ".join(f"{s.name} {s.agreement:.3f} ({s.sqnr_db:.1f} dB)" for s in scores)
+        notes.insert(0, f"ptq: held-out top-1 agreement with FP32 on {len(held)} calibration samples (SQNR): {shown}; "  # type: ignore[arg-type]
+                        f"chosen: {' + '.join(label)} (ranges from the other {fit.count})")
+    else:
+        notes.insert(0, f"ptq: {' + '.join(label)} (no held-out scoring: every technique on or off)")
+    return Tuned(float_model=chosen_model, ranges_path=chosen_ranges, rule=rule, notes=notes, scores=scores, uncorrected=uncorrected)

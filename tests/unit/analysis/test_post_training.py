@@ -1,0 +1,182 @@
+"""The post-training math (analysis/post_training.py): exactness of equalization, bias correction, range search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgequant.analysis import post_training as pt
+
+
+def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, group: int = 1) -> np.ndarray:
+    """A plain 'valid' 2-D convolution, NCHW, weights [out, in/group, kh, kw] (the ONNX layout)."""
+    n, c, h, wd = x.shape
+    out_ch, per_group, kh, kw = w.shape
+    oh, ow = h - kh + 1, wd - kw + 1
+    y = np.zeros((n, out_ch, oh, ow), dtype=np.float64)
+    outs_per_group = out_ch // group
+    for o in range(out_ch):
+        g = o // outs_per_group
+        xs = x[:, g * per_group : (g + 1) * per_group]
+        for i in range(kh):
+            for j in range(kw):
+                y[:, o] += np.einsum("nchw,c->nhw", xs[:, :, i : i + oh, j : j + ow], w[o, :, i, j])
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
+    return y
+
+
+def _stack(seed: int) -> tuple[np.ndarray, dict[str, pt.ConvWeights]]:
+    """conv 3x3 (4 -> 6) -> ReLU -> depthwise 3x3 (6) -> ReLU -> conv 1x1 (6 -> 5), channel ranges spread over 3 decades."""
+    rng = np.random.default_rng(seed)
+    spread = np.logspace(-1.5, 1.5, 6)
+    layers = {
+        "a": pt.ConvWeights(rng.normal(size=(6, 4, 3, 3)) * spread[:, None, None, None], rng.normal(size=6)),
+        "dw": pt.ConvWeights(rng.normal(size=(6, 1, 3, 3)) * spread[::-1, None, None, None], rng.normal(size=6), depthwise=True),
+        "b": pt.ConvWeights(rng.normal(size=(5, 6, 1, 1)), rng.normal(size=5)),
+    }
+    return rng.normal(size=(2, 4, 9, 9)), layers
+
+
+def _forward(x: np.ndarray, layers: dict[str, pt.ConvWeights]) -> np.ndarray:
+    relu = lambda t: np.maximum(t, 0.0)  # noqa: E731
+    h = relu(_conv(x, layers["a"].weight, layers["a"].bias))
+    h = relu(_conv(h, layers["dw"].weight, layers["dw"].bias, group=6))
+    return _conv(h, layers["b"].weight, layers["b"].bias)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_equalization_keeps_the_float_function_of_a_conv_dwconv_conv_stack_with_relu(seed: int) -> None:
+    x, layers = _stack(seed)
+    before = _forward(x, layers)
+    sweeps = pt.equalize_pairs(layers, [("a", "dw"), ("dw", "b")])
+    after = _forward(x, layers)
+    np.testing.assert_allclose(after, before, rtol=1e-9, atol=1e-9)
+    assert sweeps >= 2  # the middle layer is rescaled from both sides: one sweep cannot settle it
+
+
+def test_equalization_balances_the_channel_ranges_of_each_pair() -> None:
+    _, layers = _stack(0)
+    spread_before = np.ptp(np.log(pt.output_channel_ranges(layers["a"].weight)))
+    pt.equalize_pairs(layers, [("a", "dw"), ("dw", "b")], iterations=200, tolerance=1e-10)
+    # at the fixed point each pair's ranges match channel by channel
+    np.testing.assert_allclose(pt.output_channel_ranges(layers["a"].weight), pt.input_channel_ranges(layers["dw"].weight, depthwise=True), rtol=1e-6)
+    np.testing.assert_allclose(pt.output_channel_ranges(layers["dw"].weight), pt.input_channel_ranges(layers["b"].weight, depthwise=False), rtol=1e-6)
+    assert np.ptp(np.log(pt.output_channel_ranges(layers["a"].weight))) < spread_before
+
+
+def test_equalization_leaves_zero_channels_alone() -> None:
+    assert pt.equalization_scales(np.array([0.0, 4.0, 1.0]), np.array([2.0, 1.0, 0.0])).tolist() == [1.0, 2.0, 1.0]
+
+
+def test_symmetric_weight_quantization_matches_the_int8_grid() -> None:
+    w = np.array([[1.0, -0.5, 0.26], [0.01, 0.02, -0.04]], dtype=np.float32)
+    q = pt.quantize_weights_symmetric(w, qmax=127, per_channel=True)
+    scales = np.abs(w).max(axis=1) / 127
+    np.testing.assert_allclose(q / scales[:, None], np.round(w / scales[:, None]), atol=1e-4)
+    assert np.abs(q - w).max(axis=1).tolist() <= (scales / 2 + 1e-7).tolist()
+    coarse = pt.quantize_weights_symmetric(w, qmax=64, per_channel=False)
+    assert len(np.unique(np.round(coarse / (1.0 / 64)))) <= 129
+
+
+@pytest.mark.parametrize("group", [1, 3])
+def test_bias_correction_zeroes_the_mean_output_shift_of_quantized_weights(group: int) -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(loc=rng.uniform(0.5, 2.0, size=(1, 6, 1, 1)), size=(64, 6, 8, 8))  # non-zero channel means
+    w = rng.normal(size=(6, 6 // group, 1, 1)) * 0.3
+    b = rng.normal(size=6)
+    wq = pt.quantize_weights_symmetric(w, qmax=7, per_channel=True)  # 4 bits: a visible shift
+    float_out = _conv(x, w, b, group=group).mean(axis=(0, 2, 3))
+    shifted = _conv(x, wq, b, group=group).mean(axis=(0, 2, 3))
+    assert np.abs(shifted - float_out).max() > 1e-3
+    shift = pt.conv_output_shift(wq - w, x.mean(axis=(0, 2, 3)), group=group)
+    fixed = _conv(x, wq, pt.corrected_bias(b, shift), group=group).mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(fixed, float_out, atol=1e-5)
+
+
+def test_bias_correction_of_a_dense_layer() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(loc=1.0, size=(500, 16))
+    w = rng.normal(size=(4, 16))
+    wq = pt.quantize_weights_symmetric(w, qmax=7, per_channel=True)
+    bias = pt.corrected_bias(None, pt.dense_output_shift(wq - w, x.mean(axis=0)))
+    np.testing.assert_allclose((x @ wq.T + bias).mean(axis=0), (x @ w.T).mean(axis=0), atol=1e-5)
+
+
+def _fake_quant(values: np.ndarray, lo: float, hi: float, levels: int = 256) -> np.ndarray:
+    step = (hi - lo) / (levels - 1)
+    return np.clip(np.round((values - lo) / step), 0, levels - 1) * step + lo
+
+
+def _histogram(values: np.ndarray, batches: int = 4) -> pt.Histogram:
+    acc = pt.HistogramAccumulator()
+    for part in np.array_split(values, batches):
+        acc.add(part)
+    return acc.histogram()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("one_sided", [False, True])
+def test_range_search_beats_minmax_on_heavy_tailed_data(seed: int, one_sided: bool) -> None:
+    rng = np.random.default_rng(seed)
+    values = rng.standard_t(df=2, size=200_000)
+    if one_sided:
+        values = np.maximum(values, 0.0)  # a ReLU output
+    hist = _histogram(values)
+    lo, hi = pt.mse_range(hist)
+    mm_lo, mm_hi = min(values.min(), 0.0), values.max()
+    mse_search = np.mean((values - _fake_quant(values, lo, hi)) ** 2)
+    mse_minmax = np.mean((values - _fake_quant(values, mm_lo, mm_hi)) ** 2)
+    assert mse_search <= mse_minmax
+    assert hi < mm_hi  # heavy tails: clipping pays
+    if one_sided:
+        assert lo == 0.0
+
+
+def test_range_search_keeps_minmax_for_uniform_data() -> None:
+    values = np.random.default_rng(0).uniform(-1, 1, size=100_000)
+    lo, hi = pt.mse_range(_histogram(values))
+    assert hi >= 0.98 * values.max() and lo <= 0.98 * values.min()
+
+
+def test_percentile_range_cuts_both_tails() -> None:
+    values = np.random.default_rng(1).normal(size=100_000)
+    lo, hi = pt.percentile_range(_histogram(values), 99.0)
+    np.testing.assert_allclose([lo, hi], np.percentile(values, [0.5, 99.5]), atol=0.02)
+
+
+def test_histogram_accumulator_merges_batches_exactly() -> None:
+    rng = np.random.default_rng(2)
+    parts = [np.zeros(50), rng.uniform(0, 1, 1000), rng.uniform(-3, 8, 1000), np.array([40.0])]  # zeros first, then growth
+    acc = pt.HistogramAccumulator(bins=512)
+    for part in parts:
+        acc.add(part)
+    hist = acc.histogram()
+    values = np.concatenate(parts)
+    assert hist.counts.sum() == values.size and len(hist.counts) <= 512
+    assert (hist.minimum, hist.maximum) == (values.min(), values.max())
+    np.testing.assert_array_equal(hist.counts, np.histogram(values, bins=hist.edges)[0])  # exact, not approximate
+    assert 0.0 in hist.edges
+
+
+def test_rebinning_keeps_counts_and_extent() -> None:
+    hist = pt.symmetric_histogram(_histogram(np.random.default_rng(2).normal(loc=1.0, size=10_000)))
+    np.testing.assert_allclose(hist.edges[0], -hist.edges[-1])
+    small = pt.rebin_symmetric(hist, 128)
+    assert len(small.counts) == 128 and small.counts.sum() == hist.counts.sum()
+    assert small.edges[0] <= hist.edges[0] and small.edges[-1] >= hist.edges[-1]
+    np.testing.assert_allclose(small.edges[0], -small.edges[-1], rtol=1e-9)
+
+
+def test_best_candidate_prefers_agreement_then_sqnr_then_the_baseline() -> None:
+    base = pt.Score("minmax", 0.80, 20.0)
+    assert pt.best_candidate([base, pt.Score("mse", 0.80, 20.0)]) is base
+    assert pt.best_candidate([base, pt.Score("mse", 0.80, 21.0)]).name == "mse"
+    assert pt.best_candidate([base, pt.Score("entropy", 0.85, 10.0), pt.Score("mse", 0.84, 30.0)]).name == "entropy"
+
+
+def test_agreement_and_sqnr() -> None:
+    ref = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert pt.top1_agreement(ref, np.array([[0.9, 0.1], [0.6, 0.4]])) == 0.5
+    assert pt.sqnr_db(ref, ref) == float("inf")
+    assert pt.sqnr_db(ref, ref * 1.1) == pytest.approx(20.0)

@@ -1,0 +1,129 @@
+"""The ONNX plumbing of spec.ptq (backends/onnxruntime/ptq.py) on small graphs built with onnx.helper, run by ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from edgequant.analysis import post_training as pt  # noqa: E402
+from edgequant.backends.onnxruntime import ptq  # noqa: E402
+
+
+def _separable_graph(path: Path, *, middle: str = "Relu", seed: int = 0) -> Path:
+    """conv 3x3 (3 -> 8) -> act -> depthwise 3x3 (8) -> Relu -> conv 1x1 (8 -> 4) -> GlobalAveragePool -> Flatten.
+
+    Channel ranges spread over three decades, as BatchNorm folding leaves them.
+    """
+    rng = np.random.default_rng(seed)
+    spread = np.logspace(-1.5, 1.5, 8).astype(np.float32)
+    inits = {
+        "w1": (rng.normal(size=(8, 3, 3, 3)) * spread[:, None, None, None]).astype(np.float32),
+        "b1": rng.normal(size=8).astype(np.float32),
+        "w2": (rng.normal(size=(8, 1, 3, 3)) * spread[::-1, None, None, None]).astype(np.float32),
+        "b2": rng.normal(size=8).astype(np.float32),
+        "w3": rng.normal(size=(4, 8, 1, 1)).astype(np.float32),
+        "b3": rng.normal(size=4).astype(np.float32),
+    }
+    act = helper.make_node("Relu", ["c1"], ["a1"], name="act1") if middle == "Relu" else helper.make_node(
+        "Clip", ["c1", "zero", "six"], ["a1"], name="act1")
+    if middle != "Relu":
+        inits["zero"], inits["six"] = np.array(0.0, np.float32), np.array(6.0, np.float32)
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        act,
+        helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], name="dw", pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Relu", ["c2"], ["a2"], name="act2"),
+        helper.make_node("Conv", ["a2", "w3", "b3"], ["c3"], name="pw"),
+        helper.make_node("GlobalAveragePool", ["c3"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["logits"], name="flatten"),
+    ]
+    graph = helper.make_graph(
+        nodes, "separable", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 12, 12])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 4])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = onnx.shape_inference.infer_shapes(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    from edgequant.backends.onnxruntime.predictor import OrtPredictor
+
+    return OrtPredictor(path).predict(x)
+
+
+def _weights(path: Path) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
+
+
+def test_equalization_keeps_the_model_function_and_balances_the_ranges(tmp_path: Path) -> None:
+    source = _separable_graph(tmp_path / "m.onnx")
+    target, search = ptq.equalize_model(source, tmp_path / "eq.onnx")
+    assert search.pairs == [("conv1", "dw"), ("dw", "pw")]
+    x = np.random.default_rng(1).normal(size=(4, 3, 12, 12)).astype(np.float32)
+    before, after = _run(source, x), _run(target, x)
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * float(np.abs(before).max()))
+    old, new = _weights(source), _weights(target)
+    spread = lambda w: float(np.ptp(np.log(pt.output_channel_ranges(w))))  # noqa: E731
+    assert spread(new["w1"]) < spread(old["w1"]) and spread(new["w2"]) < spread(old["w2"])
+
+
+def test_equalization_skips_pairs_joined_by_relu6(tmp_path: Path) -> None:
+    source = _separable_graph(tmp_path / "m.onnx", middle="Clip")
+    _, search = ptq.equalize_model(source, tmp_path / "eq.onnx")
+    assert search.pairs == [("dw", "pw")] and search.skipped == {"clip": 1}
+
+
+def test_statistics_and_bias_correction_match_the_float_output_means(tmp_path: Path) -> None:
+    source = _separable_graph(tmp_path / "m.onnx")
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(24, 3, 12, 12)) + 1.0).astype(np.float32)
+    stats = ptq.collect_statistics(source, [x[:10], x[10:]], input_name="input", workdir=tmp_path / "stats")
+    assert stats.samples == 24
+    np.testing.assert_allclose(stats.input_means["conv1"], x.mean(axis=(0, 2, 3)), rtol=1e-5)
+    assert set(stats.histograms) >= {"input", "c1", "a1", "c2", "a2", "c3"}
+    assert stats.histograms["a1"].minimum == 0.0 and stats.histograms["a1"].counts.sum() == 24 * 8 * 12 * 12
+    corrected, changed = ptq.correct_biases(source, tmp_path / "bc.onnx", input_means=stats.input_means, weight_qmax=7, per_channel=True)
+    assert changed == 3
+    # conv1's output means with its weights quantized (4 bits: a visible shift) move back to the float ones; not
+    # exactly, since the zero padding of a 12x12 input lowers the mean at the border, which E[x] does not see
+    w, b, b_fixed = _weights(source)["w1"], _weights(source)["b1"], _weights(corrected)["b1"]
+    wq = pt.quantize_weights_symmetric(w, qmax=7, per_channel=True)
+    target = _conv_mean(x, w, b)
+    before = np.abs(_conv_mean(x, wq, b) - target)
+    after = np.abs(_conv_mean(x, wq, b_fixed) - target)
+    assert np.linalg.norm(after) < 0.25 * np.linalg.norm(before)
+
+
+def _conv_mean(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-channel mean of a padded 3x3 convolution's output (through ONNX Runtime)."""
+    from onnxruntime import InferenceSession
+
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])], "c",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w.astype(np.float32), "w"), numpy_helper.from_array(b.astype(np.float32), "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    y = InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    return y.mean(axis=(0, 2, 3))
+
+
+def test_layers_kept_in_float_get_their_uncorrected_biases_back(tmp_path: Path) -> None:
+    source = _separable_graph(tmp_path / "m.onnx")
+    x = (np.random.default_rng(3).normal(size=(8, 3, 12, 12)) + 1.0).astype(np.float32)
+    stats = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "stats")
+    corrected, _ = ptq.correct_biases(source, tmp_path / "bc.onnx", input_means=stats.input_means, weight_qmax=7, per_channel=True)
+    restored = ptq.restore_biases(corrected, source, {"conv1"}, tmp_path / "restored.onnx")
+    old, fixed, new = _weights(source), _weights(corrected), _weights(restored)
+    np.testing.assert_array_equal(new["b1"], old["b1"])
+    np.testing.assert_array_equal(new["b2"], fixed["b2"])
+    assert not np.array_equal(fixed["b2"], old["b2"])
