@@ -174,8 +174,8 @@ def _edgequant(model: realmodels.RealModel, workdir: Path, *, sensitivity: bool)
     document: dict[str, Any] = {
         "method": method,
         "model": {"uri": model.uri, "input": model.contract},
-        "calibration": {"dataset": {"uri": photos.calibration.as_uri(), "layout": "npz"}, "samples": realmodels.CALIBRATION_SAMPLES},
-        "evaluation": {"dataset": {"uri": photos.evaluation.as_uri(), "layout": "npz"}, "samples": realmodels.EVALUATION_SAMPLES},
+        "calibration": {"dataset": {"uri": photos.calibration.as_uri(), "layout": "npz", "labels": "none"}, "samples": realmodels.CALIBRATION_SAMPLES},
+        "evaluation": {"dataset": {"uri": photos.evaluation.as_uri(), "layout": "npz", "labels": "none"}, "samples": realmodels.EVALUATION_SAMPLES},
         "output": {"uri": (workdir / "out").as_uri() + "/"},
     }
     if not sensitivity:

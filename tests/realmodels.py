@@ -13,7 +13,7 @@ Models (weights ship inside registry packages, pinned in pyproject's ``dev`` ext
 Photographs: non-overlapping tiles of Debian's ``lomiri-wallpapers-16.04`` and ``mate-backgrounds``
 photographs plus scikit-image's bundled photos, resized to 224x224 (no flips, noise or other augmentation).
 Calibration and evaluation come from disjoint photographs; the flattest tiles (sky) are left out. They are unlabeled: today's npz layout needs
-``y``, so ``y`` is all 0 (one dummy class); compare a quantized model with its FP32 model (agreement), not
+``y``, so ``y`` is all 0 (one dummy class) and the specs read them with ``dataset.labels: none``; compare a quantized model with its FP32 model (agreement), not
 with ``y``.
 
 Everything is cached under ``<repo>/.cache/real-models/<name>-<key>/``, the key hashing this file and the
