@@ -15,7 +15,7 @@ noise-to-signal power. Backends measure it in one of two ways:
   every tensor, ORT's ``xmodel_err``), the noise-to-signal out minus the largest
   noise-to-signal in (``attribute_increments``). Reading raw cumulative error
   would blame every layer after the culprit; ORT's per-tensor ``qdq_err`` misses
-  clipping folded into ranges (notes/quant-stack.md, gotcha 15). Increments
+  clipping folded into ranges (docs/analysis.md). Increments
   fade once upstream noise swamps the signal, so local is used where a backend
   can measure it.
 """

@@ -3,7 +3,7 @@
 The dynamo exporter is torch's current exporter and the one that takes PT2E
 models: it translates torchao's quantize/dequantize ops into ONNX
 QuantizeLinear/DequantizeLinear. The TorchScript exporter (dynamo=False)
-refuses a PT2E GraphModule (notes/quant-stack.md, item 12).
+refuses a PT2E GraphModule (docs/torch-qat.md).
 """
 
 from __future__ import annotations

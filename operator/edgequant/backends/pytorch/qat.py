@@ -1,6 +1,6 @@
 """Quantization-aware fine-tuning with PT2E (torchao.quantization.pt2e), the path current PyTorch recommends.
 
-Why this path (torch 2.13 + torchao 0.18, notes/quant-stack.md items 8-13):
+Why this path (torch 2.13 + torchao 0.18, docs/torch-qat.md):
 ``torch.ao.quantization``'s eager and FX modes are deprecated and
 ``quantize_pt2e`` moved to torchao. PT2E works on the exported graph the user
 ships (a .pt2 program), needs no model code, and its converted model exports
