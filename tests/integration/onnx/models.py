@@ -8,12 +8,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 CNN_SAMPLES = 10000
 CNN_EPOCHS = 1
 CNN_SEED = 0
+
+
+def fit(model: Any, images: np.ndarray, labels: np.ndarray, *, epochs: int, lr: float) -> None:
+    """Adam on cross-entropy over mini-batches of 64 in a new random order each epoch (uint8 images scaled 1/255,
+    NCHW); leaves ``model`` in eval mode. Seed torch before calling for a repeatable model."""
+    import torch
+    from torch import nn
+
+    x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None]
+    y = torch.from_numpy(labels.astype(np.int64))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(y))
+        for start in range(0, len(y), 64):
+            idx = order[start : start + 64]
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            optimizer.step()
+    model.eval()
 
 
 def train_cnn(images: np.ndarray, labels: np.ndarray, out_dir: Path) -> tuple[Path, Path]:
@@ -39,18 +60,8 @@ def train_cnn(images: np.ndarray, labels: np.ndarray, out_dir: Path) -> tuple[Pa
             x = self.pool(torch.relu(self.bn2(self.conv2(x))))
             return self.fc(torch.flatten(x, 1))
 
-    x = torch.from_numpy(images[:CNN_SAMPLES].astype(np.float32) / 255.0)[:, None]
-    y = torch.from_numpy(labels[:CNN_SAMPLES].astype(np.int64))
     model = SmallCnn()
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(CNN_EPOCHS):
-        order = torch.randperm(len(y))
-        for start in range(0, len(y), 64):
-            idx = order[start : start + 64]
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            optimizer.step()
-    model.eval()
+    fit(model, images[:CNN_SAMPLES], labels[:CNN_SAMPLES], epochs=CNN_EPOCHS, lr=2e-3)
     out_dir.mkdir(parents=True, exist_ok=True)
     example = (torch.zeros(2, 1, 28, 28),)
     batch = ({0: torch.export.Dim("batch")},)

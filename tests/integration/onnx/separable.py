@@ -2,7 +2,7 @@
 
 Stem Conv-BN-ReLU (stride 2), four blocks of depthwise 3x3 Conv-BN-ReLU -> pointwise 1x1 Conv-BN-ReLU (BatchNorm folded by
 ONNX Runtime's pre-processing, which is where equalization and bias correction act), global average pool, Linear.
-Seeded; the test module caches the ONNX file keyed by this file's hash.
+Seeded; the test module caches the ONNX file keyed by this file's and models.py's hashes.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
+from tests.integration.onnx.models import fit
 
 SAMPLES = 8000
 EPOCHS = 2
@@ -32,18 +34,7 @@ def train_separable_cnn(images: np.ndarray, labels: np.ndarray, out_dir: Path) -
         layers += unit(c_in, c_in, 3, stride, groups=c_in) + unit(c_in, c_out, 1)
     model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, 10))
 
-    x = torch.from_numpy(images[:SAMPLES].astype(np.float32) / 255.0)[:, None]
-    y = torch.from_numpy(labels[:SAMPLES].astype(np.int64))
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(EPOCHS):
-        order = torch.randperm(len(y))
-        for start in range(0, len(y), 64):
-            idx = order[start : start + 64]
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            optimizer.step()
-    model.eval()
+    fit(model, images[:SAMPLES], labels[:SAMPLES], epochs=EPOCHS, lr=3e-3)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "fmnist-separable.onnx"
     example = (torch.zeros(2, 1, 28, 28),)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.integration.onnx import separable
+from tests.integration.onnx import models, separable
 from tests.integration.onnx.conftest import MODEL_CACHE
 
 #: Largest agreement loss (on the 1000 test images) a held-out choice may show against the candidate it beat on the
@@ -25,8 +25,8 @@ SPLIT_NOISE = 0.01
 
 
 def separable_model_path(images: np.ndarray, labels: np.ndarray) -> Path:
-    """separable.train_separable_cnn's .onnx, trained once per version of separable.py."""
-    key = hashlib.sha256(Path(separable.__file__).read_bytes()).hexdigest()[:16]
+    """separable.train_separable_cnn's .onnx, trained once per version of separable.py and models.py (its fit)."""
+    key = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (separable, models))).hexdigest()[:16]
     folder = MODEL_CACHE / f"onnx-fmnist-separable-{key}"
     path = folder / "fmnist-separable.onnx"
     if not path.is_file():
