@@ -147,22 +147,10 @@ def _bare_onnx(model: realmodels.RealModel, calibration: np.ndarray, workdir: Pa
 
 
 def _bare_tflite(model: realmodels.RealModel, calibration: np.ndarray, workdir: Path) -> Path:
-    from edgequant.backends.tflite.tf import import_keras, import_tf
+    from bench.tflite_int8 import bare_convert  # the bare TFLiteConverter full-INT8 call the TFLite bench measures
 
-    tf, keras = import_tf(), import_keras()
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(model.path, compile=False))
-
-    def representative():  # type: ignore[no-untyped-def]
-        for sample in calibration:
-            yield [sample[None]]
-
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    converter.inference_output_type = tf.uint8
     out = workdir / "bare.int8.tflite"
-    out.write_bytes(converter.convert())
+    out.write_bytes(bare_convert(model.path, calibration, workdir, from_keras=True))
     return out
 
 

@@ -76,35 +76,24 @@ def _build_and_train(splits: Splits, path: Path) -> None:
     model.save(path)
 
 
-def _make_sensitive(source: Path, path: Path) -> None:
+def _make_fragile(source: Path, path: Path, *, feeder: str, layer: str) -> None:
+    """``feeder``'s output channel 0 is dead (zero weights, negative bias: 0 after ReLU) and ``layer``'s weights
+    reading it are ``OUTLIER`` x its largest weight: the float function barely changes, 8-bit weights of
+    ``layer`` lose almost all resolution."""
     import keras
 
     model = keras.models.load_model(source)
-    w1, b1 = model.get_layer("conv1").get_weights()
-    w1[..., 0], b1[0] = 0.0, -1.0
-    model.get_layer("conv1").set_weights([w1, b1])
-    w2, b2 = model.get_layer("conv2").get_weights()
-    w2[:, :, 0, :] = OUTLIER * np.abs(w2).max()
-    model.get_layer("conv2").set_weights([w2, b2])
-    model.save(path)
-
-
-def _make_conv3_sensitive(source: Path, path: Path) -> None:
-    """conv2's output channel 0 is dead (zero weights, negative bias) and conv3's weights reading it are outliers."""
-    import keras
-
-    model = keras.models.load_model(source)
-    w2, b2 = model.get_layer("conv2").get_weights()
-    w2[..., 0], b2[0] = 0.0, -1.0
-    model.get_layer("conv2").set_weights([w2, b2])
-    w3, b3 = model.get_layer("conv3").get_weights()
-    w3[:, :, 0, :] = OUTLIER * np.abs(w3).max()
-    model.get_layer("conv3").set_weights([w3, b3])
+    w, b = model.get_layer(feeder).get_weights()
+    w[..., 0], b[0] = 0.0, -1.0
+    model.get_layer(feeder).set_weights([w, b])
+    w, b = model.get_layer(layer).get_weights()
+    w[:, :, 0, :] = OUTLIER * np.abs(w).max()
+    model.get_layer(layer).set_weights([w, b])
     model.save(path)
 
 
 def _cached(name: str, make: Callable[[Path], None], *keys: object) -> Path:
-    makers = (_build_and_train, _make_sensitive, _make_conv3_sensitive)
+    makers = (_build_and_train, _make_fragile)
     digest = hashlib.sha256("|".join([*map(inspect.getsource, makers), *map(str, keys)]).encode()).hexdigest()[:16]
     path = CACHE / f"{name}-{digest}.keras"
     if not path.exists():
@@ -122,12 +111,12 @@ def healthy_cnn(fashion: Splits) -> Path:
 
 @pytest.fixture(scope="session")
 def sensitive_cnn(healthy_cnn: Path) -> Path:
-    return _cached("fashion-cnn-sensitive-conv2", lambda p: _make_sensitive(healthy_cnn, p), healthy_cnn.name, OUTLIER)
+    return _cached("fashion-cnn-sensitive-conv2", lambda p: _make_fragile(healthy_cnn, p, feeder="conv1", layer="conv2"), healthy_cnn.name, OUTLIER)
 
 
 @pytest.fixture(scope="session")
 def doubly_sensitive_cnn(sensitive_cnn: Path) -> Path:
-    return _cached("fashion-cnn-sensitive-conv2-conv3", lambda p: _make_conv3_sensitive(sensitive_cnn, p), sensitive_cnn.name, OUTLIER)
+    return _cached("fashion-cnn-sensitive-conv2-conv3", lambda p: _make_fragile(sensitive_cnn, p, feeder="conv2", layer="conv3"), sensitive_cnn.name, OUTLIER)
 
 
 def _build_with_rescaling(fashion_mnist: Any, path: Path) -> None:
