@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from edgequant.analysis.sensitivity import agreement, exhaustive_sensitivity, fast_sensitivity  # noqa: E402
-from edgequant.analysis.tflite_sensitivity import TFLiteLayerAnalysis  # noqa: E402
+from edgequant.backends.tflite.sensitivity import TFLiteLayerAnalysis  # noqa: E402
 from edgequant.api import v1alpha1 as api  # noqa: E402
 from edgequant.backends.base import Batches  # noqa: E402
 from edgequant.data.idx import load_fashion_mnist  # noqa: E402

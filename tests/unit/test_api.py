@@ -93,7 +93,7 @@ def test_format_inferred_from_uri(uri: str, fmt: api.ModelFormat | None) -> None
 def test_every_method_has_a_family_and_formats() -> None:
     for method in api.Method:
         assert method.family in api.MethodFamily
-        assert api.FORMATS_BY_METHOD[method]
+        assert method.formats
 
 
 def test_oversized_fields_are_refused_naming_the_field() -> None:

@@ -183,16 +183,15 @@ def reference_fixes(spec: api.QuantizationJobSpec, *, calibration_used: int | No
 
 
 def _effective_algorithm(spec: api.QuantizationJobSpec) -> api.CalibrationAlgorithm:
-    """The range algorithm the backend really uses: TFLiteConverter always calibrates with min/max."""
+    """The range algorithm the backend really uses (TFLiteConverter always calibrates with min/max)."""
     assert spec.calibration is not None
-    if spec.method.family is api.MethodFamily.TFLITE:
-        return api.CalibrationAlgorithm.MINMAX
-    return spec.calibration.algorithm
+    fixed = spec.method.row.range_algorithm
+    return api.CalibrationAlgorithm(fixed) if fixed is not None else spec.calibration.algorithm
 
 
 def _can_pin(method: api.Method) -> bool:
     """Methods whose artifact can keep layers in float (mixedPrecision)."""
-    return method in (api.Method.TFLITE_INT8, api.Method.ONNX_STATIC, api.Method.TENSORRT_MIXED)
+    return method.keeps_layers_float
 
 
 def check_mismatch(

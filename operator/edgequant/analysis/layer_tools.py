@@ -1,8 +1,8 @@
-"""Which methods can quantize layers one at a time, and the backend-specific tool that does it.
+"""The per-layer tool protocol, and the tool of a method (named in the method catalogue, ``api/methods.py``).
 
-One explicit table of lazily imported factories, like the backend registry:
-a factory takes the run's ``QuantizeRequest`` and returns a ``LayerTool``;
-its framework is imported only then.
+Like the backend registry, the catalogue names each tool's factory as a lazily
+imported "module:factory": it takes the run's ``QuantizeRequest`` and returns a
+``LayerTool``; its framework is imported only then.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Protocol
 import numpy as np
 
 from edgequant.analysis.sensitivity import LayerProbe
-from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import QuantizeRequest
 from edgequant.util.memory import DEFAULT_BUDGET_BYTES
 
@@ -44,52 +43,18 @@ class LayerTool(Protocol):
         ...
 
 
-#: method -> "module:factory"; factory(request: QuantizeRequest, backend) -> LayerTool (backend: the run's Backend).
-LAYER_TOOLS: dict[api.Method, str] = {
-    api.Method.TFLITE_INT8: "edgequant.analysis.tflite_sensitivity:for_request",
-    api.Method.ONNX_STATIC: "edgequant.analysis.ort_sensitivity:for_request",
-}
-
-#: The float16 rung of the degrade ladder per method (None: already float16). The method itself means the
-#: backend converts the model to float16 (``Float16Export``), for families without a float16 method.
-FLOAT16_FALLBACK: dict[api.Method, api.Method | None] = {
-    api.Method.TFLITE_DYNAMIC_RANGE: api.Method.TFLITE_FLOAT16,
-    api.Method.TFLITE_FLOAT16: None,
-    api.Method.TFLITE_INT8: api.Method.TFLITE_FLOAT16,
-    api.Method.TFLITE_QAT: api.Method.TFLITE_FLOAT16,
-    api.Method.TORCH_QAT: api.Method.TORCH_QAT,
-    api.Method.ONNX_DYNAMIC: api.Method.ONNX_DYNAMIC,
-    api.Method.ONNX_STATIC: api.Method.ONNX_STATIC,
-    api.Method.TENSORRT_FP16: None,
-    api.Method.TENSORRT_INT8: api.Method.TENSORRT_FP16,
-    api.Method.TENSORRT_MIXED: api.Method.TENSORRT_FP16,
-}
-
-
-#: Methods whose layers are ranked by another method's tool (a CPU proxy); their own backend builds pinned artifacts.
-PROXY_LAYER_TOOLS: dict[api.Method, str] = {
-    api.Method.TENSORRT_INT8: "edgequant.analysis.ort_sensitivity:proxy_for_request",
-    api.Method.TENSORRT_MIXED: "edgequant.analysis.ort_sensitivity:proxy_for_request",
-}
-
-
-def supports_layers(method: api.Method) -> bool:
-    """The method's own tool builds its artifact with layers kept in float."""
-    return method in LAYER_TOOLS
-
-
-def ranks_layers(method: api.Method) -> bool:
-    """Per-layer sensitivity can rank this method's layers (with its own tool or a proxy)."""
-    return method in LAYER_TOOLS or method in PROXY_LAYER_TOOLS
-
-
 def layer_tool_for(request: QuantizeRequest, backend: object) -> LayerTool:
-    """The method's layer tool (or its proxy); ``KeyError`` when the method has neither."""
-    module_name, _, factory_name = {**PROXY_LAYER_TOOLS, **LAYER_TOOLS}[request.method].partition(":")
+    """The method's layer tool (its own or a proxy's, from the method catalogue); ``KeyError`` when it has none.
+
+    The catalogue names it "module:factory"; factory(request, backend) -> LayerTool (backend: the run's Backend).
+    """
+    entry = request.method.row.layer_tool
+    if entry is None:
+        raise KeyError(request.method.value)
+    module_name, _, factory_name = entry.partition(":")
     factory = getattr(importlib.import_module(module_name), factory_name)
     tool: LayerTool = factory(request, backend)
     return tool
-
 
 
 def rebatch(inputs: Iterable[np.ndarray], size: int, limit: int) -> Iterable[np.ndarray]:

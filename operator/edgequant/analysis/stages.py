@@ -21,7 +21,7 @@ import numpy as np
 
 from edgequant.analysis import diagnostics as dg
 from edgequant.analysis.gate import GateVerdict
-from edgequant.analysis.layer_tools import FLOAT16_FALLBACK, LayerTool, layer_tool_for, ranks_layers, supports_layers
+from edgequant.analysis.layer_tools import LayerTool, layer_tool_for
 from edgequant.analysis.schema import AnalysisReport, Finding, SensitivityReport
 from edgequant.analysis.selection import Candidate, select_artifact
 from edgequant.analysis.sensitivity import combine, exhaustive_sensitivity, fast_sensitivity
@@ -83,10 +83,12 @@ def _tool(ctx: Any, hooks: WorkerHooks) -> LayerTool | None:
     if not state.tool_tried:
         state.tool_tried = True
         method = ctx.spec.method
-        if not ranks_layers(method):
+        if not method.ranks_layers:
+            own = [m.value for m in api.Method if m.has_own_layer_tool]
+            proxied = [m.value for m in api.Method if m.ranks_layers and not m.has_own_layer_tool]
             state.tool_problem = (
-                f"{method.value} cannot quantize layers one at a time (tflite-int8 and onnx-static can; "
-                "tensorrt-int8 and tensorrt-mixed are ranked through ONNX Runtime)"
+                f"{method.value} cannot quantize layers one at a time ({' and '.join(own)} can; "
+                f"{' and '.join(proxied)} are ranked through ONNX Runtime)"
             )
         elif "calibration" not in ctx.sets:
             state.tool_problem = "no calibration data to quantize layers with"
@@ -98,7 +100,7 @@ def _tool(ctx: Any, hooks: WorkerHooks) -> LayerTool | None:
                 state.tool_problem = f"layer analysis unavailable: {exc}"
                 return None
             ctx.log(f"layer analysis: {len(state.tool.layers)} quantizable layers")
-            if not supports_layers(method):
+            if not method.has_own_layer_tool:
                 ctx.notes.append(
                     f"layers ranked with ONNX Runtime static INT8 on the CPU as a proxy for {method.value} (same ONNX node "
                     "names, calibration data and algorithm); TensorRT builds the engine with the chosen layers pinned"
@@ -221,7 +223,7 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
     needs_search = mp.mode is api.MixedPrecisionMode.AUTO or spec.acceptance.on_failure is api.OnFailure.DEGRADE
     tool = _tool(ctx, hooks) if needs_search else None
     # The backend keeps layers in float for these methods (the quantize stage already applied manual pins).
-    pinnable = supports_layers(spec.method) or spec.method is api.Method.TENSORRT_MIXED
+    pinnable = spec.method.keeps_layers_float
 
     def build(rung: str, method: api.Method, pins: tuple[str, ...]) -> Candidate:
         converted = rung == "float16" and method is spec.method  # the backend's own float16 conversion
@@ -230,7 +232,7 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
             artifact = ctx.backend.export_float16(hooks.request(method))
         elif method is first.method and pins == first.pinned:
             return first
-        elif pins and tool is not None and method is spec.method and supports_layers(method):
+        elif pins and tool is not None and method is spec.method and method.has_own_layer_tool:
             path = tool.model_keeping_float(pins)
             artifact = QuantizedArtifact(path=path, method=method, input=ctx.artifact.input, notes=[f"kept in float: {', '.join(pins)}"])
         else:
@@ -252,7 +254,7 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
             ctx.notes.append("layers to keep in float were ranked by the fast sensitivity mode")
         return [e.layer for e in report.layers] if report is not None else []
 
-    float16_method = FLOAT16_FALLBACK.get(spec.method)
+    float16_method = spec.method.float16_rung
     if float16_method is spec.method and not isinstance(ctx.backend, Float16Export):
         float16_method = None
     selection = select_artifact(

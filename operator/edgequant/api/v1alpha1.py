@@ -19,7 +19,9 @@ from typing import Annotated, Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from edgequant.api import methods as catalogue
 from edgequant.api.conditions import ConditionStatus, Phase
+from edgequant.api.methods import Method, MethodFamily, ModelFormat
 
 GROUP = "edgequant.io"
 VERSION = "v1alpha1"
@@ -68,73 +70,6 @@ class ApiModel(BaseModel):
 # --------------------------------------------------------------------------- enums
 
 
-class Method(enum.StrEnum):
-    """The ten quantization workflows. Names are API: users and docs rely on them."""
-
-    TFLITE_DYNAMIC_RANGE = "tflite-dynamic-range"
-    TFLITE_FLOAT16 = "tflite-float16"
-    TFLITE_INT8 = "tflite-int8"
-    TFLITE_QAT = "tflite-qat"
-    TORCH_QAT = "torch-qat"
-    ONNX_DYNAMIC = "onnx-dynamic"
-    ONNX_STATIC = "onnx-static"
-    TENSORRT_FP16 = "tensorrt-fp16"
-    TENSORRT_INT8 = "tensorrt-int8"
-    TENSORRT_MIXED = "tensorrt-mixed"
-
-    @property
-    def family(self) -> "MethodFamily":
-        return METHOD_FAMILY[self]
-
-    @property
-    def needs_calibration(self) -> bool:
-        return self in CALIBRATED_METHODS
-
-    @property
-    def needs_training(self) -> bool:
-        return self in QAT_METHODS
-
-    @property
-    def needs_gpu(self) -> bool:
-        return self.family is MethodFamily.TENSORRT
-
-
-class MethodFamily(enum.StrEnum):
-    """Which quantizer image runs a method."""
-
-    TFLITE = "tflite"
-    TORCH = "torch"
-    TENSORRT = "tensorrt"
-
-
-METHOD_FAMILY: dict[Method, MethodFamily] = {
-    Method.TFLITE_DYNAMIC_RANGE: MethodFamily.TFLITE,
-    Method.TFLITE_FLOAT16: MethodFamily.TFLITE,
-    Method.TFLITE_INT8: MethodFamily.TFLITE,
-    Method.TFLITE_QAT: MethodFamily.TFLITE,
-    # ONNX Runtime methods run in the torch image (torch + onnx + onnxruntime).
-    Method.TORCH_QAT: MethodFamily.TORCH,
-    Method.ONNX_DYNAMIC: MethodFamily.TORCH,
-    Method.ONNX_STATIC: MethodFamily.TORCH,
-    Method.TENSORRT_FP16: MethodFamily.TENSORRT,
-    Method.TENSORRT_INT8: MethodFamily.TENSORRT,
-    Method.TENSORRT_MIXED: MethodFamily.TENSORRT,
-}
-CALIBRATED_METHODS = frozenset(
-    {Method.TFLITE_INT8, Method.ONNX_STATIC, Method.TENSORRT_INT8, Method.TENSORRT_MIXED}
-)
-QAT_METHODS = frozenset({Method.TFLITE_QAT, Method.TORCH_QAT})
-
-
-class ModelFormat(enum.StrEnum):
-    KERAS = "keras"
-    H5 = "h5"
-    SAVED_MODEL = "savedmodel"
-    ONNX = "onnx"
-    TORCHSCRIPT = "torchscript"
-    TORCH_EXPORT = "torch-export"
-
-
 #: File suffix -> format, used when ``model.format`` is omitted.
 FORMAT_BY_SUFFIX: dict[str, ModelFormat] = {
     ".keras": ModelFormat.KERAS,
@@ -146,23 +81,6 @@ FORMAT_BY_SUFFIX: dict[str, ModelFormat] = {
     ".torchscript": ModelFormat.TORCHSCRIPT,
     ".pt2": ModelFormat.TORCH_EXPORT,
 }
-
-#: Formats each method family accepts.
-FORMATS_BY_METHOD: dict[Method, frozenset[ModelFormat]] = {
-    **{
-        m: frozenset({ModelFormat.KERAS, ModelFormat.H5, ModelFormat.SAVED_MODEL})
-        for m in METHOD_FAMILY
-        if METHOD_FAMILY[m] is MethodFamily.TFLITE
-    },
-    # PT2E QAT needs an exported graph: a TorchScript module cannot be re-traced by torch.export.
-    Method.TORCH_QAT: frozenset({ModelFormat.TORCH_EXPORT}),
-    Method.ONNX_DYNAMIC: frozenset({ModelFormat.ONNX}),
-    Method.ONNX_STATIC: frozenset({ModelFormat.ONNX}),
-    Method.TENSORRT_FP16: frozenset({ModelFormat.ONNX}),
-    Method.TENSORRT_INT8: frozenset({ModelFormat.ONNX}),
-    Method.TENSORRT_MIXED: frozenset({ModelFormat.ONNX}),
-}
-
 
 def infer_model_format(uri: str) -> ModelFormat | None:
     """Guess the format from the URI; a path ending in '/' (a folder) is a SavedModel."""
@@ -690,10 +608,12 @@ class CrossFieldRule:
 
 def _fmt_ok(spec: QuantizationJobSpec) -> bool:
     fmt = spec.model.resolved_format
-    return fmt is None or fmt in FORMATS_BY_METHOD[spec.method]
+    return fmt is None or fmt in spec.method.formats
 
 
-_TRT = "self.method.startsWith('tensorrt-')"
+_GPU = [m for m in Method if m.needs_gpu]
+_TRAINED = [m for m in Method if m.needs_training]
+_CALIBRATED = [m for m in Method if m.needs_calibration]
 CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
     CrossFieldRule(
         field="spec.model.sha256",
@@ -704,21 +624,21 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
     ),
     CrossFieldRule(
         field="spec.resources.accelerator",
-        cel=f"!({_TRT}) || !has(self.resources) || !has(self.resources.accelerator) || self.resources.accelerator != 'cpu'",
-        message="TensorRT methods need a GPU",
+        cel=f"!({catalogue.cel_method_in(_GPU)}) || !has(self.resources) || !has(self.resources.accelerator) || self.resources.accelerator != 'cpu'",
+        message=f"{catalogue.names(_GPU)} need a GPU",
         fix="set resources.accelerator to gpu or auto",
         check=lambda s: not (s.method.needs_gpu and s.resources.accelerator is Accelerator.CPU),
     ),
     CrossFieldRule(
         field="spec.training",
-        cel="!(self.method in ['tflite-qat', 'torch-qat']) || has(self.training)",
-        message="QAT methods (tflite-qat, torch-qat) need training data",
+        cel=f"!({catalogue.cel_method_in(_TRAINED)}) || has(self.training)",
+        message=f"QAT methods ({catalogue.names(_TRAINED)}) need training data",
         fix="add training.dataset",
         check=lambda s: not s.method.needs_training or s.training is not None,
     ),
     CrossFieldRule(
         field="spec.calibration",
-        cel="!(self.method in ['tflite-int8', 'onnx-static', 'tensorrt-int8', 'tensorrt-mixed']) || has(self.calibration)",
+        cel=f"!({catalogue.cel_method_in(_CALIBRATED)}) || has(self.calibration)",
         message="this method calibrates activation ranges",
         fix="add calibration.dataset with representative data",
         check=lambda s: not s.method.needs_calibration or s.calibration is not None,
@@ -746,17 +666,9 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
     ),
     CrossFieldRule(
         field="spec.model.format",
-        cel=(
-            "!has(self.model.format) || "
-            "(self.method.startsWith('tflite-') && self.model.format in ['keras', 'h5', 'savedmodel']) || "
-            "(self.method == 'torch-qat' && self.model.format == 'torch-export') || "
-            "(!self.method.startsWith('tflite-') && self.method != 'torch-qat' && self.model.format == 'onnx')"
-        ),
+        cel=catalogue.cel_format_fits(),
         message="model format does not fit the method",
-        fix=(
-            "use a model.format the method takes (tflite-* take keras, h5 or savedmodel, onnx-* and tensorrt-* take onnx, "
-            "torch-qat takes torch-export (a .pt2 file from torch.export.save, not TorchScript)), or change method"
-        ),
+        fix=catalogue.format_fix(),
         check=_fmt_ok,
     ),
     CrossFieldRule(

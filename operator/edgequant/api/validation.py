@@ -78,7 +78,6 @@ class WarningRule:
     fix: str
 
 
-_TFLITE_METHODS = {m for m in api.Method if m.family is api.MethodFamily.TFLITE}
 _ONNX_OPTION_USERS = {api.Method.ONNX_DYNAMIC, api.Method.ONNX_STATIC}
 _DEFAULT_PERCENTILE = api.Calibration.model_fields["percentile"].default
 
@@ -98,13 +97,13 @@ def _percentile_unused(s: api.QuantizationJobSpec) -> str:
 
 def _algorithm_unused(s: api.QuantizationJobSpec) -> str:
     cal = s.calibration
-    if cal is None or s.method not in _TFLITE_METHODS or cal.algorithm is api.CalibrationAlgorithm.MINMAX:
+    if cal is None or s.method.row.range_algorithm != "minmax" or cal.algorithm is api.CalibrationAlgorithm.MINMAX:
         return ""
     return f"{s.method.value} calibrates with min/max ranges (TFLiteConverter), so calibration.algorithm {cal.algorithm.value} is ignored"
 
 
 def _tensorrt_unused(s: api.QuantizationJobSpec) -> str:
-    if s.method.family is api.MethodFamily.TENSORRT or s.tensorrt == api.TensorRTOptions():
+    if s.method.row.options == "tensorrt" or s.tensorrt == api.TensorRTOptions():
         return ""
     return f"spec.tensorrt is read only by tensorrt-* methods, so {s.method.value} ignores it"
 

@@ -12,11 +12,8 @@ from edgequant.api import v1alpha1 as api
 
 ENV_PREFIX = "EDGEQUANT_OPERATOR_"
 
-DEFAULT_IMAGES: dict[str, str] = {
-    api.MethodFamily.TFLITE.value: "ghcr.io/edgequant/quantizer-tflite:0.1.0",
-    api.MethodFamily.TORCH.value: "ghcr.io/edgequant/quantizer-torch:0.1.0",
-    api.MethodFamily.TENSORRT.value: "ghcr.io/edgequant/quantizer-tensorrt:0.1.0",
-}
+#: One quantizer image per method family in the method catalogue (``api/methods.py``).
+DEFAULT_IMAGES: dict[str, str] = {f.value: f"ghcr.io/edgequant/quantizer-{f.value}:0.1.0" for f in api.MethodFamily}
 
 
 class OperatorSettings(BaseModel):
@@ -52,7 +49,7 @@ class OperatorSettings(BaseModel):
     def _known_families(cls, images: dict[str, str]) -> dict[str, str]:
         unknown = set(images) - {f.value for f in api.MethodFamily}
         if unknown:
-            raise ValueError(f"unknown method families {sorted(unknown)}: use tflite, torch, tensorrt")
+            raise ValueError(f"unknown method families {sorted(unknown)}: use {', '.join(f.value for f in api.MethodFamily)}")
         return {**DEFAULT_IMAGES, **images}
 
     def image_for(self, method: api.Method) -> str:

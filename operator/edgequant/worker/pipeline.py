@@ -212,7 +212,7 @@ def evaluate_baseline(ctx: RunContext) -> None:
     """Load the backend and measure the FP32 model, in the artifact's runtime when the backend can export it."""
     assert ctx.model_path is not None
     try:
-        ctx.backend = registry.backend_for(ctx.spec.method)
+        ctx.backend = registry.backend_for(ctx.spec.method, stores=ctx.stores)
     except ModuleNotFoundError as exc:
         raise InvalidInputError(
             f"spec.method {ctx.spec.method.value} needs {exc.name}, which this image lacks: "

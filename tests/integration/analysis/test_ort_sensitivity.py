@@ -28,6 +28,7 @@ def ort_layers(fashion: Any, tmp_path: Path) -> Callable[[Path], Any]:
     from edgequant.api import v1alpha1 as api
     from edgequant.backends.base import QuantizeRequest
     from edgequant.backends.registry import backend_for
+    from edgequant.storage import Stores
 
     from tests.integration.analysis.conftest import batches
 
@@ -35,7 +36,7 @@ def ort_layers(fashion: Any, tmp_path: Path) -> Callable[[Path], Any]:
         spec = api.QuantizationJobSpec.model_validate(SPEC)
         request = QuantizeRequest(spec=spec, method=api.Method.ONNX_STATIC, model_path=model, workdir=tmp_path / model.stem,
                                   calibration=batches(fashion.cal_x.transpose(0, 3, 1, 2).copy()))
-        return layer_tool_for(request, backend_for(api.Method.ONNX_STATIC))
+        return layer_tool_for(request, backend_for(api.Method.ONNX_STATIC, stores=Stores(storage=spec.storage)))
 
     return make
 

@@ -18,7 +18,7 @@ from edgequant.backends.tensorrt.cache_format import parse
 from edgequant.backends.tensorrt.cache_store import CalibrationCacheStore
 from edgequant.backends.tensorrt.calibration import ScaleSource, finish_calibration, prepare_calibration
 from edgequant.backends.tensorrt.calibrator import fixed_batches
-from edgequant.backends.tensorrt.onnx_graph import read_model_info
+from edgequant.backends.tensorrt.model_info import read_model_info
 from edgequant.backends.tensorrt.plan import CalibrationPlan
 from edgequant.backends.tensorrt.version import TensorRTVersion
 from edgequant.storage import Stores, file_uri

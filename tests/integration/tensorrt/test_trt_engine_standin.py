@@ -10,7 +10,7 @@ import pytest
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.tensorrt.calibrator import CalibrationDataError, CalibrationSession, PycudaAllocator
 from edgequant.backends.tensorrt.engine import EngineBuildError, build_engine
-from edgequant.backends.tensorrt.onnx_graph import read_model_info
+from edgequant.backends.tensorrt.model_info import read_model_info
 from edgequant.backends.tensorrt.plan import plan_build, plan_fp32
 from edgequant.backends.tensorrt.version import ApiGeneration
 from edgequant.util.errors import InvalidInputError

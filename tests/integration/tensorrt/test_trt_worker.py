@@ -103,6 +103,26 @@ def test_int8_job_publishes_engine_and_cache_and_a_rerun_skips_calibration(gpu_s
     assert any(n.startswith("calibration skipped: identical cache found at") for n in ctx2.notes)
 
 
+def test_relative_calibration_cache_resolves_against_the_job_file_not_the_working_directory(
+    gpu_standins: Any, job_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """`edgequant run` resolves relative file:// URIs against the job file's folder; the registry hands the backend
+    those stores, so the calibration cache lands beside the job, not in the directory the command runs in."""
+    from edgequant.worker.progress import LogProgress
+    from edgequant.worker.runner import run_job
+
+    assert Path.cwd().resolve() != tmp_path.resolve()
+    spec = _spec(job_files, tmp_path / "out", "tensorrt-int8", acceptance={"maxAccuracyDrop": 0.03, "minCompressionRatio": 0})
+    spec["model"]["uri"] = "file://inputs/fashion.onnx"
+    spec["calibration"]["dataset"]["uri"] = "file://inputs/cal.npz"
+    spec["calibration"]["cacheUri"] = "file://trt-caches/"
+    spec["output"]["uri"] = "file://out/"
+    result, _ctx = run_job(api.QuantizationJobSpec.model_validate(spec), workdir=tmp_path / "work", progress=LogProgress(), base_dir=tmp_path)
+    assert result.exit_code == 0, result.message
+    assert len(list((tmp_path / "trt-caches").glob("*.cache"))) == 1
+    assert not (Path.cwd() / "trt-caches").exists()
+
+
 def test_cpu_precomputed_cache_is_found_by_the_gpu_job(gpu_standins: Any, job_files: dict[str, Path], tmp_path: Path) -> None:
     """`edgequant tensorrt-calibrate` on a machine without a GPU, then the GPU job skips calibration."""
     import yaml

@@ -82,7 +82,7 @@ def test_unnamed_output_op_falls_back_to_its_tensor_name_without_an_output_layer
 
 
 def test_debug_model_ops_align_with_the_calibrated_ops_by_kind_and_order() -> None:
-    from edgequant.analysis.tflite_sensitivity import align_by_kind
+    from edgequant.backends.tflite.sensitivity import align_by_kind
 
     lm = assign_layers(SEQUENTIAL, layer_names=["conv1", "pool1", "flat", "logits"], output_layer="logits")
     reference = [(lop.op.kind, lop.layer) for lop in lm.ops]

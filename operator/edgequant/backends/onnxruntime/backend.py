@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.methods import methods_served_by
 from edgequant.backends.base import QuantizedArtifact, QuantizeRequest, TensorContract
 from edgequant.backends.onnxruntime import options as opts
 from edgequant.backends.onnxruntime.calibration import calibrate
@@ -33,19 +34,12 @@ from edgequant.util import cpu as cpu_features
 from edgequant.util.errors import InvalidInputError
 from edgequant.util.memory import memory_budget, probe_batch_size
 
-#: Artifact file suffix per method: <model stem>.<suffix>.onnx
-_SUFFIX = {
-    api.Method.ONNX_DYNAMIC: "dynamic-int8",
-    api.Method.ONNX_STATIC: "qdq-int8",
-}
-
-
 def artifact_name(stem: str, method: api.Method, keep_float: tuple[str, ...]) -> str:
     """One file per set of nodes kept in float, so candidates of a mixed-precision search never overwrite each other."""
     if not keep_float:
-        return f"{stem}.{_SUFFIX[method]}.onnx"
+        return f"{stem}.{method.artifact_suffix}.onnx"
     digest = hashlib.sha256("\n".join(sorted(keep_float)).encode()).hexdigest()[:8]
-    return f"{stem}.{_SUFFIX[method]}-float{len(keep_float)}-{digest}.onnx"
+    return f"{stem}.{method.artifact_suffix}-float{len(keep_float)}-{digest}.onnx"
 
 
 def float_input_contract(model: FloatModel) -> TensorContract:
@@ -67,7 +61,7 @@ def calibration_batch(model_path: Path, log: Callable[[str], None]) -> int | Non
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
-    methods = frozenset(_SUFFIX)
+    methods = methods_served_by(__name__)
 
     def __init__(self, *, cpu: cpu_features.CpuFeatures | None = None) -> None:
         self.cpu = cpu or cpu_features.detect()

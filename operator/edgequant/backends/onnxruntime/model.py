@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgequant.api import v1alpha1 as api
+from edgequant.backends.onnx_graph import Dim, OnnxNode, read_graph
 from edgequant.util.errors import InvalidInputError
 
 #: QuantizeLinear/DequantizeLinear exist from opset 10; their per-channel ``axis`` from opset 13.
@@ -24,15 +25,6 @@ _HOW_TO_UPGRADE = (
     "re-export it with a newer opset (torch.onnx.export(..., opset_version=17)) or convert it: "
     "onnx.save(onnx.version_converter.convert_version(onnx.load(path), 17), path)"
 )
-
-Dim = int | str | None
-"""A tensor dimension: a size, a symbolic name, or unknown."""
-
-
-@dataclass(frozen=True)
-class OnnxNode:
-    name: str
-    op_type: str
 
 
 @dataclass(frozen=True)
@@ -59,48 +51,24 @@ class OnnxModel:
         return [n.name for n in self.nodes if n.op_type in WEIGHTED_OPS and n.name]
 
 
-def _dim(d: object) -> Dim:
-    if d.HasField("dim_value") and d.dim_value > 0:  # type: ignore[attr-defined]
-        return int(d.dim_value)  # type: ignore[attr-defined]
-    if d.HasField("dim_param") and d.dim_param:  # type: ignore[attr-defined]
-        return str(d.dim_param)  # type: ignore[attr-defined]
-    return None
-
-
 def read_model(path: Path, *, field: str = "spec.model.uri") -> OnnxModel:
     """Load and check an ONNX file; anything that is not a valid ONNX model is an InvalidInputError naming it."""
-    import onnx
-    from onnx import helper
-
     fix = f"{field} must point to an ONNX model (.onnx, saved by onnx.save or torch.onnx.export)"
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise InvalidInputError(f"{path.name} is not an ONNX model ({type(exc).__name__}: {str(exc)[:200]}): {fix}") from exc
-    if model.ir_version <= 0 or not model.graph.node:
-        raise InvalidInputError(f"{path.name} is not an ONNX model (no IR version or no graph nodes): {fix}")
-    try:
-        onnx.checker.check_model(str(path))
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise InvalidInputError(f"{path.name} is not a valid ONNX model: {first}: {fix}") from exc
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1 or len(model.graph.output) != 1:
+    graph = read_graph(path, fix=fix, check=True)
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise InvalidInputError(
-            f"{path.name} has {len(inputs)} input(s) ({', '.join(i.name for i in inputs)}) and {len(model.graph.output)} output(s): "
+            f"{path.name} has {len(graph.inputs)} input(s) ({', '.join(i.name for i in graph.inputs)}) and {len(graph.outputs)} output(s): "
             "edgequant quantizes and scores single-input, single-output image classifiers"
         )
-    tensor = inputs[0].type.tensor_type
+    (only,) = graph.inputs
     return OnnxModel(
-        file=path.name,
-        opset=int(opset),
-        input_name=inputs[0].name,
-        input_shape=tuple(_dim(d) for d in tensor.shape.dim),
-        input_elem_type=helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "unknown",
-        outputs=tuple(o.name for o in model.graph.output),
-        nodes=tuple(OnnxNode(name=n.name, op_type=n.op_type) for n in model.graph.node),
+        file=graph.file,
+        opset=graph.opset,
+        input_name=only.name,
+        input_shape=only.shape,
+        input_elem_type=only.elem_type,
+        outputs=graph.outputs,
+        nodes=graph.nodes,
     )
 
 

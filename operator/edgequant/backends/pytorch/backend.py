@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.methods import methods_served_by
 from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest, TensorContract
-from edgequant.backends.onnxruntime.model import check_input, read_model
-from edgequant.backends.onnxruntime.options import choose_reduce_range
-from edgequant.backends.onnxruntime.predictor import OrtPredictor
+from edgequant.backends.onnxruntime import OrtPredictor, check_input, choose_reduce_range, read_model
 from edgequant.backends.pytorch.export import example_batch, export_onnx
 from edgequant.backends.pytorch.source import TorchSource, check_source_input, load_program
 from edgequant.util import cpu as cpu_features
@@ -26,7 +25,7 @@ def _contract(source: TorchSource) -> TensorContract:
 
 class TorchQATBackend:
     name = "pytorch"
-    methods = frozenset({api.Method.TORCH_QAT})
+    methods = methods_served_by(__name__)
 
     def __init__(self, *, cpu: cpu_features.CpuFeatures | None = None) -> None:
         self.cpu = cpu or cpu_features.detect()
@@ -63,7 +62,7 @@ class TorchQATBackend:
 
     def export_float16(self, request: QuantizeRequest) -> QuantizedArtifact:
         """The FP32 ONNX export in float16 (the degrade ladder's last rung)."""
-        from edgequant.backends.onnxruntime.quantize import FLOAT16_NOTE, convert_to_float16
+        from edgequant.backends.onnxruntime import FLOAT16_NOTE, convert_to_float16
 
         baseline = self.export_baseline(request)
         output = convert_to_float16(baseline.path, request.workdir / f"{request.model_path.stem}.float16.onnx")
@@ -87,7 +86,7 @@ class TorchQATBackend:
         request.log(choice.note)
         request.log(f"QAT: fine-tuning {training.epochs} epoch(s) at learning rate {training.learning_rate:g} on {request.training.count} samples")
         converted = qat.fine_tune(program=source.program, training=request.training, spec=training, reduce_range=choice.enabled, log=request.log)
-        path = export_onnx(converted, example=self._example(source), path=request.workdir / f"{request.model_path.stem}.qat-int8.onnx",
+        path = export_onnx(converted, example=self._example(source), path=request.workdir / f"{request.model_path.stem}.{request.method.artifact_suffix}.onnx",
                            dynamic_batch=source.dynamic_batch)
         notes = [
             f"PT2E quantization-aware training (torchao X86InductorQuantizer: uint8 activations, int8 per-channel weights): "

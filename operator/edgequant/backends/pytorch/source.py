@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from edgequant.api import v1alpha1 as api
-from edgequant.backends.onnxruntime.model import Dim, check_input_shape
+from edgequant.backends.onnx_graph import Dim
+from edgequant.backends.onnxruntime import check_input_shape
 from edgequant.util.errors import InvalidInputError
 
 HOW_TO_EXPORT = (

@@ -16,23 +16,17 @@ from typing import Any
 import numpy as np
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.methods import methods_served_by
 from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest
 from edgequant.backends.tensorrt import plan as plans
 from edgequant.backends.tensorrt.cache_store import CalibrationCacheStore, cache_prefix
 from edgequant.backends.tensorrt.calibration import finish_calibration, prepare_calibration
 from edgequant.backends.tensorrt.calibrator import DeviceAllocator, PycudaAllocator
 from edgequant.backends.tensorrt.gpu import require_gpu
-from edgequant.backends.tensorrt.onnx_graph import OnnxModelInfo, read_model_info
+from edgequant.backends.tensorrt.model_info import OnnxModelInfo, read_model_info
 from edgequant.backends.tensorrt.version import ApiGeneration, TensorRTVersion, api_generation, installed_version
 from edgequant.storage import Stores
 from edgequant.util.errors import InvalidInputError
-
-_SUFFIX = {
-    api.Method.TENSORRT_FP16: "fp16",
-    api.Method.TENSORRT_INT8: "int8",
-    api.Method.TENSORRT_MIXED: "mixed",
-}
-
 
 @dataclass(frozen=True)
 class TensorRTRuntime:
@@ -62,12 +56,12 @@ def resolve_batch_size(info: OnnxModelInfo, options: api.TensorRTOptions) -> tup
 
 class TensorRTBackend:
     name = "tensorrt"
-    methods = frozenset(_SUFFIX)
+    methods = methods_served_by(__name__)
 
     def __init__(
         self,
         *,
-        stores: Stores | None = None,
+        stores: Stores,
         gpu_check: Callable[..., int] = require_gpu,
         allocator: Callable[[], DeviceAllocator] = PycudaAllocator,
         tensorrt: Callable[[], TensorRTRuntime] = _import_tensorrt,
@@ -84,9 +78,6 @@ class TensorRTBackend:
         if self._runtime is None:
             self._runtime = self._tensorrt_loader()
         return self._runtime
-
-    def _stores_for(self, spec: api.QuantizationJobSpec) -> Stores:
-        return self._stores or Stores(storage=spec.storage)
 
     def quantizable_layers(self, request: QuantizeRequest) -> list[str]:
         """ONNX node names of the weighted ops (Conv, ConvTranspose, Gemm, MatMul), in graph order."""
@@ -119,7 +110,7 @@ class TensorRTBackend:
         store = None
         if plan.calibration is not None:
             assert spec.calibration is not None
-            store = CalibrationCacheStore(stores=self._stores_for(spec), prefix=cache_prefix(spec), workdir=request.workdir)
+            store = CalibrationCacheStore(stores=self._stores, prefix=cache_prefix(spec), workdir=request.workdir)
             prepared = prepare_calibration(
                 plan=plan.calibration, model_path=request.model_path, batches=request.calibration,
                 input_name=info.input_name, batch_size=batch_size, sample_shape=info.sample_shape,
@@ -136,7 +127,7 @@ class TensorRTBackend:
             workspace_bytes=spec.tensorrt.workspace_mib << 20, session=prepared.session if prepared else None,
             version=str(runtime.version), log=request.log,
         )
-        stem = f"{request.model_path.stem}.{_SUFFIX[method]}" + ("-pinned" if result.pins.decisions else "")
+        stem = f"{request.model_path.stem}.{method.artifact_suffix}" + ("-pinned" if result.pins.decisions else "")
         path = request.workdir / f"{stem}.engine"
         path.write_bytes(result.serialized)
         extra: list[Path] = []
@@ -192,7 +183,7 @@ class TensorRTBackend:
             from edgequant.backends.tensorrt.runtime import EnginePredictor
 
             return EnginePredictor(path, trt=self._trt().module)
-        from edgequant.backends.onnxruntime.predictor import OrtPredictor
+        from edgequant.backends.onnxruntime import OrtPredictor
 
         return OrtPredictor(path)
 

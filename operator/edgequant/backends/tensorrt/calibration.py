@@ -160,7 +160,7 @@ def precompute_cpu_table(
     """
     from edgequant.backends.tensorrt.backend import resolve_batch_size
     from edgequant.backends.tensorrt.cache_store import cache_prefix
-    from edgequant.backends.tensorrt.onnx_graph import read_model_info
+    from edgequant.backends.tensorrt.model_info import read_model_info
     from edgequant.backends.tensorrt.plan import plan_build
     from edgequant.backends.tensorrt.version import api_generation
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edgequant.backends.tensorrt.calibrator import CalibrationSession, make_calibrator
-from edgequant.backends.tensorrt.names import OnnxNode, PinPlan, PinResolution, TrtLayer, pin_decisions, resolve_pins
+from edgequant.backends.onnx_graph import OnnxNode
+from edgequant.backends.tensorrt.names import PinPlan, PinResolution, TrtLayer, pin_decisions, resolve_pins
 from edgequant.backends.tensorrt.plan import BuildPlan
 from edgequant.util.errors import EdgequantError, InvalidInputError
 

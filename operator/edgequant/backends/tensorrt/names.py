@@ -16,14 +16,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from edgequant.backends.onnx_graph import OnnxNode
 from edgequant.util.errors import InvalidInputError
-
-
-@dataclass(frozen=True)
-class OnnxNode:
-    name: str
-    op_type: str
-    outputs: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from edgequant.backends.tensorrt.calibrator import batch_count, fixed_batches
 
 def _tensorrt_settings(algorithm: api.CalibrationAlgorithm, percentile: float) -> Any:
     """The ONNX Runtime backend's static settings for what TensorRT takes: symmetric INT8 (zero point 0), per-channel weights."""
-    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime import StaticSettings
 
     return StaticSettings(
         algorithm=algorithm, percentile=percentile, per_channel=True, reduce_range=False,
@@ -50,7 +50,7 @@ def collect_ranges(
     The ONNX Runtime backend's ``calibrate`` (one batch per collect_data call)
     is fed the padded batches, so the manifest describes what was read.
     """
-    from edgequant.backends.onnxruntime.calibration import calibrate
+    from edgequant.backends.onnxruntime import calibrate
 
     count = batch_count(batches.count, batch_size) * batch_size
 
@@ -120,7 +120,7 @@ def quantize_qdq_for_tensorrt(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.calibrate import save_tensors_data
 
-    from edgequant.backends.onnxruntime.calibration import ORT_METHOD
+    from edgequant.backends.onnxruntime import ORT_METHOD
 
     output_path.parent.mkdir(parents=True, exist_ok=True)
     ranges = collect_ranges(

@@ -5,24 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.methods import methods_served_by
 from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest
 from edgequant.backends.tflite import convert as conv
 from edgequant.backends.tflite.predictor import TFLitePredictor
 from edgequant.backends.tflite.source import SourceModel, check_input_shape, load_source
 from edgequant.util.errors import InvalidInputError
 
-#: Artifact file suffix per method: <model stem>.<suffix>.tflite
-_SUFFIX = {
-    api.Method.TFLITE_DYNAMIC_RANGE: "dynamic-range",
-    api.Method.TFLITE_FLOAT16: "float16",
-    api.Method.TFLITE_INT8: "int8",
-    api.Method.TFLITE_QAT: "qat-int8",
-}
-
-
 class TFLiteBackend:
     name = "tflite"
-    methods = frozenset(_SUFFIX)
+    methods = methods_served_by(__name__)
 
     def __init__(self) -> None:
         self._sources: dict[Path, SourceModel] = {}
@@ -91,7 +83,7 @@ class TFLiteBackend:
                 data = self._int8_keeping_float(request)
             else:
                 data = conv.convert_source(source, method=method, representative=representative)
-        path = self._write(data, request.workdir / f"{request.model_path.stem}.{_SUFFIX[method]}.tflite")
+        path = self._write(data, request.workdir / f"{request.model_path.stem}.{method.artifact_suffix}.tflite")
         return QuantizedArtifact(path=path, method=method, input=TFLitePredictor(path).input, notes=notes)
 
     def calibrated(self, request: QuantizeRequest) -> bytes:

@@ -7,8 +7,10 @@ import sys
 
 import pytest
 
+from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
 from edgequant.backends.tensorrt.gpu import GpuProbe, hidden_by_environment, probe_cuda, require_gpu
+from edgequant.storage import Stores
 from edgequant.util.errors import AcceleratorUnavailableError
 
 
@@ -83,5 +85,5 @@ def test_backend_construction_fails_fast_on_this_machine() -> None:
     from edgequant.backends import registry
 
     with pytest.raises(AcceleratorUnavailableError, match="needs an NVIDIA GPU"):
-        registry.load_backend("tensorrt")
+        registry.backend_for(api.Method.TENSORRT_FP16, stores=Stores(storage=api.Storage()))
     assert "tensorrt" not in sys.modules and "pycuda" not in sys.modules

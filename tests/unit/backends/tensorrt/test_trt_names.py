@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from edgequant.backends.onnx_graph import OnnxNode
 from edgequant.backends.tensorrt.names import (
-    OnnxNode,
     TrtLayer,
     layers_of_nodes,
     pin_decisions,
@@ -19,15 +19,15 @@ from edgequant.backends.tensorrt.names import (
 from edgequant.util.errors import InvalidInputError
 
 NODES = [
-    OnnxNode("/conv1/Conv", "Conv", ("/conv1/Conv_output_0",)),
-    OnnxNode("/relu1/Relu", "Relu", ("/relu1/Relu_output_0",)),
-    OnnxNode("/pool1/MaxPool", "MaxPool", ("/pool1/MaxPool_output_0",)),
-    OnnxNode("/conv2/Conv", "Conv", ("/conv2/Conv_output_0",)),
-    OnnxNode("", "Relu", ("relu2_out",)),  # an unnamed node: only its output ties it to a layer
-    OnnxNode("/Constant", "Constant", ("/Constant_output_0",)),  # folded by the parser: no layer
-    OnnxNode("/Reshape", "Reshape", ("/Reshape_output_0",)),
-    OnnxNode("/fc/Gemm", "Gemm", ("logits",)),
-    OnnxNode("/fc/Gemm_2", "Gemm", ("logits2",)),  # a node whose name looks like another node's extra layer
+    OnnxNode("/conv1/Conv", "Conv", outputs=("/conv1/Conv_output_0",)),
+    OnnxNode("/relu1/Relu", "Relu", outputs=("/relu1/Relu_output_0",)),
+    OnnxNode("/pool1/MaxPool", "MaxPool", outputs=("/pool1/MaxPool_output_0",)),
+    OnnxNode("/conv2/Conv", "Conv", outputs=("/conv2/Conv_output_0",)),
+    OnnxNode("", "Relu", outputs=("relu2_out",)),  # an unnamed node: only its output ties it to a layer
+    OnnxNode("/Constant", "Constant", outputs=("/Constant_output_0",)),  # folded by the parser: no layer
+    OnnxNode("/Reshape", "Reshape", outputs=("/Reshape_output_0",)),
+    OnnxNode("/fc/Gemm", "Gemm", outputs=("logits",)),
+    OnnxNode("/fc/Gemm_2", "Gemm", outputs=("logits2",)),  # a node whose name looks like another node's extra layer
 ]
 
 

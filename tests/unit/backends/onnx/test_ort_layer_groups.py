@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from edgequant.analysis.layer_tools import rebatch
-from edgequant.analysis.ort_sensitivity import OnnxNode, group_layers
+from edgequant.backends.onnx_graph import OnnxNode
+from edgequant.backends.onnxruntime.sensitivity import group_layers
 
 import numpy as np
 
@@ -48,7 +49,7 @@ def test_rebatch_regroups_and_stops_at_the_limit() -> None:
 
 
 def test_float_tensors_pair_with_their_dequantized_counterparts() -> None:
-    from edgequant.analysis.ort_sensitivity import match_tensors
+    from edgequant.backends.onnxruntime.sensitivity import match_tensors
 
     qdq = [
         "input", "input_QuantizeLinear_Output", "input_DequantizeLinear_Output",  # quantized in place

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from edgequant.analysis.sensitivity import LayerProbe, ProbedOp, attribute_incre
 from edgequant.analysis.tensor_error import ErrorAccumulator, TensorError
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import QuantizeRequest
+from edgequant.backends.onnx_graph import OnnxNode, read_graph
 from edgequant.util.memory import DEFAULT_BUDGET_BYTES, probe_batch_size, tensor_bytes_per_sample
 
 #: Folded into the node that feeds them (when it is their only producer).
@@ -50,14 +50,6 @@ DEQUANT_OUTPUT_SUFFIX = "_DequantizeLinear_Output"
 
 #: quantize(nodes_kept_in_float) -> the path of a Q/DQ model of ``model_path`` with those nodes in float.
 Quantize = Callable[[Sequence[str]], Path]
-
-
-@dataclass(frozen=True)
-class OnnxNode:
-    name: str
-    op_type: str
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
 
 
 def group_layers(nodes: Sequence[OnnxNode], *, initializers: set[str]) -> dict[str, str | None]:
@@ -86,20 +78,16 @@ class OrtLayerAnalysis:
     """Per-layer control of one ONNX model's static QDQ quantization."""
 
     def __init__(self, *, model_path: Path, quantize: Quantize, workdir: Path) -> None:
-        import onnx
-
         self.model_path = model_path
         self.quantize = quantize
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        graph = onnx.load(str(model_path), load_external_data=False).graph
-        self.nodes = [
-            OnnxNode(name=n.name, op_type=n.op_type, inputs=tuple(n.input), outputs=tuple(n.output)) for n in graph.node
-        ]
+        self.graph = read_graph(model_path, fix="layer analysis reads the backend's own float model")
+        self.nodes = list(self.graph.nodes)
         unnamed = [n.op_type for n in self.nodes if not n.name]
         if unnamed:
             raise ValueError(f"{model_path.name}: {len(unnamed)} node(s) have no name ({unnamed[:3]}); layers are addressed by node name")
-        self.initializers = {i.name for i in graph.initializer}
+        self.initializers = set(self.graph.initializers)
         self.layer_of = group_layers(self.nodes, initializers=self.initializers)
         self._layers = list(dict.fromkeys(v for v in self.layer_of.values() if v is not None))
         self.last_batch_size = 0
@@ -184,15 +172,11 @@ class OrtLayerAnalysis:
 
     def _input(self) -> tuple[str, int | None]:
         """The model's one input and its fixed batch size (None when the batch dimension is free)."""
-        import onnx
-
-        graph = onnx.load(str(self.model_path), load_external_data=False).graph
-        inputs = [i for i in graph.input if i.name not in self.initializers]
+        inputs = self.graph.inputs
         if len(inputs) != 1:
             raise ValueError(f"{self.model_path.name}: {len(inputs)} inputs; edgequant probes single-input models")
-        dims = inputs[0].type.tensor_type.shape.dim
-        fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
-        return inputs[0].name, fixed
+        first = inputs[0].shape[0] if inputs[0].shape else None
+        return inputs[0].name, first if isinstance(first, int) else None
 
 
 def match_tensors(*, float_tensors: Iterable[str], qdq_tensors: Iterable[str]) -> dict[str, str]:
@@ -256,7 +240,7 @@ def proxy_for_request(request: QuantizeRequest, backend: Any) -> OrtLayerAnalysi
     """
     from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
 
-    del backend
+    del backend  # the run's TensorRT backend; ranking runs through ONNX Runtime's
     spec = request.spec.model_copy(update={"ptq": api.PostTraining.bare()})
     return for_request(dataclasses.replace(request, method=api.Method.ONNX_STATIC, spec=spec), OnnxRuntimeBackend())
 
