@@ -42,3 +42,4 @@ def test_other_backends_use_only_the_onnxruntime_public_surface() -> None:
 
     for name in onnxruntime.__all__:  # every public name resolves
         assert getattr(onnxruntime, name) is not None
+    assert sorted(onnxruntime.__all__) == sorted(onnxruntime._PUBLIC)

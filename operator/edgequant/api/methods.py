@@ -195,7 +195,7 @@ class Method(enum.StrEnum):
         rung = self.row.float16_rung
         if rung is None:
             return None
-        return self if rung == OWN_FLOAT16 else Method(rung)
+        return self if rung == OWN_FLOAT16 else next(m for m in Method if m.value == rung)
 
 
 def _check_catalogue() -> None:

@@ -35,7 +35,18 @@ _PUBLIC = {
     "FLOAT16_NOTE": "quantize",
     "convert_to_float16": "quantize",
 }
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "FLOAT16_NOTE",
+    "ORT_METHOD",
+    "OrtPredictor",
+    "StaticSettings",
+    "calibrate",
+    "check_input",
+    "check_input_shape",
+    "choose_reduce_range",
+    "convert_to_float16",
+    "read_model",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -61,15 +61,8 @@ def read_model(path: Path, *, field: str = "spec.model.uri") -> OnnxModel:
             "edgequant quantizes and scores single-input, single-output image classifiers"
         )
     (only,) = graph.inputs
-    return OnnxModel(
-        file=graph.file,
-        opset=graph.opset,
-        input_name=only.name,
-        input_shape=only.shape,
-        input_elem_type=only.elem_type,
-        outputs=graph.outputs,
-        nodes=graph.nodes,
-    )
+    return OnnxModel(file=graph.file, opset=graph.opset, input_name=only.name, input_shape=only.shape,
+                     input_elem_type=only.elem_type, outputs=graph.outputs, nodes=graph.nodes)
 
 
 # --------------------------------------------------------------------------- checks (pure)
