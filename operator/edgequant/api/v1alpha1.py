@@ -880,6 +880,7 @@ class Results(ApiModel):
     sensitive_layers: list[LayerName] = Field(default_factory=list, max_length=MAX_LAYERS, description="Most sensitive layers, most sensitive first (at most 10).")
     pinned_layers: list[LayerName] = Field(default_factory=list, max_length=MAX_LAYERS, description="Layers kept in higher precision in the artifact.")
     degraded: bool = Field(False, description="True when the artifact did not meet the budget or fell back down the degrade ladder.")
+    rung: str | None = Field(None, max_length=MAX_SHORT, description="Ladder rung that produced the published artifact (full, more-samples, calibration-algorithm, pinned, qat, float16): with onFailure remedy, the rung that passed.")
     report_uri: str | None = Field(None, max_length=MAX_STATUS_URI, description="report.json location (report.html beside it).")
     input_contract: ArtifactInputContract | None = Field(None, description="What the artifact expects as input.")
     warnings: list[Annotated[str, Field(max_length=MAX_STATUS_URI)]] = Field(default_factory=list, max_length=100, description="Short warnings (at most 5; the report has all).")

@@ -37,6 +37,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     analysis = report.get("analysis") or {}
     sections = [
         _header(report, analysis),
+        _target(report.get("target")),
         _comparison(report),
         _sensitivity(analysis.get("sensitivity"), analysis.get("mixedPrecision")),
         _selection(analysis.get("gate"), analysis.get("mixedPrecision"), published=bool((report.get("outcome") or {}).get("succeeded", True))),
@@ -229,6 +230,33 @@ def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None, 
         parts.append(
             "<table><tr><th>rung</th><th>method</th><th>kept in float</th><th>accuracy</th><th>agreement</th><th>SQNR dB</th><th>bytes</th><th>ratio</th>"
             f"<th>gate</th><th></th></tr>{''.join(rows)}</table>"
+        )
+    return "".join(parts)
+
+
+def _target(target: Mapping[str, Any] | None) -> str:
+    """spec.target: each value it chose and why, its checks, and what the figures mean for the device."""
+    if not target:
+        return ""
+    parts = [f"<h2>Target <code>{escape(str(target.get('name')))}</code></h2>",
+             f"<p class=\"sub\">{escape(str(target.get('title', '')))} · {escape(str(target.get('runtime', '')))}</p>"]
+    parts += [f"<p><b>{escape(note)}</b></p>" for note in target.get("notes") or []]
+    choices = target.get("choices") or []
+    if choices:
+        rows = "".join(
+            f"<tr><td><code>{escape(str(c.get('field')))}</code></td><td><code>{escape(str(c.get('value')))}</code></td>"
+            f"<td>{escape(str(c.get('reason')))}</td></tr>"
+            for c in choices
+        )
+        parts.append(f"<table><tr><th>field</th><th>chosen</th><th>why</th></tr>{rows}</table>")
+    else:
+        parts.append("<p>The spec set everything the target would choose.</p>")
+    for finding in target.get("findings") or []:
+        fired = finding.get("fired")
+        fixes = "".join(f"<li>{escape(fix)}</li>" for fix in finding.get("fixes") or [])
+        parts.append(
+            f"<div class=\"finding {'fired' if fired else 'quiet'}\"><b>{escape(finding['check'])}</b> — "
+            f"{'detected' if fired else 'ok'}: {escape(finding.get('message', ''))}" + (f"<ol>{fixes}</ol>" if fixes else "") + "</div>"
         )
     return "".join(parts)
 
