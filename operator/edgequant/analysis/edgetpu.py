@@ -59,7 +59,7 @@ def check_ops(graph: Graph) -> list[Finding]:
     non_integer = [op for op in graph.ops if op.name in EDGETPU_OPS and not set(op.types) <= INTEGER_TYPES]
     first = min((op.index for op in [*unsupported, *non_integer]), default=None)
     after = sum(1 for op in graph.ops if first is not None and op.index >= first)
-    names = sorted({op.name for op in unsupported})
+    names = list(dict.fromkeys(op.name for op in unsupported))  # graph order
     findings.append(Finding(
         check="edgetpu-unsupported-op",
         fired=bool(unsupported),
