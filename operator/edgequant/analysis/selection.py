@@ -202,8 +202,10 @@ def select_artifact(
         index = min(range(len(verdicts)), key=lambda i: _best_key(verdicts[i], i))
     trials[index] = trials[index].model_copy(update={"chosen": True})
     chosen, chosen_verdict = candidates[index], verdicts[index]
+    # A remedy that passes (more samples, another algorithm, pinned layers, QAT) is the fix, not a fall-back;
+    # float16 is a fall-back on either ladder, and so are pins the degrade ladder added to a spec that asked for none.
     fell_back = trials[index].rung == "float16" or (
-        trials[index].rung == "pinned" and mp.mode is api.MixedPrecisionMode.OFF
+        trials[index].rung == "pinned" and mp.mode is api.MixedPrecisionMode.OFF and not remedying
     )
     degraded = degrade and (not chosen_verdict.passed or fell_back)
 

@@ -221,7 +221,7 @@ def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None, 
             chosen = ("<b>published</b>" if published else "<b>best found, not published</b>") if t.get("chosen") else ""
             color = OK_COLOR if t.get("passed") else (MUTED_COLOR if not t.get("chosen") else FLAG_COLOR)
             rows.append(
-                f"<tr><td>{escape(str(t.get('rung')))}</td><td><code>{escape(str(t.get('method')))}</code></td>"
+                f"<tr><td>{escape(str(t.get('rung')))}{_changes(t.get('changes'))}</td><td><code>{escape(str(t.get('method')))}</code></td>"
                 f"<td>{escape(', '.join(t.get('pinned') or [])) or '—'}</td><td class=\"n\">{_f(t.get('accuracy'))}</td>"
                 f"<td class=\"n\">{_f(t.get('agreement'))}</td><td class=\"n\">{_f(t.get('sqnrDb'), 1)}</td>"
                 f"<td class=\"n\">{_i(t.get('sizeBytes'))}</td><td class=\"n\">{_f(t.get('compressionRatio'), 2)}</td>"
@@ -231,7 +231,17 @@ def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None, 
             "<table><tr><th>rung</th><th>method</th><th>kept in float</th><th>accuracy</th><th>agreement</th><th>SQNR dB</th><th>bytes</th><th>ratio</th>"
             f"<th>gate</th><th></th></tr>{''.join(rows)}</table>"
         )
+    skipped = gate.get("skipped") or []
+    if skipped:
+        parts.append("<p class=\"sub\">remedy rungs not tried: " + escape("; ".join(skipped)) + "</p>")
     return "".join(parts)
+
+
+def _changes(changes: Mapping[str, Any] | None) -> str:
+    """What a remedy rung changed in the spec, under its name."""
+    if not changes:
+        return ""
+    return "<br><small>" + escape(", ".join(f"{k} {v}" for k, v in changes.items())) + "</small>"
 
 
 def _target(target: Mapping[str, Any] | None) -> str:

@@ -116,7 +116,14 @@ def test_qat_passes_after_pinning_misses() -> None:
     ladder = Ladder({"qat": 0.89})
     sel = _select(_spec(mixedPrecision={"maxPinnedLayers": 1}), ladder)
     assert ladder.order == ["full", "more-samples", "pinned:1", "qat"]
-    assert sel.gate.rung == "qat" and sel.chosen.method is api.Method.TFLITE_QAT and sel.gate.passed
+    assert sel.gate.rung == "qat" and sel.chosen.method is api.Method.TFLITE_QAT and sel.gate.passed and not sel.degraded
+
+
+def test_pinned_layers_that_pass_are_a_remedy_not_a_degradation() -> None:
+    ladder = Ladder({"pinned:2": 0.89})
+    sel = _select(_spec(), ladder)
+    assert ladder.order == ["full", "more-samples", "pinned:1", "pinned:2"]
+    assert sel.gate.rung == "pinned" and sel.gate.passed and not sel.degraded
 
 
 def test_nothing_beyond_the_first_build_when_it_passes() -> None:
