@@ -32,6 +32,9 @@ def root(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: Any, doubly_se
 
 
 def test_remedy_walks_more_samples_then_pinning_and_status_names_the_rung_that_passed(root: Path) -> None:
+    import yaml
+
+    from edgequant.cli import main as cli
     from edgequant.worker.progress import SilentProgress
     from edgequant.worker.runner import run_job, spec_from_document
 
@@ -67,3 +70,15 @@ def test_remedy_walks_more_samples_then_pinning_and_status_names_the_rung_that_p
     assert result.results.pinned_layers == passed[0]["pinned"]
     html = (root / "out" / "report.html").read_text()
     assert "more-samples" in html and "spec.calibration.samples" in html
+
+    # GitOps: the layers that passed go into the job's manifest, the rest of it untouched
+    manifest = root / "job.yaml"
+    manifest.write_text("# reviewed\napiVersion: edgequant.io/v1alpha1\nkind: QuantizationJob\nmetadata: {name: fmnist}\nspec: " + json.dumps(doc) + "\n")
+    report_path = str(root / "out" / "report.json")
+    assert cli.main(["pin", report_path, str(manifest), "--check"]) == 1
+    assert cli.main(["pin", report_path, str(manifest)]) == 0
+    pinned = manifest.read_text()
+    assert pinned.startswith("# reviewed\n")
+    again, _name, _ns = spec_from_document(yaml.safe_load(pinned))
+    assert again.mixed_precision.mode.value == "manual" and list(again.mixed_precision.pinned_layers) == passed[0]["pinned"]
+    assert cli.main(["pin", report_path, str(manifest), "--check"]) == 0
