@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgequant.api import v1alpha1 as api
+from edgequant.backends.registry import BACKEND_FOR_METHOD
 
 #: Most calibration samples the remedy asks for (the reference: 500-1000 representative samples suffice).
 MAX_SAMPLES = 1000
@@ -91,15 +92,15 @@ def plan_remedies(spec: api.QuantizationJobSpec, *, calibration_available: int |
                     changed = changed.model_copy(update={"ptq": changed.ptq.model_copy(update={"select_algorithm": False})})
                 changes = {"spec.calibration.algorithm": algorithm.value, **(before[-1].changes if before else {})}
                 before.append(RemedyStep("calibration-algorithm", method, changed, changes))
-    qat = [
+    qat = [  # a QAT method of the same backend (the run's backend builds every rung) that takes this model
         m for m in api.Method
-        if m.family is method.family and m.needs_training and m is not method
+        if BACKEND_FOR_METHOD[m] == BACKEND_FOR_METHOD[method] and m.needs_training and m is not method
         and (spec.model.resolved_format is None or spec.model.resolved_format in api.FORMATS_BY_METHOD[m])
     ]
     if method.needs_training:
         skipped.append(f"qat: {method.value} already trains")
     elif not qat:
-        skipped.append(f"qat: the {method.family.value} family has no QAT method for this model format")
+        skipped.append(f"qat: {method.value}'s backend has no QAT method for this model format")
     elif spec.training is None:
         skipped.append(f"qat: {qat[0].value} needs training data (add spec.training)")
     else:

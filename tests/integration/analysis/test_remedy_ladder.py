@@ -82,3 +82,34 @@ def test_remedy_walks_more_samples_then_pinning_and_status_names_the_rung_that_p
     again, _name, _ns = spec_from_document(yaml.safe_load(pinned))
     assert again.mixed_precision.mode.value == "manual" and list(again.mixed_precision.pinned_layers) == passed[0]["pinned"]
     assert cli.main(["pin", report_path, str(manifest), "--check"]) == 0
+
+
+def test_remedy_tries_qat_with_training_data_before_float16(root: Path, fashion_mnist: Any) -> None:
+    """One pin allowed, training data given: full -> pinned -> qat -> float16. QAT cannot mend the fragile layers by
+    construction (their outlier weights read a dead channel, so they get no gradient), float16 keeps FP32's accuracy."""
+    from edgequant.data.export import write_npz
+    from edgequant.worker.progress import SilentProgress
+    from edgequant.worker.runner import run_job, spec_from_document
+
+    write_npz(root / "train.npz", fashion_mnist.train_x[:2000], fashion_mnist.train_y[:2000], classes=fashion_mnist.classes)
+    doc = {
+        "model": {"uri": f"file://{root}/doubly-sensitive.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+        "method": "tflite-int8",
+        "calibration": {"dataset": {"uri": f"file://{root}/cal.npz", "layout": "npz"}, "samples": 500},
+        "training": {"dataset": {"uri": f"file://{root}/train.npz", "layout": "npz"}, "epochs": 1, "batchSize": 64, "maxSamples": 2000},
+        "evaluation": {"dataset": {"uri": f"file://{root}/eval.npz", "layout": "npz"}, "samples": 1000},
+        "acceptance": {"maxAccuracyDrop": BUDGET, "onFailure": "remedy"},
+        "mixedPrecision": {"maxPinnedLayers": 1},
+        "output": {"uri": f"file://{root}/out-qat/"},
+    }
+    spec, _name, _ns = spec_from_document(doc)
+    result, _ctx = run_job(spec, workdir=root / "work-qat", progress=SilentProgress())
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    gate = json.loads((root / "out-qat" / "report.json").read_text())["analysis"]["gate"]
+    trials = gate["trials"]
+    assert [t["rung"] for t in trials] == ["full", "pinned", "qat", "float16"], [t["rung"] for t in trials]
+    assert trials[2]["method"] == "tflite-qat" and trials[2]["changes"] == {"spec.method": "tflite-qat"}
+    assert all(t["accuracyDrop"] > 2 * BUDGET for t in trials[:3]), trials
+    assert trials[3]["passed"] and trials[3]["chosen"] and gate["rung"] == "float16"
+    assert any(s.startswith("more-samples: calibration already uses 500") for s in gate["skipped"])
+    assert result.results.rung == "float16" and result.results.method.value == "tflite-float16" and result.results.degraded
