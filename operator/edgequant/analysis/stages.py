@@ -259,11 +259,12 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
     def build_step(step: RemedyStep) -> Candidate:
         """One remedy rung: quantize again with the step's spec (more samples, another algorithm, QAT)."""
         assert hooks.request_with is not None
-        artifact = ctx.backend.quantize(hooks.request_with(step.method, step.spec))
+        request = hooks.request_with(step.method, step.spec)
+        artifact = ctx.backend.quantize(request)
         record = hooks.measure(artifact, f"{step.rung} {step.method.value}")
         e = record.evaluation
         return Candidate(
-            method=step.method, pinned=(), accuracy=e.accuracy(ctx.metric) if e else None, size_bytes=record.size_bytes,
+            method=step.method, pinned=tuple(request.keep_float), accuracy=e.accuracy(ctx.metric) if e else None, size_bytes=record.size_bytes,
             artifact=(artifact, record), agreement=hooks.agreement(ctx.baseline.evaluation, e) if e else None,
             sqnr_db=e.sqnr_db if e else None,
         )
