@@ -143,3 +143,17 @@ def test_the_rendered_job_keeps_what_the_spec_left_out_for_the_worker() -> None:
     assert again == spec and "method" not in again.model_fields_set
     _r, choices = resolve_target(again)
     assert choices[0].field == "spec.method"
+
+
+def test_the_api_server_defaults_nothing_a_target_may_fill() -> None:
+    """A stored object must still show what the manifest left out, or the target could not fill it in the cluster."""
+    from edgequant.api import crd
+    from edgequant.api.targets import FILLABLE_FIELDS
+
+    spec = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert "method" not in spec["required"]
+    for path in FILLABLE_FIELDS:
+        node = spec
+        for key in path.split(".")[1:]:
+            node = node["properties"][key]
+        assert "default" not in node, path

@@ -154,6 +154,10 @@ _ROWS = (
 
 TARGETS: Mapping[str, TargetProfile] = MappingProxyType({row.name: row for row in _ROWS})
 
+#: Spec fields a target may fill in. The CRD declares no API-server default for them (the worker's model applies
+#: the same defaults), so that "left out" in a manifest stays left out in the stored object.
+FILLABLE_FIELDS = ("spec.method", "spec.acceptance.onFailure", "spec.onnx.reduceRange", "spec.onnx.activationType", "spec.onnx.weightType")
+
 #: Methods that read spec.onnx.reduceRange (ONNX Runtime quantizes their weights, or torch-qat's activations).
 _READS_REDUCE_RANGE = frozenset({"onnx-static", "onnx-dynamic", "torch-qat"})
 #: Methods that read spec.onnx.activationType / weightType.
