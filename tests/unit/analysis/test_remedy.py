@@ -130,3 +130,17 @@ def test_nothing_beyond_the_first_build_when_it_passes() -> None:
     ladder = Ladder({"full": 0.9})
     sel = _select(_spec(), ladder)
     assert ladder.order == ["full"] and sel.gate.rung == "full"
+
+
+def test_status_names_the_rung_that_passed() -> None:
+    """The worker's result carries the rung; the operator's status takes it as it is."""
+    from edgequant.api.result import WorkerResult
+    from edgequant.controller import status
+    from tests.unit.controller.conftest import batch_job, pod
+
+    results = api.Results(method=api.Method.TFLITE_INT8, rung="pinned", pinned_layers=["conv2", "conv3"])
+    message = WorkerResult.for_exit(ExitCode.SUCCESS, "tflite-int8: 83,288 bytes, remedy rung pinned passed", results)
+    job = batch_job(succeeded=1, conditions=[("Complete", "CompletionsReached", "")])
+    obs = status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=message.to_termination_message())])
+    assert obs.results is not None and obs.results["rung"] == "pinned" and not obs.degraded
+    assert "remedy rung pinned passed" in obs.message
