@@ -38,7 +38,8 @@ EXPECTED = {
 
 
 def test_there_is_one_example_per_method() -> None:
-    methods = {yaml.safe_load(p.read_text())["spec"]["method"] for p in EXAMPLES}
+    specs = [yaml.safe_load(p.read_text())["spec"] for p in EXAMPLES]
+    methods = {s["method"] for s in specs if "method" in s}  # the others name a target that chooses it
     assert methods == {m.value for m in api.Method}
 
 

@@ -17,7 +17,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_validate_examples_exit_zero() -> None:
     proc = _cli("validate", *[str(p) for p in sorted((ROOT / "examples").glob("*.yaml"))])
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("valid QuantizationJob") == 10
+    assert proc.stdout.count("valid QuantizationJob") == len(list((ROOT / "examples").glob("*.yaml")))
 
 
 def test_validate_invalid_exits_two_with_field() -> None:

@@ -57,8 +57,9 @@ class SensitivityReport(ApiModel):
 class Trial(ApiModel):
     """One quantized candidate that was built and scored."""
 
-    rung: Literal["full", "pinned", "float16"] = Field(..., description="Which step of the ladder built it: full (the spec's method, every layer quantized), pinned (the spec's method with layers kept in float: manual pins or one step of the auto search), float16 (the fallback method, or the spec's method converted to float16 where its family has no float16 method).")
+    rung: Literal["full", "more-samples", "calibration-algorithm", "pinned", "qat", "float16"] = Field(..., description="Which step of the ladder built it: full (the spec's method, every layer quantized), more-samples and calibration-algorithm (onFailure remedy: calibrated again with more samples, or another range estimator), pinned (the spec's method with layers kept in float: manual pins or one step of the auto search), qat (onFailure remedy: the family's QAT method on the training data), float16 (the fallback method, or the spec's method converted to float16 where its family has no float16 method).")
     method: Method = Field(..., description="Method that built it.")
+    changes: dict[str, str] = Field(default_factory=dict, description="Spec values this rung changed (onFailure remedy), by spec path.")
     pinned: list[str] = Field(default_factory=list, description="Layers kept in float.")
     accuracy: float | None = Field(None, description="Accuracy on the evaluation set.")
     size_bytes: int = Field(..., description="Artifact size.")
@@ -95,7 +96,9 @@ class GateReport(ApiModel):
     min_compression_ratio: float = Field(..., description="acceptance.minCompressionRatio.")
     on_failure: OnFailure = Field(..., description="acceptance.onFailure.")
     degraded: bool = Field(False, description="The published artifact is not the first choice or misses the budget.")
-    trials: list[Trial] = Field(default_factory=list, description="Every candidate built, in order (the degrade ladder and auto mixed precision).")
+    trials: list[Trial] = Field(default_factory=list, description="Every candidate built, in order (the degrade or remedy ladder and auto mixed precision).")
+    rung: str | None = Field(None, description="The rung of the chosen candidate (the one that passed, or the best found).")
+    skipped: list[str] = Field(default_factory=list, description="onFailure remedy: rungs not tried, each with why.")
 
 
 class OutputComparison(ApiModel):
@@ -116,7 +119,10 @@ class Histogram(ApiModel):
 
 
 class Finding(ApiModel):
-    check: Literal["output-mismatch", "output-collapsed", "output-clipped", "preprocessing-mismatch", "input-range"] = Field(..., description="Which diagnostic.")
+    check: Literal[
+        "output-mismatch", "output-collapsed", "output-clipped", "preprocessing-mismatch", "input-range",
+        "edgetpu-unsupported-op", "edgetpu-float-tensor", "edgetpu-dynamic-shape",
+    ] = Field(..., description="Which diagnostic (edgetpu-*: the coral-edgetpu target's op check, in the report's target section).")
     fired: bool = Field(..., description="True when the problem was detected.")
     message: str = Field(..., description="What was measured, in one or two sentences.")
     evidence: dict[str, float] = Field(default_factory=dict, description="The numbers behind the verdict.")

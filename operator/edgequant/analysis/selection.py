@@ -4,7 +4,7 @@ Pure orchestration over an injected ``build(method, keep_float) -> Candidate``
 that quantizes and scores one candidate; the worker supplies it, tests supply
 real backends. Nothing here knows a framework.
 
-The ladder (``acceptance.onFailure: degrade``):
+The ladder (``acceptance.onFailure: degrade``; ``remedy`` adds the rungs of ``analysis.remedy`` around step 2):
 
 1. full   - the spec's method, every layer quantized (manual pins when mode is manual);
 2. pinned - the same method keeping the most sensitive layers in float, one more
@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from edgequant.analysis.gate import GateVerdict, check_acceptance
+from edgequant.analysis.remedy import RemedyPlan, RemedyStep
 from edgequant.analysis.schema import GateReport, MixedPrecisionReport, Trial
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
@@ -77,22 +78,26 @@ def select_artifact(
     pinnable: bool,
     fallback_method: api.Method | None,
     log: Callable[[str], None] = lambda _msg: None,
+    remedy: RemedyPlan | None = None,
+    build_step: Callable[[RemedyStep], Candidate] | None = None,
 ) -> Selection:
     """Build candidates in ladder order and pick the one to publish (see the module docstring).
 
     ``ranking`` returns layer names, most sensitive first; it is called only when
     a search needs it. ``pinnable`` says whether the method can keep layers in
     float. ``fallback_method`` is the float16 rung's method (None: no such rung; the spec's own method: the
-    backend converts the model to float16).
+    backend converts the model to float16). With onFailure remedy, ``remedy`` lists the steps around the
+    pinning search (``analysis.remedy``) and ``build_step`` builds one.
     """
     mp, acceptance = spec.mixed_precision, spec.acceptance
-    degrade = acceptance.on_failure is api.OnFailure.DEGRADE
+    remedying = acceptance.on_failure is api.OnFailure.REMEDY and remedy is not None and build_step is not None
+    degrade = acceptance.on_failure in (api.OnFailure.DEGRADE, api.OnFailure.REMEDY)
     trials: list[Trial] = []
     candidates: list[Candidate] = []
     verdicts: list[GateVerdict] = []
 
-    def attempt(rung: str, method: api.Method, pins: tuple[str, ...]) -> GateVerdict:
-        cand = build(rung, method, pins)
+    def attempt(rung: str, method: api.Method, pins: tuple[str, ...], step: RemedyStep | None = None) -> GateVerdict:
+        cand = build_step(step) if step is not None and build_step is not None else build(rung, method, pins)
         verdict = check_acceptance(
             acceptance=acceptance,
             baseline_accuracy=baseline_accuracy,
@@ -104,6 +109,7 @@ def select_artifact(
         )
         log(
             f"{rung}: {method.value}"
+            + (" with " + ", ".join(f"{k} {v}" for k, v in step.changes.items()) if step is not None else "")
             + (f" keeping {len(pins)} layer(s) in float" if pins else "")
             + f" -> accuracy {_fmt(cand.accuracy)}, agreement {_fmt(cand.agreement)}, "
             + (f"SQNR {cand.sqnr_db:.1f} dB, " if cand.sqnr_db is not None else "")
@@ -116,6 +122,7 @@ def select_artifact(
             Trial(
                 rung=rung,  # type: ignore[arg-type]
                 method=method,
+                changes=dict(step.changes) if step is not None else {},
                 pinned=list(pins),
                 accuracy=cand.accuracy,
                 size_bytes=cand.size_bytes,
@@ -138,6 +145,15 @@ def select_artifact(
     note = ""
     if mp.mode is api.MixedPrecisionMode.MANUAL and not pinnable:
         note = f"{spec.method.value} cannot keep layers in float; pinnedLayers ignored"
+
+    if remedying:
+        assert remedy is not None
+        for step in remedy.before_pinning:
+            if any(v.passed for v in verdicts):
+                break
+            attempt(step.rung, step.method, manual_pins if step.method is spec.method else (), step)
+        if any(v.passed for v in verdicts):
+            verdict = next(v for v in verdicts if v.passed)
 
     searched = False
     if not verdict.passed and not fidelity_met(verdict) and (mp.mode is api.MixedPrecisionMode.AUTO or degrade):
@@ -163,6 +179,13 @@ def select_artifact(
                 if not fidelity_met(verdict):
                     note = "pinned every ranked layer without meeting the fidelity budget (" + _fidelity_fields(acceptance, baseline_accuracy) + ")"
 
+    if remedying:
+        assert remedy is not None
+        for step in remedy.after_pinning:
+            if any(v.passed for v in verdicts):
+                break
+            attempt(step.rung, step.method, (), step)
+
     if (
         degrade
         and not any(v.passed for v in verdicts)
@@ -179,8 +202,10 @@ def select_artifact(
         index = min(range(len(verdicts)), key=lambda i: _best_key(verdicts[i], i))
     trials[index] = trials[index].model_copy(update={"chosen": True})
     chosen, chosen_verdict = candidates[index], verdicts[index]
+    # A remedy that passes (more samples, another algorithm, pinned layers, QAT) is the fix, not a fall-back;
+    # float16 is a fall-back on either ladder, and so are pins the degrade ladder added to a spec that asked for none.
     fell_back = trials[index].rung == "float16" or (
-        trials[index].rung == "pinned" and mp.mode is api.MixedPrecisionMode.OFF
+        trials[index].rung == "pinned" and mp.mode is api.MixedPrecisionMode.OFF and not remedying
     )
     degraded = degrade and (not chosen_verdict.passed or fell_back)
 
@@ -199,6 +224,8 @@ def select_artifact(
         on_failure=acceptance.on_failure,
         degraded=degraded,
         trials=trials,
+        rung=trials[index].rung,
+        skipped=list(remedy.skipped) if remedying and remedy is not None else [],
     )
     mixed = MixedPrecisionReport(
         mode=api.MixedPrecisionMode.AUTO if searched and mp.mode is api.MixedPrecisionMode.OFF else mp.mode,

@@ -23,10 +23,12 @@ from edgequant.analysis import diagnostics as dg
 from edgequant.analysis.gate import GateVerdict
 from edgequant.analysis.layer_tools import LayerTool, layer_tool_for
 from edgequant.analysis.schema import AnalysisReport, Finding, SensitivityReport
+from edgequant.analysis.remedy import RemedyStep, plan_remedies
 from edgequant.analysis.selection import Candidate, select_artifact
 from edgequant.analysis.sensitivity import combine, exhaustive_sensitivity, fast_sensitivity
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
+from edgequant.api.targets import TARGETS
 from edgequant.backends.base import Float16Export, QuantizedArtifact, QuantizeRequest, describe_contract, to_input_contract
 from edgequant.util.memory import memory_budget
 
@@ -53,6 +55,8 @@ class WorkerHooks:
     """Top-1 agreement of two evaluations."""
     agreement_of: Callable[[Path, str], float | None] | None = None
     """Score a model file by its top-1 agreement with FP32 on the evaluation set (unlabeled data)."""
+    request_with: Callable[[api.Method, api.QuantizationJobSpec], QuantizeRequest] | None = None
+    """A QuantizeRequest for a changed spec (the remedy ladder): calibration sampled again when its size changed."""
 
 
 @dataclass
@@ -220,7 +224,7 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
             "mixed_precision": mp.model_copy(update={"mode": api.MixedPrecisionMode.OFF if mp.mode is api.MixedPrecisionMode.AUTO else mp.mode}),
         })
         mp = spec.mixed_precision
-    needs_search = mp.mode is api.MixedPrecisionMode.AUTO or spec.acceptance.on_failure is api.OnFailure.DEGRADE
+    needs_search = mp.mode is api.MixedPrecisionMode.AUTO or spec.acceptance.on_failure in (api.OnFailure.DEGRADE, api.OnFailure.REMEDY)
     tool = _tool(ctx, hooks) if needs_search else None
     # The backend keeps layers in float for these methods (the quantize stage already applied manual pins).
     pinnable = spec.method.keeps_layers_float
@@ -254,6 +258,29 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
             ctx.notes.append("layers to keep in float were ranked by the fast sensitivity mode")
         return [e.layer for e in report.layers] if report is not None else []
 
+    def build_step(step: RemedyStep) -> Candidate:
+        """One remedy rung: quantize again with the step's spec (more samples, another algorithm, QAT)."""
+        assert hooks.request_with is not None
+        request = hooks.request_with(step.method, step.spec)
+        artifact = ctx.backend.quantize(request)
+        record = hooks.measure(artifact, f"{step.rung} {step.method.value}")
+        e = record.evaluation
+        return Candidate(
+            method=step.method, pinned=tuple(request.keep_float), accuracy=e.accuracy(ctx.metric) if e else None, size_bytes=record.size_bytes,
+            artifact=(artifact, record), agreement=hooks.agreement(ctx.baseline.evaluation, e) if e else None,
+            sqnr_db=e.sqnr_db if e else None,
+        )
+
+    remedy = None
+    if spec.acceptance.on_failure is api.OnFailure.REMEDY and hooks.request_with is not None:
+        index = ctx.indexes.get("calibration")
+        used = ctx.sets.get("calibration")
+        remedy = plan_remedies(
+            spec, calibration_available=len(index.samples) if index is not None else None,
+            calibration_used=len(used) if used is not None else None,
+        )
+        for why in remedy.skipped:
+            ctx.log(f"remedy: skipped {why}")
     float16_method = spec.method.float16_rung
     if float16_method is spec.method and not isinstance(ctx.backend, Float16Export):
         float16_method = None
@@ -266,6 +293,8 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         pinnable=pinnable,
         fallback_method=float16_method,
         log=ctx.log,
+        remedy=remedy,
+        build_step=build_step,
     )
     artifact, record = selection.chosen.artifact  # type: ignore[misc]
     if artifact is not ctx.artifact:
@@ -329,6 +358,23 @@ def diagnose(ctx: Any, hooks: WorkerHooks) -> None:
     if mismatch is not None:
         _fail_on_preprocessing(ctx, mismatch)
     ctx.log("diagnostics: " + (", ".join(f.check for f in report.fired) or "nothing unusual"))
+
+
+def target_check(ctx: Any) -> None:
+    """The published artifact against spec.target's device constraints (coral-edgetpu: the Edge TPU's op table)."""
+    target = ctx.spec.target
+    if target is None or ctx.artifact is None or not TARGETS[target.value].integer_only_accelerator:
+        return
+    if ctx.artifact.path.suffix != ".tflite":
+        ctx.notes.append(f"target {target.value}: the artifact is not a TFLite model, so its ops were not checked against the Edge TPU's")
+        return
+    from edgequant.analysis.edgetpu import check_ops, read_ops
+
+    ctx.target_findings = check_ops(read_ops(ctx.artifact.path))
+    for finding in ctx.target_findings:
+        if finding.fired:
+            ctx.warnings.append(f"{finding.check}: {finding.message}; fix: {finding.fixes[0]}")
+    ctx.log("target check: " + (", ".join(f.check for f in ctx.target_findings if f.fired) or f"fits {target.value}"))
 
 
 def _fail_on_preprocessing(ctx: Any, finding: Finding) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.targets import FILLABLE_FIELDS
 
 _DROP_KEYS = {"title", "examples", "discriminator", "$defs"}
 
@@ -88,6 +89,13 @@ def _model_schema(model: type[api.ApiModel]) -> dict[str, Any]:
 
 def _spec_schema() -> dict[str, Any]:
     schema = _model_schema(api.QuantizationJobSpec)
+    for path in FILLABLE_FIELDS:
+        node = schema
+        for key in path.split(".")[1:]:
+            node = node["properties"][key]
+        if "default" in node:
+            default = node.pop("default")
+            node["description"] = f"{node.get('description', '')} Default {default} when neither the spec nor spec.target sets it.".strip()
     schema["x-kubernetes-validations"] = [
         {"rule": r.cel, "message": r.text, "fieldPath": _cel_field_path(r.field)} for r in api.CROSS_FIELD_RULES
     ]

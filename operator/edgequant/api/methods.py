@@ -85,6 +85,8 @@ class MethodSpec:
     """The spec section of backend options it reads (``onnx``, ``tensorrt``), for the ignored-setting warnings."""
     range_algorithm: str | None = None
     """The only calibration range algorithm its converter uses, when ``calibration.algorithm`` is not read."""
+    calibration_algorithms: tuple[str, ...] = ()
+    """The range estimators its calibrator offers (``calibration.algorithm``), in the order the remedy tries them."""
 
 
 class Method(enum.StrEnum):
@@ -134,6 +136,7 @@ class Method(enum.StrEnum):
         name="onnx-static", family=MethodFamily.TORCH, backend=_ORT, formats=ONNX_FORMATS,
         artifact_suffix="qdq-int8", summary="static QDQ, MinMax / Entropy / Percentile calibration", calibration=True,
         layer_tool=_ORT_LAYERS, keeps_layers_float=True, float16_rung=OWN_FLOAT16, options="onnx",
+        calibration_algorithms=("minmax", "entropy", "percentile"),
     )
     TENSORRT_FP16 = MethodSpec(
         name="tensorrt-fp16", family=MethodFamily.TENSORRT, backend=_TRT, formats=ONNX_FORMATS,
@@ -143,12 +146,13 @@ class Method(enum.StrEnum):
         name="tensorrt-int8", family=MethodFamily.TENSORRT, backend=_TRT, formats=ONNX_FORMATS,
         artifact_suffix="int8", summary="INT8 engine with calibrator + cache (GPU nodes)", calibration=True, gpu=True,
         layer_tool=_ORT_PROXY_LAYERS, layer_tool_proxy=True, float16_rung="tensorrt-fp16", options="tensorrt",
+        calibration_algorithms=("entropy", "minmax", "percentile"),
     )
     TENSORRT_MIXED = MethodSpec(
         name="tensorrt-mixed", family=MethodFamily.TENSORRT, backend=_TRT, formats=ONNX_FORMATS,
         artifact_suffix="mixed", summary="mixed INT8/FP16 engine, sensitive layers pinned (GPU nodes)",
         calibration=True, gpu=True, layer_tool=_ORT_PROXY_LAYERS, layer_tool_proxy=True, keeps_layers_float=True,
-        float16_rung="tensorrt-fp16", options="tensorrt",
+        float16_rung="tensorrt-fp16", options="tensorrt", calibration_algorithms=("entropy", "minmax", "percentile"),
     )
 
     @property

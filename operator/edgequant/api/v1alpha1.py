@@ -165,6 +165,19 @@ class FallbackPrecision(enum.StrEnum):
 class OnFailure(enum.StrEnum):
     FAIL = "fail"
     DEGRADE = "degrade"
+    REMEDY = "remedy"
+
+
+class Target(enum.StrEnum):
+    """Device the model is for: it fills in what the spec leaves out (docs/targets.md, api/targets.py)."""
+
+    RPI_XNNPACK = "rpi-xnnpack"
+    CORAL_EDGETPU = "coral-edgetpu"
+    JETSON = "jetson"
+    X86_AVX2 = "x86-avx2"
+    X86_VNNI = "x86-vnni"
+    ARM64_CPU = "arm64-cpu"
+    GENERIC = "generic"
 
 
 class TensorRTInt8Mode(enum.StrEnum):
@@ -428,7 +441,7 @@ class Acceptance(ApiModel):
     min_agreement: float | None = Field(None, ge=0, le=1, description="Smallest allowed share of evaluation samples whose top-1 class matches FP32's (0.99 = 1 in 100 may flip); needs no labels.")
     min_sqnr_db: float | None = Field(None, ge=-100, le=200, description="Smallest allowed SQNR of the quantized model's outputs against FP32's over the evaluation set, in dB (10*log10(sum fp32^2 / sum (quantized - fp32)^2)); needs no labels.")
     min_compression_ratio: float = Field(1.0, ge=0, description="Smallest allowed FP32 size / quantized size.")
-    on_failure: OnFailure = Field(OnFailure.FAIL, description="fail: the job fails; degrade: try INT8, INT8 with pinned layers, then float16, and publish the best, flagged degraded.")
+    on_failure: OnFailure = Field(OnFailure.FAIL, description="fail: the job fails; degrade: try INT8, INT8 with pinned layers, then float16, and publish the best, flagged degraded; remedy: while the budget is missed try, in order, more calibration samples, another calibration algorithm, pinned sensitive layers, QAT (with training data), then float16, and publish the first that passes (the best, flagged degraded, when none does).")
 
 
 class Output(ApiModel):
@@ -559,7 +572,8 @@ class Execution(ApiModel):
 
 class QuantizationJobSpec(ApiModel):
     model: ModelSource = Field(..., description="The FP32 model and its input contract.")
-    method: Method = Field(..., description="Quantization workflow.")
+    target: Target | None = Field(None, description="Device the model is for: rpi-xnnpack, coral-edgetpu, jetson, x86-avx2, x86-vnni, arm64-cpu or generic. It fills in what the spec leaves out (method, acceptance.onFailure, ONNX Runtime options that depend on the target's CPU); what the spec sets wins. The report lists every value it chose and why (docs/targets.md).")
+    method: Method = Field(None, description="Quantization workflow; chosen by target when omitted (one of method or target is required).")  # type: ignore[assignment]
     calibration: Calibration | None = Field(None, description="Representative data; required by tflite-int8, onnx-static, tensorrt-int8 and tensorrt-mixed.")
     training: Training | None = Field(None, description="Training data for QAT; required by tflite-qat and torch-qat.")
     evaluation: Evaluation | None = Field(None, description="Held-out labeled data for FP32 vs quantized accuracy; without it accuracy is not measured and maxAccuracyDrop cannot be enforced.")
@@ -574,6 +588,23 @@ class QuantizationJobSpec(ApiModel):
     onnx: OnnxOptions = Field(default_factory=OnnxOptions, description="ONNX Runtime quantization options (onnx-dynamic, onnx-static; reduceRange also torch-qat).")
     ptq: PostTraining = Field(default_factory=PostTraining, description="Post-training techniques beyond the bare converter: cross-layer equalization, bias correction, range search, algorithm choice (onnx-static).")
     suspend: bool = Field(False, description="Create the batch Job suspended (or suspend a running one).")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _method_from_target(cls, data: Any, handler: Callable[[Any], "QuantizationJobSpec"]) -> "QuantizationJobSpec":
+        """A spec without a method takes its target's; ``method`` then stays out of model_fields_set, so that every
+        later reader (the rendered Job, the worker, the report) still sees it as chosen by the target."""
+        if not isinstance(data, dict) or data.get("method") is not None:
+            return handler(data)
+        target = data.get("target")
+        if target is None:
+            raise ValueError("spec.method is missing: set method (e.g. tflite-int8), or target (e.g. rpi-xnnpack) to let the target choose it")
+        from edgequant.api.targets import method_for  # the table imports this module
+
+        method = method_for(data)
+        spec = handler(data if method is None else {**data, "method": method})
+        spec.__pydantic_fields_set__.discard("method")
+        return spec
 
     @model_validator(mode="after")
     def _cross_field(self) -> "QuantizationJobSpec":
@@ -614,7 +645,17 @@ def _fmt_ok(spec: QuantizationJobSpec) -> bool:
 _GPU = [m for m in Method if m.needs_gpu]
 _TRAINED = [m for m in Method if m.needs_training]
 _CALIBRATED = [m for m in Method if m.needs_calibration]
+#: The API server checks a method's rules when the method is written; a method chosen by spec.target is checked
+#: by the operator and the worker (the same Python predicates), which fail the job naming the field.
+_WRITTEN = "!has(self.method) || "
 CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
+    CrossFieldRule(
+        field="spec.method",
+        cel="has(self.method) || has(self.target)",
+        message="spec.method is missing",
+        fix="set method (e.g. tflite-int8), or target (e.g. rpi-xnnpack) to let the target choose it",
+        check=lambda s: s.method is not None,
+    ),
     CrossFieldRule(
         field="spec.model.sha256",
         cel="!has(self.model.sha256) || !self.model.uri.endsWith('/')",
@@ -624,21 +665,21 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
     ),
     CrossFieldRule(
         field="spec.resources.accelerator",
-        cel=f"!({catalogue.cel_method_in(_GPU)}) || !has(self.resources) || !has(self.resources.accelerator) || self.resources.accelerator != 'cpu'",
+        cel=_WRITTEN + f"!({catalogue.cel_method_in(_GPU)}) || !has(self.resources) || !has(self.resources.accelerator) || self.resources.accelerator != 'cpu'",
         message=f"{catalogue.names(_GPU)} need a GPU",
         fix="set resources.accelerator to gpu or auto",
         check=lambda s: not (s.method.needs_gpu and s.resources.accelerator is Accelerator.CPU),
     ),
     CrossFieldRule(
         field="spec.training",
-        cel=f"!({catalogue.cel_method_in(_TRAINED)}) || has(self.training)",
+        cel=_WRITTEN + f"!({catalogue.cel_method_in(_TRAINED)}) || has(self.training)",
         message=f"QAT methods ({catalogue.names(_TRAINED)}) need training data",
         fix="add training.dataset",
         check=lambda s: not s.method.needs_training or s.training is not None,
     ),
     CrossFieldRule(
         field="spec.calibration",
-        cel=f"!({catalogue.cel_method_in(_CALIBRATED)}) || has(self.calibration)",
+        cel=_WRITTEN + f"!({catalogue.cel_method_in(_CALIBRATED)}) || has(self.calibration)",
         message="this method calibrates activation ranges",
         fix="add calibration.dataset with representative data",
         check=lambda s: not s.method.needs_calibration or s.calibration is not None,
@@ -666,7 +707,7 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
     ),
     CrossFieldRule(
         field="spec.model.format",
-        cel=catalogue.cel_format_fits(),
+        cel=_WRITTEN + catalogue.cel_format_fits(),
         message="model format does not fit the method",
         fix=catalogue.format_fix(),
         check=_fmt_ok,
@@ -751,6 +792,7 @@ class Results(ApiModel):
     sensitive_layers: list[LayerName] = Field(default_factory=list, max_length=MAX_LAYERS, description="Most sensitive layers, most sensitive first (at most 10).")
     pinned_layers: list[LayerName] = Field(default_factory=list, max_length=MAX_LAYERS, description="Layers kept in higher precision in the artifact.")
     degraded: bool = Field(False, description="True when the artifact did not meet the budget or fell back down the degrade ladder.")
+    rung: str | None = Field(None, max_length=MAX_SHORT, description="Ladder rung that produced the published artifact (full, more-samples, calibration-algorithm, pinned, qat, float16): with onFailure remedy, the rung that passed.")
     report_uri: str | None = Field(None, max_length=MAX_STATUS_URI, description="report.json location (report.html beside it).")
     input_contract: ArtifactInputContract | None = Field(None, description="What the artifact expects as input.")
     warnings: list[Annotated[str, Field(max_length=MAX_STATUS_URI)]] = Field(default_factory=list, max_length=100, description="Short warnings (at most 5; the report has all).")

@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("edgequant.cli.operator", "run the Kubernetes operator (kopf)"),
     "run": ("edgequant.cli.run", "run QuantizationJobs locally, in this process (file:// or s3://)"),
     "report": ("edgequant.cli.report", "render a report.json as self-contained HTML and optionally open it"),
+    "pin": ("edgequant.cli.pin", "write a run's recommended method, options and pinned layers into a QuantizationJob manifest (--check for CI)"),
     "tensorrt-calibrate": ("edgequant.cli.tensorrt_calibrate", "compute a TensorRT job's INT8 calibration cache on the CPU (no GPU needed)"),
 }
 

@@ -55,7 +55,8 @@ def worker_document(*, owner: Owner, spec: api.QuantizationJobSpec) -> dict[str,
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
         "metadata": {"name": owner.name, "namespace": owner.namespace, "generation": owner.generation},
-        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        # exclude_unset: the worker must still see what the spec left out, for spec.target to fill it (api/targets.py)
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True),
     }
 
 

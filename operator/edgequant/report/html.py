@@ -37,6 +37,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     analysis = report.get("analysis") or {}
     sections = [
         _header(report, analysis),
+        _target(report.get("target")),
         _comparison(report),
         _sensitivity(analysis.get("sensitivity"), analysis.get("mixedPrecision")),
         _selection(analysis.get("gate"), analysis.get("mixedPrecision"), published=bool((report.get("outcome") or {}).get("succeeded", True))),
@@ -220,7 +221,7 @@ def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None, 
             chosen = ("<b>published</b>" if published else "<b>best found, not published</b>") if t.get("chosen") else ""
             color = OK_COLOR if t.get("passed") else (MUTED_COLOR if not t.get("chosen") else FLAG_COLOR)
             rows.append(
-                f"<tr><td>{escape(str(t.get('rung')))}</td><td><code>{escape(str(t.get('method')))}</code></td>"
+                f"<tr><td>{escape(str(t.get('rung')))}{_changes(t.get('changes'))}</td><td><code>{escape(str(t.get('method')))}</code></td>"
                 f"<td>{escape(', '.join(t.get('pinned') or [])) or '—'}</td><td class=\"n\">{_f(t.get('accuracy'))}</td>"
                 f"<td class=\"n\">{_f(t.get('agreement'))}</td><td class=\"n\">{_f(t.get('sqnrDb'), 1)}</td>"
                 f"<td class=\"n\">{_i(t.get('sizeBytes'))}</td><td class=\"n\">{_f(t.get('compressionRatio'), 2)}</td>"
@@ -229,6 +230,43 @@ def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None, 
         parts.append(
             "<table><tr><th>rung</th><th>method</th><th>kept in float</th><th>accuracy</th><th>agreement</th><th>SQNR dB</th><th>bytes</th><th>ratio</th>"
             f"<th>gate</th><th></th></tr>{''.join(rows)}</table>"
+        )
+    skipped = gate.get("skipped") or []
+    if skipped:
+        parts.append("<p class=\"sub\">remedy rungs not tried: " + escape("; ".join(skipped)) + "</p>")
+    return "".join(parts)
+
+
+def _changes(changes: Mapping[str, Any] | None) -> str:
+    """What a remedy rung changed in the spec, under its name."""
+    if not changes:
+        return ""
+    return "<br><small>" + escape(", ".join(f"{k} {v}" for k, v in changes.items())) + "</small>"
+
+
+def _target(target: Mapping[str, Any] | None) -> str:
+    """spec.target: each value it chose and why, its checks, and what the figures mean for the device."""
+    if not target:
+        return ""
+    parts = [f"<h2>Target <code>{escape(str(target.get('name')))}</code></h2>",
+             f"<p class=\"sub\">{escape(str(target.get('title', '')))} · {escape(str(target.get('runtime', '')))}</p>"]
+    parts += [f"<p><b>{escape(note)}</b></p>" for note in target.get("notes") or []]
+    choices = target.get("choices") or []
+    if choices:
+        rows = "".join(
+            f"<tr><td><code>{escape(str(c.get('field')))}</code></td><td><code>{escape(str(c.get('value')))}</code></td>"
+            f"<td>{escape(str(c.get('reason')))}</td></tr>"
+            for c in choices
+        )
+        parts.append(f"<table><tr><th>field</th><th>chosen</th><th>why</th></tr>{rows}</table>")
+    else:
+        parts.append("<p>The spec set everything the target would choose.</p>")
+    for finding in target.get("findings") or []:
+        fired = finding.get("fired")
+        fixes = "".join(f"<li>{escape(fix)}</li>" for fix in finding.get("fixes") or [])
+        parts.append(
+            f"<div class=\"finding {'fired' if fired else 'quiet'}\"><b>{escape(finding['check'])}</b> — "
+            f"{'detected' if fired else 'ok'}: {escape(finding.get('message', ''))}" + (f"<ol>{fixes}</ol>" if fixes else "") + "</div>"
         )
     return "".join(parts)
 

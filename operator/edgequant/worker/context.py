@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgequant.analysis.gate import GateVerdict
+from edgequant.analysis.schema import Finding as AnalysisFinding
 from edgequant.analysis.stages import AnalysisState
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
+from edgequant.api.targets import TargetChoice
 from edgequant.backends.base import Backend, QuantizedArtifact, TensorContract
 from edgequant.data.datasets import DatasetIndex
 from edgequant.data.loader import PreparedSet
@@ -69,6 +71,9 @@ class RunContext:
     degraded: bool = False
     # sensitivity / select / diagnose (edgequant.analysis.stages)
     analysis: AnalysisState = field(default_factory=AnalysisState)
+    # spec.target (api/targets.py): what it filled in, and the target check's findings
+    target_choices: list[TargetChoice] = field(default_factory=list)
+    target_findings: list[AnalysisFinding] = field(default_factory=list)
     # upload
     uploads: dict[str, UploadedObject] = field(default_factory=dict)
     """artifact / report / side files -> where they went, with sha256."""

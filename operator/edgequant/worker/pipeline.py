@@ -12,6 +12,7 @@ ladder, diagnostics) plugs in by inserting ``Stage`` entries, e.g.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import traceback
@@ -61,7 +62,7 @@ def _roles(spec: api.QuantizationJobSpec) -> dict[str, api.Dataset]:
     roles: dict[str, api.Dataset] = {}
     if spec.calibration is not None and (spec.method.needs_calibration or spec.method.needs_training):
         roles["calibration"] = spec.calibration.dataset
-    if spec.training is not None and spec.method.needs_training:
+    if spec.training is not None and (spec.method.needs_training or spec.acceptance.on_failure is api.OnFailure.REMEDY):
         roles["training"] = spec.training.dataset
     if spec.evaluation is not None:
         roles["evaluation"] = spec.evaluation.dataset
@@ -310,7 +311,7 @@ def gate(ctx: RunContext) -> None:
             f", agreement {ctx.verdict.agreement:.4f}" if ctx.verdict.agreement is not None else ""))
         return
     reasons = "; ".join(ctx.verdict.reasons)
-    if ctx.spec.acceptance.on_failure is api.OnFailure.DEGRADE:
+    if ctx.spec.acceptance.on_failure in (api.OnFailure.DEGRADE, api.OnFailure.REMEDY):
         ctx.degraded = True
         ctx.warnings.append(f"published degraded: {reasons}")
         ctx.log(f"over budget, publishing degraded: {reasons}")
@@ -339,8 +340,25 @@ def analysis_hooks(ctx: RunContext) -> analysis_stages.WorkerHooks:
     def agreement_of(path: Path, label: str) -> float | None:
         return agreement(ctx.baseline.evaluation, score(path, label)) if ctx.baseline and ctx.baseline.evaluation else None
 
+    def request_with(method: api.Method, spec: api.QuantizationJobSpec) -> QuantizeRequest:
+        calibration = ctx.sets.get("calibration")
+        index = ctx.indexes.get("calibration")
+        if spec.calibration is not None and index is not None and calibration is not None and spec.calibration.samples != calibration.requested:
+            calibration = prepare_set(
+                index, name="calibration", contract=spec.model.input, samples=spec.calibration.samples, seed=spec.calibration.seed,
+                progress=lambda done, total: ctx.progress.advance(task="decode calibration", done=done, total=total),
+            )
+            ctx.log(f"remedy: calibration on {len(calibration)} samples")
+        training = ctx.sets.get("training")
+        request = quantize_request(ctx, method=method)
+        return dataclasses.replace(
+            request, spec=spec, calibration=calibration.batches() if calibration is not None else None,
+            training=training.batches(batch_size=spec.training.batch_size if spec.training else 32) if training is not None else None,
+        )
+
     return analysis_stages.WorkerHooks(
         request=lambda method: quantize_request(ctx, method=method),
+        request_with=request_with,
         measure=lambda artifact, label: measure_artifact(ctx, artifact, label=label),
         accuracy=accuracy,
         agreement=agreement,
@@ -357,6 +375,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("sensitivity", "rank layers by sensitivity", lambda ctx: analysis_stages.sensitivity(ctx, analysis_hooks(ctx))),
     Stage("select", "mixed precision and the degrade ladder", lambda ctx: analysis_stages.select(ctx, analysis_hooks(ctx))),
     Stage("diagnose", "compare FP32 and quantized outputs", lambda ctx: analysis_stages.diagnose(ctx, analysis_hooks(ctx))),
+    Stage("target", "check the artifact against spec.target", analysis_stages.target_check),
     Stage("gate", "check the acceptance budget", gate),
     Stage("upload", "upload the artifact", upload_artifact),
 )

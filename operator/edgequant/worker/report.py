@@ -20,11 +20,14 @@ from pydantic.alias_generators import to_camel
 
 import edgequant
 from edgequant.analysis.schema import AnalysisReport
+from edgequant.analysis.schema import Finding as AnalysisFinding
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import REASONS, ExitCode
 from edgequant.api.result import WorkerResult
+from edgequant.api.targets import TARGETS, target_notes
 from edgequant.backends.base import TensorContract, to_input_contract
 from edgequant.data.preprocess import describe, float_range
+from edgequant.util.cpu import detect as detect_cpu
 from edgequant.data.validation import Finding
 from edgequant.worker.context import ModelRecord, RunContext
 
@@ -132,6 +135,21 @@ class Environment(ReportModel):
     frameworks: dict[str, str] = Field(default_factory=dict)
 
 
+class TargetChoiceReport(ReportModel):
+    field: str = Field(..., description="Spec path the target filled in.")
+    value: str = Field(..., description="The value it chose.")
+    reason: str = Field(..., description="The rule it follows, with its source (docs/targets.md).")
+
+
+class TargetReport(ReportModel):
+    name: api.Target = Field(..., description="spec.target.")
+    title: str = Field(..., description="The device in words.")
+    runtime: str = Field(..., description="What runs the model on the device.")
+    choices: list[TargetChoiceReport] = Field(default_factory=list, description="Every value the target filled in (what the spec left out), and why.")
+    findings: list[AnalysisFinding] = Field(default_factory=list, description="The target's compatibility checks (coral-edgetpu: ops against the Edge TPU's supported operations), fired or quiet, with fixes.")
+    notes: list[str] = Field(default_factory=list, description="What the figures mean for the target: latency is measured on the worker's CPU, not the target; the Edge TPU compiler is not run.")
+
+
 class Report(ReportModel):
     api_version: str = Field(api.API_VERSION)
     kind: str = Field(REPORT_KIND)
@@ -155,6 +173,7 @@ class Report(ReportModel):
     notes: list[str] = Field(default_factory=list)
     stages: list[StageReport] = Field(default_factory=list)
     analysis: AnalysisReport | None = Field(None, description="Sensitivity, mixed precision, the gate's ladder and diagnostics (docs/analysis.md).")
+    target: TargetReport | None = Field(None, description="spec.target: what it chose and why, its checks (docs/targets.md).")
     environment: Environment
     spec: dict[str, Any] = Field(..., description="The spec as run (it holds Secret names, never keys).")
 
@@ -234,6 +253,24 @@ def _upload(ctx: RunContext, key: str) -> UploadInfo | None:
     return UploadInfo(uri=up.uri, sha256=up.sha256, size_bytes=up.size_bytes) if up else None
 
 
+def cpu_description() -> str:
+    return "worker CPU " + detect_cpu().describe()
+
+
+def _target(ctx: RunContext) -> TargetReport | None:
+    target = ctx.spec.target
+    if target is None:
+        return None
+    profile = TARGETS[target.value]
+    notes = target_notes(ctx.spec)
+    notes[0] += f" ({cpu_description()})"
+    return TargetReport(
+        name=target, title=profile.title, runtime=profile.runtime,
+        choices=[TargetChoiceReport(field=c.field, value=c.value, reason=c.reason) for c in ctx.target_choices],
+        findings=list(ctx.target_findings), notes=notes,
+    )
+
+
 # --------------------------------------------------------------------------- builders
 
 
@@ -284,6 +321,7 @@ def build_report(ctx: RunContext) -> Report:
         notes=ctx.notes,
         stages=[StageReport(name=s.name, seconds=round(s.seconds, 3), ok=s.ok) for s in ctx.stages],
         analysis=ctx.analysis.sections(),
+        target=_target(ctx),
         environment=Environment(
             edgequant=edgequant.__version__, python=platform.python_version(), platform=platform.platform(),
             cpu_count=os.cpu_count(), frameworks=_frameworks(),
@@ -320,12 +358,18 @@ def results(ctx: RunContext) -> api.Results:
         agreement=ctx.agreement,
         sqnr_db=_sqnr(ctx),
         degraded=ctx.degraded,
+        rung=_rung(ctx) if artifact else None,
         sensitive_layers=ctx.analysis.sensitive_layers(),
         pinned_layers=list(ctx.analysis.report.mixed_precision.pinned) if ctx.analysis.report.mixed_precision else [],
         report_uri=report.uri if report else None,
         input_contract=artifact_input_contract(ctx.spec.model.input, ctx.quantized.input) if ctx.quantized else None,
         warnings=[w if len(w) <= _WARNING_CHARS else w[: _WARNING_CHARS - 1] + "…" for w in ctx.warnings[:RESULT_WARNINGS]],
     )
+
+
+def _rung(ctx: RunContext) -> str | None:
+    gate = ctx.analysis.report.gate
+    return gate.rung if gate is not None else None
 
 
 def worker_result(ctx: RunContext) -> WorkerResult:
@@ -346,6 +390,9 @@ def summary_line(ctx: RunContext) -> str:
         parts.append(f"accuracy n/a (no labels), agreement with FP32 {ctx.agreement:.4f}")
     if q and q.latency_ms is not None:
         parts.append(f"{q.latency_ms:.3f} ms/image")
+    rung = _rung(ctx)
+    if ctx.spec.acceptance.on_failure is api.OnFailure.REMEDY and rung is not None:
+        parts.append(f"remedy rung {rung}" + (" passed" if ctx.verdict is not None and ctx.verdict.passed else " (best found)"))
     if ctx.degraded:
         parts.append("DEGRADED")
     return ", ".join(parts)

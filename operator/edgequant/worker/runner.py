@@ -9,6 +9,7 @@ from typing import Any
 from edgequant.api import v1alpha1 as api
 from edgequant.api import validation
 from edgequant.api.result import WorkerResult
+from edgequant.api.targets import resolve_target
 from edgequant.storage import Stores
 from edgequant.util.errors import InvalidInputError
 from edgequant.worker import pipeline
@@ -38,9 +39,12 @@ def run_job(
     job_namespace: str | None = None,
     stages: Sequence[pipeline.Stage] = pipeline.STAGES,
 ) -> tuple[WorkerResult, RunContext]:
-    """Run every stage for ``spec``; relative file:// URIs resolve against ``base_dir``."""
+    """Run every stage for ``spec`` (with what its target fills in); relative file:// URIs resolve against ``base_dir``."""
+    spec, choices = resolve_target(spec)
     ctx = RunContext(
         spec=spec, workdir=workdir, stores=Stores(storage=spec.storage, base_dir=base_dir), progress=progress,
-        job_name=job_name, job_namespace=job_namespace,
+        job_name=job_name, job_namespace=job_namespace, target_choices=choices,
     )
+    for choice in choices:
+        progress.log(f"target {spec.target}: {choice.field} = {choice.value}")
     return pipeline.run(ctx, stages=stages), ctx
