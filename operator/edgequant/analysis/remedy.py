@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgequant.api import v1alpha1 as api
-from edgequant.backends.registry import BACKEND_FOR_METHOD
 
 #: Most calibration samples the remedy asks for (the reference: 500-1000 representative samples suffice).
 MAX_SAMPLES = 1000
@@ -87,8 +86,8 @@ def plan_remedies(spec: api.QuantizationJobSpec, *, calibration_available: int |
                 before.append(RemedyStep("calibration-algorithm", method, changed, changes))
     qat = [  # a QAT method of the same backend (the run's backend builds every rung) that takes this model
         m for m in api.Method
-        if BACKEND_FOR_METHOD[m] == BACKEND_FOR_METHOD[method] and m.needs_training and m is not method
-        and (spec.model.resolved_format is None or spec.model.resolved_format in api.FORMATS_BY_METHOD[m])
+        if m.row.backend == method.row.backend and m.needs_training and m is not method
+        and (spec.model.resolved_format is None or spec.model.resolved_format in m.formats)
     ]
     if method.needs_training:
         skipped.append(f"qat: {method.value} already trains")

@@ -180,7 +180,7 @@ class TargetChoice:
 
 def _fits(method: api.Method, fmt: api.ModelFormat | None, has_calibration: bool, has_training: bool) -> str:
     """Why ``method`` cannot run this spec ('' when it can)."""
-    if fmt is not None and fmt not in api.FORMATS_BY_METHOD[method]:
+    if fmt is not None and fmt not in method.formats:
         return f"{method.value} does not take a {fmt.value} model"
     if method.needs_calibration and not has_calibration:
         return f"{method.value} needs calibration data"
