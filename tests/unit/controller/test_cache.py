@@ -50,7 +50,7 @@ def test_quantization_job_entry_keeps_what_a_refresh_needs() -> None:
         "apiVersion": "edgequant.io/v1alpha1",
         "kind": "QuantizationJob",
         "metadata": {"name": "a", "namespace": "ns", "uid": "u", "generation": 2, "resourceVersion": "77", "annotations": {"x": "y"}},
-        "spec": {"method": "tflite-int8", "model": {"uri": "s3://m/m.keras"}},
+        "spec": {"method": "tflite-int8", "model": {"uri": "s3://m/m.keras"}, "execution": {"backoffLimit": 2, "ttlSecondsAfterFinished": 60}},
         "status": {"phase": "Running"},
     }
     key, value = cache.quantization_job_entry(body)
@@ -59,6 +59,6 @@ def test_quantization_job_entry_keeps_what_a_refresh_needs() -> None:
         "apiVersion": "edgequant.io/v1alpha1",
         "kind": "QuantizationJob",
         "metadata": {"name": "a", "namespace": "ns", "uid": "u", "generation": 2, "resourceVersion": "77"},
-        "spec": {"method": "tflite-int8"},
+        "spec": {"method": "tflite-int8", "execution": {"ttlSecondsAfterFinished": 60}},
         "status": {"phase": "Running"},
     }
