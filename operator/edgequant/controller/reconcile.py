@@ -79,6 +79,16 @@ def ttl_after_finished(body: dict[str, Any]) -> int | None:
     return int(value) if value is not None else None
 
 
+def pending_status_due(observation: status.Observation, previous: dict[str, Any], *, generation: int, created_ago: float | None) -> bool:
+    """Whether an observation may be written now: a Pending (JobCreated) one waits while a Job we created
+    ``created_ago`` seconds ago starts, unless the status already describes this generation (then it stays exact)."""
+    if observation.phase is not Phase.PENDING or observation.reason != Reason.JOB_CREATED:
+        return True
+    if previous.get("observedGeneration") == generation and previous.get("phase"):
+        return True
+    return created_ago is None or created_ago >= PENDING_STATUS_DELAY
+
+
 @dataclass(frozen=True)
 class RefreshRequest:
     """A Job or pod event that may change its QuantizationJob's status, with its place in the refresh queue."""
@@ -125,6 +135,8 @@ class Reconciler:
         #: (namespace, Job name) -> when this operator created it: for the cap (until the watch shows it) and
         #: for the delayed Pending status.
         self._created_at: dict[Key, float] = {}
+        #: Jobs created by this operator that its watch has not shown yet: they count against the cap meanwhile.
+        self._unseen: set[Key] = set()
         #: Uids of Jobs given their ttlSecondsAfterFinished (each once).
         self._expiring: set[str] = set()
 
@@ -199,6 +211,7 @@ class Reconciler:
     def _start(self, owner: render.Owner, spec: api.QuantizationJobSpec, *, cache: Cache, logger: logging.Logger) -> None:
         """Create (or adopt) the Job of this generation, unless the cap says wait or the API server says no."""
         settings = self.settings
+        self._prune_created()
         manifest = render.render_job(owner=owner, spec=spec, settings=settings)
         capped = bool(settings.max_concurrent_jobs) and not spec.suspend
         with self._capacity_lock if capped else contextlib.nullcontext():
@@ -219,6 +232,7 @@ class Reconciler:
             if created:
                 with self._guard:
                     self._created_at[(owner.namespace, job["metadata"]["name"])] = self._clock()
+                    self._unseen.add((owner.namespace, job["metadata"]["name"]))
         if plan.controller_uid(job) != owner.uid:
             raise kopf.TemporaryError(f"Job {job['metadata']['name']} still belongs to a deleted namesake; waiting for it to go", delay=2)
         if created:
@@ -228,27 +242,27 @@ class Reconciler:
             qj = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": owner.name, "namespace": owner.namespace, "uid": owner.uid}}
             self._post_event(qj, type="Normal", reason=Reason.JOB_CREATED.value, message=f"Pending: batch Job {job['metadata']['name']} created")
             if self._schedule is not None and not spec.suspend:
-                self._schedule(PENDING_STATUS_DELAY, lambda: self._refresh(owner.namespace, owner.name, uid=owner.uid, cache=cache, logger=logger))
+                self._schedule(PENDING_STATUS_DELAY + 0.5, lambda: self._refresh(owner.namespace, owner.name, uid=owner.uid, cache=cache, logger=logger))
 
     def _running_jobs(self, cache: Cache) -> int:
         states = cache.job_states()
+        with self._guard:
+            self._unseen.intersection_update(self._created_at)  # forgotten after _JUST_CREATED_TTL
+            self._unseen.difference_update(states)  # the watch shows them now (running or already done)
+            unseen = len(self._unseen)
+        return sum(states.values()) + unseen
+
+    def _pending_status_due(self, namespace: str, observation: status.Observation, previous: dict[str, Any], generation: int) -> bool:
+        with self._guard:
+            since = self._created_at.get((namespace, str(observation.job_name)))
+        return pending_status_due(observation, previous, generation=generation, created_ago=None if since is None else self._clock() - since)
+
+    def _prune_created(self) -> None:
         now = self._clock()
         with self._guard:
             for key, since in list(self._created_at.items()):
                 if now - since > max(_JUST_CREATED_TTL, PENDING_STATUS_DELAY):
                     del self._created_at[key]
-            unseen = sum(1 for key in self._created_at if key not in states)  # created, not yet shown by the watch
-        return sum(states.values()) + unseen
-
-    def _pending_status_due(self, namespace: str, observation: status.Observation, previous: dict[str, Any], generation: int) -> bool:
-        """Whether a Pending (JobCreated) observation may be written now: not while a Job we just created starts."""
-        if observation.phase is not Phase.PENDING or observation.reason != Reason.JOB_CREATED:
-            return True
-        if previous.get("observedGeneration") == generation and previous.get("phase"):
-            return True  # the status already describes this generation: keep it exact
-        with self._guard:
-            since = self._created_at.get((namespace, str(observation.job_name)))
-        return since is None or self._clock() - since >= PENDING_STATUS_DELAY
 
     # ----------------------------------------------------------------------- a Job or pod changed
 
