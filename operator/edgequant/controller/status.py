@@ -33,6 +33,7 @@ class Observation:
     completion_time: str | None = None
     results: dict[str, Any] | None = None
     degraded: bool = False
+    progress: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,16 @@ def _unreadable_message(pod: dict[str, Any] | None) -> str:
     )
 
 
+def progress_of(result: WorkerResult | None, *, succeeded: bool) -> dict[str, str] | None:
+    """status.progress of a finished run: the stage the worker reached, from its termination message.
+
+    Only the terminal status carries it: a live stage would cost a status write per stage (the pod log has them).
+    """
+    if result is None or not result.stage:
+        return None
+    return {"stage": result.stage, "message": "all stages done" if succeeded else f"stopped in stage {result.stage}"}
+
+
 def _by_age(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(pods, key=lambda p: ((p.get("metadata") or {}).get("creationTimestamp") or "", (p.get("metadata") or {}).get("name") or ""))
 
@@ -141,6 +152,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
             completion_time=_finished_at(sealing) or jstatus.get("completionTime") or (complete or {}).get("lastTransitionTime"),
             results=results,
             degraded=degraded,
+            progress=progress_of(result, succeeded=True),
             **common,
         )
 
@@ -162,6 +174,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
             message=message,
             completion_time=_finished_at(sealing) or (failed or {}).get("lastTransitionTime"),
             results=results,
+            progress=progress_of(result, succeeded=False),
             **common,
         )
 
@@ -296,6 +309,7 @@ def desired_status(previous: dict[str, Any], obs: Observation, *, generation: in
         "startTime": obs.start_time,
         "completionTime": obs.completion_time,
         "results": obs.results,
+        "progress": obs.progress,
     }
 
 
