@@ -217,6 +217,9 @@ def write_requests(cluster: Cluster) -> dict[tuple[str, str, str], float]:
         if labels.get("verb") in WRITE_VERBS:
             key = (labels["verb"], labels.get("resource", ""), labels.get("subresource", ""))
             counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+            if not labels.get("code", "").startswith("2"):  # refused writes (409 conflicts...) count too; also shown apart
+                refused = (labels["verb"], labels.get("resource", ""), f"{labels.get('subresource', '')}#code={labels.get('code')}")
+                counts[refused] = counts.get(refused, 0.0) + float(line.rsplit(" ", 1)[1])
     return counts
 
 
@@ -227,6 +230,8 @@ def operator_writes(before: dict[tuple[str, str, str], float], after: dict[tuple
     by_kind = {f"{verb} {resource}{'/' + sub if sub else ''}": int(n) for (verb, resource, sub), n in sorted(delta.items())
                if (verb, resource, sub) in OPERATOR_WRITES and n}
     total = sum(by_kind.values())
+    by_kind.update({f"{verb} {resource}{'/' if not sub.startswith('#') else ''}{sub.replace('#', ' ')} (included above)": int(n)
+                    for (verb, resource, sub), n in sorted(delta.items()) if "#code=" in sub and (verb, resource, sub.split("#")[0]) in OPERATOR_WRITES and n})
     return {
         "by_request": by_kind,
         "total": total,

@@ -315,16 +315,22 @@ def desired_status(previous: dict[str, Any], obs: Observation, *, generation: in
 
 def diff(previous: dict[str, Any], desired: dict[str, Any]) -> StatusChange:
     """A merge patch of the status (None removes a field) and the Events its transitions deserve."""
+    moved = any(previous.get(k) != desired.get(k) for k in ("phase", "reason", "observedGeneration"))
+    if not moved and desired.get("reason") in _QUIET_REASONS:
+        return StatusChange()  # the pod count, start time or pod name of a waiting or running run: the next transition brings them
     patch = {key: value for key, value in desired.items() if previous.get(key) != value}
     change = StatusChange(patch=patch)
     phase = desired.get("phase")
     kind = "Warning" if phase == Phase.FAILED.value else "Normal"
-    moved = any(previous.get(k) != desired.get(k) for k in ("phase", "reason", "observedGeneration"))
     if moved:
         change.events.append(Transition(kind, str(desired.get("reason")), f"{phase}: {desired.get('message', '')}"[:1024]))
     elif (desired.get("attempts") or 0) > (previous.get("attempts") or 0) and desired.get("reason") == Reason.RETRYING:
         change.events.append(Transition("Warning", Reason.RETRYING.value, str(desired.get("message", ""))[:1024]))
     return change
+
+
+#: Reasons whose status is rewritten only on a transition (phase, reason or generation): one write each.
+_QUIET_REASONS = frozenset({Reason.JOB_CREATED.value, Reason.POD_RUNNING.value})
 
 
 def settle(previous: dict[str, Any], obs: Observation, *, generation: int) -> bool:

@@ -162,11 +162,16 @@ def test_diff_patches_only_what_changed_and_posts_events_on_transitions() -> Non
     assert [(e.type, e.reason) for e in change.events] == [("Normal", "JobCreated")]
 
     assert not status.diff(pending, dict(pending)).changed
+    # Counters of a waiting or running run change no phase: no write of their own (one write per transition).
+    pod_created = status.desired_status(pending, status.observe_job(batch_job(active=1, startTime=T1), [pod("p1", "Pending")]), generation=1, now=T1)
+    assert pod_created["attempts"] == 1 and not status.diff(pending, pod_created).changed
 
     running = status.desired_status(pending, status.observe_job(batch_job(active=1), [pod("p1", "Running")]), generation=1, now=T1)
     change = status.diff(pending, running)
     assert "results" not in change.patch and change.patch["phase"] == "Running"
     assert [e.reason for e in change.events] == ["PodRunning"]
+    started = status.desired_status(running, status.observe_job(batch_job(active=1, startTime=T1), [pod("p1", "Running")]), generation=1, now=T1)
+    assert started["startTime"] == T1 and not status.diff(running, started).changed
 
     failed_obs = status.observe_job(batch_job(failed=1, conditions=[("Failed", "PodFailurePolicy", "")]), [pod("p1", "Failed", exit_code=12, message=failure_message(ExitCode.ACCEPTANCE_FAILED, "drop 0.2 > 0.01"))])
     failed = status.desired_status(running, failed_obs, generation=1, now=T1)
