@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import dataclasses
 import logging
@@ -38,7 +39,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     operator_settings: OperatorSettings = memo["settings"]
     # Progress and diff-base in memory (no write per job); the status belongs to status.py alone.
     settings.persistence.progress_storage = MemoryProgressStorage(prefix="edgequant.io")
-    settings.persistence.diffbase_storage = MemoryDiffBaseStorage(prefix="edgequant.io", key="last-handled-spec")
+    settings.persistence.diffbase_storage = memo["diffbase"] = MemoryDiffBaseStorage(prefix="edgequant.io", key="last-handled-spec")
     settings.posting.level = logging.CRITICAL  # Events are posted explicitly, on transitions, not from log lines
     # No cluster-wide namespace/CRD scanning: the chart grants none (least privilege); namespaces come from settings.
     settings.scanning.disabled = True
@@ -55,8 +56,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
     def schedule(delay: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` in a refresh thread ``delay`` seconds from now (called from handler threads)."""
-        context = contextvars.copy_context()
-        loop.call_soon_threadsafe(loop.call_later, delay, lambda: executor.submit(context.run, _guarded, "pending", fn))
+        context = contextvars.copy_context()  # kopf.event() finds the operator's settings in a context variable
+
+        def submit() -> None:
+            with contextlib.suppress(RuntimeError):  # the operator is stopping
+                executor.submit(context.run, _guarded, "pending", fn)
+
+        loop.call_soon_threadsafe(loop.call_later, delay, submit)
 
     memo["reconciler"] = Reconciler(
         kube=kube.KubeClient.from_environment(connections=2 * operator_settings.workers + 4),
@@ -201,11 +207,10 @@ def register_resync(seconds: float, registry: kopf.OperatorRegistry | None = Non
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
-async def quantization_job_deleted(body: kopf.Body, memo: kopf.Memo, settings: kopf.OperatorSettings, **_: Any) -> None:
+async def quantization_job_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Bookkeeping only (optional: no finalizer); the Job and pods go by owner-reference garbage collection."""
     _reconciler(memo).forget(str(body.metadata.namespace), str(body.metadata.name), str(body.metadata.uid))
-    if isinstance(settings.persistence.diffbase_storage, MemoryDiffBaseStorage):
-        settings.persistence.diffbase_storage.forget(str(body.metadata.uid))
+    memo["diffbase"].forget(str(body.metadata.uid))
 
 
 # --------------------------------------------------------------------------- their Jobs and pods
