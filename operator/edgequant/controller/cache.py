@@ -61,6 +61,7 @@ def pod_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]] | None:
         return None
     return (str(meta.get("namespace")), str(job_uid)), {
         "metadata": _pick(meta, "name", "uid", "creationTimestamp", "deletionTimestamp"),
+        "spec": _pick(body.get("spec"), "nodeName"),
         "status": _pick(body.get("status"), "phase", "containerStatuses"),
     }
 

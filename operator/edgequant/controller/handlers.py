@@ -51,6 +51,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo["refresh_executor"] = concurrent.futures.ThreadPoolExecutor(
         max_workers=operator_settings.workers, thread_name_prefix="edgequant-refresh"
     )
+    # Refreshes that may write a result (a pod ended, a Job concluded) skip the queue of the others: the time from
+    # a pod's exit to its status is what users wait on.
+    memo["final_executor"] = concurrent.futures.ThreadPoolExecutor(
+        max_workers=max(2, operator_settings.workers // 2), thread_name_prefix="edgequant-final"
+    )
     loop = asyncio.get_running_loop()
     executor = memo["refresh_executor"]
 
@@ -75,9 +80,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 def stop_refreshes(memo: kopf.Memo, **_: Any) -> None:
-    executor = memo.get("refresh_executor")
-    if executor is not None:
-        executor.shutdown(wait=False, cancel_futures=True)
+    for name in ("refresh_executor", "final_executor"):
+        executor = memo.get(name)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _quiet_event_handlers(record: logging.LogRecord) -> bool:
@@ -244,7 +250,8 @@ async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, delete
     loop = asyncio.get_running_loop()
     for _ in range(JOB_GONE_RETRIES):
         try:
-            await loop.run_in_executor(memo["refresh_executor"], context.run, run)
+            executor = memo["final_executor"] if request is not None and request.final else memo["refresh_executor"]
+            await loop.run_in_executor(executor, context.run, run)
             return
         except kopf.TemporaryError as exc:  # only from job_gone: an event handler has no kopf retries, so retry here
             if request is not None:

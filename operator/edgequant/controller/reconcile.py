@@ -9,8 +9,9 @@ cluster shows: the object read fresh, its Job and pods from the operator's
 watches (cache.py), under a per-object lock.
 
 Writes on the happy path of one job: create the Job, the Running status, the
-terminal status. A Pending status is written only for a Job whose pod has not
-started ``PENDING_STATUS_DELAY`` seconds after its creation; ``ttlSecondsAfterFinished``
+terminal status. A Pending status is written only for a Job whose pod is not running
+``PENDING_STATUS_DELAY`` seconds after its creation and is not on its way (scheduled, no container
+error), or has not run after ``PENDING_STATUS_STUCK_AFTER``; ``ttlSecondsAfterFinished``
 is set on the Job only once the terminal status (with the results) is written.
 
 All mutable state lives in one ``Reconciler`` per operator process (kopf's memo holds it), with its
@@ -40,9 +41,12 @@ from edgequant.controller.kube import Conflict, JobRejected, KubeClient
 from edgequant.controller.settings import OperatorSettings
 
 _FORBIDDEN_RETRY_SECONDS = 30.0
-#: A Job this operator just created shows Pending only if its pod is not running this much later: most pods
-#: start sooner, and the status goes straight to Running (one write less per job).
+#: A Job this operator just created shows Pending only if its pod is not running this much later and not on its
+#: way (unscheduled, or a container error such as an image pull): most pods start sooner, and the status goes
+#: straight to Running (one write less per job).
 PENDING_STATUS_DELAY = 20.0
+#: ... or if its pod, though scheduled, has not run after this long.
+PENDING_STATUS_STUCK_AFTER = 300.0
 #: Jobs this operator created that its watch may not show yet count against the cap for at most this long.
 _JUST_CREATED_TTL = 60.0
 
@@ -79,14 +83,19 @@ def ttl_after_finished(body: dict[str, Any]) -> int | None:
     return int(value) if value is not None else None
 
 
-def pending_status_due(observation: status.Observation, previous: dict[str, Any], *, generation: int, created_ago: float | None) -> bool:
+def pending_status_due(
+    observation: status.Observation, previous: dict[str, Any], *, generation: int, created_ago: float | None, starting: bool = False
+) -> bool:
     """Whether an observation may be written now: a Pending (JobCreated) one waits while a Job we created
-    ``created_ago`` seconds ago starts, unless the status already describes this generation (then it stays exact)."""
+    ``created_ago`` seconds ago starts (longer while its pod is ``starting``: scheduled, no container error), unless
+    the status already describes this generation (then it stays exact)."""
     if observation.phase is not Phase.PENDING or observation.reason != Reason.JOB_CREATED:
         return True
     if previous.get("observedGeneration") == generation and previous.get("phase"):
         return True
-    return created_ago is None or created_ago >= PENDING_STATUS_DELAY
+    if created_ago is None:
+        return True
+    return created_ago >= (PENDING_STATUS_STUCK_AFTER if starting else PENDING_STATUS_DELAY)
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,8 @@ class RefreshRequest:
     ticket: int
     source_uid: str
     seen: tuple[Any, ...] | None
+    final: bool = False
+    """The event shows a pod that ended or a Job that concluded: the refresh that may write the result."""
 
 
 class Reconciler:
@@ -242,7 +253,8 @@ class Reconciler:
             qj = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": owner.name, "namespace": owner.namespace, "uid": owner.uid}}
             self._post_event(qj, type="Normal", reason=Reason.JOB_CREATED.value, message=f"Pending: batch Job {job['metadata']['name']} created")
             if self._schedule is not None and not spec.suspend:
-                self._schedule(PENDING_STATUS_DELAY + 0.5, lambda: self._refresh(owner.namespace, owner.name, uid=owner.uid, cache=cache, logger=logger))
+                for delay in (PENDING_STATUS_DELAY, PENDING_STATUS_STUCK_AFTER):
+                    self._schedule(delay + 0.5, lambda: self._refresh(owner.namespace, owner.name, uid=owner.uid, cache=cache, logger=logger))
 
     def _running_jobs(self, cache: Cache) -> int:
         states = cache.job_states()
@@ -252,16 +264,20 @@ class Reconciler:
             unseen = len(self._unseen)
         return sum(states.values()) + unseen
 
-    def _pending_status_due(self, namespace: str, observation: status.Observation, previous: dict[str, Any], generation: int) -> bool:
+    def _pending_status_due(
+        self, namespace: str, observation: status.Observation, previous: dict[str, Any], generation: int, pods: list[dict[str, Any]]
+    ) -> bool:
         with self._guard:
             since = self._created_at.get((namespace, str(observation.job_name)))
-        return pending_status_due(observation, previous, generation=generation, created_ago=None if since is None else self._clock() - since)
+        created_ago = None if since is None else self._clock() - since
+        starting = any(status.pod_is_starting(p) for p in pods)
+        return pending_status_due(observation, previous, generation=generation, created_ago=created_ago, starting=starting)
 
     def _prune_created(self) -> None:
         now = self._clock()
         with self._guard:
             for key, since in list(self._created_at.items()):
-                if now - since > max(_JUST_CREATED_TTL, PENDING_STATUS_DELAY):
+                if now - since > max(_JUST_CREATED_TTL, PENDING_STATUS_STUCK_AFTER) + 60:
                     del self._created_at[key]
 
     # ----------------------------------------------------------------------- a Job or pod changed
@@ -285,7 +301,8 @@ class Reconciler:
         if not namespace or not qj_name:
             return None
         key = (str(namespace), str(qj_name))
-        return RefreshRequest(key=key, ticket=self._ticket(key), source_uid=uid, seen=seen)
+        final = plan.is_finished(obj) if kind == "Job" else str((obj.get("status") or {}).get("phase")) in ("Succeeded", "Failed")
+        return RefreshRequest(key=key, ticket=self._ticket(key), source_uid=uid, seen=seen, final=final and not deleted)
 
     def refresh(self, request: RefreshRequest, *, cache: Cache, logger: logging.Logger) -> None:
         """Serve a refresh request (unless a refresh that started after it already did)."""
@@ -331,11 +348,12 @@ class Reconciler:
                     continue
                 if jobs.current is None:
                     return
-                observation = status.observe_job(jobs.current, cache.pods_of(jobs.current))
+                pods = cache.pods_of(jobs.current)
+                observation = status.observe_job(jobs.current, pods)
                 if observation is None:
                     return
-                if not self._pending_status_due(namespace, observation, body.get("status") or {}, owner.generation):
-                    return  # the delayed refresh scheduled at creation looks again
+                if not self._pending_status_due(namespace, observation, body.get("status") or {}, owner.generation, pods):
+                    return  # the delayed refreshes scheduled at creation look again
                 try:
                     self._apply(body, observation, logger=logger)
                 except Conflict:

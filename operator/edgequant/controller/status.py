@@ -224,6 +224,20 @@ def _pod_phase(pod: dict[str, Any]) -> str:
     return str((pod.get("status") or {}).get("phase") or "")
 
 
+#: Container waiting reasons that mean a pod will not start by itself.
+_STUCK_WAITING = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+)
+
+
+def pod_is_starting(pod: dict[str, Any]) -> bool:
+    """A pod on its way to running: bound to a node, not finished, no container stuck (image pull, config)."""
+    if not ((pod.get("spec") or {}).get("nodeName")) or _pod_phase(pod) in ("Succeeded", "Failed"):
+        return False
+    waiting = [((cs.get("state") or {}).get("waiting") or {}).get("reason") for cs in (pod.get("status") or {}).get("containerStatuses") or []]
+    return not any(reason in _STUCK_WAITING for reason in waiting)
+
+
 def job_fingerprint(job: dict[str, Any]) -> tuple[Any, ...]:
     """What of a batch Job the status depends on; an event that changes nothing here needs no refresh."""
     st = job.get("status") or {}
@@ -238,7 +252,7 @@ def pod_fingerprint(pod: dict[str, Any]) -> tuple[Any, ...]:
         for cs in (pod.get("status") or {}).get("containerStatuses") or []
         if (cs.get("state") or {}).get("terminated")
     )
-    return (_pod_phase(pod), ended)
+    return (_pod_phase(pod), ended, pod_is_starting(pod))
 
 
 # --------------------------------------------------------------------------- building the status

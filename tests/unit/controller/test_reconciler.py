@@ -9,7 +9,7 @@ import kopf
 from edgequant.api.conditions import Phase, Reason
 from edgequant.controller import handlers, reconcile, status
 
-from .conftest import batch_job, cache_of, quantization_job
+from .conftest import batch_job, cache_of, pod, quantization_job
 
 LOG = logging.getLogger("test")
 SPEC = {
@@ -47,6 +47,34 @@ def test_pending_is_written_only_when_the_pod_does_not_start_soon() -> None:
     # A status that already describes this generation (e.g. Running, then a retry's new pod) stays exact.
     assert due(created, {"phase": "Running", "observedGeneration": 1}, generation=1, created_ago=1.0)
     assert not due(created, {"phase": "Succeeded", "observedGeneration": 1}, generation=2, created_ago=1.0)
+    # A scheduled pod without a stuck container is on its way: Pending only once it looks stuck.
+    assert not due(created, {}, generation=1, created_ago=reconcile.PENDING_STATUS_DELAY, starting=True)
+    assert due(created, {}, generation=1, created_ago=reconcile.PENDING_STATUS_STUCK_AFTER, starting=True)
+
+
+def test_which_pods_are_on_their_way() -> None:
+    bound = pod("p1", "Pending")
+    bound["spec"] = {"nodeName": "node-1"}
+    assert status.pod_is_starting(bound)
+    assert not status.pod_is_starting(pod("p1", "Pending"))  # not scheduled (e.g. the nodes are full)
+    pulling = dict(bound, status={"phase": "Pending", "containerStatuses": [{"name": "quantizer", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]})
+    assert not status.pod_is_starting(pulling)
+    ended = dict(pod("p1", "Failed", exit_code=1), spec={"nodeName": "node-1"})
+    assert not status.pod_is_starting(ended)
+    assert status.pod_fingerprint(bound) != status.pod_fingerprint(pod("p1", "Pending"))  # binding asks for a refresh
+
+
+def test_events_of_an_ended_pod_or_a_concluded_job_are_final(reconciler: reconcile.Reconciler) -> None:
+    labels = {"edgequant.io/quantizationjob": "mnist", "edgequant.io/generation": "1"}
+    ended = pod("mnist-g1-a", "Failed", exit_code=10)
+    ended["metadata"].update(namespace="team-a", uid="pod-1", labels=labels)
+    running = pod("mnist-g1-b", "Running")
+    running["metadata"].update(namespace="team-a", uid="pod-2", labels=labels)
+    done = batch_job("mnist-g1", failed=1, conditions=[("Failed", "PodFailurePolicy", "")])
+    done["metadata"]["labels"] = labels
+    assert reconciler.refresh_request(ended, kind="Pod", deleted=False).final  # type: ignore[union-attr]
+    assert not reconciler.refresh_request(running, kind="Pod", deleted=False).final  # type: ignore[union-attr]
+    assert reconciler.refresh_request(done, kind="Job", deleted=False).final  # type: ignore[union-attr]
 
 
 def test_the_ttl_comes_from_the_spec_not_the_job_manifest() -> None:
