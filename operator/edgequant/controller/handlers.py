@@ -229,8 +229,9 @@ async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, delete
     Job is created (the old one is gone with its pods), or nothing happens (its TTL expired after the result).
     """
     reconciler = _reconciler(memo)
-    request = None if kind == "Job" and deleted else reconciler.refresh_request(obj, kind=kind, deleted=deleted)
-    if request is None and not (kind == "Job" and deleted):
+    request = reconciler.refresh_request(obj, kind=kind, deleted=deleted)
+    gone = kind == "Job" and deleted
+    if request is None and not gone:
         return
     asked = time.monotonic()
     await asyncio.sleep(EVENT_DEBOUNCE_SECONDS)
@@ -239,9 +240,9 @@ async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, delete
         started = time.monotonic()
         metrics.REFRESH_WAIT.observe(started - asked)
         try:
-            if request is None:
+            if gone:
                 _guarded(handler, reconciler.job_gone, obj, cache=_cache(kwargs), logger=logger)
-            else:
+            elif request is not None:
                 _guarded(handler, reconciler.refresh, request, cache=_cache(kwargs), logger=logger)
         finally:
             metrics.REFRESH_WORK.observe(time.monotonic() - started)
@@ -253,10 +254,10 @@ async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, delete
             executor = memo["final_executor"] if request is not None and request.final else memo["refresh_executor"]
             await loop.run_in_executor(executor, context.run, run)
             return
-        except kopf.TemporaryError as exc:  # only from job_gone: an event handler has no kopf retries, so retry here
-            if request is not None:
-                return
-            await asyncio.sleep(exc.delay or 1.0)
+        except kopf.TemporaryError as exc:  # counted by _guarded; an event handler has no kopf retries
+            if not gone:
+                return  # the next event or the resync refreshes again
+            await asyncio.sleep(exc.delay or 1.0)  # a deleted Job must not be forgotten: try again
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_MANAGED)
