@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 import kopf
 from pydantic import ValidationError
@@ -55,10 +55,8 @@ class WaitingForCapacity(kopf.TemporaryError):
     """Not an error: the cap on running Jobs is reached; kopf retries the handler later."""
 
 
-class EventSink(Protocol):
-    def __call__(self, body: dict[str, Any], *, type: str, reason: str, message: str) -> None: ...  # noqa: A002  kopf's name
-
-
+#: Post a Kubernetes Event about an object: ``(body, *, type, reason, message)``, as ``kopf.event``.
+EventSink = Callable[..., None]
 #: Run a function once, this many seconds from now (off the caller's thread).
 Scheduler = Callable[[float, Callable[[], None]], None]
 
