@@ -49,6 +49,8 @@ PENDING_STATUS_DELAY = 20.0
 PENDING_STATUS_STUCK_AFTER = 300.0
 #: Jobs this operator created that its watch may not show yet count against the cap for at most this long.
 _JUST_CREATED_TTL = 60.0
+#: Status patches remembered per object (each: the resourceVersion it was based on -> what it returned).
+_WRITTEN_KEPT = 4
 
 
 class WaitingForCapacity(kopf.TemporaryError):
@@ -135,8 +137,9 @@ class Reconciler:
         self._started: dict[Key, int] = {}
         #: Fingerprint of each Job/pod of ours as of the last status refresh it caused.
         self._seen: dict[str, tuple[Any, ...]] = {}
-        #: Per object uid: (resourceVersion a status patch was based on, the object that patch returned).
-        self._written: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: Per object uid, our latest status patches: resourceVersion each was based on -> the object it returned
+        #: (in order, the last one newest), so that a watch lagging several of our writes behind costs no conflict.
+        self._written: dict[str, dict[str, dict[str, Any]]] = {}
         #: Per object uid: the phase the JOBS_BY_PHASE gauge counts it in.
         self._phases: dict[str, str] = {}
         #: Held from counting running Jobs to creating one, so that parallel handlers never overshoot the cap.
@@ -193,9 +196,10 @@ class Reconciler:
         """The status as ``body`` shows it, or as our own last write left it when that is newer for this generation."""
         previous = dict(body.get("status") or {})
         with self._guard:
-            written = self._written.get(str(body["metadata"].get("uid")))
+            chain = self._written.get(str(body["metadata"].get("uid")))
+            written = list(chain.values())[-1] if chain else None
         if written is not None:
-            ours = written[1].get("status") or {}
+            ours = written.get("status") or {}
             generation = int(body["metadata"].get("generation") or 1)
             if plan.finished_for_generation(ours, generation) and not plan.finished_for_generation(previous, generation):
                 return dict(ours)
@@ -268,7 +272,7 @@ class Reconciler:
         with self._guard:
             since = self._created_at.get((namespace, str(observation.job_name)))
         created_ago = None if since is None else self._clock() - since
-        starting = any(status.pod_is_starting(p) for p in pods)
+        starting = not pods or any(status.pod_is_starting(p) for p in pods)  # no pod yet: the Job controller's turn
         return pending_status_due(observation, previous, generation=generation, created_ago=created_ago, starting=starting)
 
     def _prune_created(self) -> None:
@@ -381,11 +385,15 @@ class Reconciler:
         """The cached object, or what our own last patch returned while the watch has not caught up with it."""
         if cached is None:
             return None
+        newest = cached
         with self._guard:
-            written = self._written.get(str(cached["metadata"].get("uid")))
-        if written is not None and written[0] == cached["metadata"].get("resourceVersion"):
-            return written[1]
-        return cached
+            chain = dict(self._written.get(str(cached["metadata"].get("uid"))) or {})
+        for _ in range(len(chain)):
+            follow = chain.get(str(newest["metadata"].get("resourceVersion")))
+            if follow is None:
+                break
+            newest = follow
+        return newest
 
     def _write(self, owner: render.Owner, observation: status.Observation, *, cache: Cache, logger: logging.Logger) -> None:
         """Write an observation made without a Job (invalid spec, waiting for capacity, Job refused)."""
@@ -422,7 +430,10 @@ class Reconciler:
         patched = self.kube.patch_status(meta["namespace"], meta["name"], change.patch, resource_version=meta.get("resourceVersion"))
         if patched is not None:
             with self._guard:
-                self._written[meta["uid"]] = (str(meta.get("resourceVersion")), quantization_job_entry(patched)[1])
+                chain = self._written.setdefault(meta["uid"], {})
+                chain[str(meta.get("resourceVersion"))] = quantization_job_entry(patched)[1]
+                while len(chain) > _WRITTEN_KEPT:
+                    del chain[next(iter(chain))]
         for event in change.events:
             if event.reason == Reason.JOB_CREATED and not previous:
                 continue  # posted when the Job was created
