@@ -62,7 +62,11 @@ def pod_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]] | None:
     return (str(meta.get("namespace")), str(job_uid)), {
         "metadata": _pick(meta, "name", "uid", "creationTimestamp", "deletionTimestamp"),
         "spec": _pick(body.get("spec"), "nodeName"),
-        "status": _pick(body.get("status"), "phase", "containerStatuses"),
+        "status": {
+            **_pick(body.get("status"), "phase", "containerStatuses"),
+            # Only why it is not scheduled, for the Pending message (not every condition of every pod).
+            "conditions": [c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled" and c.get("status") == "False"],
+        },
     }
 
 

@@ -197,7 +197,9 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
         return Observation(phase=Phase.RUNNING, reason=Reason.RETRYING, message=message[:1024], **common)
     if any(_pod_phase(p) == "Succeeded" for p in ordered):
         return None  # a finished quantizer beside a pod still starting: the Job's own condition decides
-    return Observation(phase=Phase.PENDING, reason=Reason.JOB_CREATED, message=f"batch Job {name} created, waiting for its pod", **common)
+    why = next((w for w in map(_why_waiting, reversed(ordered)) if w), "")
+    message = f"batch Job {name} created, waiting for its pod" + (f": {why}" if why else "")
+    return Observation(phase=Phase.PENDING, reason=Reason.JOB_CREATED, message=message[:1024], **common)
 
 
 def _sealing_pod(ordered: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -228,6 +230,18 @@ def _pod_phase(pod: dict[str, Any]) -> str:
 _STUCK_WAITING = frozenset(
     {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
 )
+
+
+def _why_waiting(pod: dict[str, Any]) -> str:
+    """What holds a pod back, as the scheduler or the kubelet says it (unschedulable, an image pull, its config)."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return f"not scheduled ({cond.get('reason') or 'Unschedulable'}): {cond.get('message') or ''}".rstrip(": ")
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _STUCK_WAITING:
+            return f"{waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
+    return ""
 
 
 def pod_is_starting(pod: dict[str, Any]) -> bool:

@@ -113,3 +113,15 @@ def test_the_resync_timer_puts_no_finalizer_on_jobs() -> None:
     empty = kopf.OperatorRegistry()
     handlers.register_resync(0, empty)
     assert not empty._spawning.get_all_handlers()
+
+
+def test_a_pending_status_says_what_holds_the_pod_back() -> None:
+    unscheduled = pod("mnist-g1-a", "Pending")
+    unscheduled["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Too many pods."}]
+    obs = status.observe_job(batch_job(active=1), [unscheduled])
+    assert obs is not None and obs.reason == Reason.JOB_CREATED
+    assert obs.message == "batch Job mnist-g1 created, waiting for its pod: not scheduled (Unschedulable): 0/1 nodes are available: 1 Too many pods."
+    pulling = pod("mnist-g1-a", "Pending")
+    pulling["status"]["containerStatuses"] = [{"name": "quantizer", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}]
+    obs = status.observe_job(batch_job(active=1), [pulling])
+    assert obs is not None and obs.message.endswith("waiting for its pod: ImagePullBackOff: no such image")
