@@ -4,7 +4,8 @@ Prints jobs-created-per-second (batch Jobs the operator created, first Quantizat
 Job seen), the p50/p95/max latency from a pod's exit to its QuantizationJob's terminal status (both seen
 by watches in this process; and on server clocks alone: the status write's managedFields time minus the
 container's finishedAt), the Job controller's own lag (pod exit -> the Job's Complete/Failed condition), and
-the operator's peak RSS (VmHWM) and CPU time.
+the operator's peak RSS (VmHWM) and CPU time, and the operator's writes to the API server per job, counted by
+the API server itself (its /metrics ``apiserver_request_total``, before and after the run, by verb and resource).
 
 Every job uses the cheapest run there is: a tflite-dynamic-range spec whose model file does not exist, so
 the worker starts, fails its first read (InvalidInput, exit 10, no retry) and the whole path
@@ -36,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 from tests.harness.cluster import Cluster  # noqa: E402
 
 TERMINAL = ("Succeeded", "Failed")
+#: After the last terminal status, how long to wait before reading the write counters a last time.
+EVENT_SETTLE_SECONDS = 5.0
 
 
 def free_port() -> int:
@@ -187,6 +190,65 @@ def status_written_after_exit(items: list[dict[str, Any]]) -> list[float]:
     return latencies
 
 
+#: (verb, resource, subresource) the operator writes; nobody else in the bench does (the bench only POSTs the
+#: QuantizationJobs, subtracted below; the Job controller writes jobs/status, the node pods/status).
+OPERATOR_WRITES = {
+    ("POST", "jobs", ""),
+    ("PATCH", "jobs", ""),
+    ("PUT", "jobs", ""),
+    ("DELETE", "jobs", ""),
+    ("PATCH", "quantizationjobs", ""),
+    ("PUT", "quantizationjobs", ""),
+    ("PATCH", "quantizationjobs", "status"),
+    ("PUT", "quantizationjobs", "status"),
+}
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def write_requests(cluster: Cluster) -> dict[tuple[str, str, str], float]:
+    """The API server's own count of write requests so far, by (verb, resource, subresource), all codes summed."""
+    text = cluster.kubectl("get", "--raw", "/metrics", timeout=30).stdout
+    counts: dict[tuple[str, str, str], float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1 : line.rindex("}")].split(",") if "=" in part)
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        if labels.get("verb") in WRITE_VERBS:
+            key = (labels["verb"], labels.get("resource", ""), labels.get("subresource", ""))
+            counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+            if not labels.get("code", "").startswith("2"):  # refused writes (409 conflicts...) count too; also shown apart
+                refused = (labels["verb"], labels.get("resource", ""), f"{labels.get('subresource', '')}#code={labels.get('code')}")
+                counts[refused] = counts.get(refused, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def operator_writes(before: dict[tuple[str, str, str], float], after: dict[tuple[str, str, str], float], jobs: int,
+                    operator_events: int) -> dict[str, Any]:
+    """Writes the operator made during the run: per (verb, resource[/subresource]), total, and per job."""
+    delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+    by_kind = {f"{verb} {resource}{'/' + sub if sub else ''}": int(n) for (verb, resource, sub), n in sorted(delta.items())
+               if (verb, resource, sub) in OPERATOR_WRITES and n}
+    total = sum(by_kind.values())
+    by_kind.update({f"{verb} {resource}{'/' if not sub.startswith('#') else ''}{sub.replace('#', ' ')} (included above)": int(n)
+                    for (verb, resource, sub), n in sorted(delta.items()) if "#code=" in sub and (verb, resource, sub.split("#")[0]) in OPERATOR_WRITES and n})
+    return {
+        "by_request": by_kind,
+        "total": total,
+        "writes_per_job": round(total / jobs, 2) if jobs else None,
+        "events_posted": operator_events,
+        "writes_per_job_with_events": round((total + operator_events) / jobs, 2) if jobs else None,
+        "all_writes_by_request": {f"{verb} {resource}{'/' + sub if sub else ''}": int(n) for (verb, resource, sub), n in sorted(delta.items()) if n},
+    }
+
+
+def operator_event_count(cluster: Cluster, namespace: str) -> int:
+    """Events the operator posted (kopf reports them as component "kopf"), counting repeats of one Event."""
+    items = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json", timeout=60).stdout)["items"]
+    return sum(int(e.get("count") or 1) for e in items if (e.get("source") or {}).get("component") == "kopf"
+               or e.get("reportingComponent") == "kopf")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -208,6 +270,7 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
         operator = subprocess.Popen(argv, env={**cluster.env(), **({"EDGEQUANT_OPERATOR_WORKERS": str(workers)} if workers else {})}, stdout=sink, stderr=subprocess.STDOUT)
     recorder, stop = Recorder(), threading.Event()
     server_side: list[float] = []
+    writes: dict[str, Any] = {}
     refresh: dict[str, Any] = {}
     threads = [threading.Thread(target=watch, args=(cluster, namespace, kind, recorder, stop), daemon=True) for kind in ("jobs", "pods", "qjs")]
     try:
@@ -216,6 +279,7 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
             t.start()
         time.sleep(1.0)  # the watches are open
         cpu_before = {name: proc_stats(pid)[1] for name, pid in _component_pids(cluster).items()}
+        writes_before = write_requests(cluster)
         custom = client.CustomObjectsApi(cluster.api_client())
         names = [f"b-{i:04d}" for i in range(jobs)]
         t0 = time.monotonic()
@@ -230,6 +294,8 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
         rss, cpu = proc_stats(operator.pid)
         components = {name: round(proc_stats(pid)[1] - cpu_before.get(name, 0.0), 1) for name, pid in _component_pids(cluster).items()}
         refresh = refresh_latency(f"http://127.0.0.1:{metrics}/metrics")
+        time.sleep(EVENT_SETTLE_SECONDS)  # writes the operator makes after the terminal status (none expected) count too
+        writes = operator_writes(writes_before, write_requests(cluster), jobs, operator_event_count(cluster, namespace))
         server_side = status_written_after_exit(custom.list_namespaced_custom_object("edgequant.io", "v1alpha1", namespace, "quantizationjobs")["items"])
     finally:
         stop.set()
@@ -263,6 +329,7 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
         "pod_exit_to_job_concluded_p95_s": round(percentile(job_lag, 0.95), 3) if job_lag else None,
         "job_concluded_to_status_p50_s": round(percentile(vs_job, 0.50), 3) if vs_job else None,
         "job_concluded_to_status_p95_s": round(percentile(vs_job, 0.95), 3) if vs_job else None,
+        "operator_writes": writes,
         "operator_refresh": refresh,
         "operator_peak_rss_mib": round(rss, 1),
         "operator_cpu_seconds": round(cpu, 1),
@@ -301,6 +368,8 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="eq-bench-cluster-") as state, Cluster(state_dir=Path(state), node_options={"max_pods": args.max_pods}) as cluster:
             result = run(cluster, args.jobs, args.timeout, args.workers)
     print(json.dumps(result, indent=2))
+    writes = result.get("operator_writes") or {}
+    print(f"operator writes/job: {writes.get('writes_per_job')} ({writes.get('by_request')}); with Events: {writes.get('writes_per_job_with_events')}")
     return 0 if result["terminal"] == args.jobs else 1
 
 

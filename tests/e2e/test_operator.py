@@ -438,6 +438,92 @@ def test_the_resync_timer_recreates_a_job_deleted_by_hand(k8s_cluster: Any, name
     assert get_qj(k8s_cluster, namespace, "held")["status"]["phase"] == "Suspended"
 
 
+def test_a_running_job_deleted_by_hand_is_recreated_on_its_delete_event(
+    k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str
+) -> None:
+    """No resync timer in this operator (EDGEQUANT_OPERATOR_RESYNC_SECONDS=0): the Job's DELETED event alone does it."""
+    manifest = qj("deleted", s3_world, s3_secret, execution={"backoffLimit": 6})
+    manifest["spec"]["storage"] = {**manifest["spec"]["storage"], "endpoint": f"http://127.0.0.1:{free_port()}"}  # retries: stays running
+    create(k8s_cluster, namespace, [manifest])
+    wait_for(lambda: (get_qj(k8s_cluster, namespace, "deleted").get("status") or {}).get("phase") == "Running", timeout=180, what="the run to start")
+    (job,) = batch_jobs(k8s_cluster, namespace, "deleted")
+    k8s_cluster.kubectl("delete", "job", "deleted-g1", "-n", namespace, "--wait=true")
+
+    def recreated() -> bool:
+        jobs = batch_jobs(k8s_cluster, namespace, "deleted")
+        return len(jobs) == 1 and jobs[0]["metadata"]["uid"] != job["metadata"]["uid"] and jobs[0]["metadata"]["name"] == "deleted-g1"
+
+    wait_for(recreated, timeout=60, what="the Job to be created again")
+    assert operator.metrics()["edgequant_batch_jobs_created_total"] == 2.0
+
+
+def _worker_pid(pod: dict[str, Any]) -> int | None:
+    """The process node runs each container as a process: its pid, once it runs."""
+    for cs in pod["status"].get("containerStatuses") or []:
+        cid = cs.get("containerID") or ""
+        if cs.get("state", {}).get("running") and cid.startswith("process://"):
+            return int(cid.removeprefix("process://"))
+    return None
+
+
+def test_a_spec_edit_starts_the_new_generation_only_after_the_old_pod_is_gone(
+    k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str
+) -> None:
+    """Both generations write below the same output.uri: generation 2's Job exists only once generation 1's pod has
+    stopped and is deleted, so nothing of generation 1 can upload over generation 2's outputs. Generation 1's worker
+    is frozen (SIGSTOP): its pod then takes its whole grace period (30 s) to go, and generation 2 waits for it."""
+    create(k8s_cluster, namespace, [qj("fence", s3_world, s3_secret)])
+    pid = wait_for(lambda: next(filter(None, map(_worker_pid, pods_of(k8s_cluster, namespace, "fence-g1"))), None), timeout=120, what="generation 1's worker")
+    os.kill(pid, signal.SIGSTOP)
+    k8s_cluster.kubectl("patch", "qj", "fence", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"acceptance": {"maxAccuracyDrop": 0.9}}}))
+
+    def second_job() -> list[dict[str, Any]]:
+        return [j for j in batch_jobs(k8s_cluster, namespace, "fence") if j["metadata"]["name"] == "fence-g2"]
+
+    wait_for(second_job, timeout=120, interval=0.2, what="generation 2's Job")
+    assert pods_of(k8s_cluster, namespace, "fence-g1") == []  # gone before generation 2 was created
+    assert [j["metadata"]["name"] for j in batch_jobs(k8s_cluster, namespace, "fence")] == ["fence-g2"]
+    status = wait_condition(k8s_cluster, namespace, "fence", "Succeeded")["status"]
+    assert status["observedGeneration"] == 2 and status["jobName"] == "fence-g2"
+    report = s3_world["client"].get_object(Bucket=s3_world["bucket"], Key=status["results"]["reportUri"].split("/", 3)[3])["Body"].read()
+    assert json.loads(report)["gate"]["maxAccuracyDrop"] == 0.9  # generation 2's report
+
+
+def test_a_result_is_recorded_before_the_job_ttl_can_remove_it_and_never_reruns(
+    k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
+) -> None:
+    """ttlSecondsAfterFinished 0, and the run finishes while no operator runs: the Job waits (the TTL is set by the
+    operator once the status holds the result), the next operator records the result, then the Job goes; neither
+    that Job's deletion nor another restart runs the job again."""
+    first = start_operator()
+    create(k8s_cluster, namespace, [qj("kept", s3_world, s3_secret, execution={"backoffLimit": 2, "ttlSecondsAfterFinished": 0})])
+    wait_for(lambda: batch_jobs(k8s_cluster, namespace, "kept"), timeout=120, what="the batch Job")
+    first.kill()
+    k8s_cluster.kubectl("wait", "--for=condition=Complete", "job/kept-g1", "-n", namespace, "--timeout=240s", timeout=270)
+    (job,) = batch_jobs(k8s_cluster, namespace, "kept")  # still there: no TTL until the result is recorded
+    assert "ttlSecondsAfterFinished" not in job["spec"]
+    assert (get_qj(k8s_cluster, namespace, "kept").get("status") or {}).get("phase") != "Succeeded"
+
+    second = start_operator()
+    recorded = wait_condition(k8s_cluster, namespace, "kept", "Succeeded")["status"]
+    assert recorded["jobName"] == "kept-g1" and recorded["results"]["artifact"]["sha256"]
+    wait_for(lambda: not batch_jobs(k8s_cluster, namespace, "kept"), timeout=120, what="the TTL to remove the finished Job")
+
+    def serves_another_job(op: Operator, name: str) -> None:
+        """Once a job created later has finished, the operator has handled everything about "kept" before it."""
+        create(k8s_cluster, namespace, [missing_model(qj(name, s3_world, s3_secret))])
+        assert wait_condition(k8s_cluster, namespace, name, "Failed")["status"]["reason"] == "InvalidInput"
+        assert op.metrics()["edgequant_batch_jobs_created_total"] == 1.0  # that job's, none for "kept"
+
+    serves_another_job(second, "after-ttl")
+    second.stop()
+    third = start_operator()
+    serves_another_job(third, "after-restart")
+    assert batch_jobs(k8s_cluster, namespace, "kept") == []
+    final = get_qj(k8s_cluster, namespace, "kept")["status"]
+    assert final["phase"] == "Succeeded" and final["results"] == recorded["results"] and final["completionTime"] == recorded["completionTime"]
+
+
 def test_two_hundred_jobs_at_once_all_reach_a_terminal_state(k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str) -> None:
     """10 of them really quantize (tflite-dynamic-range on the tiny model, no evaluation); 190 stop at their
     first S3 read (a missing model: InvalidInput). 200 TensorFlow processes at once would not fit this machine."""

@@ -23,6 +23,7 @@ class WorkerResult(ApiModel):
     message: str = Field("", description="One-line summary or the error with its fix.")
     results: Results | None = Field(None, description="Results when an artifact was published.")
     shortened: bool = Field(False, description="True when parts of the results were left out to fit the limit.")
+    stage: str | None = Field(None, max_length=64, description="The last stage the worker started, 'n/N name' (status.progress).")
 
     @classmethod
     def for_exit(cls, code: ExitCode, message: str, results: Results | None = None) -> "WorkerResult":

@@ -35,7 +35,7 @@ def quantization_job_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
         "metadata": _pick(meta, "name", "namespace", "uid", "generation", "resourceVersion"),
-        "spec": _pick(body.get("spec"), "method"),
+        "spec": {**_pick(body.get("spec"), "method"), "execution": _pick((body.get("spec") or {}).get("execution"), "ttlSecondsAfterFinished")},
         "status": dict(body.get("status") or {}),
     }
 
@@ -48,7 +48,7 @@ def job_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]] | None:
         return None
     return (str(meta.get("namespace")), str(qj_name)), {
         "metadata": _pick(meta, "name", "namespace", "uid", "labels", "annotations", "ownerReferences", "deletionTimestamp"),
-        "spec": _pick(body.get("spec"), "suspend", "backoffLimit"),
+        "spec": _pick(body.get("spec"), "suspend", "backoffLimit", "ttlSecondsAfterFinished"),
         "status": dict(body.get("status") or {}),
     }
 
@@ -61,7 +61,12 @@ def pod_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]] | None:
         return None
     return (str(meta.get("namespace")), str(job_uid)), {
         "metadata": _pick(meta, "name", "uid", "creationTimestamp", "deletionTimestamp"),
-        "status": _pick(body.get("status"), "phase", "containerStatuses"),
+        "spec": _pick(body.get("spec"), "nodeName"),
+        "status": {
+            **_pick(body.get("status"), "phase", "containerStatuses"),
+            # Only why it is not scheduled, for the Pending message (not every condition of every pod).
+            "conditions": [c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled" and c.get("status") == "False"],
+        },
     }
 
 

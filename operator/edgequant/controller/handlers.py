@@ -1,10 +1,17 @@
-"""kopf handlers: thin. Each hands its object to one function of ``reconcile`` through ``_guarded``."""
+"""kopf handlers: thin. Each hands its object to one method of the ``Reconciler`` in kopf's memo through ``_guarded``.
+
+kopf keeps what it needs between handler runs (the last handled spec, retry counts) in memory, not in annotations:
+writing them would cost API writes on every job. After a restart every object counts as new, so the create
+handler (the same idempotent reconcile) runs for each once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -15,6 +22,7 @@ from kubernetes.client.rest import ApiException
 
 from edgequant.api import v1alpha1 as api
 from edgequant.controller import cache, kube, metrics, naming, reconcile
+from edgequant.controller.reconcile import Reconciler
 from edgequant.controller.settings import OperatorSettings
 
 _MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
@@ -22,14 +30,16 @@ _MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
 UNEXPECTED_ERROR_DELAY = 60.0
 #: How long a Job/pod event waits before refreshing, so that the events of one burst share a refresh.
 EVENT_DEBOUNCE_SECONDS = 1.0
+#: Tries of the reconcile a deleted Job causes (waiting for capacity, a conflict); then the resync timer's turn.
+JOB_GONE_RETRIES = 5
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     operator_settings: OperatorSettings = memo["settings"]
-    # Progress and diff-base in annotations: the status belongs to status.py alone.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="edgequant.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="edgequant.io", key="last-handled-spec")
+    # Progress and diff-base in memory (no write per job); the status belongs to status.py alone.
+    settings.persistence.progress_storage = MemoryProgressStorage(prefix="edgequant.io")
+    settings.persistence.diffbase_storage = memo["diffbase"] = MemoryDiffBaseStorage(prefix="edgequant.io", key="last-handled-spec")
     settings.posting.level = logging.CRITICAL  # Events are posted explicitly, on transitions, not from log lines
     # No cluster-wide namespace/CRD scanning: the chart grants none (least privilege); namespaces come from settings.
     settings.scanning.disabled = True
@@ -41,16 +51,39 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo["refresh_executor"] = concurrent.futures.ThreadPoolExecutor(
         max_workers=operator_settings.workers, thread_name_prefix="edgequant-refresh"
     )
-    kube.configure(connections=2 * operator_settings.workers + 4)
+    # Refreshes that may write a result (a pod ended, a Job concluded) skip the queue of the others: the time from
+    # a pod's exit to its status is what users wait on.
+    memo["final_executor"] = concurrent.futures.ThreadPoolExecutor(
+        max_workers=max(2, operator_settings.workers // 2), thread_name_prefix="edgequant-final"
+    )
+    loop = asyncio.get_running_loop()
+    executor = memo["refresh_executor"]
+
+    def schedule(delay: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in a refresh thread ``delay`` seconds from now (called from handler threads)."""
+        context = contextvars.copy_context()  # kopf.event() finds the operator's settings in a context variable
+
+        def submit() -> None:
+            with contextlib.suppress(RuntimeError):  # the operator is stopping
+                executor.submit(context.run, _guarded, "pending", fn)
+
+        loop.call_soon_threadsafe(loop.call_later, delay, submit)
+
+    memo["reconciler"] = Reconciler(
+        kube=kube.KubeClient.from_environment(connections=2 * operator_settings.workers + 4),
+        settings=operator_settings,
+        schedule=schedule,
+    )
     logging.getLogger("kopf.objects").addFilter(_quiet_event_handlers)
     metrics.serve(operator_settings.metrics_port)
 
 
 @kopf.on.cleanup()
 def stop_refreshes(memo: kopf.Memo, **_: Any) -> None:
-    executor = memo.get("refresh_executor")
-    if executor is not None:
-        executor.shutdown(wait=False, cancel_futures=True)
+    for name in ("refresh_executor", "final_executor"):
+        executor = memo.get(name)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _quiet_event_handlers(record: logging.LogRecord) -> bool:
@@ -77,6 +110,44 @@ def _guarded(handler: str, fn: Callable[..., None], *args: Any, **kwargs: Any) -
         metrics.RECONCILE_ERRORS.labels(handler).inc()
         logging.getLogger(__name__).exception("unexpected failure in the %s handler", handler)
         raise kopf.TemporaryError(f"unexpected {type(exc).__name__}: {exc}", delay=UNEXPECTED_ERROR_DELAY) from exc
+
+
+class MemoryProgressStorage(kopf.AnnotationsProgressStorage):
+    """Handler progress (retry counts, delays) in this process's memory; only a retry's wake-up touches the object."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._records: dict[tuple[str, str], Any] = {}
+
+    def fetch(self, *, key: Any, body: kopf.Body) -> Any:
+        return self._records.get((str(body.metadata.uid), str(key)))
+
+    def store(self, *, key: Any, record: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        self._records[(str(body.metadata.uid), str(key))] = dict(record)
+
+    def purge(self, *, key: Any, body: kopf.Body, patch: kopf.Patch) -> None:
+        self._records.pop((str(body.metadata.uid), str(key)), None)
+
+
+class MemoryDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """The last handled spec in this process's memory: kopf tells updates from no-ops without writing it to the object."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._essences: dict[str, Any] = {}
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        return self._essences.get(str(body.metadata.uid))
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        self._essences[str(body.metadata.uid)] = essence
+
+    def forget(self, uid: str) -> None:
+        self._essences.pop(uid, None)
+
+
+def _reconciler(memo: kopf.Memo) -> Reconciler:
+    return memo["reconciler"]  # type: ignore[no-any-return]
 
 
 def _cache(kwargs: dict[str, Any]) -> cache.Cache:
@@ -112,7 +183,7 @@ async def edgequant_pods(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL, field="spec")
 def quantization_job_changed(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
-    _guarded("quantizationjob", reconcile.reconcile, dict(body), cache=_cache(kwargs), settings=memo["settings"], logger=logger)
+    _guarded("quantizationjob", _reconciler(memo).reconcile, dict(body), cache=_cache(kwargs), logger=logger)
 
 
 def _unfinished(status: kopf.Status, **_: Any) -> bool:
@@ -120,29 +191,47 @@ def _unfinished(status: kopf.Status, **_: Any) -> bool:
 
 
 def quantization_job_resync(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
-    """Safety net: Job and pod events drive the status; a lost one, or a Job deleted by hand, is made up for here."""
-    _guarded("resync", reconcile.reconcile, dict(body), cache=_cache(kwargs), settings=memo["settings"], logger=logger)
+    """Safety net: Job and pod events drive the status and recreate deleted Jobs; a lost event is made up for here."""
+    _guarded("resync", _reconciler(memo).reconcile, dict(body), cache=_cache(kwargs), logger=logger)
 
 
-def register_resync(seconds: float) -> None:
-    """The resync timer's period is a setting, so it is registered at start rather than at import (0: none)."""
-    if seconds > 0:
-        kopf.timer(api.GROUP, api.VERSION, api.PLURAL, interval=seconds, initial_delay=seconds, idle=seconds / 2, when=_unfinished)(quantization_job_resync)
+def register_resync(seconds: float, registry: kopf.OperatorRegistry | None = None) -> None:
+    """The resync timer's period is a setting, so it is registered at start rather than at import (0: none).
+
+    kopf gives every timer a finalizer on its objects (added while ``when`` holds, removed after): two writes per
+    job. This timer keeps nothing running that an object's deletion would have to wait for, so it goes without.
+    """
+    if seconds <= 0:
+        return
+    staging = kopf.OperatorRegistry()
+    kopf.timer(
+        api.GROUP, api.VERSION, api.PLURAL, interval=seconds, initial_delay=seconds, idle=seconds / 2, when=_unfinished, registry=staging
+    )(quantization_job_resync)
+    target = registry if registry is not None else kopf.get_default_registry()
+    for handler in staging._spawning.get_all_handlers():  # noqa: SLF001  kopf has no public switch for this
+        target._spawning.append(dataclasses.replace(handler, requires_finalizer=False))  # noqa: SLF001
 
 
 @kopf.on.delete(api.GROUP, api.VERSION, api.PLURAL, optional=True)
-async def quantization_job_deleted(body: kopf.Body, **_: Any) -> None:
+async def quantization_job_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Bookkeeping only (optional: no finalizer); the Job and pods go by owner-reference garbage collection."""
-    reconcile.forget(str(body.metadata.namespace), str(body.metadata.name), str(body.metadata.uid))
+    _reconciler(memo).forget(str(body.metadata.namespace), str(body.metadata.name), str(body.metadata.uid))
+    memo["diffbase"].forget(str(body.metadata.uid))
 
 
 # --------------------------------------------------------------------------- their Jobs and pods
 
 
 async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, deleted: bool, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
-    """Wait a moment so that a burst of events (Job created, its pod created, the Job counts it) costs one refresh."""
-    request = reconcile.refresh_request(obj, kind=kind, deleted=deleted)
-    if request is None:
+    """Wait a moment so that a burst of events (Job created, its pod created, the Job counts it) costs one refresh.
+
+    A deleted Job reconciles its QuantizationJob instead: it is recreated (deleted by hand), the next generation's
+    Job is created (the old one is gone with its pods), or nothing happens (its TTL expired after the result).
+    """
+    reconciler = _reconciler(memo)
+    request = reconciler.refresh_request(obj, kind=kind, deleted=deleted)
+    gone = kind == "Job" and deleted
+    if request is None and not gone:
         return
     asked = time.monotonic()
     await asyncio.sleep(EVENT_DEBOUNCE_SECONDS)
@@ -151,12 +240,24 @@ async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, delete
         started = time.monotonic()
         metrics.REFRESH_WAIT.observe(started - asked)
         try:
-            _guarded(handler, reconcile.refresh, request, cache=_cache(kwargs), logger=logger)
+            if gone:
+                _guarded(handler, reconciler.job_gone, obj, cache=_cache(kwargs), logger=logger)
+            elif request is not None:
+                _guarded(handler, reconciler.refresh, request, cache=_cache(kwargs), logger=logger)
         finally:
             metrics.REFRESH_WORK.observe(time.monotonic() - started)
 
     context = contextvars.copy_context()  # kopf.event() finds the operator's settings in a context variable
-    await asyncio.get_running_loop().run_in_executor(memo["refresh_executor"], context.run, run)
+    loop = asyncio.get_running_loop()
+    for _ in range(JOB_GONE_RETRIES):
+        try:
+            executor = memo["final_executor"] if request is not None and request.final else memo["refresh_executor"]
+            await loop.run_in_executor(executor, context.run, run)
+            return
+        except kopf.TemporaryError as exc:  # counted by _guarded; an event handler has no kopf retries
+            if not gone:
+                return  # the next event or the resync refreshes again
+            await asyncio.sleep(exc.delay or 1.0)  # a deleted Job must not be forgotten: try again
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_MANAGED)

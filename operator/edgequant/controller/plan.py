@@ -2,7 +2,10 @@
 
 The Job of a generation has a deterministic name, so "create or adopt" is a
 name lookup; everything else labelled as ours (older generations, or a deleted
-namesake's Job still waiting for garbage collection) is obsolete.
+namesake's Job still waiting for garbage collection) is obsolete. A new Job is
+created only once no other Job of this name is left, not even one being deleted:
+the operator deletes obsolete Jobs in the foreground (the Job goes after its
+pods), so an old generation's pod can no longer upload once the new one starts.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ class JobPlan:
     """The status already reports this generation terminal: never start it again (its Job may be TTL-deleted)."""
     stale: bool = False
     """A Job of a newer generation exists: the object was read before a spec change."""
+    leaving: list[str] = field(default_factory=list)
+    """Names of Jobs being deleted: their pods may still run. Their DELETED events reconcile again."""
 
     @property
     def must_create(self) -> bool:
-        return self.current is None and not self.already_finished and not self.stale
+        return self.current is None and not self.already_finished and not self.stale and not self.obsolete and not self.leaving
 
 
 def controller_uid(obj: dict[str, Any]) -> str | None:
@@ -69,15 +74,24 @@ def plan_jobs(jobs: list[dict[str, Any]], *, name: str, uid: str, generation: in
     """
     wanted = naming.job_name(name, generation)
     current = None
-    obsolete = []
+    obsolete: list[str] = []
+    leaving: list[str] = []
     stale = False
     for job in sorted(jobs, key=lambda j: j["metadata"]["name"]):
         job_name = job["metadata"]["name"]
         owned = controller_uid(job) == uid
-        if job_name == wanted and owned:
-            current = job
-        elif owned and _generation(job) > generation:
+        if owned and _generation(job) > generation:
             stale = True
-        elif (job.get("metadata") or {}).get("deletionTimestamp") is None:
+        elif (job.get("metadata") or {}).get("deletionTimestamp") is not None:
+            leaving.append(job_name)
+        elif job_name == wanted and owned:
+            current = job
+        else:
             obsolete.append(job_name)
-    return JobPlan(current=current, obsolete=obsolete, already_finished=finished_for_generation(previous_status, generation), stale=stale)
+    return JobPlan(
+        current=current,
+        obsolete=obsolete,
+        already_finished=finished_for_generation(previous_status, generation),
+        stale=stale,
+        leaving=leaving,
+    )

@@ -185,8 +185,8 @@ def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: Operato
     }
     if spec.execution.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = spec.execution.active_deadline_seconds
-    if spec.execution.ttl_seconds_after_finished is not None:
-        job_spec["ttlSecondsAfterFinished"] = spec.execution.ttl_seconds_after_finished
+    # No ttlSecondsAfterFinished here: the operator sets it once the status holds the result (reconcile.py), so a
+    # Job that finishes while the operator is down is still there, with its result, when the operator is back.
 
     return {
         "apiVersion": "batch/v1",

@@ -33,6 +33,7 @@ class Observation:
     completion_time: str | None = None
     results: dict[str, Any] | None = None
     degraded: bool = False
+    progress: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,16 @@ def _unreadable_message(pod: dict[str, Any] | None) -> str:
     )
 
 
+def progress_of(result: WorkerResult | None, *, succeeded: bool) -> dict[str, str] | None:
+    """status.progress of a finished run: the stage the worker reached, from its termination message.
+
+    Only the terminal status carries it: a live stage would cost a status write per stage (the pod log has them).
+    """
+    if result is None or not result.stage:
+        return None
+    return {"stage": result.stage, "message": "all stages done" if succeeded else f"stopped in stage {result.stage}"}
+
+
 def _by_age(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(pods, key=lambda p: ((p.get("metadata") or {}).get("creationTimestamp") or "", (p.get("metadata") or {}).get("name") or ""))
 
@@ -141,6 +152,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
             completion_time=_finished_at(sealing) or jstatus.get("completionTime") or (complete or {}).get("lastTransitionTime"),
             results=results,
             degraded=degraded,
+            progress=progress_of(result, succeeded=True),
             **common,
         )
 
@@ -162,6 +174,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
             message=message,
             completion_time=_finished_at(sealing) or (failed or {}).get("lastTransitionTime"),
             results=results,
+            progress=progress_of(result, succeeded=False),
             **common,
         )
 
@@ -184,7 +197,9 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
         return Observation(phase=Phase.RUNNING, reason=Reason.RETRYING, message=message[:1024], **common)
     if any(_pod_phase(p) == "Succeeded" for p in ordered):
         return None  # a finished quantizer beside a pod still starting: the Job's own condition decides
-    return Observation(phase=Phase.PENDING, reason=Reason.JOB_CREATED, message=f"batch Job {name} created, waiting for its pod", **common)
+    why = next((w for w in map(_why_waiting, reversed(ordered)) if w), "")
+    message = f"batch Job {name} created, waiting for its pod" + (f": {why}" if why else "")
+    return Observation(phase=Phase.PENDING, reason=Reason.JOB_CREATED, message=message[:1024], **common)
 
 
 def _sealing_pod(ordered: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -211,6 +226,32 @@ def _pod_phase(pod: dict[str, Any]) -> str:
     return str((pod.get("status") or {}).get("phase") or "")
 
 
+#: Container waiting reasons that mean a pod will not start by itself.
+_STUCK_WAITING = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+)
+
+
+def _why_waiting(pod: dict[str, Any]) -> str:
+    """What holds a pod back, as the scheduler or the kubelet says it (unschedulable, an image pull, its config)."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return f"not scheduled ({cond.get('reason') or 'Unschedulable'}): {cond.get('message') or ''}".rstrip(": ")
+    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _STUCK_WAITING:
+            return f"{waiting['reason']}: {waiting.get('message') or ''}".rstrip(": ")
+    return ""
+
+
+def pod_is_starting(pod: dict[str, Any]) -> bool:
+    """A pod on its way to running: bound to a node, not finished, no container stuck (image pull, config)."""
+    if not ((pod.get("spec") or {}).get("nodeName")) or _pod_phase(pod) in ("Succeeded", "Failed"):
+        return False
+    waiting = [((cs.get("state") or {}).get("waiting") or {}).get("reason") for cs in (pod.get("status") or {}).get("containerStatuses") or []]
+    return not any(reason in _STUCK_WAITING for reason in waiting)
+
+
 def job_fingerprint(job: dict[str, Any]) -> tuple[Any, ...]:
     """What of a batch Job the status depends on; an event that changes nothing here needs no refresh."""
     st = job.get("status") or {}
@@ -225,7 +266,7 @@ def pod_fingerprint(pod: dict[str, Any]) -> tuple[Any, ...]:
         for cs in (pod.get("status") or {}).get("containerStatuses") or []
         if (cs.get("state") or {}).get("terminated")
     )
-    return (_pod_phase(pod), ended)
+    return (_pod_phase(pod), ended, pod_is_starting(pod))
 
 
 # --------------------------------------------------------------------------- building the status
@@ -296,21 +337,28 @@ def desired_status(previous: dict[str, Any], obs: Observation, *, generation: in
         "startTime": obs.start_time,
         "completionTime": obs.completion_time,
         "results": obs.results,
+        "progress": obs.progress,
     }
 
 
 def diff(previous: dict[str, Any], desired: dict[str, Any]) -> StatusChange:
     """A merge patch of the status (None removes a field) and the Events its transitions deserve."""
+    moved = any(previous.get(k) != desired.get(k) for k in ("phase", "reason", "observedGeneration"))
+    if not moved and desired.get("reason") in _QUIET_REASONS:
+        return StatusChange()  # the pod count, start time or pod name of a waiting or running run: the next transition brings them
     patch = {key: value for key, value in desired.items() if previous.get(key) != value}
     change = StatusChange(patch=patch)
     phase = desired.get("phase")
     kind = "Warning" if phase == Phase.FAILED.value else "Normal"
-    moved = any(previous.get(k) != desired.get(k) for k in ("phase", "reason", "observedGeneration"))
     if moved:
         change.events.append(Transition(kind, str(desired.get("reason")), f"{phase}: {desired.get('message', '')}"[:1024]))
     elif (desired.get("attempts") or 0) > (previous.get("attempts") or 0) and desired.get("reason") == Reason.RETRYING:
         change.events.append(Transition("Warning", Reason.RETRYING.value, str(desired.get("message", ""))[:1024]))
     return change
+
+
+#: Reasons whose status is rewritten only on a transition (phase, reason or generation): one write each.
+_QUIET_REASONS = frozenset({Reason.JOB_CREATED.value, Reason.POD_RUNNING.value})
 
 
 def settle(previous: dict[str, Any], obs: Observation, *, generation: int) -> bool:

@@ -410,8 +410,10 @@ def _publish_report(ctx: RunContext) -> None:
 def run(ctx: RunContext, *, stages: Sequence[Stage] = STAGES) -> WorkerResult:
     """Walk ``stages``; stop at the first failure; always publish the report; return the compact result."""
     ctx.workdir.mkdir(parents=True, exist_ok=True)
+    reached = None
     for index, stage in enumerate(stages, start=1):
         ctx.progress.stage_started(index=index, total=len(stages), name=stage.name, title=stage.title)
+        reached = f"{index}/{len(stages)} {stage.name}"[:64]
         start = time.monotonic()
         ok = False
         try:
@@ -431,4 +433,4 @@ def run(ctx: RunContext, *, stages: Sequence[Stage] = STAGES) -> WorkerResult:
     if ctx.exit_code is ExitCode.SUCCESS:
         ctx.message = report_mod.summary_line(ctx)
     _publish_report(ctx)
-    return report_mod.worker_result(ctx)
+    return report_mod.worker_result(ctx).model_copy(update={"stage": reached})

@@ -25,10 +25,14 @@ def test_job_entry_is_keyed_by_quantizationjob_and_keeps_what_reconcile_reads() 
 def test_pod_entry_is_keyed_by_its_job_uid() -> None:
     p = pod("mnist-g2-abcde", "Failed", exit_code=11, message="{}")
     p["metadata"].update(namespace="team-a", labels={cache.POD_JOB_UID_LABEL: "job-uid"}, uid="pod-uid")
-    p["spec"] = {"containers": [{"name": "quantizer"}]}
+    p["spec"] = {"containers": [{"name": "quantizer"}], "nodeName": "node-1"}
     key, value = cache.pod_entry(p) or (None, None)
     assert key == ("team-a", "job-uid")
-    assert value == {"metadata": {"name": "mnist-g2-abcde", "uid": "pod-uid", "creationTimestamp": "2026-01-01T00:00:00Z"}, "status": p["status"]}
+    assert value == {
+        "metadata": {"name": "mnist-g2-abcde", "uid": "pod-uid", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"nodeName": "node-1"},  # scheduled: on its way (the delayed Pending status)
+        "status": {**p["status"], "conditions": []},
+    }
 
 
 def test_cache_reads_snapshots_and_counts_running_jobs() -> None:
@@ -50,7 +54,7 @@ def test_quantization_job_entry_keeps_what_a_refresh_needs() -> None:
         "apiVersion": "edgequant.io/v1alpha1",
         "kind": "QuantizationJob",
         "metadata": {"name": "a", "namespace": "ns", "uid": "u", "generation": 2, "resourceVersion": "77", "annotations": {"x": "y"}},
-        "spec": {"method": "tflite-int8", "model": {"uri": "s3://m/m.keras"}},
+        "spec": {"method": "tflite-int8", "model": {"uri": "s3://m/m.keras"}, "execution": {"backoffLimit": 2, "ttlSecondsAfterFinished": 60}},
         "status": {"phase": "Running"},
     }
     key, value = cache.quantization_job_entry(body)
@@ -59,6 +63,6 @@ def test_quantization_job_entry_keeps_what_a_refresh_needs() -> None:
         "apiVersion": "edgequant.io/v1alpha1",
         "kind": "QuantizationJob",
         "metadata": {"name": "a", "namespace": "ns", "uid": "u", "generation": 2, "resourceVersion": "77"},
-        "spec": {"method": "tflite-int8"},
+        "spec": {"method": "tflite-int8", "execution": {"ttlSecondsAfterFinished": 60}},
         "status": {"phase": "Running"},
     }

@@ -53,7 +53,7 @@ def test_long_names_that_differ_only_at_the_end_stay_apart() -> None:
     assert naming.job_name(LONG, 1) == naming.job_name(LONG, 1) != naming.job_name(LONG, 2)
 
 
-def test_the_operator_finds_the_job_and_pods_of_a_long_name() -> None:
+def test_the_operator_finds_the_job_and_pods_of_a_long_name(reconciler: reconcile.Reconciler) -> None:
     job = _render(LONG, generation=2)
     job["metadata"]["uid"] = "job-uid"
     job["status"] = {"active": 1}
@@ -62,7 +62,7 @@ def test_the_operator_finds_the_job_and_pods_of_a_long_name() -> None:
     found = plan.plan_jobs([job], name=LONG, uid="qj-uid", generation=2, previous_status={})
     assert found.current is job and found.obsolete == []
     pod_meta = dict(job["spec"]["template"]["metadata"], namespace="team-a", uid="pod-uid", name=job["metadata"]["name"] + "-abcde")
-    request = reconcile.refresh_request({"metadata": pod_meta, "status": {"phase": "Running"}}, kind="Pod", deleted=False)
+    request = reconciler.refresh_request({"metadata": pod_meta, "status": {"phase": "Running"}}, kind="Pod", deleted=False)
     assert request is not None and request.key == ("team-a", LONG)
     # Jobs made before the annotation existed are still found by their label.
     assert naming.quantization_job_of({"labels": {naming.LABEL_JOB: "mnist"}}) == "mnist"

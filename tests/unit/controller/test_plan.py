@@ -26,14 +26,25 @@ def test_a_deleted_namesakes_job_is_not_adopted() -> None:
     """Delete and re-create a QuantizationJob quickly: the old Job (other owner uid) may still be there."""
     old = batch_job("mnist-g1", owner_uid="old-uid")
     p = plan.plan_jobs([old], name="mnist", uid="qj-uid", generation=1, previous_status={})
-    assert p.current is None and p.obsolete == ["mnist-g1"] and p.must_create
+    assert p.current is None and p.obsolete == ["mnist-g1"]
+    assert not p.must_create  # its deletion comes first; its DELETED event creates ours
 
 
-def test_jobs_already_being_deleted_are_left_alone() -> None:
+def test_jobs_already_being_deleted_are_left_alone_and_waited_for() -> None:
+    """A spec edit: generation 2 starts only once generation 1's Job is gone, and it goes only after its pods."""
     going = batch_job("mnist-g1")
     going["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     p = plan.plan_jobs([going], name="mnist", uid="qj-uid", generation=2, previous_status={})
-    assert p.obsolete == []
+    assert p.obsolete == [] and p.leaving == ["mnist-g1"] and not p.must_create
+    assert plan.plan_jobs([], name="mnist", uid="qj-uid", generation=2, previous_status={}).must_create
+
+
+def test_this_generations_job_being_deleted_is_not_adopted() -> None:
+    """Deleted by hand in the foreground: the new Job of the same name waits until the old one (and its pod) is gone."""
+    going = batch_job("mnist-g1")
+    going["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    p = plan.plan_jobs([going], name="mnist", uid="qj-uid", generation=1, previous_status={})
+    assert p.current is None and p.leaving == ["mnist-g1"] and not p.must_create
 
 
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed"])

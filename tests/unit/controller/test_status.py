@@ -7,6 +7,7 @@ from typing import Any
 from edgequant.api import v1alpha1 as api
 from edgequant.api.conditions import Phase, Reason
 from edgequant.api.exitcodes import ExitCode
+from edgequant.api.result import WorkerResult
 from edgequant.controller import status
 
 from .conftest import batch_job, failure_message, pod, success_message
@@ -161,11 +162,16 @@ def test_diff_patches_only_what_changed_and_posts_events_on_transitions() -> Non
     assert [(e.type, e.reason) for e in change.events] == [("Normal", "JobCreated")]
 
     assert not status.diff(pending, dict(pending)).changed
+    # Counters of a waiting or running run change no phase: no write of their own (one write per transition).
+    pod_created = status.desired_status(pending, status.observe_job(batch_job(active=1, startTime=T1), [pod("p1", "Pending")]), generation=1, now=T1)
+    assert pod_created["attempts"] == 1 and not status.diff(pending, pod_created).changed
 
     running = status.desired_status(pending, status.observe_job(batch_job(active=1), [pod("p1", "Running")]), generation=1, now=T1)
     change = status.diff(pending, running)
     assert "results" not in change.patch and change.patch["phase"] == "Running"
     assert [e.reason for e in change.events] == ["PodRunning"]
+    started = status.desired_status(running, status.observe_job(batch_job(active=1, startTime=T1), [pod("p1", "Running")]), generation=1, now=T1)
+    assert started["startTime"] == T1 and not status.diff(running, started).changed
 
     failed_obs = status.observe_job(batch_job(failed=1, conditions=[("Failed", "PodFailurePolicy", "")]), [pod("p1", "Failed", exit_code=12, message=failure_message(ExitCode.ACCEPTANCE_FAILED, "drop 0.2 > 0.01"))])
     failed = status.desired_status(running, failed_obs, generation=1, now=T1)
@@ -258,3 +264,22 @@ def test_shortened_results_are_flagged_in_the_status_message() -> None:
     obs = status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=message)])
     assert obs is not None and obs.reason == Reason.COMPLETED and SHORTENED_NOTE in obs.message
     assert obs.results is not None and obs.results["artifact"]["uri"] == long_uri + "/m.tflite"
+
+
+def test_the_terminal_status_says_which_stage_the_worker_reached() -> None:
+    """status.progress comes with the terminal status (no write of its own): the stage from the termination message."""
+    done = WorkerResult.for_exit(ExitCode.SUCCESS, "published").model_copy(update={"stage": "9/9 upload"})
+    job = batch_job(succeeded=1, conditions=[("Complete", "CompletionsReached", "")])
+    obs = status.observe_job(job, [pod("p1", "Succeeded", exit_code=0, message=done.to_termination_message())])
+    assert obs.progress == {"stage": "9/9 upload", "message": "all stages done"}
+    assert status.desired_status({}, obs, generation=1, now=T1)["progress"] == obs.progress
+    stopped = WorkerResult.for_exit(ExitCode.INVALID_INPUT, "no model").model_copy(update={"stage": "1/9 fetch"})
+    failed = batch_job(failed=1, conditions=[("Failed", "PodFailurePolicy", "")])
+    obs = status.observe_job(failed, [pod("p1", "Failed", exit_code=10, message=stopped.to_termination_message())])
+    assert obs.progress == {"stage": "1/9 fetch", "message": "stopped in stage 1/9 fetch"}
+    api.QuantizationJobStatus.model_validate(status.desired_status({}, obs, generation=1, now=T1))
+    # A worker that predates the field (or died before its first stage): no progress, nothing else changes.
+    obs = status.observe_job(failed, [pod("p1", "Failed", exit_code=10, message=failure_message(ExitCode.INVALID_INPUT, "no model"))])
+    assert obs.progress is None and obs.reason == "InvalidInput"
+    running = status.observe_job(batch_job(active=1), [pod("p1", "Running")])
+    assert "progress" not in status.diff({}, status.desired_status({}, running, generation=1, now=T1)).patch

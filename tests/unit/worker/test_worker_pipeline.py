@@ -9,6 +9,7 @@ import pytest
 
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import REASONS, ExitCode
+from edgequant.api.result import WorkerResult
 from edgequant.util import errors
 from edgequant.worker import pipeline
 from edgequant.worker.progress import SilentProgress
@@ -51,6 +52,7 @@ def test_each_error_class_ends_with_its_exit_code_and_a_report(tmp_path: Path, e
     assert str(error) in result.message
     assert ran == []
     assert [(s.name, s.ok) for s in ctx.stages] == [("boom", False)]
+    assert result.stage == "1/2 boom"  # the operator's status.progress
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["outcome"] == {"succeeded": False, "exitCode": int(code), "reason": REASONS[code], "message": result.message, "degraded": False}
     assert result.results is not None and result.results.report_uri == f"file://{tmp_path}/out/report.json"
@@ -62,6 +64,7 @@ def test_success_runs_every_stage_in_order(tmp_path: Path) -> None:
     stages = [pipeline.Stage(n, n, lambda ctx, n=n: order.append(n)) for n in ("a", "b", "c")]
     result, ctx = run_job(_spec(tmp_path), workdir=tmp_path / "work", progress=SilentProgress(), stages=stages)
     assert result.exit_code == 0 and order == ["a", "b", "c"]
+    assert WorkerResult.from_termination_message(result.to_termination_message()).stage == "3/3 c"
     assert json.loads((tmp_path / "out" / "report.json").read_text())["outcome"]["succeeded"] is True
 
 
