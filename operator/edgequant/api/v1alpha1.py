@@ -642,6 +642,7 @@ class Execution(ApiModel):
 class QuantizationJobSpec(ApiModel):
     model: ModelSource = Field(..., description="The FP32 model and its input contract.")
     method: Method = Field(..., description="Quantization workflow.")
+    target: str | None = Field(None, max_length=MAX_SHORT, description="Deployment target the artifact is meant for: rpi-xnnpack, coral-edgetpu, jetson, x86-avx2, x86-vnni, arm64-cpu or generic.")
     calibration: Calibration | None = Field(None, description="Representative data; required by tflite-int8, onnx-static, tensorrt-int8 and tensorrt-mixed.")
     training: Training | None = Field(None, description="Training data for QAT; required by tflite-qat and torch-qat.")
     evaluation: Evaluation | None = Field(None, description="Held-out labeled data for FP32 vs quantized accuracy; without it accuracy is not measured and maxAccuracyDrop cannot be enforced.")
@@ -656,6 +657,15 @@ class QuantizationJobSpec(ApiModel):
     onnx: OnnxOptions = Field(default_factory=OnnxOptions, description="ONNX Runtime quantization options (onnx-dynamic, onnx-static; reduceRange also torch-qat).")
     ptq: PostTraining = Field(default_factory=PostTraining, description="Post-training techniques beyond the bare converter: cross-layer equalization, bias correction, range search, algorithm choice (onnx-static).")
     suspend: bool = Field(False, description="Create the batch Job suspended (or suspend a running one).")
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, v: str | None) -> str | None:
+        from edgequant.api.targets import TARGETS
+
+        if v is not None and v not in TARGETS:
+            raise ValueError(f"unknown target {v!r}: use one of {', '.join(TARGETS)}")
+        return v
 
     @model_validator(mode="after")
     def _cross_field(self) -> "QuantizationJobSpec":
