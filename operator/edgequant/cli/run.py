@@ -222,7 +222,7 @@ def _finish_sweeps(sweeps: list[Any], outcomes: list[_Outcome], out: Any, consol
         sweep.results = {c.name: by_label[c.name].result for c in sweep.cells if c.name in by_label}
         status = local.sweep_status(sweep)
         try:
-            status["reportUri"] = local.publish(sweep, status, base_dir=sweep.base_dir)
+            status["reportUri"] = local.publish(sweep.name, sweep.sweep.spec, status, base_dir=sweep.base_dir)
         except EdgequantError as exc:
             console.print(f"[red]sweep {sweep.name}: report not written: {exc}[/]")
             code = code or int(exc.exit_code)

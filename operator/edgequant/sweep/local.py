@@ -62,16 +62,16 @@ def sweep_status(local: LocalSweep) -> dict[str, Any]:
     return status
 
 
-def publish(local: LocalSweep, status: dict[str, Any], *, base_dir: Path | None) -> str:
+def publish(name: str, spec: sweep_api.QuantizationSweepSpec, status: Mapping[str, Any], *, base_dir: Path | None) -> str:
     """Write report.html and sweep.json under the sweep's output URI; returns the report.html URI."""
-    stores = Stores(storage=local.sweep.spec.storage, base_dir=base_dir)
-    prefix = as_prefix(local.sweep.spec.output.uri)
+    stores = Stores(storage=spec.storage, base_dir=base_dir)
+    prefix = as_prefix(spec.output.uri)
     status = {**status, "reportUri": prefix + sweep_report.REPORT_HTML}
     with tempfile.TemporaryDirectory(prefix="edgequant-sweep-") as tmp:
         html = Path(tmp) / sweep_report.REPORT_HTML
-        html.write_text(sweep_report.render_html(local.name, status))
+        html.write_text(sweep_report.render_html(name, status))
         doc = Path(tmp) / sweep_report.REPORT_JSON
-        doc.write_text(json.dumps({"apiVersion": "edgequant.io/v1alpha1", "kind": sweep_api.KIND, "metadata": {"name": local.name}, "status": status}, indent=2))
+        doc.write_text(json.dumps({"apiVersion": "edgequant.io/v1alpha1", "kind": sweep_api.KIND, "metadata": {"name": name}, "status": status}, indent=2))
         stores.upload(doc, prefix + sweep_report.REPORT_JSON, content_type="application/json")
         stores.upload(html, prefix + sweep_report.REPORT_HTML, content_type="text/html")
     return status["reportUri"]

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from edgequant.api import sweep as sweep_api
 from edgequant.api import v1alpha1 as api
 from edgequant.api.targets import TARGETS
+from edgequant.controller import naming
 
 #: Label on each child QuantizationJob naming its sweep (full name in the annotation when the label is shortened).
 LABEL_SWEEP = "edgequant.io/sweep"
@@ -134,14 +135,13 @@ def cell_spec(spec: sweep_api.QuantizationSweepSpec, cell: Cell) -> api.Quantiza
 
 def child_manifest(*, sweep_name: str, namespace: str, uid: str, spec: sweep_api.QuantizationSweepSpec, cell: Cell) -> dict[str, Any]:
     """The child QuantizationJob, owned by the sweep (deleted with it) and labelled with it."""
-    label = sweep_name if len(sweep_name) <= 63 else f"{sweep_name[:54].rstrip('-.')}-{hashlib.sha256(sweep_name.encode()).hexdigest()[:8]}"
     return {
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
         "metadata": {
             "name": cell.name,
             "namespace": namespace,
-            "labels": {LABEL_SWEEP: label},
+            "labels": {LABEL_SWEEP: naming.label_value(sweep_name)},
             "annotations": {ANNOTATION_SWEEP: sweep_name, ANNOTATION_CELL: cell.name},
             "ownerReferences": [
                 {"apiVersion": api.API_VERSION, "kind": sweep_api.KIND, "name": sweep_name, "uid": uid, "controller": True, "blockOwnerDeletion": True}
