@@ -83,7 +83,8 @@ def test_a_cell_is_the_job_written_by_hand() -> None:
     assert wire["output"] == {"uri": "s3://b/sweeps/fm/fm-rpi-xnnpack-tflite-float16/"}
     assert "calibration" not in wire and "onnx" not in wire  # other methods' settings stay out of this cell
     assert wire["acceptance"] == {"maxAccuracyDrop": 0.02} and "mixedPrecision" not in wire  # defaults stay unwritten
-    assert plan.cell_wire(sweep.spec, int8)["calibration"] == {"dataset": {"uri": "s3://b/cal/"}, "samples": 300}
+    # Every cell calibrates through one cache under the sweep's output: cells sharing model, data and recipe calibrate once.
+    assert plan.cell_wire(sweep.spec, int8)["calibration"] == {"dataset": {"uri": "s3://b/cal/"}, "samples": 300, "cacheUri": "s3://b/sweeps/fm/calibration-cache/"}
     child = plan.child_manifest(sweep_name="fm", namespace="team", uid="u-1", spec=sweep.spec, cell=int8)
     assert child["metadata"]["labels"] == {plan.LABEL_SWEEP: "fm"}
     assert child["metadata"]["ownerReferences"][0] == {

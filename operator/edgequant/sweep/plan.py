@@ -29,6 +29,8 @@ SHARED_FIELDS = (
     "scheduling", "execution", "onnx", "tensorrt", "ptq",
 )
 TERMINAL = ("Succeeded", "Failed")
+#: The cells' shared calibration cache, under the sweep's output URI.
+CACHE_FOLDER = "calibration-cache/"
 NO_TARGET = "any"
 
 
@@ -65,8 +67,9 @@ def expand(sweep_name: str, spec: sweep_api.QuantizationSweepSpec) -> tuple[list
     fmt = spec.model.resolved_format
     cells: list[Cell] = []
     skipped: list[sweep_api.SkippedCell] = []
-    for target in spec.matrix.targets or [None]:
-        methods = list(spec.matrix.methods) if spec.matrix.methods else [api.Method(m) for m in TARGETS[target].methods] if target else []
+    targets: list[str | None] = list(spec.matrix.targets) or [None]
+    for target in targets:
+        methods = list(spec.matrix.methods) if spec.matrix.methods or target is None else [api.Method(m) for m in TARGETS[target].methods]
         for method in methods:
             if fmt is not None and fmt not in api.FORMATS_BY_METHOD[method]:
                 reason = f"{method.value} does not take a {fmt.value} model ({', '.join(sorted(f.value for f in api.FORMATS_BY_METHOD[method]))})"
@@ -125,6 +128,9 @@ def cell_wire(spec: sweep_api.QuantizationSweepSpec, cell: Cell) -> dict[str, An
         wire["target"] = cell.target
     if cell.algorithm is not None:
         wire.setdefault("calibration", {})["algorithm"] = cell.algorithm.value
+    if "calibration" in wire and "cacheUri" not in wire["calibration"]:
+        # One cache for every cell: cells sharing a model, data and calibration recipe calibrate once.
+        wire["calibration"]["cacheUri"] = spec.output.uri + CACHE_FOLDER
     wire["output"] = {"uri": spec.output.uri + cell.name + "/"}
     return wire
 
@@ -210,7 +216,7 @@ def front_of(candidates: Sequence[sweep_api.Candidate]) -> list[str]:
 
 
 def _preference(c: sweep_api.Candidate) -> int:
-    methods = TARGETS[c.target].methods if c.target in TARGETS else ()
+    methods = TARGETS[c.target].methods if c.target is not None and c.target in TARGETS else ()
     return methods.index(c.method) if c.method in methods else len(methods)
 
 

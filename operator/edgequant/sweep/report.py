@@ -67,8 +67,8 @@ def render_html(name: str, status: Mapping[str, Any]) -> str:
               "<th>accuracy</th><th>drop</th><th>latency</th><th>passed gate</th><th></th></tr>")
     body = [
         f"<h1>edgequant sweep — {escape(name)}</h1>",
-        f"<p class=sub>{status.get('cells', 0)} cells, {status.get('finished', 0)} finished, {status.get('passed', 0)} within the budget. "
-        "Latency is measured on the worker's CPU, not on the target device.</p>",
+        (f"<p class=sub>{status.get('cells', 0)} cells, {status.get('finished', 0)} finished, {status.get('passed', 0)} within the budget. "
+         "Latency is measured on the worker's CPU, not on the target device.</p>"),
         "<h2>Recommendations</h2><table><tr><th>target</th><th>candidate</th><th>method</th><th>why</th></tr>" + recs + "</table>",
         "<h2>Pareto front</h2>" + (pareto_svg(status) or "<p class=muted>No cell produced an artifact.</p>"),
         "<h2>Candidates</h2><table>" + header + "".join(rows) + "</table>",
