@@ -7,8 +7,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.e2e.test_operator import (  # noqa: F401  (fixtures used by name)
@@ -33,6 +35,14 @@ def sweep_crd(k8s_cluster: Any, crd_installed: None) -> None:  # noqa: F811
     k8s_cluster.kubectl("wait", "--for=condition=Established", "crd/quantizationsweeps.edgequant.io", "--timeout=60s")
 
 
+@pytest.fixture
+def calibration_data(s3_world: dict[str, Any], fashion_mnist: Any, tmp_path: Path) -> None:  # noqa: F811
+    """200 real training images (20 a class) as the calibration set, beside the evaluation set."""
+    picks = np.concatenate([np.flatnonzero(fashion_mnist.train_y == c)[:20] for c in range(10)])
+    np.savez(tmp_path / "calibration.npz", x=fashion_mnist.train_x[picks], y=fashion_mnist.train_y[picks])
+    s3_world["client"].upload_file(str(tmp_path / "calibration.npz"), s3_world["bucket"], "data/calibration.npz")
+
+
 def sweep_manifest(name: str, world: dict[str, Any], secret: str) -> dict[str, Any]:
     bucket = world["bucket"]
     return {
@@ -41,7 +51,8 @@ def sweep_manifest(name: str, world: dict[str, Any], secret: str) -> dict[str, A
         "metadata": {"name": name},
         "spec": {
             "model": {"uri": f"s3://{bucket}/models/tiny.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
-            "matrix": {"targets": ["rpi-xnnpack", "arm64-cpu"], "methods": ["tflite-dynamic-range", "tflite-float16"]},
+            "matrix": {"targets": ["rpi-xnnpack", "arm64-cpu"], "methods": ["tflite-int8", "tflite-dynamic-range"]},
+            "calibration": {"dataset": {"uri": f"s3://{bucket}/data/calibration.npz", "layout": "npz"}, "samples": 200},
             "evaluation": {"dataset": {"uri": f"s3://{bucket}/data/eval.npz", "layout": "npz"}, "samples": 100},
             "mixedPrecision": {"sensitivity": "off"},
             "acceptance": {"maxAccuracyDrop": 1.0},
@@ -59,7 +70,8 @@ def dominated(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def test_a_sweep_runs_its_cells_and_recommends_per_target(
-    k8s_cluster: Any, namespace: str, sweep_crd: None, operator: Operator, s3_world: dict[str, Any], s3_secret: str  # noqa: F811
+    k8s_cluster: Any, namespace: str, sweep_crd: None, operator: Operator, s3_world: dict[str, Any], s3_secret: str,  # noqa: F811
+    calibration_data: None,
 ) -> None:
     create(k8s_cluster, namespace, [sweep_manifest("fm", s3_world, s3_secret)])
     k8s_cluster.kubectl("wait", "--for=condition=Completed", "qs/fm", "-n", namespace, "--timeout=600s", timeout=630)
@@ -70,7 +82,7 @@ def test_a_sweep_runs_its_cells_and_recommends_per_target(
 
     # One child per cell, owned by the sweep, each with its target and method.
     children = {c["metadata"]["name"]: c for c in get_json(k8s_cluster, "qj", "-n", namespace, "-l", "edgequant.io/sweep=fm")["items"]}
-    expected = {f"fm-{t}-{m}" for t, m in itertools.product(("rpi-xnnpack", "arm64-cpu"), ("tflite-dynamic-range", "tflite-float16"))}
+    expected = {f"fm-{t}-{m}" for t, m in itertools.product(("rpi-xnnpack", "arm64-cpu"), ("tflite-int8", "tflite-dynamic-range"))}
     assert set(children) == expected
     for child in children.values():
         (ref,) = child["metadata"]["ownerReferences"]
@@ -105,11 +117,21 @@ def test_a_sweep_runs_its_cells_and_recommends_per_target(
         mine = {n: f for n, f in figures.items() if children[n]["spec"]["target"] == target}
         smallest = min(f["sizeBytes"] for f in mine.values())
         assert figures[rec["candidate"]]["sizeBytes"] == smallest and rec["method"] == children[rec["candidate"]]["spec"]["method"]
-        assert rec["method"] == "tflite-dynamic-range"  # a quarter of FP32, float16 half of it
+
+    # One calibration cache for every cell, in S3 under the sweep's output: the int8 cells of both targets share a
+    # key; one that started after the other finished quantized from its calibration, and both made the same bytes.
+    client = s3_world["client"]
+    first, second = sorted((children[f"fm-{t}-tflite-int8"] for t in ("rpi-xnnpack", "arm64-cpu")), key=lambda c: c["metadata"]["creationTimestamp"])
+    assert {c["spec"]["calibration"]["cacheUri"] for c in (first, second)} == {f"s3://{s3_world['bucket']}/sweeps/fm/calibration-cache/"}
+    assert first["status"]["results"]["artifact"]["sha256"] == second["status"]["results"]["artifact"]["sha256"]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_world["bucket"], Prefix="sweeps/fm/calibration-cache/")["Contents"]]
+    assert len([k for k in keys if k.endswith("/key.json")]) == 1
+    if second["metadata"]["creationTimestamp"] > first["status"]["completionTime"]:
+        report = json.loads(client.get_object(Bucket=s3_world["bucket"], Key=second["status"]["results"]["reportUri"].split("/", 3)[3])["Body"].read())
+        assert any("calibration reused from" in n for n in report["notes"]), report["notes"]
 
     # The combined report under the sweep's output URI.
     assert status["reportUri"] == f"s3://{s3_world['bucket']}/sweeps/fm/report.html"
-    client = s3_world["client"]
     html = client.get_object(Bucket=s3_world["bucket"], Key="sweeps/fm/report.html")["Body"].read().decode()
     assert "<svg" in html and all(name in html for name in expected)
     saved = json.loads(client.get_object(Bucket=s3_world["bucket"], Key="sweeps/fm/sweep.json")["Body"].read())

@@ -174,11 +174,17 @@ def _children(namespace: str, name: str, uid: str) -> dict[str, dict[str, Any]]:
     }
 
 
+class CellRejected(Exception):
+    """The API server refused a cell's QuantizationJob (invalid, forbidden): the sweep cannot run as written."""
+
+
 def _create_child(manifest: dict[str, Any]) -> None:
     try:
         _objects().create_namespaced_custom_object(api.GROUP, api.VERSION, manifest["metadata"]["namespace"], api.PLURAL, manifest)
     except ApiException as exc:
-        if exc.status != 409:  # already there: created by an earlier reconcile
+        if exc.status in (400, 403, 422):
+            raise CellRejected(f"the API server refused the QuantizationJob of cell {manifest['metadata']['name']}: {exc.status} {kube._reason(exc)}") from exc
+        if exc.status != 409:  # 409: already there, created by an earlier reconcile
             raise
 
 
@@ -205,17 +211,17 @@ def reconcile(namespace: str, name: str, *, settings: OperatorSettings, logger: 
         try:
             sweep = plan.parse(body)
         except plan.SweepSpecError as exc:
-            logger.warning("invalid QuantizationSweep: %s", exc)
-            desired = desired_status(previous=previous, generation=generation, aggregate=None, skipped=[], report=None, report_uri=None, invalid=str(exc))
-            patch = changed_fields(previous, desired)
-            if patch:
-                _patch_status(namespace, name, patch)
+            _fail(namespace, name, previous, generation, str(exc), logger)
             return
         cells, skipped = plan.expand(name, sweep.spec)
         children = _children(namespace, name, meta["uid"])
         statuses = {n: (c.get("status") or {}) for n, c in children.items()}
         for cell in plan.next_cells(cells, statuses, sweep.spec.concurrency):
-            _create_child(plan.child_manifest(sweep_name=name, namespace=namespace, uid=meta["uid"], spec=sweep.spec, cell=cell))
+            try:
+                _create_child(plan.child_manifest(sweep_name=name, namespace=namespace, uid=meta["uid"], spec=sweep.spec, cell=cell))
+            except CellRejected as exc:
+                _fail(namespace, name, previous, generation, str(exc), logger)
+                return
             statuses[cell.name] = {}
             logger.info("created QuantizationJob %s (%s)", cell.name, ", ".join(filter(None, [cell.target, cell.method.value, *cell.options.values()])))
         aggregate = plan.aggregate(cells, statuses, sweep.spec)
@@ -229,6 +235,15 @@ def reconcile(namespace: str, name: str, *, settings: OperatorSettings, logger: 
         patch = changed_fields(previous, desired)
         if patch:
             _patch_status(namespace, name, patch)
+
+
+def _fail(namespace: str, name: str, previous: dict[str, Any], generation: int, message: str, logger: logging.Logger) -> None:
+    """The sweep cannot run as written: Failed, with the message naming the field or the cell (no retry loop)."""
+    logger.warning("QuantizationSweep cannot run: %s", message)
+    desired = desired_status(previous=previous, generation=generation, aggregate=None, skipped=[], report=None, report_uri=None, invalid=message)
+    patch = changed_fields(previous, desired)
+    if patch:
+        _patch_status(namespace, name, patch)
 
 
 def _report(body: dict[str, Any], sweep: sweep_api.QuantizationSweep, cells: list[plan.Cell], status: dict[str, Any], *, settings: OperatorSettings) -> tuple[str | None, str | None]:

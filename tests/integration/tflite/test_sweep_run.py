@@ -75,6 +75,14 @@ def test_a_local_sweep_recommends_from_its_cells_figures(trained_cnn: Path, fmni
         assert rec["candidate"] == best and rec["method"] in ("tflite-int8", "tflite-dynamic-range")
         assert mine[best]["size"] < 0.6 * mine[f"fm-{target}-tflite-float16"]["size"]
 
+    # The two tflite-int8 cells share model, data and recipe: one calibrates, the other reuses its calibration
+    # from the sweep's cache, and both quantize to the same bytes.
+    int8 = [json.loads((out / f"fm-{t}-tflite-int8" / "report.json").read_text()) for t in TARGETS]
+    texts = [json.dumps(r["notes"]) for r in int8]
+    assert sorted("stored for reuse" in t for t in texts) == [False, True] and sorted("reused from" in t for t in texts) == [False, True]
+    assert int8[0]["artifact"]["sha256"] == int8[1]["artifact"]["sha256"]
+    assert len(list((out / "calibration-cache").glob("tflite-*/key.json"))) == 1
+
     html = (out / "report.html").read_text()
     assert "<svg" in html and "<circle" in html and all(n in html for n in names)
     assert "sweep fm" in proc.stdout and "recommended for rpi-xnnpack" in proc.stdout
