@@ -216,8 +216,12 @@ def _finish_sweeps(sweeps: list[Any], outcomes: list[_Outcome], out: Any, consol
     from edgequant.sweep import local
     from edgequant.util.errors import EdgequantError
 
+    from rich.console import Console
+
     by_label = {o.label: o for o in outcomes}
     code = 0
+    if sweeps and not out.is_terminal:
+        out = Console(width=200)  # pipes and CI logs: the sweep's table has twelve columns
     for sweep in sweeps:
         sweep.results = {c.name: by_label[c.name].result for c in sweep.cells if c.name in by_label}
         status = local.sweep_status(sweep)
