@@ -47,7 +47,7 @@ test-data:
 	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(REAL_PHOTO_PACKAGES); }
 
 crd: install
-	$(VENV)/bin/edgequant crd > crds/edgequant.io_quantizationjobs.yaml
+	$(VENV)/bin/edgequant crd --out-dir crds
 
 clean:
 	rm -rf $(VENV) .tools

@@ -11,7 +11,7 @@ chart: chart-crds chart-rbac
 
 # The chart ships the very file `make crd` writes; tests/unit/chart fails when the two differ.
 chart-crds:
-	cp crds/edgequant.io_quantizationjobs.yaml $(CHART)/crds/edgequant.io_quantizationjobs.yaml
+	cp crds/edgequant.io_quantizationjobs.yaml crds/edgequant.io_quantizationsweeps.yaml $(CHART)/crds/
 
 # The chart's Roles/ClusterRole come from the permissions the operator declares (edgequant/controller/rbac.py).
 chart-rbac:

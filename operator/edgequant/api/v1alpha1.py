@@ -400,7 +400,7 @@ class Calibration(ApiModel):
     algorithm: CalibrationAlgorithm = Field(CalibrationAlgorithm.MINMAX, description="Range estimation: minmax, entropy (KL) or percentile.")
     percentile: float = Field(99.999, gt=50, le=100, description="Percentile kept when algorithm is percentile.")
     class_balance: ClassBalancePolicy = Field(ClassBalancePolicy.WARN, description="Strong class imbalance: warn, strict (fail), or ignore.")
-    cache_uri: str | None = Field(None, max_length=MAX_URI, description="Prefix where TensorRT calibration caches are read and written, named by content (model, calibration data, algorithm, TensorRT version); defaults to <output.uri>calibration-cache/.")
+    cache_uri: str | None = Field(None, max_length=MAX_URI, description="Prefix where calibration results (TensorRT calibration caches, ONNX Runtime ranges and spec.ptq choices) are read and written, named by content (model, calibration data, recipe, library version); defaults to <output.uri>calibration-cache/. Jobs that share it calibrate once per model, data and recipe.")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for deterministic sampling.")
 
     @field_validator("cache_uri")

@@ -14,9 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edgequant.storage import Stores
 
 from edgequant.api import v1alpha1 as api
 from edgequant.util.errors import InvalidInputError
@@ -109,6 +112,8 @@ class QuantizeRequest:
     keep_float: Sequence[str] = ()
     """Layer / node names (source-model names) kept in higher precision."""
     log: Callable[[str], None] = print
+    stores: "Stores | None" = None
+    """The run's storage (relative file:// URIs resolved), for side results such as the calibration cache."""
 
 
 @dataclass

@@ -49,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from edgequant.controller import handlers  # registers the handlers
+    from edgequant.controller import handlers, sweep_handlers  # registers the handlers
 
     handlers.register_resync(settings.resync_seconds)
+    sweep_handlers.register_resync(settings.resync_seconds)
 
     kopf.configure(log_format={"json": kopf.LogFormat.JSON, "plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL}[settings.log_format])
     kopf.run(

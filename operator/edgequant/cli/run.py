@@ -70,7 +70,8 @@ class RichProgress:
             self._progress.remove_task(self._stage_task)
 
 
-def _load_jobs(files: list[Path]) -> list[tuple[Path, Any]]:
+def _load_jobs(files: list[Path], sweeps: list[Any] | None = None) -> list[tuple[Path, Any]]:
+    """Job documents in order; a QuantizationSweep becomes its cells' documents and is appended to ``sweeps``."""
     from edgequant.util.errors import InvalidInputError
 
     jobs = []
@@ -81,10 +82,25 @@ def _load_jobs(files: list[Path]) -> list[tuple[Path, Any]]:
             raise InvalidInputError(f"{path}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
             raise InvalidInputError(f"{path}: not valid YAML: {exc}") from exc
-        docs = [d for d in docs if not (isinstance(d, dict) and d.get("kind") not in (None, "QuantizationJob"))]
-        if not docs:
+        found = False
+        for d in docs:
+            kind = d.get("kind") if isinstance(d, dict) else None
+            if kind == "QuantizationSweep" and sweeps is not None:
+                from edgequant.sweep import local, plan
+
+                try:
+                    sweep = local.load(d)
+                except plan.SweepSpecError as exc:
+                    raise InvalidInputError(f"{path}: invalid QuantizationSweep: {exc}") from exc
+                sweep.base_dir = path.resolve().parent
+                sweeps.append(sweep)
+                jobs.extend((path, cell) for cell in sweep.documents())
+                found = True
+            elif kind in (None, "QuantizationJob"):
+                jobs.append((path, d))
+                found = True
+        if not found:
             raise InvalidInputError(f"{path}: no QuantizationJob in the file")
-        jobs.extend((path, d) for d in docs)
     return jobs
 
 
@@ -153,8 +169,9 @@ def run(args: argparse.Namespace) -> int:
     from edgequant.worker.runner import run_job, spec_from_document
 
     console = Console(stderr=True)
+    sweeps: list[Any] = []
     try:
-        jobs = _load_jobs(args.files)
+        jobs = _load_jobs(args.files, sweeps)
     except EdgequantError as exc:
         console.print(f"[red]{exc}[/]")
         return int(exc.exit_code)
@@ -187,5 +204,35 @@ def run(args: argparse.Namespace) -> int:
     if not out.is_terminal:
         out = Console(width=132)  # pipes and CI logs: wide enough for the table on one line per row
     out.print(summary_table(outcomes))
+    failed_sweep = _finish_sweeps(sweeps, outcomes, out, console)
     failed = [o.result.exit_code for o in outcomes if o.result.exit_code != 0]
+    if failed_sweep:
+        return failed_sweep
     return failed[0] if failed else 0
+
+
+def _finish_sweeps(sweeps: list[Any], outcomes: list[_Outcome], out: Any, console: Any) -> int:
+    """Each sweep's status from its cells, its table, and its report under its output URI (exit code, 0 when written)."""
+    from edgequant.sweep import local
+    from edgequant.util.errors import EdgequantError
+
+    from rich.console import Console
+
+    by_label = {o.label: o for o in outcomes}
+    code = 0
+    if sweeps and not out.is_terminal:
+        out = Console(width=200)  # pipes and CI logs: the sweep's table has twelve columns
+    for sweep in sweeps:
+        sweep.results = {c.name: by_label[c.name].result for c in sweep.cells if c.name in by_label}
+        status = local.sweep_status(sweep)
+        try:
+            status["reportUri"] = local.publish(sweep.name, sweep.sweep.spec, status, base_dir=sweep.base_dir)
+        except EdgequantError as exc:
+            console.print(f"[red]sweep {sweep.name}: report not written: {exc}[/]")
+            code = code or int(exc.exit_code)
+        out.print(local.table(sweep.name, status))
+        for r in status["recommendations"]:
+            out.print(f"recommended for {r['target']}: {r.get('candidate') or '-'} ({r['reason']})")
+        if status.get("reportUri"):
+            out.print(f"sweep report: {status['reportUri']}")
+    return code

@@ -39,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
             invalid += 1
         for index, doc in enumerate(docs):
             where = f"{path}" if len(docs) == 1 else f"{path}[{index}]"
+            if isinstance(doc, dict) and doc.get("kind") == "QuantizationSweep":
+                invalid += _validate_sweep(doc, where)
+                continue
             if isinstance(doc, dict) and doc.get("kind") not in (None, "QuantizationJob"):
                 continue  # other kinds in the same file (Secrets, ConfigMaps) are not ours to check
             job, problems = validation.validate_document(doc)
@@ -56,3 +59,21 @@ def run(args: argparse.Namespace) -> int:
                 for warning in warnings:
                     print(f"{where}: warning: {warning}")
     return EXIT_INVALID if invalid else 0
+
+
+def _validate_sweep(doc: dict[str, object], where: str) -> int:
+    """1 when the sweep cannot run (every problem printed with its field), else 0 (its cells and skipped ones printed)."""
+    from edgequant.sweep import plan
+
+    try:
+        sweep = plan.parse(doc)
+    except plan.SweepSpecError as exc:
+        for problem in str(exc).split("; "):
+            print(f"{where}: {problem}", file=sys.stderr)
+        return 1
+    name = sweep.metadata.name or "(unnamed)"
+    cells, skipped = plan.expand(name, sweep.spec)
+    print(f"{where}: valid QuantizationSweep {name} ({len(cells)} cells: {', '.join(c.name for c in cells)})")
+    for s in skipped:
+        print(f"{where}: skipped: {s.target or '-'} / {s.method}: {s.reason}")
+    return 0

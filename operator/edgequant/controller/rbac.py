@@ -12,12 +12,17 @@ from typing import Any
 
 import yaml
 
+from edgequant.api import sweep as sweep_api
 from edgequant.api import v1alpha1 as api
 
 RULES: list[dict[str, Any]] = [
-    # Watch QuantizationJobs (handlers) and write their status (status.py via kube.patch_status).
-    {"apiGroups": [api.GROUP], "resources": [api.PLURAL], "verbs": ["get", "list", "watch", "patch"]},
+    # Watch QuantizationJobs (handlers) and write their status (status.py via kube.patch_status); a sweep creates
+    # one per cell (sweep.py).
+    {"apiGroups": [api.GROUP], "resources": [api.PLURAL], "verbs": ["get", "list", "watch", "patch", "create"]},
     {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/status"], "verbs": ["get", "patch"]},
+    # Watch QuantizationSweeps and write their status (sweep.py); their report Job is a batch Job like the others.
+    {"apiGroups": [api.GROUP], "resources": [sweep_api.PLURAL], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": [api.GROUP], "resources": [f"{sweep_api.PLURAL}/status"], "verbs": ["get", "patch"]},
     # Run quantizers: kube.create_job / delete_job / set_job_suspended, and watch them (job_event).
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     # Read the worker's termination message (kube.pods_of_job) and watch pod phases.

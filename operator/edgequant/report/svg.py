@@ -100,6 +100,52 @@ def histogram_chart(*, title: str, edges: Sequence[float], fp32: Sequence[int], 
     return "".join(parts)
 
 
+@dataclass(frozen=True)
+class Point:
+    label: str
+    x: float
+    y: float
+    color: str = QUANT_COLOR
+    highlight: bool = False
+    """Drawn larger, outlined and labelled (e.g. a Pareto-optimal candidate)."""
+
+
+def scatter_chart(points: Sequence[Point], *, title: str, x_label: str, y_label: str, width: int = 720, height: int = 360, line: bool = True) -> str:
+    """Points on linear axes from zero; highlighted points are labelled and, with ``line``, joined in x order."""
+    left, right, top, bottom = 64, 24, 30, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xmax = max([p.x for p in points] + [1e-12]) * 1.08
+    ymin = min([p.y for p in points] + [0.0])
+    ymax = max([p.y for p in points] + [1e-12])
+    span = (ymax - ymin) * 1.1 or 1.0
+
+    def at(p: Point) -> tuple[float, float]:
+        return left + p.x / xmax * plot_w, top + plot_h - (p.y - ymin) / span * plot_h
+
+    parts = [_svg_open(width, height, title), f'<text x="0" y="16" class="t">{escape(title)}</text>']
+    parts.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" class="axis"/>')
+    parts.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" class="axis"/>')
+    for frac in (0.0, 0.5, 1.0):
+        x = left + frac * plot_w
+        parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle" class="v">{_num(frac * xmax)}</text>')
+        y = top + plot_h - frac * plot_h
+        parts.append(f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" class="v">{_num(ymin + frac * span)}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle" class="l">{escape(x_label)}</text>')
+    parts.append(f'<text x="12" y="{top + plot_h / 2:.1f}" transform="rotate(-90 12 {top + plot_h / 2:.1f})" text-anchor="middle" class="l">{escape(y_label)}</text>')
+    front = sorted((p for p in points if p.highlight), key=lambda p: p.x)
+    if line and len(front) > 1:
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in (at(p) for p in front))
+        parts.append(f'<polyline points="{path}" fill="none" stroke="{OK_COLOR}" stroke-width="1.5" stroke-dasharray="4 3"/>')
+    for p in points:
+        x, y = at(p)
+        radius, stroke = (6, ' stroke="#1f2933" stroke-width="1.5"') if p.highlight else (4, "")
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius}" fill="{p.color}"{stroke}><title>{escape(p.label)}</title></circle>')
+        if p.highlight:
+            parts.append(f'<text x="{x + 8:.1f}" y="{y - 6:.1f}" class="v">{escape(p.label)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def _svg_open(width: int, height: int, title: str) -> str:
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">'
 

@@ -85,6 +85,7 @@ def quantize_request(ctx: RunContext, *, method: api.Method | None = None) -> Qu
         training=training.batches(batch_size=spec.training.batch_size if spec.training else 32) if training is not None else None,
         keep_float=list(spec.mixed_precision.pinned_layers) if manual else [],
         log=ctx.log,
+        stores=ctx.stores,
     )
 
 

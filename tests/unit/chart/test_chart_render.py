@@ -177,9 +177,10 @@ def test_quantizer_images_cover_every_method_family() -> None:
     assert values["image"]["repository"].endswith("/operator") and (ROOT / "images" / "operator" / "Dockerfile").is_file()
 
 
-def test_chart_crd_is_the_generated_crd_byte_for_byte() -> None:
+@pytest.mark.parametrize("name", ["edgequant.io_quantizationjobs.yaml", "edgequant.io_quantizationsweeps.yaml"])
+def test_chart_crd_is_the_generated_crd_byte_for_byte(name: str) -> None:
     """`make chart-crds` copies crds/ into the chart; run it when this fails."""
-    generated = ROOT / "crds" / "edgequant.io_quantizationjobs.yaml"
+    generated = ROOT / "crds" / name
     shipped = CHART / "crds" / generated.name
     assert shipped.read_bytes() == generated.read_bytes(), "run `make crd chart-crds` and commit charts/edgequant/crds/"
 
@@ -187,8 +188,9 @@ def test_chart_crd_is_the_generated_crd_byte_for_byte() -> None:
 def test_rendered_crds_are_ours_and_kopfs_peering(helm: str) -> None:
     docs = render(helm, "--include-crds")
     crds = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
-    assert set(crds) == {f"{api.PLURAL}.{api.GROUP}", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    assert set(crds) == {f"{api.PLURAL}.{api.GROUP}", f"quantizationsweeps.{api.GROUP}", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
     assert crds[f"{api.PLURAL}.{api.GROUP}"] == yaml.safe_load((ROOT / "crds" / "edgequant.io_quantizationjobs.yaml").read_text())
+    assert crds[f"quantizationsweeps.{api.GROUP}"] == yaml.safe_load((ROOT / "crds" / "edgequant.io_quantizationsweeps.yaml").read_text())
     assert crds["clusterkopfpeerings.kopf.dev"]["spec"]["scope"] == "Cluster"
     assert crds["kopfpeerings.kopf.dev"]["spec"]["scope"] == "Namespaced"
 
@@ -208,8 +210,10 @@ def granted_rules(helm: str, *args: str) -> list[dict[str, Any]]:
 def test_rbac_grants_only_what_the_operator_uses(helm: str, args: list[str]) -> None:
     rules = granted_rules(helm, *args)
     allowed: dict[tuple[str, str], set[str]] = {
-        (api.GROUP, api.PLURAL): READ | {"patch"},
+        (api.GROUP, api.PLURAL): READ | {"patch", "create"},  # create: a sweep's cells
         (api.GROUP, f"{api.PLURAL}/status"): {"get", "patch"},
+        (api.GROUP, "quantizationsweeps"): READ | {"patch"},
+        (api.GROUP, "quantizationsweeps/status"): {"get", "patch"},
         ("batch", "jobs"): READ | {"create", "delete", "patch"},
         ("", "pods"): READ,
         ("", "events"): {"create", "patch"},
@@ -226,7 +230,7 @@ def test_rbac_grants_only_what_the_operator_uses(helm: str, args: list[str]) -> 
                 assert (group, resource) in allowed, f"unexpected grant on {group}/{resource}"
                 assert set(rule["verbs"]) <= allowed[(group, resource)], f"{group}/{resource}: {rule['verbs']}"
                 seen.add((group, resource))
-    for needed in [(api.GROUP, api.PLURAL), (api.GROUP, f"{api.PLURAL}/status"), ("batch", "jobs"), ("", "pods"), ("", "events")]:
+    for needed in [(api.GROUP, api.PLURAL), (api.GROUP, f"{api.PLURAL}/status"), (api.GROUP, "quantizationsweeps"), ("batch", "jobs"), ("", "pods"), ("", "events")]:
         assert needed in seen, f"{needed} is not granted"
 
 

@@ -12,8 +12,12 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import onnxruntime
+
+from edgequant.analysis import post_training as pt
 from edgequant.api import v1alpha1 as api
 from edgequant.api.methods import methods_served_by
+from edgequant.backends import calibration_cache as cc
 from edgequant.backends.base import QuantizedArtifact, QuantizeRequest, TensorContract
 from edgequant.backends.onnxruntime import options as opts
 from edgequant.backends.onnxruntime.calibration import calibrate
@@ -70,6 +74,22 @@ class OnnxRuntimeBackend:
         self.calibrations = 0
         """Calibration passes run (one per model, algorithm and data set; every later quantize reuses the ranges)."""
         self._tuned: dict[tuple[object, ...], Tuned] = {}
+        self._cache_notes: dict[Path, str] = {}
+        """Per calibration: where its result was reused from or stored for reuse (the report says so)."""
+
+    def _store(self, request: QuantizeRequest) -> cc.CalibrationStore | None:
+        """The calibration cache of the run's storage; None when the caller gave no storage (a bare backend call)."""
+        if request.stores is None:
+            return None
+        return cc.CalibrationStore(stores=request.stores, prefix=cc.cache_prefix(request.spec), workdir=request.workdir, log=request.log)
+
+    def _key(self, request: QuantizeRequest, data: object, recipe: dict[str, object]) -> cc.CalibrationKey:
+        """Named by the source model, the calibration samples as they arrive here, and everything else that shapes the result."""
+        spec = request.spec
+        return cc.CalibrationKey(
+            backend="onnxruntime", model_sha256=cc.model_sha256(request.model_path), data_sha256=cc.batches_sha256(data),  # type: ignore[arg-type]
+            recipe={**recipe, "onnxruntime": onnxruntime.__version__, "preprocess": spec.onnx.preprocess, "perChannel": spec.onnx.per_channel},
+        )
 
     def float_model(self, request: QuantizeRequest) -> FloatModel:
         """The source model as this run quantizes it (pre-processed once per path and settings)."""
@@ -92,6 +112,16 @@ class OnnxRuntimeBackend:
             raise InvalidInputError("spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset")
         key = (model.path, settings.algorithm, settings.percentile, settings.symmetric_activations, data.count, data.batch_size)
         if key not in self._ranges:
+            store = self._store(request)
+            cache_key = None if store is None else self._key(request, data, {
+                "kind": "ranges", "algorithm": settings.algorithm.value, "percentile": settings.percentile,
+                "symmetricActivations": settings.symmetric_activations,
+            })
+            found = store.fetch(cache_key, ["ranges.json"]) if store is not None and cache_key is not None else None
+            if found is not None and store is not None and cache_key is not None:
+                self._ranges[key] = found["ranges.json"]
+                self._cache_notes[found["ranges.json"]] = f"calibration ranges reused from {store.uri(cache_key)} (same model, data and recipe)"
+                return self._ranges[key]
             self.calibrations += 1
             ranges = calibrate(
                 model_path=model.path, batches=data, input_name=model.model.input_name, fixed_batch=model.model.fixed_batch,
@@ -100,6 +130,9 @@ class OnnxRuntimeBackend:
             )
             name = f"{request.model_path.stem}.{settings.algorithm.value}-{len(self._ranges)}.ranges.json"
             self._ranges[key] = save_ranges(ranges, request.workdir / name)
+            if store is not None and cache_key is not None:
+                warning = store.publish(cache_key, {"ranges.json": self._ranges[key]})
+                self._cache_notes[self._ranges[key]] = warning or f"calibration ranges stored for reuse at {store.uri(cache_key)}"
         return self._ranges[key]
 
     def _tuned_model(self, request: QuantizeRequest, model: FloatModel, settings: opts.StaticSettings) -> Tuned:
@@ -109,11 +142,45 @@ class OnnxRuntimeBackend:
             raise InvalidInputError("spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset")
         key = (model.path, settings.model_copy(update={"keep_float": ()}), request.spec.ptq.model_dump_json(), data.count, data.batch_size)
         if key not in self._tuned:
+            algorithm_given = "algorithm" in request.spec.calibration.model_fields_set
+            store = self._store(request)
+            cache_key = None if store is None else self._key(request, data, {
+                "kind": "ptq", "settings": settings.model_copy(update={"keep_float": ()}).model_dump(mode="json"),
+                "ptq": request.spec.ptq.model_dump(mode="json"), "algorithmGiven": algorithm_given,
+            })
+            cached = self._cached_tuning(store, cache_key, model) if store is not None and cache_key is not None else None
+            if cached is not None and store is not None and cache_key is not None:
+                self._tuned[key] = cached
+                self._cache_notes[cached.ranges_path] = f"calibration and spec.ptq choices reused from {store.uri(cache_key)} (same model, data and recipe)"
+                return cached
             self.calibrations += 1
-            self._tuned[key] = tune(float_model=model, calibration=data, settings=settings, options=request.spec.ptq,
-                                    workdir=request.workdir / f"ptq-{len(self._tuned)}", log=request.log,
-                                    algorithm_given="algorithm" in request.spec.calibration.model_fields_set)
+            tuned = tune(float_model=model, calibration=data, settings=settings, options=request.spec.ptq,
+                         workdir=request.workdir / f"ptq-{len(self._tuned)}", log=request.log, algorithm_given=algorithm_given)
+            self._tuned[key] = tuned
+            if store is None or cache_key is None:
+                return tuned
+            files = {"ranges.json": tuned.ranges_path}
+            if tuned.float_model.path != model.path:
+                files["model.onnx"] = tuned.float_model.path
+            if tuned.uncorrected is not None and tuned.uncorrected != model.path:
+                files["uncorrected.onnx"] = tuned.uncorrected
+            meta = {"rule": tuned.rule, "notes": tuned.notes, "scores": [vars(sc) for sc in tuned.scores], "uncorrectedIsSource": tuned.uncorrected == model.path}
+            warning = store.publish(cache_key, files, meta=meta)
+            self._cache_notes[tuned.ranges_path] = warning or f"calibration and spec.ptq choices stored for reuse at {store.uri(cache_key)}"
         return self._tuned[key]
+
+    def _cached_tuning(self, store: cc.CalibrationStore, key: cc.CalibrationKey, model: FloatModel) -> Tuned | None:
+        """A stored tuning result for this key, as the Tuned that ``tune`` would return; None when there is none."""
+        found = store.fetch(key, ["ranges.json"], optional=("model.onnx", "uncorrected.onnx"))
+        if found is None:
+            return None
+        meta = store.read_meta(key)
+        chosen = FloatModel(path=found.get("model.onnx", model.path), model=model.model, preprocessed=model.preprocessed)
+        return Tuned(
+            float_model=chosen, ranges_path=found["ranges.json"], rule=str(meta.get("rule", "")), notes=list(meta.get("notes", [])),
+            scores=[pt.Score(**sc) for sc in meta.get("scores", [])],
+            uncorrected=model.path if meta.get("uncorrectedIsSource") else found.get("uncorrected.onnx"),
+        )
 
     def reference_float_model(self, request: QuantizeRequest) -> Path:
         """The float function the Q/DQ artifacts quantize, for tensor-by-tensor comparisons: the pre-processed
@@ -152,6 +219,8 @@ class OnnxRuntimeBackend:
                          f"{'per-channel' if settings.per_channel else 'per-tensor'} weights"
                          + ("" if request.spec.ptq.all_off else " (before spec.ptq's choices below)"))
             notes.extend(ptq_notes)
+            if ranges in self._cache_notes:
+                notes.append(self._cache_notes[ranges])
         else:
             settings_d, choice = opts.dynamic_settings(request.spec, cpu=self.cpu, keep_float=keep_float)
             request.log(f"quantizing weights ({settings_d.weight_type.value}, {'per-channel' if settings_d.per_channel else 'per-tensor'}, "

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgequant.api import v1alpha1 as api
+from edgequant.backends import calibration_cache
 from edgequant.backends.tensorrt.cache_format import CalibrationCacheFormatError, check_matches, parse
 from edgequant.backends.tensorrt.calibrator import CalibrationManifest
 from edgequant.storage import ObjectNotFoundError, Stores, UploadedObject, as_prefix
@@ -25,7 +25,9 @@ from edgequant.util.errors import EdgequantError
 #: Bump when the way edgequant calibrates changes (padding, preprocessing hand-off, ORT settings).
 RECIPE_VERSION = 1
 
-DEFAULT_FOLDER = "calibration-cache/"
+DEFAULT_FOLDER = calibration_cache.DEFAULT_FOLDER
+#: One rule for every backend: calibration.cacheUri, else <output.uri>calibration-cache/.
+cache_prefix = calibration_cache.cache_prefix
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,6 @@ class CacheKey:
     def stem(self) -> str:
         """Readable and unique: trt8.6.1-gpu-entropy-<24 hex digits of the digest>."""
         return f"trt{self.tensorrt_version}-{self.recipe}-{self.digest[:24]}"
-
-
-def cache_prefix(spec: api.QuantizationJobSpec) -> str:
-    """calibration.cacheUri (a prefix), else <output.uri>calibration-cache/."""
-    if spec.calibration is not None and spec.calibration.cache_uri:
-        return as_prefix(spec.calibration.cache_uri)
-    return as_prefix(spec.output.uri) + DEFAULT_FOLDER
 
 
 @dataclass(frozen=True)

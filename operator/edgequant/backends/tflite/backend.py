@@ -6,10 +6,12 @@ from pathlib import Path
 
 from edgequant.api import v1alpha1 as api
 from edgequant.api.methods import methods_served_by
+from edgequant.backends import calibration_cache as cc
 from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest
 from edgequant.backends.tflite import convert as conv
 from edgequant.backends.tflite.predictor import TFLitePredictor
 from edgequant.backends.tflite.source import SourceModel, check_input_shape, load_source
+from edgequant.backends.tflite.tf import import_tf
 from edgequant.util.errors import InvalidInputError
 
 class TFLiteBackend:
@@ -21,6 +23,8 @@ class TFLiteBackend:
         self._calibrated: dict[tuple[object, ...], bytes] = {}
         self.calibrations = 0
         """Calibration passes run (one per model and data set; tflite-int8 artifacts and layer analysis reuse it)."""
+        self.cache_notes: list[str] = []
+        """Where calibrations were reused from or stored for reuse (the report says so)."""
 
     def source(self, request: QuantizeRequest) -> SourceModel:
         """The source model as loaded for this run (once per path)."""
@@ -84,6 +88,8 @@ class TFLiteBackend:
             else:
                 data = conv.convert_source(source, method=method, representative=representative)
         path = self._write(data, request.workdir / f"{request.model_path.stem}.{method.artifact_suffix}.tflite")
+        if method is api.Method.TFLITE_INT8:
+            notes.extend(self.cache_notes)
         return QuantizedArtifact(path=path, method=method, input=TFLitePredictor(path).input, notes=notes)
 
     def calibrated(self, request: QuantizeRequest) -> bytes:
@@ -99,6 +105,12 @@ class TFLiteBackend:
         if key not in self._calibrated:
             from edgequant.backends.tflite import layers
 
+            store, cache_key = self._cache(request)
+            found = store.fetch(cache_key, ["calibrated.tflite"]) if store is not None and cache_key is not None else None
+            if found is not None and store is not None and cache_key is not None:
+                self._calibrated[key] = found["calibrated.tflite"].read_bytes()
+                self.cache_notes.append(f"calibration reused from {store.uri(cache_key)} (same model, data and recipe)")
+                return self._calibrated[key]
             converter = self.source(request).converter()
             conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(request.calibration))
             self.calibrations += 1
@@ -107,7 +119,23 @@ class TFLiteBackend:
                 self._calibrated[key] = layers.calibrate(converter)
             except Exception as exc:
                 raise conv.conversion_error(exc, api.Method.TFLITE_INT8) from exc
+            if store is not None and cache_key is not None:
+                path = self._write(self._calibrated[key], request.workdir / "calibration-cache" / "calibrated.tflite")
+                warning = store.publish(cache_key, {"calibrated.tflite": path})
+                self.cache_notes.append(warning or f"calibration stored for reuse at {store.uri(cache_key)}")
         return self._calibrated[key]
+
+    def _cache(self, request: QuantizeRequest) -> tuple[cc.CalibrationStore | None, cc.CalibrationKey | None]:
+        """The run's calibration cache and this calibration's key: the converter's calibrated model (float graph with
+        recorded ranges) is what every tflite-int8 artifact of the same model and data is quantized from."""
+        if request.stores is None or request.calibration is None:
+            return None, None
+        store = cc.CalibrationStore(stores=request.stores, prefix=cc.cache_prefix(request.spec), workdir=request.workdir, log=request.log)
+        key = cc.CalibrationKey(
+            backend="tflite", model_sha256=cc.model_sha256(request.model_path), data_sha256=cc.batches_sha256(request.calibration),
+            recipe={"kind": "calibrated", "tensorflow": import_tf().__version__, "input": request.spec.model.input.model_dump(mode="json")},
+        )
+        return store, key
 
     def _int8_keeping_float(self, request: QuantizeRequest) -> bytes:
         """Full INT8 (uint8 I/O) from the run's calibrated model, with the pinned source layers left in float."""

@@ -1,0 +1,1 @@
+"""QuantizationSweep: expanding the matrix into cells, gathering their results, the combined report."""
