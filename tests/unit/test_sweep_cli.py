@@ -26,7 +26,7 @@ def test_validate_lists_the_cells_and_the_skipped(tmp_path: Path, capsys: pytest
     path.write_text(yaml.safe_dump(SWEEP))
     assert main(["validate", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "valid QuantizationSweep fm (2 cells: fm-rpi-xnnpack-tflite-int8, fm-rpi-xnnpack-tflite-float16)" in out
+    assert "valid QuantizationSweep fm (3 cells: fm-rpi-xnnpack-tflite-int8, fm-rpi-xnnpack-tflite-float16, fm-x86-avx2-tflite-int8)" in out
     assert "skipped: x86-avx2 / onnx-static: onnx-static does not take a keras model" in out
 
 

@@ -34,10 +34,13 @@ def test_targets_alone_expand_to_their_default_methods() -> None:
     sweep = parsed()
     cells, skipped = plan.expand("fm", sweep.spec)
     assert [(c.target, c.method.value) for c in cells] == [
-        ("rpi-xnnpack", "tflite-int8"), ("rpi-xnnpack", "tflite-float16"), ("arm64-cpu", "tflite-int8"),
+        ("rpi-xnnpack", "tflite-int8"), ("rpi-xnnpack", "tflite-float16"), ("arm64-cpu", "tflite-int8"), ("arm64-cpu", "tflite-float16"),
     ]
-    assert skipped == []
-    assert [c.name for c in cells] == ["fm-rpi-xnnpack-tflite-int8", "fm-rpi-xnnpack-tflite-float16", "fm-arm64-cpu-tflite-int8"]
+    # Both targets also list onnx-static, which does not take this Keras model.
+    assert [(s.target, s.method) for s in skipped] == [("rpi-xnnpack", "onnx-static"), ("arm64-cpu", "onnx-static")]
+    assert [c.name for c in cells] == [
+        "fm-rpi-xnnpack-tflite-int8", "fm-rpi-xnnpack-tflite-float16", "fm-arm64-cpu-tflite-int8", "fm-arm64-cpu-tflite-float16",
+    ]
 
 
 def test_targets_times_methods_times_algorithms_where_the_method_has_a_choice() -> None:
@@ -67,8 +70,10 @@ def test_tflite_int8_is_not_multiplied_by_algorithms_it_ignores() -> None:
 def test_methods_that_do_not_take_the_model_are_skipped_with_the_reason() -> None:
     sweep = parsed(matrix={"targets": ["rpi-xnnpack", "x86-avx2"]})
     cells, skipped = plan.expand("fm", sweep.spec)
-    assert {c.target for c in cells} == {"rpi-xnnpack"}
-    assert [(s.target, s.method) for s in skipped] == [("x86-avx2", "onnx-static")]
+    assert [(c.target, c.method.value) for c in cells] == [
+        ("rpi-xnnpack", "tflite-int8"), ("rpi-xnnpack", "tflite-float16"), ("x86-avx2", "tflite-int8"),
+    ]
+    assert [(s.target, s.method) for s in skipped] == [("rpi-xnnpack", "onnx-static"), ("x86-avx2", "onnx-static"), ("x86-avx2", "onnx-dynamic")]
     assert "does not take a keras model" in skipped[0].reason
 
 

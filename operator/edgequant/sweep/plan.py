@@ -71,8 +71,8 @@ def expand(sweep_name: str, spec: sweep_api.QuantizationSweepSpec) -> tuple[list
     for target in targets:
         methods = list(spec.matrix.methods) if spec.matrix.methods or target is None else [api.Method(m) for m in TARGETS[target].methods]
         for method in methods:
-            if fmt is not None and fmt not in api.FORMATS_BY_METHOD[method]:
-                reason = f"{method.value} does not take a {fmt.value} model ({', '.join(sorted(f.value for f in api.FORMATS_BY_METHOD[method]))})"
+            if fmt is not None and fmt not in method.formats:
+                reason = f"{method.value} does not take a {fmt.value} model ({', '.join(sorted(f.value for f in method.formats))})"
                 skipped.append(sweep_api.SkippedCell(target=target, method=method.value, reason=reason))
                 continue
             if method.needs_training and spec.training is None:
@@ -98,8 +98,8 @@ def check(sweep_name: str, spec: sweep_api.QuantizationSweepSpec) -> str:
 
 
 def takes_algorithm(method: api.Method) -> bool:
-    """Methods whose calibration algorithm is a choice (TFLiteConverter calibrates with min/max only)."""
-    return method.needs_calibration and method.family is not api.MethodFamily.TFLITE
+    """Methods whose calibration algorithm is a choice (the catalogue lists the estimators each offers)."""
+    return bool(method.row.calibration_algorithms)
 
 
 def _unused_fields(method: api.Method) -> list[str]:
