@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from edgequant.controller import handlers  # registers the handlers
 
     handlers.register_resync(settings.resync_seconds)
+    handlers.register_kueue(settings.kueue)
 
     kopf.configure(log_format={"json": kopf.LogFormat.JSON, "plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL}[settings.log_format])
     kopf.run(

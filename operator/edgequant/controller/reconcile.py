@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from edgequant.api import validation
 from edgequant.api import v1alpha1 as api
-from edgequant.controller import kube, metrics, naming, plan, render, status
+from edgequant.controller import kube, metrics, naming, plan, queueing, render, status
 from edgequant.controller.cache import Cache, Key, quantization_job_entry
 from edgequant.controller.settings import OperatorSettings
 
@@ -82,8 +82,8 @@ def reconcile(body: dict[str, Any], *, cache: Cache, settings: OperatorSettings,
         raise kopf.TemporaryError(f"{owner.namespace}/{owner.name}: a newer generation than this one has a Job", delay=1)
     if jobs.must_create:
         _start(owner, spec, cache=cache, settings=settings, logger=logger)
-    elif jobs.current is not None and bool(jobs.current["spec"].get("suspend")) != spec.suspend and not plan.is_finished(jobs.current):
-        kube.set_job_suspended(owner.namespace, jobs.current["metadata"]["name"], spec.suspend)
+    elif (suspend := queueing.suspend_to_enforce(jobs.current, spec_suspend=spec.suspend)) is not None and jobs.current is not None:
+        kube.set_job_suspended(owner.namespace, jobs.current["metadata"]["name"], suspend)  # never a Job Kueue manages
     _refresh(owner.namespace, owner.name, uid=owner.uid, cache=cache, logger=logger)
 
 
@@ -107,7 +107,7 @@ def _plan(owner: render.Owner, *, cache: Cache, previous_status: dict[str, Any],
 def _start(owner: render.Owner, spec: api.QuantizationJobSpec, *, cache: Cache, settings: OperatorSettings, logger: logging.Logger) -> None:
     """Create (or adopt) the Job of this generation, unless the cap says wait or the API server says no."""
     manifest = render.render_job(owner=owner, spec=spec, settings=settings)
-    capped = bool(settings.max_concurrent_jobs) and not spec.suspend
+    capped = bool(settings.max_concurrent_jobs) and not manifest["spec"]["suspend"]  # suspended or queued: not running
     with _CAPACITY_LOCK if capped else contextlib.nullcontext():
         if capped:
             running = _running_jobs(cache)
@@ -180,7 +180,7 @@ def refresh_request(obj: dict[str, Any], *, kind: str, deleted: bool) -> Refresh
         if kind == "Pod":
             return None
     else:
-        seen = status.job_fingerprint(obj) if kind == "Job" else status.pod_fingerprint(obj)
+        seen = status.fingerprint(kind, obj)
         with _GUARD:
             if _SEEN.get(uid) == seen:
                 return None
@@ -226,7 +226,7 @@ def _refresh(namespace: str, name: str, *, cache: Cache, logger: logging.Logger,
                 continue
             if jobs.current is None:
                 return
-            observation = status.observe_job(jobs.current, cache.pods_of(jobs.current))
+            observation = status.observe_job(jobs.current, cache.pods_of(jobs.current), cache.workload_of(jobs.current))
             if observation is None:
                 return
             try:
