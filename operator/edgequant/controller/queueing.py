@@ -67,11 +67,11 @@ def queued_reason(job: dict[str, Any], workload: dict[str, Any] | None) -> tuple
         if cond is not None and cond.get("status") == wanted and cond.get("reason"):
             message = str(cond.get("message") or "")
             return str(cond["reason"]), f"Kueue, LocalQueue {queue}: {message}" if message else f"Kueue, LocalQueue {queue}"
-    return (
-        Reason.QUEUED.value,
+    waiting = (
         f"the batch Job waits for Kueue to admit it from LocalQueue {queue} (no Workload yet: is Kueue running, "
-        f"and does LocalQueue {queue} exist in this namespace?)",
+        f"and does LocalQueue {queue} exist in this namespace?)"
     )
+    return Reason.QUEUED.value, waiting
 
 
 def workload_fingerprint(workload: dict[str, Any]) -> tuple[Any, ...]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
-
 from edgequant.api.conditions import ConditionType, Phase, Reason
 from edgequant.controller import cache, plan, queueing, reconcile, status
 from edgequant.controller.settings import OperatorSettings
+from pydantic import ValidationError
 
 from .conftest import batch_job, pod
 from .test_render import rendered, spec_of
