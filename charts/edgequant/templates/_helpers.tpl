@@ -100,6 +100,8 @@ which each replica draws at random (one value for all replicas would make them t
   value: {{ .Values.operator.workers | quote }}
 - name: EDGEQUANT_OPERATOR_RESYNC_SECONDS
   value: {{ .Values.operator.resyncSeconds | quote }}
+- name: EDGEQUANT_OPERATOR_KUEUE
+  value: {{ .Values.kueue.enabled | quote }}
 {{- end }}
 
 {{/* {"tflite": "repo:tag", ...} for EDGEQUANT_OPERATOR_IMAGES. */}}

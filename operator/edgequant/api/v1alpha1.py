@@ -583,11 +583,17 @@ class QuantizationJobSpec(ApiModel):
     storage: Storage = Field(default_factory=Storage, description="Object-storage connection; never holds keys.")
     resources: Resources = Field(default_factory=Resources, description="Compute for the quantizer pod.")
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Placement of the quantizer pod.")
+    queue_name: str | None = Field(
+        None,
+        max_length=MAX_LABEL_VALUE,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Kueue LocalQueue (in this namespace) the quantizer Job waits in: the Job gets the label kueue.x-k8s.io/queue-name, is created suspended and runs when Kueue admits it; status.phase is Queued meanwhile, with Kueue's reason. Kueue alone suspends and resumes the Job.",
+    )
     execution: Execution = Field(default_factory=Execution, description="Image and batch Job knobs.")
     tensorrt: TensorRTOptions = Field(default_factory=TensorRTOptions, description="TensorRT engine build options (tensorrt-* methods only).")
     onnx: OnnxOptions = Field(default_factory=OnnxOptions, description="ONNX Runtime quantization options (onnx-dynamic, onnx-static; reduceRange also torch-qat).")
     ptq: PostTraining = Field(default_factory=PostTraining, description="Post-training techniques beyond the bare converter: cross-layer equalization, bias correction, range search, algorithm choice (onnx-static).")
-    suspend: bool = Field(False, description="Create the batch Job suspended (or suspend a running one).")
+    suspend: bool = Field(False, description="Create the batch Job suspended (or suspend a running one). With queueName: hold the job back from the queue.")
 
     @model_validator(mode="wrap")
     @classmethod
@@ -748,7 +754,7 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
 class Condition(ApiModel):
     """Shaped like metav1.Condition so kubectl wait and GitOps tools understand it."""
 
-    type: str = Field(..., max_length=MAX_SHORT, description="Condition type: Succeeded, Failed, Running, Degraded, Suspended.")
+    type: str = Field(..., max_length=MAX_SHORT, description="Condition type: Succeeded, Failed, Running, Degraded, Suspended, Queued.")
     status: ConditionStatus = Field(..., description="True, False or Unknown.")
     reason: str = Field(..., max_length=1024, description="CamelCase reason.")
     message: str = Field("", max_length=MAX_TEXT, description="Human-readable detail.")
@@ -804,7 +810,7 @@ class Progress(ApiModel):
 
 
 class QuantizationJobStatus(ApiModel):
-    phase: Phase | None = Field(None, description="Pending, Running, Succeeded, Failed or Suspended.")
+    phase: Phase | None = Field(None, description="Pending, Queued, Running, Succeeded, Failed or Suspended.")
     observed_generation: int | None = Field(None, description="Spec generation the status describes.")
     conditions: list[Condition] = Field(default_factory=list, max_length=32, description="Standard conditions keyed by type.")
     job_name: str | None = Field(None, max_length=MAX_NAME, description="The batch/v1 Job running the current generation.")

@@ -31,6 +31,11 @@ RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 
+#: With Kueue (settings.kueue): read the Workloads Kueue makes for queued Jobs, whose conditions say why they wait.
+KUEUE: list[dict[str, Any]] = [
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"], "verbs": ["get", "list", "watch"]},
+]
+
 #: kopf peering (leader election between replicas): cluster-wide or per watched namespace.
 PEERING_CLUSTER_WIDE: list[dict[str, Any]] = [
     {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["get", "list", "watch", "patch"]},
@@ -42,7 +47,7 @@ PEERING_NAMESPACED: list[dict[str, Any]] = [
 
 def as_yaml() -> str:
     return yaml.safe_dump(
-        {"servedNamespaces": RULES, "peeringClusterWide": PEERING_CLUSTER_WIDE, "peeringNamespaced": PEERING_NAMESPACED},
+        {"servedNamespaces": RULES, "kueue": KUEUE, "peeringClusterWide": PEERING_CLUSTER_WIDE, "peeringNamespaced": PEERING_NAMESPACED},
         sort_keys=False,
     )
 

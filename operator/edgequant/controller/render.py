@@ -9,7 +9,7 @@ from typing import Any
 from edgequant.api import exitcodes
 from edgequant.api import v1alpha1 as api
 from edgequant.api.worker_env import MEMORY_BUDGET_ENV
-from edgequant.controller import naming
+from edgequant.controller import naming, queueing
 from edgequant.controller.settings import OperatorSettings
 
 SCRATCH_DIR = "/scratch"
@@ -179,7 +179,7 @@ def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: Operato
 
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.execution.backoff_limit,
-        "suspend": spec.suspend,
+        "suspend": queueing.job_suspended_at_creation(spec.queue_name, suspend=spec.suspend),
         "podFailurePolicy": _pod_failure_policy(),
         "template": {"metadata": {"labels": labels, "annotations": {naming.ANNOTATION_JOB: owner.name}}, "spec": pod_spec},
     }
@@ -194,7 +194,7 @@ def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: Operato
         "metadata": {
             "name": naming.job_name(owner.name, owner.generation),
             "namespace": owner.namespace,
-            "labels": labels,
+            "labels": {**labels, **queueing.queue_labels(spec.queue_name, suspend=spec.suspend)},
             "annotations": {"edgequant.io/spec-generation": str(owner.generation), naming.ANNOTATION_JOB: owner.name},
             "ownerReferences": [
                 {

@@ -43,6 +43,7 @@ class OperatorSettings(BaseModel):
     )
     worker_service_account: str | None = Field(None, description="Default service account of quantizer pods (spec.storage.serviceAccountName wins).")
     run_as_user: int = Field(65532, ge=1, description="UID quantizer containers run as.")
+    kueue: bool = Field(False, description="Watch Kueue Workloads (kueue.x-k8s.io/v1beta2) so that a job with spec.queueName shows why Kueue keeps it queued; needs Kueue's CRDs installed and read access to workloads.")
 
     @field_validator("images")
     @classmethod

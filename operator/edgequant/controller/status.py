@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from edgequant.api.conditions import ConditionStatus, ConditionType, Phase, Reason
 from edgequant.api.exitcodes import NON_RETRIABLE
 from edgequant.api.result import SHORTENED_NOTE, WorkerResult
+from edgequant.controller import queueing
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,11 @@ def _fallback_message(pod: dict[str, Any]) -> str:
     return f"quantizer exited with code {code}" + (f": {tail}" if tail else "")
 
 
-def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation | None:
-    """Decide phase, reason, message and results from a batch Job and its pods; None: wait for the next event."""
+def observe_job(job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[str, Any] | None = None) -> Observation | None:
+    """Decide phase, reason, message and results from a batch Job and its pods; None: wait for the next event.
+
+    ``workload``: the Kueue Workload of a queued Job, whose conditions say why it waits.
+    """
     name = (job.get("metadata") or {}).get("name")
     jstatus = job.get("status") or {}
     counted = int(jstatus.get("failed") or 0) + int(jstatus.get("succeeded") or 0) + int(jstatus.get("active") or 0)
@@ -179,6 +183,9 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
         )
 
     if suspended:
+        queued = queueing.queued_reason(job, workload)
+        if queued is not None:
+            return Observation(phase=Phase.QUEUED, reason=queued[0], message=queued[1], **common)
         return Observation(phase=Phase.SUSPENDED, reason=Reason.SUSPENDED, message="the batch Job is suspended (spec.suspend)", **common)
 
     running = [p for p in ordered if _pod_phase(p) == "Running"]
@@ -259,6 +266,13 @@ def job_fingerprint(job: dict[str, Any]) -> tuple[Any, ...]:
     return (bool((job.get("spec") or {}).get("suspend")), st.get("active"), st.get("succeeded"), st.get("failed"), st.get("startTime"), conditions)
 
 
+def fingerprint(kind: str, obj: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a Job, pod or (queued jobs) Kueue Workload the status depends on: an event that changes none needs no refresh."""
+    if kind == "Workload":
+        return queueing.workload_fingerprint(obj)
+    return job_fingerprint(obj) if kind == "Job" else pod_fingerprint(obj)
+
+
 def pod_fingerprint(pod: dict[str, Any]) -> tuple[Any, ...]:
     """What of a pod the status depends on: its phase and how its containers ended."""
     ended = tuple(
@@ -317,6 +331,9 @@ def set_conditions(conditions: list[dict[str, Any]], obs: Observation, *, genera
         set_condition(conditions, ConditionType.DEGRADED, ConditionStatus.FALSE, reason=Reason.WITHIN_BUDGET if phase is Phase.SUCCEEDED else obs.reason, message="", **at)
     suspended = phase is Phase.SUSPENDED
     set_condition(conditions, ConditionType.SUSPENDED, _true_if(suspended), reason=obs.reason, message=obs.message if suspended else "", **at)
+    queued = phase is Phase.QUEUED
+    if queued or any(c.get("type") == ConditionType.QUEUED.value for c in conditions):  # only on jobs that were queued
+        set_condition(conditions, ConditionType.QUEUED, _true_if(queued), reason=obs.reason, message=obs.message if queued else "", **at)
 
 
 DEGRADED_MESSAGE = "the published artifact misses the acceptance budget or fell back down the degrade ladder"
