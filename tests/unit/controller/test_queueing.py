@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 from edgequant.api.conditions import ConditionType, Phase, Reason
 from edgequant.controller import cache, plan, queueing, reconcile, status
+from edgequant.controller.reconcile import Reconciler
 from edgequant.controller.settings import OperatorSettings
 from pydantic import ValidationError
 
-from .conftest import batch_job, pod
+from .conftest import batch_job, cache_of, pod, quantization_job
 from .test_render import rendered, spec_of
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
@@ -188,15 +190,15 @@ def test_the_cache_finds_the_workload_and_the_quantizationjob_of_a_job() -> None
     assert c.quantization_job_of_job_uid("team-b", "job-uid") is None and c.quantization_job_of_job_uid("team-a", "other") is None
 
 
-def test_workload_condition_changes_refresh_and_repeats_do_not() -> None:
+def test_workload_condition_changes_refresh_and_repeats_do_not(reconciler: Reconciler) -> None:
     def tagged(wl: dict[str, Any]) -> dict[str, Any]:
         wl["metadata"]["annotations"] = {"edgequant.io/quantizationjob-name": "mnist"}
         return wl
 
-    first = reconcile.refresh_request(tagged(workload(PENDING)), kind="Workload", deleted=False)
+    first = reconciler.refresh_request(tagged(workload(PENDING)), kind="Workload", deleted=False)
     assert first is not None and first.key == ("team-a", "mnist")
-    with reconcile._GUARD:
-        reconcile._SEEN[first.source_uid] = first.seen
-    assert reconcile.refresh_request(tagged(workload(PENDING)), kind="Workload", deleted=False) is None
+    # Served from a cache holding the QuantizationJob and no Job: nothing to write, but the Workload is now seen.
+    reconciler.refresh(first, cache=cache_of([quantization_job()]), logger=logging.getLogger("test"))
+    assert reconciler.refresh_request(tagged(workload(PENDING)), kind="Workload", deleted=False) is None
     admitted = tagged(workload(("QuotaReserved", "True", "QuotaReserved", ""), ("Admitted", "True", "Admitted", "")))
-    assert reconcile.refresh_request(admitted, kind="Workload", deleted=False) is not None
+    assert reconciler.refresh_request(admitted, kind="Workload", deleted=False) is not None
