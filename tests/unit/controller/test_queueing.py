@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from edgequant.api.conditions import ConditionType, Phase, Reason
-from edgequant.controller import cache, plan, queueing, reconcile, status
+from edgequant.controller import cache, plan, queueing, status
 from edgequant.controller.reconcile import Reconciler
 from edgequant.controller.settings import OperatorSettings
 from pydantic import ValidationError
