@@ -44,5 +44,7 @@ class Reason(enum.StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     INVALID_SPEC = "InvalidSpec"
     JOB_FORBIDDEN = "JobForbidden"
+    POLICY_VIOLATION = "PolicyViolation"
+    OOM_KILLED = "OOMKilled"
     SUSPENDED = "Suspended"
     SPEC_CHANGED = "SpecChanged"

@@ -18,6 +18,9 @@ RULES: list[dict[str, Any]] = [
     # Watch QuantizationJobs (handlers) and write their status (status.py via kube.patch_status).
     {"apiGroups": [api.GROUP], "resources": [api.PLURAL], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/status"], "verbs": ["get", "patch"]},
+    # Jobs carry an ownerReference with blockOwnerDeletion (render.py): the OwnerReferencesPermissionEnforcement
+    # admission plugin (OpenShift's default) lets only those who may update the owner's finalizers set it.
+    {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/finalizers"], "verbs": ["update"]},
     # Run quantizers: kube.create_job / delete_job / set_job_suspended, and watch them (job_event).
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     # Read the worker's termination message (kube.pods_of_job) and watch pod phases.

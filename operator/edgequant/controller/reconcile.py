@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from edgequant.api import validation
 from edgequant.api import v1alpha1 as api
-from edgequant.controller import kube, metrics, naming, plan, render, status
+from edgequant.controller import kube, metrics, naming, plan, policy, render, status
 from edgequant.controller.cache import Cache, Key, quantization_job_entry
 from edgequant.controller.settings import OperatorSettings
 
@@ -80,7 +80,11 @@ def reconcile(body: dict[str, Any], *, cache: Cache, settings: OperatorSettings,
     jobs = _plan(owner, cache=cache, previous_status=body.get("status") or {}, logger=logger)
     if jobs.stale:
         raise kopf.TemporaryError(f"{owner.namespace}/{owner.name}: a newer generation than this one has a Job", delay=1)
-    if jobs.must_create:
+    if jobs.must_create and (refused := policy.violations(spec, settings)):
+        # Check policy before creating the Job: a refused spec gets a status naming the policy and the fix, no Job.
+        logger.warning("refused by policy: %s", policy.describe(refused))
+        _write(owner, status.policy_refused(policy.describe(refused)), cache=cache, logger=logger)
+    elif jobs.must_create:
         _start(owner, spec, cache=cache, settings=settings, logger=logger)
     elif jobs.current is not None and bool(jobs.current["spec"].get("suspend")) != spec.suspend and not plan.is_finished(jobs.current):
         kube.set_job_suspended(owner.namespace, jobs.current["metadata"]["name"], spec.suspend)
