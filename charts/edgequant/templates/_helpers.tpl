@@ -86,6 +86,12 @@ which each replica draws at random (one value for all replicas would make them t
   value: {{ .Values.jobs.activeDeadlineSeconds | quote }}
 - name: EDGEQUANT_OPERATOR_SCRATCH_SIZE
   value: {{ .Values.jobs.scratchSize | quote }}
+- name: EDGEQUANT_OPERATOR_S3_CONNECT_TIMEOUT_SECONDS
+  value: {{ .Values.jobs.s3Timeouts.connectSeconds | quote }}
+- name: EDGEQUANT_OPERATOR_S3_READ_TIMEOUT_SECONDS
+  value: {{ .Values.jobs.s3Timeouts.readSeconds | quote }}
+- name: EDGEQUANT_OPERATOR_S3_MAX_ATTEMPTS
+  value: {{ .Values.jobs.s3Timeouts.maxAttempts | quote }}
 - name: EDGEQUANT_OPERATOR_ALLOWED_S3_ENDPOINTS
   value: {{ join "," .Values.policy.allowedS3Endpoints | quote }}
 - name: EDGEQUANT_OPERATOR_ALLOWED_IMAGE_REPOSITORIES

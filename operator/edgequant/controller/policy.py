@@ -58,11 +58,18 @@ def is_aws_endpoint(url: str) -> bool:
 
 
 def endpoint_allowed(url: str | None, allowed: list[str]) -> bool:
-    """No endpoint (AWS, chosen by the SDK) and AWS's own are always allowed; others only if listed."""
+    """No endpoint (AWS, chosen by the SDK) and AWS's own are always allowed; others only if listed
+    (``scheme://host:port``; ``scheme://host:*`` allows the host on any port)."""
     if url is None or is_aws_endpoint(url):
         return True
     origin = endpoint_origin(url)
-    return any(endpoint_origin(entry) == origin for entry in allowed)
+    for entry in allowed:
+        if entry.endswith(":*"):  # this host on any port
+            if origin.rsplit(":", 1)[0] == endpoint_origin(entry[:-2]).rsplit(":", 1)[0]:
+                return True
+        elif endpoint_origin(entry) == origin:
+            return True
+    return False
 
 
 def image_repository(image: str) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgequant.api import exitcodes
 from edgequant.api import v1alpha1 as api
+from edgequant.api import worker_env
 from edgequant.api.worker_env import MEMORY_BUDGET_ENV, SCRATCH_LIMIT_ENV
 from edgequant.controller import naming, policy
 from edgequant.controller.settings import OperatorSettings
@@ -65,7 +66,7 @@ def worker_document(*, owner: Owner, spec: api.QuantizationJobSpec) -> dict[str,
     }
 
 
-def _env(spec: api.QuantizationJobSpec, owner: Owner, resources: dict[str, Any], scratch: str) -> list[dict[str, Any]]:
+def _env(spec: api.QuantizationJobSpec, owner: Owner, resources: dict[str, Any], scratch: str, settings: OperatorSettings) -> list[dict[str, Any]]:
     document = worker_document(owner=owner, spec=spec)
     env: list[dict[str, Any]] = [
         {"name": SPEC_ENV, "value": json.dumps(document, separators=(",", ":"), sort_keys=True)},
@@ -73,6 +74,9 @@ def _env(spec: api.QuantizationJobSpec, owner: Owner, resources: dict[str, Any],
         {"name": "TMPDIR", "value": SCRATCH_DIR},
         {"name": "HOME", "value": SCRATCH_DIR},
         {"name": SCRATCH_LIMIT_ENV, "value": scratch},
+        {"name": worker_env.S3_CONNECT_TIMEOUT_ENV, "value": f"{settings.s3_connect_timeout_seconds:g}"},
+        {"name": worker_env.S3_READ_TIMEOUT_ENV, "value": f"{settings.s3_read_timeout_seconds:g}"},
+        {"name": worker_env.S3_MAX_ATTEMPTS_ENV, "value": str(settings.s3_max_attempts)},
     ]
     if "memory" in resources["limits"]:
         # The worker sizes its analysis batches to its memory limit (without one it reads the cgroup, then a default).
@@ -140,7 +144,7 @@ def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: Operato
         "image": spec.execution.image or settings.image_for(spec.method),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["edgequant-worker"],
-        "env": _env(spec, owner, resources, scratch),
+        "env": _env(spec, owner, resources, scratch, settings),
         "resources": resources,
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,

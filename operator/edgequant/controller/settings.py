@@ -53,6 +53,9 @@ class OperatorSettings(BaseModel):
     token_service_accounts: list[str] = Field(default_factory=list, description="ServiceAccounts whose quantizer pods get a Kubernetes API token mounted; none by default (IRSA and GKE workload identity need none).")
     allowed_credentials_secrets: list[str] = Field(default_factory=lambda: ["*"], description="Names (shell patterns) of Secrets spec.storage.credentialsSecret may name.")
     default_active_deadline_seconds: int = Field(6 * 3600, ge=0, description="activeDeadlineSeconds of quantizer Jobs whose spec gives none (0: no deadline).")
+    s3_connect_timeout_seconds: float = Field(10.0, gt=0, le=600, description="Quantizer pods: seconds to connect to S3.")
+    s3_read_timeout_seconds: float = Field(60.0, gt=0, le=3600, description="Quantizer pods: seconds S3 may stay silent during a request.")
+    s3_max_attempts: int = Field(3, ge=1, le=20, description="Quantizer pods: attempts per S3 request; a hung endpoint ends the run as StorageUnavailable after about attempts x (connect + read) seconds.")
     scratch_size: str = Field("20Gi", pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+|k)?$", description="Scratch emptyDir sizeLimit and ephemeral-storage request when spec.resources.scratchSize is not set.")
 
     @field_validator("images")

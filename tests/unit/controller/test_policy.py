@@ -130,3 +130,11 @@ def test_policy_settings_come_from_env_as_comma_lists() -> None:
     assert s.allowed_image_repositories == ["registry.corp/ml/"] and s.allowed_service_accounts == ["s3-reader"]
     assert s.token_service_accounts == [] and s.allowed_credentials_secrets == ["*"]
     assert s.default_active_deadline_seconds == 7200 and s.scratch_size == "40Gi"
+
+
+def test_a_host_may_be_allowed_on_any_port() -> None:
+    settings = OperatorSettings(allowed_s3_endpoints=["http://127.0.0.1:*"])
+    assert fields(spec_of(storage={"endpoint": "http://127.0.0.1:40123"}), settings) == []
+    assert fields(spec_of(storage={"endpoint": "http://127.0.0.1"}), settings) == []
+    assert fields(spec_of(storage={"endpoint": "https://127.0.0.1:40123"}), settings) == ["spec.storage.endpoint"]
+    assert fields(spec_of(storage={"endpoint": "http://127.0.0.10:40123"}), settings) == ["spec.storage.endpoint"]
