@@ -74,6 +74,8 @@ def _env(spec: api.QuantizationJobSpec, owner: Owner, resources: dict[str, Any],
         {"name": "TMPDIR", "value": SCRATCH_DIR},
         {"name": "HOME", "value": SCRATCH_DIR},
         {"name": SCRATCH_LIMIT_ENV, "value": scratch},
+        # The model runs in a child process without the storage keys; the parent moves objects (worker/sandbox.py).
+        {"name": "EDGEQUANT_SANDBOX", "value": "1"},
         {"name": worker_env.S3_CONNECT_TIMEOUT_ENV, "value": f"{settings.s3_connect_timeout_seconds:g}"},
         {"name": worker_env.S3_READ_TIMEOUT_ENV, "value": f"{settings.s3_read_timeout_seconds:g}"},
         {"name": worker_env.S3_MAX_ATTEMPTS_ENV, "value": str(settings.s3_max_attempts)},

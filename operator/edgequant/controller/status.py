@@ -95,6 +95,12 @@ def _by_age(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(pods, key=lambda p: ((p.get("metadata") or {}).get("creationTimestamp") or "", (p.get("metadata") or {}).get("name") or ""))
 
 
+DEADLINE_FIX = (
+    "the run outlived its activeDeadlineSeconds and was stopped: raise spec.execution.activeDeadlineSeconds "
+    "(the operator's default applies when it is unset), or check for a hung storage endpoint"
+)
+
+
 def _memory_limit(pod: dict[str, Any]) -> str | None:
     for container in (pod.get("spec") or {}).get("containers") or []:
         limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
@@ -179,6 +185,8 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
             message = (failed or {}).get("message") or ""
             if last is not None:
                 message = f"{message}; {_fallback_message(last)}" if message else _fallback_message(last)
+            if reason == Reason.DEADLINE_EXCEEDED:
+                message = f"{message}; {DEADLINE_FIX}" if message else DEADLINE_FIX
         results = result.results.to_wire() if result and result.results else None
         return Observation(
             phase=Phase.FAILED,

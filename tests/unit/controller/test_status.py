@@ -287,3 +287,10 @@ def test_a_policy_refusal_fails_the_generation_with_the_message() -> None:
     st = status.desired_status({}, obs, generation=2, now=T0)
     assert st["phase"] == "Failed" and st["reason"] == "PolicyViolation" and st["jobName"] is None
     assert conditions(st)["Failed"]["message"].startswith("refused by the cluster's QuantizationJob policy")
+
+
+def test_a_run_past_its_deadline_says_which_field_to_raise() -> None:
+    job = batch_job(failed=1, conditions=[("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")])
+    obs = status.observe_job(job, [pod("mnist-g1-a", "Failed", created=T0, exit_code=143)])
+    assert obs.phase is Phase.FAILED and obs.reason == Reason.DEADLINE_EXCEEDED
+    assert "spec.execution.activeDeadlineSeconds" in obs.message and "longer than specified deadline" in obs.message
