@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,15 +67,24 @@ def served_meanwhile(cluster: Any, namespace: str, world: dict[str, Any], secret
     create(cluster, namespace, [missing_model(qj(name, world, secret))])
     status = terminal(cluster, namespace, name)
     assert status["reason"] == "InvalidInput" and status["jobName"] == f"{name}-g1", status
+    assert "outside" not in written(world)  # nothing written outside an output prefix
     return status
 
 
-def objects_in(world: dict[str, Any]) -> set[str]:
+FIXTURE_OBJECTS = {"models/tiny.keras", "data/eval.npz", "data/small-calibration.npz", "data/bomb.npz"}
+
+
+def written(world: dict[str, Any]) -> dict[str, set[str]]:
+    """Objects the jobs wrote, by output prefix (`out/<job>/`), and anything written elsewhere under "outside"."""
     listing = world["client"].list_objects_v2(Bucket=world["bucket"])
-    return {o["Key"] for o in listing.get("Contents", [])}
-
-
-FIXTURE_OBJECTS = {"models/tiny.keras", "data/eval.npz", "data/small-calibration.npz"}
+    found: dict[str, set[str]] = {}
+    for key in (o["Key"] for o in listing.get("Contents", [])):
+        if key in FIXTURE_OBJECTS:
+            continue
+        parts = key.split("/")
+        where = parts[1] if len(parts) > 2 and parts[0] == "out" else "outside"
+        found.setdefault(where, set()).add(key)
+    return found
 
 
 # --------------------------------------------------------------------------- items 1, 2: the operator's policy
@@ -117,7 +127,7 @@ def test_the_operator_refuses_a_job_outside_the_admins_policy(
     assert batch_jobs(k8s_cluster, namespace, f"refused-{case}") == []  # no Job, so no pod ever held the credentials
     assert [e["reason"] for e in events_for(k8s_cluster, namespace, f"refused-{case}") if e["type"] == "Warning"] == ["PolicyViolation"]
     assert bystander["phase"] == "Failed"  # the other job ran to its own end meanwhile
-    assert objects_in(s3_world) == FIXTURE_OBJECTS  # nothing written anywhere
+    assert set(written(s3_world)) <= {"bystander"}  # the refused job wrote nothing, the other only below its output prefix
 
 
 def test_credentials_in_a_uri_are_refused_before_they_are_echoed(
@@ -245,15 +255,19 @@ def test_the_charts_service_account_may_create_owned_jobs_under_owner_reference_
                 "controller": True, "blockOwnerDeletion": True}]},
                 "spec": {"suspend": True, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}
 
-        created = wait_for(lambda: _try_create(as_operator, namespace, job("owned-a")), timeout=30, what="the RoleBinding")
-        assert created == "created"
+        wait_for(lambda: _try_create(as_operator, namespace, job(f"owned-{uuid.uuid4().hex[:6]}")) == "created",
+                 timeout=30, what="the chart's grant to allow an owned Job")
         rbac = client.RbacAuthorizationV1Api(api_client)
         role = rbac.read_namespaced_role(f"{release}-edgequant", namespace)
         role.rules = [r for r in role.rules if not any(res.endswith("/finalizers") for res in r.resources)]
         rbac.replace_namespaced_role(f"{release}-edgequant", namespace, role)
-        denied = wait_for(lambda: _try_create(as_operator, namespace, job("owned-b")) != "created" and
-                          _try_create(as_operator, namespace, job("owned-b")), timeout=30, what="the narrower Role to apply")
-        assert "blockOwnerDeletion" in denied or "finalizers" in denied, denied
+
+        def refused() -> str | None:
+            result = _try_create(as_operator, namespace, job(f"owned-{uuid.uuid4().hex[:6]}"))
+            return None if result == "created" else result
+
+        denied = wait_for(refused, timeout=30, what="the grant without finalizers to be refused")
+        assert "blockOwnerDeletion" in denied and "finalizers" in denied, denied
     finally:
         helm(k8s_cluster, "uninstall", release, "--namespace", namespace, "--ignore-not-found", check=False)
 
@@ -316,15 +330,55 @@ def test_a_hung_s3_endpoint_ends_as_storage_unavailable(
     assert time.monotonic() - started < 240  # bounded: the worker gave up on its own (2 x (2 + 2) s plus start-up)
 
 
-def test_a_hung_worker_ends_at_the_default_deadline(
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            children = [int(c) for c in task.read_text().split()]
+            found += children
+            todo += children
+    return found
+
+
+def test_a_hung_worker_ends_at_the_default_deadline_and_its_model_process_holds_no_keys(
     k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str, silent_endpoint: str
 ) -> None:
-    start_operator(env={"EDGEQUANT_OPERATOR_DEFAULT_ACTIVE_DEADLINE_SECONDS": "20", "EDGEQUANT_OPERATOR_S3_READ_TIMEOUT_SECONDS": "3000"})
+    """The worker hangs in its first download (a silent endpoint, a read timeout longer than the deadline): while it
+    does, its processes are read from outside; then the operator's default deadline ends it."""
+    start_operator(env={"EDGEQUANT_OPERATOR_DEFAULT_ACTIVE_DEADLINE_SECONDS": "60", "EDGEQUANT_OPERATOR_S3_READ_TIMEOUT_SECONDS": "3000"})
     manifest = qj("stuck", s3_world, s3_secret, execution={"backoffLimit": 0})
     manifest["spec"]["storage"]["endpoint"] = silent_endpoint
     create(k8s_cluster, namespace, [manifest])
     (job,) = wait_for(lambda: batch_jobs(k8s_cluster, namespace, "stuck"), timeout=60, what="the Job")
-    assert job["spec"]["activeDeadlineSeconds"] == 20
+    assert job["spec"]["activeDeadlineSeconds"] == 60
+
+    # Item 7: the container's first process holds the Secret's keys; the process that would load the model
+    # (the one with the storage broker) has none, in its environment or the kernel's copy of it.
+    def worker_processes() -> tuple[dict[str, str], list[dict[str, str]]] | None:
+        for pod in pods_of(k8s_cluster, namespace, "stuck-g1"):
+            for cs in pod["status"].get("containerStatuses") or []:
+                cid = cs.get("containerID") or ""
+                if cs.get("state", {}).get("running") and cid.startswith("process://"):
+                    root = int(cid.removeprefix("process://"))
+                    envs = [_environ(p) for p in [root, *_descendants(root)] if Path(f"/proc/{p}").exists()]
+                    children = [e for e in envs if "EDGEQUANT_STORAGE_BROKER_FD" in e]
+                    holders = [e for e in envs if e.get("EDGEQUANT_SANDBOX") == "1"]
+                    if children and holders:
+                        return holders[0], children
+        return None
+
+    holder, children = wait_for(worker_processes, timeout=50, what="the worker's parent and model processes")
+    secret = os.environ["AWS_SECRET_ACCESS_KEY"]
+    assert holder.get("AWS_SECRET_ACCESS_KEY") == secret  # the parent was given the key (by secretKeyRef)...
+    for child in children:  # ...the model process never was
+        assert secret not in json.dumps(child) and not any(k.startswith("AWS_ACCESS_KEY") or k.startswith("AWS_SECRET") for k in child)
+
     served_meanwhile(k8s_cluster, namespace, s3_world, s3_secret)
     status = terminal(k8s_cluster, namespace, "stuck")
     assert status["phase"] == "Failed" and status["reason"] == "DeadlineExceeded", status
@@ -343,7 +397,8 @@ def test_a_download_past_the_scratch_size_stops_before_it_starts(
     (pod,) = pods_of(k8s_cluster, namespace, "small-disk-g1")
     assert {"name": "scratch", "emptyDir": {"sizeLimit": "16Ki"}} in pod["spec"]["volumes"]
     assert pod["spec"]["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "16Ki"
-    assert objects_in(s3_world) == FIXTURE_OBJECTS  # no output: nothing written
+    assert set(written(s3_world)) <= {"bystander", "small-disk"}  # at most the failure's report, below its output prefix
+    assert not any(k.endswith(".tflite") for k in written(s3_world).get("small-disk", set()))
 
 
 def test_an_npz_past_the_memory_budget_is_refused_before_it_is_decoded(
@@ -353,7 +408,7 @@ def test_an_npz_past_the_memory_budget_is_refused_before_it_is_decoded(
     np.savez_compressed(bomb, x=np.zeros((40000, 28, 28, 1), np.uint8), y=np.zeros(40000, np.int64))  # 30 MiB decoded, ~40 KiB
     s3_world["client"].upload_file(str(bomb), s3_world["bucket"], "data/bomb.npz")
     start_operator()
-    manifest = qj("bomb", s3_world, s3_secret, resources={"limits": {"memory": "40Mi"}})
+    manifest = qj("bomb", s3_world, s3_secret, resources={"requests": {"memory": "40Mi"}, "limits": {"memory": "40Mi"}})
     manifest["spec"]["evaluation"]["dataset"]["uri"] = f"s3://{s3_world['bucket']}/data/bomb.npz"
     create(k8s_cluster, namespace, [manifest])
     served_meanwhile(k8s_cluster, namespace, s3_world, s3_secret)
