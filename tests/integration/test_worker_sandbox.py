@@ -104,3 +104,40 @@ def test_scrubbing_keeps_settings_and_drops_anything_named_like_a_secret() -> No
            "EDGEQUANT_SPEC": "{}", "EDGEQUANT_MEMORY_BUDGET": "3Gi", "PATH": "/bin", "HOME": "/scratch"}
     assert scrubbed_env(env) == {"AWS_REGION": "eu-west-1", "AWS_CA_BUNDLE": "/ca", "EDGEQUANT_SPEC": "{}",
                                  "EDGEQUANT_MEMORY_BUDGET": "3Gi", "PATH": "/bin", "HOME": "/scratch"}
+
+
+def test_the_model_process_dies_with_its_parent(tmp_path: Path) -> None:
+    """A parent killed outright (SIGKILL: the kubelet, a crash) takes its child along: no orphan keeps running."""
+    import signal
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    parent_code = textwrap.dedent(f'''
+        import os, sys
+        from edgequant.worker.sandbox import run_sandboxed
+        run_sandboxed([sys.executable, "-c", {child!r}], stores=None, reads=[], writes=[], environ=os.environ)
+    ''')
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and parent.poll() is None, "the child never started"
+            time.sleep(0.1)
+        child_pid = int(pid_file.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child_pid}").exists() and "zombie" not in _state(child_pid):
+            assert time.monotonic() < deadline, "the child outlived its parent"
+            time.sleep(0.1)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:", 1)[1].split("\n", 1)[0].lower()
+    except (OSError, IndexError):
+        return "zombie"

@@ -33,6 +33,7 @@ SANDBOX_ENV = "EDGEQUANT_SANDBOX"
 _KEEP = frozenset({"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CA_BUNDLE", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"})
 _CREDENTIAL = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|PRIVATE_KEY|SESSION|API_KEY|AUTH)", re.IGNORECASE)
 _PR_SET_DUMPABLE = 4
+_PR_SET_PDEATHSIG = 1
 
 
 def scrubbed_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -65,6 +66,14 @@ def make_non_dumpable() -> bool:
         return False
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """prctl(PR_SET_PDEATHSIG, SIGKILL): the model process never outlives the parent that serves its storage."""
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_sandboxed(argv: Sequence[str], *, stores: Any, reads: list[str], writes: list[str], environ: Mapping[str, str]) -> int:
     """Run ``argv`` as the credential-free child, serving its storage requests; returns its exit status
     (negative: the signal that ended it)."""
@@ -73,7 +82,7 @@ def run_sandboxed(argv: Sequence[str], *, stores: Any, reads: list[str], writes:
     env.pop(SANDBOX_ENV, None)
     env[BROKER_FD_ENV] = str(child_end.fileno())
     make_non_dumpable()
-    child = subprocess.Popen(list(argv), env=env, pass_fds=[child_end.fileno()])
+    child = subprocess.Popen(list(argv), env=env, pass_fds=[child_end.fileno()], preexec_fn=_die_with_parent)
     child_end.close()
     broker = threading.Thread(target=serve, args=(parent_end, stores), kwargs={"reads": reads, "writes": writes}, daemon=True)
     broker.start()
