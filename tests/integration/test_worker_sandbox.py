@@ -32,6 +32,12 @@ PROBE = textwrap.dedent('''
     from edgequant.api import v1alpha1 as api
     out, bucket, work = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     report = {"env_names": sorted(os.environ), "self_environ_has_mark": MARK.encode() in Path("/proc/self/environ").read_bytes()}
+    parent_environ = Path(f"/proc/{os.getppid()}/environ")
+    try:  # the pod's non-root user cannot open it (the parent is not dumpable); root (these tests) can: then it is wiped
+        report["parent_environ_has_mark"] = MARK.encode() in parent_environ.read_bytes()
+    except PermissionError:
+        report["parent_environ_has_mark"] = "unreadable"
+    (work / "link").symlink_to(parent_environ)
     stores = Stores(storage=api.Storage())  # as the pipeline builds it: no endpoint, no keys here
     report["downloaded"] = stores.download(f"s3://{bucket}/models/m.bin", work / "model").read_text()
     (work / "artifact.bin").write_text("quantized")
@@ -40,6 +46,9 @@ PROBE = textwrap.dedent('''
         "upload-outside": lambda: stores.upload(work / "artifact.bin", f"s3://{bucket}/elsewhere/x"),
         "upload-escape": lambda: stores.upload(work / "artifact.bin", f"s3://{bucket}/out/../elsewhere/x"),
         "download-unnamed": lambda: stores.download(f"s3://{bucket}/secrets/other.bin", work / "x"),
+        "upload-parent-environ": lambda: stores.upload(parent_environ, f"s3://{bucket}/out/environ"),
+        "upload-link-to-it": lambda: stores.upload(work / "link", f"s3://{bucket}/out/link"),
+        "upload-outside-scratch": lambda: stores.upload(Path("/etc/hostname"), f"s3://{bucket}/out/hostname"),
     }.items():
         try:
             call()
@@ -72,7 +81,8 @@ def test_the_model_process_sees_no_storage_keys_and_reaches_storage_only_through
     probe.write_text(PROBE)
     parent.write_text(PARENT)
     work.mkdir()
-    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": MARK, "AWS_SESSION_TOKEN": MARK, "DB_PASSWORD": MARK, "EDGEQUANT_SPEC": "{}"}
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": MARK, "AWS_SESSION_TOKEN": MARK, "DB_PASSWORD": MARK, "EDGEQUANT_SPEC": "{}",
+           "EDGEQUANT_WORKDIR": str(work)}
     done = subprocess.run([sys.executable, str(parent), str(probe), str(out), s3_bucket, str(work), s3_server.endpoint],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -91,7 +101,9 @@ def test_the_model_process_sees_no_storage_keys_and_reaches_storage_only_through
     # Storage works through the parent, for what the spec names only.
     assert report["downloaded"] == "fp32 model" and report["uploaded"] == f"s3://{s3_bucket}/out/artifact.bin"
     assert s3_client.get_object(Bucket=s3_bucket, Key="out/artifact.bin")["Body"].read() == b"quantized"
-    for refused in ("upload-outside", "upload-escape", "download-unnamed"):
+    assert report["parent_environ_has_mark"] in (False, "unreadable")  # wiped in the parent's memory, or unreadable
+    for refused in ("upload-outside", "upload-escape", "download-unnamed", "upload-parent-environ", "upload-link-to-it",
+                    "upload-outside-scratch"):
         assert report[refused].startswith("InvalidInputError"), report[refused]
     listed = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]}
     assert listed == {"models/m.bin", "secrets/other.bin", "out/artifact.bin"}  # nothing outside the output prefix

@@ -10,6 +10,7 @@ names the child's end of the socket (worker/sandbox.py sets it up).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -37,14 +38,27 @@ def _under(uri: str, prefixes: list[str]) -> bool:
     return any(uri == p or (p.endswith("/") and uri.startswith(p)) for p in prefixes) and "/../" not in uri and not uri.endswith("/..")
 
 
-def serve(conn: socket.socket, stores: _Stores, *, reads: list[str], writes: list[str]) -> None:
+#: Where a file the child asks to upload may lie (resolved, links followed): never the kernel's views of processes.
+_NEVER = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def uploadable(path: Path, roots: list[Path]) -> bool:
+    """A regular file inside one of ``roots`` once links are resolved, and not a view of a process (/proc/<parent>/environ
+    would hand the child the keys it must not see)."""
+    real = Path(os.path.realpath(path))
+    if any(real == n or real.is_relative_to(n) for n in _NEVER):
+        return False
+    return real.is_file() and any(real.is_relative_to(Path(os.path.realpath(r))) for r in roots)
+
+
+def serve(conn: socket.socket, stores: _Stores, *, reads: list[str], writes: list[str], roots: list[Path] | None = None) -> None:
     """Answer the child's requests until it closes its end; only ``reads`` may be downloaded (a URI or a prefix
-    ending in '/'), only ``writes`` uploaded."""
+    ending in '/'), only ``writes`` uploaded, and only files below ``roots`` (the scratch folder)."""
     with conn, conn.makefile("rwb") as stream:
         for line in stream:
             try:
                 request = json.loads(line)
-                reply = _handle(request, stores, reads=reads, writes=writes)
+                reply = _handle(request, stores, reads=reads, writes=writes, roots=roots or [])
             except EdgequantError as exc:
                 reply = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
             except Exception as exc:  # never crash the parent on one bad request
@@ -53,7 +67,7 @@ def serve(conn: socket.socket, stores: _Stores, *, reads: list[str], writes: lis
             stream.flush()
 
 
-def _handle(request: dict[str, Any], stores: _Stores, *, reads: list[str], writes: list[str]) -> dict[str, Any]:
+def _handle(request: dict[str, Any], stores: _Stores, *, reads: list[str], writes: list[str], roots: list[Path]) -> dict[str, Any]:
     op, uri = request.get("op"), str(request.get("uri"))
     if op == "download":
         if not _under(uri, reads):
@@ -63,6 +77,8 @@ def _handle(request: dict[str, Any], stores: _Stores, *, reads: list[str], write
     if op == "upload":
         if not _under(uri, writes):
             raise InvalidInputError(f"{uri}: the worker may only write below spec.output.uri")
+        if not uploadable(Path(request["path"]), roots):
+            raise InvalidInputError(f"{request['path']}: the worker may only upload files of its scratch folder")
         done = stores.upload(Path(request["path"]), uri, content_type=request.get("content_type"))
         return {"ok": True, "uri": done.uri, "sha256": done.sha256, "size_bytes": done.size_bytes}
     raise InvalidInputError(f"storage broker: unknown request {op!r}")

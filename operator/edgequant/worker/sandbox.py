@@ -20,8 +20,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from edgequant.api import v1alpha1 as api
@@ -74,17 +76,42 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-def run_sandboxed(argv: Sequence[str], *, stores: Any, reads: list[str], writes: list[str], environ: Mapping[str, str]) -> int:
-    """Run ``argv`` as the credential-free child, serving its storage requests; returns its exit status
-    (negative: the signal that ended it)."""
+def wipe_initial_environ(environ: Mapping[str, str]) -> int:
+    """Overwrite, in this process's memory, the values of the credentials in the environment block the kernel
+    shows as /proc/self/environ (Python keeps its own copy in os.environ). Returns the bytes overwritten."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start, env_end: fields 50 and 51 of proc(5)
+    except (OSError, IndexError, ValueError):
+        return 0
+    secret = {name for name in environ if name not in scrubbed_env({name: ""})}
+    block = ctypes.string_at(start, end - start)
+    wiped, offset = 0, 0
+    for entry in block.split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        if sep and name.decode(errors="replace") in secret and value:
+            ctypes.memset(start + offset + len(name) + 1, ord("*"), len(value))
+            wiped += len(value)
+        offset += len(entry) + 1
+    return wiped
+
+
+def run_sandboxed(
+    argv: Sequence[str], *, stores: Any, reads: list[str], writes: list[str], environ: Mapping[str, str], roots: list[Path] | None = None
+) -> int:
+    """Run ``argv`` as the credential-free child, serving its storage requests for files below ``roots`` (default:
+    the scratch folder); returns its exit status (negative: the signal that ended it)."""
     parent_end, child_end = socket.socketpair()
     env = scrubbed_env(environ)
     env.pop(SANDBOX_ENV, None)
     env[BROKER_FD_ENV] = str(child_end.fileno())
     make_non_dumpable()
+    wipe_initial_environ(environ)  # not even this process reads them back from /proc on the child's behalf
+    if roots is None:
+        roots = [Path(environ.get("EDGEQUANT_WORKDIR") or tempfile.gettempdir())]
     child = subprocess.Popen(list(argv), env=env, pass_fds=[child_end.fileno()], preexec_fn=_die_with_parent)
     child_end.close()
-    broker = threading.Thread(target=serve, args=(parent_end, stores), kwargs={"reads": reads, "writes": writes}, daemon=True)
+    broker = threading.Thread(target=serve, args=(parent_end, stores), kwargs={"reads": reads, "writes": writes, "roots": roots}, daemon=True)
     broker.start()
 
     def forward(signum: int, _frame: Any) -> None:  # the kubelet signals PID 1: pass it on
