@@ -95,6 +95,9 @@ POLICY_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
     "endpoint": ({"storage": {"endpoint": "http://127.0.0.1:{port}", "pathStyle": True, "region": "us-east-1",
                               "credentialsSecret": {"name": "s3-credentials", "accessKeyIdKey": "AWS_SECRET_ACCESS_KEY"}}},
                  "spec.storage.endpoint", "policy.allowedS3Endpoints"),
+    # Looks like AWS to a reader, is not AWS's host: refused like any unlisted endpoint.
+    "aws-lookalike": ({"storage": {"endpoint": "https://s3.amazonaws.com.attacker.example", "credentialsSecret": {"name": "s3-credentials"}}},
+                      "spec.storage.endpoint", "policy.allowedS3Endpoints"),
     "image": ({"execution": {"image": "docker.io/attacker/forged-results:1", "backoffLimit": 0}},
               "spec.execution.image", "policy.allowedImageRepositories"),
     "service-account": ({"storage": {"serviceAccountName": "namespace-admin"}},
@@ -130,17 +133,21 @@ def test_the_operator_refuses_a_job_outside_the_admins_policy(
     assert set(written(s3_world)) <= {"bystander"}  # the refused job wrote nothing, the other only below its output prefix
 
 
+@pytest.mark.parametrize("field", ["spec.model.uri", "spec.storage.endpoint"])
 def test_credentials_in_a_uri_are_refused_before_they_are_echoed(
-    k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
+    field: str, k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
 ) -> None:
     operator = start_operator()
     manifest = qj("signed-uri", s3_world, s3_secret)
-    manifest["spec"]["model"]["uri"] += f"?X-Amz-Credential=AKIA/x&X-Amz-Signature={SECRET_MARK}"
+    if field == "spec.model.uri":  # a presigned URL pasted as the model
+        manifest["spec"]["model"]["uri"] += f"?X-Amz-Credential=AKIA/x&X-Amz-Signature={SECRET_MARK}"
+    else:  # keys written into the endpoint
+        manifest["spec"]["storage"]["endpoint"] = s3_world["endpoint"].replace("http://", f"http://AKIAEXAMPLE:{SECRET_MARK}@")
     create(k8s_cluster, namespace, [manifest])
     served_meanwhile(k8s_cluster, namespace, s3_world, s3_secret)
     status = terminal(k8s_cluster, namespace, "signed-uri")
     assert status["phase"] == "Failed" and status["reason"] == "InvalidSpec"
-    assert "spec.model.uri" in status["message"] and "credentialsSecret" in status["message"]
+    assert field in status["message"] and "credentialsSecret" in status["message"]
     assert batch_jobs(k8s_cluster, namespace, "signed-uri") == []
     events = json.dumps(events_for(k8s_cluster, namespace, "signed-uri"))
     assert SECRET_MARK not in json.dumps(status) and SECRET_MARK not in events and SECRET_MARK not in operator.tail()
