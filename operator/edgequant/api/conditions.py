@@ -46,6 +46,8 @@ class Reason(enum.StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     INVALID_SPEC = "InvalidSpec"
     JOB_FORBIDDEN = "JobForbidden"
+    POLICY_VIOLATION = "PolicyViolation"
+    OOM_KILLED = "OOMKilled"
     SUSPENDED = "Suspended"
     SPEC_CHANGED = "SpecChanged"
     QUEUED = "Queued"  # queued, and Kueue has not said why yet (no Workload for the Job)

@@ -22,6 +22,7 @@ from pydantic.alias_generators import to_camel
 from edgequant.api import methods as catalogue
 from edgequant.api.conditions import ConditionStatus, Phase
 from edgequant.api.methods import Method, MethodFamily, ModelFormat
+from edgequant.api.uri_credentials import embedded_credentials
 
 GROUP = "edgequant.io"
 VERSION = "v1alpha1"
@@ -237,7 +238,6 @@ class TaintEffect(enum.StrEnum):
 
 
 _URI_SCHEMES = ("s3://", "file://")
-_USERINFO = re.compile(r"^[a-z0-9+.-]+://[^/@]*:[^/@]*@", re.IGNORECASE)
 
 
 def _check_uri(value: str) -> str:
@@ -245,9 +245,9 @@ def _check_uri(value: str) -> str:
         raise ValueError(
             f"unsupported URI {value!r}: use s3://bucket/key or file:///absolute/path"
         )
-    if _USERINFO.match(value):
+    if embedded_credentials(value) is not None:
         raise ValueError(
-            "credentials in a URI are not allowed: put them in a Secret and name it in spec.storage.credentialsSecret"
+            f"the URI carries a credential ({embedded_credentials(value)}), which is not allowed: put it in a Secret and name it in spec.storage.credentialsSecret"
         )
     return value
 
@@ -482,8 +482,8 @@ class Storage(ApiModel):
             return v
         if not re.match(r"^https?://", v):
             raise ValueError("endpoint must be an http:// or https:// URL")
-        if _USERINFO.match(v):
-            raise ValueError("credentials in a URL are not allowed: use credentialsSecret")
+        if embedded_credentials(v) is not None:
+            raise ValueError(f"the URL carries a credential ({embedded_credentials(v)}), which is not allowed: use credentialsSecret")
         return v
 
 
@@ -497,6 +497,7 @@ class Resources(ApiModel):
     gpus: int = Field(1, ge=1, le=16, description="nvidia.com/gpu count when running on a GPU.")
     requests: Quantity | None = Field(None, description="Container resource requests (operator defaults when omitted).")
     limits: Quantity | None = Field(None, description="Container resource limits (operator defaults when omitted).")
+    scratch_size: str | None = Field(None, max_length=MAX_SHORT, pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+|k)?$", description="Scratch disk of the quantizer pod (the emptyDir's sizeLimit and an ephemeral-storage request), e.g. '50Gi'; the operator's default (20Gi) when omitted. Downloads that would not fit stop before they start.")
 
 
 class Toleration(ApiModel):

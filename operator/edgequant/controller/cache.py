@@ -62,7 +62,11 @@ def pod_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]] | None:
         return None
     return (str(meta.get("namespace")), str(job_uid)), {
         "metadata": _pick(meta, "name", "uid", "creationTimestamp", "deletionTimestamp"),
-        "spec": _pick(body.get("spec"), "nodeName"),
+        # nodeName; the memory limit, which an OOMKilled status names (status.oom_message).
+        "spec": {**_pick(body.get("spec"), "nodeName"), "containers": [
+            {"name": c.get("name"), "resources": {"limits": _pick((c.get("resources") or {}).get("limits"), "memory")}}
+            for c in (body.get("spec") or {}).get("containers") or []
+        ]},
         "status": {
             **_pick(body.get("status"), "phase", "containerStatuses"),
             # Only why it is not scheduled, for the Pending message (not every condition of every pod).

@@ -23,6 +23,9 @@ RULES: list[dict[str, Any]] = [
     # Watch QuantizationSweeps and write their status (sweep.py); their report Job is a batch Job like the others.
     {"apiGroups": [api.GROUP], "resources": [sweep_api.PLURAL], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": [api.GROUP], "resources": [f"{sweep_api.PLURAL}/status"], "verbs": ["get", "patch"]},
+    # Jobs carry an ownerReference with blockOwnerDeletion (render.py): the OwnerReferencesPermissionEnforcement
+    # admission plugin (OpenShift's default) lets only those who may update the owner's finalizers set it.
+    {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/finalizers"], "verbs": ["update"]},
     # Run quantizers: kube.create_job / delete_job / set_job_suspended, and watch them (job_event).
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     # Read the worker's termination message (kube.pods_of_job) and watch pod phases.

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from edgequant.api import validation
 from edgequant.api import v1alpha1 as api
 from edgequant.api.conditions import Phase, Reason
-from edgequant.controller import metrics, naming, plan, queueing, render, status
+from edgequant.controller import metrics, naming, plan, policy, queueing, render, status
 from edgequant.controller.cache import Cache, Key, quantization_job_entry
 from edgequant.controller.kube import Conflict, JobRejected, KubeClient
 from edgequant.controller.settings import OperatorSettings
@@ -168,7 +168,11 @@ class Reconciler:
         jobs = self._plan(owner, cache=cache, previous_status=self._latest_status(body), logger=logger)
         if jobs.stale:
             raise kopf.TemporaryError(f"{owner.namespace}/{owner.name}: a newer generation than this one has a Job", delay=1)
-        if jobs.must_create:
+        if jobs.must_create and (refused := policy.violations(spec, self.settings)):
+            # Check policy before creating the Job: a refused spec gets a status naming the policy and the fix, no Job.
+            logger.warning("refused by policy: %s", policy.describe(refused))
+            self._write(owner, status.policy_refused(policy.describe(refused)), cache=cache, logger=logger)
+        elif jobs.must_create:
             self._start(owner, spec, cache=cache, logger=logger)
         elif jobs.leaving or jobs.obsolete:
             logger.info("waiting for Jobs %s to go before starting generation %d", ", ".join(jobs.leaving + jobs.obsolete), owner.generation)

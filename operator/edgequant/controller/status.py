@@ -107,7 +107,35 @@ def _by_age(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(pods, key=lambda p: ((p.get("metadata") or {}).get("creationTimestamp") or "", (p.get("metadata") or {}).get("name") or ""))
 
 
+DEADLINE_FIX = (
+    "the run outlived its activeDeadlineSeconds and was stopped: raise spec.execution.activeDeadlineSeconds "
+    "(the operator's default applies when it is unset), or check for a hung storage endpoint"
+)
+
+
+def _memory_limit(pod: dict[str, Any]) -> str | None:
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+        if limit:
+            return str(limit)
+    return None
+
+
+def oom_message(pod: dict[str, Any]) -> str | None:
+    """The reason and fix when the kernel killed the quantizer for exceeding its memory limit, else None."""
+    if (_terminated(pod) or {}).get("reason") != "OOMKilled":
+        return None
+    limit = _memory_limit(pod)
+    return (
+        f"the quantizer was killed for using more memory than its limit{f' ({limit})' if limit else ''} (OOMKilled); "
+        "raise spec.resources.limits.memory, or lower calibration.samples, evaluation.samples or training.batchSize"
+    )
+
+
 def _fallback_message(pod: dict[str, Any]) -> str:
+    oom = oom_message(pod)
+    if oom is not None:
+        return oom
     state = _terminated(pod) or {}
     text = (state.get("message") or "").strip()
     code = state.get("exitCode")
@@ -166,11 +194,15 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[
         result = worker_result(last) if last else None
         if result is not None:
             reason, message = result.reason, result.message
+        elif last is not None and oom_message(last) is not None:
+            reason, message = Reason.OOM_KILLED, str(oom_message(last))
         else:
             reason = (failed or {}).get("reason") or "JobFailed"
             message = (failed or {}).get("message") or ""
             if last is not None:
                 message = f"{message}; {_fallback_message(last)}" if message else _fallback_message(last)
+            if reason == Reason.DEADLINE_EXCEEDED:
+                message = f"{message}; {DEADLINE_FIX}" if message else DEADLINE_FIX
         results = result.results.to_wire() if result and result.results else None
         return Observation(
             phase=Phase.FAILED,
@@ -414,3 +446,8 @@ def job_rejected(message: str) -> Observation:
         reason=Reason.INVALID_SPEC,
         message=f"the API server rejected the quantizer Job; fix the spec: {message}"[:1024],
     )
+
+
+def policy_refused(message: str) -> Observation:
+    """The spec breaks the cluster admin's policy (controller/policy.py): no Job is created until it changes."""
+    return Observation(phase=Phase.FAILED, reason=Reason.POLICY_VIOLATION, message=message[:2048])

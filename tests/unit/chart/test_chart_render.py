@@ -67,7 +67,9 @@ def test_lint_strict_with_default_and_non_default_values(helm: str) -> None:
 
 def test_default_render_is_one_cluster_wide_operator(helm: str) -> None:
     kinds = by_kind(render(helm))
-    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert sorted(kinds) == [
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+    ]
     deployment = kinds["Deployment"][0]
     assert deployment["metadata"]["namespace"] == "edgequant-system"
     assert deployment["spec"]["replicas"] == 1
@@ -214,6 +216,7 @@ def test_rbac_grants_only_what_the_operator_uses(helm: str, args: list[str]) -> 
         (api.GROUP, f"{api.PLURAL}/status"): {"get", "patch"},
         (api.GROUP, "quantizationsweeps"): READ | {"patch"},
         (api.GROUP, "quantizationsweeps/status"): {"get", "patch"},
+        (api.GROUP, f"{api.PLURAL}/finalizers"): {"update"},  # blockOwnerDeletion on the Jobs it creates
         ("batch", "jobs"): READ | {"create", "delete", "patch"},
         ("", "pods"): READ,
         ("", "events"): {"create", "patch"},
@@ -231,7 +234,8 @@ def test_rbac_grants_only_what_the_operator_uses(helm: str, args: list[str]) -> 
                 assert (group, resource) in allowed, f"unexpected grant on {group}/{resource}"
                 assert set(rule["verbs"]) <= allowed[(group, resource)], f"{group}/{resource}: {rule['verbs']}"
                 seen.add((group, resource))
-    for needed in [(api.GROUP, api.PLURAL), (api.GROUP, f"{api.PLURAL}/status"), (api.GROUP, "quantizationsweeps"), ("batch", "jobs"), ("", "pods"), ("", "events")]:
+    for needed in [(api.GROUP, api.PLURAL), (api.GROUP, f"{api.PLURAL}/status"), (api.GROUP, f"{api.PLURAL}/finalizers"),
+                   (api.GROUP, "quantizationsweeps"), ("batch", "jobs"), ("", "pods"), ("", "events")]:
         assert needed in seen, f"{needed} is not granted"
 
 
