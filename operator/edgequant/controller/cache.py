@@ -61,7 +61,6 @@ def pod_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]] | None:
         return None
     return (str(meta.get("namespace")), str(job_uid)), {
         "metadata": _pick(meta, "name", "uid", "creationTimestamp", "deletionTimestamp"),
-        "spec": _pick(body.get("spec"), "nodeName"),
         "status": {
             **_pick(body.get("status"), "phase", "containerStatuses"),
             # Only why it is not scheduled, for the Pending message (not every condition of every pod).

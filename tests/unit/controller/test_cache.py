@@ -30,7 +30,6 @@ def test_pod_entry_is_keyed_by_its_job_uid() -> None:
     assert key == ("team-a", "job-uid")
     assert value == {
         "metadata": {"name": "mnist-g2-abcde", "uid": "pod-uid", "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {"nodeName": "node-1"},  # scheduled: on its way (the delayed Pending status)
         "status": {**p["status"], "conditions": []},
     }
 
