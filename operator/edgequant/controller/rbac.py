@@ -15,10 +15,10 @@ import yaml
 from edgequant.api import v1alpha1 as api
 
 RULES: list[dict[str, Any]] = [
-    # Watch QuantizationJobs (handlers) and write their status (status.py via kube.patch_status).
+    # Watch QuantizationJobs (handlers; patch: kopf touches one to wake a delayed retry) and write their status (KubeClient.patch_status).
     {"apiGroups": [api.GROUP], "resources": [api.PLURAL], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/status"], "verbs": ["get", "patch"]},
-    # Run quantizers: kube.create_job / delete_job / set_job_suspended, and watch them (job_event).
+    # Run quantizers: KubeClient.create_job / delete_job / patch_job_spec (suspend, ttlSecondsAfterFinished), and watch them.
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     # Read the worker's termination message (kube.pods_of_job) and watch pod phases.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
