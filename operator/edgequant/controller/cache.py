@@ -62,8 +62,8 @@ def pod_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]] | None:
         return None
     return (str(meta.get("namespace")), str(job_uid)), {
         "metadata": _pick(meta, "name", "uid", "creationTimestamp", "deletionTimestamp"),
-        # nodeName; the memory limit, which an OOMKilled status names (status.oom_message).
-        "spec": {**_pick(body.get("spec"), "nodeName"), "containers": [
+        # The memory limit, which an OOMKilled status names (status.oom_message).
+        "spec": {"containers": [
             {"name": c.get("name"), "resources": {"limits": _pick((c.get("resources") or {}).get("limits"), "memory")}}
             for c in (body.get("spec") or {}).get("containers") or []
         ]},

@@ -16,7 +16,7 @@ from edgequant.api import sweep as sweep_api
 from edgequant.api import v1alpha1 as api
 
 RULES: list[dict[str, Any]] = [
-    # Watch QuantizationJobs (handlers) and write their status (status.py via kube.patch_status); a sweep creates
+    # Watch QuantizationJobs (handlers) and write their status (KubeClient.patch_status; patch: kopf touches one to wake a delayed retry); a sweep creates
     # one per cell (sweep.py).
     {"apiGroups": [api.GROUP], "resources": [api.PLURAL], "verbs": ["get", "list", "watch", "patch", "create"]},
     {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/status"], "verbs": ["get", "patch"]},
@@ -26,7 +26,7 @@ RULES: list[dict[str, Any]] = [
     # Jobs carry an ownerReference with blockOwnerDeletion (render.py): the OwnerReferencesPermissionEnforcement
     # admission plugin (OpenShift's default) lets only those who may update the owner's finalizers set it.
     {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/finalizers"], "verbs": ["update"]},
-    # Run quantizers: kube.create_job / delete_job / set_job_suspended, and watch them (job_event).
+    # Run quantizers: KubeClient.create_job / delete_job / patch_job_spec (suspend, ttlSecondsAfterFinished), and watch them.
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     # Read the worker's termination message (kube.pods_of_job) and watch pod phases.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},

@@ -284,11 +284,9 @@ def _why_waiting(pod: dict[str, Any]) -> str:
 
 
 def pod_is_starting(pod: dict[str, Any]) -> bool:
-    """A pod on its way to running: bound to a node, not finished, no container stuck (image pull, config)."""
-    if not ((pod.get("spec") or {}).get("nodeName")) or _pod_phase(pod) in ("Succeeded", "Failed"):
-        return False
-    waiting = [((cs.get("state") or {}).get("waiting") or {}).get("reason") for cs in (pod.get("status") or {}).get("containerStatuses") or []]
-    return not any(reason in _STUCK_WAITING for reason in waiting)
+    """A pod on its way to running: not finished, and neither the scheduler nor the kubelet says it is stuck
+    (unschedulable, an image pull, its config). One the scheduler has not looked at yet is on its way."""
+    return _pod_phase(pod) not in ("Succeeded", "Failed") and not _why_waiting(pod)
 
 
 def job_fingerprint(job: dict[str, Any]) -> tuple[Any, ...]:
