@@ -17,6 +17,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from edgequant.api import sweep as sweep_api
 from edgequant.api import v1alpha1 as api
 from tests.harness.cluster import Cluster
 
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "edgequant"
 CRD_NAME = f"{api.PLURAL}.{api.GROUP}"
+SWEEP_CRD_NAME = f"{sweep_api.PLURAL}.{api.GROUP}"
 
 
 def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:
@@ -189,6 +191,9 @@ def test_service_account_gets_exactly_its_grant(k8s_cluster: Cluster, namespace:
     granted = [
         ("get", CRD_NAME), ("list", CRD_NAME), ("watch", CRD_NAME), ("patch", CRD_NAME),
         ("patch", f"{CRD_NAME}/status"),
+        ("create", CRD_NAME),  # a QuantizationSweep's cells
+        ("update", f"{CRD_NAME}/finalizers"),  # blockOwnerDeletion on its Jobs (OwnerReferencesPermissionEnforcement)
+        ("get", SWEEP_CRD_NAME), ("list", SWEEP_CRD_NAME), ("watch", SWEEP_CRD_NAME), ("patch", f"{SWEEP_CRD_NAME}/status"),
         ("create", "jobs.batch"), ("delete", "jobs.batch"), ("patch", "jobs.batch"), ("list", "jobs.batch"), ("watch", "jobs.batch"),
         ("get", "pods"), ("list", "pods"), ("watch", "pods"),
         ("create", "events"),
@@ -197,7 +202,8 @@ def test_service_account_gets_exactly_its_grant(k8s_cluster: Cluster, namespace:
     denied = [
         ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("create", "secrets"),
         ("create", "pods"), ("delete", "pods"), ("patch", "pods"), ("create", "pods/exec"), ("get", "pods/log"),
-        ("create", CRD_NAME), ("delete", CRD_NAME), ("update", CRD_NAME), ("update", f"{CRD_NAME}/status"),
+        ("delete", CRD_NAME), ("update", CRD_NAME), ("update", f"{CRD_NAME}/status"),
+        ("create", SWEEP_CRD_NAME), ("delete", SWEEP_CRD_NAME),
         ("create", "pods/eviction"), ("patch", "jobs.batch/status"),
         ("get", "configmaps"), ("create", "serviceaccounts/token"), ("create", "deployments.apps"),
         ("create", "roles.rbac.authorization.k8s.io"), ("create", "rolebindings.rbac.authorization.k8s.io"),

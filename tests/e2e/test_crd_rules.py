@@ -102,6 +102,11 @@ def _cases() -> Iterator[tuple[str, api.Method, Mutation, set[str]]]:
         spec["evaluation"]["dataset"]["labels"] = "none"
         spec["acceptance"]["maxAccuracyDrop"] = 0.02
 
+    def neither_method_nor_target(spec: dict[str, Any]) -> None:
+        spec.pop("method")
+        spec.pop("target", None)
+
+    yield "neither-method-nor-target", static, neither_method_nor_target, {"spec.method"}
     yield "savedmodel-folder-with-sha256", api.Method.TFLITE_DYNAMIC_RANGE, folder_with_sha, {"spec.model.sha256"}
     yield "min-samples-over-samples", static, min_over_samples, {"spec.calibration.minSamples"}
     yield "manual-without-pins", static, manual_without_pins, {"spec.mixedPrecision.pinnedLayers"}

@@ -605,7 +605,8 @@ class QuantizationJobSpec(ApiModel):
             return handler(data)
         target = data.get("target")
         if target is None:
-            raise ValueError("spec.method is missing: set method (e.g. tflite-int8), or target (e.g. rpi-xnnpack) to let the target choose it")
+            rule = next(r for r in CROSS_FIELD_RULES if r.field == "spec.method")
+            raise ValueError(f"{rule.field}: {rule.text}")  # worded as the API server's CEL rule words it
         from edgequant.api.targets import method_for  # the table imports this module
 
         method = method_for(data)
