@@ -16,8 +16,8 @@ import pytest
 from tests.e2e.test_operator import (  # noqa: F401  (fixtures used by name)
     ROOT,
     Operator,
-    create,
     crd_installed,
+    create,
     get_json,
     operator,
     s3_secret,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,7 +73,7 @@ def _load_jobs(files: list[Path], sweeps: list[Any] | None = None) -> list[tuple
     """Job documents in order; a QuantizationSweep becomes its cells' documents and is appended to ``sweeps``."""
     from edgequant.util.errors import InvalidInputError
 
-    jobs = []
+    jobs: list[tuple[Path, Any]] = []
     for path in files:
         try:
             docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
@@ -213,10 +212,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _finish_sweeps(sweeps: list[Any], outcomes: list[_Outcome], out: Any, console: Any) -> int:
     """Each sweep's status from its cells, its table, and its report under its output URI (exit code, 0 when written)."""
+    from rich.console import Console
+
     from edgequant.sweep import local
     from edgequant.util.errors import EdgequantError
-
-    from rich.console import Console
 
     by_label = {o.label: o for o in outcomes}
     code = 0

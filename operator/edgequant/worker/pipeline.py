@@ -35,8 +35,8 @@ from edgequant.backends.base import BaselineExport, QuantizedArtifact, QuantizeR
 from edgequant.data.datasets import index_dataset
 from edgequant.data.loader import prepare_set
 from edgequant.data.validation import Finding, Severity, check_calibration, has_errors
-from edgequant.util.errors import AcceptanceError, DataValidationError, EdgequantError, InvalidInputError
 from edgequant.report.html import render_html
+from edgequant.util.errors import AcceptanceError, DataValidationError, EdgequantError, InvalidInputError
 from edgequant.worker import report as report_mod
 from edgequant.worker.context import ModelRecord, RunContext, StageRecord
 from edgequant.worker.evaluate import agreement, evaluate
@@ -153,6 +153,11 @@ def fetch(ctx: RunContext) -> None:
     ctx.notes.extend(f"spec warning: {w}" for w in spec_warnings(spec))
 
 
+def _decode_progress(ctx: RunContext, role: str) -> Callable[[int, int], None]:
+    """Progress callback for decoding one data set (a closure per role: the loop variable would be late-bound)."""
+    return lambda done, total: ctx.progress.advance(task=f"decode {role}", done=done, total=total)
+
+
 def _check_labels(ctx: RunContext) -> None:
     """What unlabeled data cannot do: train QAT, or enforce an accuracy budget the user set."""
     spec = ctx.spec
@@ -187,7 +192,7 @@ def validate_data(ctx: RunContext) -> None:
     for role, index in ctx.indexes.items():
         prepared = prepare_set(
             index, name=role, contract=spec.model.input, samples=counts[role], seed=seed,
-            progress=lambda done, total, role=role: ctx.progress.advance(task=f"decode {role}", done=done, total=total),
+            progress=_decode_progress(ctx, role),
         )
         ctx.sets[role] = prepared
         ctx.findings.extend(prepared.findings)

@@ -21,7 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnxruntime.quantization import QuantFormat, QuantType, TensorsData, quant_pre_process, quantize_dynamic, quantize_static, save_tensors_data
+from onnxruntime.quantization import (
+    QuantFormat,
+    QuantType,
+    TensorsData,
+    quant_pre_process,
+    quantize_dynamic,
+    quantize_static,
+    save_tensors_data,
+)
 
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import Batches
