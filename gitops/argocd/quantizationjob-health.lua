@@ -105,7 +105,7 @@ if is_true(suspended) or status.phase == "Suspended" then
   return hs
 end
 
-if is_true(running) or status.phase == "Running" or status.phase == "Pending" or status.phase == nil then
+if is_true(running) or status.phase == "Running" or status.phase == "Pending" or status.phase == "Queued" or status.phase == nil then
   hs.status = "Progressing"
   local stage = ""
   if status.progress ~= nil and status.progress.stage ~= nil and status.progress.stage ~= "" then

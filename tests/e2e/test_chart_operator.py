@@ -130,7 +130,8 @@ def test_chart_operator_runs_the_happy_path_as_its_service_account(
     liveness, metrics = free_port(), free_port()
     sa = f"{release}-edgequant"
     common = ["--namespace", namespace, "--set", f"operator.watchNamespaces={{{namespace}}}", "--set", "operator.logFormat=plain",
-              "--set", f"liveness.port={liveness}", "--set", f"metrics.port={metrics}"]
+              "--set", f"liveness.port={liveness}", "--set", f"metrics.port={metrics}",
+              "--set", f"policy.allowedS3Endpoints={{{model_and_data['endpoint']}}}"]
     # 1. Install (the ServiceAccount must exist before a token can be requested for it), 2. token, 3. scale up.
     helm(k8s_cluster, "install", release, str(CHART), *common, "--set", "replicaCount=0")
     core = client.CoreV1Api(k8s_cluster.api_client())

@@ -47,7 +47,10 @@ class Operator:
 
     def start(self) -> None:
         # No resync timer unless a test asks for one: Job and pod events alone must drive the status.
-        env = {**self.cluster.env(), "PYTHONUNBUFFERED": "1", "EDGEQUANT_OPERATOR_RESYNC_SECONDS": "0", **self.env}
+        # The moto server and the deliberately unreachable endpoints tests use all live on 127.0.0.1: the policy
+        # allows that host on any port (a test of the policy itself passes its own list).
+        env = {**self.cluster.env(), "PYTHONUNBUFFERED": "1", "EDGEQUANT_OPERATOR_RESYNC_SECONDS": "0",
+               "EDGEQUANT_OPERATOR_ALLOWED_S3_ENDPOINTS": "http://127.0.0.1:*", **self.env}
         args = [
             str(VENV_BIN / "edgequant"), "operator", "--namespace", self.namespace, "--log-format", "plain",
             "--liveness-port", str(self.liveness_port), "--metrics-port", str(self.metrics_port), *self.extra,

@@ -90,3 +90,33 @@ def make_pki(directory: Path, *, server_ips: list[str], server_dns: list[str],
     _key(pki.sa_key)
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
     return pki
+
+
+def make_webhook_pki(directory: Path, *, ca_name: str, server_dns: list[str],
+                     server_ips: list[str]) -> Pki:
+    """A CA and a serving certificate ``server`` for a webhook server outside the API server.
+
+    The CA carries ``ca_name`` as its common name and DNS name, and its key is RSA PKCS#1: what
+    controllers that check and reuse their webhook CA from a Secret (cert-controller, as in
+    Kueue) accept instead of making their own."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = Pki(directory)
+    _key(pki.ca_key)
+    _openssl("rsa", "-in", "ca.key", "-traditional", "-out", "ca.key", cwd=directory)
+    _openssl("req", "-x509", "-new", "-key", "ca.key", "-sha256", "-days", _DAYS,
+             "-subj", f"/CN={ca_name}", "-out", "ca.crt",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+             "-addext", f"subjectAltName=DNS:{ca_name}",
+             cwd=directory)
+    _key(pki.key("server"))
+    sans = ",".join([f"DNS:{d}" for d in server_dns] + [f"IP:{ip}" for ip in server_ips])
+    (directory / "server.ext").write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+        f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n")
+    _openssl("req", "-new", "-key", "server.key", "-subj", f"/CN={server_dns[0]}",
+             "-out", "server.csr", cwd=directory)
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", _DAYS, "-sha256", "-extfile", "server.ext",
+             "-out", "server.crt", cwd=directory)
+    return pki

@@ -82,6 +82,26 @@ which each replica draws at random (one value for all replicas would make them t
   value: {{ .Values.jobs.serviceAccountName | quote }}
 - name: EDGEQUANT_OPERATOR_RUN_AS_USER
   value: {{ .Values.jobs.runAsUser | quote }}
+- name: EDGEQUANT_OPERATOR_DEFAULT_ACTIVE_DEADLINE_SECONDS
+  value: {{ .Values.jobs.activeDeadlineSeconds | quote }}
+- name: EDGEQUANT_OPERATOR_SCRATCH_SIZE
+  value: {{ .Values.jobs.scratchSize | quote }}
+- name: EDGEQUANT_OPERATOR_S3_CONNECT_TIMEOUT_SECONDS
+  value: {{ .Values.jobs.s3Timeouts.connectSeconds | quote }}
+- name: EDGEQUANT_OPERATOR_S3_READ_TIMEOUT_SECONDS
+  value: {{ .Values.jobs.s3Timeouts.readSeconds | quote }}
+- name: EDGEQUANT_OPERATOR_S3_MAX_ATTEMPTS
+  value: {{ .Values.jobs.s3Timeouts.maxAttempts | quote }}
+- name: EDGEQUANT_OPERATOR_ALLOWED_S3_ENDPOINTS
+  value: {{ join "," .Values.policy.allowedS3Endpoints | quote }}
+- name: EDGEQUANT_OPERATOR_ALLOWED_IMAGE_REPOSITORIES
+  value: {{ join "," .Values.policy.allowedImageRepositories | quote }}
+- name: EDGEQUANT_OPERATOR_ALLOWED_SERVICE_ACCOUNTS
+  value: {{ join "," .Values.policy.allowedServiceAccounts | quote }}
+- name: EDGEQUANT_OPERATOR_TOKEN_SERVICE_ACCOUNTS
+  value: {{ join "," .Values.policy.tokenServiceAccounts | quote }}
+- name: EDGEQUANT_OPERATOR_ALLOWED_CREDENTIALS_SECRETS
+  value: {{ join "," .Values.policy.allowedCredentialsSecrets | quote }}
 - name: EDGEQUANT_OPERATOR_GPU_RESOURCE
   value: {{ .Values.jobs.gpu.resource | quote }}
 - name: EDGEQUANT_OPERATOR_GPU_NODE_SELECTOR
@@ -100,6 +120,8 @@ which each replica draws at random (one value for all replicas would make them t
   value: {{ .Values.operator.workers | quote }}
 - name: EDGEQUANT_OPERATOR_RESYNC_SECONDS
   value: {{ .Values.operator.resyncSeconds | quote }}
+- name: EDGEQUANT_OPERATOR_KUEUE
+  value: {{ .Values.kueue.enabled | quote }}
 {{- end }}
 
 {{/* {"tflite": "repo:tag", ...} for EDGEQUANT_OPERATOR_IMAGES. */}}
@@ -109,4 +131,14 @@ which each replica draws at random (one value for all replicas would make them t
 {{- $_ := set $images $family (include "edgequant.image" (dict "image" $image "root" $)) }}
 {{- end }}
 {{- toJson $images }}
+{{- end }}
+
+{{/* AWS S3's own endpoint hosts: the same pattern as edgequant.controller.policy.AWS_S3_HOST (a unit test checks). */}}
+{{- define "edgequant.awsS3Host" -}}
+^s3(-fips)?(\.dualstack)?(\.[a-z0-9-]+)?\.amazonaws\.com(\.cn)?$
+{{- end }}
+
+{{/* A query parameter that carries a credential (edgequant.api.uri_credentials.CREDENTIAL_QUERY_KEYS; a unit test checks). */}}
+{{- define "edgequant.credentialQuery" -}}
+[?&](x-amz-credential|x-amz-signature|x-amz-security-token|awsaccesskeyid|signature|x-goog-credential|x-goog-signature|sig|token|access_token|password|passwd|secret|access_key|secret_key|accesskey|secretkey|api_key|apikey)=
 {{- end }}

@@ -13,6 +13,7 @@ class Phase(enum.StrEnum):
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     SUSPENDED = "Suspended"
+    QUEUED = "Queued"  # the batch Job waits in a Kueue LocalQueue (spec.queueName) for admission
 
 
 class ConditionType(enum.StrEnum):
@@ -21,6 +22,7 @@ class ConditionType(enum.StrEnum):
     RUNNING = "Running"
     DEGRADED = "Degraded"
     SUSPENDED = "Suspended"
+    QUEUED = "Queued"  # set only on queued jobs; its reason is Kueue's (e.g. Pending, Preempted)
 
 
 class ConditionStatus(enum.StrEnum):
@@ -44,5 +46,8 @@ class Reason(enum.StrEnum):
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     INVALID_SPEC = "InvalidSpec"
     JOB_FORBIDDEN = "JobForbidden"
+    POLICY_VIOLATION = "PolicyViolation"
+    OOM_KILLED = "OOMKilled"
     SUSPENDED = "Suspended"
     SPEC_CHANGED = "SpecChanged"
+    QUEUED = "Queued"  # queued, and Kueue has not said why yet (no Workload for the Job)

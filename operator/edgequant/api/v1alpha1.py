@@ -27,6 +27,7 @@ from edgequant.api.conditions import ConditionStatus, Phase
 from edgequant.api.methods import Method as Method
 from edgequant.api.methods import MethodFamily as MethodFamily
 from edgequant.api.methods import ModelFormat as ModelFormat
+from edgequant.api.uri_credentials import embedded_credentials
 
 GROUP = "edgequant.io"
 VERSION = "v1alpha1"
@@ -242,7 +243,6 @@ class TaintEffect(enum.StrEnum):
 
 
 _URI_SCHEMES = ("s3://", "file://")
-_USERINFO = re.compile(r"^[a-z0-9+.-]+://[^/@]*:[^/@]*@", re.IGNORECASE)
 
 
 def _check_uri(value: str) -> str:
@@ -250,9 +250,9 @@ def _check_uri(value: str) -> str:
         raise ValueError(
             f"unsupported URI {value!r}: use s3://bucket/key or file:///absolute/path"
         )
-    if _USERINFO.match(value):
+    if embedded_credentials(value) is not None:
         raise ValueError(
-            "credentials in a URI are not allowed: put them in a Secret and name it in spec.storage.credentialsSecret"
+            f"the URI carries a credential ({embedded_credentials(value)}), which is not allowed: put it in a Secret and name it in spec.storage.credentialsSecret"
         )
     return value
 
@@ -487,8 +487,8 @@ class Storage(ApiModel):
             return v
         if not re.match(r"^https?://", v):
             raise ValueError("endpoint must be an http:// or https:// URL")
-        if _USERINFO.match(v):
-            raise ValueError("credentials in a URL are not allowed: use credentialsSecret")
+        if embedded_credentials(v) is not None:
+            raise ValueError(f"the URL carries a credential ({embedded_credentials(v)}), which is not allowed: use credentialsSecret")
         return v
 
 
@@ -502,6 +502,7 @@ class Resources(ApiModel):
     gpus: int = Field(1, ge=1, le=16, description="nvidia.com/gpu count when running on a GPU.")
     requests: Quantity | None = Field(None, description="Container resource requests (operator defaults when omitted).")
     limits: Quantity | None = Field(None, description="Container resource limits (operator defaults when omitted).")
+    scratch_size: str | None = Field(None, max_length=MAX_SHORT, pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+|k)?$", description="Scratch disk of the quantizer pod (the emptyDir's sizeLimit and an ephemeral-storage request), e.g. '50Gi'; the operator's default (20Gi) when omitted. Downloads that would not fit stop before they start.")
 
 
 class Toleration(ApiModel):
@@ -588,11 +589,17 @@ class QuantizationJobSpec(ApiModel):
     storage: Storage = Field(default_factory=Storage, description="Object-storage connection; never holds keys.")
     resources: Resources = Field(default_factory=Resources, description="Compute for the quantizer pod.")
     scheduling: Scheduling = Field(default_factory=Scheduling, description="Placement of the quantizer pod.")
+    queue_name: str | None = Field(
+        None,
+        max_length=MAX_LABEL_VALUE,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Kueue LocalQueue (in this namespace) the quantizer Job waits in: the Job gets the label kueue.x-k8s.io/queue-name, is created suspended and runs when Kueue admits it; status.phase is Queued meanwhile, with Kueue's reason. Kueue alone suspends and resumes the Job.",
+    )
     execution: Execution = Field(default_factory=Execution, description="Image and batch Job knobs.")
     tensorrt: TensorRTOptions = Field(default_factory=TensorRTOptions, description="TensorRT engine build options (tensorrt-* methods only).")
     onnx: OnnxOptions = Field(default_factory=OnnxOptions, description="ONNX Runtime quantization options (onnx-dynamic, onnx-static; reduceRange also torch-qat).")
     ptq: PostTraining = Field(default_factory=PostTraining, description="Post-training techniques beyond the bare converter: cross-layer equalization, bias correction, range search, algorithm choice (onnx-static).")
-    suspend: bool = Field(False, description="Create the batch Job suspended (or suspend a running one).")
+    suspend: bool = Field(False, description="Create the batch Job suspended (or suspend a running one). With queueName: hold the job back from the queue.")
 
     @model_validator(mode="wrap")
     @classmethod
@@ -753,7 +760,7 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
 class Condition(ApiModel):
     """Shaped like metav1.Condition so kubectl wait and GitOps tools understand it."""
 
-    type: str = Field(..., max_length=MAX_SHORT, description="Condition type: Succeeded, Failed, Running, Degraded, Suspended.")
+    type: str = Field(..., max_length=MAX_SHORT, description="Condition type: Succeeded, Failed, Running, Degraded, Suspended, Queued.")
     status: ConditionStatus = Field(..., description="True, False or Unknown.")
     reason: str = Field(..., max_length=1024, description="CamelCase reason.")
     message: str = Field("", max_length=MAX_TEXT, description="Human-readable detail.")
@@ -809,7 +816,7 @@ class Progress(ApiModel):
 
 
 class QuantizationJobStatus(ApiModel):
-    phase: Phase | None = Field(None, description="Pending, Running, Succeeded, Failed or Suspended.")
+    phase: Phase | None = Field(None, description="Pending, Queued, Running, Succeeded, Failed or Suspended.")
     observed_generation: int | None = Field(None, description="Spec generation the status describes.")
     conditions: list[Condition] = Field(default_factory=list, max_length=32, description="Standard conditions keyed by type.")
     job_name: str | None = Field(None, max_length=MAX_NAME, description="The batch/v1 Job running the current generation.")

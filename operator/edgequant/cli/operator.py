@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     handlers.register_resync(settings.resync_seconds)
     sweep_handlers.register_resync(settings.resync_seconds)
+    handlers.register_kueue(settings.kueue)
 
     kopf.configure(log_format={"json": kopf.LogFormat.JSON, "plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL}[settings.log_format])
     kopf.run(

@@ -10,15 +10,16 @@ of a Job or pod always sees both at least as new as that event.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from edgequant.controller import naming, plan
+from edgequant.controller import naming, plan, queueing
 
 #: kopf passes each index to handlers as a keyword argument named after its function (handlers.py).
 QUANTIZATION_JOBS_INDEX = "edgequant_quantizationjobs"
 JOBS_INDEX = "edgequant_jobs"
 PODS_INDEX = "edgequant_pods"
+WORKLOADS_INDEX = "edgequant_workloads"
 POD_JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
 
 Key = tuple[str, str]
@@ -61,12 +62,28 @@ def pod_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]] | None:
         return None
     return (str(meta.get("namespace")), str(job_uid)), {
         "metadata": _pick(meta, "name", "uid", "creationTimestamp", "deletionTimestamp"),
-        "spec": _pick(body.get("spec"), "nodeName"),
+        # The memory limit, which an OOMKilled status names (status.oom_message).
+        "spec": {"containers": [
+            {"name": c.get("name"), "resources": {"limits": _pick((c.get("resources") or {}).get("limits"), "memory")}}
+            for c in (body.get("spec") or {}).get("containers") or []
+        ]},
         "status": {
             **_pick(body.get("status"), "phase", "containerStatuses"),
             # Only why it is not scheduled, for the Pending message (not every condition of every pod).
             "conditions": [c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled" and c.get("status") == "False"],
         },
+    }
+
+
+def workload_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]] | None:
+    """Index key (namespace, uid of the Job it stands for) and the parts of a Kueue Workload that status reads."""
+    meta = body.get("metadata") or {}
+    job_uid = queueing.workload_job_uid(dict(body))
+    if not job_uid:
+        return None
+    return (str(meta.get("namespace")), job_uid), {
+        "metadata": _pick(meta, "name", "namespace", "uid", "creationTimestamp", "deletionTimestamp"),
+        "status": _pick(body.get("status"), "conditions"),
     }
 
 
@@ -85,6 +102,8 @@ class Cache:
     quantization_jobs: Mapping[Key, Iterable[dict[str, Any]]]
     jobs: Mapping[Key, Iterable[dict[str, Any]]]
     pods: Mapping[Key, Iterable[dict[str, Any]]]
+    workloads: Mapping[Key, Iterable[dict[str, Any]]] = field(default_factory=dict)
+    """Kueue Workloads by (namespace, Job uid); empty unless the operator watches Kueue (settings.kueue)."""
 
     def quantization_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """As last seen by the watch: possibly behind the API server (status patches carry its resourceVersion)."""
@@ -96,6 +115,19 @@ class Cache:
 
     def pods_of(self, job: dict[str, Any]) -> list[dict[str, Any]]:
         return _values(self.pods, (str(job["metadata"]["namespace"]), str(job["metadata"]["uid"])))
+
+    def workload_of(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """The Kueue Workload standing for a queued Job (None for other Jobs, or before Kueue made one)."""
+        if queueing.queue_of(job) is None:
+            return None
+        return queueing.newest(_values(self.workloads, (str(job["metadata"]["namespace"]), str(job["metadata"]["uid"]))))
+
+    def quantization_job_of_job_uid(self, namespace: str, job_uid: str) -> str | None:
+        """The QuantizationJob whose batch Job has this uid (a Workload names its Job only by uid)."""
+        for key in list(self.jobs):
+            if key[0] == namespace and any(str(j["metadata"].get("uid")) == job_uid for j in _values(self.jobs, key)):
+                return key[1]
+        return None
 
     def job_states(self) -> dict[Key, bool]:
         """(namespace, Job name) of every Job of ours -> whether it counts against the concurrency cap."""

@@ -21,7 +21,7 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from edgequant.api import v1alpha1 as api
-from edgequant.controller import cache, kube, metrics, naming, reconcile
+from edgequant.controller import cache, kube, metrics, naming, queueing, reconcile
 from edgequant.controller.reconcile import Reconciler
 from edgequant.controller.settings import OperatorSettings
 
@@ -90,7 +90,7 @@ def _quiet_event_handlers(record: logging.LogRecord) -> bool:
     """Drop kopf's "Handler 'pod_event' succeeded." lines: one per pod/Job event or resync, thousands per minute at scale."""
     return not (
         record.levelno == logging.INFO
-        and str(record.msg).startswith(("Handler 'pod_event'", "Handler 'batch_job_event'", "Timer 'quantization_job_resync'"))
+        and str(record.msg).startswith(("Handler 'pod_event'", "Handler 'batch_job_event'", "Handler 'workload_event'", "Timer 'quantization_job_resync'"))
     )
 
 
@@ -151,7 +151,12 @@ def _reconciler(memo: kopf.Memo) -> Reconciler:
 
 
 def _cache(kwargs: dict[str, Any]) -> cache.Cache:
-    return cache.Cache(quantization_jobs=kwargs[cache.QUANTIZATION_JOBS_INDEX], jobs=kwargs[cache.JOBS_INDEX], pods=kwargs[cache.PODS_INDEX])
+    return cache.Cache(
+        quantization_jobs=kwargs[cache.QUANTIZATION_JOBS_INDEX],
+        jobs=kwargs[cache.JOBS_INDEX],
+        pods=kwargs[cache.PODS_INDEX],
+        workloads=kwargs.get(cache.WORKLOADS_INDEX, {}),
+    )
 
 
 # --------------------------------------------------------------------------- watch caches
@@ -268,3 +273,31 @@ async def batch_job_event(body: kopf.Body, type: str | None, memo: kopf.Memo, lo
 @kopf.on.event("", "v1", "pods", labels=_MANAGED)
 async def pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
     await _refresh_later("pod", dict(body), kind="Pod", deleted=type == "DELETED", memo=memo, logger=logger, **kwargs)
+
+
+# --------------------------------------------------------------------------- Kueue Workloads of queued Jobs
+
+
+async def edgequant_workloads(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
+    entry = cache.workload_entry(body)
+    return dict([entry]) if entry else None
+
+
+async def workload_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
+    """A Workload's conditions changed (quota reserved or not, admitted, evicted): refresh its Job's QuantizationJob."""
+    workload = dict(body)
+    namespace, job_uid = str(body.metadata.namespace), queueing.workload_job_uid(workload)
+    qj_name = _cache(kwargs).quantization_job_of_job_uid(namespace, job_uid) if job_uid else None
+    if qj_name is None:
+        return  # another controller's Job
+    # Tagged with its QuantizationJob the way our Jobs and pods are, so that it queues for a refresh like them.
+    meta = {**workload.get("metadata", {}), "annotations": {naming.ANNOTATION_JOB: qj_name}}
+    await _refresh_later("workload", {**workload, "metadata": meta}, kind="Workload", deleted=type == "DELETED", memo=memo, logger=logger, **kwargs)
+
+
+def register_kueue(enabled: bool) -> None:
+    """Watch Kueue's Workloads (settings.kueue), registered at start: without Kueue's CRDs there is nothing to watch."""
+    if enabled:
+        labels = {queueing.WORKLOAD_JOB_UID_LABEL: kopf.PRESENT}
+        kopf.index(queueing.KUEUE_GROUP, queueing.KUEUE_VERSION, queueing.WORKLOADS, labels=labels)(edgequant_workloads)
+        kopf.on.event(queueing.KUEUE_GROUP, queueing.KUEUE_VERSION, queueing.WORKLOADS, labels=labels)(workload_event)

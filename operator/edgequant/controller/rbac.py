@@ -16,19 +16,27 @@ from edgequant.api import sweep as sweep_api
 from edgequant.api import v1alpha1 as api
 
 RULES: list[dict[str, Any]] = [
-    # Watch QuantizationJobs (handlers) and write their status (status.py via kube.patch_status); a sweep creates
+    # Watch QuantizationJobs (handlers) and write their status (KubeClient.patch_status; patch: kopf touches one to wake a delayed retry); a sweep creates
     # one per cell (sweep.py).
     {"apiGroups": [api.GROUP], "resources": [api.PLURAL], "verbs": ["get", "list", "watch", "patch", "create"]},
     {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/status"], "verbs": ["get", "patch"]},
     # Watch QuantizationSweeps and write their status (sweep.py); their report Job is a batch Job like the others.
     {"apiGroups": [api.GROUP], "resources": [sweep_api.PLURAL], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": [api.GROUP], "resources": [f"{sweep_api.PLURAL}/status"], "verbs": ["get", "patch"]},
-    # Run quantizers: kube.create_job / delete_job / set_job_suspended, and watch them (job_event).
+    # Jobs carry an ownerReference with blockOwnerDeletion (render.py): the OwnerReferencesPermissionEnforcement
+    # admission plugin (OpenShift's default) lets only those who may update the owner's finalizers set it.
+    {"apiGroups": [api.GROUP], "resources": [f"{api.PLURAL}/finalizers"], "verbs": ["update"]},
+    # Run quantizers: KubeClient.create_job / delete_job / patch_job_spec (suspend, ttlSecondsAfterFinished), and watch them.
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     # Read the worker's termination message (kube.pods_of_job) and watch pod phases.
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     # Events on every transition (kopf.event).
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+]
+
+#: With Kueue (settings.kueue): read the Workloads Kueue makes for queued Jobs, whose conditions say why they wait.
+KUEUE: list[dict[str, Any]] = [
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads"], "verbs": ["get", "list", "watch"]},
 ]
 
 #: kopf peering (leader election between replicas): cluster-wide or per watched namespace.
@@ -42,7 +50,7 @@ PEERING_NAMESPACED: list[dict[str, Any]] = [
 
 def as_yaml() -> str:
     return yaml.safe_dump(
-        {"servedNamespaces": RULES, "peeringClusterWide": PEERING_CLUSTER_WIDE, "peeringNamespaced": PEERING_NAMESPACED},
+        {"servedNamespaces": RULES, "kueue": KUEUE, "peeringClusterWide": PEERING_CLUSTER_WIDE, "peeringNamespaced": PEERING_NAMESPACED},
         sort_keys=False,
     )
 

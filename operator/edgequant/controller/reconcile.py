@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from edgequant.api import validation
 from edgequant.api import v1alpha1 as api
 from edgequant.api.conditions import Phase, Reason
-from edgequant.controller import metrics, naming, plan, render, status
+from edgequant.controller import metrics, naming, plan, policy, queueing, render, status
 from edgequant.controller.cache import Cache, Key, quantization_job_entry
 from edgequant.controller.kube import Conflict, JobRejected, KubeClient
 from edgequant.controller.settings import OperatorSettings
@@ -168,12 +168,16 @@ class Reconciler:
         jobs = self._plan(owner, cache=cache, previous_status=self._latest_status(body), logger=logger)
         if jobs.stale:
             raise kopf.TemporaryError(f"{owner.namespace}/{owner.name}: a newer generation than this one has a Job", delay=1)
-        if jobs.must_create:
+        if jobs.must_create and (refused := policy.violations(spec, self.settings)):
+            # Check policy before creating the Job: a refused spec gets a status naming the policy and the fix, no Job.
+            logger.warning("refused by policy: %s", policy.describe(refused))
+            self._write(owner, status.policy_refused(policy.describe(refused)), cache=cache, logger=logger)
+        elif jobs.must_create:
             self._start(owner, spec, cache=cache, logger=logger)
         elif jobs.leaving or jobs.obsolete:
             logger.info("waiting for Jobs %s to go before starting generation %d", ", ".join(jobs.leaving + jobs.obsolete), owner.generation)
-        elif jobs.current is not None and bool(jobs.current["spec"].get("suspend")) != spec.suspend and not plan.is_finished(jobs.current):
-            self.kube.patch_job_spec(owner.namespace, jobs.current["metadata"]["name"], {"suspend": spec.suspend})
+        elif (suspend := queueing.suspend_to_enforce(jobs.current, spec_suspend=spec.suspend)) is not None and jobs.current is not None:
+            self.kube.patch_job_spec(owner.namespace, jobs.current["metadata"]["name"], {"suspend": suspend})  # never a Job Kueue manages
         self._refresh(owner.namespace, owner.name, uid=owner.uid, cache=cache, logger=logger)
 
     def job_gone(self, job: dict[str, Any], *, cache: Cache, logger: logging.Logger) -> None:
@@ -226,7 +230,7 @@ class Reconciler:
         settings = self.settings
         self._prune_created()
         manifest = render.render_job(owner=owner, spec=spec, settings=settings)
-        capped = bool(settings.max_concurrent_jobs) and not spec.suspend
+        capped = bool(settings.max_concurrent_jobs) and not manifest["spec"]["suspend"]  # suspended or queued: not running
         with self._capacity_lock if capped else contextlib.nullcontext():
             if capped:
                 running = self._running_jobs(cache)
@@ -254,7 +258,7 @@ class Reconciler:
             # An Event, not a status write: the status goes to Running when the pod runs, to Pending only if it does not soon.
             qj = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": owner.name, "namespace": owner.namespace, "uid": owner.uid}}
             self._post_event(qj, type="Normal", reason=Reason.JOB_CREATED.value, message=f"Pending: batch Job {job['metadata']['name']} created")
-            if self._schedule is not None and not spec.suspend:
+            if self._schedule is not None and not manifest["spec"]["suspend"]:
                 for delay in (PENDING_STATUS_DELAY, PENDING_STATUS_STUCK_AFTER):
                     self._schedule(delay + 0.5, lambda: self._refresh(owner.namespace, owner.name, uid=owner.uid, cache=cache, logger=logger))
 
@@ -296,7 +300,7 @@ class Reconciler:
             if kind == "Pod":
                 return None
         else:
-            seen = status.job_fingerprint(obj) if kind == "Job" else status.pod_fingerprint(obj)
+            seen = status.fingerprint(kind, obj)
             with self._guard:
                 if self._seen.get(uid) == seen:
                     return None
@@ -351,7 +355,7 @@ class Reconciler:
                 if jobs.current is None:
                     return
                 pods = cache.pods_of(jobs.current)
-                observation = status.observe_job(jobs.current, pods)
+                observation = status.observe_job(jobs.current, pods, cache.workload_of(jobs.current))
                 if observation is None:
                     return
                 if not self._pending_status_due(namespace, observation, body.get("status") or {}, owner.generation, pods):

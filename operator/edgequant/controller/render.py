@@ -8,8 +8,9 @@ from typing import Any
 
 from edgequant.api import exitcodes
 from edgequant.api import v1alpha1 as api
-from edgequant.api.worker_env import MEMORY_BUDGET_ENV
-from edgequant.controller import naming
+from edgequant.api import worker_env
+from edgequant.api.worker_env import MEMORY_BUDGET_ENV, SCRATCH_LIMIT_ENV
+from edgequant.controller import naming, policy, queueing
 from edgequant.controller.settings import OperatorSettings
 
 SCRATCH_DIR = "/scratch"
@@ -42,11 +43,17 @@ def _resources(spec: api.QuantizationJobSpec, settings: OperatorSettings) -> dic
         requests.update(spec.resources.requests.model_dump(exclude_none=True))
     if spec.resources.limits is not None:
         limits.update(spec.resources.limits.model_dump(exclude_none=True))
+    requests.setdefault("ephemeral-storage", scratch_size(spec, settings))
     if wants_gpu(spec):
         count = str(spec.resources.gpus)
         requests[settings.gpu_resource] = count
         limits[settings.gpu_resource] = count
     return {"requests": requests, "limits": limits}
+
+
+def scratch_size(spec: api.QuantizationJobSpec, settings: OperatorSettings) -> str:
+    """The scratch emptyDir's sizeLimit, requested as ephemeral storage too (so the scheduler finds the disk)."""
+    return spec.resources.scratch_size or settings.scratch_size
 
 
 def worker_document(*, owner: Owner, spec: api.QuantizationJobSpec) -> dict[str, Any]:
@@ -60,13 +67,19 @@ def worker_document(*, owner: Owner, spec: api.QuantizationJobSpec) -> dict[str,
     }
 
 
-def _env(spec: api.QuantizationJobSpec, owner: Owner, resources: dict[str, Any]) -> list[dict[str, Any]]:
+def _env(spec: api.QuantizationJobSpec, owner: Owner, resources: dict[str, Any], scratch: str, settings: OperatorSettings) -> list[dict[str, Any]]:
     document = worker_document(owner=owner, spec=spec)
     env: list[dict[str, Any]] = [
         {"name": SPEC_ENV, "value": json.dumps(document, separators=(",", ":"), sort_keys=True)},
         {"name": "EDGEQUANT_WORKDIR", "value": SCRATCH_DIR},
         {"name": "TMPDIR", "value": SCRATCH_DIR},
         {"name": "HOME", "value": SCRATCH_DIR},
+        {"name": SCRATCH_LIMIT_ENV, "value": scratch},
+        # The model runs in a child process without the storage keys; the parent moves objects (worker/sandbox.py).
+        {"name": "EDGEQUANT_SANDBOX", "value": "1"},
+        {"name": worker_env.S3_CONNECT_TIMEOUT_ENV, "value": f"{settings.s3_connect_timeout_seconds:g}"},
+        {"name": worker_env.S3_READ_TIMEOUT_ENV, "value": f"{settings.s3_read_timeout_seconds:g}"},
+        {"name": worker_env.S3_MAX_ATTEMPTS_ENV, "value": str(settings.s3_max_attempts)},
     ]
     if "memory" in resources["limits"]:
         # The worker sizes its analysis batches to its memory limit (without one it reads the cgroup, then a default).
@@ -121,7 +134,8 @@ def labels_for(owner: Owner, spec: api.QuantizationJobSpec) -> dict[str, str]:
 def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: OperatorSettings) -> dict[str, Any]:
     """The complete batch/v1 Job manifest for this generation of the QuantizationJob."""
     labels = labels_for(owner, spec)
-    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
+    scratch = scratch_size(spec, settings)
+    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {"sizeLimit": scratch}}]
     mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
     if spec.storage.ca_bundle is not None:
         volumes.append({"name": "ca-bundle", "configMap": {"name": spec.storage.ca_bundle.config_map}})
@@ -133,7 +147,7 @@ def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: Operato
         "image": spec.execution.image or settings.image_for(spec.method),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["edgequant-worker"],
-        "env": _env(spec, owner, resources),
+        "env": _env(spec, owner, resources, scratch, settings),
         "resources": resources,
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
@@ -174,17 +188,19 @@ def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: Operato
     service_account = spec.storage.service_account_name or settings.worker_service_account
     if service_account:
         pod_spec["serviceAccountName"] = service_account
-        # Workload identity (IRSA, GKE) needs the projected token the platform injects.
-        pod_spec["automountServiceAccountToken"] = True
+    # No Kubernetes API token unless the admin's policy says this ServiceAccount needs one: workload identity
+    # (IRSA's projected token, GKE's metadata server) works without it.
+    pod_spec["automountServiceAccountToken"] = policy.mounts_api_token(service_account, settings)
 
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.execution.backoff_limit,
-        "suspend": spec.suspend,
+        "suspend": queueing.job_suspended_at_creation(spec.queue_name, suspend=spec.suspend),
         "podFailurePolicy": _pod_failure_policy(),
         "template": {"metadata": {"labels": labels, "annotations": {naming.ANNOTATION_JOB: owner.name}}, "spec": pod_spec},
     }
-    if spec.execution.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = spec.execution.active_deadline_seconds
+    deadline = spec.execution.active_deadline_seconds or settings.default_active_deadline_seconds
+    if deadline:
+        job_spec["activeDeadlineSeconds"] = deadline
     # No ttlSecondsAfterFinished here: the operator sets it once the status holds the result (reconcile.py), so a
     # Job that finishes while the operator is down is still there, with its result, when the operator is back.
 
@@ -194,7 +210,7 @@ def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: Operato
         "metadata": {
             "name": naming.job_name(owner.name, owner.generation),
             "namespace": owner.namespace,
-            "labels": labels,
+            "labels": {**labels, **queueing.queue_labels(spec.queue_name, suspend=spec.suspend)},
             "annotations": {"edgequant.io/spec-generation": str(owner.generation), naming.ANNOTATION_JOB: owner.name},
             "ownerReferences": [
                 {

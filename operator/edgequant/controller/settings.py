@@ -43,6 +43,18 @@ class OperatorSettings(BaseModel):
     )
     worker_service_account: str | None = Field(None, description="Default service account of quantizer pods (spec.storage.serviceAccountName wins).")
     run_as_user: int = Field(65532, ge=1, description="UID quantizer containers run as.")
+    kueue: bool = Field(False, description="Watch Kueue Workloads (kueue.x-k8s.io/v1beta2) so that a job with spec.queueName shows why Kueue keeps it queued; needs Kueue's CRDs installed and read access to workloads.")
+    # The admin's policy (controller/policy.py; the chart renders the same lists into a ValidatingAdmissionPolicy).
+    allowed_s3_endpoints: list[str] = Field(default_factory=list, description="spec.storage.endpoint values allowed besides AWS's own (scheme://host[:port], compared without path); empty: AWS only.")
+    allowed_image_repositories: list[str] = Field(default_factory=list, description="Repositories spec.execution.image may name besides those of the operator's quantizer images; an entry ending in '/' allows everything below it.")
+    allowed_service_accounts: list[str] = Field(default_factory=list, description="ServiceAccounts spec.storage.serviceAccountName may name (the default worker service account is always allowed).")
+    token_service_accounts: list[str] = Field(default_factory=list, description="ServiceAccounts whose quantizer pods get a Kubernetes API token mounted; none by default (IRSA and GKE workload identity need none).")
+    allowed_credentials_secrets: list[str] = Field(default_factory=lambda: ["*"], description="Names (shell patterns) of Secrets spec.storage.credentialsSecret may name.")
+    default_active_deadline_seconds: int = Field(6 * 3600, ge=0, description="activeDeadlineSeconds of quantizer Jobs whose spec gives none (0: no deadline).")
+    s3_connect_timeout_seconds: float = Field(10.0, gt=0, le=600, description="Quantizer pods: seconds to connect to S3.")
+    s3_read_timeout_seconds: float = Field(60.0, gt=0, le=3600, description="Quantizer pods: seconds S3 may stay silent during a request.")
+    s3_max_attempts: int = Field(3, ge=1, le=20, description="Quantizer pods: attempts per S3 request; a hung endpoint ends the run as StorageUnavailable after about attempts x (connect + read) seconds.")
+    scratch_size: str = Field("20Gi", pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+|k)?$", description="Scratch emptyDir sizeLimit and ephemeral-storage request when spec.resources.scratchSize is not set.")
 
     @field_validator("images")
     @classmethod
@@ -57,6 +69,8 @@ class OperatorSettings(BaseModel):
 
 
 _JSON_FIELDS = {"images", "default_requests", "default_limits", "gpu_node_selector", "gpu_tolerations"}
+#: Lists given as comma-separated names.
+_LIST_FIELDS = {"namespaces", "allowed_s3_endpoints", "allowed_image_repositories", "allowed_service_accounts", "token_service_accounts", "allowed_credentials_secrets"}
 
 
 def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -> OperatorSettings:
@@ -72,7 +86,7 @@ def settings_from_env(environ: dict[str, str] | None = None, **overrides: Any) -
                 values[name] = json.loads(raw)
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} is not valid JSON: {exc}") from exc
-        elif name == "namespaces":
+        elif name in _LIST_FIELDS:
             values[name] = [n.strip() for n in raw.split(",") if n.strip()]
         else:
             values[name] = raw

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from edgequant.api.conditions import ConditionStatus, ConditionType, Phase, Reason
 from edgequant.api.exitcodes import NON_RETRIABLE
 from edgequant.api.result import SHORTENED_NOTE, WorkerResult
+from edgequant.controller import queueing
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,35 @@ def _by_age(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(pods, key=lambda p: ((p.get("metadata") or {}).get("creationTimestamp") or "", (p.get("metadata") or {}).get("name") or ""))
 
 
+DEADLINE_FIX = (
+    "the run outlived its activeDeadlineSeconds and was stopped: raise spec.execution.activeDeadlineSeconds "
+    "(the operator's default applies when it is unset), or check for a hung storage endpoint"
+)
+
+
+def _memory_limit(pod: dict[str, Any]) -> str | None:
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+        if limit:
+            return str(limit)
+    return None
+
+
+def oom_message(pod: dict[str, Any]) -> str | None:
+    """The reason and fix when the kernel killed the quantizer for exceeding its memory limit, else None."""
+    if (_terminated(pod) or {}).get("reason") != "OOMKilled":
+        return None
+    limit = _memory_limit(pod)
+    return (
+        f"the quantizer was killed for using more memory than its limit{f' ({limit})' if limit else ''} (OOMKilled); "
+        "raise spec.resources.limits.memory, or lower calibration.samples, evaluation.samples or training.batchSize"
+    )
+
+
 def _fallback_message(pod: dict[str, Any]) -> str:
+    oom = oom_message(pod)
+    if oom is not None:
+        return oom
     state = _terminated(pod) or {}
     text = (state.get("message") or "").strip()
     code = state.get("exitCode")
@@ -114,8 +143,11 @@ def _fallback_message(pod: dict[str, Any]) -> str:
     return f"quantizer exited with code {code}" + (f": {tail}" if tail else "")
 
 
-def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation | None:
-    """Decide phase, reason, message and results from a batch Job and its pods; None: wait for the next event."""
+def observe_job(job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[str, Any] | None = None) -> Observation | None:
+    """Decide phase, reason, message and results from a batch Job and its pods; None: wait for the next event.
+
+    ``workload``: the Kueue Workload of a queued Job, whose conditions say why it waits.
+    """
     name = (job.get("metadata") or {}).get("name")
     jstatus = job.get("status") or {}
     counted = int(jstatus.get("failed") or 0) + int(jstatus.get("succeeded") or 0) + int(jstatus.get("active") or 0)
@@ -162,11 +194,15 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
         result = worker_result(last) if last else None
         if result is not None:
             reason, message = result.reason, result.message
+        elif last is not None and oom_message(last) is not None:
+            reason, message = Reason.OOM_KILLED, str(oom_message(last))
         else:
             reason = (failed or {}).get("reason") or "JobFailed"
             message = (failed or {}).get("message") or ""
             if last is not None:
                 message = f"{message}; {_fallback_message(last)}" if message else _fallback_message(last)
+            if reason == Reason.DEADLINE_EXCEEDED:
+                message = f"{message}; {DEADLINE_FIX}" if message else DEADLINE_FIX
         results = result.results.to_wire() if result and result.results else None
         return Observation(
             phase=Phase.FAILED,
@@ -179,6 +215,9 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
         )
 
     if suspended:
+        queued = queueing.queued_reason(job, workload)
+        if queued is not None:
+            return Observation(phase=Phase.QUEUED, reason=queued[0], message=queued[1], **common)
         return Observation(phase=Phase.SUSPENDED, reason=Reason.SUSPENDED, message="the batch Job is suspended (spec.suspend)", **common)
 
     running = [p for p in ordered if _pod_phase(p) == "Running"]
@@ -245,11 +284,9 @@ def _why_waiting(pod: dict[str, Any]) -> str:
 
 
 def pod_is_starting(pod: dict[str, Any]) -> bool:
-    """A pod on its way to running: bound to a node, not finished, no container stuck (image pull, config)."""
-    if not ((pod.get("spec") or {}).get("nodeName")) or _pod_phase(pod) in ("Succeeded", "Failed"):
-        return False
-    waiting = [((cs.get("state") or {}).get("waiting") or {}).get("reason") for cs in (pod.get("status") or {}).get("containerStatuses") or []]
-    return not any(reason in _STUCK_WAITING for reason in waiting)
+    """A pod on its way to running: not finished, and neither the scheduler nor the kubelet says it is stuck
+    (unschedulable, an image pull, its config). One the scheduler has not looked at yet is on its way."""
+    return _pod_phase(pod) not in ("Succeeded", "Failed") and not _why_waiting(pod)
 
 
 def job_fingerprint(job: dict[str, Any]) -> tuple[Any, ...]:
@@ -257,6 +294,13 @@ def job_fingerprint(job: dict[str, Any]) -> tuple[Any, ...]:
     st = job.get("status") or {}
     conditions = tuple(sorted((c.get("type"), c.get("status")) for c in st.get("conditions") or []))
     return (bool((job.get("spec") or {}).get("suspend")), st.get("active"), st.get("succeeded"), st.get("failed"), st.get("startTime"), conditions)
+
+
+def fingerprint(kind: str, obj: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a Job, pod or (queued jobs) Kueue Workload the status depends on: an event that changes none needs no refresh."""
+    if kind == "Workload":
+        return queueing.workload_fingerprint(obj)
+    return job_fingerprint(obj) if kind == "Job" else pod_fingerprint(obj)
 
 
 def pod_fingerprint(pod: dict[str, Any]) -> tuple[Any, ...]:
@@ -317,6 +361,9 @@ def set_conditions(conditions: list[dict[str, Any]], obs: Observation, *, genera
         set_condition(conditions, ConditionType.DEGRADED, ConditionStatus.FALSE, reason=Reason.WITHIN_BUDGET if phase is Phase.SUCCEEDED else obs.reason, message="", **at)
     suspended = phase is Phase.SUSPENDED
     set_condition(conditions, ConditionType.SUSPENDED, _true_if(suspended), reason=obs.reason, message=obs.message if suspended else "", **at)
+    queued = phase is Phase.QUEUED
+    if queued or any(c.get("type") == ConditionType.QUEUED.value for c in conditions):  # only on jobs that were queued
+        set_condition(conditions, ConditionType.QUEUED, _true_if(queued), reason=obs.reason, message=obs.message if queued else "", **at)
 
 
 DEGRADED_MESSAGE = "the published artifact misses the acceptance budget or fell back down the degrade ladder"
@@ -397,3 +444,8 @@ def job_rejected(message: str) -> Observation:
         reason=Reason.INVALID_SPEC,
         message=f"the API server rejected the quantizer Job; fix the spec: {message}"[:1024],
     )
+
+
+def policy_refused(message: str) -> Observation:
+    """The spec breaks the cluster admin's policy (controller/policy.py): no Job is created until it changes."""
+    return Observation(phase=Phase.FAILED, reason=Reason.POLICY_VIOLATION, message=message[:2048])

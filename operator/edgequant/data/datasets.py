@@ -128,9 +128,47 @@ def _index_imagefolder(root: Path, *, uri: str, use_labels: bool = True) -> Data
     )
 
 
+def npz_array_bytes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype, int]]:
+    """Shape, dtype and decoded bytes of every array in an .npz, read from the .npy headers without loading any."""
+    import zipfile
+
+    arrays: dict[str, tuple[tuple[int, ...], np.dtype, int]] = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with archive.open(member) as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, _fortran, dtype = read_header(fh)
+            count = 1
+            for dim in shape:
+                count *= int(dim)
+            arrays[member.removesuffix(".npy")] = (tuple(int(d) for d in shape), dtype, count * dtype.itemsize)
+    return arrays
+
+
+def _check_npz_budget(path: Path, *, uri: str) -> None:
+    """Refuse an .npz whose arrays would not fit in the memory budget before a byte of them is decoded."""
+    import os
+
+    from edgequant.util.memory import data_fits, memory_budget
+
+    try:
+        arrays = npz_array_bytes(path)
+    except Exception as exc:
+        raise InvalidInputError(f"{uri}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc
+    needed = sum(size for name, (_, _, size) in arrays.items() if name in ("x", "y"))
+    shapes = ", ".join(f"{name} {list(shape)} {dtype}" for name, (shape, dtype, _) in sorted(arrays.items()) if name in ("x", "y"))
+    refusal = data_fits(what=f"{uri} ({shapes})", needed_bytes=needed, budget=memory_budget(os.environ))
+    if refusal is not None:
+        raise InvalidInputError(refusal)
+
+
 def _index_npz(path: Path, *, uri: str, use_labels: bool = True) -> DatasetIndex:
     if not path.is_file():
         raise InvalidInputError(f"{uri}: layout npz needs one .npz file with arrays x and (for labeled data) y")
+    _check_npz_budget(path, uri=uri)
     try:
         with np.load(path, allow_pickle=False) as data:
             if "x" not in data.files:

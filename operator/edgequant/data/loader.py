@@ -7,6 +7,7 @@ read the same pixels through the same ``normalize``.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from edgequant.data.preprocess import ImageSizeError, normalize, to_model_pixels
 from edgequant.data.sampling import balanced_sample
 from edgequant.data.validation import Finding, ImageFacts, check_images, inspect_image
 from edgequant.util.errors import InvalidInputError
+from edgequant.util.memory import data_fits, memory_budget
 
 
 @dataclass
@@ -77,6 +79,13 @@ def prepare_set(
         raise InvalidInputError(f"{index.uri}: the {name} dataset holds no samples")
     chosen = balanced_sample(index.labels, samples if samples is not None else len(index.samples), seed=seed)
     h, w, c = contract.height, contract.width, contract.channels
+    # Budgeted before it is spent: the model-size pixels of every chosen sample are held at once.
+    refusal = data_fits(
+        what=f"the {name} set ({len(chosen)} samples of {h}x{w}x{c} pixels from {index.uri})",
+        needed_bytes=len(chosen) * h * w * c, budget=memory_budget(os.environ),
+    )
+    if refusal is not None:
+        raise InvalidInputError(refusal)
     pixels = np.zeros((len(chosen), h, w, c), dtype=np.uint8)
     keep = np.zeros(len(chosen), dtype=bool)
     facts: list[ImageFacts] = []

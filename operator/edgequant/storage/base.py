@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -62,4 +63,29 @@ def verify_sha256(path: Path, expected: str, *, uri: str, field: str) -> None:
         raise InvalidInputError(
             f"{field}: {uri} has sha256 {actual}, expected {expected.lower()}; the object changed or the hash is wrong "
             f"(fix the object or {field})"
+        )
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) if folder.is_dir() else 0
+
+
+def check_scratch(needed: int, *, uri: str) -> None:
+    """InvalidInputError before a download that would overflow the scratch folder's size limit (the Job's emptyDir
+    sizeLimit, passed as EDGEQUANT_SCRATCH_LIMIT); nothing to check without a limit (local runs)."""
+    from edgequant.api.worker_env import SCRATCH_LIMIT_ENV
+    from edgequant.util.memory import mib, parse_quantity
+
+    raw = os.environ.get(SCRATCH_LIMIT_ENV, "").strip()
+    if not raw:
+        return
+    try:
+        limit = parse_quantity(raw)
+    except ValueError:
+        return
+    used = _folder_bytes(Path(os.environ.get("EDGEQUANT_WORKDIR") or "/scratch"))
+    if used + needed > limit:
+        raise InvalidInputError(
+            f"{uri}: downloading {mib(needed)} would overflow the scratch disk ({mib(used)} of {raw} used); "
+            "raise spec.resources.scratchSize, or use a smaller model or dataset"
         )

@@ -9,17 +9,21 @@ here reads, logs or returns a key.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.worker_env import S3_CONNECT_TIMEOUT_ENV, S3_MAX_ATTEMPTS_ENV, S3_READ_TIMEOUT_ENV
 from edgequant.storage.base import (
     ObjectNotFoundError,
     StorageAccessError,
     StorageUnreachableError,
     UploadedObject,
+    check_scratch,
     sha256_file,
 )
 from edgequant.storage.uri import ObjectUri, contained_path, parse_uri
@@ -53,6 +57,48 @@ def ca_bundle_path(storage: api.Storage) -> str | None:
     return str(path)
 
 
+#: Defaults of the S3 timeouts: a hung endpoint ends the run after about 3 x (10 + 60) s.
+DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_MAX_ATTEMPTS = 10.0, 60.0, 3
+#: Multipart parts of uploads: fixed, so the ETag the server computes can be predicted (verify_etag).
+MULTIPART_THRESHOLD = MULTIPART_CHUNKSIZE = 8 * 1024 * 1024
+
+
+def timeouts_from_env(env: Mapping[str, str]) -> tuple[float, float, int]:
+    """(connect seconds, read seconds, attempts per request) from the EDGEQUANT_S3_* settings the Job passes."""
+    def number(name: str, default: float) -> float:
+        raw = env.get(name, "").strip()
+        try:
+            value = float(raw) if raw else default
+        except ValueError:
+            raise InvalidInputError(f"{name}={raw!r} is not a number of seconds") from None
+        return value if value > 0 else default
+
+    return (
+        number(S3_CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_TIMEOUT),
+        number(S3_READ_TIMEOUT_ENV, DEFAULT_READ_TIMEOUT),
+        max(1, int(number(S3_MAX_ATTEMPTS_ENV, DEFAULT_MAX_ATTEMPTS))),
+    )
+
+
+def expected_etag(path: Path, *, size: int, threshold: int = MULTIPART_THRESHOLD, chunksize: int = MULTIPART_CHUNKSIZE) -> str:
+    """The ETag S3 computes for ``path`` uploaded by ``upload_file`` with these part sizes (no SSE-KMS / SSE-C):
+    the MD5 of the bytes for one part, else the MD5 of the parts' MD5s and '-<parts>'."""
+    if size < threshold:
+        digest = hashlib.md5(usedforsecurity=False)
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        return digest.hexdigest()
+    from s3transfer.utils import ChunksizeAdjuster
+
+    part = ChunksizeAdjuster().adjust_chunksize(chunksize, size)
+    parts = []
+    with path.open("rb") as fh:
+        while chunk := fh.read(part):
+            parts.append(hashlib.md5(chunk, usedforsecurity=False).digest())
+    return f"{hashlib.md5(b''.join(parts), usedforsecurity=False).hexdigest()}-{len(parts)}"
+
+
 class S3Store:
     """One boto3 client configured from ``spec.storage``; thread-safe for parallel transfers."""
 
@@ -60,11 +106,13 @@ class S3Store:
         import boto3
         from botocore.config import Config
 
+        self._timeouts = timeouts_from_env(os.environ)
+        connect, read, attempts = self._timeouts
         config = Config(
             s3={"addressing_style": "path" if storage.path_style else "auto"},
-            retries={"max_attempts": 5, "mode": "standard"},
-            connect_timeout=10,
-            read_timeout=60,
+            retries={"max_attempts": attempts, "mode": "standard"},
+            connect_timeout=connect,
+            read_timeout=read,
             max_pool_connections=max(10, max_workers),
         )
         self._endpoint = storage.endpoint or "AWS S3"
@@ -115,7 +163,11 @@ class S3Store:
         if isinstance(exc, bx.SSLError):
             return StorageUnreachableError(f"{uri}: TLS to {self._endpoint} failed: set spec.storage.caBundle for a private CA")
         if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ReadTimeoutError | bx.ConnectionClosedError):
-            return StorageUnreachableError(f"{uri}: cannot reach {self._endpoint} (check spec.storage.endpoint and the network)")
+            connect, read, attempts = self._timeouts
+            return StorageUnreachableError(
+                f"{uri}: cannot reach {self._endpoint}: no answer after {attempts} attempt(s) "
+                f"({connect:g} s to connect, {read:g} s per read); check spec.storage.endpoint and the network"
+            )
         if isinstance(exc, bx.BotoCoreError):
             return StorageUnreachableError(f"{uri}: {action} failed: {exc}")
         return exc
@@ -138,11 +190,12 @@ class S3Store:
         # download_file streams to a temporary file beside the target, in parts, then renames.
         self._client.download_file(bucket, key, str(target))
 
-    def _list(self, parsed: ObjectUri) -> list[str]:
-        keys: list[str] = []
+    def _list(self, parsed: ObjectUri) -> dict[str, int]:
+        """Key -> size of every object below the prefix."""
+        keys: dict[str, int] = {}
         paginator = self._client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=parsed.bucket, Prefix=parsed.key):
-            keys.extend(obj["Key"] for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
+            keys.update((obj["Key"], int(obj.get("Size") or 0)) for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
         return keys
 
     def download(self, uri: str, dest: Path) -> Path:
@@ -150,11 +203,15 @@ class S3Store:
         try:
             if not parsed.is_prefix:
                 target = contained_path(dest, parsed.basename, key=parsed.key, uri=uri)
+                size = int(self._client.head_object(Bucket=parsed.bucket, Key=parsed.key)["ContentLength"])
+                check_scratch(size, uri=uri)  # before the first byte is written
                 self._download_key(parsed.bucket, parsed.key, target)
                 return target
-            keys = self._list(parsed)
+            sizes = self._list(parsed)
+            keys = sorted(sizes)
             if not keys:
                 raise ObjectNotFoundError(f"{uri}: no objects under this prefix at {self._endpoint} (fix the URI or upload the data)")
+            check_scratch(sum(sizes.values()), uri=uri)
             folder = contained_path(dest, parsed.basename or parsed.bucket, key=parsed.key or parsed.bucket, uri=uri)
             # Every key is checked before anything is written: a refused key leaves nothing behind.
             targets = [(key, contained_path(folder, key[len(parsed.key) :], key=key, uri=uri)) for key in keys]
@@ -173,12 +230,34 @@ class S3Store:
         extra: dict[str, Any] = {"Metadata": {"sha256": digest}}
         if content_type:
             extra["ContentType"] = content_type
+        from boto3.s3.transfer import TransferConfig
+
+        transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNKSIZE)
         try:
-            self._client.upload_file(str(path), parsed.bucket, parsed.key, ExtraArgs=extra)
+            self._client.upload_file(str(path), parsed.bucket, parsed.key, ExtraArgs=extra, Config=transfer)
             head = self._client.head_object(Bucket=parsed.bucket, Key=parsed.key)
+            size = path.stat().st_size
+            self._verify_stored(head, path, size=size, digest=digest, parsed=parsed, uri=uri)
+        except StorageUnreachableError:
+            raise
         except Exception as exc:
             raise self._translate(exc, uri, "upload") from exc
-        size = path.stat().st_size
-        if int(head["ContentLength"]) != size or head.get("Metadata", {}).get("sha256") != digest:
-            raise StorageUnreachableError(f"{uri}: the stored object does not match the uploaded file (size or sha256); retry")
         return UploadedObject(uri=uri, sha256=digest, size_bytes=size)
+
+    def _verify_stored(self, head: dict[str, Any], path: Path, *, size: int, digest: str, parsed: ObjectUri, uri: str) -> None:
+        """Check what the server computed, not what we sent: the ETag (S3's MD5 of the bytes it stored, per part);
+        where encryption makes the ETag no MD5 (SSE-KMS, SSE-C), the sha256 of the object read back."""
+        mismatch = f"{uri}: the stored object does not match the uploaded file ({{}}); the upload was corrupted, retry"
+        if int(head["ContentLength"]) != size:
+            raise StorageUnreachableError(mismatch.format(f"{head['ContentLength']} bytes stored, {size} sent"))
+        if head.get("ServerSideEncryption") == "aws:kms" or head.get("SSECustomerAlgorithm"):
+            body = self._client.get_object(Bucket=parsed.bucket, Key=parsed.key)["Body"]
+            stored = hashlib.sha256()
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                stored.update(chunk)
+            if stored.hexdigest() != digest:
+                raise StorageUnreachableError(mismatch.format("the sha256 read back differs"))
+            return
+        etag = str(head.get("ETag", "")).strip('"')
+        if etag != expected_etag(path, size=size):
+            raise StorageUnreachableError(mismatch.format(f"the server's ETag {etag} is not the file's MD5"))

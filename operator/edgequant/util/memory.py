@@ -96,3 +96,23 @@ def tensor_bytes_per_sample(shape: tuple[int | str | None, ...], itemsize: int) 
             return None
         size *= dim
     return size
+
+
+#: Share of the budget the decoded arrays of one dataset may take: models, runtimes and the other sets need the rest.
+DATA_SHARE = 0.5
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def data_fits(*, what: str, needed_bytes: int, budget: MemoryBudget, share: float = DATA_SHARE) -> str | None:
+    """None when ``needed_bytes`` fits in ``share`` of the budget, else the refusal naming the numbers and the fix."""
+    allowed = int(share * budget.bytes)
+    if needed_bytes <= allowed:
+        return None
+    return (
+        f"{what} needs {mib(needed_bytes)} of memory decoded, more than {share:.0%} of the worker's memory budget "
+        f"({mib(budget.bytes)}, from {budget.source}); raise spec.resources.limits.memory (for a local run, "
+        f"{BUDGET_ENV}), or use fewer samples (a smaller file, or a lower samples / maxSamples)"
+    )

@@ -63,6 +63,23 @@ def _read_document(args: argparse.Namespace) -> object:
             raise InvalidInputError(f"{where} is not valid JSON: {json_exc}") from json_exc
 
 
+def _sandbox_spec(args: argparse.Namespace) -> object | None:
+    """The spec, when this process is to run the pipeline as a credential-free child (worker/sandbox.py): the Job
+    sets EDGEQUANT_SANDBOX=1; the child itself has a broker instead. None: run in this process (also when the spec
+    is unreadable, so that the usual path reports it)."""
+    from edgequant.storage.broker import BROKER_FD_ENV
+    from edgequant.worker.sandbox import SANDBOX_ENV
+
+    if os.environ.get(SANDBOX_ENV) != "1" or os.environ.get(BROKER_FD_ENV):
+        return None
+    try:
+        from edgequant.worker.runner import spec_from_document
+
+        return spec_from_document(_read_document(args))[0]
+    except EdgequantError:
+        return None
+
+
 def write_termination_message(result: WorkerResult) -> Path | None:
     """Write where Kubernetes reads it; returns the path, or None when it is not writable (local runs)."""
     path = Path(os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG))
@@ -76,6 +93,11 @@ def write_termination_message(result: WorkerResult) -> Path | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    spec = _sandbox_spec(args)
+    if spec is not None:
+        from edgequant.worker.sandbox import main_as_parent
+
+        return main_as_parent(list(sys.argv[1:] if argv is None else argv), spec)
     workdir = args.workdir or (Path(os.environ[WORKDIR_ENV]) if os.environ.get(WORKDIR_ENV) else None)
     temporary = workdir is None
     if workdir is None:

@@ -178,6 +178,22 @@ CASES: dict[str, tuple[dict[str, Any], str, list[str]]] = {
         "Suspended",
         ["spec.suspend is true"],
     ),
+    "queued in Kueue": (
+        job(
+            api.QuantizationJobStatus(
+                phase=Phase.QUEUED,
+                observed_generation=1,
+                conditions=[
+                    condition(ConditionType.RUNNING, ConditionStatus.FALSE, "Pending", ""),
+                    condition(ConditionType.QUEUED, ConditionStatus.TRUE, "Pending", "Kueue, LocalQueue q: insufficient unused quota for cpu"),
+                ],
+                reason="Pending",
+                message="Kueue, LocalQueue q: insufficient unused quota for cpu",
+            )
+        ),
+        "Progressing",
+        ["Queued", "insufficient unused quota"],
+    ),
     "a phase this script does not know": (job({"phase": "Hibernating", "observedGeneration": 1}), "Unknown", ["Hibernating"]),
 }
 

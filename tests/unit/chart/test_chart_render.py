@@ -32,7 +32,7 @@ NON_DEFAULT = [
     "--set", "nodeSelector.kubernetes\\.io/os=linux",
     "--set", "operator.logFormat=plain", "--set", "jobs.maxConcurrent=4",
     "--set", "jobs.serviceAccountName=quantizer", "--set-string", "jobs.defaultResources.requests.cpu=2",
-    "--set", "operator.resyncSeconds=0",
+    "--set", "operator.resyncSeconds=0", "--set", "kueue.enabled=true",
 ]
 
 
@@ -65,7 +65,9 @@ def test_lint_strict_with_default_and_non_default_values(helm: str) -> None:
 
 def test_default_render_is_one_cluster_wide_operator(helm: str) -> None:
     kinds = by_kind(render(helm))
-    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    assert sorted(kinds) == [
+        "ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+    ]
     deployment = kinds["Deployment"][0]
     assert deployment["metadata"]["namespace"] == "edgequant-system"
     assert deployment["spec"]["replicas"] == 1
@@ -202,8 +204,8 @@ def granted_rules(helm: str, *args: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["--set", "replicaCount=3"], ["--set", "operator.watchNamespaces={team-a}", "--set", "peering.enabled=true"]],
-    ids=["cluster-wide", "cluster-wide-peered", "namespaced-peered"],
+    [[], ["--set", "replicaCount=3"], ["--set", "operator.watchNamespaces={team-a}", "--set", "peering.enabled=true"], ["--set", "kueue.enabled=true"]],
+    ids=["cluster-wide", "cluster-wide-peered", "namespaced-peered", "kueue"],
 )
 def test_rbac_grants_only_what_the_operator_uses(helm: str, args: list[str]) -> None:
     rules = granted_rules(helm, *args)
@@ -212,11 +214,13 @@ def test_rbac_grants_only_what_the_operator_uses(helm: str, args: list[str]) -> 
         (api.GROUP, f"{api.PLURAL}/status"): {"get", "patch"},
         (api.GROUP, "quantizationsweeps"): READ | {"patch"},
         (api.GROUP, "quantizationsweeps/status"): {"get", "patch"},
+        (api.GROUP, f"{api.PLURAL}/finalizers"): {"update"},  # blockOwnerDeletion on the Jobs it creates
         ("batch", "jobs"): READ | {"create", "delete", "patch"},
         ("", "pods"): READ,
         ("", "events"): {"create", "patch"},
         ("kopf.dev", "clusterkopfpeerings"): READ | {"patch"},
         ("kopf.dev", "kopfpeerings"): READ | {"patch"},
+        ("kueue.x-k8s.io", "workloads"): READ,
     }
     seen = set()
     for rule in rules:
@@ -228,7 +232,8 @@ def test_rbac_grants_only_what_the_operator_uses(helm: str, args: list[str]) -> 
                 assert (group, resource) in allowed, f"unexpected grant on {group}/{resource}"
                 assert set(rule["verbs"]) <= allowed[(group, resource)], f"{group}/{resource}: {rule['verbs']}"
                 seen.add((group, resource))
-    for needed in [(api.GROUP, api.PLURAL), (api.GROUP, f"{api.PLURAL}/status"), (api.GROUP, "quantizationsweeps"), ("batch", "jobs"), ("", "pods"), ("", "events")]:
+    for needed in [(api.GROUP, api.PLURAL), (api.GROUP, f"{api.PLURAL}/status"), (api.GROUP, f"{api.PLURAL}/finalizers"),
+                   (api.GROUP, "quantizationsweeps"), ("batch", "jobs"), ("", "pods"), ("", "events")]:
         assert needed in seen, f"{needed} is not granted"
 
 
@@ -256,7 +261,7 @@ def test_the_operator_reads_exactly_what_the_chart_sets(helm: str) -> None:
         assert ours == expected, "the chart must set every operator setting (or say here why not)"
         done = subprocess.run(
             [sys.executable, "-m", "edgequant.cli.main", "operator", "--print-settings"],
-            env={"PATH": os.environ["PATH"], **env}, capture_output=True, text=True, timeout=60,
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **env}, capture_output=True, text=True, timeout=60,
         )
         assert done.returncode == 0, done.stderr
         settings = json.loads(done.stdout)
@@ -269,8 +274,10 @@ def test_the_operator_reads_exactly_what_the_chart_sets(helm: str) -> None:
             assert settings["images"]["tflite"] == "registry.example/edge/tflite:2.21"
             assert settings["log_format"] == "plain"
             assert settings["resync_seconds"] == 0
+            assert settings["kueue"] is True
         else:
             assert settings["namespaces"] == [] and settings["peering_name"] is None
+            assert settings["kueue"] is values["kueue"]["enabled"] is False
             assert settings["worker_service_account"] is None
             assert settings["default_requests"] == values["jobs"]["defaultResources"]["requests"]
             assert settings["default_limits"] == values["jobs"]["defaultResources"]["limits"]
@@ -296,3 +303,5 @@ def test_chart_rbac_is_generated_from_what_the_operator_declares(helm: str) -> N
     assert granted_rules(helm) == rbac.RULES
     assert granted_rules(helm, "--set", "replicaCount=2") == rbac.RULES + rbac.PEERING_CLUSTER_WIDE
     assert granted_rules(helm, "--set", "replicaCount=2", "--set", "operator.watchNamespaces={a}") == rbac.RULES + rbac.PEERING_NAMESPACED
+    assert granted_rules(helm, "--set", "kueue.enabled=true") == rbac.RULES + rbac.KUEUE
+    assert granted_rules(helm, "--set", "kueue.enabled=true", "--set", "operator.watchNamespaces={a}") == rbac.RULES + rbac.KUEUE

@@ -25,13 +25,15 @@ def test_job_entry_is_keyed_by_quantizationjob_and_keeps_what_reconcile_reads() 
 def test_pod_entry_is_keyed_by_its_job_uid() -> None:
     p = pod("mnist-g2-abcde", "Failed", exit_code=11, message="{}")
     p["metadata"].update(namespace="team-a", labels={cache.POD_JOB_UID_LABEL: "job-uid"}, uid="pod-uid")
-    p["spec"] = {"containers": [{"name": "quantizer"}], "nodeName": "node-1"}
+    p["spec"] = {"containers": [{"name": "quantizer", "env": [{"name": "EDGEQUANT_SPEC", "value": "{...}"}],
+                                 "resources": {"limits": {"memory": "3Gi", "cpu": "2"}, "requests": {"cpu": "1"}}}], "nodeName": "node-1"}
     key, value = cache.pod_entry(p) or (None, None)
     assert key == ("team-a", "job-uid")
     assert value == {
         "metadata": {"name": "mnist-g2-abcde", "uid": "pod-uid", "creationTimestamp": "2026-01-01T00:00:00Z"},
-        "spec": {"nodeName": "node-1"},  # scheduled: on its way (the delayed Pending status)
         "status": {**p["status"], "conditions": []},
+        # only the memory limit of the spec: an OOMKilled status names it
+        "spec": {"containers": [{"name": "quantizer", "resources": {"limits": {"memory": "3Gi"}}}]},
     }
 
 

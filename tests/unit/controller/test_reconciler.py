@@ -53,15 +53,15 @@ def test_pending_is_written_only_when_the_pod_does_not_start_soon() -> None:
 
 
 def test_which_pods_are_on_their_way() -> None:
-    bound = pod("p1", "Pending")
-    bound["spec"] = {"nodeName": "node-1"}
-    assert status.pod_is_starting(bound)
-    assert not status.pod_is_starting(pod("p1", "Pending"))  # not scheduled (e.g. the nodes are full)
-    pulling = dict(bound, status={"phase": "Pending", "containerStatuses": [{"name": "quantizer", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]})
+    assert status.pod_is_starting(pod("p1", "Pending"))  # created, not judged by the scheduler yet
+    unschedulable = pod("p1", "Pending")
+    unschedulable["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]
+    assert not status.pod_is_starting(unschedulable)  # e.g. the nodes are full
+    pulling = pod("p1", "Pending")
+    pulling["status"]["containerStatuses"] = [{"name": "quantizer", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]
     assert not status.pod_is_starting(pulling)
-    ended = dict(pod("p1", "Failed", exit_code=1), spec={"nodeName": "node-1"})
-    assert not status.pod_is_starting(ended)
-    assert status.pod_fingerprint(bound) != status.pod_fingerprint(pod("p1", "Pending"))  # binding asks for a refresh
+    assert not status.pod_is_starting(pod("p1", "Failed", exit_code=1))
+    assert status.pod_fingerprint(unschedulable) != status.pod_fingerprint(pod("p1", "Pending"))  # asks for a refresh
 
 
 def test_events_of_an_ended_pod_or_a_concluded_job_are_final(reconciler: reconcile.Reconciler) -> None:

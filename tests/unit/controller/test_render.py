@@ -106,13 +106,15 @@ def test_cpu_job_gets_no_gpu_and_default_resources() -> None:
     job = rendered(spec_of())
     pod = job["spec"]["template"]["spec"]
     res = container(job)["resources"]
-    assert res == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}}
+    assert res == {"requests": {"cpu": "1", "memory": "2Gi", "ephemeral-storage": "20Gi"}, "limits": {"memory": "8Gi"}}
     assert "nodeSelector" not in pod and "tolerations" not in pod
 
 
 def test_user_resources_override_defaults() -> None:
     job = rendered(spec_of(resources={"requests": {"cpu": "500m"}, "limits": {"cpu": "2", "memory": "3Gi"}}))
-    assert container(job)["resources"] == {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "3Gi"}}
+    assert container(job)["resources"] == {
+        "requests": {"cpu": "500m", "memory": "2Gi", "ephemeral-storage": "20Gi"}, "limits": {"cpu": "2", "memory": "3Gi"}
+    }
 
 
 @pytest.mark.parametrize("method", ["tensorrt-fp16", "tensorrt-int8", "tensorrt-mixed"])
@@ -168,7 +170,11 @@ def test_job_knobs() -> None:
     assert job["spec"]["suspend"] is True
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     plain = rendered(spec_of())["spec"]
-    assert "activeDeadlineSeconds" not in plain and "ttlSecondsAfterFinished" not in plain and plain["suspend"] is False
+    assert "ttlSecondsAfterFinished" not in plain and plain["suspend"] is False
+    # A hung run ends: the operator's default deadline (6 h) applies when the spec gives none; 0 turns it off.
+    assert plain["activeDeadlineSeconds"] == 6 * 3600
+    assert rendered(spec_of(), OperatorSettings(default_active_deadline_seconds=600))["spec"]["activeDeadlineSeconds"] == 600
+    assert "activeDeadlineSeconds" not in rendered(spec_of(), OperatorSettings(default_active_deadline_seconds=0))["spec"]
 
 
 def test_pod_failure_policy_maps_the_worker_exit_codes() -> None:
@@ -192,7 +198,7 @@ def test_security_context_is_locked_down_with_a_scratch_volume() -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert {"name": "scratch", "emptyDir": {}} in pod["volumes"]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}} in pod["volumes"]
     assert {"name": "scratch", "mountPath": render.SCRATCH_DIR} in container(job)["volumeMounts"]
     env = env_of(job)
     for var in ("TMPDIR", "HOME", "EDGEQUANT_WORKDIR"):
@@ -226,11 +232,25 @@ def test_ca_bundle_dir_is_the_one_the_worker_expects() -> None:
     assert str(s3.CA_BUNDLE_DIR) == render.CA_BUNDLE_DIR
 
 
-def test_service_account_for_workload_identity() -> None:
+def test_service_account_for_workload_identity_without_an_api_token() -> None:
     pod = rendered(spec_of(storage={"serviceAccountName": "s3-reader"}))["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == "s3-reader" and pod["automountServiceAccountToken"] is True
+    assert pod["serviceAccountName"] == "s3-reader" and pod["automountServiceAccountToken"] is False
     default = rendered(spec_of(), OperatorSettings(worker_service_account="quantizer"))["spec"]["template"]["spec"]
-    assert default["serviceAccountName"] == "quantizer"
+    assert default["serviceAccountName"] == "quantizer" and default["automountServiceAccountToken"] is False
+    # Only a ServiceAccount the admin lists in token_service_accounts gets the Kubernetes API token.
+    listed = OperatorSettings(worker_service_account="quantizer", token_service_accounts=["quantizer"])
+    assert rendered(spec_of(), listed)["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+
+
+def test_scratch_disk_is_bounded_requested_and_told_to_the_worker() -> None:
+    job = rendered(spec_of(resources={"scratchSize": "50Gi"}))
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "50Gi"}} in pod["volumes"]
+    assert container(job)["resources"]["requests"]["ephemeral-storage"] == "50Gi"
+    assert env_of(job)["EDGEQUANT_SCRATCH_LIMIT"]["value"] == "50Gi"
+    small = rendered(spec_of(), OperatorSettings(scratch_size="5Gi"))
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "5Gi"}} in small["spec"]["template"]["spec"]["volumes"]
+    assert env_of(small)["EDGEQUANT_SCRATCH_LIMIT"]["value"] == "5Gi"
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)

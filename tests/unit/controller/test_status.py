@@ -283,3 +283,39 @@ def test_the_terminal_status_says_which_stage_the_worker_reached() -> None:
     assert obs.progress is None and obs.reason == "InvalidInput"
     running = status.observe_job(batch_job(active=1), [pod("p1", "Running")])
     assert "progress" not in status.diff({}, status.desired_status({}, running, generation=1, now=T1)).patch
+
+
+def _oom_killed(name: str, created: str, limit: str | None = "3Gi") -> dict[str, Any]:
+    p = pod(name, "Failed", created=created, exit_code=137)
+    p["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] = "OOMKilled"
+    if limit:
+        p["spec"] = {"containers": [{"name": "quantizer", "resources": {"limits": {"memory": limit}}}]}
+    return p
+
+
+def test_an_oom_kill_is_reported_as_oom_killed_with_the_fix_not_as_an_exit_code() -> None:
+    job = batch_job(failed=2, backoff_limit=1, conditions=[("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")])
+    obs = status.observe_job(job, [_oom_killed("mnist-g1-a", T0), _oom_killed("mnist-g1-b", T1)])
+    assert obs.phase is Phase.FAILED and obs.reason == Reason.OOM_KILLED == "OOMKilled"
+    assert "(3Gi)" in obs.message and "spec.resources.limits.memory" in obs.message and "137" not in obs.message
+    # While the Job still retries, the Retrying message says the same.
+    retrying = status.observe_job(batch_job(failed=1, active=1, backoff_limit=2), [_oom_killed("mnist-g1-a", T0)])
+    assert retrying.reason == Reason.RETRYING and "OOMKilled" in retrying.message and "limits.memory" in retrying.message
+    # A plain crash (no OOMKilled reason) still says its exit code.
+    crash = pod("mnist-g1-c", "Failed", created=T0, exit_code=137)
+    plain = status.observe_job(batch_job(failed=1, backoff_limit=0, conditions=[("Failed", "BackoffLimitExceeded", "limit")]), [crash])
+    assert plain.reason == "BackoffLimitExceeded" and "137" in plain.message
+
+
+def test_a_policy_refusal_fails_the_generation_with_the_message() -> None:
+    obs = status.policy_refused("refused by the cluster's QuantizationJob policy: spec.execution.image: ...")
+    st = status.desired_status({}, obs, generation=2, now=T0)
+    assert st["phase"] == "Failed" and st["reason"] == "PolicyViolation" and st["jobName"] is None
+    assert conditions(st)["Failed"]["message"].startswith("refused by the cluster's QuantizationJob policy")
+
+
+def test_a_run_past_its_deadline_says_which_field_to_raise() -> None:
+    job = batch_job(failed=1, conditions=[("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")])
+    obs = status.observe_job(job, [pod("mnist-g1-a", "Failed", created=T0, exit_code=143)])
+    assert obs.phase is Phase.FAILED and obs.reason == Reason.DEADLINE_EXCEEDED
+    assert "spec.execution.activeDeadlineSeconds" in obs.message and "longer than specified deadline" in obs.message
