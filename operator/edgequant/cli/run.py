@@ -12,9 +12,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,8 +117,12 @@ def summary_table(outcomes: list[_Outcome]) -> Any:
     from rich.table import Table
 
     table = Table(title="edgequant run", title_justify="left")
-    for column, justify in (("job", "left"), ("method", "left"), ("size", "right"), ("ratio", "right"), ("accuracy", "right"), ("drop", "right"), ("agree", "right"), ("latency", "right"), ("result", "left")):
-        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("job", "left"), ("method", "left"), ("size", "right"), ("ratio", "right"), ("accuracy", "right"), ("drop", "right"),
+        ("agree", "right"), ("latency", "right"), ("result", "left"),
+    )
+    for column, justify in columns:
+        table.add_column(column, justify=justify, no_wrap=True)
     seen: set[str] = set()
     for o in outcomes:
         ctx = o.ctx

@@ -52,7 +52,8 @@ def _reason(exc: ApiException) -> str:
 
 
 def _json(response: Any) -> dict[str, Any]:
-    return json.loads(response.data)  # type: ignore[no-any-return]
+    body: dict[str, Any] = json.loads(response.data)
+    return body
 
 
 class Conflict(Exception):
