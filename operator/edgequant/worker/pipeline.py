@@ -31,7 +31,7 @@ from edgequant.api.exitcodes import ExitCode
 from edgequant.api.result import WorkerResult
 from edgequant.api.validation import spec_warnings
 from edgequant.backends import registry
-from edgequant.backends.base import BaselineExport, QuantizedArtifact, QuantizeRequest
+from edgequant.backends.base import BaselineExport, Predictor, QuantizedArtifact, QuantizeRequest
 from edgequant.data.datasets import index_dataset
 from edgequant.data.loader import prepare_set
 from edgequant.data.validation import Finding, Severity, check_calibration, has_errors
@@ -39,7 +39,7 @@ from edgequant.report.html import render_html
 from edgequant.util.errors import AcceptanceError, DataValidationError, EdgequantError, InvalidInputError
 from edgequant.worker import report as report_mod
 from edgequant.worker.context import ModelRecord, RunContext, StageRecord
-from edgequant.worker.evaluate import agreement, evaluate
+from edgequant.worker.evaluate import EvaluationResult, agreement, evaluate
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,8 @@ FP32_OUTPUTS = "fp32-outputs.npy"
 
 
 def _evaluate(
-    ctx: RunContext, predictor: object, *, label: str, latency_runs: int = 50, baseline: bool = False, rescored: bool = False
-) -> object:
+    ctx: RunContext, predictor: Predictor, *, label: str, latency_runs: int = 50, baseline: bool = False, rescored: bool = False
+) -> EvaluationResult:
     """Score on the evaluation set; ``baseline``: keep every output (FP32, the SQNR reference) instead of
     comparing against it; ``rescored``: also score its first inputs with the other input scaling (the
     preprocessing-mismatch diagnostic reads that instead of running the model again; needs labels)."""
@@ -111,7 +111,7 @@ def _evaluate(
 
         alternative = rescaled
     return evaluate(
-        predictor=predictor,  # type: ignore[arg-type]
+        predictor=predictor,
         data=data.batches() if data is not None else None,
         latency_runs=latency_runs,
         progress=lambda done, total: ctx.progress.advance(task=f"score {label}", done=done, total=total),
@@ -234,7 +234,7 @@ def evaluate_baseline(ctx: RunContext) -> None:
         predictor = ctx.backend.load(ctx.model_path, spec=ctx.spec)
         fmt = ctx.spec.model.resolved_format
         record = ModelRecord(path=ctx.model_path, format=fmt.value if fmt else "source", size_bytes=ctx.source_size_bytes or 0, input=predictor.input)
-    record.evaluation = _evaluate(ctx, predictor, label="FP32", baseline=True, rescored=True)  # type: ignore[assignment]
+    record.evaluation = _evaluate(ctx, predictor, label="FP32", baseline=True, rescored=True)
     ctx.baseline = record
     ctx.log(_describe_eval(record))
     _check_chance(ctx)
@@ -275,7 +275,7 @@ def measure_artifact(ctx: RunContext, artifact: QuantizedArtifact, *, label: str
     assert ctx.backend is not None
     predictor = ctx.backend.load(artifact.path, spec=ctx.spec)
     record = ModelRecord(path=artifact.path, format=artifact.method.value, size_bytes=_size(artifact.path), input=predictor.input)
-    record.evaluation = _evaluate(ctx, predictor, label=label, rescored=rescored)  # type: ignore[assignment]
+    record.evaluation = _evaluate(ctx, predictor, label=label, rescored=rescored)
     return record
 
 
