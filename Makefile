@@ -27,12 +27,20 @@ $(VENV)/.installed: pyproject.toml requirements/*.txt
 # framework: TensorFlow and torch in one process is not a supported combination.
 TEST_SUITES ?= tests/unit tests/integration/test_storage_s3.py,tests/integration/tflite tests/integration/onnx \
 	tests/integration/analysis tests/integration/realmodels tests/integration/tensorrt tests/e2e
-test: install cluster-bins test-data
+test: lint install cluster-bins test-data
 	@failed=""; for suite in $(TEST_SUITES); do \
 	  echo "==== pytest $${suite//,/ }"; \
 	  $(PY) -m pytest -q -ra $${suite//,/ } || failed="$$failed $$suite"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "FAILED suites:$$failed"; exit 1; fi
+
+# Style and types (configured in pyproject.toml): ruff's rules over all Python, the formatter's check, and
+# mypy over the package, strict on api/, controller/ and analysis/.
+LINT_PATHS := operator tests bench tools
+lint: install
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
 
 test-unit: install
 	$(PY) -m pytest -q -ra tests/unit

@@ -84,7 +84,14 @@ def build_cnn(path: Path, seed: int = 0) -> Path:
 
 
 def bare_quantize(model_path: Path, batches: list[np.ndarray], workdir: Path, algorithm: api.CalibrationAlgorithm, percentile: float) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:

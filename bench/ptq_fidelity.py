@@ -63,9 +63,15 @@ def predict(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 def bare(model: Path, cal: np.ndarray, out: Path, *, reduce_range: bool) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
-
     import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     name = next(i.name for i in onnx.load(str(model), load_external_data=False).graph.input)
 

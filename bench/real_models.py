@@ -119,7 +119,14 @@ def _top1(path: Path, x: np.ndarray, *, contract: dict[str, Any], workdir: Path)
 
 
 def _bare_onnx(model: realmodels.RealModel, calibration: np.ndarray, workdir: Path) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     from edgequant.api import v1alpha1 as api
     from edgequant.backends.onnxruntime.options import choose_reduce_range

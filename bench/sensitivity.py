@@ -47,9 +47,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from edgequant.analysis.sensitivity import agreement, exhaustive_sensitivity, fast_sensitivity  # noqa: E402
-from edgequant.backends.tflite.sensitivity import TFLiteLayerAnalysis  # noqa: E402
 from edgequant.api import v1alpha1 as api  # noqa: E402
 from edgequant.backends.base import Batches  # noqa: E402
+from edgequant.backends.tflite.sensitivity import TFLiteLayerAnalysis  # noqa: E402
 from edgequant.data.idx import load_fashion_mnist  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-sensitivity"
@@ -151,7 +151,7 @@ def to_onnx(keras_path: Path, onnx_path: Path) -> Path:
         inits.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=np.float32), name))
         return name
 
-    x, hw, channels = "input", 28, 1
+    x, hw = "input", 28
     for layer in model.layers:
         kind, name = type(layer).__name__, layer.name
         if kind in ("Conv2D", "DepthwiseConv2D"):
@@ -165,7 +165,7 @@ def to_onnx(keras_path: Path, onnx_path: Path) -> Path:
             nodes.append(helper.make_node("Conv", [x, const(f"{name}.weight", w), const(f"{name}.bias", bias)], [f"{name}_out"],
                                           name=name, kernel_shape=[k, k], pads=pads, group=group))
             nodes.append(helper.make_node("Relu", [f"{name}_out"], [f"{name}_relu"], name=f"{name}_relu"))
-            x, channels = f"{name}_relu", w.shape[0]
+            x = f"{name}_relu"
         elif kind == "MaxPooling2D":
             nodes.append(helper.make_node("MaxPool", [x], [f"{name}_out"], name=name, kernel_shape=[2, 2], strides=[2, 2]))
             x, hw = f"{name}_out", hw // 2

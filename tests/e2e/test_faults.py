@@ -30,8 +30,8 @@ from tests.e2e.test_chart import CHART, helm, render
 from tests.e2e.test_operator import (  # noqa: F401  (fixtures used by name)
     Operator,
     batch_jobs,
-    create,
     crd_installed,
+    create,
     events_for,
     get_qj,
     missing_model,
@@ -384,7 +384,7 @@ def test_a_hung_worker_ends_at_the_default_deadline_and_its_model_process_holds_
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]
     assert holder.get("AWS_SECRET_ACCESS_KEY") == secret  # the parent was given the key (by secretKeyRef)...
     for child in children:  # ...the model process never was
-        assert secret not in json.dumps(child) and not any(k.startswith("AWS_ACCESS_KEY") or k.startswith("AWS_SECRET") for k in child)
+        assert secret not in json.dumps(child) and not any(k.startswith(("AWS_ACCESS_KEY", "AWS_SECRET")) for k in child)
 
     served_meanwhile(k8s_cluster, namespace, s3_world, s3_secret)
     status = terminal(k8s_cluster, namespace, "stuck")

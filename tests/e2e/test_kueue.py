@@ -160,7 +160,7 @@ def _at(stamp: str) -> datetime:
 
 
 def test_the_second_job_waits_in_kueue_then_runs(
-    k8s_cluster: Any, namespace: str, one_cpu_queue: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str  # noqa: F811
+    k8s_cluster: Any, namespace: str, one_cpu_queue: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
 ) -> None:
     start_operator(env={"EDGEQUANT_OPERATOR_KUEUE": "true"})
     whole_quota = {"requests": {"cpu": "1"}}  # each job asks for the ClusterQueue's one CPU

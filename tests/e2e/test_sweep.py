@@ -16,8 +16,8 @@ import pytest
 from tests.e2e.test_operator import (  # noqa: F401  (fixtures used by name)
     ROOT,
     Operator,
-    create,
     crd_installed,
+    create,
     get_json,
     operator,
     s3_secret,
@@ -30,13 +30,13 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def sweep_crd(k8s_cluster: Any, crd_installed: None) -> None:  # noqa: F811
+def sweep_crd(k8s_cluster: Any, crd_installed: None) -> None:
     k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "edgequant.io_quantizationsweeps.yaml"))
     k8s_cluster.kubectl("wait", "--for=condition=Established", "crd/quantizationsweeps.edgequant.io", "--timeout=60s")
 
 
 @pytest.fixture
-def calibration_data(s3_world: dict[str, Any], fashion_mnist: Any, tmp_path: Path) -> None:  # noqa: F811
+def calibration_data(s3_world: dict[str, Any], fashion_mnist: Any, tmp_path: Path) -> None:
     """200 real training images (20 a class) as the calibration set, beside the evaluation set."""
     picks = np.concatenate([np.flatnonzero(fashion_mnist.train_y == c)[:20] for c in range(10)])
     np.savez(tmp_path / "calibration.npz", x=fashion_mnist.train_x[picks], y=fashion_mnist.train_y[picks])
@@ -70,7 +70,7 @@ def dominated(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def test_a_sweep_runs_its_cells_and_recommends_per_target(
-    k8s_cluster: Any, namespace: str, sweep_crd: None, operator: Operator, s3_world: dict[str, Any], s3_secret: str,  # noqa: F811
+    k8s_cluster: Any, namespace: str, sweep_crd: None, operator: Operator, s3_world: dict[str, Any], s3_secret: str,
     calibration_data: None,
 ) -> None:
     create(k8s_cluster, namespace, [sweep_manifest("fm", s3_world, s3_secret)])
@@ -146,7 +146,7 @@ def test_a_sweep_runs_its_cells_and_recommends_per_target(
 
 
 def test_an_invalid_matrix_fails_the_sweep_with_the_field_named(
-    k8s_cluster: Any, namespace: str, sweep_crd: None, operator: Operator, s3_world: dict[str, Any], s3_secret: str  # noqa: F811
+    k8s_cluster: Any, namespace: str, sweep_crd: None, operator: Operator, s3_world: dict[str, Any], s3_secret: str
 ) -> None:
     manifest = sweep_manifest("no-cells", s3_world, s3_secret)
     manifest["spec"]["matrix"] = {"methods": ["onnx-static"]}  # a Keras model: no cell can run

@@ -30,9 +30,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .pki import Pki, make_pki
 
@@ -288,7 +289,7 @@ class Cluster:
         return api
 
     # ---------------------------------------------------------------- start
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         try:
             self._start()
         except BaseException:
@@ -517,7 +518,7 @@ class Cluster:
         tmp.replace(self.state_file)
 
     @classmethod
-    def attach(cls, state_dir: Path) -> "Cluster":
+    def attach(cls, state_dir: Path) -> Cluster:
         """A handle on a cluster started elsewhere (e.g. by `make cluster-up`) from its state."""
         state = json.loads((state_dir / "cluster.json").read_text())
         c = cls(state_dir=state_dir, detached=True, cluster_id=state["cluster_id"])
@@ -570,7 +571,7 @@ class Cluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 comp.proc.wait(timeout=5)
 
-    def __enter__(self) -> "Cluster":
+    def __enter__(self) -> Cluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -48,10 +48,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 log = logging.getLogger("process-node")
@@ -80,7 +80,7 @@ CLUSTER_ID_ENV = "EDGEQUANT_CLUSTER_ID"
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -238,7 +238,7 @@ class _StartFailed:
 
 
 class PodWorker(threading.Thread):
-    def __init__(self, node: "ProcessNode", pod: dict):
+    def __init__(self, node: ProcessNode, pod: dict):
         meta = pod["metadata"]
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
         self.node = node
@@ -418,8 +418,8 @@ class PodWorker(threading.Thread):
         if not ads or not self.start_time:
             return False
         started = datetime.strptime(self.start_time, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=timezone.utc)
-        return (datetime.now(timezone.utc) - started).total_seconds() >= ads
+            tzinfo=UTC)
+        return (datetime.now(UTC) - started).total_seconds() >= ads
 
     # -- containers ---------------------------------------------------------------------
     def _start(self, run: ContainerRun) -> None:
@@ -1098,11 +1098,9 @@ class ProcessNode:
             "reportingInstance": pod["spec"].get("nodeName", ""),
             "firstTimestamp": t, "lastTimestamp": t, "count": 1,
         }
-        try:
+        with contextlib.suppress(Exception):  # noqa: BLE001 - events are best effort (namespace may be going)
             self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False,
                                               _request_timeout=10)
-        except Exception:  # noqa: BLE001 - events are best effort (namespace may be going)
-            pass
 
     def capacity_of(self, node_name: str) -> dict[str, str]:
         for n in self.nodes:
@@ -1182,7 +1180,7 @@ class ProcessNode:
                                     _content_type="application/strategic-merge-patch+json",
                                     _preload_content=False, _request_timeout=30)
 
-    _transitions: dict[tuple[str, str], str] = {}
+    _transitions: ClassVar[dict[tuple[str, str], str]] = {}
 
     def _transition(self, n: NodeSpec, ctype: str, t: str) -> str:
         return self._transitions.setdefault((n.name, ctype), t)
@@ -1190,7 +1188,7 @@ class ProcessNode:
     def renew_lease(self, n: NodeSpec) -> None:
         from kubernetes.client.rest import ApiException
 
-        t = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        t = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         spec = {"holderIdentity": n.name, "leaseDurationSeconds": LEASE_DURATION,
                 "renewTime": t}
         try:

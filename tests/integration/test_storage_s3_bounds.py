@@ -77,7 +77,12 @@ def test_a_hung_endpoint_ends_as_storage_unavailable_within_the_configured_bound
 
 
 def test_the_default_timeouts_bound_a_hung_endpoint() -> None:
-    from edgequant.storage.s3 import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_READ_TIMEOUT, timeouts_from_env
+    from edgequant.storage.s3 import (
+        DEFAULT_CONNECT_TIMEOUT,
+        DEFAULT_MAX_ATTEMPTS,
+        DEFAULT_READ_TIMEOUT,
+        timeouts_from_env,
+    )
 
     assert timeouts_from_env({}) == (DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_MAX_ATTEMPTS)
     assert DEFAULT_MAX_ATTEMPTS * (DEFAULT_CONNECT_TIMEOUT + DEFAULT_READ_TIMEOUT) <= 600

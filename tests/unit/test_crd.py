@@ -30,9 +30,14 @@ def _walk(node: dict[str, Any], path: str, found: list[str]) -> None:
             found.append(f"{path}: unsupported keyword {key}")
     if "properties" in node and "additionalProperties" in node:
         found.append(f"{path}: properties and additionalProperties together")
-    if node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node:
-        if not node.get("x-kubernetes-preserve-unknown-fields") and path != ".metadata":
-            found.append(f"{path}: object without properties must preserve unknown fields explicitly")
+    if (
+        node.get("type") == "object"
+        and "properties" not in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+        and path != ".metadata"
+    ):
+        found.append(f"{path}: object without properties must preserve unknown fields explicitly")
     if "type" not in node:
         found.append(f"{path}: missing type (structural schemas need one)")
     for name, child in node.get("properties", {}).items():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from edgequant.api.worker_env import MEMORY_BUDGET_ENV
 from edgequant.util.memory import (
     BUDGET_ENV,
     DEFAULT_BUDGET_BYTES,
@@ -16,7 +17,6 @@ from edgequant.util.memory import (
     probe_batch_size,
     tensor_bytes_per_sample,
 )
-from edgequant.api.worker_env import MEMORY_BUDGET_ENV
 
 
 @pytest.mark.parametrize(

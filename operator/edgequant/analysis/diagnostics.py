@@ -91,7 +91,7 @@ class InputStats:
     """The smallest per-channel max - min (channels differ by their mean/std; None: not measured per channel)."""
 
     @classmethod
-    def of(cls, x: np.ndarray, *, channel_axis: int | None = None) -> "InputStats":
+    def of(cls, x: np.ndarray, *, channel_axis: int | None = None) -> InputStats:
         a = np.asarray(x, dtype=np.float64)
         lows, highs = channel_ranges(a, channel_axis)
         return cls(low=float(a.min()), high=float(a.max()), mean=float(a.mean()), std=float(a.std()), span=float((highs - lows).min()))
@@ -514,7 +514,8 @@ def diagnose(
 
 def _hits(predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
     n = len(predictions)
-    return np.asarray(predictions) == np.asarray(labels).ravel()[:n]
+    hits: np.ndarray = np.asarray(predictions) == np.asarray(labels).ravel()[:n]
+    return hits
 
 
 def _top_class_share(predictions: np.ndarray, classes: int) -> float:

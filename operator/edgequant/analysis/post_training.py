@@ -32,14 +32,16 @@ import numpy as np
 
 def output_channel_ranges(weight: np.ndarray) -> np.ndarray:
     """max |w| per output channel (axis 0)."""
-    return np.abs(weight.reshape(weight.shape[0], -1)).max(axis=1)
+    ranges: np.ndarray = np.abs(weight.reshape(weight.shape[0], -1)).max(axis=1)
+    return ranges
 
 
 def input_channel_ranges(weight: np.ndarray, *, depthwise: bool) -> np.ndarray:
     """max |w| per input channel: axis 1 for a dense convolution, axis 0 for a depthwise one (one input per output)."""
     if depthwise:
         return output_channel_ranges(weight)
-    return np.abs(np.moveaxis(weight, 1, 0).reshape(weight.shape[1], -1)).max(axis=1)
+    ranges: np.ndarray = np.abs(np.moveaxis(weight, 1, 0).reshape(weight.shape[1], -1)).max(axis=1)
+    return ranges
 
 
 def equalization_scales(range_out: np.ndarray, range_in: np.ndarray) -> np.ndarray:
@@ -114,7 +116,8 @@ def quantize_weights_symmetric(weight: np.ndarray, *, qmax: int, per_channel: bo
         scale[scale == 0] = 1.0
         shape = (-1,) + (1,) * (moved.ndim - 1)
         q = np.clip(np.round(moved / scale.reshape(shape)), -qmax, qmax) * scale.reshape(shape)
-        return np.moveaxis(q, 0, axis).astype(np.float32)
+        dequantized: np.ndarray = np.moveaxis(q, 0, axis).astype(np.float32)
+        return dequantized
     absmax = float(np.abs(w).max())
     scale = np.float32(absmax / qmax) if absmax > 0 else np.float32(1.0)
     return (np.clip(np.round(w / scale), -qmax, qmax) * scale).astype(np.float32)
@@ -131,18 +134,21 @@ def conv_output_shift(weight_error: np.ndarray, input_mean: np.ndarray, *, group
     outs_per_group = out_ch // group
     means = np.asarray(input_mean, dtype=np.float64).reshape(group, in_per_group)
     group_of_output = np.arange(out_ch) // outs_per_group
-    return (per_tap * means[group_of_output]).sum(axis=1)
+    shift: np.ndarray = (per_tap * means[group_of_output]).sum(axis=1)
+    return shift
 
 
 def dense_output_shift(weight_error: np.ndarray, input_mean: np.ndarray) -> np.ndarray:
     """E[(W_q - W) x] per output of a fully connected layer; ``weight_error`` is [out, in]."""
-    return weight_error.astype(np.float64) @ np.asarray(input_mean, dtype=np.float64)
+    shift: np.ndarray = weight_error.astype(np.float64) @ np.asarray(input_mean, dtype=np.float64)
+    return shift
 
 
 def corrected_bias(bias: np.ndarray | None, shift: np.ndarray) -> np.ndarray:
     """The bias that cancels the expected output shift of quantized weights."""
     base = np.zeros(shift.shape, dtype=np.float64) if bias is None else np.asarray(bias, dtype=np.float64)
-    return (base - shift).astype(np.float32)
+    bias_q: np.ndarray = (base - shift).astype(np.float32)
+    return bias_q
 
 
 # --------------------------------------------------------------------------- activation ranges from histograms
@@ -159,7 +165,8 @@ class Histogram:
 
     @property
     def centers(self) -> np.ndarray:
-        return (self.edges[:-1] + self.edges[1:]) / 2.0
+        centers: np.ndarray = (self.edges[:-1] + self.edges[1:]) / 2.0
+        return centers
 
 
 def minmax_range(hist: Histogram) -> tuple[float, float]:
@@ -241,7 +248,7 @@ class HistogramAccumulator:
     def has_values(self) -> bool:
         return self.width > 0 or self._zeros > 0
 
-    def histogram(self) -> "Histogram":
+    def histogram(self) -> Histogram:
         if self.width == 0.0:
             if not self._zeros:
                 raise ValueError("no values")

@@ -120,7 +120,7 @@ def select_artifact(
         verdicts.append(verdict)
         trials.append(
             Trial(
-                rung=rung,  # type: ignore[arg-type]
+                rung=rung,
                 method=method,
                 changes=dict(step.changes) if step is not None else {},
                 pinned=list(pins),
@@ -171,7 +171,7 @@ def select_artifact(
                 if len(pins) >= mp.max_pinned_layers:
                     note = f"stopped at mixedPrecision.maxPinnedLayers ({mp.max_pinned_layers})"
                     break
-                pins = pins + (layer,)
+                pins = (*pins, layer)
                 verdict = attempt("pinned", spec.method, pins)
                 if fidelity_met(verdict):
                     break

@@ -15,21 +15,27 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from edgequant.analysis import diagnostics as dg
 from edgequant.analysis.gate import GateVerdict
 from edgequant.analysis.layer_tools import LayerTool, layer_tool_for
-from edgequant.analysis.schema import AnalysisReport, Finding, SensitivityReport
 from edgequant.analysis.remedy import RemedyStep, plan_remedies
+from edgequant.analysis.schema import AnalysisReport, Finding, SensitivityReport
 from edgequant.analysis.selection import Candidate, select_artifact
 from edgequant.analysis.sensitivity import combine, exhaustive_sensitivity, fast_sensitivity
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
 from edgequant.api.targets import TARGETS
-from edgequant.backends.base import Float16Export, QuantizedArtifact, QuantizeRequest, describe_contract, to_input_contract
+from edgequant.backends.base import (
+    Float16Export,
+    QuantizedArtifact,
+    QuantizeRequest,
+    describe_contract,
+    to_input_contract,
+)
 from edgequant.util.memory import memory_budget
 
 #: Inputs the fast probe looks at.
@@ -296,7 +302,8 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         remedy=remedy,
         build_step=build_step,
     )
-    artifact, record = selection.chosen.artifact  # type: ignore[misc]
+    # The (artifact, record) pair this module's builds put in Candidate.artifact, which selection keeps opaque.
+    artifact, record = cast("tuple[QuantizedArtifact, Any]", selection.chosen.artifact)
     if artifact is not ctx.artifact:
         ctx.notes.extend(artifact.notes)
         ctx.artifact, ctx.quantized, ctx.method = artifact, record, artifact.method

@@ -29,7 +29,7 @@ class TensorError:
 
 
 def noise_to_signal(sqnr_db: float) -> float:
-    return 10.0 ** (-sqnr_db / 10.0)
+    return float(10.0 ** (-sqnr_db / 10.0))
 
 
 def sqnr_from_noise_to_signal(ratio: float) -> float:

@@ -95,7 +95,7 @@ class Method(enum.StrEnum):
     _value_: str
     row: MethodSpec
 
-    def __new__(cls, row: MethodSpec) -> "Method":
+    def __new__(cls, row: MethodSpec) -> Method:
         member = str.__new__(cls, row.name)
         member._value_ = row.name
         member.row = row
@@ -155,6 +155,14 @@ class Method(enum.StrEnum):
         float16_rung="tensorrt-fp16", options="tensorrt", calibration_algorithms=("entropy", "minmax", "percentile"),
     )
 
+    @classmethod
+    def named(cls, name: str) -> Method:
+        """The method called ``name``: what ``Method(name)`` does, which type checkers read as the row constructor."""
+        for method in cls:
+            if method.value == name:
+                return method
+        raise ValueError(f"{name!r} is not a valid {cls.__name__}")
+
     @property
     def family(self) -> MethodFamily:
         return self.row.family
@@ -194,7 +202,7 @@ class Method(enum.StrEnum):
         return self.row.keeps_layers_float
 
     @property
-    def float16_rung(self) -> "Method | None":
+    def float16_rung(self) -> Method | None:
         """The degrade ladder's float16 rung; the method itself: its backend's float16 conversion."""
         rung = self.row.float16_rung
         if rung is None:

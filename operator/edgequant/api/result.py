@@ -26,7 +26,7 @@ class WorkerResult(ApiModel):
     stage: str | None = Field(None, max_length=64, description="The last stage the worker started, 'n/N name' (status.progress).")
 
     @classmethod
-    def for_exit(cls, code: ExitCode, message: str, results: Results | None = None) -> "WorkerResult":
+    def for_exit(cls, code: ExitCode, message: str, results: Results | None = None) -> WorkerResult:
         return cls(exit_code=int(code), reason=REASONS[code], message=message, results=results)
 
     def to_termination_message(self) -> str:
@@ -44,7 +44,7 @@ class WorkerResult(ApiModel):
         return text
 
     @classmethod
-    def from_termination_message(cls, text: str) -> "WorkerResult":
+    def from_termination_message(cls, text: str) -> WorkerResult:
         return cls.model_validate(json.loads(text))
 
 

@@ -57,7 +57,7 @@ class Matrix(api.ApiModel):
         return targets
 
     @model_validator(mode="after")
-    def _some_axis(self) -> "Matrix":
+    def _some_axis(self) -> Matrix:
         if not self.targets and not self.methods:
             raise ValueError("give matrix.targets (each expands to its default methods) or matrix.methods, or both")
         if len(set(self.methods)) != len(self.methods) or len(set(self.calibration_algorithms)) != len(self.calibration_algorithms):

@@ -196,7 +196,7 @@ def choose_method(profile: TargetProfile, fmt: api.ModelFormat | None, *, has_ca
     """
     skipped: list[str] = []
     for name in profile.methods:
-        method = api.Method(name)
+        method = api.Method.named(name)
         problem = _fits(method, fmt, has_calibration, has_training)
         if not problem:
             why = f"{profile.name}: {profile.method_rule.cite()}"

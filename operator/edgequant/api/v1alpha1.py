@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from edgequant.api import methods as catalogue
 from edgequant.api.conditions import ConditionStatus, Phase
-from edgequant.api.methods import Method, MethodFamily, ModelFormat
+
+# Re-exported: the spec's field types, which callers read as ``v1alpha1.Method`` and so on.
+from edgequant.api.methods import Method as Method
+from edgequant.api.methods import MethodFamily as MethodFamily
+from edgequant.api.methods import ModelFormat as ModelFormat
 from edgequant.api.uri_credentials import embedded_credentials
 
 GROUP = "edgequant.io"
@@ -264,7 +269,7 @@ class Scaling(ApiModel):
     std: list[float] | None = Field(None, min_length=1, max_length=4, description="Per-channel standard deviation divided after subtracting mean; no zeros.")
 
     @model_validator(mode="after")
-    def _mean_std_pair(self) -> "Scaling":
+    def _mean_std_pair(self) -> Scaling:
         if (self.mean is None) != (self.std is None):
             raise ValueError("set both mean and std, or neither")
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
@@ -353,7 +358,7 @@ class InputContract(ApiModel):
         return self.shape[1] if self.layout is Layout.NHWC else self.shape[2]
 
     @model_validator(mode="after")
-    def _channels_match(self) -> "InputContract":
+    def _channels_match(self) -> InputContract:
         c = self.channels
         if c not in (1, 3):
             raise ValueError(f"the channel dimension is {c}; edgequant handles 1 (GRAY) or 3 (RGB/BGR) channel images — check shape and layout")
@@ -535,7 +540,7 @@ class OnnxOptions(ApiModel):
     preprocess: bool = Field(True, description="Run ONNX Runtime's recommended pre-processing first (symbolic and ONNX shape inference, basic graph optimization such as folding BatchNorm into Conv). mixedPrecision.pinnedLayers then name nodes of the pre-processed model.")
 
     @model_validator(mode="after")
-    def _supported_pair(self) -> "OnnxOptions":
+    def _supported_pair(self) -> OnnxOptions:
         if self.activation_type is OnnxQuantType.INT8 and self.weight_type is OnnxQuantType.UINT8:
             raise ValueError("activationType int8 with weightType uint8 is not a format ONNX Runtime runs: use weightType int8, or activationType uint8")
         return self
@@ -559,7 +564,7 @@ class PostTraining(ApiModel):
         return not self.select_algorithm and all(t is Technique.OFF for t in (self.cross_layer_equalization, self.bias_correction, self.range_search))
 
     @classmethod
-    def bare(cls) -> "PostTraining":
+    def bare(cls) -> PostTraining:
         """Every technique off: exactly the converter's own calibration and quantization."""
         return cls(cross_layer_equalization=Technique.OFF, bias_correction=Technique.OFF, range_search=Technique.OFF, select_algorithm=False)
 
@@ -598,7 +603,7 @@ class QuantizationJobSpec(ApiModel):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _method_from_target(cls, data: Any, handler: Callable[[Any], "QuantizationJobSpec"]) -> "QuantizationJobSpec":
+    def _method_from_target(cls, data: Any, handler: Callable[[Any], QuantizationJobSpec]) -> QuantizationJobSpec:
         """A spec without a method takes its target's; ``method`` then stays out of model_fields_set, so that every
         later reader (the rendered Job, the worker, the report) still sees it as chosen by the target."""
         if not isinstance(data, dict) or data.get("method") is not None:
@@ -615,7 +620,7 @@ class QuantizationJobSpec(ApiModel):
         return spec
 
     @model_validator(mode="after")
-    def _cross_field(self) -> "QuantizationJobSpec":
+    def _cross_field(self) -> QuantizationJobSpec:
         problems = [rule for rule in CROSS_FIELD_RULES if not rule.check(self)]
         if problems:
             raise ValueError("; ".join(f"{r.field}: {r.text}" for r in problems))

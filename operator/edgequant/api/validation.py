@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from edgequant.api import v1alpha1 as api
 
@@ -33,7 +34,7 @@ def _loc_to_path(loc: tuple[int | str, ...]) -> str:
     return path or "(document)"
 
 
-def _fix_for(error: dict[str, Any]) -> str:
+def _fix_for(error: ErrorDetails) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     if kind == "missing":

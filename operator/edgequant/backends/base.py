@@ -77,7 +77,7 @@ def check_batch_matches(batch: np.ndarray, contract: TensorContract) -> None:
         return
     if np.issubdtype(expected, np.integer) and np.issubdtype(batch.dtype, np.floating):
         low, high = (float(batch.min()), float(batch.max())) if batch.size else (0.0, 0.0)
-        bug = " (float/255 fed to a full-INT8 model)" if 0.0 <= low and high <= 1.0 else ""
+        bug = " (float/255 fed to a full-INT8 model)" if low >= 0.0 and high <= 1.0 else ""
         info = np.iinfo(expected)
         raise InputContractError(
             f"the model takes {describe_contract(contract)} values {info.min}-{info.max}, but got {batch.dtype} "
@@ -112,7 +112,7 @@ class QuantizeRequest:
     keep_float: Sequence[str] = ()
     """Layer / node names (source-model names) kept in higher precision."""
     log: Callable[[str], None] = print
-    stores: "Stores | None" = None
+    stores: Stores | None = None
     """The run's storage (relative file:// URIs resolved), for side results such as the calibration cache."""
 
 

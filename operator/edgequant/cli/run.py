@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +76,7 @@ def _load_jobs(files: list[Path], sweeps: list[Any] | None = None) -> list[tuple
     """Job documents in order; a QuantizationSweep becomes its cells' documents and is appended to ``sweeps``."""
     from edgequant.util.errors import InvalidInputError
 
-    jobs = []
+    jobs: list[tuple[Path, Any]] = []
     for path in files:
         try:
             docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
@@ -115,8 +117,12 @@ def summary_table(outcomes: list[_Outcome]) -> Any:
     from rich.table import Table
 
     table = Table(title="edgequant run", title_justify="left")
-    for column, justify in (("job", "left"), ("method", "left"), ("size", "right"), ("ratio", "right"), ("accuracy", "right"), ("drop", "right"), ("agree", "right"), ("latency", "right"), ("result", "left")):
-        table.add_column(column, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("job", "left"), ("method", "left"), ("size", "right"), ("ratio", "right"), ("accuracy", "right"), ("drop", "right"),
+        ("agree", "right"), ("latency", "right"), ("result", "left"),
+    )
+    for column, justify in columns:
+        table.add_column(column, justify=justify, no_wrap=True)
     seen: set[str] = set()
     for o in outcomes:
         ctx = o.ctx
@@ -213,10 +219,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _finish_sweeps(sweeps: list[Any], outcomes: list[_Outcome], out: Any, console: Any) -> int:
     """Each sweep's status from its cells, its table, and its report under its output URI (exit code, 0 when written)."""
+    from rich.console import Console
+
     from edgequant.sweep import local
     from edgequant.util.errors import EdgequantError
-
-    from rich.console import Console
 
     by_label = {o.label: o for o in outcomes}
     code = 0

@@ -147,7 +147,8 @@ class MemoryDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
 
 def _reconciler(memo: kopf.Memo) -> Reconciler:
-    return memo["reconciler"]  # type: ignore[no-any-return]
+    reconciler: Reconciler = memo["reconciler"]
+    return reconciler
 
 
 def _cache(kwargs: dict[str, Any]) -> cache.Cache:
@@ -187,7 +188,7 @@ async def edgequant_pods(body: kopf.Body, **_: Any) -> dict[Any, Any] | None:
 @kopf.on.create(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.resume(api.GROUP, api.VERSION, api.PLURAL)
 @kopf.on.update(api.GROUP, api.VERSION, api.PLURAL, field="spec")
-def quantization_job_changed(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
+def quantization_job_changed(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     _guarded("quantizationjob", _reconciler(memo).reconcile, dict(body), cache=_cache(kwargs), logger=logger)
 
 
@@ -195,7 +196,7 @@ def _unfinished(status: kopf.Status, **_: Any) -> bool:
     return status.get("phase") not in ("Succeeded", "Failed")
 
 
-def quantization_job_resync(body: kopf.Body, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
+def quantization_job_resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     """Safety net: Job and pod events drive the status and recreate deleted Jobs; a lost event is made up for here."""
     _guarded("resync", _reconciler(memo).reconcile, dict(body), cache=_cache(kwargs), logger=logger)
 
@@ -227,7 +228,7 @@ async def quantization_job_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -
 # --------------------------------------------------------------------------- their Jobs and pods
 
 
-async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, deleted: bool, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:
+async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, deleted: bool, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
     """Wait a moment so that a burst of events (Job created, its pod created, the Job counts it) costs one refresh.
 
     A deleted Job reconciles its QuantizationJob instead: it is recreated (deleted by hand), the next generation's
@@ -266,12 +267,12 @@ async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, delete
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_MANAGED)
-async def batch_job_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
+async def batch_job_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
     await _refresh_later("job", dict(body), kind="Job", deleted=type == "DELETED", memo=memo, logger=logger, **kwargs)
 
 
 @kopf.on.event("", "v1", "pods", labels=_MANAGED)
-async def pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
+async def pod_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
     await _refresh_later("pod", dict(body), kind="Pod", deleted=type == "DELETED", memo=memo, logger=logger, **kwargs)
 
 
@@ -283,7 +284,7 @@ async def edgequant_workloads(body: kopf.Body, **_: Any) -> dict[Any, Any] | Non
     return dict([entry]) if entry else None
 
 
-async def workload_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: logging.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
+async def workload_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
     """A Workload's conditions changed (quota reserved or not, admitted, evicted): refresh its Job's QuantizationJob."""
     workload = dict(body)
     namespace, job_uid = str(body.metadata.namespace), queueing.workload_job_uid(workload)

@@ -18,6 +18,7 @@ from kubernetes.client.rest import ApiException
 
 from edgequant.api import v1alpha1 as api
 
+
 class JobRejected(Exception):
     """The API server refused a Job we rendered: ``status`` 400/422 (invalid) or 403 (RBAC, quota, admission)."""
 
@@ -51,7 +52,8 @@ def _reason(exc: ApiException) -> str:
 
 
 def _json(response: Any) -> dict[str, Any]:
-    return json.loads(response.data)  # type: ignore[no-any-return]
+    body: dict[str, Any] = json.loads(response.data)
+    return body
 
 
 class Conflict(Exception):
@@ -64,8 +66,13 @@ class KubeClient:
     def __init__(self, api_client: client.ApiClient) -> None:
         self._api = api_client
 
+    @property
+    def api_client(self) -> client.ApiClient:
+        """The pooled client, for API groups this class does not wrap (the sweep controller's custom objects)."""
+        return self._api
+
     @classmethod
-    def from_environment(cls, *, connections: int) -> "KubeClient":
+    def from_environment(cls, *, connections: int) -> KubeClient:
         """Size the connection pool to the handler threads, so none opens its own."""
         configuration = client.Configuration()
         try:

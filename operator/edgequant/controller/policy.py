@@ -122,14 +122,17 @@ def violations(spec: api.QuantizationJobSpec, settings: OperatorSettings) -> lis
         if message is not None:
             found.append(Violation(field, "uri_credentials", message.removeprefix(f"{field} ")))
     storage = spec.storage
-    if storage.endpoint is not None and not any(v.field == "spec.storage.endpoint" for v in found):
-        if not endpoint_allowed(storage.endpoint, settings.allowed_s3_endpoints):
-            listed = ", ".join(settings.allowed_s3_endpoints) or "none"
-            found.append(Violation(
-                "spec.storage.endpoint", "allowed_s3_endpoints",
-                f"endpoint {endpoint_origin(storage.endpoint)} is not allowed (allowed: AWS S3 and {listed}); use an allowed "
-                "endpoint, or ask the cluster admin to add it to policy.allowedS3Endpoints",
-            ))
+    if (
+        storage.endpoint is not None
+        and not any(v.field == "spec.storage.endpoint" for v in found)
+        and not endpoint_allowed(storage.endpoint, settings.allowed_s3_endpoints)
+    ):
+        listed = ", ".join(settings.allowed_s3_endpoints) or "none"
+        found.append(Violation(
+            "spec.storage.endpoint", "allowed_s3_endpoints",
+            f"endpoint {endpoint_origin(storage.endpoint)} is not allowed (allowed: AWS S3 and {listed}); use an allowed "
+            "endpoint, or ask the cluster admin to add it to policy.allowedS3Endpoints",
+        ))
     secret = storage.credentials_secret
     if secret is not None and not secret_allowed(secret.name, settings.allowed_credentials_secrets):
         found.append(Violation(

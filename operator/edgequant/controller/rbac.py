@@ -49,10 +49,11 @@ PEERING_NAMESPACED: list[dict[str, Any]] = [
 
 
 def as_yaml() -> str:
-    return yaml.safe_dump(
+    rules: str = yaml.safe_dump(
         {"servedNamespaces": RULES, "kueue": KUEUE, "peeringClusterWide": PEERING_CLUSTER_WIDE, "peeringNamespaced": PEERING_NAMESPACED},
         sort_keys=False,
     )
+    return rules
 
 
 if __name__ == "__main__":

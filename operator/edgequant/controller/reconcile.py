@@ -26,14 +26,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from edgequant.api import validation
 from edgequant.api import v1alpha1 as api
+from edgequant.api import validation
 from edgequant.api.conditions import Phase, Reason
 from edgequant.controller import metrics, naming, plan, policy, queueing, render, status
 from edgequant.controller.cache import Cache, Key, quantization_job_entry
@@ -64,7 +64,7 @@ Scheduler = Callable[[float, Callable[[], None]], None]
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _invalid_message(spec: Any) -> str:

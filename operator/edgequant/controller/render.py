@@ -6,9 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from edgequant.api import exitcodes
+from edgequant.api import exitcodes, worker_env
 from edgequant.api import v1alpha1 as api
-from edgequant.api import worker_env
 from edgequant.api.worker_env import MEMORY_BUDGET_ENV, SCRATCH_LIMIT_ENV
 from edgequant.controller import naming, policy, queueing
 from edgequant.controller.settings import OperatorSettings

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import ValidationError
 
@@ -35,6 +35,21 @@ class Observation:
     results: dict[str, Any] | None = None
     degraded: bool = False
     progress: dict[str, str] | None = None
+
+
+class _JobFacts(TypedDict):
+    """The Observation fields every phase reports about the batch Job."""
+
+    job_name: str | None
+    attempts: int
+    start_time: str | None
+
+
+class _ConditionStamp(TypedDict):
+    """The set_condition arguments every condition of one observation shares."""
+
+    generation: int
+    now: str
 
 
 @dataclass(frozen=True)
@@ -152,7 +167,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[
     jstatus = job.get("status") or {}
     counted = int(jstatus.get("failed") or 0) + int(jstatus.get("succeeded") or 0) + int(jstatus.get("active") or 0)
     attempts = max(counted, len(pods))
-    common = {"job_name": name, "attempts": attempts, "start_time": jstatus.get("startTime")}
+    common: _JobFacts = {"job_name": name, "attempts": attempts, "start_time": jstatus.get("startTime")}
     ordered = _by_age(pods)
 
     complete = _job_condition(job, "Complete")
@@ -171,7 +186,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[
         result = worker_result(done[-1]) if done else None
         results = result.results.to_wire() if result and result.results else None
         degraded = bool(results and results.get("degraded"))
-        reason = Reason.COMPLETED_DEGRADED if degraded else Reason.COMPLETED
+        reason: str = Reason.COMPLETED_DEGRADED if degraded else Reason.COMPLETED
         if result is None:
             # Never a silent success without results: say that they are missing and where the full record is.
             reason, message = Reason.RESULTS_UNREADABLE, _unreadable_message(done[-1] if done else None)
@@ -243,7 +258,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[
 
 def _sealing_pod(ordered: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The pod whose exit decides the Job: one that succeeded, or one that failed with a non-retriable exit code."""
-    for pod in reversed(ordered):
+    for pod in ordered[::-1]:
         if _pod_phase(pod) == "Succeeded":
             return pod
         if _pod_phase(pod) == "Failed" and (_terminated(pod) or {}).get("exitCode") in {int(c) for c in NON_RETRIABLE}:
@@ -344,7 +359,7 @@ def set_conditions(conditions: list[dict[str, Any]], obs: Observation, *, genera
     """Every condition type for this observation (kubectl wait --for=condition=Succeeded reads these)."""
     phase = obs.phase
     terminal = phase in (Phase.SUCCEEDED, Phase.FAILED)
-    at = {"generation": generation, "now": now}
+    at: _ConditionStamp = {"generation": generation, "now": now}
     set_condition(conditions, ConditionType.RUNNING, _true_if(phase is Phase.RUNNING), reason=obs.reason, message=obs.message if phase is Phase.RUNNING else "", **at)
     set_condition(
         conditions,

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
+import kopf
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -43,11 +44,11 @@ def forget(namespace: str, name: str) -> None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _objects() -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube.api_client())
+def _objects(kube_client: kube.KubeClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube_client.api_client)
 
 
 def sweep_of(meta: dict[str, Any]) -> str | None:
@@ -155,19 +156,20 @@ def changed_fields(previous: dict[str, Any], desired: dict[str, Any]) -> dict[st
 # --------------------------------------------------------------------------- API access
 
 
-def _get(namespace: str, name: str) -> dict[str, Any] | None:
+def _get(kube_client: kube.KubeClient, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        return _objects().get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, sweep_api.PLURAL, name)  # type: ignore[no-any-return]
+        body: dict[str, Any] = _objects(kube_client).get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, sweep_api.PLURAL, name)
+        return body
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise
 
 
-def _children(namespace: str, name: str, uid: str) -> dict[str, dict[str, Any]]:
+def _children(kube_client: kube.KubeClient, namespace: str, name: str, uid: str) -> dict[str, dict[str, Any]]:
     """Child QuantizationJobs owned by this sweep, by name."""
     label = naming.label_value(name)
-    items = _objects().list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, label_selector=f"{plan.LABEL_SWEEP}={label}")["items"]
+    items = _objects(kube_client).list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, label_selector=f"{plan.LABEL_SWEEP}={label}")["items"]
     return {
         i["metadata"]["name"]: i for i in items
         if any(o.get("uid") == uid for o in i["metadata"].get("ownerReferences") or [])
@@ -178,9 +180,9 @@ class CellRejected(Exception):
     """The API server refused a cell's QuantizationJob (invalid, forbidden): the sweep cannot run as written."""
 
 
-def _create_child(manifest: dict[str, Any]) -> None:
+def _create_child(kube_client: kube.KubeClient, manifest: dict[str, Any]) -> None:
     try:
-        _objects().create_namespaced_custom_object(api.GROUP, api.VERSION, manifest["metadata"]["namespace"], api.PLURAL, manifest)
+        _objects(kube_client).create_namespaced_custom_object(api.GROUP, api.VERSION, manifest["metadata"]["namespace"], api.PLURAL, manifest)
     except ApiException as exc:
         if exc.status in (400, 403, 422):
             raise CellRejected(f"the API server refused the QuantizationJob of cell {manifest['metadata']['name']}: {exc.status} {kube._reason(exc)}") from exc
@@ -188,9 +190,9 @@ def _create_child(manifest: dict[str, Any]) -> None:
             raise
 
 
-def _patch_status(namespace: str, name: str, patch: dict[str, Any]) -> None:
+def _patch_status(kube_client: kube.KubeClient, namespace: str, name: str, patch: dict[str, Any]) -> None:
     try:
-        _objects().patch_namespaced_custom_object_status(api.GROUP, api.VERSION, namespace, sweep_api.PLURAL, name, {"status": patch})
+        _objects(kube_client).patch_namespaced_custom_object_status(api.GROUP, api.VERSION, namespace, sweep_api.PLURAL, name, {"status": patch})
     except ApiException as exc:
         if exc.status != 404:
             raise
@@ -199,10 +201,10 @@ def _patch_status(namespace: str, name: str, patch: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- reconcile
 
 
-def reconcile(namespace: str, name: str, *, settings: OperatorSettings, logger: logging.Logger) -> None:
+def reconcile(namespace: str, name: str, *, kube_client: kube.KubeClient, settings: OperatorSettings, logger: kopf.Logger) -> None:
     """Bring the sweep's children, report Job and status in line with its spec and what its children report."""
     with _lock(namespace, name):
-        body = _get(namespace, name)
+        body = _get(kube_client, namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
         meta = body["metadata"]
@@ -211,50 +213,50 @@ def reconcile(namespace: str, name: str, *, settings: OperatorSettings, logger: 
         try:
             sweep = plan.parse(body)
         except plan.SweepSpecError as exc:
-            _fail(namespace, name, previous, generation, str(exc), logger)
+            _fail(kube_client, namespace, name, previous, generation, str(exc), logger)
             return
         cells, skipped = plan.expand(name, sweep.spec)
-        children = _children(namespace, name, meta["uid"])
+        children = _children(kube_client, namespace, name, meta["uid"])
         statuses = {n: (c.get("status") or {}) for n, c in children.items()}
         for cell in plan.next_cells(cells, statuses, sweep.spec.concurrency):
             try:
-                _create_child(plan.child_manifest(sweep_name=name, namespace=namespace, uid=meta["uid"], spec=sweep.spec, cell=cell))
+                _create_child(kube_client, plan.child_manifest(sweep_name=name, namespace=namespace, uid=meta["uid"], spec=sweep.spec, cell=cell))
             except CellRejected as exc:
-                _fail(namespace, name, previous, generation, str(exc), logger)
+                _fail(kube_client, namespace, name, previous, generation, str(exc), logger)
                 return
             statuses[cell.name] = {}
             logger.info("created QuantizationJob %s (%s)", cell.name, ", ".join(filter(None, [cell.target, cell.method.value, *cell.options.values()])))
         aggregate = plan.aggregate(cells, statuses, sweep.spec)
         report, report_uri = None, previous.get("reportUri")
         if aggregate["finished"] == aggregate["cells"]:
-            report, report_uri = _report(body, sweep, cells, {**aggregate, "skipped": [s.to_wire() for s in skipped]}, settings=settings)
+            report, report_uri = _report(kube_client, body, sweep, cells, {**aggregate, "skipped": [s.to_wire() for s in skipped]}, settings=settings)
         desired = desired_status(
             previous=previous, generation=generation, aggregate=aggregate, skipped=[s.to_wire() for s in skipped],
             report=report, report_uri=report_uri, started=bool(statuses),
         )
         patch = changed_fields(previous, desired)
         if patch:
-            _patch_status(namespace, name, patch)
+            _patch_status(kube_client, namespace, name, patch)
 
 
-def _fail(namespace: str, name: str, previous: dict[str, Any], generation: int, message: str, logger: logging.Logger) -> None:
+def _fail(kube_client: kube.KubeClient, namespace: str, name: str, previous: dict[str, Any], generation: int, message: str, logger: kopf.Logger) -> None:
     """The sweep cannot run as written: Failed, with the message naming the field or the cell (no retry loop)."""
     logger.warning("QuantizationSweep cannot run: %s", message)
     desired = desired_status(previous=previous, generation=generation, aggregate=None, skipped=[], report=None, report_uri=None, invalid=message)
     patch = changed_fields(previous, desired)
     if patch:
-        _patch_status(namespace, name, patch)
+        _patch_status(kube_client, namespace, name, patch)
 
 
-def _report(body: dict[str, Any], sweep: sweep_api.QuantizationSweep, cells: list[plan.Cell], status: dict[str, Any], *, settings: OperatorSettings) -> tuple[str | None, str | None]:
+def _report(kube_client: kube.KubeClient, body: dict[str, Any], sweep: sweep_api.QuantizationSweep, cells: list[plan.Cell], status: dict[str, Any], *, settings: OperatorSettings) -> tuple[str | None, str | None]:
     """Create the report Job once every cell finished; ('Complete' | 'Failed' | None, reportUri once written)."""
     meta = body["metadata"]
     name = report_job_name(meta["name"], int(meta.get("generation") or 1))
-    job = kube.read_job(meta["namespace"], name)
+    job = kube_client.read_job(meta["namespace"], name)
     if job is None:
         manifest = render_report_job(body=body, sweep=sweep, cell=cells[0], status=status, settings=settings)
         try:
-            job, _ = kube.create_job(manifest)
+            job, _ = kube_client.create_job(manifest)
         except kube.JobRejected as exc:
             logging.getLogger(__name__).warning("report Job rejected: %s", exc.message)
             return "Failed", None

@@ -197,7 +197,7 @@ def _index_npz(path: Path, *, uri: str, use_labels: bool = True) -> DatasetIndex
     samples = [Sample(source=f"{stem}[{i}]", label=int(label)) for i, label in enumerate(y)]
     present = sorted({int(v) for v in np.unique(y)})
     if names is not None:
-        classes = {i: n for i, n in enumerate(names)}
+        classes = dict(enumerate(names))
     else:
         classes = {i: str(i) for i in present}
     return DatasetIndex(uri=uri, root=path.parent, layout=api.DatasetLayout.NPZ, samples=samples, classes=classes, _arrays=x)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -32,5 +33,7 @@ def write_npz(path: Path, images: np.ndarray, labels: np.ndarray | None, *, clas
     extra: dict[str, np.ndarray] = {"classes": np.asarray(list(classes))} if classes is not None else {}
     if labels is not None:
         extra["y"] = np.asarray(labels, dtype=np.int64)
-    np.savez(path, x=np.asarray(images, dtype=np.uint8), **extra)
+    # Any values: numpy's stub would read a ** mapping of arrays as filling its allow_pickle flag.
+    arrays: dict[str, Any] = {"x": np.asarray(images, dtype=np.uint8), **extra}
+    np.savez(path, **arrays)
     return path

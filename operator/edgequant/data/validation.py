@@ -225,7 +225,7 @@ def check_calibration(
         ))
         return findings
     if evaluation_labels is not None:
-        missing = sorted(set(int(v) for v in evaluation_labels) - set(counts))
+        missing = sorted({int(v) for v in evaluation_labels} - set(counts))
         if missing:
             findings.append(_finding(
                 Severity.ERROR, "missing-classes", dataset,

@@ -12,7 +12,16 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from edgequant.report.svg import FLAG_COLOR, FP32_COLOR, MUTED_COLOR, OK_COLOR, Bar, hbar_chart, histogram_chart, pair_chart
+from edgequant.report.svg import (
+    FLAG_COLOR,
+    FP32_COLOR,
+    MUTED_COLOR,
+    OK_COLOR,
+    Bar,
+    hbar_chart,
+    histogram_chart,
+    pair_chart,
+)
 
 #: Sensitivity bars shown; the table below the chart lists every layer.
 MAX_BARS = 40
@@ -153,7 +162,8 @@ def _sensitivity(sens: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None
             delta = float(entry.get("accuracyDelta") or 0.0)
             bars.append(Bar(label=entry["layer"], value=max(0.0, delta), color=color, text=f"{delta:+.4f}", tag=tag))
         else:
-            own = float(entry.get("injectedSqnrDb") if entry.get("injectedSqnrDb") is not None else 200.0)
+            injected = entry.get("injectedSqnrDb")
+            own = float(injected) if injected is not None else 200.0
             bars.append(Bar(label=entry["layer"], value=max(0.0, 60.0 - own), color=color, text=f"{own:.1f} dB", tag=tag))
     if exhaustive:
         title = "accuracy lost when only this layer is quantized (exhaustive)"

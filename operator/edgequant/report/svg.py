@@ -53,7 +53,7 @@ def pair_chart(*, title: str, fp32: float | None, quantized: float | None, unit:
     """Two vertical bars, FP32 vs quantized, labelled with their values."""
     height, top, base, bar_w = 190, 30, 160, 60
     values = [v for v in (fp32, quantized) if v is not None]
-    vmax = max(values + [1e-12])
+    vmax = max([*values, 1e-12])
     parts = [_svg_open(width, height, title), f'<text x="{width / 2}" y="16" text-anchor="middle" class="t">{escape(title)}</text>']
     for i, (name, value, color) in enumerate((("FP32", fp32, FP32_COLOR), ("quantized", quantized, QUANT_COLOR))):
         x = 30 + i * (bar_w + 40)

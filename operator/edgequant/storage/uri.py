@@ -26,7 +26,7 @@ class ObjectUri:
     def basename(self) -> str:
         return self.key.rstrip("/").rsplit("/", 1)[-1]
 
-    def child(self, name: str) -> "ObjectUri":
+    def child(self, name: str) -> ObjectUri:
         """The URI of ``name`` below this prefix."""
         key = self.key if self.is_prefix else self.key + "/"
         return ObjectUri(self.scheme, self.bucket, key + name)

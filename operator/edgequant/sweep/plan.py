@@ -69,7 +69,7 @@ def expand(sweep_name: str, spec: sweep_api.QuantizationSweepSpec) -> tuple[list
     skipped: list[sweep_api.SkippedCell] = []
     targets: list[str | None] = list(spec.matrix.targets) or [None]
     for target in targets:
-        methods = list(spec.matrix.methods) if spec.matrix.methods or target is None else [api.Method(m) for m in TARGETS[target].methods]
+        methods = list(spec.matrix.methods) if spec.matrix.methods or target is None else [api.Method.named(m) for m in TARGETS[target].methods]
         for method in methods:
             if fmt is not None and fmt not in method.formats:
                 reason = f"{method.value} does not take a {fmt.value} model ({', '.join(sorted(f.value for f in method.formats))})"

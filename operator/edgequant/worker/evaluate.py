@@ -18,7 +18,14 @@ import numpy as np
 
 from edgequant.analysis.diagnostics import PREPROCESSING_SAMPLES, InputStats, ModelOutputs, channel_ranges
 from edgequant.api import v1alpha1 as api
-from edgequant.backends.base import Batches, InputContractError, Predictor, TensorContract, describe_contract, to_input_contract
+from edgequant.backends.base import (
+    Batches,
+    InputContractError,
+    Predictor,
+    TensorContract,
+    describe_contract,
+    to_input_contract,
+)
 
 #: Raw outputs kept per model for FP32-vs-quantized comparisons (diagnostics read them instead of re-running models).
 KEPT_OUTPUTS = 512
@@ -143,7 +150,7 @@ def evaluate(
         has_top5 = True
         signal = noise = 0.0
         compare = reference is not None
-        kept_all: np.ndarray | None = None
+        kept_all: np.memmap | None = None
         for batch, labels in data:
             values = np.asarray(batch, dtype=np.float64).ravel()
             total, total_sq, values_seen = total + float(values.sum()), total_sq + float(values @ values), values_seen + values.size

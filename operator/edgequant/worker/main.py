@@ -17,10 +17,14 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgequant.api.exitcodes import ExitCode
 from edgequant.api.result import WorkerResult
 from edgequant.util.errors import EdgequantError, InvalidInputError
+
+if TYPE_CHECKING:
+    from edgequant.api.v1alpha1 import QuantizationJobSpec
 
 SPEC_ENV = "EDGEQUANT_SPEC"
 TERMINATION_LOG_ENV = "EDGEQUANT_TERMINATION_LOG"
@@ -63,7 +67,7 @@ def _read_document(args: argparse.Namespace) -> object:
             raise InvalidInputError(f"{where} is not valid JSON: {json_exc}") from json_exc
 
 
-def _sandbox_spec(args: argparse.Namespace) -> object | None:
+def _sandbox_spec(args: argparse.Namespace) -> QuantizationJobSpec | None:
     """The spec, when this process is to run the pipeline as a credential-free child (worker/sandbox.py): the Job
     sets EDGEQUANT_SANDBOX=1; the child itself has a broker instead. None: run in this process (also when the spec
     is unreadable, so that the usual path reports it)."""

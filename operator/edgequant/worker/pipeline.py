@@ -31,15 +31,15 @@ from edgequant.api.exitcodes import ExitCode
 from edgequant.api.result import WorkerResult
 from edgequant.api.validation import spec_warnings
 from edgequant.backends import registry
-from edgequant.backends.base import BaselineExport, QuantizedArtifact, QuantizeRequest
+from edgequant.backends.base import BaselineExport, Predictor, QuantizedArtifact, QuantizeRequest
 from edgequant.data.datasets import index_dataset
 from edgequant.data.loader import prepare_set
 from edgequant.data.validation import Finding, Severity, check_calibration, has_errors
-from edgequant.util.errors import AcceptanceError, DataValidationError, EdgequantError, InvalidInputError
 from edgequant.report.html import render_html
+from edgequant.util.errors import AcceptanceError, DataValidationError, EdgequantError, InvalidInputError
 from edgequant.worker import report as report_mod
 from edgequant.worker.context import ModelRecord, RunContext, StageRecord
-from edgequant.worker.evaluate import agreement, evaluate
+from edgequant.worker.evaluate import EvaluationResult, agreement, evaluate
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,8 @@ FP32_OUTPUTS = "fp32-outputs.npy"
 
 
 def _evaluate(
-    ctx: RunContext, predictor: object, *, label: str, latency_runs: int = 50, baseline: bool = False, rescored: bool = False
-) -> object:
+    ctx: RunContext, predictor: Predictor, *, label: str, latency_runs: int = 50, baseline: bool = False, rescored: bool = False
+) -> EvaluationResult:
     """Score on the evaluation set; ``baseline``: keep every output (FP32, the SQNR reference) instead of
     comparing against it; ``rescored``: also score its first inputs with the other input scaling (the
     preprocessing-mismatch diagnostic reads that instead of running the model again; needs labels)."""
@@ -111,7 +111,7 @@ def _evaluate(
 
         alternative = rescaled
     return evaluate(
-        predictor=predictor,  # type: ignore[arg-type]
+        predictor=predictor,
         data=data.batches() if data is not None else None,
         latency_runs=latency_runs,
         progress=lambda done, total: ctx.progress.advance(task=f"score {label}", done=done, total=total),
@@ -153,6 +153,11 @@ def fetch(ctx: RunContext) -> None:
     ctx.notes.extend(f"spec warning: {w}" for w in spec_warnings(spec))
 
 
+def _decode_progress(ctx: RunContext, role: str) -> Callable[[int, int], None]:
+    """Progress callback for decoding one data set (a closure per role: the loop variable would be late-bound)."""
+    return lambda done, total: ctx.progress.advance(task=f"decode {role}", done=done, total=total)
+
+
 def _check_labels(ctx: RunContext) -> None:
     """What unlabeled data cannot do: train QAT, or enforce an accuracy budget the user set."""
     spec = ctx.spec
@@ -187,7 +192,7 @@ def validate_data(ctx: RunContext) -> None:
     for role, index in ctx.indexes.items():
         prepared = prepare_set(
             index, name=role, contract=spec.model.input, samples=counts[role], seed=seed,
-            progress=lambda done, total, role=role: ctx.progress.advance(task=f"decode {role}", done=done, total=total),
+            progress=_decode_progress(ctx, role),
         )
         ctx.sets[role] = prepared
         ctx.findings.extend(prepared.findings)
@@ -229,7 +234,7 @@ def evaluate_baseline(ctx: RunContext) -> None:
         predictor = ctx.backend.load(ctx.model_path, spec=ctx.spec)
         fmt = ctx.spec.model.resolved_format
         record = ModelRecord(path=ctx.model_path, format=fmt.value if fmt else "source", size_bytes=ctx.source_size_bytes or 0, input=predictor.input)
-    record.evaluation = _evaluate(ctx, predictor, label="FP32", baseline=True, rescored=True)  # type: ignore[assignment]
+    record.evaluation = _evaluate(ctx, predictor, label="FP32", baseline=True, rescored=True)
     ctx.baseline = record
     ctx.log(_describe_eval(record))
     _check_chance(ctx)
@@ -270,7 +275,7 @@ def measure_artifact(ctx: RunContext, artifact: QuantizedArtifact, *, label: str
     assert ctx.backend is not None
     predictor = ctx.backend.load(artifact.path, spec=ctx.spec)
     record = ModelRecord(path=artifact.path, format=artifact.method.value, size_bytes=_size(artifact.path), input=predictor.input)
-    record.evaluation = _evaluate(ctx, predictor, label=label, rescored=rescored)  # type: ignore[assignment]
+    record.evaluation = _evaluate(ctx, predictor, label=label, rescored=rescored)
     return record
 
 

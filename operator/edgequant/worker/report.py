@@ -27,8 +27,8 @@ from edgequant.api.result import WorkerResult
 from edgequant.api.targets import TARGETS, target_notes
 from edgequant.backends.base import TensorContract, to_input_contract
 from edgequant.data.preprocess import describe, float_range
-from edgequant.util.cpu import detect as detect_cpu
 from edgequant.data.validation import Finding
+from edgequant.util.cpu import detect as detect_cpu
 from edgequant.worker.context import ModelRecord, RunContext
 
 REPORT_NAME = "report.json"
@@ -295,7 +295,7 @@ def build_report(ctx: RunContext) -> Report:
         )
     fmt = spec.model.resolved_format
     return Report(
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         job=JobRef(name=ctx.job_name, namespace=ctx.job_namespace),
         outcome=Outcome(succeeded=ctx.exit_code is ExitCode.SUCCESS, exit_code=int(ctx.exit_code), reason=REASONS[ctx.exit_code], message=ctx.message, degraded=ctx.degraded),
         method=spec.method,

@@ -13,6 +13,7 @@ child, as by any process of the container's user; Secret keys, the usual case, t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -70,10 +71,8 @@ def make_non_dumpable() -> bool:
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """prctl(PR_SET_PDEATHSIG, SIGKILL): the model process never outlives the parent that serves its storage."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def wipe_initial_environ(environ: Mapping[str, str]) -> int:

@@ -173,9 +173,9 @@ def source_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], A
 
 @pytest.fixture
 def tflite_layers(source_model: Callable[[Path], Any], tmp_path: Path) -> Callable[..., Any]:
-    from edgequant.backends.tflite.sensitivity import TFLiteLayerAnalysis
     from edgequant.api import v1alpha1 as api
     from edgequant.backends.tflite import convert as conv
+    from edgequant.backends.tflite.sensitivity import TFLiteLayerAnalysis
 
     def make(model: Path, calibration: np.ndarray) -> TFLiteLayerAnalysis:
         source = source_model(model)

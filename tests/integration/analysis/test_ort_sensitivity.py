@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,7 +30,6 @@ def ort_layers(fashion: Any, tmp_path: Path) -> Callable[[Path], Any]:
     from edgequant.backends.base import QuantizeRequest
     from edgequant.backends.registry import backend_for
     from edgequant.storage import Stores
-
     from tests.integration.analysis.conftest import batches
 
     def make(model: Path) -> Any:
@@ -49,7 +49,6 @@ def ort_score(fashion: Any) -> Callable[..., float]:
     from edgequant.backends.base import TensorContract
     from edgequant.backends.onnxruntime.predictor import OrtPredictor
     from edgequant.worker.evaluate import evaluate
-
     from tests.integration.analysis.conftest import batches
 
     class DefaultSession:

@@ -118,7 +118,7 @@ def test_degrade_path_falls_back_to_pinned_layers_and_flags_it(job_files: Path) 
 
 
 def test_manual_pins_reach_the_tflite_backend_and_unknown_names_are_refused(job_files: Path) -> None:
-    result, ctx, out = _run(
+    result, _ctx, out = _run(
         job_files, "manual", mixedPrecision={"mode": "manual", "pinnedLayers": ["conv2"]}, acceptance={"maxAccuracyDrop": 0.02},
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
@@ -250,7 +250,7 @@ def test_degrade_ladder_driven_by_agreement_reaches_float16(job_files: Path) -> 
 
 
 def test_labels_that_are_not_the_models_classes_are_a_finding(job_files: Path) -> None:
-    result, ctx, out = _run(
+    result, _ctx, out = _run(
         job_files, "shifted", model="healthy.keras", evaluation=_evaluation(job_files, "eval-shifted.npz", samples=1000),
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message

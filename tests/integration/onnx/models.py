@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def dense_heavy_onnx(path: Path, *, seed: int = 0) -> tuple[Path, int]:
     rng = np.random.default_rng(seed)
     sizes = [784, 1024, 512, 10]
     initializers, nodes, params = [], [helper.make_node("Flatten", ["input"], ["x0"], name="flatten", axis=1)], 0
-    for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         w = (rng.standard_normal((n_in, n_out)) * np.sqrt(2.0 / n_in)).astype(np.float32)
         b = np.zeros(n_out, dtype=np.float32)
         initializers += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]

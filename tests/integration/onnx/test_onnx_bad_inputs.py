@@ -11,8 +11,7 @@ import pytest
 from edgequant.api.exitcodes import ExitCode
 from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
 from edgequant.util.errors import InvalidInputError
-from tests.integration.onnx.conftest import CnnFiles
-from tests.integration.onnx.conftest import WITH_VNNI
+from tests.integration.onnx.conftest import WITH_VNNI, CnnFiles
 
 pytestmark = pytest.mark.integration
 

@@ -198,13 +198,13 @@ def make_tensorrt(version: str, memory: DeviceMemory) -> types.ModuleType:
             pass
 
     class ITensor:
-        __slots__ = ("name", "shape", "dtype")
+        __slots__ = ("dtype", "name", "shape")
 
         def __init__(self, name: str, shape: tuple[int, ...], dtype: DataType) -> None:
             self.name, self.shape, self.dtype = name, shape, dtype
 
     class ILayer:
-        __slots__ = ("name", "type", "_outputs", "_precision", "output_types", "_network")
+        __slots__ = ("_network", "_outputs", "_precision", "name", "output_types", "type")
 
         def __init__(self, name: str, kind: LayerType, outputs: list[ITensor], network: INetworkDefinition) -> None:
             self.name, self.type, self._outputs, self._network = name, kind, outputs, network
@@ -329,7 +329,7 @@ def make_tensorrt(version: str, memory: DeviceMemory) -> types.ModuleType:
             self.shapes[input] = (tuple(min), tuple(opt), tuple(max))
 
     class IBuilderConfig:
-        __slots__ = ("flags", "pools", "profiles", "calibration_profile", "int8_calibrator")
+        __slots__ = ("calibration_profile", "flags", "int8_calibrator", "pools", "profiles")
 
         def __init__(self) -> None:
             self.flags: list[Any] = []
@@ -425,8 +425,8 @@ def make_tensorrt(version: str, memory: DeviceMemory) -> types.ModuleType:
             if dynamic and not config.profiles:
                 self._logger.log(Severity.ERROR, "network has dynamic inputs but no optimization profile")
                 return None
-            pinned = {l.name: {"precision": l.precision.name, "outputs": {str(i): t.name for i, t in l.output_types.items()}}
-                      for l in network.layers if l.precision_is_set}
+            pinned = {layer.name: {"precision": layer.precision.name, "outputs": {str(i): t.name for i, t in layer.output_types.items()}}
+                      for layer in network.layers if layer.precision_is_set}
             record["pinned"] = pinned
             if pinned and not names & {"OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"}:
                 self._logger.log(Severity.WARNING, "layer precisions set without a precision-constraints flag are ignored")

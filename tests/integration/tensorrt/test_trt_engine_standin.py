@@ -61,7 +61,7 @@ def test_a_refused_build_reports_tensorrts_own_messages(monkeypatch, fashion_cnn
 
 
 def test_calibrator_errors_surface_after_the_build(monkeypatch, fashion_cnn_onnx: Path, fashion_batches) -> None:
-    trt, memory = install(monkeypatch, version="8.6.1")
+    trt, _memory = install(monkeypatch, version="8.6.1")
     plan = plan_build(method=api.Method.TENSORRT_INT8, generation=ApiGeneration.TRT8, options=api.TensorRTOptions(),
                       calibration=CAL, keep_float=(), fallback=api.FallbackPrecision.FP16)
     session = CalibrationSession(input_name="images", batch_size=8, sample_shape=(1, 28, 28), allocator=PycudaAllocator(), batches=fashion_batches(20))

@@ -69,7 +69,7 @@ def test_trained_cnn_within_the_accuracy_bound(
         training=_uri(fmnist_files["train.npz"]) if method == "tflite-qat" else None,
         acceptance={"maxAccuracyDrop": ACCURACY_BOUND[method]},
     )
-    result, ctx = _run(spec, tmp_path / "work")
+    result, _ctx = _run(spec, tmp_path / "work")
     assert result.exit_code == 0, result.message
     res = result.results
     assert res.baseline.accuracy > 0.75, "the cached CNN should be trained"

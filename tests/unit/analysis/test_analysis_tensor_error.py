@@ -7,7 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from edgequant.analysis.tensor_error import SQNR_CEILING_DB, ErrorAccumulator, noise_to_signal, sqnr_from_noise_to_signal, tensor_error
+from edgequant.analysis.tensor_error import (
+    SQNR_CEILING_DB,
+    ErrorAccumulator,
+    noise_to_signal,
+    sqnr_from_noise_to_signal,
+    tensor_error,
+)
 
 
 def test_identical_tensors_hit_the_ceiling() -> None:

@@ -10,7 +10,7 @@ from edgequant.analysis import post_training as pt
 
 def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, *, group: int = 1) -> np.ndarray:
     """A plain 'valid' 2-D convolution, NCHW, weights [out, in/group, kh, kw] (the ONNX layout)."""
-    n, c, h, wd = x.shape
+    n, _c, h, wd = x.shape
     out_ch, per_group, kh, kw = w.shape
     oh, ow = h - kh + 1, wd - kw + 1
     y = np.zeros((n, out_ch, oh, ow), dtype=np.float64)

@@ -12,7 +12,14 @@ from typing import Any
 import numpy as np
 
 from edgequant.analysis import diagnostics as dg
-from edgequant.analysis.schema import AnalysisReport, GateReport, LayerSensitivity, MixedPrecisionReport, SensitivityReport, Trial
+from edgequant.analysis.schema import (
+    AnalysisReport,
+    GateReport,
+    LayerSensitivity,
+    MixedPrecisionReport,
+    SensitivityReport,
+    Trial,
+)
 from edgequant.api import v1alpha1 as api
 from edgequant.report.html import render_html
 

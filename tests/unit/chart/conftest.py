@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from chart_tools import find_tool
 
 

@@ -7,11 +7,11 @@ import json
 import re
 from typing import Any
 
+from test_chart_render import by_kind, env_of, render
+
 from edgequant.api.uri_credentials import CREDENTIAL_QUERY_KEYS
 from edgequant.controller import policy
 from edgequant.controller.settings import settings_from_env
-
-from test_chart_render import by_kind, env_of, render
 
 POLICY = [
     "--set", "policy.allowedS3Endpoints={http://minio.storage:9000}",

@@ -14,12 +14,11 @@ from typing import Any
 
 import pytest
 import yaml
+from chart_tools import ROOT, find_tool
 
 from edgequant.api import v1alpha1 as api
 from edgequant.api.conditions import ConditionStatus, ConditionType, Phase, Reason
 from edgequant.api.exitcodes import REASONS, ExitCode
-
-from chart_tools import ROOT, find_tool
 
 SCRIPT = ROOT / "gitops" / "argocd" / "quantizationjob-health.lua"
 COMPONENT = ROOT / "gitops" / "argocd"

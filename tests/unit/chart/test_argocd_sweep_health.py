@@ -8,11 +8,10 @@ import subprocess
 from typing import Any
 
 import pytest
+from chart_tools import ROOT, find_tool
 
 from edgequant.api import sweep as sweep_api
 from edgequant.controller import sweep as controller
-
-from chart_tools import ROOT, find_tool
 
 SCRIPT = ROOT / "gitops" / "argocd" / "quantizationsweep-health.lua"
 

@@ -10,15 +10,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from chart_tools import ROOT
 
 from edgequant.api import v1alpha1 as api
-
-from chart_tools import ROOT
 
 CHART = ROOT / "charts" / "edgequant"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import itertools
 import re
 import shlex
 import tomllib
@@ -18,11 +19,10 @@ from pathlib import Path
 
 import dockerfile
 import pytest
+from chart_tools import ROOT
 
 from edgequant.api import v1alpha1 as api
 from edgequant.cli.main import COMMANDS
-
-from chart_tools import ROOT
 
 IMAGES = ROOT / "images"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -175,7 +175,7 @@ def test_pip_extras_and_requirement_files_exist(image: tuple[str, list[Stage]]) 
     assert extras, f"{name}: installs no edgequant extra (pip install \".[extra]\")"
     assert extras <= set(EXTRAS), f"{name}: extras {sorted(extras - set(EXTRAS))} are not in pyproject"
     for args in pip_installs(stages):
-        for flag, value in zip(args, args[1:]):
+        for flag, value in itertools.pairwise(args):
             if flag in ("-r", "--requirement"):
                 assert (ROOT / value).is_file(), f"{name}: requirement file {value} does not exist"
 

@@ -6,11 +6,12 @@ import logging
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from edgequant.api.conditions import ConditionType, Phase, Reason
 from edgequant.controller import cache, plan, queueing, status
 from edgequant.controller.reconcile import Reconciler
 from edgequant.controller.settings import OperatorSettings
-from pydantic import ValidationError
 
 from .conftest import batch_job, cache_of, pod, quantization_job
 from .test_render import rendered, spec_of

@@ -62,7 +62,7 @@ def test_each_error_class_ends_with_its_exit_code_and_a_report(tmp_path: Path, e
 def test_success_runs_every_stage_in_order(tmp_path: Path) -> None:
     order: list[str] = []
     stages = [pipeline.Stage(n, n, lambda ctx, n=n: order.append(n)) for n in ("a", "b", "c")]
-    result, ctx = run_job(_spec(tmp_path), workdir=tmp_path / "work", progress=SilentProgress(), stages=stages)
+    result, _ctx = run_job(_spec(tmp_path), workdir=tmp_path / "work", progress=SilentProgress(), stages=stages)
     assert result.exit_code == 0 and order == ["a", "b", "c"]
     assert WorkerResult.from_termination_message(result.to_termination_message()).stage == "3/3 c"
     assert json.loads((tmp_path / "out" / "report.json").read_text())["outcome"]["succeeded"] is True

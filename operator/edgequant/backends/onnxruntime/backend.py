@@ -38,6 +38,7 @@ from edgequant.util import cpu as cpu_features
 from edgequant.util.errors import InvalidInputError
 from edgequant.util.memory import memory_budget, probe_batch_size
 
+
 def artifact_name(stem: str, method: api.Method, keep_float: tuple[str, ...]) -> str:
     """One file per set of nodes kept in float, so candidates of a mixed-precision search never overwrite each other."""
     if not keep_float:

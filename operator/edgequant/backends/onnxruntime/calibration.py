@@ -64,7 +64,7 @@ def model_batches(
         yield np.ascontiguousarray(np.resize(merged, (fixed_batch, *merged.shape[1:])))
 
 
-class BatchesReader(CalibrationDataReader):  # type: ignore[misc]
+class BatchesReader(CalibrationDataReader):
     """Feeds model inputs to ONNX Runtime; with ``per_call`` set, ends each ``collect_data`` call after that many batches."""
 
     def __init__(self, arrays: Iterable[np.ndarray], *, input_name: str, per_call: int | None = None) -> None:

@@ -48,7 +48,7 @@ class StaticSettings(_Settings):
     keep_float: tuple[str, ...] = ()
 
     @model_validator(mode="after")
-    def _supported_pair(self) -> "StaticSettings":
+    def _supported_pair(self) -> StaticSettings:
         if self.activation_type is api.OnnxQuantType.INT8 and self.weight_type is api.OnnxQuantType.UINT8:
             raise ValueError("int8 activations with uint8 weights is not a format ONNX Runtime runs")
         return self

@@ -26,16 +26,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.quantization import TensorsData, load_tensors_data as load_ranges
+from onnxruntime.quantization import TensorsData
+from onnxruntime.quantization import load_tensors_data as load_ranges
 from onnxruntime.quantization.calibrate import HistogramCollector, TensorData
 
 from edgequant.analysis import post_training as pt
+from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import Batches
 from edgequant.backends.onnxruntime.calibration import CALIBRATED_OPS, ORT_METHOD, model_batches
 from edgequant.backends.onnxruntime.options import StaticSettings
 from edgequant.backends.onnxruntime.predictor import OrtPredictor, session
 from edgequant.backends.onnxruntime.quantize import FloatModel, quantize_qdq, save_ranges
-from edgequant.api import v1alpha1 as api
 
 #: Activations between two convolutions that commute with a positive per-channel scale.
 SCALE_EQUIVARIANT = frozenset({"Relu"})

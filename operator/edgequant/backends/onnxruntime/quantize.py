@@ -20,8 +20,17 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from onnxruntime.quantization import QuantFormat, QuantType, TensorsData, quant_pre_process, quantize_dynamic, quantize_static, save_tensors_data
+from onnxruntime.quantization import (
+    QuantFormat,
+    QuantType,
+    TensorsData,
+    quant_pre_process,
+    quantize_dynamic,
+    quantize_static,
+    save_tensors_data,
+)
 
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import Batches
@@ -29,6 +38,9 @@ from edgequant.backends.onnxruntime.calibration import ORT_METHOD, calibrate
 from edgequant.backends.onnxruntime.model import OnnxModel, check_input, check_keep_float, check_opset, read_model
 from edgequant.backends.onnxruntime.options import DynamicSettings, StaticSettings
 from edgequant.util.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from onnx import GraphProto, NodeProto
 
 _QUANT_TYPE = {api.OnnxQuantType.INT8: QuantType.QInt8, api.OnnxQuantType.UINT8: QuantType.QUInt8}
 
@@ -145,11 +157,11 @@ def convert_to_float16(source: Path, output_path: Path) -> Path:
     return output_path
 
 
-def _sort_topologically(graph: object) -> None:
+def _sort_topologically(graph: GraphProto) -> None:
     """Reorder a graph's nodes so each comes after the producers of its inputs (stable otherwise)."""
-    nodes = list(graph.node)  # type: ignore[attr-defined]
-    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}  # type: ignore[attr-defined]
-    ordered: list[object] = []
+    nodes = list(graph.node)
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    ordered: list[NodeProto] = []
     while nodes:
         waiting = []
         for node in nodes:
@@ -159,10 +171,10 @@ def _sort_topologically(graph: object) -> None:
             else:
                 waiting.append(node)
         if len(waiting) == len(nodes):
-            raise ValueError(f"graph {graph.name!r} has a cycle or an undefined input at node {waiting[0].name!r}")  # type: ignore[attr-defined]
+            raise ValueError(f"graph {graph.name!r} has a cycle or an undefined input at node {waiting[0].name!r}")
         nodes = waiting
-    del graph.node[:]  # type: ignore[attr-defined]
-    graph.node.extend(ordered)  # type: ignore[attr-defined]
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def dynamic_cnn_note(model: OnnxModel) -> str | None:

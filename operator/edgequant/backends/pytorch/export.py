@@ -43,6 +43,8 @@ def export_onnx(module: Any, *, example: Any, path: Path, dynamic_batch: bool) -
         raise InvalidInputError(
             f"torch.onnx.export (dynamo) could not export {path.stem}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         ) from exc
+    if program is None:
+        raise InvalidInputError(f"torch.onnx.export (dynamo) returned no program for {path.stem}")
     model = program.model_proto
     strip_debug_info(model)
     import onnx

@@ -28,6 +28,7 @@ from edgequant.backends.tensorrt.version import ApiGeneration, TensorRTVersion, 
 from edgequant.storage import Stores
 from edgequant.util.errors import InvalidInputError
 
+
 @dataclass(frozen=True)
 class TensorRTRuntime:
     module: Any

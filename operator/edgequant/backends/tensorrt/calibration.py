@@ -19,7 +19,12 @@ from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import Batches
 from edgequant.backends.tensorrt.cache_format import check_matches, parse, render
 from edgequant.backends.tensorrt.cache_store import CacheKey, CalibrationCacheStore, save_quietly
-from edgequant.backends.tensorrt.calibrator import CalibrationManifest, CalibrationSession, DeviceAllocator, manifest_for
+from edgequant.backends.tensorrt.calibrator import (
+    CalibrationManifest,
+    CalibrationSession,
+    DeviceAllocator,
+    manifest_for,
+)
 from edgequant.backends.tensorrt.ort_calibration import cpu_calibration_table
 from edgequant.backends.tensorrt.plan import CalibrationPlan
 from edgequant.backends.tensorrt.version import TensorRTVersion

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgequant.backends.tensorrt.calibrator import CalibrationSession, make_calibrator
 from edgequant.backends.onnx_graph import OnnxNode
+from edgequant.backends.tensorrt.calibrator import CalibrationSession, make_calibrator
 from edgequant.backends.tensorrt.names import PinPlan, PinResolution, TrtLayer, pin_decisions, resolve_pins
 from edgequant.backends.tensorrt.plan import BuildPlan
 from edgequant.util.errors import EdgequantError, InvalidInputError
@@ -27,7 +27,7 @@ class EngineBuildError(EdgequantError):
 def make_logger(trt: Any, *, echo: Callable[[str], None]) -> Any:
     """An ILogger that keeps warnings and errors for error messages and echoes them to the job log."""
 
-    class CollectingLogger(trt.ILogger):  # type: ignore[misc, name-defined]
+    class CollectingLogger(trt.ILogger):
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.messages: list[str] = []

@@ -22,6 +22,7 @@ from edgequant.backends.base import Batches
 from edgequant.backends.tensorrt.cache_format import CalibrationTable, from_ranges
 from edgequant.backends.tensorrt.calibrator import batch_count, fixed_batches
 
+
 def _tensorrt_settings(algorithm: api.CalibrationAlgorithm, percentile: float) -> Any:
     """The ONNX Runtime backend's static settings for what TensorRT takes: symmetric INT8 (zero point 0), per-channel weights."""
     from edgequant.backends.onnxruntime import StaticSettings

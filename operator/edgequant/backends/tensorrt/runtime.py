@@ -27,10 +27,14 @@ class EnginePredictor:
 
     def __init__(self, path: Path, *, trt: Any = None, cuda: Any = None) -> None:
         if trt is None:
-            import tensorrt as trt
+            import tensorrt
+
+            trt = tensorrt
         if cuda is None:
-            import pycuda.autoprimaryctx  # noqa: F401
-            import pycuda.driver as cuda
+            import pycuda.autoprimaryctx  # makes the primary CUDA context current on import
+            import pycuda.driver
+
+            cuda = pycuda.driver
         self._trt, self._cuda = trt, cuda
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)

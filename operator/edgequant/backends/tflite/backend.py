@@ -14,6 +14,7 @@ from edgequant.backends.tflite.source import SourceModel, check_input_shape, loa
 from edgequant.backends.tflite.tf import import_tf
 from edgequant.util.errors import InvalidInputError
 
+
 class TFLiteBackend:
     name = "tflite"
     methods = methods_served_by(__name__)

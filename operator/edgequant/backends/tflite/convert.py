@@ -22,7 +22,7 @@ class ConversionError(InvalidInputError):
     """TFLiteConverter refused the model for this method."""
 
 
-_FIXES = {
+_FIXES: dict[api.Method | None, str] = {
     api.Method.TFLITE_INT8: "the model has ops without int8 kernels: try tflite-dynamic-range or tflite-float16, or pin layers with mixedPrecision",
     api.Method.TFLITE_QAT: "check that every layer is supported by tensorflow-model-optimization",
 }

@@ -176,7 +176,7 @@ def assign_layers(ops: Sequence[RawOp], *, layer_names: Sequence[str] | None, ou
 def _bare_scope(op: RawOp) -> str | None:
     if op.kind in NON_COMPUTE_OPS:
         return None
-    for name in list(op.constants) + [op.output]:
+    for name in [*op.constants, op.output]:
         comps = _components(name)[0]
         if comps:
             return comps[-1]

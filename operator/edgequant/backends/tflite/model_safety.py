@@ -91,7 +91,7 @@ def _legacy_keras_metadata(path: Path) -> list[Any]:
     try:
         from tf_keras.protobuf import saved_metadata_pb2
     except ImportError:
-        from tensorflow.python.keras.protobuf import saved_metadata_pb2  # type: ignore[no-redef]
+        from tensorflow.python.keras.protobuf import saved_metadata_pb2
     metadata = saved_metadata_pb2.SavedMetadata()
     try:
         metadata.ParseFromString(file.read_bytes())

@@ -33,7 +33,6 @@ from edgequant.backends.tflite.source import SourceModel
 from edgequant.backends.tflite.tf import import_tf
 from edgequant.util.errors import InvalidInputError
 
-
 #: tf_keras layer classes kept in the QAT model with ``OutputOnlyQuantizeConfig`` (tfmot has no config for them).
 OUTPUT_ONLY_LAYERS = frozenset(PREPROCESSING)
 _TFMOT_UNSUPPORTED = re.compile(r"Layer (?P<name>[^:\s]+):<class '(?:[\w.]+\.)?(?P<cls>\w+)'> is not supported")
@@ -66,7 +65,7 @@ def output_only_quantize_config() -> type:
 
     keras_q = tfmot.quantization.keras
 
-    class OutputOnlyQuantizeConfig(keras_q.QuantizeConfig):  # type: ignore[misc,name-defined]
+    class OutputOnlyQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
         """No weights, no activations inside: only the layer's output gets an 8-bit range (asymmetric, per tensor,
         like tfmot's default activations)."""
 

@@ -28,6 +28,7 @@ from edgequant.backends.base import QuantizeRequest
 from edgequant.backends.tflite import layers as tl
 from edgequant.util.memory import DEFAULT_BUDGET_BYTES, probe_batch_size
 
+
 class TFLiteLayerAnalysis:
     """Per-layer control of one model's full-INT8 conversion, named in source layer names."""
 
@@ -42,7 +43,7 @@ class TFLiteLayerAnalysis:
         workdir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def prepare(cls, *, converter: Any, keras_model: Any | None, workdir: Path, stem: str = "model") -> "TFLiteLayerAnalysis":
+    def prepare(cls, *, converter: Any, keras_model: Any | None, workdir: Path, stem: str = "model") -> TFLiteLayerAnalysis:
         """Calibrate with a converter already configured for tflite-int8 (representative data set)."""
         calibrated = tl.calibrate(converter)
         layer_map = tl.map_layers(calibrated, keras_model=keras_model)
@@ -90,7 +91,7 @@ class TFLiteLayerAnalysis:
         output = dict(whole.result())  # the layer's last op wins: its output
         return [LayerProbe(layer=layer, own_noise=own[layer], output=output.get(layer)) for layer in self.layers if layer in own]
 
-    def _verifier(self, *, whole_model: bool) -> "_Verifier":
+    def _verifier(self, *, whole_model: bool) -> _Verifier:
         """The debug model's interpreter and its NumericVerify pairs, each named by its source layer."""
         from ai_edge_litert.interpreter import Interpreter
 

@@ -6,7 +6,14 @@ import pytest
 
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.onnxruntime.backend import artifact_name
-from edgequant.backends.onnxruntime.model import OnnxModel, OnnxNode, check_input, check_keep_float, check_opset, expected_input_shape
+from edgequant.backends.onnxruntime.model import (
+    OnnxModel,
+    OnnxNode,
+    check_input,
+    check_keep_float,
+    check_opset,
+    expected_input_shape,
+)
 from edgequant.backends.onnxruntime.quantize import dynamic_cnn_note
 from edgequant.util.errors import InvalidInputError
 

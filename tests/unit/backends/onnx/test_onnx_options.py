@@ -8,7 +8,13 @@ import pytest
 from pydantic import ValidationError
 
 from edgequant.api import v1alpha1 as api
-from edgequant.backends.onnxruntime.options import DynamicSettings, StaticSettings, choose_reduce_range, dynamic_settings, static_settings
+from edgequant.backends.onnxruntime.options import (
+    DynamicSettings,
+    StaticSettings,
+    choose_reduce_range,
+    dynamic_settings,
+    static_settings,
+)
 from edgequant.util.cpu import parse_cpuinfo
 from edgequant.util.errors import InvalidInputError
 

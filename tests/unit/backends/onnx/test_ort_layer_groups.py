@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from edgequant.analysis.layer_tools import rebatch
 from edgequant.backends.onnx_graph import OnnxNode
 from edgequant.backends.onnxruntime.sensitivity import group_layers
-
-import numpy as np
 
 
 def n(name: str, op: str, ins: tuple[str, ...], out: str) -> OnnxNode:
