@@ -2,10 +2,11 @@
 #   make cluster-bins               build what is missing of etcd, kube-apiserver, kube-controller-manager,
 #                                   kube-scheduler, kubectl (tools/k8s, tools/etcd) and helm into .tools/bin
 #   eval "$(make -s cluster-up)"    start one in the background; prints `export KUBECONFIG=...` / `export PATH=...`
+#   make cluster-up NODE=real       ... with a real node (kubelet + containerd + runc) running `make images`' images
 #   make cluster-down               stop it; no process is left behind
 # A binary found in $KUBEBUILDER_ASSETS (the envtest convention) is used instead of building it.
 
-.PHONY: cluster-bins cluster-up cluster-down cluster-status
+.PHONY: cluster-bins cluster-bins-real cluster-up cluster-down cluster-status
 
 CLUSTER_STATE ?= $(CURDIR)/.cache/cluster
 # Two cores are shared with other work: keep Go builds to two parallel jobs.
@@ -14,14 +15,19 @@ HELM_VERSION ?= v3.22.0
 K8S_VERSION := $(shell sed -n 's|^[[:space:]]*\(require \)\{0,1\}k8s.io/kubernetes \(v[0-9.]*\).*|\2|p' tools/k8s/go.mod)
 K8S_MINOR := $(word 2,$(subst ., ,$(K8S_VERSION)))
 K8S_COMPONENTS := kube-apiserver kube-controller-manager kube-scheduler kubectl
+# The node: process (tests/harness/node.py) or real (the kubelet below, containerd, runc; tests/harness/realnode.py).
+NODE ?= process
 
 # $(call cluster_bin,NAME): the .tools/bin target for NAME, or nothing when KUBEBUILDER_ASSETS has it.
 cluster_bin = $(if $(and $(KUBEBUILDER_ASSETS),$(wildcard $(KUBEBUILDER_ASSETS)/$(1))),,$(TOOLS_BIN)/$(1))
 
 cluster-bins: $(foreach b,etcd $(K8S_COMPONENTS) helm,$(call cluster_bin,$(b)))
 
-$(addprefix $(TOOLS_BIN)/,$(K8S_COMPONENTS)): $(TOOLS_BIN)/%: tools/k8s/go.mod tools/k8s/go.sum tools/k8s/build.sh
-	GOFLAGS="$(CLUSTER_GOFLAGS)" tools/k8s/build.sh $(TOOLS_BIN) $*
+# The real node's kubelet, from the same Kubernetes module as the control plane.
+cluster-bins-real: cluster-bins $(call cluster_bin,kubelet)
+
+$(addprefix $(TOOLS_BIN)/,$(K8S_COMPONENTS) kubelet): $(TOOLS_BIN)/%: tools/k8s/go.mod tools/k8s/go.sum tools/k8s/build.sh
+	GOFLAGS="$(CLUSTER_GOFLAGS)" nice -n 10 tools/k8s/build.sh $(TOOLS_BIN) $*
 
 $(TOOLS_BIN)/etcd: tools/etcd/go.mod tools/etcd/go.sum tools/etcd/build.sh
 	GOFLAGS="$(CLUSTER_GOFLAGS)" tools/etcd/build.sh $(TOOLS_BIN)
@@ -40,8 +46,8 @@ $(TOOLS_BIN)/helm: tools/k8s/go.mod
 
 # Everything but the export lines goes to stderr, so `eval "$(make -s cluster-up)"` is safe.
 cluster-up:
-	@$(MAKE) --no-print-directory install cluster-bins >&2
-	@$(PY) -m tests.harness up --state-dir $(CLUSTER_STATE)
+	@$(MAKE) --no-print-directory install $(if $(filter real,$(NODE)),cluster-bins-real images,cluster-bins) >&2
+	@$(PY) -m tests.harness up --state-dir $(CLUSTER_STATE) --node $(NODE)
 
 cluster-down:
 	@if [ -x $(PY) ]; then $(PY) -m tests.harness down --state-dir $(CLUSTER_STATE); fi
