@@ -6,7 +6,7 @@
 #   make cluster-down               stop it; no process is left behind
 # A binary found in $KUBEBUILDER_ASSETS (the envtest convention) is used instead of building it.
 
-.PHONY: cluster-bins cluster-bins-real cluster-up cluster-down cluster-status
+.PHONY: cluster-bins cluster-bins-real realnode-packages cluster-up cluster-down cluster-status
 
 CLUSTER_STATE ?= $(CURDIR)/.cache/cluster
 # Two cores are shared with other work: keep Go builds to two parallel jobs.
@@ -23,8 +23,14 @@ cluster_bin = $(if $(and $(KUBEBUILDER_ASSETS),$(wildcard $(KUBEBUILDER_ASSETS)/
 
 cluster-bins: $(foreach b,etcd $(K8S_COMPONENTS) helm,$(call cluster_bin,$(b)))
 
-# The real node's kubelet, from the same Kubernetes module as the control plane.
-cluster-bins-real: cluster-bins $(call cluster_bin,kubelet)
+# The real node: the kubelet, from the same Kubernetes module as the control plane, and Debian's runtime packages.
+REALNODE_PACKAGES := containerd runc containernetworking-plugins iptables
+cluster-bins-real: cluster-bins $(call cluster_bin,kubelet) realnode-packages
+
+realnode-packages:
+	@command -v containerd >/dev/null && command -v runc >/dev/null && command -v iptables >/dev/null \
+	  && test -x /usr/lib/cni/bridge || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $(REALNODE_PACKAGES) >/dev/null; }
 
 $(addprefix $(TOOLS_BIN)/,$(K8S_COMPONENTS) kubelet): $(TOOLS_BIN)/%: tools/k8s/go.mod tools/k8s/go.sum tools/k8s/build.sh
 	GOFLAGS="$(CLUSTER_GOFLAGS)" nice -n 10 tools/k8s/build.sh $(TOOLS_BIN) $*

@@ -226,3 +226,19 @@ def test_onnx_static_runs_in_the_torch_image_and_succeeds(
                                 {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"})
     qj = run_to_end(real_cluster, jobs_namespace, manifest)
     assert_succeeded_in_image(real_cluster, jobs_namespace, qj, s3, bucket, "edgequant/quantizer-torch:0.1.0")
+
+
+def test_a_memory_limit_too_small_is_oom_killed_with_the_fix_and_not_retried_forever(
+        real_cluster: Cluster, jobs_namespace: str, s3: Any, bucket: str, node_s3: str, tmp_path: Path) -> None:
+    """TensorFlow alone needs several hundred MiB: under a 128Mi limit the kernel kills the worker (cgroup OOM)."""
+    s3.upload_file(str(keras_cnn(tmp_path / "cnn.keras")), bucket, "models/cnn.keras")
+    manifest = quantization_job("oom", bucket, node_s3, "tflite-int8", "models/cnn.keras", {"shape": [28, 28, 1], "colorOrder": "GRAY"},
+                                resources={"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}})
+    qj = run_to_end(real_cluster, jobs_namespace, manifest, timeout=600)
+    st = qj["status"]
+    assert st["phase"] == "Failed", f"{json.dumps(st)[:2000]}\n{describe(real_cluster, jobs_namespace)}"
+    assert st["reason"] == "OOMKilled" and "raise spec.resources.limits.memory" in st["message"]
+    pods = worker_pods(real_cluster, jobs_namespace)
+    # backoffLimit 1: two attempts, both killed by the kernel, then no more.
+    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
+    assert all(p["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "OOMKilled" for p in pods)

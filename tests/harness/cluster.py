@@ -364,6 +364,7 @@ class Cluster:
             f"--advertise-address={realnode.GATEWAY if self.node == 'real' else '127.0.0.1'}",
             f"--kubelet-client-certificate={pki.crt('admin')}",
             f"--kubelet-client-key={pki.key('admin')}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
             "--authorization-mode=Node,RBAC",

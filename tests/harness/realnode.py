@@ -113,7 +113,7 @@ def cni_config(state: Path) -> dict:
         "plugins": [
             {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
-                      "dataDir": str(state / "cni" / "ipam")}},
+                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(state / "cni" / "ipam")}},
         ],
     }
 
@@ -151,6 +151,7 @@ def kubelet_config(state: Path, ca: Path, cert: Path, key: Path, port: int, heal
         "maxPods": 30,
         "shutdownGracePeriod": "0s",
         "containerLogMaxSize": "5Mi",
+        "podLogsDir": str(state / "pod-logs"),
     }
 
 

@@ -95,8 +95,19 @@ def _by_age(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(pods, key=lambda p: ((p.get("metadata") or {}).get("creationTimestamp") or "", (p.get("metadata") or {}).get("name") or ""))
 
 
+#: Reason of a run the kernel killed for exceeding its memory limit (the kubelet's container state reason).
+OOM_KILLED = "OOMKilled"
+
+
+def _oom_killed(pod: dict[str, Any] | None) -> bool:
+    return pod is not None and (_terminated(pod) or {}).get("reason") == OOM_KILLED
+
+
 def _fallback_message(pod: dict[str, Any]) -> str:
     state = _terminated(pod) or {}
+    if state.get("reason") == OOM_KILLED:
+        return ("the quantizer was OOM-killed: it needed more memory than its limit; "
+                "raise spec.resources.limits.memory (or lower calibration/evaluation samples)")
     text = (state.get("message") or "").strip()
     code = state.get("exitCode")
     tail = text.splitlines()[-1] if text else ""
@@ -151,7 +162,7 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]]) -> Observation 
         if result is not None:
             reason, message = result.reason, result.message
         else:
-            reason = (failed or {}).get("reason") or "JobFailed"
+            reason = OOM_KILLED if _oom_killed(last) else (failed or {}).get("reason") or "JobFailed"
             message = (failed or {}).get("message") or ""
             if last is not None:
                 message = f"{message}; {_fallback_message(last)}" if message else _fallback_message(last)
