@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml requirements/*.txt
 # One pytest process per framework suite, as in production where each quantizer image holds one
 # framework: TensorFlow and torch in one process is not a supported combination.
 TEST_SUITES ?= tests/unit tests/integration/test_storage_s3.py,tests/integration/tflite tests/integration/onnx \
-	tests/integration/analysis tests/integration/realmodels tests/integration/tensorrt tests/e2e
+	tests/integration/analysis tests/integration/realmodels tests/integration/tensorrt tests/e2e tests/e2e_realnode
 test: install cluster-bins test-data
 	@failed=""; for suite in $(TEST_SUITES); do \
 	  echo "==== pytest $${suite//,/ }"; \

@@ -80,3 +80,11 @@ $(addprefix image-,$(BUILT_IMAGES)): image-%: images-tools python-base
 
 images-load: images-tools
 	tools/images/load.sh $(CONTAINERD_ROOT) $(foreach i,$(BUILT_IMAGES),$(call image_ref,$(i))) $(PAUSE_IMAGE)
+
+# `make test` runs tests/e2e_realnode: it needs the kubelet, the runtime packages and the images. When they cannot be
+# had here (no root, no network), the other suites still run and that suite fails naming what is missing.
+.PHONY: realnode-prerequisites
+realnode-prerequisites:
+	@$(MAKE) --no-print-directory cluster-bins-real images || \
+	  echo "make test: the real node's prerequisites failed (above); tests/e2e_realnode will fail" >&2
+test: realnode-prerequisites

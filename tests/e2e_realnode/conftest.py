@@ -28,10 +28,13 @@ DUMMY_AWS_ENV = {"AWS_ACCESS_KEY_ID": "edgequant-test-key", "AWS_SECRET_ACCESS_K
 def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """One control plane + real node for the session; stopping it must leave no process, mount or netns."""
     cluster = Cluster(state_dir=tmp_path_factory.mktemp("realnode"), node="real", start_timeout=240)
+    problem = None
     try:
         cluster.start()
     except (realnode.RealNodeUnavailable, ClusterError) as exc:
-        pytest.fail(f"the real node did not start: {exc}", pytrace=False)
+        problem = str(exc)
+    if problem is not None:
+        pytest.fail(f"the real node did not start: {problem}", pytrace=False)
     yield cluster
     cluster.stop()
     left = realnode.Leftovers.find(cluster.state_dir / "node", cluster.started_at)
