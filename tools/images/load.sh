@@ -31,9 +31,12 @@ fi
 for image in "${pending[@]}"; do
   echo "loading $image into containerd k8s.io ($root)" >&2
   # docker-archive keeps the tag in the archive; streamed, so no multi-GB file is written.
+  stamp="$loaded/$(echo "$image" | tr '/:' '__')"
   buildah push -q "$image" "docker-archive:/dev/stdout:$image" \
     | ctr --address "$sock" -n k8s.io images import --snapshotter overlayfs - >/dev/null
-  buildah inspect --type image --format '{{.FromImageID}}' "$image" \
-    > "$loaded/$(echo "$image" | tr '/:' '__')"
+  # The kubelet's runtime also names an image by its ID; drop the replaced version's so its layers are freed.
+  old="$(cat "$stamp" 2>/dev/null || true)"
+  [ -z "$old" ] || ctr --address "$sock" -n k8s.io images rm "sha256:$old" >/dev/null 2>&1 || true
+  buildah inspect --type image --format '{{.FromImageID}}' "$image" > "$stamp"
 done
 ctr --address "$sock" -n k8s.io images ls -q | sed 's/^/  /' >&2
