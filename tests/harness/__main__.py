@@ -1,7 +1,7 @@
 """``python -m tests.harness up|down|status [--state-dir DIR]`` — a control plane for people.
 
 ``up`` starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler and the process node
-in the background (they outlive this command) and prints shell lines to eval::
+(``--node real``: kubelet + containerd + runc, tests/harness/realnode.py) in the background (they outlive this command) and prints shell lines to eval::
 
     eval "$(python -m tests.harness up)"     # or: eval "$(make -s cluster-up)"
     kubectl get nodes
@@ -18,7 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from .cluster import REPO_ROOT, Cluster, ClusterError, kill_marked
+from .cluster import NODE_KINDS, REPO_ROOT, Cluster, ClusterError, kill_marked
+from .realnode import RealNodeUnavailable
 
 DEFAULT_STATE = REPO_ROOT / ".cache" / "cluster"
 
@@ -32,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.harness", description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["up", "down", "status"])
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
+    p.add_argument("--node", choices=NODE_KINDS, default="process",
+                   help="process: the process-backed node; real: kubelet + containerd + runc (make images first)")
     args = p.parse_args(argv)
     state = args.state_dir.absolute()
 
@@ -55,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         left = kill_marked(existing.cluster_id, grace=1.0)
         print(f"cluster {existing.cluster_id} stopped" + (f" (ended {len(left)} strays)"
                                                            if left else ""), file=sys.stderr)
+        if existing.teardown_problems:
+            print(f"could not unmount: {existing.teardown_problems}", file=sys.stderr)
+            return 1
         return 0
 
     # up
@@ -65,10 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     if existing:
         existing.stop()
     shutil.rmtree(state, ignore_errors=True)
-    cluster = Cluster(state_dir=state, detached=True)
+    cluster = Cluster(state_dir=state, detached=True, node=args.node)
     try:
         cluster.start()
-    except ClusterError as e:
+    except (ClusterError, RealNodeUnavailable) as e:
         print(f"cluster-up failed: {e}", file=sys.stderr)
         return 1
     print(f"control plane {cluster.server_version} at {cluster.server}; logs in "

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import realnode
 from .pki import Pki, make_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,10 @@ CONTROL_PLANE_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
-COMPONENT_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node")
+COMPONENT_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node",
+                   "containerd", "kubelet")
+#: ``node`` kinds: the process-backed node (fast suites) or a real kubelet + containerd (tests/harness/realnode.py).
+NODE_KINDS = ("process", "real")
 CLUSTER_ID_ENV = "EDGEQUANT_CLUSTER_ID"
 
 
@@ -189,11 +193,15 @@ class Cluster:
     detached: bool = False  # True for `make cluster-up`: processes outlive this Python process
     node_options: dict[str, Any] = field(default_factory=dict)
     start_timeout: float = 180.0
+    node: str = "process"  # one of NODE_KINDS
+    started_at: float = field(default_factory=time.time)
     cluster_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     binaries: dict[str, Path] = field(default_factory=dict)
     components: dict[str, Component] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     _api_clients: list[Any] = field(default_factory=list)
+    #: What stopping the real node could not remove (mounts); empty after a clean stop.
+    teardown_problems: list[str] = field(default_factory=list)
 
     # ---------------------------------------------------------------- paths and handles
     @property
@@ -298,7 +306,11 @@ class Cluster:
         return self
 
     def _start(self) -> None:
+        if self.node not in NODE_KINDS:
+            raise ClusterError(f"node must be one of {NODE_KINDS}, not {self.node!r}")
         self.binaries = find_binaries()
+        if self.node == "real":
+            self._check_real_node()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
         (self.state_dir / "node").mkdir(exist_ok=True)
@@ -310,7 +322,11 @@ class Cluster:
             "kube-controller-manager": ("system:kube-controller-manager", []),
             "kube-scheduler": ("system:kube-scheduler", []),
         }
-        pki = make_pki(self.state_dir / "pki", server_ips=["127.0.0.1", SERVICE_IP],
+        server_ips = ["127.0.0.1", SERVICE_IP]
+        if self.node == "real":
+            clients["kubelet"] = (f"system:node:{realnode.NODE_NAME}", ["system:nodes"])
+            server_ips.append(realnode.GATEWAY)
+        pki = make_pki(self.state_dir / "pki", server_ips=server_ips,
                        server_dns=["localhost", "kubernetes", "kubernetes.default",
                                    "kubernetes.default.svc",
                                    "kubernetes.default.svc.cluster.local"],
@@ -344,8 +360,12 @@ class Cluster:
             f"--tls-private-key-file={pki.key('apiserver')}",
             f"--client-ca-file={pki.ca_crt}",
             f"--secure-port={apiserver}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
+            # The real node's pods reach the API server on the bridge (the kubernetes Service's DNAT).
+            f"--bind-address={'0.0.0.0' if self.node == 'real' else '127.0.0.1'}",
+            f"--advertise-address={realnode.GATEWAY if self.node == 'real' else '127.0.0.1'}",
+            f"--kubelet-client-certificate={pki.crt('admin')}",
+            f"--kubelet-client-key={pki.key('admin')}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
             "--authorization-mode=Node,RBAC",
@@ -387,6 +407,10 @@ class Cluster:
         self._wait("kube-controller-manager", lambda: self._default_sa_exists("default"),
                    self.start_timeout)
 
+        if self.node == "real":
+            self._start_real_node()
+            self._save_state()
+            return
         node_argv = [sys.executable, str(Path(__file__).with_name("node.py")),
                      "--kubeconfig", str(self.kubeconfig), "--state-dir", str(d / "node"),
                      "--server-version", self.server_version]
@@ -395,6 +419,67 @@ class Cluster:
         self._spawn("node", node_argv, cwd=REPO_ROOT, extra_env={"PYTHONUNBUFFERED": "1"})
         self._wait("node", self._nodes_ready, self.start_timeout)
         self._save_state()
+
+    # ---------------------------------------------------------------- the real node
+    def _check_real_node(self) -> None:
+        try:
+            kubelet: Path | None = find_binaries(["kubelet"])["kubelet"]
+        except ClusterError:
+            kubelet = None
+        missing = realnode.missing_prerequisites(kubelet)
+        if missing:
+            raise realnode.RealNodeUnavailable(
+                "the real node cannot start containers on this machine; missing:\n  - " + "\n  - ".join(missing))
+        if realnode.CONTAINERD_SOCKET.exists() and subprocess.run(
+                ["ctr", "--address", str(realnode.CONTAINERD_SOCKET), "version"],
+                capture_output=True, timeout=10).returncode == 0:
+            raise realnode.RealNodeUnavailable(
+                f"a containerd already serves {realnode.CONTAINERD_ROOT} ({realnode.CONTAINERD_SOCKET}): another "
+                "real node (or `make images` loading) runs on this machine; one real node per machine")
+        self.binaries["kubelet"] = kubelet
+
+    def _start_real_node(self) -> None:
+        d = self.state_dir / "node"
+        kubelet_port, healthz_port = free_ports(2)
+        self.ports.update({"kubelet": kubelet_port, "kubelet-healthz": healthz_port})
+        realnode.setup_network(self.ports["apiserver"])
+        pki = self.pki
+        # The kubelet serves with the API server's certificate (its SANs include the node's address).
+        paths = realnode.write_configs(d, ca=pki.ca_crt, cert=pki.crt("apiserver"), key=pki.key("apiserver"),
+                                       port=kubelet_port, healthz_port=healthz_port)
+        self._write_kubeconfig(self.state_dir / "kubelet.kubeconfig", "kubelet")
+        self._spawn("containerd", ["containerd", "--config", str(paths["containerd"]), "--log-level", "warn"])
+        self._wait("containerd", lambda: subprocess.run(
+            ["ctr", "--address", str(realnode.CONTAINERD_SOCKET), "version"],
+            capture_output=True, timeout=5).returncode == 0, 60)
+        absent = set(realnode.REQUIRED_IMAGES) - realnode.loaded_images()
+        if absent:
+            raise realnode.RealNodeUnavailable(
+                f"images missing from containerd's k8s.io namespace ({realnode.CONTAINERD_ROOT}): "
+                f"{', '.join(sorted(absent))}; build and load them with `make images`")
+        self._spawn("kubelet", [
+            str(self.binaries["kubelet"]),
+            f"--config={paths['kubelet']}",
+            f"--kubeconfig={self.state_dir / 'kubelet.kubeconfig'}",
+            f"--root-dir={d / 'kubelet'}",
+            f"--hostname-override={realnode.NODE_NAME}",
+            f"--node-ip={realnode.GATEWAY}",
+            "--v=1",
+        ])
+        self._wait("kubelet", self._nodes_ready, self.start_timeout)
+
+    def _stop_real_node(self) -> list[str]:
+        """Stop the kubelet, the pods' processes, containerd; undo mounts, netns, bridge, NAT."""
+        kubelet = self.components.get("kubelet")
+        if kubelet is not None and kubelet.pid is not None:
+            self._terminate(kubelet, 5.0)
+        realnode.kill_pod_processes()
+        containerd = self.components.get("containerd")
+        if containerd is not None and containerd.pid is not None and _pid_alive(containerd.pid):
+            realnode.remove_containers()
+            self._terminate(containerd, 10.0)
+        kill_marked(self.cluster_id, grace=2.0)
+        return realnode.teardown(self.state_dir / "node", self.started_at)
 
     def _write_kubeconfig(self, path: Path, user: str) -> None:
         def b64(p: Path) -> str:
@@ -485,7 +570,7 @@ class Cluster:
         if status != 200:
             return False
         items = json.loads(body)["items"]
-        if len(items) < 2:
+        if len(items) < (1 if self.node == "real" else 2):
             return False
         for n in items:
             conds = {c["type"]: c["status"] for c in n.get("status", {}).get("conditions", [])}
@@ -506,6 +591,8 @@ class Cluster:
         state = {
             "cluster_id": self.cluster_id,
             "ports": self.ports,
+            "node": self.node,
+            "started_at": self.started_at,
             "kubeconfig": str(self.kubeconfig),
             "bin_dir": str(self.bin_dir),
             "path_dirs": [str(p) for p in self.path_dirs],
@@ -521,7 +608,8 @@ class Cluster:
     def attach(cls, state_dir: Path) -> Cluster:
         """A handle on a cluster started elsewhere (e.g. by `make cluster-up`) from its state."""
         state = json.loads((state_dir / "cluster.json").read_text())
-        c = cls(state_dir=state_dir, detached=True, cluster_id=state["cluster_id"])
+        c = cls(state_dir=state_dir, detached=True, cluster_id=state["cluster_id"],
+                node=state.get("node", "process"), started_at=state.get("started_at", 0.0))
         c.ports = state["ports"]
         with contextlib.suppress(ClusterError):
             c.binaries = find_binaries()
@@ -539,6 +627,8 @@ class Cluster:
             with contextlib.suppress(Exception):
                 api.close()
         self._api_clients.clear()
+        if self.node == "real":
+            self.teardown_problems = self._stop_real_node()
         for name in reversed(COMPONENT_ORDER):
             comp = self.components.get(name)
             if comp is None or comp.pid is None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, kube-controller-manager, kube-scheduler and kubectl from the
+# Builds kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (and, asked by name, the kubelet of the real node) from the
 # k8s.io/kubernetes version pinned in go.mod, with the version stamped the way upstream's
 # hack/lib/version.sh does, into $1 (default ../../.tools/bin).
 # Usage: tools/k8s/build.sh [OUT_DIR] [COMPONENT...]

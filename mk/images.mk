@@ -1,0 +1,89 @@
+# Container images built without a Docker engine or a registry (docs/helm.md, "Images").
+#   make images          base image + operator, quantizer-tflite, quantizer-torch, the pod sandbox image,
+#                        loaded into containerd's k8s.io namespace (CONTAINERD_ROOT) for the real node
+#   make image-NAME      one image into buildah's store only
+# The Dockerfiles under images/ are the source of truth and build unchanged with `docker build`; here
+# buildah (Debian's package, daemonless) reads them, and build arguments adapt them to this machine.
+# quantizer-tensorrt needs NVIDIA's NGC base image: it is checked statically only (tests/unit/chart).
+
+.PHONY: images images-tools images-load python-base pause-image $(addprefix image-,$(BUILT_IMAGES))
+
+IMAGE_REGISTRY ?= edgequant
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
+# What `make images` builds; quantizer-tensorrt is not among them (see above).
+BUILT_IMAGES := operator quantizer-tflite quantizer-torch
+# containerd names an unqualified `edgequant/operator` docker.io/edgequant/operator: the chart's values.
+image_ref = docker.io/$(IMAGE_REGISTRY)/$(1):$(IMAGE_TAG)
+
+# The local base: Debian bookworm (python3 is 3.11, as in the Dockerfiles' default python:3.11-slim-bookworm).
+PYTHON_BASE_IMAGE ?= localhost/edgequant/python-base:3.11-bookworm
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+DEBIAN_SECURITY_MIRROR ?= http://deb.debian.org/debian-security
+PYTHON_BASE_PACKAGES := python3,python3-venv,python-is-python3,ca-certificates,netbase,tzdata
+# The pod sandbox image the real node's containerd uses (tools/pause).
+PAUSE_IMAGE ?= localhost/edgequant/pause:1.0
+# RUN steps reach PyPI with the host's CA bundle mounted read-only (a TLS-inspecting proxy's CA is
+# trusted at build time without ending up in an image).
+BUILD_CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+# quantizer-torch wants PyTorch's CPU-only wheels from download.pytorch.org. Where that index is not
+# reachable, pip is pointed at PyPI instead, whose torch is the CUDA build: the same code, plus ~3 GB of
+# nvidia-* and triton wheels in the image (docs/helm.md). Set TORCH_CPU_INDEX to choose.
+PYTORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+TORCH_CPU_INDEX ?= $(shell curl -fsS --max-time 10 -o /dev/null $(PYTORCH_CPU_INDEX)/ 2>/dev/null \
+  && echo $(PYTORCH_CPU_INDEX) || echo https://pypi.org/simple)
+# containerd's content store for the real node: persistent, so images are loaded once per machine.
+CONTAINERD_ROOT ?= /var/lib/edgequant/containerd
+IMAGE_BUILD_FLAGS ?= --layers --network host
+IMAGE_BUILD_ARGS_quantizer-torch = --build-arg TORCH_CPU_INDEX=$(TORCH_CPU_INDEX)
+IMAGE_PACKAGES := buildah mmdebstrap containerd runc
+
+images: images-tools python-base pause-image $(addprefix image-,$(BUILT_IMAGES)) images-load
+
+images-tools:
+	@for c in $(IMAGE_PACKAGES); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	 if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	   apt-get install -y -qq --no-install-recommends $(IMAGE_PACKAGES) >/dev/null; fi
+
+# mmdebstrap from Debian's mirrors, trimmed of docs, man pages and apt lists; rebuilt only when missing
+# (`buildah rmi $(PYTHON_BASE_IMAGE)` to refresh it with the latest security updates).
+python-base: images-tools
+	@if ! buildah inspect --type image $(PYTHON_BASE_IMAGE) >/dev/null 2>&1; then \
+	  set -e; tar=$$(mktemp /tmp/edgequant-base.XXXXXX.tar); \
+	  nice -n 10 mmdebstrap --quiet --variant=minbase --include=$(PYTHON_BASE_PACKAGES) \
+	    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+	    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+	    --dpkgopt='path-exclude=/usr/share/locale/*' \
+	    --customize-hook='rm -rf "$$1"/var/lib/apt/lists/* "$$1"/var/cache/apt/* "$$1"/var/log/apt/*' \
+	    bookworm $$tar "deb $(DEBIAN_MIRROR) bookworm main" "deb $(DEBIAN_MIRROR) bookworm-updates main" \
+	    "deb $(DEBIAN_SECURITY_MIRROR) bookworm-security main"; \
+	  c=$$(buildah from scratch); buildah add -q $$c $$tar / >/dev/null; rm -f $$tar; \
+	  buildah config --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+	    --env LANG=C.UTF-8 --cmd python3 $$c; \
+	  buildah commit --rm -q $$c $(PYTHON_BASE_IMAGE) >/dev/null; \
+	  echo "built $(PYTHON_BASE_IMAGE)" >&2; fi
+
+pause-image: images-tools
+	@if ! buildah inspect --type image $(PAUSE_IMAGE) >/dev/null 2>&1; then \
+	  set -e; bin=$$(mktemp -d); \
+	  (cd tools/pause && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o $$bin/pause .); \
+	  c=$$(buildah from scratch); buildah copy -q $$c $$bin/pause /pause >/dev/null; rm -rf $$bin; \
+	  buildah config --entrypoint '["/pause"]' --user 65535:65535 $$c; \
+	  buildah commit --rm -q $$c $(PAUSE_IMAGE) >/dev/null; echo "built $(PAUSE_IMAGE)" >&2; fi
+
+$(addprefix image-,$(BUILT_IMAGES)): image-%: images-tools python-base
+	@$(if $(filter quantizer-torch,$*),[ "$(TORCH_CPU_INDEX)" = "$(PYTORCH_CPU_INDEX)" ] || echo "make images:" \
+	  "$(PYTORCH_CPU_INDEX) is not reachable; quantizer-torch gets PyPI's torch (the CUDA build: a larger" \
+	  "image, same code) from $(TORCH_CPU_INDEX)" >&2,:)
+	nice -n 10 buildah bud $(IMAGE_BUILD_FLAGS) -v $(BUILD_CA_BUNDLE):/etc/ssl/certs/ca-certificates.crt:ro \
+	  --build-arg PYTHON_BASE=$(PYTHON_BASE_IMAGE) $(IMAGE_BUILD_ARGS_$*) \
+	  -f images/$*/Dockerfile --ignorefile images/$*/Dockerfile.dockerignore -t $(call image_ref,$*) .
+
+images-load: images-tools
+	tools/images/load.sh $(CONTAINERD_ROOT) $(foreach i,$(BUILT_IMAGES),$(call image_ref,$(i))) $(PAUSE_IMAGE)
+
+# `make test-realnode` runs tests/e2e_realnode: the kubelet, the runtime packages and the images first. It is not
+# yet part of `make test`: a change under operator/ rebuilds every image (about 21 minutes here, most of it PyPI's
+# CUDA torch in quantizer-torch), which CI's time limit cannot yet carry beside the other suites (docs/helm.md).
+.PHONY: test-realnode
+test-realnode: install cluster-bins-real images
+	$(PY) -m pytest -q -ra tests/e2e_realnode
