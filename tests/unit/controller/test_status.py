@@ -68,22 +68,6 @@ def test_failed_job_without_a_worker_result_falls_back_to_the_job_and_the_log_ta
     assert obs.attempts == 3
 
 
-def test_an_oom_killed_run_says_so_and_names_the_fix() -> None:
-    """The kernel's OOM kill (the kubelet's reason OOMKilled, exit 137) leaves no worker result: say what happened and
-    which field to raise, while retrying and once the backoff limit is used up."""
-    def oom(name: str, created: str) -> dict[str, Any]:
-        p = pod(name, "Failed", created=created, exit_code=137)
-        p["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] = "OOMKilled"
-        return p
-
-    retrying = status.observe_job(batch_job(failed=1, active=1, backoff_limit=1), [oom("p1", T0), pod("p2", "Pending", created=T1)])
-    assert retrying.reason == Reason.RETRYING and "spec.resources.limits.memory" in retrying.message
-    job = batch_job(failed=2, backoff_limit=1, conditions=[("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")])
-    failed = status.observe_job(job, [oom("p1", T0), oom("p2", T1)])
-    assert failed.phase is Phase.FAILED and failed.reason == "OOMKilled"
-    assert "OOM-killed" in failed.message and "raise spec.resources.limits.memory" in failed.message
-
-
 def test_failed_job_with_no_pods_left() -> None:
     job = batch_job(failed=1, conditions=[("Failed", "DeadlineExceeded", "Job was active longer than specified deadline")])
     obs = status.observe_job(job, [])
