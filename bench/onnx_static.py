@@ -62,28 +62,67 @@ def build_cnn(path: Path, seed: int = 0) -> Path:
     x, channels = "input", 1
     for i, (out, pool) in enumerate(((32, False), (64, True), (64, True))):
         w = const(f"conv{i}.w", rng.standard_normal((out, channels, 3, 3)) * np.sqrt(2 / (9 * channels)))
-        nodes.append(helper.make_node("Conv", [x, w, const(f"conv{i}.b", np.zeros(out))], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]))
-        bn = [const(f"bn{i}.{k}", v) for k, v in (("s", rng.uniform(0.5, 1.5, out)), ("b", rng.normal(0, 0.1, out)), ("m", rng.normal(0, 0.1, out)), ("v", rng.uniform(0.5, 1.5, out)))]
+        nodes.append(
+            helper.make_node(
+                "Conv", [x, w, const(f"conv{i}.b", np.zeros(out))], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]
+            )
+        )
+        bn = [
+            const(f"bn{i}.{k}", v)
+            for k, v in (
+                ("s", rng.uniform(0.5, 1.5, out)),
+                ("b", rng.normal(0, 0.1, out)),
+                ("m", rng.normal(0, 0.1, out)),
+                ("v", rng.uniform(0.5, 1.5, out)),
+            )
+        ]
         nodes.append(helper.make_node("BatchNormalization", [f"c{i}", *bn], [f"n{i}"], name=f"bn{i}"))
         nodes.append(helper.make_node("Relu", [f"n{i}"], [f"r{i}"], name=f"relu{i}"))
         x = f"r{i}"
         if pool:
-            nodes.append(helper.make_node("MaxPool", [x], [f"p{i}"], name=f"pool{i}", kernel_shape=[2, 2], strides=[2, 2]))
+            nodes.append(
+                helper.make_node("MaxPool", [x], [f"p{i}"], name=f"pool{i}", kernel_shape=[2, 2], strides=[2, 2])
+            )
             x = f"p{i}"
         channels = out
     nodes.append(helper.make_node("Flatten", [x], ["flat"], name="flatten"))
-    nodes.append(helper.make_node("Gemm", ["flat", const("fc0.w", rng.standard_normal((64 * 7 * 7, 128)) * np.sqrt(2 / 3136)), const("fc0.b", np.zeros(128))], ["f0"], name="fc0"))
+    nodes.append(
+        helper.make_node(
+            "Gemm",
+            [
+                "flat",
+                const("fc0.w", rng.standard_normal((64 * 7 * 7, 128)) * np.sqrt(2 / 3136)),
+                const("fc0.b", np.zeros(128)),
+            ],
+            ["f0"],
+            name="fc0",
+        )
+    )
     nodes.append(helper.make_node("Relu", ["f0"], ["f0r"], name="relu_fc"))
-    nodes.append(helper.make_node("Gemm", ["f0r", const("fc1.w", rng.standard_normal((128, 10)) * np.sqrt(2 / 128)), const("fc1.b", np.zeros(10))], ["logits"], name="fc1"))
-    graph = helper.make_graph(nodes, "bench_cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
+    nodes.append(
+        helper.make_node(
+            "Gemm",
+            ["f0r", const("fc1.w", rng.standard_normal((128, 10)) * np.sqrt(2 / 128)), const("fc1.b", np.zeros(10))],
+            ["logits"],
+            name="fc1",
+        )
+    )
+    graph = helper.make_graph(
+        nodes,
+        "bench_cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
 
 
-def bare_quantize(model_path: Path, batches: list[np.ndarray], workdir: Path, algorithm: api.CalibrationAlgorithm, percentile: float) -> Path:
+def bare_quantize(
+    model_path: Path, batches: list[np.ndarray], workdir: Path, algorithm: api.CalibrationAlgorithm, percentile: float
+) -> Path:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -102,27 +141,53 @@ def bare_quantize(model_path: Path, batches: list[np.ndarray], workdir: Path, al
 
     pre = workdir / "pre.onnx"
     out = workdir / "bare.qdq.onnx"
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[algorithm.value]
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[algorithm.value]
     with contextlib.redirect_stdout(sys.stderr):
         quant_pre_process(str(model_path), str(pre))
         quantize_static(
-            str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=False,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method,
+            str(pre),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=False,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "CalibPercentile": percentile},
         )
     return out
 
 
-def edgequant_quantize(model_path: Path, prepared: PreparedSet, workdir: Path, algorithm: api.CalibrationAlgorithm, percentile: float) -> Path:
-    spec = api.QuantizationJobSpec.model_validate({
-        "method": "onnx-static",
-        "model": {"uri": f"file://{model_path}", "input": CONTRACT.to_wire()},
-        "calibration": {"dataset": {"uri": "file:///unused/"}, "samples": len(prepared), "algorithm": algorithm.value, "percentile": percentile},
-        "onnx": {"reduceRange": "never"},
-        "output": {"uri": "file:///unused/"},
-    })
-    request = QuantizeRequest(spec=spec, method=api.Method.ONNX_STATIC, model_path=model_path, workdir=workdir,
-                              calibration=prepared.batches(batch_size=BATCH), log=lambda _m: None)
+def edgequant_quantize(
+    model_path: Path, prepared: PreparedSet, workdir: Path, algorithm: api.CalibrationAlgorithm, percentile: float
+) -> Path:
+    spec = api.QuantizationJobSpec.model_validate(
+        {
+            "method": "onnx-static",
+            "model": {"uri": f"file://{model_path}", "input": CONTRACT.to_wire()},
+            "calibration": {
+                "dataset": {"uri": "file:///unused/"},
+                "samples": len(prepared),
+                "algorithm": algorithm.value,
+                "percentile": percentile,
+            },
+            "onnx": {"reduceRange": "never"},
+            "output": {"uri": "file:///unused/"},
+        }
+    )
+    request = QuantizeRequest(
+        spec=spec,
+        method=api.Method.ONNX_STATIC,
+        model_path=model_path,
+        workdir=workdir,
+        calibration=prepared.batches(batch_size=BATCH),
+        log=lambda _m: None,
+    )
     with contextlib.redirect_stdout(sys.stderr):
         return OnnxRuntimeBackend(cpu=detect()).quantize(request).path
 
@@ -140,11 +205,20 @@ def main() -> int:
 
     logging.getLogger().setLevel(logging.ERROR)  # ORT's pre-processing advice, once per bare call
     x, y = load_fashion_mnist("train")
-    prepared = PreparedSet(name="calibration", uri="bench", contract=CONTRACT, pixels=x[-args.samples:, :, :, None],
-                           labels=y[-args.samples:], sources=[], classes={})
+    prepared = PreparedSet(
+        name="calibration",
+        uri="bench",
+        contract=CONTRACT,
+        pixels=x[-args.samples :, :, :, None],
+        labels=y[-args.samples :],
+        sources=[],
+        classes={},
+    )
     floats = [b for b, _ in prepared.batches(batch_size=BATCH)]  # the bare side gets the same floats, precomputed
     variants = {
-        "bare quant_pre_process + quantize_static": lambda m, d: bare_quantize(m, floats, d, algorithm, args.percentile),
+        "bare quant_pre_process + quantize_static": lambda m, d: bare_quantize(
+            m, floats, d, algorithm, args.percentile
+        ),
         "edgequant": lambda m, d: edgequant_quantize(m, prepared, d, algorithm, args.percentile),
     }
     names = list(variants)
@@ -169,11 +243,15 @@ def main() -> int:
         source_size = model.stat().st_size
     best = {k: min(v) for k, v in timings.items()}
     cpu_median = {k: statistics.median(v) for k, v in cpu.items()}
-    print(f"static Q/DQ ({algorithm.value}), random-weight CNN {source_size:,} bytes, {args.samples} calibration samples in batches of {BATCH}, "
-          f"{args.repeats} runs each, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, {detect().describe()}")
+    print(
+        f"static Q/DQ ({algorithm.value}), random-weight CNN {source_size:,} bytes, {args.samples} calibration samples in batches of {BATCH}, "
+        f"{args.repeats} runs each, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs, {detect().describe()}"
+    )
     for name in names:
         runs = ", ".join(f"{t:.2f}" for t in timings[name])
-        print(f"  {name:42s} wall best {best[name]:6.3f} s, median {statistics.median(timings[name]):6.3f} s | CPU median {cpu_median[name]:6.3f} s | {sizes[name]:,} bytes | wall runs {runs}")
+        print(
+            f"  {name:42s} wall best {best[name]:6.3f} s, median {statistics.median(timings[name]):6.3f} s | CPU median {cpu_median[name]:6.3f} s | {sizes[name]:,} bytes | wall runs {runs}"
+        )
     bare, ours = names
     for label, table in (("CPU time (median)", cpu_median), ("wall time (best)", best)):
         ratio = table[ours] / table[bare]

@@ -76,7 +76,10 @@ def watch(cluster: Cluster, namespace: str, kind: str, recorder: Recorder, stop:
     elif kind == "pods":
         func, args = client.CoreV1Api(api).list_namespaced_pod, (namespace,)
     else:
-        func, args = client.CustomObjectsApi(api).list_namespaced_custom_object, ("edgequant.io", "v1alpha1", namespace, "quantizationjobs")
+        func, args = (
+            client.CustomObjectsApi(api).list_namespaced_custom_object,
+            ("edgequant.io", "v1alpha1", namespace, "quantizationjobs"),
+        )
     resource_version: str | None = None
     while not stop.is_set():
         try:
@@ -128,7 +131,10 @@ def manifest(name: str, out_dir: Path) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {
             "method": "tflite-dynamic-range",
-            "model": {"uri": f"file://{out_dir}/absent/{name}.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+            "model": {
+                "uri": f"file://{out_dir}/absent/{name}.keras",
+                "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"},
+            },
             "output": {"uri": f"file://{out_dir}/out/{name}/"},
             "execution": {"backoffLimit": 0},
             "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
@@ -184,7 +190,11 @@ def status_written_after_exit(items: list[dict[str, Any]]) -> list[float]:
     latencies = []
     for item in items:
         done = (item.get("status") or {}).get("completionTime")
-        writes = [f["time"] for f in item["metadata"].get("managedFields") or [] if f.get("subresource") == "status" and f.get("time")]
+        writes = [
+            f["time"]
+            for f in item["metadata"].get("managedFields") or []
+            if f.get("subresource") == "status" and f.get("time")
+        ]
         if done and writes:
             latencies.append(max(parse(w) for w in writes) - parse(done))
     return latencies
@@ -212,41 +222,65 @@ def write_requests(cluster: Cluster) -> dict[tuple[str, str, str], float]:
     for line in text.splitlines():
         if not line.startswith("apiserver_request_total{"):
             continue
-        labels = dict(part.split("=", 1) for part in line[line.index("{") + 1 : line.rindex("}")].split(",") if "=" in part)
+        labels = dict(
+            part.split("=", 1) for part in line[line.index("{") + 1 : line.rindex("}")].split(",") if "=" in part
+        )
         labels = {k: v.strip('"') for k, v in labels.items()}
         if labels.get("verb") in WRITE_VERBS:
             key = (labels["verb"], labels.get("resource", ""), labels.get("subresource", ""))
             counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
-            if not labels.get("code", "").startswith("2"):  # refused writes (409 conflicts...) count too; also shown apart
-                refused = (labels["verb"], labels.get("resource", ""), f"{labels.get('subresource', '')}#code={labels.get('code')}")
+            if not labels.get("code", "").startswith(
+                "2"
+            ):  # refused writes (409 conflicts...) count too; also shown apart
+                refused = (
+                    labels["verb"],
+                    labels.get("resource", ""),
+                    f"{labels.get('subresource', '')}#code={labels.get('code')}",
+                )
                 counts[refused] = counts.get(refused, 0.0) + float(line.rsplit(" ", 1)[1])
     return counts
 
 
-def operator_writes(before: dict[tuple[str, str, str], float], after: dict[tuple[str, str, str], float], jobs: int,
-                    operator_events: int) -> dict[str, Any]:
+def operator_writes(
+    before: dict[tuple[str, str, str], float], after: dict[tuple[str, str, str], float], jobs: int, operator_events: int
+) -> dict[str, Any]:
     """Writes the operator made during the run: per (verb, resource[/subresource]), total, and per job."""
     delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
-    by_kind = {f"{verb} {resource}{'/' + sub if sub else ''}": int(n) for (verb, resource, sub), n in sorted(delta.items())
-               if (verb, resource, sub) in OPERATOR_WRITES and n}
+    by_kind = {
+        f"{verb} {resource}{'/' + sub if sub else ''}": int(n)
+        for (verb, resource, sub), n in sorted(delta.items())
+        if (verb, resource, sub) in OPERATOR_WRITES and n
+    }
     total = sum(by_kind.values())
-    by_kind.update({f"{verb} {resource}{'/' if not sub.startswith('#') else ''}{sub.replace('#', ' ')} (included above)": int(n)
-                    for (verb, resource, sub), n in sorted(delta.items()) if "#code=" in sub and (verb, resource, sub.split("#")[0]) in OPERATOR_WRITES and n})
+    by_kind.update(
+        {
+            f"{verb} {resource}{'/' if not sub.startswith('#') else ''}{sub.replace('#', ' ')} (included above)": int(n)
+            for (verb, resource, sub), n in sorted(delta.items())
+            if "#code=" in sub and (verb, resource, sub.split("#")[0]) in OPERATOR_WRITES and n
+        }
+    )
     return {
         "by_request": by_kind,
         "total": total,
         "writes_per_job": round(total / jobs, 2) if jobs else None,
         "events_posted": operator_events,
         "writes_per_job_with_events": round((total + operator_events) / jobs, 2) if jobs else None,
-        "all_writes_by_request": {f"{verb} {resource}{'/' + sub if sub else ''}": int(n) for (verb, resource, sub), n in sorted(delta.items()) if n},
+        "all_writes_by_request": {
+            f"{verb} {resource}{'/' + sub if sub else ''}": int(n)
+            for (verb, resource, sub), n in sorted(delta.items())
+            if n
+        },
     }
 
 
 def operator_event_count(cluster: Cluster, namespace: str) -> int:
     """Events the operator posted (kopf reports them as component "kopf"), counting repeats of one Event."""
     items = json.loads(cluster.kubectl("get", "events", "-n", namespace, "-o", "json", timeout=60).stdout)["items"]
-    return sum(int(e.get("count") or 1) for e in items if (e.get("source") or {}).get("component") == "kopf"
-               or e.get("reportingComponent") == "kopf")
+    return sum(
+        int(e.get("count") or 1)
+        for e in items
+        if (e.get("source") or {}).get("component") == "kopf" or e.get("reportingComponent") == "kopf"
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -259,20 +293,40 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
 
     namespace = f"bench-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", namespace)
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "edgequant.io_quantizationjobs.yaml"))
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "edgequant.io_quantizationjobs.yaml")
+    )
     cluster.kubectl("wait", "--for=condition=Established", "crd/quantizationjobs.edgequant.io", "--timeout=60s")
     out_dir = Path(tempfile.mkdtemp(prefix="eq-bench-"))
     log = out_dir / "operator.log"
     liveness, metrics = free_port(), free_port()
-    argv = [str(Path(sys.executable).parent / "edgequant"), "operator", "-n", namespace, "--log-format", "json",
-            "--liveness-port", str(liveness), "--metrics-port", str(metrics)]
+    argv = [
+        str(Path(sys.executable).parent / "edgequant"),
+        "operator",
+        "-n",
+        namespace,
+        "--log-format",
+        "json",
+        "--liveness-port",
+        str(liveness),
+        "--metrics-port",
+        str(metrics),
+    ]
     with log.open("wb") as sink:
-        operator = subprocess.Popen(argv, env={**cluster.env(), **({"EDGEQUANT_OPERATOR_WORKERS": str(workers)} if workers else {})}, stdout=sink, stderr=subprocess.STDOUT)
+        operator = subprocess.Popen(
+            argv,
+            env={**cluster.env(), **({"EDGEQUANT_OPERATOR_WORKERS": str(workers)} if workers else {})},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
     recorder, stop = Recorder(), threading.Event()
     server_side: list[float] = []
     writes: dict[str, Any] = {}
     refresh: dict[str, Any] = {}
-    threads = [threading.Thread(target=watch, args=(cluster, namespace, kind, recorder, stop), daemon=True) for kind in ("jobs", "pods", "qjs")]
+    threads = [
+        threading.Thread(target=watch, args=(cluster, namespace, kind, recorder, stop), daemon=True)
+        for kind in ("jobs", "pods", "qjs")
+    ]
     try:
         _wait_http(f"http://127.0.0.1:{liveness}/healthz", operator, log)
         for t in threads:
@@ -284,7 +338,14 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
         names = [f"b-{i:04d}" for i in range(jobs)]
         t0 = time.monotonic()
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda n: custom.create_namespaced_custom_object("edgequant.io", "v1alpha1", namespace, "quantizationjobs", manifest(n, out_dir)), names))
+            list(
+                pool.map(
+                    lambda n: custom.create_namespaced_custom_object(
+                        "edgequant.io", "v1alpha1", namespace, "quantizationjobs", manifest(n, out_dir)
+                    ),
+                    names,
+                )
+            )
         submitted = time.monotonic() - t0
         deadline = t0 + timeout
         while time.monotonic() < deadline and len(recorder.qj_terminal) < jobs:
@@ -292,11 +353,18 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
             assert operator.poll() is None, "the operator exited:\n" + log.read_text()[-4000:]
         elapsed = time.monotonic() - t0
         rss, cpu = proc_stats(operator.pid)
-        components = {name: round(proc_stats(pid)[1] - cpu_before.get(name, 0.0), 1) for name, pid in _component_pids(cluster).items()}
+        components = {
+            name: round(proc_stats(pid)[1] - cpu_before.get(name, 0.0), 1)
+            for name, pid in _component_pids(cluster).items()
+        }
         refresh = refresh_latency(f"http://127.0.0.1:{metrics}/metrics")
-        time.sleep(EVENT_SETTLE_SECONDS)  # writes the operator makes after the terminal status (none expected) count too
+        time.sleep(
+            EVENT_SETTLE_SECONDS
+        )  # writes the operator makes after the terminal status (none expected) count too
         writes = operator_writes(writes_before, write_requests(cluster), jobs, operator_event_count(cluster, namespace))
-        server_side = status_written_after_exit(custom.list_namespaced_custom_object("edgequant.io", "v1alpha1", namespace, "quantizationjobs")["items"])
+        server_side = status_written_after_exit(
+            custom.list_namespaced_custom_object("edgequant.io", "v1alpha1", namespace, "quantizationjobs")["items"]
+        )
     finally:
         stop.set()
         operator.send_signal(signal.SIGTERM)
@@ -307,11 +375,17 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
         cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
     created = sorted(recorder.job_created.values())
-    latencies = [recorder.qj_terminal[n] - recorder.pod_exited[n] for n in recorder.qj_terminal if n in recorder.pod_exited]
+    latencies = [
+        recorder.qj_terminal[n] - recorder.pod_exited[n] for n in recorder.qj_terminal if n in recorder.pod_exited
+    ]
     # The Job controller's own lag (pod exit -> the Job's Complete/Failed condition), and the status relative to it:
     # negative when the operator reported a pod whose exit sealed the Job before the Job controller recorded it.
-    job_lag = [recorder.job_concluded[n] - recorder.pod_exited[n] for n in recorder.job_concluded if n in recorder.pod_exited]
-    vs_job = [recorder.qj_terminal[n] - recorder.job_concluded[n] for n in recorder.qj_terminal if n in recorder.job_concluded]
+    job_lag = [
+        recorder.job_concluded[n] - recorder.pod_exited[n] for n in recorder.job_concluded if n in recorder.pod_exited
+    ]
+    vs_job = [
+        recorder.qj_terminal[n] - recorder.job_concluded[n] for n in recorder.qj_terminal if n in recorder.job_concluded
+    ]
     return {
         "jobs": jobs,
         "terminal": len(recorder.qj_terminal),
@@ -359,17 +433,27 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to wait for every job to finish")
     parser.add_argument("--max-pods", type=int, default=110, help="pods the process node runs at once")
-    parser.add_argument("--workers", type=int, default=None, help="operator handler threads (EDGEQUANT_OPERATOR_WORKERS; default: the operator's own)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="operator handler threads (EDGEQUANT_OPERATOR_WORKERS; default: the operator's own)",
+    )
     args = parser.parse_args()
     existing = os.environ.get("EDGEQUANT_TEST_CLUSTER")
     if existing:
         result = run(Cluster.attach(Path(existing).absolute()), args.jobs, args.timeout, args.workers)
     else:
-        with tempfile.TemporaryDirectory(prefix="eq-bench-cluster-") as state, Cluster(state_dir=Path(state), node_options={"max_pods": args.max_pods}) as cluster:
+        with (
+            tempfile.TemporaryDirectory(prefix="eq-bench-cluster-") as state,
+            Cluster(state_dir=Path(state), node_options={"max_pods": args.max_pods}) as cluster,
+        ):
             result = run(cluster, args.jobs, args.timeout, args.workers)
     print(json.dumps(result, indent=2))
     writes = result.get("operator_writes") or {}
-    print(f"operator writes/job: {writes.get('writes_per_job')} ({writes.get('by_request')}); with Events: {writes.get('writes_per_job_with_events')}")
+    print(
+        f"operator writes/job: {writes.get('writes_per_job')} ({writes.get('by_request')}); with Events: {writes.get('writes_per_job_with_events')}"
+    )
     return 0 if result["terminal"] == args.jobs else 1
 
 

@@ -52,6 +52,7 @@ def batches(x: np.ndarray) -> Batches:
     def make() -> object:
         for i in range(0, len(x), BATCH):
             yield np.ascontiguousarray(x[i : i + BATCH]), np.zeros(len(x[i : i + BATCH]), dtype=np.int64)
+
     return Batches(make_iter=make, count=len(x), batch_size=BATCH)  # type: ignore[arg-type]
 
 
@@ -89,25 +90,52 @@ def bare(model: Path, cal: np.ndarray, out: Path, *, reduce_range: bool) -> Path
     pre = out.with_suffix(".pre.onnx")
     with contextlib.redirect_stdout(sys.stderr):
         quant_pre_process(str(model), str(pre))
-        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        quantize_static(
+            str(pre),
+            str(out),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=reduce_range,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+        )
     return out
 
 
-def edgequant(model: Path, cal: np.ndarray, out: Path, *, reduce_range: bool, ptq: dict[str, object], log: bool) -> tuple[Path, list[str]]:
+def edgequant(
+    model: Path, cal: np.ndarray, out: Path, *, reduce_range: bool, ptq: dict[str, object], log: bool
+) -> tuple[Path, list[str]]:
     work = out.parent / (out.stem + ".work")
     fm = prepare_float_model(model, workdir=work, preprocess=True, per_channel=True)
     settings = StaticSettings(reduce_range=reduce_range)
-    tuned = tune(float_model=fm, calibration=batches(cal), settings=settings, options=api.PostTraining.model_validate(ptq),
-                 workdir=work / "ptq", log=print if log else (lambda _m: None))
+    tuned = tune(
+        float_model=fm,
+        calibration=batches(cal),
+        settings=settings,
+        options=api.PostTraining.model_validate(ptq),
+        workdir=work / "ptq",
+        log=print if log else (lambda _m: None),
+    )
     quantize_qdq(float_model=tuned.float_model, output_path=out, ranges_path=tuned.ranges_path, settings=settings)
     return out, tuned.notes
 
 
-def run(model: Path, cal: np.ndarray, ev: np.ndarray, reduce_ranges: list[int], only: list[str] | None, log: bool, with_bare: bool = True) -> None:
+def run(
+    model: Path,
+    cal: np.ndarray,
+    ev: np.ndarray,
+    reduce_ranges: list[int],
+    only: list[str] | None,
+    log: bool,
+    with_bare: bool = True,
+) -> None:
     reference = predict(model, ev)
-    print(f"model {model.name}: {len(cal)} calibration, {len(ev)} evaluation inputs; FP32 classes seen {len(set(reference.argmax(1)))}")
+    print(
+        f"model {model.name}: {len(cal)} calibration, {len(ev)} evaluation inputs; FP32 classes seen {len(set(reference.argmax(1)))}"
+    )
     with tempfile.TemporaryDirectory(prefix="ptq-bench-") as tmp:
         for rr in reduce_ranges:
             base_s = float("nan")
@@ -116,17 +144,30 @@ def run(model: Path, cal: np.ndarray, ev: np.ndarray, reduce_ranges: list[int], 
                 path = bare(model, cal, Path(tmp) / f"bare-{rr}.onnx", reduce_range=bool(rr))
                 base_s = time.perf_counter() - t
                 q = predict(path, ev)
-                print(f"reduce_range {bool(rr)}: bare quantize_static minmax  agreement {pt.top1_agreement(reference, q):.3f}  "
-                      f"SQNR {pt.sqnr_db(reference, q):5.1f} dB  {base_s:6.1f} s", flush=True)
+                print(
+                    f"reduce_range {bool(rr)}: bare quantize_static minmax  agreement {pt.top1_agreement(reference, q):.3f}  "
+                    f"SQNR {pt.sqnr_db(reference, q):5.1f} dB  {base_s:6.1f} s",
+                    flush=True,
+                )
             for name, options in VARIANTS.items():
                 if only and name not in only:
                     continue
                 t = time.perf_counter()
-                path, notes = edgequant(model, cal, Path(tmp) / f"{name.replace(' ', '-')}-{rr}.onnx", reduce_range=bool(rr), ptq=options, log=log)
+                path, notes = edgequant(
+                    model,
+                    cal,
+                    Path(tmp) / f"{name.replace(' ', '-')}-{rr}.onnx",
+                    reduce_range=bool(rr),
+                    ptq=options,
+                    log=log,
+                )
                 took = time.perf_counter() - t
                 q = predict(path, ev)
-                print(f"reduce_range {bool(rr)}: {name:30s} agreement {pt.top1_agreement(reference, q):.3f}  "
-                      f"SQNR {pt.sqnr_db(reference, q):5.1f} dB  {took:6.1f} s ({took / base_s:.2f}x bare)", flush=True)
+                print(
+                    f"reduce_range {bool(rr)}: {name:30s} agreement {pt.top1_agreement(reference, q):.3f}  "
+                    f"SQNR {pt.sqnr_db(reference, q):5.1f} dB  {took:6.1f} s ({took / base_s:.2f}x bare)",
+                    flush=True,
+                )
                 for note in notes:
                     print("    " + note)
 
@@ -159,7 +200,15 @@ def main() -> None:
         model, cal, ev = separable_inputs()
     else:
         model, cal, ev = args.model, np.load(args.calibration, mmap_mode="r"), np.load(args.evaluation, mmap_mode="r")
-    run(model, np.asarray(cal, dtype=np.float32), np.asarray(ev, dtype=np.float32), args.reduce_range, args.only, args.log, with_bare=not args.no_bare)
+    run(
+        model,
+        np.asarray(cal, dtype=np.float32),
+        np.asarray(ev, dtype=np.float32),
+        args.reduce_range,
+        args.only,
+        args.log,
+        with_bare=not args.no_bare,
+    )
 
 
 if __name__ == "__main__":

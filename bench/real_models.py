@@ -111,10 +111,18 @@ def _top1(path: Path, x: np.ndarray, *, contract: dict[str, Any], workdir: Path)
 
         local = workdir / path.name  # the backend writes its float export beside the model: keep it out of the cache
         local.symlink_to(path)
-        spec = spec_from_document({"method": "tflite-dynamic-range", "model": {"uri": local.as_uri(), "input": contract},
-                                   "output": {"uri": "file:///unused/"}})[0]
+        spec = spec_from_document(
+            {
+                "method": "tflite-dynamic-range",
+                "model": {"uri": local.as_uri(), "input": contract},
+                "output": {"uri": "file:///unused/"},
+            }
+        )[0]
         predictor = TFLiteBackend().load(local, spec=spec)
-    tops = [predictor.predict(to_input_contract(x[i : i + 50], predictor.input)).argmax(axis=1) for i in range(0, len(x), 50)]
+    tops = [
+        predictor.predict(to_input_contract(x[i : i + 50], predictor.input)).argmax(axis=1)
+        for i in range(0, len(x), 50)
+    ]
     return np.concatenate(tops)
 
 
@@ -147,8 +155,15 @@ def _bare_onnx(model: realmodels.RealModel, calibration: np.ndarray, workdir: Pa
     pre, out = workdir / "pre.onnx", workdir / "bare.qdq.onnx"
     quant_pre_process(str(model.path), str(pre))
     quantize_static(
-        str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        str(pre),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=reduce_range,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
     )
     return out
 
@@ -169,8 +184,14 @@ def _edgequant(model: realmodels.RealModel, workdir: Path, *, sensitivity: bool)
     document: dict[str, Any] = {
         "method": method,
         "model": {"uri": model.uri, "input": model.contract},
-        "calibration": {"dataset": {"uri": photos.calibration.as_uri(), "layout": "npz", "labels": "none"}, "samples": realmodels.CALIBRATION_SAMPLES},
-        "evaluation": {"dataset": {"uri": photos.evaluation.as_uri(), "layout": "npz", "labels": "none"}, "samples": realmodels.EVALUATION_SAMPLES},
+        "calibration": {
+            "dataset": {"uri": photos.calibration.as_uri(), "layout": "npz", "labels": "none"},
+            "samples": realmodels.CALIBRATION_SAMPLES,
+        },
+        "evaluation": {
+            "dataset": {"uri": photos.evaluation.as_uri(), "layout": "npz", "labels": "none"},
+            "samples": realmodels.EVALUATION_SAMPLES,
+        },
         "output": {"uri": (workdir / "out").as_uri() + "/"},
     }
     if not sensitivity:
@@ -191,14 +212,18 @@ def child(model_name: str, variant: str, workdir: Path) -> None:
     model = _model(model_name)
     result: dict[str, Any] = {}
     if variant == "fp32":
-        result["top1"] = _top1(model.path, _inputs(model, "evaluation"), contract=model.contract, workdir=workdir).tolist()
+        result["top1"] = _top1(
+            model.path, _inputs(model, "evaluation"), contract=model.contract, workdir=workdir
+        ).tolist()
     elif variant == "bare":
         calibration = _inputs(model, "calibration")
         start = time.perf_counter()
         artifact = (_bare_onnx if model.path.suffix == ".onnx" else _bare_tflite)(model, calibration, workdir)
         result["quantize_seconds"] = time.perf_counter() - start
         result["quantize_peak_bytes"] = _vm()
-        result["top1"] = _top1(artifact, _inputs(model, "evaluation"), contract=model.contract, workdir=workdir).tolist()
+        result["top1"] = _top1(
+            artifact, _inputs(model, "evaluation"), contract=model.contract, workdir=workdir
+        ).tolist()
     else:
         start = time.perf_counter()
         artifact, report = _edgequant(model, workdir, sensitivity=variant == "edgequant")
@@ -207,7 +232,9 @@ def child(model_name: str, variant: str, workdir: Path) -> None:
         result["stages"] = {s["name"]: s["seconds"] for s in report["stages"]}
         result["quantize_seconds"] = result["stages"].get("quantize")
         result["report_agreement"] = (report.get("comparison") or {}).get("agreement")
-        result["top1"] = _top1(artifact, _inputs(model, "evaluation"), contract=model.contract, workdir=workdir).tolist()
+        result["top1"] = _top1(
+            artifact, _inputs(model, "evaluation"), contract=model.contract, workdir=workdir
+        ).tolist()
     result["artifact_bytes"] = artifact.stat().st_size if variant != "fp32" else None
     (workdir / "result.json").write_text(json.dumps(result))
 
@@ -281,7 +308,9 @@ def measure(model_name: str, variant: str, workdir: Path, cap_bytes: int) -> Mea
         note = f"exit {proc.returncode} (see {log})"
     else:
         note = ""
-    return Measurement(variant, proc.returncode == 0 and not killed[0], note, usage.ru_maxrss * 1024, watched[0], result)
+    return Measurement(
+        variant, proc.returncode == 0 and not killed[0], note, usage.ru_maxrss * 1024, watched[0], result
+    )
 
 
 def _agreement(top1: list[int] | None, reference: list[int]) -> float | None:
@@ -312,21 +341,29 @@ def main() -> int:
     root = args.workdir or Path(tempfile.mkdtemp(prefix="real-models-bench-"))
     root.mkdir(parents=True, exist_ok=True)
     cap = int(args.cap_gib * GIB)
-    print(f"workdir {root}; each child's output in <model>/<variant>/child.log; cap {args.cap_gib:g} GiB; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    print(
+        f"workdir {root}; each child's output in <model>/<variant>/child.log; cap {args.cap_gib:g} GiB; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
     rows = []
     for model_name in args.models.split(","):
         fp32 = measure(model_name, "fp32", root / model_name / "fp32", cap)
         reference = fp32.result.get("top1") or []
-        print(f"{model_name}: fp32 {'ok' if fp32.ok else fp32.note}, {len(reference)} evaluation photographs", flush=True)
+        print(
+            f"{model_name}: fp32 {'ok' if fp32.ok else fp32.note}, {len(reference)} evaluation photographs", flush=True
+        )
         measured: dict[str, Measurement] = {}
         for variant in args.variants.split(","):
             m = measure(model_name, variant, root / model_name / variant, cap)
             measured[variant] = m
             rows.append((model_name, m, _agreement(m.result.get("top1"), reference)))
             r = m.result
-            print(f"  {variant:26s} {'ok' if m.ok else 'FAILED: ' + m.note}; peak {m.peak_bytes / GIB:.2f} GiB (watched {m.watched_peak_bytes / GIB:.2f}); "
-                  f"quantize {_fmt(r.get('quantize_seconds'), '{:.1f}')} s; agreement {_fmt(rows[-1][2], '{:.3f}')}; "
-                  f"stages {r.get('stages', '-')}", flush=True)
+            print(
+                f"  {variant:26s} {'ok' if m.ok else 'FAILED: ' + m.note}; peak {m.peak_bytes / GIB:.2f} GiB (watched {m.watched_peak_bytes / GIB:.2f}); "
+                f"quantize {_fmt(r.get('quantize_seconds'), '{:.1f}')} s; agreement {_fmt(rows[-1][2], '{:.3f}')}; "
+                f"stages {r.get('stages', '-')}",
+                flush=True,
+            )
         bare = measured.get("bare")
         for variant in ("edgequant", "edgequant-no-sensitivity"):
             ours = measured.get(variant)
@@ -335,14 +372,21 @@ def main() -> int:
                 qs, bs = ours.result.get("quantize_seconds"), bare.result.get("quantize_seconds")
                 timing = f"{qs / bs:.2f}x" if qs and bs else "-"
                 bound = "" if ours.ok else ">= "  # a killed child had not reached its peak
-                print(f"  {variant} / bare: peak RSS {bound}{mem:.2f}x (goal <= 1.5x and < 3 GiB: "
-                      f"{'met' if ours.ok and mem <= 1.5 and ours.peak_bytes < 3 * GIB else 'NOT met'}); quantize stage {timing} (goal <= 1.05x)", flush=True)
+                print(
+                    f"  {variant} / bare: peak RSS {bound}{mem:.2f}x (goal <= 1.5x and < 3 GiB: "
+                    f"{'met' if ours.ok and mem <= 1.5 and ours.peak_bytes < 3 * GIB else 'NOT met'}); quantize stage {timing} (goal <= 1.05x)",
+                    flush=True,
+                )
     print()
-    print(f"{'model':12s} {'variant':26s} {'ok':>4s} {'peak GiB':>9s} {'quantize s':>11s} {'run s':>8s} {'top-1 agree':>12s} {'artifact MB':>12s}  note")
+    print(
+        f"{'model':12s} {'variant':26s} {'ok':>4s} {'peak GiB':>9s} {'quantize s':>11s} {'run s':>8s} {'top-1 agree':>12s} {'artifact MB':>12s}  note"
+    )
     for model_name, m, agree in rows:
         r = m.result
-        print(f"{model_name:12s} {m.variant:26s} {'yes' if m.ok else 'no':>4s} {m.peak_bytes / GIB:9.2f} {_fmt(r.get('quantize_seconds'), '{:.1f}'):>11s} "
-              f"{_fmt(r.get('run_seconds'), '{:.1f}'):>8s} {_fmt(agree, '{:.3f}'):>12s} {_fmt((r.get('artifact_bytes') or 0) / 1e6 or None, '{:.2f}'):>12s}  {m.note}")
+        print(
+            f"{model_name:12s} {m.variant:26s} {'yes' if m.ok else 'no':>4s} {m.peak_bytes / GIB:9.2f} {_fmt(r.get('quantize_seconds'), '{:.1f}'):>11s} "
+            f"{_fmt(r.get('run_seconds'), '{:.1f}'):>8s} {_fmt(agree, '{:.3f}'):>12s} {_fmt((r.get('artifact_bytes') or 0) / 1e6 or None, '{:.2f}'):>12s}  {m.note}"
+        )
     return 0
 
 

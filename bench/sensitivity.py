@@ -64,19 +64,21 @@ def build(widths: dict[str, int]) -> Any:
     import keras
 
     L = keras.layers
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        L.Conv2D(widths["c1"], 3, padding="same", activation="relu", name="c1"),
-        L.Conv2D(widths["c2"], 3, padding="same", activation="relu", name="c2"),
-        L.MaxPooling2D(name="p1"),
-        L.DepthwiseConv2D(3, padding="same", activation="relu", name="dw1"),
-        L.Conv2D(widths["pw1"], 1, activation="relu", name="pw1"),
-        L.MaxPooling2D(name="p2"),
-        L.Conv2D(widths["c3"], 3, padding="same", activation="relu", name="c3"),
-        L.Flatten(name="flat"),
-        L.Dense(widths["fc1"], activation="relu", name="fc1"),
-        L.Dense(10, name="logits"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Conv2D(widths["c1"], 3, padding="same", activation="relu", name="c1"),
+            L.Conv2D(widths["c2"], 3, padding="same", activation="relu", name="c2"),
+            L.MaxPooling2D(name="p1"),
+            L.DepthwiseConv2D(3, padding="same", activation="relu", name="dw1"),
+            L.Conv2D(widths["pw1"], 1, activation="relu", name="pw1"),
+            L.MaxPooling2D(name="p2"),
+            L.Conv2D(widths["c3"], 3, padding="same", activation="relu", name="c3"),
+            L.Flatten(name="flat"),
+            L.Dense(widths["fc1"], activation="relu", name="fc1"),
+            L.Dense(10, name="logits"),
+        ]
+    )
 
 
 def build_and_train(x: np.ndarray, y: np.ndarray, path: Path) -> None:
@@ -127,7 +129,16 @@ def make_graded(source: Path, path: Path) -> None:
 
 
 def cached(name: str, make: Callable[[Path], None], *keys: object) -> Path:
-    digest = hashlib.sha256("|".join([inspect.getsource(build), inspect.getsource(build_and_train), inspect.getsource(make_graded), *map(str, keys)]).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        "|".join(
+            [
+                inspect.getsource(build),
+                inspect.getsource(build_and_train),
+                inspect.getsource(make_graded),
+                *map(str, keys),
+            ]
+        ).encode()
+    ).hexdigest()[:16]
     path = CACHE / f"{name}-{digest}.keras"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
@@ -162,12 +173,23 @@ def to_onnx(keras_path: Path, onnx_path: Path) -> Path:
             else:  # HWIO -> OIHW
                 w, group = kernel.transpose(3, 2, 0, 1), 1
             pads = [k // 2] * 4 if layer.padding == "same" else [0] * 4
-            nodes.append(helper.make_node("Conv", [x, const(f"{name}.weight", w), const(f"{name}.bias", bias)], [f"{name}_out"],
-                                          name=name, kernel_shape=[k, k], pads=pads, group=group))
+            nodes.append(
+                helper.make_node(
+                    "Conv",
+                    [x, const(f"{name}.weight", w), const(f"{name}.bias", bias)],
+                    [f"{name}_out"],
+                    name=name,
+                    kernel_shape=[k, k],
+                    pads=pads,
+                    group=group,
+                )
+            )
             nodes.append(helper.make_node("Relu", [f"{name}_out"], [f"{name}_relu"], name=f"{name}_relu"))
             x = f"{name}_relu"
         elif kind == "MaxPooling2D":
-            nodes.append(helper.make_node("MaxPool", [x], [f"{name}_out"], name=name, kernel_shape=[2, 2], strides=[2, 2]))
+            nodes.append(
+                helper.make_node("MaxPool", [x], [f"{name}_out"], name=name, kernel_shape=[2, 2], strides=[2, 2])
+            )
             x, hw = f"{name}_out", hw // 2
         elif kind == "Flatten":  # Keras flattens HWC: transpose first so the Dense rows line up
             nodes.append(helper.make_node("Transpose", [x], [f"{name}_nhwc"], name=f"{name}_nhwc", perm=[0, 2, 3, 1]))
@@ -176,13 +198,22 @@ def to_onnx(keras_path: Path, onnx_path: Path) -> Path:
         elif kind == "Dense":
             kernel, bias = layer.get_weights()
             out = "logits" if layer is model.layers[-1] else f"{name}_out"
-            nodes.append(helper.make_node("Gemm", [x, const(f"{name}.weight", kernel), const(f"{name}.bias", bias)], [out], name=name))
+            nodes.append(
+                helper.make_node(
+                    "Gemm", [x, const(f"{name}.weight", kernel), const(f"{name}.bias", bias)], [out], name=name
+                )
+            )
             x = out
             if layer.get_config().get("activation") == "relu":
                 nodes.append(helper.make_node("Relu", [out], [f"{name}_relu"], name=f"{name}_relu"))
                 x = f"{name}_relu"
-    graph = helper.make_graph(nodes, "bench_cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 28, 28])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])], initializer=inits)
+    graph = helper.make_graph(
+        nodes,
+        "bench_cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
+        initializer=inits,
+    )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     proto.ir_version = 8
     onnx.checker.check_model(proto)
@@ -190,7 +221,9 @@ def to_onnx(keras_path: Path, onnx_path: Path) -> Path:
     return onnx_path
 
 
-def bench_ort(name: str, keras_path: Path, *, cal: np.ndarray, ex: np.ndarray, ey: np.ndarray, repeats: int, work: Path) -> dict[str, Any]:
+def bench_ort(
+    name: str, keras_path: Path, *, cal: np.ndarray, ex: np.ndarray, ey: np.ndarray, repeats: int, work: Path
+) -> dict[str, Any]:
     """The same measurements for onnx-static, through the onnxruntime backend (a fresh one per run: no cached ranges)."""
     from edgequant.analysis.layer_tools import layer_tool_for
     from edgequant.backends.base import QuantizeRequest
@@ -202,15 +235,25 @@ def bench_ort(name: str, keras_path: Path, *, cal: np.ndarray, ex: np.ndarray, e
     folder.mkdir(parents=True, exist_ok=True)
     model = to_onnx(keras_path, folder / f"{name}.onnx")
     cal_nchw, ex_nchw = cal.transpose(0, 3, 1, 2).copy(), ex.transpose(0, 3, 1, 2).copy()
-    spec = api.QuantizationJobSpec.model_validate({
-        "model": {"uri": "file:///m.onnx", "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}},
-        "method": "onnx-static", "calibration": {"dataset": {"uri": "file:///cal/"}}, "output": {"uri": "file:///out/"},
-    })
+    spec = api.QuantizationJobSpec.model_validate(
+        {
+            "model": {"uri": "file:///m.onnx", "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}},
+            "method": "onnx-static",
+            "calibration": {"dataset": {"uri": "file:///cal/"}},
+            "output": {"uri": "file:///out/"},
+        }
+    )
     counter = iter(range(10_000))
 
     def request() -> QuantizeRequest:
-        return QuantizeRequest(spec=spec, method=api.Method.ONNX_STATIC, model_path=model, workdir=folder / f"run{next(counter)}",
-                               calibration=batches(cal_nchw, np.zeros(len(cal), dtype=np.int64)), log=lambda _m: None)
+        return QuantizeRequest(
+            spec=spec,
+            method=api.Method.ONNX_STATIC,
+            model_path=model,
+            workdir=folder / f"run{next(counter)}",
+            calibration=batches(cal_nchw, np.zeros(len(cal), dtype=np.int64)),
+            log=lambda _m: None,
+        )
 
     def accuracy(path: Path) -> float:
         top1 = evaluate(predictor=OrtPredictor(path), data=batches(ex_nchw, ey), latency_runs=0).top1
@@ -222,15 +265,24 @@ def bench_ort(name: str, keras_path: Path, *, cal: np.ndarray, ex: np.ndarray, e
 
     def fast() -> list[str]:
         tool = layer_tool_for(request(), OnnxRuntimeBackend())
-        return [e.layer for e in fast_sensitivity(probes=tool.probe([cal_nchw], max_samples=256), threshold=0.005, seconds=0.0).layers]
+        return [
+            e.layer
+            for e in fast_sensitivity(
+                probes=tool.probe([cal_nchw], max_samples=256), threshold=0.005, seconds=0.0
+            ).layers
+        ]
 
     reference = accuracy(model)
     holder: dict[str, Any] = {}
 
     def exhaustive() -> list[str]:
         tool = layer_tool_for(request(), OnnxRuntimeBackend())
-        holder["report"] = exhaustive_sensitivity(layers=tool.layers, reference_accuracy=reference, threshold=0.005,
-                                                  accuracy_with_only=lambda layer: accuracy(tool.model_with_only(layer)))
+        holder["report"] = exhaustive_sensitivity(
+            layers=tool.layers,
+            reference_accuracy=reference,
+            threshold=0.005,
+            accuracy_with_only=lambda layer: accuracy(tool.model_with_only(layer)),
+        )
         return [e.layer for e in holder["report"].layers]
 
     return _measure(f"ort/{name}", reference, one_run, fast, exhaustive, holder, repeats)
@@ -243,8 +295,15 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     return result, time.process_time() - cpu, time.perf_counter() - wall
 
 
-def _measure(label: str, reference: float, one_run: Callable[[], float], fast: Callable[[], list[str]],
-             exhaustive: Callable[[], list[str]], holder: dict[str, Any], repeats: int) -> dict[str, Any]:
+def _measure(
+    label: str,
+    reference: float,
+    one_run: Callable[[], float],
+    fast: Callable[[], list[str]],
+    exhaustive: Callable[[], list[str]],
+    holder: dict[str, Any],
+    repeats: int,
+) -> dict[str, Any]:
     """Warm up, then time one run and fast alternately, exhaustive once per two repeats: median CPU time, best wall time."""
     one_run(), fast()
     one: list[tuple[float, float]] = []
@@ -270,20 +329,36 @@ def _measure(label: str, reference: float, one_run: Callable[[], float], fast: C
         return min(w for _c, w in runs)
 
     return {
-        "model": label, "layers": len(ex_order), "fp32": reference, "int8": int8_acc,
-        "one_cpu": cpu_of(one), "fast_cpu": cpu_of(quick), "ex_cpu": cpu_of(full),
-        "one_wall": wall_of(one), "fast_wall": wall_of(quick), "ex_wall": wall_of(full),
-        "overlap": agree.top_k_overlap, "k": agree.k, "spearman": agree.spearman,
-        "fast_top": agree.fast_top, "exhaustive_top": agree.exhaustive_top,
+        "model": label,
+        "layers": len(ex_order),
+        "fp32": reference,
+        "int8": int8_acc,
+        "one_cpu": cpu_of(one),
+        "fast_cpu": cpu_of(quick),
+        "ex_cpu": cpu_of(full),
+        "one_wall": wall_of(one),
+        "fast_wall": wall_of(quick),
+        "ex_wall": wall_of(full),
+        "overlap": agree.top_k_overlap,
+        "k": agree.k,
+        "spearman": agree.spearman,
+        "fast_top": agree.fast_top,
+        "exhaustive_top": agree.exhaustive_top,
         "deltas": {x.layer: x.accuracy_delta for x in holder["report"].layers[:5]},
     }
 
 
 def batches(x: np.ndarray, y: np.ndarray, size: int = 100) -> Batches:
-    return Batches(make_iter=lambda: ((x[i:i + size], y[i:i + size]) for i in range(0, len(x), size)), count=len(x), batch_size=size)
+    return Batches(
+        make_iter=lambda: ((x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)),
+        count=len(x),
+        batch_size=size,
+    )
 
 
-def bench_model(name: str, model_path: Path, *, cal: np.ndarray, ex: np.ndarray, ey: np.ndarray, repeats: int, work: Path) -> dict[str, Any]:
+def bench_model(
+    name: str, model_path: Path, *, cal: np.ndarray, ex: np.ndarray, ey: np.ndarray, repeats: int, work: Path
+) -> dict[str, Any]:
     from edgequant.backends.tflite import convert as conv
     from edgequant.backends.tflite.predictor import TFLitePredictor
     from edgequant.backends.tflite.source import load_source
@@ -299,7 +374,9 @@ def bench_model(name: str, model_path: Path, *, cal: np.ndarray, ex: np.ndarray,
         return top1
 
     def one_run() -> float:
-        data = conv.convert_source(source, method=api.Method.TFLITE_INT8, representative=conv.representative_from(cal_batches))
+        data = conv.convert_source(
+            source, method=api.Method.TFLITE_INT8, representative=conv.representative_from(cal_batches)
+        )
         path = work / name / "plain.tflite"
         path.write_bytes(data)
         return accuracy(path)
@@ -307,11 +384,16 @@ def bench_model(name: str, model_path: Path, *, cal: np.ndarray, ex: np.ndarray,
     def calibrated() -> TFLiteLayerAnalysis:
         converter = source.converter()
         conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(cal_batches))
-        return TFLiteLayerAnalysis.prepare(converter=converter, keras_model=source.keras_model, workdir=work / name / "layers", stem=name)
+        return TFLiteLayerAnalysis.prepare(
+            converter=converter, keras_model=source.keras_model, workdir=work / name / "layers", stem=name
+        )
 
     def fast() -> list[str]:
         tool = calibrated()
-        return [e.layer for e in fast_sensitivity(probes=tool.probe([cal], max_samples=256), threshold=0.005, seconds=0.0).layers]
+        return [
+            e.layer
+            for e in fast_sensitivity(probes=tool.probe([cal], max_samples=256), threshold=0.005, seconds=0.0).layers
+        ]
 
     fp32_path = work / name / "fp32.tflite"
     fp32_path.write_bytes(conv.convert_source(source, method=None))
@@ -322,7 +404,9 @@ def bench_model(name: str, model_path: Path, *, cal: np.ndarray, ex: np.ndarray,
     def exhaustive() -> list[str]:
         tool = calibrated()
         holder["report"] = exhaustive_sensitivity(
-            layers=tool.layers, reference_accuracy=reference, threshold=0.005,
+            layers=tool.layers,
+            reference_accuracy=reference,
+            threshold=0.005,
             accuracy_with_only=lambda layer: accuracy(tool.model_with_only(layer)),
         )
         return [e.layer for e in holder["report"].layers]
@@ -347,9 +431,15 @@ def main() -> int:
     natural = cached("natural", lambda p: build_and_train(train_x, train_y, p), 30_000)
     # the graded model must compute what the natural one does
     import keras
+
     check = ex[:200]
-    assert np.allclose(keras.models.load_model(natural).predict(check, verbose=0), keras.models.load_model(
-        cached("graded", lambda p: make_graded(natural, p), natural.name, GRADED)).predict(check, verbose=0), atol=1e-3)
+    assert np.allclose(
+        keras.models.load_model(natural).predict(check, verbose=0),
+        keras.models.load_model(cached("graded", lambda p: make_graded(natural, p), natural.name, GRADED)).predict(
+            check, verbose=0
+        ),
+        atol=1e-3,
+    )
     graded = cached("graded", lambda p: make_graded(natural, p), natural.name, GRADED)
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-sensitivity-") as tmp:
@@ -359,9 +449,13 @@ def main() -> int:
             for name, path in (("natural", natural), ("graded", graded)):
                 rows.append(bench_ort(name, path, cal=cal, ex=ex, ey=ey, repeats=args.repeats, work=Path(tmp)))
 
-    print(f"\nFashion-MNIST CNN, {args.eval_samples} evaluation images, 500 calibration images, {args.repeats} runs, {os.cpu_count()} CPUs")
+    print(
+        f"\nFashion-MNIST CNN, {args.eval_samples} evaluation images, 500 calibration images, {args.repeats} runs, {os.cpu_count()} CPUs"
+    )
     print("CPU seconds of this process (median) and best wall seconds; ratios against one plain quantize+evaluate\n")
-    print(f"{'model':14} {'L':>2} {'fp32':>6} {'int8':>6} {'one run':>13} {'fast':>13} {'exhaustive':>13} {'fast/one':>13} {'exh./one':>13} {'top-5':>6} {'rho':>5}")
+    print(
+        f"{'model':14} {'L':>2} {'fp32':>6} {'int8':>6} {'one run':>13} {'fast':>13} {'exhaustive':>13} {'fast/one':>13} {'exh./one':>13} {'top-5':>6} {'rho':>5}"
+    )
     print(f"{'':32}{'cpu / wall':>14}{'cpu / wall':>14}{'cpu / wall':>14}{'cpu / wall':>14}{'cpu / wall':>14}")
     for r in rows:
         rho = "n/a" if r["spearman"] is None else f"{r['spearman']:.2f}"
@@ -372,7 +466,9 @@ def main() -> int:
             f"{r['overlap']:>3}/{r['k']} {rho:>5}"
         )
     for r in rows:
-        print(f"\n{r['model']}: exhaustive top-5 {r['exhaustive_top']} (accuracy deltas {', '.join(f'{k} {v:+.4f}' for k, v in r['deltas'].items())})")
+        print(
+            f"\n{r['model']}: exhaustive top-5 {r['exhaustive_top']} (accuracy deltas {', '.join(f'{k} {v:+.4f}' for k, v in r['deltas'].items())})"
+        )
         print(f"{' ' * len(r['model'])}  fast top-5       {r['fast_top']}")
     print("\ntargets: fast/one <= 3x, top-5 overlap >= 4 of 5")
     return 0

@@ -45,7 +45,9 @@ from edgequant.worker.runner import run_job, spec_from_document  # noqa: E402
 
 def sweep_document(root: Path, out: str, targets: list[str], algorithms: list[str], samples: int) -> dict[str, Any]:
     return {
-        "apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationSweep", "metadata": {"name": "bench"},
+        "apiVersion": "edgequant.io/v1alpha1",
+        "kind": "QuantizationSweep",
+        "metadata": {"name": "bench"},
         "spec": {
             "model": {"uri": f"file://{root}/cnn.onnx", "input": CONTRACT.to_wire()},
             "matrix": {"targets": targets, "methods": ["onnx-static"], "calibrationAlgorithms": algorithms},
@@ -106,7 +108,10 @@ def main() -> int:
         classes = [str(c) for c in range(10)]
         write_npz(root / "train.npz", train_x[-3000:, :, :, None], train_y[-3000:], classes=classes)
         write_npz(root / "test.npz", test_x[:1000, :, :, None], test_y[:1000], classes=classes)
-        run_cells(local.load(sweep_document(root, "warm", targets[:1], algorithms[:1], args.samples)).documents(), root / "work-warm")
+        run_cells(
+            local.load(sweep_document(root, "warm", targets[:1], algorithms[:1], args.samples)).documents(),
+            root / "work-warm",
+        )
         runners = {"separate": separate, "sweep": sweep}
         for i in range(args.rounds):
             for name, runner in runners.items():
@@ -119,10 +124,14 @@ def main() -> int:
     assert sizes["sweep"] == sizes["separate"], "the sweep's artifacts must be the separate runs' artifacts"
     med = {k: statistics.median(v) for k, v in cpu.items()}
     best = {k: min(v) for k, v in wall.items()}
-    print(f"{cells} onnx-static cells ({len(targets)} targets x {len(algorithms)} calibration algorithms), {args.samples} calibration samples, "
-          f"1000 evaluation samples, {args.rounds} rounds, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"{cells} onnx-static cells ({len(targets)} targets x {len(algorithms)} calibration algorithms), {args.samples} calibration samples, "
+        f"1000 evaluation samples, {args.rounds} rounds, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     for name in ("separate", "sweep"):
-        print(f"  {name:9s} CPU median {med[name]:7.2f} s | wall best {best[name]:7.2f} s | CPU runs {', '.join(f'{t:.1f}' for t in cpu[name])}")
+        print(
+            f"  {name:9s} CPU median {med[name]:7.2f} s | wall best {best[name]:7.2f} s | CPU runs {', '.join(f'{t:.1f}' for t in cpu[name])}"
+        )
     for label, table in (("CPU time (median)", med), ("wall time (best)", best)):
         ratio = table["sweep"] / table["separate"]
         print(f"ratio sweep / separate, {label}: {ratio:.3f} (goal <= 0.6: {'met' if ratio <= 0.6 else 'NOT met'})")

@@ -65,14 +65,22 @@ def bare_convert(model_path: Path, calibration: np.ndarray, workdir: Path, *, fr
 
 
 def edgequant_convert(model_path: Path, prepared: PreparedSet, workdir: Path) -> bytes:
-    spec = api.QuantizationJobSpec.model_validate({
-        "method": "tflite-int8",
-        "model": {"uri": f"file://{model_path}", "input": CONTRACT.to_wire()},
-        "calibration": {"dataset": {"uri": "file:///unused/"}, "samples": len(prepared)},
-        "output": {"uri": "file:///unused/"},
-    })
-    request = QuantizeRequest(spec=spec, method=api.Method.TFLITE_INT8, model_path=model_path, workdir=workdir,
-                              calibration=prepared.batches(), log=lambda _m: None)
+    spec = api.QuantizationJobSpec.model_validate(
+        {
+            "method": "tflite-int8",
+            "model": {"uri": f"file://{model_path}", "input": CONTRACT.to_wire()},
+            "calibration": {"dataset": {"uri": "file:///unused/"}, "samples": len(prepared)},
+            "output": {"uri": "file:///unused/"},
+        }
+    )
+    request = QuantizeRequest(
+        spec=spec,
+        method=api.Method.TFLITE_INT8,
+        model_path=model_path,
+        workdir=workdir,
+        calibration=prepared.batches(),
+        log=lambda _m: None,
+    )
     return TFLiteBackend().quantize(request).path.read_bytes()
 
 
@@ -84,9 +92,16 @@ def main() -> int:
 
     model_path = cached_cnn(ROOT / ".cache" / "demo" / "models", samples=60000, epochs=2)
     x, y = load_fashion_mnist("train")
-    pixels = x[-args.samples:, :, :, None]
-    prepared = PreparedSet(name="calibration", uri="bench", contract=CONTRACT, pixels=pixels, labels=y[-args.samples:],
-                           sources=[], classes={})
+    pixels = x[-args.samples :, :, :, None]
+    prepared = PreparedSet(
+        name="calibration",
+        uri="bench",
+        contract=CONTRACT,
+        pixels=pixels,
+        labels=y[-args.samples :],
+        sources=[],
+        classes={},
+    )
     floats = np.concatenate([b for b, _ in prepared.batches()])  # the bare side gets the same floats, precomputed
 
     import_tf()
@@ -115,13 +130,19 @@ def main() -> int:
     best = {k: min(v) for k, v in timings.items()}
     cpu_median = {k: statistics.median(v) for k, v in cpu.items()}
     load = os.getloadavg()[0]
-    print(f"full-INT8 TFLite, {model_path.name}, {args.samples} calibration samples, {args.repeats} runs each, load average {load:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"full-INT8 TFLite, {model_path.name}, {args.samples} calibration samples, {args.repeats} runs each, load average {load:.1f} on {os.cpu_count()} CPUs"
+    )
     for name in names:
         runs = ", ".join(f"{t:.2f}" for t in timings[name])
-        print(f"  {name:22s} wall best {best[name]:6.3f} s, median {statistics.median(timings[name]):6.3f} s | CPU median {cpu_median[name]:6.3f} s | {sizes[name]:,} bytes | wall runs {runs}")
+        print(
+            f"  {name:22s} wall best {best[name]:6.3f} s, median {statistics.median(timings[name]):6.3f} s | CPU median {cpu_median[name]:6.3f} s | {sizes[name]:,} bytes | wall runs {runs}"
+        )
     for label, table in (("CPU time (median)", cpu_median), ("wall time (best)", best)):
         ratio = table["edgequant"] / min(table["bare from_keras_model"], table["bare from_saved_model"])
-        print(f"ratio edgequant / fastest bare call, {label}: {ratio:.3f} (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})")
+        print(
+            f"ratio edgequant / fastest bare call, {label}: {ratio:.3f} (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})"
+        )
     return 0
 
 

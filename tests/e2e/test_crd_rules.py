@@ -67,12 +67,23 @@ def _cases() -> Iterator[tuple[str, api.Method, Mutation, set[str]]]:
         yield f"{method.value}-as-is", method, lambda spec: None, set()
         yield f"{method.value}-on-cpu", method, cpu, {"spec.resources.accelerator"} if method.needs_gpu else set()
         yield f"{method.value}-no-training", method, no_training, {"spec.training"} if method.needs_training else set()
-        yield f"{method.value}-no-calibration", method, no_calibration, {"spec.calibration"} if method.needs_calibration else set()
+        yield (
+            f"{method.value}-no-calibration",
+            method,
+            no_calibration,
+            {"spec.calibration"} if method.needs_calibration else set(),
+        )
         for fmt in api.ModelFormat:
+
             def set_format(spec: dict[str, Any], fmt: api.ModelFormat = fmt) -> None:
                 spec["model"]["format"] = fmt.value
 
-            yield f"{method.value}-format-{fmt.value}", method, set_format, set() if fmt in method.formats else {"spec.model.format"}
+            yield (
+                f"{method.value}-format-{fmt.value}",
+                method,
+                set_format,
+                set() if fmt in method.formats else {"spec.model.format"},
+            )
 
     static = api.Method.ONNX_STATIC
 
@@ -140,7 +151,11 @@ def _server_refuses(objects: client.CustomObjectsApi, namespace: str, manifest: 
             return None
         assert exc.status == 422, exc.body
         causes = json.loads(exc.body)["details"]["causes"]
-        return {cause["field"] for cause in causes if cause.get("field") in RULES and RULES[cause["field"]].text in cause.get("message", "")}
+        return {
+            cause["field"]
+            for cause in causes
+            if cause.get("field") in RULES and RULES[cause["field"]].text in cause.get("message", "")
+        }
     return set()
 
 
@@ -159,6 +174,8 @@ def test_server_and_python_apply_every_cross_field_rule_alike(k8s_cluster: Clust
             server = _server_refuses(objects, namespace, manifest)
         python = _python_refuses(manifest["spec"])
         if not (server == python == expected):
-            disagreements.append(f"{case}: expected {sorted(expected)}, server {sorted(server or [])}, python {sorted(python)}")
+            disagreements.append(
+                f"{case}: expected {sorted(expected)}, server {sorted(server or [])}, python {sorted(python)}"
+            )
     assert disagreements == [], "\n".join(disagreements)
     assert len(CASES) >= len(api.Method) * (4 + len(api.ModelFormat))

@@ -62,7 +62,9 @@ def failed_condition(status: dict[str, Any]) -> dict[str, Any]:
     return next(c for c in status["conditions"] if c["type"] == "Failed")
 
 
-def served_meanwhile(cluster: Any, namespace: str, world: dict[str, Any], secret: str, name: str = "bystander") -> dict[str, Any]:
+def served_meanwhile(
+    cluster: Any, namespace: str, world: dict[str, Any], secret: str, name: str = "bystander"
+) -> dict[str, Any]:
     """Another job created while the fault plays out: the operator runs it (its worker ends InvalidInput at once)."""
     create(cluster, namespace, [missing_model(qj(name, world, secret))])
     status = terminal(cluster, namespace, name)
@@ -92,29 +94,62 @@ def written(world: dict[str, Any]) -> dict[str, set[str]]:
 
 POLICY_CASES: dict[str, tuple[dict[str, Any], str, str]] = {
     # A job that would send a Secret's value (here another key of it) to an endpoint its author controls.
-    "endpoint": ({"storage": {"endpoint": "http://127.0.0.1:{port}", "pathStyle": True, "region": "us-east-1",
-                              "credentialsSecret": {"name": "s3-credentials", "accessKeyIdKey": "AWS_SECRET_ACCESS_KEY"}}},
-                 "spec.storage.endpoint", "policy.allowedS3Endpoints"),
+    "endpoint": (
+        {
+            "storage": {
+                "endpoint": "http://127.0.0.1:{port}",
+                "pathStyle": True,
+                "region": "us-east-1",
+                "credentialsSecret": {"name": "s3-credentials", "accessKeyIdKey": "AWS_SECRET_ACCESS_KEY"},
+            }
+        },
+        "spec.storage.endpoint",
+        "policy.allowedS3Endpoints",
+    ),
     # Looks like AWS to a reader, is not AWS's host: refused like any unlisted endpoint.
-    "aws-lookalike": ({"storage": {"endpoint": "https://s3.amazonaws.com.attacker.example", "credentialsSecret": {"name": "s3-credentials"}}},
-                      "spec.storage.endpoint", "policy.allowedS3Endpoints"),
-    "image": ({"execution": {"image": "docker.io/attacker/forged-results:1", "backoffLimit": 0}},
-              "spec.execution.image", "policy.allowedImageRepositories"),
-    "service-account": ({"storage": {"serviceAccountName": "namespace-admin"}},
-                        "spec.storage.serviceAccountName", "policy.allowedServiceAccounts"),
-    "secret": ({"storage": {"credentialsSecret": {"name": "db-password"}}},
-               "spec.storage.credentialsSecret.name", "policy.allowedCredentialsSecrets"),
+    "aws-lookalike": (
+        {
+            "storage": {
+                "endpoint": "https://s3.amazonaws.com.attacker.example",
+                "credentialsSecret": {"name": "s3-credentials"},
+            }
+        },
+        "spec.storage.endpoint",
+        "policy.allowedS3Endpoints",
+    ),
+    "image": (
+        {"execution": {"image": "docker.io/attacker/forged-results:1", "backoffLimit": 0}},
+        "spec.execution.image",
+        "policy.allowedImageRepositories",
+    ),
+    "service-account": (
+        {"storage": {"serviceAccountName": "namespace-admin"}},
+        "spec.storage.serviceAccountName",
+        "policy.allowedServiceAccounts",
+    ),
+    "secret": (
+        {"storage": {"credentialsSecret": {"name": "db-password"}}},
+        "spec.storage.credentialsSecret.name",
+        "policy.allowedCredentialsSecrets",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(POLICY_CASES))
 def test_the_operator_refuses_a_job_outside_the_admins_policy(
-    case: str, k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
+    case: str,
+    k8s_cluster: Any,
+    namespace: str,
+    start_operator: Callable[..., Operator],
+    s3_world: dict[str, Any],
+    s3_secret: str,
 ) -> None:
-    start_operator(env={
-        "EDGEQUANT_OPERATOR_ALLOWED_S3_ENDPOINTS": s3_world["endpoint"],
-        "EDGEQUANT_OPERATOR_ALLOWED_CREDENTIALS_SECRETS": s3_secret,
-    })
+    start_operator(
+        env={
+            "EDGEQUANT_OPERATOR_ALLOWED_S3_ENDPOINTS": s3_world["endpoint"],
+            "EDGEQUANT_OPERATOR_ALLOWED_CREDENTIALS_SECRETS": s3_secret,
+        }
+    )
     override, field, setting = POLICY_CASES[case]
     manifest = qj(f"refused-{case}", s3_world, s3_secret)
     for section, values in override.items():
@@ -128,21 +163,32 @@ def test_the_operator_refuses_a_job_outside_the_admins_policy(
     assert failed_condition(status)["reason"] == "PolicyViolation" and failed_condition(status)["status"] == "True"
     assert field in status["message"] and setting in status["message"] and "ask the cluster admin" in status["message"]
     assert batch_jobs(k8s_cluster, namespace, f"refused-{case}") == []  # no Job, so no pod ever held the credentials
-    assert [e["reason"] for e in events_for(k8s_cluster, namespace, f"refused-{case}") if e["type"] == "Warning"] == ["PolicyViolation"]
+    assert [e["reason"] for e in events_for(k8s_cluster, namespace, f"refused-{case}") if e["type"] == "Warning"] == [
+        "PolicyViolation"
+    ]
     assert bystander["phase"] == "Failed"  # the other job ran to its own end meanwhile
-    assert set(written(s3_world)) <= {"bystander"}  # the refused job wrote nothing, the other only below its output prefix
+    assert set(written(s3_world)) <= {
+        "bystander"
+    }  # the refused job wrote nothing, the other only below its output prefix
 
 
 @pytest.mark.parametrize("field", ["spec.model.uri", "spec.storage.endpoint"])
 def test_credentials_in_a_uri_are_refused_before_they_are_echoed(
-    field: str, k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
+    field: str,
+    k8s_cluster: Any,
+    namespace: str,
+    start_operator: Callable[..., Operator],
+    s3_world: dict[str, Any],
+    s3_secret: str,
 ) -> None:
     operator = start_operator()
     manifest = qj("signed-uri", s3_world, s3_secret)
     if field == "spec.model.uri":  # a presigned URL pasted as the model
         manifest["spec"]["model"]["uri"] += f"?X-Amz-Credential=AKIA/x&X-Amz-Signature={SECRET_MARK}"
     else:  # keys written into the endpoint
-        manifest["spec"]["storage"]["endpoint"] = s3_world["endpoint"].replace("http://", f"http://AKIAEXAMPLE:{SECRET_MARK}@")
+        manifest["spec"]["storage"]["endpoint"] = s3_world["endpoint"].replace(
+            "http://", f"http://AKIAEXAMPLE:{SECRET_MARK}@"
+        )
     create(k8s_cluster, namespace, [manifest])
     served_meanwhile(k8s_cluster, namespace, s3_world, s3_secret)
     status = terminal(k8s_cluster, namespace, "signed-uri")
@@ -159,8 +205,12 @@ def test_worker_pods_get_no_api_token_unless_the_policy_names_their_service_acco
     core = client.CoreV1Api(k8s_cluster.api_client())
     for sa in ("s3-reader", "needs-token"):
         core.create_namespaced_service_account(namespace, {"metadata": {"name": sa}})
-    start_operator(env={"EDGEQUANT_OPERATOR_ALLOWED_SERVICE_ACCOUNTS": "s3-reader,needs-token",
-                        "EDGEQUANT_OPERATOR_TOKEN_SERVICE_ACCOUNTS": "needs-token"})
+    start_operator(
+        env={
+            "EDGEQUANT_OPERATOR_ALLOWED_SERVICE_ACCOUNTS": "s3-reader,needs-token",
+            "EDGEQUANT_OPERATOR_TOKEN_SERVICE_ACCOUNTS": "needs-token",
+        }
+    )
     for name, sa in (("identity", "s3-reader"), ("with-token", "needs-token")):
         manifest = missing_model(qj(name, s3_world, s3_secret))
         manifest["spec"]["storage"]["serviceAccountName"] = sa
@@ -183,7 +233,14 @@ def admission_policy(k8s_cluster: Any, namespace: str, crd_installed: None) -> I
     applied: list[dict[str, Any]] = []
 
     def apply(*values: str) -> None:
-        docs = render(k8s_cluster, f"eq-{uuid.uuid4().hex[:6]}", namespace, "--set", f"operator.watchNamespaces={{{namespace}}}", *values)
+        docs = render(
+            k8s_cluster,
+            f"eq-{uuid.uuid4().hex[:6]}",
+            namespace,
+            "--set",
+            f"operator.watchNamespaces={{{namespace}}}",
+            *values,
+        )
         policy = [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
         assert len(policy) == 2
         k8s_cluster.kubectl("apply", "--server-side", "-f", "-", input="\n---\n".join(json.dumps(d) for d in policy))
@@ -198,12 +255,20 @@ def test_the_admission_policy_refuses_kubectl_apply_naming_the_field(
     k8s_cluster: Any, namespace: str, admission_policy: Callable[..., None], s3_world: dict[str, Any]
 ) -> None:
     admission_policy(
-        "--set", f"policy.allowedS3Endpoints={{{s3_world['endpoint']}}}", "--set", "policy.allowedServiceAccounts={s3-reader}",
-        "--set", "policy.allowedCredentialsSecrets={s3-*}", "--set", "policy.allowedImageRepositories={registry.corp/ml/}",
+        "--set",
+        f"policy.allowedS3Endpoints={{{s3_world['endpoint']}}}",
+        "--set",
+        "policy.allowedServiceAccounts={s3-reader}",
+        "--set",
+        "policy.allowedCredentialsSecrets={s3-*}",
+        "--set",
+        "policy.allowedImageRepositories={registry.corp/ml/}",
     )
 
     def apply(manifest: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        return k8s_cluster.kubectl("apply", "-n", namespace, "--dry-run=server", "-f", "-", input=yaml.safe_dump(manifest), check=False)
+        return k8s_cluster.kubectl(
+            "apply", "-n", namespace, "--dry-run=server", "-f", "-", input=yaml.safe_dump(manifest), check=False
+        )
 
     def with_spec(name: str, **sections: dict[str, Any]) -> dict[str, Any]:
         manifest = qj(name, s3_world, "s3-credentials")
@@ -212,21 +277,32 @@ def test_the_admission_policy_refuses_kubectl_apply_naming_the_field(
         return manifest
 
     # The policy takes effect once the API server has loaded it.
-    wait_for(lambda: apply(with_spec("probe", execution={"image": "evil/x:1"})).returncode != 0, timeout=60, what="the policy to load")
+    wait_for(
+        lambda: apply(with_spec("probe", execution={"image": "evil/x:1"})).returncode != 0,
+        timeout=60,
+        what="the policy to load",
+    )
     refused = {
         "spec.storage.endpoint": with_spec("a", storage={"endpoint": f"http://127.0.0.1:{free_port()}"}),
         "spec.execution.image": with_spec("b", execution={"image": "docker.io/attacker/x:1"}),
         "spec.storage.serviceAccountName": with_spec("c", storage={"serviceAccountName": "namespace-admin"}),
         "spec.storage.credentialsSecret.name": with_spec("d", storage={"credentialsSecret": {"name": "db-password"}}),
-        "carries a credential": with_spec("e", output={"uri": f"s3://{s3_world['bucket']}/out/?X-Amz-Signature={SECRET_MARK}"}),
+        "carries a credential": with_spec(
+            "e", output={"uri": f"s3://{s3_world['bucket']}/out/?X-Amz-Signature={SECRET_MARK}"}
+        ),
     }
     for field, manifest in refused.items():
         done = apply(manifest)
         assert done.returncode != 0, f"{field}: applied"
-        assert "denied request" in done.stderr and field in done.stderr and "ValidatingAdmissionPolicy" in done.stderr, done.stderr
+        assert (
+            "denied request" in done.stderr and field in done.stderr and "ValidatingAdmissionPolicy" in done.stderr
+        ), done.stderr
         assert SECRET_MARK not in done.stderr
-    allowed = with_spec("ok", storage={"serviceAccountName": "s3-reader", "credentialsSecret": {"name": "s3-credentials"}},
-                        execution={"image": "registry.corp/ml/quantizer:2"})
+    allowed = with_spec(
+        "ok",
+        storage={"serviceAccountName": "s3-reader", "credentialsSecret": {"name": "s3-credentials"}},
+        execution={"image": "registry.corp/ml/quantizer:2"},
+    )
     done = apply(allowed)
     assert done.returncode == 0, done.stderr
     # Only a changed spec is judged: an existing object's metadata can still be updated (the operator's annotations).
@@ -244,26 +320,73 @@ def test_the_charts_service_account_may_create_owned_jobs_under_owner_reference_
     """The control plane runs OwnerReferencesPermissionEnforcement: blockOwnerDeletion needs update on the owner's
     finalizers. With the chart's grant the Job is created; with the grant minus that rule it is forbidden."""
     release = f"eq-{uuid.uuid4().hex[:6]}"
-    helm(k8s_cluster, "install", release, str(CHART), "--namespace", namespace, "--set", f"operator.watchNamespaces={{{namespace}}}",
-         "--set", "replicaCount=0", "--set", "policy.admissionPolicy.enabled=false",
-         "--set", f"liveness.port={free_port()}", "--set", f"metrics.port={free_port()}")
+    helm(
+        k8s_cluster,
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        f"operator.watchNamespaces={{{namespace}}}",
+        "--set",
+        "replicaCount=0",
+        "--set",
+        "policy.admissionPolicy.enabled=false",
+        "--set",
+        f"liveness.port={free_port()}",
+        "--set",
+        f"metrics.port={free_port()}",
+    )
     try:
         api_client = k8s_cluster.api_client()
         owner = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-            "edgequant.io", "v1alpha1", namespace, "quantizationjobs", {**qj("owner", s3_world, "s3-credentials"), "spec": {
-                **qj("owner", s3_world, "s3-credentials")["spec"], "suspend": True}})
-        token = client.CoreV1Api(api_client).create_namespaced_service_account_token(
-            f"{release}-edgequant", namespace, {"spec": {"expirationSeconds": 600}}).status.token
+            "edgequant.io",
+            "v1alpha1",
+            namespace,
+            "quantizationjobs",
+            {
+                **qj("owner", s3_world, "s3-credentials"),
+                "spec": {**qj("owner", s3_world, "s3-credentials")["spec"], "suspend": True},
+            },
+        )
+        token = (
+            client.CoreV1Api(api_client)
+            .create_namespaced_service_account_token(
+                f"{release}-edgequant", namespace, {"spec": {"expirationSeconds": 600}}
+            )
+            .status.token
+        )
         as_operator = client.BatchV1Api(k8s_cluster.api_client(token=token))
 
         def job(name: str) -> dict[str, Any]:
-            return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "ownerReferences": [{
-                "apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationJob", "name": "owner", "uid": owner["metadata"]["uid"],
-                "controller": True, "blockOwnerDeletion": True}]},
-                "spec": {"suspend": True, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}
+            return {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": name,
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "edgequant.io/v1alpha1",
+                            "kind": "QuantizationJob",
+                            "name": "owner",
+                            "uid": owner["metadata"]["uid"],
+                            "controller": True,
+                            "blockOwnerDeletion": True,
+                        }
+                    ],
+                },
+                "spec": {
+                    "suspend": True,
+                    "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}},
+                },
+            }
 
-        wait_for(lambda: _try_create(as_operator, namespace, job(f"owned-{uuid.uuid4().hex[:6]}")) == "created",
-                 timeout=30, what="the chart's grant to allow an owned Job")
+        wait_for(
+            lambda: _try_create(as_operator, namespace, job(f"owned-{uuid.uuid4().hex[:6]}")) == "created",
+            timeout=30,
+            what="the chart's grant to allow an owned Job",
+        )
         rbac = client.RbacAuthorizationV1Api(api_client)
         role = rbac.read_namespaced_role(f"{release}-edgequant", namespace)
         role.rules = [r for r in role.rules if not any(res.endswith("/finalizers") for res in r.resources)]
@@ -322,10 +445,20 @@ def silent_endpoint() -> Iterator[str]:
 
 
 def test_a_hung_s3_endpoint_ends_as_storage_unavailable(
-    k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str, silent_endpoint: str
+    k8s_cluster: Any,
+    namespace: str,
+    start_operator: Callable[..., Operator],
+    s3_world: dict[str, Any],
+    s3_secret: str,
+    silent_endpoint: str,
 ) -> None:
-    start_operator(env={"EDGEQUANT_OPERATOR_S3_CONNECT_TIMEOUT_SECONDS": "2", "EDGEQUANT_OPERATOR_S3_READ_TIMEOUT_SECONDS": "2",
-                        "EDGEQUANT_OPERATOR_S3_MAX_ATTEMPTS": "2"})
+    start_operator(
+        env={
+            "EDGEQUANT_OPERATOR_S3_CONNECT_TIMEOUT_SECONDS": "2",
+            "EDGEQUANT_OPERATOR_S3_READ_TIMEOUT_SECONDS": "2",
+            "EDGEQUANT_OPERATOR_S3_MAX_ATTEMPTS": "2",
+        }
+    )
     manifest = qj("hung", s3_world, s3_secret, execution={"backoffLimit": 0})
     manifest["spec"]["storage"]["endpoint"] = silent_endpoint
     started = time.monotonic()
@@ -354,11 +487,21 @@ def _descendants(pid: int) -> list[int]:
 
 
 def test_a_hung_worker_ends_at_the_default_deadline_and_its_model_process_holds_no_keys(
-    k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str, silent_endpoint: str
+    k8s_cluster: Any,
+    namespace: str,
+    start_operator: Callable[..., Operator],
+    s3_world: dict[str, Any],
+    s3_secret: str,
+    silent_endpoint: str,
 ) -> None:
     """The worker hangs in its first download (a silent endpoint, a read timeout longer than the deadline): while it
     does, its processes are read from outside; then the operator's default deadline ends it."""
-    start_operator(env={"EDGEQUANT_OPERATOR_DEFAULT_ACTIVE_DEADLINE_SECONDS": "60", "EDGEQUANT_OPERATOR_S3_READ_TIMEOUT_SECONDS": "3000"})
+    start_operator(
+        env={
+            "EDGEQUANT_OPERATOR_DEFAULT_ACTIVE_DEADLINE_SECONDS": "60",
+            "EDGEQUANT_OPERATOR_S3_READ_TIMEOUT_SECONDS": "3000",
+        }
+    )
     manifest = qj("stuck", s3_world, s3_secret, execution={"backoffLimit": 0})
     manifest["spec"]["storage"]["endpoint"] = silent_endpoint
     create(k8s_cluster, namespace, [manifest])
@@ -384,7 +527,9 @@ def test_a_hung_worker_ends_at_the_default_deadline_and_its_model_process_holds_
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]
     assert holder.get("AWS_SECRET_ACCESS_KEY") == secret  # the parent was given the key (by secretKeyRef)...
     for child in children:  # ...the model process never was
-        assert secret not in json.dumps(child) and not any(k.startswith(("AWS_ACCESS_KEY", "AWS_SECRET")) for k in child)
+        assert secret not in json.dumps(child) and not any(
+            k.startswith(("AWS_ACCESS_KEY", "AWS_SECRET")) for k in child
+        )
 
     served_meanwhile(k8s_cluster, namespace, s3_world, s3_secret)
     status = terminal(k8s_cluster, namespace, "stuck")
@@ -404,15 +549,25 @@ def test_a_download_past_the_scratch_size_stops_before_it_starts(
     (pod,) = pods_of(k8s_cluster, namespace, "small-disk-g1")
     assert {"name": "scratch", "emptyDir": {"sizeLimit": "16Ki"}} in pod["spec"]["volumes"]
     assert pod["spec"]["containers"][0]["resources"]["requests"]["ephemeral-storage"] == "16Ki"
-    assert set(written(s3_world)) <= {"bystander", "small-disk"}  # at most the failure's report, below its output prefix
+    assert set(written(s3_world)) <= {
+        "bystander",
+        "small-disk",
+    }  # at most the failure's report, below its output prefix
     assert not any(k.endswith(".tflite") for k in written(s3_world).get("small-disk", set()))
 
 
 def test_an_npz_past_the_memory_budget_is_refused_before_it_is_decoded(
-    k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str, tmp_path: Any
+    k8s_cluster: Any,
+    namespace: str,
+    start_operator: Callable[..., Operator],
+    s3_world: dict[str, Any],
+    s3_secret: str,
+    tmp_path: Any,
 ) -> None:
     bomb = tmp_path / "bomb.npz"
-    np.savez_compressed(bomb, x=np.zeros((40000, 28, 28, 1), np.uint8), y=np.zeros(40000, np.int64))  # 30 MiB decoded, ~40 KiB
+    np.savez_compressed(
+        bomb, x=np.zeros((40000, 28, 28, 1), np.uint8), y=np.zeros(40000, np.int64)
+    )  # 30 MiB decoded, ~40 KiB
     s3_world["client"].upload_file(str(bomb), s3_world["bucket"], "data/bomb.npz")
     start_operator()
     manifest = qj("bomb", s3_world, s3_secret, resources={"requests": {"memory": "40Mi"}, "limits": {"memory": "40Mi"}})

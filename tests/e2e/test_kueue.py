@@ -67,24 +67,42 @@ def one_cpu_queue(k8s_cluster: Any, namespace: str, kueue: Kueue) -> Iterator[st
                 "resourceGroups": [
                     {
                         "coveredResources": ["cpu", "memory"],
-                        "flavors": [{"name": flavor, "resources": [{"name": "cpu", "nominalQuota": "1"}, {"name": "memory", "nominalQuota": "64Gi"}]}],
+                        "flavors": [
+                            {
+                                "name": flavor,
+                                "resources": [
+                                    {"name": "cpu", "nominalQuota": "1"},
+                                    {"name": "memory", "nominalQuota": "64Gi"},
+                                ],
+                            }
+                        ],
                     }
                 ],
             },
         },
-        {"apiVersion": API, "kind": "LocalQueue", "metadata": {"name": LOCAL_QUEUE, "namespace": namespace}, "spec": {"clusterQueue": cluster_queue}},
+        {
+            "apiVersion": API,
+            "kind": "LocalQueue",
+            "metadata": {"name": LOCAL_QUEUE, "namespace": namespace},
+            "spec": {"clusterQueue": cluster_queue},
+        },
     ]
     k8s_cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
 
     def active() -> bool:
-        conditions = get_json(k8s_cluster, "clusterqueues.kueue.x-k8s.io", cluster_queue).get("status", {}).get("conditions") or []
+        conditions = (
+            get_json(k8s_cluster, "clusterqueues.kueue.x-k8s.io", cluster_queue).get("status", {}).get("conditions")
+            or []
+        )
         return any(c["type"] == "Active" and c["status"] == "True" for c in conditions)
 
     wait_for(active, timeout=60, what=f"ClusterQueue {cluster_queue} to be active")
     try:
         yield cluster_queue
     finally:
-        k8s_cluster.kubectl("delete", "localqueues.kueue.x-k8s.io", LOCAL_QUEUE, "-n", namespace, "--wait=false", check=False)
+        k8s_cluster.kubectl(
+            "delete", "localqueues.kueue.x-k8s.io", LOCAL_QUEUE, "-n", namespace, "--wait=false", check=False
+        )
         k8s_cluster.kubectl("delete", "clusterqueues.kueue.x-k8s.io", cluster_queue, "--wait=false", check=False)
         k8s_cluster.kubectl("delete", "resourceflavors.kueue.x-k8s.io", flavor, "--wait=false", check=False)
 
@@ -115,7 +133,14 @@ class Timeline:
         while not self._stop.is_set():
             stream = watch.Watch()
             try:
-                for event in stream.stream(api.list_namespaced_custom_object, "edgequant.io", "v1alpha1", self.namespace, "quantizationjobs", timeout_seconds=2):
+                for event in stream.stream(
+                    api.list_namespaced_custom_object,
+                    "edgequant.io",
+                    "v1alpha1",
+                    self.namespace,
+                    "quantizationjobs",
+                    timeout_seconds=2,
+                ):
                     self._record(event["object"])
                     if self._stop.is_set():
                         break
@@ -142,7 +167,9 @@ class Timeline:
         return next(t for t, who, p, _ in self.entries if who == name and p == phase)
 
     def render(self) -> str:
-        return "\n".join(f"  t+{t - self.t0:6.1f}s  {name:<7} {phase:<10} {reason}" for t, name, phase, reason in self.entries)
+        return "\n".join(
+            f"  t+{t - self.t0:6.1f}s  {name:<7} {phase:<10} {reason}" for t, name, phase, reason in self.entries
+        )
 
 
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -150,7 +177,9 @@ def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def _workload_of(cluster: Any, namespace: str, job: dict[str, Any]) -> dict[str, Any]:
-    items = get_json(cluster, "workloads.kueue.x-k8s.io", "-n", namespace, "-l", f"kueue.x-k8s.io/job-uid={job['metadata']['uid']}")["items"]
+    items = get_json(
+        cluster, "workloads.kueue.x-k8s.io", "-n", namespace, "-l", f"kueue.x-k8s.io/job-uid={job['metadata']['uid']}"
+    )["items"]
     assert len(items) == 1, items
     return items[0]
 
@@ -160,14 +189,25 @@ def _at(stamp: str) -> datetime:
 
 
 def test_the_second_job_waits_in_kueue_then_runs(
-    k8s_cluster: Any, namespace: str, one_cpu_queue: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
+    k8s_cluster: Any,
+    namespace: str,
+    one_cpu_queue: str,
+    start_operator: Callable[..., Operator],
+    s3_world: dict[str, Any],
+    s3_secret: str,
 ) -> None:
     start_operator(env={"EDGEQUANT_OPERATOR_KUEUE": "true"})
     whole_quota = {"requests": {"cpu": "1"}}  # each job asks for the ClusterQueue's one CPU
     with Timeline(k8s_cluster, namespace) as timeline:
         create(k8s_cluster, namespace, [qj("first", s3_world, s3_secret, queueName=LOCAL_QUEUE, resources=whole_quota)])
-        wait_for(lambda: (get_qj(k8s_cluster, namespace, "first").get("status") or {}).get("phase") == "Running", timeout=300, what="the first job to run")
-        create(k8s_cluster, namespace, [qj("second", s3_world, s3_secret, queueName=LOCAL_QUEUE, resources=whole_quota)])
+        wait_for(
+            lambda: (get_qj(k8s_cluster, namespace, "first").get("status") or {}).get("phase") == "Running",
+            timeout=300,
+            what="the first job to run",
+        )
+        create(
+            k8s_cluster, namespace, [qj("second", s3_world, s3_secret, queueName=LOCAL_QUEUE, resources=whole_quota)]
+        )
 
         def queued_by_kueue() -> dict[str, Any] | None:
             obj = get_qj(k8s_cluster, namespace, "second")

@@ -39,7 +39,9 @@ TERMINAL = ("Succeeded", "Failed")
 class Operator:
     """`edgequant operator` as a subprocess watching one namespace; its output is kept in a file."""
 
-    def __init__(self, cluster: Any, namespace: str, log_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, cluster: Any, namespace: str, log_dir: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         self.cluster, self.namespace, self.extra, self.env = cluster, namespace, extra, env or {}
         self.log_path = log_dir / f"operator-{namespace}-{uuid.uuid4().hex[:6]}.log"
         self.liveness_port, self.metrics_port = free_port(), free_port()
@@ -49,11 +51,25 @@ class Operator:
         # No resync timer unless a test asks for one: Job and pod events alone must drive the status.
         # The moto server and the deliberately unreachable endpoints tests use all live on 127.0.0.1: the policy
         # allows that host on any port (a test of the policy itself passes its own list).
-        env = {**self.cluster.env(), "PYTHONUNBUFFERED": "1", "EDGEQUANT_OPERATOR_RESYNC_SECONDS": "0",
-               "EDGEQUANT_OPERATOR_ALLOWED_S3_ENDPOINTS": "http://127.0.0.1:*", **self.env}
+        env = {
+            **self.cluster.env(),
+            "PYTHONUNBUFFERED": "1",
+            "EDGEQUANT_OPERATOR_RESYNC_SECONDS": "0",
+            "EDGEQUANT_OPERATOR_ALLOWED_S3_ENDPOINTS": "http://127.0.0.1:*",
+            **self.env,
+        }
         args = [
-            str(VENV_BIN / "edgequant"), "operator", "--namespace", self.namespace, "--log-format", "plain",
-            "--liveness-port", str(self.liveness_port), "--metrics-port", str(self.metrics_port), *self.extra,
+            str(VENV_BIN / "edgequant"),
+            "operator",
+            "--namespace",
+            self.namespace,
+            "--log-format",
+            "plain",
+            "--liveness-port",
+            str(self.liveness_port),
+            "--metrics-port",
+            str(self.metrics_port),
+            *self.extra,
         ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -65,7 +81,11 @@ class Operator:
 
     def metrics(self) -> dict[str, float]:
         text = http_get(f"http://127.0.0.1:{self.metrics_port}/metrics") or ""
-        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line and not line.startswith("#")}
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line and not line.startswith("#")
+        }
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -94,13 +114,19 @@ def http_get(url: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def crd_installed(k8s_cluster: Any) -> None:
-    k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "edgequant.io_quantizationjobs.yaml"))
+    k8s_cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "edgequant.io_quantizationjobs.yaml")
+    )
     k8s_cluster.kubectl("wait", "--for=condition=Established", "crd/quantizationjobs.edgequant.io", "--timeout=60s")
-    wait_for(lambda: k8s_cluster.kubectl("get", "qj", "-A", check=False).returncode == 0, timeout=60, what="qj discovery")
+    wait_for(
+        lambda: k8s_cluster.kubectl("get", "qj", "-A", check=False).returncode == 0, timeout=60, what="qj discovery"
+    )
 
 
 @pytest.fixture
-def start_operator(k8s_cluster: Any, namespace: str, tmp_path: Path, crd_installed: None) -> Iterator[Callable[..., Operator]]:
+def start_operator(
+    k8s_cluster: Any, namespace: str, tmp_path: Path, crd_installed: None
+) -> Iterator[Callable[..., Operator]]:
     started: list[Operator] = []
 
     def start(*extra: str, env: dict[str, str] | None = None) -> Operator:
@@ -147,7 +173,15 @@ def get_qj(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
 
 def wait_condition(cluster: Any, namespace: str, name: str, condition: str, timeout: int = 300) -> dict[str, Any]:
     """`kubectl wait --for=condition=...`: the documented way to wait for a QuantizationJob."""
-    cluster.kubectl("wait", f"--for=condition={condition}", f"qj/{name}", "-n", namespace, f"--timeout={timeout}s", timeout=timeout + 30)
+    cluster.kubectl(
+        "wait",
+        f"--for=condition={condition}",
+        f"qj/{name}",
+        "-n",
+        namespace,
+        f"--timeout={timeout}s",
+        timeout=timeout + 30,
+    )
     return get_qj(cluster, namespace, name)
 
 
@@ -161,7 +195,14 @@ def pods_of(cluster: Any, namespace: str, job_name: str) -> list[dict[str, Any]]
 
 
 def events_for(cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
-    items = get_json(cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={name},involvedObject.kind=QuantizationJob")["items"]
+    items = get_json(
+        cluster,
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={name},involvedObject.kind=QuantizationJob",
+    )["items"]
     return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
 
 
@@ -192,7 +233,9 @@ def tiny_keras_model() -> Path:
 
 
 @pytest.fixture
-def s3_world(s3_server: Any, s3_client: Any, tiny_keras_model: Path, fashion_mnist: Any, tmp_path: Path) -> dict[str, Any]:
+def s3_world(
+    s3_server: Any, s3_client: Any, tiny_keras_model: Path, fashion_mnist: Any, tmp_path: Path
+) -> dict[str, Any]:
     """A bucket with the model, an evaluation set (npz of 200 real images) and a too-small calibration set."""
     bucket = f"e2e-{uuid.uuid4().hex[:10]}"
     s3_client.create_bucket(Bucket=bucket)
@@ -209,7 +252,12 @@ def s3_world(s3_server: Any, s3_client: Any, tiny_keras_model: Path, fashion_mni
 def s3_secret(k8s_cluster: Any, namespace: str, s3_server: Any) -> str:
     """The moto server's (dummy) keys in a Secret: pods get them by secretKeyRef, the operator never reads them."""
     k8s_cluster.kubectl(
-        "create", "secret", "generic", "s3-credentials", "-n", namespace,
+        "create",
+        "secret",
+        "generic",
+        "s3-credentials",
+        "-n",
+        namespace,
         f"--from-literal=AWS_ACCESS_KEY_ID={os.environ['AWS_ACCESS_KEY_ID']}",
         f"--from-literal=AWS_SECRET_ACCESS_KEY={os.environ['AWS_SECRET_ACCESS_KEY']}",
     )
@@ -225,7 +273,12 @@ def qj(name: str, world: dict[str, Any], secret: str, **overrides: Any) -> dict[
         "mixedPrecision": {"sensitivity": "off"},
         "acceptance": {"maxAccuracyDrop": 1.0},
         "output": {"uri": f"s3://{bucket}/out/{name}/"},
-        "storage": {"endpoint": world["endpoint"], "pathStyle": True, "region": "us-east-1", "credentialsSecret": {"name": secret}},
+        "storage": {
+            "endpoint": world["endpoint"],
+            "pathStyle": True,
+            "region": "us-east-1",
+            "credentialsSecret": {"name": secret},
+        },
         "execution": {"backoffLimit": 2},
     }
     spec.update(overrides)
@@ -234,14 +287,18 @@ def qj(name: str, world: dict[str, Any], secret: str, **overrides: Any) -> dict[
 
 def missing_model(manifest: dict[str, Any]) -> dict[str, Any]:
     """The worker stops at its first S3 read (InvalidInput, exit 10: no retry): cheap runs for orchestration tests."""
-    manifest["spec"]["model"]["uri"] = manifest["spec"]["model"]["uri"].replace("tiny.keras", f"absent-{manifest['metadata']['name']}.keras")
+    manifest["spec"]["model"]["uri"] = manifest["spec"]["model"]["uri"].replace(
+        "tiny.keras", f"absent-{manifest['metadata']['name']}.keras"
+    )
     return manifest
 
 
 # --------------------------------------------------------------------------- tests
 
 
-def test_succeeds_with_results_and_the_artifact_in_s3(k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str) -> None:
+def test_succeeds_with_results_and_the_artifact_in_s3(
+    k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str
+) -> None:
     create(k8s_cluster, namespace, [qj("happy", s3_world, s3_secret)])
     obj = wait_condition(k8s_cluster, namespace, "happy", "Succeeded")
     status = obj["status"]
@@ -276,10 +333,15 @@ def test_succeeds_with_results_and_the_artifact_in_s3(k8s_cluster: Any, namespac
     assert {k: v for k, v in metrics.items() if k.startswith("edgequant_reconcile_errors_total") and v} == {}
 
 
-def test_bad_data_fails_with_reason_and_message_and_no_retry(k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str) -> None:
+def test_bad_data_fails_with_reason_and_message_and_no_retry(
+    k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str
+) -> None:
     bucket = s3_world["bucket"]
     manifest = qj(
-        "bad-data", s3_world, s3_secret, method="tflite-int8",
+        "bad-data",
+        s3_world,
+        s3_secret,
+        method="tflite-int8",
         calibration={"dataset": {"uri": f"s3://{bucket}/data/small-calibration.npz", "layout": "npz"}},
     )
     create(k8s_cluster, namespace, [manifest])
@@ -290,12 +352,16 @@ def test_bad_data_fails_with_reason_and_message_and_no_retry(k8s_cluster: Any, n
     assert conditions["Failed"]["reason"] == "DataValidationFailed" and conditions["Succeeded"]["status"] == "False"
     assert status["attempts"] == 1
     (job,) = batch_jobs(k8s_cluster, namespace, "bad-data")
-    assert job["status"].get("failed") == 1 and len(pods_of(k8s_cluster, namespace, "bad-data-g1")) == 1  # FailJob: no retry
+    assert (
+        job["status"].get("failed") == 1 and len(pods_of(k8s_cluster, namespace, "bad-data-g1")) == 1
+    )  # FailJob: no retry
     warnings = [e for e in events_for(k8s_cluster, namespace, "bad-data") if e["type"] == "Warning"]
     assert [e["reason"] for e in warnings] == ["DataValidationFailed"]
 
 
-def test_a_crashing_worker_is_retried_up_to_the_backoff_limit(k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str) -> None:
+def test_a_crashing_worker_is_retried_up_to_the_backoff_limit(
+    k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str
+) -> None:
     """Each attempt is killed (SIGKILL: exit 137, no termination message) as soon as it runs."""
     create(k8s_cluster, namespace, [qj("crash", s3_world, s3_secret, execution={"backoffLimit": 1})])
     killed: set[str] = set()
@@ -304,7 +370,11 @@ def test_a_crashing_worker_is_retried_up_to_the_backoff_limit(k8s_cluster: Any, 
         for pod in pods_of(k8s_cluster, namespace, "crash-g1"):
             for cs in pod["status"].get("containerStatuses") or []:
                 cid = cs.get("containerID") or ""
-                if cs.get("state", {}).get("running") and cid.startswith("process://") and pod["metadata"]["name"] not in killed:
+                if (
+                    cs.get("state", {}).get("running")
+                    and cid.startswith("process://")
+                    and pod["metadata"]["name"] not in killed
+                ):
                     os.kill(int(cid.removeprefix("process://")), signal.SIGKILL)
                     killed.add(pod["metadata"]["name"])
         status = get_qj(k8s_cluster, namespace, "crash").get("status") or {}
@@ -326,14 +396,18 @@ def test_operator_killed_mid_job_converges_after_restart_without_duplicates(
     wait_for(lambda: batch_jobs(k8s_cluster, namespace, "restart"), timeout=120, what="the batch Job")
     operator.kill()
     # The run finishes while no operator watches...
-    k8s_cluster.kubectl("wait", "--for=condition=Complete", "job/restart-g1", "-n", namespace, "--timeout=240s", timeout=270)
+    k8s_cluster.kubectl(
+        "wait", "--for=condition=Complete", "job/restart-g1", "-n", namespace, "--timeout=240s", timeout=270
+    )
     assert (get_qj(k8s_cluster, namespace, "restart").get("status") or {}).get("phase") != "Succeeded"
     # ... and a new operator process picks it up from the cluster state alone.
     start_operator()
     status = wait_condition(k8s_cluster, namespace, "restart", "Succeeded")["status"]
     assert status["jobName"] == "restart-g1" and status["results"]["artifact"]["sha256"]
     jobs = batch_jobs(k8s_cluster, namespace, "restart")
-    assert [j["metadata"]["name"] for j in jobs] == ["restart-g1"] and len(pods_of(k8s_cluster, namespace, "restart-g1")) == 1
+    assert [j["metadata"]["name"] for j in jobs] == ["restart-g1"] and len(
+        pods_of(k8s_cluster, namespace, "restart-g1")
+    ) == 1
 
 
 def test_a_spec_edit_while_running_replaces_the_run_and_delete_cleans_up(
@@ -350,7 +424,16 @@ def test_a_spec_edit_while_running_replaces_the_run_and_delete_cleans_up(
 
     first = wait_for(retrying, timeout=180, what="generation 1 to retry")
     assert first["phase"] == "Running" and "StorageUnavailable" in first["message"]
-    k8s_cluster.kubectl("patch", "qj", "edit", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"storage": {"endpoint": s3_world["endpoint"]}}}))
+    k8s_cluster.kubectl(
+        "patch",
+        "qj",
+        "edit",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"storage": {"endpoint": s3_world["endpoint"]}}}),
+    )
 
     def second_run_done() -> dict[str, Any] | None:
         s = get_qj(k8s_cluster, namespace, "edit").get("status") or {}
@@ -359,7 +442,11 @@ def test_a_spec_edit_while_running_replaces_the_run_and_delete_cleans_up(
     status = wait_for(second_run_done, timeout=300, what="generation 2 to finish")
     assert status["phase"] == "Succeeded" and status["jobName"] == "edit-g2" and status["attempts"] == 1
     assert all(c["observedGeneration"] == 2 for c in status["conditions"])
-    wait_for(lambda: [j["metadata"]["name"] for j in batch_jobs(k8s_cluster, namespace, "edit")] == ["edit-g2"], timeout=60, what="the g1 Job to go")
+    wait_for(
+        lambda: [j["metadata"]["name"] for j in batch_jobs(k8s_cluster, namespace, "edit")] == ["edit-g2"],
+        timeout=60,
+        what="the g1 Job to go",
+    )
     wait_for(lambda: not pods_of(k8s_cluster, namespace, "edit-g1"), timeout=60, what="the g1 pods to go")
 
     k8s_cluster.kubectl("delete", "qj", "edit", "-n", namespace, "--wait=true", timeout=120)
@@ -371,7 +458,9 @@ def test_a_spec_edit_while_running_replaces_the_run_and_delete_cleans_up(
     wait_for(gone, timeout=120, what="the Job and pods to be garbage-collected")
 
 
-def test_an_invalid_spec_that_passed_the_crd_fails_with_invalid_spec(k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str) -> None:
+def test_an_invalid_spec_that_passed_the_crd_fails_with_invalid_spec(
+    k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str
+) -> None:
     """affinity is passed through unchecked by the CRD; the API server rejects the Job it ends up in."""
     bad_affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}}}
     create(k8s_cluster, namespace, [qj("bad-affinity", s3_world, s3_secret, scheduling={"affinity": bad_affinity})])
@@ -379,13 +468,27 @@ def test_an_invalid_spec_that_passed_the_crd_fails_with_invalid_spec(k8s_cluster
     assert status["reason"] == "InvalidSpec" and "nodeSelectorTerms" in status["message"]
     assert batch_jobs(k8s_cluster, namespace, "bad-affinity") == []
     # Fixing the spec starts a run.
-    k8s_cluster.kubectl("patch", "qj", "bad-affinity", "-n", namespace, "--type=json", "-p", json.dumps([{"op": "remove", "path": "/spec/scheduling/affinity"}]))
+    k8s_cluster.kubectl(
+        "patch",
+        "qj",
+        "bad-affinity",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "remove", "path": "/spec/scheduling/affinity"}]),
+    )
     wait_for(lambda: batch_jobs(k8s_cluster, namespace, "bad-affinity"), timeout=60, what="a Job for the fixed spec")
 
 
-def test_tensorrt_lands_on_the_gpu_node_and_fails_fast_without_a_gpu(k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str) -> None:
+def test_tensorrt_lands_on_the_gpu_node_and_fails_fast_without_a_gpu(
+    k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str
+) -> None:
     manifest = qj("trt", s3_world, s3_secret, method="tensorrt-fp16")
-    manifest["spec"]["model"] = {"uri": f"s3://{s3_world['bucket']}/models/missing.onnx", "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}}
+    manifest["spec"]["model"] = {
+        "uri": f"s3://{s3_world['bucket']}/models/missing.onnx",
+        "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"},
+    }
     create(k8s_cluster, namespace, [manifest])
     status = wait_condition(k8s_cluster, namespace, "trt", "Failed")["status"]
     (pod,) = pods_of(k8s_cluster, namespace, "trt-g1")
@@ -394,7 +497,9 @@ def test_tensorrt_lands_on_the_gpu_node_and_fails_fast_without_a_gpu(k8s_cluster
     assert status["reason"] in ("AcceleratorUnavailable", "InvalidInput") and status["attempts"] == 1
 
 
-def test_the_concurrency_cap_makes_jobs_wait_then_run(k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str) -> None:
+def test_the_concurrency_cap_makes_jobs_wait_then_run(
+    k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
+) -> None:
     start_operator("--max-concurrent-jobs", "1", env={"EDGEQUANT_OPERATOR_CAPACITY_RETRY_SECONDS": "1"})
     # The first one occupies the only slot for two attempts (unreachable storage, backoffLimit 1).
     slow = missing_model(qj("slot-holder", s3_world, s3_secret, execution={"backoffLimit": 1}))
@@ -414,7 +519,9 @@ def test_the_concurrency_cap_makes_jobs_wait_then_run(k8s_cluster: Any, namespac
     assert final["reason"] == "InvalidInput" and final["jobName"] == "waiter-g1"
 
 
-def test_suspend_then_resume(k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str) -> None:
+def test_suspend_then_resume(
+    k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str
+) -> None:
     create(k8s_cluster, namespace, [missing_model(qj("pause", s3_world, s3_secret, suspend=True))])
     status = wait_condition(k8s_cluster, namespace, "pause", "Suspended", timeout=60)["status"]
     assert status["phase"] == "Suspended"
@@ -426,7 +533,9 @@ def test_suspend_then_resume(k8s_cluster: Any, namespace: str, operator: Operato
     assert {c["type"]: c["status"] for c in final["conditions"]}["Suspended"] == "False"
 
 
-def test_the_resync_timer_recreates_a_job_deleted_by_hand(k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str) -> None:
+def test_the_resync_timer_recreates_a_job_deleted_by_hand(
+    k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
+) -> None:
     start_operator(env={"EDGEQUANT_OPERATOR_RESYNC_SECONDS": "2"})
     create(k8s_cluster, namespace, [missing_model(qj("held", s3_world, s3_secret, suspend=True))])
     wait_condition(k8s_cluster, namespace, "held", "Suspended", timeout=60)
@@ -446,15 +555,26 @@ def test_a_running_job_deleted_by_hand_is_recreated_on_its_delete_event(
 ) -> None:
     """No resync timer in this operator (EDGEQUANT_OPERATOR_RESYNC_SECONDS=0): the Job's DELETED event alone does it."""
     manifest = qj("deleted", s3_world, s3_secret, execution={"backoffLimit": 6})
-    manifest["spec"]["storage"] = {**manifest["spec"]["storage"], "endpoint": f"http://127.0.0.1:{free_port()}"}  # retries: stays running
+    manifest["spec"]["storage"] = {
+        **manifest["spec"]["storage"],
+        "endpoint": f"http://127.0.0.1:{free_port()}",
+    }  # retries: stays running
     create(k8s_cluster, namespace, [manifest])
-    wait_for(lambda: (get_qj(k8s_cluster, namespace, "deleted").get("status") or {}).get("phase") == "Running", timeout=180, what="the run to start")
+    wait_for(
+        lambda: (get_qj(k8s_cluster, namespace, "deleted").get("status") or {}).get("phase") == "Running",
+        timeout=180,
+        what="the run to start",
+    )
     (job,) = batch_jobs(k8s_cluster, namespace, "deleted")
     k8s_cluster.kubectl("delete", "job", "deleted-g1", "-n", namespace, "--wait=true")
 
     def recreated() -> bool:
         jobs = batch_jobs(k8s_cluster, namespace, "deleted")
-        return len(jobs) == 1 and jobs[0]["metadata"]["uid"] != job["metadata"]["uid"] and jobs[0]["metadata"]["name"] == "deleted-g1"
+        return (
+            len(jobs) == 1
+            and jobs[0]["metadata"]["uid"] != job["metadata"]["uid"]
+            and jobs[0]["metadata"]["name"] == "deleted-g1"
+        )
 
     wait_for(recreated, timeout=60, what="the Job to be created again")
     assert operator.metrics()["edgequant_batch_jobs_created_total"] == 2.0
@@ -476,9 +596,22 @@ def test_a_spec_edit_starts_the_new_generation_only_after_the_old_pod_is_gone(
     stopped and is deleted, so nothing of generation 1 can upload over generation 2's outputs. Generation 1's worker
     is frozen (SIGSTOP): its pod then takes its whole grace period (30 s) to go, and generation 2 waits for it."""
     create(k8s_cluster, namespace, [qj("fence", s3_world, s3_secret)])
-    pid = wait_for(lambda: next(filter(None, map(_worker_pid, pods_of(k8s_cluster, namespace, "fence-g1"))), None), timeout=120, what="generation 1's worker")
+    pid = wait_for(
+        lambda: next(filter(None, map(_worker_pid, pods_of(k8s_cluster, namespace, "fence-g1"))), None),
+        timeout=120,
+        what="generation 1's worker",
+    )
     os.kill(pid, signal.SIGSTOP)
-    k8s_cluster.kubectl("patch", "qj", "fence", "-n", namespace, "--type=merge", "-p", json.dumps({"spec": {"acceptance": {"maxAccuracyDrop": 0.9}}}))
+    k8s_cluster.kubectl(
+        "patch",
+        "qj",
+        "fence",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"acceptance": {"maxAccuracyDrop": 0.9}}}),
+    )
 
     def second_job() -> list[dict[str, Any]]:
         return [j for j in batch_jobs(k8s_cluster, namespace, "fence") if j["metadata"]["name"] == "fence-g2"]
@@ -488,7 +621,11 @@ def test_a_spec_edit_starts_the_new_generation_only_after_the_old_pod_is_gone(
     assert [j["metadata"]["name"] for j in batch_jobs(k8s_cluster, namespace, "fence")] == ["fence-g2"]
     status = wait_condition(k8s_cluster, namespace, "fence", "Succeeded")["status"]
     assert status["observedGeneration"] == 2 and status["jobName"] == "fence-g2"
-    report = s3_world["client"].get_object(Bucket=s3_world["bucket"], Key=status["results"]["reportUri"].split("/", 3)[3])["Body"].read()
+    report = (
+        s3_world["client"]
+        .get_object(Bucket=s3_world["bucket"], Key=status["results"]["reportUri"].split("/", 3)[3])["Body"]
+        .read()
+    )
     assert json.loads(report)["gate"]["maxAccuracyDrop"] == 0.9  # generation 2's report
 
 
@@ -499,10 +636,16 @@ def test_a_result_is_recorded_before_the_job_ttl_can_remove_it_and_never_reruns(
     operator once the status holds the result), the next operator records the result, then the Job goes; neither
     that Job's deletion nor another restart runs the job again."""
     first = start_operator()
-    create(k8s_cluster, namespace, [qj("kept", s3_world, s3_secret, execution={"backoffLimit": 2, "ttlSecondsAfterFinished": 0})])
+    create(
+        k8s_cluster,
+        namespace,
+        [qj("kept", s3_world, s3_secret, execution={"backoffLimit": 2, "ttlSecondsAfterFinished": 0})],
+    )
     wait_for(lambda: batch_jobs(k8s_cluster, namespace, "kept"), timeout=120, what="the batch Job")
     first.kill()
-    k8s_cluster.kubectl("wait", "--for=condition=Complete", "job/kept-g1", "-n", namespace, "--timeout=240s", timeout=270)
+    k8s_cluster.kubectl(
+        "wait", "--for=condition=Complete", "job/kept-g1", "-n", namespace, "--timeout=240s", timeout=270
+    )
     (job,) = batch_jobs(k8s_cluster, namespace, "kept")  # still there: no TTL until the result is recorded
     assert "ttlSecondsAfterFinished" not in job["spec"]
     assert (get_qj(k8s_cluster, namespace, "kept").get("status") or {}).get("phase") != "Succeeded"
@@ -510,7 +653,9 @@ def test_a_result_is_recorded_before_the_job_ttl_can_remove_it_and_never_reruns(
     second = start_operator()
     recorded = wait_condition(k8s_cluster, namespace, "kept", "Succeeded")["status"]
     assert recorded["jobName"] == "kept-g1" and recorded["results"]["artifact"]["sha256"]
-    wait_for(lambda: not batch_jobs(k8s_cluster, namespace, "kept"), timeout=120, what="the TTL to remove the finished Job")
+    wait_for(
+        lambda: not batch_jobs(k8s_cluster, namespace, "kept"), timeout=120, what="the TTL to remove the finished Job"
+    )
 
     def serves_another_job(op: Operator, name: str) -> None:
         """Once a job created later has finished, the operator has handled everything about "kept" before it."""
@@ -524,10 +669,16 @@ def test_a_result_is_recorded_before_the_job_ttl_can_remove_it_and_never_reruns(
     serves_another_job(third, "after-restart")
     assert batch_jobs(k8s_cluster, namespace, "kept") == []
     final = get_qj(k8s_cluster, namespace, "kept")["status"]
-    assert final["phase"] == "Succeeded" and final["results"] == recorded["results"] and final["completionTime"] == recorded["completionTime"]
+    assert (
+        final["phase"] == "Succeeded"
+        and final["results"] == recorded["results"]
+        and final["completionTime"] == recorded["completionTime"]
+    )
 
 
-def test_two_hundred_jobs_at_once_all_reach_a_terminal_state(k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str) -> None:
+def test_two_hundred_jobs_at_once_all_reach_a_terminal_state(
+    k8s_cluster: Any, namespace: str, operator: Operator, s3_world: dict[str, Any], s3_secret: str
+) -> None:
     """10 of them really quantize (tflite-dynamic-range on the tiny model, no evaluation); 190 stop at their
     first S3 read (a missing model: InvalidInput). 200 TensorFlow processes at once would not fit this machine."""
     manifests = []
@@ -557,9 +708,17 @@ def test_two_hundred_jobs_at_once_all_reach_a_terminal_state(k8s_cluster: Any, n
     assert operator.metrics()["edgequant_batch_jobs_created_total"] == 200.0
 
 
-def test_two_replicas_elect_one_leader_and_hand_over(k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str) -> None:
+def test_two_replicas_elect_one_leader_and_hand_over(
+    k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
+) -> None:
     """kopf peering: the replica with the highest priority works, the other stands by until it is gone."""
-    k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts" / "edgequant" / "crds" / "kopf.dev_peerings.yaml"))
+    k8s_cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(ROOT / "charts" / "edgequant" / "crds" / "kopf.dev_peerings.yaml"),
+    )
     k8s_cluster.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=60s")
     peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "eq-peers"}}
     create(k8s_cluster, namespace, [peering])

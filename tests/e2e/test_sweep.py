@@ -31,7 +31,9 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def sweep_crd(k8s_cluster: Any, crd_installed: None) -> None:
-    k8s_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "edgequant.io_quantizationsweeps.yaml"))
+    k8s_cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds" / "edgequant.io_quantizationsweeps.yaml")
+    )
     k8s_cluster.kubectl("wait", "--for=condition=Established", "crd/quantizationsweeps.edgequant.io", "--timeout=60s")
 
 
@@ -57,7 +59,12 @@ def sweep_manifest(name: str, world: dict[str, Any], secret: str) -> dict[str, A
             "mixedPrecision": {"sensitivity": "off"},
             "acceptance": {"maxAccuracyDrop": 1.0},
             "output": {"uri": f"s3://{bucket}/sweeps/{name}/"},
-            "storage": {"endpoint": world["endpoint"], "pathStyle": True, "region": "us-east-1", "credentialsSecret": {"name": secret}},
+            "storage": {
+                "endpoint": world["endpoint"],
+                "pathStyle": True,
+                "region": "us-east-1",
+                "credentialsSecret": {"name": secret},
+            },
             "concurrency": 2,
         },
     }
@@ -70,7 +77,12 @@ def dominated(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def test_a_sweep_runs_its_cells_and_recommends_per_target(
-    k8s_cluster: Any, namespace: str, sweep_crd: None, operator: Operator, s3_world: dict[str, Any], s3_secret: str,
+    k8s_cluster: Any,
+    namespace: str,
+    sweep_crd: None,
+    operator: Operator,
+    s3_world: dict[str, Any],
+    s3_secret: str,
     calibration_data: None,
 ) -> None:
     create(k8s_cluster, namespace, [sweep_manifest("fm", s3_world, s3_secret)])
@@ -81,8 +93,14 @@ def test_a_sweep_runs_its_cells_and_recommends_per_target(
     assert (status["cells"], status["finished"], status["passed"]) == (4, 4, 4)
 
     # One child per cell, owned by the sweep, each with its target and method.
-    children = {c["metadata"]["name"]: c for c in get_json(k8s_cluster, "qj", "-n", namespace, "-l", "edgequant.io/sweep=fm")["items"]}
-    expected = {f"fm-{t}-{m}" for t, m in itertools.product(("rpi-xnnpack", "arm64-cpu"), ("tflite-int8", "tflite-dynamic-range"))}
+    children = {
+        c["metadata"]["name"]: c
+        for c in get_json(k8s_cluster, "qj", "-n", namespace, "-l", "edgequant.io/sweep=fm")["items"]
+    }
+    expected = {
+        f"fm-{t}-{m}"
+        for t, m in itertools.product(("rpi-xnnpack", "arm64-cpu"), ("tflite-int8", "tflite-dynamic-range"))
+    }
     assert set(children) == expected
     for child in children.values():
         (ref,) = child["metadata"]["ownerReferences"]
@@ -93,8 +111,13 @@ def test_a_sweep_runs_its_cells_and_recommends_per_target(
     # Concurrency 2: each child after the second was created only once an earlier one had finished.
     ordered = sorted(children.values(), key=lambda c: c["metadata"]["creationTimestamp"])
     for i, child in enumerate(ordered[2:], start=2):
-        done_before = [c for c in ordered[:i] if c["status"]["completionTime"] <= child["metadata"]["creationTimestamp"]]
-        assert len(done_before) >= i - 1, (child["metadata"]["name"], [c["status"]["completionTime"] for c in ordered[:i]])
+        done_before = [
+            c for c in ordered[:i] if c["status"]["completionTime"] <= child["metadata"]["creationTimestamp"]
+        ]
+        assert len(done_before) >= i - 1, (
+            child["metadata"]["name"],
+            [c["status"]["completionTime"] for c in ordered[:i]],
+        )
 
     # The table is the children's figures.
     rows = {r["name"]: r for r in status["candidates"]}
@@ -102,13 +125,22 @@ def test_a_sweep_runs_its_cells_and_recommends_per_target(
     for name, child in children.items():
         results, row = child["status"]["results"], rows[name]
         assert row["method"] == child["spec"]["method"] and row["target"] == child["spec"]["target"]
-        assert row["sizeBytes"] == results["quantized"]["sizeBytes"] and row["compressionRatio"] == results["compressionRatio"]
+        assert (
+            row["sizeBytes"] == results["quantized"]["sizeBytes"]
+            and row["compressionRatio"] == results["compressionRatio"]
+        )
         assert row["accuracyDrop"] == results["accuracyDrop"] and row["latencyMs"] == results["quantized"]["latencyMs"]
         assert row["passedGate"] is True
 
     # The Pareto front and the recommendations, recomputed from the children's figures.
-    figures = {n: {"sizeBytes": c["status"]["results"]["quantized"]["sizeBytes"], "accuracyDrop": c["status"]["results"]["accuracyDrop"],
-                   "latencyMs": c["status"]["results"]["quantized"]["latencyMs"]} for n, c in children.items()}
+    figures = {
+        n: {
+            "sizeBytes": c["status"]["results"]["quantized"]["sizeBytes"],
+            "accuracyDrop": c["status"]["results"]["accuracyDrop"],
+            "latencyMs": c["status"]["results"]["quantized"]["latencyMs"],
+        }
+        for n, c in children.items()
+    }
     front = {n for n in figures if not any(dominated(figures[n], figures[o]) for o in figures if o != n)}
     assert set(status["paretoFront"]) == front and front
     recommendations = {r["target"]: r for r in status["recommendations"]}
@@ -116,18 +148,33 @@ def test_a_sweep_runs_its_cells_and_recommends_per_target(
     for target, rec in recommendations.items():
         mine = {n: f for n, f in figures.items() if children[n]["spec"]["target"] == target}
         smallest = min(f["sizeBytes"] for f in mine.values())
-        assert figures[rec["candidate"]]["sizeBytes"] == smallest and rec["method"] == children[rec["candidate"]]["spec"]["method"]
+        assert (
+            figures[rec["candidate"]]["sizeBytes"] == smallest
+            and rec["method"] == children[rec["candidate"]]["spec"]["method"]
+        )
 
     # One calibration cache for every cell, in S3 under the sweep's output: the int8 cells of both targets share a
     # key; one that started after the other finished quantized from its calibration, and both made the same bytes.
     client = s3_world["client"]
-    first, second = sorted((children[f"fm-{t}-tflite-int8"] for t in ("rpi-xnnpack", "arm64-cpu")), key=lambda c: c["metadata"]["creationTimestamp"])
-    assert {c["spec"]["calibration"]["cacheUri"] for c in (first, second)} == {f"s3://{s3_world['bucket']}/sweeps/fm/calibration-cache/"}
+    first, second = sorted(
+        (children[f"fm-{t}-tflite-int8"] for t in ("rpi-xnnpack", "arm64-cpu")),
+        key=lambda c: c["metadata"]["creationTimestamp"],
+    )
+    assert {c["spec"]["calibration"]["cacheUri"] for c in (first, second)} == {
+        f"s3://{s3_world['bucket']}/sweeps/fm/calibration-cache/"
+    }
     assert first["status"]["results"]["artifact"]["sha256"] == second["status"]["results"]["artifact"]["sha256"]
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3_world["bucket"], Prefix="sweeps/fm/calibration-cache/")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in client.list_objects_v2(Bucket=s3_world["bucket"], Prefix="sweeps/fm/calibration-cache/")["Contents"]
+    ]
     assert len([k for k in keys if k.endswith("/key.json")]) == 1
     if second["metadata"]["creationTimestamp"] > first["status"]["completionTime"]:
-        report = json.loads(client.get_object(Bucket=s3_world["bucket"], Key=second["status"]["results"]["reportUri"].split("/", 3)[3])["Body"].read())
+        report = json.loads(
+            client.get_object(Bucket=s3_world["bucket"], Key=second["status"]["results"]["reportUri"].split("/", 3)[3])[
+                "Body"
+            ].read()
+        )
         assert any("calibration reused from" in n for n in report["notes"]), report["notes"]
 
     # The combined report under the sweep's output URI.

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -20,8 +20,11 @@ from tests.harness import realnode  # noqa: E402
 from tests.harness.cluster import Cluster, ClusterError  # noqa: E402
 
 #: Credentials the moto server accepts while auth is off; never real ones.
-DUMMY_AWS_ENV = {"AWS_ACCESS_KEY_ID": "edgequant-test-key", "AWS_SECRET_ACCESS_KEY": "edgequant-test-secret",
-                 "AWS_DEFAULT_REGION": "us-east-1"}
+DUMMY_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "edgequant-test-key",
+    "AWS_SECRET_ACCESS_KEY": "edgequant-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,7 +31,10 @@ RELEASE = "edgequant"
 OPERATOR_NAMESPACE = "edgequant-system"
 #: The chart's ServiceAccount for release RELEASE (its fullname).
 OPERATOR_SA = "edgequant"
-RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
 RUN_AS_USER = 65532
 
 
@@ -51,16 +55,25 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float, interval: float =
 
 def restricted_namespace(cluster: Cluster, name: str) -> str:
     labels = {**RESTRICTED, "kubernetes.io/metadata.name": name}
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}))
+    cluster.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}),
+    )
     return name
 
 
 def container_spec(container_id: str) -> dict[str, Any]:
     """The OCI runtime spec containerd handed runc for a container (``containerd://ID``)."""
     cid = container_id.removeprefix("containerd://")
-    out = subprocess.run(["ctr", "--address", str(realnode.CONTAINERD_SOCKET), "-n", "k8s.io", "containers", "info", cid],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        ["ctr", "--address", str(realnode.CONTAINERD_SOCKET), "-n", "k8s.io", "containers", "info", cid],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     return json.loads(out)["Spec"]
 
 
@@ -78,9 +91,23 @@ def assert_locked_down(spec: dict[str, Any]) -> None:
 def operator_release(real_cluster: Cluster) -> Iterator[dict[str, Any]]:
     """`helm install` of the chart, the operator in its image as a pod (namespace enforces `restricted` too)."""
     restricted_namespace(real_cluster, OPERATOR_NAMESPACE)
-    cmd = [str(real_cluster.helm), "--kubeconfig", str(real_cluster.kubeconfig), "install", RELEASE, str(CHART),
-           "--namespace", OPERATOR_NAMESPACE, "--set", "operator.logFormat=plain", "--set", "operator.resyncSeconds=20",
-           "--wait", "--timeout", "300s"]
+    cmd = [
+        str(real_cluster.helm),
+        "--kubeconfig",
+        str(real_cluster.kubeconfig),
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--set",
+        "operator.logFormat=plain",
+        "--set",
+        "operator.resyncSeconds=20",
+        "--wait",
+        "--timeout",
+        "300s",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=330, env=real_cluster.env())
     pods = get_json(real_cluster, "pods", "-n", OPERATOR_NAMESPACE)["items"]
     assert done.returncode == 0, f"helm install: {done.stdout}\n{done.stderr}\npods: {json.dumps(pods)[:3000]}"
@@ -91,9 +118,16 @@ def operator_release(real_cluster: Cluster) -> Iterator[dict[str, Any]]:
 def jobs_namespace(real_cluster: Cluster, operator_release: dict[str, Any], node_s3: str) -> str:
     """A namespace enforcing Pod Security `restricted`, with the moto server's (dummy) keys in a Secret."""
     name = restricted_namespace(real_cluster, f"rn-{uuid.uuid4().hex[:8]}")
-    real_cluster.kubectl("create", "secret", "generic", "s3-credentials", "-n", name,
-                         f"--from-literal=AWS_ACCESS_KEY_ID={os.environ['AWS_ACCESS_KEY_ID']}",
-                         f"--from-literal=AWS_SECRET_ACCESS_KEY={os.environ['AWS_SECRET_ACCESS_KEY']}")
+    real_cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "s3-credentials",
+        "-n",
+        name,
+        f"--from-literal=AWS_ACCESS_KEY_ID={os.environ['AWS_ACCESS_KEY_ID']}",
+        f"--from-literal=AWS_SECRET_ACCESS_KEY={os.environ['AWS_SECRET_ACCESS_KEY']}",
+    )
     return name
 
 
@@ -118,9 +152,11 @@ def bucket(s3: Any, fashion_mnist: Any, tmp_path: Path) -> str:
 
 def keras_cnn(path: Path) -> Path:
     """A small Keras CNN for 28x28 grayscale, made in a subprocess (TensorFlow stays out of this one)."""
-    code = ("import sys, keras\nkeras.utils.set_random_seed(0)\n"
-            "keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3, activation='relu'), keras.layers.MaxPooling2D(2),"
-            " keras.layers.Flatten(), keras.layers.Dense(32, activation='relu'), keras.layers.Dense(10)]).save(sys.argv[1])\n")
+    code = (
+        "import sys, keras\nkeras.utils.set_random_seed(0)\n"
+        "keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(8, 3, activation='relu'), keras.layers.MaxPooling2D(2),"
+        " keras.layers.Flatten(), keras.layers.Dense(32, activation='relu'), keras.layers.Dense(10)]).save(sys.argv[1])\n"
+    )
     subprocess.run([sys.executable, "-c", code, str(path)], check=True, capture_output=True, timeout=300)
     return path
 
@@ -131,8 +167,9 @@ def onnx_mlp(path: Path) -> Path:
     return dense_heavy_onnx(path)[0]
 
 
-def quantization_job(name: str, bucket: str, endpoint: str, method: str, model_key: str, model_input: dict[str, Any],
-                     **extra: Any) -> dict[str, Any]:
+def quantization_job(
+    name: str, bucket: str, endpoint: str, method: str, model_key: str, model_input: dict[str, Any], **extra: Any
+) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "method": method,
         "model": {"uri": f"s3://{bucket}/{model_key}", "input": model_input},
@@ -141,7 +178,12 @@ def quantization_job(name: str, bucket: str, endpoint: str, method: str, model_k
         "mixedPrecision": {"sensitivity": "off"},
         "acceptance": {"maxAccuracyDrop": 1.0},
         "output": {"uri": f"s3://{bucket}/out/{name}/"},
-        "storage": {"endpoint": endpoint, "pathStyle": True, "region": "us-east-1", "credentialsSecret": {"name": "s3-credentials"}},
+        "storage": {
+            "endpoint": endpoint,
+            "pathStyle": True,
+            "region": "us-east-1",
+            "credentialsSecret": {"name": "s3-credentials"},
+        },
         "execution": {"backoffLimit": 1},
         **extra,
     }
@@ -166,11 +208,15 @@ def worker_pods(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
 
 def describe(cluster: Cluster, namespace: str) -> str:
     out = cluster.kubectl("get", "qj,jobs,pods,events", "-n", namespace, "-o", "wide", check=False)
-    logs = cluster.kubectl("logs", "-n", namespace, "-l", "app.kubernetes.io/name=edgequant-quantizer", "--tail=40", check=False)
+    logs = cluster.kubectl(
+        "logs", "-n", namespace, "-l", "app.kubernetes.io/name=edgequant-quantizer", "--tail=40", check=False
+    )
     return f"{out.stdout}{out.stderr}\n--- worker logs\n{logs.stdout}{logs.stderr}"
 
 
-def assert_succeeded_in_image(cluster: Cluster, namespace: str, qj: dict[str, Any], s3: Any, bucket: str, image: str) -> None:
+def assert_succeeded_in_image(
+    cluster: Cluster, namespace: str, qj: dict[str, Any], s3: Any, bucket: str, image: str
+) -> None:
     status = qj["status"]
     assert status["phase"] == "Succeeded", f"{json.dumps(status)[:3000]}\n{describe(cluster, namespace)}"
     artifact = status["results"]["artifact"]
@@ -201,7 +247,8 @@ def test_the_node_is_a_kubelet_on_containerd(real_cluster: Cluster) -> None:
 
 
 def test_the_operator_runs_as_a_pod_in_its_image_under_the_charts_service_account(
-        real_cluster: Cluster, operator_release: dict[str, Any]) -> None:
+    real_cluster: Cluster, operator_release: dict[str, Any]
+) -> None:
     pod = get_json(real_cluster, "pod", operator_release["metadata"]["name"], "-n", OPERATOR_NAMESPACE)
     assert pod["spec"]["serviceAccountName"] == OPERATOR_SA
     assert pod["spec"]["nodeName"] == realnode.NODE_NAME
@@ -211,29 +258,46 @@ def test_the_operator_runs_as_a_pod_in_its_image_under_the_charts_service_accoun
 
 
 def test_tflite_int8_runs_in_the_tflite_image_and_succeeds(
-        real_cluster: Cluster, jobs_namespace: str, s3: Any, bucket: str, node_s3: str, tmp_path: Path) -> None:
+    real_cluster: Cluster, jobs_namespace: str, s3: Any, bucket: str, node_s3: str, tmp_path: Path
+) -> None:
     s3.upload_file(str(keras_cnn(tmp_path / "cnn.keras")), bucket, "models/cnn.keras")
-    manifest = quantization_job("int8", bucket, node_s3, "tflite-int8", "models/cnn.keras",
-                                {"shape": [28, 28, 1], "colorOrder": "GRAY"})
+    manifest = quantization_job(
+        "int8", bucket, node_s3, "tflite-int8", "models/cnn.keras", {"shape": [28, 28, 1], "colorOrder": "GRAY"}
+    )
     qj = run_to_end(real_cluster, jobs_namespace, manifest)
     assert_succeeded_in_image(real_cluster, jobs_namespace, qj, s3, bucket, "edgequant/quantizer-tflite:0.1.0")
 
 
 def test_onnx_static_runs_in_the_torch_image_and_succeeds(
-        real_cluster: Cluster, jobs_namespace: str, s3: Any, bucket: str, node_s3: str, tmp_path: Path) -> None:
+    real_cluster: Cluster, jobs_namespace: str, s3: Any, bucket: str, node_s3: str, tmp_path: Path
+) -> None:
     s3.upload_file(str(onnx_mlp(tmp_path / "mlp.onnx")), bucket, "models/mlp.onnx")
-    manifest = quantization_job("static", bucket, node_s3, "onnx-static", "models/mlp.onnx",
-                                {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"})
+    manifest = quantization_job(
+        "static",
+        bucket,
+        node_s3,
+        "onnx-static",
+        "models/mlp.onnx",
+        {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"},
+    )
     qj = run_to_end(real_cluster, jobs_namespace, manifest)
     assert_succeeded_in_image(real_cluster, jobs_namespace, qj, s3, bucket, "edgequant/quantizer-torch:0.1.0")
 
 
 def test_a_memory_limit_too_small_is_oom_killed_with_the_fix_and_not_retried_forever(
-        real_cluster: Cluster, jobs_namespace: str, s3: Any, bucket: str, node_s3: str, tmp_path: Path) -> None:
+    real_cluster: Cluster, jobs_namespace: str, s3: Any, bucket: str, node_s3: str, tmp_path: Path
+) -> None:
     """TensorFlow alone needs several hundred MiB: under a 128Mi limit the kernel kills the worker (cgroup OOM)."""
     s3.upload_file(str(keras_cnn(tmp_path / "cnn.keras")), bucket, "models/cnn.keras")
-    manifest = quantization_job("oom", bucket, node_s3, "tflite-int8", "models/cnn.keras", {"shape": [28, 28, 1], "colorOrder": "GRAY"},
-                                resources={"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}})
+    manifest = quantization_job(
+        "oom",
+        bucket,
+        node_s3,
+        "tflite-int8",
+        "models/cnn.keras",
+        {"shape": [28, 28, 1], "colorOrder": "GRAY"},
+        resources={"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}},
+    )
     qj = run_to_end(real_cluster, jobs_namespace, manifest, timeout=600)
     st = qj["status"]
     assert st["phase"] == "Failed", f"{json.dumps(st)[:2000]}\n{describe(real_cluster, jobs_namespace)}"

@@ -25,16 +25,22 @@ DEFAULT_STATE = REPO_ROOT / ".cache" / "cluster"
 
 
 def _exports(c: Cluster) -> str:
-    return (f"export KUBECONFIG={shlex.quote(str(c.kubeconfig))}\n"
-            f"export PATH={':'.join(shlex.quote(str(p)) for p in c.path_dirs)}:\"$PATH\"\n")
+    return (
+        f"export KUBECONFIG={shlex.quote(str(c.kubeconfig))}\n"
+        f'export PATH={":".join(shlex.quote(str(p)) for p in c.path_dirs)}:"$PATH"\n'
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.harness", description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["up", "down", "status"])
     p.add_argument("--state-dir", type=Path, default=DEFAULT_STATE)
-    p.add_argument("--node", choices=NODE_KINDS, default="process",
-                   help="process: the process-backed node; real: kubelet + containerd + runc (make images first)")
+    p.add_argument(
+        "--node",
+        choices=NODE_KINDS,
+        default="process",
+        help="process: the process-backed node; real: kubelet + containerd + runc (make images first)",
+    )
     args = p.parse_args(argv)
     state = args.state_dir.absolute()
 
@@ -56,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         existing.stop()
         left = kill_marked(existing.cluster_id, grace=1.0)
-        print(f"cluster {existing.cluster_id} stopped" + (f" (ended {len(left)} strays)"
-                                                           if left else ""), file=sys.stderr)
+        print(
+            f"cluster {existing.cluster_id} stopped" + (f" (ended {len(left)} strays)" if left else ""), file=sys.stderr
+        )
         if existing.teardown_problems:
             print(f"could not unmount: {existing.teardown_problems}", file=sys.stderr)
             return 1
@@ -77,8 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ClusterError, RealNodeUnavailable) as e:
         print(f"cluster-up failed: {e}", file=sys.stderr)
         return 1
-    print(f"control plane {cluster.server_version} at {cluster.server}; logs in "
-          f"{cluster.log_dir}; stop with `make cluster-down`", file=sys.stderr)
+    print(
+        f"control plane {cluster.server_version} at {cluster.server}; logs in "
+        f"{cluster.log_dir}; stop with `make cluster-down`",
+        file=sys.stderr,
+    )
     sys.stdout.write(_exports(cluster))
     return 0
 

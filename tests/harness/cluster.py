@@ -40,13 +40,19 @@ from .pki import Pki, make_pki
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_BIN = REPO_ROOT / ".tools" / "bin"
-CONTROL_PLANE_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-                          "kubectl")
+CONTROL_PLANE_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_IP = "10.0.0.1"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
-COMPONENT_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "node",
-                   "containerd", "kubelet")
+COMPONENT_ORDER = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "node",
+    "containerd",
+    "kubelet",
+)
 #: ``node`` kinds: the process-backed node (fast suites) or a real kubelet + containerd (tests/harness/realnode.py).
 NODE_KINDS = ("process", "real")
 CLUSTER_ID_ENV = "EDGEQUANT_CLUSTER_ID"
@@ -79,7 +85,8 @@ def find_binaries(names: Iterable[str] = CONTROL_PLANE_BINARIES) -> dict[str, Pa
     if missing:
         raise ClusterError(
             f"missing binaries {missing}: run `make cluster-bins` (builds them into {TOOLS_BIN}) "
-            "or point KUBEBUILDER_ASSETS at a folder that holds them")
+            "or point KUBEBUILDER_ASSETS at a folder that holds them"
+        )
     return found
 
 
@@ -101,12 +108,14 @@ def free_ports(n: int) -> list[int]:
 def _die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None]:
     """preexec_fn: the child gets ``sig`` when the process that started it dies. The node gets
     SIGTERM, so that it can still stop the containers it started."""
+
     def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
         try:
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
             libc.prctl(1, sig)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+
     return preexec
 
 
@@ -258,8 +267,9 @@ class Cluster:
         env["PATH"] = os.pathsep.join([*map(str, self.path_dirs), env.get("PATH", "")])
         return env
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 60) -> subprocess.CompletedProcess:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         """Run kubectl against this cluster; returns the CompletedProcess (text output).
 
         With ``check`` (default) a non-zero exit raises :class:`subprocess.CalledProcessError`
@@ -269,8 +279,11 @@ class Cluster:
         proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise subprocess.CalledProcessError(
-                proc.returncode, cmd, proc.stdout,
-                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+                proc.returncode,
+                cmd,
+                proc.stdout,
+                f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}",
+            )
         return proc
 
     def client_configuration(self, token: str | None = None):
@@ -326,94 +339,117 @@ class Cluster:
         if self.node == "real":
             clients["kubelet"] = (f"system:node:{realnode.NODE_NAME}", ["system:nodes"])
             server_ips.append(realnode.GATEWAY)
-        pki = make_pki(self.state_dir / "pki", server_ips=server_ips,
-                       server_dns=["localhost", "kubernetes", "kubernetes.default",
-                                   "kubernetes.default.svc",
-                                   "kubernetes.default.svc.cluster.local"],
-                       clients=clients)
+        pki = make_pki(
+            self.state_dir / "pki",
+            server_ips=server_ips,
+            server_dns=[
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            ],
+            clients=clients,
+        )
         for name in clients:
-            self._write_kubeconfig(
-                self.kubeconfig if name == "admin" else self.state_dir / f"{name}.kubeconfig",
-                name)
+            self._write_kubeconfig(self.kubeconfig if name == "admin" else self.state_dir / f"{name}.kubeconfig", name)
         self._save_state()
 
         d = self.state_dir
-        self._spawn("etcd", [
-            str(self.binaries["etcd"]),
-            "--name=default",
-            f"--data-dir={d / 'etcd-data'}",
-            f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
-            f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
-            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-            f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
-            "--unsafe-no-fsync=true",
-            "--log-level=warn",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                str(self.binaries["etcd"]),
+                "--name=default",
+                f"--data-dir={d / 'etcd-data'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
+                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{etcd_peer}",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+        )
         self._wait("etcd", lambda: self._http_ok(f"http://127.0.0.1:{etcd_client}/health"), 60)
 
-        self._spawn("kube-apiserver", [
-            str(self.binaries["kube-apiserver"]),
-            f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            f"--cert-dir={d / 'apiserver-certs'}",
-            f"--tls-cert-file={pki.crt('apiserver')}",
-            f"--tls-private-key-file={pki.key('apiserver')}",
-            f"--client-ca-file={pki.ca_crt}",
-            f"--secure-port={apiserver}",
-            # The real node's pods reach the API server on the bridge (the kubernetes Service's DNAT).
-            f"--bind-address={'0.0.0.0' if self.node == 'real' else '127.0.0.1'}",
-            f"--advertise-address={realnode.GATEWAY if self.node == 'real' else '127.0.0.1'}",
-            f"--kubelet-client-certificate={pki.crt('admin')}",
-            f"--kubelet-client-key={pki.key('admin')}",
-            "--kubelet-preferred-address-types=InternalIP",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--allow-privileged=true",
-            "--authorization-mode=Node,RBAC",
-            # OwnerReferencesPermissionEnforcement (OpenShift's default): setting blockOwnerDeletion on a Job needs
-            # update on the owner's finalizers, which the operator's RBAC must grant (docs/security.md, item 4).
-            "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
-            f"--service-account-issuer={SA_ISSUER}",
-            f"--service-account-key-file={pki.sa_pub}",
-            f"--service-account-signing-key-file={pki.sa_key}",
-            "--endpoint-reconciler-type=none",
-            "--v=1",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(self.binaries["kube-apiserver"]),
+                f"--etcd-servers=http://127.0.0.1:{etcd_client}",
+                f"--cert-dir={d / 'apiserver-certs'}",
+                f"--tls-cert-file={pki.crt('apiserver')}",
+                f"--tls-private-key-file={pki.key('apiserver')}",
+                f"--client-ca-file={pki.ca_crt}",
+                f"--secure-port={apiserver}",
+                # The real node's pods reach the API server on the bridge (the kubernetes Service's DNAT).
+                f"--bind-address={'0.0.0.0' if self.node == 'real' else '127.0.0.1'}",
+                f"--advertise-address={realnode.GATEWAY if self.node == 'real' else '127.0.0.1'}",
+                f"--kubelet-client-certificate={pki.crt('admin')}",
+                f"--kubelet-client-key={pki.key('admin')}",
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--allow-privileged=true",
+                "--authorization-mode=Node,RBAC",
+                # OwnerReferencesPermissionEnforcement (OpenShift's default): setting blockOwnerDeletion on a Job needs
+                # update on the owner's finalizers, which the operator's RBAC must grant (docs/security.md, item 4).
+                "--enable-admission-plugins=NodeRestriction,OwnerReferencesPermissionEnforcement",
+                f"--service-account-issuer={SA_ISSUER}",
+                f"--service-account-key-file={pki.sa_pub}",
+                f"--service-account-signing-key-file={pki.sa_key}",
+                "--endpoint-reconciler-type=none",
+                "--v=1",
+            ],
+        )
         self._wait("kube-apiserver", self._apiserver_ready, self.start_timeout)
 
-        self._spawn("kube-controller-manager", [
-            str(self.binaries["kube-controller-manager"]),
-            f"--kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
-            "--leader-elect=false",
-            "--secure-port=0",
-            "--controllers=*",
-            "--use-service-account-credentials=true",
-            f"--service-account-private-key-file={pki.sa_key}",
-            f"--root-ca-file={pki.ca_crt}",
-            f"--cluster-signing-cert-file={pki.ca_crt}",
-            f"--cluster-signing-key-file={pki.ca_key}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--concurrent-job-syncs=10",
-            "--concurrent-gc-syncs=20",
-            "--v=1",
-        ])
-        self._spawn("kube-scheduler", [
-            str(self.binaries["kube-scheduler"]),
-            f"--kubeconfig={d / 'kube-scheduler.kubeconfig'}",
-            "--leader-elect=false",
-            "--secure-port=0",
-            "--v=1",
-        ])
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.binaries["kube-controller-manager"]),
+                f"--kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--controllers=*",
+                "--use-service-account-credentials=true",
+                f"--service-account-private-key-file={pki.sa_key}",
+                f"--root-ca-file={pki.ca_crt}",
+                f"--cluster-signing-cert-file={pki.ca_crt}",
+                f"--cluster-signing-key-file={pki.ca_key}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--concurrent-job-syncs=10",
+                "--concurrent-gc-syncs=20",
+                "--v=1",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(self.binaries["kube-scheduler"]),
+                f"--kubeconfig={d / 'kube-scheduler.kubeconfig'}",
+                "--leader-elect=false",
+                "--secure-port=0",
+                "--v=1",
+            ],
+        )
         # The service-account controller (run by kube-controller-manager) creates `default`.
-        self._wait("kube-controller-manager", lambda: self._default_sa_exists("default"),
-                   self.start_timeout)
+        self._wait("kube-controller-manager", lambda: self._default_sa_exists("default"), self.start_timeout)
 
         if self.node == "real":
             self._start_real_node()
             self._save_state()
             return
-        node_argv = [sys.executable, str(Path(__file__).with_name("node.py")),
-                     "--kubeconfig", str(self.kubeconfig), "--state-dir", str(d / "node"),
-                     "--server-version", self.server_version]
+        node_argv = [
+            sys.executable,
+            str(Path(__file__).with_name("node.py")),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--state-dir",
+            str(d / "node"),
+            "--server-version",
+            self.server_version,
+        ]
         for key, value in self.node_options.items():
             node_argv += [f"--{key.replace('_', '-')}", str(value)]
         self._spawn("node", node_argv, cwd=REPO_ROOT, extra_env={"PYTHONUNBUFFERED": "1"})
@@ -429,13 +465,19 @@ class Cluster:
         missing = realnode.missing_prerequisites(kubelet)
         if missing:
             raise realnode.RealNodeUnavailable(
-                "the real node cannot start containers on this machine; missing:\n  - " + "\n  - ".join(missing))
-        if realnode.CONTAINERD_SOCKET.exists() and subprocess.run(
-                ["ctr", "--address", str(realnode.CONTAINERD_SOCKET), "version"],
-                capture_output=True, timeout=10).returncode == 0:
+                "the real node cannot start containers on this machine; missing:\n  - " + "\n  - ".join(missing)
+            )
+        if (
+            realnode.CONTAINERD_SOCKET.exists()
+            and subprocess.run(
+                ["ctr", "--address", str(realnode.CONTAINERD_SOCKET), "version"], capture_output=True, timeout=10
+            ).returncode
+            == 0
+        ):
             raise realnode.RealNodeUnavailable(
                 f"a containerd already serves {realnode.CONTAINERD_ROOT} ({realnode.CONTAINERD_SOCKET}): another "
-                "real node (or `make images` loading) runs on this machine; one real node per machine")
+                "real node (or `make images` loading) runs on this machine; one real node per machine"
+            )
         self.binaries["kubelet"] = kubelet
 
     def _start_real_node(self) -> None:
@@ -445,27 +487,44 @@ class Cluster:
         realnode.setup_network(self.ports["apiserver"])
         pki = self.pki
         # The kubelet serves with the API server's certificate (its SANs include the node's address).
-        paths = realnode.write_configs(d, ca=pki.ca_crt, cert=pki.crt("apiserver"), key=pki.key("apiserver"),
-                                       port=kubelet_port, healthz_port=healthz_port)
+        paths = realnode.write_configs(
+            d,
+            ca=pki.ca_crt,
+            cert=pki.crt("apiserver"),
+            key=pki.key("apiserver"),
+            port=kubelet_port,
+            healthz_port=healthz_port,
+        )
         self._write_kubeconfig(self.state_dir / "kubelet.kubeconfig", "kubelet")
         self._spawn("containerd", ["containerd", "--config", str(paths["containerd"]), "--log-level", "warn"])
-        self._wait("containerd", lambda: subprocess.run(
-            ["ctr", "--address", str(realnode.CONTAINERD_SOCKET), "version"],
-            capture_output=True, timeout=5).returncode == 0, 60)
+        self._wait(
+            "containerd",
+            lambda: (
+                subprocess.run(
+                    ["ctr", "--address", str(realnode.CONTAINERD_SOCKET), "version"], capture_output=True, timeout=5
+                ).returncode
+                == 0
+            ),
+            60,
+        )
         absent = set(realnode.REQUIRED_IMAGES) - realnode.loaded_images()
         if absent:
             raise realnode.RealNodeUnavailable(
                 f"images missing from containerd's k8s.io namespace ({realnode.CONTAINERD_ROOT}): "
-                f"{', '.join(sorted(absent))}; build and load them with `make images`")
-        self._spawn("kubelet", [
-            str(self.binaries["kubelet"]),
-            f"--config={paths['kubelet']}",
-            f"--kubeconfig={self.state_dir / 'kubelet.kubeconfig'}",
-            f"--root-dir={d / 'kubelet'}",
-            f"--hostname-override={realnode.NODE_NAME}",
-            f"--node-ip={realnode.GATEWAY}",
-            "--v=1",
-        ])
+                f"{', '.join(sorted(absent))}; build and load them with `make images`"
+            )
+        self._spawn(
+            "kubelet",
+            [
+                str(self.binaries["kubelet"]),
+                f"--config={paths['kubelet']}",
+                f"--kubeconfig={self.state_dir / 'kubelet.kubeconfig'}",
+                f"--root-dir={d / 'kubelet'}",
+                f"--hostname-override={realnode.NODE_NAME}",
+                f"--node-ip={realnode.GATEWAY}",
+                "--v=1",
+            ],
+        )
         self._wait("kubelet", self._nodes_ready, self.start_timeout)
 
     def _stop_real_node(self) -> list[str]:
@@ -489,20 +548,32 @@ class Cluster:
         cfg = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "edgequant-test", "cluster": {
-                "server": self.server, "certificate-authority-data": b64(pki.ca_crt)}}],
-            "users": [{"name": user, "user": {
-                "client-certificate-data": b64(pki.crt(user)),
-                "client-key-data": b64(pki.key(user))}}],
-            "contexts": [{"name": "edgequant-test", "context": {
-                "cluster": "edgequant-test", "user": user, "namespace": "default"}}],
+            "clusters": [
+                {
+                    "name": "edgequant-test",
+                    "cluster": {"server": self.server, "certificate-authority-data": b64(pki.ca_crt)},
+                }
+            ],
+            "users": [
+                {
+                    "name": user,
+                    "user": {"client-certificate-data": b64(pki.crt(user)), "client-key-data": b64(pki.key(user))},
+                }
+            ],
+            "contexts": [
+                {
+                    "name": "edgequant-test",
+                    "context": {"cluster": "edgequant-test", "user": user, "namespace": "default"},
+                }
+            ],
             "current-context": "edgequant-test",
         }
         path.write_text(json.dumps(cfg, indent=2))
         path.chmod(0o600)
 
-    def _spawn(self, name: str, argv: list[str], cwd: Path | None = None,
-               extra_env: dict[str, str] | None = None) -> None:
+    def _spawn(
+        self, name: str, argv: list[str], cwd: Path | None = None, extra_env: dict[str, str] | None = None
+    ) -> None:
         log = self.logs[name]
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
@@ -512,10 +583,17 @@ class Cluster:
             out.write(f"==> {' '.join(argv)}\n".encode())
             out.flush()
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                cwd=cwd or self.state_dir, env=env, start_new_session=True,
-                preexec_fn=None if self.detached else _die_with_parent(
-                    signal.SIGTERM if name == "node" else signal.SIGKILL))
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=cwd or self.state_dir,
+                env=env,
+                start_new_session=True,
+                preexec_fn=None
+                if self.detached
+                else _die_with_parent(signal.SIGTERM if name == "node" else signal.SIGKILL),
+            )
         self.components[name] = Component(name, argv, log, proc, proc.pid)
         self._save_state()
 
@@ -527,7 +605,8 @@ class Cluster:
                 if c.proc is not None and c.proc.poll() is not None:
                     raise ClusterError(
                         f"{c.name} exited with code {c.proc.returncode} while waiting for {name}; "
-                        f"log {c.log}:\n{tail(c.log, 40)}")
+                        f"log {c.log}:\n{tail(c.log, 40)}"
+                    )
             try:
                 if ready():
                     return
@@ -535,8 +614,9 @@ class Cluster:
                 pass
             if time.monotonic() > deadline:
                 log = comp.log if comp else self.log_dir
-                raise ClusterError(f"{name} not ready after {timeout:.0f}s; log {log}:\n"
-                                   f"{tail(log, 40) if comp else ''}")
+                raise ClusterError(
+                    f"{name} not ready after {timeout:.0f}s; log {log}:\n{tail(log, 40) if comp else ''}"
+                )
             time.sleep(0.25)
 
     @staticmethod
@@ -551,8 +631,7 @@ class Cluster:
 
     def _get(self, path: str) -> tuple[int, bytes]:
         try:
-            with urllib.request.urlopen(self.server + path, timeout=5,
-                                        context=self._ssl_context()) as r:
+            with urllib.request.urlopen(self.server + path, timeout=5, context=self._ssl_context()) as r:
                 return r.status, r.read()
         except urllib.error.HTTPError as e:
             return e.code, e.read()
@@ -596,8 +675,7 @@ class Cluster:
             "kubeconfig": str(self.kubeconfig),
             "bin_dir": str(self.bin_dir),
             "path_dirs": [str(p) for p in self.path_dirs],
-            "components": {c.name: {"pid": c.pid, "log": str(c.log)}
-                           for c in self.components.values()},
+            "components": {c.name: {"pid": c.pid, "log": str(c.log)} for c in self.components.values()},
         }
         self.state_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(".tmp")
@@ -608,8 +686,13 @@ class Cluster:
     def attach(cls, state_dir: Path) -> Cluster:
         """A handle on a cluster started elsewhere (e.g. by `make cluster-up`) from its state."""
         state = json.loads((state_dir / "cluster.json").read_text())
-        c = cls(state_dir=state_dir, detached=True, cluster_id=state["cluster_id"],
-                node=state.get("node", "process"), started_at=state.get("started_at", 0.0))
+        c = cls(
+            state_dir=state_dir,
+            detached=True,
+            cluster_id=state["cluster_id"],
+            node=state.get("node", "process"),
+            started_at=state.get("started_at", 0.0),
+        )
         c.ports = state["ports"]
         with contextlib.suppress(ClusterError):
             c.binaries = find_binaries()
@@ -680,8 +763,6 @@ class Cluster:
                 for log in sorted(pod_dir.glob("containers/*/*.log")):
                     sections.append((f"container output {log}", tail(log, 40)))
             with contextlib.suppress(Exception):
-                out = self.kubectl("get", "all,events", "-n", namespace, "-o", "wide",
-                                   check=False, timeout=20)
-                sections.append((f"kubectl get all,events -n {namespace}",
-                                 out.stdout + out.stderr))
+                out = self.kubectl("get", "all,events", "-n", namespace, "-o", "wide", check=False, timeout=20)
+                sections.append((f"kubectl get all,events -n {namespace}", out.stdout + out.stderr))
         return sections

@@ -51,8 +51,9 @@ def k8s_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if existing:
         cluster = Cluster.attach(Path(existing).absolute())
         if not cluster.running():
-            raise RuntimeError(f"EDGEQUANT_TEST_CLUSTER={existing}: no cluster is running there "
-                               "(start one with `make cluster-up`)")
+            raise RuntimeError(
+                f"EDGEQUANT_TEST_CLUSTER={existing}: no cluster is running there (start one with `make cluster-up`)"
+            )
         _ACTIVE.append(cluster)
         yield cluster
         _ACTIVE.remove(cluster)

@@ -57,7 +57,9 @@ API = "kueue.x-k8s.io/v1beta2"
 
 def crd_dir() -> Path:
     """Kueue's CRDs in the Go module cache, at the version tools/kueue/go.mod pins (downloaded if needed)."""
-    done = subprocess.run([str(TOOLS_DIR / "build.sh"), "--crd-dir"], capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [str(TOOLS_DIR / "build.sh"), "--crd-dir"], capture_output=True, text=True, timeout=300, check=False
+    )
     path = Path(done.stdout.strip()) if done.returncode == 0 else None
     if path is None or not any(path.glob("*.yaml")):
         raise ClusterError(f"cannot find Kueue's CRDs with tools/kueue/build.sh --crd-dir: {done.stderr.strip()}")
@@ -68,7 +70,9 @@ def kueue_binary() -> Path:
     try:
         return find_binaries(["kueue"])["kueue"]
     except ClusterError as exc:
-        raise ClusterError("missing the kueue binary: run `make kueue-bin` (tools/kueue builds it into .tools/bin)") from exc
+        raise ClusterError(
+            "missing the kueue binary: run `make kueue-bin` (tools/kueue builds it into .tools/bin)"
+        ) from exc
 
 
 @dataclass
@@ -95,7 +99,12 @@ class Kueue:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         webhook, health = free_ports(2)
         self.ports = {"webhook": webhook, "health": health}
-        pki = make_webhook_pki(self.state_dir / "pki", ca_name="kueue-ca", server_dns=[f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc"], server_ips=["127.0.0.1"])
+        pki = make_webhook_pki(
+            self.state_dir / "pki",
+            ca_name="kueue-ca",
+            server_dns=[f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc"],
+            server_ips=["127.0.0.1"],
+        )
         cert_dir = self.state_dir / "serving-certs"
         cert_dir.mkdir(exist_ok=True)
         shutil.copyfile(pki.crt("server"), cert_dir / "tls.crt")
@@ -105,7 +114,10 @@ class Kueue:
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir()), timeout=180)
         deadline = time.monotonic() + 120
         crds = [f"crd/{p}.kueue.x-k8s.io" for p in CONVERTED]
-        while kubectl("wait", "--for=condition=Established", *crds, "--timeout=30s", timeout=60, check=False).returncode != 0:
+        while (
+            kubectl("wait", "--for=condition=Established", *crds, "--timeout=30s", timeout=60, check=False).returncode
+            != 0
+        ):
             if time.monotonic() > deadline:  # (kubectl wait fails at once on a CRD without status conditions yet)
                 raise ClusterError(f"Kueue's CRDs are not established after 120s: {', '.join(crds)}")
             time.sleep(1)
@@ -113,9 +125,19 @@ class Kueue:
         for plural in CONVERTED:
             conversion = {
                 "strategy": "Webhook",
-                "webhook": {"clientConfig": {"url": f"https://127.0.0.1:{webhook}/convert", "caBundle": ca}, "conversionReviewVersions": ["v1"]},
+                "webhook": {
+                    "clientConfig": {"url": f"https://127.0.0.1:{webhook}/convert", "caBundle": ca},
+                    "conversionReviewVersions": ["v1"],
+                },
             }
-            kubectl("patch", "crd", f"{plural}.kueue.x-k8s.io", "--type=merge", "-p", json.dumps({"spec": {"conversion": conversion}}))
+            kubectl(
+                "patch",
+                "crd",
+                f"{plural}.kueue.x-k8s.io",
+                "--type=merge",
+                "-p",
+                json.dumps({"spec": {"conversion": conversion}}),
+            )
         kubectl("create", "namespace", NAMESPACE, check=False)
         secret = {
             "apiVersion": "v1",
@@ -123,7 +145,12 @@ class Kueue:
             "metadata": {"name": WEBHOOK_SECRET, "namespace": NAMESPACE},
             "data": {
                 name: base64.b64encode(path.read_bytes()).decode()
-                for name, path in {"ca.crt": pki.ca_crt, "ca.key": pki.ca_key, "tls.crt": pki.crt("server"), "tls.key": pki.key("server")}.items()
+                for name, path in {
+                    "ca.crt": pki.ca_crt,
+                    "ca.key": pki.ca_key,
+                    "tls.crt": pki.crt("server"),
+                    "tls.key": pki.key("server"),
+                }.items()
             },
         }
         kubectl("apply", "-f", "-", input=json.dumps(secret))
@@ -136,7 +163,11 @@ class Kueue:
             "metrics": {"bindAddress": "0"},
             "webhook": {"host": "127.0.0.1", "port": webhook, "certDir": str(cert_dir)},
             "leaderElection": {"leaderElect": False},
-            "internalCertManagement": {"enable": True, "webhookServiceName": WEBHOOK_SERVICE, "webhookSecretName": WEBHOOK_SECRET},
+            "internalCertManagement": {
+                "enable": True,
+                "webhookServiceName": WEBHOOK_SERVICE,
+                "webhookSecretName": WEBHOOK_SECRET,
+            },
             "integrations": {"frameworks": ["batch/job"]},
             # The on-demand visibility API is an aggregated API server of its own: not needed to queue Jobs.
             "featureGates": {"VisibilityOnDemand": False},
@@ -149,13 +180,21 @@ class Kueue:
             out.write(f"==> {' '.join(argv)}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=self.state_dir, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent(signal.SIGKILL),  # noqa: PLW1509  as the cluster's own components
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.state_dir,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGKILL),  # noqa: PLW1509  as the cluster's own components
             )
         deadline = time.monotonic() + timeout
         while not self._ready():
             if self.proc.poll() is not None:
-                raise ClusterError(f"kueue exited with code {self.proc.returncode}; log {self.log}:\n{tail(self.log, 40)}")
+                raise ClusterError(
+                    f"kueue exited with code {self.proc.returncode}; log {self.log}:\n{tail(self.log, 40)}"
+                )
             if time.monotonic() > deadline:
                 raise ClusterError(f"kueue not ready after {timeout:.0f}s; log {self.log}:\n{tail(self.log, 40)}")
             time.sleep(0.5)

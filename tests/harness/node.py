@@ -101,8 +101,8 @@ def expand(value: str, env: dict[str, str]) -> str:
             if nxt == "(":
                 j = value.find(")", i + 2)
                 if j != -1:
-                    name = value[i + 2:j]
-                    out.append(env[name] if name in env else value[i:j + 1])
+                    name = value[i + 2 : j]
+                    out.append(env[name] if name in env else value[i : j + 1])
                     i = j + 1
                     continue
         out.append(c)
@@ -111,11 +111,22 @@ def expand(value: str, env: dict[str, str]) -> str:
 
 
 _SUFFIX = {
-    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-    "k": Decimal(10) ** 3, "M": Decimal(10) ** 6, "G": Decimal(10) ** 9, "T": Decimal(10) ** 12,
-    "P": Decimal(10) ** 15, "E": Decimal(10) ** 18,
-    "Ki": Decimal(2) ** 10, "Mi": Decimal(2) ** 20, "Gi": Decimal(2) ** 30, "Ti": Decimal(2) ** 40,
-    "Pi": Decimal(2) ** 50, "Ei": Decimal(2) ** 60,
+    "n": Decimal("1e-9"),
+    "u": Decimal("1e-6"),
+    "m": Decimal("1e-3"),
+    "": Decimal(1),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+    "Ki": Decimal(2) ** 10,
+    "Mi": Decimal(2) ** 20,
+    "Gi": Decimal(2) ** 30,
+    "Ti": Decimal(2) ** 40,
+    "Pi": Decimal(2) ** 50,
+    "Ei": Decimal(2) ** 60,
 }
 
 
@@ -161,15 +172,22 @@ class NodeSpec:
 
 
 def default_nodes(args: argparse.Namespace) -> list[NodeSpec]:
-    base = {"cpu": str(args.cpu), "memory": args.memory, "pods": str(args.max_pods),
-            "ephemeral-storage": "100Gi", "hugepages-2Mi": "0", "hugepages-1Gi": "0"}
-    common = {"kubernetes.io/os": "linux", "kubernetes.io/arch": _arch(),
-              "edgequant.io/process-node": "true"}
-    cpu = NodeSpec(args.cpu_node, dict(base),
-                   {**common, "kubernetes.io/hostname": args.cpu_node})
-    gpu = NodeSpec(args.gpu_node, {**base, GPU_RESOURCE: str(args.gpus)},
-                   {**common, "kubernetes.io/hostname": args.gpu_node, GPU_LABEL[0]: GPU_LABEL[1]},
-                   [dict(GPU_TAINT)])
+    base = {
+        "cpu": str(args.cpu),
+        "memory": args.memory,
+        "pods": str(args.max_pods),
+        "ephemeral-storage": "100Gi",
+        "hugepages-2Mi": "0",
+        "hugepages-1Gi": "0",
+    }
+    common = {"kubernetes.io/os": "linux", "kubernetes.io/arch": _arch(), "edgequant.io/process-node": "true"}
+    cpu = NodeSpec(args.cpu_node, dict(base), {**common, "kubernetes.io/hostname": args.cpu_node})
+    gpu = NodeSpec(
+        args.gpu_node,
+        {**base, GPU_RESOURCE: str(args.gpus)},
+        {**common, "kubernetes.io/hostname": args.gpu_node, GPU_LABEL[0]: GPU_LABEL[1]},
+        [dict(GPU_TAINT)],
+    )
     return [cpu, gpu]
 
 
@@ -367,14 +385,12 @@ class PodWorker(threading.Thread):
                 if run.exited.is_set() and not run.recorded:
                     self._record_exit(run)
                     code = run.state["terminated"]["exitCode"]
-                    if self.restart_policy == "Always" or (
-                            self.restart_policy == "OnFailure" and code != 0):
+                    if self.restart_policy == "Always" or (self.restart_policy == "OnFailure" and code != 0):
                         self._await_restart(run)
                     else:
                         run.done = True
                     changed = True
-                elif (run.recorded or run.config_pending) and \
-                        time.monotonic() >= run.next_start:
+                elif (run.recorded or run.config_pending) and time.monotonic() >= run.next_start:
                     self._start(run)
                     changed = True
             if all(r.done for r in self.runs):
@@ -388,8 +404,7 @@ class PodWorker(threading.Thread):
 
     def _update_phase(self) -> None:
         """Running once any main container has been started, Pending before."""
-        if self.phase == "Pending" and any(
-                isinstance(r.proc, subprocess.Popen) or r.recorded for r in self.runs):
+        if self.phase == "Pending" and any(isinstance(r.proc, subprocess.Popen) or r.recorded for r in self.runs):
             self.phase = "Running"
 
     def _wait_tick(self, run: ContainerRun | None = None) -> None:
@@ -417,8 +432,7 @@ class PodWorker(threading.Thread):
         ads = self.pod["spec"].get("activeDeadlineSeconds")
         if not ads or not self.start_time:
             return False
-        started = datetime.strptime(self.start_time, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=UTC)
+        started = datetime.strptime(self.start_time, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         return (datetime.now(UTC) - started).total_seconds() >= ads
 
     # -- containers ---------------------------------------------------------------------
@@ -452,17 +466,31 @@ class PodWorker(threading.Thread):
         try:
             argv, env, cwd = self._process_spec(run, cdir, env, pod_env)
             with open(run.log_path, "ab") as out:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=subprocess.STDOUT, cwd=cwd, env=env,
-                                        start_new_session=True, close_fds=True)
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=cwd,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                )
         except Exception as e:  # noqa: BLE001 - exec failure: like a runtime's StartError
             msg = f"failed to start container {run.name!r}: {e}"
             with open(run.log_path, "ab") as out:
                 out.write((msg + "\n").encode())
             run.proc = _StartFailed()  # type: ignore[assignment]
             run.started_at = started
-            run.state = {"terminated": {"exitCode": 128, "reason": "StartError", "message": msg,
-                                        "startedAt": started, "finishedAt": now()}}
+            run.state = {
+                "terminated": {
+                    "exitCode": 128,
+                    "reason": "StartError",
+                    "message": msg,
+                    "startedAt": started,
+                    "finishedAt": now(),
+                }
+            }
             run.recorded = False
             run.exited.set()
             self.node.event(self.pod, "Warning", "Failed", msg)
@@ -472,8 +500,9 @@ class PodWorker(threading.Thread):
         run.started_at = started
         run.state = {"running": {"startedAt": started}}
         self.node.register_proc(proc)
-        threading.Thread(target=self._reap, args=(run, proc), daemon=True,
-                         name=f"reap-{self.pod_name}-{run.name}").start()
+        threading.Thread(
+            target=self._reap, args=(run, proc), daemon=True, name=f"reap-{self.pod_name}-{run.name}"
+        ).start()
         self.node.event(self.pod, "Normal", "Started", f"Started container {run.name}")
 
     def _reap(self, run: ContainerRun, proc: subprocess.Popen) -> None:
@@ -485,15 +514,20 @@ class PodWorker(threading.Thread):
     def _await_restart(self, run: ContainerRun) -> None:
         """The container exited and will be restarted after a back-off (CrashLoopBackOff)."""
         base, cap = self.node.restart_backoff, self.node.restart_backoff_max
-        delay = min(cap, base * (2 ** run.restart_count))
+        delay = min(cap, base * (2**run.restart_count))
         run.next_start = time.monotonic() + delay
         run.last_state = {"terminated": run.state["terminated"]}
-        run.state = {"waiting": {"reason": "CrashLoopBackOff", "message": (
-            f"back-off {delay:g}s restarting failed container={run.name} "
-            f"pod={self.pod_name}_{self.ns}({self.uid})")}}
+        run.state = {
+            "waiting": {
+                "reason": "CrashLoopBackOff",
+                "message": (
+                    f"back-off {delay:g}s restarting failed container={run.name} "
+                    f"pod={self.pod_name}_{self.ns}({self.uid})"
+                ),
+            }
+        }
         if run.last_state["terminated"]["exitCode"] != 0:
-            self.node.event(self.pod, "Warning", "BackOff",
-                            f"Back-off restarting failed container {run.name}")
+            self.node.event(self.pod, "Warning", "BackOff", f"Back-off restarting failed container {run.name}")
 
     def _record_exit(self, run: ContainerRun) -> None:
         """Record the exit of the current run in ``run.state`` (terminated)."""
@@ -508,9 +542,13 @@ class PodWorker(threading.Thread):
         if code < 0:  # killed by a signal: report it the way a runtime does
             code = 128 - code
         message = self._termination_message(run, code)
-        term = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                "startedAt": run.started_at or now(), "finishedAt": now(),
-                "containerID": f"process://{proc.pid}"}
+        term = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": run.started_at or now(),
+            "finishedAt": now(),
+            "containerID": f"process://{proc.pid}",
+        }
         if message:
             term["message"] = message
         run.state = {"terminated": term}
@@ -539,8 +577,7 @@ class PodWorker(threading.Thread):
 
     def _kill_all(self, grace: float) -> None:
         """SIGTERM every running container's process group, SIGKILL after ``grace`` seconds."""
-        live = [r for r in self.init_runs + self.runs
-                if isinstance(r.proc, subprocess.Popen) and not r.exited.is_set()]
+        live = [r for r in self.init_runs + self.runs if isinstance(r.proc, subprocess.Popen) and not r.exited.is_set()]
         for r in live:
             self.node.event(self.pod, "Normal", "Killing", f"Stopping container {r.name}")
             with contextlib.suppress(OSError):
@@ -566,8 +603,7 @@ class PodWorker(threading.Thread):
         self._kill_all(grace=0)
         for r in self.runs:
             if "terminated" not in r.state:
-                r.state = {"waiting": {"reason": "PodInitializing"}} if not self.initialized \
-                    else r.state
+                r.state = {"waiting": {"reason": "PodInitializing"}} if not self.initialized else r.state
         self.phase = phase
         self._report()
         self._cleanup_volumes()
@@ -585,8 +621,11 @@ class PodWorker(threading.Thread):
         if not self.gone:
             if self.phase not in ("Succeeded", "Failed"):
                 started = [r for r in self.runs if "terminated" in r.state]
-                ok = started and len(started) == len(self.runs) and all(
-                    r.state["terminated"]["exitCode"] == 0 for r in self.runs)
+                ok = (
+                    started
+                    and len(started) == len(self.runs)
+                    and all(r.state["terminated"]["exitCode"] == 0 for r in self.runs)
+                )
                 if self.restart_policy == "Always":
                     ok = False
                 self.phase = "Succeeded" if ok else "Failed"
@@ -594,11 +633,15 @@ class PodWorker(threading.Thread):
                     if "terminated" not in r.state and "terminated" in r.last_state:
                         r.state = r.last_state  # was waiting to restart: its last run counts
                     elif "terminated" not in r.state:
-                        r.state = {"terminated": {
-                            "exitCode": 137, "reason": "ContainerStatusUnknown",
-                            "message": "The container could not be located when the pod was "
-                                       "terminated", "startedAt": r.started_at or now(),
-                            "finishedAt": now()}}
+                        r.state = {
+                            "terminated": {
+                                "exitCode": 137,
+                                "reason": "ContainerStatusUnknown",
+                                "message": "The container could not be located when the pod was terminated",
+                                "startedAt": r.started_at or now(),
+                                "finishedAt": now(),
+                            }
+                        }
             self._report()
             self._delete_object()
         self._cleanup_volumes()
@@ -626,8 +669,7 @@ class PodWorker(threading.Thread):
         terminal = self.phase in ("Succeeded", "Failed")
 
         def cond(ctype: str, ok: bool, reason: str | None = None) -> dict:
-            c = {"type": ctype, "status": "True" if ok else "False", "lastProbeTime": None,
-                 "lastTransitionTime": t}
+            c = {"type": ctype, "status": "True" if ok else "False", "lastProbeTime": None, "lastTransitionTime": t}
             if reason and not ok:
                 c["reason"] = reason
             return c
@@ -635,15 +677,16 @@ class PodWorker(threading.Thread):
         done_reason = "PodCompleted" if terminal else "ContainersNotReady"
         conditions = [
             cond("PodReadyToStartContainers", self.mounts_ready and not terminal),
-            cond("Initialized", self.initialized or (terminal and not self.init_runs),
-                 "ContainersNotInitialized"),
+            cond("Initialized", self.initialized or (terminal and not self.init_runs), "ContainersNotInitialized"),
             cond("ContainersReady", running_ready, done_reason),
             cond("Ready", running_ready, done_reason),
         ]
         status: dict[str, Any] = {
             "phase": self.phase,
-            "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
-            "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}],
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
             "startTime": self.start_time,
             "conditions": conditions,
             "containerStatuses": statuses,
@@ -655,9 +698,10 @@ class PodWorker(threading.Thread):
         if self.message:
             status["message"] = self.message
         # Keep lastTransitionTime stable when nothing but time changed.
-        key = json.dumps({**status, "conditions": [
-            {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conditions]},
-            sort_keys=True)
+        key = json.dumps(
+            {**status, "conditions": [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in conditions]},
+            sort_keys=True,
+        )
         if key == self._last_status:
             return
         prev = {c["type"]: c for c in self.pod.get("status", {}).get("conditions", [])}
@@ -703,8 +747,7 @@ class PodWorker(threading.Thread):
                 default_mode = src.get("defaultMode", default_mode)
                 for s in src.get("sources", []) or []:
                     if "secret" in s:
-                        files.update(self._secret_files({**s["secret"],
-                                                         "secretName": s["secret"].get("name")}))
+                        files.update(self._secret_files({**s["secret"], "secretName": s["secret"].get("name")}))
                     elif "configMap" in s:
                         files.update(self._configmap_files(s["configMap"]))
                     elif "downwardAPI" in s:
@@ -714,8 +757,7 @@ class PodWorker(threading.Thread):
                         token = self.node.service_account_token(self.pod, sat)
                         files[sat["path"]] = (token.encode(), None)
                     else:
-                        raise ValueError(f"volume {name}: unsupported projected source "
-                                         f"{sorted(s)}")
+                        raise ValueError(f"volume {name}: unsupported projected source {sorted(s)}")
             else:
                 kinds = sorted(k for k in vol if k != "name")
                 raise ValueError(f"volume {name}: unsupported volume type {kinds}")
@@ -802,23 +844,20 @@ class PodWorker(threading.Thread):
         if "secretKeyRef" in vf or "configMapKeyRef" in vf:
             is_secret = "secretKeyRef" in vf
             ref = vf["secretKeyRef" if is_secret else "configMapKeyRef"]
-            obj = self.node.get_object("secrets" if is_secret else "configmaps", self.ns,
-                                       ref["name"])
+            obj = self.node.get_object("secrets" if is_secret else "configmaps", self.ns, ref["name"])
             kind = "secret" if is_secret else "configmap"
             if obj is None:
                 if ref.get("optional"):
                     return None
                 raise ConfigError(f'{kind} "{ref["name"]}" not found')
             if is_secret:
-                data = {k: base64.b64decode(v).decode("utf-8", "replace")
-                        for k, v in (obj.get("data") or {}).items()}
+                data = {k: base64.b64decode(v).decode("utf-8", "replace") for k, v in (obj.get("data") or {}).items()}
             else:
                 data = dict(obj.get("data") or {})
             if ref["key"] not in data:
                 if ref.get("optional"):
                     return None
-                raise ConfigError(f'couldn\'t find key {ref["key"]} in {kind} '
-                                 f'{self.ns}/{ref["name"]}')
+                raise ConfigError(f"couldn't find key {ref['key']} in {kind} {self.ns}/{ref['name']}")
             return data[ref["key"]]
         raise ConfigError(f"unsupported valueFrom {sorted(vf)}")
 
@@ -838,15 +877,18 @@ class PodWorker(threading.Thread):
             if k in os.environ:
                 env[k] = os.environ[k]
         host, port = node.api_host, node.api_port
-        env.update({
-            "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port),
-            "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
-            "KUBERNETES_PORT": f"tcp://{host}:{port}",
-            "KUBERNETES_PORT_443_TCP": f"tcp://{host}:{port}",
-            "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
-            "KUBERNETES_PORT_443_TCP_ADDR": host,
-            "KUBERNETES_PORT_443_TCP_PORT": str(port),
-        })
+        env.update(
+            {
+                "KUBERNETES_SERVICE_HOST": host,
+                "KUBERNETES_SERVICE_PORT": str(port),
+                "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
+                "KUBERNETES_PORT": f"tcp://{host}:{port}",
+                "KUBERNETES_PORT_443_TCP": f"tcp://{host}:{port}",
+                "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+                "KUBERNETES_PORT_443_TCP_ADDR": host,
+                "KUBERNETES_PORT_443_TCP_PORT": str(port),
+            }
+        )
         # envFrom, then env (later entries win, as in the kubelet).
         for ef in c.get("envFrom", []) or []:
             prefix = ef.get("prefix", "")
@@ -880,8 +922,9 @@ class PodWorker(threading.Thread):
                 pod_env[e["name"]] = value
         return env, pod_env
 
-    def _process_spec(self, run: ContainerRun, cdir: Path, env: dict[str, str],
-                      pod_env: dict[str, str]) -> tuple[list[str], dict, str]:
+    def _process_spec(
+        self, run: ContainerRun, cdir: Path, env: dict[str, str], pod_env: dict[str, str]
+    ) -> tuple[list[str], dict, str]:
         c = run.spec
         node = self.node
 
@@ -917,14 +960,16 @@ class PodWorker(threading.Thread):
             return rewrite_paths(s, mapping)
 
         pod_env = {k: rewrite(v) for k, v in pod_env.items()}
-        env.update({
-            ENV_ROOTFS: str(rootfs),
-            ENV_MOUNTS: json.dumps(mapping, sort_keys=True),
-            ENV_TERMINATION_LOG: str(run.term_path),
-            ENV_POD_DIR: str(self.dir),
-            ENV_NODE: self.pod["spec"]["nodeName"],
-            CLUSTER_ID_ENV: os.environ.get(CLUSTER_ID_ENV, ""),
-        })
+        env.update(
+            {
+                ENV_ROOTFS: str(rootfs),
+                ENV_MOUNTS: json.dumps(mapping, sort_keys=True),
+                ENV_TERMINATION_LOG: str(run.term_path),
+                ENV_POD_DIR: str(self.dir),
+                ENV_NODE: self.pod["spec"]["nodeName"],
+                CLUSTER_ID_ENV: os.environ.get(CLUSTER_ID_ENV, ""),
+            }
+        )
         env.update(pod_env)
         # The marker that lets the harness find stray processes cannot be overridden.
         env[CLUSTER_ID_ENV] = os.environ.get(CLUSTER_ID_ENV, "")
@@ -935,8 +980,9 @@ class PodWorker(threading.Thread):
             command = list(node.entrypoint_for(c.get("image", "")))
         argv = [rewrite(a) for a in command + args]
         if not argv:
-            raise ValueError(f"no command specified (image {c.get('image')!r} has no known "
-                             "entrypoint on the process node)")
+            raise ValueError(
+                f"no command specified (image {c.get('image')!r} has no known entrypoint on the process node)"
+            )
         exe = argv[0]
         if "/" not in exe:
             found = shutil.which(exe, path=env["PATH"])
@@ -976,9 +1022,9 @@ def rewrite_paths(value: str, mapping: dict[str, str]) -> str:
     out = []
     pos = 0
     for m in pattern.finditer(value):
-        if not _PATH_BOUNDARY_BEFORE.search(value[:m.start()][-8:] if m.start() else ""):
+        if not _PATH_BOUNDARY_BEFORE.search(value[: m.start()][-8:] if m.start() else ""):
             continue
-        out.append(value[pos:m.start()])
+        out.append(value[pos : m.start()])
         out.append(mapping[m.group(1)])
         pos = m.end()
     out.append(value[pos:])
@@ -987,11 +1033,18 @@ def rewrite_paths(value: str, mapping: dict[str, str]) -> str:
 
 # --------------------------------------------------------------------------- the node
 class ProcessNode:
-    def __init__(self, api_client, state_dir: Path, nodes: list[NodeSpec], venv_bin: Path,
-                 server_version: str, restart_backoff: float = 1.0,
-                 restart_backoff_max: float = 30.0,
-                 image_entrypoints: dict[str, list[str]] | None = None,
-                 passthrough_env: list[str] | None = None):
+    def __init__(
+        self,
+        api_client,
+        state_dir: Path,
+        nodes: list[NodeSpec],
+        venv_bin: Path,
+        server_version: str,
+        restart_backoff: float = 1.0,
+        restart_backoff_max: float = 30.0,
+        image_entrypoints: dict[str, list[str]] | None = None,
+        passthrough_env: list[str] | None = None,
+    ):
         from kubernetes import client
 
         self.api = api_client
@@ -1024,8 +1077,7 @@ class ProcessNode:
     def get_object(self, kind: str, ns: str, name: str) -> dict | None:
         from kubernetes.client.rest import ApiException
 
-        fn = {"secrets": self.core.read_namespaced_secret,
-              "configmaps": self.core.read_namespaced_config_map}[kind]
+        fn = {"secrets": self.core.read_namespaced_secret, "configmaps": self.core.read_namespaced_config_map}[kind]
         try:
             resp = fn(name, ns, _preload_content=False, _request_timeout=30)
         except ApiException as e:
@@ -1041,13 +1093,17 @@ class ProcessNode:
         for attempt in range(5):
             try:
                 self.core.patch_namespaced_pod_status(
-                    name, ns, body, _content_type="application/strategic-merge-patch+json",
-                    _preload_content=False, _request_timeout=30)
+                    name,
+                    ns,
+                    body,
+                    _content_type="application/strategic-merge-patch+json",
+                    _preload_content=False,
+                    _request_timeout=30,
+                )
                 return True
             except ApiException as e:
                 if e.status in (404, 409, 422):
-                    log.info("status of %s/%s not written: %s %s", ns, name, e.status,
-                             (e.body or "")[:300])
+                    log.info("status of %s/%s not written: %s %s", ns, name, e.status, (e.body or "")[:300])
                     return False
                 time.sleep(0.2 * (attempt + 1))
             except Exception as e:  # noqa: BLE001 - connection trouble: retry
@@ -1061,8 +1117,12 @@ class ProcessNode:
         for attempt in range(5):
             try:
                 self.core.delete_namespaced_pod(
-                    name, ns, body={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
-                    _preload_content=False, _request_timeout=30)
+                    name,
+                    ns,
+                    body={"gracePeriodSeconds": 0, "preconditions": {"uid": uid}},
+                    _preload_content=False,
+                    _request_timeout=30,
+                )
                 return
             except ApiException as e:
                 if e.status in (404, 409):
@@ -1075,14 +1135,18 @@ class ProcessNode:
         sa = pod["spec"].get("serviceAccountName") or "default"
         spec: dict[str, Any] = {
             "expirationSeconds": sat.get("expirationSeconds", 3607),
-            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
-                               "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]},
+            "boundObjectRef": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": pod["metadata"]["name"],
+                "uid": pod["metadata"]["uid"],
+            },
         }
         if sat.get("audience"):
             spec["audiences"] = [sat["audience"]]
         resp = self.core.create_namespaced_service_account_token(
-            sa, pod["metadata"]["namespace"], {"spec": spec}, _preload_content=False,
-            _request_timeout=30)
+            sa, pod["metadata"]["namespace"], {"spec": spec}, _preload_content=False, _request_timeout=30
+        )
         return json.loads(resp.data)["status"]["token"]
 
     def event(self, pod: dict, etype: str, reason: str, message: str) -> None:
@@ -1090,17 +1154,25 @@ class ProcessNode:
         t = now()
         body = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta["uid"]},
-            "reason": reason, "message": message[:1024], "type": etype,
+            "involvedObject": {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": etype,
             "source": {"component": "process-node", "host": pod["spec"].get("nodeName", "")},
             "reportingComponent": "process-node",
             "reportingInstance": pod["spec"].get("nodeName", ""),
-            "firstTimestamp": t, "lastTimestamp": t, "count": 1,
+            "firstTimestamp": t,
+            "lastTimestamp": t,
+            "count": 1,
         }
         with contextlib.suppress(Exception):  # noqa: BLE001 - events are best effort (namespace may be going)
-            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False,
-                                              _request_timeout=10)
+            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False, _request_timeout=10)
 
     def capacity_of(self, node_name: str) -> dict[str, str]:
         for n in self.nodes:
@@ -1130,18 +1202,23 @@ class ProcessNode:
         from kubernetes.client.rest import ApiException
 
         for n in self.nodes:
-            body = {"apiVersion": "v1", "kind": "Node",
-                    "metadata": {"name": n.name, "labels": n.labels},
-                    "spec": {"taints": n.taints} if n.taints else {}}
+            body = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": n.name, "labels": n.labels},
+                "spec": {"taints": n.taints} if n.taints else {},
+            }
             try:
                 self.core.create_node(body, _preload_content=False)
             except ApiException as e:
                 if e.status != 409:
                     raise
-                self.core.patch_node(n.name, {"metadata": {"labels": n.labels},
-                                              "spec": {"taints": n.taints or None}},
-                                     _content_type="application/merge-patch+json",
-                                     _preload_content=False)
+                self.core.patch_node(
+                    n.name,
+                    {"metadata": {"labels": n.labels}, "spec": {"taints": n.taints or None}},
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                )
             self.update_node_status(n)
             self.renew_lease(n)
 
@@ -1149,36 +1226,49 @@ class ProcessNode:
         t = now()
 
         def cond(ctype: str, status: str, reason: str, message: str) -> dict:
-            return {"type": ctype, "status": status, "reason": reason, "message": message,
-                    "lastHeartbeatTime": t, "lastTransitionTime": self._transition(n, ctype, t)}
+            return {
+                "type": ctype,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastHeartbeatTime": t,
+                "lastTransitionTime": self._transition(n, ctype, t),
+            }
 
         alloc = dict(n.capacity)
         status = {
             "capacity": n.capacity,
             "allocatable": alloc,
             "conditions": [
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory",
-                     "kubelet has sufficient memory available"),
-                cond("DiskPressure", "False", "KubeletHasNoDiskPressure",
-                     "kubelet has no disk pressure"),
-                cond("PIDPressure", "False", "KubeletHasSufficientPID",
-                     "kubelet has sufficient PID available"),
+                cond(
+                    "MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"
+                ),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
                 cond("Ready", "True", "KubeletReady", "process node is posting ready status"),
             ],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                          {"type": "Hostname", "address": n.name}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": n.name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
             "nodeInfo": {
-                "machineID": n.name, "systemUUID": n.name, "bootID": self.boot_id,
-                "kernelVersion": platform.release(), "osImage": "edgequant process node",
+                "machineID": n.name,
+                "systemUUID": n.name,
+                "bootID": self.boot_id,
+                "kernelVersion": platform.release(),
+                "osImage": "edgequant process node",
                 "containerRuntimeVersion": "process://edgequant",
-                "kubeletVersion": self.server_version, "kubeProxyVersion": "",
-                "operatingSystem": "linux", "architecture": _arch(),
+                "kubeletVersion": self.server_version,
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": _arch(),
             },
         }
-        self.core.patch_node_status(n.name, {"status": status},
-                                    _content_type="application/strategic-merge-patch+json",
-                                    _preload_content=False, _request_timeout=30)
+        self.core.patch_node_status(
+            n.name,
+            {"status": status},
+            _content_type="application/strategic-merge-patch+json",
+            _preload_content=False,
+            _request_timeout=30,
+        )
 
     _transitions: ClassVar[dict[tuple[str, str], str]] = {}
 
@@ -1189,23 +1279,35 @@ class ProcessNode:
         from kubernetes.client.rest import ApiException
 
         t = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        spec = {"holderIdentity": n.name, "leaseDurationSeconds": LEASE_DURATION,
-                "renewTime": t}
+        spec = {"holderIdentity": n.name, "leaseDurationSeconds": LEASE_DURATION, "renewTime": t}
         try:
             self.coord.patch_namespaced_lease(
-                n.name, "kube-node-lease", {"spec": spec},
-                _content_type="application/merge-patch+json", _preload_content=False,
-                _request_timeout=15)
+                n.name,
+                "kube-node-lease",
+                {"spec": spec},
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+                _request_timeout=15,
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
             node = json.loads(self.core.read_node(n.name, _preload_content=False).data)
-            self.coord.create_namespaced_lease("kube-node-lease", {
-                "metadata": {"name": n.name, "namespace": "kube-node-lease",
-                             "ownerReferences": [{"apiVersion": "v1", "kind": "Node",
-                                                  "name": n.name,
-                                                  "uid": node["metadata"]["uid"]}]},
-                "spec": spec}, _preload_content=False, _request_timeout=15)
+            self.coord.create_namespaced_lease(
+                "kube-node-lease",
+                {
+                    "metadata": {
+                        "name": n.name,
+                        "namespace": "kube-node-lease",
+                        "ownerReferences": [
+                            {"apiVersion": "v1", "kind": "Node", "name": n.name, "uid": node["metadata"]["uid"]}
+                        ],
+                    },
+                    "spec": spec,
+                },
+                _preload_content=False,
+                _request_timeout=15,
+            )
 
     def heartbeat_loop(self) -> None:
         last_status = time.monotonic()
@@ -1235,14 +1337,16 @@ class ProcessNode:
                 done.pod = pod
                 if meta.get("deletionTimestamp") and not done.delete_sent:
                     done.delete_sent = True
-                    threading.Thread(target=self.delete_pod, daemon=True,
-                                     args=(meta["namespace"], meta["name"], uid)).start()
+                    threading.Thread(
+                        target=self.delete_pod, daemon=True, args=(meta["namespace"], meta["name"], uid)
+                    ).start()
                 return
             if phase in ("Succeeded", "Failed"):
                 # Terminal before we saw it (e.g. node restart): only removal is left to do.
                 if meta.get("deletionTimestamp"):
-                    threading.Thread(target=self.delete_pod, daemon=True,
-                                     args=(meta["namespace"], meta["name"], uid)).start()
+                    threading.Thread(
+                        target=self.delete_pod, daemon=True, args=(meta["namespace"], meta["name"], uid)
+                    ).start()
                 return
             if self.stopping.is_set():
                 return
@@ -1276,7 +1380,8 @@ class ProcessNode:
             try:
                 if rv is None or time.monotonic() - last_list > RESYNC:
                     resp = self.core.list_pod_for_all_namespaces(
-                        field_selector=selector, _preload_content=False, _request_timeout=60)
+                        field_selector=selector, _preload_content=False, _request_timeout=60
+                    )
                     lst = json.loads(resp.data)
                     rv = lst["metadata"]["resourceVersion"]
                     last_list = time.monotonic()
@@ -1285,15 +1390,23 @@ class ProcessNode:
                         seen.add(pod["metadata"]["uid"])
                         self.dispatch(pod)
                     with self.lock:
-                        known = [u for u, w in list(self.workers.items()) + list(
-                            self.finished.items()) if w.pod["spec"].get("nodeName") == node_name]
+                        known = [
+                            u
+                            for u, w in list(self.workers.items()) + list(self.finished.items())
+                            if w.pod["spec"].get("nodeName") == node_name
+                        ]
                     for uid in known:
                         if uid not in seen:
                             self.forget(uid)
                 resp = self.core.list_pod_for_all_namespaces(
-                    field_selector=selector, watch=True, resource_version=rv,
-                    allow_watch_bookmarks=True, timeout_seconds=int(RESYNC),
-                    _preload_content=False, _request_timeout=RESYNC + 30)
+                    field_selector=selector,
+                    watch=True,
+                    resource_version=rv,
+                    allow_watch_bookmarks=True,
+                    timeout_seconds=int(RESYNC),
+                    _preload_content=False,
+                    _request_timeout=RESYNC + 30,
+                )
                 try:
                     for line in iter_resp_lines(resp):
                         if self.stopping.is_set():
@@ -1331,8 +1444,10 @@ class ProcessNode:
         self.register()
         log.info("registered nodes %s", [n.name for n in self.nodes])
         threads = [threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True)]
-        threads += [threading.Thread(target=self.watch_loop, args=(n.name,), daemon=True,
-                                     name=f"watch-{n.name}") for n in self.nodes]
+        threads += [
+            threading.Thread(target=self.watch_loop, args=(n.name,), daemon=True, name=f"watch-{n.name}")
+            for n in self.nodes
+        ]
         for t in threads:
             t.start()
         self.stopping.wait()
@@ -1364,21 +1479,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpus", type=int, default=int(os.environ.get("EDGEQUANT_NODE_GPUS", 4)))
     p.add_argument("--cpu", default=os.environ.get("EDGEQUANT_NODE_CPU", "16"))
     p.add_argument("--memory", default=os.environ.get("EDGEQUANT_NODE_MEMORY", "64Gi"))
-    p.add_argument("--max-pods", type=int,
-                   default=int(os.environ.get("EDGEQUANT_NODE_MAX_PODS", 110)))
-    p.add_argument("--venv", type=Path, default=Path(sys.prefix),
-                   help="virtualenv whose bin/ comes first on every container's PATH")
+    p.add_argument("--max-pods", type=int, default=int(os.environ.get("EDGEQUANT_NODE_MAX_PODS", 110)))
+    p.add_argument(
+        "--venv",
+        type=Path,
+        default=Path(sys.prefix),
+        help="virtualenv whose bin/ comes first on every container's PATH",
+    )
     p.add_argument("--restart-backoff", type=float, default=1.0)
     p.add_argument("--restart-backoff-max", type=float, default=30.0)
-    p.add_argument("--image-entrypoints", default=os.environ.get("EDGEQUANT_IMAGE_ENTRYPOINTS"),
-                   help="JSON object: image pattern (fnmatch, without tag) -> entrypoint argv")
-    p.add_argument("--passthrough-env", default=os.environ.get("EDGEQUANT_NODE_PASSTHROUGH_ENV",
-                                                               ""),
-                   help="comma-separated names of the node's environment variables that every "
-                        "container inherits")
+    p.add_argument(
+        "--image-entrypoints",
+        default=os.environ.get("EDGEQUANT_IMAGE_ENTRYPOINTS"),
+        help="JSON object: image pattern (fnmatch, without tag) -> entrypoint argv",
+    )
+    p.add_argument(
+        "--passthrough-env",
+        default=os.environ.get("EDGEQUANT_NODE_PASSTHROUGH_ENV", ""),
+        help="comma-separated names of the node's environment variables that every container inherits",
+    )
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s")
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     from kubernetes import client, config
 
@@ -1388,10 +1509,16 @@ def main(argv: list[str] | None = None) -> int:
     api = client.ApiClient(cfg)
     venv_bin = (args.venv / "bin").absolute()
     node = ProcessNode(
-        api, args.state_dir.absolute(), default_nodes(args), venv_bin, args.server_version,
-        restart_backoff=args.restart_backoff, restart_backoff_max=args.restart_backoff_max,
+        api,
+        args.state_dir.absolute(),
+        default_nodes(args),
+        venv_bin,
+        args.server_version,
+        restart_backoff=args.restart_backoff,
+        restart_backoff_max=args.restart_backoff_max,
         image_entrypoints=json.loads(args.image_entrypoints) if args.image_entrypoints else None,
-        passthrough_env=[s for s in args.passthrough_env.split(",") if s])
+        passthrough_env=[s for s in args.passthrough_env.split(",") if s],
+    )
 
     def on_signal(signum, frame):  # noqa: ARG001
         node.stopping.set()

@@ -45,8 +45,12 @@ NETNS_DIR = Path("/run/netns")
 #: Debian packages the real node needs (the Makefile's test target installs them).
 PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables")
 #: Images `make images` loads into containerd's k8s.io namespace.
-REQUIRED_IMAGES = ("docker.io/edgequant/operator:0.1.0", "docker.io/edgequant/quantizer-tflite:0.1.0",
-                   "docker.io/edgequant/quantizer-torch:0.1.0", PAUSE_IMAGE)
+REQUIRED_IMAGES = (
+    "docker.io/edgequant/operator:0.1.0",
+    "docker.io/edgequant/quantizer-tflite:0.1.0",
+    "docker.io/edgequant/quantizer-torch:0.1.0",
+    PAUSE_IMAGE,
+)
 
 
 class RealNodeUnavailable(RuntimeError):
@@ -72,8 +76,13 @@ def missing_prerequisites(kubelet: Path | None) -> list[str]:
 
 def loaded_images() -> set[str]:
     """Image names in containerd's k8s.io namespace (containerd must be running)."""
-    out = subprocess.run(["ctr", "--address", str(CONTAINERD_SOCKET), "-n", "k8s.io", "images", "ls", "-q"],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        ["ctr", "--address", str(CONTAINERD_SOCKET), "-n", "k8s.io", "images", "ls", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     return set(out.split())
 
 
@@ -82,11 +91,11 @@ def containerd_config(state: Path) -> str:
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     return f"""version = 2
 root = "{CONTAINERD_ROOT}"
-state = "{state / 'containerd'}"
+state = "{state / "containerd"}"
 [grpc]
   address = "{CONTAINERD_SOCKET}"
 [plugins."io.containerd.internal.v1.opt"]
-  path = "{state / 'containerd-opt'}"
+  path = "{state / "containerd-opt"}"
 [{cri}]
   sandbox_image = "{PAUSE_IMAGE}"
   stream_server_address = "127.0.0.1"
@@ -101,7 +110,7 @@ state = "{state / 'containerd'}"
   SystemdCgroup = false
 [{cri}.cni]
   bin_dir = "{CNI_BIN_DIR}"
-  conf_dir = "{state / 'cni' / 'net.d'}"
+  conf_dir = "{state / "cni" / "net.d"}"
 """
 
 
@@ -111,9 +120,18 @@ def cni_config(state: Path) -> dict:
         "cniVersion": "0.4.0",
         "name": "edgequant",
         "plugins": [
-            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
-                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": str(state / "cni" / "ipam")}},
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": POD_SUBNET, "gateway": GATEWAY}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": str(state / "cni" / "ipam"),
+                },
+            },
         ],
     }
 
@@ -135,16 +153,23 @@ def kubelet_config(state: Path, ca: Path, cert: Path, key: Path, port: int, heal
         "readOnlyPort": 0,
         "tlsCertFile": str(cert),
         "tlsPrivateKeyFile": str(key),
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                           "x509": {"clientCAFile": str(ca)}},
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(ca)},
+        },
         "authorization": {"mode": "Webhook"},
         "failSwapOn": False,
         "resolvConf": "/etc/resolv.conf",
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "imageMinimumGCAge": "87600h",
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%",
-                         "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+            "nodefs.inodesFree": "1%",
+        },
         "volumeStatsAggPeriod": "5s",
         "serializeImagePulls": False,
         "registerNode": True,
@@ -168,8 +193,24 @@ def setup_network(apiserver_port: int) -> None:
     make_cgroup_root()
     teardown_nat()
     run("iptables", "-t", "nat", "-N", NAT_CHAIN, check=True)
-    run("iptables", "-t", "nat", "-A", NAT_CHAIN, "-d", "10.0.0.1/32", "-p", "tcp", "--dport", "443",
-        "-j", "DNAT", "--to-destination", f"{GATEWAY}:{apiserver_port}", check=True)
+    run(
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        NAT_CHAIN,
+        "-d",
+        "10.0.0.1/32",
+        "-p",
+        "tcp",
+        "--dport",
+        "443",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        f"{GATEWAY}:{apiserver_port}",
+        check=True,
+    )
     run("iptables", "-t", "nat", "-I", "PREROUTING", "-i", BRIDGE, "-j", NAT_CHAIN, check=True)
 
 
@@ -183,8 +224,11 @@ def teardown_nat() -> None:
 def write_configs(state: Path, **kubelet_args) -> dict[str, Path]:
     """containerd's config, the CNI conflist and the kubelet's config, under ``state``."""
     (state / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
-    paths = {"containerd": state / "containerd.toml", "cni": state / "cni" / "net.d" / "10-edgequant.conflist",
-             "kubelet": state / "kubelet-config.json"}
+    paths = {
+        "containerd": state / "containerd.toml",
+        "cni": state / "cni" / "net.d" / "10-edgequant.conflist",
+        "kubelet": state / "kubelet-config.json",
+    }
     paths["containerd"].write_text(containerd_config(state))
     paths["cni"].write_text(json.dumps(cni_config(state), indent=2))
     paths["kubelet"].write_text(json.dumps(kubelet_config(state, **kubelet_args), indent=2))
@@ -295,20 +339,24 @@ def teardown(state: Path, started_at: float) -> list[str]:
 @dataclass
 class Leftovers:
     """What a stopped real node left behind (all empty when it stopped cleanly)."""
+
     processes: list[int]
     mounts: list[str]
     netns: list[str]
     bridge: bool
 
     @classmethod
-    def find(cls, state: Path, started_at: float) -> "Leftovers":
+    def find(cls, state: Path, started_at: float) -> Leftovers:
         pids = []
         for d in _cgroup_dirs():
             with contextlib.suppress(OSError):
                 pids += [int(p) for p in (d / "cgroup.procs").read_text().split()]
-        return cls(processes=pids, mounts=mounts_below(state),
-                   netns=[str(p) for p in netns_created_since(started_at)],
-                   bridge=run("ip", "link", "show", BRIDGE).returncode == 0)
+        return cls(
+            processes=pids,
+            mounts=mounts_below(state),
+            netns=[str(p) for p in netns_created_since(started_at)],
+            bridge=run("ip", "link", "show", BRIDGE).returncode == 0,
+        )
 
     def __bool__(self) -> bool:
         return bool(self.processes or self.mounts or self.netns or self.bridge)

@@ -71,14 +71,18 @@ def test_upload_to_missing_bucket_is_named(s3_server: Any, tmp_path: Path) -> No
 def test_unreachable_endpoint_is_a_storage_error(tmp_path: Path, s3_server: Any) -> None:
     from tests.conftest import free_port  # noqa: PLC0415 - the helper lives with the fixtures
 
-    store = S3Store(storage=api.Storage(endpoint=f"http://127.0.0.1:{free_port()}", path_style=True, region="us-east-1"))
+    store = S3Store(
+        storage=api.Storage(endpoint=f"http://127.0.0.1:{free_port()}", path_style=True, region="us-east-1")
+    )
     store._client.meta.config.retries = {"max_attempts": 1}
     with pytest.raises(StorageUnreachableError, match="cannot reach http://127.0.0.1") as err:
         store.download("s3://b/k.keras", tmp_path)
     assert err.value.exit_code is ExitCode.STORAGE_UNAVAILABLE
 
 
-def test_access_denied_names_the_secret(s3_server: Any, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_access_denied_names_the_secret(
+    s3_server: Any, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNKEY000000")
     with s3_server.enforce_auth():
         with pytest.raises(StorageAccessError, match="access denied .*credentialsSecret") as err:
@@ -87,7 +91,9 @@ def test_access_denied_names_the_secret(s3_server: Any, s3_bucket: str, tmp_path
     assert err.value.exit_code is ExitCode.STORAGE_UNAVAILABLE
 
 
-def test_missing_credentials_say_how_to_provide_them(s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_credentials_say_how_to_provide_them(
+    s3_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
@@ -118,7 +124,9 @@ def test_stores_route_by_scheme(s3_server: Any, s3_bucket: str, tmp_path: Path) 
     assert s3.sha256 == copied.sha256 == hashlib.sha256(b"abc").hexdigest()
 
 
-def test_web_identity_credentials_irsa(s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_web_identity_credentials_irsa(
+    s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No keys at all: boto3's chain exchanges a projected token for credentials at STS (moto's), as IRSA does."""
     s3_client.put_object(Bucket=s3_bucket, Key="m.keras", Body=b"model")
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
@@ -152,7 +160,12 @@ TRAVERSING_KEYS = [
 
 @pytest.mark.parametrize(("bad_key", "problem"), TRAVERSING_KEYS, ids=lambda v: v[:24] if isinstance(v, str) else None)
 def test_prefix_keys_that_could_leave_the_folder_end_as_invalid_input(
-    s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path, bad_key: str, problem: str,
+    s3_server: Any,
+    s3_bucket: str,
+    s3_client: Any,
+    tmp_path: Path,
+    bad_key: str,
+    problem: str,
 ) -> None:
     s3_client.put_object(Bucket=s3_bucket, Key="cal/0/a.png", Body=b"fine")
     s3_client.put_object(Bucket=s3_bucket, Key=bad_key, Body=b"escaped")
@@ -175,19 +188,25 @@ def test_a_key_with_a_leading_slash_is_refused(s3_server: Any, s3_bucket: str, s
     assert not (tmp_path / "dest").exists()
 
 
-def test_a_single_object_named_dot_dot_is_refused(s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path) -> None:
+def test_a_single_object_named_dot_dot_is_refused(
+    s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path
+) -> None:
     s3_client.put_object(Bucket=s3_bucket, Key="models/..", Body=b"escaped")
     with pytest.raises(InvalidInputError, match="has a '..' part"):
         _store(s3_server.endpoint).download(f"s3://{s3_bucket}/models/..", tmp_path / "dest")
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
-def test_model_sha256_is_verified_after_download(s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path) -> None:
+def test_model_sha256_is_verified_after_download(
+    s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path
+) -> None:
     body = os.urandom(4096)
     s3_client.put_object(Bucket=s3_bucket, Key="models/cnn.keras", Body=body)
     stores = Stores(storage=api.Storage(endpoint=s3_server.endpoint, path_style=True, region="us-east-1"))
     uri, good = f"s3://{s3_bucket}/models/cnn.keras", hashlib.sha256(body).hexdigest()
-    assert stores.download(uri, tmp_path / "a", sha256=good.upper(), sha256_field="spec.model.sha256").read_bytes() == body
+    assert (
+        stores.download(uri, tmp_path / "a", sha256=good.upper(), sha256_field="spec.model.sha256").read_bytes() == body
+    )
     wrong = hashlib.sha256(b"what the author released").hexdigest()
     with pytest.raises(InvalidInputError, match=f"spec.model.sha256: {uri} has sha256 {good}, expected {wrong}") as err:
         stores.download(uri, tmp_path / "b", sha256=wrong, sha256_field="spec.model.sha256")

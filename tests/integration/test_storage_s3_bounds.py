@@ -109,7 +109,9 @@ def test_a_download_that_would_overflow_the_scratch_disk_stops_before_it_starts(
     assert store.download(f"s3://{s3_bucket}/cal/", workdir / "data").is_dir()
 
 
-def test_the_expected_etag_is_what_the_server_computes(s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path) -> None:
+def test_the_expected_etag_is_what_the_server_computes(
+    s3_server: Any, s3_bucket: str, s3_client: Any, tmp_path: Path
+) -> None:
     store = _store(s3_server.endpoint)
     for size in (0, 1234, 8 * 1024 * 1024 + 5, 17 * 1024 * 1024):  # empty, one part, two parts, three parts
         path = tmp_path / f"f{size}"

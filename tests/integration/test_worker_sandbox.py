@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 MARK = "sandbox-secret-5d1c0e7b9a"
 
-PROBE = textwrap.dedent('''
+PROBE = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
     from edgequant.storage import Stores
@@ -56,9 +56,9 @@ PROBE = textwrap.dedent('''
         except Exception as exc:
             report[name] = f"{type(exc).__name__}: {exc}"
     out.write_text(json.dumps(report))
-''').replace("MARK", repr(MARK))
+""").replace("MARK", repr(MARK))
 
-PARENT = textwrap.dedent('''
+PARENT = textwrap.dedent("""
     import ctypes, json, os, sys
     from edgequant.api import v1alpha1 as api
     from edgequant.storage import Stores
@@ -69,7 +69,7 @@ PARENT = textwrap.dedent('''
                            reads=[f"s3://{bucket}/models/m.bin"], writes=[f"s3://{bucket}/out/"], environ=os.environ)
     dumpable = ctypes.CDLL(None).prctl(3, 0, 0, 0, 0)  # PR_GET_DUMPABLE
     print(json.dumps({"status": status, "dumpable": dumpable}))
-''')
+""")
 
 
 def test_the_model_process_sees_no_storage_keys_and_reaches_storage_only_through_its_parent(
@@ -77,21 +77,41 @@ def test_the_model_process_sees_no_storage_keys_and_reaches_storage_only_through
 ) -> None:
     s3_client.put_object(Bucket=s3_bucket, Key="models/m.bin", Body=b"fp32 model")
     s3_client.put_object(Bucket=s3_bucket, Key="secrets/other.bin", Body=b"not named by the spec")
-    probe, parent, out, work = tmp_path / "probe.py", tmp_path / "parent.py", tmp_path / "report.json", tmp_path / "work"
+    probe, parent, out, work = (
+        tmp_path / "probe.py",
+        tmp_path / "parent.py",
+        tmp_path / "report.json",
+        tmp_path / "work",
+    )
     probe.write_text(PROBE)
     parent.write_text(PARENT)
     work.mkdir()
-    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": MARK, "AWS_SESSION_TOKEN": MARK, "DB_PASSWORD": MARK, "EDGEQUANT_SPEC": "{}",
-           "EDGEQUANT_WORKDIR": str(work)}
-    done = subprocess.run([sys.executable, str(parent), str(probe), str(out), s3_bucket, str(work), s3_server.endpoint],
-                          env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "AWS_SECRET_ACCESS_KEY": MARK,
+        "AWS_SESSION_TOKEN": MARK,
+        "DB_PASSWORD": MARK,
+        "EDGEQUANT_SPEC": "{}",
+        "EDGEQUANT_WORKDIR": str(work),
+    }
+    done = subprocess.run(
+        [sys.executable, str(parent), str(probe), str(out), s3_bucket, str(work), s3_server.endpoint],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     parent_view = json.loads(done.stdout.strip().splitlines()[-1])
     report = json.loads(out.read_text())
 
     assert parent_view["status"] == 0
     # The child: no key in its environment, nor in the environment block the kernel keeps for it.
-    assert not [n for n in report["env_names"] if n.startswith("AWS_") and n not in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_CA_BUNDLE")]
+    assert not [
+        n
+        for n in report["env_names"]
+        if n.startswith("AWS_") and n not in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_CA_BUNDLE")
+    ]
     assert "AWS_SECRET_ACCESS_KEY" in os.environ  # the test's own process had keys to leak (moto's dummy ones)
     assert "DB_PASSWORD" not in report["env_names"] and "EDGEQUANT_SPEC" in report["env_names"]
     assert report["self_environ_has_mark"] is False
@@ -102,8 +122,14 @@ def test_the_model_process_sees_no_storage_keys_and_reaches_storage_only_through
     assert report["downloaded"] == "fp32 model" and report["uploaded"] == f"s3://{s3_bucket}/out/artifact.bin"
     assert s3_client.get_object(Bucket=s3_bucket, Key="out/artifact.bin")["Body"].read() == b"quantized"
     assert report["parent_environ_has_mark"] in (False, "unreadable")  # wiped in the parent's memory, or unreadable
-    for refused in ("upload-outside", "upload-escape", "download-unnamed", "upload-parent-environ", "upload-link-to-it",
-                    "upload-outside-scratch"):
+    for refused in (
+        "upload-outside",
+        "upload-escape",
+        "download-unnamed",
+        "upload-parent-environ",
+        "upload-link-to-it",
+        "upload-outside-scratch",
+    ):
         assert report[refused].startswith("InvalidInputError"), report[refused]
     listed = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]}
     assert listed == {"models/m.bin", "secrets/other.bin", "out/artifact.bin"}  # nothing outside the output prefix
@@ -111,11 +137,29 @@ def test_the_model_process_sees_no_storage_keys_and_reaches_storage_only_through
 
 
 def test_scrubbing_keeps_settings_and_drops_anything_named_like_a_secret() -> None:
-    env = {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b", "AWS_SESSION_TOKEN": "c", "AWS_WEB_IDENTITY_TOKEN_FILE": "/t",
-           "AWS_ROLE_ARN": "r", "AWS_REGION": "eu-west-1", "AWS_CA_BUNDLE": "/ca", "GITHUB_TOKEN": "d", "MY_PASSWORD": "e",
-           "EDGEQUANT_SPEC": "{}", "EDGEQUANT_MEMORY_BUDGET": "3Gi", "PATH": "/bin", "HOME": "/scratch"}
-    assert scrubbed_env(env) == {"AWS_REGION": "eu-west-1", "AWS_CA_BUNDLE": "/ca", "EDGEQUANT_SPEC": "{}",
-                                 "EDGEQUANT_MEMORY_BUDGET": "3Gi", "PATH": "/bin", "HOME": "/scratch"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "b",
+        "AWS_SESSION_TOKEN": "c",
+        "AWS_WEB_IDENTITY_TOKEN_FILE": "/t",
+        "AWS_ROLE_ARN": "r",
+        "AWS_REGION": "eu-west-1",
+        "AWS_CA_BUNDLE": "/ca",
+        "GITHUB_TOKEN": "d",
+        "MY_PASSWORD": "e",
+        "EDGEQUANT_SPEC": "{}",
+        "EDGEQUANT_MEMORY_BUDGET": "3Gi",
+        "PATH": "/bin",
+        "HOME": "/scratch",
+    }
+    assert scrubbed_env(env) == {
+        "AWS_REGION": "eu-west-1",
+        "AWS_CA_BUNDLE": "/ca",
+        "EDGEQUANT_SPEC": "{}",
+        "EDGEQUANT_MEMORY_BUDGET": "3Gi",
+        "PATH": "/bin",
+        "HOME": "/scratch",
+    }
 
 
 def test_the_model_process_dies_with_its_parent(tmp_path: Path) -> None:
@@ -125,11 +169,11 @@ def test_the_model_process_dies_with_its_parent(tmp_path: Path) -> None:
 
     pid_file = tmp_path / "child.pid"
     child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
-    parent_code = textwrap.dedent(f'''
+    parent_code = textwrap.dedent(f"""
         import os, sys
         from edgequant.worker.sandbox import run_sandboxed
         run_sandboxed([sys.executable, "-c", {child!r}], stores=None, reads=[], writes=[], environ=os.environ)
-    ''')
+    """)
     parent = subprocess.Popen([sys.executable, "-c", parent_code], env=dict(os.environ))
     try:
         deadline = time.monotonic() + 60

@@ -16,10 +16,29 @@ COMMITTED = ROOT / "crds" / "edgequant.io_quantizationjobs.yaml"
 
 # Keywords apiextensions.k8s.io/v1 JSONSchemaProps understands (a subset: what we may emit).
 ALLOWED = {
-    "type", "description", "properties", "items", "required", "enum", "default", "format",
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
-    "minItems", "maxItems", "maxProperties", "pattern", "additionalProperties", "nullable",
-    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations", "x-kubernetes-list-type",
+    "type",
+    "description",
+    "properties",
+    "items",
+    "required",
+    "enum",
+    "default",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "maxProperties",
+    "pattern",
+    "additionalProperties",
+    "nullable",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-validations",
+    "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
 }
 
@@ -117,7 +136,12 @@ def test_every_string_list_and_map_is_bounded(kind: str) -> None:
 def test_shape_dimensions_and_sample_counts_have_a_maximum() -> None:
     spec = crd.build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert spec["model"]["properties"]["input"]["properties"]["shape"]["items"]["maximum"] == api.MAX_DIMENSION
-    for section, field in (("calibration", "samples"), ("calibration", "minSamples"), ("evaluation", "samples"), ("training", "maxSamples")):
+    for section, field in (
+        ("calibration", "samples"),
+        ("calibration", "minSamples"),
+        ("evaluation", "samples"),
+        ("training", "maxSamples"),
+    ):
         assert "maximum" in spec[section]["properties"][field], (section, field)
 
 
@@ -128,7 +152,14 @@ def test_sweep_names_columns_and_subresource() -> None:
     assert doc["spec"]["group"] == api.GROUP
     version = doc["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Cells", "Finished", "Passed", "Recommended", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Phase",
+        "Cells",
+        "Finished",
+        "Passed",
+        "Recommended",
+        "Age",
+    ]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert spec["matrix"]["properties"]["methods"]["items"]["enum"] == [m.value for m in api.Method]
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]

@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_import_contracts_hold() -> None:
     lint = Path(sys.executable).with_name("lint-imports")
-    proc = subprocess.run([str(lint), "--config", str(ROOT / ".importlinter")], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [str(lint), "--config", str(ROOT / ".importlinter")], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -21,7 +21,16 @@ from edgequant.util.memory import (
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("1073741824", 2**30), ("3Gi", 3 * 2**30), ("512Mi", 512 * 2**20), ("2G", 2 * 10**9), ("1.5Gi", 3 * 2**29), ("64k", 64_000), ("1e9", 10**9), (" 8Ki ", 8192)],
+    [
+        ("1073741824", 2**30),
+        ("3Gi", 3 * 2**30),
+        ("512Mi", 512 * 2**20),
+        ("2G", 2 * 10**9),
+        ("1.5Gi", 3 * 2**29),
+        ("64k", 64_000),
+        ("1e9", 10**9),
+        (" 8Ki ", 8192),
+    ],
 )
 def test_quantities_are_read_as_kubernetes_writes_them(text: str, expected: int) -> None:
     assert parse_quantity(text) == expected
@@ -68,7 +77,11 @@ def test_no_cgroup_files_falls_back_to_the_default(tmp_path: Path) -> None:
 
 def test_batch_is_the_budget_share_over_the_bytes_per_sample() -> None:
     per_sample = 80 * 2**20  # a 224x224 MobileNet-class model: ~40 MiB of activations per model and sample
-    assert probe_batch_size(budget_bytes=3 * 2**30, bytes_per_sample=per_sample) == int(PROBE_SHARE * 3 * 2**30) // per_sample == 9
+    assert (
+        probe_batch_size(budget_bytes=3 * 2**30, bytes_per_sample=per_sample)
+        == int(PROBE_SHARE * 3 * 2**30) // per_sample
+        == 9
+    )
     assert probe_batch_size(budget_bytes=2**30, bytes_per_sample=per_sample, share=0.5) == 6
 
 

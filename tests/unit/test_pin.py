@@ -43,17 +43,25 @@ def _report(**over: Any) -> dict[str, Any]:
         "outcome": {"succeeded": True, "reason": "Succeeded", "message": "ok"},
         "method": "onnx-static",
         "publishedMethod": "onnx-static",
-        "target": {"choices": [
-            {"field": "spec.method", "value": "onnx-static", "reason": "r"},
-            {"field": "spec.onnx.reduceRange", "value": "always", "reason": "r"},
-            {"field": "artifact input/output", "value": "uint8", "reason": "r"},
-        ]},
+        "target": {
+            "choices": [
+                {"field": "spec.method", "value": "onnx-static", "reason": "r"},
+                {"field": "spec.onnx.reduceRange", "value": "always", "reason": "r"},
+                {"field": "artifact input/output", "value": "uint8", "reason": "r"},
+            ]
+        },
         "analysis": {
-            "gate": {"trials": [
-                {"rung": "full", "chosen": False, "pinned": [], "changes": {}},
-                {"rung": "calibration-algorithm", "chosen": True, "pinned": [],
-                 "changes": {"spec.calibration.algorithm": "entropy", "spec.calibration.samples": "1000"}},
-            ]},
+            "gate": {
+                "trials": [
+                    {"rung": "full", "chosen": False, "pinned": [], "changes": {}},
+                    {
+                        "rung": "calibration-algorithm",
+                        "chosen": True,
+                        "pinned": [],
+                        "changes": {"spec.calibration.algorithm": "entropy", "spec.calibration.samples": "1000"},
+                    },
+                ]
+            },
             "mixedPrecision": {"pinned": ["/conv2/Conv"]},
         },
     }
@@ -64,14 +72,23 @@ def _report(**over: Any) -> dict[str, Any]:
 def test_a_report_recommends_its_published_method_the_values_chosen_for_it_and_its_pins() -> None:
     rec = from_report(_report())
     assert rec.method == "onnx-static" and rec.pinned_layers == ("/conv2/Conv",)
-    assert rec.settings == {"spec.onnx.reduceRange": "always", "spec.calibration.algorithm": "entropy", "spec.calibration.samples": 1000}
+    assert rec.settings == {
+        "spec.onnx.reduceRange": "always",
+        "spec.calibration.algorithm": "entropy",
+        "spec.calibration.samples": 1000,
+    }
 
 
 def test_pinning_writes_them_and_keeps_comments_quotes_and_flow_style() -> None:
     after = pin_text(MANIFEST, from_report(_report()))
     assert after.startswith("# Fashion-MNIST for the x86 fleet (reviewed by the ML team)\n")
-    for kept in ("target: x86-avx2   # the fleet's CPUs lack VNNI", "input: {shape: [1, 28, 28], layout: NCHW, colorOrder: GRAY}",
-                 'uri: "s3://data/cal/"', "maxAccuracyDrop: 0.01   # one point", "dataset: {uri: s3://data/test/}"):
+    for kept in (
+        "target: x86-avx2   # the fleet's CPUs lack VNNI",
+        "input: {shape: [1, 28, 28], layout: NCHW, colorOrder: GRAY}",
+        'uri: "s3://data/cal/"',
+        "maxAccuracyDrop: 0.01   # one point",
+        "dataset: {uri: s3://data/test/}",
+    ):
         assert kept in after, kept
     assert "  method: onnx-static\n" in after and "    samples: 1000\n" in after and "    algorithm: entropy\n" in after
     assert "  onnx:\n    reduceRange: always\n" in after
@@ -86,7 +103,9 @@ def test_a_recommendation_without_pins_turns_manual_pins_off() -> None:
     assert "pinnedLayers" not in after and "    mode: off\n" in after
 
 
-def test_check_exits_1_while_the_manifest_differs_and_0_once_pinned(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_exits_1_while_the_manifest_differs_and_0_once_pinned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     report, manifest = tmp_path / "report.json", tmp_path / "job.yaml"
     report.write_text(json.dumps(_report()))
     manifest.write_text(MANIFEST)
@@ -102,7 +121,9 @@ def test_check_exits_1_while_the_manifest_differs_and_0_once_pinned(tmp_path: Pa
 
 def test_a_report_that_published_nothing_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     report, manifest = tmp_path / "report.json", tmp_path / "job.yaml"
-    report.write_text(json.dumps(_report(publishedMethod=None, outcome={"reason": "AcceptanceFailed", "message": "missed"})))
+    report.write_text(
+        json.dumps(_report(publishedMethod=None, outcome={"reason": "AcceptanceFailed", "message": "missed"}))
+    )
     manifest.write_text(MANIFEST)
     assert cli.main(["pin", str(report), str(manifest)]) == 2
     assert "published no artifact (AcceptanceFailed" in capsys.readouterr().err
@@ -115,10 +136,17 @@ def test_a_pin_that_would_make_the_manifest_invalid_is_refused() -> None:
 
 
 def test_a_sweep_status_plugs_in_per_target() -> None:
-    status = {"recommended": [
-        {"target": "x86-avx2", "method": "onnx-static", "options": {"spec.onnx.reduceRange": "always"}, "pinnedLayers": []},
-        {"target": "rpi-xnnpack", "method": "tflite-int8", "pinnedLayers": ["conv2"]},
-    ]}
+    status = {
+        "recommended": [
+            {
+                "target": "x86-avx2",
+                "method": "onnx-static",
+                "options": {"spec.onnx.reduceRange": "always"},
+                "pinnedLayers": [],
+            },
+            {"target": "rpi-xnnpack", "method": "tflite-int8", "pinnedLayers": ["conv2"]},
+        ]
+    }
     rec = recommendation_from({"kind": "QuantizationSweep", "status": status}, target="x86-avx2")
     assert (rec.method, rec.settings) == ("onnx-static", {"spec.onnx.reduceRange": "always"})
     assert recommendation_from(status, target="rpi-xnnpack").pinned_layers == ("conv2",)

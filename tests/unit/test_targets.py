@@ -57,7 +57,9 @@ def test_every_target_has_a_row_whose_methods_exist_and_whose_rules_are_document
         ("generic", None, "tflite-int8"),
     ],
 )
-def test_a_target_picks_its_primary_method_and_cites_its_rule(target: str, model: dict[str, Any] | None, method: str) -> None:
+def test_a_target_picks_its_primary_method_and_cites_its_rule(
+    target: str, model: dict[str, Any] | None, method: str
+) -> None:
     spec = _spec(target=target, **({"model": model} if model else {}))
     assert spec.method.value == method and "method" not in spec.model_fields_set
     resolved, choices = resolve_target(spec)
@@ -73,13 +75,17 @@ def test_the_method_skips_what_the_model_format_or_data_cannot_run_and_says_so()
     _resolved, choices = resolve_target(spec)
     assert choices[0].value == "tflite-int8" and "onnx-static does not take a keras model" in choices[0].reason
     # rpi without calibration data: tflite-int8 cannot calibrate, tflite-float16 needs nothing
-    no_cal = api.QuantizationJobSpec.model_validate({k: v for k, v in _doc(target="rpi-xnnpack").items() if k != "calibration"})
+    no_cal = api.QuantizationJobSpec.model_validate(
+        {k: v for k, v in _doc(target="rpi-xnnpack").items() if k != "calibration"}
+    )
     assert no_cal.method is api.Method.TFLITE_FLOAT16
 
 
 def test_coral_without_the_data_its_methods_need_is_refused_naming_the_fix() -> None:
     doc = {k: v for k, v in _doc(target="coral-edgetpu").items() if k != "calibration"}
-    with pytest.raises(ValueError, match=r"coral-edgetpu runs tflite-int8, tflite-qat .*needs calibration data.*set spec.method"):
+    with pytest.raises(
+        ValueError, match=r"coral-edgetpu runs tflite-int8, tflite-qat .*needs calibration data.*set spec.method"
+    ):
         api.QuantizationJobSpec.model_validate(doc)
 
 
@@ -98,7 +104,10 @@ def test_coral_chooses_uint8_io_and_notes_that_the_compiler_is_not_run() -> None
 
 def test_what_the_spec_writes_wins() -> None:
     spec = _spec(
-        target="x86-avx2", model=ONNX_MODEL, method="onnx-dynamic", onnx={"reduceRange": "never", "activationType": "uint8"},
+        target="x86-avx2",
+        model=ONNX_MODEL,
+        method="onnx-dynamic",
+        onnx={"reduceRange": "never", "activationType": "uint8"},
     )
     resolved, choices = resolve_target(spec)
     assert resolved.method is api.Method.ONNX_DYNAMIC and resolved.onnx.reduce_range is api.ReduceRange.NEVER
@@ -119,8 +128,12 @@ def test_the_target_isa_not_the_workers_cpu_decides_reduce_range() -> None:
 
 def test_rpi_and_jetson_fall_back_on_a_missed_budget_unless_the_spec_says_otherwise() -> None:
     rpi, choices = resolve_target(_spec(target="rpi-xnnpack"))
-    assert rpi.acceptance.on_failure is api.OnFailure.DEGRADE and "spec.acceptance.onFailure" in [c.field for c in choices]
-    kept, choices = resolve_target(_spec(target="rpi-xnnpack", acceptance={"onFailure": "fail", "maxAccuracyDrop": 0.02}))
+    assert rpi.acceptance.on_failure is api.OnFailure.DEGRADE and "spec.acceptance.onFailure" in [
+        c.field for c in choices
+    ]
+    kept, choices = resolve_target(
+        _spec(target="rpi-xnnpack", acceptance={"onFailure": "fail", "maxAccuracyDrop": 0.02})
+    )
     assert kept.acceptance.on_failure is api.OnFailure.FAIL and kept.acceptance.max_accuracy_drop == 0.02
     assert "spec.acceptance.onFailure" not in [c.field for c in choices]
     coral, _ = resolve_target(_spec(target="coral-edgetpu"))

@@ -63,13 +63,18 @@ def _warnings(**spec: Any) -> dict[str, str]:
 def test_a_plain_spec_has_no_warnings() -> None:
     assert _warnings() == {}
     # defaults written out (as the API server's defaulting does) are not "set"
-    assert _warnings(calibration={"dataset": {"uri": "s3://d/cal/"}, "percentile": 99.999}, onnx={"perChannel": True}) == {}
+    assert (
+        _warnings(calibration={"dataset": {"uri": "s3://d/cal/"}, "percentile": 99.999}, onnx={"perChannel": True})
+        == {}
+    )
 
 
 def test_percentile_with_another_algorithm_warns() -> None:
     w = _warnings(calibration={"dataset": {"uri": "s3://d/cal/"}, "algorithm": "minmax", "percentile": 99.9})
     assert "not minmax" in w["spec.calibration.percentile"]
-    assert _warnings(calibration={"dataset": {"uri": "s3://d/cal/"}, "algorithm": "percentile", "percentile": 99.9}) == {}
+    assert (
+        _warnings(calibration={"dataset": {"uri": "s3://d/cal/"}, "algorithm": "percentile", "percentile": 99.9}) == {}
+    )
 
 
 def test_settings_the_method_ignores_warn() -> None:
@@ -77,21 +82,38 @@ def test_settings_the_method_ignores_warn() -> None:
     w = _warnings(model=keras, method="tflite-dynamic-range", tensorrt={"batchSize": 8}, onnx={"reduceRange": "always"})
     assert set(w) == {"spec.calibration", "spec.tensorrt", "spec.onnx"}
     assert "tflite-dynamic-range takes no calibration data" in w["spec.calibration"]
-    w = _warnings(model=keras, method="tflite-int8", calibration={"dataset": {"uri": "s3://d/cal/"}, "algorithm": "entropy"})
+    w = _warnings(
+        model=keras, method="tflite-int8", calibration={"dataset": {"uri": "s3://d/cal/"}, "algorithm": "entropy"}
+    )
     assert "calibration.algorithm entropy is ignored" in w["spec.calibration.algorithm"]
     torch = {"uri": "s3://m/model.pt2", "input": {"shape": [3, 8, 8], "layout": "NCHW"}}
-    qat = {"model": torch, "method": "torch-qat", "training": {"dataset": {"uri": "s3://d/train/"}}, "calibration": None}
+    qat = {
+        "model": torch,
+        "method": "torch-qat",
+        "training": {"dataset": {"uri": "s3://d/train/"}},
+        "calibration": None,
+    }
     assert _warnings(**qat, onnx={"reduceRange": "always"}) == {}
     assert "onnx.perChannel" in _warnings(**qat, onnx={"perChannel": False})["spec.onnx"]
-    assert "activationType" in _warnings(method="onnx-dynamic", calibration=None, onnx={"activationType": "int8"})["spec.onnx.activationType"]
-    assert "not auto" in _warnings(mixedPrecision={"mode": "auto", "pinnedLayers": ["conv"]}, evaluation={"dataset": {"uri": "s3://d/e/"}})[
-        "spec.mixedPrecision.pinnedLayers"
-    ]
+    assert (
+        "activationType"
+        in _warnings(method="onnx-dynamic", calibration=None, onnx={"activationType": "int8"})[
+            "spec.onnx.activationType"
+        ]
+    )
+    assert (
+        "not auto"
+        in _warnings(
+            mixedPrecision={"mode": "auto", "pinnedLayers": ["conv"]}, evaluation={"dataset": {"uri": "s3://d/e/"}}
+        )["spec.mixedPrecision.pinnedLayers"]
+    )
 
 
 def test_mean_std_in_0_255_units_with_scale_1_over_255_is_an_error_naming_the_fix() -> None:
     imagenet = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
-    job, problems = validation.validate_document(_doc(model={"uri": "s3://m/model.onnx", "input": {"shape": [3, 8, 8], "layout": "NCHW", "scaling": imagenet}}))
+    job, problems = validation.validate_document(
+        _doc(model={"uri": "s3://m/model.onnx", "input": {"shape": [3, 8, 8], "layout": "NCHW", "scaling": imagenet}})
+    )
     assert job is None
     (problem,) = problems
     assert problem.field == "spec.model.input.scaling" and "scaling.mean" in problem.message

@@ -94,7 +94,13 @@ class InputStats:
     def of(cls, x: np.ndarray, *, channel_axis: int | None = None) -> InputStats:
         a = np.asarray(x, dtype=np.float64)
         lows, highs = channel_ranges(a, channel_axis)
-        return cls(low=float(a.min()), high=float(a.max()), mean=float(a.mean()), std=float(a.std()), span=float((highs - lows).min()))
+        return cls(
+            low=float(a.min()),
+            high=float(a.max()),
+            mean=float(a.mean()),
+            std=float(a.std()),
+            span=float((highs - lows).min()),
+        )
 
 
 def channel_axis(contract: api.InputContract) -> int:
@@ -159,7 +165,9 @@ def reference_fixes(spec: api.QuantizationJobSpec, *, calibration_used: int | No
             )
         algorithm = _effective_algorithm(spec)
         if algorithm is api.CalibrationAlgorithm.ENTROPY:
-            fixes.append("set calibration.algorithm to minmax instead of entropy (KL ranges clip the outliers some layers need)")
+            fixes.append(
+                "set calibration.algorithm to minmax instead of entropy (KL ranges clip the outliers some layers need)"
+            )
         elif algorithm is api.CalibrationAlgorithm.PERCENTILE:
             fixes.append(
                 f"set calibration.algorithm to minmax instead of percentile (or raise calibration.percentile from {cal.percentile:g} "
@@ -168,13 +176,17 @@ def reference_fixes(spec: api.QuantizationJobSpec, *, calibration_used: int | No
     elif spec.method.needs_training:
         fixes.append("train on more and more varied data: training.dataset, more training.epochs")
     else:
-        fixes.append(f"use a method calibrated on representative data instead of {spec.method.value} (tflite-int8, onnx-static, tensorrt-int8)")
+        fixes.append(
+            f"use a method calibrated on representative data instead of {spec.method.value} (tflite-int8, onnx-static, tensorrt-int8)"
+        )
     mp = spec.mixed_precision
     if _can_pin(spec.method):
         if mp.mode is not api.MixedPrecisionMode.AUTO:
             fixes.append("keep the sensitive layers in float: mixedPrecision.mode auto (or manual with pinnedLayers)")
         else:
-            fixes.append(f"allow more layers in float: raise mixedPrecision.maxPinnedLayers (now {mp.max_pinned_layers})")
+            fixes.append(
+                f"allow more layers in float: raise mixedPrecision.maxPinnedLayers (now {mp.max_pinned_layers})"
+            )
     elif spec.method is api.Method.TENSORRT_INT8:
         fixes.append("keep the sensitive layers in float: method tensorrt-mixed with mixedPrecision.mode auto")
     if not spec.method.needs_training:
@@ -204,7 +216,13 @@ def check_mismatch(
     accuracy fell by more than the allowed drop.
     """
     diverged = cmp.sqnr_db < MISMATCH_SQNR_DB or cmp.top1_agreement < MISMATCH_TOP1_AGREEMENT
-    evidence = {"sqnrDb": cmp.sqnr_db, "top1Agreement": cmp.top1_agreement, "cosine": cmp.cosine, "mse": cmp.mse, "maxAbs": cmp.max_abs}
+    evidence = {
+        "sqnrDb": cmp.sqnr_db,
+        "top1Agreement": cmp.top1_agreement,
+        "cosine": cmp.cosine,
+        "mse": cmp.mse,
+        "maxAbs": cmp.max_abs,
+    }
     numbers = f"SQNR {cmp.sqnr_db:.1f} dB, same top-1 class on {cmp.top1_agreement:.1%}, mean cosine {cmp.cosine:.3f}"
     if diverged and retrained is not None:
         fp32_accuracy, quantized_accuracy, allowed_drop = retrained
@@ -261,7 +279,9 @@ def check_collapsed(
     one_class = classes > 1 and q_share > threshold and f_share <= q_share * COLLAPSE_FP32_SHARE
     fired = ratio < COLLAPSE_SPREAD_RATIO or one_class
     if ratio < COLLAPSE_SPREAD_RATIO:
-        message = f"quantized outputs collapsed: their spread is {ratio:.1%} of FP32's (std {q_spread:.4g} vs {f_spread:.4g})"
+        message = (
+            f"quantized outputs collapsed: their spread is {ratio:.1%} of FP32's (std {q_spread:.4g} vs {f_spread:.4g})"
+        )
     elif one_class:
         message = (
             f"quantized outputs collapsed to one class: it wins on {q_share:.1%} of inputs (FP32's most frequent class: "
@@ -274,8 +294,11 @@ def check_collapsed(
         fired=fired,
         message=message,
         evidence={
-            "spreadRatio": ratio, "quantizedTopClassShare": q_share, "fp32TopClassShare": f_share,
-            "classes": float(classes), "topClassThreshold": threshold,
+            "spreadRatio": ratio,
+            "quantizedTopClassShare": q_share,
+            "fp32TopClassShare": f_share,
+            "classes": float(classes),
+            "topClassThreshold": threshold,
         },
         fixes=fixes if fired else [],
     )
@@ -291,7 +314,9 @@ def check_clipped(fp32: np.ndarray, quantized: np.ndarray, *, fixes: list[str]) 
     span = q_hi - q_lo
     tol = 1e-6 * max(1.0, abs(q_lo), abs(q_hi)) if span == 0 else span * 1e-3
     saturated = float(np.mean((q <= q_lo + tol) | (q >= q_hi - tol))) if span > 0 else 1.0
-    f_saturated = float(np.mean((f <= f.min() + (f.max() - f.min()) * 1e-3) | (f >= f.max() - (f.max() - f.min()) * 1e-3)))
+    f_saturated = float(
+        np.mean((f <= f.min() + (f.max() - f.min()) * 1e-3) | (f >= f.max() - (f.max() - f.min()) * 1e-3))
+    )
     fired = covered < CLIP_RANGE_RATIO and saturated >= CLIP_SATURATED_SHARE and saturated > 2 * f_saturated
     return Finding(
         check="output-clipped",
@@ -349,7 +374,13 @@ def rescale_inputs(x: np.ndarray, contract: api.InputContract, factor: float) ->
 
 
 def check_preprocessing(
-    *, model: str, correct: np.ndarray, alternative_correct: np.ndarray, alternative: str, configured: str = "", contract: str = ""
+    *,
+    model: str,
+    correct: np.ndarray,
+    alternative_correct: np.ndarray,
+    alternative: str,
+    configured: str = "",
+    contract: str = "",
 ) -> Finding:
     """Fires when the same inputs fed with the other scaling score clearly and significantly better.
 
@@ -382,10 +413,16 @@ def check_preprocessing(
     return Finding(
         check="preprocessing-mismatch",
         fired=fired,
-        message=message if fired else f"{model} model: {accuracy:.4f} {as_configured}, {alternative_accuracy:.4f} with {alternative}",
+        message=message
+        if fired
+        else f"{model} model: {accuracy:.4f} {as_configured}, {alternative_accuracy:.4f} with {alternative}",
         evidence={
-            "accuracy": accuracy, "alternativeAccuracy": alternative_accuracy, "samples": float(n),
-            "onlyConfiguredRight": float(only_configured), "onlyAlternativeRight": float(only_alternative), "z": z,
+            "accuracy": accuracy,
+            "alternativeAccuracy": alternative_accuracy,
+            "samples": float(n),
+            "onlyConfiguredRight": float(only_configured),
+            "onlyAlternativeRight": float(only_alternative),
+            "z": z,
         },
         fixes=[fix] if fired else [],
     )
@@ -460,10 +497,20 @@ def diagnose_outputs(
     same_set = len(f_pred) == len(q_pred)
     retrained = None
     if spec.method.needs_training and labels is not None:
-        retrained = (_hits(f_pred, labels).mean().item(), _hits(q_pred, labels).mean().item(), spec.acceptance.max_accuracy_drop)
+        retrained = (
+            _hits(f_pred, labels).mean().item(),
+            _hits(q_pred, labels).mean().item(),
+            spec.acceptance.max_accuracy_drop,
+        )
     findings = [
         check_mismatch(cmp, fixes=fixes, retrained=retrained),
-        check_collapsed(f, q, fixes=fixes, fp32_predictions=f_pred if same_set else None, quantized_predictions=q_pred if same_set else None),
+        check_collapsed(
+            f,
+            q,
+            fixes=fixes,
+            fp32_predictions=f_pred if same_set else None,
+            quantized_predictions=q_pred if same_set else None,
+        ),
         check_clipped(f, q, fixes=fixes),
     ]
     if input_stats is not None:
@@ -475,10 +522,16 @@ def diagnose_outputs(
             alt = outputs.alternative_predictions
             if alt is None:
                 continue
-            findings.append(check_preprocessing(
-                model=name, correct=_hits(outputs.all_predictions[: len(alt)], labels), alternative_correct=_hits(alt, labels),
-                alternative=words, configured=configured, contract=contract,
-            ))
+            findings.append(
+                check_preprocessing(
+                    model=name,
+                    correct=_hits(outputs.all_predictions[: len(alt)], labels),
+                    alternative_correct=_hits(alt, labels),
+                    alternative=words,
+                    configured=configured,
+                    contract=contract,
+                )
+            )
     return DiagnosticsReport(outputs=cmp, findings=findings, distribution=histogram(f, q))
 
 
@@ -506,9 +559,15 @@ def diagnose(
         alternative = _as_2d(predict(other)).argmax(axis=1) if other is not None else None
         kept.append(ModelOutputs(outputs=outputs, alternative_predictions=alternative))
     return diagnose_outputs(
-        spec=spec, fp32=kept[0], quantized=kept[1], labels=labels,
-        input_stats=InputStats.of(inputs, channel_axis=channel_axis(spec.model.input) if np.ndim(inputs) == 4 else None),
-        contract=contract, calibration_used=calibration_used,
+        spec=spec,
+        fp32=kept[0],
+        quantized=kept[1],
+        labels=labels,
+        input_stats=InputStats.of(
+            inputs, channel_axis=channel_axis(spec.model.input) if np.ndim(inputs) == 4 else None
+        ),
+        contract=contract,
+        calibration_used=calibration_used,
     )
 
 

@@ -17,14 +17,51 @@ from edgequant.analysis.schema import Finding
 SOURCE = "https://coral.ai/docs/edgetpu/models-intro/#supported-operations"
 
 #: TFLite builtin op names the Edge TPU compiler maps (Coral's supported-operations table, compiler version 16).
-EDGETPU_OPS: frozenset[str] = frozenset({
-    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "EXPAND_DIMS", "FULLY_CONNECTED",
-    "L2_NORMALIZATION", "LOGISTIC", "LSTM", "UNIDIRECTIONAL_SEQUENCE_LSTM", "MAXIMUM", "MAX_POOL_2D", "MEAN",
-    "MINIMUM", "MUL", "PACK", "PAD", "PRELU", "QUANTIZE", "REDUCE_MAX", "REDUCE_MIN", "RELU", "RELU6",
-    "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "RSQRT", "SLICE", "SOFTMAX",
-    "SPACE_TO_DEPTH", "SPLIT", "SQUEEZE", "STRIDED_SLICE", "SUB", "SUM", "SQUARED_DIFFERENCE", "TANH",
-    "TRANSPOSE", "TRANSPOSE_CONV",
-})
+EDGETPU_OPS: frozenset[str] = frozenset(
+    {
+        "ADD",
+        "AVERAGE_POOL_2D",
+        "CONCATENATION",
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "EXPAND_DIMS",
+        "FULLY_CONNECTED",
+        "L2_NORMALIZATION",
+        "LOGISTIC",
+        "LSTM",
+        "UNIDIRECTIONAL_SEQUENCE_LSTM",
+        "MAXIMUM",
+        "MAX_POOL_2D",
+        "MEAN",
+        "MINIMUM",
+        "MUL",
+        "PACK",
+        "PAD",
+        "PRELU",
+        "QUANTIZE",
+        "REDUCE_MAX",
+        "REDUCE_MIN",
+        "RELU",
+        "RELU6",
+        "RELU_N1_TO_1",
+        "RESHAPE",
+        "RESIZE_BILINEAR",
+        "RESIZE_NEAREST_NEIGHBOR",
+        "RSQRT",
+        "SLICE",
+        "SOFTMAX",
+        "SPACE_TO_DEPTH",
+        "SPLIT",
+        "SQUEEZE",
+        "STRIDED_SLICE",
+        "SUB",
+        "SUM",
+        "SQUARED_DIFFERENCE",
+        "TANH",
+        "TRANSPOSE",
+        "TRANSPOSE_CONV",
+    }
+)
 #: Tensor types an Edge TPU op may read or write: 8-bit data, int32 biases and shape operands.
 INTEGER_TYPES = frozenset({"int8", "uint8", "int32"})
 
@@ -60,49 +97,66 @@ def check_ops(graph: Graph) -> list[Finding]:
     first = min((op.index for op in [*unsupported, *non_integer]), default=None)
     after = sum(1 for op in graph.ops if first is not None and op.index >= first)
     names = list(dict.fromkeys(op.name for op in unsupported))  # graph order
-    findings.append(Finding(
-        check="edgetpu-unsupported-op",
-        fired=bool(unsupported),
-        message=(
-            f"{len(unsupported)} op(s) the Edge TPU does not run ({', '.join(names)}; first at op {unsupported[0].index}): "
-            f"the compiler cuts the graph at the first op it cannot map, so {after} of {len(graph.ops)} ops would run on "
-            f"the host CPU (source: {SOURCE})"
-            if unsupported else f"all {len(graph.ops)} ops are in the Edge TPU's supported operations (source: {SOURCE})"
-        ),
-        evidence={"ops": float(len(graph.ops)), "unsupported": float(len(unsupported)), "cpu_ops": float(after)},
-        fixes=[
-            f"replace {', '.join(names) or 'the op'} in the model with supported ops (e.g. ReLU/ReLU6 for other "
-            "activations, Conv2D/DepthwiseConv2D/FullyConnected for custom layers) and retrain or fine-tune",
-            "or move the unsupported ops to the end of the graph (post-processing), so only they run on the CPU",
-        ] if unsupported else [],
-    ))
-    findings.append(Finding(
-        check="edgetpu-float-tensor",
-        fired=bool(non_integer),
-        message=(
-            f"{len(non_integer)} op(s) read or write non-8-bit tensors "
-            f"({', '.join(f'{op.name}#{op.index}: {sorted(set(op.types) - INTEGER_TYPES)}' for op in non_integer[:5])}): the "
-            "Edge TPU runs 8-bit tensors only, so they would run on the CPU"
-            if non_integer else "every mapped op uses 8-bit tensors (int32 biases and shapes aside)"
-        ),
-        evidence={"non_integer_ops": float(len(non_integer))},
-        fixes=["quantize the whole model to 8 bits (tflite-int8 with full-integer ops; no mixedPrecision pins for this target)"] if non_integer else [],
-    ))
+    findings.append(
+        Finding(
+            check="edgetpu-unsupported-op",
+            fired=bool(unsupported),
+            message=(
+                f"{len(unsupported)} op(s) the Edge TPU does not run ({', '.join(names)}; first at op {unsupported[0].index}): "
+                f"the compiler cuts the graph at the first op it cannot map, so {after} of {len(graph.ops)} ops would run on "
+                f"the host CPU (source: {SOURCE})"
+                if unsupported
+                else f"all {len(graph.ops)} ops are in the Edge TPU's supported operations (source: {SOURCE})"
+            ),
+            evidence={"ops": float(len(graph.ops)), "unsupported": float(len(unsupported)), "cpu_ops": float(after)},
+            fixes=[
+                f"replace {', '.join(names) or 'the op'} in the model with supported ops (e.g. ReLU/ReLU6 for other "
+                "activations, Conv2D/DepthwiseConv2D/FullyConnected for custom layers) and retrain or fine-tune",
+                "or move the unsupported ops to the end of the graph (post-processing), so only they run on the CPU",
+            ]
+            if unsupported
+            else [],
+        )
+    )
+    findings.append(
+        Finding(
+            check="edgetpu-float-tensor",
+            fired=bool(non_integer),
+            message=(
+                f"{len(non_integer)} op(s) read or write non-8-bit tensors "
+                f"({', '.join(f'{op.name}#{op.index}: {sorted(set(op.types) - INTEGER_TYPES)}' for op in non_integer[:5])}): the "
+                "Edge TPU runs 8-bit tensors only, so they would run on the CPU"
+                if non_integer
+                else "every mapped op uses 8-bit tensors (int32 biases and shapes aside)"
+            ),
+            evidence={"non_integer_ops": float(len(non_integer))},
+            fixes=[
+                "quantize the whole model to 8 bits (tflite-int8 with full-integer ops; no mixedPrecision pins for this target)"
+            ]
+            if non_integer
+            else [],
+        )
+    )
     dynamic = [t for t in graph.io if any(d < 0 for d in t.shape_signature)]
-    findings.append(Finding(
-        check="edgetpu-dynamic-shape",
-        fired=bool(dynamic),
-        message=(
-            f"dynamic tensor sizes in {', '.join(f'{t.name} {list(t.shape_signature)}' for t in dynamic)}: the Edge TPU "
-            "needs sizes fixed at compile time (the runtime refuses a graph with dynamic-sized tensors)"
-            if dynamic else "input and output sizes are static"
-        ),
-        evidence={"dynamic_tensors": float(len(dynamic))},
-        fixes=[
-            "export the model with a fixed batch size of 1 (e.g. keras.Input(shape, batch_size=1) or a tf.function "
-            "input_signature with batch 1) and quantize again"
-        ] if dynamic else [],
-    ))
+    findings.append(
+        Finding(
+            check="edgetpu-dynamic-shape",
+            fired=bool(dynamic),
+            message=(
+                f"dynamic tensor sizes in {', '.join(f'{t.name} {list(t.shape_signature)}' for t in dynamic)}: the Edge TPU "
+                "needs sizes fixed at compile time (the runtime refuses a graph with dynamic-sized tensors)"
+                if dynamic
+                else "input and output sizes are static"
+            ),
+            evidence={"dynamic_tensors": float(len(dynamic))},
+            fixes=[
+                "export the model with a fixed batch size of 1 (e.g. keras.Input(shape, batch_size=1) or a tf.function "
+                "input_signature with batch 1) and quantize again"
+            ]
+            if dynamic
+            else [],
+        )
+    )
     return findings
 
 
@@ -113,8 +167,12 @@ def read_ops(path: Path) -> Graph:
     interpreter = Interpreter(model_path=str(path))
     ops = tuple(
         GraphOp(
-            index=int(op["index"]), name=str(op["op_name"]),
-            types=tuple(t.__name__ if isinstance(t, type) else str(t) for t in [*op.get("operand_types", []), *op.get("result_types", [])]),
+            index=int(op["index"]),
+            name=str(op["op_name"]),
+            types=tuple(
+                t.__name__ if isinstance(t, type) else str(t)
+                for t in [*op.get("operand_types", []), *op.get("result_types", [])]
+            ),
         )
         for op in interpreter._get_ops_details()  # the listing TFLite's QuantizationDebugger uses too
     )

@@ -64,7 +64,9 @@ def check_acceptance(
     if acceptance.min_agreement is not None:
         if agreement is None:
             fidelity_met = False
-            reasons.append("top-1 agreement with FP32 could not be measured (no evaluation outputs), so acceptance.minAgreement is not met")
+            reasons.append(
+                "top-1 agreement with FP32 could not be measured (no evaluation outputs), so acceptance.minAgreement is not met"
+            )
         elif agreement + _EPS < acceptance.min_agreement:
             fidelity_met = False
             reasons.append(
@@ -74,17 +76,26 @@ def check_acceptance(
     if acceptance.min_sqnr_db is not None:
         if sqnr_db is None:
             fidelity_met = False
-            reasons.append("output SQNR against FP32 could not be measured (no evaluation outputs), so acceptance.minSqnrDb is not met")
+            reasons.append(
+                "output SQNR against FP32 could not be measured (no evaluation outputs), so acceptance.minSqnrDb is not met"
+            )
         elif sqnr_db + _EPS < acceptance.min_sqnr_db:
             fidelity_met = False
-            reasons.append(f"output SQNR against FP32 {sqnr_db:.1f} dB is below acceptance.minSqnrDb {acceptance.min_sqnr_db:.1f} dB")
+            reasons.append(
+                f"output SQNR against FP32 {sqnr_db:.1f} dB is below acceptance.minSqnrDb {acceptance.min_sqnr_db:.1f} dB"
+            )
     if ratio + _EPS < acceptance.min_compression_ratio:
         reasons.append(
             f"compression ratio {ratio:.2f}x is below acceptance.minCompressionRatio {acceptance.min_compression_ratio:.2f}x"
         )
     return GateVerdict(
-        passed=not reasons, reasons=reasons, accuracy_drop=drop, compression_ratio=ratio,
-        agreement=agreement, sqnr_db=sqnr_db, fidelity_met=fidelity_met,
+        passed=not reasons,
+        reasons=reasons,
+        accuracy_drop=drop,
+        compression_ratio=ratio,
+        agreement=agreement,
+        sqnr_db=sqnr_db,
+        fidelity_met=fidelity_met,
     )
 
 
@@ -109,7 +120,8 @@ class ChanceCheck:
     def message(self) -> str:
         why = (
             f"{self.out_of_range} of {self.samples} label(s) are not an index of the model's {self.outputs} outputs; "
-            if self.out_of_range else ""
+            if self.out_of_range
+            else ""
         )
         return (
             f"{why}the FP32 model's top-1 accuracy {self.accuracy:.4f} on {self.samples} labeled samples is no better than "
@@ -141,4 +153,6 @@ def chance_check(predictions: np.ndarray, labels: np.ndarray, outputs: int) -> C
     p = max(chance, 1.0 / outputs)
     threshold = p + CHANCE_SIGMAS * math.sqrt(p * (1.0 - p) / n)
     out_of_range = int(((labels < 0) | (labels >= outputs)).sum())
-    return ChanceCheck(accuracy=accuracy, chance=chance, threshold=threshold, samples=n, outputs=outputs, out_of_range=out_of_range)
+    return ChanceCheck(
+        accuracy=accuracy, chance=chance, threshold=threshold, samples=n, outputs=outputs, out_of_range=out_of_range
+    )

@@ -35,7 +35,9 @@ class LayerTool(Protocol):
         """The method's artifact with ``layers`` kept in float (mixed precision)."""
         ...
 
-    def probe(self, inputs: Iterable[np.ndarray], *, max_samples: int = 256, memory_budget: int = DEFAULT_BUDGET_BYTES) -> list[LayerProbe]:
+    def probe(
+        self, inputs: Iterable[np.ndarray], *, max_samples: int = 256, memory_budget: int = DEFAULT_BUDGET_BYTES
+    ) -> list[LayerProbe]:
         """One quantized model against the float one on ``inputs``: each layer's own noise and output error.
 
         Streams: batches sized to ``memory_budget`` (``util.memory``), each one's tensors dropped once accumulated.

@@ -71,19 +71,27 @@ def equalize_pair(first: ConvWeights, second: ConvWeights) -> np.ndarray:
     first's channel c is divided by s_c (weights and bias), second's input
     channel c multiplied by s_c.
     """
-    scales = equalization_scales(output_channel_ranges(first.weight), input_channel_ranges(second.weight, depthwise=second.depthwise))
+    scales = equalization_scales(
+        output_channel_ranges(first.weight), input_channel_ranges(second.weight, depthwise=second.depthwise)
+    )
     shape_out = (-1,) + (1,) * (first.weight.ndim - 1)
     first.weight = (first.weight / scales.reshape(shape_out)).astype(first.weight.dtype)
     if first.bias is not None:
         first.bias = (first.bias / scales).astype(first.bias.dtype)
     if second.depthwise:
-        second.weight = (second.weight * scales.reshape((-1,) + (1,) * (second.weight.ndim - 1))).astype(second.weight.dtype)
+        second.weight = (second.weight * scales.reshape((-1,) + (1,) * (second.weight.ndim - 1))).astype(
+            second.weight.dtype
+        )
     else:
-        second.weight = (second.weight * scales.reshape((1, -1) + (1,) * (second.weight.ndim - 2))).astype(second.weight.dtype)
+        second.weight = (second.weight * scales.reshape((1, -1) + (1,) * (second.weight.ndim - 2))).astype(
+            second.weight.dtype
+        )
     return scales
 
 
-def equalize_pairs(layers: dict[str, ConvWeights], pairs: Sequence[tuple[str, str]], *, iterations: int = 20, tolerance: float = 1e-4) -> int:
+def equalize_pairs(
+    layers: dict[str, ConvWeights], pairs: Sequence[tuple[str, str]], *, iterations: int = 20, tolerance: float = 1e-4
+) -> int:
     """Equalize every (first, second) pair, sweeping until no scale moves by more than ``tolerance``; returns the sweeps run.
 
     A layer may be the second of one pair and the first of the next (the
@@ -254,10 +262,14 @@ class HistogramAccumulator:
                 raise ValueError("no values")
             return Histogram(counts=np.array([self._zeros]), edges=np.array([0.0, 1e-12]), minimum=0.0, maximum=0.0)
         edges = (self.first + np.arange(len(self.counts) + 1)) * self.width
-        return Histogram(counts=self.counts.copy(), edges=edges, minimum=float(self.minimum), maximum=float(self.maximum))
+        return Histogram(
+            counts=self.counts.copy(), edges=edges, minimum=float(self.minimum), maximum=float(self.maximum)
+        )
 
 
-def expected_quantization_mse(hist: Histogram, lows: np.ndarray, highs: np.ndarray, *, levels: int, chunk: int = 256) -> np.ndarray:
+def expected_quantization_mse(
+    hist: Histogram, lows: np.ndarray, highs: np.ndarray, *, levels: int, chunk: int = 256
+) -> np.ndarray:
     """Mean squared error of quantizing the histogram's values to ``levels`` steps over [low, high], for every pair.
 
     The grid is ONNX Runtime's: step (high - low) / (levels - 1), zero point
@@ -270,7 +282,9 @@ def expected_quantization_mse(hist: Histogram, lows: np.ndarray, highs: np.ndarr
     n = hist.counts.astype(np.float64)
     width = float(hist.edges[1] - hist.edges[0]) if len(hist.edges) > 1 else 0.0
     total = max(n.sum(), 1.0)
-    lo_grid, hi_grid = np.meshgrid(np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64), indexing="ij")
+    lo_grid, hi_grid = np.meshgrid(
+        np.asarray(lows, dtype=np.float64), np.asarray(highs, dtype=np.float64), indexing="ij"
+    )
     pairs_lo, pairs_hi = lo_grid.ravel(), hi_grid.ravel()
     result = np.empty(pairs_lo.size)
     keep = n > 0
@@ -315,7 +329,9 @@ def symmetric_histogram(hist: Histogram) -> Histogram:
     reach = max(-first, last, 1)
     counts = np.zeros(2 * reach, dtype=hist.counts.dtype)
     counts[first + reach : last + reach] = hist.counts
-    return Histogram(counts=counts, edges=(np.arange(2 * reach + 1) - reach) * width, minimum=hist.minimum, maximum=hist.maximum)
+    return Histogram(
+        counts=counts, edges=(np.arange(2 * reach + 1) - reach) * width, minimum=hist.minimum, maximum=hist.maximum
+    )
 
 
 def rebin_symmetric(hist: Histogram, bins: int) -> Histogram:
@@ -330,7 +346,12 @@ def rebin_symmetric(hist: Histogram, bins: int) -> Histogram:
     counts = np.concatenate([np.zeros(left, hist.counts.dtype), hist.counts, np.zeros(right, hist.counts.dtype)])
     start = float(hist.edges[0]) - left * width
     edges = start + width * group * np.arange(bins + 1)
-    return Histogram(counts=counts.reshape(bins, group).sum(axis=1), edges=edges.astype(hist.edges.dtype), minimum=hist.minimum, maximum=hist.maximum)
+    return Histogram(
+        counts=counts.reshape(bins, group).sum(axis=1),
+        edges=edges.astype(hist.edges.dtype),
+        minimum=hist.minimum,
+        maximum=hist.maximum,
+    )
 
 
 # --------------------------------------------------------------------------- fidelity and the held-out choice

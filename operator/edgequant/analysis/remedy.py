@@ -50,7 +50,9 @@ def _with_calibration(spec: api.QuantizationJobSpec, **update: Any) -> api.Quant
     return spec.model_copy(update={"calibration": spec.calibration.model_copy(update=update)})
 
 
-def plan_remedies(spec: api.QuantizationJobSpec, *, calibration_available: int | None, calibration_used: int | None) -> RemedyPlan:
+def plan_remedies(
+    spec: api.QuantizationJobSpec, *, calibration_available: int | None, calibration_used: int | None
+) -> RemedyPlan:
     """The remedy steps for ``spec`` around the pinning search, in ladder order."""
     method, calibration = spec.method, spec.calibration
     before: list[RemedyStep] = []
@@ -65,15 +67,21 @@ def plan_remedies(spec: api.QuantizationJobSpec, *, calibration_available: int |
             more = _with_calibration(spec, samples=ceiling, min_samples=min(calibration.min_samples, ceiling))
             before.append(RemedyStep("more-samples", method, more, {"spec.calibration.samples": str(ceiling)}))
         else:
-            skipped.append(f"more-samples: calibration already uses {used} samples (the dataset holds {calibration_available}, the remedy stops at {MAX_SAMPLES})")
+            skipped.append(
+                f"more-samples: calibration already uses {used} samples (the dataset holds {calibration_available}, the remedy stops at {MAX_SAMPLES})"
+            )
         algorithms = tuple(api.CalibrationAlgorithm(a) for a in method.row.calibration_algorithms)
         chosen_by_ptq = (
-            method is api.Method.ONNX_STATIC and spec.ptq.select_algorithm and "algorithm" not in calibration.model_fields_set
+            method is api.Method.ONNX_STATIC
+            and spec.ptq.select_algorithm
+            and "algorithm" not in calibration.model_fields_set
         )
         if not algorithms:
             skipped.append(f"calibration-algorithm: {method.value} calibrates with min/max only")
         elif chosen_by_ptq:
-            skipped.append("calibration-algorithm: ptq.selectAlgorithm already chose among minmax, entropy and percentile")
+            skipped.append(
+                "calibration-algorithm: ptq.selectAlgorithm already chose among minmax, entropy and percentile"
+            )
         else:
             base = before[-1].spec if before else spec
             for algorithm in algorithms:
@@ -81,12 +89,17 @@ def plan_remedies(spec: api.QuantizationJobSpec, *, calibration_available: int |
                     continue
                 changed = _with_calibration(base, algorithm=algorithm)
                 if method is api.Method.ONNX_STATIC:
-                    changed = changed.model_copy(update={"ptq": changed.ptq.model_copy(update={"select_algorithm": False})})
+                    changed = changed.model_copy(
+                        update={"ptq": changed.ptq.model_copy(update={"select_algorithm": False})}
+                    )
                 changes = {"spec.calibration.algorithm": algorithm.value, **(before[-1].changes if before else {})}
                 before.append(RemedyStep("calibration-algorithm", method, changed, changes))
     qat = [  # a QAT method of the same backend (the run's backend builds every rung) that takes this model
-        m for m in api.Method
-        if m.row.backend == method.row.backend and m.needs_training and m is not method
+        m
+        for m in api.Method
+        if m.row.backend == method.row.backend
+        and m.needs_training
+        and m is not method
         and (spec.model.resolved_format is None or spec.model.resolved_format in m.formats)
     ]
     if method.needs_training:
@@ -96,5 +109,7 @@ def plan_remedies(spec: api.QuantizationJobSpec, *, calibration_available: int |
     elif spec.training is None:
         skipped.append(f"qat: {qat[0].value} needs training data (add spec.training)")
     else:
-        after.append(RemedyStep("qat", qat[0], spec.model_copy(update={"method": qat[0]}), {"spec.method": qat[0].value}))
+        after.append(
+            RemedyStep("qat", qat[0], spec.model_copy(update={"method": qat[0]}), {"spec.method": qat[0].value})
+        )
     return RemedyPlan(before_pinning=tuple(before), after_pinning=tuple(after), skipped=tuple(skipped))

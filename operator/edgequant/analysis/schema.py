@@ -20,12 +20,21 @@ class LayerSensitivity(ApiModel):
     layer: str = Field(..., description="Layer name in the source model (Keras layer name, ONNX node name).")
     rank: int = Field(..., ge=1, description="1 = most sensitive in this ranking.")
     accuracy: float | None = Field(None, description="Exhaustive: accuracy with only this layer quantized.")
-    accuracy_delta: float | None = Field(None, description="Exhaustive: reference accuracy minus `accuracy` (positive = this layer costs accuracy).")
-    injected_sqnr_db: float | None = Field(None, description="Fast: SQNR of the noise this layer adds on top of the noise it receives (lower = more sensitive).")
-    sqnr_db: float | None = Field(None, description="Fast: SQNR of the layer output, float model vs quantized model on the same inputs.")
+    accuracy_delta: float | None = Field(
+        None, description="Exhaustive: reference accuracy minus `accuracy` (positive = this layer costs accuracy)."
+    )
+    injected_sqnr_db: float | None = Field(
+        None,
+        description="Fast: SQNR of the noise this layer adds on top of the noise it receives (lower = more sensitive).",
+    )
+    sqnr_db: float | None = Field(
+        None, description="Fast: SQNR of the layer output, float model vs quantized model on the same inputs."
+    )
     mse: float | None = Field(None, description="Fast: mean squared error of the layer output, float vs quantized.")
     cosine: float | None = Field(None, description="Fast: cosine similarity of the layer output, float vs quantized.")
-    flagged: bool = Field(False, description="Exhaustive: accuracyDelta above the threshold. Fast: injectedSqnrDb below fastFlagSqnrDb.")
+    flagged: bool = Field(
+        False, description="Exhaustive: accuracyDelta above the threshold. Fast: injectedSqnrDb below fastFlagSqnrDb."
+    )
 
 
 class RankingAgreement(ApiModel):
@@ -33,21 +42,39 @@ class RankingAgreement(ApiModel):
 
     k: int = Field(..., description="Size of the compared top lists.")
     top_k_overlap: int = Field(..., description="Layers present in both top-k lists.")
-    spearman: float | None = Field(None, description="Spearman rank correlation over all layers (None with fewer than 2 layers).")
+    spearman: float | None = Field(
+        None, description="Spearman rank correlation over all layers (None with fewer than 2 layers)."
+    )
     fast_top: list[str] = Field(default_factory=list, description="Fast ranking's top k.")
     exhaustive_top: list[str] = Field(default_factory=list, description="Exhaustive ranking's top k.")
 
 
 class SensitivityReport(ApiModel):
-    mode: SensitivityMode = Field(..., description="Which ranking `layers` holds: exhaustive (accuracy per layer) or fast (tensor error).")
-    threshold: float = Field(..., description="mixedPrecision.sensitivityThreshold: accuracy delta above which a layer is flagged (exhaustive).")
-    fast_flag_sqnr_db: float | None = Field(None, description="Fast mode flags layers whose injected SQNR is below this.")
-    reference_accuracy: float | None = Field(None, description="Accuracy with nothing quantized, the reference of accuracyDelta (1.0 on unlabeled data: layers are then scored by top-1 agreement with FP32).")
-    layers: list[LayerSensitivity] = Field(default_factory=list, description="Every quantizable layer, most sensitive first.")
-    fast: list[LayerSensitivity] = Field(default_factory=list, description="The fast ranking too, when mode is exhaustive (for comparison).")
+    mode: SensitivityMode = Field(
+        ..., description="Which ranking `layers` holds: exhaustive (accuracy per layer) or fast (tensor error)."
+    )
+    threshold: float = Field(
+        ...,
+        description="mixedPrecision.sensitivityThreshold: accuracy delta above which a layer is flagged (exhaustive).",
+    )
+    fast_flag_sqnr_db: float | None = Field(
+        None, description="Fast mode flags layers whose injected SQNR is below this."
+    )
+    reference_accuracy: float | None = Field(
+        None,
+        description="Accuracy with nothing quantized, the reference of accuracyDelta (1.0 on unlabeled data: layers are then scored by top-1 agreement with FP32).",
+    )
+    layers: list[LayerSensitivity] = Field(
+        default_factory=list, description="Every quantizable layer, most sensitive first."
+    )
+    fast: list[LayerSensitivity] = Field(
+        default_factory=list, description="The fast ranking too, when mode is exhaustive (for comparison)."
+    )
     agreement: RankingAgreement | None = Field(None, description="Fast vs exhaustive, when both ran.")
     seconds: float = Field(0.0, description="Wall time of the analysis.")
-    quantize_runs: int = Field(0, description="Quantize+evaluate runs it took (exhaustive: one per layer; fast: none beyond the probe).")
+    quantize_runs: int = Field(
+        0, description="Quantize+evaluate runs it took (exhaustive: one per layer; fast: none beyond the probe)."
+    )
 
     @property
     def flagged(self) -> list[str]:
@@ -57,9 +84,14 @@ class SensitivityReport(ApiModel):
 class Trial(ApiModel):
     """One quantized candidate that was built and scored."""
 
-    rung: Literal["full", "more-samples", "calibration-algorithm", "pinned", "qat", "float16"] = Field(..., description="Which step of the ladder built it: full (the spec's method, every layer quantized), more-samples and calibration-algorithm (onFailure remedy: calibrated again with more samples, or another range estimator), pinned (the spec's method with layers kept in float: manual pins or one step of the auto search), qat (onFailure remedy: the family's QAT method on the training data), float16 (the fallback method, or the spec's method converted to float16 where its family has no float16 method).")
+    rung: Literal["full", "more-samples", "calibration-algorithm", "pinned", "qat", "float16"] = Field(
+        ...,
+        description="Which step of the ladder built it: full (the spec's method, every layer quantized), more-samples and calibration-algorithm (onFailure remedy: calibrated again with more samples, or another range estimator), pinned (the spec's method with layers kept in float: manual pins or one step of the auto search), qat (onFailure remedy: the family's QAT method on the training data), float16 (the fallback method, or the spec's method converted to float16 where its family has no float16 method).",
+    )
     method: Method = Field(..., description="Method that built it.")
-    changes: dict[str, str] = Field(default_factory=dict, description="Spec values this rung changed (onFailure remedy), by spec path.")
+    changes: dict[str, str] = Field(
+        default_factory=dict, description="Spec values this rung changed (onFailure remedy), by spec path."
+    )
     pinned: list[str] = Field(default_factory=list, description="Layers kept in float.")
     accuracy: float | None = Field(None, description="Accuracy on the evaluation set.")
     size_bytes: int = Field(..., description="Artifact size.")
@@ -69,14 +101,21 @@ class Trial(ApiModel):
     sqnr_db: float | None = Field(None, description="SQNR of its outputs against FP32's over the evaluation set, dB.")
     passed: bool = Field(..., description="Met the whole acceptance budget.")
     reasons: list[str] = Field(default_factory=list, description="Why it missed the budget.")
-    chosen: bool = Field(False, description="The candidate the gate judged: published, unless onFailure fail stopped the run.")
+    chosen: bool = Field(
+        False, description="The candidate the gate judged: published, unless onFailure fail stopped the run."
+    )
 
 
 class MixedPrecisionReport(ApiModel):
-    mode: MixedPrecisionMode = Field(..., description="off, manual or auto as in the spec (auto also when the degrade ladder searched).")
+    mode: MixedPrecisionMode = Field(
+        ..., description="off, manual or auto as in the spec (auto also when the degrade ladder searched)."
+    )
     pinned: list[str] = Field(default_factory=list, description="Layers kept in float in the published artifact.")
     max_pinned_layers: int = Field(..., description="The cap auto mode respected.")
-    met_accuracy_budget: bool | None = Field(None, description="Auto: whether pinning met the fidelity budgets (maxAccuracyDrop with labels, minAgreement, minSqnrDb).")
+    met_accuracy_budget: bool | None = Field(
+        None,
+        description="Auto: whether pinning met the fidelity budgets (maxAccuracyDrop with labels, minAgreement, minSqnrDb).",
+    )
     accuracy: float | None = Field(None, description="Accuracy of the chosen mixed artifact.")
     size_bytes: int | None = Field(None, description="Size of the chosen mixed artifact.")
     note: str = Field("", description="Why pinning was skipped or stopped, in words.")
@@ -90,14 +129,22 @@ class GateReport(ApiModel):
     agreement: float | None = Field(None, description="Published model's top-1 agreement with FP32.")
     sqnr_db: float | None = Field(None, description="Published model's output SQNR against FP32, dB.")
     max_accuracy_drop: float = Field(..., description="acceptance.maxAccuracyDrop.")
-    accuracy_budget_applied: bool = Field(True, description="False when accuracy was not measured (evaluation data without labels, or none): maxAccuracyDrop was not applied.")
+    accuracy_budget_applied: bool = Field(
+        True,
+        description="False when accuracy was not measured (evaluation data without labels, or none): maxAccuracyDrop was not applied.",
+    )
     min_agreement: float | None = Field(None, description="acceptance.minAgreement.")
     min_sqnr_db: float | None = Field(None, description="acceptance.minSqnrDb.")
     min_compression_ratio: float = Field(..., description="acceptance.minCompressionRatio.")
     on_failure: OnFailure = Field(..., description="acceptance.onFailure.")
     degraded: bool = Field(False, description="The published artifact is not the first choice or misses the budget.")
-    trials: list[Trial] = Field(default_factory=list, description="Every candidate built, in order (the degrade or remedy ladder and auto mixed precision).")
-    rung: str | None = Field(None, description="The rung of the chosen candidate (the one that passed, or the best found).")
+    trials: list[Trial] = Field(
+        default_factory=list,
+        description="Every candidate built, in order (the degrade or remedy ladder and auto mixed precision).",
+    )
+    rung: str | None = Field(
+        None, description="The rung of the chosen candidate (the one that passed, or the best found)."
+    )
     skipped: list[str] = Field(default_factory=list, description="onFailure remedy: rungs not tried, each with why.")
 
 
@@ -106,7 +153,9 @@ class OutputComparison(ApiModel):
 
     samples: int = Field(..., description="Inputs compared.")
     mse: float = Field(..., description="Mean squared error of the raw outputs.")
-    sqnr_db: float = Field(..., description="SQNR of the quantized outputs against FP32's, in dB (healthy INT8: 30-45).")
+    sqnr_db: float = Field(
+        ..., description="SQNR of the quantized outputs against FP32's, in dB (healthy INT8: 30-45)."
+    )
     cosine: float = Field(..., description="Mean per-sample cosine similarity of the raw outputs.")
     max_abs: float = Field(..., description="Largest absolute difference.")
     top1_agreement: float = Field(..., description="Share of inputs where both models predict the same class.")
@@ -120,9 +169,18 @@ class Histogram(ApiModel):
 
 class Finding(ApiModel):
     check: Literal[
-        "output-mismatch", "output-collapsed", "output-clipped", "preprocessing-mismatch", "input-range",
-        "edgetpu-unsupported-op", "edgetpu-float-tensor", "edgetpu-dynamic-shape",
-    ] = Field(..., description="Which diagnostic (edgetpu-*: the coral-edgetpu target's op check, in the report's target section).")
+        "output-mismatch",
+        "output-collapsed",
+        "output-clipped",
+        "preprocessing-mismatch",
+        "input-range",
+        "edgetpu-unsupported-op",
+        "edgetpu-float-tensor",
+        "edgetpu-dynamic-shape",
+    ] = Field(
+        ...,
+        description="Which diagnostic (edgetpu-*: the coral-edgetpu target's op check, in the report's target section).",
+    )
     fired: bool = Field(..., description="True when the problem was detected.")
     message: str = Field(..., description="What was measured, in one or two sentences.")
     evidence: dict[str, float] = Field(default_factory=dict, description="The numbers behind the verdict.")
@@ -142,7 +200,9 @@ class DiagnosticsReport(ApiModel):
 class AnalysisReport(ApiModel):
     """Everything edgequant.analysis adds to report.json, under the key ``analysis``."""
 
-    sensitivity: SensitivityReport | None = Field(None, description="Per-layer sensitivity (absent when mixedPrecision.sensitivity is off).")
+    sensitivity: SensitivityReport | None = Field(
+        None, description="Per-layer sensitivity (absent when mixedPrecision.sensitivity is off)."
+    )
     mixed_precision: MixedPrecisionReport | None = Field(None, description="Layers kept in float and what that bought.")
     gate: GateReport | None = Field(None, description="The acceptance verdict and the degrade ladder.")
     diagnostics: DiagnosticsReport | None = Field(None, description="FP32 vs quantized output checks with fixes.")
@@ -150,8 +210,17 @@ class AnalysisReport(ApiModel):
 
 #: The models docs/analysis.md documents, in its order.
 DOCUMENTED = (
-    AnalysisReport, SensitivityReport, LayerSensitivity, RankingAgreement, MixedPrecisionReport,
-    GateReport, Trial, DiagnosticsReport, OutputComparison, Finding, Histogram,
+    AnalysisReport,
+    SensitivityReport,
+    LayerSensitivity,
+    RankingAgreement,
+    MixedPrecisionReport,
+    GateReport,
+    Trial,
+    DiagnosticsReport,
+    OutputComparison,
+    Finding,
+    Histogram,
 )
 
 
@@ -167,7 +236,9 @@ def markdown_tables() -> str:
         origin = typing.get_origin(t)
         if origin in (typing.Union, types.UnionType):
             args = typing.get_args(t)
-            return " or ".join(name(a) for a in args if a is not type(None)) + (" (optional)" if type(None) in args else "")
+            return " or ".join(name(a) for a in args if a is not type(None)) + (
+                " (optional)" if type(None) in args else ""
+            )
         if origin is list:
             return f"list of {name(typing.get_args(t)[0])}"
         if origin is dict:
@@ -181,7 +252,9 @@ def markdown_tables() -> str:
     out = []
     for model in DOCUMENTED:
         out += [f"#### {model.__name__}", "", "| field | type | meaning |", "|---|---|---|"]
-        out += [f"| `{to_camel(n)}` | {name(f.annotation)} | {f.description or ''} |" for n, f in model.model_fields.items()]
+        out += [
+            f"| `{to_camel(n)}` | {name(f.annotation)} | {f.description or ''} |" for n, f in model.model_fields.items()
+        ]
         out.append("")
     return "\n".join(out)
 

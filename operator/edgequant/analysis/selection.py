@@ -177,7 +177,11 @@ def select_artifact(
                     break
             else:
                 if not fidelity_met(verdict):
-                    note = "pinned every ranked layer without meeting the fidelity budget (" + _fidelity_fields(acceptance, baseline_accuracy) + ")"
+                    note = (
+                        "pinned every ranked layer without meeting the fidelity budget ("
+                        + _fidelity_fields(acceptance, baseline_accuracy)
+                        + ")"
+                    )
 
     if remedying:
         assert remedy is not None
@@ -238,9 +242,11 @@ def select_artifact(
     )
     if chosen_verdict.passed:
         code = ExitCode.SUCCESS
-        message = f"published {trials[index].rung} ({chosen.method.value})" + (
-            f" keeping {len(chosen.pinned)} layer(s) in float" if chosen.pinned else ""
-        ) + (", degraded down the ladder" if degraded else "")
+        message = (
+            f"published {trials[index].rung} ({chosen.method.value})"
+            + (f" keeping {len(chosen.pinned)} layer(s) in float" if chosen.pinned else "")
+            + (", degraded down the ladder" if degraded else "")
+        )
     elif degrade:
         code = ExitCode.SUCCESS
         message = (
@@ -250,7 +256,9 @@ def select_artifact(
     else:
         code = ExitCode.ACCEPTANCE_FAILED
         message = "acceptance gate failed (onFailure: fail): " + "; ".join(chosen_verdict.reasons)
-    return Selection(chosen=chosen, gate=gate, mixed_precision=mixed, exit_code=code, message=message, candidates=candidates)
+    return Selection(
+        chosen=chosen, gate=gate, mixed_precision=mixed, exit_code=code, message=message, candidates=candidates
+    )
 
 
 def _best_key(verdict: GateVerdict, index: int) -> tuple[int, float, float, float, float, int]:

@@ -59,7 +59,9 @@ def exhaustive_sensitivity(
         layer, acc = measured[i]
         delta = reference_accuracy - acc
         entries.append(
-            LayerSensitivity(layer=layer, rank=rank, accuracy=acc, accuracy_delta=delta, flagged=delta > threshold + 1e-12)
+            LayerSensitivity(
+                layer=layer, rank=rank, accuracy=acc, accuracy_delta=delta, flagged=delta > threshold + 1e-12
+            )
         )
     return SensitivityReport(
         mode=SensitivityMode.EXHAUSTIVE,

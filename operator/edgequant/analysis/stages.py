@@ -148,7 +148,9 @@ def _fast(ctx: Any, tool: LayerTool) -> SensitivityReport:
     batch = getattr(tool, "last_batch_size", 0)
     if batch:
         ctx.log(f"sensitivity: probed in batches of {batch}")
-    return fast_sensitivity(probes=probes, threshold=ctx.spec.mixed_precision.sensitivity_threshold, seconds=time.perf_counter() - start)
+    return fast_sensitivity(
+        probes=probes, threshold=ctx.spec.mixed_precision.sensitivity_threshold, seconds=time.perf_counter() - start
+    )
 
 
 def _baseline_accuracy(ctx: Any) -> float | None:
@@ -187,20 +189,29 @@ def sensitivity(ctx: Any, hooks: WorkerHooks) -> None:
         if reference is None and _unlabeled_evaluation(ctx) and hooks.agreement_of is not None:
             # No labels: a layer's cost is the share of samples whose FP32 class it flips (reference: FP32 agrees with itself).
             reference, score = 1.0, hooks.agreement_of
-            ctx.notes.append("exhaustive sensitivity scored each layer by top-1 agreement with FP32 (the evaluation data has no labels)")
+            ctx.notes.append(
+                "exhaustive sensitivity scored each layer by top-1 agreement with FP32 (the evaluation data has no labels)"
+            )
         if reference is None:
             ctx.warnings.append("exhaustive sensitivity needs evaluation.dataset; layers were ranked by the fast mode")
         else:
+
             def only(layer: str) -> float:
                 acc = score(tool.model_with_only(layer), f"only {layer}")
                 return reference if acc is None else acc
 
             exhaustive = exhaustive_sensitivity(
-                layers=tool.layers, reference_accuracy=reference, accuracy_with_only=only, threshold=mp.sensitivity_threshold, log=ctx.log
+                layers=tool.layers,
+                reference_accuracy=reference,
+                accuracy_with_only=only,
+                threshold=mp.sensitivity_threshold,
+                log=ctx.log,
             )
             report = combine(exhaustive=exhaustive, fast=fast)
             if report.agreement is not None:
-                ctx.log(f"sensitivity: fast vs exhaustive top-{report.agreement.k} overlap {report.agreement.top_k_overlap}")
+                ctx.log(
+                    f"sensitivity: fast vs exhaustive top-{report.agreement.k} overlap {report.agreement.top_k_overlap}"
+                )
     ctx.analysis.report.sensitivity = report
     top = ", ".join(e.layer for e in report.layers[:3])
     ctx.log(f"sensitivity ({report.mode.value}): most sensitive {top}; flagged {report.flagged or 'none'}")
@@ -225,12 +236,19 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
     mismatch = scaling_mismatch(ctx)
     if mismatch is not None:  # no artifact can be right: gate the first one as is, search nothing
         ctx.log("the input scaling does not match the model: mixed precision and the degrade ladder are skipped")
-        spec = spec.model_copy(update={
-            "acceptance": spec.acceptance.model_copy(update={"on_failure": api.OnFailure.FAIL}),
-            "mixed_precision": mp.model_copy(update={"mode": api.MixedPrecisionMode.OFF if mp.mode is api.MixedPrecisionMode.AUTO else mp.mode}),
-        })
+        spec = spec.model_copy(
+            update={
+                "acceptance": spec.acceptance.model_copy(update={"on_failure": api.OnFailure.FAIL}),
+                "mixed_precision": mp.model_copy(
+                    update={"mode": api.MixedPrecisionMode.OFF if mp.mode is api.MixedPrecisionMode.AUTO else mp.mode}
+                ),
+            }
+        )
         mp = spec.mixed_precision
-    needs_search = mp.mode is api.MixedPrecisionMode.AUTO or spec.acceptance.on_failure in (api.OnFailure.DEGRADE, api.OnFailure.REMEDY)
+    needs_search = mp.mode is api.MixedPrecisionMode.AUTO or spec.acceptance.on_failure in (
+        api.OnFailure.DEGRADE,
+        api.OnFailure.REMEDY,
+    )
     tool = _tool(ctx, hooks) if needs_search else None
     # The backend keeps layers in float for these methods (the quantize stage already applied manual pins).
     pinnable = spec.method.keeps_layers_float
@@ -244,15 +262,21 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
             return first
         elif pins and tool is not None and method is spec.method and method.has_own_layer_tool:
             path = tool.model_keeping_float(pins)
-            artifact = QuantizedArtifact(path=path, method=method, input=ctx.artifact.input, notes=[f"kept in float: {', '.join(pins)}"])
+            artifact = QuantizedArtifact(
+                path=path, method=method, input=ctx.artifact.input, notes=[f"kept in float: {', '.join(pins)}"]
+            )
         else:
             artifact = ctx.backend.quantize(dataclasses.replace(hooks.request(method), keep_float=list(pins)))
         label = f"{method.value}-float16" if converted else "+".join([method.value, *pins])[:60]
         record = hooks.measure(artifact, label)
         e = record.evaluation
         return Candidate(
-            method=method, pinned=pins, accuracy=e.accuracy(ctx.metric) if e else None, size_bytes=record.size_bytes,
-            artifact=(artifact, record), agreement=hooks.agreement(ctx.baseline.evaluation, e) if e else None,
+            method=method,
+            pinned=pins,
+            accuracy=e.accuracy(ctx.metric) if e else None,
+            size_bytes=record.size_bytes,
+            artifact=(artifact, record),
+            agreement=hooks.agreement(ctx.baseline.evaluation, e) if e else None,
             sqnr_db=e.sqnr_db if e else None,
         )
 
@@ -272,8 +296,12 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         record = hooks.measure(artifact, f"{step.rung} {step.method.value}")
         e = record.evaluation
         return Candidate(
-            method=step.method, pinned=tuple(request.keep_float), accuracy=e.accuracy(ctx.metric) if e else None, size_bytes=record.size_bytes,
-            artifact=(artifact, record), agreement=hooks.agreement(ctx.baseline.evaluation, e) if e else None,
+            method=step.method,
+            pinned=tuple(request.keep_float),
+            accuracy=e.accuracy(ctx.metric) if e else None,
+            size_bytes=record.size_bytes,
+            artifact=(artifact, record),
+            agreement=hooks.agreement(ctx.baseline.evaluation, e) if e else None,
             sqnr_db=e.sqnr_db if e else None,
         )
 
@@ -282,7 +310,8 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         index = ctx.indexes.get("calibration")
         used = ctx.sets.get("calibration")
         remedy = plan_remedies(
-            spec, calibration_available=len(index.samples) if index is not None else None,
+            spec,
+            calibration_available=len(index.samples) if index is not None else None,
             calibration_used=len(used) if used is not None else None,
         )
         for why in remedy.skipped:
@@ -310,8 +339,12 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         ctx.agreement = hooks.agreement(ctx.baseline.evaluation, record.evaluation)
     gate = selection.gate
     ctx.verdict = GateVerdict(
-        passed=gate.passed, reasons=list(gate.reasons), accuracy_drop=gate.accuracy_drop, compression_ratio=gate.compression_ratio,
-        agreement=gate.agreement, sqnr_db=gate.sqnr_db,
+        passed=gate.passed,
+        reasons=list(gate.reasons),
+        accuracy_drop=gate.accuracy_drop,
+        compression_ratio=gate.compression_ratio,
+        agreement=gate.agreement,
+        sqnr_db=gate.sqnr_db,
     )
     ctx.degraded = selection.degraded
     ctx.analysis.report.gate = gate
@@ -340,11 +373,18 @@ def diagnose(ctx: Any, hooks: WorkerHooks) -> None:
     used = len(calibration) if calibration is not None else None
     contract = describe_contract(ctx.artifact.input)
     base = ctx.baseline.evaluation.kept() if ctx.baseline.evaluation is not None else None
-    quant = ctx.quantized.evaluation.kept() if ctx.quantized is not None and ctx.quantized.evaluation is not None else None
+    quant = (
+        ctx.quantized.evaluation.kept() if ctx.quantized is not None and ctx.quantized.evaluation is not None else None
+    )
     if base is not None and quant is not None:
         report = dg.diagnose_outputs(
-            spec=ctx.spec, fp32=base, quantized=quant, labels=None if _unlabeled_evaluation(ctx) else ctx.baseline.evaluation.labels,
-            input_stats=ctx.baseline.evaluation.input_stats, contract=contract, calibration_used=used,
+            spec=ctx.spec,
+            fp32=base,
+            quantized=quant,
+            labels=None if _unlabeled_evaluation(ctx) else ctx.baseline.evaluation.labels,
+            input_stats=ctx.baseline.evaluation.input_stats,
+            contract=contract,
+            calibration_used=used,
         )
     else:
         fallback = _inputs(ctx, "calibration", DIAGNOSTIC_FALLBACK_SAMPLES)
@@ -354,8 +394,13 @@ def diagnose(ctx: Any, hooks: WorkerHooks) -> None:
         fp32 = ctx.backend.load(ctx.baseline.path, spec=ctx.spec)
         quantized = ctx.backend.load(ctx.artifact.path, spec=ctx.spec)
         report = dg.diagnose(
-            spec=ctx.spec, inputs=fallback[0], labels=None, predict_fp32=feeder(fp32), predict_quantized=feeder(quantized),
-            contract=contract, calibration_used=used,
+            spec=ctx.spec,
+            inputs=fallback[0],
+            labels=None,
+            predict_fp32=feeder(fp32),
+            predict_quantized=feeder(quantized),
+            contract=contract,
+            calibration_used=used,
         )
     ctx.analysis.report.diagnostics = report
     for finding in report.fired:
@@ -373,7 +418,9 @@ def target_check(ctx: Any) -> None:
     if target is None or ctx.artifact is None or not TARGETS[target.value].integer_only_accelerator:
         return
     if ctx.artifact.path.suffix != ".tflite":
-        ctx.notes.append(f"target {target.value}: the artifact is not a TFLite model, so its ops were not checked against the Edge TPU's")
+        ctx.notes.append(
+            f"target {target.value}: the artifact is not a TFLite model, so its ops were not checked against the Edge TPU's"
+        )
         return
     from edgequant.analysis.edgetpu import check_ops, read_ops
 
@@ -409,8 +456,11 @@ def scaling_mismatch(ctx: Any) -> Finding | None:
     _factor, words = dg.alternative_input_scale(scaling)
     n = len(e.alternative_predictions)
     finding = dg.check_preprocessing(
-        model="fp32", correct=e.predictions[:n] == e.labels[:n], alternative_correct=e.alternative_predictions == e.labels[:n],
-        alternative=words, configured=dg.describe_scaling(scaling),
+        model="fp32",
+        correct=e.predictions[:n] == e.labels[:n],
+        alternative_correct=e.alternative_predictions == e.labels[:n],
+        alternative=words,
+        configured=dg.describe_scaling(scaling),
     )
     return finding if finding.fired else None
 

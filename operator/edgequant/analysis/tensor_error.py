@@ -44,6 +44,7 @@ def tensor_error(reference: np.ndarray, test: np.ndarray) -> TensorError:
     acc.add(reference, test)
     return acc.result()
 
+
 #: Elements per float32 dot product: short enough that float32 sums stay exact to ~1e-6 relative.
 CHUNK = 1 << 16
 

@@ -96,7 +96,9 @@ def _spec_schema() -> dict[str, Any]:
             node = node["properties"][key]
         if "default" in node:
             default = node.pop("default")
-            node["description"] = f"{node.get('description', '')} Default {default} when neither the spec nor spec.target sets it.".strip()
+            node["description"] = (
+                f"{node.get('description', '')} Default {default} when neither the spec nor spec.target sets it.".strip()
+            )
     schema["x-kubernetes-validations"] = [
         {"rule": r.cel, "message": r.text, "fieldPath": _cel_field_path(r.field)} for r in api.CROSS_FIELD_RULES
     ]
@@ -117,8 +119,17 @@ def _status_schema(model: type[api.ApiModel] = api.QuantizationJobStatus) -> dic
     return schema
 
 
-def _crd(*, kind: str, plural: str, singular: str, short_names: list[str], description: str, spec: dict[str, Any],
-         status: dict[str, Any], columns: list[dict[str, Any]]) -> dict[str, Any]:
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    singular: str,
+    short_names: list[str],
+    description: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -171,16 +182,32 @@ def build_crd() -> dict[str, Any]:
     status = _status_schema()
     status["description"] = api.QuantizationJob.model_fields["status"].description
     return _crd(
-        kind=api.KIND, plural=api.PLURAL, singular=api.SINGULAR, short_names=list(api.SHORT_NAMES),
+        kind=api.KIND,
+        plural=api.PLURAL,
+        singular=api.SINGULAR,
+        short_names=list(api.SHORT_NAMES),
         description="QuantizationJob quantizes a trained model for edge devices and records the result: "
         "method, calibration and evaluation data, an acceptance budget; status holds the artifact, "
         "its sha256, size, accuracy and latency against FP32.",
-        spec=spec, status=status,
+        spec=spec,
+        status=status,
         columns=[
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
-            {"name": "Ratio", "type": "number", "format": "float", "jsonPath": ".status.results.compressionRatio", "description": "FP32 size / quantized size"},
-            {"name": "Drop", "type": "number", "format": "float", "jsonPath": ".status.results.accuracyDrop", "description": "FP32 minus quantized accuracy"},
+            {
+                "name": "Ratio",
+                "type": "number",
+                "format": "float",
+                "jsonPath": ".status.results.compressionRatio",
+                "description": "FP32 size / quantized size",
+            },
+            {
+                "name": "Drop",
+                "type": "number",
+                "format": "float",
+                "jsonPath": ".status.results.accuracyDrop",
+                "description": "FP32 minus quantized accuracy",
+            },
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     )
@@ -193,16 +220,35 @@ def build_sweep_crd() -> dict[str, Any]:
     status = _status_schema(sweep_api.QuantizationSweepStatus)
     status["description"] = sweep_api.QuantizationSweep.model_fields["status"].description
     return _crd(
-        kind=sweep_api.KIND, plural=sweep_api.PLURAL, singular=sweep_api.SINGULAR, short_names=list(sweep_api.SHORT_NAMES),
+        kind=sweep_api.KIND,
+        plural=sweep_api.PLURAL,
+        singular=sweep_api.SINGULAR,
+        short_names=list(sweep_api.SHORT_NAMES),
         description="QuantizationSweep quantizes one model over a matrix of targets, methods and calibration algorithms: "
         "one QuantizationJob per cell; status holds the candidates, their Pareto front and the recommendation per target.",
-        spec=spec, status=status,
+        spec=spec,
+        status=status,
         columns=[
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Cells", "type": "integer", "jsonPath": ".status.cells", "description": "Cells in the matrix"},
-            {"name": "Finished", "type": "integer", "jsonPath": ".status.finished", "description": "Cells in a terminal phase"},
-            {"name": "Passed", "type": "integer", "jsonPath": ".status.passed", "description": "Cells within the acceptance budget"},
-            {"name": "Recommended", "type": "string", "jsonPath": ".status.recommendations[0].candidate", "description": "Recommended cell of the first target"},
+            {
+                "name": "Finished",
+                "type": "integer",
+                "jsonPath": ".status.finished",
+                "description": "Cells in a terminal phase",
+            },
+            {
+                "name": "Passed",
+                "type": "integer",
+                "jsonPath": ".status.passed",
+                "description": "Cells within the acceptance budget",
+            },
+            {
+                "name": "Recommended",
+                "type": "string",
+                "jsonPath": ".status.recommendations[0].candidate",
+                "description": "Recommended cell of the first target",
+            },
             {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         ],
     )

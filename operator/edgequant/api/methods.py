@@ -102,57 +102,125 @@ class Method(enum.StrEnum):
         return member
 
     TFLITE_DYNAMIC_RANGE = MethodSpec(
-        name="tflite-dynamic-range", family=MethodFamily.TFLITE, backend=_TFLITE, formats=KERAS_FORMATS,
-        artifact_suffix="dynamic-range", summary="int8 weights, float activations; no calibration data",
-        float16_rung="tflite-float16", range_algorithm="minmax",
+        name="tflite-dynamic-range",
+        family=MethodFamily.TFLITE,
+        backend=_TFLITE,
+        formats=KERAS_FORMATS,
+        artifact_suffix="dynamic-range",
+        summary="int8 weights, float activations; no calibration data",
+        float16_rung="tflite-float16",
+        range_algorithm="minmax",
     )
     TFLITE_FLOAT16 = MethodSpec(
-        name="tflite-float16", family=MethodFamily.TFLITE, backend=_TFLITE, formats=KERAS_FORMATS,
-        artifact_suffix="float16", summary="fp16 weights (RPi + XNNPACK, GPU delegates)", range_algorithm="minmax",
+        name="tflite-float16",
+        family=MethodFamily.TFLITE,
+        backend=_TFLITE,
+        formats=KERAS_FORMATS,
+        artifact_suffix="float16",
+        summary="fp16 weights (RPi + XNNPACK, GPU delegates)",
+        range_algorithm="minmax",
     )
     TFLITE_INT8 = MethodSpec(
-        name="tflite-int8", family=MethodFamily.TFLITE, backend=_TFLITE, formats=KERAS_FORMATS,
-        artifact_suffix="int8", summary="full integer, uint8 input/output (Coral, RPi)", calibration=True,
-        layer_tool=_TFLITE_LAYERS, keeps_layers_float=True, float16_rung="tflite-float16", range_algorithm="minmax",
+        name="tflite-int8",
+        family=MethodFamily.TFLITE,
+        backend=_TFLITE,
+        formats=KERAS_FORMATS,
+        artifact_suffix="int8",
+        summary="full integer, uint8 input/output (Coral, RPi)",
+        calibration=True,
+        layer_tool=_TFLITE_LAYERS,
+        keeps_layers_float=True,
+        float16_rung="tflite-float16",
+        range_algorithm="minmax",
     )
     TFLITE_QAT = MethodSpec(
-        name="tflite-qat", family=MethodFamily.TFLITE, backend=_TFLITE, formats=KERAS_FORMATS,
-        artifact_suffix="qat-int8", summary="quantization-aware fine-tuning, then full int8", training=True,
-        float16_rung="tflite-float16", range_algorithm="minmax",
+        name="tflite-qat",
+        family=MethodFamily.TFLITE,
+        backend=_TFLITE,
+        formats=KERAS_FORMATS,
+        artifact_suffix="qat-int8",
+        summary="quantization-aware fine-tuning, then full int8",
+        training=True,
+        float16_rung="tflite-float16",
+        range_algorithm="minmax",
     )
     # ONNX Runtime methods run in the torch image (torch + onnx + onnxruntime).
     TORCH_QAT = MethodSpec(
         # PT2E QAT needs an exported graph: a TorchScript module cannot be re-traced by torch.export.
-        name="torch-qat", family=MethodFamily.TORCH, backend=_TORCH, formats=frozenset({ModelFormat.TORCH_EXPORT}),
-        artifact_suffix="qat-int8", summary="QAT, exported as Q/DQ ONNX", training=True,
-        float16_rung=OWN_FLOAT16, options="onnx",
+        name="torch-qat",
+        family=MethodFamily.TORCH,
+        backend=_TORCH,
+        formats=frozenset({ModelFormat.TORCH_EXPORT}),
+        artifact_suffix="qat-int8",
+        summary="QAT, exported as Q/DQ ONNX",
+        training=True,
+        float16_rung=OWN_FLOAT16,
+        options="onnx",
     )
     ONNX_DYNAMIC = MethodSpec(
-        name="onnx-dynamic", family=MethodFamily.TORCH, backend=_ORT, formats=ONNX_FORMATS,
-        artifact_suffix="dynamic-int8", summary="int8 weights, dynamic activations", float16_rung=OWN_FLOAT16,
+        name="onnx-dynamic",
+        family=MethodFamily.TORCH,
+        backend=_ORT,
+        formats=ONNX_FORMATS,
+        artifact_suffix="dynamic-int8",
+        summary="int8 weights, dynamic activations",
+        float16_rung=OWN_FLOAT16,
         options="onnx",
     )
     ONNX_STATIC = MethodSpec(
-        name="onnx-static", family=MethodFamily.TORCH, backend=_ORT, formats=ONNX_FORMATS,
-        artifact_suffix="qdq-int8", summary="static QDQ, MinMax / Entropy / Percentile calibration", calibration=True,
-        layer_tool=_ORT_LAYERS, keeps_layers_float=True, float16_rung=OWN_FLOAT16, options="onnx",
+        name="onnx-static",
+        family=MethodFamily.TORCH,
+        backend=_ORT,
+        formats=ONNX_FORMATS,
+        artifact_suffix="qdq-int8",
+        summary="static QDQ, MinMax / Entropy / Percentile calibration",
+        calibration=True,
+        layer_tool=_ORT_LAYERS,
+        keeps_layers_float=True,
+        float16_rung=OWN_FLOAT16,
+        options="onnx",
         calibration_algorithms=("minmax", "entropy", "percentile"),
     )
     TENSORRT_FP16 = MethodSpec(
-        name="tensorrt-fp16", family=MethodFamily.TENSORRT, backend=_TRT, formats=ONNX_FORMATS,
-        artifact_suffix="fp16", summary="FP16 engine (GPU nodes)", gpu=True, options="tensorrt",
+        name="tensorrt-fp16",
+        family=MethodFamily.TENSORRT,
+        backend=_TRT,
+        formats=ONNX_FORMATS,
+        artifact_suffix="fp16",
+        summary="FP16 engine (GPU nodes)",
+        gpu=True,
+        options="tensorrt",
     )
     TENSORRT_INT8 = MethodSpec(
-        name="tensorrt-int8", family=MethodFamily.TENSORRT, backend=_TRT, formats=ONNX_FORMATS,
-        artifact_suffix="int8", summary="INT8 engine with calibrator + cache (GPU nodes)", calibration=True, gpu=True,
-        layer_tool=_ORT_PROXY_LAYERS, layer_tool_proxy=True, float16_rung="tensorrt-fp16", options="tensorrt",
+        name="tensorrt-int8",
+        family=MethodFamily.TENSORRT,
+        backend=_TRT,
+        formats=ONNX_FORMATS,
+        artifact_suffix="int8",
+        summary="INT8 engine with calibrator + cache (GPU nodes)",
+        calibration=True,
+        gpu=True,
+        layer_tool=_ORT_PROXY_LAYERS,
+        layer_tool_proxy=True,
+        float16_rung="tensorrt-fp16",
+        options="tensorrt",
         calibration_algorithms=("entropy", "minmax", "percentile"),
     )
     TENSORRT_MIXED = MethodSpec(
-        name="tensorrt-mixed", family=MethodFamily.TENSORRT, backend=_TRT, formats=ONNX_FORMATS,
-        artifact_suffix="mixed", summary="mixed INT8/FP16 engine, sensitive layers pinned (GPU nodes)",
-        calibration=True, gpu=True, layer_tool=_ORT_PROXY_LAYERS, layer_tool_proxy=True, keeps_layers_float=True,
-        float16_rung="tensorrt-fp16", options="tensorrt", calibration_algorithms=("entropy", "minmax", "percentile"),
+        name="tensorrt-mixed",
+        family=MethodFamily.TENSORRT,
+        backend=_TRT,
+        formats=ONNX_FORMATS,
+        artifact_suffix="mixed",
+        summary="mixed INT8/FP16 engine, sensitive layers pinned (GPU nodes)",
+        calibration=True,
+        gpu=True,
+        layer_tool=_ORT_PROXY_LAYERS,
+        layer_tool_proxy=True,
+        keeps_layers_float=True,
+        float16_rung="tensorrt-fp16",
+        options="tensorrt",
+        calibration_algorithms=("entropy", "minmax", "percentile"),
     )
 
     @classmethod
@@ -298,7 +366,11 @@ def markdown_table() -> str:
     for m in Method:
         r = m.row
         tool = "" if r.layer_tool is None else ("proxy" if r.layer_tool_proxy else "own")
-        rung = "" if r.float16_rung is None else ("own conversion" if r.float16_rung == OWN_FLOAT16 else f"`{r.float16_rung}`")
+        rung = (
+            ""
+            if r.float16_rung is None
+            else ("own conversion" if r.float16_rung == OWN_FLOAT16 else f"`{r.float16_rung}`")
+        )
         backend = r.backend.partition(":")[0].removeprefix("edgequant.backends.").removesuffix(".backend")
         rows.append(
             f"| `{m.value}` | {r.family.value} | {backend} | {', '.join(f.value for f in _ordered(r.formats))} | "

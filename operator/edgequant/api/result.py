@@ -23,7 +23,9 @@ class WorkerResult(ApiModel):
     message: str = Field("", description="One-line summary or the error with its fix.")
     results: Results | None = Field(None, description="Results when an artifact was published.")
     shortened: bool = Field(False, description="True when parts of the results were left out to fit the limit.")
-    stage: str | None = Field(None, max_length=64, description="The last stage the worker started, 'n/N name' (status.progress).")
+    stage: str | None = Field(
+        None, max_length=64, description="The last stage the worker started, 'n/N name' (status.progress)."
+    )
 
     @classmethod
     def for_exit(cls, code: ExitCode, message: str, results: Results | None = None) -> WorkerResult:
@@ -100,5 +102,9 @@ def _drop_results(data: dict[str, Any]) -> None:
 
 
 _SHRINK_STEPS: tuple[Callable[[dict[str, Any]], None], ...] = (
-    _cut_lists_and_message, _drop_detail, _drop_report_uri, _drop_artifact, _drop_results,
+    _cut_lists_and_message,
+    _drop_detail,
+    _drop_report_uri,
+    _drop_artifact,
+    _drop_results,
 )

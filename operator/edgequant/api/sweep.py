@@ -42,9 +42,21 @@ TargetName = Annotated[str, Field(max_length=api.MAX_SHORT)]
 class Matrix(api.ApiModel):
     """The axes of the sweep; a cell is one combination. Any axis may be omitted (but not targets and methods both)."""
 
-    targets: list[TargetName] = Field(default_factory=list, max_length=16, description="Deployment targets; a target without methods in the matrix expands to its default methods.")
-    methods: list[api.Method] = Field(default_factory=list, max_length=10, description="Methods tried for every target (or on their own when no target is given). Methods that do not take the model's format are skipped and listed in status.skipped.")
-    calibration_algorithms: list[api.CalibrationAlgorithm] = Field(default_factory=list, max_length=3, description="Calibration algorithms tried for each calibrated method (tflite-int8, onnx-static, tensorrt-int8, tensorrt-mixed); omitted: calibration.algorithm.")
+    targets: list[TargetName] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Deployment targets; a target without methods in the matrix expands to its default methods.",
+    )
+    methods: list[api.Method] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Methods tried for every target (or on their own when no target is given). Methods that do not take the model's format are skipped and listed in status.skipped.",
+    )
+    calibration_algorithms: list[api.CalibrationAlgorithm] = Field(
+        default_factory=list,
+        max_length=3,
+        description="Calibration algorithms tried for each calibrated method (tflite-int8, onnx-static, tensorrt-int8, tensorrt-mixed); omitted: calibration.algorithm.",
+    )
 
     @field_validator("targets")
     @classmethod
@@ -60,7 +72,9 @@ class Matrix(api.ApiModel):
     def _some_axis(self) -> Matrix:
         if not self.targets and not self.methods:
             raise ValueError("give matrix.targets (each expands to its default methods) or matrix.methods, or both")
-        if len(set(self.methods)) != len(self.methods) or len(set(self.calibration_algorithms)) != len(self.calibration_algorithms):
+        if len(set(self.methods)) != len(self.methods) or len(set(self.calibration_algorithms)) != len(
+            self.calibration_algorithms
+        ):
             raise ValueError("a method or calibration algorithm is listed twice")
         return self
 
@@ -68,20 +82,48 @@ class Matrix(api.ApiModel):
 class QuantizationSweepSpec(api.ApiModel):
     model: api.ModelSource = Field(..., description="The FP32 model and its input contract, shared by every cell.")
     matrix: Matrix = Field(..., description="Targets x methods x calibration algorithms; one QuantizationJob per cell.")
-    calibration: api.Calibration | None = Field(None, description="Representative data for the calibrated methods (required when the matrix has one).")
+    calibration: api.Calibration | None = Field(
+        None, description="Representative data for the calibrated methods (required when the matrix has one)."
+    )
     training: api.Training | None = Field(None, description="Training data for QAT methods.")
-    evaluation: api.Evaluation | None = Field(None, description="Held-out data every cell is scored on; labeled, so that candidates compare by accuracy drop.")
-    mixed_precision: api.MixedPrecision = Field(default_factory=api.MixedPrecision, description="Per-layer analysis and pinned layers, the same in every cell.")
-    acceptance: api.Acceptance = Field(default_factory=api.Acceptance, description="The budget a candidate must meet to be recommended (each cell's gate).")
-    output: api.Output = Field(..., description="Prefix of the sweep: each cell writes under <uri><cell>/, the combined report.html and sweep.json land at <uri>.")
-    storage: api.Storage = Field(default_factory=api.Storage, description="Object-storage connection; never holds keys.")
-    resources: api.Resources = Field(default_factory=api.Resources, description="Compute for each cell's quantizer pod.")
-    scheduling: api.Scheduling = Field(default_factory=api.Scheduling, description="Placement of each cell's quantizer pod.")
-    execution: api.Execution = Field(default_factory=api.Execution, description="Image and batch Job knobs of each cell.")
-    onnx: api.OnnxOptions = Field(default_factory=api.OnnxOptions, description="ONNX Runtime options of the onnx-* cells.")
-    tensorrt: api.TensorRTOptions = Field(default_factory=api.TensorRTOptions, description="TensorRT options of the tensorrt-* cells.")
-    ptq: api.PostTraining = Field(default_factory=api.PostTraining, description="Post-training techniques of the onnx-static cells.")
-    concurrency: int = Field(2, ge=1, le=MAX_CELLS, description="Cells running at the same time (the operator's own cap still applies).")
+    evaluation: api.Evaluation | None = Field(
+        None, description="Held-out data every cell is scored on; labeled, so that candidates compare by accuracy drop."
+    )
+    mixed_precision: api.MixedPrecision = Field(
+        default_factory=api.MixedPrecision, description="Per-layer analysis and pinned layers, the same in every cell."
+    )
+    acceptance: api.Acceptance = Field(
+        default_factory=api.Acceptance,
+        description="The budget a candidate must meet to be recommended (each cell's gate).",
+    )
+    output: api.Output = Field(
+        ...,
+        description="Prefix of the sweep: each cell writes under <uri><cell>/, the combined report.html and sweep.json land at <uri>.",
+    )
+    storage: api.Storage = Field(
+        default_factory=api.Storage, description="Object-storage connection; never holds keys."
+    )
+    resources: api.Resources = Field(
+        default_factory=api.Resources, description="Compute for each cell's quantizer pod."
+    )
+    scheduling: api.Scheduling = Field(
+        default_factory=api.Scheduling, description="Placement of each cell's quantizer pod."
+    )
+    execution: api.Execution = Field(
+        default_factory=api.Execution, description="Image and batch Job knobs of each cell."
+    )
+    onnx: api.OnnxOptions = Field(
+        default_factory=api.OnnxOptions, description="ONNX Runtime options of the onnx-* cells."
+    )
+    tensorrt: api.TensorRTOptions = Field(
+        default_factory=api.TensorRTOptions, description="TensorRT options of the tensorrt-* cells."
+    )
+    ptq: api.PostTraining = Field(
+        default_factory=api.PostTraining, description="Post-training techniques of the onnx-static cells."
+    )
+    concurrency: int = Field(
+        2, ge=1, le=MAX_CELLS, description="Cells running at the same time (the operator's own cap still applies)."
+    )
 
     @field_validator("output")
     @classmethod
@@ -97,13 +139,19 @@ class Candidate(api.ApiModel):
     name: str = Field(..., max_length=api.MAX_NAME, description="The cell's QuantizationJob.")
     target: str | None = Field(None, max_length=api.MAX_SHORT, description="Deployment target of the cell.")
     method: str = Field(..., max_length=api.MAX_SHORT, description="Method the artifact was made with.")
-    options: dict[str, Annotated[str, Field(max_length=api.MAX_SHORT)]] = Field(default_factory=dict, max_length=16, description="What distinguishes the cell beyond its method (calibration algorithm).")
+    options: dict[str, Annotated[str, Field(max_length=api.MAX_SHORT)]] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="What distinguishes the cell beyond its method (calibration algorithm).",
+    )
     phase: str = Field("Pending", max_length=api.MAX_SHORT, description="The cell's phase.")
     size_bytes: int | None = Field(None, description="Artifact size in bytes.")
     compression_ratio: float | None = Field(None, description="FP32 size / artifact size.")
     accuracy: float | None = Field(None, description="Quantized accuracy on the evaluation set.")
     accuracy_drop: float | None = Field(None, description="FP32 minus quantized accuracy.")
-    latency_ms: float | None = Field(None, description="Median single-image latency on the worker's CPU (not on the target), ms.")
+    latency_ms: float | None = Field(
+        None, description="Median single-image latency on the worker's CPU (not on the target), ms."
+    )
     passed_gate: bool = Field(False, description="The cell succeeded within the acceptance budget (not degraded).")
     artifact_uri: str | None = Field(None, max_length=api.MAX_STATUS_URI, description="The cell's artifact.")
     report_uri: str | None = Field(None, max_length=api.MAX_STATUS_URI, description="The cell's report.json.")
@@ -111,8 +159,12 @@ class Candidate(api.ApiModel):
 
 
 class Recommendation(api.ApiModel):
-    target: str = Field(..., max_length=api.MAX_SHORT, description="Deployment target ('any' when the matrix has no targets).")
-    candidate: str | None = Field(None, max_length=api.MAX_NAME, description="The recommended cell; empty when no cell met the budget.")
+    target: str = Field(
+        ..., max_length=api.MAX_SHORT, description="Deployment target ('any' when the matrix has no targets)."
+    )
+    candidate: str | None = Field(
+        None, max_length=api.MAX_NAME, description="The recommended cell; empty when no cell met the budget."
+    )
     method: str | None = Field(None, max_length=api.MAX_SHORT, description="Its method.")
     reason: str = Field("", max_length=1024, description="Why this candidate (or why none).")
 
@@ -126,14 +178,24 @@ class SkippedCell(api.ApiModel):
 class QuantizationSweepStatus(api.ApiModel):
     phase: SweepPhase | None = Field(None, description="Pending, Running, Completed or Failed (an invalid sweep).")
     observed_generation: int | None = Field(None, description="Spec generation the status describes.")
-    conditions: list[api.Condition] = Field(default_factory=list, max_length=8, description="Completed and Failed, keyed by type.")
+    conditions: list[api.Condition] = Field(
+        default_factory=list, max_length=8, description="Completed and Failed, keyed by type."
+    )
     cells: int | None = Field(None, description="Cells in the matrix.")
     finished: int | None = Field(None, description="Cells in a terminal phase.")
     passed: int | None = Field(None, description="Cells that met the budget.")
     candidates: list[Candidate] = Field(default_factory=list, max_length=MAX_CELLS, description="One row per cell.")
-    pareto_front: list[Annotated[str, Field(max_length=api.MAX_NAME)]] = Field(default_factory=list, max_length=MAX_CELLS, description="Cells no other cell beats on size, accuracy drop and latency at once.")
-    recommendations: list[Recommendation] = Field(default_factory=list, max_length=16, description="The recommended candidate per target.")
-    skipped: list[SkippedCell] = Field(default_factory=list, max_length=MAX_CELLS, description="Matrix combinations not run, and why.")
+    pareto_front: list[Annotated[str, Field(max_length=api.MAX_NAME)]] = Field(
+        default_factory=list,
+        max_length=MAX_CELLS,
+        description="Cells no other cell beats on size, accuracy drop and latency at once.",
+    )
+    recommendations: list[Recommendation] = Field(
+        default_factory=list, max_length=16, description="The recommended candidate per target."
+    )
+    skipped: list[SkippedCell] = Field(
+        default_factory=list, max_length=MAX_CELLS, description="Matrix combinations not run, and why."
+    )
     report_uri: str | None = Field(None, max_length=api.MAX_STATUS_URI, description="The combined report.html.")
     reason: str | None = Field(None, max_length=1024, description="CamelCase reason of the phase.")
     message: str | None = Field(None, max_length=api.MAX_TEXT, description="Summary or failure message.")

@@ -116,39 +116,78 @@ _PORTABLE = Rule(
 
 _ROWS = (
     TargetProfile(
-        name="rpi-xnnpack", title="Raspberry Pi 4/5 (arm64 CPU)", runtime="TensorFlow Lite / LiteRT with XNNPACK",
-        methods=("tflite-int8", "tflite-float16", "onnx-static"), method_rule=_XNNPACK,
-        on_failure="degrade", on_failure_rule=_RPI_FALLBACK,
-        onnx_reduce_range="never", onnx_activation_type="uint8", onnx_weight_type="int8", isa_rule=_ORT_ARM,
+        name="rpi-xnnpack",
+        title="Raspberry Pi 4/5 (arm64 CPU)",
+        runtime="TensorFlow Lite / LiteRT with XNNPACK",
+        methods=("tflite-int8", "tflite-float16", "onnx-static"),
+        method_rule=_XNNPACK,
+        on_failure="degrade",
+        on_failure_rule=_RPI_FALLBACK,
+        onnx_reduce_range="never",
+        onnx_activation_type="uint8",
+        onnx_weight_type="int8",
+        isa_rule=_ORT_ARM,
     ),
     TargetProfile(
-        name="coral-edgetpu", title="Coral Edge TPU", runtime="TensorFlow Lite with the Edge TPU delegate (after edgetpu_compiler)",
-        methods=("tflite-int8", "tflite-qat"), method_rule=_EDGETPU, integer_only_accelerator=True,
+        name="coral-edgetpu",
+        title="Coral Edge TPU",
+        runtime="TensorFlow Lite with the Edge TPU delegate (after edgetpu_compiler)",
+        methods=("tflite-int8", "tflite-qat"),
+        method_rule=_EDGETPU,
+        integer_only_accelerator=True,
     ),
     TargetProfile(
-        name="jetson", title="NVIDIA Jetson (GPU)", runtime="TensorRT",
-        methods=("tensorrt-int8", "tensorrt-mixed", "tensorrt-fp16"), method_rule=_TENSORRT,
-        on_failure="degrade", on_failure_rule=_TENSORRT_FALLBACK,
+        name="jetson",
+        title="NVIDIA Jetson (GPU)",
+        runtime="TensorRT",
+        methods=("tensorrt-int8", "tensorrt-mixed", "tensorrt-fp16"),
+        method_rule=_TENSORRT,
+        on_failure="degrade",
+        on_failure_rule=_TENSORRT_FALLBACK,
     ),
     TargetProfile(
-        name="x86-avx2", title="x86-64 CPU with AVX2, without VNNI", runtime="ONNX Runtime (CPU)",
-        methods=("onnx-static", "onnx-dynamic", "tflite-int8"), method_rule=_ORT_STATIC,
-        onnx_reduce_range="always", onnx_activation_type="uint8", onnx_weight_type="int8", isa_rule=_ORT_NO_VNNI,
+        name="x86-avx2",
+        title="x86-64 CPU with AVX2, without VNNI",
+        runtime="ONNX Runtime (CPU)",
+        methods=("onnx-static", "onnx-dynamic", "tflite-int8"),
+        method_rule=_ORT_STATIC,
+        onnx_reduce_range="always",
+        onnx_activation_type="uint8",
+        onnx_weight_type="int8",
+        isa_rule=_ORT_NO_VNNI,
     ),
     TargetProfile(
-        name="x86-vnni", title="x86-64 CPU with AVX512-VNNI, AVX-VNNI or AMX", runtime="ONNX Runtime (CPU)",
-        methods=("onnx-static", "onnx-dynamic", "tflite-int8"), method_rule=_ORT_STATIC,
-        onnx_reduce_range="never", onnx_activation_type="uint8", onnx_weight_type="int8", isa_rule=_ORT_VNNI,
+        name="x86-vnni",
+        title="x86-64 CPU with AVX512-VNNI, AVX-VNNI or AMX",
+        runtime="ONNX Runtime (CPU)",
+        methods=("onnx-static", "onnx-dynamic", "tflite-int8"),
+        method_rule=_ORT_STATIC,
+        onnx_reduce_range="never",
+        onnx_activation_type="uint8",
+        onnx_weight_type="int8",
+        isa_rule=_ORT_VNNI,
     ),
     TargetProfile(
-        name="arm64-cpu", title="Arm64 CPU (servers, phones, SBCs)", runtime="ONNX Runtime or TensorFlow Lite (CPU)",
-        methods=("onnx-static", "tflite-int8", "tflite-float16"), method_rule=_ORT_STATIC,
-        onnx_reduce_range="never", onnx_activation_type="uint8", onnx_weight_type="int8", isa_rule=_ORT_ARM,
+        name="arm64-cpu",
+        title="Arm64 CPU (servers, phones, SBCs)",
+        runtime="ONNX Runtime or TensorFlow Lite (CPU)",
+        methods=("onnx-static", "tflite-int8", "tflite-float16"),
+        method_rule=_ORT_STATIC,
+        onnx_reduce_range="never",
+        onnx_activation_type="uint8",
+        onnx_weight_type="int8",
+        isa_rule=_ORT_ARM,
     ),
     TargetProfile(
-        name="generic", title="Any CPU (portable)", runtime="ONNX Runtime or TensorFlow Lite (CPU)",
-        methods=("tflite-int8", "onnx-static", "tflite-float16"), method_rule=_XNNPACK,
-        onnx_reduce_range="always", onnx_activation_type="uint8", onnx_weight_type="int8", isa_rule=_PORTABLE,
+        name="generic",
+        title="Any CPU (portable)",
+        runtime="ONNX Runtime or TensorFlow Lite (CPU)",
+        methods=("tflite-int8", "onnx-static", "tflite-float16"),
+        method_rule=_XNNPACK,
+        onnx_reduce_range="always",
+        onnx_activation_type="uint8",
+        onnx_weight_type="int8",
+        isa_rule=_PORTABLE,
     ),
 )
 
@@ -156,7 +195,13 @@ TARGETS: Mapping[str, TargetProfile] = MappingProxyType({row.name: row for row i
 
 #: Spec fields a target may fill in. The CRD declares no API-server default for them (the worker's model applies
 #: the same defaults), so that "left out" in a manifest stays left out in the stored object.
-FILLABLE_FIELDS = ("spec.method", "spec.acceptance.onFailure", "spec.onnx.reduceRange", "spec.onnx.activationType", "spec.onnx.weightType")
+FILLABLE_FIELDS = (
+    "spec.method",
+    "spec.acceptance.onFailure",
+    "spec.onnx.reduceRange",
+    "spec.onnx.activationType",
+    "spec.onnx.weightType",
+)
 
 #: Methods that read spec.onnx.reduceRange (ONNX Runtime quantizes their weights, or torch-qat's activations).
 _READS_REDUCE_RANGE = frozenset({"onnx-static", "onnx-dynamic", "torch-qat"})
@@ -189,7 +234,9 @@ def _fits(method: api.Method, fmt: api.ModelFormat | None, has_calibration: bool
     return ""
 
 
-def choose_method(profile: TargetProfile, fmt: api.ModelFormat | None, *, has_calibration: bool, has_training: bool) -> tuple[api.Method, str]:
+def choose_method(
+    profile: TargetProfile, fmt: api.ModelFormat | None, *, has_calibration: bool, has_training: bool
+) -> tuple[api.Method, str]:
     """The first of the target's methods that takes the model and the data the spec gives, and why.
 
     ValueError naming the fix when none does.
@@ -228,11 +275,18 @@ def method_for(data: dict[str, Any]) -> api.Method | None:
     fmt_value = _get(model, "format")
     uri = _get(model, "uri")
     try:
-        fmt = api.ModelFormat(getattr(fmt_value, "value", fmt_value)) if fmt_value else (api.infer_model_format(uri) if isinstance(uri, str) else None)
+        fmt = (
+            api.ModelFormat(getattr(fmt_value, "value", fmt_value))
+            if fmt_value
+            else (api.infer_model_format(uri) if isinstance(uri, str) else None)
+        )
     except ValueError:
         fmt = None  # the model's own validation names the bad format
     method, _why = choose_method(
-        profile, fmt, has_calibration=_get(data, "calibration") is not None, has_training=_get(data, "training") is not None,
+        profile,
+        fmt,
+        has_calibration=_get(data, "calibration") is not None,
+        has_training=_get(data, "training") is not None,
     )
     return method
 
@@ -254,17 +308,26 @@ def resolve_target(spec: api.QuantizationJobSpec) -> tuple[api.QuantizationJobSp
     method = spec.method
     if "method" not in spec.model_fields_set:
         method, why = choose_method(
-            profile, spec.model.resolved_format, has_calibration=spec.calibration is not None, has_training=spec.training is not None,
+            profile,
+            spec.model.resolved_format,
+            has_calibration=spec.calibration is not None,
+            has_training=spec.training is not None,
         )
         update["method"] = method
         choices.append(TargetChoice("spec.method", method.value, why))
         if method is api.Method.TFLITE_INT8 and profile.integer_only_accelerator:
-            choices.append(TargetChoice("artifact input/output", "uint8", f"{profile.name}: {profile.method_rule.cite()}"))
+            choices.append(
+                TargetChoice("artifact input/output", "uint8", f"{profile.name}: {profile.method_rule.cite()}")
+            )
     acceptance = spec.acceptance
     if profile.on_failure is not None and _unset(acceptance, spec, "acceptance", "on_failure"):
         assert profile.on_failure_rule is not None
         update["acceptance"] = acceptance.model_copy(update={"on_failure": api.OnFailure(profile.on_failure)})
-        choices.append(TargetChoice("spec.acceptance.onFailure", profile.on_failure, f"{profile.name}: {profile.on_failure_rule.cite()}"))
+        choices.append(
+            TargetChoice(
+                "spec.acceptance.onFailure", profile.on_failure, f"{profile.name}: {profile.on_failure_rule.cite()}"
+            )
+        )
     onnx = spec.onnx
     onnx_update: dict[str, Any] = {}
     if profile.isa_rule is not None and method.value in _READS_REDUCE_RANGE:

@@ -14,9 +14,25 @@ from urllib.parse import parse_qsl, urlsplit
 CREDENTIAL_QUERY_KEYS = frozenset(
     k.lower()
     for k in (
-        "X-Amz-Credential", "X-Amz-Signature", "X-Amz-Security-Token", "AWSAccessKeyId", "Signature",
-        "X-Goog-Credential", "X-Goog-Signature", "sig", "token", "access_token", "password", "passwd", "secret",
-        "access_key", "secret_key", "accesskey", "secretkey", "api_key", "apikey",
+        "X-Amz-Credential",
+        "X-Amz-Signature",
+        "X-Amz-Security-Token",
+        "AWSAccessKeyId",
+        "Signature",
+        "X-Goog-Credential",
+        "X-Goog-Signature",
+        "sig",
+        "token",
+        "access_token",
+        "password",
+        "passwd",
+        "secret",
+        "access_key",
+        "secret_key",
+        "accesskey",
+        "secretkey",
+        "api_key",
+        "apikey",
     )
 )
 

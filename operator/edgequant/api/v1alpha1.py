@@ -88,6 +88,7 @@ FORMAT_BY_SUFFIX: dict[str, ModelFormat] = {
     ".pt2": ModelFormat.TORCH_EXPORT,
 }
 
+
 def infer_model_format(uri: str) -> ModelFormat | None:
     """Guess the format from the URI; a path ending in '/' (a folder) is a SavedModel."""
     path = uri.split("?", 1)[0]
@@ -247,9 +248,7 @@ _URI_SCHEMES = ("s3://", "file://")
 
 def _check_uri(value: str) -> str:
     if not value.startswith(_URI_SCHEMES):
-        raise ValueError(
-            f"unsupported URI {value!r}: use s3://bucket/key or file:///absolute/path"
-        )
+        raise ValueError(f"unsupported URI {value!r}: use s3://bucket/key or file:///absolute/path")
     if embedded_credentials(value) is not None:
         raise ValueError(
             f"the URI carries a credential ({embedded_credentials(value)}), which is not allowed: put it in a Secret and name it in spec.storage.credentialsSecret"
@@ -263,10 +262,22 @@ def _check_uri(value: str) -> str:
 class Scaling(ApiModel):
     """How pixels (0-255) become model input: ``x * scale + offset``, then ``(x - mean) / std`` per channel."""
 
-    scale: float = Field(1.0 / 255.0, gt=0, description="Multiplier applied to 0-255 pixel values (1/255 maps to [0, 1]).")
+    scale: float = Field(
+        1.0 / 255.0, gt=0, description="Multiplier applied to 0-255 pixel values (1/255 maps to [0, 1])."
+    )
     offset: float = Field(0.0, description="Added after scaling (-1 with scale 1/127.5 maps to [-1, 1]).")
-    mean: list[float] | None = Field(None, min_length=1, max_length=4, description="Per-channel mean subtracted after scale/offset, in the scaled units.")
-    std: list[float] | None = Field(None, min_length=1, max_length=4, description="Per-channel standard deviation divided after subtracting mean; no zeros.")
+    mean: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=4,
+        description="Per-channel mean subtracted after scale/offset, in the scaled units.",
+    )
+    std: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=4,
+        description="Per-channel standard deviation divided after subtracting mean; no zeros.",
+    )
 
     @model_validator(mode="after")
     def _mean_std_pair(self) -> Scaling:
@@ -325,18 +336,30 @@ class Scaling(ApiModel):
 class Resize(ApiModel):
     """How a decoded image is brought to the model's input size."""
 
-    mode: ResizeMode = Field(ResizeMode.STRETCH, description="stretch to the input size, center-crop after scaling the short side, pad (letterbox), or none (images must already match).")
+    mode: ResizeMode = Field(
+        ResizeMode.STRETCH,
+        description="stretch to the input size, center-crop after scaling the short side, pad (letterbox), or none (images must already match).",
+    )
     interpolation: Interpolation = Field(Interpolation.BILINEAR, description="Resampling filter.")
 
 
 class InputContract(ApiModel):
     """The model input, shared by calibration, evaluation, QAT and the report's input contract."""
 
-    shape: list[Annotated[int, Field(le=MAX_DIMENSION)]] = Field(..., min_length=3, max_length=3, description="Input shape without the batch dimension, in layout order: [H, W, C] for NHWC, [C, H, W] for NCHW.")
+    shape: list[Annotated[int, Field(le=MAX_DIMENSION)]] = Field(
+        ...,
+        min_length=3,
+        max_length=3,
+        description="Input shape without the batch dimension, in layout order: [H, W, C] for NHWC, [C, H, W] for NCHW.",
+    )
     layout: Layout = Field(Layout.NHWC, description="Tensor layout of the model input.")
-    color_order: ColorOrder = Field(ColorOrder.RGB, description="Channel order the model was trained with; GRAY means one channel.")
+    color_order: ColorOrder = Field(
+        ColorOrder.RGB, description="Channel order the model was trained with; GRAY means one channel."
+    )
     resize: Resize = Field(default_factory=Resize, description="Resizing of decoded images to the input size.")
-    scaling: Scaling = Field(default_factory=Scaling, description="Pixel scaling and normalisation applied before the model.")
+    scaling: Scaling = Field(
+        default_factory=Scaling, description="Pixel scaling and normalisation applied before the model."
+    )
 
     @field_validator("shape")
     @classmethod
@@ -361,9 +384,13 @@ class InputContract(ApiModel):
     def _channels_match(self) -> InputContract:
         c = self.channels
         if c not in (1, 3):
-            raise ValueError(f"the channel dimension is {c}; edgequant handles 1 (GRAY) or 3 (RGB/BGR) channel images — check shape and layout")
+            raise ValueError(
+                f"the channel dimension is {c}; edgequant handles 1 (GRAY) or 3 (RGB/BGR) channel images — check shape and layout"
+            )
         if (c == 1) != (self.color_order is ColorOrder.GRAY):
-            raise ValueError(f"colorOrder {self.color_order.value} does not match {c} channel(s): use GRAY for 1 channel, RGB or BGR for 3")
+            raise ValueError(
+                f"colorOrder {self.color_order.value} does not match {c} channel(s): use GRAY for 1 channel, RGB or BGR for 3"
+            )
         for name in ("mean", "std"):
             values = getattr(self.scaling, name)
             if values is not None and len(values) not in (1, c):
@@ -372,10 +399,24 @@ class InputContract(ApiModel):
 
 
 class ModelSource(ApiModel):
-    uri: str = Field(..., max_length=MAX_URI, description="Where the FP32 model is: s3://bucket/key or file:///path. A SavedModel is a folder: end the URI with '/'.")
-    format: ModelFormat | None = Field(None, description="Model format; inferred from the file suffix when omitted (.keras, .h5, .onnx, .pt/.pth TorchScript, .pt2 torch.export, trailing '/' SavedModel).")
-    input: InputContract = Field(..., description="The input contract shared by calibration, evaluation and the report.")
-    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$", max_length=64, description="SHA-256 of the model file (64 hex digits), verified after download before the model is loaded; a mismatch fails the job (InvalidInput). Single files only, not a SavedModel folder.")
+    uri: str = Field(
+        ...,
+        max_length=MAX_URI,
+        description="Where the FP32 model is: s3://bucket/key or file:///path. A SavedModel is a folder: end the URI with '/'.",
+    )
+    format: ModelFormat | None = Field(
+        None,
+        description="Model format; inferred from the file suffix when omitted (.keras, .h5, .onnx, .pt/.pth TorchScript, .pt2 torch.export, trailing '/' SavedModel).",
+    )
+    input: InputContract = Field(
+        ..., description="The input contract shared by calibration, evaluation and the report."
+    )
+    sha256: str | None = Field(
+        None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        max_length=64,
+        description="SHA-256 of the model file (64 hex digits), verified after download before the model is loaded; a mismatch fails the job (InvalidInput). Single files only, not a SavedModel folder.",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -388,9 +429,19 @@ class ModelSource(ApiModel):
 
 
 class Dataset(ApiModel):
-    uri: str = Field(..., max_length=MAX_URI, description="Dataset location: a folder (imagefolder: <class>/<image>, or images directly in it when unlabeled) or an .npz file with arrays x and (optionally) y.")
-    layout: DatasetLayout = Field(DatasetLayout.IMAGEFOLDER, description="imagefolder (<class>/<image> files) or npz (arrays x: images, y: integer labels).")
-    labels: DatasetLabels = Field(DatasetLabels.AUTO, description="auto: labeled when the data has them (class folders, npz y), unlabeled otherwise (images directly in the folder, npz without y); none: ignore any labels (evaluation then measures agreement with FP32, not accuracy).")
+    uri: str = Field(
+        ...,
+        max_length=MAX_URI,
+        description="Dataset location: a folder (imagefolder: <class>/<image>, or images directly in it when unlabeled) or an .npz file with arrays x and (optionally) y.",
+    )
+    layout: DatasetLayout = Field(
+        DatasetLayout.IMAGEFOLDER,
+        description="imagefolder (<class>/<image> files) or npz (arrays x: images, y: integer labels).",
+    )
+    labels: DatasetLabels = Field(
+        DatasetLabels.AUTO,
+        description="auto: labeled when the data has them (class folders, npz y), unlabeled otherwise (images directly in the folder, npz without y); none: ignore any labels (evaluation then measures agreement with FP32, not accuracy).",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -400,12 +451,25 @@ class Dataset(ApiModel):
 
 class Calibration(ApiModel):
     dataset: Dataset = Field(..., description="Representative, unaugmented data covering every class.")
-    samples: int = Field(500, ge=1, le=100000, description="Samples drawn (balanced across classes, deterministic); 500-1000 recommended.")
+    samples: int = Field(
+        500,
+        ge=1,
+        le=100000,
+        description="Samples drawn (balanced across classes, deterministic); 500-1000 recommended.",
+    )
     min_samples: int = Field(100, ge=1, le=100000, description="Fewer usable samples than this fails the job.")
-    algorithm: CalibrationAlgorithm = Field(CalibrationAlgorithm.MINMAX, description="Range estimation: minmax, entropy (KL) or percentile.")
+    algorithm: CalibrationAlgorithm = Field(
+        CalibrationAlgorithm.MINMAX, description="Range estimation: minmax, entropy (KL) or percentile."
+    )
     percentile: float = Field(99.999, gt=50, le=100, description="Percentile kept when algorithm is percentile.")
-    class_balance: ClassBalancePolicy = Field(ClassBalancePolicy.WARN, description="Strong class imbalance: warn, strict (fail), or ignore.")
-    cache_uri: str | None = Field(None, max_length=MAX_URI, description="Prefix where calibration results (TensorRT calibration caches, ONNX Runtime ranges and spec.ptq choices) are read and written, named by content (model, calibration data, recipe, library version); defaults to <output.uri>calibration-cache/. Jobs that share it calibrate once per model, data and recipe.")
+    class_balance: ClassBalancePolicy = Field(
+        ClassBalancePolicy.WARN, description="Strong class imbalance: warn, strict (fail), or ignore."
+    )
+    cache_uri: str | None = Field(
+        None,
+        max_length=MAX_URI,
+        description="Prefix where calibration results (TensorRT calibration caches, ONNX Runtime ranges and spec.ptq choices) are read and written, named by content (model, calibration data, recipe, library version); defaults to <output.uri>calibration-cache/. Jobs that share it calibrate once per model, data and recipe.",
+    )
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed for deterministic sampling.")
 
     @field_validator("cache_uri")
@@ -419,21 +483,41 @@ class Training(ApiModel):
     epochs: int = Field(1, ge=1, le=1000, description="Fine-tuning epochs.")
     learning_rate: float = Field(1e-4, gt=0, le=1, description="Fine-tuning learning rate; keep it low (1e-5 to 1e-4).")
     batch_size: int = Field(32, ge=1, le=4096, description="Mini-batch size.")
-    max_samples: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="Cap on training samples per epoch (all when omitted).")
+    max_samples: int | None = Field(
+        None, ge=1, le=MAX_SAMPLES, description="Cap on training samples per epoch (all when omitted)."
+    )
 
 
 class Evaluation(ApiModel):
-    dataset: Dataset = Field(..., description="Held-out data scored for FP32 and the quantized model with the same preprocessing; labeled for accuracy, or unlabeled for agreement and SQNR with FP32 only.")
+    dataset: Dataset = Field(
+        ...,
+        description="Held-out data scored for FP32 and the quantized model with the same preprocessing; labeled for accuracy, or unlabeled for agreement and SQNR with FP32 only.",
+    )
     metric: Metric = Field(Metric.TOP1, description="Accuracy metric: top1 or top5.")
     samples: int = Field(1000, ge=1, le=1000000, description="Samples scored (balanced, deterministic).")
 
 
 class MixedPrecision(ApiModel):
-    mode: MixedPrecisionMode = Field(MixedPrecisionMode.OFF, description="off, manual (keep pinnedLayers in higher precision) or auto (pin the most sensitive layers until acceptance.maxAccuracyDrop is met).")
-    pinned_layers: list[LayerName] = Field(default_factory=list, max_length=MAX_LAYERS, description="Layer/node names kept in fallbackPrecision (manual mode).")
-    sensitivity: SensitivityMode = Field(SensitivityMode.FAST, description="Per-layer sensitivity analysis: fast (one run, intermediate-tensor error), exhaustive (one run per layer) or off.")
-    sensitivity_threshold: float = Field(0.005, ge=0, le=1, description="Accuracy delta above which a layer is reported as sensitive.")
-    fallback_precision: FallbackPrecision = Field(FallbackPrecision.FP16, description="Precision of pinned layers (fp16 where the backend supports it, else fp32).")
+    mode: MixedPrecisionMode = Field(
+        MixedPrecisionMode.OFF,
+        description="off, manual (keep pinnedLayers in higher precision) or auto (pin the most sensitive layers until acceptance.maxAccuracyDrop is met).",
+    )
+    pinned_layers: list[LayerName] = Field(
+        default_factory=list,
+        max_length=MAX_LAYERS,
+        description="Layer/node names kept in fallbackPrecision (manual mode).",
+    )
+    sensitivity: SensitivityMode = Field(
+        SensitivityMode.FAST,
+        description="Per-layer sensitivity analysis: fast (one run, intermediate-tensor error), exhaustive (one run per layer) or off.",
+    )
+    sensitivity_threshold: float = Field(
+        0.005, ge=0, le=1, description="Accuracy delta above which a layer is reported as sensitive."
+    )
+    fallback_precision: FallbackPrecision = Field(
+        FallbackPrecision.FP16,
+        description="Precision of pinned layers (fp16 where the backend supports it, else fp32).",
+    )
     max_pinned_layers: int = Field(8, ge=1, le=1000, description="Auto mode stops after pinning this many layers.")
 
 
@@ -442,15 +526,37 @@ DEFAULT_MAX_ACCURACY_DROP = 0.01
 
 
 class Acceptance(ApiModel):
-    max_accuracy_drop: float = Field(DEFAULT_MAX_ACCURACY_DROP, ge=0, le=1, description="Largest allowed FP32 minus quantized accuracy (0.01 = one point); needs labeled evaluation data.")
-    min_agreement: float | None = Field(None, ge=0, le=1, description="Smallest allowed share of evaluation samples whose top-1 class matches FP32's (0.99 = 1 in 100 may flip); needs no labels.")
-    min_sqnr_db: float | None = Field(None, ge=-100, le=200, description="Smallest allowed SQNR of the quantized model's outputs against FP32's over the evaluation set, in dB (10*log10(sum fp32^2 / sum (quantized - fp32)^2)); needs no labels.")
+    max_accuracy_drop: float = Field(
+        DEFAULT_MAX_ACCURACY_DROP,
+        ge=0,
+        le=1,
+        description="Largest allowed FP32 minus quantized accuracy (0.01 = one point); needs labeled evaluation data.",
+    )
+    min_agreement: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Smallest allowed share of evaluation samples whose top-1 class matches FP32's (0.99 = 1 in 100 may flip); needs no labels.",
+    )
+    min_sqnr_db: float | None = Field(
+        None,
+        ge=-100,
+        le=200,
+        description="Smallest allowed SQNR of the quantized model's outputs against FP32's over the evaluation set, in dB (10*log10(sum fp32^2 / sum (quantized - fp32)^2)); needs no labels.",
+    )
     min_compression_ratio: float = Field(1.0, ge=0, description="Smallest allowed FP32 size / quantized size.")
-    on_failure: OnFailure = Field(OnFailure.FAIL, description="fail: the job fails; degrade: try INT8, INT8 with pinned layers, then float16, and publish the best, flagged degraded; remedy: while the budget is missed try, in order, more calibration samples, another calibration algorithm, pinned sensitive layers, QAT (with training data), then float16, and publish the first that passes (the best, flagged degraded, when none does).")
+    on_failure: OnFailure = Field(
+        OnFailure.FAIL,
+        description="fail: the job fails; degrade: try INT8, INT8 with pinned layers, then float16, and publish the best, flagged degraded; remedy: while the budget is missed try, in order, more calibration samples, another calibration algorithm, pinned sensitive layers, QAT (with training data), then float16, and publish the first that passes (the best, flagged degraded, when none does).",
+    )
 
 
 class Output(ApiModel):
-    uri: str = Field(..., max_length=MAX_URI, description="Prefix the artifact, report.json and report.html are written under (s3://bucket/prefix/ or file:///dir/).")
+    uri: str = Field(
+        ...,
+        max_length=MAX_URI,
+        description="Prefix the artifact, report.json and report.html are written under (s3://bucket/prefix/ or file:///dir/).",
+    )
 
     @field_validator("uri")
     @classmethod
@@ -462,23 +568,43 @@ class SecretRef(ApiModel):
     """A Secret holding S3 keys; the operator mounts it as env vars and never reads it."""
 
     name: str = Field(..., min_length=1, max_length=253, description="Secret name in the job's namespace.")
-    access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", min_length=1, max_length=MAX_KEY, description="Key of the access key id in the Secret.")
-    secret_access_key_key: str = Field("AWS_SECRET_ACCESS_KEY", min_length=1, max_length=MAX_KEY, description="Key of the secret access key in the Secret.")
-    session_token_key: str | None = Field(None, min_length=1, max_length=MAX_KEY, description="Key of an optional session token in the Secret.")
+    access_key_id_key: str = Field(
+        "AWS_ACCESS_KEY_ID", min_length=1, max_length=MAX_KEY, description="Key of the access key id in the Secret."
+    )
+    secret_access_key_key: str = Field(
+        "AWS_SECRET_ACCESS_KEY",
+        min_length=1,
+        max_length=MAX_KEY,
+        description="Key of the secret access key in the Secret.",
+    )
+    session_token_key: str | None = Field(
+        None, min_length=1, max_length=MAX_KEY, description="Key of an optional session token in the Secret."
+    )
 
 
 class CABundleRef(ApiModel):
-    config_map: str = Field(..., min_length=1, max_length=253, description="ConfigMap holding a PEM CA bundle for a private S3 endpoint.")
+    config_map: str = Field(
+        ..., min_length=1, max_length=253, description="ConfigMap holding a PEM CA bundle for a private S3 endpoint."
+    )
     key: str = Field("ca.crt", min_length=1, max_length=MAX_KEY, description="Key of the bundle in the ConfigMap.")
 
 
 class Storage(ApiModel):
-    endpoint: str | None = Field(None, max_length=MAX_URI, description="S3 endpoint URL for MinIO and other S3-compatible stores (AWS when omitted).")
+    endpoint: str | None = Field(
+        None,
+        max_length=MAX_URI,
+        description="S3 endpoint URL for MinIO and other S3-compatible stores (AWS when omitted).",
+    )
     region: str | None = Field(None, max_length=MAX_SHORT, description="S3 region.")
     path_style: bool = Field(False, description="Use path-style addressing (needed by most MinIO setups).")
-    credentials_secret: SecretRef | None = Field(None, description="Secret with S3 keys. Omit to use the pod's service account (IRSA / workload identity) or the default chain.")
+    credentials_secret: SecretRef | None = Field(
+        None,
+        description="Secret with S3 keys. Omit to use the pod's service account (IRSA / workload identity) or the default chain.",
+    )
     ca_bundle: CABundleRef | None = Field(None, description="Custom CA bundle for the endpoint.")
-    service_account_name: str | None = Field(None, max_length=MAX_NAME, description="Service account the quantizer pod runs as (workload identity).")
+    service_account_name: str | None = Field(
+        None, max_length=MAX_NAME, description="Service account the quantizer pod runs as (workload identity)."
+    )
 
     @field_validator("endpoint")
     @classmethod
@@ -488,25 +614,43 @@ class Storage(ApiModel):
         if not re.match(r"^https?://", v):
             raise ValueError("endpoint must be an http:// or https:// URL")
         if embedded_credentials(v) is not None:
-            raise ValueError(f"the URL carries a credential ({embedded_credentials(v)}), which is not allowed: use credentialsSecret")
+            raise ValueError(
+                f"the URL carries a credential ({embedded_credentials(v)}), which is not allowed: use credentialsSecret"
+            )
         return v
 
 
 class Quantity(ApiModel):
-    cpu: str | None = Field(None, max_length=MAX_SHORT, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU quantity, e.g. '2' or '500m'.")
-    memory: str | None = Field(None, max_length=MAX_SHORT, pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+|k)?$", description="Memory quantity, e.g. '4Gi'.")
+    cpu: str | None = Field(
+        None, max_length=MAX_SHORT, pattern=r"^[0-9]+(\.[0-9]+)?m?$", description="CPU quantity, e.g. '2' or '500m'."
+    )
+    memory: str | None = Field(
+        None,
+        max_length=MAX_SHORT,
+        pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+|k)?$",
+        description="Memory quantity, e.g. '4Gi'.",
+    )
 
 
 class Resources(ApiModel):
-    accelerator: Accelerator = Field(Accelerator.AUTO, description="auto (GPU for TensorRT methods, else CPU), cpu or gpu.")
+    accelerator: Accelerator = Field(
+        Accelerator.AUTO, description="auto (GPU for TensorRT methods, else CPU), cpu or gpu."
+    )
     gpus: int = Field(1, ge=1, le=16, description="nvidia.com/gpu count when running on a GPU.")
     requests: Quantity | None = Field(None, description="Container resource requests (operator defaults when omitted).")
     limits: Quantity | None = Field(None, description="Container resource limits (operator defaults when omitted).")
-    scratch_size: str | None = Field(None, max_length=MAX_SHORT, pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+|k)?$", description="Scratch disk of the quantizer pod (the emptyDir's sizeLimit and an ephemeral-storage request), e.g. '50Gi'; the operator's default (20Gi) when omitted. Downloads that would not fit stop before they start.")
+    scratch_size: str | None = Field(
+        None,
+        max_length=MAX_SHORT,
+        pattern=r"^[0-9]+(\.[0-9]+)?([EPTGMK]i?|[eE][0-9]+|k)?$",
+        description="Scratch disk of the quantizer pod (the emptyDir's sizeLimit and an ephemeral-storage request), e.g. '50Gi'; the operator's default (20Gi) when omitted. Downloads that would not fit stop before they start.",
+    )
 
 
 class Toleration(ApiModel):
-    key: str | None = Field(None, max_length=MAX_LABEL_KEY, description="Taint key; empty with operator Exists matches all.")
+    key: str | None = Field(
+        None, max_length=MAX_LABEL_KEY, description="Taint key; empty with operator Exists matches all."
+    )
     operator: TolerationOperator = Field(TolerationOperator.EQUAL, description="Exists or Equal.")
     value: str | None = Field(None, max_length=MAX_LABEL_VALUE, description="Taint value for operator Equal.")
     effect: TaintEffect | None = Field(None, description="Taint effect matched; all when omitted.")
@@ -514,35 +658,71 @@ class Toleration(ApiModel):
 
 
 class Scheduling(ApiModel):
-    node_selector: dict[str, Annotated[str, Field(max_length=MAX_LABEL_VALUE)]] = Field(default_factory=dict, max_length=128, description="Node labels the quantizer pod must match.")
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=256, description="Tolerations added to the quantizer pod.")
+    node_selector: dict[str, Annotated[str, Field(max_length=MAX_LABEL_VALUE)]] = Field(
+        default_factory=dict, max_length=128, description="Node labels the quantizer pod must match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=256, description="Tolerations added to the quantizer pod."
+    )
     affinity: dict[str, Any] | None = Field(None, description="A core/v1 Affinity passed through to the pod unchanged.")
-    priority_class_name: str | None = Field(None, max_length=MAX_NAME, description="PriorityClass of the quantizer pod.")
+    priority_class_name: str | None = Field(
+        None, max_length=MAX_NAME, description="PriorityClass of the quantizer pod."
+    )
 
 
 class TensorRTOptions(ApiModel):
     """How the tensorrt-* methods build their engine; ignored by the other methods."""
 
-    int8_mode: TensorRTInt8Mode = Field(TensorRTInt8Mode.AUTO, description="auto: explicit quantization on TensorRT 10 (Q/DQ ONNX from ONNX Runtime, strongly typed), an implicit calibrator on TensorRT 8; implicit: TensorRT's entropy/minmax calibrator (deprecated since TensorRT 10.1); explicit: Q/DQ ONNX (TensorRT >= 10).")
-    calibration_device: CalibrationDevice = Field(CalibrationDevice.GPU, description="Implicit INT8 only. gpu: TensorRT's calibrator runs the network on the GPU; cpu: ONNX Runtime computes the ranges on the CPU and writes TensorRT's calibration cache (the only way to use calibration.algorithm percentile).")
-    precision_constraints: PrecisionConstraints = Field(PrecisionConstraints.OBEY, description="How TensorRT treats layers pinned by mixedPrecision: obey (the build fails if a pin cannot be honoured) or prefer (TensorRT may fall back, with a warning).")
-    batch_size: int = Field(32, ge=1, le=4096, description="Largest batch the engine accepts and the calibration batch size; a model with a fixed batch dimension keeps its own.")
+    int8_mode: TensorRTInt8Mode = Field(
+        TensorRTInt8Mode.AUTO,
+        description="auto: explicit quantization on TensorRT 10 (Q/DQ ONNX from ONNX Runtime, strongly typed), an implicit calibrator on TensorRT 8; implicit: TensorRT's entropy/minmax calibrator (deprecated since TensorRT 10.1); explicit: Q/DQ ONNX (TensorRT >= 10).",
+    )
+    calibration_device: CalibrationDevice = Field(
+        CalibrationDevice.GPU,
+        description="Implicit INT8 only. gpu: TensorRT's calibrator runs the network on the GPU; cpu: ONNX Runtime computes the ranges on the CPU and writes TensorRT's calibration cache (the only way to use calibration.algorithm percentile).",
+    )
+    precision_constraints: PrecisionConstraints = Field(
+        PrecisionConstraints.OBEY,
+        description="How TensorRT treats layers pinned by mixedPrecision: obey (the build fails if a pin cannot be honoured) or prefer (TensorRT may fall back, with a warning).",
+    )
+    batch_size: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="Largest batch the engine accepts and the calibration batch size; a model with a fixed batch dimension keeps its own.",
+    )
     workspace_mib: int = Field(2048, ge=16, le=1048576, description="Builder workspace memory pool limit in MiB.")
 
 
 class OnnxOptions(ApiModel):
     """How onnx-dynamic and onnx-static quantize with ONNX Runtime (reduceRange also applies to torch-qat); ignored by the other methods."""
 
-    per_channel: bool = Field(True, description="One weight scale per output channel instead of one per tensor: more accurate for CNNs, slightly slower on CPU. Needs opset >= 13.")
-    reduce_range: ReduceRange = Field(ReduceRange.AUTO, description="7-bit quantization against overflow in the u8s8 int8 kernels of x86 CPUs without VNNI/AMX (ONNX Runtime: weights; torch-qat: activations). auto: on when the worker's CPU lacks VNNI and AMX, off otherwise; always / never: as stated. The report says what was chosen and why.")
-    weight_type: OnnxQuantType = Field(OnnxQuantType.INT8, description="Type of quantized weights: int8 (recommended for CPUs) or uint8.")
-    activation_type: OnnxQuantType = Field(OnnxQuantType.UINT8, description="Type of quantized activations (onnx-static; onnx-dynamic quantizes activations to uint8 at run time): uint8 (recommended for x86 CPUs) or int8. int8 activations need int8 weights.")
-    preprocess: bool = Field(True, description="Run ONNX Runtime's recommended pre-processing first (symbolic and ONNX shape inference, basic graph optimization such as folding BatchNorm into Conv). mixedPrecision.pinnedLayers then name nodes of the pre-processed model.")
+    per_channel: bool = Field(
+        True,
+        description="One weight scale per output channel instead of one per tensor: more accurate for CNNs, slightly slower on CPU. Needs opset >= 13.",
+    )
+    reduce_range: ReduceRange = Field(
+        ReduceRange.AUTO,
+        description="7-bit quantization against overflow in the u8s8 int8 kernels of x86 CPUs without VNNI/AMX (ONNX Runtime: weights; torch-qat: activations). auto: on when the worker's CPU lacks VNNI and AMX, off otherwise; always / never: as stated. The report says what was chosen and why.",
+    )
+    weight_type: OnnxQuantType = Field(
+        OnnxQuantType.INT8, description="Type of quantized weights: int8 (recommended for CPUs) or uint8."
+    )
+    activation_type: OnnxQuantType = Field(
+        OnnxQuantType.UINT8,
+        description="Type of quantized activations (onnx-static; onnx-dynamic quantizes activations to uint8 at run time): uint8 (recommended for x86 CPUs) or int8. int8 activations need int8 weights.",
+    )
+    preprocess: bool = Field(
+        True,
+        description="Run ONNX Runtime's recommended pre-processing first (symbolic and ONNX shape inference, basic graph optimization such as folding BatchNorm into Conv). mixedPrecision.pinnedLayers then name nodes of the pre-processed model.",
+    )
 
     @model_validator(mode="after")
     def _supported_pair(self) -> OnnxOptions:
         if self.activation_type is OnnxQuantType.INT8 and self.weight_type is OnnxQuantType.UINT8:
-            raise ValueError("activationType int8 with weightType uint8 is not a format ONNX Runtime runs: use weightType int8, or activationType uint8")
+            raise ValueError(
+                "activationType int8 with weightType uint8 is not a format ONNX Runtime runs: use weightType int8, or activationType uint8"
+            )
         return self
 
 
@@ -553,37 +733,77 @@ class PostTraining(ApiModel):
     calibration data (never the evaluation data), so the result is never worse there than the converter's default.
     """
 
-    cross_layer_equalization: Technique = Field(Technique.AUTO, description="Rescale Conv -> [ReLU] -> Conv pairs so both layers have equal per-channel weight ranges (the float function is unchanged; pairs joined by ReLU6/Clip are skipped).")
-    bias_correction: Technique = Field(Technique.AUTO, description="Subtract from each Conv/Gemm bias the mean output shift its quantized weights cause, with input means measured on the calibration data.")
-    range_search: Technique = Field(Technique.AUTO, description="Activation ranges that minimise the expected quantization error on the calibration histograms (a clipping-threshold sweep) instead of the raw extremes.")
-    select_algorithm: bool = Field(True, description="Choose among minmax, entropy, percentile (and the range search) by agreement on the held-out split when calibration.algorithm is not written in the spec; false, or an algorithm written there: that algorithm.")
-    held_out_fraction: float = Field(0.2, ge=0.05, le=0.5, description="Share of the calibration samples held out to score the auto choices (the rest calibrates).")
+    cross_layer_equalization: Technique = Field(
+        Technique.AUTO,
+        description="Rescale Conv -> [ReLU] -> Conv pairs so both layers have equal per-channel weight ranges (the float function is unchanged; pairs joined by ReLU6/Clip are skipped).",
+    )
+    bias_correction: Technique = Field(
+        Technique.AUTO,
+        description="Subtract from each Conv/Gemm bias the mean output shift its quantized weights cause, with input means measured on the calibration data.",
+    )
+    range_search: Technique = Field(
+        Technique.AUTO,
+        description="Activation ranges that minimise the expected quantization error on the calibration histograms (a clipping-threshold sweep) instead of the raw extremes.",
+    )
+    select_algorithm: bool = Field(
+        True,
+        description="Choose among minmax, entropy, percentile (and the range search) by agreement on the held-out split when calibration.algorithm is not written in the spec; false, or an algorithm written there: that algorithm.",
+    )
+    held_out_fraction: float = Field(
+        0.2,
+        ge=0.05,
+        le=0.5,
+        description="Share of the calibration samples held out to score the auto choices (the rest calibrates).",
+    )
 
     @property
     def all_off(self) -> bool:
-        return not self.select_algorithm and all(t is Technique.OFF for t in (self.cross_layer_equalization, self.bias_correction, self.range_search))
+        return not self.select_algorithm and all(
+            t is Technique.OFF for t in (self.cross_layer_equalization, self.bias_correction, self.range_search)
+        )
 
     @classmethod
     def bare(cls) -> PostTraining:
         """Every technique off: exactly the converter's own calibration and quantization."""
-        return cls(cross_layer_equalization=Technique.OFF, bias_correction=Technique.OFF, range_search=Technique.OFF, select_algorithm=False)
+        return cls(
+            cross_layer_equalization=Technique.OFF,
+            bias_correction=Technique.OFF,
+            range_search=Technique.OFF,
+            select_algorithm=False,
+        )
 
 
 class Execution(ApiModel):
-    image: str | None = Field(None, max_length=MAX_IMAGE, description="Override of the quantizer image chosen by the operator for the method.")
+    image: str | None = Field(
+        None, max_length=MAX_IMAGE, description="Override of the quantizer image chosen by the operator for the method."
+    )
     backoff_limit: int = Field(2, ge=0, le=20, description="Retries of the quantizer pod for retriable failures.")
     active_deadline_seconds: int | None = Field(None, ge=1, description="Wall-clock limit of the whole run.")
-    ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete the finished batch Job (not this resource) after this many seconds.")
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, description="Delete the finished batch Job (not this resource) after this many seconds."
+    )
 
 
 class QuantizationJobSpec(ApiModel):
     model: ModelSource = Field(..., description="The FP32 model and its input contract.")
-    target: Target | None = Field(None, description="Device the model is for: rpi-xnnpack, coral-edgetpu, jetson, x86-avx2, x86-vnni, arm64-cpu or generic. It fills in what the spec leaves out (method, acceptance.onFailure, ONNX Runtime options that depend on the target's CPU); what the spec sets wins. The report lists every value it chose and why (docs/targets.md).")
-    method: Method = Field(None, description="Quantization workflow; chosen by target when omitted (one of method or target is required).")  # type: ignore[assignment]
-    calibration: Calibration | None = Field(None, description="Representative data; required by tflite-int8, onnx-static, tensorrt-int8 and tensorrt-mixed.")
+    target: Target | None = Field(
+        None,
+        description="Device the model is for: rpi-xnnpack, coral-edgetpu, jetson, x86-avx2, x86-vnni, arm64-cpu or generic. It fills in what the spec leaves out (method, acceptance.onFailure, ONNX Runtime options that depend on the target's CPU); what the spec sets wins. The report lists every value it chose and why (docs/targets.md).",
+    )
+    method: Method = Field(
+        None, description="Quantization workflow; chosen by target when omitted (one of method or target is required)."
+    )  # type: ignore[assignment]
+    calibration: Calibration | None = Field(
+        None, description="Representative data; required by tflite-int8, onnx-static, tensorrt-int8 and tensorrt-mixed."
+    )
     training: Training | None = Field(None, description="Training data for QAT; required by tflite-qat and torch-qat.")
-    evaluation: Evaluation | None = Field(None, description="Held-out labeled data for FP32 vs quantized accuracy; without it accuracy is not measured and maxAccuracyDrop cannot be enforced.")
-    mixed_precision: MixedPrecision = Field(default_factory=MixedPrecision, description="Per-layer sensitivity and layers kept in higher precision.")
+    evaluation: Evaluation | None = Field(
+        None,
+        description="Held-out labeled data for FP32 vs quantized accuracy; without it accuracy is not measured and maxAccuracyDrop cannot be enforced.",
+    )
+    mixed_precision: MixedPrecision = Field(
+        default_factory=MixedPrecision, description="Per-layer sensitivity and layers kept in higher precision."
+    )
     acceptance: Acceptance = Field(default_factory=Acceptance, description="The budget the quantized model must meet.")
     output: Output = Field(..., description="Where results are written.")
     storage: Storage = Field(default_factory=Storage, description="Object-storage connection; never holds keys.")
@@ -596,10 +816,21 @@ class QuantizationJobSpec(ApiModel):
         description="Kueue LocalQueue (in this namespace) the quantizer Job waits in: the Job gets the label kueue.x-k8s.io/queue-name, is created suspended and runs when Kueue admits it; status.phase is Queued meanwhile, with Kueue's reason. Kueue alone suspends and resumes the Job.",
     )
     execution: Execution = Field(default_factory=Execution, description="Image and batch Job knobs.")
-    tensorrt: TensorRTOptions = Field(default_factory=TensorRTOptions, description="TensorRT engine build options (tensorrt-* methods only).")
-    onnx: OnnxOptions = Field(default_factory=OnnxOptions, description="ONNX Runtime quantization options (onnx-dynamic, onnx-static; reduceRange also torch-qat).")
-    ptq: PostTraining = Field(default_factory=PostTraining, description="Post-training techniques beyond the bare converter: cross-layer equalization, bias correction, range search, algorithm choice (onnx-static).")
-    suspend: bool = Field(False, description="Create the batch Job suspended (or suspend a running one). With queueName: hold the job back from the queue.")
+    tensorrt: TensorRTOptions = Field(
+        default_factory=TensorRTOptions, description="TensorRT engine build options (tensorrt-* methods only)."
+    )
+    onnx: OnnxOptions = Field(
+        default_factory=OnnxOptions,
+        description="ONNX Runtime quantization options (onnx-dynamic, onnx-static; reduceRange also torch-qat).",
+    )
+    ptq: PostTraining = Field(
+        default_factory=PostTraining,
+        description="Post-training techniques beyond the bare converter: cross-layer equalization, bias correction, range search, algorithm choice (onnx-static).",
+    )
+    suspend: bool = Field(
+        False,
+        description="Create the batch Job suspended (or suspend a running one). With queueName: hold the job back from the queue.",
+    )
 
     @model_validator(mode="wrap")
     @classmethod
@@ -678,7 +909,8 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
     ),
     CrossFieldRule(
         field="spec.resources.accelerator",
-        cel=_WRITTEN + f"!({catalogue.cel_method_in(_GPU)}) || !has(self.resources) || !has(self.resources.accelerator) || self.resources.accelerator != 'cpu'",
+        cel=_WRITTEN
+        + f"!({catalogue.cel_method_in(_GPU)}) || !has(self.resources) || !has(self.resources.accelerator) || self.resources.accelerator != 'cpu'",
         message=f"{catalogue.names(_GPU)} need a GPU",
         fix="set resources.accelerator to gpu or auto",
         check=lambda s: not (s.method.needs_gpu and s.resources.accelerator is Accelerator.CPU),
@@ -709,7 +941,9 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
         cel="!has(self.mixedPrecision) || !has(self.mixedPrecision.mode) || self.mixedPrecision.mode != 'manual' || (has(self.mixedPrecision.pinnedLayers) && size(self.mixedPrecision.pinnedLayers) > 0)",
         message="mixedPrecision.mode manual has no layers to keep in float",
         fix="list layer names in mixedPrecision.pinnedLayers, or set mixedPrecision.mode to auto or off",
-        check=lambda s: s.mixed_precision.mode is not MixedPrecisionMode.MANUAL or bool(s.mixed_precision.pinned_layers),
+        check=lambda s: (
+            s.mixed_precision.mode is not MixedPrecisionMode.MANUAL or bool(s.mixed_precision.pinned_layers)
+        ),
     ),
     CrossFieldRule(
         field="spec.mixedPrecision.mode",
@@ -748,7 +982,8 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
         message="acceptance.maxAccuracyDrop needs labeled evaluation data and evaluation.dataset.labels is none",
         fix="remove maxAccuracyDrop and budget fidelity with acceptance.minAgreement (e.g. 0.99) or acceptance.minSqnrDb",
         check=lambda s: (
-            s.evaluation is None or s.evaluation.dataset.labels is not DatasetLabels.NONE
+            s.evaluation is None
+            or s.evaluation.dataset.labels is not DatasetLabels.NONE
             or s.acceptance.max_accuracy_drop == DEFAULT_MAX_ACCURACY_DROP
         ),
     ),
@@ -761,7 +996,11 @@ CROSS_FIELD_RULES: tuple[CrossFieldRule, ...] = (
 class Condition(ApiModel):
     """Shaped like metav1.Condition so kubectl wait and GitOps tools understand it."""
 
-    type: str = Field(..., max_length=MAX_SHORT, description="Condition type: Succeeded, Failed, Running, Degraded, Suspended, Queued.")
+    type: str = Field(
+        ...,
+        max_length=MAX_SHORT,
+        description="Condition type: Succeeded, Failed, Running, Degraded, Suspended, Queued.",
+    )
     status: ConditionStatus = Field(..., description="True, False or Unknown.")
     reason: str = Field(..., max_length=1024, description="CamelCase reason.")
     message: str = Field("", max_length=MAX_TEXT, description="Human-readable detail.")
@@ -784,31 +1023,61 @@ class ModelMeasurement(ApiModel):
 class ArtifactInputContract(ApiModel):
     """What a caller must feed the artifact: the classic full-int8 bug is feeding float/255 to uint8."""
 
-    dtype: str = Field(..., max_length=MAX_SHORT, description="Input dtype the artifact expects (float32, uint8, int8, float16).")
+    dtype: str = Field(
+        ..., max_length=MAX_SHORT, description="Input dtype the artifact expects (float32, uint8, int8, float16)."
+    )
     shape: list[int] = Field(..., max_length=8, description="Input shape including the batch dimension.")
     layout: Layout = Field(..., description="NHWC or NCHW.")
-    value_range: list[float] = Field(..., min_length=2, max_length=2, description="Expected [min, max] of input values.")
+    value_range: list[float] = Field(
+        ..., min_length=2, max_length=2, description="Expected [min, max] of input values."
+    )
     quant_scale: float | None = Field(None, description="Input quantization scale for integer inputs.")
     quant_zero_point: int | None = Field(None, description="Input quantization zero point for integer inputs.")
-    preprocessing: str = Field("", max_length=MAX_STATUS_URI, description="Preprocessing in words, e.g. 'RGB, resize 96x96 bilinear, uint8 0-255 as is'.")
+    preprocessing: str = Field(
+        "",
+        max_length=MAX_STATUS_URI,
+        description="Preprocessing in words, e.g. 'RGB, resize 96x96 bilinear, uint8 0-255 as is'.",
+    )
 
 
 class Results(ApiModel):
     artifact: ArtifactInfo | None = Field(None, description="The published quantized model.")
-    method: Method | None = Field(None, description="Method that produced the published artifact (differs from spec.method when degraded).")
+    method: Method | None = Field(
+        None, description="Method that produced the published artifact (differs from spec.method when degraded)."
+    )
     baseline: ModelMeasurement | None = Field(None, description="FP32 model measurements.")
     quantized: ModelMeasurement | None = Field(None, description="Quantized model measurements.")
     compression_ratio: float | None = Field(None, description="FP32 size / quantized size.")
-    accuracy_drop: float | None = Field(None, description="FP32 accuracy minus quantized accuracy (null when the evaluation data has no labels).")
+    accuracy_drop: float | None = Field(
+        None, description="FP32 accuracy minus quantized accuracy (null when the evaluation data has no labels)."
+    )
     agreement: float | None = Field(None, description="Share of evaluation samples whose top-1 class matches FP32's.")
-    sqnr_db: float | None = Field(None, description="SQNR of the quantized model's outputs against FP32's over the evaluation set, dB.")
-    sensitive_layers: list[LayerName] = Field(default_factory=list, max_length=MAX_LAYERS, description="Most sensitive layers, most sensitive first (at most 10).")
-    pinned_layers: list[LayerName] = Field(default_factory=list, max_length=MAX_LAYERS, description="Layers kept in higher precision in the artifact.")
-    degraded: bool = Field(False, description="True when the artifact did not meet the budget or fell back down the degrade ladder.")
-    rung: str | None = Field(None, max_length=MAX_SHORT, description="Ladder rung that produced the published artifact (full, more-samples, calibration-algorithm, pinned, qat, float16): with onFailure remedy, the rung that passed.")
-    report_uri: str | None = Field(None, max_length=MAX_STATUS_URI, description="report.json location (report.html beside it).")
+    sqnr_db: float | None = Field(
+        None, description="SQNR of the quantized model's outputs against FP32's over the evaluation set, dB."
+    )
+    sensitive_layers: list[LayerName] = Field(
+        default_factory=list,
+        max_length=MAX_LAYERS,
+        description="Most sensitive layers, most sensitive first (at most 10).",
+    )
+    pinned_layers: list[LayerName] = Field(
+        default_factory=list, max_length=MAX_LAYERS, description="Layers kept in higher precision in the artifact."
+    )
+    degraded: bool = Field(
+        False, description="True when the artifact did not meet the budget or fell back down the degrade ladder."
+    )
+    rung: str | None = Field(
+        None,
+        max_length=MAX_SHORT,
+        description="Ladder rung that produced the published artifact (full, more-samples, calibration-algorithm, pinned, qat, float16): with onFailure remedy, the rung that passed.",
+    )
+    report_uri: str | None = Field(
+        None, max_length=MAX_STATUS_URI, description="report.json location (report.html beside it)."
+    )
     input_contract: ArtifactInputContract | None = Field(None, description="What the artifact expects as input.")
-    warnings: list[Annotated[str, Field(max_length=MAX_STATUS_URI)]] = Field(default_factory=list, max_length=100, description="Short warnings (at most 5; the report has all).")
+    warnings: list[Annotated[str, Field(max_length=MAX_STATUS_URI)]] = Field(
+        default_factory=list, max_length=100, description="Short warnings (at most 5; the report has all)."
+    )
 
 
 class Progress(ApiModel):
@@ -819,11 +1088,17 @@ class Progress(ApiModel):
 class QuantizationJobStatus(ApiModel):
     phase: Phase | None = Field(None, description="Pending, Queued, Running, Succeeded, Failed or Suspended.")
     observed_generation: int | None = Field(None, description="Spec generation the status describes.")
-    conditions: list[Condition] = Field(default_factory=list, max_length=32, description="Standard conditions keyed by type.")
-    job_name: str | None = Field(None, max_length=MAX_NAME, description="The batch/v1 Job running the current generation.")
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=32, description="Standard conditions keyed by type."
+    )
+    job_name: str | None = Field(
+        None, max_length=MAX_NAME, description="The batch/v1 Job running the current generation."
+    )
     attempts: int | None = Field(None, description="Quantizer pods started for the current generation.")
     start_time: str | None = Field(None, max_length=MAX_SHORT, description="When the current run started (RFC 3339).")
-    completion_time: str | None = Field(None, max_length=MAX_SHORT, description="When the current run finished (RFC 3339).")
+    completion_time: str | None = Field(
+        None, max_length=MAX_SHORT, description="When the current run finished (RFC 3339)."
+    )
     progress: Progress | None = Field(None, description="Worker progress.")
     results: Results | None = Field(None, description="Results of a finished run.")
     reason: str | None = Field(None, max_length=1024, description="CamelCase reason of the current phase.")

@@ -45,7 +45,17 @@ def _fix_for(error: ErrorDetails) -> str:
         return f"use one of {ctx.get('expected', 'the allowed values')}"
     if kind.startswith(("greater_than", "less_than")):
         return "use a value in the allowed range"
-    if kind in ("int_parsing", "int_type", "float_parsing", "float_type", "bool_parsing", "string_type", "list_type", "dict_type", "model_type"):
+    if kind in (
+        "int_parsing",
+        "int_type",
+        "float_parsing",
+        "float_type",
+        "bool_parsing",
+        "string_type",
+        "list_type",
+        "dict_type",
+        "model_type",
+    ):
         return "use the documented type for this field"
     if kind in ("too_short", "too_long"):
         return "give the documented number of items"
@@ -117,7 +127,9 @@ def _onnx_unused(s: api.QuantizationJobSpec) -> str:
         changed = [name for name in changed if name != "reduce_range"]
         if not changed:
             return ""
-        return f"torch-qat reads only onnx.reduceRange, so onnx.{', onnx.'.join(_camel(n) for n in changed)} are ignored"
+        return (
+            f"torch-qat reads only onnx.reduceRange, so onnx.{', onnx.'.join(_camel(n) for n in changed)} are ignored"
+        )
     return f"spec.onnx is read only by onnx-dynamic, onnx-static (and torch-qat for reduceRange), so {s.method.value} ignores it"
 
 
@@ -150,23 +162,37 @@ def _camel(name: str) -> str:
 
 WARNING_RULES: tuple[WarningRule, ...] = (
     WarningRule(
-        "spec.calibration", _calibration_unused, "remove spec.calibration, or use a calibrated method (tflite-int8, onnx-static, tensorrt-int8)"
+        "spec.calibration",
+        _calibration_unused,
+        "remove spec.calibration, or use a calibrated method (tflite-int8, onnx-static, tensorrt-int8)",
     ),
     WarningRule(
-        "spec.calibration.percentile", _percentile_unused, "set calibration.algorithm to percentile to use it, or remove calibration.percentile"
+        "spec.calibration.percentile",
+        _percentile_unused,
+        "set calibration.algorithm to percentile to use it, or remove calibration.percentile",
     ),
     WarningRule(
-        "spec.calibration.algorithm", _algorithm_unused,
+        "spec.calibration.algorithm",
+        _algorithm_unused,
         "remove calibration.algorithm, or use onnx-static or tensorrt-int8 for entropy or percentile ranges",
     ),
     WarningRule("spec.tensorrt", _tensorrt_unused, "remove spec.tensorrt, or use a tensorrt-* method"),
     WarningRule("spec.onnx", _onnx_unused, "remove the ignored spec.onnx fields, or use an onnx-* method"),
-    WarningRule("spec.onnx.activationType", _dynamic_activation_type, "remove onnx.activationType, or use onnx-static for int8 activations"),
     WarningRule(
-        "spec.mixedPrecision.pinnedLayers", _pins_unused,
+        "spec.onnx.activationType",
+        _dynamic_activation_type,
+        "remove onnx.activationType, or use onnx-static for int8 activations",
+    ),
+    WarningRule(
+        "spec.mixedPrecision.pinnedLayers",
+        _pins_unused,
         "set mixedPrecision.mode to manual to keep them in float, or remove mixedPrecision.pinnedLayers",
     ),
-    WarningRule("spec.tensorrt.calibrationDevice", _calibration_device_unused, "remove tensorrt.calibrationDevice, or set tensorrt.int8Mode to implicit"),
+    WarningRule(
+        "spec.tensorrt.calibrationDevice",
+        _calibration_device_unused,
+        "remove tensorrt.calibrationDevice, or set tensorrt.int8Mode to implicit",
+    ),
     WarningRule(
         "spec.model.input.scaling",
         lambda s: s.model.input.scaling.units_warning(),
@@ -188,7 +214,11 @@ def spec_warnings(spec: api.QuantizationJobSpec) -> list[Problem]:
 def validate_document(doc: Any) -> tuple[api.QuantizationJob | None, list[Problem]]:
     """Validate one parsed manifest; returns the model (when valid) and all problems found."""
     if not isinstance(doc, dict):
-        return None, [Problem("(document)", "not a mapping", "write a QuantizationJob manifest (apiVersion, kind, metadata, spec)")]
+        return None, [
+            Problem(
+                "(document)", "not a mapping", "write a QuantizationJob manifest (apiVersion, kind, metadata, spec)"
+            )
+        ]
     try:
         return api.QuantizationJob.model_validate(doc), []
     except ValidationError as exc:

@@ -72,8 +72,11 @@ class CalibrationKey:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "backend": self.backend, "modelSha256": self.model_sha256, "dataSha256": self.data_sha256,
-            "recipe": dict(self.recipe), "recipeVersion": RECIPE_VERSION,
+            "backend": self.backend,
+            "modelSha256": self.model_sha256,
+            "dataSha256": self.data_sha256,
+            "recipe": dict(self.recipe),
+            "recipeVersion": RECIPE_VERSION,
         }
 
     @property
@@ -91,7 +94,9 @@ class CalibrationStore:
     Reading and writing only save time: a storage failure becomes a log line and a recalculation, never a failed job.
     """
 
-    def __init__(self, *, stores: Stores, prefix: str, workdir: Path, log: Callable[[str], None] = lambda _m: None) -> None:
+    def __init__(
+        self, *, stores: Stores, prefix: str, workdir: Path, log: Callable[[str], None] = lambda _m: None
+    ) -> None:
         self._stores = stores
         self._prefix = as_prefix(prefix)
         self._workdir = workdir
@@ -128,15 +133,25 @@ class CalibrationStore:
         self._log(f"calibration cache hit: {self.uri(key)} (model, data and recipe unchanged)")
         return files
 
-    def publish(self, key: CalibrationKey, files: Mapping[str, Path], *, meta: Mapping[str, Any] | None = None) -> str | None:
+    def publish(
+        self, key: CalibrationKey, files: Mapping[str, Path], *, meta: Mapping[str, Any] | None = None
+    ) -> str | None:
         """Upload the files, then key.json; returns a warning when it could not (the job goes on)."""
         folder = self._workdir / "calibration-cache" / f"{key.stem}-out"
         folder.mkdir(parents=True, exist_ok=True)
         record = folder / KEY_FILE
-        record.write_text(json.dumps(
-            {"key": key.to_json(), "files": sorted(files), "meta": dict(meta or {}), "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-            indent=2, sort_keys=True,
-        ))
+        record.write_text(
+            json.dumps(
+                {
+                    "key": key.to_json(),
+                    "files": sorted(files),
+                    "meta": dict(meta or {}),
+                    "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
         try:
             for name, path in files.items():
                 self._stores.upload(path, self.uri(key, name))

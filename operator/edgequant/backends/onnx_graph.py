@@ -67,7 +67,9 @@ def read_graph(path: Path, *, fix: str, check: bool = False) -> OnnxGraph:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
-        raise InvalidInputError(f"{path.name} is not an ONNX model ({type(exc).__name__}: {str(exc)[:200]}): {fix}") from exc
+        raise InvalidInputError(
+            f"{path.name} is not an ONNX model ({type(exc).__name__}: {str(exc)[:200]}): {fix}"
+        ) from exc
     if check:
         if model.ir_version <= 0 or not model.graph.node:
             raise InvalidInputError(f"{path.name} is not an ONNX model (no IR version or no graph nodes): {fix}")
@@ -90,6 +92,8 @@ def read_graph(path: Path, *, fix: str, check: bool = False) -> OnnxGraph:
         opset=int(next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)),
         inputs=tuple(graph_input(i) for i in graph.input if i.name not in initializers),
         outputs=tuple(o.name for o in graph.output),
-        nodes=tuple(OnnxNode(name=n.name, op_type=n.op_type, inputs=tuple(n.input), outputs=tuple(n.output)) for n in graph.node),
+        nodes=tuple(
+            OnnxNode(name=n.name, op_type=n.op_type, inputs=tuple(n.input), outputs=tuple(n.output)) for n in graph.node
+        ),
         initializers=initializers,
     )

@@ -10,9 +10,13 @@ from edgequant.api import crd
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--kind", choices=sorted(crd.CRDS), default="QuantizationJob", help="the CRD printed (default QuantizationJob)")
+    parser.add_argument(
+        "--kind", choices=sorted(crd.CRDS), default="QuantizationJob", help="the CRD printed (default QuantizationJob)"
+    )
     parser.add_argument("--all", action="store_true", help="print every CRD, as one multi-document YAML stream")
-    parser.add_argument("--out-dir", type=Path, help="write every CRD into this folder, one file each (as crds/ holds them)")
+    parser.add_argument(
+        "--out-dir", type=Path, help="write every CRD into this folder, one file each (as crds/ holds them)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,15 +13,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crd": ("edgequant.cli.crd", "print the QuantizationJob CustomResourceDefinition"),
     "operator": ("edgequant.cli.operator", "run the Kubernetes operator (kopf)"),
     "run": ("edgequant.cli.run", "run QuantizationJobs locally, in this process (file:// or s3://)"),
-    "sweep-report": ("edgequant.cli.sweep_report", "write a QuantizationSweep's combined report.html (run by the operator's report Job)"),
+    "sweep-report": (
+        "edgequant.cli.sweep_report",
+        "write a QuantizationSweep's combined report.html (run by the operator's report Job)",
+    ),
     "report": ("edgequant.cli.report", "render a report.json as self-contained HTML and optionally open it"),
-    "pin": ("edgequant.cli.pin", "write a run's recommended method, options and pinned layers into a QuantizationJob manifest (--check for CI)"),
-    "tensorrt-calibrate": ("edgequant.cli.tensorrt_calibrate", "compute a TensorRT job's INT8 calibration cache on the CPU (no GPU needed)"),
+    "pin": (
+        "edgequant.cli.pin",
+        "write a run's recommended method, options and pinned layers into a QuantizationJob manifest (--check for CI)",
+    ),
+    "tensorrt-calibrate": (
+        "edgequant.cli.tensorrt_calibrate",
+        "compute a TensorRT job's INT8 calibration cache on the CPU (no GPU needed)",
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="edgequant", description="Quantize vision models for edge devices, on Kubernetes or locally.")
+    parser = argparse.ArgumentParser(
+        prog="edgequant", description="Quantize vision models for edge devices, on Kubernetes or locally."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)

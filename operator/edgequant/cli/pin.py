@@ -63,7 +63,9 @@ def from_report(report: Mapping[str, Any]) -> Recommendation:
     method = report.get("publishedMethod")
     if not method:
         outcome = report.get("outcome") or {}
-        raise PinError(f"the report published no artifact ({outcome.get('reason', 'no outcome')}: {outcome.get('message', '')}): nothing to pin")
+        raise PinError(
+            f"the report published no artifact ({outcome.get('reason', 'no outcome')}: {outcome.get('message', '')}): nothing to pin"
+        )
     settings: dict[str, Any] = {}
     for choice in (report.get("target") or {}).get("choices") or []:
         if str(choice.get("field", "")).startswith("spec.") and choice.get("field") != "spec.method":
@@ -75,7 +77,9 @@ def from_report(report: Mapping[str, Any]) -> Recommendation:
             settings[path] = _typed(value)
     pinned = (analysis.get("mixedPrecision") or {}).get("pinned") or (chosen or {}).get("pinned") or []
     name = (report.get("job") or {}).get("name") or "report"
-    return Recommendation(method=str(method), settings=settings, pinned_layers=tuple(pinned), source=f"{name} ({method})")
+    return Recommendation(
+        method=str(method), settings=settings, pinned_layers=tuple(pinned), source=f"{name} ({method})"
+    )
 
 
 def from_sweep(status: Mapping[str, Any], target: str | None) -> Recommendation:
@@ -89,14 +93,18 @@ def from_sweep(status: Mapping[str, Any], target: str | None) -> Recommendation:
         raise PinError("the sweep recommends nothing yet (status.recommended is empty): wait for it to complete")
     if target is None:
         if len(recommended) != 1:
-            raise PinError(f"the sweep recommends a candidate for each of {', '.join(sorted(recommended))}: choose one with --target")
+            raise PinError(
+                f"the sweep recommends a candidate for each of {', '.join(sorted(recommended))}: choose one with --target"
+            )
         target = next(iter(recommended))
     candidate = recommended.get(target)
     if candidate is None:
         raise PinError(f"the sweep has no recommendation for target {target} (it has {', '.join(sorted(recommended))})")
     return Recommendation(
-        method=str(candidate["method"]), settings={k: _typed(v) for k, v in (candidate.get("options") or {}).items()},
-        pinned_layers=tuple(candidate.get("pinnedLayers") or ()), source=f"sweep, target {target} ({candidate['method']})",
+        method=str(candidate["method"]),
+        settings={k: _typed(v) for k, v in (candidate.get("options") or {}).items()},
+        pinned_layers=tuple(candidate.get("pinnedLayers") or ()),
+        source=f"sweep, target {target} ({candidate['method']})",
     )
 
 
@@ -108,7 +116,9 @@ def recommendation_from(document: Mapping[str, Any], *, target: str | None = Non
         return from_sweep(document.get("status") or {}, target)
     if "recommended" in document:
         return from_sweep(document, target)
-    raise PinError("not a report.json (kind QuantizationReport) nor a QuantizationSweep: pass the report.json a run wrote")
+    raise PinError(
+        "not a report.json (kind QuantizationReport) nor a QuantizationSweep: pass the report.json a run wrote"
+    )
 
 
 # --------------------------------------------------------------------------- the manifest
@@ -126,7 +136,9 @@ def _yaml() -> Any:
 def _job(documents: list[Any]) -> Any:
     jobs = [d for d in documents if isinstance(d, Mapping) and d.get("kind") == api.KIND]
     if len(jobs) != 1:
-        raise PinError(f"the manifest holds {len(jobs)} QuantizationJob documents; pin works on a file with exactly one")
+        raise PinError(
+            f"the manifest holds {len(jobs)} QuantizationJob documents; pin works on a file with exactly one"
+        )
     return jobs[0]
 
 
@@ -193,15 +205,23 @@ def diff(before: str, after: str, name: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path, help="report.json of a run (or a QuantizationSweep's YAML/JSON with status.recommended)")
+    parser.add_argument(
+        "source", type=Path, help="report.json of a run (or a QuantizationSweep's YAML/JSON with status.recommended)"
+    )
     parser.add_argument("manifest", type=Path, help="the QuantizationJob manifest to update in place")
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when the manifest differs from the recommendation")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when the manifest differs from the recommendation"
+    )
     parser.add_argument("--target", help="with a sweep: the target whose recommendation to pin")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        source = _yaml().load(args.source.read_text()) if args.source.suffix in (".yaml", ".yml") else json.loads(args.source.read_text())
+        source = (
+            _yaml().load(args.source.read_text())
+            if args.source.suffix in (".yaml", ".yml")
+            else json.loads(args.source.read_text())
+        )
         rec = recommendation_from(json.loads(json.dumps(source)), target=args.target)
         before = args.manifest.read_text()
         after = pin_text(before, rec)
@@ -214,7 +234,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     sys.stdout.write(changes)
     if args.check:
-        print(f"{args.manifest} differs from {rec.source}: run `edgequant pin {args.source} {args.manifest}`", file=sys.stderr)
+        print(
+            f"{args.manifest} differs from {rec.source}: run `edgequant pin {args.source} {args.manifest}`",
+            file=sys.stderr,
+        )
         return EXIT_DIFFERS
     args.manifest.write_text(after)
     print(f"{args.manifest}: pinned to {rec.source}", file=sys.stderr)

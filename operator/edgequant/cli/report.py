@@ -11,8 +11,13 @@ from urllib.parse import unquote, urlparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="report.json, the folder holding it (a local copy of output.uri), a file:// URI, or a report.html to open")
-    parser.add_argument("-o", "--output", type=Path, help="where to write the HTML (default: report.html beside report.json)")
+    parser.add_argument(
+        "path",
+        help="report.json, the folder holding it (a local copy of output.uri), a file:// URI, or a report.html to open",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, help="where to write the HTML (default: report.html beside report.json)"
+    )
     parser.add_argument("--open", action="store_true", help="open the page in the default browser")
 
 
@@ -30,10 +35,15 @@ def run(args: argparse.Namespace) -> int:
         try:
             report = json.loads(source.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            print(f"edgequant report: {source} is not valid JSON ({exc}); pass the report.json the worker wrote", file=sys.stderr)
+            print(
+                f"edgequant report: {source} is not valid JSON ({exc}); pass the report.json the worker wrote",
+                file=sys.stderr,
+            )
             return 2
         if not isinstance(report, dict):
-            print(f"edgequant report: {source} holds a JSON {type(report).__name__}, not a report object", file=sys.stderr)
+            print(
+                f"edgequant report: {source} holds a JSON {type(report).__name__}, not a report object", file=sys.stderr
+            )
             return 2
         target = args.output or source.with_name("report.html")
         target.write_text(render_html(report), encoding="utf-8")

@@ -21,7 +21,13 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", type=Path, metavar="JOB.yaml", help="QuantizationJob manifests (several documents per file allowed)")
+    parser.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="JOB.yaml",
+        help="QuantizationJob manifests (several documents per file allowed)",
+    )
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary folder, removed afterwards)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or stage logs, only the summary table")
 
@@ -118,8 +124,15 @@ def summary_table(outcomes: list[_Outcome]) -> Any:
 
     table = Table(title="edgequant run", title_justify="left")
     columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("job", "left"), ("method", "left"), ("size", "right"), ("ratio", "right"), ("accuracy", "right"), ("drop", "right"),
-        ("agree", "right"), ("latency", "right"), ("result", "left"),
+        ("job", "left"),
+        ("method", "left"),
+        ("size", "right"),
+        ("ratio", "right"),
+        ("accuracy", "right"),
+        ("drop", "right"),
+        ("agree", "right"),
+        ("latency", "right"),
+        ("result", "left"),
     )
     for column, justify in columns:
         table.add_column(column, justify=justify, no_wrap=True)
@@ -132,8 +145,15 @@ def summary_table(outcomes: list[_Outcome]) -> Any:
         e = ctx.baseline.evaluation
         acc = e.accuracy(ctx.metric) if e else None
         table.add_row(
-            "(baseline)", ctx.baseline.format, _fmt_size(ctx.baseline.size_bytes), "1.00x",
-            f"{acc:.4f}" if acc is not None else "-", "", "", f"{e.latency_ms:.3f} ms" if e and e.latency_ms is not None else "-", "",
+            "(baseline)",
+            ctx.baseline.format,
+            _fmt_size(ctx.baseline.size_bytes),
+            "1.00x",
+            f"{acc:.4f}" if acc is not None else "-",
+            "",
+            "",
+            f"{e.latency_ms:.3f} ms" if e and e.latency_ms is not None else "-",
+            "",
         )
     for o in outcomes:
         r = o.result
@@ -141,14 +161,22 @@ def summary_table(outcomes: list[_Outcome]) -> Any:
         ratio = r.results.compression_ratio if r.results else None
         drop = r.results.accuracy_drop if r.results else None
         agree = r.results.agreement if r.results else None
-        method = (r.results.method.value if r.results and r.results.method else None) or (o.ctx.spec.method.value if o.ctx else "-")
+        method = (r.results.method.value if r.results and r.results.method else None) or (
+            o.ctx.spec.method.value if o.ctx else "-"
+        )
         status = "[green]ok[/]" if r.exit_code == 0 else f"[red]{r.reason}[/]"
         if r.results and r.results.degraded:
             status = "[yellow]degraded[/]"
         table.add_row(
-            o.label, method, _fmt_size(q.size_bytes if q else None), f"{ratio:.2f}x" if ratio else "-",
-            f"{q.accuracy:.4f}" if q and q.accuracy is not None else "-", f"{drop:+.4f}" if drop is not None else "-",
-            f"{agree:.4f}" if agree is not None else "-", f"{q.latency_ms:.3f} ms" if q and q.latency_ms is not None else "-", status,
+            o.label,
+            method,
+            _fmt_size(q.size_bytes if q else None),
+            f"{ratio:.2f}x" if ratio else "-",
+            f"{q.accuracy:.4f}" if q and q.accuracy is not None else "-",
+            f"{drop:+.4f}" if drop is not None else "-",
+            f"{agree:.4f}" if agree is not None else "-",
+            f"{q.latency_ms:.3f} ms" if q and q.latency_ms is not None else "-",
+            status,
         )
     return table
 
@@ -193,12 +221,22 @@ def run(args: argparse.Namespace) -> int:
                 outcomes.append(_Outcome(label, WorkerResult.for_exit(exc.exit_code, f"{path}: {exc}"), None))
                 _print_outcome(console, outcomes[-1], quiet=args.quiet)
                 continue
-            columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            columns = (
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
             with Progress(*columns, console=console, transient=True, disable=args.quiet) as bars:
                 progress = RichProgress(bars, label=label, quiet=args.quiet)
                 result, ctx = run_job(
-                    spec, workdir=root / f"{n:02d}-{label}", progress=progress, base_dir=path.resolve().parent,
-                    job_name=name, job_namespace=namespace,
+                    spec,
+                    workdir=root / f"{n:02d}-{label}",
+                    progress=progress,
+                    base_dir=path.resolve().parent,
+                    job_name=name,
+                    job_namespace=namespace,
                 )
                 progress.close()
             outcomes.append(_Outcome(label, result, ctx))

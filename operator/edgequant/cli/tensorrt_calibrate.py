@@ -16,9 +16,15 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, metavar="JOB.yaml", help="a QuantizationJob manifest (tensorrt-int8 or tensorrt-mixed)")
-    parser.add_argument("--tensorrt-version", required=True, metavar="X.Y.Z",
-                        help="TensorRT version of the quantizer-tensorrt image that will build the engine (cache headers name it)")
+    parser.add_argument(
+        "file", type=Path, metavar="JOB.yaml", help="a QuantizationJob manifest (tensorrt-int8 or tensorrt-mixed)"
+    )
+    parser.add_argument(
+        "--tensorrt-version",
+        required=True,
+        metavar="X.Y.Z",
+        help="TensorRT version of the quantizer-tensorrt image that will build the engine (cache headers name it)",
+    )
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary folder, removed afterwards)")
 
 
@@ -45,15 +51,24 @@ def run(args: argparse.Namespace) -> int:
             spec, _name, _namespace = spec_from_document(document)
             version = parse_version(args.tensorrt_version)
             progress = LogProgress()
-            ctx = RunContext(spec=spec, workdir=workdir, stores=Stores(storage=spec.storage, base_dir=args.file.parent), progress=progress)
+            ctx = RunContext(
+                spec=spec,
+                workdir=workdir,
+                stores=Stores(storage=spec.storage, base_dir=args.file.parent),
+                progress=progress,
+            )
             pipeline.fetch(ctx)
             pipeline.validate_data(ctx)
             calibration = ctx.sets.get("calibration")
             assert ctx.model_path is not None
             finished = precompute_cpu_table(
-                spec=spec, version=version, model_path=ctx.model_path,
+                spec=spec,
+                version=version,
+                model_path=ctx.model_path,
                 batches=calibration.batches() if calibration is not None else None,
-                stores=ctx.stores, workdir=workdir / "tensorrt", log=progress.log,
+                stores=ctx.stores,
+                workdir=workdir / "tensorrt",
+                log=progress.log,
             )
         except EdgequantError as exc:
             print(f"edgequant tensorrt-calibrate: {exc}", file=sys.stderr)

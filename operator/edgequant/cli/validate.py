@@ -18,7 +18,9 @@ EXIT_INVALID = 2
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="YAML manifests (several documents per file allowed)")
+    parser.add_argument(
+        "files", nargs="+", type=Path, metavar="FILE", help="YAML manifests (several documents per file allowed)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

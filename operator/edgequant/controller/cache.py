@@ -36,7 +36,10 @@ def quantization_job_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
         "metadata": _pick(meta, "name", "namespace", "uid", "generation", "resourceVersion"),
-        "spec": {**_pick(body.get("spec"), "method"), "execution": _pick((body.get("spec") or {}).get("execution"), "ttlSecondsAfterFinished")},
+        "spec": {
+            **_pick(body.get("spec"), "method"),
+            "execution": _pick((body.get("spec") or {}).get("execution"), "ttlSecondsAfterFinished"),
+        },
         "status": dict(body.get("status") or {}),
     }
 
@@ -48,7 +51,9 @@ def job_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]] | None:
     if not qj_name:
         return None
     return (str(meta.get("namespace")), str(qj_name)), {
-        "metadata": _pick(meta, "name", "namespace", "uid", "labels", "annotations", "ownerReferences", "deletionTimestamp"),
+        "metadata": _pick(
+            meta, "name", "namespace", "uid", "labels", "annotations", "ownerReferences", "deletionTimestamp"
+        ),
         "spec": _pick(body.get("spec"), "suspend", "backoffLimit", "ttlSecondsAfterFinished"),
         "status": dict(body.get("status") or {}),
     }
@@ -63,14 +68,23 @@ def pod_entry(body: Mapping[str, Any]) -> tuple[Key, dict[str, Any]] | None:
     return (str(meta.get("namespace")), str(job_uid)), {
         "metadata": _pick(meta, "name", "uid", "creationTimestamp", "deletionTimestamp"),
         # The memory limit, which an OOMKilled status names (status.oom_message).
-        "spec": {"containers": [
-            {"name": c.get("name"), "resources": {"limits": _pick((c.get("resources") or {}).get("limits"), "memory")}}
-            for c in (body.get("spec") or {}).get("containers") or []
-        ]},
+        "spec": {
+            "containers": [
+                {
+                    "name": c.get("name"),
+                    "resources": {"limits": _pick((c.get("resources") or {}).get("limits"), "memory")},
+                }
+                for c in (body.get("spec") or {}).get("containers") or []
+            ]
+        },
         "status": {
             **_pick(body.get("status"), "phase", "containerStatuses"),
             # Only why it is not scheduled, for the Pending message (not every condition of every pod).
-            "conditions": [c for c in (body.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled" and c.get("status") == "False"],
+            "conditions": [
+                c
+                for c in (body.get("status") or {}).get("conditions") or []
+                if c.get("type") == "PodScheduled" and c.get("status") == "False"
+            ],
         },
     }
 
@@ -120,7 +134,9 @@ class Cache:
         """The Kueue Workload standing for a queued Job (None for other Jobs, or before Kueue made one)."""
         if queueing.queue_of(job) is None:
             return None
-        return queueing.newest(_values(self.workloads, (str(job["metadata"]["namespace"]), str(job["metadata"]["uid"]))))
+        return queueing.newest(
+            _values(self.workloads, (str(job["metadata"]["namespace"]), str(job["metadata"]["uid"])))
+        )
 
     def quantization_job_of_job_uid(self, namespace: str, job_uid: str) -> str | None:
         """The QuantizationJob whose batch Job has this uid (a Workload names its Job only by uid)."""
@@ -134,5 +150,7 @@ class Cache:
         states: dict[Key, bool] = {}
         for key in list(self.jobs):
             for job in _values(self.jobs, key):
-                states[(key[0], str(job["metadata"]["name"]))] = plan.is_running(job) and not job["metadata"].get("deletionTimestamp")
+                states[(key[0], str(job["metadata"]["name"]))] = plan.is_running(job) and not job["metadata"].get(
+                    "deletionTimestamp"
+                )
         return states

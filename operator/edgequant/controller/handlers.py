@@ -39,7 +39,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     operator_settings: OperatorSettings = memo["settings"]
     # Progress and diff-base in memory (no write per job); the status belongs to status.py alone.
     settings.persistence.progress_storage = MemoryProgressStorage(prefix="edgequant.io")
-    settings.persistence.diffbase_storage = memo["diffbase"] = MemoryDiffBaseStorage(prefix="edgequant.io", key="last-handled-spec")
+    settings.persistence.diffbase_storage = memo["diffbase"] = MemoryDiffBaseStorage(
+        prefix="edgequant.io", key="last-handled-spec"
+    )
     settings.posting.level = logging.CRITICAL  # Events are posted explicitly, on transitions, not from log lines
     # No cluster-wide namespace/CRD scanning: the chart grants none (least privilege); namespaces come from settings.
     settings.scanning.disabled = True
@@ -90,7 +92,14 @@ def _quiet_event_handlers(record: logging.LogRecord) -> bool:
     """Drop kopf's "Handler 'pod_event' succeeded." lines: one per pod/Job event or resync, thousands per minute at scale."""
     return not (
         record.levelno == logging.INFO
-        and str(record.msg).startswith(("Handler 'pod_event'", "Handler 'batch_job_event'", "Handler 'workload_event'", "Timer 'quantization_job_resync'"))
+        and str(record.msg).startswith(
+            (
+                "Handler 'pod_event'",
+                "Handler 'batch_job_event'",
+                "Handler 'workload_event'",
+                "Timer 'quantization_job_resync'",
+            )
+        )
     )
 
 
@@ -211,7 +220,14 @@ def register_resync(seconds: float, registry: kopf.OperatorRegistry | None = Non
         return
     staging = kopf.OperatorRegistry()
     kopf.timer(
-        api.GROUP, api.VERSION, api.PLURAL, interval=seconds, initial_delay=seconds, idle=seconds / 2, when=_unfinished, registry=staging
+        api.GROUP,
+        api.VERSION,
+        api.PLURAL,
+        interval=seconds,
+        initial_delay=seconds,
+        idle=seconds / 2,
+        when=_unfinished,
+        registry=staging,
     )(quantization_job_resync)
     target = registry if registry is not None else kopf.get_default_registry()
     for handler in staging._spawning.get_all_handlers():  # noqa: SLF001  kopf has no public switch for this
@@ -228,7 +244,9 @@ async def quantization_job_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -
 # --------------------------------------------------------------------------- their Jobs and pods
 
 
-async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, deleted: bool, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+async def _refresh_later(
+    handler: str, obj: dict[str, Any], *, kind: str, deleted: bool, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
+) -> None:
     """Wait a moment so that a burst of events (Job created, its pod created, the Job counts it) costs one refresh.
 
     A deleted Job reconciles its QuantizationJob instead: it is recreated (deleted by hand), the next generation's
@@ -267,7 +285,9 @@ async def _refresh_later(handler: str, obj: dict[str, Any], *, kind: str, delete
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=_MANAGED)
-async def batch_job_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
+async def batch_job_event(
+    body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
+) -> None:  # noqa: A002  kopf's name
     await _refresh_later("job", dict(body), kind="Job", deleted=type == "DELETED", memo=memo, logger=logger, **kwargs)
 
 
@@ -284,7 +304,9 @@ async def edgequant_workloads(body: kopf.Body, **_: Any) -> dict[Any, Any] | Non
     return dict([entry]) if entry else None
 
 
-async def workload_event(body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:  # noqa: A002  kopf's name
+async def workload_event(
+    body: kopf.Body, type: str | None, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
+) -> None:  # noqa: A002  kopf's name
     """A Workload's conditions changed (quota reserved or not, admitted, evicted): refresh its Job's QuantizationJob."""
     workload = dict(body)
     namespace, job_uid = str(body.metadata.namespace), queueing.workload_job_uid(workload)
@@ -293,7 +315,15 @@ async def workload_event(body: kopf.Body, type: str | None, memo: kopf.Memo, log
         return  # another controller's Job
     # Tagged with its QuantizationJob the way our Jobs and pods are, so that it queues for a refresh like them.
     meta = {**workload.get("metadata", {}), "annotations": {naming.ANNOTATION_JOB: qj_name}}
-    await _refresh_later("workload", {**workload, "metadata": meta}, kind="Workload", deleted=type == "DELETED", memo=memo, logger=logger, **kwargs)
+    await _refresh_later(
+        "workload",
+        {**workload, "metadata": meta},
+        kind="Workload",
+        deleted=type == "DELETED",
+        memo=memo,
+        logger=logger,
+        **kwargs,
+    )
 
 
 def register_kueue(enabled: bool) -> None:

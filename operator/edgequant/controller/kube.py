@@ -94,7 +94,9 @@ class KubeClient:
                 return None
             raise translate(exc, f"reading QuantizationJob {namespace}/{name}") from exc
 
-    def patch_status(self, namespace: str, name: str, status_patch: dict[str, Any], *, resource_version: str | None = None) -> dict[str, Any] | None:
+    def patch_status(
+        self, namespace: str, name: str, status_patch: dict[str, Any], *, resource_version: str | None = None
+    ) -> dict[str, Any] | None:
         """Merge-patch the status subresource, only if the object is still at ``resource_version`` (when given).
 
         Returns the patched object (None: it was deleted meanwhile); raises Conflict when it moved on.
@@ -112,7 +114,9 @@ class KubeClient:
             if exc.status == 404:
                 return None
             if exc.status == 409 and resource_version:
-                raise Conflict(f"QuantizationJob {namespace}/{name} changed since resourceVersion {resource_version}") from exc
+                raise Conflict(
+                    f"QuantizationJob {namespace}/{name} changed since resourceVersion {resource_version}"
+                ) from exc
             raise translate(exc, f"patching the status of QuantizationJob {namespace}/{name}") from exc
 
     def read_job(self, namespace: str, job_name: str) -> dict[str, Any] | None:
@@ -127,7 +131,9 @@ class KubeClient:
         """Create the Job, or adopt the existing one of the same name. Returns (job, created)."""
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         try:
-            return _json(client.BatchV1Api(self._api).create_namespaced_job(namespace, manifest, _preload_content=False)), True
+            return _json(
+                client.BatchV1Api(self._api).create_namespaced_job(namespace, manifest, _preload_content=False)
+            ), True
         except ApiException as exc:
             if exc.status in (400, 403, 422):
                 raise JobRejected(int(exc.status), _reason(exc)) from exc
@@ -154,7 +160,9 @@ class KubeClient:
         """
         policy = "Foreground" if wait_for_pods else "Background"
         try:
-            client.BatchV1Api(self._api).delete_namespaced_job(job_name, namespace, body=client.V1DeleteOptions(propagation_policy=policy))
+            client.BatchV1Api(self._api).delete_namespaced_job(
+                job_name, namespace, body=client.V1DeleteOptions(propagation_policy=policy)
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise translate(exc, f"deleting Job {namespace}/{job_name}") from exc

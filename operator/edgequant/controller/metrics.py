@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-JOBS_BY_PHASE = Gauge("edgequant_quantizationjobs", "QuantizationJobs by phase, as last seen by this operator", ["phase"])
+JOBS_BY_PHASE = Gauge(
+    "edgequant_quantizationjobs", "QuantizationJobs by phase, as last seen by this operator", ["phase"]
+)
 RUN_DURATION = Histogram(
     "edgequant_run_duration_seconds",
     "Wall time of finished quantizer runs (Job start to completion)",
@@ -20,7 +22,9 @@ REFRESH_WAIT = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 REFRESH_WORK = Histogram(
-    "edgequant_status_refresh_seconds", "Duration of a status refresh (cache reads, at most one status patch)", buckets=_LATENCY_BUCKETS
+    "edgequant_status_refresh_seconds",
+    "Duration of a status refresh (cache reads, at most one status patch)",
+    buckets=_LATENCY_BUCKETS,
 )
 
 

@@ -34,7 +34,13 @@ class JobPlan:
 
     @property
     def must_create(self) -> bool:
-        return self.current is None and not self.already_finished and not self.stale and not self.obsolete and not self.leaving
+        return (
+            self.current is None
+            and not self.already_finished
+            and not self.stale
+            and not self.obsolete
+            and not self.leaving
+        )
 
 
 def controller_uid(obj: dict[str, Any]) -> str | None:
@@ -66,7 +72,9 @@ def _generation(job: dict[str, Any]) -> int:
     return int(value) if str(value).isdigit() else 0
 
 
-def plan_jobs(jobs: list[dict[str, Any]], *, name: str, uid: str, generation: int, previous_status: dict[str, Any]) -> JobPlan:
+def plan_jobs(
+    jobs: list[dict[str, Any]], *, name: str, uid: str, generation: int, previous_status: dict[str, Any]
+) -> JobPlan:
     """Sort the Jobs labelled with this QuantizationJob's name into the current one and the obsolete ones.
 
     A Job of a newer generation than ``generation`` means the object was read before a spec change: such a Job is

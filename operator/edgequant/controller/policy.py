@@ -128,34 +128,54 @@ def violations(spec: api.QuantizationJobSpec, settings: OperatorSettings) -> lis
         and not endpoint_allowed(storage.endpoint, settings.allowed_s3_endpoints)
     ):
         listed = ", ".join(settings.allowed_s3_endpoints) or "none"
-        found.append(Violation(
-            "spec.storage.endpoint", "allowed_s3_endpoints",
-            f"endpoint {endpoint_origin(storage.endpoint)} is not allowed (allowed: AWS S3 and {listed}); use an allowed "
-            "endpoint, or ask the cluster admin to add it to policy.allowedS3Endpoints",
-        ))
+        found.append(
+            Violation(
+                "spec.storage.endpoint",
+                "allowed_s3_endpoints",
+                f"endpoint {endpoint_origin(storage.endpoint)} is not allowed (allowed: AWS S3 and {listed}); use an allowed "
+                "endpoint, or ask the cluster admin to add it to policy.allowedS3Endpoints",
+            )
+        )
     secret = storage.credentials_secret
     if secret is not None and not secret_allowed(secret.name, settings.allowed_credentials_secrets):
-        found.append(Violation(
-            "spec.storage.credentialsSecret.name", "allowed_credentials_secrets",
-            f"Secret {secret.name!r} is not allowed (allowed: {', '.join(settings.allowed_credentials_secrets) or 'none'}); "
-            "name an allowed Secret, or ask the cluster admin to allow it in policy.allowedCredentialsSecrets",
-        ))
+        found.append(
+            Violation(
+                "spec.storage.credentialsSecret.name",
+                "allowed_credentials_secrets",
+                f"Secret {secret.name!r} is not allowed (allowed: {', '.join(settings.allowed_credentials_secrets) or 'none'}); "
+                "name an allowed Secret, or ask the cluster admin to allow it in policy.allowedCredentialsSecrets",
+            )
+        )
     account = storage.service_account_name
-    if account is not None and account != settings.worker_service_account and account not in settings.allowed_service_accounts:
+    if (
+        account is not None
+        and account != settings.worker_service_account
+        and account not in settings.allowed_service_accounts
+    ):
         allowed = [a for a in [settings.worker_service_account, *settings.allowed_service_accounts] if a]
-        found.append(Violation(
-            "spec.storage.serviceAccountName", "allowed_service_accounts",
-            f"ServiceAccount {account!r} is not allowed (allowed: {', '.join(allowed) or 'none'}); drop the field to run "
-            "as the default worker service account, or ask the cluster admin to add it to policy.allowedServiceAccounts",
-        ))
+        found.append(
+            Violation(
+                "spec.storage.serviceAccountName",
+                "allowed_service_accounts",
+                f"ServiceAccount {account!r} is not allowed (allowed: {', '.join(allowed) or 'none'}); drop the field to run "
+                "as the default worker service account, or ask the cluster admin to add it to policy.allowedServiceAccounts",
+            )
+        )
     image = spec.execution.image
-    if image is not None and not image_allowed(image, settings.allowed_image_repositories, list(settings.images.values())):
-        allowed = sorted({*settings.allowed_image_repositories, *(image_repository(d) for d in settings.images.values())})
-        found.append(Violation(
-            "spec.execution.image", "allowed_image_repositories",
-            f"image repository {image_repository(image)!r} is not allowed (allowed: {', '.join(allowed)}); drop the field to "
-            "use the operator's quantizer image, or ask the cluster admin to add it to policy.allowedImageRepositories",
-        ))
+    if image is not None and not image_allowed(
+        image, settings.allowed_image_repositories, list(settings.images.values())
+    ):
+        allowed = sorted(
+            {*settings.allowed_image_repositories, *(image_repository(d) for d in settings.images.values())}
+        )
+        found.append(
+            Violation(
+                "spec.execution.image",
+                "allowed_image_repositories",
+                f"image repository {image_repository(image)!r} is not allowed (allowed: {', '.join(allowed)}); drop the field to "
+                "use the operator's quantizer image, or ask the cluster admin to add it to policy.allowedImageRepositories",
+            )
+        )
     return found
 
 

@@ -66,7 +66,9 @@ def queued_reason(job: dict[str, Any], workload: dict[str, Any] | None) -> tuple
     for cond, wanted in ((evicted, "True"), (reserved, "False"), (admitted, "True"), (reserved, "True")):
         if cond is not None and cond.get("status") == wanted and cond.get("reason"):
             message = str(cond.get("message") or "")
-            return str(cond["reason"]), f"Kueue, LocalQueue {queue}: {message}" if message else f"Kueue, LocalQueue {queue}"
+            return str(
+                cond["reason"]
+            ), f"Kueue, LocalQueue {queue}: {message}" if message else f"Kueue, LocalQueue {queue}"
     waiting = (
         f"the batch Job waits for Kueue to admit it from LocalQueue {queue} (no Workload yet: is Kueue running, "
         f"and does LocalQueue {queue} exist in this namespace?)"
@@ -95,4 +97,11 @@ def workload_job_uid(workload: dict[str, Any]) -> str | None:
 def newest(workloads: list[dict[str, Any]]) -> dict[str, Any] | None:
     """One Job normally has one Workload; while Kueue replaces one, the newest speaks for the Job."""
     live = [w for w in workloads if not (w.get("metadata") or {}).get("deletionTimestamp")] or workloads
-    return max(live, key=lambda w: ((w.get("metadata") or {}).get("creationTimestamp") or "", (w.get("metadata") or {}).get("name") or ""), default=None)
+    return max(
+        live,
+        key=lambda w: (
+            (w.get("metadata") or {}).get("creationTimestamp") or "",
+            (w.get("metadata") or {}).get("name") or "",
+        ),
+        default=None,
+    )

@@ -50,7 +50,12 @@ PEERING_NAMESPACED: list[dict[str, Any]] = [
 
 def as_yaml() -> str:
     rules: str = yaml.safe_dump(
-        {"servedNamespaces": RULES, "kueue": KUEUE, "peeringClusterWide": PEERING_CLUSTER_WIDE, "peeringNamespaced": PEERING_NAMESPACED},
+        {
+            "servedNamespaces": RULES,
+            "kueue": KUEUE,
+            "peeringClusterWide": PEERING_CLUSTER_WIDE,
+            "peeringNamespaced": PEERING_NAMESPACED,
+        },
         sort_keys=False,
     )
     return rules

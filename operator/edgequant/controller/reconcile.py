@@ -74,7 +74,9 @@ def _invalid_message(spec: Any) -> str:
 
 def _owner(body: dict[str, Any]) -> render.Owner:
     meta = body["metadata"]
-    return render.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], generation=int(meta.get("generation") or 1))
+    return render.Owner(
+        name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], generation=int(meta.get("generation") or 1)
+    )
 
 
 def ttl_after_finished(body: dict[str, Any]) -> int | None:
@@ -84,7 +86,12 @@ def ttl_after_finished(body: dict[str, Any]) -> int | None:
 
 
 def pending_status_due(
-    observation: status.Observation, previous: dict[str, Any], *, generation: int, created_ago: float | None, starting: bool = False
+    observation: status.Observation,
+    previous: dict[str, Any],
+    *,
+    generation: int,
+    created_ago: float | None,
+    starting: bool = False,
 ) -> bool:
     """Whether an observation may be written now: a Pending (JobCreated) one waits while a Job we created
     ``created_ago`` seconds ago starts (longer while its pod is ``starting``: scheduled, no container error), unless
@@ -167,7 +174,9 @@ class Reconciler:
 
         jobs = self._plan(owner, cache=cache, previous_status=self._latest_status(body), logger=logger)
         if jobs.stale:
-            raise kopf.TemporaryError(f"{owner.namespace}/{owner.name}: a newer generation than this one has a Job", delay=1)
+            raise kopf.TemporaryError(
+                f"{owner.namespace}/{owner.name}: a newer generation than this one has a Job", delay=1
+            )
         if jobs.must_create and (refused := policy.violations(spec, self.settings)):
             # Check policy before creating the Job: a refused spec gets a status naming the policy and the fix, no Job.
             logger.warning("refused by policy: %s", policy.describe(refused))
@@ -175,9 +184,17 @@ class Reconciler:
         elif jobs.must_create:
             self._start(owner, spec, cache=cache, logger=logger)
         elif jobs.leaving or jobs.obsolete:
-            logger.info("waiting for Jobs %s to go before starting generation %d", ", ".join(jobs.leaving + jobs.obsolete), owner.generation)
-        elif (suspend := queueing.suspend_to_enforce(jobs.current, spec_suspend=spec.suspend)) is not None and jobs.current is not None:
-            self.kube.patch_job_spec(owner.namespace, jobs.current["metadata"]["name"], {"suspend": suspend})  # never a Job Kueue manages
+            logger.info(
+                "waiting for Jobs %s to go before starting generation %d",
+                ", ".join(jobs.leaving + jobs.obsolete),
+                owner.generation,
+            )
+        elif (
+            suspend := queueing.suspend_to_enforce(jobs.current, spec_suspend=spec.suspend)
+        ) is not None and jobs.current is not None:
+            self.kube.patch_job_spec(
+                owner.namespace, jobs.current["metadata"]["name"], {"suspend": suspend}
+            )  # never a Job Kueue manages
         self._refresh(owner.namespace, owner.name, uid=owner.uid, cache=cache, logger=logger)
 
     def job_gone(self, job: dict[str, Any], *, cache: Cache, logger: logging.Logger) -> None:
@@ -205,11 +222,15 @@ class Reconciler:
         if written is not None:
             ours = written.get("status") or {}
             generation = int(body["metadata"].get("generation") or 1)
-            if plan.finished_for_generation(ours, generation) and not plan.finished_for_generation(previous, generation):
+            if plan.finished_for_generation(ours, generation) and not plan.finished_for_generation(
+                previous, generation
+            ):
                 return dict(ours)
         return previous
 
-    def _plan(self, owner: render.Owner, *, cache: Cache, previous_status: dict[str, Any], logger: logging.Logger) -> plan.JobPlan:
+    def _plan(
+        self, owner: render.Owner, *, cache: Cache, previous_status: dict[str, Any], logger: logging.Logger
+    ) -> plan.JobPlan:
         """Sort this object's Jobs and delete the obsolete ones (in the foreground: a Job goes after its pods)."""
         jobs = plan.plan_jobs(
             cache.jobs_of(owner.namespace, owner.name),
@@ -225,24 +246,38 @@ class Reconciler:
             self.kube.delete_job(owner.namespace, obsolete, wait_for_pods=True)
         return jobs
 
-    def _start(self, owner: render.Owner, spec: api.QuantizationJobSpec, *, cache: Cache, logger: logging.Logger) -> None:
+    def _start(
+        self, owner: render.Owner, spec: api.QuantizationJobSpec, *, cache: Cache, logger: logging.Logger
+    ) -> None:
         """Create (or adopt) the Job of this generation, unless the cap says wait or the API server says no."""
         settings = self.settings
         self._prune_created()
         manifest = render.render_job(owner=owner, spec=spec, settings=settings)
-        capped = bool(settings.max_concurrent_jobs) and not manifest["spec"]["suspend"]  # suspended or queued: not running
+        capped = (
+            bool(settings.max_concurrent_jobs) and not manifest["spec"]["suspend"]
+        )  # suspended or queued: not running
         with self._capacity_lock if capped else contextlib.nullcontext():
             if capped:
                 running = self._running_jobs(cache)
                 if running >= settings.max_concurrent_jobs:
-                    self._write(owner, status.waiting_for_capacity(running, settings.max_concurrent_jobs), cache=cache, logger=logger)
-                    raise WaitingForCapacity(f"{running} Jobs running, cap {settings.max_concurrent_jobs}", delay=settings.capacity_retry_seconds)
+                    self._write(
+                        owner,
+                        status.waiting_for_capacity(running, settings.max_concurrent_jobs),
+                        cache=cache,
+                        logger=logger,
+                    )
+                    raise WaitingForCapacity(
+                        f"{running} Jobs running, cap {settings.max_concurrent_jobs}",
+                        delay=settings.capacity_retry_seconds,
+                    )
             try:
                 job, created = self.kube.create_job(manifest)
             except JobRejected as exc:
                 if exc.status == 403:
                     self._write(owner, status.job_forbidden(exc.message), cache=cache, logger=logger)
-                    raise kopf.TemporaryError(f"creating the Job is forbidden: {exc.message}", delay=_FORBIDDEN_RETRY_SECONDS) from exc
+                    raise kopf.TemporaryError(
+                        f"creating the Job is forbidden: {exc.message}", delay=_FORBIDDEN_RETRY_SECONDS
+                    ) from exc
                 logger.warning("the API server rejected the Job: %s", exc.message)
                 self._write(owner, status.job_rejected(exc.message), cache=cache, logger=logger)
                 return
@@ -251,16 +286,30 @@ class Reconciler:
                     self._created_at[(owner.namespace, job["metadata"]["name"])] = self._clock()
                     self._unseen.add((owner.namespace, job["metadata"]["name"]))
         if plan.controller_uid(job) != owner.uid:
-            raise kopf.TemporaryError(f"Job {job['metadata']['name']} still belongs to a deleted namesake; waiting for it to go", delay=2)
+            raise kopf.TemporaryError(
+                f"Job {job['metadata']['name']} still belongs to a deleted namesake; waiting for it to go", delay=2
+            )
         if created:
             metrics.JOBS_CREATED.inc()
             logger.info("created Job %s", job["metadata"]["name"])
             # An Event, not a status write: the status goes to Running when the pod runs, to Pending only if it does not soon.
-            qj = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": owner.name, "namespace": owner.namespace, "uid": owner.uid}}
-            self._post_event(qj, type="Normal", reason=Reason.JOB_CREATED.value, message=f"Pending: batch Job {job['metadata']['name']} created")
+            qj = {
+                "apiVersion": api.API_VERSION,
+                "kind": api.KIND,
+                "metadata": {"name": owner.name, "namespace": owner.namespace, "uid": owner.uid},
+            }
+            self._post_event(
+                qj,
+                type="Normal",
+                reason=Reason.JOB_CREATED.value,
+                message=f"Pending: batch Job {job['metadata']['name']} created",
+            )
             if self._schedule is not None and not manifest["spec"]["suspend"]:
                 for delay in (PENDING_STATUS_DELAY, PENDING_STATUS_STUCK_AFTER):
-                    self._schedule(delay + 0.5, lambda: self._refresh(owner.namespace, owner.name, uid=owner.uid, cache=cache, logger=logger))
+                    self._schedule(
+                        delay + 0.5,
+                        lambda: self._refresh(owner.namespace, owner.name, uid=owner.uid, cache=cache, logger=logger),
+                    )
 
     def _running_jobs(self, cache: Cache) -> int:
         states = cache.job_states()
@@ -271,13 +320,20 @@ class Reconciler:
         return sum(states.values()) + unseen
 
     def _pending_status_due(
-        self, namespace: str, observation: status.Observation, previous: dict[str, Any], generation: int, pods: list[dict[str, Any]]
+        self,
+        namespace: str,
+        observation: status.Observation,
+        previous: dict[str, Any],
+        generation: int,
+        pods: list[dict[str, Any]],
     ) -> bool:
         with self._guard:
             since = self._created_at.get((namespace, str(observation.job_name)))
         created_ago = None if since is None else self._clock() - since
         starting = not pods or any(status.pod_is_starting(p) for p in pods)  # no pod yet: the Job controller's turn
-        return pending_status_due(observation, previous, generation=generation, created_ago=created_ago, starting=starting)
+        return pending_status_due(
+            observation, previous, generation=generation, created_ago=created_ago, starting=starting
+        )
 
     def _prune_created(self) -> None:
         now = self._clock()
@@ -307,7 +363,11 @@ class Reconciler:
         if not namespace or not qj_name:
             return None
         key = (str(namespace), str(qj_name))
-        final = plan.is_finished(obj) if kind == "Job" else str((obj.get("status") or {}).get("phase")) in ("Succeeded", "Failed")
+        final = (
+            plan.is_finished(obj)
+            if kind == "Job"
+            else str((obj.get("status") or {}).get("phase")) in ("Succeeded", "Failed")
+        )
         return RefreshRequest(key=key, ticket=self._ticket(key), source_uid=uid, seen=seen, final=final and not deleted)
 
     def refresh(self, request: RefreshRequest, *, cache: Cache, logger: logging.Logger) -> None:
@@ -331,7 +391,16 @@ class Reconciler:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
 
-    def _refresh(self, namespace: str, name: str, *, cache: Cache, logger: logging.Logger, uid: str | None = None, ticket: int | None = None) -> None:
+    def _refresh(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        cache: Cache,
+        logger: logging.Logger,
+        uid: str | None = None,
+        ticket: int | None = None,
+    ) -> None:
         """Take the object, its current Job and that Job's pods from the cache, and write the status.
 
         Requests coalesce: one made (``ticket`` taken) before a refresh started reading is covered by it and returns.
@@ -343,7 +412,9 @@ class Reconciler:
                 if self._started.get(key, 0) >= ticket:
                     return
                 self._started[key] = self._requested[key]
-            body = self._newest(cache.quantization_job(namespace, name)) or self.kube.get_quantization_job(namespace, name)
+            body = self._newest(cache.quantization_job(namespace, name)) or self.kube.get_quantization_job(
+                namespace, name
+            )
             for _ in range(2):
                 if body is None or (uid is not None and body["metadata"].get("uid") != uid):
                     return
@@ -358,7 +429,9 @@ class Reconciler:
                 observation = status.observe_job(jobs.current, pods, cache.workload_of(jobs.current))
                 if observation is None:
                     return
-                if not self._pending_status_due(namespace, observation, body.get("status") or {}, owner.generation, pods):
+                if not self._pending_status_due(
+                    namespace, observation, body.get("status") or {}, owner.generation, pods
+                ):
                     return  # the delayed refreshes scheduled at creation look again
                 try:
                     self._apply(body, observation, logger=logger)
@@ -383,7 +456,9 @@ class Reconciler:
                 return  # patched already; the watch has not shown it yet
             self._expiring.add(job_uid)
         logger.info("result recorded; Job %s expires %d s after it finished", job["metadata"]["name"], ttl)
-        self.kube.patch_job_spec(body["metadata"]["namespace"], job["metadata"]["name"], {"ttlSecondsAfterFinished": ttl})
+        self.kube.patch_job_spec(
+            body["metadata"]["namespace"], job["metadata"]["name"], {"ttlSecondsAfterFinished": ttl}
+        )
 
     def _newest(self, cached: dict[str, Any] | None) -> dict[str, Any] | None:
         """The cached object, or what our own last patch returned while the watch has not caught up with it."""
@@ -399,14 +474,20 @@ class Reconciler:
             newest = follow
         return newest
 
-    def _write(self, owner: render.Owner, observation: status.Observation, *, cache: Cache, logger: logging.Logger) -> None:
+    def _write(
+        self, owner: render.Owner, observation: status.Observation, *, cache: Cache, logger: logging.Logger
+    ) -> None:
         """Write an observation made without a Job (invalid spec, waiting for capacity, Job refused)."""
         with self._lock((owner.namespace, owner.name)):
             body = self._newest(cache.quantization_job(owner.namespace, owner.name))
             if body is None or _owner(body).generation < owner.generation:
                 body = self.kube.get_quantization_job(owner.namespace, owner.name)
             for _ in range(2):
-                if body is None or body["metadata"].get("uid") != owner.uid or _owner(body).generation != owner.generation:
+                if (
+                    body is None
+                    or body["metadata"].get("uid") != owner.uid
+                    or _owner(body).generation != owner.generation
+                ):
                     return
                 try:
                     self._apply(body, observation, logger=logger)
@@ -431,7 +512,9 @@ class Reconciler:
         change = status.diff(previous, desired)
         if not change.changed:
             return
-        patched = self.kube.patch_status(meta["namespace"], meta["name"], change.patch, resource_version=meta.get("resourceVersion"))
+        patched = self.kube.patch_status(
+            meta["namespace"], meta["name"], change.patch, resource_version=meta.get("resourceVersion")
+        )
         if patched is not None:
             with self._guard:
                 chain = self._written.setdefault(meta["uid"], {})
@@ -473,9 +556,13 @@ class Reconciler:
 
 def _record_duration(spec: dict[str, Any], previous: dict[str, Any], desired: dict[str, Any]) -> None:
     terminal = plan.TERMINAL_PHASES
-    if desired["phase"] not in terminal or (previous.get("phase") in terminal and previous.get("observedGeneration") == desired["observedGeneration"]):
+    if desired["phase"] not in terminal or (
+        previous.get("phase") in terminal and previous.get("observedGeneration") == desired["observedGeneration"]
+    ):
         return
     if desired.get("startTime") and desired.get("completionTime"):
         start = datetime.fromisoformat(str(desired["startTime"]).replace("Z", "+00:00"))
         end = datetime.fromisoformat(str(desired["completionTime"]).replace("Z", "+00:00"))
-        metrics.RUN_DURATION.labels(str(spec.get("method", "")), desired["phase"]).observe(max(0.0, (end - start).total_seconds()))
+        metrics.RUN_DURATION.labels(str(spec.get("method", "")), desired["phase"]).observe(
+            max(0.0, (end - start).total_seconds())
+        )

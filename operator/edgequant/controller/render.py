@@ -66,7 +66,9 @@ def worker_document(*, owner: Owner, spec: api.QuantizationJobSpec) -> dict[str,
     }
 
 
-def _env(spec: api.QuantizationJobSpec, owner: Owner, resources: dict[str, Any], scratch: str, settings: OperatorSettings) -> list[dict[str, Any]]:
+def _env(
+    spec: api.QuantizationJobSpec, owner: Owner, resources: dict[str, Any], scratch: str, settings: OperatorSettings
+) -> list[dict[str, Any]]:
     document = worker_document(owner=owner, spec=spec)
     env: list[dict[str, Any]] = [
         {"name": SPEC_ENV, "value": json.dumps(document, separators=(",", ":"), sort_keys=True)},
@@ -86,7 +88,10 @@ def _env(spec: api.QuantizationJobSpec, owner: Owner, resources: dict[str, Any],
         env.append({"name": MEMORY_BUDGET_ENV, "valueFrom": {"resourceFieldRef": ref}})
     secret = spec.storage.credentials_secret
     if secret is not None:
-        keys = [("AWS_ACCESS_KEY_ID", secret.access_key_id_key), ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key)]
+        keys = [
+            ("AWS_ACCESS_KEY_ID", secret.access_key_id_key),
+            ("AWS_SECRET_ACCESS_KEY", secret.secret_access_key_key),
+        ]
         if secret.session_token_key:
             keys.append(("AWS_SESSION_TOKEN", secret.session_token_key))
         for var, key in keys:
@@ -195,7 +200,10 @@ def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: Operato
         "backoffLimit": spec.execution.backoff_limit,
         "suspend": queueing.job_suspended_at_creation(spec.queue_name, suspend=spec.suspend),
         "podFailurePolicy": _pod_failure_policy(),
-        "template": {"metadata": {"labels": labels, "annotations": {naming.ANNOTATION_JOB: owner.name}}, "spec": pod_spec},
+        "template": {
+            "metadata": {"labels": labels, "annotations": {naming.ANNOTATION_JOB: owner.name}},
+            "spec": pod_spec,
+        },
     }
     deadline = spec.execution.active_deadline_seconds or settings.default_active_deadline_seconds
     if deadline:

@@ -119,7 +119,13 @@ def progress_of(result: WorkerResult | None, *, succeeded: bool) -> dict[str, st
 
 
 def _by_age(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(pods, key=lambda p: ((p.get("metadata") or {}).get("creationTimestamp") or "", (p.get("metadata") or {}).get("name") or ""))
+    return sorted(
+        pods,
+        key=lambda p: (
+            (p.get("metadata") or {}).get("creationTimestamp") or "",
+            (p.get("metadata") or {}).get("name") or "",
+        ),
+    )
 
 
 DEADLINE_FIX = (
@@ -158,7 +164,9 @@ def _fallback_message(pod: dict[str, Any]) -> str:
     return f"quantizer exited with code {code}" + (f": {tail}" if tail else "")
 
 
-def observe_job(job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[str, Any] | None = None) -> Observation | None:
+def observe_job(
+    job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[str, Any] | None = None
+) -> Observation | None:
     """Decide phase, reason, message and results from a batch Job and its pods; None: wait for the next event.
 
     ``workload``: the Kueue Workload of a queued Job, whose conditions say why it waits.
@@ -172,8 +180,16 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[
 
     complete = _job_condition(job, "Complete")
     failed = _job_condition(job, "Failed")
-    live = [p for p in ordered if _pod_phase(p) not in ("Succeeded", "Failed") and not (p.get("metadata") or {}).get("deletionTimestamp")]
-    if (complete or failed) and live and not any(_pod_phase(p) == ("Succeeded" if complete else "Failed") for p in ordered):
+    live = [
+        p
+        for p in ordered
+        if _pod_phase(p) not in ("Succeeded", "Failed") and not (p.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    if (
+        (complete or failed)
+        and live
+        and not any(_pod_phase(p) == ("Succeeded" if complete else "Failed") for p in ordered)
+    ):
         return None  # the Job has concluded but its pod's final state (the result) has not reached us yet
     suspended = bool((job.get("spec") or {}).get("suspend"))
     # A pod's exit can seal the Job's fate before the Job controller records it (that takes seconds, minutes on a
@@ -196,7 +212,9 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[
             phase=Phase.SUCCEEDED,
             reason=reason,
             message=message,
-            completion_time=_finished_at(sealing) or jstatus.get("completionTime") or (complete or {}).get("lastTransitionTime"),
+            completion_time=_finished_at(sealing)
+            or jstatus.get("completionTime")
+            or (complete or {}).get("lastTransitionTime"),
             results=results,
             degraded=degraded,
             progress=progress_of(result, succeeded=True),
@@ -233,11 +251,21 @@ def observe_job(job: dict[str, Any], pods: list[dict[str, Any]], workload: dict[
         queued = queueing.queued_reason(job, workload)
         if queued is not None:
             return Observation(phase=Phase.QUEUED, reason=queued[0], message=queued[1], **common)
-        return Observation(phase=Phase.SUSPENDED, reason=Reason.SUSPENDED, message="the batch Job is suspended (spec.suspend)", **common)
+        return Observation(
+            phase=Phase.SUSPENDED,
+            reason=Reason.SUSPENDED,
+            message="the batch Job is suspended (spec.suspend)",
+            **common,
+        )
 
     running = [p for p in ordered if _pod_phase(p) == "Running"]
     if running:
-        return Observation(phase=Phase.RUNNING, reason=Reason.POD_RUNNING, message=f"pod {running[-1]['metadata']['name']} is running", **common)
+        return Observation(
+            phase=Phase.RUNNING,
+            reason=Reason.POD_RUNNING,
+            message=f"pod {running[-1]['metadata']['name']} is running",
+            **common,
+        )
     failed_pods = [p for p in ordered if _pod_phase(p) == "Failed"]
     if failed_pods:
         last = failed_pods[-1]
@@ -282,7 +310,14 @@ def _pod_phase(pod: dict[str, Any]) -> str:
 
 #: Container waiting reasons that mean a pod will not start by itself.
 _STUCK_WAITING = frozenset(
-    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
 )
 
 
@@ -308,7 +343,14 @@ def job_fingerprint(job: dict[str, Any]) -> tuple[Any, ...]:
     """What of a batch Job the status depends on; an event that changes nothing here needs no refresh."""
     st = job.get("status") or {}
     conditions = tuple(sorted((c.get("type"), c.get("status")) for c in st.get("conditions") or []))
-    return (bool((job.get("spec") or {}).get("suspend")), st.get("active"), st.get("succeeded"), st.get("failed"), st.get("startTime"), conditions)
+    return (
+        bool((job.get("spec") or {}).get("suspend")),
+        st.get("active"),
+        st.get("succeeded"),
+        st.get("failed"),
+        st.get("startTime"),
+        conditions,
+    )
 
 
 def fingerprint(kind: str, obj: dict[str, Any]) -> tuple[Any, ...]:
@@ -332,11 +374,22 @@ def pod_fingerprint(pod: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def set_condition(
-    conditions: list[dict[str, Any]], ctype: ConditionType, cstatus: ConditionStatus, *, reason: str, message: str, generation: int, now: str
+    conditions: list[dict[str, Any]],
+    ctype: ConditionType,
+    cstatus: ConditionStatus,
+    *,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
 ) -> None:
     """Set one condition in place, keyed by type; lastTransitionTime moves only when its status does."""
     old = next((c for c in conditions if c.get("type") == ctype.value), None)
-    since = old["lastTransitionTime"] if old and old.get("status") == cstatus.value and old.get("lastTransitionTime") else now
+    since = (
+        old["lastTransitionTime"]
+        if old and old.get("status") == cstatus.value and old.get("lastTransitionTime")
+        else now
+    )
     new = {
         "type": ctype.value,
         "status": cstatus.value,
@@ -360,7 +413,14 @@ def set_conditions(conditions: list[dict[str, Any]], obs: Observation, *, genera
     phase = obs.phase
     terminal = phase in (Phase.SUCCEEDED, Phase.FAILED)
     at: _ConditionStamp = {"generation": generation, "now": now}
-    set_condition(conditions, ConditionType.RUNNING, _true_if(phase is Phase.RUNNING), reason=obs.reason, message=obs.message if phase is Phase.RUNNING else "", **at)
+    set_condition(
+        conditions,
+        ConditionType.RUNNING,
+        _true_if(phase is Phase.RUNNING),
+        reason=obs.reason,
+        message=obs.message if phase is Phase.RUNNING else "",
+        **at,
+    )
     set_condition(
         conditions,
         ConditionType.SUCCEEDED,
@@ -369,16 +429,51 @@ def set_conditions(conditions: list[dict[str, Any]], obs: Observation, *, genera
         message=obs.message if terminal else "",
         **at,
     )
-    set_condition(conditions, ConditionType.FAILED, _true_if(phase is Phase.FAILED), reason=obs.reason, message=obs.message if phase is Phase.FAILED else "", **at)
+    set_condition(
+        conditions,
+        ConditionType.FAILED,
+        _true_if(phase is Phase.FAILED),
+        reason=obs.reason,
+        message=obs.message if phase is Phase.FAILED else "",
+        **at,
+    )
     if obs.degraded:
-        set_condition(conditions, ConditionType.DEGRADED, ConditionStatus.TRUE, reason=Reason.COMPLETED_DEGRADED, message=DEGRADED_MESSAGE, **at)
+        set_condition(
+            conditions,
+            ConditionType.DEGRADED,
+            ConditionStatus.TRUE,
+            reason=Reason.COMPLETED_DEGRADED,
+            message=DEGRADED_MESSAGE,
+            **at,
+        )
     else:
-        set_condition(conditions, ConditionType.DEGRADED, ConditionStatus.FALSE, reason=Reason.WITHIN_BUDGET if phase is Phase.SUCCEEDED else obs.reason, message="", **at)
+        set_condition(
+            conditions,
+            ConditionType.DEGRADED,
+            ConditionStatus.FALSE,
+            reason=Reason.WITHIN_BUDGET if phase is Phase.SUCCEEDED else obs.reason,
+            message="",
+            **at,
+        )
     suspended = phase is Phase.SUSPENDED
-    set_condition(conditions, ConditionType.SUSPENDED, _true_if(suspended), reason=obs.reason, message=obs.message if suspended else "", **at)
+    set_condition(
+        conditions,
+        ConditionType.SUSPENDED,
+        _true_if(suspended),
+        reason=obs.reason,
+        message=obs.message if suspended else "",
+        **at,
+    )
     queued = phase is Phase.QUEUED
     if queued or any(c.get("type") == ConditionType.QUEUED.value for c in conditions):  # only on jobs that were queued
-        set_condition(conditions, ConditionType.QUEUED, _true_if(queued), reason=obs.reason, message=obs.message if queued else "", **at)
+        set_condition(
+            conditions,
+            ConditionType.QUEUED,
+            _true_if(queued),
+            reason=obs.reason,
+            message=obs.message if queued else "",
+            **at,
+        )
 
 
 DEGRADED_MESSAGE = "the published artifact misses the acceptance budget or fell back down the degrade ladder"
@@ -407,13 +502,17 @@ def diff(previous: dict[str, Any], desired: dict[str, Any]) -> StatusChange:
     """A merge patch of the status (None removes a field) and the Events its transitions deserve."""
     moved = any(previous.get(k) != desired.get(k) for k in ("phase", "reason", "observedGeneration"))
     if not moved and desired.get("reason") in _QUIET_REASONS:
-        return StatusChange()  # the pod count, start time or pod name of a waiting or running run: the next transition brings them
+        return (
+            StatusChange()
+        )  # the pod count, start time or pod name of a waiting or running run: the next transition brings them
     patch = {key: value for key, value in desired.items() if previous.get(key) != value}
     change = StatusChange(patch=patch)
     phase = desired.get("phase")
     kind = "Warning" if phase == Phase.FAILED.value else "Normal"
     if moved:
-        change.events.append(Transition(kind, str(desired.get("reason")), f"{phase}: {desired.get('message', '')}"[:1024]))
+        change.events.append(
+            Transition(kind, str(desired.get("reason")), f"{phase}: {desired.get('message', '')}"[:1024])
+        )
     elif (desired.get("attempts") or 0) > (previous.get("attempts") or 0) and desired.get("reason") == Reason.RETRYING:
         change.events.append(Transition("Warning", Reason.RETRYING.value, str(desired.get("message", ""))[:1024]))
     return change

@@ -63,7 +63,14 @@ def report_job_name(sweep_name: str, generation: int) -> str:
     return naming.job_name(f"{sweep_name}-report", generation)
 
 
-def render_report_job(*, body: dict[str, Any], sweep: sweep_api.QuantizationSweep, cell: plan.Cell, status: dict[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+def render_report_job(
+    *,
+    body: dict[str, Any],
+    sweep: sweep_api.QuantizationSweep,
+    cell: plan.Cell,
+    status: dict[str, Any],
+    settings: OperatorSettings,
+) -> dict[str, Any]:
     """The batch Job that writes report.html and sweep.json under the sweep's output URI.
 
     Rendered as a cell's quantizer Job (same image, storage credentials by secretKeyRef, security context), on the
@@ -71,7 +78,9 @@ def render_report_job(*, body: dict[str, Any], sweep: sweep_api.QuantizationSwee
     """
     meta = body["metadata"]
     spec = plan.cell_spec(sweep.spec, cell)
-    spec = spec.model_copy(update={"resources": spec.resources.model_copy(update={"accelerator": api.Accelerator.CPU}), "suspend": False})
+    spec = spec.model_copy(
+        update={"resources": spec.resources.model_copy(update={"accelerator": api.Accelerator.CPU}), "suspend": False}
+    )
     generation = int(meta.get("generation") or 1)
     owner = render.Owner(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], generation=generation)
     job = render.render_job(owner=owner, spec=spec, settings=settings)
@@ -79,14 +88,25 @@ def render_report_job(*, body: dict[str, Any], sweep: sweep_api.QuantizationSwee
     annotations = {plan.ANNOTATION_SWEEP: meta["name"]}
     job["metadata"].update(name=report_job_name(meta["name"], generation), labels=labels, annotations=annotations)
     job["metadata"]["ownerReferences"] = [
-        {"apiVersion": api.API_VERSION, "kind": sweep_api.KIND, "name": meta["name"], "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}
+        {
+            "apiVersion": api.API_VERSION,
+            "kind": sweep_api.KIND,
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
     ]
     job["spec"]["backoffLimit"] = 1
     job["spec"].pop("podFailurePolicy", None)
     job["spec"]["template"]["metadata"] = {"labels": dict(labels), "annotations": dict(annotations)}
     container = job["spec"]["template"]["spec"]["containers"][0]
     container["command"] = ["edgequant", "sweep-report"]
-    document = {"metadata": {"name": meta["name"], "namespace": meta["namespace"]}, "spec": sweep.spec.to_wire(), "status": status}
+    document = {
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": sweep.spec.to_wire(),
+        "status": status,
+    }
     env = [e for e in container["env"] if e["name"] != render.SPEC_ENV]
     container["env"] = [{"name": SWEEP_ENV, "value": json.dumps(document, separators=(",", ":"), sort_keys=True)}, *env]
     return job
@@ -100,22 +120,41 @@ def _job_finished(job: dict[str, Any] | None) -> str | None:
     return None
 
 
-def _condition(previous: list[dict[str, Any]], kind: str, state: bool, reason: str, message: str, generation: int) -> dict[str, Any]:
+def _condition(
+    previous: list[dict[str, Any]], kind: str, state: bool, reason: str, message: str, generation: int
+) -> dict[str, Any]:
     value = "True" if state else "False"
     old = next((c for c in previous if c.get("type") == kind), None)
     since = old["lastTransitionTime"] if old and old.get("status") == value else _now()
-    return {"type": kind, "status": value, "reason": reason, "message": message[: api.MAX_TEXT], "lastTransitionTime": since, "observedGeneration": generation}
+    return {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message[: api.MAX_TEXT],
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
 
 
 def desired_status(
-    *, previous: dict[str, Any], generation: int, aggregate: dict[str, Any] | None, skipped: list[dict[str, Any]],
-    report: str | None, report_uri: str | None, started: bool = False, invalid: str | None = None,
+    *,
+    previous: dict[str, Any],
+    generation: int,
+    aggregate: dict[str, Any] | None,
+    skipped: list[dict[str, Any]],
+    report: str | None,
+    report_uri: str | None,
+    started: bool = False,
+    invalid: str | None = None,
 ) -> dict[str, Any]:
     """The sweep's whole status from what one reconcile saw. ``report``: the report Job's end ('Complete', 'Failed', None)."""
     conditions = list(previous.get("conditions") or [])
     if invalid is not None:
         return {
-            "phase": sweep_api.SweepPhase.FAILED.value, "observedGeneration": generation, "reason": "InvalidSpec", "message": invalid,
+            "phase": sweep_api.SweepPhase.FAILED.value,
+            "observedGeneration": generation,
+            "reason": "InvalidSpec",
+            "message": invalid,
             "conditions": [
                 _condition(conditions, sweep_api.SweepCondition.COMPLETED, False, "InvalidSpec", invalid, generation),
                 _condition(conditions, sweep_api.SweepCondition.FAILED, True, "InvalidSpec", invalid, generation),
@@ -135,7 +174,11 @@ def desired_status(
         message = f"{aggregate['finished']} of {aggregate['cells']} cells finished"
     status = dict(aggregate)
     status.update(
-        phase=phase.value, observedGeneration=generation, reason=reason, message=message, skipped=skipped,
+        phase=phase.value,
+        observedGeneration=generation,
+        reason=reason,
+        message=message,
+        skipped=skipped,
         conditions=[
             _condition(conditions, sweep_api.SweepCondition.COMPLETED, done, reason, message, generation),
             _condition(conditions, sweep_api.SweepCondition.FAILED, False, reason, message, generation),
@@ -158,7 +201,9 @@ def changed_fields(previous: dict[str, Any], desired: dict[str, Any]) -> dict[st
 
 def _get(kube_client: kube.KubeClient, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        body: dict[str, Any] = _objects(kube_client).get_namespaced_custom_object(api.GROUP, api.VERSION, namespace, sweep_api.PLURAL, name)
+        body: dict[str, Any] = _objects(kube_client).get_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, sweep_api.PLURAL, name
+        )
         return body
     except ApiException as exc:
         if exc.status == 404:
@@ -169,9 +214,12 @@ def _get(kube_client: kube.KubeClient, namespace: str, name: str) -> dict[str, A
 def _children(kube_client: kube.KubeClient, namespace: str, name: str, uid: str) -> dict[str, dict[str, Any]]:
     """Child QuantizationJobs owned by this sweep, by name."""
     label = naming.label_value(name)
-    items = _objects(kube_client).list_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, label_selector=f"{plan.LABEL_SWEEP}={label}")["items"]
+    items = _objects(kube_client).list_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, api.PLURAL, label_selector=f"{plan.LABEL_SWEEP}={label}"
+    )["items"]
     return {
-        i["metadata"]["name"]: i for i in items
+        i["metadata"]["name"]: i
+        for i in items
         if any(o.get("uid") == uid for o in i["metadata"].get("ownerReferences") or [])
     }
 
@@ -182,17 +230,23 @@ class CellRejected(Exception):
 
 def _create_child(kube_client: kube.KubeClient, manifest: dict[str, Any]) -> None:
     try:
-        _objects(kube_client).create_namespaced_custom_object(api.GROUP, api.VERSION, manifest["metadata"]["namespace"], api.PLURAL, manifest)
+        _objects(kube_client).create_namespaced_custom_object(
+            api.GROUP, api.VERSION, manifest["metadata"]["namespace"], api.PLURAL, manifest
+        )
     except ApiException as exc:
         if exc.status in (400, 403, 422):
-            raise CellRejected(f"the API server refused the QuantizationJob of cell {manifest['metadata']['name']}: {exc.status} {kube._reason(exc)}") from exc
+            raise CellRejected(
+                f"the API server refused the QuantizationJob of cell {manifest['metadata']['name']}: {exc.status} {kube._reason(exc)}"
+            ) from exc
         if exc.status != 409:  # 409: already there, created by an earlier reconcile
             raise
 
 
 def _patch_status(kube_client: kube.KubeClient, namespace: str, name: str, patch: dict[str, Any]) -> None:
     try:
-        _objects(kube_client).patch_namespaced_custom_object_status(api.GROUP, api.VERSION, namespace, sweep_api.PLURAL, name, {"status": patch})
+        _objects(kube_client).patch_namespaced_custom_object_status(
+            api.GROUP, api.VERSION, namespace, sweep_api.PLURAL, name, {"status": patch}
+        )
     except ApiException as exc:
         if exc.status != 404:
             raise
@@ -201,7 +255,9 @@ def _patch_status(kube_client: kube.KubeClient, namespace: str, name: str, patch
 # --------------------------------------------------------------------------- reconcile
 
 
-def reconcile(namespace: str, name: str, *, kube_client: kube.KubeClient, settings: OperatorSettings, logger: kopf.Logger) -> None:
+def reconcile(
+    namespace: str, name: str, *, kube_client: kube.KubeClient, settings: OperatorSettings, logger: kopf.Logger
+) -> None:
     """Bring the sweep's children, report Job and status in line with its spec and what its children report."""
     with _lock(namespace, name):
         body = _get(kube_client, namespace, name)
@@ -220,35 +276,80 @@ def reconcile(namespace: str, name: str, *, kube_client: kube.KubeClient, settin
         statuses = {n: (c.get("status") or {}) for n, c in children.items()}
         for cell in plan.next_cells(cells, statuses, sweep.spec.concurrency):
             try:
-                _create_child(kube_client, plan.child_manifest(sweep_name=name, namespace=namespace, uid=meta["uid"], spec=sweep.spec, cell=cell))
+                _create_child(
+                    kube_client,
+                    plan.child_manifest(
+                        sweep_name=name, namespace=namespace, uid=meta["uid"], spec=sweep.spec, cell=cell
+                    ),
+                )
             except CellRejected as exc:
                 _fail(kube_client, namespace, name, previous, generation, str(exc), logger)
                 return
             statuses[cell.name] = {}
-            logger.info("created QuantizationJob %s (%s)", cell.name, ", ".join(filter(None, [cell.target, cell.method.value, *cell.options.values()])))
+            logger.info(
+                "created QuantizationJob %s (%s)",
+                cell.name,
+                ", ".join(filter(None, [cell.target, cell.method.value, *cell.options.values()])),
+            )
         aggregate = plan.aggregate(cells, statuses, sweep.spec)
         report, report_uri = None, previous.get("reportUri")
         if aggregate["finished"] == aggregate["cells"]:
-            report, report_uri = _report(kube_client, body, sweep, cells, {**aggregate, "skipped": [s.to_wire() for s in skipped]}, settings=settings)
+            report, report_uri = _report(
+                kube_client,
+                body,
+                sweep,
+                cells,
+                {**aggregate, "skipped": [s.to_wire() for s in skipped]},
+                settings=settings,
+            )
         desired = desired_status(
-            previous=previous, generation=generation, aggregate=aggregate, skipped=[s.to_wire() for s in skipped],
-            report=report, report_uri=report_uri, started=bool(statuses),
+            previous=previous,
+            generation=generation,
+            aggregate=aggregate,
+            skipped=[s.to_wire() for s in skipped],
+            report=report,
+            report_uri=report_uri,
+            started=bool(statuses),
         )
         patch = changed_fields(previous, desired)
         if patch:
             _patch_status(kube_client, namespace, name, patch)
 
 
-def _fail(kube_client: kube.KubeClient, namespace: str, name: str, previous: dict[str, Any], generation: int, message: str, logger: kopf.Logger) -> None:
+def _fail(
+    kube_client: kube.KubeClient,
+    namespace: str,
+    name: str,
+    previous: dict[str, Any],
+    generation: int,
+    message: str,
+    logger: kopf.Logger,
+) -> None:
     """The sweep cannot run as written: Failed, with the message naming the field or the cell (no retry loop)."""
     logger.warning("QuantizationSweep cannot run: %s", message)
-    desired = desired_status(previous=previous, generation=generation, aggregate=None, skipped=[], report=None, report_uri=None, invalid=message)
+    desired = desired_status(
+        previous=previous,
+        generation=generation,
+        aggregate=None,
+        skipped=[],
+        report=None,
+        report_uri=None,
+        invalid=message,
+    )
     patch = changed_fields(previous, desired)
     if patch:
         _patch_status(kube_client, namespace, name, patch)
 
 
-def _report(kube_client: kube.KubeClient, body: dict[str, Any], sweep: sweep_api.QuantizationSweep, cells: list[plan.Cell], status: dict[str, Any], *, settings: OperatorSettings) -> tuple[str | None, str | None]:
+def _report(
+    kube_client: kube.KubeClient,
+    body: dict[str, Any],
+    sweep: sweep_api.QuantizationSweep,
+    cells: list[plan.Cell],
+    status: dict[str, Any],
+    *,
+    settings: OperatorSettings,
+) -> tuple[str | None, str | None]:
     """Create the report Job once every cell finished; ('Complete' | 'Failed' | None, reportUri once written)."""
     meta = body["metadata"]
     name = report_job_name(meta["name"], int(meta.get("generation") or 1))

@@ -19,8 +19,13 @@ from edgequant.sweep import plan
 def _reconcile(namespace: str | None, name: str | None, memo: kopf.Memo, logger: kopf.Logger) -> None:
     if namespace and name:
         handlers._guarded(
-            "quantizationsweep", sweep.reconcile, namespace, name,
-            kube_client=handlers._reconciler(memo).kube, settings=memo["settings"], logger=logger,
+            "quantizationsweep",
+            sweep.reconcile,
+            namespace,
+            name,
+            kube_client=handlers._reconciler(memo).kube,
+            settings=memo["settings"],
+            logger=logger,
         )
 
 
@@ -54,7 +59,16 @@ def _unfinished(status: kopf.Status, **_: Any) -> bool:
 def register_resync(seconds: float) -> None:
     """The safety net for lost events, with the QuantizationJobs' period (0: none)."""
     if seconds > 0:
+
         def quantization_sweep_resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
             _reconcile(body.metadata.namespace, body.metadata.name, memo, logger)
 
-        kopf.timer(api.GROUP, api.VERSION, sweep_api.PLURAL, interval=seconds, initial_delay=seconds, idle=seconds / 2, when=_unfinished)(quantization_sweep_resync)
+        kopf.timer(
+            api.GROUP,
+            api.VERSION,
+            sweep_api.PLURAL,
+            interval=seconds,
+            initial_delay=seconds,
+            idle=seconds / 2,
+            when=_unfinished,
+        )(quantization_sweep_resync)

@@ -75,7 +75,9 @@ class DatasetIndex:
             raise DecodeError(f"{self.samples[i].source}: cannot decode ({type(exc).__name__}: {exc})") from exc
 
 
-def index_dataset(path: Path, *, layout: api.DatasetLayout, uri: str, labels: api.DatasetLabels = api.DatasetLabels.AUTO) -> DatasetIndex:
+def index_dataset(
+    path: Path, *, layout: api.DatasetLayout, uri: str, labels: api.DatasetLabels = api.DatasetLabels.AUTO
+) -> DatasetIndex:
     use_labels = labels is not api.DatasetLabels.NONE
     if layout is api.DatasetLayout.NPZ:
         return _index_npz(path, uri=uri, use_labels=use_labels)
@@ -92,14 +94,22 @@ def _class_labels(names: list[str]) -> dict[str, int]:
 
 
 def _unlabeled_files(root: Path, *, uri: str) -> DatasetIndex:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     samples = [Sample(source=f.relative_to(root).as_posix(), label=UNLABELED) for f in files]
-    return DatasetIndex(uri=uri, root=root, layout=api.DatasetLayout.IMAGEFOLDER, samples=samples, classes={}, labeled=False)
+    return DatasetIndex(
+        uri=uri, root=root, layout=api.DatasetLayout.IMAGEFOLDER, samples=samples, classes={}, labeled=False
+    )
 
 
 def _index_imagefolder(root: Path, *, uri: str, use_labels: bool = True) -> DatasetIndex:
     if not root.is_dir():
-        raise InvalidInputError(f"{uri}: layout imagefolder needs a folder of <class>/<image> files (end the URI with '/')")
+        raise InvalidInputError(
+            f"{uri}: layout imagefolder needs a folder of <class>/<image> files (end the URI with '/')"
+        )
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     class_dirs = [p for p in entries if p.is_dir()]
     stray = [p.name for p in entries if p.is_file()]
@@ -123,8 +133,12 @@ def _index_imagefolder(root: Path, *, uri: str, use_labels: bool = True) -> Data
                     )
                 samples.append(Sample(source=file.relative_to(root).as_posix(), label=labels[class_dir.name]))
     return DatasetIndex(
-        uri=uri, root=root, layout=api.DatasetLayout.IMAGEFOLDER, samples=samples,
-        classes={label: name for name, label in sorted(labels.items(), key=lambda kv: kv[1])}, stray_files=stray,
+        uri=uri,
+        root=root,
+        layout=api.DatasetLayout.IMAGEFOLDER,
+        samples=samples,
+        classes={label: name for name, label in sorted(labels.items(), key=lambda kv: kv[1])},
+        stray_files=stray,
     )
 
 
@@ -139,7 +153,9 @@ def npz_array_bytes(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype, in
                 continue
             with archive.open(member) as fh:
                 version = np.lib.format.read_magic(fh)
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, _fortran, dtype = read_header(fh)
             count = 1
             for dim in shape:
@@ -159,7 +175,9 @@ def _check_npz_budget(path: Path, *, uri: str) -> None:
     except Exception as exc:
         raise InvalidInputError(f"{uri}: not a readable .npz file ({type(exc).__name__}: {exc})") from exc
     needed = sum(size for name, (_, _, size) in arrays.items() if name in ("x", "y"))
-    shapes = ", ".join(f"{name} {list(shape)} {dtype}" for name, (shape, dtype, _) in sorted(arrays.items()) if name in ("x", "y"))
+    shapes = ", ".join(
+        f"{name} {list(shape)} {dtype}" for name, (shape, dtype, _) in sorted(arrays.items()) if name in ("x", "y")
+    )
     refusal = data_fits(what=f"{uri} ({shapes})", needed_bytes=needed, budget=memory_budget(os.environ))
     if refusal is not None:
         raise InvalidInputError(refusal)
@@ -172,7 +190,9 @@ def _index_npz(path: Path, *, uri: str, use_labels: bool = True) -> DatasetIndex
     try:
         with np.load(path, allow_pickle=False) as data:
             if "x" not in data.files:
-                raise InvalidInputError(f"{uri}: the npz file lacks array x (found {', '.join(data.files) or 'none'}); save images as x and labels, if any, as y")
+                raise InvalidInputError(
+                    f"{uri}: the npz file lacks array x (found {', '.join(data.files) or 'none'}); save images as x and labels, if any, as y"
+                )
             x = data["x"]
             y = data["y"] if use_labels and "y" in data.files else None
             names = [str(n) for n in data["classes"]] if "classes" in data.files else None
@@ -190,7 +210,15 @@ def _index_npz(path: Path, *, uri: str, use_labels: bool = True) -> DatasetIndex
         raise InvalidInputError(f"{uri}: x has shape {x.shape}; expected [N, H, W] or [N, H, W, C] with C 1 or 3{hint}")
     if y is None:
         samples = [Sample(source=f"{path.name}[{i}]", label=UNLABELED) for i in range(x.shape[0])]
-        return DatasetIndex(uri=uri, root=path.parent, layout=api.DatasetLayout.NPZ, samples=samples, classes={}, labeled=False, _arrays=x)
+        return DatasetIndex(
+            uri=uri,
+            root=path.parent,
+            layout=api.DatasetLayout.NPZ,
+            samples=samples,
+            classes={},
+            labeled=False,
+            _arrays=x,
+        )
     if y.ndim != 1 or y.shape[0] != x.shape[0] or not np.issubdtype(y.dtype, np.integer):
         raise InvalidInputError(f"{uri}: y must be integer labels of shape [{x.shape[0]}]; found {y.dtype} {y.shape}")
     stem = path.name
@@ -200,4 +228,6 @@ def _index_npz(path: Path, *, uri: str, use_labels: bool = True) -> DatasetIndex
         classes = dict(enumerate(names))
     else:
         classes = {i: str(i) for i in present}
-    return DatasetIndex(uri=uri, root=path.parent, layout=api.DatasetLayout.NPZ, samples=samples, classes=classes, _arrays=x)
+    return DatasetIndex(
+        uri=uri, root=path.parent, layout=api.DatasetLayout.NPZ, samples=samples, classes=classes, _arrays=x
+    )

@@ -15,7 +15,9 @@ def class_folder_names(classes: Sequence[str]) -> list[str]:
     return [f"{i:02d}_{name}" for i, name in enumerate(classes)]
 
 
-def write_imagefolder(root: Path, images: np.ndarray, labels: np.ndarray, *, classes: Sequence[str] | None = None, suffix: str = ".png") -> Path:
+def write_imagefolder(
+    root: Path, images: np.ndarray, labels: np.ndarray, *, classes: Sequence[str] | None = None, suffix: str = ".png"
+) -> Path:
     """uint8 images ([N, H, W] or [N, H, W, 3]) -> root/<NN_class>/<index><suffix>; returns root."""
     count = int(np.max(labels)) + 1 if len(labels) else 0
     names = class_folder_names(classes) if classes is not None else [f"{i:02d}" for i in range(count)]
@@ -27,7 +29,9 @@ def write_imagefolder(root: Path, images: np.ndarray, labels: np.ndarray, *, cla
     return root
 
 
-def write_npz(path: Path, images: np.ndarray, labels: np.ndarray | None, *, classes: Sequence[str] | None = None) -> Path:
+def write_npz(
+    path: Path, images: np.ndarray, labels: np.ndarray | None, *, classes: Sequence[str] | None = None
+) -> Path:
     """Arrays x (uint8 pixels) and y (int64 labels; left out for unlabeled data), plus optional class names; returns path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     extra: dict[str, np.ndarray] = {"classes": np.asarray(list(classes))} if classes is not None else {}

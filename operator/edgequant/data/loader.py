@@ -82,7 +82,8 @@ def prepare_set(
     # Budgeted before it is spent: the model-size pixels of every chosen sample are held at once.
     refusal = data_fits(
         what=f"the {name} set ({len(chosen)} samples of {h}x{w}x{c} pixels from {index.uri})",
-        needed_bytes=len(chosen) * h * w * c, budget=memory_budget(os.environ),
+        needed_bytes=len(chosen) * h * w * c,
+        budget=memory_budget(os.environ),
     )
     if refusal is not None:
         raise InvalidInputError(refusal)
@@ -108,7 +109,15 @@ def prepare_set(
         progress(len(chosen), len(chosen))
     findings = check_images(facts, dataset=name, contract=contract, stray_files=index.stray_files)
     return PreparedSet(
-        name=name, uri=index.uri, contract=contract, pixels=pixels[keep], labels=index.labels[chosen][keep],
-        sources=[index.samples[int(i)].source for i, k in zip(chosen, keep) if k], classes=index.classes,
-        findings=findings, requested=samples or len(index.samples), available=len(index.samples), labeled=index.labeled,
+        name=name,
+        uri=index.uri,
+        contract=contract,
+        pixels=pixels[keep],
+        labels=index.labels[chosen][keep],
+        sources=[index.samples[int(i)].source for i, k in zip(chosen, keep) if k],
+        classes=index.classes,
+        findings=findings,
+        requested=samples or len(index.samples),
+        available=len(index.samples),
+        labeled=index.labeled,
     )

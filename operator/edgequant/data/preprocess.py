@@ -90,7 +90,9 @@ def _resize(image: Image.Image, *, height: int, width: int, resize: api.Resize, 
     return canvas
 
 
-def to_model_pixels(image: Image.Image | np.ndarray, contract: api.InputContract, *, source: str = "image") -> np.ndarray:
+def to_model_pixels(
+    image: Image.Image | np.ndarray, contract: api.InputContract, *, source: str = "image"
+) -> np.ndarray:
     """Colour-convert and resize to the model input: uint8 [H, W, C], channels in the contract's order."""
     pil = _convert_colour(as_pil(image), contract.color_order)
     pil = _resize(pil, height=contract.height, width=contract.width, resize=contract.resize, source=source)

@@ -48,7 +48,9 @@ class Finding(BaseModel):
     code: str = Field(..., description="Stable kebab-case rule id, e.g. too-few-samples, missing-classes, noise.")
     dataset: str = Field(..., description="calibration, evaluation or training.")
     message: str = Field(..., description="What is wrong and how to fix it.")
-    files: list[str] = Field(default_factory=list, description=f"Files involved (at most {MAX_FILES_NAMED}), relative to the dataset root.")
+    files: list[str] = Field(
+        default_factory=list, description=f"Files involved (at most {MAX_FILES_NAMED}), relative to the dataset root."
+    )
     count: int = Field(0, description="How many files the finding covers (may exceed len(files)).")
 
 
@@ -92,19 +94,36 @@ def inspect_image(source: str, label: int, image: Image.Image | np.ndarray) -> I
             array = array[:, :, 0]
         channels = 1 if array.ndim == 2 else 3
     height, width = array.shape[:2]
-    colour = bool(channels == 3 and not (np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 1], array[..., 2])))
+    colour = bool(
+        channels == 3
+        and not (np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 1], array[..., 2]))
+    )
     digest = hashlib.sha1(array.tobytes() + str(array.shape).encode()).hexdigest()
     gray = array.mean(axis=2) if array.ndim == 3 else array
     top, left = max(0, (height - _STATS_CROP) // 2), max(0, (width - _STATS_CROP) // 2)
     crop = gray[top : top + _STATS_CROP, left : left + _STATS_CROP]
     return ImageFacts(
-        source=source, label=label, width=width, height=height, channels=channels, colour=colour,
-        digest=digest, std=float(crop.std()), neighbour_correlation=neighbour_correlation(crop),
+        source=source,
+        label=label,
+        width=width,
+        height=height,
+        channels=channels,
+        colour=colour,
+        digest=digest,
+        std=float(crop.std()),
+        neighbour_correlation=neighbour_correlation(crop),
     )
 
 
 def _finding(severity: Severity, code: str, dataset: str, message: str, files: Sequence[str] = ()) -> Finding:
-    return Finding(severity=severity, code=code, dataset=dataset, message=message, files=list(files[:MAX_FILES_NAMED]), count=len(files))
+    return Finding(
+        severity=severity,
+        code=code,
+        dataset=dataset,
+        message=message,
+        files=list(files[:MAX_FILES_NAMED]),
+        count=len(files),
+    )
 
 
 def _names(files: Sequence[str], limit: int = 3) -> str:
@@ -112,40 +131,61 @@ def _names(files: Sequence[str], limit: int = 3) -> str:
     return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
 
 
-def check_images(facts: Sequence[ImageFacts], *, dataset: str, contract: api.InputContract, stray_files: Sequence[str] = ()) -> list[Finding]:
+def check_images(
+    facts: Sequence[ImageFacts], *, dataset: str, contract: api.InputContract, stray_files: Sequence[str] = ()
+) -> list[Finding]:
     """Rules about individual files, for every dataset the run reads."""
     findings: list[Finding] = []
     broken = [f.source for f in facts if f.error is not None]
     if broken:
-        findings.append(_finding(
-            Severity.ERROR, "undecodable", dataset,
-            f"{len(broken)} file(s) cannot be decoded as images: {_names(broken)} (remove or re-encode them)", broken,
-        ))
+        findings.append(
+            _finding(
+                Severity.ERROR,
+                "undecodable",
+                dataset,
+                f"{len(broken)} file(s) cannot be decoded as images: {_names(broken)} (remove or re-encode them)",
+                broken,
+            )
+        )
     usable = [f for f in facts if f.error is None]
     if contract.resize.mode is api.ResizeMode.NONE:
         wrong = [f.source for f in usable if (f.height, f.width) != (contract.height, contract.width)]
         if wrong:
-            findings.append(_finding(
-                Severity.ERROR, "size-mismatch", dataset,
-                f"{len(wrong)} image(s) are not {contract.width}x{contract.height} and model.input.resize.mode is none: "
-                f"{_names(wrong)} (resize them, or set resize.mode to stretch, center-crop or pad)", wrong,
-            ))
+            findings.append(
+                _finding(
+                    Severity.ERROR,
+                    "size-mismatch",
+                    dataset,
+                    f"{len(wrong)} image(s) are not {contract.width}x{contract.height} and model.input.resize.mode is none: "
+                    f"{_names(wrong)} (resize them, or set resize.mode to stretch, center-crop or pad)",
+                    wrong,
+                )
+            )
     if contract.color_order is api.ColorOrder.GRAY:
         colour = [f.source for f in usable if f.colour]
         if colour:
-            findings.append(_finding(
-                Severity.ERROR, "channel-mismatch", dataset,
-                f"{len(colour)} colour image(s) for a GRAY (1-channel) model: {_names(colour)} "
-                "(convert the dataset to grayscale, or fix model.input.colorOrder and shape)", colour,
-            ))
+            findings.append(
+                _finding(
+                    Severity.ERROR,
+                    "channel-mismatch",
+                    dataset,
+                    f"{len(colour)} colour image(s) for a GRAY (1-channel) model: {_names(colour)} "
+                    "(convert the dataset to grayscale, or fix model.input.colorOrder and shape)",
+                    colour,
+                )
+            )
     else:
         gray = [f.source for f in usable if f.channels == 1]
         if gray:
-            findings.append(_finding(
-                Severity.WARNING, "channel-mismatch", dataset,
-                f"{len(gray)} grayscale image(s) for a {contract.color_order.value} model will be replicated to 3 channels: {_names(gray)}",
-                gray,
-            ))
+            findings.append(
+                _finding(
+                    Severity.WARNING,
+                    "channel-mismatch",
+                    dataset,
+                    f"{len(gray)} grayscale image(s) for a {contract.color_order.value} model will be replicated to 3 channels: {_names(gray)}",
+                    gray,
+                )
+            )
     by_digest: dict[str, list[str]] = defaultdict(list)
     for f in usable:
         by_digest[f.digest].append(f.source)
@@ -153,35 +193,57 @@ def check_images(facts: Sequence[ImageFacts], *, dataset: str, contract: api.Inp
     if dup_groups:
         extra = [s for g in dup_groups for s in g[1:]]
         pairs = "; ".join(" = ".join(g[:3]) for g in dup_groups[:3])
-        findings.append(_finding(
-            Severity.WARNING, "duplicates", dataset,
-            f"{len(extra)} exact duplicate image(s) in {len(dup_groups)} group(s): {pairs} (duplicates over-weight their content; remove them)",
-            [s for g in dup_groups for s in g],
-        ))
+        findings.append(
+            _finding(
+                Severity.WARNING,
+                "duplicates",
+                dataset,
+                f"{len(extra)} exact duplicate image(s) in {len(dup_groups)} group(s): {pairs} (duplicates over-weight their content; remove them)",
+                [s for g in dup_groups for s in g],
+            )
+        )
     noise = [f.source for f in usable if f.std >= CONSTANT_STD and f.neighbour_correlation < NOISE_CORRELATION]
     constant = [f.source for f in usable if f.std < CONSTANT_STD]
     if usable and (noise or constant):
         share = (len(noise) + len(constant)) / len(usable)
         severity = Severity.ERROR if share >= NOISE_FRACTION_ERROR else Severity.WARNING
         if noise:
-            what = "the set looks like random noise, not real images" if severity is Severity.ERROR else "they look like random noise"
-            findings.append(_finding(
-                severity, "noise", dataset,
-                f"{len(noise)} of {len(usable)} image(s) have no spatial structure (neighbouring pixels uncorrelated): {what}: "
-                f"{_names(noise)} (use real, unaugmented images like the ones the model will see)", noise,
-            ))
+            what = (
+                "the set looks like random noise, not real images"
+                if severity is Severity.ERROR
+                else "they look like random noise"
+            )
+            findings.append(
+                _finding(
+                    severity,
+                    "noise",
+                    dataset,
+                    f"{len(noise)} of {len(usable)} image(s) have no spatial structure (neighbouring pixels uncorrelated): {what}: "
+                    f"{_names(noise)} (use real, unaugmented images like the ones the model will see)",
+                    noise,
+                )
+            )
         if constant:
-            findings.append(_finding(
-                severity, "constant", dataset,
-                f"{len(constant)} of {len(usable)} image(s) are (nearly) a single colour: {_names(constant)} "
-                "(use real images; blank frames teach the quantizer nothing)", constant,
-            ))
+            findings.append(
+                _finding(
+                    severity,
+                    "constant",
+                    dataset,
+                    f"{len(constant)} of {len(usable)} image(s) are (nearly) a single colour: {_names(constant)} "
+                    "(use real images; blank frames teach the quantizer nothing)",
+                    constant,
+                )
+            )
     if stray_files:
-        findings.append(_finding(
-            Severity.WARNING, "outside-class-folders", dataset,
-            f"{len(stray_files)} file(s) at the dataset root are ignored (imagefolder reads <class>/<image>): {_names(list(stray_files))}",
-            list(stray_files),
-        ))
+        findings.append(
+            _finding(
+                Severity.WARNING,
+                "outside-class-folders",
+                dataset,
+                f"{len(stray_files)} file(s) at the dataset root are ignored (imagefolder reads <class>/<image>): {_names(list(stray_files))}",
+                list(stray_files),
+            )
+        )
     return findings
 
 
@@ -207,48 +269,74 @@ def check_calibration(
         return class_names.get(label, str(label))
 
     if total < calibration.min_samples:
-        findings.append(_finding(
-            Severity.ERROR, "too-few-samples", dataset,
-            f"{total} usable calibration sample(s), fewer than calibration.minSamples {calibration.min_samples} "
-            f"(add real images; {RECOMMENDED_SAMPLES}-1000 recommended)",
-        ))
+        findings.append(
+            _finding(
+                Severity.ERROR,
+                "too-few-samples",
+                dataset,
+                f"{total} usable calibration sample(s), fewer than calibration.minSamples {calibration.min_samples} "
+                f"(add real images; {RECOMMENDED_SAMPLES}-1000 recommended)",
+            )
+        )
     elif total < RECOMMENDED_SAMPLES:
-        findings.append(_finding(
-            Severity.WARNING, "few-samples", dataset,
-            f"{total} calibration samples; {RECOMMENDED_SAMPLES}-1000 are recommended for stable activation ranges",
-        ))
+        findings.append(
+            _finding(
+                Severity.WARNING,
+                "few-samples",
+                dataset,
+                f"{total} calibration samples; {RECOMMENDED_SAMPLES}-1000 are recommended for stable activation ranges",
+            )
+        )
     if not labeled:
-        findings.append(_finding(
-            Severity.WARNING, "unlabeled", dataset,
-            "calibration data has no labels, so class coverage and balance were not checked "
-            "(make sure it covers every kind of input the model will see, or use class folders)",
-        ))
+        findings.append(
+            _finding(
+                Severity.WARNING,
+                "unlabeled",
+                dataset,
+                "calibration data has no labels, so class coverage and balance were not checked "
+                "(make sure it covers every kind of input the model will see, or use class folders)",
+            )
+        )
         return findings
     if evaluation_labels is not None:
         missing = sorted({int(v) for v in evaluation_labels} - set(counts))
         if missing:
-            findings.append(_finding(
-                Severity.ERROR, "missing-classes", dataset,
-                f"{len(missing)} class(es) of the evaluation set have no calibration sample: "
-                f"{', '.join(name(m) for m in missing[:10])} (add images of every class to calibration.dataset)",
-            ))
+            findings.append(
+                _finding(
+                    Severity.ERROR,
+                    "missing-classes",
+                    dataset,
+                    f"{len(missing)} class(es) of the evaluation set have no calibration sample: "
+                    f"{', '.join(name(m) for m in missing[:10])} (add images of every class to calibration.dataset)",
+                )
+            )
     empty = sorted(set(class_names) - set(counts))
     if evaluation_labels is None and empty and total:
-        findings.append(_finding(
-            Severity.ERROR, "missing-classes", dataset,
-            f"class folder(s) without usable images: {', '.join(name(m) for m in empty[:10])} (add images or remove the folders)",
-        ))
+        findings.append(
+            _finding(
+                Severity.ERROR,
+                "missing-classes",
+                dataset,
+                f"class folder(s) without usable images: {', '.join(name(m) for m in empty[:10])} (add images or remove the folders)",
+            )
+        )
     if len(counts) >= 2 and calibration.class_balance is not api.ClassBalancePolicy.IGNORE:
         most, least = max(counts.values()), min(counts.values())
         if most > IMBALANCE_RATIO * least:
             low = sorted((c for c in counts if counts[c] * IMBALANCE_RATIO < most), key=lambda c: counts[c])
-            severity = Severity.ERROR if calibration.class_balance is api.ClassBalancePolicy.STRICT else Severity.WARNING
-            findings.append(_finding(
-                severity, "class-imbalance", dataset,
-                f"classes are imbalanced ({most} vs {least} samples): under-represented "
-                f"{', '.join(f'{name(c)} ({counts[c]})' for c in low[:10])} (add images of those classes"
-                + ("; calibration.classBalance strict makes this an error)" if severity is Severity.ERROR else ")"),
-            ))
+            severity = (
+                Severity.ERROR if calibration.class_balance is api.ClassBalancePolicy.STRICT else Severity.WARNING
+            )
+            findings.append(
+                _finding(
+                    severity,
+                    "class-imbalance",
+                    dataset,
+                    f"classes are imbalanced ({most} vs {least} samples): under-represented "
+                    f"{', '.join(f'{name(c)} ({counts[c]})' for c in low[:10])} (add images of those classes"
+                    + ("; calibration.classBalance strict makes this an error)" if severity is Severity.ERROR else ")"),
+                )
+            )
     return findings
 
 

@@ -29,14 +29,20 @@ def prepare_data(data_dir: Path) -> dict[str, Path]:
     from edgequant.data.export import write_imagefolder, write_npz
     from edgequant.data.idx import FASHION_MNIST_CLASSES, load_fashion_mnist
 
-    paths = {"calibration": data_dir / "calibration", "evaluation": data_dir / "test", "training": data_dir / "train.npz"}
+    paths = {
+        "calibration": data_dir / "calibration",
+        "evaluation": data_dir / "test",
+        "training": data_dir / "train.npz",
+    }
     marker = data_dir / ".complete"
     if marker.is_file():
         return paths
     x, y = load_fashion_mnist("train")
     tx, ty = load_fashion_mnist("test")
     # Calibration images come from the end of the training split, unaugmented, every class present.
-    write_imagefolder(paths["calibration"], x[-CALIBRATION_IMAGES:], y[-CALIBRATION_IMAGES:], classes=FASHION_MNIST_CLASSES)
+    write_imagefolder(
+        paths["calibration"], x[-CALIBRATION_IMAGES:], y[-CALIBRATION_IMAGES:], classes=FASHION_MNIST_CLASSES
+    )
     write_imagefolder(paths["evaluation"], tx[:TEST_IMAGES], ty[:TEST_IMAGES], classes=FASHION_MNIST_CLASSES)
     write_npz(paths["training"], x, y, classes=FASHION_MNIST_CLASSES)
     marker.write_text("ok\n")
@@ -46,24 +52,48 @@ def prepare_data(data_dir: Path) -> dict[str, Path]:
 def job_manifest(method: str, *, model: Path, data: dict[str, Path], out_dir: Path) -> dict:
     spec: dict = {
         "method": method,
-        "model": {"uri": file_uri(model), "input": {"shape": [28, 28, 1], "colorOrder": "GRAY", "scaling": {"scale": 1 / 255}}},
-        "evaluation": {"dataset": {"uri": file_uri(data["evaluation"], folder=True), "layout": "imagefolder"}, "samples": TEST_IMAGES},
+        "model": {
+            "uri": file_uri(model),
+            "input": {"shape": [28, 28, 1], "colorOrder": "GRAY", "scaling": {"scale": 1 / 255}},
+        },
+        "evaluation": {
+            "dataset": {"uri": file_uri(data["evaluation"], folder=True), "layout": "imagefolder"},
+            "samples": TEST_IMAGES,
+        },
         "acceptance": {"maxAccuracyDrop": 0.02},
         "output": {"uri": file_uri(out_dir / method, folder=True)},
     }
     if method in ("tflite-int8", "tflite-qat"):
-        spec["calibration"] = {"dataset": {"uri": file_uri(data["calibration"], folder=True), "layout": "imagefolder"}, "samples": 500}
+        spec["calibration"] = {
+            "dataset": {"uri": file_uri(data["calibration"], folder=True), "layout": "imagefolder"},
+            "samples": 500,
+        }
     if method == "tflite-qat":
         spec["training"] = {
             "dataset": {"uri": file_uri(data["training"]), "layout": "npz"},
-            "epochs": 1, "learningRate": 1e-4, "batchSize": 64, "maxSamples": 10000,
+            "epochs": 1,
+            "learningRate": 1e-4,
+            "batchSize": 64,
+            "maxSamples": 10000,
         }
-    return {"apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationJob", "metadata": {"name": f"demo-{method.removeprefix('tflite-')}"}, "spec": spec}
+    return {
+        "apiVersion": "edgequant.io/v1alpha1",
+        "kind": "QuantizationJob",
+        "metadata": {"name": f"demo-{method.removeprefix('tflite-')}"},
+        "spec": spec,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgequant.demo", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--cache-dir", type=Path, default=Path(".cache/demo"), help="data, the trained model, jobs and outputs (default .cache/demo)")
+    parser = argparse.ArgumentParser(
+        prog="python -m edgequant.demo", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(".cache/demo"),
+        help="data, the trained model, jobs and outputs (default .cache/demo)",
+    )
     parser.add_argument("--epochs", type=int, default=2, help="training epochs of the FP32 CNN (cached per value)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     args = parser.parse_args(argv)
@@ -83,13 +113,18 @@ def main(argv: list[str] | None = None) -> int:
     files = []
     for n, method in enumerate(args.methods, start=1):
         path = jobs_dir / f"{n:02d}-{method}.yaml"
-        path.write_text(yaml.safe_dump(job_manifest(method, model=model, data=data, out_dir=cache / "out"), sort_keys=False))
+        path.write_text(
+            yaml.safe_dump(job_manifest(method, model=model, data=data, out_dir=cache / "out"), sort_keys=False)
+        )
         files.append(str(path))
     print(f"demo: edgequant run {' '.join(Path(f).name for f in files)}", file=sys.stderr)
     from edgequant.cli.main import main as cli_main
 
     code = cli_main(["run", *files])
-    print(f"demo: {time.monotonic() - start:.0f}s in all; artifacts and report.json files under {cache / 'out'}", file=sys.stderr)
+    print(
+        f"demo: {time.monotonic() - start:.0f}s in all; artifacts and report.json files under {cache / 'out'}",
+        file=sys.stderr,
+    )
     return code
 
 

@@ -67,7 +67,9 @@ def _cache_key(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def train_cnn(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int = 0, batch_size: int = 64, width: int = 16) -> Any:
+def train_cnn(
+    x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int = 0, batch_size: int = 64, width: int = 16
+) -> Any:
     """Train on uint8 images [N, 28, 28] scaled to [0, 1], the preprocessing the demo's jobs declare."""
     from edgequant.backends.tflite.tf import import_keras
 

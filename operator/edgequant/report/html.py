@@ -49,15 +49,19 @@ def render_html(report: Mapping[str, Any]) -> str:
         _target(report.get("target")),
         _comparison(report),
         _sensitivity(analysis.get("sensitivity"), analysis.get("mixedPrecision")),
-        _selection(analysis.get("gate"), analysis.get("mixedPrecision"), published=bool((report.get("outcome") or {}).get("succeeded", True))),
+        _selection(
+            analysis.get("gate"),
+            analysis.get("mixedPrecision"),
+            published=bool((report.get("outcome") or {}).get("succeeded", True)),
+        ),
         _diagnostics(analysis.get("diagnostics")),
         _contract(report.get("inputContract")),
         _warnings(list(report.get("warnings") or []), list(report.get("notes") or [])),
     ]
     title = f"edgequant report — {_name(report)}"
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{escape(title)}</title>"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{escape(title)}</title>'
         f"<style>{_CSS}</style></head><body>\n" + "\n".join(s for s in sections if s) + "\n</body></html>\n"
     )
 
@@ -77,19 +81,28 @@ def _header(report: Mapping[str, Any], analysis: Mapping[str, Any]) -> str:
     sub = []
     asked, published = report.get("method"), report.get("publishedMethod")
     if asked:
-        sub.append(f"method <code>{escape(str(asked))}</code>" + (f" → published <code>{escape(str(published))}</code>" if published and published != asked else ""))
+        sub.append(
+            f"method <code>{escape(str(asked))}</code>"
+            + (f" → published <code>{escape(str(published))}</code>" if published and published != asked else "")
+        )
     if report.get("createdAt"):
         sub.append(escape(str(report["createdAt"])))
     artifact = report.get("artifact") or {}
     if artifact.get("uri"):
         sub.append(f"artifact <code>{escape(str(artifact['uri']))}</code>")
     if sub:
-        parts.append(f"<p class=\"sub\">{' · '.join(sub)}</p>")
+        parts.append(f'<p class="sub">{" · ".join(sub)}</p>')
     reasons = "; ".join(gate.get("reasons") or [])
     if outcome and not outcome.get("succeeded", True):
-        parts.append(f'<div class="banner fail">{escape(str(outcome.get("reason", "Failed")))}: {escape(str(outcome.get("message", "")))}</div>')
+        parts.append(
+            f'<div class="banner fail">{escape(str(outcome.get("reason", "Failed")))}: {escape(str(outcome.get("message", "")))}</div>'
+        )
     elif outcome.get("degraded") or gate.get("degraded"):
-        text = "Degraded: " + (f"the published artifact misses the budget: {reasons}" if reasons else "the published artifact fell back down the ladder")
+        text = "Degraded: " + (
+            f"the published artifact misses the budget: {reasons}"
+            if reasons
+            else "the published artifact fell back down the ladder"
+        )
         parts.append(f'<div class="banner degraded">{escape(text)}</div>')
     elif gate:
         parts.append('<div class="banner pass">Acceptance gate passed.</div>')
@@ -107,7 +120,12 @@ def _comparison(report: Mapping[str, Any]) -> str:
     lat_b, lat_q = base.get("latencyMsMedian"), quant.get("latencyMsMedian")
     charts = [
         pair_chart(title="accuracy", fp32=base.get("accuracy"), quantized=quant.get("accuracy"), unit=""),
-        pair_chart(title="size", fp32=None if size_b is None else size_b / mb, quantized=None if size_q is None else size_q / mb, unit=" MiB"),
+        pair_chart(
+            title="size",
+            fp32=None if size_b is None else size_b / mb,
+            quantized=None if size_q is None else size_q / mb,
+            unit=" MiB",
+        ),
         pair_chart(title="median latency per image", fp32=lat_b, quantized=lat_q, unit=" ms"),
     ]
     rows = [
@@ -131,13 +149,15 @@ def _comparison(report: Mapping[str, Any]) -> str:
         extra.append("accuracy n/a (evaluation data without labels)")
     if cmp.get("latencySpeedup") is not None:
         extra.append(f"speed-up {cmp['latencySpeedup']:.2f}x")
-    table = "<table><tr><th></th><th>FP32</th><th>quantized</th></tr>" + "".join(
-        f"<tr><td>{escape(k)}</td><td class=\"n\">{a}</td><td class=\"n\">{b}</td></tr>" for k, a, b in rows
-    ) + "</table>"
+    table = (
+        "<table><tr><th></th><th>FP32</th><th>quantized</th></tr>"
+        + "".join(f'<tr><td>{escape(k)}</td><td class="n">{a}</td><td class="n">{b}</td></tr>' for k, a, b in rows)
+        + "</table>"
+    )
     return (
         "<h2>FP32 vs quantized</h2>"
-        + (f"<p class=\"sub\">{escape(' · '.join(extra))}</p>" if extra else "")
-        + f"<div class=\"charts\">{''.join(charts)}</div>{table}"
+        + (f'<p class="sub">{escape(" · ".join(extra))}</p>' if extra else "")
+        + f'<div class="charts">{"".join(charts)}</div>{table}'
     )
 
 
@@ -145,7 +165,9 @@ def _tensor(info: Mapping[str, Any] | None) -> str:
     if not info:
         return "—"
     text = f"{info.get('dtype')} {info.get('shape')}"
-    return text + (f" scale {info['scale']:.6g} zero point {info.get('zeroPoint')}" if info.get("scale") is not None else "")
+    return text + (
+        f" scale {info['scale']:.6g} zero point {info.get('zeroPoint')}" if info.get("scale") is not None else ""
+    )
 
 
 def _sensitivity(sens: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None) -> str:
@@ -164,16 +186,26 @@ def _sensitivity(sens: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None
         else:
             injected = entry.get("injectedSqnrDb")
             own = float(injected) if injected is not None else 200.0
-            bars.append(Bar(label=entry["layer"], value=max(0.0, 60.0 - own), color=color, text=f"{own:.1f} dB", tag=tag))
+            bars.append(
+                Bar(label=entry["layer"], value=max(0.0, 60.0 - own), color=color, text=f"{own:.1f} dB", tag=tag)
+            )
     if exhaustive:
         title = "accuracy lost when only this layer is quantized (exhaustive)"
-        chart = hbar_chart(bars, title=title, threshold=sens.get("threshold"), threshold_label=f"threshold {sens.get('threshold')}")
+        chart = hbar_chart(
+            bars, title=title, threshold=sens.get("threshold"), threshold_label=f"threshold {sens.get('threshold')}"
+        )
     else:
         title = "noise each layer adds, SQNR in dB (fast; lower = more sensitive)"
         flag_db = sens.get("fastFlagSqnrDb")
-        chart = hbar_chart(bars, title=title, threshold=None if flag_db is None else 60.0 - flag_db, threshold_label=f"{flag_db} dB")
+        chart = hbar_chart(
+            bars, title=title, threshold=None if flag_db is None else 60.0 - flag_db, threshold_label=f"{flag_db} dB"
+        )
     flagged = [e["layer"] for e in layers if e.get("flagged")]
-    summary = [f"{len(layers)} layers, {len(flagged)} flagged", f"{sens.get('seconds', 0):.1f} s", f"{sens.get('quantizeRuns', 0)} quantize runs"]
+    summary = [
+        f"{len(layers)} layers, {len(flagged)} flagged",
+        f"{sens.get('seconds', 0):.1f} s",
+        f"{sens.get('quantizeRuns', 0)} quantize runs",
+    ]
     agreement = sens.get("agreement")
     agree_html = ""
     if agreement:
@@ -183,21 +215,29 @@ def _sensitivity(sens: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None
             + (f", Spearman ρ {rho:.2f}" if rho is not None else "")
             + f". Fast top: {escape(', '.join(agreement.get('fastTop') or []))}; exhaustive top: {escape(', '.join(agreement.get('exhaustiveTop') or []))}.</p>"
         )
-    head = "<tr><th>#</th><th>layer</th>" + (
-        "<th>accuracy alone</th><th>delta</th>" if exhaustive else "<th>injected SQNR dB</th><th>output SQNR dB</th><th>cosine</th>"
-    ) + "<th></th></tr>"
+    head = (
+        "<tr><th>#</th><th>layer</th>"
+        + (
+            "<th>accuracy alone</th><th>delta</th>"
+            if exhaustive
+            else "<th>injected SQNR dB</th><th>output SQNR dB</th><th>cosine</th>"
+        )
+        + "<th></th></tr>"
+    )
     rows = []
     for e in layers:
         mark = ("flagged " if e.get("flagged") else "") + ("pinned" if e["layer"] in pinned else "")
         cells = (
-            f"<td class=\"n\">{_f(e.get('accuracy'))}</td><td class=\"n\">{_f(e.get('accuracyDelta'), signed=True)}</td>"
+            f'<td class="n">{_f(e.get("accuracy"))}</td><td class="n">{_f(e.get("accuracyDelta"), signed=True)}</td>'
             if exhaustive
-            else f"<td class=\"n\">{_f(e.get('injectedSqnrDb'), 1)}</td><td class=\"n\">{_f(e.get('sqnrDb'), 1)}</td><td class=\"n\">{_f(e.get('cosine'))}</td>"
+            else f'<td class="n">{_f(e.get("injectedSqnrDb"), 1)}</td><td class="n">{_f(e.get("sqnrDb"), 1)}</td><td class="n">{_f(e.get("cosine"))}</td>'
         )
-        rows.append(f"<tr><td>{e.get('rank')}</td><td>{escape(e['layer'])}</td>{cells}<td>{escape(mark.strip())}</td></tr>")
+        rows.append(
+            f"<tr><td>{e.get('rank')}</td><td>{escape(e['layer'])}</td>{cells}<td>{escape(mark.strip())}</td></tr>"
+        )
     return (
         "<h2>Per-layer sensitivity</h2>"
-        f"<p class=\"sub\">{escape(' · '.join(summary))}</p>{chart}{agree_html}"
+        f'<p class="sub">{escape(" · ".join(summary))}</p>{chart}{agree_html}'
         f"<details><summary>all layers</summary><table>{head}{''.join(rows)}</table></details>"
     )
 
@@ -206,13 +246,16 @@ def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None, 
     if not gate:
         return ""
     parts = ["<h2>Acceptance and mixed precision</h2>"]
-    budget = [f"accuracy drop ≤ {gate.get('maxAccuracyDrop')}" + ("" if gate.get("accuracyBudgetApplied", True) else " (not applied: no labels)")]
+    budget = [
+        f"accuracy drop ≤ {gate.get('maxAccuracyDrop')}"
+        + ("" if gate.get("accuracyBudgetApplied", True) else " (not applied: no labels)")
+    ]
     if gate.get("minAgreement") is not None:
         budget.append(f"agreement ≥ {gate['minAgreement']}")
     if gate.get("minSqnrDb") is not None:
         budget.append(f"output SQNR ≥ {gate['minSqnrDb']} dB")
     parts.append(
-        f"<p class=\"sub\">budget: {escape(', '.join(budget))}, compression ≥ {gate.get('minCompressionRatio')}x, "
+        f'<p class="sub">budget: {escape(", ".join(budget))}, compression ≥ {gate.get("minCompressionRatio")}x, '
         f"onFailure {escape(str(gate.get('onFailure')))}</p>"
     )
     if mixed and (mixed.get("pinned") or mixed.get("note") or mixed.get("mode") not in (None, "off")):
@@ -228,14 +271,16 @@ def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None, 
         rows = []
         for t in trials:
             status = "passes" if t.get("passed") else "; ".join(t.get("reasons") or [])
-            chosen = ("<b>published</b>" if published else "<b>best found, not published</b>") if t.get("chosen") else ""
+            chosen = (
+                ("<b>published</b>" if published else "<b>best found, not published</b>") if t.get("chosen") else ""
+            )
             color = OK_COLOR if t.get("passed") else (MUTED_COLOR if not t.get("chosen") else FLAG_COLOR)
             rows.append(
                 f"<tr><td>{escape(str(t.get('rung')))}{_changes(t.get('changes'))}</td><td><code>{escape(str(t.get('method')))}</code></td>"
-                f"<td>{escape(', '.join(t.get('pinned') or [])) or '—'}</td><td class=\"n\">{_f(t.get('accuracy'))}</td>"
-                f"<td class=\"n\">{_f(t.get('agreement'))}</td><td class=\"n\">{_f(t.get('sqnrDb'), 1)}</td>"
-                f"<td class=\"n\">{_i(t.get('sizeBytes'))}</td><td class=\"n\">{_f(t.get('compressionRatio'), 2)}</td>"
-                f"<td style=\"color:{color}\">{escape(status)}</td><td>{chosen}</td></tr>"
+                f'<td>{escape(", ".join(t.get("pinned") or [])) or "—"}</td><td class="n">{_f(t.get("accuracy"))}</td>'
+                f'<td class="n">{_f(t.get("agreement"))}</td><td class="n">{_f(t.get("sqnrDb"), 1)}</td>'
+                f'<td class="n">{_i(t.get("sizeBytes"))}</td><td class="n">{_f(t.get("compressionRatio"), 2)}</td>'
+                f'<td style="color:{color}">{escape(status)}</td><td>{chosen}</td></tr>'
             )
         parts.append(
             "<table><tr><th>rung</th><th>method</th><th>kept in float</th><th>accuracy</th><th>agreement</th><th>SQNR dB</th><th>bytes</th><th>ratio</th>"
@@ -243,7 +288,7 @@ def _selection(gate: Mapping[str, Any] | None, mixed: Mapping[str, Any] | None, 
         )
     skipped = gate.get("skipped") or []
     if skipped:
-        parts.append("<p class=\"sub\">remedy rungs not tried: " + escape("; ".join(skipped)) + "</p>")
+        parts.append('<p class="sub">remedy rungs not tried: ' + escape("; ".join(skipped)) + "</p>")
     return "".join(parts)
 
 
@@ -258,8 +303,10 @@ def _target(target: Mapping[str, Any] | None) -> str:
     """spec.target: each value it chose and why, its checks, and what the figures mean for the device."""
     if not target:
         return ""
-    parts = [f"<h2>Target <code>{escape(str(target.get('name')))}</code></h2>",
-             f"<p class=\"sub\">{escape(str(target.get('title', '')))} · {escape(str(target.get('runtime', '')))}</p>"]
+    parts = [
+        f"<h2>Target <code>{escape(str(target.get('name')))}</code></h2>",
+        f'<p class="sub">{escape(str(target.get("title", "")))} · {escape(str(target.get("runtime", "")))}</p>',
+    ]
     parts += [f"<p><b>{escape(note)}</b></p>" for note in target.get("notes") or []]
     choices = target.get("choices") or []
     if choices:
@@ -275,8 +322,10 @@ def _target(target: Mapping[str, Any] | None) -> str:
         fired = finding.get("fired")
         fixes = "".join(f"<li>{escape(fix)}</li>" for fix in finding.get("fixes") or [])
         parts.append(
-            f"<div class=\"finding {'fired' if fired else 'quiet'}\"><b>{escape(finding['check'])}</b> — "
-            f"{'detected' if fired else 'ok'}: {escape(finding.get('message', ''))}" + (f"<ol>{fixes}</ol>" if fixes else "") + "</div>"
+            f'<div class="finding {"fired" if fired else "quiet"}"><b>{escape(finding["check"])}</b> — '
+            f"{'detected' if fired else 'ok'}: {escape(finding.get('message', ''))}"
+            + (f"<ol>{fixes}</ol>" if fixes else "")
+            + "</div>"
         )
     return "".join(parts)
 
@@ -288,19 +337,28 @@ def _diagnostics(diag: Mapping[str, Any] | None) -> str:
     outputs = diag.get("outputs")
     if outputs:
         parts.append(
-            f"<p class=\"sub\">FP32 vs quantized raw outputs on the same {outputs['samples']} inputs: SQNR {outputs.get('sqnrDb', 0):.1f} dB, MSE {outputs['mse']:.4g}, "
+            f'<p class="sub">FP32 vs quantized raw outputs on the same {outputs["samples"]} inputs: SQNR {outputs.get("sqnrDb", 0):.1f} dB, MSE {outputs["mse"]:.4g}, '
             f"mean cosine {outputs['cosine']:.4f}, max abs {outputs['maxAbs']:.4g}, same top-1 {outputs['top1Agreement']:.1%}</p>"
         )
     for finding in diag.get("findings") or []:
         fired = finding.get("fired")
         fixes = "".join(f"<li>{escape(fix)}</li>" for fix in finding.get("fixes") or [])
         parts.append(
-            f"<div class=\"finding {'fired' if fired else 'quiet'}\"><b>{escape(finding['check'])}</b> — "
-            f"{'detected' if fired else 'ok'}: {escape(finding.get('message', ''))}" + (f"<ol>{fixes}</ol>" if fixes else "") + "</div>"
+            f'<div class="finding {"fired" if fired else "quiet"}"><b>{escape(finding["check"])}</b> — '
+            f"{'detected' if fired else 'ok'}: {escape(finding.get('message', ''))}"
+            + (f"<ol>{fixes}</ol>" if fixes else "")
+            + "</div>"
         )
     dist = diag.get("distribution")
     if dist:
-        parts.append(histogram_chart(title="output distribution, FP32 vs quantized", edges=dist["edges"], fp32=dist["fp32"], quantized=dist["quantized"]))
+        parts.append(
+            histogram_chart(
+                title="output distribution, FP32 vs quantized",
+                edges=dist["edges"],
+                fp32=dist["fp32"],
+                quantized=dist["quantized"],
+            )
+        )
     return "".join(parts)
 
 
@@ -323,9 +381,13 @@ def _contract(contract: Mapping[str, Any] | None) -> str:
 def _warnings(warnings: Sequence[str], notes: Sequence[str]) -> str:
     parts = []
     if warnings:
-        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{escape(str(w))}</li>" for w in dict.fromkeys(warnings)) + "</ul>")
+        parts.append(
+            "<h2>Warnings</h2><ul>" + "".join(f"<li>{escape(str(w))}</li>" for w in dict.fromkeys(warnings)) + "</ul>"
+        )
     if notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{escape(str(n))}</li>" for n in dict.fromkeys(notes)) + "</ul>")
+        parts.append(
+            "<h2>Notes</h2><ul>" + "".join(f"<li>{escape(str(n))}</li>" for n in dict.fromkeys(notes)) + "</ul>"
+        )
     return "".join(parts)
 
 
@@ -337,5 +399,3 @@ def _f(value: Any, digits: int = 4, *, signed: bool = False) -> str:
 
 def _i(value: Any) -> str:
     return "—" if value is None else f"{int(value):,}"
-
-

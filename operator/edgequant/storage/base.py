@@ -57,7 +57,9 @@ def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
 def verify_sha256(path: Path, expected: str, *, uri: str, field: str) -> None:
     """InvalidInputError naming ``field``, the expected and the actual hash when the file at ``path`` differs."""
     if path.is_dir():
-        raise InvalidInputError(f"{field} is set but {uri} is a folder: a sha256 checks one file (drop {field} for a SavedModel)")
+        raise InvalidInputError(
+            f"{field} is set but {uri} is a folder: a sha256 checks one file (drop {field} for a SavedModel)"
+        )
     actual = sha256_file(path)
     if actual != expected.lower():
         raise InvalidInputError(
@@ -67,7 +69,9 @@ def verify_sha256(path: Path, expected: str, *, uri: str, field: str) -> None:
 
 
 def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) if folder.is_dir() else 0
+    return (
+        sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) if folder.is_dir() else 0
+    )
 
 
 def check_scratch(needed: int, *, uri: str) -> None:

@@ -24,7 +24,13 @@ BROKER_FD_ENV = "EDGEQUANT_STORAGE_BROKER_FD"
 #: The errors that cross the socket by name; anything else arrives as StorageUnreachableError.
 _ERRORS: dict[str, type[EdgequantError]] = {
     cls.__name__: cls
-    for cls in (ObjectNotFoundError, StorageAccessError, StorageUnreachableError, InvalidInputError, StorageUnavailableError)
+    for cls in (
+        ObjectNotFoundError,
+        StorageAccessError,
+        StorageUnreachableError,
+        InvalidInputError,
+        StorageUnavailableError,
+    )
 }
 
 
@@ -35,7 +41,11 @@ class _Stores(Protocol):
 
 
 def _under(uri: str, prefixes: list[str]) -> bool:
-    return any(uri == p or (p.endswith("/") and uri.startswith(p)) for p in prefixes) and "/../" not in uri and not uri.endswith("/..")
+    return (
+        any(uri == p or (p.endswith("/") and uri.startswith(p)) for p in prefixes)
+        and "/../" not in uri
+        and not uri.endswith("/..")
+    )
 
 
 #: Where a file the child asks to upload may lie (resolved, links followed): never the kernel's views of processes.
@@ -51,7 +61,9 @@ def uploadable(path: Path, roots: list[Path]) -> bool:
     return real.is_file() and any(real.is_relative_to(Path(os.path.realpath(r))) for r in roots)
 
 
-def serve(conn: socket.socket, stores: _Stores, *, reads: list[str], writes: list[str], roots: list[Path] | None = None) -> None:
+def serve(
+    conn: socket.socket, stores: _Stores, *, reads: list[str], writes: list[str], roots: list[Path] | None = None
+) -> None:
     """Answer the child's requests until it closes its end; only ``reads`` may be downloaded (a URI or a prefix
     ending in '/'), only ``writes`` uploaded, and only files below ``roots`` (the scratch folder)."""
     with conn, conn.makefile("rwb") as stream:
@@ -62,17 +74,25 @@ def serve(conn: socket.socket, stores: _Stores, *, reads: list[str], writes: lis
             except EdgequantError as exc:
                 reply = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
             except Exception as exc:  # never crash the parent on one bad request
-                reply = {"ok": False, "error": "StorageUnreachableError", "message": f"storage broker: {type(exc).__name__}: {exc}"}
+                reply = {
+                    "ok": False,
+                    "error": "StorageUnreachableError",
+                    "message": f"storage broker: {type(exc).__name__}: {exc}",
+                }
             stream.write(json.dumps(reply).encode() + b"\n")
             stream.flush()
 
 
-def _handle(request: dict[str, Any], stores: _Stores, *, reads: list[str], writes: list[str], roots: list[Path]) -> dict[str, Any]:
+def _handle(
+    request: dict[str, Any], stores: _Stores, *, reads: list[str], writes: list[str], roots: list[Path]
+) -> dict[str, Any]:
     op, uri = request.get("op"), str(request.get("uri"))
     if op == "download":
         if not _under(uri, reads):
             raise InvalidInputError(f"{uri}: the worker may only read the URIs its spec names")
-        path = stores.download(uri, Path(request["dest"]), sha256=request.get("sha256"), sha256_field=request.get("sha256_field", "sha256"))
+        path = stores.download(
+            uri, Path(request["dest"]), sha256=request.get("sha256"), sha256_field=request.get("sha256_field", "sha256")
+        )
         return {"ok": True, "path": str(path)}
     if op == "upload":
         if not _under(uri, writes):
@@ -105,7 +125,9 @@ class BrokerClient:
         return dict(reply)
 
     def download(self, uri: str, dest: Path, *, sha256: str | None = None, sha256_field: str = "sha256") -> Path:
-        reply = self._call({"op": "download", "uri": uri, "dest": str(dest), "sha256": sha256, "sha256_field": sha256_field})
+        reply = self._call(
+            {"op": "download", "uri": uri, "dest": str(dest), "sha256": sha256, "sha256_field": sha256_field}
+        )
         return Path(reply["path"])
 
     def upload(self, path: Path, uri: str, *, content_type: str | None = None) -> UploadedObject:

@@ -38,7 +38,9 @@ class FileStore:
         path = self.local_path(uri)
         if parse_uri(uri).is_prefix:
             if not path.is_dir():
-                raise ObjectNotFoundError(f"{uri}: no such folder (fix the URI, or drop the trailing '/' for a single file)")
+                raise ObjectNotFoundError(
+                    f"{uri}: no such folder (fix the URI, or drop the trailing '/' for a single file)"
+                )
         elif not path.is_file():
             hint = " (it is a folder: end the URI with '/')" if path.is_dir() else ""
             raise ObjectNotFoundError(f"{uri}: no such file{hint}")
@@ -51,5 +53,7 @@ class FileStore:
             if target.resolve() != path.resolve():
                 shutil.copyfile(path, target)
         except OSError as exc:
-            raise InvalidInputError(f"cannot write {uri}: {exc.strerror} (fix output.uri or the folder's permissions)") from exc
+            raise InvalidInputError(
+                f"cannot write {uri}: {exc.strerror} (fix output.uri or the folder's permissions)"
+            ) from exc
         return UploadedObject(uri=uri, sha256=sha256_file(target), size_bytes=target.stat().st_size)

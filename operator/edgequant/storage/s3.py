@@ -36,8 +36,15 @@ CA_BUNDLE_ENV = "EDGEQUANT_CA_BUNDLE"
 
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}
 _DENIED = {
-    "AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-    "ExpiredToken", "InvalidToken", "AllAccessDisabled", "AccountProblem",
+    "AccessDenied",
+    "403",
+    "Forbidden",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AllAccessDisabled",
+    "AccountProblem",
 }
 
 
@@ -65,6 +72,7 @@ MULTIPART_THRESHOLD = MULTIPART_CHUNKSIZE = 8 * 1024 * 1024
 
 def timeouts_from_env(env: Mapping[str, str]) -> tuple[float, float, int]:
     """(connect seconds, read seconds, attempts per request) from the EDGEQUANT_S3_* settings the Job passes."""
+
     def number(name: str, default: float) -> float:
         raw = env.get(name, "").strip()
         try:
@@ -80,7 +88,9 @@ def timeouts_from_env(env: Mapping[str, str]) -> tuple[float, float, int]:
     )
 
 
-def expected_etag(path: Path, *, size: int, threshold: int = MULTIPART_THRESHOLD, chunksize: int = MULTIPART_CHUNKSIZE) -> str:
+def expected_etag(
+    path: Path, *, size: int, threshold: int = MULTIPART_THRESHOLD, chunksize: int = MULTIPART_CHUNKSIZE
+) -> str:
     """The ETag S3 computes for ``path`` uploaded by ``upload_file`` with these part sizes (no SSE-KMS / SSE-C):
     the MD5 of the bytes for one part, else the MD5 of the parts' MD5s and '-<parts>'."""
     if size < threshold:
@@ -146,23 +156,33 @@ class S3Store:
                 code = "NoSuchBucket"  # HEAD answers carry no error code: ask about the bucket
             if code == "NoSuchBucket":
                 bucket = parse_uri(uri).bucket
-                return ObjectNotFoundError(f"{uri}: bucket {bucket!r} does not exist at {self._endpoint} (create it or fix the URI)")
+                return ObjectNotFoundError(
+                    f"{uri}: bucket {bucket!r} does not exist at {self._endpoint} (create it or fix the URI)"
+                )
             if code in _NOT_FOUND:
-                return ObjectNotFoundError(f"{uri}: no such object at {self._endpoint} (fix the URI; a folder needs a trailing '/')")
+                return ObjectNotFoundError(
+                    f"{uri}: no such object at {self._endpoint} (fix the URI; a folder needs a trailing '/')"
+                )
             if code in _DENIED:
                 return StorageAccessError(
                     f"{uri}: access denied ({code}) while trying to {action}: check the keys in "
                     "spec.storage.credentialsSecret or the service account's role"
                 )
-            return StorageUnreachableError(f"{uri}: {action} failed with {code or type(exc).__name__} from {self._endpoint}")
+            return StorageUnreachableError(
+                f"{uri}: {action} failed with {code or type(exc).__name__} from {self._endpoint}"
+            )
         if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
             return StorageAccessError(
                 f"{uri}: no S3 credentials found: set spec.storage.credentialsSecret, or run with a service account "
                 "that has a role (IRSA / workload identity)"
             )
         if isinstance(exc, bx.SSLError):
-            return StorageUnreachableError(f"{uri}: TLS to {self._endpoint} failed: set spec.storage.caBundle for a private CA")
-        if isinstance(exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ReadTimeoutError | bx.ConnectionClosedError):
+            return StorageUnreachableError(
+                f"{uri}: TLS to {self._endpoint} failed: set spec.storage.caBundle for a private CA"
+            )
+        if isinstance(
+            exc, bx.EndpointConnectionError | bx.ConnectTimeoutError | bx.ReadTimeoutError | bx.ConnectionClosedError
+        ):
             connect, read, attempts = self._timeouts
             return StorageUnreachableError(
                 f"{uri}: cannot reach {self._endpoint}: no answer after {attempts} attempt(s) "
@@ -195,7 +215,11 @@ class S3Store:
         keys: dict[str, int] = {}
         paginator = self._client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=parsed.bucket, Prefix=parsed.key):
-            keys.update((obj["Key"], int(obj.get("Size") or 0)) for obj in page.get("Contents", []) if not obj["Key"].endswith("/"))
+            keys.update(
+                (obj["Key"], int(obj.get("Size") or 0))
+                for obj in page.get("Contents", [])
+                if not obj["Key"].endswith("/")
+            )
         return keys
 
     def download(self, uri: str, dest: Path) -> Path:
@@ -210,7 +234,9 @@ class S3Store:
             sizes = self._list(parsed)
             keys = sorted(sizes)
             if not keys:
-                raise ObjectNotFoundError(f"{uri}: no objects under this prefix at {self._endpoint} (fix the URI or upload the data)")
+                raise ObjectNotFoundError(
+                    f"{uri}: no objects under this prefix at {self._endpoint} (fix the URI or upload the data)"
+                )
             check_scratch(sum(sizes.values()), uri=uri)
             folder = contained_path(dest, parsed.basename or parsed.bucket, key=parsed.key or parsed.bucket, uri=uri)
             # Every key is checked before anything is written: a refused key leaves nothing behind.
@@ -244,7 +270,9 @@ class S3Store:
             raise self._translate(exc, uri, "upload") from exc
         return UploadedObject(uri=uri, sha256=digest, size_bytes=size)
 
-    def _verify_stored(self, head: dict[str, Any], path: Path, *, size: int, digest: str, parsed: ObjectUri, uri: str) -> None:
+    def _verify_stored(
+        self, head: dict[str, Any], path: Path, *, size: int, digest: str, parsed: ObjectUri, uri: str
+    ) -> None:
         """Check what the server computed, not what we sent: the ETag (S3's MD5 of the bytes it stored, per part);
         where encryption makes the ETag no MD5 (SSE-KMS, SSE-C), the sha256 of the object read back."""
         mismatch = f"{uri}: the stored object does not match the uploaded file ({{}}); the upload was corrupted, retry"

@@ -32,7 +32,12 @@ class LocalSweep:
     def documents(self) -> list[dict[str, Any]]:
         """One QuantizationJob document per cell, named after it."""
         return [
-            {"apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationJob", "metadata": {"name": c.name}, "spec": plan.cell_wire(self.sweep.spec, c)}
+            {
+                "apiVersion": "edgequant.io/v1alpha1",
+                "kind": "QuantizationJob",
+                "metadata": {"name": c.name},
+                "spec": plan.cell_wire(self.sweep.spec, c),
+            }
             for c in self.cells
         ]
 
@@ -58,11 +63,17 @@ def sweep_status(local: LocalSweep) -> dict[str, Any]:
     statuses = {name: status_of(r) for name, r in local.results.items()}
     status = plan.aggregate(local.cells, statuses, local.sweep.spec)
     status["skipped"] = [s.to_wire() for s in local.skipped]
-    status["phase"] = sweep_api.SweepPhase.COMPLETED.value if status["finished"] == status["cells"] else sweep_api.SweepPhase.RUNNING.value
+    status["phase"] = (
+        sweep_api.SweepPhase.COMPLETED.value
+        if status["finished"] == status["cells"]
+        else sweep_api.SweepPhase.RUNNING.value
+    )
     return status
 
 
-def publish(name: str, spec: sweep_api.QuantizationSweepSpec, status: Mapping[str, Any], *, base_dir: Path | None) -> str:
+def publish(
+    name: str, spec: sweep_api.QuantizationSweepSpec, status: Mapping[str, Any], *, base_dir: Path | None
+) -> str:
     """Write report.html and sweep.json under the sweep's output URI; returns the report.html URI."""
     stores = Stores(storage=spec.storage, base_dir=base_dir)
     prefix = as_prefix(spec.output.uri)
@@ -71,7 +82,17 @@ def publish(name: str, spec: sweep_api.QuantizationSweepSpec, status: Mapping[st
         html = Path(tmp) / sweep_report.REPORT_HTML
         html.write_text(sweep_report.render_html(name, status))
         doc = Path(tmp) / sweep_report.REPORT_JSON
-        doc.write_text(json.dumps({"apiVersion": "edgequant.io/v1alpha1", "kind": sweep_api.KIND, "metadata": {"name": name}, "status": status}, indent=2))
+        doc.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "edgequant.io/v1alpha1",
+                    "kind": sweep_api.KIND,
+                    "metadata": {"name": name},
+                    "status": status,
+                },
+                indent=2,
+            )
+        )
         stores.upload(doc, prefix + sweep_report.REPORT_JSON, content_type="application/json")
         stores.upload(html, prefix + sweep_report.REPORT_HTML, content_type="text/html")
     return status["reportUri"]
@@ -84,14 +105,35 @@ def table(name: str, status: Mapping[str, Any]) -> Any:
     front = set(status.get("paretoFront") or [])
     recommended = {r.get("candidate"): r["target"] for r in status.get("recommendations") or [] if r.get("candidate")}
     t = Table(title=f"sweep {name}", title_justify="left")
-    for column in ("cell", "target", "method", "options", "size", "ratio", "accuracy", "drop", "latency", "gate", "pareto", "recommended"):
+    for column in (
+        "cell",
+        "target",
+        "method",
+        "options",
+        "size",
+        "ratio",
+        "accuracy",
+        "drop",
+        "latency",
+        "gate",
+        "pareto",
+        "recommended",
+    ):
         t.add_column(column, no_wrap=True)
     for c in status.get("candidates") or []:
         t.add_row(
-            c["name"], c.get("target") or "-", c.get("method", ""), ",".join(f"{k}={v}" for k, v in (c.get("options") or {}).items()) or "-",
-            sweep_report.fmt_size(c.get("sizeBytes")), sweep_report.fmt(c.get("compressionRatio"), ".2f"), sweep_report.fmt(c.get("accuracy"), ".4f"),
-            sweep_report.fmt(c.get("accuracyDrop"), "+.4f"), sweep_report.fmt(c.get("latencyMs"), ".3f"),
-            "pass" if c.get("passedGate") else "fail", "*" if c["name"] in front else "", recommended.get(c["name"], ""),
+            c["name"],
+            c.get("target") or "-",
+            c.get("method", ""),
+            ",".join(f"{k}={v}" for k, v in (c.get("options") or {}).items()) or "-",
+            sweep_report.fmt_size(c.get("sizeBytes")),
+            sweep_report.fmt(c.get("compressionRatio"), ".2f"),
+            sweep_report.fmt(c.get("accuracy"), ".4f"),
+            sweep_report.fmt(c.get("accuracyDrop"), "+.4f"),
+            sweep_report.fmt(c.get("latencyMs"), ".3f"),
+            "pass" if c.get("passedGate") else "fail",
+            "*" if c["name"] in front else "",
+            recommended.get(c["name"], ""),
         )
     return t
 

@@ -25,8 +25,19 @@ ANNOTATION_SWEEP = "edgequant.io/sweep-name"
 ANNOTATION_CELL = "edgequant.io/sweep-cell"
 #: Spec fields a sweep hands to every cell unchanged.
 SHARED_FIELDS = (
-    "model", "calibration", "training", "evaluation", "mixed_precision", "acceptance", "storage", "resources",
-    "scheduling", "execution", "onnx", "tensorrt", "ptq",
+    "model",
+    "calibration",
+    "training",
+    "evaluation",
+    "mixed_precision",
+    "acceptance",
+    "storage",
+    "resources",
+    "scheduling",
+    "execution",
+    "onnx",
+    "tensorrt",
+    "ptq",
 )
 TERMINAL = ("Succeeded", "Failed")
 #: The cells' shared calibration cache, under the sweep's output URI.
@@ -48,7 +59,9 @@ class Cell:
         return {"calibrationAlgorithm": self.algorithm.value} if self.algorithm else {}
 
 
-def cell_name(sweep_name: str, target: str | None, method: api.Method, algorithm: api.CalibrationAlgorithm | None) -> str:
+def cell_name(
+    sweep_name: str, target: str | None, method: api.Method, algorithm: api.CalibrationAlgorithm | None
+) -> str:
     """'<sweep>-<target>-<method>[-<algorithm>]', hashed when longer than an object name may be."""
     parts = [sweep_name, *([target] if target else []), method.value, *([algorithm.value] if algorithm else [])]
     name = "-".join(parts)
@@ -69,16 +82,28 @@ def expand(sweep_name: str, spec: sweep_api.QuantizationSweepSpec) -> tuple[list
     skipped: list[sweep_api.SkippedCell] = []
     targets: list[str | None] = list(spec.matrix.targets) or [None]
     for target in targets:
-        methods = list(spec.matrix.methods) if spec.matrix.methods or target is None else [api.Method.named(m) for m in TARGETS[target].methods]
+        methods = (
+            list(spec.matrix.methods)
+            if spec.matrix.methods or target is None
+            else [api.Method.named(m) for m in TARGETS[target].methods]
+        )
         for method in methods:
             if fmt is not None and fmt not in method.formats:
                 reason = f"{method.value} does not take a {fmt.value} model ({', '.join(sorted(f.value for f in method.formats))})"
                 skipped.append(sweep_api.SkippedCell(target=target, method=method.value, reason=reason))
                 continue
             if method.needs_training and spec.training is None:
-                skipped.append(sweep_api.SkippedCell(target=target, method=method.value, reason=f"{method.value} needs training data: add spec.training"))
+                skipped.append(
+                    sweep_api.SkippedCell(
+                        target=target,
+                        method=method.value,
+                        reason=f"{method.value} needs training data: add spec.training",
+                    )
+                )
                 continue
-            algorithms: list[api.CalibrationAlgorithm | None] = list(spec.matrix.calibration_algorithms) if takes_algorithm(method) else []
+            algorithms: list[api.CalibrationAlgorithm | None] = (
+                list(spec.matrix.calibration_algorithms) if takes_algorithm(method) else []
+            )
             for algorithm in algorithms or [None]:
                 cells.append(Cell(cell_name(sweep_name, target, method, algorithm), target, method, algorithm))
     return cells, skipped
@@ -120,7 +145,9 @@ def _unused_fields(method: api.Method) -> list[str]:
 def cell_wire(spec: sweep_api.QuantizationSweepSpec, cell: Cell) -> dict[str, Any]:
     """The cell's QuantizationJob spec as written: the sweep's shared fields as the author wrote them (defaults stay
     unwritten, so a cell behaves as the same job written by hand), the cell's method, target and algorithm."""
-    wire = spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_unset=True, include=set(SHARED_FIELDS))
+    wire = spec.model_dump(
+        mode="json", by_alias=True, exclude_none=True, exclude_unset=True, include=set(SHARED_FIELDS)
+    )
     for field in _unused_fields(cell.method):
         wire.pop(field, None)  # the sweep's settings for other methods: a cell written by hand would not have them
     wire["method"] = cell.method.value
@@ -139,7 +166,9 @@ def cell_spec(spec: sweep_api.QuantizationSweepSpec, cell: Cell) -> api.Quantiza
     return api.QuantizationJobSpec.model_validate(cell_wire(spec, cell))
 
 
-def child_manifest(*, sweep_name: str, namespace: str, uid: str, spec: sweep_api.QuantizationSweepSpec, cell: Cell) -> dict[str, Any]:
+def child_manifest(
+    *, sweep_name: str, namespace: str, uid: str, spec: sweep_api.QuantizationSweepSpec, cell: Cell
+) -> dict[str, Any]:
     """The child QuantizationJob, owned by the sweep (deleted with it) and labelled with it."""
     return {
         "apiVersion": api.API_VERSION,
@@ -150,7 +179,14 @@ def child_manifest(*, sweep_name: str, namespace: str, uid: str, spec: sweep_api
             "labels": {LABEL_SWEEP: naming.label_value(sweep_name)},
             "annotations": {ANNOTATION_SWEEP: sweep_name, ANNOTATION_CELL: cell.name},
             "ownerReferences": [
-                {"apiVersion": api.API_VERSION, "kind": sweep_api.KIND, "name": sweep_name, "uid": uid, "controller": True, "blockOwnerDeletion": True}
+                {
+                    "apiVersion": api.API_VERSION,
+                    "kind": sweep_api.KIND,
+                    "name": sweep_name,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
             ],
         },
         "spec": cell_wire(spec, cell),
@@ -188,6 +224,7 @@ def candidate(cell: Cell, status: Mapping[str, Any] | None) -> sweep_api.Candida
 
 def _objectives(c: sweep_api.Candidate) -> tuple[float, float, float]:
     """Size, accuracy drop, latency: all minimised; an unmeasured one counts as the worst."""
+
     def value(v: float | None) -> float:
         return math.inf if v is None else float(v)
 
@@ -234,14 +271,20 @@ def recommend(candidates: Sequence[sweep_api.Candidate], targets: Sequence[str])
             continue
         best = min(passed, key=lambda c: (*_objectives(c), _preference(c), c.name))
         drop = f", accuracy drop {best.accuracy_drop:.4f}" if best.accuracy_drop is not None else ""
-        out.append(sweep_api.Recommendation(
-            target=target, candidate=best.name, method=best.method,
-            reason=f"smallest artifact within the budget ({best.size_bytes} bytes{drop}) of {len(passed)} that passed",
-        ))
+        out.append(
+            sweep_api.Recommendation(
+                target=target,
+                candidate=best.name,
+                method=best.method,
+                reason=f"smallest artifact within the budget ({best.size_bytes} bytes{drop}) of {len(passed)} that passed",
+            )
+        )
     return out
 
 
-def aggregate(cells: Sequence[Cell], statuses: Mapping[str, Mapping[str, Any] | None], spec: sweep_api.QuantizationSweepSpec) -> dict[str, Any]:
+def aggregate(
+    cells: Sequence[Cell], statuses: Mapping[str, Mapping[str, Any] | None], spec: sweep_api.QuantizationSweepSpec
+) -> dict[str, Any]:
     """The status fields that depend on the children only: counts, candidates, front, recommendations (wire form)."""
     rows = [candidate(c, statuses.get(c.name)) for c in cells]
     finished = sum(r.phase in TERMINAL for r in rows)

@@ -35,11 +35,30 @@ def pareto_svg(status: Mapping[str, Any]) -> str:
         if c.get("sizeBytes") is None:
             continue
         color = OK_COLOR if c.get("passedGate") else MUTED_COLOR if c.get("phase") == "Failed" else QUANT_COLOR
-        label = f"{c['name']}: {c.get('method')}" if c["name"] not in front else c.get("method", c["name"]) + "".join(f" {v}" for v in (c.get("options") or {}).values()) + (f" @{c['target']}" if c.get("target") else "")
-        points.append(Point(label=label, x=c["sizeBytes"] / 1024, y=c.get("accuracyDrop") or 0.0, color=color, highlight=c["name"] in front))
+        label = (
+            f"{c['name']}: {c.get('method')}"
+            if c["name"] not in front
+            else c.get("method", c["name"])
+            + "".join(f" {v}" for v in (c.get("options") or {}).values())
+            + (f" @{c['target']}" if c.get("target") else "")
+        )
+        points.append(
+            Point(
+                label=label,
+                x=c["sizeBytes"] / 1024,
+                y=c.get("accuracyDrop") or 0.0,
+                color=color,
+                highlight=c["name"] in front,
+            )
+        )
     if not points:
         return ""
-    return scatter_chart(points, title="Pareto front: artifact size vs accuracy drop (latency is the third objective)", x_label="artifact size, KiB", y_label="accuracy drop")
+    return scatter_chart(
+        points,
+        title="Pareto front: artifact size vs accuracy drop (latency is the third objective)",
+        x_label="artifact size, KiB",
+        y_label="accuracy drop",
+    )
 
 
 def render_html(name: str, status: Mapping[str, Any]) -> str:
@@ -47,7 +66,9 @@ def render_html(name: str, status: Mapping[str, Any]) -> str:
     recommended = {r.get("candidate") for r in status.get("recommendations") or []}
     rows = []
     for c in status.get("candidates") or []:
-        marks = " ".join(m for m, on in (("Pareto", c["name"] in front), ("recommended", c["name"] in recommended)) if on)
+        marks = " ".join(
+            m for m, on in (("Pareto", c["name"] in front), ("recommended", c["name"] in recommended)) if on
+        )
         options = ", ".join(f"{k}={v}" for k, v in (c.get("options") or {}).items())
         rows.append(
             f"<tr><td>{escape(c['name'])}</td><td>{escape(c.get('target') or '-')}</td><td>{escape(c.get('method', ''))}</td>"
@@ -61,21 +82,30 @@ def render_html(name: str, status: Mapping[str, Any]) -> str:
         for r in status.get("recommendations") or []
     )
     skipped = "".join(
-        f"<li>{escape(s.get('target') or '-')} / {escape(s['method'])}: {escape(s['reason'])}</li>" for s in status.get("skipped") or []
+        f"<li>{escape(s.get('target') or '-')} / {escape(s['method'])}: {escape(s['reason'])}</li>"
+        for s in status.get("skipped") or []
     )
-    header = ("<tr><th>cell</th><th>target</th><th>method</th><th>options</th><th>phase</th><th>size</th><th>ratio</th>"
-              "<th>accuracy</th><th>drop</th><th>latency</th><th>passed gate</th><th></th></tr>")
+    header = (
+        "<tr><th>cell</th><th>target</th><th>method</th><th>options</th><th>phase</th><th>size</th><th>ratio</th>"
+        "<th>accuracy</th><th>drop</th><th>latency</th><th>passed gate</th><th></th></tr>"
+    )
     body = [
         f"<h1>edgequant sweep — {escape(name)}</h1>",
-        (f"<p class=sub>{status.get('cells', 0)} cells, {status.get('finished', 0)} finished, {status.get('passed', 0)} within the budget. "
-         "Latency is measured on the worker's CPU, not on the target device.</p>"),
-        "<h2>Recommendations</h2><table><tr><th>target</th><th>candidate</th><th>method</th><th>why</th></tr>" + recs + "</table>",
+        (
+            f"<p class=sub>{status.get('cells', 0)} cells, {status.get('finished', 0)} finished, {status.get('passed', 0)} within the budget. "
+            "Latency is measured on the worker's CPU, not on the target device.</p>"
+        ),
+        "<h2>Recommendations</h2><table><tr><th>target</th><th>candidate</th><th>method</th><th>why</th></tr>"
+        + recs
+        + "</table>",
         "<h2>Pareto front</h2>" + (pareto_svg(status) or "<p class=muted>No cell produced an artifact.</p>"),
         "<h2>Candidates</h2><table>" + header + "".join(rows) + "</table>",
     ]
     if skipped:
         body.append(f"<h2>Skipped</h2><ul>{skipped}</ul>")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{escape('edgequant sweep — ' + name)}</title><style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape('edgequant sweep — ' + name)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
     )

@@ -72,7 +72,9 @@ class EvaluationResult:
         """What diagnostics read, or None when nothing was scored."""
         if self.outputs is None:
             return None
-        return ModelOutputs(outputs=self.outputs, predictions=self.predictions, alternative_predictions=self.alternative_predictions)
+        return ModelOutputs(
+            outputs=self.outputs, predictions=self.predictions, alternative_predictions=self.alternative_predictions
+        )
 
     def accuracy(self, metric: api.Metric) -> float | None:
         return self.top1 if metric is api.Metric.TOP1 else self.top5
@@ -153,7 +155,11 @@ def evaluate(
         kept_all: np.memmap | None = None
         for batch, labels in data:
             values = np.asarray(batch, dtype=np.float64).ravel()
-            total, total_sq, values_seen = total + float(values.sum()), total_sq + float(values @ values), values_seen + values.size
+            total, total_sq, values_seen = (
+                total + float(values.sum()),
+                total_sq + float(values @ values),
+                values_seen + values.size,
+            )
             lows, highs = channel_ranges(batch, channel_axis)
             channel_lows = lows if channel_lows is None else np.minimum(channel_lows, lows)
             channel_highs = highs if channel_highs is None else np.maximum(channel_highs, highs)
@@ -165,7 +171,9 @@ def evaluate(
             if keep_outputs is not None:
                 if kept_all is None:
                     keep_outputs.parent.mkdir(parents=True, exist_ok=True)
-                    kept_all = np.lib.format.open_memmap(keep_outputs, mode="w+", dtype=np.float32, shape=(data.count, outputs.shape[1]))
+                    kept_all = np.lib.format.open_memmap(
+                        keep_outputs, mode="w+", dtype=np.float32, shape=(data.count, outputs.shape[1])
+                    )
                 kept_all[seen : seen + len(fed)] = outputs
             if compare:
                 assert reference is not None
@@ -188,7 +196,9 @@ def evaluate(
             done = sum(len(a) for a in alternatives)
             if alternative is not None and done < PREPROCESSING_SAMPLES:
                 other = to_input_contract(alternative(batch[: PREPROCESSING_SAMPLES - done]), contract)
-                alternatives.append(np.asarray(predictor.predict(other), dtype=np.float32).reshape(len(other), -1).argmax(axis=1))
+                alternatives.append(
+                    np.asarray(predictor.predict(other), dtype=np.float32).reshape(len(other), -1).argmax(axis=1)
+                )
             seen_labels.append(np.asarray(labels).ravel())
             seen += len(fed)
             if progress is not None:
@@ -210,8 +220,11 @@ def evaluate(
         mean = total / values_seen
         assert channel_lows is not None and channel_highs is not None
         result.input_stats = InputStats(
-            low=float(channel_lows.min()), high=float(channel_highs.max()), mean=mean,
-            std=float(np.sqrt(max(0.0, total_sq / values_seen - mean**2))), span=float((channel_highs - channel_lows).min()),
+            low=float(channel_lows.min()),
+            high=float(channel_highs.max()),
+            mean=mean,
+            std=float(np.sqrt(max(0.0, total_sq / values_seen - mean**2))),
+            span=float((channel_highs - channel_lows).min()),
         )
         if alternatives:
             result.alternative_predictions = np.concatenate(alternatives)

@@ -39,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("spec", nargs="?", help="the spec as JSON (a QuantizationJob or its spec)")
     parser.add_argument("--spec-file", type=Path, help="read the JSON (or YAML) spec from this file")
-    parser.add_argument("--workdir", type=Path, help=f"scratch folder (default ${WORKDIR_ENV} or a temporary folder, removed afterwards)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help=f"scratch folder (default ${WORKDIR_ENV} or a temporary folder, removed afterwards)",
+    )
     parser.add_argument("--keep-workdir", action="store_true", help="keep the scratch folder for debugging")
     return parser
 
@@ -113,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             spec, name, namespace = spec_from_document(_read_document(args))
             print(f"edgequant-worker: {spec.method.value} for {name or 'an unnamed job'}", file=sys.stderr)
-            result, _ctx = run_job(spec, workdir=workdir, progress=LogProgress(), job_name=name, job_namespace=namespace)
+            result, _ctx = run_job(
+                spec, workdir=workdir, progress=LogProgress(), job_name=name, job_namespace=namespace
+            )
         except EdgequantError as exc:
             result = WorkerResult.for_exit(exc.exit_code, str(exc))
         except Exception as exc:

@@ -82,7 +82,9 @@ def quantize_request(ctx: RunContext, *, method: api.Method | None = None) -> Qu
         model_path=ctx.model_path,
         workdir=ctx.workdir / "backend",
         calibration=calibration.batches() if calibration is not None else None,
-        training=training.batches(batch_size=spec.training.batch_size if spec.training else 32) if training is not None else None,
+        training=training.batches(batch_size=spec.training.batch_size if spec.training else 32)
+        if training is not None
+        else None,
         keep_float=list(spec.mixed_precision.pinned_layers) if manual else [],
         log=ctx.log,
         stores=ctx.stores,
@@ -94,13 +96,21 @@ FP32_OUTPUTS = "fp32-outputs.npy"
 
 
 def _evaluate(
-    ctx: RunContext, predictor: Predictor, *, label: str, latency_runs: int = 50, baseline: bool = False, rescored: bool = False
+    ctx: RunContext,
+    predictor: Predictor,
+    *,
+    label: str,
+    latency_runs: int = 50,
+    baseline: bool = False,
+    rescored: bool = False,
 ) -> EvaluationResult:
     """Score on the evaluation set; ``baseline``: keep every output (FP32, the SQNR reference) instead of
     comparing against it; ``rescored``: also score its first inputs with the other input scaling (the
     preprocessing-mismatch diagnostic reads that instead of running the model again; needs labels)."""
     data = ctx.sets.get("evaluation")
-    reference = ctx.baseline.evaluation.all_outputs if not baseline and ctx.baseline and ctx.baseline.evaluation else None
+    reference = (
+        ctx.baseline.evaluation.all_outputs if not baseline and ctx.baseline and ctx.baseline.evaluation else None
+    )
     alternative: Callable[[np.ndarray], np.ndarray] | None = None
     if rescored and data is not None and data.labeled:
         contract = ctx.spec.model.input
@@ -125,8 +135,11 @@ def _evaluate(
 
 def _describe_eval(record: ModelRecord) -> str:
     e = record.evaluation
-    acc = f"top-1 {e.top1:.4f}" if e and e.top1 is not None else (
-        "accuracy n/a (unlabeled evaluation data)" if e and e.samples else "accuracy not measured")
+    acc = (
+        f"top-1 {e.top1:.4f}"
+        if e and e.top1 is not None
+        else ("accuracy n/a (unlabeled evaluation data)" if e and e.samples else "accuracy not measured")
+    )
     if e and e.sqnr_db is not None:
         acc += f", output SQNR {e.sqnr_db:.1f} dB vs FP32"
     lat = f", {e.latency_ms:.3f} ms/image" if e and e.latency_ms is not None else ""
@@ -140,15 +153,22 @@ def fetch(ctx: RunContext) -> None:
     """Download the model and every dataset the method reads; list the datasets."""
     spec = ctx.spec
     ctx.log(f"model {spec.model.uri}")
-    ctx.model_path = ctx.stores.download(spec.model.uri, ctx.workdir / "model", sha256=spec.model.sha256, sha256_field="spec.model.sha256")
+    ctx.model_path = ctx.stores.download(
+        spec.model.uri, ctx.workdir / "model", sha256=spec.model.sha256, sha256_field="spec.model.sha256"
+    )
     ctx.source_size_bytes = _size(ctx.model_path)
     local: dict[str, Path] = {}
     for role, dataset in _roles(spec).items():
         if dataset.uri not in local:
             ctx.log(f"{role} data {dataset.uri}")
             local[dataset.uri] = ctx.stores.download(dataset.uri, ctx.workdir / "data" / role)
-        ctx.indexes[role] = index = index_dataset(local[dataset.uri], layout=dataset.layout, uri=dataset.uri, labels=dataset.labels)
-        ctx.log(f"{role}: {len(index.samples)} samples " + (f"in {len(index.classes)} classes" if index.labeled else "without labels"))
+        ctx.indexes[role] = index = index_dataset(
+            local[dataset.uri], layout=dataset.layout, uri=dataset.uri, labels=dataset.labels
+        )
+        ctx.log(
+            f"{role}: {len(index.samples)} samples "
+            + (f"in {len(index.classes)} classes" if index.labeled else "without labels")
+        )
     # settings the method ignores or that look wrong (`edgequant validate` prints the same): notes, never failures
     ctx.notes.extend(f"spec warning: {w}" for w in spec_warnings(spec))
 
@@ -191,7 +211,11 @@ def validate_data(ctx: RunContext) -> None:
     }
     for role, index in ctx.indexes.items():
         prepared = prepare_set(
-            index, name=role, contract=spec.model.input, samples=counts[role], seed=seed,
+            index,
+            name=role,
+            contract=spec.model.input,
+            samples=counts[role],
+            seed=seed,
             progress=_decode_progress(ctx, role),
         )
         ctx.sets[role] = prepared
@@ -199,13 +223,17 @@ def validate_data(ctx: RunContext) -> None:
         ctx.log(f"{role}: {len(prepared)} usable of {prepared.requested} requested")
     if "calibration" in ctx.sets and spec.calibration is not None:
         evaluation = ctx.indexes.get("evaluation")
-        ctx.findings.extend(check_calibration(
-            ctx.sets["calibration"].labels,
-            calibration=spec.calibration,
-            class_names=ctx.indexes["calibration"].classes,
-            evaluation_labels=set(evaluation.labels.tolist()) if evaluation is not None and evaluation.labeled else None,
-            labeled=ctx.sets["calibration"].labeled,
-        ))
+        ctx.findings.extend(
+            check_calibration(
+                ctx.sets["calibration"].labels,
+                calibration=spec.calibration,
+                class_names=ctx.indexes["calibration"].classes,
+                evaluation_labels=set(evaluation.labels.tolist())
+                if evaluation is not None and evaluation.labeled
+                else None,
+                labeled=ctx.sets["calibration"].labeled,
+            )
+        )
     for finding in ctx.findings:
         ctx.log(f"{finding.severity.value}: {finding.dataset}: {finding.message}")
         if finding.severity is Severity.WARNING:
@@ -229,11 +257,18 @@ def evaluate_baseline(ctx: RunContext) -> None:
     if isinstance(ctx.backend, BaselineExport):
         exported = ctx.backend.export_baseline(request)
         predictor = ctx.backend.load(exported.path, spec=ctx.spec)
-        record = ModelRecord(path=exported.path, format=exported.format, size_bytes=_size(exported.path), input=exported.input)
+        record = ModelRecord(
+            path=exported.path, format=exported.format, size_bytes=_size(exported.path), input=exported.input
+        )
     else:
         predictor = ctx.backend.load(ctx.model_path, spec=ctx.spec)
         fmt = ctx.spec.model.resolved_format
-        record = ModelRecord(path=ctx.model_path, format=fmt.value if fmt else "source", size_bytes=ctx.source_size_bytes or 0, input=predictor.input)
+        record = ModelRecord(
+            path=ctx.model_path,
+            format=fmt.value if fmt else "source",
+            size_bytes=ctx.source_size_bytes or 0,
+            input=predictor.input,
+        )
     record.evaluation = _evaluate(ctx, predictor, label="FP32", baseline=True, rescored=True)
     ctx.baseline = record
     ctx.log(_describe_eval(record))
@@ -253,9 +288,17 @@ def _check_chance(ctx: RunContext) -> None:
         return
     if analysis_stages.scaling_mismatch(ctx) is not None:
         # the other input scaling scores far better on the same labels: the inputs are wrong, not the labels
-        ctx.log("FP32 scores no better than chance with the configured input scaling; the diagnostics report the preprocessing mismatch")
+        ctx.log(
+            "FP32 scores no better than chance with the configured input scaling; the diagnostics report the preprocessing mismatch"
+        )
         return
-    finding = Finding(severity=Severity.WARNING, code="labels-do-not-match-model", dataset="evaluation", message=check.message(), count=check.samples)
+    finding = Finding(
+        severity=Severity.WARNING,
+        code="labels-do-not-match-model",
+        dataset="evaluation",
+        message=check.message(),
+        count=check.samples,
+    )
     ctx.findings.append(finding)
     ctx.warnings.append(f"evaluation: {finding.message}")
     ctx.log(f"warning: evaluation: {finding.message}")
@@ -271,10 +314,14 @@ def quantize(ctx: RunContext) -> None:
     ctx.log(f"{artifact.path.name}: {_size(artifact.path):,} bytes, input {artifact.input.dtype}")
 
 
-def measure_artifact(ctx: RunContext, artifact: QuantizedArtifact, *, label: str = "quantized", rescored: bool = False) -> ModelRecord:
+def measure_artifact(
+    ctx: RunContext, artifact: QuantizedArtifact, *, label: str = "quantized", rescored: bool = False
+) -> ModelRecord:
     assert ctx.backend is not None
     predictor = ctx.backend.load(artifact.path, spec=ctx.spec)
-    record = ModelRecord(path=artifact.path, format=artifact.method.value, size_bytes=_size(artifact.path), input=predictor.input)
+    record = ModelRecord(
+        path=artifact.path, format=artifact.method.value, size_bytes=_size(artifact.path), input=predictor.input
+    )
     record.evaluation = _evaluate(ctx, predictor, label=label, rescored=rescored)
     return record
 
@@ -305,16 +352,30 @@ def gate(ctx: RunContext) -> None:
         sqnr_db=quant_eval.sqnr_db if quant_eval else None,
     )
     if ctx.spec.evaluation is None:
-        ctx.warnings.append("no evaluation.dataset: accuracy was not measured and acceptance.maxAccuracyDrop was not enforced")
+        ctx.warnings.append(
+            "no evaluation.dataset: accuracy was not measured and acceptance.maxAccuracyDrop was not enforced"
+        )
     elif "evaluation" in ctx.sets and not ctx.sets["evaluation"].labeled:
         a = ctx.spec.acceptance
-        judged = [name for name, value in (("acceptance.minAgreement", a.min_agreement), ("acceptance.minSqnrDb", a.min_sqnr_db)) if value is not None]
-        then = f"fidelity was judged by {' and '.join(judged)}" if judged else "set acceptance.minAgreement to budget fidelity against FP32"
-        ctx.notes.append(f"accuracy n/a: the evaluation data has no labels, so acceptance.maxAccuracyDrop was not applied; {then}")
+        judged = [
+            name
+            for name, value in (("acceptance.minAgreement", a.min_agreement), ("acceptance.minSqnrDb", a.min_sqnr_db))
+            if value is not None
+        ]
+        then = (
+            f"fidelity was judged by {' and '.join(judged)}"
+            if judged
+            else "set acceptance.minAgreement to budget fidelity against FP32"
+        )
+        ctx.notes.append(
+            f"accuracy n/a: the evaluation data has no labels, so acceptance.maxAccuracyDrop was not applied; {then}"
+        )
     if ctx.verdict.passed:
-        ctx.log(f"within budget: ratio {ctx.verdict.compression_ratio:.2f}x" + (
-            f", accuracy drop {ctx.verdict.accuracy_drop:+.4f}" if ctx.verdict.accuracy_drop is not None else "") + (
-            f", agreement {ctx.verdict.agreement:.4f}" if ctx.verdict.agreement is not None else ""))
+        ctx.log(
+            f"within budget: ratio {ctx.verdict.compression_ratio:.2f}x"
+            + (f", accuracy drop {ctx.verdict.accuracy_drop:+.4f}" if ctx.verdict.accuracy_drop is not None else "")
+            + (f", agreement {ctx.verdict.agreement:.4f}" if ctx.verdict.agreement is not None else "")
+        )
         return
     reasons = "; ".join(ctx.verdict.reasons)
     if ctx.spec.acceptance.on_failure in (api.OnFailure.DEGRADE, api.OnFailure.REMEDY):
@@ -344,22 +405,37 @@ def analysis_hooks(ctx: RunContext) -> analysis_stages.WorkerHooks:
         return score(path, label).accuracy(ctx.metric)
 
     def agreement_of(path: Path, label: str) -> float | None:
-        return agreement(ctx.baseline.evaluation, score(path, label)) if ctx.baseline and ctx.baseline.evaluation else None
+        return (
+            agreement(ctx.baseline.evaluation, score(path, label)) if ctx.baseline and ctx.baseline.evaluation else None
+        )
 
     def request_with(method: api.Method, spec: api.QuantizationJobSpec) -> QuantizeRequest:
         calibration = ctx.sets.get("calibration")
         index = ctx.indexes.get("calibration")
-        if spec.calibration is not None and index is not None and calibration is not None and spec.calibration.samples != calibration.requested:
+        if (
+            spec.calibration is not None
+            and index is not None
+            and calibration is not None
+            and spec.calibration.samples != calibration.requested
+        ):
             calibration = prepare_set(
-                index, name="calibration", contract=spec.model.input, samples=spec.calibration.samples, seed=spec.calibration.seed,
+                index,
+                name="calibration",
+                contract=spec.model.input,
+                samples=spec.calibration.samples,
+                seed=spec.calibration.seed,
                 progress=lambda done, total: ctx.progress.advance(task="decode calibration", done=done, total=total),
             )
             ctx.log(f"remedy: calibration on {len(calibration)} samples")
         training = ctx.sets.get("training")
         request = quantize_request(ctx, method=method)
         return dataclasses.replace(
-            request, spec=spec, calibration=calibration.batches() if calibration is not None else None,
-            training=training.batches(batch_size=spec.training.batch_size if spec.training else 32) if training is not None else None,
+            request,
+            spec=spec,
+            calibration=calibration.batches() if calibration is not None else None,
+            training=training.batches(batch_size=spec.training.batch_size if spec.training else 32)
+            if training is not None
+            else None,
         )
 
     return analysis_stages.WorkerHooks(
@@ -378,9 +454,15 @@ STAGES: tuple[Stage, ...] = (
     Stage("baseline", "measure the FP32 model", evaluate_baseline),
     Stage("quantize", "quantize", quantize),
     Stage("evaluate", "measure the quantized model", evaluate_quantized),
-    Stage("sensitivity", "rank layers by sensitivity", lambda ctx: analysis_stages.sensitivity(ctx, analysis_hooks(ctx))),
-    Stage("select", "mixed precision and the degrade ladder", lambda ctx: analysis_stages.select(ctx, analysis_hooks(ctx))),
-    Stage("diagnose", "compare FP32 and quantized outputs", lambda ctx: analysis_stages.diagnose(ctx, analysis_hooks(ctx))),
+    Stage(
+        "sensitivity", "rank layers by sensitivity", lambda ctx: analysis_stages.sensitivity(ctx, analysis_hooks(ctx))
+    ),
+    Stage(
+        "select", "mixed precision and the degrade ladder", lambda ctx: analysis_stages.select(ctx, analysis_hooks(ctx))
+    ),
+    Stage(
+        "diagnose", "compare FP32 and quantized outputs", lambda ctx: analysis_stages.diagnose(ctx, analysis_hooks(ctx))
+    ),
     Stage("target", "check the artifact against spec.target", analysis_stages.target_check),
     Stage("gate", "check the acceptance budget", gate),
     Stage("upload", "upload the artifact", upload_artifact),
@@ -405,7 +487,9 @@ def _publish_report(ctx: RunContext) -> None:
     html = path.with_name("report.html")
     html.write_text(render_html(json.loads(path.read_text())), encoding="utf-8")
     try:
-        ctx.uploads["report"] = ctx.stores.upload(path, ctx.output_uri(report_mod.REPORT_NAME), content_type="application/json")
+        ctx.uploads["report"] = ctx.stores.upload(
+            path, ctx.output_uri(report_mod.REPORT_NAME), content_type="application/json"
+        )
         ctx.uploads["report-html"] = ctx.stores.upload(html, ctx.output_uri(html.name), content_type="text/html")
     except EdgequantError as exc:
         ctx.progress.log(f"report.json not uploaded: {exc}")

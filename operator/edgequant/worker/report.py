@@ -52,7 +52,9 @@ class Outcome(ReportModel):
     exit_code: int = Field(..., description="Worker exit code (edgequant.api.exitcodes).")
     reason: str = Field(..., description="CamelCase reason of the exit code.")
     message: str = Field(..., description="Summary, or the error with its fix.")
-    degraded: bool = Field(False, description="Published although the acceptance budget was missed (onFailure: degrade).")
+    degraded: bool = Field(
+        False, description="Published although the acceptance budget was missed (onFailure: degrade)."
+    )
 
 
 class SourceModelInfo(ReportModel):
@@ -86,8 +88,12 @@ class Comparison(ReportModel):
     metric: api.Metric
     compression_ratio: float | None = Field(None, description="Baseline size / quantized size.")
     accuracy_drop: float | None = Field(None, description="Baseline accuracy minus quantized accuracy.")
-    agreement: float | None = Field(None, description="Share of evaluation samples where both models predict the same class.")
-    sqnr_db: float | None = Field(None, description="SQNR of the quantized outputs against FP32's over the evaluation set, dB.")
+    agreement: float | None = Field(
+        None, description="Share of evaluation samples where both models predict the same class."
+    )
+    sqnr_db: float | None = Field(
+        None, description="SQNR of the quantized outputs against FP32's over the evaluation set, dB."
+    )
     latency_speedup: float | None = Field(None, description="Baseline median latency / quantized median latency.")
 
 
@@ -97,7 +103,10 @@ class GateReport(ReportModel):
     max_accuracy_drop: float
     min_compression_ratio: float
     on_failure: api.OnFailure
-    accuracy_budget_applied: bool = Field(True, description="False when accuracy was not measured (unlabeled or no evaluation data): maxAccuracyDrop was not applied.")
+    accuracy_budget_applied: bool = Field(
+        True,
+        description="False when accuracy was not measured (unlabeled or no evaluation data): maxAccuracyDrop was not applied.",
+    )
     min_agreement: float | None = Field(None, description="acceptance.minAgreement.")
     min_sqnr_db: float | None = Field(None, description="acceptance.minSqnrDb.")
     agreement: float | None = Field(None, description="The judged model's top-1 agreement with FP32.")
@@ -111,7 +120,9 @@ class DatasetReport(ReportModel):
     available: int = Field(..., description="Samples in the dataset.")
     requested: int = Field(..., description="Samples the spec asked for.")
     used: int = Field(..., description="Samples decoded and used.")
-    labeled: bool = Field(True, description="False: the data has no labels (accuracy n/a; agreement and SQNR with FP32 still measured).")
+    labeled: bool = Field(
+        True, description="False: the data has no labels (accuracy n/a; agreement and SQNR with FP32 still measured)."
+    )
     class_counts: dict[str, int] = Field(default_factory=dict, description="Used samples per class name.")
 
 
@@ -145,9 +156,17 @@ class TargetReport(ReportModel):
     name: api.Target = Field(..., description="spec.target.")
     title: str = Field(..., description="The device in words.")
     runtime: str = Field(..., description="What runs the model on the device.")
-    choices: list[TargetChoiceReport] = Field(default_factory=list, description="Every value the target filled in (what the spec left out), and why.")
-    findings: list[AnalysisFinding] = Field(default_factory=list, description="The target's compatibility checks (coral-edgetpu: ops against the Edge TPU's supported operations), fired or quiet, with fixes.")
-    notes: list[str] = Field(default_factory=list, description="What the figures mean for the target: latency is measured on the worker's CPU, not the target; the Edge TPU compiler is not run.")
+    choices: list[TargetChoiceReport] = Field(
+        default_factory=list, description="Every value the target filled in (what the spec left out), and why."
+    )
+    findings: list[AnalysisFinding] = Field(
+        default_factory=list,
+        description="The target's compatibility checks (coral-edgetpu: ops against the Edge TPU's supported operations), fired or quiet, with fixes.",
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What the figures mean for the target: latency is measured on the worker's CPU, not the target; the Edge TPU compiler is not run.",
+    )
 
 
 class Report(ReportModel):
@@ -172,8 +191,12 @@ class Report(ReportModel):
     warnings: list[str] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     stages: list[StageReport] = Field(default_factory=list)
-    analysis: AnalysisReport | None = Field(None, description="Sensitivity, mixed precision, the gate's ladder and diagnostics (docs/analysis.md).")
-    target: TargetReport | None = Field(None, description="spec.target: what it chose and why, its checks (docs/targets.md).")
+    analysis: AnalysisReport | None = Field(
+        None, description="Sensitivity, mixed precision, the gate's ladder and diagnostics (docs/analysis.md)."
+    )
+    target: TargetReport | None = Field(
+        None, description="spec.target: what it chose and why, its checks (docs/targets.md)."
+    )
     environment: Environment
     spec: dict[str, Any] = Field(..., description="The spec as run (it holds Secret names, never keys).")
 
@@ -188,10 +211,16 @@ def _tensor(t: TensorContract) -> TensorInfo:
 def _model(record: ModelRecord, metric: api.Metric) -> ModelReport:
     e = record.evaluation
     return ModelReport(
-        format=record.format, size_bytes=record.size_bytes, input=_tensor(record.input),
-        evaluated_samples=e.samples if e else 0, top1=e.top1 if e else None, top5=e.top5 if e else None,
-        accuracy=e.accuracy(metric) if e else None, latency_ms_median=e.latency_ms if e else None,
-        latency_ms_p90=e.latency_p90_ms if e else None, latency_runs=e.latency_runs if e else 0,
+        format=record.format,
+        size_bytes=record.size_bytes,
+        input=_tensor(record.input),
+        evaluated_samples=e.samples if e else 0,
+        top1=e.top1 if e else None,
+        top5=e.top5 if e else None,
+        accuracy=e.accuracy(metric) if e else None,
+        latency_ms_median=e.latency_ms if e else None,
+        latency_ms_p90=e.latency_p90_ms if e else None,
+        latency_runs=e.latency_runs if e else 0,
         fed_range=list(e.fed_range) if e and e.fed_range else None,
     )
 
@@ -215,8 +244,13 @@ def artifact_input_contract(contract: api.InputContract, tensor: TensorContract)
         value_range = [float(low), float(high)]
         text += f"; feed {tensor.dtype}"
     return api.ArtifactInputContract(
-        dtype=tensor.dtype, shape=list(tensor.shape), layout=contract.layout, value_range=value_range,
-        quant_scale=tensor.scale, quant_zero_point=tensor.zero_point, preprocessing=text,
+        dtype=tensor.dtype,
+        shape=list(tensor.shape),
+        layout=contract.layout,
+        value_range=value_range,
+        quant_scale=tensor.scale,
+        quant_zero_point=tensor.zero_point,
+        preprocessing=text,
     )
 
 
@@ -240,7 +274,16 @@ def _sqnr(ctx: RunContext) -> float | None:
 
 def _frameworks() -> dict[str, str]:
     found = {}
-    for name in ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "ai_edge_litert", "onnxruntime", "torch", "tensorrt"):
+    for name in (
+        "tensorflow",
+        "keras",
+        "tf_keras",
+        "tensorflow_model_optimization",
+        "ai_edge_litert",
+        "onnxruntime",
+        "torch",
+        "tensorrt",
+    ):
         module = sys.modules.get(name)
         version = getattr(module, "__version__", None) if module else None
         if version:
@@ -265,9 +308,12 @@ def _target(ctx: RunContext) -> TargetReport | None:
     notes = target_notes(ctx.spec)
     notes[0] += f" ({cpu_description()})"
     return TargetReport(
-        name=target, title=profile.title, runtime=profile.runtime,
+        name=target,
+        title=profile.title,
+        runtime=profile.runtime,
         choices=[TargetChoiceReport(field=c.field, value=c.value, reason=c.reason) for c in ctx.target_choices],
-        findings=list(ctx.target_findings), notes=notes,
+        findings=list(ctx.target_findings),
+        notes=notes,
     )
 
 
@@ -281,23 +327,39 @@ def build_report(ctx: RunContext) -> Report:
         b, q = ctx.baseline.evaluation, ctx.quantized.evaluation
         speedup = b.latency_ms / q.latency_ms if b and q and b.latency_ms and q.latency_ms else None
         comparison = Comparison(
-            metric=ctx.metric, compression_ratio=_ratio(ctx), accuracy_drop=_drop(ctx), agreement=ctx.agreement,
-            sqnr_db=_sqnr(ctx), latency_speedup=speedup,
+            metric=ctx.metric,
+            compression_ratio=_ratio(ctx),
+            accuracy_drop=_drop(ctx),
+            agreement=ctx.agreement,
+            sqnr_db=_sqnr(ctx),
+            latency_speedup=speedup,
         )
     gate = None
     if ctx.verdict is not None:
         a = spec.acceptance
         gate = GateReport(
-            passed=ctx.verdict.passed, reasons=ctx.verdict.reasons, max_accuracy_drop=a.max_accuracy_drop,
-            min_compression_ratio=a.min_compression_ratio, on_failure=a.on_failure,
-            accuracy_budget_applied=_drop(ctx) is not None, min_agreement=a.min_agreement, min_sqnr_db=a.min_sqnr_db,
-            agreement=ctx.agreement, sqnr_db=_sqnr(ctx),
+            passed=ctx.verdict.passed,
+            reasons=ctx.verdict.reasons,
+            max_accuracy_drop=a.max_accuracy_drop,
+            min_compression_ratio=a.min_compression_ratio,
+            on_failure=a.on_failure,
+            accuracy_budget_applied=_drop(ctx) is not None,
+            min_agreement=a.min_agreement,
+            min_sqnr_db=a.min_sqnr_db,
+            agreement=ctx.agreement,
+            sqnr_db=_sqnr(ctx),
         )
     fmt = spec.model.resolved_format
     return Report(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         job=JobRef(name=ctx.job_name, namespace=ctx.job_namespace),
-        outcome=Outcome(succeeded=ctx.exit_code is ExitCode.SUCCESS, exit_code=int(ctx.exit_code), reason=REASONS[ctx.exit_code], message=ctx.message, degraded=ctx.degraded),
+        outcome=Outcome(
+            succeeded=ctx.exit_code is ExitCode.SUCCESS,
+            exit_code=int(ctx.exit_code),
+            reason=REASONS[ctx.exit_code],
+            message=ctx.message,
+            degraded=ctx.degraded,
+        ),
         method=spec.method,
         published_method=ctx.method if "artifact" in ctx.uploads else None,
         backend=getattr(ctx.backend, "name", None),
@@ -308,11 +370,22 @@ def build_report(ctx: RunContext) -> Report:
         comparison=comparison,
         gate=gate,
         artifact=_upload(ctx, "artifact"),
-        side_files=[u for k in ctx.uploads if k not in ("artifact", "report", "report-html") if (u := _upload(ctx, k)) is not None],
+        side_files=[
+            u
+            for k in ctx.uploads
+            if k not in ("artifact", "report", "report-html")
+            if (u := _upload(ctx, k)) is not None
+        ],
         datasets=[
             DatasetReport(
-                role=role, uri=s.uri, layout=ctx.indexes[role].layout, available=s.available, requested=s.requested, used=len(s),
-                labeled=s.labeled, class_counts=s.class_counts(),
+                role=role,
+                uri=s.uri,
+                layout=ctx.indexes[role].layout,
+                available=s.available,
+                requested=s.requested,
+                used=len(s),
+                labeled=s.labeled,
+                class_counts=s.class_counts(),
             )
             for role, s in ctx.sets.items()
         ],
@@ -323,8 +396,11 @@ def build_report(ctx: RunContext) -> Report:
         analysis=ctx.analysis.sections(),
         target=_target(ctx),
         environment=Environment(
-            edgequant=edgequant.__version__, python=platform.python_version(), platform=platform.platform(),
-            cpu_count=os.cpu_count(), frameworks=_frameworks(),
+            edgequant=edgequant.__version__,
+            python=platform.python_version(),
+            platform=platform.platform(),
+            cpu_count=os.cpu_count(),
+            frameworks=_frameworks(),
         ),
         spec=spec.to_wire(),
     )
@@ -341,7 +417,9 @@ def _measurement(record: ModelRecord | None, metric: api.Metric) -> api.ModelMea
     if record is None:
         return None
     e = record.evaluation
-    return api.ModelMeasurement(accuracy=e.accuracy(metric) if e else None, size_bytes=record.size_bytes, latency_ms=e.latency_ms if e else None)
+    return api.ModelMeasurement(
+        accuracy=e.accuracy(metric) if e else None, size_bytes=record.size_bytes, latency_ms=e.latency_ms if e else None
+    )
 
 
 def results(ctx: RunContext) -> api.Results:
@@ -349,7 +427,9 @@ def results(ctx: RunContext) -> api.Results:
     artifact = ctx.uploads.get("artifact")
     report = ctx.uploads.get("report")
     return api.Results(
-        artifact=api.ArtifactInfo(uri=artifact.uri, sha256=artifact.sha256, size_bytes=artifact.size_bytes) if artifact else None,
+        artifact=api.ArtifactInfo(uri=artifact.uri, sha256=artifact.sha256, size_bytes=artifact.size_bytes)
+        if artifact
+        else None,
         method=ctx.method if artifact else None,
         baseline=_measurement(ctx.baseline, ctx.metric),
         quantized=_measurement(ctx.quantized, ctx.metric),
@@ -363,7 +443,9 @@ def results(ctx: RunContext) -> api.Results:
         pinned_layers=list(ctx.analysis.report.mixed_precision.pinned) if ctx.analysis.report.mixed_precision else [],
         report_uri=report.uri if report else None,
         input_contract=artifact_input_contract(ctx.spec.model.input, ctx.quantized.input) if ctx.quantized else None,
-        warnings=[w if len(w) <= _WARNING_CHARS else w[: _WARNING_CHARS - 1] + "…" for w in ctx.warnings[:RESULT_WARNINGS]],
+        warnings=[
+            w if len(w) <= _WARNING_CHARS else w[: _WARNING_CHARS - 1] + "…" for w in ctx.warnings[:RESULT_WARNINGS]
+        ],
     )
 
 
@@ -392,7 +474,9 @@ def summary_line(ctx: RunContext) -> str:
         parts.append(f"{q.latency_ms:.3f} ms/image")
     rung = _rung(ctx)
     if ctx.spec.acceptance.on_failure is api.OnFailure.REMEDY and rung is not None:
-        parts.append(f"remedy rung {rung}" + (" passed" if ctx.verdict is not None and ctx.verdict.passed else " (best found)"))
+        parts.append(
+            f"remedy rung {rung}" + (" passed" if ctx.verdict is not None and ctx.verdict.passed else " (best found)")
+        )
     if ctx.degraded:
         parts.append("DEGRADED")
     return ", ".join(parts)

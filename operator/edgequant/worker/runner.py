@@ -42,8 +42,13 @@ def run_job(
     """Run every stage for ``spec`` (with what its target fills in); relative file:// URIs resolve against ``base_dir``."""
     spec, choices = resolve_target(spec)
     ctx = RunContext(
-        spec=spec, workdir=workdir, stores=Stores(storage=spec.storage, base_dir=base_dir), progress=progress,
-        job_name=job_name, job_namespace=job_namespace, target_choices=choices,
+        spec=spec,
+        workdir=workdir,
+        stores=Stores(storage=spec.storage, base_dir=base_dir),
+        progress=progress,
+        job_name=job_name,
+        job_namespace=job_namespace,
+        target_choices=choices,
     )
     for choice in choices:
         progress.log(f"target {spec.target}: {choice.field} = {choice.value}")

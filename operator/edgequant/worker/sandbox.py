@@ -34,7 +34,9 @@ from edgequant.storage.broker import BROKER_FD_ENV, serve
 SANDBOX_ENV = "EDGEQUANT_SANDBOX"
 #: Variables that name where or how, not a secret: kept for the child.
 _KEEP = frozenset({"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CA_BUNDLE", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"})
-_CREDENTIAL = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|PRIVATE_KEY|SESSION|API_KEY|AUTH)", re.IGNORECASE)
+_CREDENTIAL = re.compile(
+    r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|ACCESS_KEY|PRIVATE_KEY|SESSION|API_KEY|AUTH)", re.IGNORECASE
+)
 _PR_SET_DUMPABLE = 4
 _PR_SET_PDEATHSIG = 1
 
@@ -43,7 +45,8 @@ def scrubbed_env(environ: Mapping[str, str]) -> dict[str, str]:
     """The environment without credentials: every AWS_* variable but region/CA settings, and anything named like a
     secret (…SECRET…, …TOKEN…, …PASSWORD…, …CREDENTIAL…, …ACCESS_KEY…)."""
     return {
-        name: value for name, value in environ.items()
+        name: value
+        for name, value in environ.items()
         if name in _KEEP or not (name.upper().startswith("AWS_") or _CREDENTIAL.search(name))
     }
 
@@ -96,7 +99,13 @@ def wipe_initial_environ(environ: Mapping[str, str]) -> int:
 
 
 def run_sandboxed(
-    argv: Sequence[str], *, stores: Any, reads: list[str], writes: list[str], environ: Mapping[str, str], roots: list[Path] | None = None
+    argv: Sequence[str],
+    *,
+    stores: Any,
+    reads: list[str],
+    writes: list[str],
+    environ: Mapping[str, str],
+    roots: list[Path] | None = None,
 ) -> int:
     """Run ``argv`` as the credential-free child, serving its storage requests for files below ``roots`` (default:
     the scratch folder); returns its exit status (negative: the signal that ended it)."""
@@ -110,14 +119,20 @@ def run_sandboxed(
         roots = [Path(environ.get("EDGEQUANT_WORKDIR") or tempfile.gettempdir())]
     child = subprocess.Popen(list(argv), env=env, pass_fds=[child_end.fileno()], preexec_fn=_die_with_parent)
     child_end.close()
-    broker = threading.Thread(target=serve, args=(parent_end, stores), kwargs={"reads": reads, "writes": writes, "roots": roots}, daemon=True)
+    broker = threading.Thread(
+        target=serve, args=(parent_end, stores), kwargs={"reads": reads, "writes": writes, "roots": roots}, daemon=True
+    )
     broker.start()
 
     def forward(signum: int, _frame: Any) -> None:  # the kubelet signals PID 1: pass it on
         if child.poll() is None:
             child.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)} if threading.current_thread() is threading.main_thread() else {}
+    previous = (
+        {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+        if threading.current_thread() is threading.main_thread()
+        else {}
+    )
     try:
         return child.wait()
     finally:
@@ -131,7 +146,10 @@ def main_as_parent(argv: Sequence[str], spec: api.QuantizationJobSpec) -> int:
     reads, writes = storage_scope(spec)
     status = run_sandboxed(
         [sys.executable, "-m", "edgequant.worker.main", *argv],
-        stores=Stores(storage=spec.storage), reads=reads, writes=writes, environ=os.environ,
+        stores=Stores(storage=spec.storage),
+        reads=reads,
+        writes=writes,
+        environ=os.environ,
     )
     if status < 0:  # killed (e.g. by the OOM killer): end the same way, so the container reports it
         signal.signal(-status, signal.SIG_DFL)

@@ -53,9 +53,12 @@ def fashion(fashion_mnist: Any) -> Splits:
 
     tx, ty = fashion_mnist.train_x, fashion_mnist.train_y
     return Splits(
-        train_x=prep(tx[:TRAIN_SAMPLES]), train_y=ty[:TRAIN_SAMPLES],
-        cal_x=prep(tx[TRAIN_SAMPLES:TRAIN_SAMPLES + 500]), cal_y=ty[TRAIN_SAMPLES:TRAIN_SAMPLES + 500],
-        eval_x=prep(fashion_mnist.test_x[:1000]), eval_y=fashion_mnist.test_y[:1000],
+        train_x=prep(tx[:TRAIN_SAMPLES]),
+        train_y=ty[:TRAIN_SAMPLES],
+        cal_x=prep(tx[TRAIN_SAMPLES : TRAIN_SAMPLES + 500]),
+        cal_y=ty[TRAIN_SAMPLES : TRAIN_SAMPLES + 500],
+        eval_x=prep(fashion_mnist.test_x[:1000]),
+        eval_y=fashion_mnist.test_y[:1000],
     )
 
 
@@ -64,13 +67,19 @@ def _build_and_train(splits: Splits, path: Path) -> None:
 
     L = keras.layers
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        L.Conv2D(16, 3, activation="relu", name="conv1"), L.MaxPooling2D(name="pool1"),
-        L.Conv2D(32, 3, activation="relu", name="conv2"), L.MaxPooling2D(name="pool2"),
-        L.Conv2D(32, 3, activation="relu", name="conv3"), L.Flatten(name="flat"),
-        L.Dense(64, activation="relu", name="fc1"), L.Dense(10, name="logits"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Conv2D(16, 3, activation="relu", name="conv1"),
+            L.MaxPooling2D(name="pool1"),
+            L.Conv2D(32, 3, activation="relu", name="conv2"),
+            L.MaxPooling2D(name="pool2"),
+            L.Conv2D(32, 3, activation="relu", name="conv3"),
+            L.Flatten(name="flat"),
+            L.Dense(64, activation="relu", name="fc1"),
+            L.Dense(10, name="logits"),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(splits.train_x, splits.train_y, epochs=EPOCHS, batch_size=64, verbose=0)
     model.save(path)
@@ -111,12 +120,22 @@ def healthy_cnn(fashion: Splits) -> Path:
 
 @pytest.fixture(scope="session")
 def sensitive_cnn(healthy_cnn: Path) -> Path:
-    return _cached("fashion-cnn-sensitive-conv2", lambda p: _make_fragile(healthy_cnn, p, feeder="conv1", layer="conv2"), healthy_cnn.name, OUTLIER)
+    return _cached(
+        "fashion-cnn-sensitive-conv2",
+        lambda p: _make_fragile(healthy_cnn, p, feeder="conv1", layer="conv2"),
+        healthy_cnn.name,
+        OUTLIER,
+    )
 
 
 @pytest.fixture(scope="session")
 def doubly_sensitive_cnn(sensitive_cnn: Path) -> Path:
-    return _cached("fashion-cnn-sensitive-conv2-conv3", lambda p: _make_fragile(sensitive_cnn, p, feeder="conv2", layer="conv3"), sensitive_cnn.name, OUTLIER)
+    return _cached(
+        "fashion-cnn-sensitive-conv2-conv3",
+        lambda p: _make_fragile(sensitive_cnn, p, feeder="conv2", layer="conv3"),
+        sensitive_cnn.name,
+        OUTLIER,
+    )
 
 
 def _build_with_rescaling(fashion_mnist: Any, path: Path) -> None:
@@ -126,12 +145,16 @@ def _build_with_rescaling(fashion_mnist: Any, path: Path) -> None:
 
     L = keras.layers
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        L.Rescaling(1 / 255, name="rescale"),
-        L.Conv2D(8, 3, activation="relu", name="conv1"), L.MaxPooling2D(name="pool1"),
-        L.Flatten(name="flat"), L.Dense(10, name="logits"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Rescaling(1 / 255, name="rescale"),
+            L.Conv2D(8, 3, activation="relu", name="conv1"),
+            L.MaxPooling2D(name="pool1"),
+            L.Flatten(name="flat"),
+            L.Dense(10, name="logits"),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     x = fashion_mnist.train_x[:RESCALING_TRAIN_SAMPLES, :, :, None].astype(np.float32)  # 0-255, not divided
     model.fit(x, fashion_mnist.train_y[:RESCALING_TRAIN_SAMPLES], epochs=1, batch_size=64, verbose=0)
@@ -144,7 +167,10 @@ RESCALING_TRAIN_SAMPLES = 10_000
 @pytest.fixture(scope="session")
 def rescaling_cnn(fashion_mnist: Any) -> Path:
     return _cached(
-        "fashion-cnn-rescaling", lambda p: _build_with_rescaling(fashion_mnist, p), inspect.getsource(_build_with_rescaling), RESCALING_TRAIN_SAMPLES
+        "fashion-cnn-rescaling",
+        lambda p: _build_with_rescaling(fashion_mnist, p),
+        inspect.getsource(_build_with_rescaling),
+        RESCALING_TRAIN_SAMPLES,
     )
 
 
@@ -152,7 +178,11 @@ def batches(x: np.ndarray, y: np.ndarray | None = None, size: int = 100) -> Any:
     from edgequant.backends.base import Batches
 
     labels = y if y is not None else np.zeros(len(x), dtype=np.int64)
-    return Batches(make_iter=lambda: ((x[i:i + size], labels[i:i + size]) for i in range(0, len(x), size)), count=len(x), batch_size=size)
+    return Batches(
+        make_iter=lambda: ((x[i : i + size], labels[i : i + size]) for i in range(0, len(x), size)),
+        count=len(x),
+        batch_size=size,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -180,8 +210,12 @@ def tflite_layers(source_model: Callable[[Path], Any], tmp_path: Path) -> Callab
     def make(model: Path, calibration: np.ndarray) -> TFLiteLayerAnalysis:
         source = source_model(model)
         converter = source.converter()
-        conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(batches(calibration)))
-        return TFLiteLayerAnalysis.prepare(converter=converter, keras_model=source.keras_model, workdir=tmp_path / "layers")
+        conv.configure(
+            converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(batches(calibration))
+        )
+        return TFLiteLayerAnalysis.prepare(
+            converter=converter, keras_model=source.keras_model, workdir=tmp_path / "layers"
+        )
 
     return make
 
@@ -225,17 +259,26 @@ def keras_to_onnx(keras_path: Path, onnx_path: Path) -> Path:
         nodes.append(helper.make_node("Relu", [f"{conv}_out"], [f"relu{i}_out"], name=f"relu{i}"))
         x = f"relu{i}_out"
         if i < 3:
-            nodes.append(helper.make_node("MaxPool", [x], [f"pool{i}_out"], name=f"pool{i}", kernel_shape=[2, 2], strides=[2, 2]))
+            nodes.append(
+                helper.make_node("MaxPool", [x], [f"pool{i}_out"], name=f"pool{i}", kernel_shape=[2, 2], strides=[2, 2])
+            )
             x = f"pool{i}_out"
     nodes.append(helper.make_node("Flatten", [x], ["flat_out"], name="flat", axis=1))
     k1, b1 = model.get_layer("fc1").get_weights()  # rows in Keras' HWC flatten order -> CHW
     k1 = k1.reshape(3, 3, 32, -1).transpose(2, 0, 1, 3).reshape(288, -1)
-    nodes.append(helper.make_node("Gemm", ["flat_out", const("fc1.weight", k1), const("fc1.bias", b1)], ["fc1_out"], name="fc1"))
+    nodes.append(
+        helper.make_node("Gemm", ["flat_out", const("fc1.weight", k1), const("fc1.bias", b1)], ["fc1_out"], name="fc1")
+    )
     nodes.append(helper.make_node("Relu", ["fc1_out"], ["relu4_out"], name="relu4"))
     k2, b2 = model.get_layer("logits").get_weights()
-    nodes.append(helper.make_node("Gemm", ["relu4_out", const("logits.weight", k2), const("logits.bias", b2)], ["logits"], name="logits"))
+    nodes.append(
+        helper.make_node(
+            "Gemm", ["relu4_out", const("logits.weight", k2), const("logits.bias", b2)], ["logits"], name="logits"
+        )
+    )
     graph = helper.make_graph(
-        nodes, "fashion_cnn",
+        nodes,
+        "fashion_cnn",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 1, 28, 28])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
         initializer=inits,
@@ -257,7 +300,9 @@ def onnx_cnn(
 
     def get(which: str) -> Path:
         if which not in made:
-            source = {"healthy": healthy_cnn, "sensitive": sensitive_cnn, "doubly-sensitive": doubly_sensitive_cnn}[which]
+            source = {"healthy": healthy_cnn, "sensitive": sensitive_cnn, "doubly-sensitive": doubly_sensitive_cnn}[
+                which
+            ]
             made[which] = keras_to_onnx(source, root / f"{which}.onnx")
         return made[which]
 

@@ -18,13 +18,15 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def spec() -> api.QuantizationJobSpec:
-    return api.QuantizationJobSpec.model_validate({
-        "model": {"uri": "file:///m.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
-        "method": "tflite-int8",
-        "calibration": {"dataset": {"uri": "file:///cal/"}},
-        "evaluation": {"dataset": {"uri": "file:///eval/"}},
-        "output": {"uri": "file:///out/"},
-    })
+    return api.QuantizationJobSpec.model_validate(
+        {
+            "model": {"uri": "file:///m.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+            "method": "tflite-int8",
+            "calibration": {"dataset": {"uri": "file:///cal/"}},
+            "evaluation": {"dataset": {"uri": "file:///eval/"}},
+            "output": {"uri": "file:///out/"},
+        }
+    )
 
 
 @pytest.fixture
@@ -41,20 +43,36 @@ def _fired(report: dg.DiagnosticsReport) -> set[str]:
     return {f.check for f in report.fired}
 
 
-def _diagnose(spec: api.QuantizationJobSpec, fashion: Any, fp32: Any, predict_quantized: Callable[[np.ndarray], np.ndarray]) -> dg.DiagnosticsReport:
-    return dg.diagnose(spec=spec, inputs=fashion.eval_x[:512], labels=fashion.eval_y[:512], predict_fp32=feeder(fp32), predict_quantized=predict_quantized)
+def _diagnose(
+    spec: api.QuantizationJobSpec, fashion: Any, fp32: Any, predict_quantized: Callable[[np.ndarray], np.ndarray]
+) -> dg.DiagnosticsReport:
+    return dg.diagnose(
+        spec=spec,
+        inputs=fashion.eval_x[:512],
+        labels=fashion.eval_y[:512],
+        predict_fp32=feeder(fp32),
+        predict_quantized=predict_quantized,
+    )
 
 
-def test_healthy_int8_model_is_quiet(spec: Any, healthy_cnn: Path, tflite_layers: Callable[..., Any], fashion: Any, fp32: Any) -> None:
+def test_healthy_int8_model_is_quiet(
+    spec: Any, healthy_cnn: Path, tflite_layers: Callable[..., Any], fashion: Any, fp32: Any
+) -> None:
     from edgequant.backends.tflite.predictor import TFLitePredictor
 
     quant = TFLitePredictor(tflite_layers(healthy_cnn, fashion.cal_x).model_keeping_float([]))
     report = _diagnose(spec, fashion, fp32, feeder(quant))
     assert len(report.findings) == 6 and _fired(report) == set(), [f.message for f in report.fired]
-    assert report.outputs is not None and report.outputs.sqnr_db > dg.MISMATCH_SQNR_DB and report.outputs.top1_agreement > 0.95
+    assert (
+        report.outputs is not None
+        and report.outputs.sqnr_db > dg.MISMATCH_SQNR_DB
+        and report.outputs.top1_agreement > 0.95
+    )
 
 
-def test_noise_calibration_makes_outputs_diverge(spec: Any, healthy_cnn: Path, tflite_layers: Callable[..., Any], fashion: Any, fp32: Any) -> None:
+def test_noise_calibration_makes_outputs_diverge(
+    spec: Any, healthy_cnn: Path, tflite_layers: Callable[..., Any], fashion: Any, fp32: Any
+) -> None:
     from edgequant.backends.tflite.predictor import TFLitePredictor
 
     noise = np.random.default_rng(0).uniform(0, 1, fashion.cal_x.shape).astype(np.float32)
@@ -66,7 +84,9 @@ def test_noise_calibration_makes_outputs_diverge(spec: Any, healthy_cnn: Path, t
     assert "preprocessing-mismatch" not in _fired(report)
 
 
-def test_float_over_255_fed_to_uint8_is_found_by_rescoring(spec: Any, healthy_cnn: Path, tflite_layers: Callable[..., Any], fashion: Any, fp32: Any) -> None:
+def test_float_over_255_fed_to_uint8_is_found_by_rescoring(
+    spec: Any, healthy_cnn: Path, tflite_layers: Callable[..., Any], fashion: Any, fp32: Any
+) -> None:
     from edgequant.backends.tflite.predictor import TFLitePredictor
 
     quant = TFLitePredictor(tflite_layers(healthy_cnn, fashion.cal_x).model_keeping_float([]))
@@ -84,7 +104,9 @@ def test_float_over_255_fed_to_uint8_is_found_by_rescoring(spec: Any, healthy_cn
     assert "uint8 0-255" in pre[1].fixes[0]
 
 
-def test_a_clipped_output_range_is_detected(spec: Any, healthy_cnn: Path, tflite_layers: Callable[..., Any], fashion: Any, fp32: Any, tmp_path: Path) -> None:
+def test_a_clipped_output_range_is_detected(
+    spec: Any, healthy_cnn: Path, tflite_layers: Callable[..., Any], fashion: Any, fp32: Any, tmp_path: Path
+) -> None:
     from tensorflow.lite.tools import flatbuffer_utils
 
     from edgequant.backends.tflite import layers as tl

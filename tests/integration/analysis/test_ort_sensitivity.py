@@ -18,7 +18,9 @@ LAYERS = ["conv1", "pool1", "conv2", "pool2", "conv3", "fc1", "logits"]
 
 SPEC = {
     "model": {"uri": "file:///m.onnx", "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}},
-    "method": "onnx-static", "calibration": {"dataset": {"uri": "file:///cal/"}}, "output": {"uri": "file:///out/"},
+    "method": "onnx-static",
+    "calibration": {"dataset": {"uri": "file:///cal/"}},
+    "output": {"uri": "file:///out/"},
 }
 
 
@@ -34,8 +36,13 @@ def ort_layers(fashion: Any, tmp_path: Path) -> Callable[[Path], Any]:
 
     def make(model: Path) -> Any:
         spec = api.QuantizationJobSpec.model_validate(SPEC)
-        request = QuantizeRequest(spec=spec, method=api.Method.ONNX_STATIC, model_path=model, workdir=tmp_path / model.stem,
-                                  calibration=batches(fashion.cal_x.transpose(0, 3, 1, 2).copy()))
+        request = QuantizeRequest(
+            spec=spec,
+            method=api.Method.ONNX_STATIC,
+            model_path=model,
+            workdir=tmp_path / model.stem,
+            calibration=batches(fashion.cal_x.transpose(0, 3, 1, 2).copy()),
+        )
         return layer_tool_for(request, backend_for(api.Method.ONNX_STATIC, stores=Stores(storage=spec.storage)))
 
     return make
@@ -64,14 +71,20 @@ def ort_score(fashion: Any) -> Callable[..., float]:
 
     def accuracy(path: Path, *, default_session: bool = False) -> float:
         predictor = DefaultSession(path) if default_session else OrtPredictor(path)
-        top1 = evaluate(predictor=predictor, data=batches(fashion.eval_x.transpose(0, 3, 1, 2).copy(), fashion.eval_y), latency_runs=0).top1
+        top1 = evaluate(
+            predictor=predictor,
+            data=batches(fashion.eval_x.transpose(0, 3, 1, 2).copy(), fashion.eval_y),
+            latency_runs=0,
+        ).top1
         assert top1 is not None
         return top1
 
     return accuracy
 
 
-def test_layers_are_node_names_with_activations_folded(onnx_cnn: Callable[[str], Path], ort_layers: Callable[[Path], Any]) -> None:
+def test_layers_are_node_names_with_activations_folded(
+    onnx_cnn: Callable[[str], Path], ort_layers: Callable[[Path], Any]
+) -> None:
     tool = ort_layers(onnx_cnn("healthy"))
     assert tool.layers == LAYERS
     assert tool.nodes_of(["conv2"]) == ["conv2", "relu2"]
@@ -84,9 +97,14 @@ def test_both_modes_rank_the_deliberately_sensitive_node_first(
     tool = ort_layers(model)
     reference = ort_score(model)
     exhaustive = exhaustive_sensitivity(
-        layers=tool.layers, reference_accuracy=reference, threshold=0.005, accuracy_with_only=lambda layer: ort_score(tool.model_with_only(layer)),
+        layers=tool.layers,
+        reference_accuracy=reference,
+        threshold=0.005,
+        accuracy_with_only=lambda layer: ort_score(tool.model_with_only(layer)),
     )
-    fast = fast_sensitivity(probes=tool.probe([fashion.cal_x.transpose(0, 3, 1, 2)], max_samples=256), threshold=0.005, seconds=0.0)
+    fast = fast_sensitivity(
+        probes=tool.probe([fashion.cal_x.transpose(0, 3, 1, 2)], max_samples=256), threshold=0.005, seconds=0.0
+    )
     report = combine(exhaustive=exhaustive, fast=fast)
     assert report.layers[0].layer == "conv2" and report.layers[0].flagged and report.layers[0].accuracy_delta > 0.2
     assert all(e.accuracy_delta < 0.05 for e in report.layers[1:])

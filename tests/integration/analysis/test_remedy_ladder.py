@@ -25,8 +25,15 @@ def root(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: Any, doubly_se
     from edgequant.data.export import write_npz
 
     root = tmp_path_factory.mktemp("remedy")
-    write_npz(root / "cal.npz", fashion_mnist.train_x[20_000:20_500], fashion_mnist.train_y[20_000:20_500], classes=fashion_mnist.classes)
-    write_npz(root / "eval.npz", fashion_mnist.test_x[:1000], fashion_mnist.test_y[:1000], classes=fashion_mnist.classes)
+    write_npz(
+        root / "cal.npz",
+        fashion_mnist.train_x[20_000:20_500],
+        fashion_mnist.train_y[20_000:20_500],
+        classes=fashion_mnist.classes,
+    )
+    write_npz(
+        root / "eval.npz", fashion_mnist.test_x[:1000], fashion_mnist.test_y[:1000], classes=fashion_mnist.classes
+    )
     shutil.copy(doubly_sensitive_cnn, root / "doubly-sensitive.keras")
     return root
 
@@ -39,9 +46,16 @@ def test_remedy_walks_more_samples_then_pinning_and_status_names_the_rung_that_p
     from edgequant.worker.runner import run_job, spec_from_document
 
     doc = {
-        "model": {"uri": f"file://{root}/doubly-sensitive.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+        "model": {
+            "uri": f"file://{root}/doubly-sensitive.keras",
+            "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"},
+        },
         "method": "tflite-int8",
-        "calibration": {"dataset": {"uri": f"file://{root}/cal.npz", "layout": "npz"}, "samples": 100, "minSamples": 50},
+        "calibration": {
+            "dataset": {"uri": f"file://{root}/cal.npz", "layout": "npz"},
+            "samples": 100,
+            "minSamples": 50,
+        },
         "evaluation": {"dataset": {"uri": f"file://{root}/eval.npz", "layout": "npz"}, "samples": 1000},
         "acceptance": {"maxAccuracyDrop": BUDGET, "onFailure": "remedy"},
         "mixedPrecision": {"maxPinnedLayers": 3},
@@ -73,14 +87,21 @@ def test_remedy_walks_more_samples_then_pinning_and_status_names_the_rung_that_p
 
     # GitOps: the layers that passed go into the job's manifest, the rest of it untouched
     manifest = root / "job.yaml"
-    manifest.write_text("# reviewed\napiVersion: edgequant.io/v1alpha1\nkind: QuantizationJob\nmetadata: {name: fmnist}\nspec: " + json.dumps(doc) + "\n")
+    manifest.write_text(
+        "# reviewed\napiVersion: edgequant.io/v1alpha1\nkind: QuantizationJob\nmetadata: {name: fmnist}\nspec: "
+        + json.dumps(doc)
+        + "\n"
+    )
     report_path = str(root / "out" / "report.json")
     assert cli.main(["pin", report_path, str(manifest), "--check"]) == 1
     assert cli.main(["pin", report_path, str(manifest)]) == 0
     pinned = manifest.read_text()
     assert pinned.startswith("# reviewed\n")
     again, _name, _ns = spec_from_document(yaml.safe_load(pinned))
-    assert again.mixed_precision.mode.value == "manual" and list(again.mixed_precision.pinned_layers) == passed[0]["pinned"]
+    assert (
+        again.mixed_precision.mode.value == "manual"
+        and list(again.mixed_precision.pinned_layers) == passed[0]["pinned"]
+    )
     assert cli.main(["pin", report_path, str(manifest), "--check"]) == 0
 
 
@@ -91,12 +112,22 @@ def test_remedy_tries_qat_with_training_data_before_float16(root: Path, fashion_
     from edgequant.worker.progress import SilentProgress
     from edgequant.worker.runner import run_job, spec_from_document
 
-    write_npz(root / "train.npz", fashion_mnist.train_x[:2000], fashion_mnist.train_y[:2000], classes=fashion_mnist.classes)
+    write_npz(
+        root / "train.npz", fashion_mnist.train_x[:2000], fashion_mnist.train_y[:2000], classes=fashion_mnist.classes
+    )
     doc = {
-        "model": {"uri": f"file://{root}/doubly-sensitive.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+        "model": {
+            "uri": f"file://{root}/doubly-sensitive.keras",
+            "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"},
+        },
         "method": "tflite-int8",
         "calibration": {"dataset": {"uri": f"file://{root}/cal.npz", "layout": "npz"}, "samples": 500},
-        "training": {"dataset": {"uri": f"file://{root}/train.npz", "layout": "npz"}, "epochs": 1, "batchSize": 64, "maxSamples": 2000},
+        "training": {
+            "dataset": {"uri": f"file://{root}/train.npz", "layout": "npz"},
+            "epochs": 1,
+            "batchSize": 64,
+            "maxSamples": 2000,
+        },
         "evaluation": {"dataset": {"uri": f"file://{root}/eval.npz", "layout": "npz"}, "samples": 1000},
         "acceptance": {"maxAccuracyDrop": BUDGET, "onFailure": "remedy"},
         "mixedPrecision": {"maxPinnedLayers": 1},
@@ -112,4 +143,6 @@ def test_remedy_tries_qat_with_training_data_before_float16(root: Path, fashion_
     assert all(t["accuracyDrop"] > 2 * BUDGET for t in trials[:3]), trials
     assert trials[3]["passed"] and trials[3]["chosen"] and gate["rung"] == "float16"
     assert any(s.startswith("more-samples: calibration already uses 500") for s in gate["skipped"])
-    assert result.results.rung == "float16" and result.results.method.value == "tflite-float16" and result.results.degraded
+    assert (
+        result.results.rung == "float16" and result.results.method.value == "tflite-float16" and result.results.degraded
+    )

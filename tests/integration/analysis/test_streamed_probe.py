@@ -38,21 +38,41 @@ def build_wide_cnn(path: Path) -> Path:
     x, channels = "input", 3
     for i, (name, out, stride) in enumerate(CONVS, 1):
         w = (rng.standard_normal((out, channels, 3, 3)) * np.sqrt(2.0 / (9 * channels))).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"{name}.w"), numpy_helper.from_array(rng.standard_normal(out).astype(np.float32) * 0.1, f"{name}.b")]
-        nodes.append(helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [f"{name}_out"], name=name, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[stride, stride]))
+        inits += [
+            numpy_helper.from_array(w, f"{name}.w"),
+            numpy_helper.from_array(rng.standard_normal(out).astype(np.float32) * 0.1, f"{name}.b"),
+        ]
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, f"{name}.w", f"{name}.b"],
+                [f"{name}_out"],
+                name=name,
+                kernel_shape=[3, 3],
+                pads=[1, 1, 1, 1],
+                strides=[stride, stride],
+            )
+        )
         nodes.append(helper.make_node("Relu", [f"{name}_out"], [f"relu{i}_out"], name=f"relu{i}"))
         x, channels = f"relu{i}_out", out
         if name == "conv2":
-            nodes.append(helper.make_node("MaxPool", [x], ["pool_out"], name="pool", kernel_shape=[2, 2], strides=[2, 2]))
+            nodes.append(
+                helper.make_node("MaxPool", [x], ["pool_out"], name="pool", kernel_shape=[2, 2], strides=[2, 2])
+            )
             x = "pool_out"
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap_out"], name="gap"))
     nodes.append(helper.make_node("Flatten", ["gap_out"], ["flat_out"], name="flat", axis=1))
-    inits += [numpy_helper.from_array(rng.standard_normal((channels, CLASSES)).astype(np.float32), "fc.w"),
-              numpy_helper.from_array(np.zeros(CLASSES, np.float32), "fc.b")]
+    inits += [
+        numpy_helper.from_array(rng.standard_normal((channels, CLASSES)).astype(np.float32), "fc.w"),
+        numpy_helper.from_array(np.zeros(CLASSES, np.float32), "fc.b"),
+    ]
     nodes.append(helper.make_node("Gemm", ["flat_out", "fc.w", "fc.b"], ["logits"], name="fc"))
     graph = helper.make_graph(
-        nodes, "wide_cnn", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, SIDE, SIDE])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", CLASSES])], initializer=inits,
+        nodes,
+        "wide_cnn",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, SIDE, SIDE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", CLASSES])],
+        initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -113,7 +133,9 @@ def probe_peak(model: Path, workdir: Path, samples: int, budget: int) -> dict[st
     root = Path(__file__).resolve().parents[3]
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(model), str(workdir), str(samples), str(budget)],
-        capture_output=True, text=True, env={"PYTHONPATH": str(root / "operator"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"},
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(root / "operator"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "2"},
         timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]

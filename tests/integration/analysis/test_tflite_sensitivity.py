@@ -17,7 +17,9 @@ KERAS_LAYERS = ["conv1", "pool1", "conv2", "pool2", "conv3", "fc1", "logits"]
 
 
 @pytest.fixture
-def fp32_accuracy(score: Callable[..., float], source_model: Callable[[Path], Any], fashion: Any, tmp_path: Path) -> Callable[[Path], float]:
+def fp32_accuracy(
+    score: Callable[..., float], source_model: Callable[[Path], Any], fashion: Any, tmp_path: Path
+) -> Callable[[Path], float]:
     from edgequant.backends.tflite import convert as conv
 
     def measure(model: Path) -> float:
@@ -34,12 +36,18 @@ def test_layers_carry_the_keras_names(healthy_cnn: Path, tflite_layers: Callable
 
 
 def test_both_modes_rank_the_deliberately_sensitive_layer_first(
-    sensitive_cnn: Path, tflite_layers: Callable[..., Any], score: Callable[..., float], fp32_accuracy: Callable[[Path], float], fashion: Any
+    sensitive_cnn: Path,
+    tflite_layers: Callable[..., Any],
+    score: Callable[..., float],
+    fp32_accuracy: Callable[[Path], float],
+    fashion: Any,
 ) -> None:
     layers = tflite_layers(sensitive_cnn, fashion.cal_x)
     reference = fp32_accuracy(sensitive_cnn)
     exhaustive = exhaustive_sensitivity(
-        layers=layers.layers, reference_accuracy=reference, threshold=0.005,
+        layers=layers.layers,
+        reference_accuracy=reference,
+        threshold=0.005,
         accuracy_with_only=lambda layer: score(layers.model_with_only(layer), fashion.eval_x, fashion.eval_y),
     )
     fast = fast_sensitivity(probes=layers.probe([fashion.cal_x], max_samples=256), threshold=0.005, seconds=0.0)
@@ -51,10 +59,14 @@ def test_both_modes_rank_the_deliberately_sensitive_layer_first(
     assert {e.layer for e in exhaustive.layers} == set(KERAS_LAYERS) == {e.layer for e in fast.layers}
     # every other layer costs far less than conv2 alone
     assert all(e.accuracy_delta < report.layers[0].accuracy_delta / 10 for e in report.layers[1:])
-    assert report.agreement is not None and report.agreement.exhaustive_top[0] == report.agreement.fast_top[0] == "conv2"
+    assert (
+        report.agreement is not None and report.agreement.exhaustive_top[0] == report.agreement.fast_top[0] == "conv2"
+    )
 
 
-def test_healthy_model_flags_nothing_in_fast_mode(healthy_cnn: Path, tflite_layers: Callable[..., Any], fashion: Any) -> None:
+def test_healthy_model_flags_nothing_in_fast_mode(
+    healthy_cnn: Path, tflite_layers: Callable[..., Any], fashion: Any
+) -> None:
     layers = tflite_layers(healthy_cnn, fashion.cal_x)
     fast = fast_sensitivity(probes=layers.probe([fashion.cal_x], max_samples=128), threshold=0.005, seconds=0.0)
     assert fast.flagged == []
@@ -62,7 +74,11 @@ def test_healthy_model_flags_nothing_in_fast_mode(healthy_cnn: Path, tflite_laye
 
 
 def test_keeping_a_layer_in_float_keeps_uint8_io_and_recovers_accuracy(
-    sensitive_cnn: Path, tflite_layers: Callable[..., Any], score: Callable[..., float], fp32_accuracy: Callable[[Path], float], fashion: Any
+    sensitive_cnn: Path,
+    tflite_layers: Callable[..., Any],
+    score: Callable[..., float],
+    fp32_accuracy: Callable[[Path], float],
+    fashion: Any,
 ) -> None:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -78,7 +94,8 @@ def test_keeping_a_layer_in_float_keeps_uint8_io_and_recovers_accuracy(
         interpreter = Interpreter(model_path=str(path))
         return [
             np.dtype(interpreter._get_tensor_details(int(op["inputs"][1]), 0)["dtype"]).name
-            for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"
+            for op in interpreter._get_ops_details()
+            if op["op_name"] == "CONV_2D"
         ]
 
     assert conv_weight_dtypes(plain) == ["int8", "int8", "int8"]

@@ -21,16 +21,28 @@ FLOAT16_MAX_DRIFT = 0.005
 
 @pytest.fixture(scope="module")
 def job_files(
-    tmp_path_factory: pytest.TempPathFactory, fashion_mnist: Any, sensitive_cnn: Path, doubly_sensitive_cnn: Path, healthy_cnn: Path,
-    onnx_cnn: Any, rescaling_cnn: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    fashion_mnist: Any,
+    sensitive_cnn: Path,
+    doubly_sensitive_cnn: Path,
+    healthy_cnn: Path,
+    onnx_cnn: Any,
+    rescaling_cnn: Path,
 ) -> Path:
     from PIL import Image
 
     from edgequant.data.export import write_npz
 
     root = tmp_path_factory.mktemp("jobs")
-    write_npz(root / "cal.npz", fashion_mnist.train_x[20_000:20_500], fashion_mnist.train_y[20_000:20_500], classes=fashion_mnist.classes)
-    write_npz(root / "eval.npz", fashion_mnist.test_x[:1000], fashion_mnist.test_y[:1000], classes=fashion_mnist.classes)
+    write_npz(
+        root / "cal.npz",
+        fashion_mnist.train_x[20_000:20_500],
+        fashion_mnist.train_y[20_000:20_500],
+        classes=fashion_mnist.classes,
+    )
+    write_npz(
+        root / "eval.npz", fashion_mnist.test_x[:1000], fashion_mnist.test_y[:1000], classes=fashion_mnist.classes
+    )
     # The same evaluation images without labels: an npz with x only, and a folder with the images directly in it.
     write_npz(root / "eval-unlabeled.npz", fashion_mnist.test_x[:1000], None)
     (root / "photos").mkdir()
@@ -49,7 +61,13 @@ def job_files(
 
 
 def _run(
-    root: Path, out: str, *, model: str = "sensitive.keras", progress: Any = None, scaling: dict[str, Any] | None = None, **spec: Any
+    root: Path,
+    out: str,
+    *,
+    model: str = "sensitive.keras",
+    progress: Any = None,
+    scaling: dict[str, Any] | None = None,
+    **spec: Any,
 ) -> tuple[Any, Any, Path]:
     from edgequant.worker.progress import SilentProgress
     from edgequant.worker.runner import run_job, spec_from_document
@@ -57,7 +75,10 @@ def _run(
     onnx = model.endswith(".onnx")
     shape = {"shape": [1, 28, 28], "layout": "NCHW"} if onnx else {"shape": [28, 28, 1]}
     doc: dict[str, Any] = {
-        "model": {"uri": f"file://{root}/{model}", "input": {**shape, "colorOrder": "GRAY", **({"scaling": scaling} if scaling else {})}},
+        "model": {
+            "uri": f"file://{root}/{model}",
+            "input": {**shape, "colorOrder": "GRAY", **({"scaling": scaling} if scaling else {})},
+        },
         "method": "tflite-int8",
         "calibration": {"dataset": {"uri": f"file://{root}/cal.npz", "layout": "npz"}, "samples": 500},
         "evaluation": {"dataset": {"uri": f"file://{root}/eval.npz", "layout": "npz"}, "samples": 1000},
@@ -71,14 +92,18 @@ def _run(
 
 def test_auto_mixed_precision_pins_the_sensitive_layer_and_publishes_both_reports(job_files: Path) -> None:
     result, _ctx, out = _run(
-        job_files, "auto",
-        mixedPrecision={"mode": "auto", "sensitivity": "exhaustive"}, acceptance={"maxAccuracyDrop": 0.02},
+        job_files,
+        "auto",
+        mixedPrecision={"mode": "auto", "sensitivity": "exhaustive"},
+        acceptance={"maxAccuracyDrop": 0.02},
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
     report = json.loads((out / "report.json").read_text())
     analysis = report["analysis"]
     sens = analysis["sensitivity"]
-    assert sens["mode"] == "exhaustive" and sens["layers"][0]["layer"] == "conv2" and sens["fast"][0]["layer"] == "conv2"
+    assert (
+        sens["mode"] == "exhaustive" and sens["layers"][0]["layer"] == "conv2" and sens["fast"][0]["layer"] == "conv2"
+    )
     assert sens["agreement"]["topKOverlap"] >= 1 and sens["quantizeRuns"] == 7
     trials = analysis["gate"]["trials"]
     assert [t["rung"] for t in trials] == ["full", "pinned"]
@@ -103,7 +128,9 @@ def test_gate_fail_path_exits_acceptance_failed_and_the_report_says_why(job_file
     assert not gate["passed"] and "acceptance.maxAccuracyDrop" in gate["reasons"][0]
     # the fail path still diagnoses: the collapsed outputs of the unpinned model are named, with fixes
     fired = {f["check"]: f for f in report["analysis"]["diagnostics"]["findings"] if f["fired"]}
-    assert "output-mismatch" in fired and fired["output-mismatch"]["fixes"][0].startswith("use more diverse calibration data: 500 samples is already within")
+    assert "output-mismatch" in fired and fired["output-mismatch"]["fixes"][0].startswith(
+        "use more diverse calibration data: 500 samples is already within"
+    )
     assert "artifact" not in ctx.uploads and (out / "report.html").is_file()
 
 
@@ -119,7 +146,10 @@ def test_degrade_path_falls_back_to_pinned_layers_and_flags_it(job_files: Path) 
 
 def test_manual_pins_reach_the_tflite_backend_and_unknown_names_are_refused(job_files: Path) -> None:
     result, _ctx, out = _run(
-        job_files, "manual", mixedPrecision={"mode": "manual", "pinnedLayers": ["conv2"]}, acceptance={"maxAccuracyDrop": 0.02},
+        job_files,
+        "manual",
+        mixedPrecision={"mode": "manual", "pinnedLayers": ["conv2"]},
+        acceptance={"maxAccuracyDrop": 0.02},
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
     assert result.results.pinned_layers == ["conv2"] and not result.results.degraded
@@ -137,8 +167,11 @@ def test_degrade_reaches_float16_when_pinning_cannot_meet_the_budget(job_files: 
     moves top-1 by at most a few samples of 1000, whatever the CPU.
     """
     result, _ctx, out = _run(
-        job_files, "float16", model="doubly-sensitive.keras",
-        mixedPrecision={"maxPinnedLayers": 1}, acceptance={"maxAccuracyDrop": DEGRADE_BUDGET, "onFailure": "degrade"},
+        job_files,
+        "float16",
+        model="doubly-sensitive.keras",
+        mixedPrecision={"maxPinnedLayers": 1},
+        acceptance={"maxAccuracyDrop": DEGRADE_BUDGET, "onFailure": "degrade"},
     )
     assert result.exit_code == ExitCode.SUCCESS and result.results.degraded
     report = json.loads((out / "report.json").read_text())
@@ -146,19 +179,28 @@ def test_degrade_reaches_float16_when_pinning_cannot_meet_the_budget(job_files: 
     assert [t["rung"] for t in trials] == ["full", "pinned", "float16"]
     assert all(t["accuracyDrop"] > 2 * DEGRADE_BUDGET for t in trials[:2]), trials
     chosen = [t for t in trials if t["chosen"]]
-    assert len(chosen) == 1 and chosen[0]["method"] == "tflite-float16" and report["publishedMethod"] == "tflite-float16"
+    assert (
+        len(chosen) == 1 and chosen[0]["method"] == "tflite-float16" and report["publishedMethod"] == "tflite-float16"
+    )
     assert abs(chosen[0]["accuracyDrop"]) <= FLOAT16_MAX_DRIFT
     assert result.results.method.value == "tflite-float16"
 
 
 def test_onnx_static_auto_mixed_precision_pins_the_sensitive_node(job_files: Path) -> None:
     result, _ctx, out = _run(
-        job_files, "onnx-auto", model="sensitive.onnx", method="onnx-static",
-        mixedPrecision={"mode": "auto", "sensitivity": "exhaustive"}, acceptance={"maxAccuracyDrop": 0.02},
+        job_files,
+        "onnx-auto",
+        model="sensitive.onnx",
+        method="onnx-static",
+        mixedPrecision={"mode": "auto", "sensitivity": "exhaustive"},
+        acceptance={"maxAccuracyDrop": 0.02},
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
     analysis = json.loads((out / "report.json").read_text())["analysis"]
-    assert analysis["sensitivity"]["layers"][0]["layer"] == "conv2" and analysis["sensitivity"]["fast"][0]["layer"] == "conv2"
+    assert (
+        analysis["sensitivity"]["layers"][0]["layer"] == "conv2"
+        and analysis["sensitivity"]["fast"][0]["layer"] == "conv2"
+    )
     assert [t["rung"] for t in analysis["gate"]["trials"]] == ["full", "pinned"]
     assert result.results.pinned_layers == ["conv2"] and result.results.accuracy_drop <= 0.02
 
@@ -168,13 +210,21 @@ def test_onnx_degrade_ends_with_the_model_converted_to_float16(job_files: Path) 
     import onnx
 
     result, _ctx, out = _run(
-        job_files, "onnx-float16", model="doubly-sensitive.onnx", method="onnx-static",
-        mixedPrecision={"maxPinnedLayers": 1}, acceptance={"maxAccuracyDrop": DEGRADE_BUDGET, "onFailure": "degrade"},
+        job_files,
+        "onnx-float16",
+        model="doubly-sensitive.onnx",
+        method="onnx-static",
+        mixedPrecision={"maxPinnedLayers": 1},
+        acceptance={"maxAccuracyDrop": DEGRADE_BUDGET, "onFailure": "degrade"},
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
     report = json.loads((out / "report.json").read_text())
     trials = report["analysis"]["gate"]["trials"]
-    assert [(t["rung"], t["method"]) for t in trials] == [("full", "onnx-static"), ("pinned", "onnx-static"), ("float16", "onnx-static")]
+    assert [(t["rung"], t["method"]) for t in trials] == [
+        ("full", "onnx-static"),
+        ("pinned", "onnx-static"),
+        ("float16", "onnx-static"),
+    ]
     assert all(t["accuracyDrop"] > 2 * DEGRADE_BUDGET for t in trials[:2]), trials
     float16 = trials[-1]
     assert float16["chosen"] and abs(float16["accuracyDrop"]) <= FLOAT16_MAX_DRIFT  # float16 keeps FP32's accuracy
@@ -188,6 +238,7 @@ def test_onnx_degrade_ends_with_the_model_converted_to_float16(job_files: Path) 
 
 # --------------------------------------------------------------------------- fidelity budgets (agreement, SQNR)
 
+
 def _evaluation(root: Path, name: str, **extra: Any) -> dict[str, Any]:
     layout = "npz" if name.endswith(".npz") else "imagefolder"
     return {"dataset": {"uri": f"file://{root}/{name}" + ("" if layout == "npz" else "/"), "layout": layout}, **extra}
@@ -197,8 +248,12 @@ def test_unlabeled_folder_passes_min_agreement_with_accuracy_na(job_files: Path)
     """tflite-float16 of the healthy CNN: float16 weights move logits by ~1e-3 of their size, so at most a near-tie
     flips; 0.98 leaves six near-ties in 300 to spare. Accuracy is n/a, the default maxAccuracyDrop is not applied."""
     result, _ctx, out = _run(
-        job_files, "unlabeled-pass", model="healthy.keras", method="tflite-float16",
-        evaluation=_evaluation(job_files, "photos", samples=300), acceptance={"minAgreement": 0.98},
+        job_files,
+        "unlabeled-pass",
+        model="healthy.keras",
+        method="tflite-float16",
+        evaluation=_evaluation(job_files, "photos", samples=300),
+        acceptance={"minAgreement": 0.98},
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
     res = result.results
@@ -218,7 +273,9 @@ def test_unlabeled_npz_fails_min_agreement_on_the_sensitive_cnn(job_files: Path)
     """Full INT8 of the sensitive CNN: conv2's 8-bit weights keep almost no resolution, so its outputs collapse and
     most classes flip; 0.95 is far above that and far below what a working INT8 model agrees."""
     result, _ctx, out = _run(
-        job_files, "unlabeled-fail", evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
+        job_files,
+        "unlabeled-fail",
+        evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
         acceptance={"minAgreement": 0.95, "onFailure": "fail"},
     )
     assert result.exit_code == ExitCode.ACCEPTANCE_FAILED
@@ -234,8 +291,12 @@ def test_degrade_ladder_driven_by_agreement_reaches_float16(job_files: Path) -> 
     """Two broken layers (conv2, conv3) and at most one pinned: the pinned rung keeps one broken INT8 layer, so its
     outputs collapse like full INT8's; only float16 can agree with FP32 on 9 in 10 samples, and it agrees on nearly all."""
     result, _ctx, out = _run(
-        job_files, "agree-ladder", model="doubly-sensitive.keras", evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
-        mixedPrecision={"maxPinnedLayers": 1}, acceptance={"minAgreement": 0.9, "onFailure": "degrade"},
+        job_files,
+        "agree-ladder",
+        model="doubly-sensitive.keras",
+        evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
+        mixedPrecision={"maxPinnedLayers": 1},
+        acceptance={"minAgreement": 0.9, "onFailure": "degrade"},
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
     report = json.loads((out / "report.json").read_text())
@@ -243,7 +304,12 @@ def test_degrade_ladder_driven_by_agreement_reaches_float16(job_files: Path) -> 
     assert [t["rung"] for t in trials] == ["full", "pinned", "float16"]
     full, pinned, float16 = trials
     assert full["agreement"] < 0.9 and pinned["agreement"] < 0.9 and len(pinned["pinned"]) == 1
-    assert float16["chosen"] and float16["passed"] and float16["agreement"] >= 0.9 and float16["method"] == "tflite-float16"
+    assert (
+        float16["chosen"]
+        and float16["passed"]
+        and float16["agreement"] >= 0.9
+        and float16["method"] == "tflite-float16"
+    )
     assert float16["sqnrDb"] > full["sqnrDb"] and all(t["accuracy"] is None for t in trials)
     assert result.results.degraded and result.results.method.value == "tflite-float16"
     assert result.results.agreement == float16["agreement"]
@@ -251,13 +317,19 @@ def test_degrade_ladder_driven_by_agreement_reaches_float16(job_files: Path) -> 
 
 def test_labels_that_are_not_the_models_classes_are_a_finding(job_files: Path) -> None:
     result, _ctx, out = _run(
-        job_files, "shifted", model="healthy.keras", evaluation=_evaluation(job_files, "eval-shifted.npz", samples=1000),
+        job_files,
+        "shifted",
+        model="healthy.keras",
+        evaluation=_evaluation(job_files, "eval-shifted.npz", samples=1000),
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
     report = json.loads((out / "report.json").read_text())
     finding = next(f for f in report["findings"] if f["code"] == "labels-do-not-match-model")
     assert finding["severity"] == "warning" and finding["dataset"] == "evaluation"
-    assert "labels do not match the model's classes" in finding["message"] and "acceptance.minAgreement" in finding["message"]
+    assert (
+        "labels do not match the model's classes" in finding["message"]
+        and "acceptance.minAgreement" in finding["message"]
+    )
     assert report["baseline"]["accuracy"] < 0.1  # below chance (1/10): clothes labelled as footwear and back
     assert any("labels do not match" in w for w in result.results.warnings)
     # the same model and images with their true labels: no finding
@@ -267,7 +339,10 @@ def test_labels_that_are_not_the_models_classes_are_a_finding(job_files: Path) -
 
 def test_accuracy_budget_on_unlabeled_data_is_refused_naming_the_fix(job_files: Path) -> None:
     result, _ctx, _out = _run(
-        job_files, "unlabeled-drop", evaluation=_evaluation(job_files, "eval-unlabeled.npz"), acceptance={"maxAccuracyDrop": 0.02},
+        job_files,
+        "unlabeled-drop",
+        evaluation=_evaluation(job_files, "eval-unlabeled.npz"),
+        acceptance={"maxAccuracyDrop": 0.02},
     )
     assert result.exit_code == ExitCode.INVALID_INPUT
     assert "spec.acceptance.maxAccuracyDrop 0.02 needs labeled evaluation data" in result.message
@@ -278,8 +353,11 @@ def test_auto_mixed_precision_on_unlabeled_data_pins_until_agreement_is_met(job_
     """Keeping conv2 in float leaves the healthy CNN's INT8 (agreement ~0.99, output SQNR ~39 dB: only near-ties flip),
     far above 0.9; with conv2 in INT8 the outputs collapse (agreement ~0.2)."""
     result, _ctx, out = _run(
-        job_files, "unlabeled-auto", evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
-        mixedPrecision={"mode": "auto", "sensitivity": "exhaustive"}, acceptance={"minAgreement": 0.9},
+        job_files,
+        "unlabeled-auto",
+        evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
+        mixedPrecision={"mode": "auto", "sensitivity": "exhaustive"},
+        acceptance={"minAgreement": 0.9},
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
     report = json.loads((out / "report.json").read_text())
@@ -300,7 +378,10 @@ def test_sqnr_budget_above_what_8_bit_outputs_can_carry_degrades_to_float16(job_
     chained INT8 layers give less; float16 weights (11-bit significand) keep outputs ~70 dB from FP32. 55 dB
     separates them on any CPU, so the ladder must end at float16, whatever layer the pinned rung keeps."""
     result, _ctx, out = _run(
-        job_files, "sqnr-ladder", model="healthy.keras", mixedPrecision={"maxPinnedLayers": 1},
+        job_files,
+        "sqnr-ladder",
+        model="healthy.keras",
+        mixedPrecision={"maxPinnedLayers": 1},
         acceptance={"minSqnrDb": 55, "onFailure": "degrade"},
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
@@ -316,9 +397,13 @@ def test_sqnr_budget_above_what_8_bit_outputs_can_carry_degrades_to_float16(job_
 def test_onnx_static_auto_on_unlabeled_data_pins_until_agreement_is_met(job_files: Path) -> None:
     """The same construction through ONNX Runtime: conv2 in INT8 collapses the outputs, conv2 in float agrees."""
     result, _ctx, out = _run(
-        job_files, "onnx-unlabeled-auto", model="sensitive.onnx", method="onnx-static",
+        job_files,
+        "onnx-unlabeled-auto",
+        model="sensitive.onnx",
+        method="onnx-static",
         evaluation=_evaluation(job_files, "eval-unlabeled.npz", samples=1000),
-        mixedPrecision={"mode": "auto"}, acceptance={"minAgreement": 0.9},
+        mixedPrecision={"mode": "auto"},
+        acceptance={"minAgreement": 0.9},
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
     trials = json.loads((out / "report.json").read_text())["analysis"]["gate"]["trials"]
@@ -328,6 +413,7 @@ def test_onnx_static_auto_on_unlabeled_data_pins_until_agreement_is_met(job_file
 
 
 # --------------------------------------------------------------------------- diagnostics
+
 
 class StageProgress:
     """Silent progress that remembers which stage runs, so model calls can be counted per stage."""
@@ -347,7 +433,9 @@ class StageProgress:
         pass
 
 
-def test_diagnose_reads_the_evaluations_outputs_and_runs_no_model(job_files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_diagnose_reads_the_evaluations_outputs_and_runs_no_model(
+    job_files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from edgequant.backends.tflite.predictor import TFLitePredictor
 
     progress = StageProgress()
@@ -359,7 +447,9 @@ def test_diagnose_reads_the_evaluations_outputs_and_runs_no_model(job_files: Pat
         return predict(self, batch)
 
     monkeypatch.setattr(TFLitePredictor, "predict", counted)
-    result, _ctx, out = _run(job_files, "counted", model="healthy.keras", progress=progress, mixedPrecision={"sensitivity": "off"})
+    result, _ctx, out = _run(
+        job_files, "counted", model="healthy.keras", progress=progress, mixedPrecision={"sensitivity": "off"}
+    )
     assert result.exit_code == ExitCode.SUCCESS, result.message
     assert calls.get("baseline", 0) > 0 and calls.get("evaluate", 0) > 0
     assert calls.get("diagnose", 0) == 0, calls
@@ -374,7 +464,10 @@ def test_a_model_that_rescales_inside_fed_1_over_255_fails_whatever_on_failure_s
     """Rescaling(1/255) in the model and the default scale 1/255: inputs divided twice. The artifact would score
     like FP32 (no accuracy drop) and still be wrong, so the gate fails even with onFailure degrade."""
     result, ctx, out = _run(
-        job_files, "rescaling", model="rescaling.keras", acceptance={"maxAccuracyDrop": 0.02, "onFailure": "degrade"},
+        job_files,
+        "rescaling",
+        model="rescaling.keras",
+        acceptance={"maxAccuracyDrop": 0.02, "onFailure": "degrade"},
     )
     assert result.exit_code == ExitCode.ACCEPTANCE_FAILED, result.message
     assert "preprocessing mismatch" in result.message and "spec.model.input.scaling" in result.message
@@ -388,9 +481,17 @@ def test_a_model_that_rescales_inside_fed_1_over_255_fails_whatever_on_failure_s
     mismatch = fired["preprocessing-mismatch"]
     assert mismatch["evidence"]["alternativeAccuracy"] > mismatch["evidence"]["accuracy"] + 0.3
     assert "artifact" not in ctx.uploads
-    assert not any(f["code"] == "labels-do-not-match-model" for f in report["findings"])  # the inputs are wrong, not the labels
+    assert not any(
+        f["code"] == "labels-do-not-match-model" for f in report["findings"]
+    )  # the inputs are wrong, not the labels
     # the same model fed what it was trained on publishes, with no mismatch found
-    fixed, _ctx, fixed_out = _run(job_files, "rescaling-fixed", model="rescaling.keras", scaling={"scale": 1.0}, acceptance={"maxAccuracyDrop": 0.02})
+    fixed, _ctx, fixed_out = _run(
+        job_files,
+        "rescaling-fixed",
+        model="rescaling.keras",
+        scaling={"scale": 1.0},
+        acceptance={"maxAccuracyDrop": 0.02},
+    )
     assert fixed.exit_code == ExitCode.SUCCESS, fixed.message
     findings = json.loads((fixed_out / "report.json").read_text())["analysis"]["diagnostics"]["findings"]
     assert not any(f["fired"] for f in findings if f["check"] == "preprocessing-mismatch")
@@ -398,9 +499,15 @@ def test_a_model_that_rescales_inside_fed_1_over_255_fails_whatever_on_failure_s
 
 
 @pytest.mark.parametrize(("model", "method"), [("sensitive.keras", "tflite-int8"), ("sensitive.onnx", "onnx-static")])
-def test_one_calibration_serves_quantize_sensitivity_and_the_pinned_candidate(job_files: Path, model: str, method: str) -> None:
+def test_one_calibration_serves_quantize_sensitivity_and_the_pinned_candidate(
+    job_files: Path, model: str, method: str
+) -> None:
     result, ctx, out = _run(
-        job_files, f"once-{method}", model=model, method=method, acceptance={"maxAccuracyDrop": 0.02, "onFailure": "degrade"},
+        job_files,
+        f"once-{method}",
+        model=model,
+        method=method,
+        acceptance={"maxAccuracyDrop": 0.02, "onFailure": "degrade"},
     )
     assert result.exit_code == ExitCode.SUCCESS, result.message
     analysis = json.loads((out / "report.json").read_text())["analysis"]

@@ -28,7 +28,9 @@ MODEL_CACHE = ROOT / ".cache" / "test-models"
 CONTRACT = {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}
 
 AVX2_ONLY = parse_cpuinfo("model name\t: test x86 without VNNI\nflags\t\t: fpu sse2 avx avx2 fma\n", machine="x86_64")
-WITH_VNNI = parse_cpuinfo("model name\t: test x86 with VNNI\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni\n", machine="x86_64")
+WITH_VNNI = parse_cpuinfo(
+    "model name\t: test x86 with VNNI\nflags\t\t: fpu sse2 avx avx2 avx512f avx512_vnni\n", machine="x86_64"
+)
 #: The two reduce-range decisions (spec.onnx.reduceRange auto), forced whatever this machine is.
 FORCED_CPUS = {"reduce-range-on": AVX2_ONLY, "reduce-range-off": WITH_VNNI}
 
@@ -75,7 +77,9 @@ def fmnist_npz(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: Any) -> 
     fm = fashion_mnist
     start = models.CNN_SAMPLES
     return {
-        "train": write_npz(root / "train.npz", fm.train_x[start : start + 3000], fm.train_y[start : start + 3000], classes=fm.classes),
+        "train": write_npz(
+            root / "train.npz", fm.train_x[start : start + 3000], fm.train_y[start : start + 3000], classes=fm.classes
+        ),
         "test": write_npz(root / "test.npz", fm.test_x[:1000], fm.test_y[:1000], classes=fm.classes),
     }
 
@@ -102,11 +106,20 @@ def prepared(fmnist_npz: dict[str, Path]) -> Callable[[str, int], Any]:
 
 def spec_dict(method: str, *, model: Path, contract: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
     """A spec for ``model`` with ``contract`` (default: the CNN's 1x28x28 NCHW gray input scaled 1/255); calibration/training draw from train.npz."""
-    spec: dict[str, Any] = {"method": method, "model": {"uri": model.as_uri(), "input": contract or CONTRACT}, "output": {"uri": "file:///unused/"}}
+    spec: dict[str, Any] = {
+        "method": method,
+        "model": {"uri": model.as_uri(), "input": contract or CONTRACT},
+        "output": {"uri": "file:///unused/"},
+    }
     if method == "onnx-static":
         spec["calibration"] = {"dataset": {"uri": "file:///unused/train.npz", "layout": "npz"}, "samples": 500}
     if method == "torch-qat":
-        spec["training"] = {"dataset": {"uri": "file:///unused/train.npz", "layout": "npz"}, "epochs": 1, "learningRate": 1e-4, "batchSize": 64}
+        spec["training"] = {
+            "dataset": {"uri": "file:///unused/train.npz", "layout": "npz"},
+            "epochs": 1,
+            "learningRate": 1e-4,
+            "batchSize": 64,
+        }
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(spec.get(key), dict):
             spec[key] = {**spec[key], **value}
@@ -121,13 +134,21 @@ def quantize_request(prepared: Callable[[str, int], Any], tmp_path: Path) -> Cal
     from edgequant.api import v1alpha1 as api
     from edgequant.backends.base import QuantizeRequest
 
-    def make(method: str, *, model: Path, keep_float: tuple[str, ...] = (), workdir: Path | None = None, **extra: Any) -> Any:
+    def make(
+        method: str, *, model: Path, keep_float: tuple[str, ...] = (), workdir: Path | None = None, **extra: Any
+    ) -> Any:
         spec = api.QuantizationJobSpec.model_validate(spec_dict(method, model=model, **extra))
         calibration = prepared("calibration", spec.calibration.samples).batches() if spec.calibration else None
         training = prepared("training", 3000).batches(batch_size=64) if spec.training else None
         return QuantizeRequest(
-            spec=spec, method=spec.method, model_path=model, workdir=workdir or tmp_path / "backend",
-            calibration=calibration, training=training, keep_float=list(keep_float), log=lambda _m: None,
+            spec=spec,
+            method=spec.method,
+            model_path=model,
+            workdir=workdir or tmp_path / "backend",
+            calibration=calibration,
+            training=training,
+            keep_float=list(keep_float),
+            log=lambda _m: None,
         )
 
     return make
@@ -145,7 +166,9 @@ def score(prepared: Callable[[str, int], Any]) -> Callable[[Any, Path, Any], flo
 
     def run(backend: Any, path: Path, spec: Any) -> float:
         backend.load(path, spec=spec)
-        result = evaluate(predictor=OrtPredictor(path, reference=True), data=prepared("evaluation", 1000).batches(), latency_runs=0)
+        result = evaluate(
+            predictor=OrtPredictor(path, reference=True), data=prepared("evaluation", 1000).batches(), latency_runs=0
+        )
         assert result.top1 is not None and result.samples == 1000
         return result.top1
 

@@ -69,7 +69,9 @@ def train_cnn(images: np.ndarray, labels: np.ndarray, out_dir: Path) -> tuple[Pa
     pt2 = out_dir / "fmnist-cnn.pt2"
     torch.export.save(torch.export.export(model, example, dynamic_shapes=batch), str(pt2))
     onnx_path = out_dir / "fmnist-cnn.onnx"
-    torch.onnx.export(model, example, dynamo=True, dynamic_shapes=batch, input_names=["input"], output_names=["logits"]).save(str(onnx_path))
+    torch.onnx.export(
+        model, example, dynamo=True, dynamic_shapes=batch, input_names=["input"], output_names=["logits"]
+    ).save(str(onnx_path))
     return pt2, onnx_path
 
 
@@ -87,11 +89,14 @@ def dense_heavy_onnx(path: Path, *, seed: int = 0) -> tuple[Path, int]:
         initializers += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
         params += w.size + b.size
         last = i == len(sizes) - 2
-        nodes.append(helper.make_node("Gemm", [f"x{i}", f"w{i}", f"b{i}"], ["logits" if last else f"g{i}"], name=f"dense{i}"))
+        nodes.append(
+            helper.make_node("Gemm", [f"x{i}", f"w{i}", f"b{i}"], ["logits" if last else f"g{i}"], name=f"dense{i}")
+        )
         if not last:
             nodes.append(helper.make_node("Relu", [f"g{i}"], [f"x{i + 1}"], name=f"relu{i}"))
     graph = helper.make_graph(
-        nodes, "dense_heavy",
+        nodes,
+        "dense_heavy",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 28, 28])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
         initializers,

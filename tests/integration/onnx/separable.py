@@ -27,7 +27,11 @@ def train_separable_cnn(images: np.ndarray, labels: np.ndarray, out_dir: Path) -
     torch.set_num_threads(1)
 
     def unit(c_in: int, c_out: int, k: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        return [
+            nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+        ]
 
     layers: list[nn.Module] = unit(1, 16, 3, stride=2)  # 14x14 from the stem on: cheap to train on a CPU
     for c_in, c_out, stride in ((16, 32, 1), (32, 64, 2), (64, 64, 1), (64, 128, 1)):
@@ -38,6 +42,12 @@ def train_separable_cnn(images: np.ndarray, labels: np.ndarray, out_dir: Path) -
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "fmnist-separable.onnx"
     example = (torch.zeros(2, 1, 28, 28),)
-    torch.onnx.export(model, example, dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},),
-                      input_names=["input"], output_names=["logits"]).save(str(path))
+    torch.onnx.export(
+        model,
+        example,
+        dynamo=True,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        input_names=["input"],
+        output_names=["logits"],
+    ).save(str(path))
     return path

@@ -18,14 +18,21 @@ pytestmark = pytest.mark.integration
 BARE_PTQ = {"crossLayerEqualization": "off", "biasCorrection": "off", "rangeSearch": "off", "selectAlgorithm": False}
 
 
-def run(root: Path, out: str, *, ptq: dict[str, Any] | None = None, **calibration: Any) -> tuple[Any, dict[str, Any], Any]:
+def run(
+    root: Path, out: str, *, ptq: dict[str, Any] | None = None, **calibration: Any
+) -> tuple[Any, dict[str, Any], Any]:
     from edgequant.worker.progress import SilentProgress
     from edgequant.worker.runner import run_job, spec_from_document
 
     spec: dict[str, Any] = {
         "method": "onnx-static",
         "model": {"uri": f"file://{root}/cnn.onnx", "input": CONTRACT},
-        "calibration": {"dataset": {"uri": f"file://{root}/train.npz", "layout": "npz"}, "samples": 300, "cacheUri": f"file://{root}/cache/", **calibration},
+        "calibration": {
+            "dataset": {"uri": f"file://{root}/train.npz", "layout": "npz"},
+            "samples": 300,
+            "cacheUri": f"file://{root}/cache/",
+            **calibration,
+        },
         "evaluation": {"dataset": {"uri": f"file://{root}/test.npz", "layout": "npz"}, "samples": 200},
         "mixedPrecision": {"sensitivity": "off"},
         "acceptance": {"maxAccuracyDrop": 0.05},

@@ -21,7 +21,10 @@ def _outputs(backend: OnnxRuntimeBackend, path: Path, spec: Any, x: np.ndarray) 
 
 
 def test_dynamic_quantization_shrinks_a_1m_parameter_model_3x(
-    dense_onnx: tuple[Path, int], quantize_request: Callable[..., Any], prepared: Callable[..., Any], forced_cpu: CpuFeatures
+    dense_onnx: tuple[Path, int],
+    quantize_request: Callable[..., Any],
+    prepared: Callable[..., Any],
+    forced_cpu: CpuFeatures,
 ) -> None:
     path, params = dense_onnx
     assert params >= 1_000_000

@@ -61,7 +61,9 @@ def _agreement(reference: np.ndarray, path: Path, x: np.ndarray) -> float:
     return top1_agreement(reference, _logits(path, x))
 
 
-def test_equalization_keeps_the_float_function_of_the_separable_net(separable_onnx: Path, tmp_path: Path, test_inputs: np.ndarray) -> None:
+def test_equalization_keeps_the_float_function_of_the_separable_net(
+    separable_onnx: Path, tmp_path: Path, test_inputs: np.ndarray
+) -> None:
     from edgequant.backends.onnxruntime.ptq import equalize_model
     from edgequant.backends.onnxruntime.quantize import prepare_float_model
     from tests.integration.onnx.conftest import initializers
@@ -85,22 +87,37 @@ def _bare_quantize_static(model: Path, calibration: Any, out: Path, *, reduce_ra
     with contextlib.redirect_stdout(sys.stderr):
         quant_pre_process(str(model), str(pre))
     reader = BatchesReader(model_batches(calibration, fixed_batch=None), input_name="input")
-    quantize_static(str(pre), str(out), reader, quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    quantize_static(
+        str(pre),
+        str(out),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=reduce_range,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+    )
     return out
 
 
 @pytest.mark.parametrize("reduce_range", ["always", "never"])
 def test_default_post_training_choices_are_no_worse_than_bare_quantize_static(
-    reduce_range: str, separable_onnx: Path, quantize_request: Callable[..., Any], test_inputs: np.ndarray, tmp_path: Path,
+    reduce_range: str,
+    separable_onnx: Path,
+    quantize_request: Callable[..., Any],
+    test_inputs: np.ndarray,
+    tmp_path: Path,
 ) -> None:
     from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
 
     reference = _logits(separable_onnx, test_inputs)
     request = quantize_request("onnx-static", model=separable_onnx, onnx={"reduceRange": reduce_range})
     artifact = OnnxRuntimeBackend().quantize(request)
-    bare = _bare_quantize_static(separable_onnx, request.calibration, tmp_path / "bare.onnx", reduce_range=reduce_range == "always")
+    bare = _bare_quantize_static(
+        separable_onnx, request.calibration, tmp_path / "bare.onnx", reduce_range=reduce_range == "always"
+    )
     ours, theirs = _agreement(reference, artifact.path, test_inputs), _agreement(reference, bare, test_inputs)
     assert ours >= theirs - SPLIT_NOISE, (ours, theirs, artifact.notes)
     held_out = next(n for n in artifact.notes if n.startswith("ptq: held-out top-1 agreement"))
@@ -108,13 +125,23 @@ def test_default_post_training_choices_are_no_worse_than_bare_quantize_static(
     assert all(rule in held_out for rule in ("minmax", "entropy", "percentile", "mse"))
 
 
-def test_equalization_on_is_no_worse_than_off(separable_onnx: Path, quantize_request: Callable[..., Any], test_inputs: np.ndarray, tmp_path: Path) -> None:
+def test_equalization_on_is_no_worse_than_off(
+    separable_onnx: Path, quantize_request: Callable[..., Any], test_inputs: np.ndarray, tmp_path: Path
+) -> None:
     from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
 
     reference = _logits(separable_onnx, test_inputs)
     off = {"crossLayerEqualization": "off", "biasCorrection": "off", "rangeSearch": "off", "selectAlgorithm": False}
-    plain = OnnxRuntimeBackend().quantize(quantize_request("onnx-static", model=separable_onnx, ptq=off, workdir=tmp_path / "off"))
+    plain = OnnxRuntimeBackend().quantize(
+        quantize_request("onnx-static", model=separable_onnx, ptq=off, workdir=tmp_path / "off")
+    )
     equalized = OnnxRuntimeBackend().quantize(
-        quantize_request("onnx-static", model=separable_onnx, ptq={**off, "crossLayerEqualization": "on"}, workdir=tmp_path / "on"))
+        quantize_request(
+            "onnx-static", model=separable_onnx, ptq={**off, "crossLayerEqualization": "on"}, workdir=tmp_path / "on"
+        )
+    )
     assert any(n.startswith("ptq: cross-layer equalization applied to 8 Conv pairs") for n in equalized.notes)
-    assert _agreement(reference, equalized.path, test_inputs) >= _agreement(reference, plain.path, test_inputs) - SPLIT_NOISE
+    assert (
+        _agreement(reference, equalized.path, test_inputs)
+        >= _agreement(reference, plain.path, test_inputs) - SPLIT_NOISE
+    )

@@ -25,7 +25,6 @@ OTHER_MAX_DROP = 0.02
 KERNEL_MAX_DRIFT = 0.005
 
 
-
 def _ops(path: Path) -> Counter[str]:
     import onnx
 
@@ -38,12 +37,19 @@ def _activation_scales(path: Path) -> dict[str, float]:
 
     model = onnx.load(str(path))
     inits = initializers(path)
-    return {n.input[0]: float(inits[n.input[1]]) for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits}
+    return {
+        n.input[0]: float(inits[n.input[1]])
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] not in inits
+    }
 
 
 @pytest.fixture(scope="module")
 def three_methods(
-    fmnist_cnn: CnnFiles, prepared: Callable[..., Any], score: Callable[..., float], tmp_path_factory: pytest.TempPathFactory,
+    fmnist_cnn: CnnFiles,
+    prepared: Callable[..., Any],
+    score: Callable[..., float],
+    tmp_path_factory: pytest.TempPathFactory,
     forced_cpu: CpuFeatures,
 ) -> dict[str, Any]:
     """One backend, the same 500 calibration images, minmax / entropy / percentile: artifact, top-1, notes; plus FP32 top-1."""
@@ -58,8 +64,14 @@ def three_methods(
         spec = api.QuantizationJobSpec.model_validate(
             spec_dict("onnx-static", model=fmnist_cnn.onnx, calibration={"algorithm": algorithm, "percentile": 99.99})
         )
-        request = QuantizeRequest(spec=spec, method=spec.method, model_path=fmnist_cnn.onnx, workdir=workdir / algorithm,
-                                  calibration=prepared("calibration", 500).batches(), log=lambda _m: None)
+        request = QuantizeRequest(
+            spec=spec,
+            method=spec.method,
+            model_path=fmnist_cnn.onnx,
+            workdir=workdir / algorithm,
+            calibration=prepared("calibration", 500).batches(),
+            log=lambda _m: None,
+        )
         artifact = backend.quantize(request)
         out[algorithm] = {"artifact": artifact, "top1": score(backend, artifact.path, spec), "spec": spec}
     out["fp32"] = score(backend, fmnist_cnn.onnx, out["minmax"]["spec"])
@@ -80,7 +92,10 @@ def test_static_int8_stays_within_one_point_of_fp32(three_methods: dict[str, Any
 
 
 def test_this_cpus_own_reduce_range_choice_keeps_the_int8_kernels_at_the_reference(
-    fmnist_cnn: CnnFiles, quantize_request: Callable[..., Any], prepared: Callable[..., Any], score: Callable[..., float],
+    fmnist_cnn: CnnFiles,
+    quantize_request: Callable[..., Any],
+    prepared: Callable[..., Any],
+    score: Callable[..., float],
 ) -> None:
     """What a user gets on this machine: reduceRange auto for its CPU, scored with the fused int8 kernels as deployed.
 
@@ -92,14 +107,20 @@ def test_this_cpus_own_reduce_range_choice_keeps_the_int8_kernels_at_the_referen
     backend = OnnxRuntimeBackend()
     request = quantize_request("onnx-static", model=fmnist_cnn.onnx)
     artifact = backend.quantize(request)
-    deployed = evaluate(predictor=backend.load(artifact.path, spec=request.spec), data=prepared("evaluation", 1000).batches(), latency_runs=0)
+    deployed = evaluate(
+        predictor=backend.load(artifact.path, spec=request.spec),
+        data=prepared("evaluation", 1000).batches(),
+        latency_runs=0,
+    )
     assert deployed.top1 is not None
     reference = score(backend, artifact.path, request.spec)
     assert abs(deployed.top1 - reference) <= KERNEL_MAX_DRIFT, (deployed.top1, reference, artifact.notes)
 
 
 def test_the_three_calibration_methods_give_different_scales(three_methods: dict[str, Any]) -> None:
-    scales = {name: _activation_scales(three_methods[name]["artifact"].path) for name in ("minmax", "entropy", "percentile")}
+    scales = {
+        name: _activation_scales(three_methods[name]["artifact"].path) for name in ("minmax", "entropy", "percentile")
+    }
     assert scales["minmax"].keys() == scales["entropy"].keys() == scales["percentile"].keys()
     tensors = sorted(scales["minmax"])
     vectors = {name: tuple(round(s[t], 9) for t in tensors) for name, s in scales.items()}
@@ -108,7 +129,10 @@ def test_the_three_calibration_methods_give_different_scales(three_methods: dict
     assert all(scales["percentile"][t] <= scales["minmax"][t] + 1e-9 for t in tensors)
     assert any(scales["percentile"][t] < scales["minmax"][t] * 0.99 for t in tensors)
     for name in ("entropy", "percentile"):
-        assert three_methods["fp32"] - three_methods[name]["top1"] <= OTHER_MAX_DROP, (name, three_methods[name]["top1"])
+        assert three_methods["fp32"] - three_methods[name]["top1"] <= OTHER_MAX_DROP, (
+            name,
+            three_methods[name]["top1"],
+        )
     assert any("percentile 99.99 calibration" in n for n in three_methods["percentile"]["artifact"].notes)
 
 
@@ -136,13 +160,17 @@ def test_nodes_kept_in_float_have_no_qdq(
     assert score(backend, artifact.path, request.spec) > 0.8
 
 
-def test_unknown_node_to_keep_lists_the_quantizable_nodes(fmnist_cnn: CnnFiles, quantize_request: Callable[..., Any]) -> None:
+def test_unknown_node_to_keep_lists_the_quantizable_nodes(
+    fmnist_cnn: CnnFiles, quantize_request: Callable[..., Any]
+) -> None:
     backend = OnnxRuntimeBackend(cpu=WITH_VNNI)
     with pytest.raises(InvalidInputError) as caught:
         backend.quantize(quantize_request("onnx-static", model=fmnist_cnn.onnx, keep_float=("conv1",)))
     message = str(caught.value)
     assert "spec.mixedPrecision.pinnedLayers" in message and "'conv1'" in message
-    assert all(name in message for name in backend.quantizable_layers(quantize_request("onnx-static", model=fmnist_cnn.onnx)))
+    assert all(
+        name in message for name in backend.quantizable_layers(quantize_request("onnx-static", model=fmnist_cnn.onnx))
+    )
 
 
 def test_reduce_range_follows_the_cpu(fmnist_cnn: CnnFiles, quantize_request: Callable[..., Any]) -> None:
@@ -162,7 +190,11 @@ def test_reduce_range_follows_the_cpu(fmnist_cnn: CnnFiles, quantize_request: Ca
 
 
 def test_fixed_batch_model_calibrates_and_scores_in_chunks(
-    fmnist_cnn: CnnFiles, quantize_request: Callable[..., Any], score: Callable[..., float], tmp_path: Path, forced_cpu: CpuFeatures,
+    fmnist_cnn: CnnFiles,
+    quantize_request: Callable[..., Any],
+    score: Callable[..., float],
+    tmp_path: Path,
+    forced_cpu: CpuFeatures,
 ) -> None:
     import onnx
 

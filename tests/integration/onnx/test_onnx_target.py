@@ -63,7 +63,10 @@ def test_the_targets_isa_decides_reduce_range(root: Path, target: str, reduce_ra
     chosen = {c["field"]: c for c in report["target"]["choices"]}
     assert chosen["spec.method"]["value"] == "onnx-static"
     assert chosen["spec.onnx.reduceRange"]["value"] == reduce_range
-    assert "onnxruntime.ai" in chosen["spec.onnx.reduceRange"]["reason"] and "worker's own CPU does not decide" in chosen["spec.onnx.reduceRange"]["reason"]
+    assert (
+        "onnxruntime.ai" in chosen["spec.onnx.reduceRange"]["reason"]
+        and "worker's own CPU does not decide" in chosen["spec.onnx.reduceRange"]["reason"]
+    )
     assert report["spec"]["onnx"]["reduceRange"] == reduce_range
     low, high = _weight_range(artifact)
     widest = max(-low, high)

@@ -46,9 +46,19 @@ def _spec(root: Path, method: str, model: str, out: str, **extra: Any) -> dict[s
         "output": {"uri": f"file://{root}/{out}/"},
     }
     if method == "onnx-static":
-        spec["calibration"] = {"dataset": {"uri": f"file://{root}/train.npz", "layout": "npz"}, "samples": 500, "algorithm": "minmax"}
+        spec["calibration"] = {
+            "dataset": {"uri": f"file://{root}/train.npz", "layout": "npz"},
+            "samples": 500,
+            "algorithm": "minmax",
+        }
     if method == "torch-qat":
-        spec["training"] = {"dataset": {"uri": f"file://{root}/train.npz", "layout": "npz"}, "epochs": 1, "learningRate": 1e-4, "batchSize": 64, "maxSamples": 3000}
+        spec["training"] = {
+            "dataset": {"uri": f"file://{root}/train.npz", "layout": "npz"},
+            "epochs": 1,
+            "learningRate": 1e-4,
+            "batchSize": 64,
+            "maxSamples": 3000,
+        }
     spec.update(extra)
     return spec
 
@@ -80,7 +90,11 @@ def test_onnx_static_through_the_worker(static_run: tuple[Any, dict[str, Any]], 
     assert res.method.value == "onnx-static" and res.artifact.uri == f"file://{job_root}/static/cnn.qdq-int8.onnx"
     assert (job_root / "static" / "cnn.qdq-int8.onnx").stat().st_size == res.artifact.size_bytes
     assert res.accuracy_drop <= 0.01 and res.compression_ratio > 2
-    assert res.input_contract.dtype == "float32" and res.input_contract.shape == [-1, 1, 28, 28] and res.input_contract.layout.value == "NCHW"
+    assert (
+        res.input_contract.dtype == "float32"
+        and res.input_contract.shape == [-1, 1, 28, 28]
+        and res.input_contract.layout.value == "NCHW"
+    )
     assert report["backend"] == "onnxruntime" and report["baseline"]["format"] == "onnx"
     assert report["quantized"]["evaluatedSamples"] == report["baseline"]["evaluatedSamples"] == 1000
     assert any(n.startswith("reduce_range ") and "CPU x86_64" in n for n in report["notes"])
@@ -89,13 +103,17 @@ def test_onnx_static_through_the_worker(static_run: tuple[Any, dict[str, Any]], 
     # The default fast sensitivity ran on the node names of the model the backend quantized.
     import onnx
 
-    convs = {n.name for n in onnx.load(str(job_root / "static" / "cnn.qdq-int8.onnx")).graph.node if n.op_type == "Conv"}
+    convs = {
+        n.name for n in onnx.load(str(job_root / "static" / "cnn.qdq-int8.onnx")).graph.node if n.op_type == "Conv"
+    }
     ranked = {entry["layer"] for entry in report["analysis"]["sensitivity"]["layers"]}
     assert len(convs) == 2 and convs <= ranked
 
 
 def test_torch_qat_through_the_worker_matches_or_beats_static_ptq(
-    qat_run: tuple[Any, dict[str, Any]], static_run: tuple[Any, dict[str, Any]], job_root: Path,
+    qat_run: tuple[Any, dict[str, Any]],
+    static_run: tuple[Any, dict[str, Any]],
+    job_root: Path,
 ) -> None:
     result, report = qat_run
     assert result.exit_code == ExitCode.SUCCESS, result.message
@@ -112,7 +130,9 @@ def test_torch_qat_through_the_worker_matches_or_beats_static_ptq(
 
     ops = {n.op_type for n in onnx.load(str(job_root / "qat" / "cnn.qat-int8.onnx")).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops and "BatchNormalization" not in ops
-    assert any(n.startswith("PT2E quantization-aware training") and "3000 training samples" in n for n in report["notes"])
+    assert any(
+        n.startswith("PT2E quantization-aware training") and "3000 training samples" in n for n in report["notes"]
+    )
     assert any(n.startswith("reduce_range ") for n in report["notes"])
 
 
@@ -120,20 +140,42 @@ def test_a_broken_model_exits_invalid_input_with_a_report(job_root: Path) -> Non
     result, report = _run(job_root, _spec(job_root, "onnx-static", "broken.onnx", "broken"), "broken")
     assert result.exit_code == ExitCode.INVALID_INPUT and result.reason == "InvalidInput"
     assert result.message.startswith("broken.onnx is not an ONNX model")
-    assert report["outcome"]["exitCode"] == 10 and report["stages"][-1] == {"name": "baseline", "seconds": report["stages"][-1]["seconds"], "ok": False}
+    assert report["outcome"]["exitCode"] == 10 and report["stages"][-1] == {
+        "name": "baseline",
+        "seconds": report["stages"][-1]["seconds"],
+        "ok": False,
+    }
     assert not list((job_root / "broken").glob("*.onnx"))
 
 
 def test_edgequant_run_onnx_dynamic_prints_its_table(job_root: Path, dense_onnx: tuple[Path, int]) -> None:
     shutil.copy(dense_onnx[0], job_root / "dense.onnx")
-    job = {"apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationJob", "metadata": {"name": "dense-dynamic"},
-           "spec": _spec(job_root, "onnx-dynamic", "dense.onnx", "dynamic", acceptance={"minCompressionRatio": 3, "maxAccuracyDrop": 0.05})}
+    job = {
+        "apiVersion": "edgequant.io/v1alpha1",
+        "kind": "QuantizationJob",
+        "metadata": {"name": "dense-dynamic"},
+        "spec": _spec(
+            job_root,
+            "onnx-dynamic",
+            "dense.onnx",
+            "dynamic",
+            acceptance={"minCompressionRatio": 3, "maxAccuracyDrop": 0.05},
+        ),
+    }
     job_file = job_root / "dynamic.yaml"
     job_file.write_text(yaml.safe_dump(job))
-    proc = subprocess.run([str(Path(sys.executable).with_name("edgequant")), "run", "--quiet", str(job_file)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("edgequant")), "run", "--quiet", str(job_file)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]] for line in proc.stdout.splitlines() if line.startswith("│")}
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]]
+        for line in proc.stdout.splitlines()
+        if line.startswith("│")
+    }
     assert rows["dense-dynamic"][1] == "onnx-dynamic" and rows["dense-dynamic"][-1] == "ok"
     assert float(rows["dense-dynamic"][3].rstrip("x")) >= 3
     assert "Collecting" not in proc.stdout and "[torch.onnx]" not in proc.stdout

@@ -70,8 +70,14 @@ def real_spec(photos: PhotoSets) -> Callable[..., dict[str, Any]]:
         spec: dict[str, Any] = {
             "method": method,
             "model": {"uri": model.uri, "input": model.contract},
-            "calibration": {"dataset": {"uri": photos.calibration.as_uri(), "layout": "npz", "labels": "none"}, "samples": samples},
-            "evaluation": {"dataset": {"uri": photos.evaluation.as_uri(), "layout": "npz", "labels": "none"}, "samples": samples},
+            "calibration": {
+                "dataset": {"uri": photos.calibration.as_uri(), "layout": "npz", "labels": "none"},
+                "samples": samples,
+            },
+            "evaluation": {
+                "dataset": {"uri": photos.evaluation.as_uri(), "layout": "npz", "labels": "none"},
+                "samples": samples,
+            },
             "output": {"uri": out.as_uri() + "/"},
         }
         spec.update(extra)

@@ -32,7 +32,11 @@ CLEAR_MARGIN = 1e-2
 def _spec(model: RealModel, method: str, tmp_path: Path) -> Any:
     from edgequant.worker.runner import spec_from_document
 
-    document = {"method": method, "model": {"uri": model.uri, "input": model.contract}, "output": {"uri": (tmp_path / "out").as_uri() + "/"}}
+    document = {
+        "method": method,
+        "model": {"uri": model.uri, "input": model.contract},
+        "output": {"uri": (tmp_path / "out").as_uri() + "/"},
+    }
     if method in ("tflite-int8", "onnx-static"):
         document["calibration"] = {"dataset": {"uri": "file:///unused.npz", "layout": "npz"}}
     return spec_from_document(document)[0]
@@ -50,7 +54,9 @@ def _margin(logits: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def lite0_logits(lite0_onnx: RealModel, model_inputs: Callable[..., np.ndarray], tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+def lite0_logits(
+    lite0_onnx: RealModel, model_inputs: Callable[..., np.ndarray], tmp_path_factory: pytest.TempPathFactory
+) -> np.ndarray:
     predictor = _ort_predictor(lite0_onnx, tmp_path_factory.mktemp("lite0"))
     return predictor.predict(model_inputs(lite0_onnx, "evaluation", 300))
 
@@ -61,12 +67,17 @@ def test_lite0_spreads_its_predictions_over_many_classes(lite0_logits: np.ndarra
     assert np.isfinite(lite0_logits).all()
     top1 = lite0_logits.argmax(axis=1)
     counts = np.bincount(top1, minlength=1000)
-    assert len(np.unique(top1)) >= 40, f"only {len(np.unique(top1))} distinct classes: the contract collapses the inputs"
+    assert len(np.unique(top1)) >= 40, (
+        f"only {len(np.unique(top1))} distinct classes: the contract collapses the inputs"
+    )
     assert counts.max() <= 0.15 * len(top1), f"class {counts.argmax()} takes {counts.max()} of {len(top1)} predictions"
 
 
 def test_lite0_predictions_do_not_depend_on_the_batch(
-    lite0_onnx: RealModel, lite0_logits: np.ndarray, model_inputs: Callable[..., np.ndarray], tmp_path: Path,
+    lite0_onnx: RealModel,
+    lite0_logits: np.ndarray,
+    model_inputs: Callable[..., np.ndarray],
+    tmp_path: Path,
 ) -> None:
     predictor = _ort_predictor(lite0_onnx, tmp_path)
     x = model_inputs(lite0_onnx, "evaluation", 300)
@@ -91,7 +102,9 @@ def test_lite0_contract_names_the_cat_and_the_coffee(lite0_onnx: RealModel, tmp_
     assert int(coffee) in COFFEE_CLASSES
 
 
-def test_open_nsfw_calls_the_wallpapers_safe(nsfw_onnx: RealModel, model_inputs: Callable[..., np.ndarray], tmp_path: Path) -> None:
+def test_open_nsfw_calls_the_wallpapers_safe(
+    nsfw_onnx: RealModel, model_inputs: Callable[..., np.ndarray], tmp_path: Path
+) -> None:
     """Landscapes, flowers and still lifes: measured 298 of 300 safe (class 0), mean NSFW score 0.02."""
     scores = _ort_predictor(nsfw_onnx, tmp_path).predict(model_inputs(nsfw_onnx, "evaluation", 100))
     assert scores.shape == (100, 2)
@@ -101,7 +114,10 @@ def test_open_nsfw_calls_the_wallpapers_safe(nsfw_onnx: RealModel, model_inputs:
 
 
 def test_lite0_keras_rebuild_matches_the_onnx_export_through_the_tflite_predictor(
-    lite0_keras: RealModel, lite0_onnx: RealModel, model_inputs: Callable[..., np.ndarray], tmp_path: Path,
+    lite0_keras: RealModel,
+    lite0_onnx: RealModel,
+    model_inputs: Callable[..., np.ndarray],
+    tmp_path: Path,
 ) -> None:
     """The Keras model (TFLite path, converted to float TFLite by the backend) and the ONNX export are one network."""
     from edgequant.backends.tflite.backend import TFLiteBackend

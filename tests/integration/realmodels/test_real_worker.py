@@ -28,7 +28,9 @@ MIN_AGREEMENT = 0.25
 
 
 @pytest.fixture(scope="module")
-def static_run(lite0_onnx: RealModel, real_spec: Callable[..., dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Any], Path]:
+def static_run(
+    lite0_onnx: RealModel, real_spec: Callable[..., dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Any, dict[str, Any], Path]:
     from edgequant.worker.progress import SilentProgress
     from edgequant.worker.runner import run_job, spec_from_document
 
@@ -51,8 +53,9 @@ def test_onnx_static_on_a_real_model_succeeds_with_a_report(static_run: tuple[An
     assert comparison["agreement"] >= MIN_AGREEMENT, comparison
 
 
-def test_the_real_int8_artifact_runs_on_onnx_runtime(static_run: tuple[Any, dict[str, Any], Path], lite0_onnx: RealModel,
-                                                    model_inputs: Callable[..., np.ndarray]) -> None:
+def test_the_real_int8_artifact_runs_on_onnx_runtime(
+    static_run: tuple[Any, dict[str, Any], Path], lite0_onnx: RealModel, model_inputs: Callable[..., np.ndarray]
+) -> None:
     import onnx
 
     from edgequant.backends.onnxruntime.predictor import OrtPredictor

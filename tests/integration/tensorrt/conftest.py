@@ -54,8 +54,14 @@ def _train_and_export(images: np.ndarray, labels: np.ndarray, path: Path) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.onnx")
     torch.onnx.export(
-        model, (x[:1],), str(tmp), input_names=["input"], output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, dynamo=False,
+        model,
+        (x[:1],),
+        str(tmp),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
     )
     tmp.replace(path)
 
@@ -75,12 +81,20 @@ def fashion_batches(fashion_mnist: Any) -> Callable[..., Batches]:
     from edgequant.data.loader import PreparedSet
 
     def make(n: int, *, batch_size: int = 64, split: str = "train", start: int | None = None) -> Batches:
-        images, labels = (fashion_mnist.train_x, fashion_mnist.train_y) if split == "train" else (fashion_mnist.test_x, fashion_mnist.test_y)
+        images, labels = (
+            (fashion_mnist.train_x, fashion_mnist.train_y)
+            if split == "train"
+            else (fashion_mnist.test_x, fashion_mnist.test_y)
+        )
         first = (TRAIN_SAMPLES if split == "train" else 0) if start is None else start
         pixels = images[first : first + n][..., None]
         prepared = PreparedSet(
-            name="calibration", uri="file:///fashion/", contract=NCHW_GRAY, pixels=pixels,
-            labels=labels[first : first + n].astype(np.int64), sources=[f"{i}.png" for i in range(n)],
+            name="calibration",
+            uri="file:///fashion/",
+            contract=NCHW_GRAY,
+            pixels=pixels,
+            labels=labels[first : first + n].astype(np.int64),
+            sources=[f"{i}.png" for i in range(n)],
             classes=dict(enumerate(fashion_mnist.classes)),
         )
         return prepared.batches(batch_size=batch_size)

@@ -104,8 +104,13 @@ def make_pycuda(memory: DeviceMemory) -> tuple[types.ModuleType, types.ModuleTyp
 
     driver = types.ModuleType("pycuda.driver")
     for name, value in {
-        "mem_alloc": DeviceAllocation, "memcpy_htod": memcpy_htod, "memcpy_htod_async": memcpy_htod_async,
-        "memcpy_dtoh_async": memcpy_dtoh_async, "pagelocked_empty": pagelocked_empty, "Stream": Stream, "Event": Event,
+        "mem_alloc": DeviceAllocation,
+        "memcpy_htod": memcpy_htod,
+        "memcpy_htod_async": memcpy_htod_async,
+        "memcpy_dtoh_async": memcpy_dtoh_async,
+        "pagelocked_empty": pagelocked_empty,
+        "Stream": Stream,
+        "Event": Event,
     }.items():
         setattr(driver, name, value)
     package = types.ModuleType("pycuda")
@@ -159,9 +164,14 @@ class LayerType(enum.Enum):
 
 
 _LAYER_OF_OP = {
-    "Conv": LayerType.CONVOLUTION, "Relu": LayerType.ACTIVATION, "MaxPool": LayerType.POOLING,
-    "Flatten": LayerType.SHUFFLE, "Reshape": LayerType.SHUFFLE, "Gemm": LayerType.MATRIX_MULTIPLY,
-    "QuantizeLinear": LayerType.QUANTIZE, "DequantizeLinear": LayerType.DEQUANTIZE,
+    "Conv": LayerType.CONVOLUTION,
+    "Relu": LayerType.ACTIVATION,
+    "MaxPool": LayerType.POOLING,
+    "Flatten": LayerType.SHUFFLE,
+    "Reshape": LayerType.SHUFFLE,
+    "Gemm": LayerType.MATRIX_MULTIPLY,
+    "QuantizeLinear": LayerType.QUANTIZE,
+    "DequantizeLinear": LayerType.DEQUANTIZE,
 }
 
 _NPTYPE = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT8: np.int8, DataType.INT32: np.int32}
@@ -176,10 +186,24 @@ def make_tensorrt(version: str, memory: DeviceMemory) -> types.ModuleType:
     builds: list[dict[str, Any]] = []
     trt.builds = builds  # type: ignore[attr-defined]  (what each build_serialized_network saw, for assertions)
 
-    network_flags = {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1} if major == 8 else {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}
+    network_flags = (
+        {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1} if major == 8 else {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}
+    )
     NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", network_flags)  # type: ignore[misc]
-    builder_flags = ["FP16", "INT8", "DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "TF32", "SPARSE_WEIGHTS",
-                     "SAFETY_SCOPE", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO"]
+    builder_flags = [
+        "FP16",
+        "INT8",
+        "DEBUG",
+        "GPU_FALLBACK",
+        "REFIT",
+        "DISABLE_TIMING_CACHE",
+        "TF32",
+        "SPARSE_WEIGHTS",
+        "SAFETY_SCOPE",
+        "OBEY_PRECISION_CONSTRAINTS",
+        "PREFER_PRECISION_CONSTRAINTS",
+        "DIRECT_IO",
+    ]
     BuilderFlag = enum.Enum("BuilderFlag", {name: i for i, name in enumerate(builder_flags)})  # type: ignore[misc]
 
     class ILogger:
@@ -291,7 +315,9 @@ def make_tensorrt(version: str, memory: DeviceMemory) -> types.ModuleType:
             import onnx
 
             if not self._network.explicit_batch:
-                self._errors.append(ParserError(-1, "Network must have explicit batch (EXPLICIT_BATCH) for ONNX models"))
+                self._errors.append(
+                    ParserError(-1, "Network must have explicit batch (EXPLICIT_BATCH) for ONNX models")
+                )
                 return False
             proto = onnx.load(model)
             net = self._network
@@ -312,7 +338,14 @@ def make_tensorrt(version: str, memory: DeviceMemory) -> types.ModuleType:
                     tmp = ITensor(f"{node.output[0]}_matmul", (), DataType.FLOAT)
                     net.layers.append(ILayer(node.name, LayerType.MATRIX_MULTIPLY, [tmp], net))
                     counter += 1
-                    net.layers.append(ILayer(f"{node.name}_{counter}", LayerType.ELEMENTWISE, [ITensor(node.output[0], (), DataType.FLOAT)], net))
+                    net.layers.append(
+                        ILayer(
+                            f"{node.name}_{counter}",
+                            LayerType.ELEMENTWISE,
+                            [ITensor(node.output[0], (), DataType.FLOAT)],
+                            net,
+                        )
+                    )
                     continue
                 out_type = DataType.INT8 if node.op_type == "QuantizeLinear" else DataType.FLOAT
                 net.layers.append(ILayer(node.name, kind, [ITensor(o, (), out_type) for o in node.output], net))
@@ -417,7 +450,12 @@ def make_tensorrt(version: str, memory: DeviceMemory) -> types.ModuleType:
             names = {f.name for f in config.flags}
             record: dict[str, Any] = {"flags": sorted(names), "strongly_typed": network.strongly_typed}
             builds.append(record)
-            if network.strongly_typed and names & {"FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"}:
+            if network.strongly_typed and names & {
+                "FP16",
+                "INT8",
+                "OBEY_PRECISION_CONSTRAINTS",
+                "PREFER_PRECISION_CONSTRAINTS",
+            }:
                 self._logger.log(Severity.ERROR, "precision flags are not allowed with a strongly typed network")
                 return None
             tensor = network.get_input(0)
@@ -425,22 +463,39 @@ def make_tensorrt(version: str, memory: DeviceMemory) -> types.ModuleType:
             if dynamic and not config.profiles:
                 self._logger.log(Severity.ERROR, "network has dynamic inputs but no optimization profile")
                 return None
-            pinned = {layer.name: {"precision": layer.precision.name, "outputs": {str(i): t.name for i, t in layer.output_types.items()}}
-                      for layer in network.layers if layer.precision_is_set}
+            pinned = {
+                layer.name: {
+                    "precision": layer.precision.name,
+                    "outputs": {str(i): t.name for i, t in layer.output_types.items()},
+                }
+                for layer in network.layers
+                if layer.precision_is_set
+            }
             record["pinned"] = pinned
             if pinned and not names & {"OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"}:
-                self._logger.log(Severity.WARNING, "layer precisions set without a precision-constraints flag are ignored")
+                self._logger.log(
+                    Severity.WARNING, "layer precisions set without a precision-constraints flag are ignored"
+                )
             if "INT8" in names and config.int8_calibrator is not None:
                 if dynamic and config.calibration_profile is None:
-                    self._logger.log(Severity.ERROR, "INT8 calibration of a dynamic network needs a calibration profile")
+                    self._logger.log(
+                        Severity.ERROR, "INT8 calibration of a dynamic network needs a calibration profile"
+                    )
                     return None
                 record.update(_calibrate(network, config, self._logger))
                 if record["calibration"] == "failed":
                     return None
             shapes = config.profiles[0].shapes[tensor.name] if dynamic else (tensor.shape,) * 3
             record["profile"] = shapes
-            plan = {"onnx": network.onnx_path, "input": tensor.name, "shapes": shapes, "outputs": network.outputs,
-                    "version": version, "flags": sorted(names), "pinned": pinned}
+            plan = {
+                "onnx": network.onnx_path,
+                "input": tensor.name,
+                "shapes": shapes,
+                "outputs": network.outputs,
+                "version": version,
+                "flags": sorted(names),
+                "pinned": pinned,
+            }
             return IHostMemory(json.dumps(plan).encode())
 
     class IExecutionContext:
@@ -529,10 +584,20 @@ def make_tensorrt(version: str, memory: DeviceMemory) -> types.ModuleType:
         return _NPTYPE[dtype]
 
     for name, value in {
-        "ILogger": ILogger, "Logger": Logger, "Builder": Builder, "OnnxParser": OnnxParser, "Runtime": Runtime,
-        "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag, "BuilderFlag": BuilderFlag, "DataType": DataType,
-        "MemoryPoolType": MemoryPoolType, "LayerType": LayerType, "TensorIOMode": TensorIOMode,
-        "IInt8EntropyCalibrator2": IInt8EntropyCalibrator2, "IInt8MinMaxCalibrator": IInt8MinMaxCalibrator, "nptype": nptype,
+        "ILogger": ILogger,
+        "Logger": Logger,
+        "Builder": Builder,
+        "OnnxParser": OnnxParser,
+        "Runtime": Runtime,
+        "NetworkDefinitionCreationFlag": NetworkDefinitionCreationFlag,
+        "BuilderFlag": BuilderFlag,
+        "DataType": DataType,
+        "MemoryPoolType": MemoryPoolType,
+        "LayerType": LayerType,
+        "TensorIOMode": TensorIOMode,
+        "IInt8EntropyCalibrator2": IInt8EntropyCalibrator2,
+        "IInt8MinMaxCalibrator": IInt8MinMaxCalibrator,
+        "nptype": nptype,
     }.items():
         setattr(trt, name, value)
     return trt

@@ -29,7 +29,10 @@ pytestmark = pytest.mark.integration
 
 def _spec(tmp_path: Path, method: str, **extra: Any) -> api.QuantizationJobSpec:
     doc: dict[str, Any] = {
-        "model": {"uri": "file:///models/fashion.onnx", "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}},
+        "model": {
+            "uri": "file:///models/fashion.onnx",
+            "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"},
+        },
         "method": method,
         "output": {"uri": file_uri(tmp_path / "out", folder=True)},
     }
@@ -39,12 +42,24 @@ def _spec(tmp_path: Path, method: str, **extra: Any) -> api.QuantizationJobSpec:
     return api.QuantizationJobSpec.model_validate(doc)
 
 
-def _request(spec: api.QuantizationJobSpec, model: Path, workdir: Path, batches: Any = None, keep: tuple[str, ...] = ()) -> QuantizeRequest:
-    return QuantizeRequest(spec=spec, method=spec.method, model_path=model, workdir=workdir, calibration=batches, keep_float=list(keep), log=lambda _m: None)
+def _request(
+    spec: api.QuantizationJobSpec, model: Path, workdir: Path, batches: Any = None, keep: tuple[str, ...] = ()
+) -> QuantizeRequest:
+    return QuantizeRequest(
+        spec=spec,
+        method=spec.method,
+        model_path=model,
+        workdir=workdir,
+        calibration=batches,
+        keep_float=list(keep),
+        log=lambda _m: None,
+    )
 
 
 def _backend() -> TensorRTBackend:
-    return TensorRTBackend(stores=Stores(storage=api.Storage()), gpu_check=lambda **_: 1)  # no GPU here: the check is the one thing assumed
+    return TensorRTBackend(
+        stores=Stores(storage=api.Storage()), gpu_check=lambda **_: 1
+    )  # no GPU here: the check is the one thing assumed
 
 
 def _test_images(fashion_mnist: Any, n: int = 300) -> tuple[np.ndarray, np.ndarray]:
@@ -84,7 +99,9 @@ def test_int8_on_tensorrt8_calibrates_on_the_gpu_path_then_an_identical_job_read
     assert any(n.startswith("calibration skipped: identical cache found at file://") for n in again.notes)
 
 
-def test_int8_on_tensorrt10_builds_the_qdq_model_strongly_typed(monkeypatch, fashion_cnn_onnx: Path, fashion_batches, fashion_mnist, tmp_path: Path) -> None:
+def test_int8_on_tensorrt10_builds_the_qdq_model_strongly_typed(
+    monkeypatch, fashion_cnn_onnx: Path, fashion_batches, fashion_mnist, tmp_path: Path
+) -> None:
     trt, _ = install(monkeypatch, version="10.3.0")
     spec = _spec(tmp_path, "tensorrt-int8")
     artifact = _backend().quantize(_request(spec, fashion_cnn_onnx, tmp_path / "w", fashion_batches(256)))
@@ -99,10 +116,16 @@ def test_int8_on_tensorrt10_builds_the_qdq_model_strongly_typed(monkeypatch, fas
     assert abs(fp32 - int8) < 0.02
 
 
-def test_mixed_on_tensorrt8_pins_the_layers_of_the_named_nodes_and_obeys(monkeypatch, fashion_cnn_onnx: Path, fashion_batches, tmp_path: Path) -> None:
+def test_mixed_on_tensorrt8_pins_the_layers_of_the_named_nodes_and_obeys(
+    monkeypatch, fashion_cnn_onnx: Path, fashion_batches, tmp_path: Path
+) -> None:
     trt, _ = install(monkeypatch, version="8.6.1")
-    spec = _spec(tmp_path, "tensorrt-mixed", mixedPrecision={"mode": "manual", "pinnedLayers": ["/fc2/Gemm", "/conv1/Conv"]})
-    artifact = _backend().quantize(_request(spec, fashion_cnn_onnx, tmp_path / "w", fashion_batches(64), keep=("/fc2/Gemm", "/conv1/Conv")))
+    spec = _spec(
+        tmp_path, "tensorrt-mixed", mixedPrecision={"mode": "manual", "pinnedLayers": ["/fc2/Gemm", "/conv1/Conv"]}
+    )
+    artifact = _backend().quantize(
+        _request(spec, fashion_cnn_onnx, tmp_path / "w", fashion_batches(64), keep=("/fc2/Gemm", "/conv1/Conv"))
+    )
     build = trt.builds[-1]
     assert build["flags"] == sorted(["INT8", "FP16", "OBEY_PRECISION_CONSTRAINTS"])
     pinned = build["pinned"]
@@ -113,7 +136,9 @@ def test_mixed_on_tensorrt8_pins_the_layers_of_the_named_nodes_and_obeys(monkeyp
     assert any(n.startswith("ONNX node /fc2/Gemm -> TensorRT layer(s) /fc2/Gemm, /fc2/Gemm_") for n in artifact.notes)
 
 
-def test_mixed_on_tensorrt10_keeps_the_qdq_network_weakly_typed_for_the_pins(monkeypatch, fashion_cnn_onnx: Path, fashion_batches, tmp_path: Path) -> None:
+def test_mixed_on_tensorrt10_keeps_the_qdq_network_weakly_typed_for_the_pins(
+    monkeypatch, fashion_cnn_onnx: Path, fashion_batches, tmp_path: Path
+) -> None:
     trt, _ = install(monkeypatch, version="10.3.0")
     spec = _spec(tmp_path, "tensorrt-mixed", tensorrt={"precisionConstraints": "prefer"})
     _backend().quantize(_request(spec, fashion_cnn_onnx, tmp_path / "w", fashion_batches(64), keep=("/fc2/Gemm",)))
@@ -122,10 +147,16 @@ def test_mixed_on_tensorrt10_keeps_the_qdq_network_weakly_typed_for_the_pins(mon
     assert "/fc2/Gemm" in build["pinned"]
 
 
-def test_cpu_calibration_hands_tensorrt_a_table_it_accepts(monkeypatch, fashion_cnn_onnx: Path, fashion_batches, tmp_path: Path) -> None:
+def test_cpu_calibration_hands_tensorrt_a_table_it_accepts(
+    monkeypatch, fashion_cnn_onnx: Path, fashion_batches, tmp_path: Path
+) -> None:
     trt, _ = install(monkeypatch, version="8.6.1")
-    spec = _spec(tmp_path, "tensorrt-int8", tensorrt={"calibrationDevice": "cpu"},
-                 calibration={"dataset": {"uri": "file:///d/"}, "algorithm": "percentile", "percentile": 99.99})
+    spec = _spec(
+        tmp_path,
+        "tensorrt-int8",
+        tensorrt={"calibrationDevice": "cpu"},
+        calibration={"dataset": {"uri": "file:///d/"}, "algorithm": "percentile", "percentile": 99.99},
+    )
     artifact = _backend().quantize(_request(spec, fashion_cnn_onnx, tmp_path / "w", fashion_batches(128)))
     assert trt.builds[-1]["calibration"] == "cache"  # TensorRT took the CPU table and asked for no batches
     stored = sorted((tmp_path / "out" / "calibration-cache").glob("*.cache"))
@@ -134,7 +165,9 @@ def test_cpu_calibration_hands_tensorrt_a_table_it_accepts(monkeypatch, fashion_
     assert any("computed on the CPU by ONNX Runtime (percentile)" in n for n in artifact.notes)
 
 
-def test_a_cache_for_another_tensorrt_is_not_trusted(monkeypatch, fashion_cnn_onnx: Path, fashion_batches, tmp_path: Path) -> None:
+def test_a_cache_for_another_tensorrt_is_not_trusted(
+    monkeypatch, fashion_cnn_onnx: Path, fashion_batches, tmp_path: Path
+) -> None:
     install(monkeypatch, version="8.6.1")
     spec = _spec(tmp_path, "tensorrt-int8")
     _backend().quantize(_request(spec, fashion_cnn_onnx, tmp_path / "w1", fashion_batches(64)))
@@ -163,12 +196,29 @@ def test_fp16_and_the_fp32_baseline(monkeypatch, fashion_cnn_onnx: Path, fashion
     np.testing.assert_allclose(onnx_predictor.predict(x), _ort_logits(fashion_cnn_onnx, x))
 
 
-def test_impossible_or_unsupported_builds_are_clear_errors(monkeypatch, fashion_cnn_onnx: Path, fashion_batches, tmp_path: Path) -> None:
+def test_impossible_or_unsupported_builds_are_clear_errors(
+    monkeypatch, fashion_cnn_onnx: Path, fashion_batches, tmp_path: Path
+) -> None:
     install(monkeypatch, version="8.6.1")
     with pytest.raises(InvalidInputError, match="int8Mode: explicit .* needs TensorRT 10"):
-        _backend().quantize(_request(_spec(tmp_path, "tensorrt-int8", tensorrt={"int8Mode": "explicit"}), fashion_cnn_onnx, tmp_path / "w", fashion_batches(32)))
+        _backend().quantize(
+            _request(
+                _spec(tmp_path, "tensorrt-int8", tensorrt={"int8Mode": "explicit"}),
+                fashion_cnn_onnx,
+                tmp_path / "w",
+                fashion_batches(32),
+            )
+        )
     with pytest.raises(InvalidInputError, match=r"'/fc/Gemm' \(did you mean '/fc\d/Gemm', '/fc\d/Gemm', "):
-        _backend().quantize(_request(_spec(tmp_path, "tensorrt-mixed"), fashion_cnn_onnx, tmp_path / "w", fashion_batches(32), keep=("/fc/Gemm",)))
+        _backend().quantize(
+            _request(
+                _spec(tmp_path, "tensorrt-mixed"),
+                fashion_cnn_onnx,
+                tmp_path / "w",
+                fashion_batches(32),
+                keep=("/fc/Gemm",),
+            )
+        )
     install(monkeypatch, version="11.0.0")
     with pytest.raises(UnsupportedTensorRTError, match="TensorRT 11.0.0 is not supported"):
         _backend().quantize(_request(_spec(tmp_path, "tensorrt-fp16"), fashion_cnn_onnx, tmp_path / "w"))

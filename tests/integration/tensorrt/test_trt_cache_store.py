@@ -18,16 +18,26 @@ pytestmark = pytest.mark.integration
 
 KEY = CacheKey(model_sha256="a" * 64, manifest_sha256="b" * 64, recipe="gpu-entropy", tensorrt_version="8.6.1")
 MANIFEST = CalibrationManifest(
-    input_name="input", batch_shape=(32, 1, 28, 28), dtype="float32", samples=500, batches=16, padded=12,
+    input_name="input",
+    batch_shape=(32, 1, 28, 28),
+    dtype="float32",
+    samples=500,
+    batches=16,
+    padded=12,
     batch_sha256=tuple(f"{i:064x}" for i in range(16)),
 )
-CACHE = render(CalibrationTable(version=8601, algorithm="EntropyCalibration2", scales={"input": 1 / 127, "logits": 0.1}))
+CACHE = render(
+    CalibrationTable(version=8601, algorithm="EntropyCalibration2", scales={"input": 1 / 127, "logits": 0.1})
+)
 
 
 def test_every_key_part_changes_the_name() -> None:
     names = {KEY.stem}
     for change in (
-        {"model_sha256": "c" * 64}, {"manifest_sha256": "d" * 64}, {"recipe": "gpu-minmax"}, {"tensorrt_version": "10.3.0"},
+        {"model_sha256": "c" * 64},
+        {"manifest_sha256": "d" * 64},
+        {"recipe": "gpu-minmax"},
+        {"tensorrt_version": "10.3.0"},
     ):
         names.add(replace(KEY, **change).stem)
     assert len(names) == 5
@@ -36,12 +46,17 @@ def test_every_key_part_changes_the_name() -> None:
 
 
 def _spec(output: str, cache_uri: str | None = None) -> api.QuantizationJobSpec:
-    return api.QuantizationJobSpec.model_validate({
-        "model": {"uri": "file:///m/model.onnx", "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}},
-        "method": "tensorrt-int8",
-        "calibration": {"dataset": {"uri": "file:///d/"}, **({"cacheUri": cache_uri} if cache_uri else {})},
-        "output": {"uri": output},
-    })
+    return api.QuantizationJobSpec.model_validate(
+        {
+            "model": {
+                "uri": "file:///m/model.onnx",
+                "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"},
+            },
+            "method": "tensorrt-int8",
+            "calibration": {"dataset": {"uri": "file:///d/"}, **({"cacheUri": cache_uri} if cache_uri else {})},
+            "output": {"uri": output},
+        }
+    )
 
 
 def test_prefix_defaults_beside_the_output_and_follows_cache_uri() -> None:
@@ -91,4 +106,6 @@ def test_a_failed_save_is_a_warning_not_a_failed_job(s3_server: Any, tmp_path: P
     store = CalibrationCacheStore(stores=stores, prefix="s3://no-such-bucket-edgequant/c/", workdir=tmp_path)
     uploaded, warning = save_quietly(store, KEY, CACHE, manifest=MANIFEST)
     assert uploaded is None
-    assert warning is not None and warning.startswith(f"calibration cache not stored at s3://no-such-bucket-edgequant/c/{KEY.stem}.cache")
+    assert warning is not None and warning.startswith(
+        f"calibration cache not stored at s3://no-such-bucket-edgequant/c/{KEY.stem}.cache"
+    )

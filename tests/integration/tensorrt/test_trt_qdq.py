@@ -20,14 +20,22 @@ def _accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
     return float((logits.argmax(axis=1) == y).mean())
 
 
-def test_qdq_model_follows_tensorrts_explicit_quantization_rules(fashion_cnn_onnx: Path, fashion_batches, fashion_mnist, tmp_path: Path) -> None:
+def test_qdq_model_follows_tensorrts_explicit_quantization_rules(
+    fashion_cnn_onnx: Path, fashion_batches, fashion_mnist, tmp_path: Path
+) -> None:
     import onnx
     from onnx import numpy_helper
 
     out = quantize_qdq_for_tensorrt(
-        model_path=fashion_cnn_onnx, output_path=tmp_path / "model.qdq.onnx", batches=fashion_batches(256),
-        input_name="input", batch_size=32, sample_shape=(1, 28, 28), algorithm=api.CalibrationAlgorithm.MINMAX,
-        percentile=99.999, nodes_to_exclude=["/fc2/Gemm"],
+        model_path=fashion_cnn_onnx,
+        output_path=tmp_path / "model.qdq.onnx",
+        batches=fashion_batches(256),
+        input_name="input",
+        batch_size=32,
+        sample_shape=(1, 28, 28),
+        algorithm=api.CalibrationAlgorithm.MINMAX,
+        percentile=99.999,
+        nodes_to_exclude=["/fc2/Gemm"],
     )
     model = onnx.load(str(out))
     nodes = {n.name: n for n in model.graph.node}

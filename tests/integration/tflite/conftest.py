@@ -50,8 +50,14 @@ def fmnist_files(tmp_path_factory: pytest.TempPathFactory, fashion_mnist: Any) -
 
 
 def job_spec(
-    method: str, *, model: str, out: str, calibration: str | None = None, evaluation: str | None = None,
-    training: str | None = None, **extra: Any,
+    method: str,
+    *,
+    model: str,
+    out: str,
+    calibration: str | None = None,
+    evaluation: str | None = None,
+    training: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     """A QuantizationJob spec for the 28x28 gray inputs, scaled 1/255 (as the models were trained)."""
     spec: dict[str, Any] = {
@@ -60,11 +66,23 @@ def job_spec(
         "output": {"uri": out},
     }
     if calibration:
-        spec["calibration"] = {"dataset": {"uri": calibration, "layout": "npz" if calibration.endswith(".npz") else "imagefolder"}, "samples": 300}
+        spec["calibration"] = {
+            "dataset": {"uri": calibration, "layout": "npz" if calibration.endswith(".npz") else "imagefolder"},
+            "samples": 300,
+        }
     if evaluation:
-        spec["evaluation"] = {"dataset": {"uri": evaluation, "layout": "npz" if evaluation.endswith(".npz") else "imagefolder"}, "samples": 500}
+        spec["evaluation"] = {
+            "dataset": {"uri": evaluation, "layout": "npz" if evaluation.endswith(".npz") else "imagefolder"},
+            "samples": 500,
+        }
     if training:
-        spec["training"] = {"dataset": {"uri": training, "layout": "npz"}, "epochs": 1, "learningRate": 1e-4, "batchSize": 64, "maxSamples": 3000}
+        spec["training"] = {
+            "dataset": {"uri": training, "layout": "npz"},
+            "epochs": 1,
+            "learningRate": 1e-4,
+            "batchSize": 64,
+            "maxSamples": 3000,
+        }
     spec.update(extra)
     return spec
 

@@ -18,11 +18,16 @@ def _model(path: Path, activation: str) -> Path:
 
     L = keras.layers
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)),
-        L.Conv2D(8, 3, name="conv1"), L.Activation(activation, name="act"), L.Conv2D(8, 3, activation="relu", name="conv2"),
-        L.GlobalAveragePooling2D(name="pool"), L.Dense(10, name="logits"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            L.Conv2D(8, 3, name="conv1"),
+            L.Activation(activation, name="act"),
+            L.Conv2D(8, 3, activation="relu", name="conv2"),
+            L.GlobalAveragePooling2D(name="pool"),
+            L.Dense(10, name="logits"),
+        ]
+    )
     model.save(path)
     return path
 
@@ -34,7 +39,11 @@ def _run(root: Path, model: Path, out: str) -> tuple[Any, dict[str, Any], Path]:
     doc = {
         "target": "coral-edgetpu",
         "model": {"uri": f"file://{model}", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
-        "calibration": {"dataset": {"uri": f"file://{root}/cal.npz", "layout": "npz"}, "samples": 100, "minSamples": 50},
+        "calibration": {
+            "dataset": {"uri": f"file://{root}/cal.npz", "layout": "npz"},
+            "samples": 100,
+            "minSamples": 50,
+        },
         "output": {"uri": f"file://{root}/{out}/"},
     }
     spec, _name, _ns = spec_from_document(doc)
@@ -56,7 +65,10 @@ def test_an_op_the_edge_tpu_lacks_is_a_finding_with_the_ops_that_fall_back_and_t
     assert result.exit_code == 0, result.message
     target = report["target"]
     assert report["method"] == "tflite-int8" and report["publishedMethod"] == "tflite-int8"
-    assert [(c["field"], c["value"]) for c in target["choices"]] == [("spec.method", "tflite-int8"), ("artifact input/output", "uint8")]
+    assert [(c["field"], c["value"]) for c in target["choices"]] == [
+        ("spec.method", "tflite-int8"),
+        ("artifact input/output", "uint8"),
+    ]
     assert all("coral.ai/docs/edgetpu" in c["reason"] for c in target["choices"])
     assert report["inputContract"]["dtype"] == "uint8"
     fired = {f["check"]: f for f in target["findings"] if f["fired"]}

@@ -87,11 +87,14 @@ def test_a_legacy_savedmodel_with_a_lambda_is_refused(tmp_path: Path) -> None:
 
     tf_keras = import_tf_keras()
     marker = tmp_path / "marker"
-    model = tf_keras.Sequential([
-        tf_keras.Input((28, 28, 1)),
-        tf_keras.layers.Lambda(_writes_marker(marker), name="sneaky"),
-        tf_keras.layers.Flatten(), tf_keras.layers.Dense(10),
-    ])
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input((28, 28, 1)),
+            tf_keras.layers.Lambda(_writes_marker(marker), name="sneaky"),
+            tf_keras.layers.Flatten(),
+            tf_keras.layers.Dense(10),
+        ]
+    )
     path = tmp_path / "legacy_saved"
     tf_keras.models.save_model(model, str(path), save_format="tf")
     marker.unlink(missing_ok=True)
@@ -128,4 +131,6 @@ def test_a_plain_model_still_loads(tmp_path: Path) -> None:
         model.save(tmp_path / name)
         assert load_source(tmp_path / name, fmt=fmt, workdir=tmp_path / "work").input_shape == (None, 28, 28, 1)
     model.export(str(tmp_path / "exported"), verbose=False)
-    assert load_source(tmp_path / "exported", fmt=api.ModelFormat.SAVED_MODEL, workdir=tmp_path / "work").input_shape == (None, 28, 28, 1)
+    assert load_source(
+        tmp_path / "exported", fmt=api.ModelFormat.SAVED_MODEL, workdir=tmp_path / "work"
+    ).input_shape == (None, 28, 28, 1)

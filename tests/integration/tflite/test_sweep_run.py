@@ -19,9 +19,13 @@ TARGETS = ("rpi-xnnpack", "arm64-cpu")
 METHODS = ("tflite-int8", "tflite-float16", "tflite-dynamic-range")
 
 
-def test_a_local_sweep_recommends_from_its_cells_figures(trained_cnn: Path, fmnist_files: dict[str, Path], tmp_path: Path) -> None:
+def test_a_local_sweep_recommends_from_its_cells_figures(
+    trained_cnn: Path, fmnist_files: dict[str, Path], tmp_path: Path
+) -> None:
     sweep = {
-        "apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationSweep", "metadata": {"name": "fm"},
+        "apiVersion": "edgequant.io/v1alpha1",
+        "kind": "QuantizationSweep",
+        "metadata": {"name": "fm"},
         "spec": {
             "model": {"uri": f"file://{trained_cnn}", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
             "matrix": {"targets": list(TARGETS), "methods": list(METHODS)},
@@ -34,7 +38,13 @@ def test_a_local_sweep_recommends_from_its_cells_figures(trained_cnn: Path, fmni
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
-    proc = subprocess.run([str(Path(sys.executable).with_name("edgequant")), "run", "--quiet", str(path)], capture_output=True, text=True, cwd="/", timeout=1200)
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("edgequant")), "run", "--quiet", str(path)],
+        capture_output=True,
+        text=True,
+        cwd="/",
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     out = tmp_path / "out"
@@ -48,15 +58,25 @@ def test_a_local_sweep_recommends_from_its_cells_figures(trained_cnn: Path, fmni
     for name in names:
         report = json.loads((out / name / "report.json").read_text())
         figures[name] = {
-            "target": name.removeprefix("fm-").rsplit("-tflite-", 1)[0], "method": report["publishedMethod"] or report["method"],
-            "size": report["quantized"]["sizeBytes"], "drop": report["comparison"]["accuracyDrop"], "latency": report["quantized"]["latencyMsMedian"],
+            "target": name.removeprefix("fm-").rsplit("-tflite-", 1)[0],
+            "method": report["publishedMethod"] or report["method"],
+            "size": report["quantized"]["sizeBytes"],
+            "drop": report["comparison"]["accuracyDrop"],
+            "latency": report["quantized"]["latencyMsMedian"],
             "passed": report["outcome"]["succeeded"] and not report["outcome"]["degraded"],
         }
     rows = {c["name"]: c for c in status["candidates"]}
     for name, f in figures.items():
         row = rows[name]
-        assert (row["target"], row["method"], row["sizeBytes"], row["passedGate"]) == (f["target"], f["method"], f["size"], f["passed"])
-        assert row["accuracyDrop"] == pytest.approx(f["drop"]) and row["latencyMs"] == pytest.approx(f["latency"], rel=1e-3)
+        assert (row["target"], row["method"], row["sizeBytes"], row["passedGate"]) == (
+            f["target"],
+            f["method"],
+            f["size"],
+            f["passed"],
+        )
+        assert row["accuracyDrop"] == pytest.approx(f["drop"]) and row["latencyMs"] == pytest.approx(
+            f["latency"], rel=1e-3
+        )
     assert all(f["passed"] for f in figures.values())  # a trained CNN: every method within three points
 
     def dominates(a: dict[str, float], b: dict[str, float]) -> bool:
@@ -71,7 +91,9 @@ def test_a_local_sweep_recommends_from_its_cells_figures(trained_cnn: Path, fmni
     for target, rec in recommendations.items():
         mine = {n: f for n, f in figures.items() if f["target"] == target}
         smallest = min(f["size"] for f in mine.values())
-        best = min((n for n, f in mine.items() if f["size"] == smallest), key=lambda n: (mine[n]["drop"], mine[n]["latency"]))
+        best = min(
+            (n for n, f in mine.items() if f["size"] == smallest), key=lambda n: (mine[n]["drop"], mine[n]["latency"])
+        )
         assert rec["candidate"] == best and rec["method"] in ("tflite-int8", "tflite-dynamic-range")
         assert mine[best]["size"] < 0.6 * mine[f"fm-{target}-tflite-float16"]["size"]
 
@@ -79,7 +101,9 @@ def test_a_local_sweep_recommends_from_its_cells_figures(trained_cnn: Path, fmni
     # from the sweep's cache, and both quantize to the same bytes.
     int8 = [json.loads((out / f"fm-{t}-tflite-int8" / "report.json").read_text()) for t in TARGETS]
     texts = [json.dumps(r["notes"]) for r in int8]
-    assert sorted("stored for reuse" in t for t in texts) == [False, True] and sorted("reused from" in t for t in texts) == [False, True]
+    assert sorted("stored for reuse" in t for t in texts) == [False, True] and sorted(
+        "reused from" in t for t in texts
+    ) == [False, True]
     assert int8[0]["artifact"]["sha256"] == int8[1]["artifact"]["sha256"]
     assert len(list((out / "calibration-cache").glob("tflite-*/key.json"))) == 1
 

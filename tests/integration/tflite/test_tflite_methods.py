@@ -39,13 +39,19 @@ def _uri(path: Path, folder: bool = False) -> str:
 
 @pytest.mark.parametrize("method", list(MIN_RATIO))
 def test_size_ratio_on_a_weight_dominated_model(
-    method: str, dense_heavy: tuple[Path, int], fmnist_files: dict[str, Path], spec_for: Callable[..., dict[str, Any]], tmp_path: Path,
+    method: str,
+    dense_heavy: tuple[Path, int],
+    fmnist_files: dict[str, Path],
+    spec_for: Callable[..., dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     model, params = dense_heavy
     assert params >= 1_000_000
     needs_data = method in ("tflite-int8", "tflite-qat")
     spec = spec_for(
-        method, model=_uri(model), out=_uri(tmp_path / "out", folder=True),
+        method,
+        model=_uri(model),
+        out=_uri(tmp_path / "out", folder=True),
         calibration=_uri(fmnist_files["calibration"], folder=True) if needs_data else None,
         training=_uri(fmnist_files["train.npz"]) if method == "tflite-qat" else None,
         mixedPrecision={"sensitivity": "off"},
@@ -59,11 +65,17 @@ def test_size_ratio_on_a_weight_dominated_model(
 
 @pytest.mark.parametrize("method", list(ACCURACY_BOUND))
 def test_trained_cnn_within_the_accuracy_bound(
-    method: str, trained_cnn: Path, fmnist_files: dict[str, Path], spec_for: Callable[..., dict[str, Any]], tmp_path: Path,
+    method: str,
+    trained_cnn: Path,
+    fmnist_files: dict[str, Path],
+    spec_for: Callable[..., dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     calibrated = method in ("tflite-int8", "tflite-qat")
     spec = spec_for(
-        method, model=_uri(trained_cnn), out=_uri(tmp_path / "out", folder=True),
+        method,
+        model=_uri(trained_cnn),
+        out=_uri(tmp_path / "out", folder=True),
         evaluation=_uri(fmnist_files["test"], folder=True),
         calibration=_uri(fmnist_files["calibration"], folder=True) if calibrated else None,
         training=_uri(fmnist_files["train.npz"]) if method == "tflite-qat" else None,
@@ -97,7 +109,10 @@ def test_trained_cnn_within_the_accuracy_bound(
 
 
 def test_float_over_255_into_the_int8_artifact_is_detected(
-    trained_cnn: Path, fmnist_files: dict[str, Path], spec_for: Callable[..., dict[str, Any]], tmp_path: Path,
+    trained_cnn: Path,
+    fmnist_files: dict[str, Path],
+    spec_for: Callable[..., dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     from edgequant.backends.base import InputContractError
     from edgequant.backends.tflite.backend import TFLiteBackend
@@ -106,15 +121,21 @@ def test_float_over_255_into_the_int8_artifact_is_detected(
     from edgequant.worker.evaluate import evaluate
 
     spec = spec_for(
-        "tflite-int8", model=_uri(trained_cnn), out=_uri(tmp_path / "out", folder=True),
-        calibration=_uri(fmnist_files["calibration"], folder=True), mixedPrecision={"sensitivity": "off"},
+        "tflite-int8",
+        model=_uri(trained_cnn),
+        out=_uri(tmp_path / "out", folder=True),
+        calibration=_uri(fmnist_files["calibration"], folder=True),
+        mixedPrecision={"sensitivity": "off"},
     )
     result, ctx = _run(spec, tmp_path / "work")
     assert result.exit_code == 0, result.message
     predictor = TFLiteBackend().load(ctx.artifact.path, spec=ctx.spec)
     test = prepare_set(
         index_dataset(fmnist_files["test.npz"], layout=api.DatasetLayout.NPZ, uri="file://test.npz"),
-        name="evaluation", contract=ctx.spec.model.input, samples=200, seed=0,
+        name="evaluation",
+        contract=ctx.spec.model.input,
+        samples=200,
+        seed=0,
     )
     # Right: the evaluator quantizes the [0, 1] floats with the model's own scale -> uint8 pixels.
     assert evaluate(predictor=predictor, data=test.batches(), latency_runs=0).top1 > 0.7
@@ -123,14 +144,19 @@ def test_float_over_255_into_the_int8_artifact_is_detected(
     with pytest.raises(InputContractError, match=r"float/255 fed to a full-INT8 model"):
         predictor.predict(x)
     # Wrong 2: data already divided by 255 goes through the model's scaling again -> only 0s and 1s arrive.
-    twice = api.InputContract(shape=[28, 28, 1], color_order=api.ColorOrder.GRAY, scaling=api.Scaling(scale=1 / 255 / 255))
+    twice = api.InputContract(
+        shape=[28, 28, 1], color_order=api.ColorOrder.GRAY, scaling=api.Scaling(scale=1 / 255 / 255)
+    )
     test.contract = twice
     with pytest.raises(InputContractError, match=r"every value it received lies in \[0, 1\]"):
         evaluate(predictor=predictor, data=test.batches(), latency_runs=0)
 
 
 def test_savedmodel_and_h5_sources(
-    trained_cnn: Path, fmnist_files: dict[str, Path], spec_for: Callable[..., dict[str, Any]], tmp_path: Path,
+    trained_cnn: Path,
+    fmnist_files: dict[str, Path],
+    spec_for: Callable[..., dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     from edgequant.backends.tflite.tf import import_keras
 
@@ -142,16 +168,22 @@ def test_savedmodel_and_h5_sources(
     model.save(h5)
     for source, method in ((_uri(saved, folder=True), "tflite-int8"), (_uri(h5), "tflite-dynamic-range")):
         spec = spec_for(
-            method, model=source, out=_uri(tmp_path / method, folder=True), evaluation=_uri(fmnist_files["test.npz"]),
+            method,
+            model=source,
+            out=_uri(tmp_path / method, folder=True),
+            evaluation=_uri(fmnist_files["test.npz"]),
             calibration=_uri(fmnist_files["calibration"], folder=True) if method == "tflite-int8" else None,
-            acceptance={"maxAccuracyDrop": 0.02}, mixedPrecision={"sensitivity": "off"},
+            acceptance={"maxAccuracyDrop": 0.02},
+            mixedPrecision={"sensitivity": "off"},
         )
         result, _ = _run(spec, tmp_path / f"work-{method}")
         assert result.exit_code == 0, f"{source}: {result.message}"
         assert result.results.quantized.accuracy > 0.75
 
 
-def test_shape_mismatch_names_the_field(trained_cnn: Path, spec_for: Callable[..., dict[str, Any]], tmp_path: Path) -> None:
+def test_shape_mismatch_names_the_field(
+    trained_cnn: Path, spec_for: Callable[..., dict[str, Any]], tmp_path: Path
+) -> None:
     spec = spec_for("tflite-float16", model=_uri(trained_cnn), out=_uri(tmp_path / "out", folder=True))
     spec["model"]["input"] = {"shape": [32, 32, 3]}
     result, _ = _run(spec, tmp_path / "work")

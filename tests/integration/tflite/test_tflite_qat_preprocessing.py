@@ -60,12 +60,23 @@ def _build_and_train(kind: str, x: np.ndarray, y: np.ndarray, path: Path) -> Non
 
     L = keras.layers
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([
-        keras.Input((28, 28, 1)), *_preprocessing(kind, keras, x),
-        L.Conv2D(16, 3, activation="relu"), L.MaxPooling2D(), L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(),
-        L.Flatten(), L.Dense(64, activation="relu"), L.Dense(10),
-    ], name=f"fmnist_{kind.replace('-', '_')}")
-    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            *_preprocessing(kind, keras, x),
+            L.Conv2D(16, 3, activation="relu"),
+            L.MaxPooling2D(),
+            L.Conv2D(32, 3, activation="relu"),
+            L.MaxPooling2D(),
+            L.Flatten(),
+            L.Dense(64, activation="relu"),
+            L.Dense(10),
+        ],
+        name=f"fmnist_{kind.replace('-', '_')}",
+    )
+    model.compile(
+        keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     model.fit(x, y, epochs=EPOCHS, batch_size=64, verbose=0)
     model.save(path)
 
@@ -76,7 +87,16 @@ def preprocessing_cnn(fashion_mnist: Any) -> Callable[[str], Path]:
     import keras
 
     def get(kind: str) -> Path:
-        key = "|".join([inspect.getsource(_preprocessing), inspect.getsource(_build_and_train), kind, str(TRAIN_SAMPLES), str(EPOCHS), keras.__version__])
+        key = "|".join(
+            [
+                inspect.getsource(_preprocessing),
+                inspect.getsource(_build_and_train),
+                kind,
+                str(TRAIN_SAMPLES),
+                str(EPOCHS),
+                keras.__version__,
+            ]
+        )
         path = CACHE / f"qat-{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.keras"
         if not path.exists():
             x = fashion_mnist.train_x[-TRAIN_SAMPLES:, :, :, None].astype(np.float32)
@@ -95,15 +115,24 @@ def _uri(path: Path, folder: bool = False) -> str:
     return f"file://{path}" + ("/" if folder else "")
 
 
-def _qat_job(kind: str, model: Path, fmnist_files: dict[str, Path], spec_for: Callable[..., dict[str, Any]], tmp_path: Path) -> tuple[Any, dict[str, Any]]:
+def _qat_job(
+    kind: str, model: Path, fmnist_files: dict[str, Path], spec_for: Callable[..., dict[str, Any]], tmp_path: Path
+) -> tuple[Any, dict[str, Any]]:
     spec = spec_for(
-        "tflite-qat", model=_uri(model), out=_uri(tmp_path / "out", folder=True),
-        evaluation=_uri(fmnist_files["test"], folder=True), calibration=_uri(fmnist_files["calibration"], folder=True),
-        training=_uri(fmnist_files["train.npz"]), acceptance={"maxAccuracyDrop": QAT_BOUND}, mixedPrecision={"sensitivity": "off"},
+        "tflite-qat",
+        model=_uri(model),
+        out=_uri(tmp_path / "out", folder=True),
+        evaluation=_uri(fmnist_files["test"], folder=True),
+        calibration=_uri(fmnist_files["calibration"], folder=True),
+        training=_uri(fmnist_files["train.npz"]),
+        acceptance={"maxAccuracyDrop": QAT_BOUND},
+        mixedPrecision={"sensitivity": "off"},
     )
     if KINDS[kind] == "pixels":
         spec["model"]["input"]["scaling"] = {"scale": 1.0}  # the model divides by itself
-    result, _ = run_job(api.QuantizationJobSpec.model_validate(spec), workdir=tmp_path / "work", progress=SilentProgress())
+    result, _ = run_job(
+        api.QuantizationJobSpec.model_validate(spec), workdir=tmp_path / "work", progress=SilentProgress()
+    )
     return result, json.loads((tmp_path / "out" / "report.json").read_text())
 
 
@@ -118,19 +147,28 @@ EXPECTED_NOTES = {
     "rescaling": {"to_unit": "(Rescaling: x * 0.00392157 + 0) kept in the model"},
     "normalization": {"standardize": "(Normalization: (x - mean) / std as the per-channel affine x * "},
     "resizing": {"upsize": "(Resizing: bilinear resize to 32x32) kept in the model"},
-    "center-crop": {"crop": "(CenterCrop: center crop to 24x24) kept in the model", "flip": "(RandomFlip) left out of the QAT model and the artifact"},
+    "center-crop": {
+        "crop": "(CenterCrop: center crop to 24x24) kept in the model",
+        "flip": "(RandomFlip) left out of the QAT model and the artifact",
+    },
 }
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_qat_keeps_the_preprocessing_layer_and_stays_within_the_bound(
-    kind: str, preprocessing_cnn: Callable[[str], Path], fmnist_files: dict[str, Path], spec_for: Callable[..., dict[str, Any]], tmp_path: Path,
+    kind: str,
+    preprocessing_cnn: Callable[[str], Path],
+    fmnist_files: dict[str, Path],
+    spec_for: Callable[..., dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     result, report = _qat_job(kind, preprocessing_cnn(kind), fmnist_files, spec_for, tmp_path)
     assert result.exit_code == 0, result.message
     res = result.results
     assert res.baseline.accuracy > 0.75, "the cached model should be trained"
-    assert res.accuracy_drop <= QAT_BOUND, f"{kind}: FP32 {res.baseline.accuracy:.3f}, QAT int8 {res.quantized.accuracy:.3f}"
+    assert res.accuracy_drop <= QAT_BOUND, (
+        f"{kind}: FP32 {res.baseline.accuracy:.3f}, QAT int8 {res.quantized.accuracy:.3f}"
+    )
     for layer, words in EXPECTED_NOTES[kind].items():
         assert words in _note_on(report, layer)
 
@@ -161,7 +199,10 @@ def test_rebuilt_preprocessing_computes_what_keras3_computes(tmp_path: Path) -> 
         "rescaling": [L.Rescaling(1 / 127.5, offset=-1)],
         "normalization-given": [L.Normalization(mean=[120.0, 110.0, 100.0], variance=[3600.0, 2500.0, 1600.0])],
         "normalization-adapted": [adapted],
-        "normalization-invert": [L.Rescaling(1 / 255), L.Normalization(mean=[0.5, 0.4, 0.3], variance=[0.04, 0.05, 0.06], invert=True)],
+        "normalization-invert": [
+            L.Rescaling(1 / 255),
+            L.Normalization(mean=[0.5, 0.4, 0.3], variance=[0.04, 0.05, 0.06], invert=True),
+        ],
         "resizing-bilinear": [L.Resizing(32, 36)],
         "resizing-nearest-crop": [L.Resizing(20, 24, interpolation="nearest", crop_to_aspect_ratio=True)],
         "flip-rotate-center-crop": [L.RandomFlip(), L.RandomRotation(0.1), L.CenterCrop(24, 24)],
@@ -182,7 +223,9 @@ def test_rebuilt_preprocessing_computes_what_keras3_computes(tmp_path: Path) -> 
         expected = np.asarray(model(x, training=False))
         got = np.asarray(rebuilt.model(x, training=False))
         assert np.allclose(got, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max()), name
-        assert len(rebuilt.preprocessing) == sum(type(layer).__name__ not in ("RandomFlip", "RandomRotation") for layer in front), name
+        assert len(rebuilt.preprocessing) == sum(
+            type(layer).__name__ not in ("RandomFlip", "RandomRotation") for layer in front
+        ), name
 
 
 #: model -> what the InvalidInput message must name: the layer, and the fix. A custom layer is refused before any
@@ -191,14 +234,18 @@ UNSUPPORTED = {
     "custom-layer": ("the model contains the custom object", "SquarePlusOne", "model.export('dir/')"),
     "batchnorm-after-activation": (
         "layer 'bn_after_relu' (BatchNormalization) cannot be wrapped for QAT by tensorflow-model-optimization",
-        "rebuild the model without this layer", "use tflite-int8",
+        "rebuild the model without this layer",
+        "use tflite-int8",
     ),
 }
 
 
 @pytest.mark.parametrize("case", list(UNSUPPORTED))
 def test_unsupported_layer_fails_naming_the_layer_and_the_fix(
-    case: str, fmnist_files: dict[str, Path], spec_for: Callable[..., dict[str, Any]], tmp_path: Path,
+    case: str,
+    fmnist_files: dict[str, Path],
+    spec_for: Callable[..., dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     from edgequant.backends.tflite.tf import import_keras
 
@@ -218,11 +265,16 @@ def test_unsupported_layer_fails_naming_the_layer_and_the_fix(
     path = tmp_path / f"{case}.keras"
     model.save(path)
     spec = spec_for(
-        "tflite-qat", model=_uri(path), out=_uri(tmp_path / "out", folder=True),
-        calibration=_uri(fmnist_files["calibration"], folder=True), training=_uri(fmnist_files["train.npz"]),
+        "tflite-qat",
+        model=_uri(path),
+        out=_uri(tmp_path / "out", folder=True),
+        calibration=_uri(fmnist_files["calibration"], folder=True),
+        training=_uri(fmnist_files["train.npz"]),
         mixedPrecision={"sensitivity": "off"},
     )
     spec["model"]["input"]["scaling"] = {"scale": 1.0}
-    result, _ = run_job(api.QuantizationJobSpec.model_validate(spec), workdir=tmp_path / "work", progress=SilentProgress())
+    result, _ = run_job(
+        api.QuantizationJobSpec.model_validate(spec), workdir=tmp_path / "work", progress=SilentProgress()
+    )
     assert result.exit_code == ExitCode.INVALID_INPUT, result.message
     assert all(part in result.message for part in UNSUPPORTED[case]), result.message

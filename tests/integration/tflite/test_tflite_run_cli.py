@@ -12,7 +12,9 @@ import yaml
 pytestmark = pytest.mark.integration
 
 
-def test_run_two_jobs_from_one_file_prints_one_table(trained_cnn: Path, fmnist_files: dict[str, Path], tmp_path: Path) -> None:
+def test_run_two_jobs_from_one_file_prints_one_table(
+    trained_cnn: Path, fmnist_files: dict[str, Path], tmp_path: Path
+) -> None:
     # Relative file:// URIs resolve against the job file's folder.
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "cnn.keras").symlink_to(trained_cnn)
@@ -20,7 +22,9 @@ def test_run_two_jobs_from_one_file_prints_one_table(trained_cnn: Path, fmnist_f
     contract = {"shape": [28, 28, 1], "colorOrder": "GRAY"}
     jobs = [
         {
-            "apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationJob", "metadata": {"name": f"local-{name}"},
+            "apiVersion": "edgequant.io/v1alpha1",
+            "kind": "QuantizationJob",
+            "metadata": {"name": f"local-{name}"},
             "spec": {
                 "method": method,
                 "model": {"uri": "file://models/cnn.keras", "input": contract},
@@ -44,7 +48,11 @@ def test_run_two_jobs_from_one_file_prints_one_table(trained_cnn: Path, fmnist_f
     table = proc.stdout
     for column in ("method", "size", "ratio", "accuracy", "drop", "latency"):
         assert column in table
-    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]] for line in table.splitlines() if line.startswith("│")}
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]]
+        for line in table.splitlines()
+        if line.startswith("│")
+    }
     assert set(rows) == {"(baseline)", "local-fp16", "local-int8"}
     assert rows["local-int8"][1] == "tflite-int8" and rows["local-int8"][-1] == "ok"
     assert float(rows["local-fp16"][3].rstrip("x")) > 1.8 and float(rows["local-int8"][3].rstrip("x")) > 3
@@ -55,9 +63,22 @@ def test_run_two_jobs_from_one_file_prints_one_table(trained_cnn: Path, fmnist_f
 
 def test_run_reports_an_invalid_job_with_its_exit_code(tmp_path: Path) -> None:
     job = tmp_path / "bad.yaml"
-    job.write_text(yaml.safe_dump({"apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationJob", "metadata": {"name": "bad"},
-                                   "spec": {"method": "tflite-int8", "model": {"uri": "file://m.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
-                                            "output": {"uri": "file://out/"}}}))
-    proc = subprocess.run([str(Path(sys.executable).with_name("edgequant")), "run", str(job)], capture_output=True, text=True, timeout=120)
+    job.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "edgequant.io/v1alpha1",
+                "kind": "QuantizationJob",
+                "metadata": {"name": "bad"},
+                "spec": {
+                    "method": "tflite-int8",
+                    "model": {"uri": "file://m.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+                    "output": {"uri": "file://out/"},
+                },
+            }
+        )
+    )
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("edgequant")), "run", str(job)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 10
     assert "spec.calibration" in proc.stderr and "InvalidInput" in proc.stdout

@@ -22,22 +22,46 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _worker(
-    spec: dict[str, Any], tmp_path: Path, *, name: str = "fmnist", env: dict[str, str] | None = None,
+    spec: dict[str, Any],
+    tmp_path: Path,
+    *,
+    name: str = "fmnist",
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.CompletedProcess[str], WorkerResult, str]:
     """Run the worker with the whole QuantizationJob in $EDGEQUANT_SPEC; returns the process, result and raw message."""
     log = tmp_path / "termination-log"
-    document = {"apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationJob", "metadata": {"name": name, "namespace": "ml"}, "spec": spec}
-    full_env = {
-        **os.environ, **(env or {}),
-        "EDGEQUANT_SPEC": json.dumps(document), "EDGEQUANT_TERMINATION_LOG": str(log), "EDGEQUANT_WORKDIR": str(tmp_path / "work"),
+    document = {
+        "apiVersion": "edgequant.io/v1alpha1",
+        "kind": "QuantizationJob",
+        "metadata": {"name": name, "namespace": "ml"},
+        "spec": spec,
     }
-    proc = subprocess.run([str(Path(sys.executable).with_name("edgequant-worker"))], capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=600)
+    full_env = {
+        **os.environ,
+        **(env or {}),
+        "EDGEQUANT_SPEC": json.dumps(document),
+        "EDGEQUANT_TERMINATION_LOG": str(log),
+        "EDGEQUANT_WORKDIR": str(tmp_path / "work"),
+    }
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("edgequant-worker"))],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=full_env,
+        timeout=600,
+    )
     text = log.read_text()
     return proc, WorkerResult.from_termination_message(text), text
 
 
 def _storage(endpoint: str) -> dict[str, Any]:
-    return {"endpoint": endpoint, "pathStyle": True, "region": "us-east-1", "credentialsSecret": {"name": "s3-credentials"}}
+    return {
+        "endpoint": endpoint,
+        "pathStyle": True,
+        "region": "us-east-1",
+        "credentialsSecret": {"name": "s3-credentials"},
+    }
 
 
 def _keys(client: Any, bucket: str, prefix: str) -> list[str]:
@@ -45,7 +69,14 @@ def _keys(client: Any, bucket: str, prefix: str) -> list[str]:
 
 
 @pytest.fixture
-def s3_data(s3_server: Any, s3_client: Any, s3_bucket: str, s3_upload_tree: Callable[..., int], trained_cnn: Path, fmnist_files: dict[str, Path]) -> str:
+def s3_data(
+    s3_server: Any,
+    s3_client: Any,
+    s3_bucket: str,
+    s3_upload_tree: Callable[..., int],
+    trained_cnn: Path,
+    fmnist_files: dict[str, Path],
+) -> str:
     """The trained CNN, the calibration imagefolder and the test npz in a fresh bucket; returns the bucket."""
     s3_client.upload_file(str(trained_cnn), s3_bucket, "models/fmnist-cnn.keras")
     s3_upload_tree(fmnist_files["calibration"], s3_bucket, "datasets/calibration/")
@@ -54,13 +85,21 @@ def s3_data(s3_server: Any, s3_client: Any, s3_bucket: str, s3_upload_tree: Call
 
 
 def test_full_int8_on_s3_publishes_artifact_report_and_result(
-    s3_server: Any, s3_client: Any, s3_data: str, spec_for: Callable[..., dict[str, Any]], tmp_path: Path,
+    s3_server: Any,
+    s3_client: Any,
+    s3_data: str,
+    spec_for: Callable[..., dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     b = s3_data
     spec = spec_for(
-        "tflite-int8", model=f"s3://{b}/models/fmnist-cnn.keras", out=f"s3://{b}/artifacts/run-1/",
-        calibration=f"s3://{b}/datasets/calibration/", evaluation=f"s3://{b}/datasets/test.npz",
-        acceptance={"maxAccuracyDrop": 0.02}, storage=_storage(s3_server.endpoint),
+        "tflite-int8",
+        model=f"s3://{b}/models/fmnist-cnn.keras",
+        out=f"s3://{b}/artifacts/run-1/",
+        calibration=f"s3://{b}/datasets/calibration/",
+        evaluation=f"s3://{b}/datasets/test.npz",
+        acceptance={"maxAccuracyDrop": 0.02},
+        storage=_storage(s3_server.endpoint),
     )
     proc, result, text = _worker(spec, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -81,13 +120,24 @@ def test_full_int8_on_s3_publishes_artifact_report_and_result(
     assert report["artifact"]["sha256"] == res.artifact.sha256
     assert report["inputContract"]["dtype"] == "uint8"
     assert [d["role"] for d in report["datasets"]] == ["calibration", "evaluation"]
-    assert report["datasets"][0]["classCounts"] == {f"{i:02d}_{n}": 30 for i, n in enumerate(
-        ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"))}
+    assert report["datasets"][0]["classCounts"] == {
+        f"{i:02d}_{n}": 30
+        for i, n in enumerate(
+            ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot")
+        )
+    }
 
 
 def test_random_noise_calibration_fails_validation_naming_files(
-    s3_server: Any, s3_client: Any, s3_bucket: str, trained_cnn: Path, spec_for: Callable[..., dict[str, Any]], tmp_path: Path,
-    imagefolder_writer: Callable[..., Path], s3_upload_tree: Callable[..., int], fmnist_files: dict[str, Path],
+    s3_server: Any,
+    s3_client: Any,
+    s3_bucket: str,
+    trained_cnn: Path,
+    spec_for: Callable[..., dict[str, Any]],
+    tmp_path: Path,
+    imagefolder_writer: Callable[..., Path],
+    s3_upload_tree: Callable[..., int],
+    fmnist_files: dict[str, Path],
 ) -> None:
     b = s3_bucket
     noise = np.random.default_rng(3).integers(0, 256, size=(150, 28, 28), dtype=np.uint8)
@@ -96,8 +146,12 @@ def test_random_noise_calibration_fails_validation_naming_files(
     s3_client.upload_file(str(trained_cnn), b, "m.keras")
     s3_client.upload_file(str(fmnist_files["test.npz"]), b, "test.npz")
     spec = spec_for(
-        "tflite-int8", model=f"s3://{b}/m.keras", out=f"s3://{b}/out/", calibration=f"s3://{b}/datasets/noise/",
-        evaluation=f"s3://{b}/test.npz", storage=_storage(s3_server.endpoint),
+        "tflite-int8",
+        model=f"s3://{b}/m.keras",
+        out=f"s3://{b}/out/",
+        calibration=f"s3://{b}/datasets/noise/",
+        evaluation=f"s3://{b}/test.npz",
+        storage=_storage(s3_server.endpoint),
     )
     proc, result, text = _worker(spec, tmp_path)
     assert proc.returncode == ExitCode.DATA_VALIDATION_FAILED == result.exit_code
@@ -111,12 +165,19 @@ def test_random_noise_calibration_fails_validation_naming_files(
 
 
 def test_missed_budget_exits_acceptance_failed_without_publishing(
-    s3_server: Any, s3_client: Any, s3_data: str, spec_for: Callable[..., dict[str, Any]], tmp_path: Path,
+    s3_server: Any,
+    s3_client: Any,
+    s3_data: str,
+    spec_for: Callable[..., dict[str, Any]],
+    tmp_path: Path,
 ) -> None:
     b = s3_data
     spec = spec_for(
-        "tflite-dynamic-range", model=f"s3://{b}/models/fmnist-cnn.keras", out=f"s3://{b}/strict/",
-        acceptance={"minCompressionRatio": 50}, storage=_storage(s3_server.endpoint),
+        "tflite-dynamic-range",
+        model=f"s3://{b}/models/fmnist-cnn.keras",
+        out=f"s3://{b}/strict/",
+        acceptance={"minCompressionRatio": 50},
+        storage=_storage(s3_server.endpoint),
     )
     proc, result, _ = _worker(spec, tmp_path)
     assert proc.returncode == ExitCode.ACCEPTANCE_FAILED == result.exit_code

@@ -39,7 +39,11 @@ def test_healthy_quantization_is_quiet(logits: np.ndarray) -> None:
     q = np.round(logits / 0.08) * 0.08  # 8-bit-like rounding of the outputs
     fixes = dg.reference_fixes(_spec())
     cmp = dg.compare_outputs(logits, q)
-    findings = [dg.check_mismatch(cmp, fixes=fixes), dg.check_collapsed(logits, q, fixes=fixes), dg.check_clipped(logits, q, fixes=fixes)]
+    findings = [
+        dg.check_mismatch(cmp, fixes=fixes),
+        dg.check_collapsed(logits, q, fixes=fixes),
+        dg.check_clipped(logits, q, fixes=fixes),
+    ]
     assert _fired(findings) == set()
     assert cmp.cosine > 0.99 and cmp.top1_agreement > 0.97 and all(f.fixes == [] for f in findings)
 
@@ -73,14 +77,18 @@ def test_one_class_collapse_on_a_many_class_model_needs_only_a_majority() -> Non
     assert finding.evidence["topClassThreshold"] == dg.COLLAPSE_MAJORITY
     assert 0.6 < finding.evidence["quantizedTopClassShare"] < 0.75 and finding.evidence["fp32TopClassShare"] < 0.05
     # the same share on a 4-class model is not enough (a dominant class there can be real)
-    few = dg.check_collapsed(fp32[:, :4], quant[:, :4] + np.where(np.arange(4) == 1, collapsed[:, None] * 50.0, 0.0), fixes=[])
+    few = dg.check_collapsed(
+        fp32[:, :4], quant[:, :4] + np.where(np.arange(4) == 1, collapsed[:, None] * 50.0, 0.0), fixes=[]
+    )
     assert few.evidence["topClassThreshold"] == dg.COLLAPSE_SINGLE_CLASS and not few.fired
     # nor when FP32 itself puts most inputs in that class (an evaluation set of mostly one class)
     skewed = fp32.copy()
     skewed[collapsed, 7] += 50.0
     assert not dg.check_collapsed(skewed, quant, fixes=[]).fired
     # predictions over the whole evaluation set decide the shares when given
-    assert not dg.check_collapsed(fp32, quant, fixes=[], fp32_predictions=fp32.argmax(1), quantized_predictions=fp32.argmax(1)).fired
+    assert not dg.check_collapsed(
+        fp32, quant, fixes=[], fp32_predictions=fp32.argmax(1), quantized_predictions=fp32.argmax(1)
+    ).fired
 
 
 def test_clipping_fires_on_a_narrow_saturated_range(logits: np.ndarray) -> None:
@@ -100,7 +108,11 @@ def test_reference_fix_order_follows_the_spec() -> None:
     assert "mixedPrecision.mode auto" in fixes[2]
     assert fixes[3].startswith("quantization-aware training")
     minmax = dg.reference_fixes(
-        _spec(calibration={"dataset": {"uri": "file:///c/"}}, mixedPrecision={"mode": "auto"}, evaluation={"dataset": {"uri": "file:///e/"}})
+        _spec(
+            calibration={"dataset": {"uri": "file:///c/"}},
+            mixedPrecision={"mode": "auto"},
+            evaluation={"dataset": {"uri": "file:///e/"}},
+        )
     )
     assert not any("minmax instead" in f for f in minmax) and "maxPinnedLayers" in minmax[1]
 
@@ -112,7 +124,12 @@ def test_reference_fix_order_follows_the_spec() -> None:
         (500, None, "use more diverse calibration data", "already within the recommended 500-1000"),
         (1000, None, "use more diverse calibration data", "already within"),
         (5000, None, "use more diverse calibration data", "already above"),
-        (800, 120, "use more calibration data", "only 120 usable images reached calibration (calibration.samples asks for 800"),
+        (
+            800,
+            120,
+            "use more calibration data",
+            "only 120 usable images reached calibration (calibration.samples asks for 800",
+        ),
         (800, 600, "use more diverse calibration data", "600 samples is already within"),
     ],
 )
@@ -125,7 +142,8 @@ def test_calibration_advice_accounts_for_what_is_set(samples: int, used: int | N
 def test_algorithm_advice_names_only_a_change() -> None:
     def algorithm_fixes(method: str, model: str, algorithm: str) -> list[str]:
         spec = _spec(
-            method=method, model={"uri": f"file:///m.{model}", "input": {"shape": [4, 4, 1], "colorOrder": "GRAY"}},
+            method=method,
+            model={"uri": f"file:///m.{model}", "input": {"shape": [4, 4, 1], "colorOrder": "GRAY"}},
             calibration={"dataset": {"uri": "file:///c/"}, "algorithm": algorithm},
         )
         return [f for f in dg.reference_fixes(spec) if "calibration.algorithm" in f]
@@ -175,7 +193,9 @@ def test_preprocessing_check_needs_a_significant_gain() -> None:
     # 20 inputs only the other scaling gets right, none the other way round: 7.8 points, z = 4.5
     better = right.copy()
     better[np.flatnonzero(~right)[:20]] = True
-    fired = dg.check_preprocessing(model="fp32", correct=right, alternative_correct=better, alternative="scale 1", configured="scale 0.00392157")
+    fired = dg.check_preprocessing(
+        model="fp32", correct=right, alternative_correct=better, alternative="scale 1", configured="scale 0.00392157"
+    )
     assert fired.fired and fired.evidence["z"] >= dg.PREPROCESSING_Z
     assert "spec.model.input.scaling scale 1" in fired.message and "scale 1" in fired.fixes[0]
     # 60 against 40: the same size of gain, but within what chance gives on 100 disagreements (z = 2)
@@ -193,7 +213,9 @@ def test_input_range_flags_near_constant_and_far_out_inputs() -> None:
     # (each channel spans 1/57: the whole tensor [-2.12, -1.79] only because the channel means differ)
     contract = api.InputContract(shape=[3, 4, 4], layout="NCHW")
     fed = np.random.default_rng(7).random((8, 3, 4, 4)).astype(np.float32)  # [0, 1] as scale 1/255 makes it
-    fed = (fed - np.array([123.675, 116.28, 103.53], np.float32)[:, None, None]) / np.array([58.395, 57.12, 57.375], np.float32)[:, None, None]
+    fed = (fed - np.array([123.675, 116.28, 103.53], np.float32)[:, None, None]) / np.array(
+        [58.395, 57.12, 57.375], np.float32
+    )[:, None, None]
     stats = dg.InputStats.of(fed, channel_axis=dg.channel_axis(contract))
     assert stats.high - stats.low > 0.3 and stats.span is not None and stats.span < 0.02
     narrow = dg.check_input_range(stats, api.Scaling())
@@ -229,10 +251,22 @@ def test_diagnose_finds_float_over_255_fed_to_a_uint8_model_and_is_quiet_otherwi
     spec = _spec()
     healthy = dg.diagnose(spec=spec, inputs=x, labels=y, predict_fp32=model, predict_quantized=uint8_model_fed_right)
     assert [f.check for f in healthy.findings] == [
-        "output-mismatch", "output-collapsed", "output-clipped", "input-range", "preprocessing-mismatch", "preprocessing-mismatch"
+        "output-mismatch",
+        "output-collapsed",
+        "output-clipped",
+        "input-range",
+        "preprocessing-mismatch",
+        "preprocessing-mismatch",
     ]
     assert _fired(healthy.findings) == set()
-    broken = dg.diagnose(spec=spec, inputs=x, labels=y, predict_fp32=model, predict_quantized=uint8_model_fed_float, contract="uint8 0-255")
+    broken = dg.diagnose(
+        spec=spec,
+        inputs=x,
+        labels=y,
+        predict_fp32=model,
+        predict_quantized=uint8_model_fed_float,
+        contract="uint8 0-255",
+    )
     pre = [f for f in broken.findings if f.check == "preprocessing-mismatch"]
     assert not pre[0].fired and pre[1].fired
     assert "uint8 0-255" in pre[1].fixes[0]
@@ -241,9 +275,19 @@ def test_diagnose_finds_float_over_255_fed_to_a_uint8_model_and_is_quiet_otherwi
 
 
 def test_no_labels_skips_the_preprocessing_check(logits: np.ndarray) -> None:
-    report = dg.diagnose(spec=_spec(), inputs=np.zeros((len(logits), 1), np.float32), labels=None,
-                         predict_fp32=lambda _x: logits, predict_quantized=lambda _x: logits)
-    assert [f.check for f in report.findings] == ["output-mismatch", "output-collapsed", "output-clipped", "input-range"]
+    report = dg.diagnose(
+        spec=_spec(),
+        inputs=np.zeros((len(logits), 1), np.float32),
+        labels=None,
+        predict_fp32=lambda _x: logits,
+        predict_quantized=lambda _x: logits,
+    )
+    assert [f.check for f in report.findings] == [
+        "output-mismatch",
+        "output-collapsed",
+        "output-clipped",
+        "input-range",
+    ]
 
 
 def test_shape_mismatch_is_an_error(logits: np.ndarray) -> None:
@@ -269,8 +313,13 @@ def test_qat_divergence_from_the_original_fp32_counts_only_when_accuracy_fell() 
     inputs = np.arange(1000, dtype=np.float32)[:, None]
 
     def diagnosed(spec: api.QuantizationJobSpec, quantized: np.ndarray) -> Any:
-        report = dg.diagnose(spec=spec, inputs=inputs, labels=labels, predict_fp32=lambda x: fp32[x[:, 0].astype(int) % 1000],
-                             predict_quantized=lambda x: quantized[x[:, 0].astype(int) % 1000])
+        report = dg.diagnose(
+            spec=spec,
+            inputs=inputs,
+            labels=labels,
+            predict_fp32=lambda x: fp32[x[:, 0].astype(int) % 1000],
+            predict_quantized=lambda x: quantized[x[:, 0].astype(int) % 1000],
+        )
         return next(f for f in report.findings if f.check == "output-mismatch")
 
     fine = diagnosed(qat, retrained)

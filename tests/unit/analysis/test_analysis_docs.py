@@ -27,4 +27,6 @@ def test_every_schema_field_is_documented_with_its_description() -> None:
         for name, field in model.model_fields.items():
             if f"| `{to_camel(name)}` |" not in body or (field.description or "") not in body:
                 missing.append(f"{model.__name__}.{to_camel(name)}")
-    assert missing == [], f"docs/analysis.md is out of date for {missing}: regenerate the tables with `python -m edgequant.analysis.schema`"
+    assert missing == [], (
+        f"docs/analysis.md is out of date for {missing}: regenerate the tables with `python -m edgequant.analysis.schema`"
+    )

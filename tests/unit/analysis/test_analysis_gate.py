@@ -27,7 +27,10 @@ def test_agreement_budget_applies_without_labels_and_names_the_field() -> None:
     assert ok.passed and ok.fidelity_met and ok.accuracy_drop is None and ok.agreement == 0.97
     low = _check(budget, agreement=0.74)
     assert not low.passed and not low.fidelity_met
-    assert "acceptance.minAgreement 0.9500" in low.reasons[0] and "26.00% of the evaluation samples changed class" in low.reasons[0]
+    assert (
+        "acceptance.minAgreement 0.9500" in low.reasons[0]
+        and "26.00% of the evaluation samples changed class" in low.reasons[0]
+    )
 
 
 def test_sqnr_budget_and_an_unmeasurable_budget_fail() -> None:
@@ -36,7 +39,11 @@ def test_sqnr_budget_and_an_unmeasurable_budget_fail() -> None:
     low = _check(budget, sqnr_db=12.0)
     assert not low.fidelity_met and "acceptance.minSqnrDb 25.0 dB" in low.reasons[0]
     unmeasured = _check(_acceptance(minAgreement=0.9, minSqnrDb=20))
-    assert not unmeasured.passed and len(unmeasured.reasons) == 2 and all("could not be measured" in r for r in unmeasured.reasons)
+    assert (
+        not unmeasured.passed
+        and len(unmeasured.reasons) == 2
+        and all("could not be measured" in r for r in unmeasured.reasons)
+    )
 
 
 def test_all_given_budgets_apply_together_and_size_is_not_fidelity() -> None:
@@ -67,12 +74,21 @@ def test_shifted_labels_are_no_better_than_chance(shift: int) -> None:
     check = chance_check(predictions, (truth + shift) % 10, outputs=10)
     assert check is not None and check.fired and check.accuracy < check.chance
     text = check.message()
-    assert "labels do not match the model's classes" in text and "acceptance.minAgreement" in text and "dataset.labels: none" in text
+    assert (
+        "labels do not match the model's classes" in text
+        and "acceptance.minAgreement" in text
+        and "dataset.labels: none" in text
+    )
 
 
 def test_labels_outside_the_outputs_fire_and_degenerate_inputs_are_not_judged() -> None:
     labels = np.array([0, 1, 12, 3] * 10)
     check = chance_check(labels.copy(), labels, outputs=10)
-    assert check is not None and check.fired and check.out_of_range == 10 and "not an index of the model's 10 outputs" in check.message()
+    assert (
+        check is not None
+        and check.fired
+        and check.out_of_range == 10
+        and "not an index of the model's 10 outputs" in check.message()
+    )
     assert chance_check(np.zeros(0), np.zeros(0), outputs=10) is None
     assert chance_check(np.zeros(5), np.zeros(5), outputs=1) is None

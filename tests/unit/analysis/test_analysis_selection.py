@@ -41,7 +41,9 @@ class Builder:
         self.calls.append((method, pins))
         self.rungs.append(rung)
         if rung == "float16":
-            return Candidate(method=method, pinned=(), accuracy=self.fp16_acc, size_bytes=BASELINE_SIZE // 2, artifact="fp16")
+            return Candidate(
+                method=method, pinned=(), accuracy=self.fp16_acc, size_bytes=BASELINE_SIZE // 2, artifact="fp16"
+            )
         acc = self.int8_acc + sum(GAIN[p] for p in pins)
         size = 100_000 + sum(COST[p] for p in pins)
         return Candidate(method=method, pinned=pins, accuracy=acc, size_bytes=size, artifact=("int8", pins))
@@ -52,8 +54,13 @@ RANKING = ["conv2", "fc1", "conv1", "logits"]
 
 def _select(spec: api.QuantizationJobSpec, build: Builder, **kw: Any):
     args: dict[str, Any] = dict(
-        spec=spec, baseline_accuracy=BASELINE_ACC, baseline_size=BASELINE_SIZE, build=build,
-        ranking=lambda: RANKING, pinnable=True, fallback_method=api.Method.TFLITE_FLOAT16,
+        spec=spec,
+        baseline_accuracy=BASELINE_ACC,
+        baseline_size=BASELINE_SIZE,
+        build=build,
+        ranking=lambda: RANKING,
+        pinnable=True,
+        fallback_method=api.Method.TFLITE_FLOAT16,
     )
     args.update(kw)
     return select_artifact(**args)
@@ -145,7 +152,12 @@ def test_ladder_skips_rungs_that_cannot_help() -> None:
     assert len(build.calls) == 1 and sel.degraded and not sel.gate.passed
     # not pinnable (e.g. dynamic range): straight to float16, with a note
     build = Builder(int8_acc=0.5)
-    spec = _spec(method="tflite-dynamic-range", calibration=None, acceptance={"onFailure": "degrade"}, mixedPrecision={"mode": "auto"})
+    spec = _spec(
+        method="tflite-dynamic-range",
+        calibration=None,
+        acceptance={"onFailure": "degrade"},
+        mixedPrecision={"mode": "auto"},
+    )
     sel = _select(spec, build, pinnable=False)
     assert [m for m, _p in build.calls] == [api.Method.TFLITE_DYNAMIC_RANGE, api.Method.TFLITE_FLOAT16]
     assert "cannot keep layers in float" in sel.mixed_precision.note
@@ -175,8 +187,12 @@ def test_report_sections_serialise_camel_case() -> None:
 def test_a_family_without_a_float16_method_gets_its_own_model_in_float16_as_the_last_rung() -> None:
     """onnx-static's float16 rung is the spec's method converted to float16 (the backend's Float16Export)."""
     build = Builder(int8_acc=0.70, fp16_acc=0.899)
-    spec = _spec(method="onnx-static", model={"uri": "file:///m.onnx", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
-                 acceptance={"maxAccuracyDrop": 0.01, "onFailure": "degrade"}, mixedPrecision={"maxPinnedLayers": 1})
+    spec = _spec(
+        method="onnx-static",
+        model={"uri": "file:///m.onnx", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+        acceptance={"maxAccuracyDrop": 0.01, "onFailure": "degrade"},
+        mixedPrecision={"maxPinnedLayers": 1},
+    )
     sel = _select(spec, build, fallback_method=api.Method.ONNX_STATIC)
     assert build.rungs == ["full", "pinned", "float16"]
     assert [m for m, _p in build.calls] == [api.Method.ONNX_STATIC] * 3
@@ -203,7 +219,15 @@ class AgreementBuilder(Builder):
         cand = super().__call__(rung, method, pins)
         agree = self.fp16_agree if rung == "float16" else self.int8_agree + sum(AGREE_GAIN[p] for p in pins)
         sqnr = 45.0 if rung == "float16" else 10.0 + 40 * (agree - self.int8_agree)
-        return Candidate(method=method, pinned=pins, accuracy=None, size_bytes=cand.size_bytes, artifact=cand.artifact, agreement=agree, sqnr_db=sqnr)
+        return Candidate(
+            method=method,
+            pinned=pins,
+            accuracy=None,
+            size_bytes=cand.size_bytes,
+            artifact=cand.artifact,
+            agreement=agree,
+            sqnr_db=sqnr,
+        )
 
 
 def test_unlabeled_auto_pins_until_min_agreement_is_met() -> None:
@@ -214,14 +238,19 @@ def test_unlabeled_auto_pins_until_min_agreement_is_met() -> None:
     assert sel.exit_code is ExitCode.SUCCESS and sel.chosen.pinned == ("conv2",)
     assert sel.gate.agreement == pytest.approx(0.89) and sel.gate.min_agreement == 0.88
     assert sel.gate.accuracy_drop is None and sel.gate.accuracy_budget_applied is False
-    assert sel.gate.trials[0].agreement == pytest.approx(0.74) and "acceptance.minAgreement" in sel.gate.trials[0].reasons[0]
+    assert (
+        sel.gate.trials[0].agreement == pytest.approx(0.74)
+        and "acceptance.minAgreement" in sel.gate.trials[0].reasons[0]
+    )
     assert sel.mixed_precision.met_accuracy_budget is True
 
 
 def test_unlabeled_without_a_fidelity_budget_builds_once() -> None:
     """The default maxAccuracyDrop cannot apply without labels, and nothing else asks for fidelity."""
     build = AgreementBuilder()
-    sel = _select(_spec(mixedPrecision={"mode": "auto"}, acceptance={"onFailure": "degrade"}), build, baseline_accuracy=None)
+    sel = _select(
+        _spec(mixedPrecision={"mode": "auto"}, acceptance={"onFailure": "degrade"}), build, baseline_accuracy=None
+    )
     assert build.rungs == ["full"] and sel.gate.passed and not sel.degraded
 
 
@@ -247,10 +276,19 @@ def test_labels_and_agreement_together_must_both_be_met() -> None:
         def __call__(self, rung: str, method: api.Method, pins: tuple[str, ...]) -> Candidate:
             cand = super().__call__(rung, method, pins)
             acc = self.int8_acc + sum(GAIN[p] for p in pins)
-            return Candidate(method=method, pinned=pins, accuracy=acc, size_bytes=cand.size_bytes, artifact=cand.artifact, agreement=cand.agreement + 0.06)
+            return Candidate(
+                method=method,
+                pinned=pins,
+                accuracy=acc,
+                size_bytes=cand.size_bytes,
+                artifact=cand.artifact,
+                agreement=cand.agreement + 0.06,
+            )
 
     build = Both()
-    sel = _select(_spec(mixedPrecision={"mode": "auto"}, acceptance={"maxAccuracyDrop": 0.02, "minAgreement": 0.96}), build)
+    sel = _select(
+        _spec(mixedPrecision={"mode": "auto"}, acceptance={"maxAccuracyDrop": 0.02, "minAgreement": 0.96}), build
+    )
     assert [pins for _m, pins in build.calls] == [(), ("conv2",), ("conv2", "fc1")]
     assert sel.gate.passed and sel.chosen.pinned == ("conv2", "fc1") and sel.gate.accuracy_budget_applied
 

@@ -32,7 +32,9 @@ def test_exhaustive_sorts_flags_and_counts_runs() -> None:
         calls.append(layer)
         return alone[layer]
 
-    report = exhaustive_sensitivity(layers=list(alone), reference_accuracy=0.90, accuracy_with_only=accuracy_with_only, threshold=0.005)
+    report = exhaustive_sensitivity(
+        layers=list(alone), reference_accuracy=0.90, accuracy_with_only=accuracy_with_only, threshold=0.005
+    )
     assert calls == list(alone)
     assert [e.layer for e in report.layers] == ["conv2", "fc1", "conv1", "logits"]
     assert [e.rank for e in report.layers] == [1, 2, 3, 4]
@@ -42,7 +44,9 @@ def test_exhaustive_sorts_flags_and_counts_runs() -> None:
 
 
 def test_exhaustive_ties_keep_model_order_and_empty_is_an_error() -> None:
-    report = exhaustive_sensitivity(layers=["a", "b", "c"], reference_accuracy=0.5, accuracy_with_only=lambda _l: 0.5, threshold=0.0)
+    report = exhaustive_sensitivity(
+        layers=["a", "b", "c"], reference_accuracy=0.5, accuracy_with_only=lambda _l: 0.5, threshold=0.0
+    )
     assert [e.layer for e in report.layers] == ["a", "b", "c"] and report.flagged == []
     with pytest.raises(ValueError, match="no quantizable layers"):
         exhaustive_sensitivity(layers=[], reference_accuracy=0.5, accuracy_with_only=lambda _l: 0.5, threshold=0.0)
@@ -115,7 +119,9 @@ def test_local_probes_rank_by_own_noise_even_behind_a_noisy_layer() -> None:
 
 
 def test_fast_report_and_empty_probe() -> None:
-    report = fast_sensitivity(probes=attribute_increments(ops=_chain(), errors={"t3": _err(10)}), threshold=0.005, seconds=0.1)
+    report = fast_sensitivity(
+        probes=attribute_increments(ops=_chain(), errors={"t3": _err(10)}), threshold=0.005, seconds=0.1
+    )
     assert [e.layer for e in report.layers] == ["conv2"] and report.fast_flag_sqnr_db == FAST_FLAG_SQNR_DB
     with pytest.raises(ValueError, match="nothing to rank"):
         fast_sensitivity(probes=[], threshold=0.005, seconds=0.0)
@@ -135,9 +141,12 @@ def test_agreement_overlap_and_spearman() -> None:
 
 
 def test_combine_attaches_fast_and_agreement() -> None:
-    ex = exhaustive_sensitivity(layers=["conv1", "pool", "conv2", "fc", "logits"], reference_accuracy=0.9,
-                                accuracy_with_only={"conv1": 0.89, "pool": 0.9, "conv2": 0.7, "fc": 0.88, "logits": 0.895}.__getitem__,
-                                threshold=0.005)
+    ex = exhaustive_sensitivity(
+        layers=["conv1", "pool", "conv2", "fc", "logits"],
+        reference_accuracy=0.9,
+        accuracy_with_only={"conv1": 0.89, "pool": 0.9, "conv2": 0.7, "fc": 0.88, "logits": 0.895}.__getitem__,
+        threshold=0.005,
+    )
     errors = {"t1": _err(30), "t2": _err(30), "t3": _err(15), "t4": _err(14.9), "t5": _err(14.8)}
     fast = fast_sensitivity(probes=attribute_increments(ops=_chain(), errors=errors), threshold=0.005, seconds=0.5)
     both = combine(exhaustive=ex, fast=fast)

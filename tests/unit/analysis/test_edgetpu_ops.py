@@ -17,7 +17,9 @@ STATIC = (GraphTensor("input", (1, 28, 28, 1)), GraphTensor("output", (1, 10)))
 
 
 def test_a_supported_static_8_bit_graph_fires_nothing() -> None:
-    findings = check_ops(Graph(ops=_ops("QUANTIZE", "CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"), io=STATIC))
+    findings = check_ops(
+        Graph(ops=_ops("QUANTIZE", "CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED", "SOFTMAX"), io=STATIC)
+    )
     assert [f.check for f in findings] == ["edgetpu-unsupported-op", "edgetpu-float-tensor", "edgetpu-dynamic-shape"]
     assert not any(f.fired for f in findings)
 
@@ -31,7 +33,9 @@ def test_the_first_unsupported_op_sends_it_and_everything_after_it_to_the_cpu() 
 
 
 def test_float_tensors_and_dynamic_batch_are_findings_with_fixes() -> None:
-    graph = Graph(ops=_ops("QUANTIZE", "CONV_2D", "FULLY_CONNECTED", float_at=1), io=(GraphTensor("input", (-1, 28, 28, 1)),))
+    graph = Graph(
+        ops=_ops("QUANTIZE", "CONV_2D", "FULLY_CONNECTED", float_at=1), io=(GraphTensor("input", (-1, 28, 28, 1)),)
+    )
     _op, floats, dynamic = check_ops(graph)
     assert floats.fired and "CONV_2D#1" in floats.message and floats.fixes
     assert dynamic.fired and "[-1, 28, 28, 1]" in dynamic.message and "batch size of 1" in dynamic.fixes[0]
@@ -42,8 +46,12 @@ def test_the_html_page_lists_the_targets_choices_and_findings() -> None:
     report = {
         "method": "tflite-int8",
         "target": {
-            "name": "coral-edgetpu", "title": "Coral Edge TPU", "runtime": "TFLite",
-            "choices": [{"field": "spec.method", "value": "tflite-int8", "reason": "the Edge TPU runs <only> 8-bit models"}],
+            "name": "coral-edgetpu",
+            "title": "Coral Edge TPU",
+            "runtime": "TFLite",
+            "choices": [
+                {"field": "spec.method", "value": "tflite-int8", "reason": "the Edge TPU runs <only> 8-bit models"}
+            ],
             "findings": [finding.model_dump(by_alias=True)],
             "notes": ["latency is measured on the worker's CPU, not on the target"],
         },

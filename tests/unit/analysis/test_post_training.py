@@ -32,7 +32,9 @@ def _stack(seed: int) -> tuple[np.ndarray, dict[str, pt.ConvWeights]]:
     spread = np.logspace(-1.5, 1.5, 6)
     layers = {
         "a": pt.ConvWeights(rng.normal(size=(6, 4, 3, 3)) * spread[:, None, None, None], rng.normal(size=6)),
-        "dw": pt.ConvWeights(rng.normal(size=(6, 1, 3, 3)) * spread[::-1, None, None, None], rng.normal(size=6), depthwise=True),
+        "dw": pt.ConvWeights(
+            rng.normal(size=(6, 1, 3, 3)) * spread[::-1, None, None, None], rng.normal(size=6), depthwise=True
+        ),
         "b": pt.ConvWeights(rng.normal(size=(5, 6, 1, 1)), rng.normal(size=5)),
     }
     return rng.normal(size=(2, 4, 9, 9)), layers
@@ -60,8 +62,16 @@ def test_equalization_balances_the_channel_ranges_of_each_pair() -> None:
     spread_before = np.ptp(np.log(pt.output_channel_ranges(layers["a"].weight)))
     pt.equalize_pairs(layers, [("a", "dw"), ("dw", "b")], iterations=200, tolerance=1e-10)
     # at the fixed point each pair's ranges match channel by channel
-    np.testing.assert_allclose(pt.output_channel_ranges(layers["a"].weight), pt.input_channel_ranges(layers["dw"].weight, depthwise=True), rtol=1e-6)
-    np.testing.assert_allclose(pt.output_channel_ranges(layers["dw"].weight), pt.input_channel_ranges(layers["b"].weight, depthwise=False), rtol=1e-6)
+    np.testing.assert_allclose(
+        pt.output_channel_ranges(layers["a"].weight),
+        pt.input_channel_ranges(layers["dw"].weight, depthwise=True),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        pt.output_channel_ranges(layers["dw"].weight),
+        pt.input_channel_ranges(layers["b"].weight, depthwise=False),
+        rtol=1e-6,
+    )
     assert np.ptp(np.log(pt.output_channel_ranges(layers["a"].weight))) < spread_before
 
 
@@ -147,7 +157,12 @@ def test_percentile_range_cuts_both_tails() -> None:
 
 def test_histogram_accumulator_merges_batches_exactly() -> None:
     rng = np.random.default_rng(2)
-    parts = [np.zeros(50), rng.uniform(0, 1, 1000), rng.uniform(-3, 8, 1000), np.array([40.0])]  # zeros first, then growth
+    parts = [
+        np.zeros(50),
+        rng.uniform(0, 1, 1000),
+        rng.uniform(-3, 8, 1000),
+        np.array([40.0]),
+    ]  # zeros first, then growth
     acc = pt.HistogramAccumulator(bins=512)
     for part in parts:
         acc.add(part)

@@ -39,16 +39,31 @@ def test_tflite_plan_is_more_samples_then_qat_and_says_why_the_algorithm_rung_is
 
 
 def test_more_samples_stops_at_what_the_dataset_holds_and_is_skipped_when_all_are_used() -> None:
-    assert plan_remedies(_spec(), calibration_available=500, calibration_used=200).before_pinning[0].spec.calibration.samples == 500
+    assert (
+        plan_remedies(_spec(), calibration_available=500, calibration_used=200)
+        .before_pinning[0]
+        .spec.calibration.samples
+        == 500
+    )
     plan = plan_remedies(_spec(), calibration_available=200, calibration_used=200)
-    assert plan.before_pinning == () and any(w.startswith("more-samples: calibration already uses 200") for w in plan.skipped)
+    assert plan.before_pinning == () and any(
+        w.startswith("more-samples: calibration already uses 200") for w in plan.skipped
+    )
 
 
 def test_onnx_static_tries_the_other_algorithms_after_more_samples_when_the_spec_wrote_one() -> None:
-    spec = _spec(model=ONNX, method="onnx-static", calibration={"dataset": {"uri": "file:///cal/"}, "samples": 200, "algorithm": "minmax"})
+    spec = _spec(
+        model=ONNX,
+        method="onnx-static",
+        calibration={"dataset": {"uri": "file:///cal/"}, "samples": 200, "algorithm": "minmax"},
+    )
     plan = plan_remedies(spec, calibration_available=2000, calibration_used=200)
     rungs = [(s.rung, s.spec.calibration.algorithm.value, s.spec.calibration.samples) for s in plan.before_pinning]
-    assert rungs == [("more-samples", "minmax", 1000), ("calibration-algorithm", "entropy", 1000), ("calibration-algorithm", "percentile", 1000)]
+    assert rungs == [
+        ("more-samples", "minmax", 1000),
+        ("calibration-algorithm", "entropy", 1000),
+        ("calibration-algorithm", "percentile", 1000),
+    ]
     assert all(not s.spec.ptq.select_algorithm for s in plan.before_pinning[1:])
     # no QAT method in the ONNX family takes an ONNX model
     assert plan.after_pinning == () and any(w.startswith("qat:") for w in plan.skipped)
@@ -87,9 +102,15 @@ class Ladder:
 
 def _select(spec: api.QuantizationJobSpec, ladder: Ladder) -> Any:
     return select_artifact(
-        spec=spec, baseline_accuracy=BASELINE_ACC, baseline_size=BASELINE_SIZE, build=ladder.build,
-        ranking=lambda: ["conv2", "conv3", "fc1"], pinnable=True, fallback_method=api.Method.TFLITE_FLOAT16,
-        remedy=plan_remedies(spec, calibration_available=1000, calibration_used=200), build_step=ladder.step,
+        spec=spec,
+        baseline_accuracy=BASELINE_ACC,
+        baseline_size=BASELINE_SIZE,
+        build=ladder.build,
+        ranking=lambda: ["conv2", "conv3", "fc1"],
+        pinnable=True,
+        fallback_method=api.Method.TFLITE_FLOAT16,
+        remedy=plan_remedies(spec, calibration_available=1000, calibration_used=200),
+        build_step=ladder.step,
     )
 
 
@@ -101,7 +122,9 @@ def test_the_ladder_walks_the_rungs_in_order_while_the_budget_is_missed() -> Non
     assert sel.gate.rung == "float16" and sel.chosen.method is api.Method.TFLITE_FLOAT16 and sel.degraded
     assert sel.gate.trials[1].changes == {"spec.calibration.samples": "1000"}
     # the order is the documented one
-    assert [r for r in RUNGS if r in {t.rung for t in sel.gate.trials}] == list(dict.fromkeys(t.rung for t in sel.gate.trials))
+    assert [r for r in RUNGS if r in {t.rung for t in sel.gate.trials}] == list(
+        dict.fromkeys(t.rung for t in sel.gate.trials)
+    )
 
 
 def test_the_ladder_stops_at_the_first_rung_that_passes_and_names_it() -> None:
@@ -116,7 +139,9 @@ def test_qat_passes_after_pinning_misses() -> None:
     ladder = Ladder({"qat": 0.89})
     sel = _select(_spec(mixedPrecision={"maxPinnedLayers": 1}), ladder)
     assert ladder.order == ["full", "more-samples", "pinned:1", "qat"]
-    assert sel.gate.rung == "qat" and sel.chosen.method is api.Method.TFLITE_QAT and sel.gate.passed and not sel.degraded
+    assert (
+        sel.gate.rung == "qat" and sel.chosen.method is api.Method.TFLITE_QAT and sel.gate.passed and not sel.degraded
+    )
 
 
 def test_pinned_layers_that_pass_are_a_remedy_not_a_degradation() -> None:

@@ -46,10 +46,14 @@ def _report() -> dict[str, Any]:
     rng = np.random.default_rng(0)
     fp32 = rng.normal(0, 3, (200, 10))
     quant = np.clip(fp32, -2, 2)
-    spec = api.QuantizationJobSpec.model_validate({
-        "model": {"uri": "file:///m.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
-        "method": "tflite-int8", "calibration": {"dataset": {"uri": "file:///c/"}}, "output": {"uri": "file:///o/"},
-    })
+    spec = api.QuantizationJobSpec.model_validate(
+        {
+            "model": {"uri": "file:///m.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+            "method": "tflite-int8",
+            "calibration": {"dataset": {"uri": "file:///c/"}},
+            "output": {"uri": "file:///o/"},
+        }
+    )
     fixes = dg.reference_fixes(spec)
     diag = dg.DiagnosticsReport(
         outputs=dg.compare_outputs(fp32, quant),
@@ -62,14 +66,45 @@ def _report() -> dict[str, Any]:
         LayerSensitivity(layer="fc1", rank=3, accuracy=0.899, accuracy_delta=0.001),
     ]
     analysis = AnalysisReport(
-        sensitivity=SensitivityReport(mode=api.SensitivityMode.EXHAUSTIVE, threshold=0.005, reference_accuracy=0.9, layers=layers, seconds=3.2, quantize_runs=3),
-        mixed_precision=MixedPrecisionReport(mode=api.MixedPrecisionMode.AUTO, pinned=["conv2"], max_pinned_layers=8, met_accuracy_budget=True),
+        sensitivity=SensitivityReport(
+            mode=api.SensitivityMode.EXHAUSTIVE,
+            threshold=0.005,
+            reference_accuracy=0.9,
+            layers=layers,
+            seconds=3.2,
+            quantize_runs=3,
+        ),
+        mixed_precision=MixedPrecisionReport(
+            mode=api.MixedPrecisionMode.AUTO, pinned=["conv2"], max_pinned_layers=8, met_accuracy_budget=True
+        ),
         gate=GateReport(
-            passed=False, reasons=["accuracy dropped 0.0300 (0.9000 -> 0.8700), more than acceptance.maxAccuracyDrop 0.0100"],
-            accuracy_drop=0.03, compression_ratio=3.1, max_accuracy_drop=0.01, min_compression_ratio=1.0,
-            on_failure=api.OnFailure.DEGRADE, degraded=True,
-            trials=[Trial(rung="full", method=api.Method.TFLITE_INT8, accuracy=0.7, size_bytes=100, passed=False, reasons=["x"]),
-                    Trial(rung="float16", method=api.Method.TFLITE_FLOAT16, accuracy=0.87, size_bytes=200, passed=False, reasons=["y"], chosen=True)],
+            passed=False,
+            reasons=["accuracy dropped 0.0300 (0.9000 -> 0.8700), more than acceptance.maxAccuracyDrop 0.0100"],
+            accuracy_drop=0.03,
+            compression_ratio=3.1,
+            max_accuracy_drop=0.01,
+            min_compression_ratio=1.0,
+            on_failure=api.OnFailure.DEGRADE,
+            degraded=True,
+            trials=[
+                Trial(
+                    rung="full",
+                    method=api.Method.TFLITE_INT8,
+                    accuracy=0.7,
+                    size_bytes=100,
+                    passed=False,
+                    reasons=["x"],
+                ),
+                Trial(
+                    rung="float16",
+                    method=api.Method.TFLITE_FLOAT16,
+                    accuracy=0.87,
+                    size_bytes=200,
+                    passed=False,
+                    reasons=["y"],
+                    chosen=True,
+                ),
+            ],
         ),
         diagnostics=diag,
     )
@@ -78,16 +113,44 @@ def _report() -> dict[str, Any]:
         "kind": "QuantizationReport",
         "createdAt": "2026-11-26T22:00:00+00:00",
         "job": {"name": "fashion-cnn", "namespace": "ml"},
-        "outcome": {"succeeded": True, "exitCode": 0, "reason": "Completed", "message": "tflite-float16: 200,000 bytes", "degraded": True},
+        "outcome": {
+            "succeeded": True,
+            "exitCode": 0,
+            "reason": "Completed",
+            "message": "tflite-float16: 200,000 bytes",
+            "degraded": True,
+        },
         "method": "tflite-int8",
         "publishedMethod": "tflite-float16",
         "model": {"uri": "s3://models/fashion.keras", "format": "keras", "sizeBytes": 500_000},
-        "baseline": {"format": "tflite-fp32", "sizeBytes": 400_000, "input": {"dtype": "float32", "shape": [1, 28, 28, 1]},
-                     "accuracy": 0.9, "latencyMsMedian": 0.8},
-        "quantized": {"format": "tflite-float16", "sizeBytes": 200_000, "input": {"dtype": "float32", "shape": [1, 28, 28, 1]},
-                      "accuracy": 0.87, "latencyMsMedian": 0.5},
-        "comparison": {"metric": "top1", "compressionRatio": 2.0, "accuracyDrop": 0.03, "agreement": 0.95, "latencySpeedup": 1.6},
-        "inputContract": {"dtype": "float32", "shape": [1, 28, 28, 1], "layout": "NHWC", "valueRange": [0, 1], "preprocessing": "GRAY, /255"},
+        "baseline": {
+            "format": "tflite-fp32",
+            "sizeBytes": 400_000,
+            "input": {"dtype": "float32", "shape": [1, 28, 28, 1]},
+            "accuracy": 0.9,
+            "latencyMsMedian": 0.8,
+        },
+        "quantized": {
+            "format": "tflite-float16",
+            "sizeBytes": 200_000,
+            "input": {"dtype": "float32", "shape": [1, 28, 28, 1]},
+            "accuracy": 0.87,
+            "latencyMsMedian": 0.5,
+        },
+        "comparison": {
+            "metric": "top1",
+            "compressionRatio": 2.0,
+            "accuracyDrop": 0.03,
+            "agreement": 0.95,
+            "latencySpeedup": 1.6,
+        },
+        "inputContract": {
+            "dtype": "float32",
+            "shape": [1, 28, 28, 1],
+            "layout": "NHWC",
+            "valueRange": [0, 1],
+            "preprocessing": "GRAY, /255",
+        },
         "warnings": ["calibration has 200 samples; 500-1000 recommended"],
         "notes": ["kept in float: conv2"],
         "analysis": analysis.to_wire(),
@@ -99,14 +162,28 @@ def test_page_is_self_contained_and_has_every_section() -> None:
     parser = Collector()
     parser.feed(page)
     assert page.startswith("<!DOCTYPE html>")
-    assert "script" not in parser.tags and "link" not in parser.tags and "img" not in parser.tags and "iframe" not in parser.tags
+    assert (
+        "script" not in parser.tags
+        and "link" not in parser.tags
+        and "img" not in parser.tags
+        and "iframe" not in parser.tags
+    )
     urls = [v for k, v in parser.attrs if k in ("src", "href") and v]
     assert urls == []
     assert "url(" not in page and "@import" not in page
     # charts: 3 FP32-vs-quantized pairs, the sensitivity bars, the output histogram
     assert parser.tags.count("svg") == 5
     text = " ".join(parser.text)
-    for expected in ("ml/fashion-cnn", "conv2", "Degraded", "output-clipped", "float16", "calibration has 200 samples", "NHWC", "speed-up 1.60x"):
+    for expected in (
+        "ml/fashion-cnn",
+        "conv2",
+        "Degraded",
+        "output-clipped",
+        "float16",
+        "calibration has 200 samples",
+        "NHWC",
+        "speed-up 1.60x",
+    ):
         assert expected in text, expected
     assert "pinned" in text and "threshold 0.005" in text
 
@@ -128,15 +205,21 @@ def test_missing_parts_are_left_out() -> None:
 def test_fast_mode_bars_show_decibels() -> None:
     report = _report()
     report["analysis"]["sensitivity"] = SensitivityReport(
-        mode=api.SensitivityMode.FAST, threshold=0.005, fast_flag_sqnr_db=20.0,
-        layers=[LayerSensitivity(layer="conv2", rank=1, injected_sqnr_db=12.5, sqnr_db=12.4, cosine=0.97, flagged=True)],
+        mode=api.SensitivityMode.FAST,
+        threshold=0.005,
+        fast_flag_sqnr_db=20.0,
+        layers=[
+            LayerSensitivity(layer="conv2", rank=1, injected_sqnr_db=12.5, sqnr_db=12.4, cosine=0.97, flagged=True)
+        ],
     ).to_wire()
     page = render_html(report)
     assert "12.5 dB" in page and "20.0 dB" in page
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edgequant.cli.main", "report", *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "edgequant.cli.main", "report", *args], capture_output=True, text=True, cwd=ROOT
+    )
 
 
 def test_cli_renders_beside_report_json_from_a_folder_or_file(tmp_path: Path) -> None:
@@ -166,7 +249,12 @@ def test_cli_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
 
 def test_a_failed_run_marks_its_best_candidate_not_published() -> None:
     report = _report()
-    report["outcome"] = {"succeeded": False, "exitCode": 12, "reason": "AcceptanceFailed", "message": "acceptance gate failed"}
+    report["outcome"] = {
+        "succeeded": False,
+        "exitCode": 12,
+        "reason": "AcceptanceFailed",
+        "message": "acceptance gate failed",
+    }
     page = render_html(report)
     assert "best found, not published" in page and "<b>published</b>" not in page
     assert 'class="banner fail"' in page and "AcceptanceFailed" in page

@@ -14,23 +14,38 @@ from edgequant.storage import Stores
 
 
 def batches(values: list[np.ndarray]) -> Batches:
-    return Batches(make_iter=lambda: iter([(v, np.zeros(len(v), dtype=np.int64)) for v in values]), count=sum(len(v) for v in values), batch_size=len(values[0]))
+    return Batches(
+        make_iter=lambda: iter([(v, np.zeros(len(v), dtype=np.int64)) for v in values]),
+        count=sum(len(v) for v in values),
+        batch_size=len(values[0]),
+    )
 
 
 def key(**recipe: object) -> cc.CalibrationKey:
-    return cc.CalibrationKey(backend="onnxruntime", model_sha256="a" * 64, data_sha256="b" * 64, recipe={"algorithm": "minmax", **recipe})
+    return cc.CalibrationKey(
+        backend="onnxruntime", model_sha256="a" * 64, data_sha256="b" * 64, recipe={"algorithm": "minmax", **recipe}
+    )
 
 
 def store(tmp_path: Path, log: list[str] | None = None) -> cc.CalibrationStore:
-    return cc.CalibrationStore(stores=Stores(storage=api.Storage()), prefix=(tmp_path / "cache").as_uri() + "/", workdir=tmp_path / "work",
-                               log=(log.append if log is not None else lambda _m: None))
+    return cc.CalibrationStore(
+        stores=Stores(storage=api.Storage()),
+        prefix=(tmp_path / "cache").as_uri() + "/",
+        workdir=tmp_path / "work",
+        log=(log.append if log is not None else lambda _m: None),
+    )
 
 
 def test_every_input_of_the_key_changes_its_name() -> None:
     base = key()
     assert base.stem.startswith("onnxruntime-") and len(base.stem) == len("onnxruntime-") + 24
-    variants = [key(algorithm="entropy"), key(percentile=99.9), cc.CalibrationKey("tflite", "a" * 64, "b" * 64, {"algorithm": "minmax"}),
-                cc.CalibrationKey("onnxruntime", "c" * 64, "b" * 64, {"algorithm": "minmax"}), cc.CalibrationKey("onnxruntime", "a" * 64, "d" * 64, {"algorithm": "minmax"})]
+    variants = [
+        key(algorithm="entropy"),
+        key(percentile=99.9),
+        cc.CalibrationKey("tflite", "a" * 64, "b" * 64, {"algorithm": "minmax"}),
+        cc.CalibrationKey("onnxruntime", "c" * 64, "b" * 64, {"algorithm": "minmax"}),
+        cc.CalibrationKey("onnxruntime", "a" * 64, "d" * 64, {"algorithm": "minmax"}),
+    ]
     assert len({base.stem, *(v.stem for v in variants)}) == 1 + len(variants)
     assert key().stem == base.stem  # deterministic
 
@@ -63,7 +78,9 @@ def test_publish_then_fetch_and_an_incomplete_bundle_is_a_miss(tmp_path: Path) -
 def test_a_store_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path: Path) -> None:
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the cache folder should be")
-    s = cc.CalibrationStore(stores=Stores(storage=api.Storage()), prefix=blocked.as_uri() + "/", workdir=tmp_path / "work")
+    s = cc.CalibrationStore(
+        stores=Stores(storage=api.Storage()), prefix=blocked.as_uri() + "/", workdir=tmp_path / "work"
+    )
     ranges = tmp_path / "ranges.json"
     ranges.write_text("{}")
     warning = s.publish(key(), {"ranges.json": ranges})
@@ -72,8 +89,12 @@ def test_a_store_that_cannot_be_written_is_a_warning_not_a_failure(tmp_path: Pat
 
 
 def test_the_prefix_is_cache_uri_else_beside_the_outputs() -> None:
-    spec = {"method": "onnx-static", "model": {"uri": "s3://b/m.onnx", "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}},
-            "calibration": {"dataset": {"uri": "s3://b/cal/"}}, "output": {"uri": "s3://b/out"}}
+    spec = {
+        "method": "onnx-static",
+        "model": {"uri": "s3://b/m.onnx", "input": {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}},
+        "calibration": {"dataset": {"uri": "s3://b/cal/"}},
+        "output": {"uri": "s3://b/out"},
+    }
     assert cc.cache_prefix(api.QuantizationJobSpec.model_validate(spec)) == "s3://b/out/calibration-cache/"
     spec["calibration"]["cacheUri"] = "s3://b/shared"  # type: ignore[index]
     assert cc.cache_prefix(api.QuantizationJobSpec.model_validate(spec)) == "s3://b/shared/"

@@ -21,4 +21,3 @@ def find_tool(name: str, make_target: str) -> str:
     if found is None:
         pytest.fail(f"{name} not found in {TOOLS_BIN} or on PATH: run `make {make_target}`")
     return found
-

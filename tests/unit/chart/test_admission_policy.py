@@ -14,12 +14,18 @@ from edgequant.controller import policy
 from edgequant.controller.settings import settings_from_env
 
 POLICY = [
-    "--set", "policy.allowedS3Endpoints={http://minio.storage:9000}",
-    "--set", "policy.allowedImageRepositories={registry.corp/ml/}",
-    "--set", "policy.allowedServiceAccounts={s3-reader}",
-    "--set", "policy.tokenServiceAccounts={s3-reader}",
-    "--set", "policy.allowedCredentialsSecrets={s3-*}",
-    "--set", "jobs.serviceAccountName=quantizer",
+    "--set",
+    "policy.allowedS3Endpoints={http://minio.storage:9000}",
+    "--set",
+    "policy.allowedImageRepositories={registry.corp/ml/}",
+    "--set",
+    "policy.allowedServiceAccounts={s3-reader}",
+    "--set",
+    "policy.tokenServiceAccounts={s3-reader}",
+    "--set",
+    "policy.allowedCredentialsSecrets={s3-*}",
+    "--set",
+    "jobs.serviceAccountName=quantizer",
 ]
 
 

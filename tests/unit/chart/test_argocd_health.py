@@ -58,7 +58,9 @@ def assess(interpreter: str, obj: dict[str, Any]) -> tuple[str, str]:
 
 
 def condition(kind: ConditionType, status: ConditionStatus, reason: str, message: str = "") -> api.Condition:
-    return api.Condition(type=kind, status=status, reason=reason, message=message, last_transition_time=NOW, observed_generation=1)
+    return api.Condition(
+        type=kind, status=status, reason=reason, message=message, last_transition_time=NOW, observed_generation=1
+    )
 
 
 def job(status: api.QuantizationJobStatus | dict[str, Any] | None, *, generation: int = 1) -> dict[str, Any]:
@@ -95,7 +97,14 @@ CASES: dict[str, tuple[dict[str, Any], str, list[str]]] = {
             api.QuantizationJobStatus(
                 phase=Phase.PENDING,
                 observed_generation=1,
-                conditions=[condition(ConditionType.RUNNING, ConditionStatus.FALSE, Reason.WAITING_FOR_CAPACITY, "3 jobs running, cap is 3")],
+                conditions=[
+                    condition(
+                        ConditionType.RUNNING,
+                        ConditionStatus.FALSE,
+                        Reason.WAITING_FOR_CAPACITY,
+                        "3 jobs running, cap is 3",
+                    )
+                ],
             )
         ),
         "Progressing",
@@ -106,7 +115,11 @@ CASES: dict[str, tuple[dict[str, Any], str, list[str]]] = {
             api.QuantizationJobStatus(
                 phase=Phase.RUNNING,
                 observed_generation=1,
-                conditions=[condition(ConditionType.RUNNING, ConditionStatus.TRUE, Reason.POD_RUNNING, "pod fmnist-int8-1-x running")],
+                conditions=[
+                    condition(
+                        ConditionType.RUNNING, ConditionStatus.TRUE, Reason.POD_RUNNING, "pod fmnist-int8-1-x running"
+                    )
+                ],
                 progress=api.Progress(stage="calibrate", message="500 samples"),
             )
         ),
@@ -135,7 +148,12 @@ CASES: dict[str, tuple[dict[str, Any], str, list[str]]] = {
                 observed_generation=1,
                 conditions=[
                     condition(ConditionType.SUCCEEDED, ConditionStatus.TRUE, Reason.COMPLETED_DEGRADED),
-                    condition(ConditionType.DEGRADED, ConditionStatus.TRUE, Reason.COMPLETED_DEGRADED, "fell back to tflite-float16"),
+                    condition(
+                        ConditionType.DEGRADED,
+                        ConditionStatus.TRUE,
+                        Reason.COMPLETED_DEGRADED,
+                        "fell back to tflite-float16",
+                    ),
                 ],
                 results=RESULTS.model_copy(update={"degraded": True, "method": api.Method.TFLITE_FLOAT16}),
             )
@@ -172,7 +190,9 @@ CASES: dict[str, tuple[dict[str, Any], str, list[str]]] = {
             api.QuantizationJobStatus(
                 phase=Phase.SUSPENDED,
                 observed_generation=1,
-                conditions=[condition(ConditionType.SUSPENDED, ConditionStatus.TRUE, Reason.SUSPENDED, "spec.suspend is true")],
+                conditions=[
+                    condition(ConditionType.SUSPENDED, ConditionStatus.TRUE, Reason.SUSPENDED, "spec.suspend is true")
+                ],
             )
         ),
         "Suspended",
@@ -185,7 +205,12 @@ CASES: dict[str, tuple[dict[str, Any], str, list[str]]] = {
                 observed_generation=1,
                 conditions=[
                     condition(ConditionType.RUNNING, ConditionStatus.FALSE, "Pending", ""),
-                    condition(ConditionType.QUEUED, ConditionStatus.TRUE, "Pending", "Kueue, LocalQueue q: insufficient unused quota for cpu"),
+                    condition(
+                        ConditionType.QUEUED,
+                        ConditionStatus.TRUE,
+                        "Pending",
+                        "Kueue, LocalQueue q: insufficient unused quota for cpu",
+                    ),
                 ],
                 reason="Pending",
                 message="Kueue, LocalQueue q: insufficient unused quota for cpu",
@@ -194,7 +219,11 @@ CASES: dict[str, tuple[dict[str, Any], str, list[str]]] = {
         "Progressing",
         ["Queued", "insufficient unused quota"],
     ),
-    "a phase this script does not know": (job({"phase": "Hibernating", "observedGeneration": 1}), "Unknown", ["Hibernating"]),
+    "a phase this script does not know": (
+        job({"phase": "Hibernating", "observedGeneration": 1}),
+        "Unknown",
+        ["Hibernating"],
+    ),
 }
 
 
@@ -214,7 +243,9 @@ def test_conditions_win_over_a_stale_phase() -> None:
         {
             "phase": "Running",
             "observedGeneration": 1,
-            "conditions": [condition(ConditionType.FAILED, ConditionStatus.TRUE, "BackoffLimitExceeded", "3 attempts").to_wire()],
+            "conditions": [
+                condition(ConditionType.FAILED, ConditionStatus.TRUE, "BackoffLimitExceeded", "3 attempts").to_wire()
+            ],
         }
     )
     assert assess("lua5.4", obj) == ("Degraded", "BackoffLimitExceeded: 3 attempts")
@@ -224,7 +255,14 @@ def test_kustomize_component_embeds_the_script_verbatim(tmp_path: Path) -> None:
     """The component merges the Lua file itself into argocd-cm, under the key Argo CD looks up for our kind."""
     kubectl = find_tool("kubectl", "cluster-bins")
     (tmp_path / "argocd-cm.yaml").write_text(
-        yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "argocd-cm"}, "data": {"url": "https://argocd.example"}})
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "argocd-cm"},
+                "data": {"url": "https://argocd.example"},
+            }
+        )
     )
     (tmp_path / "kustomization.yaml").write_text(
         yaml.safe_dump({"resources": ["argocd-cm.yaml"], "components": [os.path.relpath(COMPONENT, tmp_path)]})

@@ -32,7 +32,7 @@ def lua_literal(value: Any) -> str:
 
 def assess(interpreter: str, obj: dict[str, Any]) -> tuple[str, str]:
     lua = find_tool(interpreter, "lua")
-    program = f"obj = {lua_literal(obj)}\nlocal hs = assert(loadfile({json.dumps(str(SCRIPT))}))()\nio.write(hs.status, \"\\n\", hs.message)\n"
+    program = f'obj = {lua_literal(obj)}\nlocal hs = assert(loadfile({json.dumps(str(SCRIPT))}))()\nio.write(hs.status, "\\n", hs.message)\n'
     done = subprocess.run([lua, "-"], input=program, capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     status, _, message = done.stdout.partition("\n")
@@ -42,15 +42,42 @@ def assess(interpreter: str, obj: dict[str, Any]) -> tuple[str, str]:
 def sweep(status: dict[str, Any] | None, generation: int = 1) -> dict[str, Any]:
     if status is not None:
         sweep_api.QuantizationSweepStatus.model_validate(status)  # the sample is a status the API accepts
-    return {"apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationSweep", "metadata": {"name": "fm", "generation": generation}, "status": status}
+    return {
+        "apiVersion": "edgequant.io/v1alpha1",
+        "kind": "QuantizationSweep",
+        "metadata": {"name": "fm", "generation": generation},
+        "status": status,
+    }
 
 
 def made(finished: int, passed: int, *, report: str | None = None, invalid: str | None = None) -> dict[str, Any]:
     aggregate = {
-        "cells": 2, "finished": finished, "passed": passed, "candidates": [], "paretoFront": [],
-        "recommendations": [{"target": "rpi-xnnpack", "candidate": "fm-rpi-xnnpack-tflite-int8", "method": "tflite-int8", "reason": "smallest"}] if passed else [],
+        "cells": 2,
+        "finished": finished,
+        "passed": passed,
+        "candidates": [],
+        "paretoFront": [],
+        "recommendations": [
+            {
+                "target": "rpi-xnnpack",
+                "candidate": "fm-rpi-xnnpack-tflite-int8",
+                "method": "tflite-int8",
+                "reason": "smallest",
+            }
+        ]
+        if passed
+        else [],
     }
-    return controller.desired_status(previous={}, generation=1, aggregate=None if invalid else aggregate, skipped=[], report=report, report_uri=None, started=True, invalid=invalid)
+    return controller.desired_status(
+        previous={},
+        generation=1,
+        aggregate=None if invalid else aggregate,
+        skipped=[],
+        report=report,
+        report_uri=None,
+        started=True,
+        invalid=invalid,
+    )
 
 
 CASES = {

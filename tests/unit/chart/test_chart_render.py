@@ -21,24 +21,51 @@ from edgequant.api import v1alpha1 as api
 CHART = ROOT / "charts" / "edgequant"
 
 NON_DEFAULT = [
-    "--set", "replicaCount=2",
-    "--set", "operator.watchNamespaces={team-a,team-b}",
-    "--set", "image.repository=registry.example/edge/operator", "--set", "image.tag=1.2.3",
-    "--set", "quantizerImages.tflite.repository=registry.example/edge/tflite", "--set", "quantizerImages.tflite.tag=2.21",
-    "--set", "quantizerImages.tensorrt.tag=trt-10",
-    "--set", "metrics.service.enabled=true", "--set", "metrics.serviceMonitor.enabled=true",
-    "--set", "metrics.serviceMonitor.labels.release=prom",
-    "--set", "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/edgequant",
-    "--set", "nodeSelector.kubernetes\\.io/os=linux",
-    "--set", "operator.logFormat=plain", "--set", "jobs.maxConcurrent=4",
-    "--set", "jobs.serviceAccountName=quantizer", "--set-string", "jobs.defaultResources.requests.cpu=2",
-    "--set", "operator.resyncSeconds=0", "--set", "kueue.enabled=true",
+    "--set",
+    "replicaCount=2",
+    "--set",
+    "operator.watchNamespaces={team-a,team-b}",
+    "--set",
+    "image.repository=registry.example/edge/operator",
+    "--set",
+    "image.tag=1.2.3",
+    "--set",
+    "quantizerImages.tflite.repository=registry.example/edge/tflite",
+    "--set",
+    "quantizerImages.tflite.tag=2.21",
+    "--set",
+    "quantizerImages.tensorrt.tag=trt-10",
+    "--set",
+    "metrics.service.enabled=true",
+    "--set",
+    "metrics.serviceMonitor.enabled=true",
+    "--set",
+    "metrics.serviceMonitor.labels.release=prom",
+    "--set",
+    "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/edgequant",
+    "--set",
+    "nodeSelector.kubernetes\\.io/os=linux",
+    "--set",
+    "operator.logFormat=plain",
+    "--set",
+    "jobs.maxConcurrent=4",
+    "--set",
+    "jobs.serviceAccountName=quantizer",
+    "--set-string",
+    "jobs.defaultResources.requests.cpu=2",
+    "--set",
+    "operator.resyncSeconds=0",
+    "--set",
+    "kueue.enabled=true",
 ]
 
 
 def render(helm: str, *args: str, release: str = "eq", namespace: str = "edgequant-system") -> list[dict[str, Any]]:
     done = subprocess.run(
-        [helm, "template", release, str(CHART), "--namespace", namespace, *args], capture_output=True, text=True, timeout=60
+        [helm, "template", release, str(CHART), "--namespace", namespace, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]
@@ -66,7 +93,12 @@ def test_lint_strict_with_default_and_non_default_values(helm: str) -> None:
 def test_default_render_is_one_cluster_wide_operator(helm: str) -> None:
     kinds = by_kind(render(helm))
     assert sorted(kinds) == [
-        "ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ]
     deployment = kinds["Deployment"][0]
     assert deployment["metadata"]["namespace"] == "edgequant-system"
@@ -74,14 +106,22 @@ def test_default_render_is_one_cluster_wide_operator(helm: str) -> None:
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == kinds["ServiceAccount"][0]["metadata"]["name"]
     binding = kinds["ClusterRoleBinding"][0]
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": kinds["ClusterRole"][0]["metadata"]["name"]}
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "edgequant-system"}]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": kinds["ClusterRole"][0]["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": "edgequant-system"}
+    ]
     env = env_of(deployment)
     assert env["EDGEQUANT_OPERATOR_NAMESPACES"] == ""
     assert env["EDGEQUANT_OPERATOR_PEERING_NAME"] == ""
     version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert pod["containers"][0]["image"] == f"edgequant/operator:{version}"
-    assert json.loads(env["EDGEQUANT_OPERATOR_IMAGES"]) == {f.value: f"edgequant/quantizer-{f.value}:{version}" for f in api.MethodFamily}
+    assert json.loads(env["EDGEQUANT_OPERATOR_IMAGES"]) == {
+        f.value: f"edgequant/quantizer-{f.value}:{version}" for f in api.MethodFamily
+    }
 
 
 def test_operator_pod_is_locked_down_and_probed(helm: str) -> None:
@@ -96,7 +136,9 @@ def test_operator_pod_is_locked_down_and_probed(helm: str) -> None:
     assert sc["capabilities"] == {"drop": ["ALL"]}
     probe = container["livenessProbe"]["httpGet"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert probe["path"] == "/healthz" and ports[probe["port"]] == int(env_of(deployment)["EDGEQUANT_OPERATOR_LIVENESS_PORT"])
+    assert probe["path"] == "/healthz" and ports[probe["port"]] == int(
+        env_of(deployment)["EDGEQUANT_OPERATOR_LIVENESS_PORT"]
+    )
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
 
@@ -109,7 +151,9 @@ def test_non_default_render_is_namespaced_peered_and_monitored(helm: str) -> Non
     sa = kinds["ServiceAccount"][0]
     assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/edgequant"}
     for binding in kinds["RoleBinding"]:
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "edgequant-system"}]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "edgequant-system"}
+        ]
         assert binding["roleRef"]["kind"] == "Role"
     peerings = kinds["KopfPeering"]
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["team-a", "team-b"]
@@ -142,7 +186,9 @@ def test_single_replica_can_still_peer_cluster_wide(helm: str) -> None:
 
 def test_settings_change_rolls_the_pods(helm: str) -> None:
     def checksum(*args: str) -> str:
-        return by_kind(render(helm, *args))["Deployment"][0]["spec"]["template"]["metadata"]["annotations"]["checksum/settings"]
+        return by_kind(render(helm, *args))["Deployment"][0]["spec"]["template"]["metadata"]["annotations"][
+            "checksum/settings"
+        ]
 
     assert checksum() == checksum()
     assert checksum() != checksum("--set", "quantizerImages.torch.tag=9.9")
@@ -154,7 +200,10 @@ def test_settings_change_rolls_the_pods(helm: str) -> None:
         (["--set", "operator.watchNamespaces={Team_A}"], "/operator/watchNamespaces/0"),
         (["--set", "operator.logFormat=xml"], "/operator/logFormat"),
         (["--set", "jobs.runAsUser=0"], "/jobs/runAsUser"),
-        (["--set", "operator.extraEnv[0].name=X", "--set", "operator.extraEnv[0].value=1"], "/operator/extraEnv/0/value"),
+        (
+            ["--set", "operator.extraEnv[0].name=X", "--set", "operator.extraEnv[0].value=1"],
+            "/operator/extraEnv/0/value",
+        ),
         (["--set", "quantizerImages.tflite.repository="], "/quantizerImages/tflite/repository"),
         (["--set", "quantizerImages.openvino.repository=x"], "openvino"),
         (["--set", "replicaCount=-1"], "/replicaCount"),
@@ -174,7 +223,9 @@ def test_quantizer_images_cover_every_method_family() -> None:
     for family, image in values["quantizerImages"].items():
         assert image["repository"].endswith(f"quantizer-{family}")
         assert (ROOT / "images" / f"quantizer-{family}" / "Dockerfile").is_file()
-    assert values["image"]["repository"].endswith("/operator") and (ROOT / "images" / "operator" / "Dockerfile").is_file()
+    assert (
+        values["image"]["repository"].endswith("/operator") and (ROOT / "images" / "operator" / "Dockerfile").is_file()
+    )
 
 
 @pytest.mark.parametrize("name", ["edgequant.io_quantizationjobs.yaml", "edgequant.io_quantizationsweeps.yaml"])
@@ -188,9 +239,18 @@ def test_chart_crd_is_the_generated_crd_byte_for_byte(name: str) -> None:
 def test_rendered_crds_are_ours_and_kopfs_peering(helm: str) -> None:
     docs = render(helm, "--include-crds")
     crds = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CustomResourceDefinition"}
-    assert set(crds) == {f"{api.PLURAL}.{api.GROUP}", f"quantizationsweeps.{api.GROUP}", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
-    assert crds[f"{api.PLURAL}.{api.GROUP}"] == yaml.safe_load((ROOT / "crds" / "edgequant.io_quantizationjobs.yaml").read_text())
-    assert crds[f"quantizationsweeps.{api.GROUP}"] == yaml.safe_load((ROOT / "crds" / "edgequant.io_quantizationsweeps.yaml").read_text())
+    assert set(crds) == {
+        f"{api.PLURAL}.{api.GROUP}",
+        f"quantizationsweeps.{api.GROUP}",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+    assert crds[f"{api.PLURAL}.{api.GROUP}"] == yaml.safe_load(
+        (ROOT / "crds" / "edgequant.io_quantizationjobs.yaml").read_text()
+    )
+    assert crds[f"quantizationsweeps.{api.GROUP}"] == yaml.safe_load(
+        (ROOT / "crds" / "edgequant.io_quantizationsweeps.yaml").read_text()
+    )
     assert crds["clusterkopfpeerings.kopf.dev"]["spec"]["scope"] == "Cluster"
     assert crds["kopfpeerings.kopf.dev"]["spec"]["scope"] == "Namespaced"
 
@@ -204,7 +264,12 @@ def granted_rules(helm: str, *args: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["--set", "replicaCount=3"], ["--set", "operator.watchNamespaces={team-a}", "--set", "peering.enabled=true"], ["--set", "kueue.enabled=true"]],
+    [
+        [],
+        ["--set", "replicaCount=3"],
+        ["--set", "operator.watchNamespaces={team-a}", "--set", "peering.enabled=true"],
+        ["--set", "kueue.enabled=true"],
+    ],
     ids=["cluster-wide", "cluster-wide-peered", "namespaced-peered", "kueue"],
 )
 def test_rbac_grants_only_what_the_operator_uses(helm: str, args: list[str]) -> None:
@@ -232,8 +297,15 @@ def test_rbac_grants_only_what_the_operator_uses(helm: str, args: list[str]) -> 
                 assert (group, resource) in allowed, f"unexpected grant on {group}/{resource}"
                 assert set(rule["verbs"]) <= allowed[(group, resource)], f"{group}/{resource}: {rule['verbs']}"
                 seen.add((group, resource))
-    for needed in [(api.GROUP, api.PLURAL), (api.GROUP, f"{api.PLURAL}/status"), (api.GROUP, f"{api.PLURAL}/finalizers"),
-                   (api.GROUP, "quantizationsweeps"), ("batch", "jobs"), ("", "pods"), ("", "events")]:
+    for needed in [
+        (api.GROUP, api.PLURAL),
+        (api.GROUP, f"{api.PLURAL}/status"),
+        (api.GROUP, f"{api.PLURAL}/finalizers"),
+        (api.GROUP, "quantizationsweeps"),
+        ("batch", "jobs"),
+        ("", "pods"),
+        ("", "events"),
+    ]:
         assert needed in seen, f"{needed} is not granted"
 
 
@@ -261,7 +333,10 @@ def test_the_operator_reads_exactly_what_the_chart_sets(helm: str) -> None:
         assert ours == expected, "the chart must set every operator setting (or say here why not)"
         done = subprocess.run(
             [sys.executable, "-m", "edgequant.cli.main", "operator", "--print-settings"],
-            env={"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **env}, capture_output=True, text=True, timeout=60,
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert done.returncode == 0, done.stderr
         settings = json.loads(done.stdout)
@@ -282,7 +357,10 @@ def test_the_operator_reads_exactly_what_the_chart_sets(helm: str) -> None:
             assert settings["default_requests"] == values["jobs"]["defaultResources"]["requests"]
             assert settings["default_limits"] == values["jobs"]["defaultResources"]["limits"]
             assert settings["gpu_tolerations"] == values["jobs"]["gpu"]["tolerations"]
-            assert settings["images"] == {f: f"{i['repository']}:{yaml.safe_load((CHART / 'Chart.yaml').read_text())['appVersion']}" for f, i in values["quantizerImages"].items()}
+            assert settings["images"] == {
+                f: f"{i['repository']}:{yaml.safe_load((CHART / 'Chart.yaml').read_text())['appVersion']}"
+                for f, i in values["quantizerImages"].items()
+            }
         assert settings["liveness_port"] == values["liveness"]["port"]
         assert settings["metrics_port"] == values["metrics"]["port"]
         assert settings["run_as_user"] == values["jobs"]["runAsUser"]
@@ -302,6 +380,12 @@ def test_chart_rbac_is_generated_from_what_the_operator_declares(helm: str) -> N
     assert body == rbac.as_yaml(), "run `make chart-rbac` and commit charts/edgequant/files/rbac-rules.yaml"
     assert granted_rules(helm) == rbac.RULES
     assert granted_rules(helm, "--set", "replicaCount=2") == rbac.RULES + rbac.PEERING_CLUSTER_WIDE
-    assert granted_rules(helm, "--set", "replicaCount=2", "--set", "operator.watchNamespaces={a}") == rbac.RULES + rbac.PEERING_NAMESPACED
+    assert (
+        granted_rules(helm, "--set", "replicaCount=2", "--set", "operator.watchNamespaces={a}")
+        == rbac.RULES + rbac.PEERING_NAMESPACED
+    )
     assert granted_rules(helm, "--set", "kueue.enabled=true") == rbac.RULES + rbac.KUEUE
-    assert granted_rules(helm, "--set", "kueue.enabled=true", "--set", "operator.watchNamespaces={a}") == rbac.RULES + rbac.KUEUE
+    assert (
+        granted_rules(helm, "--set", "kueue.enabled=true", "--set", "operator.watchNamespaces={a}")
+        == rbac.RULES + rbac.KUEUE
+    )

@@ -28,10 +28,35 @@ IMAGES = ROOT / "images"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 EXTRAS: dict[str, list[str]] = PYPROJECT["project"]["optional-dependencies"]
 SCRIPTS: dict[str, str] = PYPROJECT["project"]["scripts"]
-ML_FRAMEWORKS = {"tensorflow", "tensorflow-cpu", "torch", "torchao", "onnx", "onnxruntime", "tensorrt", "pycuda", "ai-edge-litert"}
+ML_FRAMEWORKS = {
+    "tensorflow",
+    "tensorflow-cpu",
+    "torch",
+    "torchao",
+    "onnx",
+    "onnxruntime",
+    "tensorrt",
+    "pycuda",
+    "ai-edge-litert",
+}
 INSTRUCTIONS = {
-    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
-    "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
 }
 NAMES = ["operator", *(f"quantizer-{family.value}" for family in api.MethodFamily)]
 
@@ -134,7 +159,9 @@ def test_bases_are_pinned_and_stages_are_multi(image: tuple[str, list[Stage]]) -
             f"{name}: base {stage.image} is not pinned to a versioned tag or digest"
         )
     build_names = {s.name for s in stages[:-1]}
-    copies_from = {f.split("=", 1)[1] for c in stages[-1].commands if c.cmd == "COPY" for f in c.flags if f.startswith("--from=")}
+    copies_from = {
+        f.split("=", 1)[1] for c in stages[-1].commands if c.cmd == "COPY" for f in c.flags if f.startswith("--from=")
+    }
     assert copies_from and copies_from <= build_names, f"{name}: the runtime stage must copy from a build stage"
     assert not pip_installs([stages[-1]]), f"{name}: the runtime stage installs packages; do that in a build stage"
 
@@ -159,9 +186,13 @@ def test_entrypoint_is_a_console_script(image: tuple[str, list[Stage]]) -> None:
     assert argv[0] in SCRIPTS, f"{name}: entrypoint {argv[0]} is not in pyproject [project.scripts] {sorted(SCRIPTS)}"
     module, _, function = SCRIPTS[argv[0]].partition(":")
     source = ROOT / "operator" / (module.replace(".", "/") + ".py")
-    assert source.is_file(), f"{name}: console script {argv[0]} points at {module}, which has no {source.relative_to(ROOT)}"
+    assert source.is_file(), (
+        f"{name}: console script {argv[0]} points at {module}, which has no {source.relative_to(ROOT)}"
+    )
     tree = ast.parse(source.read_text())
-    assert any(isinstance(n, ast.FunctionDef) and n.name == function for n in tree.body), f"{name}: {module} has no {function}()"
+    assert any(isinstance(n, ast.FunctionDef) and n.name == function for n in tree.body), (
+        f"{name}: {module} has no {function}()"
+    )
     if name == "operator":
         assert argv == ["edgequant", "operator"]
         assert "operator" in COMMANDS, "the `edgequant operator` subcommand is missing from edgequant.cli.main.COMMANDS"
@@ -172,7 +203,7 @@ def test_entrypoint_is_a_console_script(image: tuple[str, list[Stage]]) -> None:
 def test_pip_extras_and_requirement_files_exist(image: tuple[str, list[Stage]]) -> None:
     name, stages = image
     extras = installed_extras(stages)
-    assert extras, f"{name}: installs no edgequant extra (pip install \".[extra]\")"
+    assert extras, f'{name}: installs no edgequant extra (pip install ".[extra]")'
     assert extras <= set(EXTRAS), f"{name}: extras {sorted(extras - set(EXTRAS))} are not in pyproject"
     for args in pip_installs(stages):
         for flag, value in itertools.pairwise(args):
@@ -198,7 +229,9 @@ def test_copy_sources_exist_and_are_not_dockerignored(image: tuple[str, list[Sta
 def test_each_image_installs_its_family_and_nothing_heavier() -> None:
     extras = {name: installed_extras(stages_of(IMAGES / name / "Dockerfile")) for name in NAMES}
     assert extras["operator"] == {"operator"}
-    operator_deps = {requirement_name(d) for d in EXTRAS["operator"]} | {requirement_name(d) for d in PYPROJECT["project"]["dependencies"]}
+    operator_deps = {requirement_name(d) for d in EXTRAS["operator"]} | {
+        requirement_name(d) for d in PYPROJECT["project"]["dependencies"]
+    }
     assert not operator_deps & ML_FRAMEWORKS, f"the operator image would pull {operator_deps & ML_FRAMEWORKS}"
     assert {"tflite", "s3"} <= extras["quantizer-tflite"]
     assert {"torch", "onnx", "s3"} <= extras["quantizer-torch"]
@@ -211,12 +244,19 @@ def test_torch_image_uses_cpu_wheels_and_tensorrt_image_an_nvidia_base() -> None
     torch_stages = stages_of(IMAGES / "quantizer-torch" / "Dockerfile")
     installs = [" ".join(a) for a in pip_installs(torch_stages)]
     assert any("--extra-index-url" in line and "[torch" in line for line in installs)
-    cpu_index = [c.value[0] for s in torch_stages for c in s.commands if c.cmd == "ARG" and c.value[0].startswith("TORCH_CPU_INDEX=")]
+    cpu_index = [
+        c.value[0]
+        for s in torch_stages
+        for c in s.commands
+        if c.cmd == "ARG" and c.value[0].startswith("TORCH_CPU_INDEX=")
+    ]
     assert cpu_index and cpu_index[0].endswith("/whl/cpu")
     trt = stages_of(IMAGES / "quantizer-tensorrt" / "Dockerfile")
     assert all(s.image.startswith("nvcr.io/nvidia/tensorrt:") for s in trt)
     assert "pycuda" in {requirement_name(d) for d in EXTRAS["tensorrt"]}
-    assert any("--system-site-packages" in line for line in run_lines(trt)), "the venv must see the base image's tensorrt"
+    assert any("--system-site-packages" in line for line in run_lines(trt)), (
+        "the venv must see the base image's tensorrt"
+    )
 
 
 def test_tflite_nodeps_requirements_are_installed_without_deps() -> None:

@@ -51,17 +51,27 @@ def reconciler(clock: Clock, scheduled: list[tuple[float, Callable[[], None]]]) 
     )
 
 
-def quantization_job(name: str = "mnist", *, uid: str = "qj-uid", generation: int = 1, resource_version: str = "1", **status: Any) -> dict[str, Any]:
+def quantization_job(
+    name: str = "mnist", *, uid: str = "qj-uid", generation: int = 1, resource_version: str = "1", **status: Any
+) -> dict[str, Any]:
     return {
         "apiVersion": "edgequant.io/v1alpha1",
         "kind": "QuantizationJob",
-        "metadata": {"name": name, "namespace": "team-a", "uid": uid, "generation": generation, "resourceVersion": resource_version},
+        "metadata": {
+            "name": name,
+            "namespace": "team-a",
+            "uid": uid,
+            "generation": generation,
+            "resourceVersion": resource_version,
+        },
         "spec": {"method": "tflite-dynamic-range"},
         "status": status,
     }
 
 
-def cache_of(qjs: list[dict[str, Any]] = (), jobs: list[dict[str, Any]] = (), pods: dict[str, list[dict[str, Any]]] | None = None) -> cache.Cache:  # type: ignore[assignment]
+def cache_of(
+    qjs: list[dict[str, Any]] = (), jobs: list[dict[str, Any]] = (), pods: dict[str, list[dict[str, Any]]] | None = None
+) -> cache.Cache:  # type: ignore[assignment]
     """A cache as the operator's watches would fill it: Jobs keyed by their QuantizationJob, pods by their Job's uid."""
     qj_index = {(q["metadata"]["namespace"], q["metadata"]["name"]): [cache.quantization_job_entry(q)[1]] for q in qjs}
     job_index: dict[Any, list[dict[str, Any]]] = {}
@@ -72,7 +82,15 @@ def cache_of(qjs: list[dict[str, Any]] = (), jobs: list[dict[str, Any]] = (), po
     return cache.Cache(quantization_jobs=qj_index, jobs=job_index, pods=pod_index)
 
 
-def batch_job(name: str = "mnist-g1", *, uid: str = "job-uid", owner_uid: str = "qj-uid", suspend: bool = False, backoff_limit: int = 2, **status: Any) -> dict[str, Any]:
+def batch_job(
+    name: str = "mnist-g1",
+    *,
+    uid: str = "job-uid",
+    owner_uid: str = "qj-uid",
+    suspend: bool = False,
+    backoff_limit: int = 2,
+    **status: Any,
+) -> dict[str, Any]:
     conditions = status.pop("conditions", [])
     return {
         "apiVersion": "batch/v1",
@@ -81,15 +99,34 @@ def batch_job(name: str = "mnist-g1", *, uid: str = "job-uid", owner_uid: str = 
             "name": name,
             "namespace": "team-a",
             "uid": uid,
-            "ownerReferences": [{"apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationJob", "name": name.rsplit("-g", 1)[0], "uid": owner_uid, "controller": True}],
+            "ownerReferences": [
+                {
+                    "apiVersion": "edgequant.io/v1alpha1",
+                    "kind": "QuantizationJob",
+                    "name": name.rsplit("-g", 1)[0],
+                    "uid": owner_uid,
+                    "controller": True,
+                }
+            ],
         },
         "spec": {"suspend": suspend, "backoffLimit": backoff_limit},
-        "status": {**status, "conditions": [{"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": "2026-01-01T00:10:00Z"} for t, r, m in conditions]},
+        "status": {
+            **status,
+            "conditions": [
+                {"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": "2026-01-01T00:10:00Z"}
+                for t, r, m in conditions
+            ],
+        },
     }
 
 
 def pod(
-    name: str, phase: str, *, created: str = "2026-01-01T00:00:00Z", exit_code: int | None = None, message: str | None = None,
+    name: str,
+    phase: str,
+    *,
+    created: str = "2026-01-01T00:00:00Z",
+    exit_code: int | None = None,
+    message: str | None = None,
     finished: str | None = None,
 ) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase}

@@ -25,8 +25,16 @@ def test_job_entry_is_keyed_by_quantizationjob_and_keeps_what_reconcile_reads() 
 def test_pod_entry_is_keyed_by_its_job_uid() -> None:
     p = pod("mnist-g2-abcde", "Failed", exit_code=11, message="{}")
     p["metadata"].update(namespace="team-a", labels={cache.POD_JOB_UID_LABEL: "job-uid"}, uid="pod-uid")
-    p["spec"] = {"containers": [{"name": "quantizer", "env": [{"name": "EDGEQUANT_SPEC", "value": "{...}"}],
-                                 "resources": {"limits": {"memory": "3Gi", "cpu": "2"}, "requests": {"cpu": "1"}}}], "nodeName": "node-1"}
+    p["spec"] = {
+        "containers": [
+            {
+                "name": "quantizer",
+                "env": [{"name": "EDGEQUANT_SPEC", "value": "{...}"}],
+                "resources": {"limits": {"memory": "3Gi", "cpu": "2"}, "requests": {"cpu": "1"}},
+            }
+        ],
+        "nodeName": "node-1",
+    }
     key, value = cache.pod_entry(p) or (None, None)
     assert key == ("team-a", "job-uid")
     assert value == {
@@ -39,11 +47,18 @@ def test_pod_entry_is_keyed_by_its_job_uid() -> None:
 
 def test_cache_reads_snapshots_and_counts_running_jobs() -> None:
     done = batch_job("b-g1", uid="u2", succeeded=1, conditions=[("Complete", "CompletionsReached", "")])
-    jobs = {("ns", "a"): [batch_job("a-g1", uid="u1", active=1)], ("ns", "b"): [done], ("ns", "c"): [batch_job("c-g1", uid="u3", suspend=True)]}
+    jobs = {
+        ("ns", "a"): [batch_job("a-g1", uid="u1", active=1)],
+        ("ns", "b"): [done],
+        ("ns", "c"): [batch_job("c-g1", uid="u3", suspend=True)],
+    }
     pods = {("ns", "u1"): [pod("a-g1-x", "Running")]}
     qjs = {("ns", "a"): [{"metadata": {"name": "a", "uid": "qa"}}]}
     c = cache.Cache(quantization_jobs=qjs, jobs=jobs, pods=pods)
-    assert c.quantization_job("ns", "a") == {"metadata": {"name": "a", "uid": "qa"}} and c.quantization_job("ns", "b") is None
+    assert (
+        c.quantization_job("ns", "a") == {"metadata": {"name": "a", "uid": "qa"}}
+        and c.quantization_job("ns", "b") is None
+    )
     assert [j["metadata"]["name"] for j in c.jobs_of("ns", "a")] == ["a-g1"]
     assert c.jobs_of("ns", "zzz") == []
     assert [p["metadata"]["name"] for p in c.pods_of({"metadata": {"namespace": "ns", "uid": "u1"}})] == ["a-g1-x"]
@@ -55,8 +70,19 @@ def test_quantization_job_entry_keeps_what_a_refresh_needs() -> None:
     body = {
         "apiVersion": "edgequant.io/v1alpha1",
         "kind": "QuantizationJob",
-        "metadata": {"name": "a", "namespace": "ns", "uid": "u", "generation": 2, "resourceVersion": "77", "annotations": {"x": "y"}},
-        "spec": {"method": "tflite-int8", "model": {"uri": "s3://m/m.keras"}, "execution": {"backoffLimit": 2, "ttlSecondsAfterFinished": 60}},
+        "metadata": {
+            "name": "a",
+            "namespace": "ns",
+            "uid": "u",
+            "generation": 2,
+            "resourceVersion": "77",
+            "annotations": {"x": "y"},
+        },
+        "spec": {
+            "method": "tflite-int8",
+            "model": {"uri": "s3://m/m.keras"},
+            "execution": {"backoffLimit": 2, "ttlSecondsAfterFinished": 60},
+        },
         "status": {"phase": "Running"},
     }
     key, value = cache.quantization_job_entry(body)

@@ -18,11 +18,13 @@ DOTTED = ("team.vision." * 22)[:250] + "x.y"
 
 
 def _spec() -> api.QuantizationJobSpec:
-    return api.QuantizationJobSpec.model_validate({
-        "method": "tflite-dynamic-range",
-        "model": {"uri": "s3://models/cnn.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
-        "output": {"uri": "s3://artifacts/mnist/"},
-    })
+    return api.QuantizationJobSpec.model_validate(
+        {
+            "method": "tflite-dynamic-range",
+            "model": {"uri": "s3://models/cnn.keras", "input": {"shape": [28, 28, 1], "colorOrder": "GRAY"}},
+            "output": {"uri": "s3://artifacts/mnist/"},
+        }
+    )
 
 
 def _render(name: str, generation: int = 3) -> dict:
@@ -61,8 +63,12 @@ def test_the_operator_finds_the_job_and_pods_of_a_long_name(reconciler: reconcil
     assert key == ("team-a", LONG)
     found = plan.plan_jobs([job], name=LONG, uid="qj-uid", generation=2, previous_status={})
     assert found.current is job and found.obsolete == []
-    pod_meta = dict(job["spec"]["template"]["metadata"], namespace="team-a", uid="pod-uid", name=job["metadata"]["name"] + "-abcde")
-    request = reconciler.refresh_request({"metadata": pod_meta, "status": {"phase": "Running"}}, kind="Pod", deleted=False)
+    pod_meta = dict(
+        job["spec"]["template"]["metadata"], namespace="team-a", uid="pod-uid", name=job["metadata"]["name"] + "-abcde"
+    )
+    request = reconciler.refresh_request(
+        {"metadata": pod_meta, "status": {"phase": "Running"}}, kind="Pod", deleted=False
+    )
     assert request is not None and request.key == ("team-a", LONG)
     # Jobs made before the annotation existed are still found by their label.
     assert naming.quantization_job_of({"labels": {naming.LABEL_JOB: "mnist"}}) == "mnist"

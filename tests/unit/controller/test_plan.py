@@ -18,7 +18,9 @@ def test_adopts_the_job_of_this_generation_and_drops_older_ones() -> None:
 
 
 def test_nothing_found_means_create() -> None:
-    p = plan.plan_jobs([], name="mnist", uid="qj-uid", generation=1, previous_status={"phase": "Pending", "observedGeneration": 1})
+    p = plan.plan_jobs(
+        [], name="mnist", uid="qj-uid", generation=1, previous_status={"phase": "Pending", "observedGeneration": 1}
+    )
     assert p.current is None and p.must_create
 
 
@@ -50,9 +52,13 @@ def test_this_generations_job_being_deleted_is_not_adopted() -> None:
 @pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
 def test_a_finished_generation_is_never_started_again(phase: str) -> None:
     """E.g. after ttlSecondsAfterFinished removed its Job and the operator restarts."""
-    p = plan.plan_jobs([], name="mnist", uid="qj-uid", generation=3, previous_status={"phase": phase, "observedGeneration": 3})
+    p = plan.plan_jobs(
+        [], name="mnist", uid="qj-uid", generation=3, previous_status={"phase": phase, "observedGeneration": 3}
+    )
     assert p.already_finished and not p.must_create
-    newer = plan.plan_jobs([], name="mnist", uid="qj-uid", generation=4, previous_status={"phase": phase, "observedGeneration": 3})
+    newer = plan.plan_jobs(
+        [], name="mnist", uid="qj-uid", generation=4, previous_status={"phase": phase, "observedGeneration": 3}
+    )
     assert newer.must_create
 
 

@@ -19,13 +19,23 @@ from .test_render import rendered, spec_of
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
 
-def queued_job(name: str = "mnist-g1", *, uid: str = "job-uid", suspend: bool = True, queue: str = "team-queue", **status: Any) -> dict[str, Any]:
+def queued_job(
+    name: str = "mnist-g1", *, uid: str = "job-uid", suspend: bool = True, queue: str = "team-queue", **status: Any
+) -> dict[str, Any]:
     job = batch_job(name, uid=uid, suspend=suspend, **status)
-    job["metadata"]["labels"] = {queueing.QUEUE_NAME_LABEL: queue, "edgequant.io/quantizationjob": name.rsplit("-g", 1)[0]}
+    job["metadata"]["labels"] = {
+        queueing.QUEUE_NAME_LABEL: queue,
+        "edgequant.io/quantizationjob": name.rsplit("-g", 1)[0],
+    }
     return job
 
 
-def workload(*conditions: tuple[str, str, str, str], job_uid: str = "job-uid", name: str = "job-mnist-g1-1a2b3", created: str = T0) -> dict[str, Any]:
+def workload(
+    *conditions: tuple[str, str, str, str],
+    job_uid: str = "job-uid",
+    name: str = "job-mnist-g1-1a2b3",
+    created: str = T0,
+) -> dict[str, Any]:
     return {
         "apiVersion": "kueue.x-k8s.io/v1beta2",
         "kind": "Workload",
@@ -35,13 +45,25 @@ def workload(*conditions: tuple[str, str, str, str], job_uid: str = "job-uid", n
             "uid": f"wl-{name}",
             "creationTimestamp": created,
             "labels": {queueing.WORKLOAD_JOB_UID_LABEL: job_uid},
-            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "mnist-g1", "uid": job_uid, "controller": True}],
+            "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": "mnist-g1", "uid": job_uid, "controller": True}
+            ],
         },
-        "status": {"conditions": [{"type": t, "status": s, "reason": r, "message": m, "lastTransitionTime": T0} for t, s, r, m in conditions]},
+        "status": {
+            "conditions": [
+                {"type": t, "status": s, "reason": r, "message": m, "lastTransitionTime": T0}
+                for t, s, r, m in conditions
+            ]
+        },
     }
 
 
-PENDING = ("QuotaReserved", "False", "Pending", "couldn't assign flavors to pod set main: insufficient unused quota for cpu in flavor default, 1 more needed")
+PENDING = (
+    "QuotaReserved",
+    "False",
+    "Pending",
+    "couldn't assign flavors to pod set main: insufficient unused quota for cpu in flavor default, 1 more needed",
+)
 
 
 # --------------------------------------------------------------------------- the rendered Job
@@ -94,7 +116,10 @@ def test_the_operator_still_owns_the_suspend_of_jobs_without_a_queue() -> None:
 def test_kueue_suspended_jobs_do_not_count_against_the_cap_and_admitted_ones_do() -> None:
     assert not plan.is_running(queued_job(suspend=True))
     assert plan.is_running(queued_job(suspend=False, active=1))
-    jobs = {("ns", "a"): [queued_job("a-g1", uid="u1", suspend=True)], ("ns", "b"): [queued_job("b-g1", uid="u2", suspend=False)]}
+    jobs = {
+        ("ns", "a"): [queued_job("a-g1", uid="u1", suspend=True)],
+        ("ns", "b"): [queued_job("b-g1", uid="u2", suspend=False)],
+    }
     states = cache.Cache(quantization_jobs={}, jobs=jobs, pods={}).job_states()
     assert states == {("ns", "a-g1"): False, ("ns", "b-g1"): True}
     # The cap is checked only before creating a Job that would run at once: a queued Job is created suspended.
@@ -121,8 +146,17 @@ def test_before_kueue_made_a_workload_the_job_is_queued_with_our_reason() -> Non
     [
         ([("QuotaReserved", "False", "Inadmissible", "LocalQueue team-queue doesn't exist")], "Inadmissible"),
         ([("QuotaReserved", "True", "QuotaReserved", "Quota reserved in ClusterQueue cq")], "QuotaReserved"),
-        ([("QuotaReserved", "True", "QuotaReserved", ""), ("Admitted", "True", "Admitted", "The workload is admitted")], "Admitted"),
-        ([PENDING, ("Evicted", "True", "Preempted", "Preempted to accommodate a workload of higher priority")], "Preempted"),
+        (
+            [
+                ("QuotaReserved", "True", "QuotaReserved", ""),
+                ("Admitted", "True", "Admitted", "The workload is admitted"),
+            ],
+            "Admitted",
+        ),
+        (
+            [PENDING, ("Evicted", "True", "Preempted", "Preempted to accommodate a workload of higher priority")],
+            "Preempted",
+        ),
     ],
     ids=["inadmissible", "checks-running", "admitted", "preempted"],
 )
@@ -133,7 +167,9 @@ def test_the_most_telling_workload_condition_wins(conditions: list[tuple[str, st
 
 def test_an_admitted_job_runs_like_any_other() -> None:
     running = queued_job(suspend=False, active=1, startTime=T0)
-    obs = status.observe_job(running, [pod("mnist-g1-abcde", "Running")], workload(("Admitted", "True", "Admitted", "")))
+    obs = status.observe_job(
+        running, [pod("mnist-g1-abcde", "Running")], workload(("Admitted", "True", "Admitted", ""))
+    )
     assert obs is not None and obs.phase is Phase.RUNNING
 
 
@@ -148,7 +184,10 @@ def test_the_queued_condition_carries_kueues_reason_and_clears_on_admission() ->
     first = status.desired_status({}, queued, generation=1, now=T0)
     cond = {c["type"]: c for c in first["conditions"]}
     assert first["phase"] == "Queued" and cond[ConditionType.QUEUED.value]["status"] == "True"
-    assert cond[ConditionType.QUEUED.value]["reason"] == "Pending" and "1 more needed" in cond[ConditionType.QUEUED.value]["message"]
+    assert (
+        cond[ConditionType.QUEUED.value]["reason"] == "Pending"
+        and "1 more needed" in cond[ConditionType.QUEUED.value]["message"]
+    )
     assert cond[ConditionType.SUSPENDED.value]["status"] == "False"
     started = status.observe_job(queued_job(suspend=False, active=1, startTime=T1), [pod("mnist-g1-abcde", "Running")])
     assert started is not None
@@ -161,7 +200,9 @@ def test_the_queued_condition_carries_kueues_reason_and_clears_on_admission() ->
 def test_jobs_never_queued_get_no_queued_condition() -> None:
     obs = status.observe_job(batch_job(active=1), [pod("mnist-g1-abcde", "Running")])
     assert obs is not None
-    assert ConditionType.QUEUED.value not in {c["type"] for c in status.desired_status({}, obs, generation=1, now=T0)["conditions"]}
+    assert ConditionType.QUEUED.value not in {
+        c["type"] for c in status.desired_status({}, obs, generation=1, now=T0)["conditions"]
+    }
 
 
 # --------------------------------------------------------------------------- Workloads in the cache and as events
@@ -171,7 +212,9 @@ def test_workloads_are_indexed_by_the_uid_of_their_job() -> None:
     wl = workload(PENDING)
     wl["spec"] = {"podSets": [{"name": "main", "count": 1, "template": {"spec": {"containers": []}}}]}
     key, value = cache.workload_entry(wl) or (None, None)
-    assert key == ("team-a", "job-uid") and "spec" not in value and value["status"]["conditions"][0]["reason"] == "Pending"
+    assert (
+        key == ("team-a", "job-uid") and "spec" not in value and value["status"]["conditions"][0]["reason"] == "Pending"
+    )
     unlabelled = workload(PENDING)
     del unlabelled["metadata"]["labels"]
     assert cache.workload_entry(unlabelled) is not None  # the owner reference names the Job too
@@ -183,12 +226,17 @@ def test_the_cache_finds_the_workload_and_the_quantizationjob_of_a_job() -> None
     job = queued_job()
     old = workload(("Evicted", "True", "Preempted", ""), name="old", created=T0)
     new = workload(PENDING, name="new", created=T1)
-    c = cache.Cache(quantization_jobs={}, jobs={("team-a", "mnist"): [job]}, pods={}, workloads={("team-a", "job-uid"): [old, new]})
+    c = cache.Cache(
+        quantization_jobs={}, jobs={("team-a", "mnist"): [job]}, pods={}, workloads={("team-a", "job-uid"): [old, new]}
+    )
     found = c.workload_of(job)
     assert found is not None and found["metadata"]["name"] == "new"
     assert c.workload_of(batch_job()) is None  # not queued: Kueue's Workloads are not ours to read
     assert c.quantization_job_of_job_uid("team-a", "job-uid") == "mnist"
-    assert c.quantization_job_of_job_uid("team-b", "job-uid") is None and c.quantization_job_of_job_uid("team-a", "other") is None
+    assert (
+        c.quantization_job_of_job_uid("team-b", "job-uid") is None
+        and c.quantization_job_of_job_uid("team-a", "other") is None
+    )
 
 
 def test_workload_condition_changes_refresh_and_repeats_do_not(reconciler: Reconciler) -> None:

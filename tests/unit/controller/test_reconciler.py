@@ -26,7 +26,9 @@ def test_a_finished_generation_whose_job_is_gone_is_not_started_again(reconciler
     reconciler.reconcile(body, cache=cache_of([body]), logger=LOG)  # would raise on any API call
 
 
-def test_the_next_generation_waits_while_the_old_job_and_its_pods_go(reconciler: reconcile.Reconciler, scheduled: list) -> None:
+def test_the_next_generation_waits_while_the_old_job_and_its_pods_go(
+    reconciler: reconcile.Reconciler, scheduled: list
+) -> None:
     body = quantization_job(generation=2, phase="Running", observedGeneration=1)
     body["spec"] = SPEC
     going = batch_job("mnist-g1", active=1)
@@ -37,8 +39,12 @@ def test_the_next_generation_waits_while_the_old_job_and_its_pods_go(reconciler:
 
 
 def test_pending_is_written_only_when_the_pod_does_not_start_soon() -> None:
-    created = status.Observation(phase=Phase.PENDING, reason=Reason.JOB_CREATED, message="batch Job mnist-g1 created", job_name="mnist-g1")
-    running = status.Observation(phase=Phase.RUNNING, reason=Reason.POD_RUNNING, message="pod is running", job_name="mnist-g1")
+    created = status.Observation(
+        phase=Phase.PENDING, reason=Reason.JOB_CREATED, message="batch Job mnist-g1 created", job_name="mnist-g1"
+    )
+    running = status.Observation(
+        phase=Phase.RUNNING, reason=Reason.POD_RUNNING, message="pod is running", job_name="mnist-g1"
+    )
     due = reconcile.pending_status_due
     assert not due(created, {}, generation=1, created_ago=1.0)
     assert due(created, {}, generation=1, created_ago=reconcile.PENDING_STATUS_DELAY)
@@ -58,7 +64,9 @@ def test_which_pods_are_on_their_way() -> None:
     unschedulable["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]
     assert not status.pod_is_starting(unschedulable)  # e.g. the nodes are full
     pulling = pod("p1", "Pending")
-    pulling["status"]["containerStatuses"] = [{"name": "quantizer", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]
+    pulling["status"]["containerStatuses"] = [
+        {"name": "quantizer", "state": {"waiting": {"reason": "ImagePullBackOff"}}}
+    ]
     assert not status.pod_is_starting(pulling)
     assert not status.pod_is_starting(pod("p1", "Failed", exit_code=1))
     assert status.pod_fingerprint(unschedulable) != status.pod_fingerprint(pod("p1", "Pending"))  # asks for a refresh
@@ -85,7 +93,9 @@ def test_the_ttl_comes_from_the_spec_not_the_job_manifest() -> None:
 
 def test_kopfs_bookkeeping_writes_nothing_to_the_object() -> None:
     """The last handled spec and handler progress stay in memory: no annotation patch per job."""
-    body = kopf.Body({"metadata": {"uid": "u1", "name": "a", "namespace": "ns", "annotations": {}}, "spec": {"method": "x"}})
+    body = kopf.Body(
+        {"metadata": {"uid": "u1", "name": "a", "namespace": "ns", "annotations": {}}, "spec": {"method": "x"}}
+    )
     diffbase = handlers.MemoryDiffBaseStorage(prefix="edgequant.io", key="last-handled-spec")
     patch = kopf.Patch()
     essence = diffbase.build(body=body)
@@ -117,11 +127,23 @@ def test_the_resync_timer_puts_no_finalizer_on_jobs() -> None:
 
 def test_a_pending_status_says_what_holds_the_pod_back() -> None:
     unscheduled = pod("mnist-g1-a", "Pending")
-    unscheduled["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/1 nodes are available: 1 Too many pods."}]
+    unscheduled["status"]["conditions"] = [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/1 nodes are available: 1 Too many pods.",
+        }
+    ]
     obs = status.observe_job(batch_job(active=1), [unscheduled])
     assert obs is not None and obs.reason == Reason.JOB_CREATED
-    assert obs.message == "batch Job mnist-g1 created, waiting for its pod: not scheduled (Unschedulable): 0/1 nodes are available: 1 Too many pods."
+    assert (
+        obs.message
+        == "batch Job mnist-g1 created, waiting for its pod: not scheduled (Unschedulable): 0/1 nodes are available: 1 Too many pods."
+    )
     pulling = pod("mnist-g1-a", "Pending")
-    pulling["status"]["containerStatuses"] = [{"name": "quantizer", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}]
+    pulling["status"]["containerStatuses"] = [
+        {"name": "quantizer", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}
+    ]
     obs = status.observe_job(batch_job(active=1), [pulling])
     assert obs is not None and obs.message.endswith("waiting for its pod: ImagePullBackOff: no such image")

@@ -10,7 +10,9 @@ from .conftest import batch_job, cache_of, pod, quantization_job
 
 
 def labelled(obj: dict, uid: str) -> dict:
-    obj["metadata"].update(namespace="team-a", uid=uid, labels={"edgequant.io/quantizationjob": "mnist", "edgequant.io/generation": "1"})
+    obj["metadata"].update(
+        namespace="team-a", uid=uid, labels={"edgequant.io/quantizationjob": "mnist", "edgequant.io/generation": "1"}
+    )
     return obj
 
 
@@ -20,7 +22,9 @@ def test_events_that_change_nothing_the_status_shows_cause_no_refresh(reconciler
     assert first is not None and first.key == ("team-a", "mnist")
     # Until a refresh served it, the same state asks again; afterwards it does not.
     assert reconciler.refresh_request(running, kind="Pod", deleted=False) is not None
-    reconciler.refresh(first, cache=cache_of([quantization_job()]), logger=logging.getLogger("test"))  # no Job: nothing to write
+    reconciler.refresh(
+        first, cache=cache_of([quantization_job()]), logger=logging.getLogger("test")
+    )  # no Job: nothing to write
     assert reconciler.seen(first.source_uid) == first.seen
     again = labelled(pod("mnist-g1-a", "Running"), "pod-1")
     again["metadata"]["finalizers"] = ["batch.kubernetes.io/job-tracking"]

@@ -28,7 +28,9 @@ def spec_of(**overrides: Any) -> api.QuantizationJobSpec:
     return api.QuantizationJobSpec.model_validate(spec)
 
 
-def rendered(spec: api.QuantizationJobSpec, settings: OperatorSettings | None = None, owner: render.Owner = OWNER) -> dict[str, Any]:
+def rendered(
+    spec: api.QuantizationJobSpec, settings: OperatorSettings | None = None, owner: render.Owner = OWNER
+) -> dict[str, Any]:
     return render.render_job(owner=owner, spec=spec, settings=settings or OperatorSettings())
 
 
@@ -48,7 +50,10 @@ def test_rendering_is_deterministic_and_named_after_name_and_generation() -> Non
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
     assert first["metadata"]["name"] == "mnist-g3"
     assert first["metadata"]["namespace"] == "team-a"
-    assert rendered(spec, owner=render.Owner(name="mnist", namespace="team-a", uid="u", generation=4))["metadata"]["name"] == "mnist-g4"
+    assert (
+        rendered(spec, owner=render.Owner(name="mnist", namespace="team-a", uid="u", generation=4))["metadata"]["name"]
+        == "mnist-g4"
+    )
 
 
 def test_owner_reference_makes_the_job_garbage_collected_with_its_quantizationjob() -> None:
@@ -87,7 +92,9 @@ def test_spec_image_override_wins() -> None:
 
 
 def test_worker_command_and_spec_in_env_round_trip() -> None:
-    spec = spec_of(acceptance={"maxAccuracyDrop": 0.02}, evaluation={"dataset": {"uri": "s3://d/eval/", "layout": "imagefolder"}})
+    spec = spec_of(
+        acceptance={"maxAccuracyDrop": 0.02}, evaluation={"dataset": {"uri": "s3://d/eval/", "layout": "imagefolder"}}
+    )
     job = rendered(spec)
     assert container(job)["command"] == ["edgequant-worker"]
     document = json.loads(env_of(job)[render.SPEC_ENV]["value"])
@@ -113,13 +120,17 @@ def test_cpu_job_gets_no_gpu_and_default_resources() -> None:
 def test_user_resources_override_defaults() -> None:
     job = rendered(spec_of(resources={"requests": {"cpu": "500m"}, "limits": {"cpu": "2", "memory": "3Gi"}}))
     assert container(job)["resources"] == {
-        "requests": {"cpu": "500m", "memory": "2Gi", "ephemeral-storage": "20Gi"}, "limits": {"cpu": "2", "memory": "3Gi"}
+        "requests": {"cpu": "500m", "memory": "2Gi", "ephemeral-storage": "20Gi"},
+        "limits": {"cpu": "2", "memory": "3Gi"},
     }
 
 
 @pytest.mark.parametrize("method", ["tensorrt-fp16", "tensorrt-int8", "tensorrt-mixed"])
 def test_tensorrt_methods_request_a_gpu_and_land_on_gpu_nodes(method: str) -> None:
-    overrides: dict[str, Any] = {"method": method, "model": {"uri": "s3://m/m.onnx", "input": {"shape": [3, 32, 32], "layout": "NCHW"}}}
+    overrides: dict[str, Any] = {
+        "method": method,
+        "model": {"uri": "s3://m/m.onnx", "input": {"shape": [3, 32, 32], "layout": "NCHW"}},
+    }
     if method != "tensorrt-fp16":
         overrides["calibration"] = {"dataset": {"uri": "s3://d/cal/", "layout": "imagefolder"}}
     job = rendered(spec_of(**overrides, resources={"gpus": 2}))
@@ -131,7 +142,13 @@ def test_tensorrt_methods_request_a_gpu_and_land_on_gpu_nodes(method: str) -> No
 
 
 def test_accelerator_gpu_puts_a_tflite_job_on_a_gpu_node_and_keeps_user_scheduling() -> None:
-    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]
+            }
+        }
+    }
     job = rendered(
         spec_of(
             resources={"accelerator": "gpu"},
@@ -155,7 +172,11 @@ def test_accelerator_gpu_puts_a_tflite_job_on_a_gpu_node_and_keeps_user_scheduli
 
 
 def test_gpu_settings_are_configurable() -> None:
-    settings = OperatorSettings(gpu_resource="amd.com/gpu", gpu_node_selector={"gpu": "yes"}, gpu_tolerations=[{"key": "gpu", "operator": "Exists"}])
+    settings = OperatorSettings(
+        gpu_resource="amd.com/gpu",
+        gpu_node_selector={"gpu": "yes"},
+        gpu_tolerations=[{"key": "gpu", "operator": "Exists"}],
+    )
     job = rendered(spec_of(resources={"accelerator": "gpu"}), settings)
     pod = job["spec"]["template"]["spec"]
     assert container(job)["resources"]["limits"]["amd.com/gpu"] == "1"
@@ -163,7 +184,11 @@ def test_gpu_settings_are_configurable() -> None:
 
 
 def test_job_knobs() -> None:
-    job = rendered(spec_of(execution={"backoffLimit": 4, "activeDeadlineSeconds": 3600, "ttlSecondsAfterFinished": 600}, suspend=True))
+    job = rendered(
+        spec_of(
+            execution={"backoffLimit": 4, "activeDeadlineSeconds": 3600, "ttlSecondsAfterFinished": 600}, suspend=True
+        )
+    )
     assert job["spec"]["backoffLimit"] == 4
     assert job["spec"]["activeDeadlineSeconds"] == 3600
     assert "ttlSecondsAfterFinished" not in job["spec"]  # set by the operator once the status holds the result
@@ -173,8 +198,13 @@ def test_job_knobs() -> None:
     assert "ttlSecondsAfterFinished" not in plain and plain["suspend"] is False
     # A hung run ends: the operator's default deadline (6 h) applies when the spec gives none; 0 turns it off.
     assert plain["activeDeadlineSeconds"] == 6 * 3600
-    assert rendered(spec_of(), OperatorSettings(default_active_deadline_seconds=600))["spec"]["activeDeadlineSeconds"] == 600
-    assert "activeDeadlineSeconds" not in rendered(spec_of(), OperatorSettings(default_active_deadline_seconds=0))["spec"]
+    assert (
+        rendered(spec_of(), OperatorSettings(default_active_deadline_seconds=600))["spec"]["activeDeadlineSeconds"]
+        == 600
+    )
+    assert (
+        "activeDeadlineSeconds" not in rendered(spec_of(), OperatorSettings(default_active_deadline_seconds=0))["spec"]
+    )
 
 
 def test_pod_failure_policy_maps_the_worker_exit_codes() -> None:
@@ -194,10 +224,14 @@ def test_security_context_is_locked_down_with_a_scratch_volume() -> None:
     job = rendered(spec_of())
     pod = job["spec"]["template"]["spec"]
     sc = container(job)["securityContext"]
-    assert sc["runAsNonRoot"] is True and sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert (
+        sc["runAsNonRoot"] is True and sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    )
     assert sc["capabilities"] == {"drop": ["ALL"]}
     assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["seccompProfile"] == {
+        "type": "RuntimeDefault"
+    }
     assert {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}} in pod["volumes"]
     assert {"name": "scratch", "mountPath": render.SCRATCH_DIR} in container(job)["volumeMounts"]
     env = env_of(job)
@@ -208,9 +242,16 @@ def test_security_context_is_locked_down_with_a_scratch_volume() -> None:
 
 
 def test_s3_credentials_come_from_the_secret_by_reference_only() -> None:
-    job = rendered(spec_of(storage={"endpoint": "http://minio:9000", "credentialsSecret": {"name": "s3", "sessionTokenKey": "token"}}))
+    job = rendered(
+        spec_of(
+            storage={"endpoint": "http://minio:9000", "credentialsSecret": {"name": "s3", "sessionTokenKey": "token"}}
+        )
+    )
     env = env_of(job)
-    assert env["AWS_ACCESS_KEY_ID"] == {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "AWS_ACCESS_KEY_ID"}}}
+    assert env["AWS_ACCESS_KEY_ID"] == {
+        "name": "AWS_ACCESS_KEY_ID",
+        "valueFrom": {"secretKeyRef": {"name": "s3", "key": "AWS_ACCESS_KEY_ID"}},
+    }
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "s3", "key": "AWS_SECRET_ACCESS_KEY"}
     assert env["AWS_SESSION_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "s3", "key": "token"}
     assert all("value" not in e for name, e in env.items() if name.startswith("AWS_"))
@@ -219,7 +260,9 @@ def test_s3_credentials_come_from_the_secret_by_reference_only() -> None:
 
 
 def test_ca_bundle_configmap_is_mounted_and_named_to_the_worker() -> None:
-    job = rendered(spec_of(storage={"endpoint": "https://s3.internal", "caBundle": {"configMap": "corp-ca", "key": "bundle.pem"}}))
+    job = rendered(
+        spec_of(storage={"endpoint": "https://s3.internal", "caBundle": {"configMap": "corp-ca", "key": "bundle.pem"}})
+    )
     pod = job["spec"]["template"]["spec"]
     assert {"name": "ca-bundle", "configMap": {"name": "corp-ca"}} in pod["volumes"]
     assert {"name": "ca-bundle", "mountPath": render.CA_BUNDLE_DIR, "readOnly": True} in container(job)["volumeMounts"]

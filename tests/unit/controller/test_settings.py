@@ -64,13 +64,27 @@ def test_bad_settings_name_the_variable(env: dict[str, str], named: str) -> None
 def test_cli_prints_effective_settings_and_rejects_bad_ones() -> None:
     run = [sys.executable, "-m", "edgequant.cli.main", "operator"]
     env = {"PATH": "/usr/bin:/bin", "EDGEQUANT_OPERATOR_NAMESPACES": "x"}
-    done = subprocess.run([*run, "--print-settings", "-n", "a", "-n", "b", "--image", "torch=reg/t:1"], capture_output=True, text=True, env=env, timeout=60)
+    done = subprocess.run(
+        [*run, "--print-settings", "-n", "a", "-n", "b", "--image", "torch=reg/t:1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     assert printed["namespaces"] == ["a", "b"] and printed["images"]["torch"] == "reg/t:1"
-    bad = subprocess.run([*run, "--print-settings", "--image", "torch"], capture_output=True, text=True, env=env, timeout=60)
+    bad = subprocess.run(
+        [*run, "--print-settings", "--image", "torch"], capture_output=True, text=True, env=env, timeout=60
+    )
     assert bad.returncode == 2 and "FAMILY=IMAGE" in bad.stderr
-    worse = subprocess.run([*run, "--print-settings"], capture_output=True, text=True, env={**env, "EDGEQUANT_OPERATOR_WORKERS": "0"}, timeout=60)
+    worse = subprocess.run(
+        [*run, "--print-settings"],
+        capture_output=True,
+        text=True,
+        env={**env, "EDGEQUANT_OPERATOR_WORKERS": "0"},
+        timeout=60,
+    )
     assert worse.returncode == 2 and "EDGEQUANT_OPERATOR_WORKERS" in worse.stderr
 
 

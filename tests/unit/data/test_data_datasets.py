@@ -27,7 +27,11 @@ def test_integer_prefixed_folders_keep_their_labels(tmp_path: Path) -> None:
         _img(tmp_path, rel)
     (tmp_path / "README.txt").write_text("notes")
     index = index_dataset(tmp_path, layout=IMAGEFOLDER, uri="file://x/")
-    assert [(s.source, s.label) for s in index.samples] == [("03_coat/a.png", 3), ("07_sneaker/b.png", 7), ("07_sneaker/c.png", 7)]
+    assert [(s.source, s.label) for s in index.samples] == [
+        ("03_coat/a.png", 3),
+        ("07_sneaker/b.png", 7),
+        ("07_sneaker/c.png", 7),
+    ]
     assert index.classes == {3: "03_coat", 7: "07_sneaker"}
     assert index.stray_files == ["README.txt"]
     assert np.asarray(index.decode(0)).shape == (4, 4)
@@ -121,11 +125,16 @@ def test_links_out_of_the_dataset_folder_are_refused(tmp_path: Path, link: str) 
     else:
         (root / "1_coat").symlink_to(outside, target_is_directory=True)
         named = "1_coat/secret.png"
-    with pytest.raises(InvalidInputError, match=f"file://cal/: {named} is a link that leads outside the dataset folder"):
+    with pytest.raises(
+        InvalidInputError, match=f"file://cal/: {named} is a link that leads outside the dataset folder"
+    ):
         index_dataset(root, layout=IMAGEFOLDER, uri="file://cal/")
     (root / "0_shirt" / "c.png").symlink_to(root / "0_shirt" / "a.png")  # a link that stays inside is fine
     if link == "file":
         (root / "0_shirt" / "b.png").unlink()
     else:
         (root / "1_coat").unlink()
-    assert [s.source for s in index_dataset(root, layout=IMAGEFOLDER, uri="file://cal/").samples] == ["0_shirt/a.png", "0_shirt/c.png"]
+    assert [s.source for s in index_dataset(root, layout=IMAGEFOLDER, uri="file://cal/").samples] == [
+        "0_shirt/a.png",
+        "0_shirt/c.png",
+    ]

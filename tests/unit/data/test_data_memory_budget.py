@@ -29,7 +29,9 @@ def test_npz_headers_give_the_decoded_size_without_loading(tmp_path: Path) -> No
     assert peak < 2**20  # headers only: far below the 98 MiB the arrays decode to
 
 
-def test_an_npz_past_the_budget_is_refused_naming_the_numbers_and_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_npz_past_the_budget_is_refused_naming_the_numbers_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "bomb.npz"
     np.savez_compressed(path, x=np.zeros((2000, 128, 128, 3), np.uint8), y=np.zeros(2000, np.int64))
     monkeypatch.setenv(MEMORY_BUDGET_ENV, "64Mi")
@@ -44,15 +46,26 @@ def test_an_npz_past_the_budget_is_refused_naming_the_numbers_and_the_fix(tmp_pa
     assert "spec.resources.limits.memory" in message
     assert peak < 8 * 2**20  # refused before the arrays were decoded
     monkeypatch.setenv(MEMORY_BUDGET_ENV, "256Mi")  # within the budget it loads
-    assert len(index_dataset(path, layout=api.DatasetLayout.NPZ, uri="s3://b/bomb.npz", labels=api.DatasetLabels.AUTO).samples) == 2000
+    assert (
+        len(
+            index_dataset(
+                path, layout=api.DatasetLayout.NPZ, uri="s3://b/bomb.npz", labels=api.DatasetLabels.AUTO
+            ).samples
+        )
+        == 2000
+    )
 
 
-def test_a_prepared_set_past_the_budget_is_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_prepared_set_past_the_budget_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "small.npz"
     np.savez(path, x=np.zeros((300, 8, 8, 3), np.uint8), y=np.arange(300) % 3)
     index = index_dataset(path, layout=api.DatasetLayout.NPZ, uri="s3://b/small.npz", labels=api.DatasetLabels.AUTO)
     contract = api.InputContract.model_validate({"shape": [512, 512, 3]})  # each sample 768 KiB at model size
     monkeypatch.setenv(MEMORY_BUDGET_ENV, "128Mi")
-    with pytest.raises(InvalidInputError, match=r"the evaluation set \(300 samples of 512x512x3 pixels.*225.0 MiB.*128.0 MiB"):
+    with pytest.raises(
+        InvalidInputError, match=r"the evaluation set \(300 samples of 512x512x3 pixels.*225.0 MiB.*128.0 MiB"
+    ):
         prepare_set(index, name="evaluation", contract=contract, samples=300, seed=0)
     assert len(prepare_set(index, name="evaluation", contract=contract, samples=50, seed=0)) == 50

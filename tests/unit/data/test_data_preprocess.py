@@ -33,10 +33,14 @@ def test_rgb_bgr_gray_channel_orders() -> None:
 
 
 def test_nchw_layout_and_scaling_with_mean_std() -> None:
-    contract = _contract(shape=[3, 2, 2], layout="NCHW", scaling={"scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0]})
+    contract = _contract(
+        shape=[3, 2, 2], layout="NCHW", scaling={"scale": 1 / 255, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.5, 1.0]}
+    )
     x = preprocess(_rgb(2, 2), contract)
     assert x.shape == (3, 2, 2) and x.dtype == np.float32
-    np.testing.assert_allclose(x[:, 0, 0], [(200 / 255 - 0.5) / 0.25, (0 - 0.5) / 0.5, (10 / 255 - 0.5) / 1.0], rtol=1e-5)
+    np.testing.assert_allclose(
+        x[:, 0, 0], [(200 / 255 - 0.5) / 0.25, (0 - 0.5) / 0.5, (10 / 255 - 0.5) / 1.0], rtol=1e-5
+    )
 
 
 def test_offset_scaling_maps_to_minus_one_one() -> None:
@@ -50,9 +54,15 @@ def test_stretch_center_crop_and_pad() -> None:
     wide = np.zeros((10, 40), dtype=np.uint8)
     wide[:, 15:25] = 255  # a bright band in the middle
     gray = {"colorOrder": "GRAY"}
-    stretched = to_model_pixels(wide, _contract(shape=[10, 10, 1], **gray, resize={"mode": "stretch", "interpolation": "nearest"}))
-    cropped = to_model_pixels(wide, _contract(shape=[10, 10, 1], **gray, resize={"mode": "center-crop", "interpolation": "nearest"}))
-    padded = to_model_pixels(wide, _contract(shape=[10, 10, 1], **gray, resize={"mode": "pad", "interpolation": "nearest"}))
+    stretched = to_model_pixels(
+        wide, _contract(shape=[10, 10, 1], **gray, resize={"mode": "stretch", "interpolation": "nearest"})
+    )
+    cropped = to_model_pixels(
+        wide, _contract(shape=[10, 10, 1], **gray, resize={"mode": "center-crop", "interpolation": "nearest"})
+    )
+    padded = to_model_pixels(
+        wide, _contract(shape=[10, 10, 1], **gray, resize={"mode": "pad", "interpolation": "nearest"})
+    )
     assert stretched.shape == cropped.shape == padded.shape == (10, 10, 1)
     # centre crop keeps the middle 10 columns: all inside the band
     assert cropped.min() == 255
@@ -82,5 +92,12 @@ def test_non_uint8_arrays_are_refused() -> None:
 
 
 def test_describe_names_every_step() -> None:
-    text = describe(_contract(shape=[3, 96, 96], layout="NCHW", colorOrder="BGR", scaling={"scale": 1, "mean": [1, 2, 3], "std": [4, 5, 6]}))
+    text = describe(
+        _contract(
+            shape=[3, 96, 96],
+            layout="NCHW",
+            colorOrder="BGR",
+            scaling={"scale": 1, "mean": [1, 2, 3], "std": [4, 5, 6]},
+        )
+    )
     assert text.startswith("BGR, resize 96x96 (stretch, bilinear)") and "NCHW" in text and "[1.0, 2.0, 3.0]" in text

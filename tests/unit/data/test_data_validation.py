@@ -23,9 +23,13 @@ def _prepare(root: Path, *, contract: api.InputContract = GRAY28, samples: int |
     return prepare_set(index, name="calibration", contract=contract, samples=samples, seed=0)
 
 
-def _calibration_findings(prepared: PreparedSet, *, evaluation: set[int] | None = None, **calibration: Any) -> list[Finding]:
+def _calibration_findings(
+    prepared: PreparedSet, *, evaluation: set[int] | None = None, **calibration: Any
+) -> list[Finding]:
     spec = api.Calibration(dataset=api.Dataset(uri="file:///c/"), **calibration)
-    return prepared.findings + check_calibration(prepared.labels, calibration=spec, class_names=prepared.classes, evaluation_labels=evaluation)
+    return prepared.findings + check_calibration(
+        prepared.labels, calibration=spec, class_names=prepared.classes, evaluation_labels=evaluation
+    )
 
 
 def _codes(findings: list[Finding]) -> dict[str, Severity]:
@@ -36,7 +40,9 @@ def _codes(findings: list[Finding]) -> dict[str, Severity]:
 def real_set(tmp_path: Path, fashion_mnist: Any, imagefolder_writer: Callable[..., Path]) -> Path:
     """300 real test images, 30 per class."""
     idx = np.concatenate([np.flatnonzero(fashion_mnist.test_y == c)[:30] for c in range(10)])
-    return imagefolder_writer(tmp_path / "cal", fashion_mnist.test_x[idx], fashion_mnist.test_y[idx], classes=fashion_mnist.classes)
+    return imagefolder_writer(
+        tmp_path / "cal", fashion_mnist.test_x[idx], fashion_mnist.test_y[idx], classes=fashion_mnist.classes
+    )
 
 
 def test_real_balanced_set_only_warns_about_the_recommended_size(real_set: Path) -> None:
@@ -69,7 +75,9 @@ def test_empty_class_folder_is_an_error_without_evaluation(real_set: Path) -> No
     assert any(f.code == "missing-classes" and "02_pullover" in f.message for f in findings)
 
 
-@pytest.mark.parametrize(("policy", "expected"), [("warn", Severity.WARNING), ("strict", Severity.ERROR), ("ignore", None)])
+@pytest.mark.parametrize(
+    ("policy", "expected"), [("warn", Severity.WARNING), ("strict", Severity.ERROR), ("ignore", None)]
+)
 def test_strong_imbalance_follows_the_policy(real_set: Path, policy: str, expected: Severity | None) -> None:
     for c in ("03_dress", "04_coat"):
         for f in sorted((real_set / c).iterdir())[5:]:
@@ -112,7 +120,9 @@ def test_colour_images_for_a_gray_model_are_an_error(real_set: Path, fashion_mni
     colour = np.stack([fashion_mnist.test_x[0], fashion_mnist.test_x[0] // 2, fashion_mnist.test_x[0] // 3], axis=-1)
     Image.fromarray(colour).save(real_set / "07_sneaker" / "colour.png")
     # An RGB file whose channels are equal is a gray picture, not a mismatch.
-    Image.fromarray(np.repeat(fashion_mnist.test_x[1][..., None], 3, axis=-1)).save(real_set / "07_sneaker" / "grey-rgb.png")
+    Image.fromarray(np.repeat(fashion_mnist.test_x[1][..., None], 3, axis=-1)).save(
+        real_set / "07_sneaker" / "grey-rgb.png"
+    )
     finding = next(f for f in _prepare(real_set).findings if f.code == "channel-mismatch")
     assert finding.severity is Severity.ERROR and finding.files == ["07_sneaker/colour.png"]
 
@@ -153,7 +163,9 @@ def test_upscaled_noise_is_still_noise(tmp_path: Path, imagefolder_writer: Calla
 def test_a_few_noise_or_blank_images_are_warnings(real_set: Path) -> None:
     from PIL import Image
 
-    Image.fromarray(np.random.default_rng(2).integers(0, 256, (28, 28), dtype=np.uint8)).save(real_set / "00_t-shirt" / "static.png")
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (28, 28), dtype=np.uint8)).save(
+        real_set / "00_t-shirt" / "static.png"
+    )
     Image.new("L", (28, 28), 0).save(real_set / "01_trouser" / "blank.png")
     codes = {f.code: f for f in _prepare(real_set).findings}
     assert codes["noise"].severity is Severity.WARNING and codes["noise"].files == ["00_t-shirt/static.png"]
@@ -180,10 +192,14 @@ def test_prepared_batches_are_the_shared_preprocessing(real_set: Path) -> None:
 def test_unlabeled_calibration_warns_that_class_coverage_was_not_checked(real_set: Path) -> None:
     """The same images read with labels: none: sampling and per-file rules still run; coverage and balance cannot."""
     shutil.rmtree(real_set / "09_ankle-boot")  # would be a missing-classes error with labels
-    index = index_dataset(real_set, layout=api.DatasetLayout.IMAGEFOLDER, uri="file:///c/", labels=api.DatasetLabels.NONE)
+    index = index_dataset(
+        real_set, layout=api.DatasetLayout.IMAGEFOLDER, uri="file:///c/", labels=api.DatasetLabels.NONE
+    )
     prepared = prepare_set(index, name="calibration", contract=GRAY28, samples=None, seed=0)
     assert not prepared.labeled and len(prepared) == 270 and prepared.class_counts() == {}
     spec = api.Calibration(dataset=api.Dataset(uri="file:///c/"))
-    findings = check_calibration(prepared.labels, calibration=spec, class_names=prepared.classes, evaluation_labels=set(range(10)), labeled=False)
+    findings = check_calibration(
+        prepared.labels, calibration=spec, class_names=prepared.classes, evaluation_labels=set(range(10)), labeled=False
+    )
     assert _codes(findings) == {"few-samples": Severity.WARNING, "unlabeled": Severity.WARNING}
     assert "class coverage and balance were not checked" in findings[1].message and not has_errors(findings)

@@ -62,7 +62,9 @@ def test_relative_paths_cannot_leave_the_job_folder(tmp_path: Path, relative: st
         store.download(f"file://{relative}", tmp_path / "dest")
     with pytest.raises(InvalidInputError, match="leads outside"):
         store.upload(tmp_path / "secret.keras", f"file://{relative}")
-    assert store.download(f"file://{outside}/secret.keras", tmp_path / "dest") == outside / "secret.keras"  # absolute: explicit
+    assert (
+        store.download(f"file://{outside}/secret.keras", tmp_path / "dest") == outside / "secret.keras"
+    )  # absolute: explicit
     # A link the author placed in the job folder is followed, as explicit as an absolute path.
     assert store.download("file://link/secret.keras", tmp_path / "dest") == job_dir / "link" / "secret.keras"
 
@@ -75,7 +77,9 @@ def test_model_sha256_is_verified_for_file_uris(tmp_path: Path) -> None:
     good, wrong = hashlib.sha256(b"weights").hexdigest(), "0" * 64
     stores = Stores(storage=api.Storage())
     assert stores.download(f"file://{model}", tmp_path / "d", sha256=good, sha256_field="spec.model.sha256") == model
-    with pytest.raises(InvalidInputError, match=f"spec.model.sha256: file://{model} has sha256 {good}, expected {wrong}"):
+    with pytest.raises(
+        InvalidInputError, match=f"spec.model.sha256: file://{model} has sha256 {good}, expected {wrong}"
+    ):
         stores.download(f"file://{model}", tmp_path / "d", sha256=wrong, sha256_field="spec.model.sha256")
     (tmp_path / "saved").mkdir()
     with pytest.raises(InvalidInputError, match="is a folder: a sha256 checks one file"):

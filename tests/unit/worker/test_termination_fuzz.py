@@ -29,13 +29,23 @@ def _results(rng: random.Random) -> api.Results:
     return api.Results(
         artifact=api.ArtifactInfo(uri=_uri(rng), sha256="f" * 64, size_bytes=rng.randrange(1, 1 << 40)),
         method=rng.choice(list(api.Method)),
-        baseline=api.ModelMeasurement(accuracy=rng.random(), size_bytes=rng.randrange(1 << 40), latency_ms=rng.random()),
-        quantized=api.ModelMeasurement(accuracy=rng.random(), size_bytes=rng.randrange(1 << 40), latency_ms=rng.random()),
-        compression_ratio=rng.random() * 10, accuracy_drop=rng.random(),
-        sensitive_layers=names, pinned_layers=names[::-1], degraded=rng.random() < 0.5,
+        baseline=api.ModelMeasurement(
+            accuracy=rng.random(), size_bytes=rng.randrange(1 << 40), latency_ms=rng.random()
+        ),
+        quantized=api.ModelMeasurement(
+            accuracy=rng.random(), size_bytes=rng.randrange(1 << 40), latency_ms=rng.random()
+        ),
+        compression_ratio=rng.random() * 10,
+        accuracy_drop=rng.random(),
+        sensitive_layers=names,
+        pinned_layers=names[::-1],
+        degraded=rng.random() < 0.5,
         report_uri=_uri(rng),
         input_contract=api.ArtifactInputContract(
-            dtype="uint8", shape=[1, 224, 224, 3], layout=api.Layout.NHWC, value_range=[0.0, 255.0],
+            dtype="uint8",
+            shape=[1, 224, 224, 3],
+            layout=api.Layout.NHWC,
+            value_range=[0.0, 255.0],
             preprocessing=_text(rng, api.MAX_STATUS_URI),
         ),
         warnings=[_text(rng, api.MAX_STATUS_URI) for _ in range(rng.choice([0, 5, 40]))],
@@ -62,15 +72,21 @@ def test_fuzzed_results_always_fit_and_parse_back() -> None:
 
 
 def test_a_result_that_fits_is_sent_whole() -> None:
-    small = WorkerResult.for_exit(ExitCode.SUCCESS, "published", api.Results(sensitive_layers=["conv1"], report_uri="s3://b/r.json"))
+    small = WorkerResult.for_exit(
+        ExitCode.SUCCESS, "published", api.Results(sensitive_layers=["conv1"], report_uri="s3://b/r.json")
+    )
     back = WorkerResult.from_termination_message(small.to_termination_message())
     assert back == small and not back.shortened
 
 
 def test_two_longest_uris_drop_the_report_uri_first_and_keep_the_artifact() -> None:
     uri = "s3://b/" + "p" * 1800
-    results = api.Results(artifact=api.ArtifactInfo(uri=uri + "/m.tflite", sha256="a" * 64, size_bytes=1), report_uri=uri + "/report.json")
-    back = WorkerResult.from_termination_message(WorkerResult.for_exit(ExitCode.SUCCESS, "ok", results).to_termination_message())
+    results = api.Results(
+        artifact=api.ArtifactInfo(uri=uri + "/m.tflite", sha256="a" * 64, size_bytes=1), report_uri=uri + "/report.json"
+    )
+    back = WorkerResult.from_termination_message(
+        WorkerResult.for_exit(ExitCode.SUCCESS, "ok", results).to_termination_message()
+    )
     assert back.shortened and back.results is not None
     assert back.results.artifact == results.artifact and back.results.report_uri is None
 

@@ -60,7 +60,9 @@ def test_uint8_model_is_fed_pixels_0_255() -> None:
     result = evaluate(predictor=LinearClassifier(W, UINT8), data=_data(X, np.arange(6)), latency_runs=1, warmup=0)
     assert result.top1 == 1.0
     assert result.fed_range == (51.0, 255.0)  # 0.2 * 255, 1.0 * 255
-    np.testing.assert_array_equal(to_input_contract(np.array([0.0, 0.4, 1.0, 1.2], np.float32), UINT8), [0, 102, 255, 255])
+    np.testing.assert_array_equal(
+        to_input_contract(np.array([0.0, 0.4, 1.0, 1.2], np.float32), UINT8), [0, 102, 255, 255]
+    )
 
 
 def test_float_over_255_into_a_uint8_model_is_refused() -> None:
@@ -92,7 +94,9 @@ def test_latency_without_data_and_agreement() -> None:
 
 
 def test_unlabeled_data_keeps_predictions_but_reports_no_accuracy() -> None:
-    result = evaluate(predictor=LinearClassifier(W, FLOAT), data=_data(X, np.full(6, -1)), latency_runs=0, labeled=False)
+    result = evaluate(
+        predictor=LinearClassifier(W, FLOAT), data=_data(X, np.full(6, -1)), latency_runs=0, labeled=False
+    )
     assert result.samples == 6 and result.top1 is None and result.top5 is None
     assert result.accuracy(api.Metric.TOP1) is None and result.predictions.tolist() == [0, 1, 2, 3, 4, 5]
 
@@ -100,11 +104,18 @@ def test_unlabeled_data_keeps_predictions_but_reports_no_accuracy() -> None:
 def test_sqnr_against_kept_fp32_outputs_accumulates_over_batches(tmp_path) -> None:
     """SQNR = 10 log10(sum ref^2 / sum (out - ref)^2) over all samples, from the reference kept on disk."""
     y = np.arange(6)
-    fp32 = evaluate(predictor=LinearClassifier(W, FLOAT), data=_data(X, y), latency_runs=0, keep_outputs=tmp_path / "ref.npy")
+    fp32 = evaluate(
+        predictor=LinearClassifier(W, FLOAT), data=_data(X, y), latency_runs=0, keep_outputs=tmp_path / "ref.npy"
+    )
     assert fp32.all_outputs is not None and fp32.all_outputs.shape == (6, 6)
     np.testing.assert_allclose(np.load(tmp_path / "ref.npy"), X.reshape(6, 6) @ W, rtol=1e-6)
     noisy_w = W + np.float32(0.05) * np.sign(np.sin(np.arange(36, dtype=np.float32))).reshape(6, 6)
-    quant = evaluate(predictor=LinearClassifier(noisy_w, FLOAT), data=_data(X, y, batch_size=4), latency_runs=0, reference=fp32.all_outputs)
+    quant = evaluate(
+        predictor=LinearClassifier(noisy_w, FLOAT),
+        data=_data(X, y, batch_size=4),
+        latency_runs=0,
+        reference=fp32.all_outputs,
+    )
     ref, out = X.reshape(6, 6).astype(np.float64) @ W, X.reshape(6, 6).astype(np.float64) @ noisy_w
     expected = 10 * np.log10(np.square(ref).sum() / np.square(out - ref).sum())
     assert quant.sqnr_db == pytest.approx(expected, abs=1e-3)
@@ -122,7 +133,9 @@ def test_the_evaluation_keeps_what_diagnostics_read() -> None:
         calls.append(len(batch))
         return batch * 2.0
 
-    result = evaluate(predictor=LinearClassifier(W, FLOAT), data=_data(X, y), latency_runs=0, alternative=doubled, channel_axis=-1)
+    result = evaluate(
+        predictor=LinearClassifier(W, FLOAT), data=_data(X, y), latency_runs=0, alternative=doubled, channel_axis=-1
+    )
     assert result.labels.tolist() == y.tolist()
     stats = result.input_stats
     assert stats is not None and (stats.low, stats.high, stats.span) == pytest.approx((0.2, 1.0, 0.8))

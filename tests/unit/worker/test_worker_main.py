@@ -19,13 +19,22 @@ SPEC = {
 }
 
 
-def _worker(tmp_path: Path, *args: str, spec_env: str | None = None) -> tuple[subprocess.CompletedProcess[str], WorkerResult]:
+def _worker(
+    tmp_path: Path, *args: str, spec_env: str | None = None
+) -> tuple[subprocess.CompletedProcess[str], WorkerResult]:
     log = tmp_path / "termination-log"
     env = {k: v for k, v in os.environ.items() if k != "EDGEQUANT_SPEC"}
     env["EDGEQUANT_TERMINATION_LOG"] = str(log)
     if spec_env is not None:
         env["EDGEQUANT_SPEC"] = spec_env
-    proc = subprocess.run([sys.executable, "-m", "edgequant.worker.main", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgequant.worker.main", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+    )
     text = log.read_text()
     assert len(text.encode()) < 4096
     return proc, WorkerResult.from_termination_message(text)
@@ -52,7 +61,11 @@ def test_missing_model_is_invalid_input_naming_the_uri(tmp_path: Path) -> None:
     assert proc.returncode == ExitCode.INVALID_INPUT
     assert "file:///nonexistent/m.keras: no such file" in result.message
     assert result.results is not None and result.results.report_uri == f"file://{tmp_path}/out/report.json"
-    assert "stage 1/" in proc.stderr and " fetch: download the model" in proc.stderr and "stage fetch FAILED" in proc.stderr
+    assert (
+        "stage 1/" in proc.stderr
+        and " fetch: download the model" in proc.stderr
+        and "stage fetch FAILED" in proc.stderr
+    )
     assert json.loads(proc.stdout.strip().splitlines()[-1])["exitCode"] == ExitCode.INVALID_INPUT
 
 

@@ -44,17 +44,27 @@ def _raising(exc: Exception) -> pipeline.Stage:
         (ZeroDivisionError("oops"), ExitCode.INTERNAL_ERROR),
     ],
 )
-def test_each_error_class_ends_with_its_exit_code_and_a_report(tmp_path: Path, error: Exception, code: ExitCode) -> None:
+def test_each_error_class_ends_with_its_exit_code_and_a_report(
+    tmp_path: Path, error: Exception, code: ExitCode
+) -> None:
     ran: list[str] = []
     after = pipeline.Stage("after", "never reached", lambda ctx: ran.append("after"))
-    result, ctx = run_job(_spec(tmp_path), workdir=tmp_path / "work", progress=SilentProgress(), stages=[_raising(error), after])
+    result, ctx = run_job(
+        _spec(tmp_path), workdir=tmp_path / "work", progress=SilentProgress(), stages=[_raising(error), after]
+    )
     assert (result.exit_code, result.reason) == (int(code), REASONS[code])
     assert str(error) in result.message
     assert ran == []
     assert [(s.name, s.ok) for s in ctx.stages] == [("boom", False)]
     assert result.stage == "1/2 boom"  # the operator's status.progress
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["outcome"] == {"succeeded": False, "exitCode": int(code), "reason": REASONS[code], "message": result.message, "degraded": False}
+    assert report["outcome"] == {
+        "succeeded": False,
+        "exitCode": int(code),
+        "reason": REASONS[code],
+        "message": result.message,
+        "degraded": False,
+    }
     assert result.results is not None and result.results.report_uri == f"file://{tmp_path}/out/report.json"
     assert result.results.artifact is None
 
@@ -81,13 +91,21 @@ def test_stage_table_and_insert_after() -> None:
     assert [n for n in names if n in core] == core  # analyses sit between evaluate and gate
     assert names[0] == "fetch" and names[-2:] == ["gate", "upload"]
     extra = pipeline.Stage("sensitivity", "per-layer sensitivity", lambda ctx: None)
-    assert [s.name for s in pipeline.insert_after(pipeline.STAGES, "quantize", extra)][3:5] == ["quantize", "sensitivity"]
+    assert [s.name for s in pipeline.insert_after(pipeline.STAGES, "quantize", extra)][3:5] == [
+        "quantize",
+        "sensitivity",
+    ]
     with pytest.raises(KeyError):
         pipeline.insert_after(pipeline.STAGES, "absent", extra)
 
 
 def test_spec_documents_whole_or_bare_with_named_problems() -> None:
-    whole = {"apiVersion": "edgequant.io/v1alpha1", "kind": "QuantizationJob", "metadata": {"name": "j", "namespace": "ns"}, "spec": SPEC}
+    whole = {
+        "apiVersion": "edgequant.io/v1alpha1",
+        "kind": "QuantizationJob",
+        "metadata": {"name": "j", "namespace": "ns"},
+        "spec": SPEC,
+    }
     spec, name, namespace = spec_from_document(whole)
     assert (spec.method, name, namespace) == (api.Method.TFLITE_DYNAMIC_RANGE, "j", "ns")
     assert spec_from_document(SPEC)[1] is None
@@ -100,12 +118,18 @@ def test_spec_documents_whole_or_bare_with_named_problems() -> None:
 def test_spec_warnings_reach_the_report_notes_and_do_not_fail_the_run(tmp_path: Path) -> None:
     model = tmp_path / "m.keras"
     model.write_bytes(b"not read by fetch")
-    spec = api.QuantizationJobSpec.model_validate({
-        **SPEC, "model": {**SPEC["model"], "uri": f"file://{model}"}, "output": {"uri": f"file://{tmp_path}/out/"},
-        "tensorrt": {"batchSize": 8},
-    })
+    spec = api.QuantizationJobSpec.model_validate(
+        {
+            **SPEC,
+            "model": {**SPEC["model"], "uri": f"file://{model}"},
+            "output": {"uri": f"file://{tmp_path}/out/"},
+            "tensorrt": {"batchSize": 8},
+        }
+    )
     fetch = next(s for s in pipeline.STAGES if s.name == "fetch")
     result, _ctx = run_job(spec, workdir=tmp_path / "work", progress=SilentProgress(), stages=[fetch])
     assert result.exit_code == 0, result.message
     notes = json.loads((tmp_path / "out" / "report.json").read_text())["notes"]
-    assert any(n.startswith("spec warning: spec.tensorrt: ") and "(fix: remove spec.tensorrt" in n for n in notes), notes
+    assert any(n.startswith("spec warning: spec.tensorrt: ") and "(fix: remove spec.tensorrt" in n for n in notes), (
+        notes
+    )

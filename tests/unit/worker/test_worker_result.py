@@ -12,7 +12,9 @@ GRAY = api.InputContract(shape=[28, 28, 1], color_order=api.ColorOrder.GRAY)
 
 
 def test_uint8_contract_says_pixels_as_they_are() -> None:
-    contract = artifact_input_contract(GRAY, TensorContract(dtype="uint8", shape=(1, 28, 28, 1), scale=1 / 255, zero_point=0))
+    contract = artifact_input_contract(
+        GRAY, TensorContract(dtype="uint8", shape=(1, 28, 28, 1), scale=1 / 255, zero_point=0)
+    )
     assert contract.dtype == "uint8" and contract.value_range == [0.0, 255.0]
     assert contract.quant_scale == 1 / 255 and contract.quant_zero_point == 0
     assert "feed the uint8 pixels 0-255 as they are, never float/255" in contract.preprocessing
@@ -30,14 +32,22 @@ def test_int8_and_float_contracts() -> None:
 
 
 def test_termination_message_fits_4kib_in_the_worst_case() -> None:
-    long = "calibration: 200 of 200 image(s) have no spatial structure: " + ", ".join(f"{c:02d}_class/{i:05d}.png" for c in range(10) for i in range(40))
+    long = "calibration: 200 of 200 image(s) have no spatial structure: " + ", ".join(
+        f"{c:02d}_class/{i:05d}.png" for c in range(10) for i in range(40)
+    )
     results = api.Results(
-        artifact=api.ArtifactInfo(uri="s3://artifacts/" + "x" * 200 + "/model.int8.tflite", sha256="f" * 64, size_bytes=123456),
+        artifact=api.ArtifactInfo(
+            uri="s3://artifacts/" + "x" * 200 + "/model.int8.tflite", sha256="f" * 64, size_bytes=123456
+        ),
         method=api.Method.TFLITE_INT8,
         baseline=api.ModelMeasurement(accuracy=0.9, size_bytes=400000, latency_ms=0.03),
         quantized=api.ModelMeasurement(accuracy=0.89, size_bytes=100000, latency_ms=0.02),
-        compression_ratio=4.0, accuracy_drop=0.01, report_uri="s3://artifacts/" + "x" * 200 + "/report.json",
-        input_contract=artifact_input_contract(GRAY, TensorContract(dtype="uint8", shape=(1, 28, 28, 1), scale=1 / 255, zero_point=0)),
+        compression_ratio=4.0,
+        accuracy_drop=0.01,
+        report_uri="s3://artifacts/" + "x" * 200 + "/report.json",
+        input_contract=artifact_input_contract(
+            GRAY, TensorContract(dtype="uint8", shape=(1, 28, 28, 1), scale=1 / 255, zero_point=0)
+        ),
         sensitive_layers=[f"layer_{i}_" + "n" * 60 for i in range(10)],
         warnings=[long[:200]] * 5,
     )

@@ -59,8 +59,10 @@ def calibration_batch(model_path: Path, log: Callable[[str], None]) -> int | Non
         return None
     budget = memory_budget(os.environ)
     batch = probe_batch_size(budget_bytes=budget.bytes, bytes_per_sample=per_sample)
-    log(f"calibration: at most {batch} samples per run ({per_sample / 2**20:.1f} MiB of activations per sample, "
-        f"memory budget {budget.bytes / 2**20:.0f} MiB from {budget.source})")
+    log(
+        f"calibration: at most {batch} samples per run ({per_sample / 2**20:.1f} MiB of activations per sample, "
+        f"memory budget {budget.bytes / 2**20:.0f} MiB from {budget.source})"
+    )
     return batch
 
 
@@ -82,14 +84,23 @@ class OnnxRuntimeBackend:
         """The calibration cache of the run's storage; None when the caller gave no storage (a bare backend call)."""
         if request.stores is None:
             return None
-        return cc.CalibrationStore(stores=request.stores, prefix=cc.cache_prefix(request.spec), workdir=request.workdir, log=request.log)
+        return cc.CalibrationStore(
+            stores=request.stores, prefix=cc.cache_prefix(request.spec), workdir=request.workdir, log=request.log
+        )
 
     def _key(self, request: QuantizeRequest, data: object, recipe: dict[str, object]) -> cc.CalibrationKey:
         """Named by the source model, the calibration samples as they arrive here, and everything else that shapes the result."""
         spec = request.spec
         return cc.CalibrationKey(
-            backend="onnxruntime", model_sha256=cc.model_sha256(request.model_path), data_sha256=cc.batches_sha256(data),  # type: ignore[arg-type]
-            recipe={**recipe, "onnxruntime": onnxruntime.__version__, "preprocess": spec.onnx.preprocess, "perChannel": spec.onnx.per_channel},
+            backend="onnxruntime",
+            model_sha256=cc.model_sha256(request.model_path),
+            data_sha256=cc.batches_sha256(data),  # type: ignore[arg-type]
+            recipe={
+                **recipe,
+                "onnxruntime": onnxruntime.__version__,
+                "preprocess": spec.onnx.preprocess,
+                "perChannel": spec.onnx.per_channel,
+            },
         )
 
     def float_model(self, request: QuantizeRequest) -> FloatModel:
@@ -101,8 +112,11 @@ class OnnxRuntimeBackend:
         key = (request.model_path.resolve(), spec.onnx.preprocess, spec.onnx.per_channel)
         if key not in self._float_models:
             self._float_models[key] = prepare_float_model(
-                request.model_path, workdir=request.workdir / "float", preprocess=spec.onnx.preprocess,
-                per_channel=spec.onnx.per_channel, contract=spec.model.input,
+                request.model_path,
+                workdir=request.workdir / "float",
+                preprocess=spec.onnx.preprocess,
+                per_channel=spec.onnx.per_channel,
+                contract=spec.model.input,
             )
         return self._float_models[key]
 
@@ -110,53 +124,110 @@ class OnnxRuntimeBackend:
         """Calibrate once per model, algorithm and data; later calls reuse the saved ranges."""
         data = request.calibration
         if data is None:
-            raise InvalidInputError("spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset")
-        key = (model.path, settings.algorithm, settings.percentile, settings.symmetric_activations, data.count, data.batch_size)
+            raise InvalidInputError(
+                "spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset"
+            )
+        key = (
+            model.path,
+            settings.algorithm,
+            settings.percentile,
+            settings.symmetric_activations,
+            data.count,
+            data.batch_size,
+        )
         if key not in self._ranges:
             store = self._store(request)
-            cache_key = None if store is None else self._key(request, data, {
-                "kind": "ranges", "algorithm": settings.algorithm.value, "percentile": settings.percentile,
-                "symmetricActivations": settings.symmetric_activations,
-            })
+            cache_key = (
+                None
+                if store is None
+                else self._key(
+                    request,
+                    data,
+                    {
+                        "kind": "ranges",
+                        "algorithm": settings.algorithm.value,
+                        "percentile": settings.percentile,
+                        "symmetricActivations": settings.symmetric_activations,
+                    },
+                )
+            )
             found = store.fetch(cache_key, ["ranges.json"]) if store is not None and cache_key is not None else None
             if found is not None and store is not None and cache_key is not None:
                 self._ranges[key] = found["ranges.json"]
-                self._cache_notes[found["ranges.json"]] = f"calibration ranges reused from {store.uri(cache_key)} (same model, data and recipe)"
+                self._cache_notes[found["ranges.json"]] = (
+                    f"calibration ranges reused from {store.uri(cache_key)} (same model, data and recipe)"
+                )
                 return self._ranges[key]
             self.calibrations += 1
             ranges = calibrate(
-                model_path=model.path, batches=data, input_name=model.model.input_name, fixed_batch=model.model.fixed_batch,
-                settings=settings, workdir=request.workdir / "calibration", log=request.log,
+                model_path=model.path,
+                batches=data,
+                input_name=model.model.input_name,
+                fixed_batch=model.model.fixed_batch,
+                settings=settings,
+                workdir=request.workdir / "calibration",
+                log=request.log,
                 max_batch=calibration_batch(model.path, request.log),
             )
             name = f"{request.model_path.stem}.{settings.algorithm.value}-{len(self._ranges)}.ranges.json"
             self._ranges[key] = save_ranges(ranges, request.workdir / name)
             if store is not None and cache_key is not None:
                 warning = store.publish(cache_key, {"ranges.json": self._ranges[key]})
-                self._cache_notes[self._ranges[key]] = warning or f"calibration ranges stored for reuse at {store.uri(cache_key)}"
+                self._cache_notes[self._ranges[key]] = (
+                    warning or f"calibration ranges stored for reuse at {store.uri(cache_key)}"
+                )
         return self._ranges[key]
 
     def _tuned_model(self, request: QuantizeRequest, model: FloatModel, settings: opts.StaticSettings) -> Tuned:
         """spec.ptq's techniques, searched once per model, settings and data; later calls (mixed precision) reuse the result."""
         data = request.calibration
         if data is None or request.spec.calibration is None:
-            raise InvalidInputError("spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset")
-        key = (model.path, settings.model_copy(update={"keep_float": ()}), request.spec.ptq.model_dump_json(), data.count, data.batch_size)
+            raise InvalidInputError(
+                "spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset"
+            )
+        key = (
+            model.path,
+            settings.model_copy(update={"keep_float": ()}),
+            request.spec.ptq.model_dump_json(),
+            data.count,
+            data.batch_size,
+        )
         if key not in self._tuned:
             algorithm_given = "algorithm" in request.spec.calibration.model_fields_set
             store = self._store(request)
-            cache_key = None if store is None else self._key(request, data, {
-                "kind": "ptq", "settings": settings.model_copy(update={"keep_float": ()}).model_dump(mode="json"),
-                "ptq": request.spec.ptq.model_dump(mode="json"), "algorithmGiven": algorithm_given,
-            })
-            cached = self._cached_tuning(store, cache_key, model) if store is not None and cache_key is not None else None
+            cache_key = (
+                None
+                if store is None
+                else self._key(
+                    request,
+                    data,
+                    {
+                        "kind": "ptq",
+                        "settings": settings.model_copy(update={"keep_float": ()}).model_dump(mode="json"),
+                        "ptq": request.spec.ptq.model_dump(mode="json"),
+                        "algorithmGiven": algorithm_given,
+                    },
+                )
+            )
+            cached = (
+                self._cached_tuning(store, cache_key, model) if store is not None and cache_key is not None else None
+            )
             if cached is not None and store is not None and cache_key is not None:
                 self._tuned[key] = cached
-                self._cache_notes[cached.ranges_path] = f"calibration and spec.ptq choices reused from {store.uri(cache_key)} (same model, data and recipe)"
+                self._cache_notes[cached.ranges_path] = (
+                    f"calibration and spec.ptq choices reused from {store.uri(cache_key)} (same model, data and recipe)"
+                )
                 return cached
             self.calibrations += 1
-            tuned = tune(float_model=model, calibration=data, settings=settings, options=request.spec.ptq,
-                         workdir=request.workdir / f"ptq-{len(self._tuned)}", log=request.log, algorithm_given=algorithm_given)
+            tuned = tune(
+                float_model=model,
+                calibration=data,
+                settings=settings,
+                options=request.spec.ptq,
+                workdir=request.workdir / f"ptq-{len(self._tuned)}",
+                log=request.log,
+                algorithm_given=algorithm_given,
+            )
             self._tuned[key] = tuned
             if store is None or cache_key is None:
                 return tuned
@@ -165,9 +236,16 @@ class OnnxRuntimeBackend:
                 files["model.onnx"] = tuned.float_model.path
             if tuned.uncorrected is not None and tuned.uncorrected != model.path:
                 files["uncorrected.onnx"] = tuned.uncorrected
-            meta = {"rule": tuned.rule, "notes": tuned.notes, "scores": [vars(sc) for sc in tuned.scores], "uncorrectedIsSource": tuned.uncorrected == model.path}
+            meta = {
+                "rule": tuned.rule,
+                "notes": tuned.notes,
+                "scores": [vars(sc) for sc in tuned.scores],
+                "uncorrectedIsSource": tuned.uncorrected == model.path,
+            }
             warning = store.publish(cache_key, files, meta=meta)
-            self._cache_notes[tuned.ranges_path] = warning or f"calibration and spec.ptq choices stored for reuse at {store.uri(cache_key)}"
+            self._cache_notes[tuned.ranges_path] = (
+                warning or f"calibration and spec.ptq choices stored for reuse at {store.uri(cache_key)}"
+            )
         return self._tuned[key]
 
     def _cached_tuning(self, store: cc.CalibrationStore, key: cc.CalibrationKey, model: FloatModel) -> Tuned | None:
@@ -176,9 +254,14 @@ class OnnxRuntimeBackend:
         if found is None:
             return None
         meta = store.read_meta(key)
-        chosen = FloatModel(path=found.get("model.onnx", model.path), model=model.model, preprocessed=model.preprocessed)
+        chosen = FloatModel(
+            path=found.get("model.onnx", model.path), model=model.model, preprocessed=model.preprocessed
+        )
         return Tuned(
-            float_model=chosen, ranges_path=found["ranges.json"], rule=str(meta.get("rule", "")), notes=list(meta.get("notes", [])),
+            float_model=chosen,
+            ranges_path=found["ranges.json"],
+            rule=str(meta.get("rule", "")),
+            notes=list(meta.get("notes", [])),
             scores=[pt.Score(**sc) for sc in meta.get("scores", [])],
             uncorrected=model.path if meta.get("uncorrectedIsSource") else found.get("uncorrected.onnx"),
         )
@@ -200,8 +283,12 @@ class OnnxRuntimeBackend:
         model = self.float_model(request)
         keep_float = tuple(request.keep_float)
         output = request.workdir / artifact_name(request.model_path.stem, method, keep_float)
-        notes = [f"model pre-processed by ONNX Runtime's quant_pre_process (shape inference, basic optimization): "
-                 f"{len(model.model.nodes)} nodes" if model.preprocessed else "ONNX Runtime pre-processing skipped (spec.onnx.preprocess false)"]
+        notes = [
+            f"model pre-processed by ONNX Runtime's quant_pre_process (shape inference, basic optimization): "
+            f"{len(model.model.nodes)} nodes"
+            if model.preprocessed
+            else "ONNX Runtime pre-processing skipped (spec.onnx.preprocess false)"
+        ]
         if method is api.Method.ONNX_STATIC:
             settings, choice = opts.static_settings(request.spec, cpu=self.cpu, keep_float=keep_float)
             ptq_notes: list[str] = []
@@ -209,23 +296,35 @@ class OnnxRuntimeBackend:
                 ranges = self._ranges_path(request, model, settings)
             else:
                 tuned = self._tuned_model(request, model, settings)
-                model, ranges, ptq_notes = tuned.for_keep_float(keep_float, request.workdir), tuned.ranges_path, tuned.notes
-            request.log(f"quantizing to Q/DQ ({settings.activation_type.value} activations, {settings.weight_type.value} weights, "
-                        f"{'per-channel' if settings.per_channel else 'per-tensor'}, reduce_range {settings.reduce_range})")
+                model, ranges, ptq_notes = (
+                    tuned.for_keep_float(keep_float, request.workdir),
+                    tuned.ranges_path,
+                    tuned.notes,
+                )
+            request.log(
+                f"quantizing to Q/DQ ({settings.activation_type.value} activations, {settings.weight_type.value} weights, "
+                f"{'per-channel' if settings.per_channel else 'per-tensor'}, reduce_range {settings.reduce_range})"
+            )
             quantize_qdq(float_model=model, output_path=output, ranges_path=ranges, settings=settings)
-            algorithm = settings.algorithm.value + (f" {settings.percentile:g}" if settings.algorithm is api.CalibrationAlgorithm.PERCENTILE else "")
+            algorithm = settings.algorithm.value + (
+                f" {settings.percentile:g}" if settings.algorithm is api.CalibrationAlgorithm.PERCENTILE else ""
+            )
             assert request.calibration is not None
-            notes.append(f"static Q/DQ: {algorithm} calibration on {request.calibration.count} samples, "
-                         f"{settings.activation_type.value} activations, {settings.weight_type.value} "
-                         f"{'per-channel' if settings.per_channel else 'per-tensor'} weights"
-                         + ("" if request.spec.ptq.all_off else " (before spec.ptq's choices below)"))
+            notes.append(
+                f"static Q/DQ: {algorithm} calibration on {request.calibration.count} samples, "
+                f"{settings.activation_type.value} activations, {settings.weight_type.value} "
+                f"{'per-channel' if settings.per_channel else 'per-tensor'} weights"
+                + ("" if request.spec.ptq.all_off else " (before spec.ptq's choices below)")
+            )
             notes.extend(ptq_notes)
             if ranges in self._cache_notes:
                 notes.append(self._cache_notes[ranges])
         else:
             settings_d, choice = opts.dynamic_settings(request.spec, cpu=self.cpu, keep_float=keep_float)
-            request.log(f"quantizing weights ({settings_d.weight_type.value}, {'per-channel' if settings_d.per_channel else 'per-tensor'}, "
-                        f"reduce_range {settings_d.reduce_range}); activations are quantized at run time")
+            request.log(
+                f"quantizing weights ({settings_d.weight_type.value}, {'per-channel' if settings_d.per_channel else 'per-tensor'}, "
+                f"reduce_range {settings_d.reduce_range}); activations are quantized at run time"
+            )
             quantize_dynamic_int8(float_model=model, output_path=output, settings=settings_d)
             cnn = dynamic_cnn_note(model.model)
             if cnn:
@@ -240,7 +339,9 @@ class OnnxRuntimeBackend:
         """The source model in float16 (the degrade ladder's last rung)."""
         model = self.float_model(request)
         output = convert_to_float16(model.path, request.workdir / f"{request.model_path.stem}.float16.onnx")
-        return QuantizedArtifact(path=output, method=request.method, input=float_input_contract(model), notes=[FLOAT16_NOTE])
+        return QuantizedArtifact(
+            path=output, method=request.method, input=float_input_contract(model), notes=[FLOAT16_NOTE]
+        )
 
     def quantizable_layers(self, request: QuantizeRequest) -> list[str]:
         """Nodes with weights (Conv, ConvTranspose, Gemm, MatMul) of the model as it is quantized, in graph order."""

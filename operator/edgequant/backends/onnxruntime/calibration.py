@@ -122,7 +122,9 @@ def calibrate(
     )
     # MinMax reduces each batch to per-tensor extremes inside the augmented graph: one call holds little.
     per_call = None if settings.algorithm is api.CalibrationAlgorithm.MINMAX else 1
-    reader = BatchesReader(model_batches(batches, fixed_batch=fixed_batch, max_batch=max_batch), input_name=input_name, per_call=per_call)
+    reader = BatchesReader(
+        model_batches(batches, fixed_batch=fixed_batch, max_batch=max_batch), input_name=input_name, per_call=per_call
+    )
     if reader.exhausted:
         raise ValueError("no calibration batches")
     done = 0

@@ -61,8 +61,15 @@ def read_model(path: Path, *, field: str = "spec.model.uri") -> OnnxModel:
             "edgequant quantizes and scores single-input, single-output image classifiers"
         )
     (only,) = graph.inputs
-    return OnnxModel(file=graph.file, opset=graph.opset, input_name=only.name, input_shape=only.shape,
-                     input_elem_type=only.elem_type, outputs=graph.outputs, nodes=graph.nodes)
+    return OnnxModel(
+        file=graph.file,
+        opset=graph.opset,
+        input_name=only.name,
+        input_shape=only.shape,
+        input_elem_type=only.elem_type,
+        outputs=graph.outputs,
+        nodes=graph.nodes,
+    )
 
 
 # --------------------------------------------------------------------------- checks (pure)
@@ -72,7 +79,11 @@ def check_opset(model: OnnxModel, *, per_channel: bool) -> None:
     """Refuse opsets ONNX Runtime cannot quantize as asked, instead of letting it convert the model silently."""
     needed = MIN_OPSET_PER_CHANNEL if per_channel else MIN_OPSET
     if model.opset < needed:
-        why = "per-channel Q/DQ (spec.onnx.perChannel true) needs QuantizeLinear's axis" if per_channel else "QuantizeLinear/DequantizeLinear need it"
+        why = (
+            "per-channel Q/DQ (spec.onnx.perChannel true) needs QuantizeLinear's axis"
+            if per_channel
+            else "QuantizeLinear/DequantizeLinear need it"
+        )
         raise InvalidInputError(
             f"{model.file} uses opset {model.opset}, older than {needed} ({why}): {_HOW_TO_UPGRADE}"
             + ("; or set spec.onnx.perChannel false (opset >= 10)" if per_channel and model.opset >= MIN_OPSET else "")
@@ -95,7 +106,9 @@ def _show(dims: Iterable[Dim]) -> str:
 
 def check_input(model: OnnxModel, contract: api.InputContract) -> None:
     """spec.model.input must describe the model's one input: float32, rank 4, same size in the same layout."""
-    check_input_shape(file=model.file, name=model.input_name, shape=model.input_shape, dtype=model.input_elem_type, contract=contract)
+    check_input_shape(
+        file=model.file, name=model.input_name, shape=model.input_shape, dtype=model.input_elem_type, contract=contract
+    )
 
 
 def check_input_shape(*, file: str, name: str, shape: Sequence[Dim], dtype: str, contract: api.InputContract) -> None:
@@ -122,7 +135,9 @@ def check_input_shape(*, file: str, name: str, shape: Sequence[Dim], dtype: str,
     )
 
 
-def check_keep_float(names: Sequence[str], model: OnnxModel, *, field: str = "spec.mixedPrecision.pinnedLayers") -> None:
+def check_keep_float(
+    names: Sequence[str], model: OnnxModel, *, field: str = "spec.mixedPrecision.pinnedLayers"
+) -> None:
     """Every name to keep in float must be a node of the (pre-processed) model; list the weighted ones otherwise."""
     known = {n.name for n in model.nodes}
     unknown = [n for n in names if n not in known]

@@ -63,7 +63,9 @@ class ReduceRangeChoice:
     """True when the choice risks accuracy on this CPU (reduceRange never without VNNI)."""
 
 
-def choose_reduce_range(mode: api.ReduceRange, *, cpu: CpuFeatures, weight_type: api.OnnxQuantType) -> ReduceRangeChoice:
+def choose_reduce_range(
+    mode: api.ReduceRange, *, cpu: CpuFeatures, weight_type: api.OnnxQuantType
+) -> ReduceRangeChoice:
     """7-bit quantization where x86 u8s8 kernels would saturate (no VNNI/AMX), as spec.onnx.reduceRange asks."""
     where = cpu.describe()
     target = "if the edge CPU is x86 without VNNI, set spec.onnx.reduceRange: always"
@@ -81,21 +83,28 @@ def choose_reduce_range(mode: api.ReduceRange, *, cpu: CpuFeatures, weight_type:
             )
         return ReduceRangeChoice(False, f"reduce_range off (spec.onnx.reduceRange never); CPU {where}")
     if weight_type is api.OnnxQuantType.UINT8:
-        return ReduceRangeChoice(False, f"reduce_range off: uint8 weights run on u8u8 kernels, which do not saturate; CPU {where}")
+        return ReduceRangeChoice(
+            False, f"reduce_range off: uint8 weights run on u8u8 kernels, which do not saturate; CPU {where}"
+        )
     if saturates is None:
         return ReduceRangeChoice(
-            False, f"reduce_range off: CPU features unknown ({where}); {target}", warning=True,
+            False,
+            f"reduce_range off: CPU features unknown ({where}); {target}",
+            warning=True,
         )
     if saturates:
         return ReduceRangeChoice(
-            True, f"reduce_range on: CPU {where} lacks VNNI/AMX, so ONNX Runtime's u8s8 int8 kernels would saturate without 7-bit quantization",
+            True,
+            f"reduce_range on: CPU {where} lacks VNNI/AMX, so ONNX Runtime's u8s8 int8 kernels would saturate without 7-bit quantization",
         )
     if cpu.is_x86:
         return ReduceRangeChoice(False, f"reduce_range off: CPU {where} has VNNI/AMX (no u8s8 saturation); {target}")
     return ReduceRangeChoice(False, f"reduce_range off: CPU {where} accumulates int8 products in int32")
 
 
-def static_settings(spec: api.QuantizationJobSpec, *, cpu: CpuFeatures, keep_float: tuple[str, ...] = ()) -> tuple[StaticSettings, ReduceRangeChoice]:
+def static_settings(
+    spec: api.QuantizationJobSpec, *, cpu: CpuFeatures, keep_float: tuple[str, ...] = ()
+) -> tuple[StaticSettings, ReduceRangeChoice]:
     """onnx-static's settings from spec.onnx, spec.calibration and the CPU."""
     onnx = spec.onnx
     choice = choose_reduce_range(onnx.reduce_range, cpu=cpu, weight_type=onnx.weight_type)
@@ -115,7 +124,9 @@ def static_settings(spec: api.QuantizationJobSpec, *, cpu: CpuFeatures, keep_flo
     return settings, choice
 
 
-def dynamic_settings(spec: api.QuantizationJobSpec, *, cpu: CpuFeatures, keep_float: tuple[str, ...] = ()) -> tuple[DynamicSettings, ReduceRangeChoice]:
+def dynamic_settings(
+    spec: api.QuantizationJobSpec, *, cpu: CpuFeatures, keep_float: tuple[str, ...] = ()
+) -> tuple[DynamicSettings, ReduceRangeChoice]:
     """onnx-dynamic's settings from spec.onnx and the CPU."""
     onnx = spec.onnx
     choice = choose_reduce_range(onnx.reduce_range, cpu=cpu, weight_type=onnx.weight_type)

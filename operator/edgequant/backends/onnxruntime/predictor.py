@@ -39,7 +39,10 @@ def session(path: Path, *, threads: int | None = None, reference: bool = False) 
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: ORT warns about every unused initializer it removes
     return ort.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"], disabled_optimizers=list(KEEP_FLOAT_DISABLED_OPTIMIZERS)
+        str(path),
+        sess_options=options,
+        providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(KEEP_FLOAT_DISABLED_OPTIMIZERS),
     )
 
 
@@ -49,12 +52,19 @@ class OrtPredictor:
         self._session = session(path, threads=threads, reference=reference)
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"{path.name}: {len(inputs)} inputs / {len(outputs)} outputs; edgequant scores single-input, single-output classifiers")
+            raise ValueError(
+                f"{path.name}: {len(inputs)} inputs / {len(outputs)} outputs; edgequant scores single-input, single-output classifiers"
+            )
         first = inputs[0]
         self._name = first.name
         shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in first.shape)
         self._fixed_batch = shape[0] if shape and shape[0] > 0 else None
-        dtype = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}.get(first.type, "float32")
+        dtype = {
+            "tensor(float)": "float32",
+            "tensor(float16)": "float16",
+            "tensor(uint8)": "uint8",
+            "tensor(int8)": "int8",
+        }.get(first.type, "float32")
         self.input = TensorContract(dtype=dtype, shape=shape)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

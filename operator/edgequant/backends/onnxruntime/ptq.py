@@ -87,14 +87,24 @@ def equalizable_pairs(model: onnx.ModelProto) -> PairSearch:
     outputs = {o.name for o in graph.output}
 
     def own_weight(node: onnx.NodeProto) -> bool:
-        return len(node.input) > 1 and node.input[1] in inits and len(users[node.input[1]]) == 1 and (
-            len(node.input) < 3 or not node.input[2] or (node.input[2] in inits and len(users[node.input[2]]) == 1)
+        return (
+            len(node.input) > 1
+            and node.input[1] in inits
+            and len(users[node.input[1]]) == 1
+            and (
+                len(node.input) < 3 or not node.input[2] or (node.input[2] in inits and len(users[node.input[2]]) == 1)
+            )
         )
 
     pairs: list[tuple[str, str]] = []
     skipped: dict[str, int] = defaultdict(int)
     for first in graph.node:
-        if first.op_type != "Conv" or not first.name or not own_weight(first) or (_attr(first, "group", 1) != 1 and not _is_depthwise(first, inits)):
+        if (
+            first.op_type != "Conv"
+            or not first.name
+            or not own_weight(first)
+            or (_attr(first, "group", 1) != 1 and not _is_depthwise(first, inits))
+        ):
             continue
         tensor = first.output[0]
         between = None
@@ -119,7 +129,9 @@ def equalizable_pairs(model: onnx.ModelProto) -> PairSearch:
         channels = numpy_helper.to_array(inits[first.input[1]]).shape[0]
         w2 = inits[nxt.input[1]]
         group = _attr(nxt, "group", 1)
-        if not (group == 1 and w2.dims[1] == channels) and not (group == channels and w2.dims[0] == channels and w2.dims[1] == 1):
+        if not (group == 1 and w2.dims[1] == channels) and not (
+            group == channels and w2.dims[0] == channels and w2.dims[1] == 1
+        ):
             skipped["grouped"] += 1
             continue
         pairs.append((first.name, nxt.name))
@@ -165,8 +177,11 @@ def _weighted_layers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """Conv and Gemm (transA 0) nodes with an initializer weight: the layers bias correction adjusts."""
     inits = {t.name for t in model.graph.initializer}
     return [
-        n for n in model.graph.node
-        if n.name and len(n.input) > 1 and n.input[1] in inits
+        n
+        for n in model.graph.node
+        if n.name
+        and len(n.input) > 1
+        and n.input[1] in inits
         and (n.op_type == "Conv" or (n.op_type == "Gemm" and _attr(n, "transA", 0) == 0))
     ]
 
@@ -182,7 +197,12 @@ def calibrated_tensors(model: onnx.ModelProto) -> list[str]:
             continue
         for name in (*node.input, *node.output):
             vi = infos.get(name)
-            if vi is not None and name not in inits and vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16):
+            if (
+                vi is not None
+                and name not in inits
+                and vi.type.HasField("tensor_type")
+                and vi.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16)
+            ):
                 chosen[name] = None
     return list(chosen)
 
@@ -197,7 +217,9 @@ class Statistics:
     samples: int
 
 
-def collect_statistics(model_path: Path, batches: Iterable[np.ndarray], *, input_name: str, workdir: Path, fixed_batch: int | None = None) -> Statistics:
+def collect_statistics(
+    model_path: Path, batches: Iterable[np.ndarray], *, input_name: str, workdir: Path, fixed_batch: int | None = None
+) -> Statistics:
     """Histograms of the calibrated tensors and per-channel input means of the weighted layers, batch by batch (memory: one batch)."""
     model = onnx.load(str(model_path))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
@@ -257,9 +279,18 @@ def _entropy_range(hist: pt.Histogram) -> tuple[float, float]:
     small = pt.rebin_symmetric(pt.symmetric_histogram(hist), ENTROPY_BINS)
     if len(small.counts) < ENTROPY_QUANTIZED_BINS:
         return pt.minmax_range(hist)
-    collector = HistogramCollector(method="entropy", symmetric=False, num_bins=ENTROPY_BINS, num_quantized_bins=ENTROPY_QUANTIZED_BINS, percentile=99.999, scenario="same")
+    collector = HistogramCollector(
+        method="entropy",
+        symmetric=False,
+        num_bins=ENTROPY_BINS,
+        num_quantized_bins=ENTROPY_QUANTIZED_BINS,
+        percentile=99.999,
+        scenario="same",
+    )
     lo, hi = collector.get_entropy_threshold(
-        (small.counts, small.edges.astype(np.float32), np.float32(small.minimum), np.float32(small.maximum)), ENTROPY_QUANTIZED_BINS)
+        (small.counts, small.edges.astype(np.float32), np.float32(small.minimum), np.float32(small.maximum)),
+        ENTROPY_QUANTIZED_BINS,
+    )
     return float(lo), float(hi)
 
 
@@ -282,7 +313,9 @@ def ranges_by(rule: str, stats: Statistics, *, percentile: float, algorithm: api
     return TensorsData(ORT_METHOD[algorithm], data)
 
 
-def correct_biases(source: Path, target: Path, *, input_means: dict[str, np.ndarray], weight_qmax: int, per_channel: bool) -> tuple[Path, int]:
+def correct_biases(
+    source: Path, target: Path, *, input_means: dict[str, np.ndarray], weight_qmax: int, per_channel: bool
+) -> tuple[Path, int]:
     """``source`` with each Conv/Gemm bias corrected for the mean output shift of its quantized weights; returns the layers changed."""
     model = onnx.load(str(source))
     inits = {t.name: t for t in model.graph.initializer}
@@ -373,7 +406,9 @@ class Tuned:
         if not keep_float or self.uncorrected is None:
             return self.float_model
         digest = hashlib.sha256("\n".join(sorted(keep_float)).encode()).hexdigest()[:8]
-        path = restore_biases(self.float_model.path, self.uncorrected, set(keep_float), workdir / f"bias-corrected-float-{digest}.onnx")
+        path = restore_biases(
+            self.float_model.path, self.uncorrected, set(keep_float), workdir / f"bias-corrected-float-{digest}.onnx"
+        )
         return FloatModel(path=path, model=self.float_model.model, preprocessed=self.float_model.preprocessed)
 
 
@@ -431,17 +466,29 @@ def tune(
     workdir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"keep_float": ()})
     every = max(2, round(1 / options.held_out_fraction))
-    auto = (options.select_algorithm and not algorithm_given) or api.Technique.AUTO in (options.cross_layer_equalization, options.bias_correction, options.range_search)
+    auto = (options.select_algorithm and not algorithm_given) or api.Technique.AUTO in (
+        options.cross_layer_equalization,
+        options.bias_correction,
+        options.range_search,
+    )
     notes: list[str] = []
     held: np.ndarray | None = None
     fit = calibration
     if auto:
         if calibration.count // every < 20:
-            notes.append(f"ptq: {calibration.count} calibration samples are too few to hold out {options.held_out_fraction:g} for scoring (20 needed): auto techniques off")
-            options = options.model_copy(update={
-                "select_algorithm": False,
-                **{k: api.Technique.OFF for k in ("cross_layer_equalization", "bias_correction", "range_search") if getattr(options, k) is api.Technique.AUTO},
-            })
+            notes.append(
+                f"ptq: {calibration.count} calibration samples are too few to hold out {options.held_out_fraction:g} for scoring (20 needed): auto techniques off"
+            )
+            options = options.model_copy(
+                update={
+                    "select_algorithm": False,
+                    **{
+                        k: api.Technique.OFF
+                        for k in ("cross_layer_equalization", "bias_correction", "range_search")
+                        if getattr(options, k) is api.Technique.AUTO
+                    },
+                }
+            )
         else:
             fit, held = split_batches(calibration, every=every)
     reference = _predict(float_model.path, held) if held is not None else None
@@ -453,23 +500,34 @@ def tune(
         ranges_path = save_ranges(ranges, workdir / f"candidate-{next(counter)}.ranges.json")
         if reference is None:
             return model, ranges_path, None
-        out = quantize_qdq(float_model=model, output_path=workdir / "candidate.qdq.onnx", ranges_path=ranges_path, settings=settings)
+        out = quantize_qdq(
+            float_model=model, output_path=workdir / "candidate.qdq.onnx", ranges_path=ranges_path, settings=settings
+        )
         logits = _predict(out, held)  # type: ignore[arg-type]
-        score = pt.Score(name=name, agreement=pt.top1_agreement(reference, logits), sqnr_db=pt.sqnr_db(reference, logits))
+        score = pt.Score(
+            name=name, agreement=pt.top1_agreement(reference, logits), sqnr_db=pt.sqnr_db(reference, logits)
+        )
         scores.append(score)
         log(f"ptq candidate {name}: held-out agreement {score.agreement:.3f}, SQNR {score.sqnr_db:.1f} dB")
         return model, ranges_path, score
 
     def statistics(path: Path) -> Statistics:
-        return collect_statistics(path, model_batches(fit, fixed_batch=float_model.model.fixed_batch),
-                                  input_name=float_model.model.input_name, workdir=workdir, fixed_batch=float_model.model.fixed_batch)
+        return collect_statistics(
+            path,
+            model_batches(fit, fixed_batch=float_model.model.fixed_batch),
+            input_name=float_model.model.input_name,
+            workdir=workdir,
+            fixed_batch=float_model.model.fixed_batch,
+        )
 
     stats = statistics(float_model.path)
     percentile = settings.percentile
     best: tuple[FloatModel, Path, pt.Score | None, str] | None = None
     tried = _rules(settings, options, algorithm_given=algorithm_given)
     for rule in tried:
-        model, rp, score = candidate(rule, float_model.path, ranges_by(rule, stats, percentile=percentile, algorithm=settings.algorithm))
+        model, rp, score = candidate(
+            rule, float_model.path, ranges_by(rule, stats, percentile=percentile, algorithm=settings.algorithm)
+        )
         if best is None or (score is not None and best[2] is not None and pt.best_candidate([best[2], score]) is score):
             best = (model, rp, score, rule)
     assert best is not None
@@ -481,12 +539,21 @@ def tune(
         path, search = equalize_model(chosen_model.path, workdir / "equalized.onnx")
         skipped = ", ".join(f"{n} {why}" for why, n in search.skipped.items())
         if not search.pairs:
-            notes.append("ptq: cross-layer equalization found no Conv -> [Relu] -> Conv pair" + (f" ({skipped} pairs skipped: not scale-equivariant)" if skipped else ""))
+            notes.append(
+                "ptq: cross-layer equalization found no Conv -> [Relu] -> Conv pair"
+                + (f" ({skipped} pairs skipped: not scale-equivariant)" if skipped else "")
+            )
         else:
             eq_stats = statistics(path)
-            model, rp, score = candidate(f"{rule}+cle", path, ranges_by(rule, eq_stats, percentile=percentile, algorithm=settings.algorithm))
-            what = f"{len(search.pairs)} Conv pairs" + (f"; {skipped} pairs skipped: ReLU6/Clip is not scale-equivariant" if skipped else "")
-            if options.cross_layer_equalization is api.Technique.ON or (score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score):
+            model, rp, score = candidate(
+                f"{rule}+cle", path, ranges_by(rule, eq_stats, percentile=percentile, algorithm=settings.algorithm)
+            )
+            what = f"{len(search.pairs)} Conv pairs" + (
+                f"; {skipped} pairs skipped: ReLU6/Clip is not scale-equivariant" if skipped else ""
+            )
+            if options.cross_layer_equalization is api.Technique.ON or (
+                score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score
+            ):
                 chosen_model, chosen_ranges, chosen_score, stats = model, rp, score, eq_stats
                 label.append("cross-layer equalization")
                 notes.append(f"ptq: cross-layer equalization applied to {what}")
@@ -498,19 +565,32 @@ def tune(
             notes.append("ptq: bias correction skipped: it models symmetric int8 weights (spec.onnx.weightType int8)")
         else:
             qmax = 64 if settings.reduce_range else 127
-            path, changed = correct_biases(chosen_model.path, workdir / "bias-corrected.onnx", input_means=stats.input_means,
-                                           weight_qmax=qmax, per_channel=settings.per_channel)
+            path, changed = correct_biases(
+                chosen_model.path,
+                workdir / "bias-corrected.onnx",
+                input_means=stats.input_means,
+                weight_qmax=qmax,
+                per_channel=settings.per_channel,
+            )
             # bias correction shifts what the best ranges are: try it under every range rule scored above (no new pass)
             suffix = "+cle" if len(label) > 1 else ""
             best_bc: tuple[FloatModel, Path, pt.Score | None, str] | None = None
             for r in [rule, *(r for r in tried if r != rule)] if reference is not None else [rule]:
-                ranges = load_ranges(chosen_ranges) if r == rule else ranges_by(r, stats, percentile=percentile, algorithm=settings.algorithm)
+                ranges = (
+                    load_ranges(chosen_ranges)
+                    if r == rule
+                    else ranges_by(r, stats, percentile=percentile, algorithm=settings.algorithm)
+                )
                 model, rp, score = candidate(f"{r}{suffix}+bc", path, ranges)
-                if best_bc is None or (score is not None and best_bc[2] is not None and pt.best_candidate([best_bc[2], score]) is score):
+                if best_bc is None or (
+                    score is not None and best_bc[2] is not None and pt.best_candidate([best_bc[2], score]) is score
+                ):
                     best_bc = (model, rp, score, r)
             assert best_bc is not None
             model, rp, score, bc_rule = best_bc
-            if options.bias_correction is api.Technique.ON or (score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score):
+            if options.bias_correction is api.Technique.ON or (
+                score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score
+            ):
                 uncorrected = chosen_model.path
                 chosen_model, chosen_ranges, chosen_score, rule = model, rp, score, bc_rule
                 label[0] = bc_rule
@@ -521,8 +601,18 @@ def tune(
 
     if scores:
         shown = ", ".join(f"{s.name} {s.agreement:.3f} ({s.sqnr_db:.1f} dB)" for s in scores)
-        notes.insert(0, f"ptq: held-out top-1 agreement with FP32 on {len(held)} calibration samples (SQNR): {shown}; "  # type: ignore[arg-type]
-                        f"chosen: {' + '.join(label)} (ranges from the other {fit.count})")
+        notes.insert(
+            0,
+            f"ptq: held-out top-1 agreement with FP32 on {len(held)} calibration samples (SQNR): {shown}; "  # type: ignore[arg-type]
+            f"chosen: {' + '.join(label)} (ranges from the other {fit.count})",
+        )
     else:
         notes.insert(0, f"ptq: {' + '.join(label)} (no held-out scoring: every technique on or off)")
-    return Tuned(float_model=chosen_model, ranges_path=chosen_ranges, rule=rule, notes=notes, scores=scores, uncorrected=uncorrected)
+    return Tuned(
+        float_model=chosen_model,
+        ranges_path=chosen_ranges,
+        rule=rule,
+        notes=notes,
+        scores=scores,
+        uncorrected=uncorrected,
+    )

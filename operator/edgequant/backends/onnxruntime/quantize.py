@@ -55,7 +55,12 @@ class FloatModel:
 
 
 def prepare_float_model(
-    source: Path, *, workdir: Path, preprocess: bool, per_channel: bool, contract: api.InputContract | None = None,
+    source: Path,
+    *,
+    workdir: Path,
+    preprocess: bool,
+    per_channel: bool,
+    contract: api.InputContract | None = None,
 ) -> FloatModel:
     """Check the source model (against ``contract`` when given), then run ORT's quant_pre_process on it unless ``preprocess`` is off."""
     model = read_model(source)
@@ -99,7 +104,10 @@ def quantize_qdq(*, float_model: FloatModel, output_path: Path, ranges_path: Pat
         nodes_to_exclude=list(settings.keep_float),
         calibrate_method=ORT_METHOD[settings.algorithm],
         calibration_cache_path=str(ranges_path),
-        extra_options={"ActivationSymmetric": settings.symmetric_activations, "WeightSymmetric": settings.symmetric_weights},
+        extra_options={
+            "ActivationSymmetric": settings.symmetric_activations,
+            "WeightSymmetric": settings.symmetric_weights,
+        },
     )
     return output_path
 
@@ -114,11 +122,18 @@ def quantize_static_qdq(
     log: Callable[[str], None] = lambda _m: None,
 ) -> Path:
     """Pre-process, calibrate on ``calibration`` (the shared pipeline's batches) and write the Q/DQ model."""
-    float_model = prepare_float_model(model_path, workdir=workdir, preprocess=settings.preprocess, per_channel=settings.per_channel)
+    float_model = prepare_float_model(
+        model_path, workdir=workdir, preprocess=settings.preprocess, per_channel=settings.per_channel
+    )
     check_keep_float(settings.keep_float, float_model.model)  # before calibrating, the expensive part
     ranges = calibrate(
-        model_path=float_model.path, batches=calibration, input_name=float_model.model.input_name,
-        fixed_batch=float_model.model.fixed_batch, settings=settings, workdir=workdir / "calibration", log=log,
+        model_path=float_model.path,
+        batches=calibration,
+        input_name=float_model.model.input_name,
+        fixed_batch=float_model.model.fixed_batch,
+        settings=settings,
+        workdir=workdir / "calibration",
+        log=log,
     )
     ranges_path = save_ranges(ranges, workdir / f"{model_path.stem}.{settings.algorithm.value}.ranges.json")
     return quantize_qdq(float_model=float_model, output_path=output_path, ranges_path=ranges_path, settings=settings)

@@ -43,7 +43,22 @@ from edgequant.util.memory import DEFAULT_BUDGET_BYTES, probe_batch_size, tensor
 #: Folded into the node that feeds them (when it is their only producer).
 FOLDED_OPS = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "BatchNormalization"})
 #: Move or reshape data: quantized with their neighbours, never a layer of their own.
-SHAPE_OPS = frozenset({"Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Shape", "Gather", "Slice", "Split", "Identity", "Cast", "Constant"})
+SHAPE_OPS = frozenset(
+    {
+        "Flatten",
+        "Reshape",
+        "Squeeze",
+        "Unsqueeze",
+        "Transpose",
+        "Shape",
+        "Gather",
+        "Slice",
+        "Split",
+        "Identity",
+        "Cast",
+        "Constant",
+    }
+)
 #: ONNX Runtime's Q/DQ tensor naming (onnxruntime.quantization.quant_utils), read by ``match_tensors``.
 QUANT_INPUT_SUFFIX = "_QuantizeLinear_Input"
 DEQUANT_OUTPUT_SUFFIX = "_DequantizeLinear_Output"
@@ -86,7 +101,9 @@ class OrtLayerAnalysis:
         self.nodes = list(self.graph.nodes)
         unnamed = [n.op_type for n in self.nodes if not n.name]
         if unnamed:
-            raise ValueError(f"{model_path.name}: {len(unnamed)} node(s) have no name ({unnamed[:3]}); layers are addressed by node name")
+            raise ValueError(
+                f"{model_path.name}: {len(unnamed)} node(s) have no name ({unnamed[:3]}); layers are addressed by node name"
+            )
         self.initializers = set(self.graph.initializers)
         self.layer_of = group_layers(self.nodes, initializers=self.initializers)
         self._layers = list(dict.fromkeys(v for v in self.layer_of.values() if v is not None))
@@ -136,7 +153,9 @@ class OrtLayerAnalysis:
         float_tensors = activation_shapes(float_model)
         pairs = match_tensors(float_tensors=float_tensors, qdq_tensors=activation_shapes(qdq_model))
         if not pairs:
-            raise ValueError(f"{self.model_path.name}: no activation of the float model has a Q/DQ counterpart to compare")
+            raise ValueError(
+                f"{self.model_path.name}: no activation of the float model has a Q/DQ counterpart to compare"
+            )
         input_name, fixed_batch = self._input()
         float_session = _session(float_model, list(pairs))
         qdq_session = _session(qdq_model, list(pairs.values()))
@@ -167,7 +186,14 @@ class OrtLayerAnalysis:
         if all(acc.count == 0 for acc in accumulators.values()):
             raise ValueError("no inputs to probe the model with")
         errors: dict[str, TensorError] = {t: acc.result() for t, acc in accumulators.items() if acc.count}
-        ops = [ProbedOp(layer=self.layer_of[n.name], inputs=tuple(t for t in n.inputs if t not in self.initializers), output=n.outputs[0]) for n in self.nodes]
+        ops = [
+            ProbedOp(
+                layer=self.layer_of[n.name],
+                inputs=tuple(t for t in n.inputs if t not in self.initializers),
+                output=n.outputs[0],
+            )
+            for n in self.nodes
+        ]
         return attribute_increments(ops=ops, errors=errors)
 
     def _input(self) -> tuple[str, int | None]:

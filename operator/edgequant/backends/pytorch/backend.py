@@ -37,7 +37,9 @@ class TorchQATBackend:
         if key not in self._sources:
             fmt = request.spec.model.resolved_format
             if fmt is not None and fmt is not api.ModelFormat.TORCH_EXPORT:
-                raise InvalidInputError(f"spec.model.format: torch-qat takes a torch.export program (.pt2), not {fmt.value}")
+                raise InvalidInputError(
+                    f"spec.model.format: torch-qat takes a torch.export program (.pt2), not {fmt.value}"
+                )
             source = load_program(request.model_path)
             check_source_input(source, request.spec.model.input)
             self._sources[key] = source
@@ -46,7 +48,9 @@ class TorchQATBackend:
     def _example(self, source: TorchSource) -> object:
         sample = tuple(int(d) if isinstance(d, int) else 0 for d in source.input_shape[1:])
         if any(d <= 0 for d in sample):
-            raise InvalidInputError(f"{source.path.name}: only the batch dimension of input {source.input_name!r} may be dynamic")
+            raise InvalidInputError(
+                f"{source.path.name}: only the batch dimension of input {source.input_name!r} may be dynamic"
+            )
         return example_batch(sample, fixed_batch=None if source.dynamic_batch else int(source.input_shape[0]))  # type: ignore[arg-type]
 
     def export_baseline(self, request: QuantizeRequest) -> BaselineArtifact:
@@ -55,8 +59,12 @@ class TorchQATBackend:
         if key not in self._baselines:
             source = self._source(request)
             request.log(f"exporting the FP32 program to ONNX ({source.path.name})")
-            path = export_onnx(source.program.module(), example=self._example(source),
-                               path=request.workdir / f"{request.model_path.stem}.fp32.onnx", dynamic_batch=source.dynamic_batch)
+            path = export_onnx(
+                source.program.module(),
+                example=self._example(source),
+                path=request.workdir / f"{request.model_path.stem}.fp32.onnx",
+                dynamic_batch=source.dynamic_batch,
+            )
             self._baselines[key] = BaselineArtifact(path=path, input=_contract(source), format="onnx-fp32")
         return self._baselines[key]
 
@@ -84,10 +92,22 @@ class TorchQATBackend:
         training = request.spec.training
         choice = choose_reduce_range(request.spec.onnx.reduce_range, cpu=self.cpu, weight_type=api.OnnxQuantType.INT8)
         request.log(choice.note)
-        request.log(f"QAT: fine-tuning {training.epochs} epoch(s) at learning rate {training.learning_rate:g} on {request.training.count} samples")
-        converted = qat.fine_tune(program=source.program, training=request.training, spec=training, reduce_range=choice.enabled, log=request.log)
-        path = export_onnx(converted, example=self._example(source), path=request.workdir / f"{request.model_path.stem}.{request.method.artifact_suffix}.onnx",
-                           dynamic_batch=source.dynamic_batch)
+        request.log(
+            f"QAT: fine-tuning {training.epochs} epoch(s) at learning rate {training.learning_rate:g} on {request.training.count} samples"
+        )
+        converted = qat.fine_tune(
+            program=source.program,
+            training=request.training,
+            spec=training,
+            reduce_range=choice.enabled,
+            log=request.log,
+        )
+        path = export_onnx(
+            converted,
+            example=self._example(source),
+            path=request.workdir / f"{request.model_path.stem}.{request.method.artifact_suffix}.onnx",
+            dynamic_batch=source.dynamic_batch,
+        )
         notes = [
             f"PT2E quantization-aware training (torchao X86InductorQuantizer: uint8 activations, int8 per-channel weights): "
             f"{training.epochs} epoch(s) at learning rate {training.learning_rate:g} on {request.training.count} training samples; "
@@ -103,5 +123,7 @@ class TorchQATBackend:
         if path.suffix == ".onnx":
             check_input(read_model(path), spec.model.input)
             return OrtPredictor(path)
-        request = QuantizeRequest(spec=spec, method=spec.method, model_path=path, workdir=path.parent / f".{path.name}.edgequant")
+        request = QuantizeRequest(
+            spec=spec, method=spec.method, model_path=path, workdir=path.parent / f".{path.name}.edgequant"
+        )
         return OrtPredictor(self.export_baseline(request).path)

@@ -36,8 +36,13 @@ def export_onnx(module: Any, *, example: Any, path: Path, dynamic_batch: bool) -
         # The exporter reports its steps with print(): keep stdout for the CLI's table.
         with contextlib.redirect_stdout(sys.stderr):
             program = torch.onnx.export(
-                module, (example,), dynamo=True, dynamic_shapes=dynamic_shapes,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
+                module,
+                (example,),
+                dynamo=True,
+                dynamic_shapes=dynamic_shapes,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                verbose=False,
             )
     except Exception as exc:
         raise InvalidInputError(

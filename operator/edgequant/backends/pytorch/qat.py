@@ -53,7 +53,9 @@ def fine_tune(
 
     torch.manual_seed(seed)
     torch.set_num_threads(int(os.environ.get("EDGEQUANT_THREADS", min(4, os.cpu_count() or 1))))
-    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config(is_qat=True, reduce_range=reduce_range))
+    quantizer = X86InductorQuantizer().set_global(
+        get_default_x86_inductor_quantization_config(is_qat=True, reduce_range=reduce_range)
+    )
     log("QAT: inserting fake quantization (PT2E, X86InductorQuantizer)")
     prepared = prepare_qat_pt2e(program.module(), quantizer)
     move_exported_model_to_train(prepared)
@@ -69,13 +71,19 @@ def fine_tune(
             out = prepared(inputs)
             if probabilities is None:
                 probabilities = _outputs_are_probabilities(out.detach())
-            loss = torch.nn.functional.nll_loss(torch.log(out.clamp_min(1e-8)), labels) if probabilities else torch.nn.functional.cross_entropy(out, labels)
+            loss = (
+                torch.nn.functional.nll_loss(torch.log(out.clamp_min(1e-8)), labels)
+                if probabilities
+                else torch.nn.functional.cross_entropy(out, labels)
+            )
             loss.backward()
             optimizer.step()
             seen += len(labels)
             total_loss += float(loss.detach()) * len(labels)
             correct += int((out.detach().argmax(dim=1) == labels).sum())
-        log(f"QAT epoch {epoch + 1}/{spec.epochs}: loss {total_loss / max(seen, 1):.4f}, accuracy {correct / max(seen, 1):.4f} on {seen} samples")
+        log(
+            f"QAT epoch {epoch + 1}/{spec.epochs}: loss {total_loss / max(seen, 1):.4f}, accuracy {correct / max(seen, 1):.4f} on {seen} samples"
+        )
     move_exported_model_to_eval(prepared)
     log("QAT: converting fake quantization to quantize/dequantize ops")
     return convert_pt2e(prepared)

@@ -100,7 +100,9 @@ def load_program(path: Path) -> TorchSource:
     try:
         program = torch.export.load(str(path))
     except Exception as exc:
-        raise InvalidInputError(f"{path.name}: torch.export.load failed ({type(exc).__name__}: {str(exc)[:200]}); {HOW_TO_EXPORT}") from exc
+        raise InvalidInputError(
+            f"{path.name}: torch.export.load failed ({type(exc).__name__}: {str(exc)[:200]}); {HOW_TO_EXPORT}"
+        ) from exc
     user_inputs = list(program.graph_signature.user_inputs)
     placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
     if len(user_inputs) != 1 or len(program.graph_signature.user_outputs) != 1:
@@ -115,4 +117,10 @@ def load_program(path: Path) -> TorchSource:
 
 
 def check_source_input(source: TorchSource, contract: api.InputContract) -> None:
-    check_input_shape(file=source.path.name, name=source.input_name, shape=source.input_shape, dtype=source.input_dtype, contract=contract)
+    check_input_shape(
+        file=source.path.name,
+        name=source.input_name,
+        shape=source.input_shape,
+        dtype=source.input_dtype,
+        contract=contract,
+    )

@@ -51,7 +51,9 @@ def resolve_batch_size(info: OnnxModelInfo, options: api.TensorRTOptions) -> tup
         return options.batch_size, []
     notes = []
     if fixed != options.batch_size:
-        notes.append(f"the model's input has a fixed batch of {fixed}: engine and calibration use it (spec.tensorrt.batchSize {options.batch_size} ignored)")
+        notes.append(
+            f"the model's input has a fixed batch of {fixed}: engine and calibration use it (spec.tensorrt.batchSize {options.batch_size} ignored)"
+        )
     return fixed, notes
 
 
@@ -94,8 +96,12 @@ class TensorRTBackend:
         runtime = self._trt()
         info = read_model_info(request.model_path)
         plan = plans.plan_build(
-            method=method, generation=runtime.generation, options=spec.tensorrt, calibration=spec.calibration,
-            keep_float=request.keep_float, fallback=spec.mixed_precision.fallback_precision,
+            method=method,
+            generation=runtime.generation,
+            options=spec.tensorrt,
+            calibration=spec.calibration,
+            keep_float=request.keep_float,
+            fallback=spec.mixed_precision.fallback_precision,
         )
         batch_size, notes = resolve_batch_size(info, spec.tensorrt)
         notes = [f"TensorRT {runtime.version} ({runtime.generation.value} API path)", *notes, *plan.notes]
@@ -105,7 +111,9 @@ class TensorRTBackend:
         if plan.source is plans.Source.QDQ_ONNX:
             onnx_path = self._qdq_model(request, info=info, plan=plan, batch_size=batch_size)
             nodes = read_model_info(onnx_path).nodes
-            notes.append(f"explicit quantization: Q/DQ ONNX from ONNX Runtime ({plan.qdq_calibration.value if plan.qdq_calibration else 'minmax'}, symmetric INT8)")
+            notes.append(
+                f"explicit quantization: Q/DQ ONNX from ONNX Runtime ({plan.qdq_calibration.value if plan.qdq_calibration else 'minmax'}, symmetric INT8)"
+            )
 
         prepared = None
         store = None
@@ -113,20 +121,36 @@ class TensorRTBackend:
             assert spec.calibration is not None
             store = CalibrationCacheStore(stores=self._stores, prefix=cache_prefix(spec), workdir=request.workdir)
             prepared = prepare_calibration(
-                plan=plan.calibration, model_path=request.model_path, batches=request.calibration,
-                input_name=info.input_name, batch_size=batch_size, sample_shape=info.sample_shape,
-                percentile=spec.calibration.percentile, version=runtime.version, store=store,
-                allocator=self._allocator, workdir=request.workdir, log=request.log,
+                plan=plan.calibration,
+                model_path=request.model_path,
+                batches=request.calibration,
+                input_name=info.input_name,
+                batch_size=batch_size,
+                sample_shape=info.sample_shape,
+                percentile=spec.calibration.percentile,
+                version=runtime.version,
+                store=store,
+                allocator=self._allocator,
+                workdir=request.workdir,
+                log=request.log,
             )
 
         from edgequant.backends.tensorrt.engine import build_engine
 
-        request.log(f"building {method.value} engine: flags {', '.join(plan.builder_flags) or 'none'}"
-                    + (", strongly typed" if plan.strongly_typed else ""))
+        request.log(
+            f"building {method.value} engine: flags {', '.join(plan.builder_flags) or 'none'}"
+            + (", strongly typed" if plan.strongly_typed else "")
+        )
         result = build_engine(
-            runtime.module, onnx_path=onnx_path, plan=plan, nodes=nodes, batch_size=batch_size,
-            workspace_bytes=spec.tensorrt.workspace_mib << 20, session=prepared.session if prepared else None,
-            version=str(runtime.version), log=request.log,
+            runtime.module,
+            onnx_path=onnx_path,
+            plan=plan,
+            nodes=nodes,
+            batch_size=batch_size,
+            workspace_bytes=spec.tensorrt.workspace_mib << 20,
+            session=prepared.session if prepared else None,
+            version=str(runtime.version),
+            log=request.log,
         )
         stem = f"{request.model_path.stem}.{method.artifact_suffix}" + ("-pinned" if result.pins.decisions else "")
         path = request.workdir / f"{stem}.engine"
@@ -140,11 +164,15 @@ class TensorRTBackend:
             extra.append(cache_file)
         notes.extend(_pin_notes(result))
         predictor = self.load(path, spec=spec)
-        notes.append(f"engine device time, batch 1: {predictor.gpu_latency_ms(np.zeros((1, *info.sample_shape), dtype=np.float32)):.3f} ms (CUDA events)")
+        notes.append(
+            f"engine device time, batch 1: {predictor.gpu_latency_ms(np.zeros((1, *info.sample_shape), dtype=np.float32)):.3f} ms (CUDA events)"
+        )
         notes.append("a TensorRT engine runs only on the GPU architecture and TensorRT version that built it")
         return QuantizedArtifact(path=path, method=method, input=predictor.input, extra_files=extra, notes=notes)
 
-    def _qdq_model(self, request: QuantizeRequest, *, info: OnnxModelInfo, plan: plans.BuildPlan, batch_size: int) -> Path:
+    def _qdq_model(
+        self, request: QuantizeRequest, *, info: OnnxModelInfo, plan: plans.BuildPlan, batch_size: int
+    ) -> Path:
         from edgequant.backends.tensorrt.ort_calibration import quantize_qdq_for_tensorrt
 
         spec = request.spec
@@ -154,10 +182,15 @@ class TensorRTBackend:
         exclude = [name for name in plan.pinned if name in onnx_nodes]
         request.log(f"quantizing to Q/DQ ONNX with ONNX Runtime ({len(exclude)} node(s) left unquantized)")
         return quantize_qdq_for_tensorrt(
-            model_path=request.model_path, output_path=request.workdir / f"{request.model_path.stem}.qdq.onnx",
-            batches=request.calibration, input_name=info.input_name, batch_size=batch_size,
-            sample_shape=info.sample_shape, algorithm=spec.calibration.algorithm,
-            percentile=spec.calibration.percentile, nodes_to_exclude=exclude,
+            model_path=request.model_path,
+            output_path=request.workdir / f"{request.model_path.stem}.qdq.onnx",
+            batches=request.calibration,
+            input_name=info.input_name,
+            batch_size=batch_size,
+            sample_shape=info.sample_shape,
+            algorithm=spec.calibration.algorithm,
+            percentile=spec.calibration.percentile,
+            nodes_to_exclude=exclude,
         )
 
     def export_baseline(self, request: QuantizeRequest) -> BaselineArtifact:
@@ -170,9 +203,15 @@ class TensorRTBackend:
         request.workdir.mkdir(parents=True, exist_ok=True)
         request.log("building the FP32 baseline engine")
         result = build_engine(
-            runtime.module, onnx_path=request.model_path, plan=plans.plan_fp32(runtime.generation), nodes=info.nodes,
-            batch_size=batch_size, workspace_bytes=request.spec.tensorrt.workspace_mib << 20, session=None,
-            version=str(runtime.version), log=request.log,
+            runtime.module,
+            onnx_path=request.model_path,
+            plan=plans.plan_fp32(runtime.generation),
+            nodes=info.nodes,
+            batch_size=batch_size,
+            workspace_bytes=request.spec.tensorrt.workspace_mib << 20,
+            session=None,
+            version=str(runtime.version),
+            log=request.log,
         )
         path = request.workdir / f"{request.model_path.stem}.fp32.engine"
         path.write_bytes(result.serialized)

@@ -95,7 +95,9 @@ def parse(data: bytes, *, source: str = "calibration cache") -> CalibrationTable
     for number, line in enumerate(lines[1:], start=2):
         name, sep, value = line.rstrip().rpartition(": ")
         if not sep or not name or not _HEX.match(value):
-            raise CalibrationCacheFormatError(f"{source}: line {number} is {line[:60]!r}, expected '<tensor>: <8 hex digits>'")
+            raise CalibrationCacheFormatError(
+                f"{source}: line {number} is {line[:60]!r}, expected '<tensor>: <8 hex digits>'"
+            )
         if name in scales:
             raise CalibrationCacheFormatError(f"{source}: line {number} repeats tensor {name!r}")
         scale = hex_to_scale(value)
@@ -105,9 +107,7 @@ def parse(data: bytes, *, source: str = "calibration cache") -> CalibrationTable
     return CalibrationTable(version=int(header.group(1)), algorithm=header.group(2), scales=scales)
 
 
-def from_ranges(
-    ranges: Mapping[str, tuple[float, float]], *, version: int, algorithm: str
-) -> CalibrationTable:
+def from_ranges(ranges: Mapping[str, tuple[float, float]], *, version: int, algorithm: str) -> CalibrationTable:
     """A table from per-tensor [min, max] ranges (e.g. ONNX Runtime's calibrator): scale = max(|min|, |max|) / 127."""
     if algorithm not in HEADER_ALGORITHMS.values():
         raise ValueError(f"unknown calibrator {algorithm!r}; expected one of {sorted(HEADER_ALGORITHMS.values())}")

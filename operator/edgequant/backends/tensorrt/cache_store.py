@@ -103,7 +103,11 @@ class CalibrationCacheStore:
         sidecar = folder / (key.stem + ".json")
         sidecar.write_text(
             json.dumps(
-                {"key": key.to_json(), "manifest": manifest.to_json(), "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                {
+                    "key": key.to_json(),
+                    "manifest": manifest.to_json(),
+                    "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                },
                 indent=2,
                 sort_keys=True,
             )
@@ -113,7 +117,9 @@ class CalibrationCacheStore:
         return uploaded
 
 
-def save_quietly(store: CalibrationCacheStore, key: CacheKey, data: bytes, *, manifest: CalibrationManifest) -> tuple[UploadedObject | None, str | None]:
+def save_quietly(
+    store: CalibrationCacheStore, key: CacheKey, data: bytes, *, manifest: CalibrationManifest
+) -> tuple[UploadedObject | None, str | None]:
     """Saving the cache only saves time later: a failure becomes a warning, not a failed job."""
     try:
         return store.save(key, data, manifest=manifest), None

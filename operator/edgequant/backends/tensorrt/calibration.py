@@ -73,39 +73,65 @@ def prepare_calibration(
         raise InvalidInputError("spec.calibration: INT8 calibration needs calibration.dataset")
     manifest = manifest_for(batches, input_name=input_name, batch_size=batch_size, sample_shape=sample_shape)
     key = CacheKey(
-        model_sha256=sha256_file(model_path), manifest_sha256=manifest.sha256,
-        recipe=plan.recipe, tensorrt_version=str(version),
+        model_sha256=sha256_file(model_path),
+        manifest_sha256=manifest.sha256,
+        recipe=plan.recipe,
+        tensorrt_version=str(version),
     )
     log(
         f"calibration set: {manifest.samples} samples in {manifest.batches} batch(es) of {batch_size} "
         f"({manifest.padded} padding), manifest {manifest.sha256[:12]}…"
     )
-    session = CalibrationSession(input_name=input_name, batch_size=batch_size, sample_shape=sample_shape, allocator=None)
+    session = CalibrationSession(
+        input_name=input_name, batch_size=batch_size, sample_shape=sample_shape, allocator=None
+    )
     stored = store.load(key, version_number=version.number, algorithm=plan.header_algorithm)
     if stored is not None:
         log(f"calibration skipped: cache {stored.uri}")
         session.cached = stored.data
         return PreparedCalibration(
-            session=session, key=key, manifest=manifest, source=ScaleSource.STORED, plan=plan, version=version,
-            stored_uri=stored.uri, notes=[f"calibration skipped: identical cache found at {stored.uri}"],
+            session=session,
+            key=key,
+            manifest=manifest,
+            source=ScaleSource.STORED,
+            plan=plan,
+            version=version,
+            stored_uri=stored.uri,
+            notes=[f"calibration skipped: identical cache found at {stored.uri}"],
         )
     if plan.device is api.CalibrationDevice.CPU:
         log(f"calibrating on the CPU with ONNX Runtime ({plan.algorithm.value})")
         table = cpu_calibration_table(
-            model_path=model_path, batches=batches, input_name=input_name, batch_size=batch_size,
-            sample_shape=sample_shape, algorithm=plan.algorithm, percentile=percentile,
-            tensorrt_version=version.number, header_algorithm=plan.header_algorithm, workdir=workdir / "ort-calibration",
+            model_path=model_path,
+            batches=batches,
+            input_name=input_name,
+            batch_size=batch_size,
+            sample_shape=sample_shape,
+            algorithm=plan.algorithm,
+            percentile=percentile,
+            tensorrt_version=version.number,
+            header_algorithm=plan.header_algorithm,
+            workdir=workdir / "ort-calibration",
         )
         session.cached = render(table)
         return PreparedCalibration(
-            session=session, key=key, manifest=manifest, source=ScaleSource.CPU, plan=plan, version=version,
-            notes=[f"INT8 scales of {len(table.scales)} tensors computed on the CPU by ONNX Runtime ({plan.algorithm.value}), "
-                   f"handed to TensorRT as its calibration cache ({table.header})"],
+            session=session,
+            key=key,
+            manifest=manifest,
+            source=ScaleSource.CPU,
+            plan=plan,
+            version=version,
+            notes=[
+                f"INT8 scales of {len(table.scales)} tensors computed on the CPU by ONNX Runtime ({plan.algorithm.value}), "
+                f"handed to TensorRT as its calibration cache ({table.header})"
+            ],
         )
     session.batches = batches
     session.allocator = allocator()
     log(f"calibrating on the GPU with TensorRT's {plan.header_algorithm} calibrator")
-    return PreparedCalibration(session=session, key=key, manifest=manifest, source=ScaleSource.GPU, plan=plan, version=version)
+    return PreparedCalibration(
+        session=session, key=key, manifest=manifest, source=ScaleSource.GPU, plan=plan, version=version
+    )
 
 
 @dataclass
@@ -135,7 +161,9 @@ def finish_calibration(prepared: PreparedCalibration, *, store: CalibrationCache
         assert session.cached is not None
         data = session.cached
     table = parse(data, source="calibration cache")
-    check_matches(table, version=prepared.version.number, algorithm=prepared.plan.header_algorithm, source="calibration cache")
+    check_matches(
+        table, version=prepared.version.number, algorithm=prepared.plan.header_algorithm, source="calibration cache"
+    )
     if prepared.source is ScaleSource.STORED:
         return FinishedCalibration(data=data, stored_uri=prepared.stored_uri, notes=notes)
     uploaded, warning = save_quietly(store, prepared.key, data, manifest=prepared.manifest)
@@ -174,8 +202,12 @@ def precompute_cpu_table(
             "spec.tensorrt.calibrationDevice: set it to cpu, so that the GPU job looks for (and uses) the table computed here"
         )
     plan = plan_build(
-        method=spec.method, generation=api_generation(version), options=spec.tensorrt, calibration=spec.calibration,
-        keep_float=list(spec.mixed_precision.pinned_layers), fallback=spec.mixed_precision.fallback_precision,
+        method=spec.method,
+        generation=api_generation(version),
+        options=spec.tensorrt,
+        calibration=spec.calibration,
+        keep_float=list(spec.mixed_precision.pinned_layers),
+        fallback=spec.mixed_precision.fallback_precision,
     )
     if plan.calibration is None:
         raise InvalidInputError(
@@ -187,9 +219,18 @@ def precompute_cpu_table(
     batch_size, _notes = resolve_batch_size(info, spec.tensorrt)
     store = CalibrationCacheStore(stores=stores, prefix=cache_prefix(spec), workdir=workdir)
     prepared = prepare_calibration(
-        plan=plan.calibration, model_path=model_path, batches=batches, input_name=info.input_name, batch_size=batch_size,
-        sample_shape=info.sample_shape, percentile=spec.calibration.percentile, version=version, store=store,
-        allocator=_no_device, workdir=workdir, log=log,
+        plan=plan.calibration,
+        model_path=model_path,
+        batches=batches,
+        input_name=info.input_name,
+        batch_size=batch_size,
+        sample_shape=info.sample_shape,
+        percentile=spec.calibration.percentile,
+        version=version,
+        store=store,
+        allocator=_no_device,
+        workdir=workdir,
+        log=log,
     )
     return finish_calibration(prepared, store=store)
 

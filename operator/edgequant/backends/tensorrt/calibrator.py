@@ -145,7 +145,9 @@ def _host_batches(batches: Batches, *, batch_size: int, sample_shape: Sequence[i
     return fixed_batches((x for x, _labels in batches), batch_size=batch_size, sample_shape=sample_shape)
 
 
-def manifest_for(batches: Batches, *, input_name: str, batch_size: int, sample_shape: Sequence[int]) -> CalibrationManifest:
+def manifest_for(
+    batches: Batches, *, input_name: str, batch_size: int, sample_shape: Sequence[int]
+) -> CalibrationManifest:
     """Read the calibration set once and describe it; also checks that the source delivers ``batches.count`` samples."""
     digests: list[str] = []
     samples = 0
@@ -205,7 +207,9 @@ class CalibrationSession:
 
     def _next(self, names: list[str]) -> list[int] | None:
         if names != [self.input_name]:
-            raise CalibrationDataError(f"TensorRT asked for inputs {names}; the calibrator feeds the single input {self.input_name!r}")
+            raise CalibrationDataError(
+                f"TensorRT asked for inputs {names}; the calibrator feeds the single input {self.input_name!r}"
+            )
         if self.batches is None:
             raise CalibrationDataError(
                 "TensorRT did not accept the supplied calibration cache and asked for calibration data: "

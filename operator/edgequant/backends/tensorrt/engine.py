@@ -33,7 +33,9 @@ def make_logger(trt: Any, *, echo: Callable[[str], None]) -> Any:
             self.messages: list[str] = []
 
         def log(self, severity: Any, msg: str) -> None:
-            if int(severity) <= int(trt.ILogger.Severity.WARNING):  # INTERNAL_ERROR=0 < ERROR < WARNING < INFO < VERBOSE
+            if int(severity) <= int(
+                trt.ILogger.Severity.WARNING
+            ):  # INTERNAL_ERROR=0 < ERROR < WARNING < INFO < VERBOSE
                 text = f"TensorRT {getattr(severity, 'name', severity)}: {msg}"
                 self.messages.append(text)
                 echo(text)
@@ -120,12 +122,16 @@ def build_engine(
         if session is None:
             raise ValueError("an implicit INT8 plan needs a calibration session")
         if profile is not None:
-            config.set_calibration_profile(profile)  # calibration runs at the profile's kOPT shape = the calibration batch
+            config.set_calibration_profile(
+                profile
+            )  # calibration runs at the profile's kOPT shape = the calibration batch
         config.int8_calibrator = make_calibrator(trt, algorithm=plan.calibration.calibrator, session=session)
 
     result = BuildResult(serialized=b"", layers=layers)
     if plan.pinned and plan.pin_precision is not None:
-        result.resolution = resolve_pins(plan.pinned, nodes=nodes, layers=layers, field_name="spec.mixedPrecision.pinnedLayers")
+        result.resolution = resolve_pins(
+            plan.pinned, nodes=nodes, layers=layers, field_name="spec.mixedPrecision.pinnedLayers"
+        )
         by_name = {layer.name: layer for layer in layers}
         wanted = [name for found in result.resolution.layers.values() for name in found]
         result.pins = pin_decisions(wanted, layers=by_name, precision=plan.pin_precision)

@@ -50,7 +50,9 @@ def probe_cuda(*, load: Callable[[str], Any] = ctypes.CDLL) -> GpuProbe:
     try:
         lib = load(DRIVER_LIBRARY)
     except OSError:
-        return GpuProbe(0, f"the NVIDIA driver library {DRIVER_LIBRARY} is not loadable (no GPU driver mounted into this container)")
+        return GpuProbe(
+            0, f"the NVIDIA driver library {DRIVER_LIBRARY} is not loadable (no GPU driver mounted into this container)"
+        )
     code = lib.cuInit(0)
     if code != 0:
         return GpuProbe(0, f"cuInit failed with {_error_name(lib, code)}")

@@ -42,5 +42,7 @@ def read_model_info(path: Path) -> OnnxModelInfo:
     (only,) = graph.inputs
     dims = tuple(d if isinstance(d, int) else -1 for d in only.shape)
     if len(dims) < 2 or any(d <= 0 for d in dims[1:]):
-        raise InvalidInputError(f"{path.name}: input {only.name!r} has shape {list(dims)}; only the batch dimension may be dynamic")
+        raise InvalidInputError(
+            f"{path.name}: input {only.name!r} has shape {list(dims)}; only the batch dimension may be dynamic"
+        )
     return OnnxModelInfo(input_name=only.name, input_shape=dims, input_dtype=only.elem_type, nodes=graph.nodes)

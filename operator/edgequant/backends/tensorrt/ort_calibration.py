@@ -28,9 +28,14 @@ def _tensorrt_settings(algorithm: api.CalibrationAlgorithm, percentile: float) -
     from edgequant.backends.onnxruntime import StaticSettings
 
     return StaticSettings(
-        algorithm=algorithm, percentile=percentile, per_channel=True, reduce_range=False,
-        weight_type=api.OnnxQuantType.INT8, activation_type=api.OnnxQuantType.INT8,
-        symmetric_activations=True, symmetric_weights=True,
+        algorithm=algorithm,
+        percentile=percentile,
+        per_channel=True,
+        reduce_range=False,
+        weight_type=api.OnnxQuantType.INT8,
+        activation_type=api.OnnxQuantType.INT8,
+        symmetric_activations=True,
+        symmetric_weights=True,
         preprocess=False,  # keep the node names sensitivity rankings and pins use; TensorRT fuses on its own
     )
 
@@ -60,8 +65,12 @@ def collect_ranges(
             yield batch.data, np.zeros(len(batch.data), dtype=np.int64)
 
     return calibrate(
-        model_path=model_path, batches=Batches(make_iter=padded, count=count, batch_size=batch_size),
-        input_name=input_name, fixed_batch=batch_size, settings=_tensorrt_settings(algorithm, percentile), workdir=workdir,
+        model_path=model_path,
+        batches=Batches(make_iter=padded, count=count, batch_size=batch_size),
+        input_name=input_name,
+        fixed_batch=batch_size,
+        settings=_tensorrt_settings(algorithm, percentile),
+        workdir=workdir,
     )
 
 
@@ -89,8 +98,14 @@ def cpu_calibration_table(
 ) -> CalibrationTable:
     """TensorRT's native calibration table for the installed (or named) version, computed without a GPU."""
     ranges = ort_ranges(
-        model_path=model_path, batches=batches, input_name=input_name, batch_size=batch_size,
-        sample_shape=sample_shape, algorithm=algorithm, percentile=percentile, workdir=workdir,
+        model_path=model_path,
+        batches=batches,
+        input_name=input_name,
+        batch_size=batch_size,
+        sample_shape=sample_shape,
+        algorithm=algorithm,
+        percentile=percentile,
+        workdir=workdir,
     )
     return from_ranges(ranges, version=tensorrt_version, algorithm=header_algorithm)
 
@@ -125,8 +140,14 @@ def quantize_qdq_for_tensorrt(
 
     output_path.parent.mkdir(parents=True, exist_ok=True)
     ranges = collect_ranges(
-        model_path=model_path, batches=batches, input_name=input_name, batch_size=batch_size,
-        sample_shape=sample_shape, algorithm=algorithm, percentile=percentile, workdir=output_path.parent / "qdq-calibration",
+        model_path=model_path,
+        batches=batches,
+        input_name=input_name,
+        batch_size=batch_size,
+        sample_shape=sample_shape,
+        algorithm=algorithm,
+        percentile=percentile,
+        workdir=output_path.parent / "qdq-calibration",
     )
     ranges_path = output_path.with_suffix(".ranges.json")
     save_tensors_data(ranges, ranges_path)

@@ -116,10 +116,17 @@ def plan_build(
         if pinned:
             flags.append(constraint)
         return BuildPlan(
-            generation=generation, method=method, int8_mode=None, source=Source.ONNX,
-            network_flags=_network_flags(generation, strongly_typed=False), builder_flags=tuple(flags),
-            calibration=None, qdq_calibration=None, pinned=pinned,
-            pin_precision=pin_precision if pinned else None, notes=tuple(notes),
+            generation=generation,
+            method=method,
+            int8_mode=None,
+            source=Source.ONNX,
+            network_flags=_network_flags(generation, strongly_typed=False),
+            builder_flags=tuple(flags),
+            calibration=None,
+            qdq_calibration=None,
+            pinned=pinned,
+            pin_precision=pin_precision if pinned else None,
+            notes=tuple(notes),
         )
 
     if calibration is None:
@@ -141,10 +148,17 @@ def plan_build(
         else:
             flags = []
         return BuildPlan(
-            generation=generation, method=method, int8_mode=mode, source=Source.QDQ_ONNX,
-            network_flags=_network_flags(generation, strongly_typed=not mixed), builder_flags=tuple(flags),
-            calibration=None, qdq_calibration=calibration.algorithm, pinned=pinned,
-            pin_precision=pin_precision if pinned else None, notes=tuple(notes),
+            generation=generation,
+            method=method,
+            int8_mode=mode,
+            source=Source.QDQ_ONNX,
+            network_flags=_network_flags(generation, strongly_typed=not mixed),
+            builder_flags=tuple(flags),
+            calibration=None,
+            qdq_calibration=calibration.algorithm,
+            pinned=pinned,
+            pin_precision=pin_precision if pinned else None,
+            notes=tuple(notes),
         )
 
     device = options.calibration_device
@@ -157,20 +171,36 @@ def plan_build(
         notes.append("implicit INT8 calibration is deprecated since TensorRT 10.1 (explicit Q/DQ supersedes it)")
     flags = ["INT8"] + (["FP16"] if mixed else []) + ([constraint] if pinned else [])
     return BuildPlan(
-        generation=generation, method=method, int8_mode=mode, source=Source.ONNX,
-        network_flags=_network_flags(generation, strongly_typed=False), builder_flags=tuple(flags),
+        generation=generation,
+        method=method,
+        int8_mode=mode,
+        source=Source.ONNX,
+        network_flags=_network_flags(generation, strongly_typed=False),
+        builder_flags=tuple(flags),
         calibration=CalibrationPlan(
-            device=device, algorithm=calibration.algorithm,
+            device=device,
+            algorithm=calibration.algorithm,
             percentile=calibration.percentile if calibration.algorithm is api.CalibrationAlgorithm.PERCENTILE else None,
         ),
-        qdq_calibration=None, pinned=pinned, pin_precision=pin_precision if pinned else None, notes=tuple(notes),
+        qdq_calibration=None,
+        pinned=pinned,
+        pin_precision=pin_precision if pinned else None,
+        notes=tuple(notes),
     )
 
 
 def plan_fp32(generation: ApiGeneration) -> BuildPlan:
     """The FP32 engine the quantized one is compared with (same runtime, same GPU): no precision flags."""
     return BuildPlan(
-        generation=generation, method=None, int8_mode=None, source=Source.ONNX,
-        network_flags=_network_flags(generation, strongly_typed=False), builder_flags=(), calibration=None,
-        qdq_calibration=None, pinned=(), pin_precision=None, notes=(),
+        generation=generation,
+        method=None,
+        int8_mode=None,
+        source=Source.ONNX,
+        network_flags=_network_flags(generation, strongly_typed=False),
+        builder_flags=(),
+        calibration=None,
+        qdq_calibration=None,
+        pinned=(),
+        pin_precision=None,
+        notes=(),
     )

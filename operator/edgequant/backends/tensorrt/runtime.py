@@ -40,12 +40,16 @@ class EnginePredictor:
         self._runtime = trt.Runtime(self._logger)
         self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise EngineRuntimeError(f"{path.name}: TensorRT could not deserialize the engine (built by another TensorRT version or GPU?)")
+            raise EngineRuntimeError(
+                f"{path.name}: TensorRT could not deserialize the engine (built by another TensorRT version or GPU?)"
+            )
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self._outputs = [n for n in names if n not in inputs]
         if len(inputs) != 1 or not self._outputs:
-            raise EngineRuntimeError(f"{path.name}: expected one input and at least one output, found {inputs} / {self._outputs}")
+            raise EngineRuntimeError(
+                f"{path.name}: expected one input and at least one output, found {inputs} / {self._outputs}"
+            )
         self._input = inputs[0]
         dims = tuple(int(d) for d in self.engine.get_tensor_shape(self._input))
         self._sample = dims[1:]

@@ -33,7 +33,9 @@ class TFLiteBackend:
         if key not in self._sources:
             fmt = request.spec.model.resolved_format
             if fmt is None:
-                raise InvalidInputError(f"spec.model.format: cannot tell the format of {request.model_path.name}; set it (keras, h5 or savedmodel)")
+                raise InvalidInputError(
+                    f"spec.model.format: cannot tell the format of {request.model_path.name}; set it (keras, h5 or savedmodel)"
+                )
             source = load_source(request.model_path, fmt=fmt, workdir=request.workdir)
             check_input_shape(source, request.spec.model.input)
             self._sources[key] = source
@@ -46,7 +48,9 @@ class TFLiteBackend:
 
     def export_baseline(self, request: QuantizeRequest) -> BaselineArtifact:
         source = self.source(request)
-        path = self._write(conv.convert_source(source, method=None), request.workdir / f"{request.model_path.stem}.fp32.tflite")
+        path = self._write(
+            conv.convert_source(source, method=None), request.workdir / f"{request.model_path.stem}.fp32.tflite"
+        )
         return BaselineArtifact(path=path, input=TFLitePredictor(path).input, format="tflite-fp32")
 
     def quantize(self, request: QuantizeRequest) -> QuantizedArtifact:
@@ -63,17 +67,25 @@ class TFLiteBackend:
         representative = None
         if request.calibration is not None:
             representative = conv.representative_from(request.calibration)
-            algorithm = request.spec.calibration.algorithm if request.spec.calibration else api.CalibrationAlgorithm.MINMAX
+            algorithm = (
+                request.spec.calibration.algorithm if request.spec.calibration else api.CalibrationAlgorithm.MINMAX
+            )
             if algorithm is not api.CalibrationAlgorithm.MINMAX and method is api.Method.TFLITE_INT8:
-                notes.append(f"calibration.algorithm {algorithm.value} ignored: TFLiteConverter calibrates with min/max ranges")
+                notes.append(
+                    f"calibration.algorithm {algorithm.value} ignored: TFLiteConverter calibrates with min/max ranges"
+                )
         if method is api.Method.TFLITE_QAT:
             from edgequant.backends.tflite import qat
 
             if request.training is None:
                 raise InvalidInputError("spec.training: tflite-qat fine-tunes on training data; add training.dataset")
             assert request.spec.training is not None
-            request.log(f"QAT: fine-tuning {request.spec.training.epochs} epoch(s) at learning rate {request.spec.training.learning_rate:g}")
-            model, qat_notes = qat.fine_tune(source=source, training=request.training, spec=request.spec.training, log=request.log)
+            request.log(
+                f"QAT: fine-tuning {request.spec.training.epochs} epoch(s) at learning rate {request.spec.training.learning_rate:g}"
+            )
+            model, qat_notes = qat.fine_tune(
+                source=source, training=request.training, spec=request.spec.training, log=request.log
+            )
             notes.extend(qat_notes)
             if representative is None:
                 representative = conv.representative_from(request.training, limit=500)
@@ -82,7 +94,9 @@ class TFLiteBackend:
             data = qat.convert(model, representative=representative, workdir=request.workdir)
         else:
             if method is api.Method.TFLITE_INT8 and representative is None:
-                raise InvalidInputError("spec.calibration: tflite-int8 calibrates activation ranges; add calibration.dataset")
+                raise InvalidInputError(
+                    "spec.calibration: tflite-int8 calibrates activation ranges; add calibration.dataset"
+                )
             request.log(f"converting to TFLite ({method.value})")
             if method is api.Method.TFLITE_INT8:
                 data = self._int8_keeping_float(request)
@@ -101,19 +115,25 @@ class TFLiteBackend:
         quantizes in one call) and into every model the layer analysis needs.
         """
         if request.calibration is None:
-            raise InvalidInputError("spec.calibration: tflite-int8 calibrates activation ranges; add calibration.dataset")
+            raise InvalidInputError(
+                "spec.calibration: tflite-int8 calibrates activation ranges; add calibration.dataset"
+            )
         key = (request.model_path.resolve(), request.calibration.count, request.calibration.batch_size)
         if key not in self._calibrated:
             from edgequant.backends.tflite import layers
 
             store, cache_key = self._cache(request)
-            found = store.fetch(cache_key, ["calibrated.tflite"]) if store is not None and cache_key is not None else None
+            found = (
+                store.fetch(cache_key, ["calibrated.tflite"]) if store is not None and cache_key is not None else None
+            )
             if found is not None and store is not None and cache_key is not None:
                 self._calibrated[key] = found["calibrated.tflite"].read_bytes()
                 self.cache_notes.append(f"calibration reused from {store.uri(cache_key)} (same model, data and recipe)")
                 return self._calibrated[key]
             converter = self.source(request).converter()
-            conv.configure(converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(request.calibration))
+            conv.configure(
+                converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(request.calibration)
+            )
             self.calibrations += 1
             request.log(f"calibrating on {request.calibration.count} samples (once per run)")
             try:
@@ -131,10 +151,18 @@ class TFLiteBackend:
         recorded ranges) is what every tflite-int8 artifact of the same model and data is quantized from."""
         if request.stores is None or request.calibration is None:
             return None, None
-        store = cc.CalibrationStore(stores=request.stores, prefix=cc.cache_prefix(request.spec), workdir=request.workdir, log=request.log)
+        store = cc.CalibrationStore(
+            stores=request.stores, prefix=cc.cache_prefix(request.spec), workdir=request.workdir, log=request.log
+        )
         key = cc.CalibrationKey(
-            backend="tflite", model_sha256=cc.model_sha256(request.model_path), data_sha256=cc.batches_sha256(request.calibration),
-            recipe={"kind": "calibrated", "tensorflow": import_tf().__version__, "input": request.spec.model.input.model_dump(mode="json")},
+            backend="tflite",
+            model_sha256=cc.model_sha256(request.model_path),
+            data_sha256=cc.batches_sha256(request.calibration),
+            recipe={
+                "kind": "calibrated",
+                "tensorflow": import_tf().__version__,
+                "input": request.spec.model.input.model_dump(mode="json"),
+            },
         )
         return store, key
 

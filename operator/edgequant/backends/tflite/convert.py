@@ -53,7 +53,9 @@ def configure(converter: Any, *, method: api.Method | None, representative: Repr
         converter.target_spec.supported_types = [tf.float16]
     elif method in (api.Method.TFLITE_INT8, api.Method.TFLITE_QAT):
         if representative is None:
-            raise ConversionError(f"{method.value}: uint8 input/output needs representative data: add calibration.dataset")
+            raise ConversionError(
+                f"{method.value}: uint8 input/output needs representative data: add calibration.dataset"
+            )
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.uint8
@@ -62,14 +64,18 @@ def configure(converter: Any, *, method: api.Method | None, representative: Repr
         raise ConversionError(f"{method.value} is not a TFLite method")
 
 
-def convert_saved_model(saved_model_dir: Path, *, method: api.Method | None, representative: RepresentativeData | None = None) -> bytes:
+def convert_saved_model(
+    saved_model_dir: Path, *, method: api.Method | None, representative: RepresentativeData | None = None
+) -> bytes:
     """Convert a SavedModel folder for ``method`` (None: FP32)."""
     converter = import_tf().lite.TFLiteConverter.from_saved_model(str(saved_model_dir))
     configure(converter, method=method, representative=representative)
     return run_converter(converter, method)
 
 
-def convert_source(source: Any, *, method: api.Method | None, representative: RepresentativeData | None = None) -> bytes:
+def convert_source(
+    source: Any, *, method: api.Method | None, representative: RepresentativeData | None = None
+) -> bytes:
     """Convert a ``source.SourceModel`` for ``method`` (None: FP32)."""
     converter = source.converter()
     configure(converter, method=method, representative=representative)
@@ -92,6 +98,12 @@ def conversion_error(exc: Exception, method: api.Method | None) -> ConversionErr
     """The converter's failure as a ConversionError: its first error line and the fix for ``method``."""
     if isinstance(exc, ConversionError):
         return exc
-    lines = [line for line in str(exc).splitlines() if "error" in line.lower()] or str(exc).splitlines() or [type(exc).__name__]
+    lines = (
+        [line for line in str(exc).splitlines() if "error" in line.lower()]
+        or str(exc).splitlines()
+        or [type(exc).__name__]
+    )
     name = method.value if method else "fp32"
-    return ConversionError(f"TFLite conversion ({name}) failed: {lines[0].strip()[:400]} ({_FIXES.get(method, 'see the converter message')})")
+    return ConversionError(
+        f"TFLite conversion ({name}) failed: {lines[0].strip()[:400]} ({_FIXES.get(method, 'see the converter message')})"
+    )

@@ -24,7 +24,20 @@ from typing import Any
 
 #: Op kinds that compute nothing worth quantizing or pinning on their own.
 NON_COMPUTE_OPS = frozenset(
-    {"QUANTIZE", "DEQUANTIZE", "SHAPE", "STRIDED_SLICE", "PACK", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "CAST", "GATHER", "NumericVerify", "DELEGATE"}
+    {
+        "QUANTIZE",
+        "DEQUANTIZE",
+        "SHAPE",
+        "STRIDED_SLICE",
+        "PACK",
+        "RESHAPE",
+        "SQUEEZE",
+        "EXPAND_DIMS",
+        "CAST",
+        "GATHER",
+        "NumericVerify",
+        "DELEGATE",
+    }
 )
 
 
@@ -141,7 +154,9 @@ def _scopes_of(name: str, names: set[str]) -> list[str]:
     return found
 
 
-def assign_layers(ops: Sequence[RawOp], *, layer_names: Sequence[str] | None, output_layer: str | None = None) -> LayerMap:
+def assign_layers(
+    ops: Sequence[RawOp], *, layer_names: Sequence[str] | None, output_layer: str | None = None
+) -> LayerMap:
     """Give each op its source layer.
 
     Weights name their layer most reliably, so an op's constants decide first,
@@ -238,7 +253,9 @@ def source_layer_names(keras_model: Any) -> tuple[list[str], str | None]:
 def calibrate(converter: Any) -> bytes:
     """Run the converter's calibration only; the result feeds ``quantize_calibrated`` any number of times."""
     converter._experimental_calibrate_only = True  # the switch TFLite's QuantizationDebugger sets
-    with contextlib.redirect_stdout(io.StringIO()):  # from_keras_model prints "Saved artifact at ..."; stdout is for results
+    with contextlib.redirect_stdout(
+        io.StringIO()
+    ):  # from_keras_model prints "Saved artifact at ..."; stdout is for results
         return bytes(converter.convert())
 
 

@@ -31,7 +31,9 @@ _KERAS3_ONLY = {"optional", "quantization_config", "lora_rank", "lora_alpha"}
 
 
 #: Keras 3 augmentation layers that return their input unchanged at inference: left out of the QAT model.
-INFERENCE_IDENTITY = frozenset({"RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomContrast", "RandomBrightness"})
+INFERENCE_IDENTITY = frozenset(
+    {"RandomFlip", "RandomRotation", "RandomTranslation", "RandomZoom", "RandomContrast", "RandomBrightness"}
+)
 #: TFLite has int8 kernels for these resize methods only (RESIZE_BILINEAR, RESIZE_NEAREST_NEIGHBOR).
 _TFLITE_RESIZE = ("bilinear", "nearest")
 
@@ -66,7 +68,8 @@ def _plain(obj: Any) -> Any:
 
 def _layer(tf_keras: Any, layer_config: dict[str, Any]) -> Any:
     config = {
-        k: v for k, v in _plain(layer_config["config"]).items()
+        k: v
+        for k, v in _plain(layer_config["config"]).items()
         if k not in _KERAS3_ONLY and not k.endswith("_initializer")
     }
 
@@ -101,7 +104,9 @@ def _normalization(tf_keras: Any, layer: Any) -> tuple[Any, str]:
     """The same per-channel affine as Rescaling: TFLite runs it as int8 MUL + ADD (tf_keras Normalization's
     division converts with a float DEQUANTIZE/QUANTIZE hop)."""
     if getattr(layer, "mean", None) is None:
-        raise InvalidInputError(f"layer {layer.name!r} (Normalization) has no mean/variance: call adapt() or pass mean= and variance= before saving")
+        raise InvalidInputError(
+            f"layer {layer.name!r} (Normalization) has no mean/variance: call adapt() or pass mean= and variance= before saving"
+        )
     mean = np.asarray(layer.mean, dtype=np.float64)
     std = np.maximum(np.sqrt(np.asarray(layer.variance, dtype=np.float64)), 1e-7)  # Keras' backend.epsilon()
     scale, offset = (std, mean) if layer.invert else (1.0 / std, -mean / std)
@@ -113,19 +118,27 @@ def _normalization(tf_keras: Any, layer: Any) -> tuple[Any, str]:
 def _resizing(tf_keras: Any, layer: Any) -> tuple[Any, str]:
     name = f"layer {layer.name!r} (Resizing)"
     if layer.interpolation not in _TFLITE_RESIZE:
-        raise InvalidInputError(f"{name}: interpolation {layer.interpolation!r} has no int8 TFLite kernel; use 'bilinear' or 'nearest'")
+        raise InvalidInputError(
+            f"{name}: interpolation {layer.interpolation!r} has no int8 TFLite kernel; use 'bilinear' or 'nearest'"
+        )
     for option in ("pad_to_aspect_ratio", "antialias"):
         if getattr(layer, option, False):
             raise InvalidInputError(f"{name}: {option}=True has no tf_keras/TFLite equivalent for QAT; set it to False")
     rebuilt = tf_keras.layers.Resizing(
-        layer.height, layer.width, interpolation=layer.interpolation, crop_to_aspect_ratio=layer.crop_to_aspect_ratio, name=layer.name,
+        layer.height,
+        layer.width,
+        interpolation=layer.interpolation,
+        crop_to_aspect_ratio=layer.crop_to_aspect_ratio,
+        name=layer.name,
     )
     crop = ", cropped to the aspect ratio" if layer.crop_to_aspect_ratio else ""
     return rebuilt, f"{layer.interpolation} resize to {layer.height}x{layer.width}{crop}"
 
 
 def _center_crop(tf_keras: Any, layer: Any) -> tuple[Any, str]:
-    return tf_keras.layers.CenterCrop(layer.height, layer.width, name=layer.name), f"center crop to {layer.height}x{layer.width}"
+    return tf_keras.layers.CenterCrop(
+        layer.height, layer.width, name=layer.name
+    ), f"center crop to {layer.height}x{layer.width}"
 
 
 def _short(value: Any) -> str:
@@ -152,7 +165,9 @@ QAT_LAYER_FIX = (
 
 def _check_channels_last(layer: Any) -> None:
     if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise InvalidInputError(f"layer {layer.name!r} ({type(layer).__name__}): data_format {layer.data_format!r}; QAT rebuilds channels_last (NHWC) models only: build it with data_format='channels_last'")
+        raise InvalidInputError(
+            f"layer {layer.name!r} ({type(layer).__name__}): data_format {layer.data_format!r}; QAT rebuilds channels_last (NHWC) models only: build it with data_format='channels_last'"
+        )
 
 
 def _input(tf_keras: Any, layer_config: dict[str, Any]) -> Any:

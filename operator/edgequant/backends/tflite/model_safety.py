@@ -72,9 +72,13 @@ def _keras_config(path: Path, fmt: api.ModelFormat) -> Any:
         with h5py.File(path, "r") as h5:
             raw = h5.attrs.get("model_config")
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise InvalidInputError(f"{path.name}: not a readable {fmt.value} model file ({type(exc).__name__}: {exc})") from exc
+        raise InvalidInputError(
+            f"{path.name}: not a readable {fmt.value} model file ({type(exc).__name__}: {exc})"
+        ) from exc
     if raw is None:
-        raise InvalidInputError(f"{path.name}: the .h5 file has no model configuration (weights only?); save the whole model with model.save('model.keras')")
+        raise InvalidInputError(
+            f"{path.name}: the .h5 file has no model configuration (weights only?); save the whole model with model.save('model.keras')"
+        )
     return json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
 
 
@@ -97,7 +101,9 @@ def _legacy_keras_metadata(path: Path) -> list[Any]:
         metadata.ParseFromString(file.read_bytes())
         return [json.loads(node.metadata) for node in metadata.nodes if node.metadata]
     except Exception as exc:  # protobuf and json raise several types for a corrupt file
-        raise InvalidInputError(f"{path.name}: keras_metadata.pb is not readable ({type(exc).__name__}); export the model again") from exc
+        raise InvalidInputError(
+            f"{path.name}: keras_metadata.pb is not readable ({type(exc).__name__}); export the model again"
+        ) from exc
 
 
 def unsafe_graph_ops(path: Path) -> list[str]:

@@ -36,7 +36,9 @@ class TFLitePredictor:
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"{path.name}: {len(inputs)} inputs / {len(outputs)} outputs; edgequant scores single-input, single-output classifiers")
+            raise ValueError(
+                f"{path.name}: {len(inputs)} inputs / {len(outputs)} outputs; edgequant scores single-input, single-output classifiers"
+            )
         self._in, self._out = inputs[0], outputs[0]
         self.input = _contract(self._in)
         self.output = _contract(self._out)

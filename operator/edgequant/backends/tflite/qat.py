@@ -82,7 +82,11 @@ def output_only_quantize_config() -> type:
             pass
 
         def get_output_quantizers(self, layer: Any) -> list[Any]:
-            return [keras_q.quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+            return [
+                keras_q.quantizers.MovingAverageQuantizer(
+                    num_bits=8, per_axis=False, symmetric=False, narrow_range=False
+                )
+            ]
 
         def get_config(self) -> dict[str, Any]:
             return {}
@@ -116,7 +120,9 @@ def wrap_for_qat(model: Any, *, computes: dict[str, str] | None = None) -> tuple
         return layer
 
     try:
-        annotated = keras_q.quantize_annotate_model(tf_keras.models.clone_model(model, clone_function=annotate_preprocessing))
+        annotated = keras_q.quantize_annotate_model(
+            tf_keras.models.clone_model(model, clone_function=annotate_preprocessing)
+        )
         with keras_q.quantize_scope({config.__name__: config}):
             wrapped = keras_q.quantize_apply(annotated)
     except (RuntimeError, ValueError) as exc:
@@ -135,7 +141,9 @@ def _outputs_are_probabilities(model: Any, x: np.ndarray) -> bool:
     return bool(out.min() >= 0.0 and np.allclose(out.sum(axis=1), 1.0, atol=1e-3))
 
 
-def fine_tune(*, source: SourceModel, training: Batches, spec: api.Training, log: Callable[[str], None]) -> tuple[Any, list[str]]:
+def fine_tune(
+    *, source: SourceModel, training: Batches, spec: api.Training, log: Callable[[str], None]
+) -> tuple[Any, list[str]]:
     """The tf_keras QAT model after ``spec.epochs`` epochs at ``spec.learning_rate``, and notes for the report."""
     tf_keras = import_tf_keras()
     model, notes, computes = _legacy_model(source)
@@ -153,10 +161,17 @@ def fine_tune(*, source: SourceModel, training: Batches, spec: api.Training, log
 
     def on_epoch_end(epoch: int, logs: dict[str, float] | None) -> None:
         logs = logs or {}
-        log(f"QAT epoch {epoch + 1}/{spec.epochs}: loss {logs.get('loss', float('nan')):.4f}, accuracy {logs.get('accuracy', float('nan')):.4f}")
+        log(
+            f"QAT epoch {epoch + 1}/{spec.epochs}: loss {logs.get('loss', float('nan')):.4f}, accuracy {logs.get('accuracy', float('nan')):.4f}"
+        )
 
     qat_model.fit(
-        x, y, batch_size=spec.batch_size, epochs=spec.epochs, shuffle=True, verbose=0,
+        x,
+        y,
+        batch_size=spec.batch_size,
+        epochs=spec.epochs,
+        shuffle=True,
+        verbose=0,
         callbacks=[tf_keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)],
     )
     return qat_model, notes

@@ -43,7 +43,9 @@ class TFLiteLayerAnalysis:
         workdir.mkdir(parents=True, exist_ok=True)
 
     @classmethod
-    def prepare(cls, *, converter: Any, keras_model: Any | None, workdir: Path, stem: str = "model") -> TFLiteLayerAnalysis:
+    def prepare(
+        cls, *, converter: Any, keras_model: Any | None, workdir: Path, stem: str = "model"
+    ) -> TFLiteLayerAnalysis:
         """Calibrate with a converter already configured for tflite-int8 (representative data set)."""
         calibrated = tl.calibrate(converter)
         layer_map = tl.map_layers(calibrated, keras_model=keras_model)
@@ -56,12 +58,16 @@ class TFLiteLayerAnalysis:
         return list(self.layer_map.layers)
 
     def model_with_only(self, layer: str) -> Path:
-        model = tl.quantize_calibrated(self.calibrated, keep_float_nodes=self.layer_map.nodes_except(layer), io_dtype="float32")
+        model = tl.quantize_calibrated(
+            self.calibrated, keep_float_nodes=self.layer_map.nodes_except(layer), io_dtype="float32"
+        )
         return self._write(f"{self.stem}.only-{_slug(layer)}.tflite", model)
 
     def model_keeping_float(self, layers: Iterable[str], *, io_dtype: str = "uint8") -> Path:
         keep = list(layers)
-        model = tl.quantize_calibrated(self.calibrated, keep_float_nodes=self.layer_map.nodes_of(keep), io_dtype=io_dtype)
+        model = tl.quantize_calibrated(
+            self.calibrated, keep_float_nodes=self.layer_map.nodes_of(keep), io_dtype=io_dtype
+        )
         # One file per number of pinned layers while searching, named like the backend's artifacts.
         tag = f"int8-mixed-{len(keep)}" if keep else "int8"
         return self._write(f"{self.stem}.{tag}.tflite", model)
@@ -89,7 +95,11 @@ class TFLiteLayerAnalysis:
         for layer, error in local.result():
             own[layer] = own.get(layer, 0.0) + error.noise_to_signal
         output = dict(whole.result())  # the layer's last op wins: its output
-        return [LayerProbe(layer=layer, own_noise=own[layer], output=output.get(layer)) for layer in self.layers if layer in own]
+        return [
+            LayerProbe(layer=layer, own_noise=own[layer], output=output.get(layer))
+            for layer in self.layers
+            if layer in own
+        ]
 
     def _verifier(self, *, whole_model: bool) -> _Verifier:
         """The debug model's interpreter and its NumericVerify pairs, each named by its source layer."""
@@ -117,7 +127,9 @@ class TFLiteLayerAnalysis:
 class _Verifier:
     """One debug interpreter fed batch by batch; per NumericVerify pair, running error sums (nothing else kept)."""
 
-    def __init__(self, *, interpreter: Any, pairs: list[tuple[int, int]], layers: list[str | None], quantizable: set[str]) -> None:
+    def __init__(
+        self, *, interpreter: Any, pairs: list[tuple[int, int]], layers: list[str | None], quantizable: set[str]
+    ) -> None:
         self.interpreter = interpreter
         self.pairs = pairs
         self.layers = layers
@@ -128,7 +140,9 @@ class _Verifier:
     def _allocated_bytes(self, batch: int) -> int:
         self.interpreter.resize_tensor_input(self.input["index"], [batch, *self.input["shape"][1:]])
         self.interpreter.allocate_tensors()
-        return sum(int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize for t in self.interpreter.get_tensor_details())
+        return sum(
+            int(np.prod(t["shape"])) * np.dtype(t["dtype"]).itemsize for t in self.interpreter.get_tensor_details()
+        )
 
     def bytes_per_sample(self) -> int:
         """What one more sample adds to the interpreter's tensors (every one is kept), from their shapes."""
@@ -145,7 +159,11 @@ class _Verifier:
 
     def result(self) -> list[tuple[str, TensorError]]:
         """(layer, error) per NumericVerify op of the debug model, in graph order."""
-        return [(layer, acc.result()) for layer, acc in zip(self.layers, self.accumulators) if layer is not None and layer in self.quantizable]
+        return [
+            (layer, acc.result())
+            for layer, acc in zip(self.layers, self.accumulators)
+            if layer is not None and layer in self.quantizable
+        ]
 
 
 def align_by_kind(*, reference: Sequence[tuple[str, str | None]], probed: Sequence[str]) -> list[str | None]:
@@ -176,7 +194,9 @@ def for_request(request: QuantizeRequest, backend: Any) -> TFLiteLayerAnalysis:
     layer_map = tl.map_layers(calibrated, keras_model=backend.source(request).keras_model)
     if not layer_map.layers:
         raise ValueError("the converted model has no quantizable layer")
-    return TFLiteLayerAnalysis(calibrated=calibrated, layer_map=layer_map, workdir=request.workdir / "layers", stem=request.model_path.stem)
+    return TFLiteLayerAnalysis(
+        calibrated=calibrated, layer_map=layer_map, workdir=request.workdir / "layers", stem=request.model_path.stem
+    )
 
 
 def _dequantized(interpreter: Any, index: int) -> np.ndarray:

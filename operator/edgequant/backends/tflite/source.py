@@ -64,16 +64,22 @@ def load_source(path: Path, *, fmt: api.ModelFormat, workdir: Path) -> SourceMod
     tf = import_tf()
     if fmt is api.ModelFormat.SAVED_MODEL:
         if not (path / "saved_model.pb").is_file():
-            raise InvalidInputError(f"{path.name}: not a SavedModel folder (no saved_model.pb); export one with model.export(dir)")
+            raise InvalidInputError(
+                f"{path.name}: not a SavedModel folder (no saved_model.pb); export one with model.export(dir)"
+            )
         check_saved_model(path)
         try:
             loaded = tf.saved_model.load(str(path))
             signature = loaded.signatures["serving_default"]
         except Exception as exc:
-            raise InvalidInputError(f"{path.name}: cannot load the SavedModel's serving_default signature: {_first_error_line(exc)}") from exc
+            raise InvalidInputError(
+                f"{path.name}: cannot load the SavedModel's serving_default signature: {_first_error_line(exc)}"
+            ) from exc
         inputs = signature.structured_input_signature[1]
         if len(inputs) != 1:
-            raise InvalidInputError(f"{path.name}: the serving signature has {len(inputs)} inputs; edgequant quantizes single-input vision models")
+            raise InvalidInputError(
+                f"{path.name}: the serving signature has {len(inputs)} inputs; edgequant quantizes single-input vision models"
+            )
         shape = tuple(next(iter(inputs.values())).shape.as_list())
         return SourceModel(path=path, format=fmt, input_shape=shape, _saved_model_dir=path)
     check_keras_file(path, fmt)
@@ -82,9 +88,13 @@ def load_source(path: Path, *, fmt: api.ModelFormat, workdir: Path) -> SourceMod
         # safe_mode=True explicitly: Keras refuses Lambda bytecode itself too (check_keras_file refused it already).
         model = keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:
-        raise InvalidInputError(f"{path.name}: cannot load as a Keras model ({fmt.value}): {_first_error_line(exc)}") from exc
+        raise InvalidInputError(
+            f"{path.name}: cannot load as a Keras model ({fmt.value}): {_first_error_line(exc)}"
+        ) from exc
     if len(model.inputs) != 1:
-        raise InvalidInputError(f"{path.name}: the model has {len(model.inputs)} inputs; edgequant quantizes single-input vision models")
+        raise InvalidInputError(
+            f"{path.name}: the model has {len(model.inputs)} inputs; edgequant quantizes single-input vision models"
+        )
     shape = tuple(model.inputs[0].shape)
     return SourceModel(path=path, format=fmt, input_shape=shape, keras_model=model, workdir=workdir)
 

@@ -16,10 +16,15 @@ def _mlp(path: Path) -> Path:
     w1 = numpy_helper.from_array(rng.normal(0, 0.3, (8, 256)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(rng.normal(0, 0.3, (256, 4)).astype(np.float32), "w2")
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Relu", ["h"], ["r"], name="relu"),
-         helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2")],
-        "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])], [w1, w2],
+        [
+            helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w2"], ["y"], name="fc2"),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 4])],
+        [w1, w2],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, str(path))
@@ -46,7 +51,9 @@ def test_float16_conversion_keeps_float32_io_and_the_outputs(tmp_path: Path) -> 
 def test_sorting_puts_each_node_after_its_producers() -> None:
     graph = helper.make_graph(
         [helper.make_node("Relu", ["b"], ["c"], name="second"), helper.make_node("Relu", ["a"], ["b"], name="first")],
-        "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1])],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1])],
     )
     _sort_topologically(graph)
     assert [n.name for n in graph.node] == ["first", "second"]

@@ -39,7 +39,10 @@ def test_fixed_batch_models_get_exact_chunks_padded_with_real_samples() -> None:
     values = np.concatenate(got).ravel().tolist()
     assert values[:10] == list(range(10))
     assert values[10:] == [9.0, 9.0]  # the last chunk [9] completed with itself, never zeros
-    assert list(model_batches(_batches([2, 2]), fixed_batch=1)) and len(list(model_batches(_batches([2, 2]), fixed_batch=1))) == 4
+    assert (
+        list(model_batches(_batches([2, 2]), fixed_batch=1))
+        and len(list(model_batches(_batches([2, 2]), fixed_batch=1))) == 4
+    )
 
 
 def test_reader_ends_each_collect_call_after_per_call_batches() -> None:
@@ -83,8 +86,13 @@ def test_activation_bytes_per_sample_sums_every_float_activation_from_the_inferr
     ]
 
     def save(input_dims: list[object], name: str) -> Path:
-        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims)],
-                                  [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)], initializer=[weights])
+        graph = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims)],
+            [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)],
+            initializer=[weights],
+        )
         path = tmp_path / name
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
         return path

@@ -21,9 +21,20 @@ NCHW_GRAY = api.InputContract(shape=[1, 28, 28], layout=api.Layout.NCHW, color_o
 NHWC_RGB = api.InputContract(shape=[96, 96, 3], layout=api.Layout.NHWC, color_order=api.ColorOrder.RGB)
 
 
-def _model(shape: tuple[int | str | None, ...] = ("batch", 1, 28, 28), *, opset: int = 17, dtype: str = "float32", ops: tuple[str, ...] = ("Conv", "Relu", "Conv", "Gemm")) -> OnnxModel:
+def _model(
+    shape: tuple[int | str | None, ...] = ("batch", 1, 28, 28),
+    *,
+    opset: int = 17,
+    dtype: str = "float32",
+    ops: tuple[str, ...] = ("Conv", "Relu", "Conv", "Gemm"),
+) -> OnnxModel:
     return OnnxModel(
-        file="cnn.onnx", opset=opset, input_name="input", input_shape=shape, input_elem_type=dtype, outputs=("logits",),
+        file="cnn.onnx",
+        opset=opset,
+        input_name="input",
+        input_shape=shape,
+        input_elem_type=dtype,
+        outputs=("logits",),
         nodes=tuple(OnnxNode(name=f"node_{op}_{i}", op_type=op) for i, op in enumerate(ops)),
     )
 
@@ -57,7 +68,9 @@ def test_size_mismatch_gives_the_model_shape() -> None:
 
 
 def test_non_float_input_is_refused() -> None:
-    with pytest.raises(InvalidInputError, match="input 'input' is uint8; edgequant quantizes models with a float32 input"):
+    with pytest.raises(
+        InvalidInputError, match="input 'input' is uint8; edgequant quantizes models with a float32 input"
+    ):
         check_input(_model(dtype="uint8"), NCHW_GRAY)
 
 
@@ -103,8 +116,12 @@ def test_artifact_names_differ_per_set_of_float_nodes() -> None:
     assert artifact_name("cnn", api.Method.ONNX_DYNAMIC, ()) == "cnn.dynamic-int8.onnx"
     one = artifact_name("cnn", api.Method.ONNX_STATIC, ("a",))
     assert one.startswith("cnn.qdq-int8-float1-") and one.endswith(".onnx")
-    assert artifact_name("cnn", api.Method.ONNX_STATIC, ("a", "b")) == artifact_name("cnn", api.Method.ONNX_STATIC, ("b", "a"))
-    assert artifact_name("cnn", api.Method.ONNX_STATIC, ("a", "c")) != artifact_name("cnn", api.Method.ONNX_STATIC, ("a", "b"))
+    assert artifact_name("cnn", api.Method.ONNX_STATIC, ("a", "b")) == artifact_name(
+        "cnn", api.Method.ONNX_STATIC, ("b", "a")
+    )
+    assert artifact_name("cnn", api.Method.ONNX_STATIC, ("a", "c")) != artifact_name(
+        "cnn", api.Method.ONNX_STATIC, ("a", "b")
+    )
 
 
 def test_dynamic_on_convolutions_is_noted() -> None:

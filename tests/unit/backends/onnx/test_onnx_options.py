@@ -50,22 +50,44 @@ def _spec(**extra: Any) -> api.QuantizationJobSpec:
         (api.ReduceRange.NEVER, VNNI, INT8, False, False, "reduceRange never"),
     ],
 )
-def test_reduce_range_choice(mode: api.ReduceRange, cpu: Any, weights: api.OnnxQuantType, enabled: bool, warning: bool, words: str) -> None:
+def test_reduce_range_choice(
+    mode: api.ReduceRange, cpu: Any, weights: api.OnnxQuantType, enabled: bool, warning: bool, words: str
+) -> None:
     choice = choose_reduce_range(mode, cpu=cpu, weight_type=weights)
     assert (choice.enabled, choice.warning) == (enabled, warning)
     assert words in choice.note and choice.note.startswith(f"reduce_range {'on' if enabled else 'off'}")
 
 
 def test_static_settings_come_from_spec_onnx_and_calibration() -> None:
-    spec = _spec(onnx={"perChannel": False, "reduceRange": "auto", "weightType": "int8", "activationType": "int8", "preprocess": False})
+    spec = _spec(
+        onnx={
+            "perChannel": False,
+            "reduceRange": "auto",
+            "weightType": "int8",
+            "activationType": "int8",
+            "preprocess": False,
+        }
+    )
     settings, choice = static_settings(spec, cpu=NO_VNNI, keep_float=("conv1",))
     assert settings == StaticSettings(
-        algorithm=api.CalibrationAlgorithm.PERCENTILE, percentile=99.9, per_channel=False, reduce_range=True,
-        weight_type=INT8, activation_type=INT8, preprocess=False, keep_float=("conv1",),
+        algorithm=api.CalibrationAlgorithm.PERCENTILE,
+        percentile=99.9,
+        per_channel=False,
+        reduce_range=True,
+        weight_type=INT8,
+        activation_type=INT8,
+        preprocess=False,
+        keep_float=("conv1",),
     )
     assert choice.enabled
     defaults, _ = static_settings(_spec(), cpu=VNNI)
-    assert (defaults.per_channel, defaults.reduce_range, defaults.activation_type, defaults.weight_type, defaults.preprocess) == (True, False, UINT8, INT8, True)
+    assert (
+        defaults.per_channel,
+        defaults.reduce_range,
+        defaults.activation_type,
+        defaults.weight_type,
+        defaults.preprocess,
+    ) == (True, False, UINT8, INT8, True)
     assert defaults.symmetric_weights and not defaults.symmetric_activations
 
 
@@ -98,7 +120,13 @@ def test_spec_onnx_rejects_unknown_keys_and_the_unsupported_pair() -> None:
         _spec(onnx={"activationType": "int8", "weightType": "uint8"})
     with pytest.raises(ValidationError):
         _spec(onnx={"reduceRange": True})  # auto | always | never, not a boolean
-    assert _spec().to_wire()["onnx"] == {"perChannel": True, "reduceRange": "auto", "weightType": "int8", "activationType": "uint8", "preprocess": True}
+    assert _spec().to_wire()["onnx"] == {
+        "perChannel": True,
+        "reduceRange": "auto",
+        "weightType": "int8",
+        "activationType": "uint8",
+        "preprocess": True,
+    }
 
 
 def test_torch_qat_takes_torch_export_programs_only() -> None:
@@ -109,5 +137,7 @@ def test_torch_qat_takes_torch_export_programs_only() -> None:
     }
     contract = {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"}
     api.QuantizationJobSpec.model_validate({**base, "model": {"uri": "s3://m/cnn.pt2", "input": contract}})
-    with pytest.raises(ValidationError, match=r"torch-qat takes torch-export \(a .pt2 file from torch.export.save, not TorchScript\)"):
+    with pytest.raises(
+        ValidationError, match=r"torch-qat takes torch-export \(a .pt2 file from torch.export.save, not TorchScript\)"
+    ):
         api.QuantizationJobSpec.model_validate({**base, "model": {"uri": "s3://m/cnn.pt", "input": contract}})

@@ -29,8 +29,11 @@ def _separable_graph(path: Path, *, middle: str = "Relu", seed: int = 0) -> Path
         "w3": rng.normal(size=(4, 8, 1, 1)).astype(np.float32),
         "b3": rng.normal(size=4).astype(np.float32),
     }
-    act = helper.make_node("Relu", ["c1"], ["a1"], name="act1") if middle == "Relu" else helper.make_node(
-        "Clip", ["c1", "zero", "six"], ["a1"], name="act1")
+    act = (
+        helper.make_node("Relu", ["c1"], ["a1"], name="act1")
+        if middle == "Relu"
+        else helper.make_node("Clip", ["c1", "zero", "six"], ["a1"], name="act1")
+    )
     if middle != "Relu":
         inits["zero"], inits["six"] = np.array(0.0, np.float32), np.array(6.0, np.float32)
     nodes = [
@@ -43,7 +46,9 @@ def _separable_graph(path: Path, *, middle: str = "Relu", seed: int = 0) -> Path
         helper.make_node("Flatten", ["g"], ["logits"], name="flatten"),
     ]
     graph = helper.make_graph(
-        nodes, "separable", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 12, 12])],
+        nodes,
+        "separable",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 12, 12])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 4])],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
@@ -90,7 +95,9 @@ def test_statistics_and_bias_correction_match_the_float_output_means(tmp_path: P
     np.testing.assert_allclose(stats.input_means["conv1"], x.mean(axis=(0, 2, 3)), rtol=1e-5)
     assert set(stats.histograms) >= {"input", "c1", "a1", "c2", "a2", "c3"}
     assert stats.histograms["a1"].minimum == 0.0 and stats.histograms["a1"].counts.sum() == 24 * 8 * 12 * 12
-    corrected, changed = ptq.correct_biases(source, tmp_path / "bc.onnx", input_means=stats.input_means, weight_qmax=7, per_channel=True)
+    corrected, changed = ptq.correct_biases(
+        source, tmp_path / "bc.onnx", input_means=stats.input_means, weight_qmax=7, per_channel=True
+    )
     assert changed == 3
     # conv1's output means with its weights quantized (4 bits: a visible shift) move back to the float ones; not
     # exactly, since the zero padding of a 12x12 input lowers the mean at the border, which E[x] does not see
@@ -107,7 +114,8 @@ def _conv_mean(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     from onnxruntime import InferenceSession
 
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])], "c",
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
+        "c",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [numpy_helper.from_array(w.astype(np.float32), "w"), numpy_helper.from_array(b.astype(np.float32), "b")],
@@ -121,7 +129,9 @@ def test_layers_kept_in_float_get_their_uncorrected_biases_back(tmp_path: Path) 
     source = _separable_graph(tmp_path / "m.onnx")
     x = (np.random.default_rng(3).normal(size=(8, 3, 12, 12)) + 1.0).astype(np.float32)
     stats = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "stats")
-    corrected, _ = ptq.correct_biases(source, tmp_path / "bc.onnx", input_means=stats.input_means, weight_qmax=7, per_channel=True)
+    corrected, _ = ptq.correct_biases(
+        source, tmp_path / "bc.onnx", input_means=stats.input_means, weight_qmax=7, per_channel=True
+    )
     restored = ptq.restore_biases(corrected, source, {"conv1"}, tmp_path / "restored.onnx")
     old, fixed, new = _weights(source), _weights(corrected), _weights(restored)
     np.testing.assert_array_equal(new["b1"], old["b1"])

@@ -24,8 +24,12 @@ def test_torch_style_graph_groups_relu_with_its_conv() -> None:
     ]
     layers = group_layers(nodes, initializers={"w1", "b1", "w2", "b2", "lo", "hi"})
     assert layers == {
-        "/conv1/Conv": "/conv1/Conv", "/Relu": "/conv1/Conv", "/pool1/MaxPool": "/pool1/MaxPool",
-        "/Flatten": None, "/fc/Gemm": "/fc/Gemm", "/Clip": "/fc/Gemm",
+        "/conv1/Conv": "/conv1/Conv",
+        "/Relu": "/conv1/Conv",
+        "/pool1/MaxPool": "/pool1/MaxPool",
+        "/Flatten": None,
+        "/fc/Gemm": "/fc/Gemm",
+        "/Clip": "/fc/Gemm",
     }
 
 
@@ -52,9 +56,13 @@ def test_float_tensors_pair_with_their_dequantized_counterparts() -> None:
     from edgequant.backends.onnxruntime.sensitivity import match_tensors
 
     qdq = [
-        "input", "input_QuantizeLinear_Output", "input_DequantizeLinear_Output",  # quantized in place
-        "c1", "c1_DequantizeLinear_Output_1",  # a second Q/DQ pair of the same tensor
-        "logits_QuantizeLinear_Input", "logits",  # a graph output: renamed before its Q/DQ pair
+        "input",
+        "input_QuantizeLinear_Output",
+        "input_DequantizeLinear_Output",  # quantized in place
+        "c1",
+        "c1_DequantizeLinear_Output_1",  # a second Q/DQ pair of the same tensor
+        "logits_QuantizeLinear_Input",
+        "logits",  # a graph output: renamed before its Q/DQ pair
         "r1",  # left in float: nothing to compare
     ]
     pairs = match_tensors(float_tensors=["input", "c1", "r1", "logits", "gone"], qdq_tensors=qdq)

@@ -10,13 +10,24 @@ import pytest
 from edgequant.backends.pytorch.source import ArchiveKind, archive_kind, file_kind, refusal
 
 PT2 = ["m/archive_format", "m/archive_version", "m/byteorder", "m/data/weights/weight_0", "m/models/model.json"]
-TORCHSCRIPT = ["ts/code/__torch__/torch/nn/modules/conv.py", "ts/constants.pkl", "ts/data.pkl", "ts/data/0", "ts/version"]
+TORCHSCRIPT = [
+    "ts/code/__torch__/torch/nn/modules/conv.py",
+    "ts/constants.pkl",
+    "ts/data.pkl",
+    "ts/data/0",
+    "ts/version",
+]
 PICKLE = ["sd/.format_version", "sd/byteorder", "sd/data.pkl", "sd/data/0", "sd/version"]
 
 
 @pytest.mark.parametrize(
     ("names", "kind"),
-    [(PT2, ArchiveKind.EXPORTED_PROGRAM), (TORCHSCRIPT, ArchiveKind.TORCHSCRIPT), (PICKLE, ArchiveKind.PICKLE), (["a/readme.txt"], ArchiveKind.OTHER_ZIP)],
+    [
+        (PT2, ArchiveKind.EXPORTED_PROGRAM),
+        (TORCHSCRIPT, ArchiveKind.TORCHSCRIPT),
+        (PICKLE, ArchiveKind.PICKLE),
+        (["a/readme.txt"], ArchiveKind.OTHER_ZIP),
+    ],
 )
 def test_archive_kind(names: list[str], kind: ArchiveKind) -> None:
     assert archive_kind(names) is kind
@@ -45,4 +56,7 @@ def test_file_kind_reads_the_zip(tmp_path: Path) -> None:
 def test_refusals_say_why_and_how_to_export(kind: ArchiveKind, words: str) -> None:
     message = refusal(kind, "model.pt")
     assert message.startswith("model.pt ") and words in message
-    assert "torch.export.save(torch.export.export(model.eval(), (example_batch,), dynamic_shapes=({0: torch.export.Dim('batch')},)), 'model.pt2')" in message
+    assert (
+        "torch.export.save(torch.export.export(model.eval(), (example_batch,), dynamic_shapes=({0: torch.export.Dim('batch')},)), 'model.pt2')"
+        in message
+    )

@@ -64,8 +64,13 @@ def fashion_batches(fashion_mnist: Any) -> Callable[..., Batches]:
         pixels = fashion_mnist.test_x[start : start + n][..., None]
         labels = fashion_mnist.test_y[start : start + n].astype(np.int64)
         prepared = PreparedSet(
-            name="calibration", uri="file:///fashion/", contract=NCHW_GRAY, pixels=pixels, labels=labels,
-            sources=[f"{i}.png" for i in range(n)], classes=dict(enumerate(fashion_mnist.classes)),
+            name="calibration",
+            uri="file:///fashion/",
+            contract=NCHW_GRAY,
+            pixels=pixels,
+            labels=labels,
+            sources=[f"{i}.png" for i in range(n)],
+            classes=dict(enumerate(fashion_mnist.classes)),
         )
         return prepared.batches(batch_size=batch_size)
 

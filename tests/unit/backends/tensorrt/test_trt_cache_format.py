@@ -32,7 +32,11 @@ prob: 3c010a14
 
 def test_nvidia_sample_table_parses_to_its_header_and_scales() -> None:
     table = parse(NVIDIA_SAMPLE)
-    assert (table.version, table.algorithm, table.header) == (7000, "EntropyCalibration2", "TRT-7000-EntropyCalibration2")
+    assert (table.version, table.algorithm, table.header) == (
+        7000,
+        "EntropyCalibration2",
+        "TRT-7000-EntropyCalibration2",
+    )
     assert list(table.scales) == ["data", "conv1", "pool1", "conv2", "pool2", "ip1", "ip2", "prob"]
     # prob is a softmax output in [0, 1]: its dynamic range is ~1, so its scale is ~1/127.
     assert table.dynamic_range("prob") == pytest.approx(1.0, rel=1e-3)
@@ -55,7 +59,9 @@ def test_render_writes_the_documented_layout_in_name_order() -> None:
 
 
 def test_ranges_become_max_abs_over_127() -> None:
-    table = from_ranges({"a": (-2.54, 1.0), "b": (0.0, 6.35), "dead": (0.0, 0.0)}, version=100300, algorithm="EntropyCalibration2")
+    table = from_ranges(
+        {"a": (-2.54, 1.0), "b": (0.0, 6.35), "dead": (0.0, 0.0)}, version=100300, algorithm="EntropyCalibration2"
+    )
     assert table.header == "TRT-100300-EntropyCalibration2"
     assert table.scales["a"] == pytest.approx(0.02)
     assert table.scales["b"] == pytest.approx(0.05)

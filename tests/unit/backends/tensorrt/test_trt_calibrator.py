@@ -23,7 +23,9 @@ def _all(batches):  # the samples in data order, as the pipeline yields them
 
 
 @pytest.mark.parametrize(("n", "batch_size"), [(500, 32), (64, 64), (65, 64), (10, 32), (1, 8), (128, 1)])
-def test_fixed_batches_keep_order_and_pad_the_last_with_the_first_samples(fashion_batches, n: int, batch_size: int) -> None:
+def test_fixed_batches_keep_order_and_pad_the_last_with_the_first_samples(
+    fashion_batches, n: int, batch_size: int
+) -> None:
     source = fashion_batches(n, batch_size=64)
     expected = _all(source)
     out = list(fixed_batches((x for x, _ in source), batch_size=batch_size, sample_shape=SAMPLE))
@@ -53,7 +55,9 @@ def test_samples_of_another_layout_are_refused_with_the_fix(fashion_batches) -> 
 
 def test_session_copies_each_batch_into_one_device_buffer_then_ends(fashion_batches, host_allocator) -> None:
     source = fashion_batches(100)
-    session = CalibrationSession(input_name="input", batch_size=32, sample_shape=SAMPLE, allocator=host_allocator, batches=source)
+    session = CalibrationSession(
+        input_name="input", batch_size=32, sample_shape=SAMPLE, allocator=host_allocator, batches=source
+    )
     pointers = []
     while (ptrs := session.get_batch(["input"])) is not None:
         pointers.append(ptrs)
@@ -68,25 +72,31 @@ def test_session_copies_each_batch_into_one_device_buffer_then_ends(fashion_batc
 
 
 def test_reset_replays_the_same_batches(fashion_batches, host_allocator) -> None:
-    session = CalibrationSession(input_name="x", batch_size=16, sample_shape=SAMPLE, allocator=host_allocator, batches=fashion_batches(40))
+    session = CalibrationSession(
+        input_name="x", batch_size=16, sample_shape=SAMPLE, allocator=host_allocator, batches=fashion_batches(40)
+    )
     while session.get_batch(["x"]) is not None:
         pass
     first = list(host_allocator.copies)
     session.reset()
     while session.get_batch(["x"]) is not None:
         pass
-    assert all(np.array_equal(a, b) for a, b in zip(first, host_allocator.copies[len(first):], strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(first, host_allocator.copies[len(first) :], strict=True))
 
 
 def test_errors_are_kept_for_the_builder_instead_of_raised_into_tensorrt(fashion_batches, host_allocator) -> None:
-    session = CalibrationSession(input_name="input", batch_size=8, sample_shape=SAMPLE, allocator=host_allocator, batches=fashion_batches(10))
+    session = CalibrationSession(
+        input_name="input", batch_size=8, sample_shape=SAMPLE, allocator=host_allocator, batches=fashion_batches(10)
+    )
     assert session.get_batch(["input", "mask"]) is None
     assert isinstance(session.error, CalibrationDataError) and "single input 'input'" in str(session.error)
     assert session.get_batch(["input"]) is None  # stays stopped after an error
 
 
 def test_cache_only_session_reports_a_rejected_cache() -> None:
-    session = CalibrationSession(input_name="input", batch_size=8, sample_shape=SAMPLE, allocator=None, cached=b"TRT-8601-X\n")
+    session = CalibrationSession(
+        input_name="input", batch_size=8, sample_shape=SAMPLE, allocator=None, cached=b"TRT-8601-X\n"
+    )
     assert session.read_calibration_cache() == b"TRT-8601-X\n"
     assert session.get_batch(["input"]) is None
     assert "did not accept the supplied calibration cache" in str(session.error)
@@ -106,7 +116,10 @@ def test_manifest_is_deterministic_and_changes_with_any_pixel(fashion_batches, f
     assert a == b and a.sha256 == b.sha256  # the pipeline's own batch size does not matter
     assert (a.samples, a.batches, a.padded, a.batch_shape) == (130, 5, 30, (32, 1, 28, 28))
     assert manifest_for(fashion_batches(130), input_name="input", batch_size=64, sample_shape=SAMPLE).sha256 != a.sha256
-    assert manifest_for(fashion_batches(130, start=1), input_name="input", batch_size=32, sample_shape=SAMPLE).sha256 != a.sha256
+    assert (
+        manifest_for(fashion_batches(130, start=1), input_name="input", batch_size=32, sample_shape=SAMPLE).sha256
+        != a.sha256
+    )
 
 
 def test_manifest_catches_a_source_that_delivers_fewer_samples_than_announced(fashion_batches) -> None:

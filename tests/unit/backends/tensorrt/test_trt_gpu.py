@@ -47,7 +47,10 @@ class DriverWithoutDevices:
 
 def test_driver_answers_are_turned_into_reasons() -> None:
     assert probe_cuda(load=lambda _name: DriverWithoutDevices()).reason == "cuInit failed with CUDA_ERROR_NO_DEVICE"
-    assert probe_cuda(load=lambda _name: DriverWithoutDevices(init_code=0, count=0)).reason == "the CUDA driver reports 0 devices"
+    assert (
+        probe_cuda(load=lambda _name: DriverWithoutDevices(init_code=0, count=0)).reason
+        == "the CUDA driver reports 0 devices"
+    )
     assert probe_cuda(load=lambda _name: DriverWithoutDevices(init_code=0, count=2)) == GpuProbe(2)
 
     def missing(name: str) -> object:

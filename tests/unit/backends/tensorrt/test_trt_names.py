@@ -88,7 +88,9 @@ def test_pin_decisions_set_float_outputs_and_skip_constants_and_shape_math() -> 
         ["/fc/Gemm", "fc.weight", "/fc/Gemm_9", "/Reshape", "split", "/fc/Gemm"], layers=by_name, precision="HALF"
     )
     assert [(d.layer, d.precision, d.outputs) for d in plan.decisions] == [
-        ("/fc/Gemm", "HALF", (0,)), ("/fc/Gemm_9", "HALF", (0,)), ("split", "HALF", (0,)),
+        ("/fc/Gemm", "HALF", (0,)),
+        ("/fc/Gemm_9", "HALF", (0,)),
+        ("split", "HALF", (0,)),
     ]
     assert plan.skipped == {"fc.weight": "constant layer", "/Reshape": "shape layer"}
 

@@ -14,11 +14,22 @@ G = ApiGeneration
 CAL = api.Calibration(dataset=api.Dataset(uri="file:///data/cal/"), algorithm=api.CalibrationAlgorithm.ENTROPY)
 
 
-def plan(method: api.Method, generation: ApiGeneration, *, keep: tuple[str, ...] = (), calibration: api.Calibration | None = CAL,
-         fallback: api.FallbackPrecision = api.FallbackPrecision.FP16, **options: object):
+def plan(
+    method: api.Method,
+    generation: ApiGeneration,
+    *,
+    keep: tuple[str, ...] = (),
+    calibration: api.Calibration | None = CAL,
+    fallback: api.FallbackPrecision = api.FallbackPrecision.FP16,
+    **options: object,
+):
     return plan_build(
-        method=method, generation=generation, options=api.TensorRTOptions(**options), calibration=calibration,
-        keep_float=keep, fallback=fallback,
+        method=method,
+        generation=generation,
+        options=api.TensorRTOptions(**options),
+        calibration=calibration,
+        keep_float=keep,
+        fallback=fallback,
     )
 
 
@@ -77,7 +88,9 @@ def test_minmax_picks_the_minmax_calibrator() -> None:
 
 
 def test_percentile_needs_cpu_calibration_and_then_keys_its_percentile() -> None:
-    cal = api.Calibration(dataset=api.Dataset(uri="file:///d/"), algorithm=api.CalibrationAlgorithm.PERCENTILE, percentile=99.99)
+    cal = api.Calibration(
+        dataset=api.Dataset(uri="file:///d/"), algorithm=api.CalibrationAlgorithm.PERCENTILE, percentile=99.99
+    )
     with pytest.raises(InvalidInputError, match="calibrationDevice to cpu"):
         plan(M.TENSORRT_INT8, G.TRT8, calibration=cal)
     p = plan(M.TENSORRT_INT8, G.TRT8, calibration=cal, calibration_device="cpu")

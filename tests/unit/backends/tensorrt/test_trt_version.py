@@ -34,7 +34,12 @@ def test_unreadable_version_names_the_text() -> None:
 
 @pytest.mark.parametrize(
     ("version", "number"),
-    [(TensorRTVersion(7, 0, 0), 7000), (TensorRTVersion(8, 6, 1), 8601), (TensorRTVersion(10, 3, 0), 100300), (TensorRTVersion(10, 13, 2), 101302)],
+    [
+        (TensorRTVersion(7, 0, 0), 7000),
+        (TensorRTVersion(8, 6, 1), 8601),
+        (TensorRTVersion(10, 3, 0), 100300),
+        (TensorRTVersion(10, 13, 2), 101302),
+    ],
 )
 def test_cache_header_number_follows_nv_tensorrt_version(version: TensorRTVersion, number: int) -> None:
     assert version.number == number
@@ -42,7 +47,12 @@ def test_cache_header_number_follows_nv_tensorrt_version(version: TensorRTVersio
 
 @pytest.mark.parametrize(
     ("version", "generation"),
-    [("8.6.0", ApiGeneration.TRT8), ("8.6.1", ApiGeneration.TRT8), ("10.0.1", ApiGeneration.TRT10), ("10.16.1", ApiGeneration.TRT10)],
+    [
+        ("8.6.0", ApiGeneration.TRT8),
+        ("8.6.1", ApiGeneration.TRT8),
+        ("10.0.1", ApiGeneration.TRT10),
+        ("10.16.1", ApiGeneration.TRT10),
+    ],
 )
 def test_supported_versions_pick_their_api_path(version: str, generation: ApiGeneration) -> None:
     assert api_generation(parse_version(version)) is generation
@@ -50,7 +60,12 @@ def test_supported_versions_pick_their_api_path(version: str, generation: ApiGen
 
 @pytest.mark.parametrize(
     ("version", "reason"),
-    [("8.5.3", "older than 8.6"), ("7.2.3", "older than 8.6"), ("9.3.0", "limited releases"), ("11.0.0", "removed the FP16/INT8 builder flags")],
+    [
+        ("8.5.3", "older than 8.6"),
+        ("7.2.3", "older than 8.6"),
+        ("9.3.0", "limited releases"),
+        ("11.0.0", "removed the FP16/INT8 builder flags"),
+    ],
 )
 def test_unsupported_versions_fail_with_reason_and_fix(version: str, reason: str) -> None:
     with pytest.raises(UnsupportedTensorRTError) as info:
