@@ -66,13 +66,15 @@ def one_cpu_queue(k8s_cluster: Any, namespace: str, kueue: Kueue) -> Iterator[st
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
                 "resourceGroups": [
                     {
-                        "coveredResources": ["cpu", "memory"],
+                        # ephemeral-storage too: every quantizer pod requests its scratch volume's size.
+                        "coveredResources": ["cpu", "memory", "ephemeral-storage"],
                         "flavors": [
                             {
                                 "name": flavor,
                                 "resources": [
                                     {"name": "cpu", "nominalQuota": "1"},
                                     {"name": "memory", "nominalQuota": "64Gi"},
+                                    {"name": "ephemeral-storage", "nominalQuota": "1Ti"},
                                 ],
                             }
                         ],
