@@ -96,7 +96,14 @@ def test_names_columns_and_subresource() -> None:
     assert (names["kind"], names["plural"], names["shortNames"]) == ("QuantizationJob", "quantizationjobs", ["qj"])
     version = doc["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Method", "Ratio", "Drop", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Phase",
+        "Method",
+        "Target",
+        "Ratio",
+        "Drop",
+        "Age",
+    ]
     methods = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["method"]["enum"]
     assert methods == [m.value for m in api.Method]
 

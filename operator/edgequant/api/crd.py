@@ -194,6 +194,8 @@ def build_crd() -> dict[str, Any]:
         columns=[
             {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
             {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
+            # A job that names only a target shows it here; the method it chose is in status.results.method.
+            {"name": "Target", "type": "string", "jsonPath": ".spec.target"},
             {
                 "name": "Ratio",
                 "type": "number",
