@@ -74,6 +74,8 @@ def served_meanwhile(
 
 
 FIXTURE_OBJECTS = {"models/tiny.keras", "data/eval.npz", "data/small-calibration.npz", "data/bomb.npz"}
+#: Model folders the traversal cases upload (their odd keys included): inputs, not writes.
+FIXTURE_PREFIXES = ("saved-",)
 
 
 def written(world: dict[str, Any]) -> dict[str, set[str]]:
@@ -81,7 +83,7 @@ def written(world: dict[str, Any]) -> dict[str, set[str]]:
     listing = world["client"].list_objects_v2(Bucket=world["bucket"])
     found: dict[str, set[str]] = {}
     for key in (o["Key"] for o in listing.get("Contents", [])):
-        if key in FIXTURE_OBJECTS:
+        if key in FIXTURE_OBJECTS or key.startswith(FIXTURE_PREFIXES):
             continue
         parts = key.split("/")
         where = parts[1] if len(parts) > 2 and parts[0] == "out" else "outside"
@@ -581,3 +583,95 @@ def test_an_npz_past_the_memory_budget_is_refused_before_it_is_decoded(
     assert status["phase"] == "Failed" and status["reason"] == "InvalidInput", status
     assert "[40000, 28, 28, 1]" in status["message"] and "40.0 MiB" in status["message"]
     assert "spec.resources.limits.memory" in status["message"] and status["attempts"] == 1
+
+
+# --------------------------------------------------------------------------- item 16: the model is the one named
+
+
+def test_a_model_whose_sha256_differs_fails_naming_the_field(
+    k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
+) -> None:
+    start_operator()
+    expected = "0" * 64
+    manifest = qj("swapped", s3_world, s3_secret)
+    manifest["spec"]["model"]["sha256"] = expected
+    create(k8s_cluster, namespace, [manifest])
+    served_meanwhile(k8s_cluster, namespace, s3_world, s3_secret)
+    status = terminal(k8s_cluster, namespace, "swapped")
+    assert status["phase"] == "Failed" and status["reason"] == "InvalidInput", status
+    assert "spec.model.sha256" in status["message"] and f"expected {expected}" in status["message"]
+    assert "fix the object or spec.model.sha256" in status["message"] and status["attempts"] == 1
+    # The failure report is written; no artifact is published from a model that is not the one named.
+    assert written(s3_world)["swapped"] == {"out/swapped/report.json", "out/swapped/report.html"}
+
+
+# --------------------------------------------------------------------------- item 5: keys stay in their folder
+
+
+TRAVERSING_MODEL_KEYS = {
+    "absolute": ("//etc/x", "starts with '/'"),
+    "dot-dot": ("a/../../x", "has a '..' part"),
+    "backslash": ("a\\..\\..\\x", "contains a backslash"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TRAVERSING_MODEL_KEYS))
+def test_a_model_folder_with_a_key_that_leaves_it_fails_before_a_byte_lands(
+    k8s_cluster: Any,
+    namespace: str,
+    start_operator: Callable[..., Operator],
+    s3_world: dict[str, Any],
+    s3_secret: str,
+    case: str,
+) -> None:
+    """A SavedModel prefix whose listing holds a key that would resolve outside the download folder."""
+    suffix, problem = TRAVERSING_MODEL_KEYS[case]
+    s3, bucket = s3_world["client"], s3_world["bucket"]
+    s3.put_object(Bucket=bucket, Key=f"saved-{case}/saved_model.pb", Body=b"not read")
+    s3.put_object(Bucket=bucket, Key=f"saved-{case}/{suffix}", Body=b"escaped")
+    start_operator()
+    manifest = qj(f"traversal-{case}", s3_world, s3_secret)
+    manifest["spec"]["model"]["uri"] = f"s3://{bucket}/saved-{case}/"
+    create(k8s_cluster, namespace, [manifest])
+    served_meanwhile(k8s_cluster, namespace, s3_world, s3_secret)
+    status = terminal(k8s_cluster, namespace, f"traversal-{case}")
+    assert status["phase"] == "Failed" and status["reason"] == "InvalidInput", status
+    assert problem in status["message"] and "rename the object" in status["message"], status["message"]
+    name = f"traversal-{case}"
+    assert status["attempts"] == 1 and written(s3_world)[name] == {f"out/{name}/report.json", f"out/{name}/report.html"}
+
+
+# --------------------------------------------------------------------------- items 8 and 13: bounded input, long names
+
+
+def test_an_over_long_field_is_refused_by_the_api_server_naming_it(
+    k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
+) -> None:
+    start_operator()
+    manifest = qj("long-uri", s3_world, s3_secret)
+    manifest["spec"]["model"]["uri"] = f"s3://{s3_world['bucket']}/" + "m" * 4096 + ".keras"
+    objects = client.CustomObjectsApi(k8s_cluster.api_client())
+    with pytest.raises(ApiException) as refused:
+        objects.create_namespaced_custom_object("edgequant.io", "v1alpha1", namespace, "quantizationjobs", manifest)
+    assert refused.value.status == 422 and "spec.model.uri" in str(refused.value.body)
+    assert "Too long" in str(refused.value.body) or "at most" in str(refused.value.body), refused.value.body
+    served_meanwhile(k8s_cluster, namespace, s3_world, s3_secret)
+    assert batch_jobs(k8s_cluster, namespace, "long-uri") == []
+
+
+def test_a_name_longer_than_a_label_value_runs_with_hashed_labels(
+    k8s_cluster: Any, namespace: str, start_operator: Callable[..., Operator], s3_world: dict[str, Any], s3_secret: str
+) -> None:
+    start_operator()
+    name = "release-" + "x" * 110  # valid as an object name (<= 253), too long for a label value (63)
+    create(k8s_cluster, namespace, [missing_model(qj(name, s3_world, s3_secret))])
+    served_meanwhile(k8s_cluster, namespace, s3_world, s3_secret)
+    status = terminal(k8s_cluster, namespace, name)
+    # The run itself fails as a missing model does (its fix names spec.model.uri): the long name cost nothing.
+    assert status["phase"] == "Failed" and status["reason"] == "InvalidInput", status
+    assert "spec.model.uri" in status["message"] or "absent-" in status["message"], status["message"]
+    job_name = status["jobName"]
+    assert job_name and len(job_name) <= 63
+    job = json.loads(k8s_cluster.kubectl("get", "job", "-n", namespace, job_name, "-o", "json").stdout)
+    assert all(len(v) <= 63 for v in job["metadata"]["labels"].values())
+    assert job["metadata"]["annotations"]["edgequant.io/quantizationjob-name"] == name
