@@ -52,14 +52,10 @@ class Pki:
         return self.dir / f"{name}.key"
 
 
-def make_pki(
-    directory: Path, *, server_ips: list[str], server_dns: list[str], clients: dict[str, tuple[str, list[str]]]
-) -> Pki:
-    """Create a CA, a serving certificate ``apiserver`` and one client certificate per entry of
-    ``clients`` (``name -> (common name, organizations)``) in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    pki = Pki(directory)
+def _make_ca(pki: Pki, common_name: str, *extensions: str) -> None:
+    """``ca.key`` and a self-signed ``ca.crt`` named ``common_name`` (extra ``-addext`` values appended)."""
     _key(pki.ca_key)
+    added = [arg for ext in extensions for arg in ("-addext", ext)]
     _openssl(
         "req",
         "-x509",
@@ -70,55 +66,65 @@ def make_pki(
         "-days",
         _DAYS,
         "-subj",
-        "/CN=edgequant-test-ca",
+        f"/CN={common_name}",
         "-out",
         "ca.crt",
         "-addext",
         "basicConstraints=critical,CA:TRUE",
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        *added,
+        cwd=pki.dir,
+    )
+
+
+def _sign(pki: Pki, name: str, subject: str, ext: str) -> None:
+    """``name.key`` and ``name.crt`` for ``subject``, signed by the CA with the extensions ``ext``."""
+    directory = pki.dir
+    _key(pki.key(name))
+    (directory / f"{name}.ext").write_text(ext)
+    _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=directory)
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        f"{name}.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        _DAYS,
+        "-sha256",
+        "-extfile",
+        f"{name}.ext",
+        "-out",
+        f"{name}.crt",
         cwd=directory,
     )
 
-    def sign(name: str, subject: str, ext: str) -> None:
-        _key(pki.key(name))
-        (directory / f"{name}.ext").write_text(ext)
-        _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=directory)
-        _openssl(
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            _DAYS,
-            "-sha256",
-            "-extfile",
-            f"{name}.ext",
-            "-out",
-            f"{name}.crt",
-            cwd=directory,
-        )
 
+_SERVER_EXT = (
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+)
+_CLIENT_EXT = (
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=clientAuth\n"
+)
+
+
+def make_pki(
+    directory: Path, *, server_ips: list[str], server_dns: list[str], clients: dict[str, tuple[str, list[str]]]
+) -> Pki:
+    """Create a CA, a serving certificate ``apiserver`` and one client certificate per entry of
+    ``clients`` (``name -> (common name, organizations)``) in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    pki = Pki(directory)
+    _make_ca(pki, "edgequant-test-ca")
     sans = ",".join([f"IP:{ip}" for ip in server_ips] + [f"DNS:{d}" for d in server_dns])
-    sign(
-        "apiserver",
-        "/CN=kube-apiserver",
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-        f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n",
-    )
+    _sign(pki, "apiserver", "/CN=kube-apiserver", f"{_SERVER_EXT}subjectAltName={sans}\n")
     for name, (cn, orgs) in clients.items():
-        subject = "".join(f"/O={o}" for o in orgs) + f"/CN={cn}"
-        sign(
-            name,
-            subject,
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-            "extendedKeyUsage=clientAuth\n",
-        )
+        _sign(pki, name, "".join(f"/O={o}" for o in orgs) + f"/CN={cn}", _CLIENT_EXT)
 
     _key(pki.sa_key)
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
@@ -133,53 +139,8 @@ def make_webhook_pki(directory: Path, *, ca_name: str, server_dns: list[str], se
     Kueue) accept instead of making their own."""
     directory.mkdir(parents=True, exist_ok=True)
     pki = Pki(directory)
-    _key(pki.ca_key)
+    _make_ca(pki, ca_name, f"subjectAltName=DNS:{ca_name}")
     _openssl("rsa", "-in", "ca.key", "-traditional", "-out", "ca.key", cwd=directory)
-    _openssl(
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        "ca.key",
-        "-sha256",
-        "-days",
-        _DAYS,
-        "-subj",
-        f"/CN={ca_name}",
-        "-out",
-        "ca.crt",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        "-addext",
-        f"subjectAltName=DNS:{ca_name}",
-        cwd=directory,
-    )
-    _key(pki.key("server"))
     sans = ",".join([f"DNS:{d}" for d in server_dns] + [f"IP:{ip}" for ip in server_ips])
-    (directory / "server.ext").write_text(
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-        f"extendedKeyUsage=serverAuth\nsubjectAltName={sans}\n"
-    )
-    _openssl("req", "-new", "-key", "server.key", "-subj", f"/CN={server_dns[0]}", "-out", "server.csr", cwd=directory)
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        _DAYS,
-        "-sha256",
-        "-extfile",
-        "server.ext",
-        "-out",
-        "server.crt",
-        cwd=directory,
-    )
+    _sign(pki, "server", f"/CN={server_dns[0]}", f"{_SERVER_EXT}subjectAltName={sans}\n")
     return pki
