@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from edgequant.api import v1alpha1 as api  # noqa: E402
+from edgequant.api.backend_options import backend_options  # noqa: E402
 from edgequant.backends.base import QuantizeRequest  # noqa: E402
 from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend  # noqa: E402
 from edgequant.data.idx import load_fashion_mnist  # noqa: E402
@@ -181,8 +182,7 @@ def edgequant_quantize(
         }
     )
     request = QuantizeRequest(
-        spec=spec,
-        method=api.Method.ONNX_STATIC,
+        options=backend_options(spec),
         model_path=model_path,
         workdir=workdir,
         calibration=prepared.batches(batch_size=BATCH),

@@ -106,6 +106,7 @@ def _top1(path: Path, x: np.ndarray, *, contract: dict[str, Any], workdir: Path)
 
         predictor = TFLitePredictor(path)
     else:  # a Keras source: float TFLite through the backend, as the worker scores FP32
+        from edgequant.api.backend_options import backend_options
         from edgequant.backends.tflite.backend import TFLiteBackend
         from edgequant.worker.runner import spec_from_document
 
@@ -118,7 +119,7 @@ def _top1(path: Path, x: np.ndarray, *, contract: dict[str, Any], workdir: Path)
                 "output": {"uri": "file:///unused/"},
             }
         )[0]
-        predictor = TFLiteBackend().load(local, spec=spec)
+        predictor = TFLiteBackend().load(local, options=backend_options(spec))
     tops = [
         predictor.predict(to_input_contract(x[i : i + 50], predictor.input)).argmax(axis=1)
         for i in range(0, len(x), 50)

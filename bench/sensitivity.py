@@ -226,6 +226,7 @@ def bench_ort(
 ) -> dict[str, Any]:
     """The same measurements for onnx-static, through the onnxruntime backend (a fresh one per run: no cached ranges)."""
     from edgequant.analysis.layer_tools import layer_tool_for
+    from edgequant.api.backend_options import backend_options
     from edgequant.backends.base import QuantizeRequest
     from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
     from edgequant.backends.onnxruntime.predictor import OrtPredictor
@@ -247,8 +248,7 @@ def bench_ort(
 
     def request() -> QuantizeRequest:
         return QuantizeRequest(
-            spec=spec,
-            method=api.Method.ONNX_STATIC,
+            options=backend_options(spec),
             model_path=model,
             workdir=folder / f"run{next(counter)}",
             calibration=batches(cal_nchw, np.zeros(len(cal), dtype=np.int64)),

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from edgequant.api import v1alpha1 as api  # noqa: E402
+from edgequant.api.backend_options import backend_options  # noqa: E402
 from edgequant.backends.base import QuantizeRequest  # noqa: E402
 from edgequant.backends.tflite.backend import TFLiteBackend  # noqa: E402
 from edgequant.backends.tflite.tf import import_keras, import_tf  # noqa: E402
@@ -74,8 +75,7 @@ def edgequant_convert(model_path: Path, prepared: PreparedSet, workdir: Path) ->
         }
     )
     request = QuantizeRequest(
-        spec=spec,
-        method=api.Method.TFLITE_INT8,
+        options=backend_options(spec),
         model_path=model_path,
         workdir=workdir,
         calibration=prepared.batches(),

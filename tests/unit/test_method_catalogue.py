@@ -1,8 +1,9 @@
 """The method catalogue (api/methods.py) is the one place a method is described.
 
 The main test adds a method to a copy of the package by editing only api/methods.py and writing its backend
-(backends/dummy/), then sees it everywhere: the CRD's enum and CEL rules, Python validation, the registry (with
-the run's Stores injected), the operator's image, the layer tool, the degrade ladder and the docs table. The
+(backends/dummy/, and its options model in api/backend_options.py), then sees it everywhere: the CRD's enum and
+CEL rules, Python validation, the registry (with the run's Stores injected), the backend options, the operator's
+image, the layer tool, the degrade ladder and the docs table. The
 checklists in docs/architecture.md name the same files.
 """
 
@@ -50,7 +51,7 @@ class DummyBackend:
     def quantize(self, request):
         raise NotImplementedError
 
-    def load(self, path: Path, *, spec):
+    def load(self, path: Path, *, options):
         raise NotImplementedError
 
 
@@ -62,12 +63,25 @@ def layer_tool(request, backend):
     return DummyLayers()
 '''
 
+DUMMY_OPTIONS = """
+class DummyBackendOptions(_Options):
+    backend: Literal["dummy"] = "dummy"
+    calibration: Calibration | None
+
+    @classmethod
+    def from_spec(cls, spec: QuantizationJobSpec, method: Method) -> Self:
+        return cls(method=method, calibration=spec.calibration)
+
+
+"""
+
 PROBE = r"""
 import json, sys
 from pathlib import Path
 
 from edgequant.analysis.layer_tools import layer_tool_for
 from edgequant.api import methods, v1alpha1 as api
+from edgequant.api.backend_options import backend_options
 from edgequant.api.crd import build_crd
 from edgequant.backends.base import QuantizeRequest
 from edgequant.backends.registry import backend_for
@@ -91,13 +105,14 @@ except ValueError as exc:
 stores = Stores(storage=api.Storage(), base_dir=Path("/jobs"))
 backend = backend_for(dummy, stores=stores)
 spec = api.QuantizationJobSpec.model_validate({**base, "calibration": {"dataset": {"uri": "s3://d/", "layout": "imagefolder"}}})
-request = QuantizeRequest(spec=spec, method=dummy, model_path=Path("m.onnx"), workdir=Path("w"))
+request = QuantizeRequest(options=backend_options(spec, dummy), model_path=Path("m.onnx"), workdir=Path("w"))
 print(json.dumps({
     "enum": spec_schema["properties"]["method"]["enum"],
     "rules": rules,
     "refused": refused,
     "backend": type(backend).__name__,
     "stores_injected": backend.stores is stores,
+    "options": [type(request.options).__name__, request.options.backend, request.method.value],
     "image": OperatorSettings().image_for(dummy),
     "layers": layer_tool_for(request, backend).layers,
     "ranks": dummy.ranks_layers and dummy.has_own_layer_tool and dummy.keeps_layers_float,
@@ -116,6 +131,13 @@ def _add_dummy_method(root: Path) -> Path:
     anchor = "\n    @property\n    def family(self)"
     assert text.count(anchor) == 1
     catalogue.write_text(text.replace(anchor, DUMMY_ROW + anchor))
+    options = package / "api" / "backend_options.py"
+    text, union = options.read_text(), "AnyBackendOptions = "
+    members = "| TensorRTBackendOptions\n"
+    assert text.count(union) == 1 and text.count(members) == 1
+    options.write_text(
+        text.replace(union, DUMMY_OPTIONS + union).replace(members, "| TensorRTBackendOptions | DummyBackendOptions\n")
+    )
     (package / "backends" / "dummy").mkdir()
     (package / "backends" / "dummy" / "__init__.py").write_text('"""The catalogue test\'s backend."""\n')
     (package / "backends" / "dummy" / "backend.py").write_text(DUMMY_BACKEND)
@@ -137,7 +159,7 @@ def _changed(left: Path, right: Path) -> list[str]:
 
 def test_a_method_added_in_the_catalogue_reaches_every_consumer(tmp_path: Path) -> None:
     package = _add_dummy_method(tmp_path)
-    assert _changed(PACKAGE, package) == ["api/methods.py", "backends/dummy"]
+    assert _changed(PACKAGE, package) == ["api/backend_options.py", "api/methods.py", "backends/dummy"]
     proc = subprocess.run(
         [sys.executable, "-c", PROBE],
         capture_output=True,
@@ -156,6 +178,7 @@ def test_a_method_added_in_the_catalogue_reaches_every_consumer(tmp_path: Path) 
     assert "spec.resources.accelerator" in seen["refused"] and "dummy-int8" in seen["refused"]
     assert "spec.calibration" in seen["refused"]
     assert seen["backend"] == "DummyBackend" and seen["stores_injected"]
+    assert seen["options"] == ["DummyBackendOptions", "dummy", "dummy-int8"]
     assert seen["image"] == "ghcr.io/edgequant/quantizer-torch:0.1.0"
     assert seen["layers"] == ["only"] and seen["ranks"]
     assert seen["float16_rung"] == "dummy-int8"

@@ -27,6 +27,7 @@ from edgequant.analysis.schema import AnalysisReport, Finding, SensitivityReport
 from edgequant.analysis.selection import Candidate, select_artifact
 from edgequant.analysis.sensitivity import combine, exhaustive_sensitivity, fast_sensitivity
 from edgequant.api import v1alpha1 as api
+from edgequant.api.backend_options import backend_options
 from edgequant.api.exitcodes import ExitCode
 from edgequant.api.targets import TARGETS
 from edgequant.backends.base import (
@@ -391,8 +392,8 @@ def diagnose(ctx: Any, hooks: WorkerHooks) -> None:
         if fallback is None:
             ctx.notes.append("diagnostics skipped: no evaluation or calibration data to compare outputs on")
             return
-        fp32 = ctx.backend.load(ctx.baseline.path, spec=ctx.spec)
-        quantized = ctx.backend.load(ctx.artifact.path, spec=ctx.spec)
+        fp32 = ctx.backend.load(ctx.baseline.path, options=backend_options(ctx.spec))
+        quantized = ctx.backend.load(ctx.artifact.path, options=backend_options(ctx.spec))
         report = dg.diagnose(
             spec=ctx.spec,
             inputs=fallback[0],

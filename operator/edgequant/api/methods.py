@@ -256,6 +256,11 @@ class Method(enum.StrEnum):
         return self.row.artifact_suffix
 
     @property
+    def backend_name(self) -> str:
+        """Its backend's package under ``edgequant.backends`` (``onnxruntime``): the key of its backend options."""
+        return self.row.backend.partition(":")[0].removeprefix("edgequant.backends.").partition(".")[0]
+
+    @property
     def has_own_layer_tool(self) -> bool:
         """Its own tool quantizes layers one at a time and builds its artifacts with layers kept in float."""
         return self.row.layer_tool is not None and not self.row.layer_tool_proxy
@@ -371,9 +376,8 @@ def markdown_table() -> str:
             if r.float16_rung is None
             else ("own conversion" if r.float16_rung == OWN_FLOAT16 else f"`{r.float16_rung}`")
         )
-        backend = r.backend.partition(":")[0].removeprefix("edgequant.backends.").removesuffix(".backend")
         rows.append(
-            f"| `{m.value}` | {r.family.value} | {backend} | {', '.join(f.value for f in _ordered(r.formats))} | "
+            f"| `{m.value}` | {r.family.value} | {m.backend_name} | {', '.join(f.value for f in _ordered(r.formats))} | "
             f"{yes(r.calibration)} | {yes(r.training)} | {yes(r.gpu)} | {tool} | {rung} | `.{r.artifact_suffix}.` | {r.summary} |"
         )
     return "\n".join(rows) + "\n"

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -22,7 +22,10 @@ if TYPE_CHECKING:
     from edgequant.storage import Stores
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.backend_options import AnyBackendOptions, BackendOptions
 from edgequant.util.errors import InvalidInputError
+
+OptionsT = TypeVar("OptionsT", bound=AnyBackendOptions)
 
 
 @dataclass(frozen=True)
@@ -101,10 +104,13 @@ class Batches:
 
 @dataclass
 class QuantizeRequest:
-    """Everything a backend needs for one quantization run; paths are local."""
+    """Everything a backend needs for one quantization run; paths are local.
 
-    spec: api.QuantizationJobSpec
-    method: api.Method
+    ``options`` are the backend's own (``api.backend_options``), not the whole spec: a backend narrows them with
+    ``own_options`` and reads only its own fields.
+    """
+
+    options: BackendOptions
     model_path: Path
     workdir: Path
     calibration: Batches | None = None
@@ -114,6 +120,17 @@ class QuantizeRequest:
     log: Callable[[str], None] = print
     stores: Stores | None = None
     """The run's storage (relative file:// URIs resolved), for side results such as the calibration cache."""
+
+    @property
+    def method(self) -> api.Method:
+        return self.options.method
+
+
+def own_options(options: BackendOptions, model: type[OptionsT], *, backend: str) -> OptionsT:
+    """``options`` as ``backend``'s own model; a method of another backend is refused, naming it."""
+    if not isinstance(options, model):
+        raise InvalidInputError(f"spec.method: the {backend} backend does not run {options.method.value}")
+    return options
 
 
 @dataclass
@@ -145,8 +162,8 @@ class Backend(Protocol):
 
     def quantize(self, request: QuantizeRequest) -> QuantizedArtifact: ...
 
-    def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> Predictor:
-        """Load the FP32 source model or an artifact for evaluation."""
+    def load(self, path: Path, *, options: BackendOptions) -> Predictor:
+        """Load the FP32 source model or an artifact for evaluation (``options``: this backend's own)."""
         ...
 
 

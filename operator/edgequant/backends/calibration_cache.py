@@ -35,11 +35,11 @@ DEFAULT_FOLDER = "calibration-cache/"
 KEY_FILE = "key.json"
 
 
-def cache_prefix(spec: api.QuantizationJobSpec) -> str:
+def cache_prefix(calibration: api.Calibration | None, *, output_uri: str) -> str:
     """calibration.cacheUri (a prefix), else <output.uri>calibration-cache/."""
-    if spec.calibration is not None and spec.calibration.cache_uri:
-        return as_prefix(spec.calibration.cache_uri)
-    return as_prefix(spec.output.uri) + DEFAULT_FOLDER
+    if calibration is not None and calibration.cache_uri:
+        return as_prefix(calibration.cache_uri)
+    return as_prefix(output_uri) + DEFAULT_FOLDER
 
 
 def model_sha256(path: Path) -> str:

@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import yaml
 
+    from edgequant.api.backend_options import backend_options
     from edgequant.api.exitcodes import ExitCode
     from edgequant.backends.tensorrt.calibration import precompute_cpu_table
     from edgequant.backends.tensorrt.version import parse_version
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
             calibration = ctx.sets.get("calibration")
             assert ctx.model_path is not None
             finished = precompute_cpu_table(
-                spec=spec,
+                options=backend_options(spec),
+                keep_float=spec.mixed_precision.pinned_layers,
                 version=version,
                 model_path=ctx.model_path,
                 batches=calibration.batches() if calibration is not None else None,

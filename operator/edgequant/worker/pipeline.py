@@ -27,6 +27,7 @@ from edgequant.analysis import diagnostics
 from edgequant.analysis import stages as analysis_stages
 from edgequant.analysis.gate import chance_check, check_acceptance
 from edgequant.api import v1alpha1 as api
+from edgequant.api.backend_options import backend_options
 from edgequant.api.exitcodes import ExitCode
 from edgequant.api.result import WorkerResult
 from edgequant.api.validation import spec_warnings
@@ -77,8 +78,7 @@ def quantize_request(ctx: RunContext, *, method: api.Method | None = None) -> Qu
     calibration = ctx.sets.get("calibration")
     manual = spec.mixed_precision.mode is api.MixedPrecisionMode.MANUAL
     return QuantizeRequest(
-        spec=spec,
-        method=method or spec.method,
+        options=backend_options(spec, method),
         model_path=ctx.model_path,
         workdir=ctx.workdir / "backend",
         calibration=calibration.batches() if calibration is not None else None,
@@ -256,12 +256,12 @@ def evaluate_baseline(ctx: RunContext) -> None:
     request = quantize_request(ctx)
     if isinstance(ctx.backend, BaselineExport):
         exported = ctx.backend.export_baseline(request)
-        predictor = ctx.backend.load(exported.path, spec=ctx.spec)
+        predictor = ctx.backend.load(exported.path, options=backend_options(ctx.spec))
         record = ModelRecord(
             path=exported.path, format=exported.format, size_bytes=_size(exported.path), input=exported.input
         )
     else:
-        predictor = ctx.backend.load(ctx.model_path, spec=ctx.spec)
+        predictor = ctx.backend.load(ctx.model_path, options=backend_options(ctx.spec))
         fmt = ctx.spec.model.resolved_format
         record = ModelRecord(
             path=ctx.model_path,
@@ -318,7 +318,7 @@ def measure_artifact(
     ctx: RunContext, artifact: QuantizedArtifact, *, label: str = "quantized", rescored: bool = False
 ) -> ModelRecord:
     assert ctx.backend is not None
-    predictor = ctx.backend.load(artifact.path, spec=ctx.spec)
+    predictor = ctx.backend.load(artifact.path, options=backend_options(ctx.spec))
     record = ModelRecord(
         path=artifact.path, format=artifact.method.value, size_bytes=_size(artifact.path), input=predictor.input
     )
@@ -399,7 +399,7 @@ def analysis_hooks(ctx: RunContext) -> analysis_stages.WorkerHooks:
 
     def score(path: Path, label: str) -> Any:
         assert ctx.backend is not None
-        return _evaluate(ctx, ctx.backend.load(path, spec=ctx.spec), label=label, latency_runs=0)
+        return _evaluate(ctx, ctx.backend.load(path, options=backend_options(ctx.spec)), label=label, latency_runs=0)
 
     def accuracy(path: Path, label: str) -> float | None:
         return score(path, label).accuracy(ctx.metric)
@@ -431,7 +431,7 @@ def analysis_hooks(ctx: RunContext) -> analysis_stages.WorkerHooks:
         request = quantize_request(ctx, method=method)
         return dataclasses.replace(
             request,
-            spec=spec,
+            options=backend_options(spec, method),
             calibration=calibration.batches() if calibration is not None else None,
             training=training.batches(batch_size=spec.training.batch_size if spec.training else 32)
             if training is not None

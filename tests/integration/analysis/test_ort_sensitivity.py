@@ -29,6 +29,7 @@ def ort_layers(fashion: Any, tmp_path: Path) -> Callable[[Path], Any]:
     """A calibrated ORT layer tool over the onnxruntime backend, as the worker builds it."""
     from edgequant.analysis.layer_tools import layer_tool_for
     from edgequant.api import v1alpha1 as api
+    from edgequant.api.backend_options import backend_options
     from edgequant.backends.base import QuantizeRequest
     from edgequant.backends.registry import backend_for
     from edgequant.storage import Stores
@@ -37,8 +38,7 @@ def ort_layers(fashion: Any, tmp_path: Path) -> Callable[[Path], Any]:
     def make(model: Path) -> Any:
         spec = api.QuantizationJobSpec.model_validate(SPEC)
         request = QuantizeRequest(
-            spec=spec,
-            method=api.Method.ONNX_STATIC,
+            options=backend_options(spec, api.Method.ONNX_STATIC),
             model_path=model,
             workdir=tmp_path / model.stem,
             calibration=batches(fashion.cal_x.transpose(0, 3, 1, 2).copy()),

@@ -98,6 +98,7 @@ CHILD = textwrap.dedent(
     import numpy as np
     from edgequant.analysis.layer_tools import layer_tool_for
     from edgequant.api import v1alpha1 as api
+    from edgequant.api.backend_options import backend_options
     from edgequant.backends.base import Batches, QuantizeRequest
     from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
 
@@ -113,7 +114,7 @@ CHILD = textwrap.dedent(
         "method": "onnx-static", "calibration": {"dataset": {"uri": "file:///cal/"}}, "output": {"uri": "file:///out/"},
     })
     calibration = Batches(make_iter=lambda: ((x, np.zeros(len(x), np.int64)) for x in images(8, 0)), count=8, batch_size=4)
-    request = QuantizeRequest(spec=spec, method=api.Method.ONNX_STATIC, model_path=model, workdir=workdir, calibration=calibration)
+    request = QuantizeRequest(options=backend_options(spec), model_path=model, workdir=workdir, calibration=calibration)
     tool = layer_tool_for(request, OnnxRuntimeBackend())
     tool.model_keeping_float([])
 

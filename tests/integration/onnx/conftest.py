@@ -132,6 +132,7 @@ def spec_dict(method: str, *, model: Path, contract: dict[str, Any] | None = Non
 def quantize_request(prepared: Callable[[str, int], Any], tmp_path: Path) -> Callable[..., Any]:
     """``quantize_request(method, model=path, contract=None, keep_float=(), **spec)`` -> QuantizeRequest with real data for the method."""
     from edgequant.api import v1alpha1 as api
+    from edgequant.api.backend_options import backend_options
     from edgequant.backends.base import QuantizeRequest
 
     def make(
@@ -141,8 +142,7 @@ def quantize_request(prepared: Callable[[str, int], Any], tmp_path: Path) -> Cal
         calibration = prepared("calibration", spec.calibration.samples).batches() if spec.calibration else None
         training = prepared("training", 3000).batches(batch_size=64) if spec.training else None
         return QuantizeRequest(
-            spec=spec,
-            method=spec.method,
+            options=backend_options(spec),
             model_path=model,
             workdir=workdir or tmp_path / "backend",
             calibration=calibration,
@@ -156,16 +156,16 @@ def quantize_request(prepared: Callable[[str, int], Any], tmp_path: Path) -> Cal
 
 @pytest.fixture(scope="session")
 def score(prepared: Callable[[str, int], Any]) -> Callable[[Any, Path, Any], float]:
-    """``score(backend, path, spec)``: top-1 on the 1000 test images through the worker's one evaluator.
+    """``score(backend, path, options)``: top-1 on the 1000 test images through the worker's one evaluator.
 
-    The backend's load checks the model against the spec; the scoring runs reference Q/DQ numerics, so a bound
+    The backend's load checks the model against the options' input contract; the scoring runs reference Q/DQ numerics, so a bound
     stated for the quantization method holds on any CPU.
     """
     from edgequant.backends.onnxruntime.predictor import OrtPredictor
     from edgequant.worker.evaluate import evaluate
 
-    def run(backend: Any, path: Path, spec: Any) -> float:
-        backend.load(path, spec=spec)
+    def run(backend: Any, path: Path, options: Any) -> float:
+        backend.load(path, options=options)
         result = evaluate(
             predictor=OrtPredictor(path, reference=True), data=prepared("evaluation", 1000).batches(), latency_runs=0
         )

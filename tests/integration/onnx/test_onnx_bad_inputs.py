@@ -51,7 +51,10 @@ def test_a_file_that_is_not_onnx_is_named(tmp_path: Path, quantize_request: Call
     fake.write_text("this is a text file, not a model\n")
     backend = OnnxRuntimeBackend(cpu=WITH_VNNI)
     request = quantize_request("onnx-static", model=fake)
-    for message in (_error(lambda: backend.load(fake, spec=request.spec)), _error(lambda: backend.quantize(request))):
+    for message in (
+        _error(lambda: backend.load(fake, options=request.options)),
+        _error(lambda: backend.quantize(request)),
+    ):
         assert message.startswith("model.onnx is not an ONNX model")
         assert "spec.model.uri must point to an ONNX model" in message
 
@@ -63,7 +66,7 @@ def test_wrong_input_shape_names_the_field_and_the_layout(
     nhwc = {"shape": [28, 28, 1], "layout": "NHWC", "colorOrder": "GRAY"}
     request = quantize_request("onnx-static", model=fmnist_cnn.onnx, contract=nhwc)
     for message in (
-        _error(lambda: backend.load(fmnist_cnn.onnx, spec=request.spec)),
+        _error(lambda: backend.load(fmnist_cnn.onnx, options=request.options)),
         _error(lambda: backend.quantize(request)),
     ):
         assert message.startswith("spec.model.input.shape [28, 28, 1] (NHWC) does not match fmnist-cnn.onnx")

@@ -16,8 +16,8 @@ from tests.integration.onnx.conftest import CnnFiles, initializers
 pytestmark = pytest.mark.integration
 
 
-def _outputs(backend: OnnxRuntimeBackend, path: Path, spec: Any, x: np.ndarray) -> np.ndarray:
-    return backend.load(path, spec=spec).predict(x)
+def _outputs(backend: OnnxRuntimeBackend, path: Path, options: Any, x: np.ndarray) -> np.ndarray:
+    return backend.load(path, options=options).predict(x)
 
 
 def test_dynamic_quantization_shrinks_a_1m_parameter_model_3x(
@@ -36,7 +36,7 @@ def test_dynamic_quantization_shrinks_a_1m_parameter_model_3x(
     weights = [a for a in initializers(artifact.path).values() if a.ndim == 2]
     assert weights and all(a.dtype == np.int8 for a in weights)
     x = next(iter(prepared("evaluation", 1000).batches(batch_size=256)))[0]
-    fp32, int8 = _outputs(backend, path, request.spec, x), _outputs(backend, artifact.path, request.spec, x)
+    fp32, int8 = _outputs(backend, path, request.options, x), _outputs(backend, artifact.path, request.options, x)
     cosine = (fp32 * int8).sum(axis=1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(int8, axis=1))
     assert float(cosine.min()) > 0.99
     assert artifact.path.name == "dense-heavy.dynamic-int8.onnx"
@@ -52,4 +52,4 @@ def test_dynamic_on_a_cnn_says_static_suits_it(
     assert any("ConvInteger" in n and "onnx-static suits CNNs" in n for n in artifact.notes)
     assert any("uint8 weights run on u8u8 kernels" in n for n in artifact.notes)
     assert {a.dtype for a in initializers(artifact.path).values() if a.ndim == 4} == {np.dtype(np.uint8)}
-    assert score(backend, artifact.path, request.spec) > 0.8
+    assert score(backend, artifact.path, request.options) > 0.8

@@ -54,6 +54,7 @@ def three_methods(
 ) -> dict[str, Any]:
     """One backend, the same 500 calibration images, minmax / entropy / percentile: artifact, top-1, notes; plus FP32 top-1."""
     from edgequant.api import v1alpha1 as api
+    from edgequant.api.backend_options import backend_options
     from edgequant.backends.base import QuantizeRequest
     from tests.integration.onnx.conftest import spec_dict
 
@@ -65,16 +66,15 @@ def three_methods(
             spec_dict("onnx-static", model=fmnist_cnn.onnx, calibration={"algorithm": algorithm, "percentile": 99.99})
         )
         request = QuantizeRequest(
-            spec=spec,
-            method=spec.method,
+            options=backend_options(spec),
             model_path=fmnist_cnn.onnx,
             workdir=workdir / algorithm,
             calibration=prepared("calibration", 500).batches(),
             log=lambda _m: None,
         )
         artifact = backend.quantize(request)
-        out[algorithm] = {"artifact": artifact, "top1": score(backend, artifact.path, spec), "spec": spec}
-    out["fp32"] = score(backend, fmnist_cnn.onnx, out["minmax"]["spec"])
+        out[algorithm] = {"artifact": artifact, "top1": score(backend, artifact.path, request.options), "spec": spec}
+    out["fp32"] = score(backend, fmnist_cnn.onnx, backend_options(out["minmax"]["spec"]))
     return out
 
 
@@ -108,12 +108,12 @@ def test_this_cpus_own_reduce_range_choice_keeps_the_int8_kernels_at_the_referen
     request = quantize_request("onnx-static", model=fmnist_cnn.onnx)
     artifact = backend.quantize(request)
     deployed = evaluate(
-        predictor=backend.load(artifact.path, spec=request.spec),
+        predictor=backend.load(artifact.path, options=request.options),
         data=prepared("evaluation", 1000).batches(),
         latency_runs=0,
     )
     assert deployed.top1 is not None
-    reference = score(backend, artifact.path, request.spec)
+    reference = score(backend, artifact.path, request.options)
     assert abs(deployed.top1 - reference) <= KERNEL_MAX_DRIFT, (deployed.top1, reference, artifact.notes)
 
 
@@ -157,7 +157,7 @@ def test_nodes_kept_in_float_have_no_qdq(
         assert producer[nodes[name].input[1]] == "DequantizeLinear"
     assert artifact.path.name.startswith("fmnist-cnn.qdq-int8-float1-")
     assert f"kept in float: {first}" in artifact.notes
-    assert score(backend, artifact.path, request.spec) > 0.8
+    assert score(backend, artifact.path, request.options) > 0.8
 
 
 def test_unknown_node_to_keep_lists_the_quantizable_nodes(
@@ -209,4 +209,4 @@ def test_fixed_batch_model_calibrates_and_scores_in_chunks(
     artifact = backend.quantize(request)
     assert artifact.input.shape == (1, 1, 28, 28)
     dynamic = backend.quantize(quantize_request("onnx-static", model=fmnist_cnn.onnx, workdir=tmp_path / "dynamic"))
-    assert abs(score(backend, artifact.path, request.spec) - score(backend, dynamic.path, request.spec)) <= 0.003
+    assert abs(score(backend, artifact.path, request.options) - score(backend, dynamic.path, request.options)) <= 0.003

@@ -43,9 +43,10 @@ def _spec(model: RealModel, method: str, tmp_path: Path) -> Any:
 
 
 def _ort_predictor(model: RealModel, tmp_path: Path) -> Any:
+    from edgequant.api.backend_options import backend_options
     from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
 
-    return OnnxRuntimeBackend().load(model.path, spec=_spec(model, "onnx-static", tmp_path))
+    return OnnxRuntimeBackend().load(model.path, options=backend_options(_spec(model, "onnx-static", tmp_path)))
 
 
 def _margin(logits: np.ndarray) -> np.ndarray:
@@ -120,12 +121,15 @@ def test_lite0_keras_rebuild_matches_the_onnx_export_through_the_tflite_predicto
     tmp_path: Path,
 ) -> None:
     """The Keras model (TFLite path, converted to float TFLite by the backend) and the ONNX export are one network."""
+    from edgequant.api.backend_options import backend_options
     from edgequant.backends.tflite.backend import TFLiteBackend
 
     workdir = tmp_path / "model"
     workdir.mkdir()
     (workdir / lite0_keras.path.name).symlink_to(lite0_keras.path)
-    predictor = TFLiteBackend().load(workdir / lite0_keras.path.name, spec=_spec(lite0_keras, "tflite-int8", tmp_path))
+    predictor = TFLiteBackend().load(
+        workdir / lite0_keras.path.name, options=backend_options(_spec(lite0_keras, "tflite-int8", tmp_path))
+    )
     logits = predictor.predict(model_inputs(lite0_keras, "evaluation", 100))
     reference = _ort_predictor(lite0_onnx, tmp_path).predict(model_inputs(lite0_onnx, "evaluation", 100))
     clear = _margin(reference) > CLEAR_MARGIN

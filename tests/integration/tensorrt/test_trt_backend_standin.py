@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.backend_options import backend_options
 from edgequant.backends.base import QuantizeRequest
 from edgequant.backends.tensorrt.backend import TensorRTBackend
 from edgequant.backends.tensorrt.cache_format import parse
@@ -46,8 +47,7 @@ def _request(
     spec: api.QuantizationJobSpec, model: Path, workdir: Path, batches: Any = None, keep: tuple[str, ...] = ()
 ) -> QuantizeRequest:
     return QuantizeRequest(
-        spec=spec,
-        method=spec.method,
+        options=backend_options(spec),
         model_path=model,
         workdir=workdir,
         calibration=batches,
@@ -91,7 +91,7 @@ def test_int8_on_tensorrt8_calibrates_on_the_gpu_path_then_an_identical_job_read
     assert memory.freed, "the calibration device buffer was not released"
 
     x, _y = _test_images(fashion_mnist, 100)
-    predictor = _backend().load(artifact.path, spec=spec)
+    predictor = _backend().load(artifact.path, options=backend_options(spec))
     np.testing.assert_allclose(predictor.predict(x), _ort_logits(fashion_cnn_onnx, x), rtol=1e-5, atol=1e-5)
 
     again = _backend().quantize(_request(spec, fashion_cnn_onnx, tmp_path / "w2", fashion_batches(200)))
@@ -112,7 +112,7 @@ def test_int8_on_tensorrt10_builds_the_qdq_model_strongly_typed(
     assert not list((tmp_path / "out").glob("calibration-cache/*"))
     x, y = _test_images(fashion_mnist, 500)
     fp32 = (_ort_logits(fashion_cnn_onnx, x).argmax(1) == y).mean()
-    int8 = (_backend().load(artifact.path, spec=spec).predict(x).argmax(1) == y).mean()
+    int8 = (_backend().load(artifact.path, options=backend_options(spec)).predict(x).argmax(1) == y).mean()
     assert abs(fp32 - int8) < 0.02
 
 
@@ -188,11 +188,11 @@ def test_fp16_and_the_fp32_baseline(monkeypatch, fashion_cnn_onnx: Path, fashion
     baseline = backend.export_baseline(_request(spec, fashion_cnn_onnx, tmp_path / "w"))
     assert trt.builds[-1]["flags"] == [] and baseline.format == "tensorrt-fp32"
     x, _ = _test_images(fashion_mnist, 50)  # 50 > the engine's 16: the predictor splits 16+16+16+2
-    predictor = backend.load(artifact.path, spec=spec)
+    predictor = backend.load(artifact.path, options=backend_options(spec))
     assert predictor.max_batch == 16 and predictor.input.shape == (-1, 1, 28, 28)
     np.testing.assert_allclose(predictor.predict(x), _ort_logits(fashion_cnn_onnx, x), rtol=1e-5, atol=1e-5)
     assert predictor.gpu_latency_ms(x[:1]) > 0
-    onnx_predictor = backend.load(fashion_cnn_onnx, spec=spec)
+    onnx_predictor = backend.load(fashion_cnn_onnx, options=backend_options(spec))
     np.testing.assert_allclose(onnx_predictor.predict(x), _ort_logits(fashion_cnn_onnx, x))
 
 

@@ -60,8 +60,10 @@ def _spec(output: str, cache_uri: str | None = None) -> api.QuantizationJobSpec:
 
 
 def test_prefix_defaults_beside_the_output_and_follows_cache_uri() -> None:
-    assert cache_prefix(_spec("s3://bucket/runs/7")) == "s3://bucket/runs/7/calibration-cache/"
-    assert cache_prefix(_spec("s3://bucket/runs/7/", "s3://shared/trt-caches")) == "s3://shared/trt-caches/"
+    spec = _spec("s3://bucket/runs/7")
+    assert cache_prefix(spec.calibration, output_uri=spec.output.uri) == "s3://bucket/runs/7/calibration-cache/"
+    spec = _spec("s3://bucket/runs/7/", "s3://shared/trt-caches")
+    assert cache_prefix(spec.calibration, output_uri=spec.output.uri) == "s3://shared/trt-caches/"
 
 
 def _round_trip(stores: Stores, prefix: str, workdir: Path) -> str:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.backend_options import backend_options
 from edgequant.api.exitcodes import ExitCode
 from edgequant.storage import sha256_file
 from edgequant.worker.progress import SilentProgress
@@ -129,7 +130,7 @@ def test_float_over_255_into_the_int8_artifact_is_detected(
     )
     result, ctx = _run(spec, tmp_path / "work")
     assert result.exit_code == 0, result.message
-    predictor = TFLiteBackend().load(ctx.artifact.path, spec=ctx.spec)
+    predictor = TFLiteBackend().load(ctx.artifact.path, options=backend_options(ctx.spec))
     test = prepare_set(
         index_dataset(fmnist_files["test.npz"], layout=api.DatasetLayout.NPZ, uri="file://test.npz"),
         name="evaluation",

@@ -95,6 +95,8 @@ def test_the_prefix_is_cache_uri_else_beside_the_outputs() -> None:
         "calibration": {"dataset": {"uri": "s3://b/cal/"}},
         "output": {"uri": "s3://b/out"},
     }
-    assert cc.cache_prefix(api.QuantizationJobSpec.model_validate(spec)) == "s3://b/out/calibration-cache/"
+    parsed = api.QuantizationJobSpec.model_validate(spec)
+    assert cc.cache_prefix(parsed.calibration, output_uri=parsed.output.uri) == "s3://b/out/calibration-cache/"
     spec["calibration"]["cacheUri"] = "s3://b/shared"  # type: ignore[index]
-    assert cc.cache_prefix(api.QuantizationJobSpec.model_validate(spec)) == "s3://b/shared/"
+    parsed = api.QuantizationJobSpec.model_validate(spec)
+    assert cc.cache_prefix(parsed.calibration, output_uri=parsed.output.uri) == "s3://b/shared/"

@@ -16,9 +16,10 @@ import onnxruntime
 
 from edgequant.analysis import post_training as pt
 from edgequant.api import v1alpha1 as api
+from edgequant.api.backend_options import BackendOptions, OnnxRuntimeBackendOptions
 from edgequant.api.methods import methods_served_by
 from edgequant.backends import calibration_cache as cc
-from edgequant.backends.base import QuantizedArtifact, QuantizeRequest, TensorContract
+from edgequant.backends.base import QuantizedArtifact, QuantizeRequest, TensorContract, own_options
 from edgequant.backends.onnxruntime import options as opts
 from edgequant.backends.onnxruntime.calibration import calibrate
 from edgequant.backends.onnxruntime.model import activation_bytes_per_sample, check_input, read_model
@@ -80,17 +81,26 @@ class OnnxRuntimeBackend:
         self._cache_notes: dict[Path, str] = {}
         """Per calibration: where its result was reused from or stored for reuse (the report says so)."""
 
+    @staticmethod
+    def own(options: BackendOptions) -> OnnxRuntimeBackendOptions:
+        """A request's options as this backend's own, or an error naming the method it does not run."""
+        return own_options(options, OnnxRuntimeBackendOptions, backend="ONNX Runtime")
+
     def _store(self, request: QuantizeRequest) -> cc.CalibrationStore | None:
         """The calibration cache of the run's storage; None when the caller gave no storage (a bare backend call)."""
         if request.stores is None:
             return None
+        options = self.own(request.options)
         return cc.CalibrationStore(
-            stores=request.stores, prefix=cc.cache_prefix(request.spec), workdir=request.workdir, log=request.log
+            stores=request.stores,
+            prefix=cc.cache_prefix(options.calibration, output_uri=options.output_uri),
+            workdir=request.workdir,
+            log=request.log,
         )
 
     def _key(self, request: QuantizeRequest, data: object, recipe: dict[str, object]) -> cc.CalibrationKey:
         """Named by the source model, the calibration samples as they arrive here, and everything else that shapes the result."""
-        spec = request.spec
+        onnx = self.own(request.options).onnx
         return cc.CalibrationKey(
             backend="onnxruntime",
             model_sha256=cc.model_sha256(request.model_path),
@@ -98,25 +108,25 @@ class OnnxRuntimeBackend:
             recipe={
                 **recipe,
                 "onnxruntime": onnxruntime.__version__,
-                "preprocess": spec.onnx.preprocess,
-                "perChannel": spec.onnx.per_channel,
+                "preprocess": onnx.preprocess,
+                "perChannel": onnx.per_channel,
             },
         )
 
     def float_model(self, request: QuantizeRequest) -> FloatModel:
         """The source model as this run quantizes it (pre-processed once per path and settings)."""
-        spec = request.spec
-        fmt = spec.model.resolved_format
+        options = self.own(request.options)
+        fmt = options.model_format
         if fmt is not None and fmt is not api.ModelFormat.ONNX:
             raise InvalidInputError(f"spec.model.format: {request.method.value} quantizes ONNX models, not {fmt.value}")
-        key = (request.model_path.resolve(), spec.onnx.preprocess, spec.onnx.per_channel)
+        key = (request.model_path.resolve(), options.onnx.preprocess, options.onnx.per_channel)
         if key not in self._float_models:
             self._float_models[key] = prepare_float_model(
                 request.model_path,
                 workdir=request.workdir / "float",
-                preprocess=spec.onnx.preprocess,
-                per_channel=spec.onnx.per_channel,
-                contract=spec.model.input,
+                preprocess=options.onnx.preprocess,
+                per_channel=options.onnx.per_channel,
+                contract=options.input,
             )
         return self._float_models[key]
 
@@ -181,19 +191,20 @@ class OnnxRuntimeBackend:
     def _tuned_model(self, request: QuantizeRequest, model: FloatModel, settings: opts.StaticSettings) -> Tuned:
         """spec.ptq's techniques, searched once per model, settings and data; later calls (mixed precision) reuse the result."""
         data = request.calibration
-        if data is None or request.spec.calibration is None:
+        options = self.own(request.options)
+        if data is None or options.calibration is None:
             raise InvalidInputError(
                 "spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset"
             )
         key = (
             model.path,
             settings.model_copy(update={"keep_float": ()}),
-            request.spec.ptq.model_dump_json(),
+            options.ptq.model_dump_json(),
             data.count,
             data.batch_size,
         )
         if key not in self._tuned:
-            algorithm_given = "algorithm" in request.spec.calibration.model_fields_set
+            algorithm_given = "algorithm" in options.calibration.model_fields_set
             store = self._store(request)
             cache_key = (
                 None
@@ -204,7 +215,7 @@ class OnnxRuntimeBackend:
                     {
                         "kind": "ptq",
                         "settings": settings.model_copy(update={"keep_float": ()}).model_dump(mode="json"),
-                        "ptq": request.spec.ptq.model_dump(mode="json"),
+                        "ptq": options.ptq.model_dump(mode="json"),
                         "algorithmGiven": algorithm_given,
                     },
                 )
@@ -223,7 +234,7 @@ class OnnxRuntimeBackend:
                 float_model=model,
                 calibration=data,
                 settings=settings,
-                options=request.spec.ptq,
+                options=options.ptq,
                 workdir=request.workdir / f"ptq-{len(self._tuned)}",
                 log=request.log,
                 algorithm_given=algorithm_given,
@@ -270,9 +281,10 @@ class OnnxRuntimeBackend:
         """The float function the Q/DQ artifacts quantize, for tensor-by-tensor comparisons: the pre-processed
         model, equalized when spec.ptq equalized it (same function, rescaled channels), never bias-corrected."""
         model = self.float_model(request)
-        if request.method is not api.Method.ONNX_STATIC or request.spec.ptq.all_off:
+        options = self.own(request.options)
+        if request.method is not api.Method.ONNX_STATIC or options.ptq.all_off:
             return model.path
-        settings, _choice = opts.static_settings(request.spec, cpu=self.cpu)
+        settings, _choice = opts.static_settings(options, cpu=self.cpu)
         tuned = self._tuned_model(request, model, settings)
         return tuned.uncorrected or tuned.float_model.path
 
@@ -280,6 +292,7 @@ class OnnxRuntimeBackend:
         method = request.method
         if method not in self.methods:
             raise InvalidInputError(f"spec.method: the ONNX Runtime backend does not run {method.value}")
+        options = self.own(request.options)
         model = self.float_model(request)
         keep_float = tuple(request.keep_float)
         output = request.workdir / artifact_name(request.model_path.stem, method, keep_float)
@@ -290,9 +303,9 @@ class OnnxRuntimeBackend:
             else "ONNX Runtime pre-processing skipped (spec.onnx.preprocess false)"
         ]
         if method is api.Method.ONNX_STATIC:
-            settings, choice = opts.static_settings(request.spec, cpu=self.cpu, keep_float=keep_float)
+            settings, choice = opts.static_settings(options, cpu=self.cpu, keep_float=keep_float)
             ptq_notes: list[str] = []
-            if request.spec.ptq.all_off:
+            if options.ptq.all_off:
                 ranges = self._ranges_path(request, model, settings)
             else:
                 tuned = self._tuned_model(request, model, settings)
@@ -314,13 +327,13 @@ class OnnxRuntimeBackend:
                 f"static Q/DQ: {algorithm} calibration on {request.calibration.count} samples, "
                 f"{settings.activation_type.value} activations, {settings.weight_type.value} "
                 f"{'per-channel' if settings.per_channel else 'per-tensor'} weights"
-                + ("" if request.spec.ptq.all_off else " (before spec.ptq's choices below)")
+                + ("" if options.ptq.all_off else " (before spec.ptq's choices below)")
             )
             notes.extend(ptq_notes)
             if ranges in self._cache_notes:
                 notes.append(self._cache_notes[ranges])
         else:
-            settings_d, choice = opts.dynamic_settings(request.spec, cpu=self.cpu, keep_float=keep_float)
+            settings_d, choice = opts.dynamic_settings(options, cpu=self.cpu, keep_float=keep_float)
             request.log(
                 f"quantizing weights ({settings_d.weight_type.value}, {'per-channel' if settings_d.per_channel else 'per-tensor'}, "
                 f"reduce_range {settings_d.reduce_range}); activations are quantized at run time"
@@ -347,7 +360,7 @@ class OnnxRuntimeBackend:
         """Nodes with weights (Conv, ConvTranspose, Gemm, MatMul) of the model as it is quantized, in graph order."""
         return self.float_model(request).model.weighted_nodes()
 
-    def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> OrtPredictor:
+    def load(self, path: Path, *, options: BackendOptions) -> OrtPredictor:
         """The FP32 source model or an artifact, on ONNX Runtime's CPU provider, after the checks that name the fix."""
-        check_input(read_model(path), spec.model.input)
+        check_input(read_model(path), self.own(options).input)
         return OrtPredictor(path)

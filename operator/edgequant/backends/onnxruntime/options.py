@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.backend_options import OnnxRuntimeBackendOptions
 from edgequant.util.cpu import CpuFeatures
 from edgequant.util.errors import InvalidInputError
 
@@ -103,12 +104,12 @@ def choose_reduce_range(
 
 
 def static_settings(
-    spec: api.QuantizationJobSpec, *, cpu: CpuFeatures, keep_float: tuple[str, ...] = ()
+    options: OnnxRuntimeBackendOptions, *, cpu: CpuFeatures, keep_float: tuple[str, ...] = ()
 ) -> tuple[StaticSettings, ReduceRangeChoice]:
     """onnx-static's settings from spec.onnx, spec.calibration and the CPU."""
-    onnx = spec.onnx
+    onnx = options.onnx
     choice = choose_reduce_range(onnx.reduce_range, cpu=cpu, weight_type=onnx.weight_type)
-    calibration = spec.calibration
+    calibration = options.calibration
     if calibration is None:
         raise InvalidInputError("spec.calibration: onnx-static calibrates activation ranges; add calibration.dataset")
     settings = StaticSettings(
@@ -125,10 +126,10 @@ def static_settings(
 
 
 def dynamic_settings(
-    spec: api.QuantizationJobSpec, *, cpu: CpuFeatures, keep_float: tuple[str, ...] = ()
+    options: OnnxRuntimeBackendOptions, *, cpu: CpuFeatures, keep_float: tuple[str, ...] = ()
 ) -> tuple[DynamicSettings, ReduceRangeChoice]:
     """onnx-dynamic's settings from spec.onnx and the CPU."""
-    onnx = spec.onnx
+    onnx = options.onnx
     choice = choose_reduce_range(onnx.reduce_range, cpu=cpu, weight_type=onnx.weight_type)
     settings = DynamicSettings(
         per_channel=onnx.per_channel,

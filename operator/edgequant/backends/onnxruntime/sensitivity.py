@@ -35,7 +35,7 @@ import numpy as np
 from edgequant.analysis.layer_tools import rebatch
 from edgequant.analysis.sensitivity import LayerProbe, ProbedOp, attribute_increments
 from edgequant.analysis.tensor_error import ErrorAccumulator, TensorError
-from edgequant.api import v1alpha1 as api
+from edgequant.api.backend_options import TensorRTBackendOptions
 from edgequant.backends.base import QuantizeRequest
 from edgequant.backends.onnx_graph import OnnxNode, read_graph
 from edgequant.util.memory import DEFAULT_BUDGET_BYTES, probe_batch_size, tensor_bytes_per_sample
@@ -267,8 +267,10 @@ def proxy_for_request(request: QuantizeRequest, backend: Any) -> OrtLayerAnalysi
     from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
 
     del backend  # the run's TensorRT backend; ranking runs through ONNX Runtime's
-    spec = request.spec.model_copy(update={"ptq": api.PostTraining.bare()})
-    return for_request(dataclasses.replace(request, method=api.Method.ONNX_STATIC, spec=spec), OnnxRuntimeBackend())
+    ranking = request.options.layer_ranking if isinstance(request.options, TensorRTBackendOptions) else None
+    if ranking is None:
+        raise ValueError(f"{request.method.value} names no ONNX Runtime options to rank its layers with")
+    return for_request(dataclasses.replace(request, options=ranking), OnnxRuntimeBackend())
 
 
 def for_request(request: QuantizeRequest, backend: Any) -> OrtLayerAnalysis:

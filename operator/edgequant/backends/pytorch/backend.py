@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.backend_options import BackendOptions, TorchQATBackendOptions
 from edgequant.api.methods import methods_served_by
-from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest, TensorContract
+from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest, TensorContract, own_options
 from edgequant.backends.onnxruntime import OrtPredictor, check_input, choose_reduce_range, read_model
 from edgequant.backends.pytorch.export import example_batch, export_onnx
 from edgequant.backends.pytorch.source import TorchSource, check_source_input, load_program
@@ -32,16 +33,22 @@ class TorchQATBackend:
         self._sources: dict[Path, TorchSource] = {}
         self._baselines: dict[Path, BaselineArtifact] = {}
 
+    @staticmethod
+    def own(options: BackendOptions) -> TorchQATBackendOptions:
+        """A request's options as this backend's own, or an error naming the method it does not run."""
+        return own_options(options, TorchQATBackendOptions, backend="PyTorch")
+
     def _source(self, request: QuantizeRequest) -> TorchSource:
         key = request.model_path.resolve()
         if key not in self._sources:
-            fmt = request.spec.model.resolved_format
+            options = self.own(request.options)
+            fmt = options.model_format
             if fmt is not None and fmt is not api.ModelFormat.TORCH_EXPORT:
                 raise InvalidInputError(
                     f"spec.model.format: torch-qat takes a torch.export program (.pt2), not {fmt.value}"
                 )
             source = load_program(request.model_path)
-            check_source_input(source, request.spec.model.input)
+            check_source_input(source, options.input)
             self._sources[key] = source
         return self._sources[key]
 
@@ -86,11 +93,12 @@ class TorchQATBackend:
                 "spec.mixedPrecision.pinnedLayers: torch-qat has no per-layer precision to choose; "
                 "pin layers with onnx-static (or tflite-int8 / tensorrt-mixed), or remove the pinned layers"
             )
-        if request.training is None or request.spec.training is None:
+        options = self.own(request.options)
+        if request.training is None or options.training is None:
             raise InvalidInputError("spec.training: torch-qat fine-tunes on training data; add training.dataset")
         source = self._source(request)
-        training = request.spec.training
-        choice = choose_reduce_range(request.spec.onnx.reduce_range, cpu=self.cpu, weight_type=api.OnnxQuantType.INT8)
+        training = options.training
+        choice = choose_reduce_range(options.onnx.reduce_range, cpu=self.cpu, weight_type=api.OnnxQuantType.INT8)
         request.log(choice.note)
         request.log(
             f"QAT: fine-tuning {training.epochs} epoch(s) at learning rate {training.learning_rate:g} on {request.training.count} samples"
@@ -118,12 +126,10 @@ class TorchQATBackend:
             notes.append("calibration.dataset is not used by torch-qat: ranges are learned while fine-tuning")
         return QuantizedArtifact(path=path, method=api.Method.TORCH_QAT, input=_contract(source), notes=notes)
 
-    def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> OrtPredictor:
+    def load(self, path: Path, *, options: BackendOptions) -> OrtPredictor:
         """An ONNX file (baseline or artifact) on ONNX Runtime; a .pt2 program is exported to ONNX first."""
         if path.suffix == ".onnx":
-            check_input(read_model(path), spec.model.input)
+            check_input(read_model(path), self.own(options).input)
             return OrtPredictor(path)
-        request = QuantizeRequest(
-            spec=spec, method=spec.method, model_path=path, workdir=path.parent / f".{path.name}.edgequant"
-        )
+        request = QuantizeRequest(options=options, model_path=path, workdir=path.parent / f".{path.name}.edgequant")
         return OrtPredictor(self.export_baseline(request).path)

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.backend_options import BackendOptions, TensorRTBackendOptions
 from edgequant.api.methods import methods_served_by
-from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest
+from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest, own_options
 from edgequant.backends.tensorrt import plan as plans
 from edgequant.backends.tensorrt.cache_store import CalibrationCacheStore, cache_prefix
 from edgequant.backends.tensorrt.calibration import finish_calibration, prepare_calibration
@@ -82,6 +83,11 @@ class TensorRTBackend:
             self._runtime = self._tensorrt_loader()
         return self._runtime
 
+    @staticmethod
+    def own(options: BackendOptions) -> TensorRTBackendOptions:
+        """A request's options as this backend's own, or an error naming the method it does not run."""
+        return own_options(options, TensorRTBackendOptions, backend="TensorRT")
+
     def quantizable_layers(self, request: QuantizeRequest) -> list[str]:
         """ONNX node names of the weighted ops (Conv, ConvTranspose, Gemm, MatMul), in graph order."""
         return read_model_info(request.model_path).quantizable_nodes()
@@ -92,18 +98,18 @@ class TensorRTBackend:
         method = request.method
         if method not in self.methods:
             raise InvalidInputError(f"spec.method: the TensorRT backend does not run {method.value}")
-        spec = request.spec
+        options = self.own(request.options)
         runtime = self._trt()
         info = read_model_info(request.model_path)
         plan = plans.plan_build(
             method=method,
             generation=runtime.generation,
-            options=spec.tensorrt,
-            calibration=spec.calibration,
+            options=options.tensorrt,
+            calibration=options.calibration,
             keep_float=request.keep_float,
-            fallback=spec.mixed_precision.fallback_precision,
+            fallback=options.fallback_precision,
         )
-        batch_size, notes = resolve_batch_size(info, spec.tensorrt)
+        batch_size, notes = resolve_batch_size(info, options.tensorrt)
         notes = [f"TensorRT {runtime.version} ({runtime.generation.value} API path)", *notes, *plan.notes]
         request.workdir.mkdir(parents=True, exist_ok=True)
 
@@ -118,8 +124,12 @@ class TensorRTBackend:
         prepared = None
         store = None
         if plan.calibration is not None:
-            assert spec.calibration is not None
-            store = CalibrationCacheStore(stores=self._stores, prefix=cache_prefix(spec), workdir=request.workdir)
+            assert options.calibration is not None
+            store = CalibrationCacheStore(
+                stores=self._stores,
+                prefix=cache_prefix(options.calibration, output_uri=options.output_uri),
+                workdir=request.workdir,
+            )
             prepared = prepare_calibration(
                 plan=plan.calibration,
                 model_path=request.model_path,
@@ -127,7 +137,7 @@ class TensorRTBackend:
                 input_name=info.input_name,
                 batch_size=batch_size,
                 sample_shape=info.sample_shape,
-                percentile=spec.calibration.percentile,
+                percentile=options.calibration.percentile,
                 version=runtime.version,
                 store=store,
                 allocator=self._allocator,
@@ -147,7 +157,7 @@ class TensorRTBackend:
             plan=plan,
             nodes=nodes,
             batch_size=batch_size,
-            workspace_bytes=spec.tensorrt.workspace_mib << 20,
+            workspace_bytes=options.tensorrt.workspace_mib << 20,
             session=prepared.session if prepared else None,
             version=str(runtime.version),
             log=request.log,
@@ -163,7 +173,7 @@ class TensorRTBackend:
             cache_file.write_bytes(finished.data)
             extra.append(cache_file)
         notes.extend(_pin_notes(result))
-        predictor = self.load(path, spec=spec)
+        predictor = self._open(path)
         notes.append(
             f"engine device time, batch 1: {predictor.gpu_latency_ms(np.zeros((1, *info.sample_shape), dtype=np.float32)):.3f} ms (CUDA events)"
         )
@@ -175,8 +185,8 @@ class TensorRTBackend:
     ) -> Path:
         from edgequant.backends.tensorrt.ort_calibration import quantize_qdq_for_tensorrt
 
-        spec = request.spec
-        if request.calibration is None or spec.calibration is None:
+        calibration = self.own(request.options).calibration
+        if request.calibration is None or calibration is None:
             raise InvalidInputError("spec.calibration: explicit INT8 needs calibration.dataset for the Q/DQ scales")
         onnx_nodes = {n.name for n in info.nodes}
         exclude = [name for name in plan.pinned if name in onnx_nodes]
@@ -188,8 +198,8 @@ class TensorRTBackend:
             input_name=info.input_name,
             batch_size=batch_size,
             sample_shape=info.sample_shape,
-            algorithm=spec.calibration.algorithm,
-            percentile=spec.calibration.percentile,
+            algorithm=calibration.algorithm,
+            percentile=calibration.percentile,
             nodes_to_exclude=exclude,
         )
 
@@ -197,9 +207,10 @@ class TensorRTBackend:
         """An FP32 engine of the source model: baseline accuracy and latency in the same runtime on the same GPU."""
         from edgequant.backends.tensorrt.engine import build_engine
 
+        options = self.own(request.options)
         runtime = self._trt()
         info = read_model_info(request.model_path)
-        batch_size, _ = resolve_batch_size(info, request.spec.tensorrt)
+        batch_size, _ = resolve_batch_size(info, options.tensorrt)
         request.workdir.mkdir(parents=True, exist_ok=True)
         request.log("building the FP32 baseline engine")
         result = build_engine(
@@ -208,17 +219,21 @@ class TensorRTBackend:
             plan=plans.plan_fp32(runtime.generation),
             nodes=info.nodes,
             batch_size=batch_size,
-            workspace_bytes=request.spec.tensorrt.workspace_mib << 20,
+            workspace_bytes=options.tensorrt.workspace_mib << 20,
             session=None,
             version=str(runtime.version),
             log=request.log,
         )
         path = request.workdir / f"{request.model_path.stem}.fp32.engine"
         path.write_bytes(result.serialized)
-        return BaselineArtifact(path=path, input=self.load(path, spec=request.spec).input, format="tensorrt-fp32")
+        return BaselineArtifact(path=path, input=self._open(path).input, format="tensorrt-fp32")
 
-    def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> Any:
+    def load(self, path: Path, *, options: BackendOptions) -> Any:
         """A built .engine on the GPU, or an .onnx model on ONNX Runtime's CPU provider (the ONNX Runtime backend's predictor)."""
+        del options  # an engine or ONNX file carries all it needs
+        return self._open(path)
+
+    def _open(self, path: Path) -> Any:
         if path.suffix == ".engine":
             from edgequant.backends.tensorrt.runtime import EnginePredictor
 

@@ -11,12 +11,13 @@ TensorRT calibrator.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgequant.api import v1alpha1 as api
-from edgequant.backends.base import Batches
+from edgequant.api.backend_options import BackendOptions, TensorRTBackendOptions
+from edgequant.backends.base import Batches, own_options
 from edgequant.backends.tensorrt.cache_format import check_matches, parse, render
 from edgequant.backends.tensorrt.cache_store import CacheKey, CalibrationCacheStore, save_quietly
 from edgequant.backends.tensorrt.calibrator import (
@@ -177,7 +178,8 @@ def finish_calibration(prepared: PreparedCalibration, *, store: CalibrationCache
 
 def precompute_cpu_table(
     *,
-    spec: api.QuantizationJobSpec,
+    options: BackendOptions,
+    keep_float: Sequence[str],
     version: TensorRTVersion,
     model_path: Path,
     batches: Batches | None,
@@ -197,27 +199,30 @@ def precompute_cpu_table(
     from edgequant.backends.tensorrt.plan import plan_build
     from edgequant.backends.tensorrt.version import api_generation
 
-    if spec.tensorrt.calibration_device is not api.CalibrationDevice.CPU:
+    trt = own_options(options, TensorRTBackendOptions, backend="TensorRT")
+    if trt.tensorrt.calibration_device is not api.CalibrationDevice.CPU:
         raise InvalidInputError(
             "spec.tensorrt.calibrationDevice: set it to cpu, so that the GPU job looks for (and uses) the table computed here"
         )
     plan = plan_build(
-        method=spec.method,
+        method=trt.method,
         generation=api_generation(version),
-        options=spec.tensorrt,
-        calibration=spec.calibration,
-        keep_float=list(spec.mixed_precision.pinned_layers),
-        fallback=spec.mixed_precision.fallback_precision,
+        options=trt.tensorrt,
+        calibration=trt.calibration,
+        keep_float=keep_float,
+        fallback=trt.fallback_precision,
     )
     if plan.calibration is None:
         raise InvalidInputError(
-            f"spec.tensorrt.int8Mode: {spec.method.value} on TensorRT {version} builds from a Q/DQ model that the job "
+            f"spec.tensorrt.int8Mode: {trt.method.value} on TensorRT {version} builds from a Q/DQ model that the job "
             "calibrates itself with ONNX Runtime; there is no TensorRT calibration cache to precompute"
         )
-    assert spec.calibration is not None
+    assert trt.calibration is not None
     info = read_model_info(model_path)
-    batch_size, _notes = resolve_batch_size(info, spec.tensorrt)
-    store = CalibrationCacheStore(stores=stores, prefix=cache_prefix(spec), workdir=workdir)
+    batch_size, _notes = resolve_batch_size(info, trt.tensorrt)
+    store = CalibrationCacheStore(
+        stores=stores, prefix=cache_prefix(trt.calibration, output_uri=trt.output_uri), workdir=workdir
+    )
     prepared = prepare_calibration(
         plan=plan.calibration,
         model_path=model_path,
@@ -225,7 +230,7 @@ def precompute_cpu_table(
         input_name=info.input_name,
         batch_size=batch_size,
         sample_shape=info.sample_shape,
-        percentile=spec.calibration.percentile,
+        percentile=trt.calibration.percentile,
         version=version,
         store=store,
         allocator=_no_device,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.backend_options import BackendOptions, TFLiteBackendOptions
 from edgequant.api.methods import methods_served_by
 from edgequant.backends import calibration_cache as cc
-from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest
+from edgequant.backends.base import BaselineArtifact, QuantizedArtifact, QuantizeRequest, own_options
 from edgequant.backends.tflite import convert as conv
 from edgequant.backends.tflite.predictor import TFLitePredictor
 from edgequant.backends.tflite.source import SourceModel, check_input_shape, load_source
@@ -27,17 +28,23 @@ class TFLiteBackend:
         self.cache_notes: list[str] = []
         """Where calibrations were reused from or stored for reuse (the report says so)."""
 
+    @staticmethod
+    def own(options: BackendOptions) -> TFLiteBackendOptions:
+        """A request's options as this backend's own, or an error naming the method it does not run."""
+        return own_options(options, TFLiteBackendOptions, backend="TFLite")
+
     def source(self, request: QuantizeRequest) -> SourceModel:
         """The source model as loaded for this run (once per path)."""
         key = request.model_path.resolve()
         if key not in self._sources:
-            fmt = request.spec.model.resolved_format
+            options = self.own(request.options)
+            fmt = options.model_format
             if fmt is None:
                 raise InvalidInputError(
                     f"spec.model.format: cannot tell the format of {request.model_path.name}; set it (keras, h5 or savedmodel)"
                 )
             source = load_source(request.model_path, fmt=fmt, workdir=request.workdir)
-            check_input_shape(source, request.spec.model.input)
+            check_input_shape(source, options.input)
             self._sources[key] = source
         return self._sources[key]
 
@@ -57,6 +64,7 @@ class TFLiteBackend:
         method = request.method
         if method not in self.methods:
             raise InvalidInputError(f"spec.method: the TFLite backend does not run {method.value}")
+        options = self.own(request.options)
         if request.keep_float and method is not api.Method.TFLITE_INT8:
             raise InvalidInputError(
                 f"mixedPrecision.pinnedLayers: {method.value} has no per-layer precision to choose; "
@@ -67,9 +75,7 @@ class TFLiteBackend:
         representative = None
         if request.calibration is not None:
             representative = conv.representative_from(request.calibration)
-            algorithm = (
-                request.spec.calibration.algorithm if request.spec.calibration else api.CalibrationAlgorithm.MINMAX
-            )
+            algorithm = options.calibration.algorithm if options.calibration else api.CalibrationAlgorithm.MINMAX
             if algorithm is not api.CalibrationAlgorithm.MINMAX and method is api.Method.TFLITE_INT8:
                 notes.append(
                     f"calibration.algorithm {algorithm.value} ignored: TFLiteConverter calibrates with min/max ranges"
@@ -79,12 +85,12 @@ class TFLiteBackend:
 
             if request.training is None:
                 raise InvalidInputError("spec.training: tflite-qat fine-tunes on training data; add training.dataset")
-            assert request.spec.training is not None
+            assert options.training is not None
             request.log(
-                f"QAT: fine-tuning {request.spec.training.epochs} epoch(s) at learning rate {request.spec.training.learning_rate:g}"
+                f"QAT: fine-tuning {options.training.epochs} epoch(s) at learning rate {options.training.learning_rate:g}"
             )
             model, qat_notes = qat.fine_tune(
-                source=source, training=request.training, spec=request.spec.training, log=request.log
+                source=source, training=request.training, spec=options.training, log=request.log
             )
             notes.extend(qat_notes)
             if representative is None:
@@ -151,8 +157,12 @@ class TFLiteBackend:
         recorded ranges) is what every tflite-int8 artifact of the same model and data is quantized from."""
         if request.stores is None or request.calibration is None:
             return None, None
+        options = self.own(request.options)
         store = cc.CalibrationStore(
-            stores=request.stores, prefix=cc.cache_prefix(request.spec), workdir=request.workdir, log=request.log
+            stores=request.stores,
+            prefix=cc.cache_prefix(options.calibration, output_uri=options.output_uri),
+            workdir=request.workdir,
+            log=request.log,
         )
         key = cc.CalibrationKey(
             backend="tflite",
@@ -161,7 +171,7 @@ class TFLiteBackend:
             recipe={
                 "kind": "calibrated",
                 "tensorflow": import_tf().__version__,
-                "input": request.spec.model.input.model_dump(mode="json"),
+                "input": options.input.model_dump(mode="json"),
             },
         )
         return store, key
@@ -184,10 +194,10 @@ class TFLiteBackend:
         except Exception as exc:
             raise conv.conversion_error(exc, api.Method.TFLITE_INT8) from exc
 
-    def load(self, path: Path, *, spec: api.QuantizationJobSpec) -> TFLitePredictor:
+    def load(self, path: Path, *, options: BackendOptions) -> TFLitePredictor:
         """A .tflite artifact, or the FP32 source model converted to float TFLite."""
         if path.suffix == ".tflite":
             return TFLitePredictor(path)
         workdir = path.parent / f".{path.name}.edgequant"
-        request = QuantizeRequest(spec=spec, method=spec.method, model_path=path, workdir=workdir)
+        request = QuantizeRequest(options=options, model_path=path, workdir=workdir)
         return TFLitePredictor(self.export_baseline(request).path)

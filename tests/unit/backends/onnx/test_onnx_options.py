@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.backend_options import OnnxRuntimeBackendOptions, backend_options
 from edgequant.backends.onnxruntime.options import (
     DynamicSettings,
     StaticSettings,
@@ -23,6 +24,12 @@ VNNI = parse_cpuinfo("model name\t: new\nflags\t: avx2 avx512f avx512_vnni\n", m
 ARM = parse_cpuinfo("Features\t: asimd asimddp\n", machine="aarch64")
 UNKNOWN = parse_cpuinfo("", machine="")
 INT8, UINT8 = api.OnnxQuantType.INT8, api.OnnxQuantType.UINT8
+
+
+def _options(**extra: Any) -> OnnxRuntimeBackendOptions:
+    options = backend_options(_spec(**extra))
+    assert isinstance(options, OnnxRuntimeBackendOptions)
+    return options
 
 
 def _spec(**extra: Any) -> api.QuantizationJobSpec:
@@ -59,7 +66,7 @@ def test_reduce_range_choice(
 
 
 def test_static_settings_come_from_spec_onnx_and_calibration() -> None:
-    spec = _spec(
+    options = _options(
         onnx={
             "perChannel": False,
             "reduceRange": "auto",
@@ -68,7 +75,7 @@ def test_static_settings_come_from_spec_onnx_and_calibration() -> None:
             "preprocess": False,
         }
     )
-    settings, choice = static_settings(spec, cpu=NO_VNNI, keep_float=("conv1",))
+    settings, choice = static_settings(options, cpu=NO_VNNI, keep_float=("conv1",))
     assert settings == StaticSettings(
         algorithm=api.CalibrationAlgorithm.PERCENTILE,
         percentile=99.9,
@@ -80,7 +87,7 @@ def test_static_settings_come_from_spec_onnx_and_calibration() -> None:
         keep_float=("conv1",),
     )
     assert choice.enabled
-    defaults, _ = static_settings(_spec(), cpu=VNNI)
+    defaults, _ = static_settings(_options(), cpu=VNNI)
     assert (
         defaults.per_channel,
         defaults.reduce_range,
@@ -92,16 +99,16 @@ def test_static_settings_come_from_spec_onnx_and_calibration() -> None:
 
 
 def test_dynamic_settings() -> None:
-    spec = _spec(method="onnx-dynamic", calibration=None, onnx={"weightType": "uint8"})
-    settings, choice = dynamic_settings(spec, cpu=NO_VNNI)
+    options = _options(method="onnx-dynamic", calibration=None, onnx={"weightType": "uint8"})
+    settings, choice = dynamic_settings(options, cpu=NO_VNNI)
     assert settings == DynamicSettings(per_channel=True, reduce_range=False, weight_type=UINT8)
     assert "u8u8" in choice.note
 
 
 def test_static_settings_need_calibration() -> None:
-    spec = _spec(method="onnx-dynamic", calibration=None)
+    options = _options(method="onnx-dynamic", calibration=None)
     with pytest.raises(InvalidInputError, match="spec.calibration"):
-        static_settings(spec, cpu=VNNI)
+        static_settings(options, cpu=VNNI)
 
 
 def test_settings_are_typed_and_closed() -> None:

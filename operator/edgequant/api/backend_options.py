@@ -1,0 +1,153 @@
+"""Each backend's own options: the part of a QuantizationJob spec one backend reads, as one typed model per backend.
+
+A backend receives its options, never the whole spec: the worker calls ``backend_options(spec, method)``, which
+picks the model whose ``backend`` matches the method's catalogue row (``Method.backend_name``), and the backend
+narrows the request's options to its own model before reading them. So a backend reading another backend's
+section (the ONNX Runtime backend reading ``tensorrt``) fails type-checking, and what a backend depends on is
+listed here. Adding a backend is adding its model (with ``from_spec``) to ``BackendOptions``. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edgequant.api.methods import Method, ModelFormat
+from edgequant.api.v1alpha1 import (
+    Calibration,
+    FallbackPrecision,
+    InputContract,
+    OnnxOptions,
+    PostTraining,
+    QuantizationJobSpec,
+    TensorRTOptions,
+    Training,
+)
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Method
+    """The method to run (the spec's, or another of the same backend: a degrade-ladder rung, a remedy)."""
+
+
+class TFLiteBackendOptions(_Options):
+    """tflite-*: the Keras model's format and input contract, calibration (cache, algorithm note), QAT training."""
+
+    backend: Literal["tflite"] = "tflite"
+    model_format: ModelFormat | None
+    input: InputContract
+    calibration: Calibration | None
+    training: Training | None
+    output_uri: str
+    """The job's output prefix: the calibration cache's default place."""
+
+    @classmethod
+    def from_spec(cls, spec: QuantizationJobSpec, method: Method) -> Self:
+        return cls(
+            method=method,
+            model_format=spec.model.resolved_format,
+            input=spec.model.input,
+            calibration=spec.calibration,
+            training=spec.training,
+            output_uri=spec.output.uri,
+        )
+
+
+class OnnxRuntimeBackendOptions(_Options):
+    """onnx-dynamic / onnx-static: ``onnx`` and ``ptq`` settings, calibration, the ONNX model's input contract."""
+
+    backend: Literal["onnxruntime"] = "onnxruntime"
+    model_format: ModelFormat | None
+    input: InputContract
+    onnx: OnnxOptions
+    ptq: PostTraining
+    calibration: Calibration | None
+    output_uri: str
+    """The job's output prefix: the calibration cache's default place."""
+
+    @classmethod
+    def from_spec(cls, spec: QuantizationJobSpec, method: Method) -> Self:
+        return cls(
+            method=method,
+            model_format=spec.model.resolved_format,
+            input=spec.model.input,
+            onnx=spec.onnx,
+            ptq=spec.ptq,
+            calibration=spec.calibration,
+            output_uri=spec.output.uri,
+        )
+
+
+class TorchQATBackendOptions(_Options):
+    """torch-qat: the program's format and input contract, training, and ``onnx`` (its reduceRange)."""
+
+    backend: Literal["pytorch"] = "pytorch"
+    model_format: ModelFormat | None
+    input: InputContract
+    training: Training | None
+    onnx: OnnxOptions
+
+    @classmethod
+    def from_spec(cls, spec: QuantizationJobSpec, method: Method) -> Self:
+        return cls(
+            method=method,
+            model_format=spec.model.resolved_format,
+            input=spec.model.input,
+            training=spec.training,
+            onnx=spec.onnx,
+        )
+
+
+class TensorRTBackendOptions(_Options):
+    """tensorrt-*: the engine build (``tensorrt``), calibration, the pins' precision, and the layer-ranking proxy."""
+
+    backend: Literal["tensorrt"] = "tensorrt"
+    tensorrt: TensorRTOptions
+    calibration: Calibration | None
+    fallback_precision: FallbackPrecision
+    """The precision of pinned layers (``mixedPrecision.fallbackPrecision``)."""
+    output_uri: str
+    """The job's output prefix: the calibration cache's default place."""
+    layer_ranking: OnnxRuntimeBackendOptions | None
+    """What ranks its layers on the CPU (its catalogue row's proxy layer tool): onnx-static of the same model and
+    data, without ``ptq``'s techniques, since TensorRT quantizes the model as it is. None: no proxy tool."""
+
+    @classmethod
+    def from_spec(cls, spec: QuantizationJobSpec, method: Method) -> Self:
+        ranking = None
+        if method.row.layer_tool_proxy:
+            bare = spec.model_copy(update={"ptq": PostTraining.bare()})
+            ranking = OnnxRuntimeBackendOptions.from_spec(bare, Method.ONNX_STATIC)
+        return cls(
+            method=method,
+            tensorrt=spec.tensorrt,
+            calibration=spec.calibration,
+            fallback_precision=spec.mixed_precision.fallback_precision,
+            output_uri=spec.output.uri,
+            layer_ranking=ranking,
+        )
+
+
+AnyBackendOptions = TFLiteBackendOptions | OnnxRuntimeBackendOptions | TorchQATBackendOptions | TensorRTBackendOptions
+
+BackendOptions = Annotated[AnyBackendOptions, Field(discriminator="backend")]
+"""One backend's options, told apart by ``backend`` (the backend's package name, ``Method.backend_name``)."""
+
+#: The options model per backend name, read from the union itself.
+MODELS: dict[str, type[AnyBackendOptions]] = {
+    get_args(model.model_fields["backend"].annotation)[0]: model for model in get_args(AnyBackendOptions)
+}
+
+
+def backend_options(spec: QuantizationJobSpec, method: Method | None = None) -> BackendOptions:
+    """The options the backend of ``method`` (default: the spec's method) reads, from the spec's sections."""
+    method = method or spec.method
+    model = MODELS.get(method.backend_name)
+    if model is None:
+        raise ValueError(
+            f"{method.value}: backend {method.backend_name!r} has no options model; add one to BackendOptions"
+        )
+    return model.from_spec(spec, method)
