@@ -11,8 +11,9 @@ import pytest
 
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
+from edgequant.api.worker_contract import CA_BUNDLE_ENV
 from edgequant.storage import ObjectNotFoundError, StorageAccessError, StorageUnreachableError, Stores, sha256_file
-from edgequant.storage.s3 import CA_BUNDLE_ENV, S3Store, ca_bundle_path
+from edgequant.storage.s3 import S3Store, ca_bundle_path
 from edgequant.util.errors import InvalidInputError
 
 pytestmark = pytest.mark.integration

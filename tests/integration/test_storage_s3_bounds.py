@@ -16,7 +16,12 @@ from typing import Any
 import pytest
 
 from edgequant.api import v1alpha1 as api
-from edgequant.api.worker_env import S3_CONNECT_TIMEOUT_ENV, S3_MAX_ATTEMPTS_ENV, S3_READ_TIMEOUT_ENV, SCRATCH_LIMIT_ENV
+from edgequant.api.worker_contract import (
+    S3_CONNECT_TIMEOUT_ENV,
+    S3_MAX_ATTEMPTS_ENV,
+    S3_READ_TIMEOUT_ENV,
+    SCRATCH_LIMIT_ENV,
+)
 from edgequant.storage import StorageUnreachableError
 from edgequant.storage.s3 import S3Store, expected_etag
 from edgequant.util.errors import InvalidInputError

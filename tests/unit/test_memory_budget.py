@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgequant.api.worker_env import MEMORY_BUDGET_ENV
+from edgequant.api.worker_contract import MEMORY_BUDGET_ENV
 from edgequant.util.memory import (
     BUDGET_ENV,
     DEFAULT_BUDGET_BYTES,

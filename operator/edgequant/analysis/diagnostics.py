@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgequant.analysis.schema import DiagnosticsReport, Finding, Histogram, OutputComparison
 from edgequant.analysis.tensor_error import tensor_error
 from edgequant.api import v1alpha1 as api
+from edgequant.report.schema import DiagnosticsReport, Finding, Histogram, OutputComparison
 
 #: calibration.samples the reference guide recommends: fewer -> "more data"; within or above -> "more diverse data".
 CALIBRATION_RECOMMENDED = (500, 1000)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgequant.analysis.schema import Finding
+from edgequant.report.schema import Finding
 
 SOURCE = "https://coral.ai/docs/edgetpu/models-intro/#supported-operations"
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgequant.api import v1alpha1 as api
+from edgequant.report.schema import GateReport, Trial
 
 _EPS = 1e-12
 #: Standard errors above chance an FP32 accuracy must reach to count as better than chance.
@@ -155,4 +156,36 @@ def chance_check(predictions: np.ndarray, labels: np.ndarray, outputs: int) -> C
     out_of_range = int(((labels < 0) | (labels >= outputs)).sum())
     return ChanceCheck(
         accuracy=accuracy, chance=chance, threshold=threshold, samples=n, outputs=outputs, out_of_range=out_of_range
+    )
+
+
+def gate_report(
+    verdict: GateVerdict,
+    acceptance: api.Acceptance,
+    *,
+    accuracy_budget_applied: bool,
+    degraded: bool,
+    trials: list[Trial] | None = None,
+    rung: str | None = None,
+    skipped: list[str] | None = None,
+) -> GateReport:
+    """The report's gate section (report.json ``gate`` and ``analysis.gate``): the verdict, the budget it was
+    checked against, and the ladder that led to it."""
+    return GateReport(
+        passed=verdict.passed,
+        reasons=list(verdict.reasons),
+        accuracy_drop=verdict.accuracy_drop,
+        compression_ratio=verdict.compression_ratio,
+        agreement=verdict.agreement,
+        sqnr_db=verdict.sqnr_db,
+        max_accuracy_drop=acceptance.max_accuracy_drop,
+        accuracy_budget_applied=accuracy_budget_applied,
+        min_agreement=acceptance.min_agreement,
+        min_sqnr_db=acceptance.min_sqnr_db,
+        min_compression_ratio=acceptance.min_compression_ratio,
+        on_failure=acceptance.on_failure,
+        degraded=degraded,
+        trials=trials or [],
+        rung=rung,
+        skipped=skipped or [],
     )

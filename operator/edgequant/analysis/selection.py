@@ -26,11 +26,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from edgequant.analysis.gate import GateVerdict, check_acceptance
+from edgequant.analysis.gate import GateVerdict, check_acceptance, gate_report
 from edgequant.analysis.remedy import RemedyPlan, RemedyStep
-from edgequant.analysis.schema import GateReport, MixedPrecisionReport, Trial
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
+from edgequant.report.schema import GateReport, MixedPrecisionReport, Trial
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,8 @@ class Selection:
     """The candidate to publish and everything the report says about how it was chosen."""
 
     chosen: Candidate
+    verdict: GateVerdict
+    """The gate's verdict on ``chosen``."""
     gate: GateReport
     mixed_precision: MixedPrecisionReport
     exit_code: ExitCode
@@ -213,19 +215,10 @@ def select_artifact(
     )
     degraded = degrade and (not chosen_verdict.passed or fell_back)
 
-    gate = GateReport(
-        passed=chosen_verdict.passed,
-        reasons=list(chosen_verdict.reasons),
-        accuracy_drop=chosen_verdict.accuracy_drop,
-        compression_ratio=chosen_verdict.compression_ratio,
-        agreement=chosen_verdict.agreement,
-        sqnr_db=chosen_verdict.sqnr_db,
-        max_accuracy_drop=acceptance.max_accuracy_drop,
+    gate = gate_report(
+        chosen_verdict,
+        acceptance,
         accuracy_budget_applied=baseline_accuracy is not None,
-        min_agreement=acceptance.min_agreement,
-        min_sqnr_db=acceptance.min_sqnr_db,
-        min_compression_ratio=acceptance.min_compression_ratio,
-        on_failure=acceptance.on_failure,
         degraded=degraded,
         trials=trials,
         rung=trials[index].rung,
@@ -257,7 +250,13 @@ def select_artifact(
         code = ExitCode.ACCEPTANCE_FAILED
         message = "acceptance gate failed (onFailure: fail): " + "; ".join(chosen_verdict.reasons)
     return Selection(
-        chosen=chosen, gate=gate, mixed_precision=mixed, exit_code=code, message=message, candidates=candidates
+        chosen=chosen,
+        verdict=chosen_verdict,
+        gate=gate,
+        mixed_precision=mixed,
+        exit_code=code,
+        message=message,
+        candidates=candidates,
     )
 
 

@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from edgequant.analysis.schema import LayerSensitivity, RankingAgreement, SensitivityReport
 from edgequant.analysis.tensor_error import TensorError, sqnr_from_noise_to_signal
 from edgequant.api.v1alpha1 import SensitivityMode
+from edgequant.report.schema import LayerSensitivity, RankingAgreement, SensitivityReport
 
 #: Fast mode flags a layer whose own noise is louder than this (dB): int8 layers usually add 30-45 dB.
 FAST_FLAG_SQNR_DB = 20.0

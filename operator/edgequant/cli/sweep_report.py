@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from edgequant.api.worker_contract import SWEEP_ENV
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     del parser
@@ -23,9 +25,9 @@ def run(args: argparse.Namespace) -> int:
     from edgequant.sweep import local
     from edgequant.util.errors import EdgequantError
 
-    raw = os.environ.get("EDGEQUANT_SWEEP")
+    raw = os.environ.get(SWEEP_ENV)
     if not raw:
-        print("edgequant sweep-report: EDGEQUANT_SWEEP is not set (the operator's report Job sets it)", file=sys.stderr)
+        print(f"edgequant sweep-report: {SWEEP_ENV} is not set (the operator's report Job sets it)", file=sys.stderr)
         return int(ExitCode.INVALID_INPUT)
     document = json.loads(raw)
     spec = sweep_api.QuantizationSweepSpec.model_validate(document["spec"])

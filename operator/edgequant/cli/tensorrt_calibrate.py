@@ -37,10 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from edgequant.backends.tensorrt.version import parse_version
     from edgequant.storage import Stores
     from edgequant.util.errors import EdgequantError, InvalidInputError
-    from edgequant.worker import pipeline
     from edgequant.worker.context import RunContext
     from edgequant.worker.progress import LogProgress
     from edgequant.worker.runner import spec_from_document
+    from edgequant.worker.stages.data import validate_data
+    from edgequant.worker.stages.fetch import fetch
 
     with tempfile.TemporaryDirectory(prefix="edgequant-trt-cal-") as scratch:
         workdir = args.workdir or Path(scratch)
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
                 stores=Stores(storage=spec.storage, base_dir=args.file.parent),
                 progress=progress,
             )
-            pipeline.fetch(ctx)
-            pipeline.validate_data(ctx)
+            fetch(ctx)
+            validate_data(ctx)
             calibration = ctx.sets.get("calibration")
             assert ctx.model_path is not None
             finished = precompute_cpu_table(

@@ -6,16 +6,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from edgequant.api import exitcodes, worker_env
+from edgequant.api import exitcodes
 from edgequant.api import v1alpha1 as api
-from edgequant.api.worker_env import MEMORY_BUDGET_ENV, SCRATCH_LIMIT_ENV
+from edgequant.api import worker_contract as contract
 from edgequant.controller import naming, policy, queueing
 from edgequant.controller.settings import OperatorSettings
-
-SCRATCH_DIR = "/scratch"
-CA_BUNDLE_DIR = "/etc/edgequant/ca"
-TERMINATION_MESSAGE_PATH = "/dev/termination-log"
-SPEC_ENV = "EDGEQUANT_SPEC"
 
 
 @dataclass(frozen=True)
@@ -56,7 +51,7 @@ def scratch_size(spec: api.QuantizationJobSpec, settings: OperatorSettings) -> s
 
 
 def worker_document(*, owner: Owner, spec: api.QuantizationJobSpec) -> dict[str, Any]:
-    """What EDGEQUANT_SPEC carries: the spec wrapped with the name/namespace/generation the report shows."""
+    """What the spec variable (worker_contract.SPEC_ENV) carries: the spec wrapped with the name/namespace/generation the report shows."""
     return {
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
@@ -71,21 +66,21 @@ def _env(
 ) -> list[dict[str, Any]]:
     document = worker_document(owner=owner, spec=spec)
     env: list[dict[str, Any]] = [
-        {"name": SPEC_ENV, "value": json.dumps(document, separators=(",", ":"), sort_keys=True)},
-        {"name": "EDGEQUANT_WORKDIR", "value": SCRATCH_DIR},
-        {"name": "TMPDIR", "value": SCRATCH_DIR},
-        {"name": "HOME", "value": SCRATCH_DIR},
-        {"name": SCRATCH_LIMIT_ENV, "value": scratch},
+        {"name": contract.SPEC_ENV, "value": json.dumps(document, separators=(",", ":"), sort_keys=True)},
+        {"name": contract.WORKDIR_ENV, "value": contract.SCRATCH_DIR},
+        {"name": "TMPDIR", "value": contract.SCRATCH_DIR},
+        {"name": "HOME", "value": contract.SCRATCH_DIR},
+        {"name": contract.SCRATCH_LIMIT_ENV, "value": scratch},
         # The model runs in a child process without the storage keys; the parent moves objects (worker/sandbox.py).
-        {"name": "EDGEQUANT_SANDBOX", "value": "1"},
-        {"name": worker_env.S3_CONNECT_TIMEOUT_ENV, "value": f"{settings.s3_connect_timeout_seconds:g}"},
-        {"name": worker_env.S3_READ_TIMEOUT_ENV, "value": f"{settings.s3_read_timeout_seconds:g}"},
-        {"name": worker_env.S3_MAX_ATTEMPTS_ENV, "value": str(settings.s3_max_attempts)},
+        {"name": contract.SANDBOX_ENV, "value": contract.SANDBOX_ON},
+        {"name": contract.S3_CONNECT_TIMEOUT_ENV, "value": f"{settings.s3_connect_timeout_seconds:g}"},
+        {"name": contract.S3_READ_TIMEOUT_ENV, "value": f"{settings.s3_read_timeout_seconds:g}"},
+        {"name": contract.S3_MAX_ATTEMPTS_ENV, "value": str(settings.s3_max_attempts)},
     ]
     if "memory" in resources["limits"]:
         # The worker sizes its analysis batches to its memory limit (without one it reads the cgroup, then a default).
         ref = {"containerName": naming.CONTAINER_NAME, "resource": "limits.memory"}
-        env.append({"name": MEMORY_BUDGET_ENV, "valueFrom": {"resourceFieldRef": ref}})
+        env.append({"name": contract.MEMORY_BUDGET_ENV, "valueFrom": {"resourceFieldRef": ref}})
     secret = spec.storage.credentials_secret
     if secret is not None:
         keys = [
@@ -97,7 +92,7 @@ def _env(
         for var, key in keys:
             env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}})
     if spec.storage.ca_bundle is not None:
-        env.append({"name": "EDGEQUANT_CA_BUNDLE", "value": f"{CA_BUNDLE_DIR}/{spec.storage.ca_bundle.key}"})
+        env.append({"name": contract.CA_BUNDLE_ENV, "value": f"{contract.CA_BUNDLE_DIR}/{spec.storage.ca_bundle.key}"})
     return env
 
 
@@ -140,21 +135,21 @@ def render_job(*, owner: Owner, spec: api.QuantizationJobSpec, settings: Operato
     labels = labels_for(owner, spec)
     scratch = scratch_size(spec, settings)
     volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {"sizeLimit": scratch}}]
-    mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": SCRATCH_DIR}]
+    mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": contract.SCRATCH_DIR}]
     if spec.storage.ca_bundle is not None:
         volumes.append({"name": "ca-bundle", "configMap": {"name": spec.storage.ca_bundle.config_map}})
-        mounts.append({"name": "ca-bundle", "mountPath": CA_BUNDLE_DIR, "readOnly": True})
+        mounts.append({"name": "ca-bundle", "mountPath": contract.CA_BUNDLE_DIR, "readOnly": True})
 
     resources = _resources(spec, settings)
     container: dict[str, Any] = {
         "name": naming.CONTAINER_NAME,
         "image": spec.execution.image or settings.image_for(spec.method),
         "imagePullPolicy": settings.image_pull_policy,
-        "command": ["edgequant-worker"],
+        "command": list(contract.WORKER_COMMAND),
         "env": _env(spec, owner, resources, scratch, settings),
         "resources": resources,
         "volumeMounts": mounts,
-        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePath": contract.TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": {
             "runAsNonRoot": True,

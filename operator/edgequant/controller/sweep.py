@@ -20,6 +20,7 @@ from kubernetes.client.rest import ApiException
 
 from edgequant.api import sweep as sweep_api
 from edgequant.api import v1alpha1 as api
+from edgequant.api import worker_contract as contract
 from edgequant.controller import kube, naming, render
 from edgequant.controller.settings import OperatorSettings
 from edgequant.sweep import plan
@@ -27,7 +28,6 @@ from edgequant.sweep import report as sweep_report
 
 #: Label of the report Job, naming its sweep; not the quantizer Jobs' labels, so the QuantizationJob handlers skip it.
 LABEL_REPORT = "edgequant.io/sweep-report"
-SWEEP_ENV = "EDGEQUANT_SWEEP"
 
 _LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _GUARD = threading.Lock()
@@ -101,14 +101,17 @@ def render_report_job(
     job["spec"].pop("podFailurePolicy", None)
     job["spec"]["template"]["metadata"] = {"labels": dict(labels), "annotations": dict(annotations)}
     container = job["spec"]["template"]["spec"]["containers"][0]
-    container["command"] = ["edgequant", "sweep-report"]
+    container["command"] = list(contract.SWEEP_REPORT_COMMAND)
     document = {
         "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
         "spec": sweep.spec.to_wire(),
         "status": status,
     }
-    env = [e for e in container["env"] if e["name"] != render.SPEC_ENV]
-    container["env"] = [{"name": SWEEP_ENV, "value": json.dumps(document, separators=(",", ":"), sort_keys=True)}, *env]
+    env = [e for e in container["env"] if e["name"] != contract.SPEC_ENV]
+    container["env"] = [
+        {"name": contract.SWEEP_ENV, "value": json.dumps(document, separators=(",", ":"), sort_keys=True)},
+        *env,
+    ]
     return job
 
 

@@ -6,5 +6,5 @@
 - ``sampling.balanced_sample``: balanced, deterministic choice of N samples.
 - ``loader.prepare_set``: sample + decode + inspect -> ``PreparedSet`` whose
   ``batches()`` are the ``backends.base.Batches`` every backend consumes.
-- ``validation``: the calibration rules, as ``Finding``s naming files.
+- ``validation``: the calibration rules, as ``DataFinding``s naming files (``report/schema.py``).
 """

@@ -19,7 +19,8 @@ from edgequant.backends.base import Batches
 from edgequant.data.datasets import DatasetIndex, DecodeError
 from edgequant.data.preprocess import ImageSizeError, normalize, to_model_pixels
 from edgequant.data.sampling import balanced_sample
-from edgequant.data.validation import Finding, ImageFacts, check_images, inspect_image
+from edgequant.data.validation import ImageFacts, check_images, inspect_image
+from edgequant.report.schema import DataFinding
 from edgequant.util.errors import InvalidInputError
 from edgequant.util.memory import data_fits, memory_budget
 
@@ -35,7 +36,7 @@ class PreparedSet:
     labels: np.ndarray
     sources: list[str]
     classes: dict[int, str]
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[DataFinding] = field(default_factory=list)
     requested: int = 0
     available: int = 0
     labeled: bool = True

@@ -1,12 +1,11 @@
 """Calibration-set validation: the reference rules as pure functions over per-image facts.
 
-Each rule yields ``Finding``s that name the files involved; the worker puts all
+Each rule yields ``DataFinding``s that name the files involved; the worker puts all
 of them in the report and fails the run (exit code 11) when any is an error.
 """
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -14,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
 from edgequant.api import v1alpha1 as api
+from edgequant.report.schema import MAX_FILES_NAMED, DataFinding, Severity
 
 #: The reference workflows recommend 500-1000 calibration samples.
 RECOMMENDED_SAMPLES = 500
@@ -28,30 +27,8 @@ NOISE_CORRELATION = 0.15
 CONSTANT_STD = 2.0
 #: When at least this fraction of a set is noise or constant, the set is unusable (error), else a warning.
 NOISE_FRACTION_ERROR = 0.5
-#: Files named per finding; the count says how many there were.
-MAX_FILES_NAMED = 20
 #: Side of the centre crop used for image statistics (keeps large photos cheap, no resampling).
 _STATS_CROP = 512
-
-
-class Severity(enum.StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-class Finding(BaseModel):
-    """One rule's verdict on one dataset, naming the files involved."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    severity: Severity = Field(..., description="error fails the run; warning is reported.")
-    code: str = Field(..., description="Stable kebab-case rule id, e.g. too-few-samples, missing-classes, noise.")
-    dataset: str = Field(..., description="calibration, evaluation or training.")
-    message: str = Field(..., description="What is wrong and how to fix it.")
-    files: list[str] = Field(
-        default_factory=list, description=f"Files involved (at most {MAX_FILES_NAMED}), relative to the dataset root."
-    )
-    count: int = Field(0, description="How many files the finding covers (may exceed len(files)).")
 
 
 @dataclass(frozen=True)
@@ -115,8 +92,8 @@ def inspect_image(source: str, label: int, image: Image.Image | np.ndarray) -> I
     )
 
 
-def _finding(severity: Severity, code: str, dataset: str, message: str, files: Sequence[str] = ()) -> Finding:
-    return Finding(
+def _finding(severity: Severity, code: str, dataset: str, message: str, files: Sequence[str] = ()) -> DataFinding:
+    return DataFinding(
         severity=severity,
         code=code,
         dataset=dataset,
@@ -133,9 +110,9 @@ def _names(files: Sequence[str], limit: int = 3) -> str:
 
 def check_images(
     facts: Sequence[ImageFacts], *, dataset: str, contract: api.InputContract, stray_files: Sequence[str] = ()
-) -> list[Finding]:
+) -> list[DataFinding]:
     """Rules about individual files, for every dataset the run reads."""
-    findings: list[Finding] = []
+    findings: list[DataFinding] = []
     broken = [f.source for f in facts if f.error is not None]
     if broken:
         findings.append(
@@ -255,7 +232,7 @@ def check_calibration(
     evaluation_labels: Iterable[int] | None,
     dataset: str = "calibration",
     labeled: bool = True,
-) -> list[Finding]:
+) -> list[DataFinding]:
     """Set-level rules for the usable calibration samples: count, class coverage, balance.
 
     Unlabeled calibration data gets the count rules and one warning: class
@@ -263,7 +240,7 @@ def check_calibration(
     """
     counts = Counter(int(v) for v in labels)
     total = sum(counts.values())
-    findings: list[Finding] = []
+    findings: list[DataFinding] = []
 
     def name(label: int) -> str:
         return class_names.get(label, str(label))
@@ -340,5 +317,5 @@ def check_calibration(
     return findings
 
 
-def has_errors(findings: Iterable[Finding]) -> bool:
+def has_errors(findings: Iterable[DataFinding]) -> bool:
     return any(f.severity is Severity.ERROR for f in findings)

@@ -1,9 +1,8 @@
 """report.json -> one self-contained report.html: inline CSS and SVG, no scripts, no external assets.
 
-Pure: a dict in, a string out. It reads the worker's report.json
-(edgequant.worker.report.Report: baseline, quantized, comparison, outcome,
-input contract, warnings) and its ``analysis`` section
-(edgequant.analysis.schema). Missing parts are left out, never invented.
+Pure: a dict in, a string out. It reads the worker's report.json (``edgequant.report.schema.Report``: baseline,
+quantized, comparison, outcome, input contract, warnings, and the ``analysis`` section). Missing parts are left out,
+never invented.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def _folder_bytes(folder: Path) -> int:
 def check_scratch(needed: int, *, uri: str) -> None:
     """InvalidInputError before a download that would overflow the scratch folder's size limit (the Job's emptyDir
     sizeLimit, passed as EDGEQUANT_SCRATCH_LIMIT); nothing to check without a limit (local runs)."""
-    from edgequant.api.worker_env import SCRATCH_LIMIT_ENV
+    from edgequant.api.worker_contract import SCRATCH_DIR, SCRATCH_LIMIT_ENV, WORKDIR_ENV
     from edgequant.util.memory import mib, parse_quantity
 
     raw = os.environ.get(SCRATCH_LIMIT_ENV, "").strip()
@@ -87,7 +87,7 @@ def check_scratch(needed: int, *, uri: str) -> None:
         limit = parse_quantity(raw)
     except ValueError:
         return
-    used = _folder_bytes(Path(os.environ.get("EDGEQUANT_WORKDIR") or "/scratch"))
+    used = _folder_bytes(Path(os.environ.get(WORKDIR_ENV) or SCRATCH_DIR))
     if used + needed > limit:
         raise InvalidInputError(
             f"{uri}: downloading {mib(needed)} would overflow the scratch disk ({mib(used)} of {raw} used); "

@@ -16,10 +16,9 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgequant.api.worker_contract import BROKER_FD_ENV
 from edgequant.storage.base import ObjectNotFoundError, StorageAccessError, StorageUnreachableError, UploadedObject
 from edgequant.util.errors import EdgequantError, InvalidInputError, StorageUnavailableError
-
-BROKER_FD_ENV = "EDGEQUANT_STORAGE_BROKER_FD"
 
 #: The errors that cross the socket by name; anything else arrives as StorageUnreachableError.
 _ERRORS: dict[str, type[EdgequantError]] = {

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from edgequant.api import v1alpha1 as api
-from edgequant.api.worker_env import S3_CONNECT_TIMEOUT_ENV, S3_MAX_ATTEMPTS_ENV, S3_READ_TIMEOUT_ENV
+from edgequant.api.worker_contract import (
+    CA_BUNDLE_DIR,
+    CA_BUNDLE_ENV,
+    S3_CONNECT_TIMEOUT_ENV,
+    S3_MAX_ATTEMPTS_ENV,
+    S3_READ_TIMEOUT_ENV,
+)
 from edgequant.storage.base import (
     ObjectNotFoundError,
     StorageAccessError,
@@ -28,11 +34,6 @@ from edgequant.storage.base import (
 )
 from edgequant.storage.uri import ObjectUri, contained_path, parse_uri
 from edgequant.util.errors import InvalidInputError
-
-#: Where the operator mounts the ConfigMap named in spec.storage.caBundle (file name = its key).
-CA_BUNDLE_DIR = Path("/etc/edgequant/ca")
-#: Overrides the CA bundle path (tests, local runs).
-CA_BUNDLE_ENV = "EDGEQUANT_CA_BUNDLE"
 
 _NOT_FOUND = {"NoSuchBucket", "NoSuchKey", "404", "NotFound"}
 _DENIED = {
@@ -55,7 +56,7 @@ def ca_bundle_path(storage: api.Storage) -> str | None:
         return override
     if storage.ca_bundle is None:
         return None
-    path = CA_BUNDLE_DIR / storage.ca_bundle.key
+    path = Path(CA_BUNDLE_DIR) / storage.ca_bundle.key
     if not path.is_file():
         raise InvalidInputError(
             f"spec.storage.caBundle: {path} is missing; the operator mounts ConfigMap "

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgequant.api.worker_env import MEMORY_BUDGET_ENV
+from edgequant.api.worker_contract import MEMORY_BUDGET_ENV
 
 #: The setting that gives the worker its budget: bytes, or a Kubernetes quantity (3Gi, 512Mi, 2G).
 BUDGET_ENV = MEMORY_BUDGET_ENV

@@ -6,15 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgequant.analysis.gate import GateVerdict
-from edgequant.analysis.schema import Finding as AnalysisFinding
-from edgequant.analysis.stages import AnalysisState
+from edgequant.analysis.layer_tools import LayerTool
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
 from edgequant.api.targets import TargetChoice
 from edgequant.backends.base import Backend, QuantizedArtifact, TensorContract
 from edgequant.data.datasets import DatasetIndex
 from edgequant.data.loader import PreparedSet
-from edgequant.data.validation import Finding
+from edgequant.report.schema import AnalysisReport, DataFinding, Finding
 from edgequant.storage import Stores, UploadedObject
 from edgequant.worker.evaluate import EvaluationResult
 from edgequant.worker.progress import Progress
@@ -40,7 +39,29 @@ class StageRecord:
 
 
 @dataclass
+class AnalysisState:
+    """What the analysis stages (worker/stages/analysis.py) keep between them."""
+
+    report: AnalysisReport = field(default_factory=AnalysisReport)
+    tool: LayerTool | None = None
+    tool_problem: str = ""
+    tool_tried: bool = False
+    failure: str = ""
+    """Set when the gate must fail the run (onFailure: fail): the message, with the reasons."""
+
+    def sensitive_layers(self, limit: int = 10) -> list[str]:
+        """Flagged layers, most sensitive first, for status.results."""
+        return self.report.sensitivity.flagged[:limit] if self.report.sensitivity is not None else []
+
+    def sections(self) -> AnalysisReport | None:
+        r = self.report
+        return r if any(x is not None for x in (r.sensitivity, r.mixed_precision, r.gate, r.diagnostics)) else None
+
+
+@dataclass
 class RunContext:
+    """The state of one run: the spec and its services, then what each stage leaves for the later ones."""
+
     spec: api.QuantizationJobSpec
     workdir: Path
     stores: Stores
@@ -55,7 +76,7 @@ class RunContext:
     """calibration / evaluation / training -> the dataset as listed."""
     # validate-data
     sets: dict[str, PreparedSet] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
+    findings: list[DataFinding] = field(default_factory=list)
     # baseline
     backend: Backend | None = None
     baseline: ModelRecord | None = None
@@ -69,11 +90,11 @@ class RunContext:
     # gate
     verdict: GateVerdict | None = None
     degraded: bool = False
-    # sensitivity / select / diagnose (edgequant.analysis.stages)
+    # sensitivity / select / diagnose (worker/stages/analysis.py)
     analysis: AnalysisState = field(default_factory=AnalysisState)
     # spec.target (api/targets.py): what it filled in, and the target check's findings
     target_choices: list[TargetChoice] = field(default_factory=list)
-    target_findings: list[AnalysisFinding] = field(default_factory=list)
+    target_findings: list[Finding] = field(default_factory=list)
     # upload
     uploads: dict[str, UploadedObject] = field(default_factory=dict)
     """artifact / report / side files -> where they went, with sha256."""

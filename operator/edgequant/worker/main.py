@@ -1,7 +1,7 @@
 """``edgequant-worker``: the quantizer pod's entry point.
 
 Reads the job (JSON: a whole QuantizationJob or its spec) from the positional
-argument, ``--spec-file``, or the EDGEQUANT_SPEC env var; runs the pipeline
+argument, ``--spec-file``, or the spec variable (``edgequant.api.worker_contract``); runs the pipeline
 with progress on stderr; writes the compact WorkerResult to the termination
 message path; exits with an ``edgequant.api.exitcodes.ExitCode``.
 """
@@ -21,15 +21,19 @@ from typing import TYPE_CHECKING
 
 from edgequant.api.exitcodes import ExitCode
 from edgequant.api.result import WorkerResult
+from edgequant.api.worker_contract import (
+    BROKER_FD_ENV,
+    SANDBOX_ENV,
+    SANDBOX_ON,
+    SPEC_ENV,
+    TERMINATION_LOG_ENV,
+    TERMINATION_MESSAGE_PATH,
+    WORKDIR_ENV,
+)
 from edgequant.util.errors import EdgequantError, InvalidInputError
 
 if TYPE_CHECKING:
     from edgequant.api.v1alpha1 import QuantizationJobSpec
-
-SPEC_ENV = "EDGEQUANT_SPEC"
-TERMINATION_LOG_ENV = "EDGEQUANT_TERMINATION_LOG"
-DEFAULT_TERMINATION_LOG = "/dev/termination-log"
-WORKDIR_ENV = "EDGEQUANT_WORKDIR"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,12 +77,9 @@ def _read_document(args: argparse.Namespace) -> object:
 
 def _sandbox_spec(args: argparse.Namespace) -> QuantizationJobSpec | None:
     """The spec, when this process is to run the pipeline as a credential-free child (worker/sandbox.py): the Job
-    sets EDGEQUANT_SANDBOX=1; the child itself has a broker instead. None: run in this process (also when the spec
+    sets SANDBOX_ENV; the child itself has a broker instead. None: run in this process (also when the spec
     is unreadable, so that the usual path reports it)."""
-    from edgequant.storage.broker import BROKER_FD_ENV
-    from edgequant.worker.sandbox import SANDBOX_ENV
-
-    if os.environ.get(SANDBOX_ENV) != "1" or os.environ.get(BROKER_FD_ENV):
+    if os.environ.get(SANDBOX_ENV) != SANDBOX_ON or os.environ.get(BROKER_FD_ENV):
         return None
     try:
         from edgequant.worker.runner import spec_from_document
@@ -90,7 +91,7 @@ def _sandbox_spec(args: argparse.Namespace) -> QuantizationJobSpec | None:
 
 def write_termination_message(result: WorkerResult) -> Path | None:
     """Write where Kubernetes reads it; returns the path, or None when it is not writable (local runs)."""
-    path = Path(os.environ.get(TERMINATION_LOG_ENV, DEFAULT_TERMINATION_LOG))
+    path = Path(os.environ.get(TERMINATION_LOG_ENV, TERMINATION_MESSAGE_PATH))
     try:
         path.write_text(result.to_termination_message())
     except OSError as exc:

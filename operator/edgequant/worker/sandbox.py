@@ -5,7 +5,7 @@ itself non-dumpable (its /proc/<pid>/environ and memory become unreadable to oth
 and starts the child with those keys scrubbed from the environment. The child runs the whole pipeline (model
 loading, conversion, evaluation, analysis) and asks the parent for every download and upload
 (storage/broker.py), which the parent serves only for the URIs the spec names. The Job turns this on with
-EDGEQUANT_SANDBOX=1; `edgequant run` on a laptop runs in one process.
+SANDBOX_ENV (edgequant.api.worker_contract); `edgequant run` on a laptop runs in one process.
 
 Not covered: a file the platform mounts for workload identity (IRSA's web-identity token file) stays readable by the
 child, as by any process of the container's user; Secret keys, the usual case, travel only in the parent's env.
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.worker_contract import BROKER_FD_ENV, SANDBOX_ENV, WORKDIR_ENV
 from edgequant.storage import Stores, as_prefix
-from edgequant.storage.broker import BROKER_FD_ENV, serve
+from edgequant.storage.broker import serve
 
-SANDBOX_ENV = "EDGEQUANT_SANDBOX"
 #: Variables that name where or how, not a secret: kept for the child.
 _KEEP = frozenset({"AWS_REGION", "AWS_DEFAULT_REGION", "AWS_CA_BUNDLE", "AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"})
 _CREDENTIAL = re.compile(
@@ -116,7 +116,7 @@ def run_sandboxed(
     make_non_dumpable()
     wipe_initial_environ(environ)  # not even this process reads them back from /proc on the child's behalf
     if roots is None:
-        roots = [Path(environ.get("EDGEQUANT_WORKDIR") or tempfile.gettempdir())]
+        roots = [Path(environ.get(WORKDIR_ENV) or tempfile.gettempdir())]
     child = subprocess.Popen(list(argv), env=env, pass_fds=[child_end.fileno()], preexec_fn=_die_with_parent)
     child_end.close()
     broker = threading.Thread(

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgequant.analysis import diagnostics as dg
-from edgequant.analysis.stages import feeder
 from edgequant.api import v1alpha1 as api
+from edgequant.worker.stages.analysis import feeder
 
 pytestmark = pytest.mark.integration
 

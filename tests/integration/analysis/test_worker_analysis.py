@@ -392,6 +392,8 @@ def test_sqnr_budget_above_what_8_bit_outputs_can_carry_degrades_to_float16(job_
     assert trials[2]["chosen"] and trials[2]["sqnrDb"] >= 55 and result.results.sqnr_db == trials[2]["sqnrDb"]
     # labeled data: the default accuracy budget applied too, and float16 met it
     assert report["gate"]["accuracyBudgetApplied"] is True and report["gate"]["minSqnrDb"] == 55
+    # one gate model: the top-level key and the analysis section carry the same verdict
+    assert report["gate"] == report["analysis"]["gate"]
 
 
 def test_onnx_static_auto_on_unlabeled_data_pins_until_agreement_is_met(job_files: Path) -> None:

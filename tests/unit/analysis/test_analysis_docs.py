@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic.alias_generators import to_camel
 
-from edgequant.analysis import schema
+from edgequant.report import schema
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "analysis.md"
 
@@ -28,5 +28,5 @@ def test_every_schema_field_is_documented_with_its_description() -> None:
             if f"| `{to_camel(name)}` |" not in body or (field.description or "") not in body:
                 missing.append(f"{model.__name__}.{to_camel(name)}")
     assert missing == [], (
-        f"docs/analysis.md is out of date for {missing}: regenerate the tables with `python -m edgequant.analysis.schema`"
+        f"docs/analysis.md is out of date for {missing}: regenerate the tables with `python -m edgequant.report.schema`"
     )

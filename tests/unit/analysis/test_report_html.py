@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from edgequant.analysis import diagnostics as dg
-from edgequant.analysis.schema import (
+from edgequant.api import v1alpha1 as api
+from edgequant.report.html import render_html
+from edgequant.report.schema import (
     AnalysisReport,
     GateReport,
     LayerSensitivity,
@@ -20,8 +22,6 @@ from edgequant.analysis.schema import (
     SensitivityReport,
     Trial,
 )
-from edgequant.api import v1alpha1 as api
-from edgequant.report.html import render_html
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -11,6 +11,7 @@ import yaml
 
 from edgequant.api import exitcodes
 from edgequant.api import v1alpha1 as api
+from edgequant.api import worker_contract as contract
 from edgequant.controller import naming, render
 from edgequant.controller.settings import OperatorSettings
 
@@ -97,16 +98,25 @@ def test_worker_command_and_spec_in_env_round_trip() -> None:
     )
     job = rendered(spec)
     assert container(job)["command"] == ["edgequant-worker"]
-    document = json.loads(env_of(job)[render.SPEC_ENV]["value"])
+    document = json.loads(env_of(job)[contract.SPEC_ENV]["value"])
     assert document["metadata"] == {"name": "mnist", "namespace": "team-a", "generation": 3}
     again = api.QuantizationJob.model_validate(document)
     assert again.spec == spec
 
 
-def test_spec_env_name_is_the_one_the_worker_reads() -> None:
-    from edgequant.worker import main as worker_main
+def test_the_worker_reads_the_spec_from_the_rendered_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
 
-    assert render.SPEC_ENV == worker_main.SPEC_ENV
+    from edgequant.worker import main as worker_main
+    from edgequant.worker.runner import spec_from_document
+
+    spec = spec_of(acceptance={"maxAccuracyDrop": 0.02})
+    env = env_of(rendered(spec))
+    for name, entry in env.items():
+        if "value" in entry:
+            monkeypatch.setenv(name, entry["value"])
+    args = argparse.Namespace(spec=None, spec_file=None)
+    assert spec_from_document(worker_main._read_document(args)) == (spec, "mnist", "team-a")
 
 
 def test_cpu_job_gets_no_gpu_and_default_resources() -> None:
@@ -233,10 +243,10 @@ def test_security_context_is_locked_down_with_a_scratch_volume() -> None:
         "type": "RuntimeDefault"
     }
     assert {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}} in pod["volumes"]
-    assert {"name": "scratch", "mountPath": render.SCRATCH_DIR} in container(job)["volumeMounts"]
+    assert {"name": "scratch", "mountPath": contract.SCRATCH_DIR} in container(job)["volumeMounts"]
     env = env_of(job)
-    for var in ("TMPDIR", "HOME", "EDGEQUANT_WORKDIR"):
-        assert env[var]["value"] == render.SCRATCH_DIR
+    for var in ("TMPDIR", "HOME", contract.WORKDIR_ENV):
+        assert env[var]["value"] == contract.SCRATCH_DIR
     assert container(job)["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert pod["automountServiceAccountToken"] is False
 
@@ -265,14 +275,10 @@ def test_ca_bundle_configmap_is_mounted_and_named_to_the_worker() -> None:
     )
     pod = job["spec"]["template"]["spec"]
     assert {"name": "ca-bundle", "configMap": {"name": "corp-ca"}} in pod["volumes"]
-    assert {"name": "ca-bundle", "mountPath": render.CA_BUNDLE_DIR, "readOnly": True} in container(job)["volumeMounts"]
-    assert env_of(job)["EDGEQUANT_CA_BUNDLE"]["value"] == f"{render.CA_BUNDLE_DIR}/bundle.pem"
-
-
-def test_ca_bundle_dir_is_the_one_the_worker_expects() -> None:
-    from edgequant.storage import s3
-
-    assert str(s3.CA_BUNDLE_DIR) == render.CA_BUNDLE_DIR
+    assert {"name": "ca-bundle", "mountPath": contract.CA_BUNDLE_DIR, "readOnly": True} in container(job)[
+        "volumeMounts"
+    ]
+    assert env_of(job)[contract.CA_BUNDLE_ENV]["value"] == f"{contract.CA_BUNDLE_DIR}/bundle.pem"
 
 
 def test_service_account_for_workload_identity_without_an_api_token() -> None:
@@ -290,10 +296,10 @@ def test_scratch_disk_is_bounded_requested_and_told_to_the_worker() -> None:
     pod = job["spec"]["template"]["spec"]
     assert {"name": "scratch", "emptyDir": {"sizeLimit": "50Gi"}} in pod["volumes"]
     assert container(job)["resources"]["requests"]["ephemeral-storage"] == "50Gi"
-    assert env_of(job)["EDGEQUANT_SCRATCH_LIMIT"]["value"] == "50Gi"
+    assert env_of(job)[contract.SCRATCH_LIMIT_ENV]["value"] == "50Gi"
     small = rendered(spec_of(), OperatorSettings(scratch_size="5Gi"))
     assert {"name": "scratch", "emptyDir": {"sizeLimit": "5Gi"}} in small["spec"]["template"]["spec"]["volumes"]
-    assert env_of(small)["EDGEQUANT_SCRATCH_LIMIT"]["value"] == "5Gi"
+    assert env_of(small)[contract.SCRATCH_LIMIT_ENV]["value"] == "5Gi"
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
@@ -307,12 +313,12 @@ def test_every_example_renders_a_job_with_credentials_by_reference(example: Path
 
 
 def test_the_worker_learns_its_memory_budget_from_the_containers_limit() -> None:
-    from edgequant.api.worker_env import MEMORY_BUDGET_ENV
-
     job = rendered(spec_of())  # the operator's default limit (memory 8Gi)
     assert container(job)["resources"]["limits"]["memory"] == "8Gi"
-    ref = env_of(job)[MEMORY_BUDGET_ENV]["valueFrom"]["resourceFieldRef"]
+    ref = env_of(job)[contract.MEMORY_BUDGET_ENV]["valueFrom"]["resourceFieldRef"]
     assert ref == {"containerName": naming.CONTAINER_NAME, "resource": "limits.memory"}
     # no memory limit at all: the worker reads its cgroup (or a default), never the node's allocatable memory
     unlimited = rendered(spec_of(), OperatorSettings(default_limits={}))
-    assert "memory" not in container(unlimited)["resources"]["limits"] and MEMORY_BUDGET_ENV not in env_of(unlimited)
+    assert "memory" not in container(unlimited)["resources"]["limits"] and contract.MEMORY_BUDGET_ENV not in env_of(
+        unlimited
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edgequant.controller import render
+from edgequant.api import worker_contract as contract
 from edgequant.controller import sweep as controller
 from edgequant.controller.settings import OperatorSettings
 from edgequant.sweep import plan
@@ -122,8 +122,8 @@ def test_the_report_job_is_the_sweeps_own_on_the_cpu_with_the_storage_keys_by_re
     assert container["command"] == ["edgequant", "sweep-report"]
     assert "nvidia.com/gpu" not in container["resources"]["limits"]
     env = {e["name"]: e for e in container["env"]}
-    assert render.SPEC_ENV not in env
-    assert json.loads(env[controller.SWEEP_ENV]["value"])["status"] == status
+    assert contract.SPEC_ENV not in env
+    assert json.loads(env[contract.SWEEP_ENV]["value"])["status"] == status
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "s3-keys",
         "key": "AWS_SECRET_ACCESS_KEY",

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgequant.api import v1alpha1 as api
-from edgequant.api.worker_env import MEMORY_BUDGET_ENV
+from edgequant.api.worker_contract import MEMORY_BUDGET_ENV
 from edgequant.data.datasets import index_dataset, npz_array_bytes
 from edgequant.data.loader import prepare_set
 from edgequant.util.errors import InvalidInputError

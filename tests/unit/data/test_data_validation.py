@@ -13,7 +13,8 @@ import pytest
 from edgequant.api import v1alpha1 as api
 from edgequant.data.datasets import index_dataset
 from edgequant.data.loader import PreparedSet, prepare_set
-from edgequant.data.validation import Finding, Severity, check_calibration, has_errors
+from edgequant.data.validation import check_calibration, has_errors
+from edgequant.report.schema import DataFinding, Severity
 
 GRAY28 = api.InputContract(shape=[28, 28, 1], color_order=api.ColorOrder.GRAY)
 
@@ -25,14 +26,14 @@ def _prepare(root: Path, *, contract: api.InputContract = GRAY28, samples: int |
 
 def _calibration_findings(
     prepared: PreparedSet, *, evaluation: set[int] | None = None, **calibration: Any
-) -> list[Finding]:
+) -> list[DataFinding]:
     spec = api.Calibration(dataset=api.Dataset(uri="file:///c/"), **calibration)
     return prepared.findings + check_calibration(
         prepared.labels, calibration=spec, class_names=prepared.classes, evaluation_labels=evaluation
     )
 
 
-def _codes(findings: list[Finding]) -> dict[str, Severity]:
+def _codes(findings: list[DataFinding]) -> dict[str, Severity]:
     return {f.code: f.severity for f in findings}
 
 

@@ -6,7 +6,7 @@ from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
 from edgequant.api.result import WorkerResult
 from edgequant.backends.base import TensorContract
-from edgequant.worker.report import artifact_input_contract
+from edgequant.report.build import artifact_input_contract
 
 GRAY = api.InputContract(shape=[28, 28, 1], color_order=api.ColorOrder.GRAY)
 

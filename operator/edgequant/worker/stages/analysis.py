@@ -1,10 +1,10 @@
-"""The worker stages analysis adds: sensitivity -> select (mixed precision, gate, degrade ladder) -> diagnose.
+"""Stages ``sensitivity``, ``select`` and ``diagnose``: the layer analysis around the quantized artifact.
 
-Each is a function of the worker's run context plus ``WorkerHooks``, the few
-worker helpers it needs (build a request, measure an artifact with the one
-evaluator, score a model file), so this package never imports the worker.
-The context is duck-typed: the attributes used are those of
-``edgequant.worker.context.RunContext``.
+sensitivity ranks layers (fast: one probe run; exhaustive: one model per layer); select walks mixed precision and
+the degrade / remedy ladder and leaves the gate's verdict on the chosen artifact; diagnose compares FP32 and the
+chosen artifact's outputs and names fixes. The math is framework-free and lives in ``edgequant.analysis``
+(sensitivity, selection, gate, remedy, diagnostics); the models are built and scored here, through the backend and
+the one evaluator (``worker/stages/measure.py``).
 """
 
 from __future__ import annotations
@@ -13,31 +13,30 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, cast
 
 import numpy as np
 
 from edgequant.analysis import diagnostics as dg
-from edgequant.analysis.gate import GateVerdict
 from edgequant.analysis.layer_tools import LayerTool, layer_tool_for
-from edgequant.analysis.remedy import RemedyStep, plan_remedies
-from edgequant.analysis.schema import AnalysisReport, Finding, SensitivityReport
+from edgequant.analysis.remedy import RemedyPlan, RemedyStep, plan_remedies
 from edgequant.analysis.selection import Candidate, select_artifact
 from edgequant.analysis.sensitivity import combine, exhaustive_sensitivity, fast_sensitivity
 from edgequant.api import v1alpha1 as api
 from edgequant.api.backend_options import backend_options
 from edgequant.api.exitcodes import ExitCode
-from edgequant.api.targets import TARGETS
 from edgequant.backends.base import (
     Float16Export,
+    Predictor,
     QuantizedArtifact,
-    QuantizeRequest,
     describe_contract,
     to_input_contract,
 )
+from edgequant.report.schema import Finding, SensitivityReport
 from edgequant.util.memory import memory_budget
+from edgequant.worker.context import ModelRecord, RunContext
+from edgequant.worker.evaluate import agreement
+from edgequant.worker.stages.measure import agreement_with_fp32, measure_artifact, score_model
+from edgequant.worker.stages.quantize import quantize_request, remedy_request
 
 #: Inputs the fast probe looks at.
 PROBE_SAMPLES = 256
@@ -48,49 +47,12 @@ DIAGNOSTIC_FALLBACK_SAMPLES = 128
 PREPROCESSING_FAILURE = "preprocessing mismatch, nothing is published whatever acceptance.onFailure says"
 
 
-@dataclass(frozen=True)
-class WorkerHooks:
-    """What the pipeline lends the analysis stages."""
-
-    request: Callable[[api.Method], QuantizeRequest]
-    """The run's QuantizeRequest for a method (same data, same workdir)."""
-    measure: Callable[[QuantizedArtifact, str], Any]
-    """Load, score and time an artifact -> the worker's ModelRecord (size_bytes, evaluation)."""
-    accuracy: Callable[[Path, str], float | None]
-    """Score a model file on the evaluation set, without timing it."""
-    agreement: Callable[[Any, Any], float | None]
-    """Top-1 agreement of two evaluations."""
-    agreement_of: Callable[[Path, str], float | None] | None = None
-    """Score a model file by its top-1 agreement with FP32 on the evaluation set (unlabeled data)."""
-    request_with: Callable[[api.Method, api.QuantizationJobSpec], QuantizeRequest] | None = None
-    """A QuantizeRequest for a changed spec (the remedy ladder): calibration sampled again when its size changed."""
-
-
-@dataclass
-class AnalysisState:
-    """What analysis keeps on the run context between its stages."""
-
-    report: AnalysisReport = field(default_factory=AnalysisReport)
-    tool: LayerTool | None = None
-    tool_problem: str = ""
-    tool_tried: bool = False
-    failure: str = ""
-    """Set when the gate must fail the run (onFailure: fail): the message, with the reasons."""
-
-    def sensitive_layers(self, limit: int = 10) -> list[str]:
-        """Flagged layers, most sensitive first, for status.results."""
-        return self.report.sensitivity.flagged[:limit] if self.report.sensitivity is not None else []
-
-    def sections(self) -> AnalysisReport | None:
-        r = self.report
-        return r if any(x is not None for x in (r.sensitivity, r.mixed_precision, r.gate, r.diagnostics)) else None
-
-
 # --------------------------------------------------------------------------- helpers
 
 
-def _tool(ctx: Any, hooks: WorkerHooks) -> LayerTool | None:
-    state: AnalysisState = ctx.analysis
+def _tool(ctx: RunContext) -> LayerTool | None:
+    """The method's layer tool, made once per run (None, with the reason in ``tool_problem``, when there is none)."""
+    state = ctx.analysis
     if not state.tool_tried:
         state.tool_tried = True
         method = ctx.spec.method
@@ -106,7 +68,7 @@ def _tool(ctx: Any, hooks: WorkerHooks) -> LayerTool | None:
         else:
             ctx.log("layer analysis: per-layer quantization from the quantize stage's calibration")
             try:
-                state.tool = layer_tool_for(hooks.request(method), ctx.backend)
+                state.tool = layer_tool_for(quantize_request(ctx, method=method), ctx.backend)
             except ValueError as exc:
                 state.tool_problem = f"layer analysis unavailable: {exc}"
                 return None
@@ -119,7 +81,7 @@ def _tool(ctx: Any, hooks: WorkerHooks) -> LayerTool | None:
     return state.tool
 
 
-def _inputs(ctx: Any, role: str, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _inputs(ctx: RunContext, role: str, limit: int) -> tuple[np.ndarray, np.ndarray] | None:
     prepared = ctx.sets.get(role)
     if prepared is None:
         return None
@@ -135,7 +97,7 @@ def _inputs(ctx: Any, role: str, limit: int) -> tuple[np.ndarray, np.ndarray] | 
     return (np.concatenate(xs), np.concatenate(ys)) if xs else None
 
 
-def _fast(ctx: Any, tool: LayerTool) -> SensitivityReport:
+def _fast(ctx: RunContext, tool: LayerTool) -> SensitivityReport:
     """One streamed probe run on the calibration images (else the evaluation ones), batches sized to the memory budget."""
     prepared = ctx.sets.get("calibration")
     if prepared is None:
@@ -154,20 +116,37 @@ def _fast(ctx: Any, tool: LayerTool) -> SensitivityReport:
     )
 
 
-def _baseline_accuracy(ctx: Any) -> float | None:
+def _baseline_accuracy(ctx: RunContext) -> float | None:
     e = ctx.baseline.evaluation if ctx.baseline is not None else None
     return e.accuracy(ctx.metric) if e is not None else None
 
 
-def _unlabeled_evaluation(ctx: Any) -> bool:
+def _unlabeled_evaluation(ctx: RunContext) -> bool:
     prepared = ctx.sets.get("evaluation")
     return prepared is not None and not prepared.labeled
+
+
+def _candidate(
+    ctx: RunContext, method: api.Method, pinned: tuple[str, ...], artifact: QuantizedArtifact, *, label: str
+) -> Candidate:
+    """Measure one built artifact; the candidate carries (artifact, record) as selection's opaque handle."""
+    record = measure_artifact(ctx, artifact, label=label)
+    e = record.evaluation
+    return Candidate(
+        method=method,
+        pinned=pinned,
+        accuracy=e.accuracy(ctx.metric) if e else None,
+        size_bytes=record.size_bytes,
+        artifact=(artifact, record),
+        agreement=agreement_with_fp32(ctx, e),
+        sqnr_db=e.sqnr_db if e else None,
+    )
 
 
 # --------------------------------------------------------------------------- stages
 
 
-def sensitivity(ctx: Any, hooks: WorkerHooks) -> None:
+def sensitivity(ctx: RunContext) -> None:
     """Rank layers: fast always (one probe run); exhaustive too when asked, with their agreement."""
     mp = ctx.spec.mixed_precision
     if mp.sensitivity is api.SensitivityMode.OFF:
@@ -176,7 +155,7 @@ def sensitivity(ctx: Any, hooks: WorkerHooks) -> None:
     if scaling_mismatch(ctx) is not None:
         ctx.notes.append("per-layer sensitivity skipped: the input scaling does not match the model (see diagnostics)")
         return
-    tool = _tool(ctx, hooks)
+    tool = _tool(ctx)
     if tool is None:
         ctx.log(f"sensitivity skipped: {ctx.analysis.tool_problem}")
         if mp.mode is not api.MixedPrecisionMode.OFF or mp.sensitivity is api.SensitivityMode.EXHAUSTIVE:
@@ -186,24 +165,34 @@ def sensitivity(ctx: Any, hooks: WorkerHooks) -> None:
     report = fast
     if mp.sensitivity is api.SensitivityMode.EXHAUSTIVE:
         reference = _baseline_accuracy(ctx)
-        score = hooks.accuracy
-        if reference is None and _unlabeled_evaluation(ctx) and hooks.agreement_of is not None:
+
+        def accuracy_of(layer: str) -> float | None:
+            return score_model(ctx, tool.model_with_only(layer), f"only {layer}").accuracy(ctx.metric)
+
+        def agreement_of(layer: str) -> float | None:
+            if ctx.baseline is None or ctx.baseline.evaluation is None:
+                return None
+            return agreement(ctx.baseline.evaluation, score_model(ctx, tool.model_with_only(layer), f"only {layer}"))
+
+        score: Callable[[str], float | None] = accuracy_of
+        if reference is None and _unlabeled_evaluation(ctx):
             # No labels: a layer's cost is the share of samples whose FP32 class it flips (reference: FP32 agrees with itself).
-            reference, score = 1.0, hooks.agreement_of
+            reference, score = 1.0, agreement_of
             ctx.notes.append(
                 "exhaustive sensitivity scored each layer by top-1 agreement with FP32 (the evaluation data has no labels)"
             )
         if reference is None:
             ctx.warnings.append("exhaustive sensitivity needs evaluation.dataset; layers were ranked by the fast mode")
         else:
+            known: float = reference
 
             def only(layer: str) -> float:
-                acc = score(tool.model_with_only(layer), f"only {layer}")
-                return reference if acc is None else acc
+                acc = score(layer)
+                return known if acc is None else acc
 
             exhaustive = exhaustive_sensitivity(
                 layers=tool.layers,
-                reference_accuracy=reference,
+                reference_accuracy=known,
                 accuracy_with_only=only,
                 threshold=mp.sensitivity_threshold,
                 log=ctx.log,
@@ -218,10 +207,11 @@ def sensitivity(ctx: Any, hooks: WorkerHooks) -> None:
     ctx.log(f"sensitivity ({report.mode.value}): most sensitive {top}; flagged {report.flagged or 'none'}")
 
 
-def select(ctx: Any, hooks: WorkerHooks) -> None:
+def select(ctx: RunContext) -> None:
     """Mixed precision and the degrade ladder: choose the artifact to publish and the gate's verdict on it."""
     spec = ctx.spec
-    assert ctx.artifact is not None and ctx.quantized is not None and ctx.baseline is not None
+    backend, baseline = ctx.backend, ctx.baseline
+    assert backend is not None and baseline is not None and ctx.artifact is not None and ctx.quantized is not None
     mp = spec.mixed_precision
     manual = tuple(mp.pinned_layers) if mp.mode is api.MixedPrecisionMode.MANUAL else ()
     quant_eval = ctx.quantized.evaluation
@@ -234,6 +224,7 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         agreement=ctx.agreement,
         sqnr_db=quant_eval.sqnr_db if quant_eval is not None else None,
     )
+    first_input = ctx.artifact.input
     mismatch = scaling_mismatch(ctx)
     if mismatch is not None:  # no artifact can be right: gate the first one as is, search nothing
         ctx.log("the input scaling does not match the model: mixed precision and the degrade ladder are skipped")
@@ -250,36 +241,28 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         api.OnFailure.DEGRADE,
         api.OnFailure.REMEDY,
     )
-    tool = _tool(ctx, hooks) if needs_search else None
+    tool = _tool(ctx) if needs_search else None
     # The backend keeps layers in float for these methods (the quantize stage already applied manual pins).
     pinnable = spec.method.keeps_layers_float
 
     def build(rung: str, method: api.Method, pins: tuple[str, ...]) -> Candidate:
         converted = rung == "float16" and method is spec.method  # the backend's own float16 conversion
         if converted:
-            assert isinstance(ctx.backend, Float16Export)
-            artifact = ctx.backend.export_float16(hooks.request(method))
+            assert isinstance(backend, Float16Export)
+            artifact = backend.export_float16(quantize_request(ctx, method=method))
         elif method is first.method and pins == first.pinned:
             return first
         elif pins and tool is not None and method is spec.method and method.has_own_layer_tool:
             path = tool.model_keeping_float(pins)
             artifact = QuantizedArtifact(
-                path=path, method=method, input=ctx.artifact.input, notes=[f"kept in float: {', '.join(pins)}"]
+                path=path, method=method, input=first_input, notes=[f"kept in float: {', '.join(pins)}"]
             )
         else:
-            artifact = ctx.backend.quantize(dataclasses.replace(hooks.request(method), keep_float=list(pins)))
+            artifact = backend.quantize(
+                dataclasses.replace(quantize_request(ctx, method=method), keep_float=list(pins))
+            )
         label = f"{method.value}-float16" if converted else "+".join([method.value, *pins])[:60]
-        record = hooks.measure(artifact, label)
-        e = record.evaluation
-        return Candidate(
-            method=method,
-            pinned=pins,
-            accuracy=e.accuracy(ctx.metric) if e else None,
-            size_bytes=record.size_bytes,
-            artifact=(artifact, record),
-            agreement=hooks.agreement(ctx.baseline.evaluation, e) if e else None,
-            sqnr_db=e.sqnr_db if e else None,
-        )
+        return _candidate(ctx, method, pins, artifact, label=label)
 
     def ranking() -> Sequence[str]:
         report = ctx.analysis.report.sensitivity
@@ -291,23 +274,14 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
 
     def build_step(step: RemedyStep) -> Candidate:
         """One remedy rung: quantize again with the step's spec (more samples, another algorithm, QAT)."""
-        assert hooks.request_with is not None
-        request = hooks.request_with(step.method, step.spec)
-        artifact = ctx.backend.quantize(request)
-        record = hooks.measure(artifact, f"{step.rung} {step.method.value}")
-        e = record.evaluation
-        return Candidate(
-            method=step.method,
-            pinned=tuple(request.keep_float),
-            accuracy=e.accuracy(ctx.metric) if e else None,
-            size_bytes=record.size_bytes,
-            artifact=(artifact, record),
-            agreement=hooks.agreement(ctx.baseline.evaluation, e) if e else None,
-            sqnr_db=e.sqnr_db if e else None,
+        request = remedy_request(ctx, step.method, step.spec)
+        artifact = backend.quantize(request)
+        return _candidate(
+            ctx, step.method, tuple(request.keep_float), artifact, label=f"{step.rung} {step.method.value}"
         )
 
-    remedy = None
-    if spec.acceptance.on_failure is api.OnFailure.REMEDY and hooks.request_with is not None:
+    remedy: RemedyPlan | None = None
+    if spec.acceptance.on_failure is api.OnFailure.REMEDY:
         index = ctx.indexes.get("calibration")
         used = ctx.sets.get("calibration")
         remedy = plan_remedies(
@@ -318,12 +292,12 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         for why in remedy.skipped:
             ctx.log(f"remedy: skipped {why}")
     float16_method = spec.method.float16_rung
-    if float16_method is spec.method and not isinstance(ctx.backend, Float16Export):
+    if float16_method is spec.method and not isinstance(backend, Float16Export):
         float16_method = None
     selection = select_artifact(
         spec=spec,
         baseline_accuracy=_baseline_accuracy(ctx),
-        baseline_size=ctx.baseline.size_bytes,
+        baseline_size=baseline.size_bytes,
         build=build,
         ranking=ranking if (tool is not None or ctx.analysis.report.sensitivity is not None) else None,
         pinnable=pinnable,
@@ -333,20 +307,16 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         build_step=build_step,
     )
     # The (artifact, record) pair this module's builds put in Candidate.artifact, which selection keeps opaque.
-    artifact, record = cast("tuple[QuantizedArtifact, Any]", selection.chosen.artifact)
+    chosen = selection.chosen.artifact
+    assert isinstance(chosen, tuple)
+    artifact, record = chosen
+    assert isinstance(artifact, QuantizedArtifact) and isinstance(record, ModelRecord)
     if artifact is not ctx.artifact:
         ctx.notes.extend(artifact.notes)
         ctx.artifact, ctx.quantized, ctx.method = artifact, record, artifact.method
-        ctx.agreement = hooks.agreement(ctx.baseline.evaluation, record.evaluation)
+        ctx.agreement = agreement_with_fp32(ctx, record.evaluation)
     gate = selection.gate
-    ctx.verdict = GateVerdict(
-        passed=gate.passed,
-        reasons=list(gate.reasons),
-        accuracy_drop=gate.accuracy_drop,
-        compression_ratio=gate.compression_ratio,
-        agreement=gate.agreement,
-        sqnr_db=gate.sqnr_db,
-    )
+    ctx.verdict = selection.verdict
     ctx.degraded = selection.degraded
     ctx.analysis.report.gate = gate
     ctx.analysis.report.mixed_precision = selection.mixed_precision
@@ -362,28 +332,28 @@ def select(ctx: Any, hooks: WorkerHooks) -> None:
         _fail_on_preprocessing(ctx, mismatch)
 
 
-def diagnose(ctx: Any, hooks: WorkerHooks) -> None:
+def diagnose(ctx: RunContext) -> None:
     """FP32 vs the chosen artifact; each finding with its fixes. A preprocessing mismatch fails the gate.
 
     Reads the outputs the baseline and quantized evaluations kept (no model runs); only without an evaluation
     set do both models run, on a few calibration inputs.
     """
-    del hooks
-    assert ctx.backend is not None and ctx.artifact is not None and ctx.baseline is not None
+    backend, baseline = ctx.backend, ctx.baseline
+    assert backend is not None and ctx.artifact is not None and baseline is not None
     calibration = ctx.sets.get("calibration")
     used = len(calibration) if calibration is not None else None
     contract = describe_contract(ctx.artifact.input)
-    base = ctx.baseline.evaluation.kept() if ctx.baseline.evaluation is not None else None
+    base = baseline.evaluation.kept() if baseline.evaluation is not None else None
     quant = (
         ctx.quantized.evaluation.kept() if ctx.quantized is not None and ctx.quantized.evaluation is not None else None
     )
-    if base is not None and quant is not None:
+    if base is not None and quant is not None and baseline.evaluation is not None:
         report = dg.diagnose_outputs(
             spec=ctx.spec,
             fp32=base,
             quantized=quant,
-            labels=None if _unlabeled_evaluation(ctx) else ctx.baseline.evaluation.labels,
-            input_stats=ctx.baseline.evaluation.input_stats,
+            labels=None if _unlabeled_evaluation(ctx) else baseline.evaluation.labels,
+            input_stats=baseline.evaluation.input_stats,
             contract=contract,
             calibration_used=used,
         )
@@ -392,8 +362,8 @@ def diagnose(ctx: Any, hooks: WorkerHooks) -> None:
         if fallback is None:
             ctx.notes.append("diagnostics skipped: no evaluation or calibration data to compare outputs on")
             return
-        fp32 = ctx.backend.load(ctx.baseline.path, options=backend_options(ctx.spec))
-        quantized = ctx.backend.load(ctx.artifact.path, options=backend_options(ctx.spec))
+        fp32 = backend.load(baseline.path, options=backend_options(ctx.spec))
+        quantized = backend.load(ctx.artifact.path, options=backend_options(ctx.spec))
         report = dg.diagnose(
             spec=ctx.spec,
             inputs=fallback[0],
@@ -413,26 +383,7 @@ def diagnose(ctx: Any, hooks: WorkerHooks) -> None:
     ctx.log("diagnostics: " + (", ".join(f.check for f in report.fired) or "nothing unusual"))
 
 
-def target_check(ctx: Any) -> None:
-    """The published artifact against spec.target's device constraints (coral-edgetpu: the Edge TPU's op table)."""
-    target = ctx.spec.target
-    if target is None or ctx.artifact is None or not TARGETS[target.value].integer_only_accelerator:
-        return
-    if ctx.artifact.path.suffix != ".tflite":
-        ctx.notes.append(
-            f"target {target.value}: the artifact is not a TFLite model, so its ops were not checked against the Edge TPU's"
-        )
-        return
-    from edgequant.analysis.edgetpu import check_ops, read_ops
-
-    ctx.target_findings = check_ops(read_ops(ctx.artifact.path))
-    for finding in ctx.target_findings:
-        if finding.fired:
-            ctx.warnings.append(f"{finding.check}: {finding.message}; fix: {finding.fixes[0]}")
-    ctx.log("target check: " + (", ".join(f.check for f in ctx.target_findings if f.fired) or f"fits {target.value}"))
-
-
-def _fail_on_preprocessing(ctx: Any, finding: Finding) -> None:
+def _fail_on_preprocessing(ctx: RunContext, finding: Finding) -> None:
     """A preprocessing mismatch fails the run whatever acceptance.onFailure says: the calibration ranges were
     computed on wrongly scaled data, so any artifact (degraded ones too) is as wrong as the scaling."""
     if ctx.analysis.failure.startswith(PREPROCESSING_FAILURE):
@@ -448,7 +399,7 @@ def _fail_on_preprocessing(ctx: Any, finding: Finding) -> None:
     ctx.log(reason)
 
 
-def scaling_mismatch(ctx: Any) -> Finding | None:
+def scaling_mismatch(ctx: RunContext) -> Finding | None:
     """The FP32 preprocessing check alone, from the baseline evaluation (None when it cannot run or stays quiet)."""
     e = ctx.baseline.evaluation if ctx.baseline is not None else None
     if e is None or e.alternative_predictions is None or e.labels.size == 0 or _unlabeled_evaluation(ctx):
@@ -466,7 +417,7 @@ def scaling_mismatch(ctx: Any) -> Finding | None:
     return finding if finding.fired else None
 
 
-def feeder(predictor: Any, chunk: int = 64) -> Callable[[np.ndarray], np.ndarray]:
+def feeder(predictor: Predictor, chunk: int = 64) -> Callable[[np.ndarray], np.ndarray]:
     """Float inputs -> the model's input contract -> raw outputs, in chunks."""
 
     def predict(x: np.ndarray) -> np.ndarray:

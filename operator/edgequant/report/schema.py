@@ -1,17 +1,24 @@
-"""The ``analysis`` section of report.json: what sensitivity, mixed precision, the gate and diagnostics found.
+"""The schema of report.json: one pydantic model per section, the only definition of each.
 
-These models are the documented schema (docs/analysis.md renders them); the
-worker places ``AnalysisReport.to_wire()`` under the report's ``analysis`` key.
-Wire names are camelCase like the rest of the API.
+``Report`` is the whole document (built by ``report/build.py``, rendered by ``report/html.py``, documented in
+docs/report.md); ``AnalysisReport`` is its ``analysis`` section (documented field by field in docs/analysis.md,
+whose tables ``markdown_tables`` generates). One ``GateReport`` serves both ``gate`` and ``analysis.gate``, one
+``Finding`` every output and target check (diagnostics, the Edge TPU op check), one ``DataFinding`` every data
+validation rule. Wire names are camelCase like the rest of the API; readers must ignore keys they do not know.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import enum
+from typing import Any, Literal
 
 from pydantic import Field
 
+from edgequant.api import v1alpha1 as api
 from edgequant.api.v1alpha1 import ApiModel, Method, MixedPrecisionMode, OnFailure, SensitivityMode
+
+REPORT_NAME = "report.json"
+REPORT_KIND = "QuantizationReport"
 
 
 class LayerSensitivity(ApiModel):
@@ -208,6 +215,176 @@ class AnalysisReport(ApiModel):
     diagnostics: DiagnosticsReport | None = Field(None, description="FP32 vs quantized output checks with fixes.")
 
 
+class Severity(enum.StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+
+
+#: Files named per data finding; its count says how many there were.
+MAX_FILES_NAMED = 20
+
+
+class DataFinding(ApiModel):
+    """One data validation rule's verdict on one dataset, naming the files involved (report.json ``findings``)."""
+
+    severity: Severity = Field(..., description="error fails the run; warning is reported.")
+    code: str = Field(..., description="Stable kebab-case rule id, e.g. too-few-samples, missing-classes, noise.")
+    dataset: str = Field(..., description="calibration, evaluation or training.")
+    message: str = Field(..., description="What is wrong and how to fix it.")
+    files: list[str] = Field(
+        default_factory=list, description=f"Files involved (at most {MAX_FILES_NAMED}), relative to the dataset root."
+    )
+    count: int = Field(0, description="How many files the finding covers (may exceed len(files)).")
+
+
+class JobRef(ApiModel):
+    name: str | None = Field(None, description="QuantizationJob name, when the worker was given the whole object.")
+    namespace: str | None = Field(None, description="Its namespace.")
+
+
+class Outcome(ApiModel):
+    succeeded: bool = Field(..., description="True when the artifact and this report were published (exit code 0).")
+    exit_code: int = Field(..., description="Worker exit code (edgequant.api.exitcodes).")
+    reason: str = Field(..., description="CamelCase reason of the exit code.")
+    message: str = Field(..., description="Summary, or the error with its fix.")
+    degraded: bool = Field(
+        False, description="Published although the acceptance budget was missed (onFailure: degrade)."
+    )
+
+
+class SourceModelInfo(ApiModel):
+    uri: str
+    format: str | None
+    size_bytes: int | None = Field(None, description="Size of the model as given (file, or folder total).")
+
+
+class TensorInfo(ApiModel):
+    dtype: str
+    shape: list[int]
+    scale: float | None = None
+    zero_point: int | None = None
+
+
+class ModelReport(ApiModel):
+    format: str = Field(..., description="tflite-fp32 for the baseline, the method name for the artifact.")
+    size_bytes: int
+    input: TensorInfo
+    evaluated_samples: int = 0
+    top1: float | None = None
+    top5: float | None = None
+    accuracy: float | None = Field(None, description="The spec's metric (evaluation.metric).")
+    latency_ms_median: float | None = Field(None, description="Median single-image latency on the worker's CPU.")
+    latency_ms_p90: float | None = None
+    latency_runs: int = 0
+    fed_range: list[float] | None = Field(None, description="[min, max] of the values actually fed to the model.")
+
+
+class Comparison(ApiModel):
+    metric: api.Metric
+    compression_ratio: float | None = Field(None, description="Baseline size / quantized size.")
+    accuracy_drop: float | None = Field(None, description="Baseline accuracy minus quantized accuracy.")
+    agreement: float | None = Field(
+        None, description="Share of evaluation samples where both models predict the same class."
+    )
+    sqnr_db: float | None = Field(
+        None, description="SQNR of the quantized outputs against FP32's over the evaluation set, dB."
+    )
+    latency_speedup: float | None = Field(None, description="Baseline median latency / quantized median latency.")
+
+
+class DatasetReport(ApiModel):
+    role: str = Field(..., description="calibration, evaluation or training.")
+    uri: str
+    layout: api.DatasetLayout
+    available: int = Field(..., description="Samples in the dataset.")
+    requested: int = Field(..., description="Samples the spec asked for.")
+    used: int = Field(..., description="Samples decoded and used.")
+    labeled: bool = Field(
+        True, description="False: the data has no labels (accuracy n/a; agreement and SQNR with FP32 still measured)."
+    )
+    class_counts: dict[str, int] = Field(default_factory=dict, description="Used samples per class name.")
+
+
+class UploadInfo(ApiModel):
+    uri: str
+    sha256: str
+    size_bytes: int
+
+
+class StageReport(ApiModel):
+    name: str
+    seconds: float
+    ok: bool
+
+
+class Environment(ApiModel):
+    edgequant: str
+    python: str
+    platform: str
+    cpu_count: int | None
+    frameworks: dict[str, str] = Field(default_factory=dict)
+
+
+class TargetChoiceReport(ApiModel):
+    field: str = Field(..., description="Spec path the target filled in.")
+    value: str = Field(..., description="The value it chose.")
+    reason: str = Field(..., description="The rule it follows, with its source (docs/targets.md).")
+
+
+class TargetReport(ApiModel):
+    name: api.Target = Field(..., description="spec.target.")
+    title: str = Field(..., description="The device in words.")
+    runtime: str = Field(..., description="What runs the model on the device.")
+    choices: list[TargetChoiceReport] = Field(
+        default_factory=list, description="Every value the target filled in (what the spec left out), and why."
+    )
+    findings: list[Finding] = Field(
+        default_factory=list,
+        description="The target's compatibility checks (coral-edgetpu: ops against the Edge TPU's supported operations), fired or quiet, with fixes.",
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What the figures mean for the target: latency is measured on the worker's CPU, not the target; the Edge TPU compiler is not run.",
+    )
+
+
+class Report(ApiModel):
+    api_version: str = Field(api.API_VERSION)
+    kind: str = Field(REPORT_KIND)
+    created_at: str
+    job: JobRef
+    outcome: Outcome
+    method: api.Method = Field(..., description="The method the spec asked for.")
+    published_method: api.Method | None = Field(None, description="The method that produced the artifact.")
+    backend: str | None = None
+    model: SourceModelInfo
+    input_contract: api.ArtifactInputContract | None = Field(None, description="What the artifact expects as input.")
+    baseline: ModelReport | None = None
+    quantized: ModelReport | None = None
+    comparison: Comparison | None = None
+    gate: GateReport | None = Field(
+        None,
+        description="The acceptance verdict: the same object as analysis.gate when the select stage judged (it always does in a full run).",
+    )
+    artifact: UploadInfo | None = None
+    side_files: list[UploadInfo] = Field(default_factory=list)
+    datasets: list[DatasetReport] = Field(default_factory=list)
+    findings: list[DataFinding] = Field(
+        default_factory=list, description="The data validation rules' findings (validate-data, baseline)."
+    )
+    warnings: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    stages: list[StageReport] = Field(default_factory=list)
+    analysis: AnalysisReport | None = Field(
+        None, description="Sensitivity, mixed precision, the gate's ladder and diagnostics (docs/analysis.md)."
+    )
+    target: TargetReport | None = Field(
+        None, description="spec.target: what it chose and why, its checks (docs/targets.md)."
+    )
+    environment: Environment
+    spec: dict[str, Any] = Field(..., description="The spec as run (it holds Secret names, never keys).")
+
+
 #: The models docs/analysis.md documents, in its order.
 DOCUMENTED = (
     AnalysisReport,
@@ -225,7 +402,7 @@ DOCUMENTED = (
 
 
 def markdown_tables() -> str:
-    """The schema tables of docs/analysis.md (``python -m edgequant.analysis.schema`` prints them)."""
+    """The schema tables of docs/analysis.md (``python -m edgequant.report.schema`` prints them)."""
     import enum
     import types
     import typing
