@@ -3,8 +3,8 @@ export it there; warn when FP32 scores no better than chance (labels that are no
 
 from __future__ import annotations
 
-from edgequant.api.backend_options import backend_options
 from edgequant.analysis.gate import chance_check
+from edgequant.api.backend_options import backend_options
 from edgequant.backends import registry
 from edgequant.backends.base import BaselineExport
 from edgequant.report.schema import DataFinding, Severity

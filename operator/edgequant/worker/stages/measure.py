@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgequant.api.backend_options import backend_options
 from edgequant.analysis import diagnostics
+from edgequant.api.backend_options import backend_options
 from edgequant.backends.base import Predictor, QuantizedArtifact
 from edgequant.worker.context import ModelRecord, RunContext
 from edgequant.worker.evaluate import EvaluationResult, agreement, evaluate
@@ -77,7 +77,9 @@ def measure_artifact(
 def score_model(ctx: RunContext, path: Path, label: str) -> EvaluationResult:
     """Score a model file on the evaluation set, without timing it (the layer analysis's models)."""
     assert ctx.backend is not None
-    return evaluate_predictor(ctx, ctx.backend.load(path, options=backend_options(ctx.spec)), label=label, latency_runs=0)
+    return evaluate_predictor(
+        ctx, ctx.backend.load(path, options=backend_options(ctx.spec)), label=label, latency_runs=0
+    )
 
 
 def agreement_with_fp32(ctx: RunContext, evaluation: EvaluationResult | None) -> float | None:
