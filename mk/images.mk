@@ -11,7 +11,7 @@
 IMAGE_REGISTRY ?= edgequant
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
 # What `make images` builds; quantizer-tensorrt is not among them (see above).
-BUILT_IMAGES := operator quantizer-tflite quantizer-torch
+BUILT_IMAGES := operator quantizer-tflite quantizer-onnx quantizer-torch
 # containerd names an unqualified `edgequant/operator` docker.io/edgequant/operator: the chart's values.
 image_ref = docker.io/$(IMAGE_REGISTRY)/$(1):$(IMAGE_TAG)
 
