@@ -22,12 +22,13 @@ $(VENV)/.installed: pyproject.toml requirements/*.txt
 	$(PIP) uninstall -y -q triton || true
 	touch $@
 
-# Every suite: unit, integration (real frameworks, moto S3 server) and e2e (real control plane).
-# One pytest process per framework suite, as in production where each quantizer image holds one
-# framework: TensorFlow and torch in one process is not a supported combination.
+# Every suite: unit, integration (real frameworks, moto S3 server), e2e (real control plane) and e2e_realnode
+# (a real kubelet + containerd node running the images; realnode-ready builds and loads them, mk/images.mk;
+# it needs root and never skips). One pytest process per framework suite, as in production where each
+# quantizer image holds one framework: TensorFlow and torch in one process is not a supported combination.
 TEST_SUITES ?= tests/unit tests/integration/test_storage_s3.py,tests/integration/tflite tests/integration/onnx \
-	tests/integration/analysis tests/integration/realmodels tests/integration/tensorrt tests/e2e
-test: lint install cluster-bins test-data
+	tests/integration/analysis tests/integration/realmodels tests/integration/tensorrt tests/e2e tests/e2e_realnode
+test: lint install cluster-bins test-data realnode-ready
 	@failed=""; for suite in $(TEST_SUITES); do \
 	  echo "==== pytest $${suite//,/ }"; \
 	  $(PY) -m pytest -q -ra $${suite//,/ } || failed="$$failed $$suite"; \

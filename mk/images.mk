@@ -1,17 +1,22 @@
 # Container images built without a Docker engine or a registry (docs/helm.md, "Images").
-#   make images          base image + operator, quantizer-tflite, quantizer-torch, the pod sandbox image,
-#                        loaded into containerd's k8s.io namespace (CONTAINERD_ROOT) for the real node
+#   make images          base image + operator, quantizer-tflite, quantizer-onnx, quantizer-torch, the pod sandbox
+#                        image, loaded into containerd's k8s.io namespace (CONTAINERD_ROOT) for the real node
+#   make images-test     only what the real-node suite runs (no quantizer-torch): `make test` builds these
 #   make image-NAME      one image into buildah's store only
 # The Dockerfiles under images/ are the source of truth and build unchanged with `docker build`; here
 # buildah (Debian's package, daemonless) reads them, and build arguments adapt them to this machine.
 # quantizer-tensorrt needs NVIDIA's NGC base image: it is checked statically only (tests/unit/chart).
 
-.PHONY: images images-tools images-load python-base pause-image $(addprefix image-,$(BUILT_IMAGES))
+.PHONY: images images-test images-tools images-load images-load-test python-base pause-image \
+  $(addprefix image-,$(BUILT_IMAGES))
 
 IMAGE_REGISTRY ?= edgequant
 IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
 # What `make images` builds; quantizer-tensorrt is not among them (see above).
-BUILT_IMAGES := operator quantizer-tflite quantizer-torch
+BUILT_IMAGES := operator quantizer-tflite quantizer-onnx quantizer-torch
+# What tests/e2e_realnode runs (tests/harness/realnode.py REQUIRED_IMAGES): `make test` builds only these.
+# quantizer-torch (torch-qat; 5.4 GB with PyPI's CUDA torch, 20 min cold) is built by `make images` alone.
+TEST_IMAGES := operator quantizer-tflite quantizer-onnx
 # containerd names an unqualified `edgequant/operator` docker.io/edgequant/operator: the chart's values.
 image_ref = docker.io/$(IMAGE_REGISTRY)/$(1):$(IMAGE_TAG)
 
@@ -40,6 +45,7 @@ IMAGE_PACKAGES := buildah mmdebstrap containerd runc
 images: images-tools python-base pause-image $(addprefix image-,$(BUILT_IMAGES)) images-load
 
 images-tools:
+	@[ "$$(id -u)" = 0 ] || { echo "make images: buildah, containerd and the real node need root (run as root)" >&2; exit 1; }
 	@for c in $(IMAGE_PACKAGES); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
 	 if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	   apt-get install -y -qq --no-install-recommends $(IMAGE_PACKAGES) >/dev/null; fi
@@ -78,12 +84,19 @@ $(addprefix image-,$(BUILT_IMAGES)): image-%: images-tools python-base
 	  --build-arg PYTHON_BASE=$(PYTHON_BASE_IMAGE) $(IMAGE_BUILD_ARGS_$*) \
 	  -f images/$*/Dockerfile --ignorefile images/$*/Dockerfile.dockerignore -t $(call image_ref,$*) .
 
+images-test: images-tools python-base pause-image $(addprefix image-,$(TEST_IMAGES)) images-load-test
+
 images-load: images-tools
 	tools/images/load.sh $(CONTAINERD_ROOT) $(foreach i,$(BUILT_IMAGES),$(call image_ref,$(i))) $(PAUSE_IMAGE)
 
-# `make test-realnode` runs tests/e2e_realnode: the kubelet, the runtime packages and the images first. It is not
-# yet part of `make test`: a change under operator/ rebuilds every image (about 21 minutes here, most of it PyPI's
-# CUDA torch in quantizer-torch), which CI's time limit cannot yet carry beside the other suites (docs/helm.md).
-.PHONY: test-realnode
-test-realnode: install cluster-bins-real images
+images-load-test: images-tools
+	tools/images/load.sh $(CONTAINERD_ROOT) $(foreach i,$(TEST_IMAGES),$(call image_ref,$(i))) $(PAUSE_IMAGE)
+
+# `make test-realnode` runs tests/e2e_realnode alone: the kubelet, the runtime packages and the test images first.
+# `make test` runs it among its suites (realnode-ready is one of its prerequisites). A change under operator/
+# rebuilds only each image's last layer (docs/helm.md, "Images").
+.PHONY: test-realnode realnode-ready
+realnode-ready: cluster-bins-real images-test
+
+test-realnode: install realnode-ready
 	$(PY) -m pytest -q -ra tests/e2e_realnode

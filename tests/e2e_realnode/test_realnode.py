@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +77,26 @@ def container_spec(container_id: str) -> dict[str, Any]:
     return json.loads(out)["Spec"]
 
 
-def assert_locked_down(spec: dict[str, Any]) -> None:
+#: Where a container may write besides its volumes: what the runtime itself mounts read-write (tmpfs for /dev and
+#: /dev/shm, the pod's /etc/hosts, /etc/hostname, /etc/resolv.conf) and the kubelet's termination-log file.
+RUNTIME_WRITABLE = {"/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf"}
+
+
+def writable_mounts(spec: dict[str, Any]) -> set[str]:
+    """Mount points of the OCI spec a process may write to (the root filesystem is checked separately)."""
+    return {
+        m["destination"]
+        for m in spec.get("mounts", [])
+        if "ro" not in m.get("options", []) and m.get("type") not in ("proc", "sysfs", "cgroup")
+    }
+
+
+def assert_locked_down(spec: dict[str, Any], volumes: Collection[str] = ()) -> None:
     """Read-only root, non-root UID, no capabilities, no privilege escalation, a seccomp filter; writable mounts
-    only /scratch, /tmp-like tmpfs the runtime adds (/dev, /dev/shm...) and the termination log."""
+    only the pod's volumes (``volumes``), the termination log and what the runtime adds (RUNTIME_WRITABLE)."""
     assert spec["root"]["readonly"] is True
+    extra = writable_mounts(spec) - set(volumes) - RUNTIME_WRITABLE - {"/dev/termination-log"}
+    assert not extra, f"writable outside {sorted(volumes)}: {sorted(extra)}"
     assert spec["process"]["user"]["uid"] == RUN_AS_USER
     assert spec["process"].get("noNewPrivileges") is True
     assert not any(spec["process"].get("capabilities", {}).get(kind) for kind in ("bounding", "effective", "permitted"))
@@ -88,8 +104,9 @@ def assert_locked_down(spec: dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="session")
-def operator_release(real_cluster: Cluster) -> Iterator[dict[str, Any]]:
-    """`helm install` of the chart, the operator in its image as a pod (namespace enforces `restricted` too)."""
+def operator_release(real_cluster: Cluster, node_s3: str) -> Iterator[dict[str, Any]]:
+    """`helm install` of the chart, the operator in its image as a pod (namespace enforces `restricted` too); the
+    admin's policy allows the test's S3 endpoint."""
     restricted_namespace(real_cluster, OPERATOR_NAMESPACE)
     cmd = [
         str(real_cluster.helm),
@@ -104,6 +121,8 @@ def operator_release(real_cluster: Cluster) -> Iterator[dict[str, Any]]:
         "operator.logFormat=plain",
         "--set",
         "operator.resyncSeconds=20",
+        "--set-json",
+        f"policy.allowedS3Endpoints={json.dumps([node_s3])}",
         "--wait",
         "--timeout",
         "300s",
@@ -192,7 +211,8 @@ def quantization_job(
 
 def run_to_end(cluster: Cluster, namespace: str, manifest: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
     """Apply a QuantizationJob and wait for Succeeded or Failed; returns the QuantizationJob."""
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest))
+    applied = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(manifest), check=False)
+    assert applied.returncode == 0, f"kubectl apply: {applied.stdout}{applied.stderr}"
     name = manifest["metadata"]["name"]
 
     def finished() -> dict[str, Any] | None:
@@ -231,7 +251,9 @@ def assert_succeeded_in_image(
     assert terminated["exitCode"] == 0 and terminated["reason"] == "Completed"
     # The results in status came from here: the file the kubelet read from /dev/termination-log.
     assert artifact["sha256"] in terminated["message"]
-    assert_locked_down(container_spec(cs["containerID"]))
+    # The worker ran to the end under a read-only root with /scratch its only writable volume (not even /tmp): it
+    # wrote nowhere else.
+    assert_locked_down(container_spec(cs["containerID"]), volumes={"/scratch"})
 
 
 # --------------------------------------------------------------------------- tests
@@ -254,7 +276,7 @@ def test_the_operator_runs_as_a_pod_in_its_image_under_the_charts_service_accoun
     assert pod["spec"]["nodeName"] == realnode.NODE_NAME
     (cs,) = pod["status"]["containerStatuses"]
     assert cs["ready"] is True and cs["image"].endswith("edgequant/operator:0.1.0")
-    assert_locked_down(container_spec(cs["containerID"]))
+    assert_locked_down(container_spec(cs["containerID"]), volumes={"/tmp"})
 
 
 def test_tflite_int8_runs_in_the_tflite_image_and_succeeds(
@@ -268,7 +290,7 @@ def test_tflite_int8_runs_in_the_tflite_image_and_succeeds(
     assert_succeeded_in_image(real_cluster, jobs_namespace, qj, s3, bucket, "edgequant/quantizer-tflite:0.1.0")
 
 
-def test_onnx_static_runs_in_the_torch_image_and_succeeds(
+def test_onnx_static_runs_in_the_onnx_image_and_succeeds(
     real_cluster: Cluster, jobs_namespace: str, s3: Any, bucket: str, node_s3: str, tmp_path: Path
 ) -> None:
     s3.upload_file(str(onnx_mlp(tmp_path / "mlp.onnx")), bucket, "models/mlp.onnx")
@@ -281,7 +303,7 @@ def test_onnx_static_runs_in_the_torch_image_and_succeeds(
         {"shape": [1, 28, 28], "layout": "NCHW", "colorOrder": "GRAY"},
     )
     qj = run_to_end(real_cluster, jobs_namespace, manifest)
-    assert_succeeded_in_image(real_cluster, jobs_namespace, qj, s3, bucket, "edgequant/quantizer-torch:0.1.0")
+    assert_succeeded_in_image(real_cluster, jobs_namespace, qj, s3, bucket, "edgequant/quantizer-onnx:0.1.0")
 
 
 def test_a_memory_limit_too_small_is_oom_killed_with_the_fix_and_not_retried_forever(
@@ -306,3 +328,38 @@ def test_a_memory_limit_too_small_is_oom_killed_with_the_fix_and_not_retried_for
     # backoffLimit 1: two attempts, both killed by the kernel, then no more.
     assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
     assert all(p["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] == "OOMKilled" for p in pods)
+
+
+def test_a_dataset_larger_than_the_scratch_disk_fails_clearly_and_the_node_stays_healthy(
+    real_cluster: Cluster, jobs_namespace: str, s3: Any, bucket: str, node_s3: str, fashion_mnist: Any, tmp_path: Path
+) -> None:
+    """spec.resources.scratchSize becomes the scratch emptyDir's sizeLimit: an evaluation set bigger than it is
+    refused before its first byte lands on the node's disk, the job fails once with the fix, the node stays Ready
+    without DiskPressure."""
+    s3.upload_file(str(keras_cnn(tmp_path / "cnn.keras")), bucket, "models/cnn.keras")
+    np.savez(tmp_path / "big.npz", x=fashion_mnist.test_x[:5000], y=fashion_mnist.test_y[:5000])
+    big = (tmp_path / "big.npz").stat().st_size
+    s3.upload_file(str(tmp_path / "big.npz"), bucket, "data/big.npz")
+    manifest = quantization_job(
+        "scratch",
+        bucket,
+        node_s3,
+        "tflite-int8",
+        "models/cnn.keras",
+        {"shape": [28, 28, 1], "colorOrder": "GRAY"},
+        resources={"scratchSize": "2Mi"},
+    )
+    manifest["spec"]["evaluation"]["dataset"]["uri"] = f"s3://{bucket}/data/big.npz"
+    assert big > 2 * 2**20
+    qj = run_to_end(real_cluster, jobs_namespace, manifest, timeout=600)
+    st = qj["status"]
+    assert st["phase"] == "Failed", f"{json.dumps(st)[:2000]}\n{describe(real_cluster, jobs_namespace)}"
+    assert st["reason"] == "InvalidInput", json.dumps(st)[:2000]
+    assert f"s3://{bucket}/data/big.npz" in st["message"] and "would overflow the scratch disk" in st["message"]
+    assert "raise spec.resources.scratchSize" in st["message"]
+    (pod,) = worker_pods(real_cluster, jobs_namespace)  # a bad input is not retried
+    (scratch,) = [v for v in pod["spec"]["volumes"] if v["name"] == "scratch"]
+    assert scratch["emptyDir"]["sizeLimit"] == "2Mi"
+    node = get_json(real_cluster, "node", realnode.NODE_NAME)
+    conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+    assert conditions["Ready"] == "True" and conditions["DiskPressure"] == "False", conditions

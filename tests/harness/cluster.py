@@ -511,7 +511,7 @@ class Cluster:
         if absent:
             raise realnode.RealNodeUnavailable(
                 f"images missing from containerd's k8s.io namespace ({realnode.CONTAINERD_ROOT}): "
-                f"{', '.join(sorted(absent))}; build and load them with `make images`"
+                f"{', '.join(sorted(absent))}; build and load them with `make images-test`"
             )
         self._spawn(
             "kubelet",

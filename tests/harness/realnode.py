@@ -44,11 +44,11 @@ NAT_CHAIN = "EDGEQUANT-REALNODE"
 NETNS_DIR = Path("/run/netns")
 #: Debian packages the real node needs (the Makefile's test target installs them).
 PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables")
-#: Images `make images` loads into containerd's k8s.io namespace.
+#: Images the suite runs, which `make images-test` (mk/images.mk TEST_IMAGES) loads into containerd's k8s.io namespace.
 REQUIRED_IMAGES = (
     "docker.io/edgequant/operator:0.1.0",
     "docker.io/edgequant/quantizer-tflite:0.1.0",
-    "docker.io/edgequant/quantizer-torch:0.1.0",
+    "docker.io/edgequant/quantizer-onnx:0.1.0",
     PAUSE_IMAGE,
 )
 

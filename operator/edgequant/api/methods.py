@@ -19,6 +19,7 @@ class MethodFamily(enum.StrEnum):
 
     TFLITE = "tflite"
     TORCH = "torch"
+    ONNX = "onnx"
     TENSORRT = "tensorrt"
 
 
@@ -144,7 +145,6 @@ class Method(enum.StrEnum):
         float16_rung="tflite-float16",
         range_algorithm="minmax",
     )
-    # ONNX Runtime methods run in the torch image (torch + onnx + onnxruntime).
     TORCH_QAT = MethodSpec(
         # PT2E QAT needs an exported graph: a TorchScript module cannot be re-traced by torch.export.
         name="torch-qat",
@@ -159,7 +159,7 @@ class Method(enum.StrEnum):
     )
     ONNX_DYNAMIC = MethodSpec(
         name="onnx-dynamic",
-        family=MethodFamily.TORCH,
+        family=MethodFamily.ONNX,
         backend=_ORT,
         formats=ONNX_FORMATS,
         artifact_suffix="dynamic-int8",
@@ -169,7 +169,7 @@ class Method(enum.StrEnum):
     )
     ONNX_STATIC = MethodSpec(
         name="onnx-static",
-        family=MethodFamily.TORCH,
+        family=MethodFamily.ONNX,
         backend=_ORT,
         formats=ONNX_FORMATS,
         artifact_suffix="qdq-int8",

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FAMILY=IMAGE",
-        help="quantizer image for a method family: tflite, torch or tensorrt (env EDGEQUANT_OPERATOR_IMAGES as JSON)",
+        help="quantizer image for a method family: tflite, torch, onnx or tensorrt (env EDGEQUANT_OPERATOR_IMAGES as JSON)",
     )
     parser.add_argument(
         "--max-concurrent-jobs",

@@ -26,7 +26,7 @@ class OperatorSettings(BaseModel):
     )
     images: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_IMAGES),
-        description="Quantizer image per method family (tflite, torch, tensorrt).",
+        description="Quantizer image per method family (tflite, torch, onnx, tensorrt).",
     )
     image_pull_policy: str = Field("IfNotPresent", description="Pull policy of quantizer images.")
     default_requests: dict[str, str] = Field(

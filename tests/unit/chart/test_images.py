@@ -11,8 +11,11 @@ from __future__ import annotations
 import ast
 import fnmatch
 import itertools
+import json
 import re
 import shlex
+import subprocess
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,16 +96,20 @@ def run_lines(stages: list[Stage]) -> list[str]:
     return [c.value[0] for s in stages for c in s.commands if c.cmd == "RUN"]
 
 
-def pip_installs(stages: list[Stage]) -> list[list[str]]:
-    """The argument lists of every `pip install` in RUN lines (split on &&)."""
+def pip_runs(stages: list[Stage], verb: str = "install") -> list[list[str]]:
+    """The argument lists of every `pip VERB` in RUN lines (split on &&)."""
     found = []
     for line in run_lines(stages):
         for part in line.split("&&"):
             words = shlex.split(part)
             for i, word in enumerate(words):
-                if word.endswith("pip") and words[i + 1 : i + 2] == ["install"]:
+                if word.endswith("pip") and words[i + 1 : i + 2] == [verb]:
                     found.append(words[i + 2 :])
     return found
+
+
+def pip_installs(stages: list[Stage]) -> list[list[str]]:
+    return pip_runs(stages, "install")
 
 
 def installed_extras(stages: list[Stage]) -> set[str]:
@@ -152,7 +159,9 @@ def test_every_instruction_is_a_dockerfile_instruction(image: tuple[str, list[St
 def test_bases_are_pinned_and_stages_are_multi(image: tuple[str, list[Stage]]) -> None:
     name, stages = image
     assert len(stages) >= 2, f"{name}: build and runtime stages expected"
-    for stage in stages:
+    for i, stage in enumerate(stages):
+        if stage.image in {s.name for s in stages[:i]}:
+            continue  # FROM an earlier stage
         assert "$" not in stage.image, f"{name}: FROM {stage.image} uses an ARG without a default"
         repo, _, tag = stage.image.rpartition(":")
         assert "@sha256:" in stage.image or (repo and re.search(r"\d", tag) and tag != "latest"), (
@@ -235,6 +244,8 @@ def test_each_image_installs_its_family_and_nothing_heavier() -> None:
     assert not operator_deps & ML_FRAMEWORKS, f"the operator image would pull {operator_deps & ML_FRAMEWORKS}"
     assert {"tflite", "s3"} <= extras["quantizer-tflite"]
     assert {"torch", "onnx", "s3"} <= extras["quantizer-torch"]
+    # onnx-* need ONNX Runtime only: their image stays free of PyTorch (and of TensorFlow).
+    assert extras["quantizer-onnx"] == {"onnx", "s3"}
     assert {"tensorrt", "s3"} <= extras["quantizer-tensorrt"]
     for name in NAMES:
         assert "dev" not in extras[name], f"{name}: test dependencies in an image"
@@ -252,7 +263,8 @@ def test_torch_image_uses_cpu_wheels_and_tensorrt_image_an_nvidia_base() -> None
     ]
     assert cpu_index and cpu_index[0].endswith("/whl/cpu")
     trt = stages_of(IMAGES / "quantizer-tensorrt" / "Dockerfile")
-    assert all(s.image.startswith("nvcr.io/nvidia/tensorrt:") for s in trt)
+    stage_names = {s.name for s in trt}
+    assert all(s.image.startswith("nvcr.io/nvidia/tensorrt:") for s in trt if s.image not in stage_names)
     assert "pycuda" in {requirement_name(d) for d in EXTRAS["tensorrt"]}
     assert any("--system-site-packages" in line for line in run_lines(trt)), (
         "the venv must see the base image's tensorrt"
@@ -262,3 +274,55 @@ def test_torch_image_uses_cpu_wheels_and_tensorrt_image_an_nvidia_base() -> None
 def test_tflite_nodeps_requirements_are_installed_without_deps() -> None:
     installs = pip_installs(stages_of(IMAGES / "quantizer-tflite" / "Dockerfile"))
     assert ["--no-deps", "-r", "requirements/tflite-nodeps.txt"] in installs
+
+
+def test_the_operator_image_removes_only_what_the_operator_never_imports() -> None:
+    """The operator image drops packages (pip uninstall) and folders (rm -rf) of its venv to stay small; importing
+    the operator's modules in a fresh interpreter must touch none of them."""
+    stages = stages_of(IMAGES / "operator" / "Dockerfile")
+    lean = [s for s in stages if s.name == "lean"]
+    assert lean and any(c.cmd == "COPY" and "--from=lean" in c.flags for c in stages[-1].commands), (
+        "the operator's runtime stage copies the venv from the `lean` stage"
+    )
+    removed = {requirement_name(a) for args in pip_runs(lean, "uninstall") for a in args if not a.startswith("-")}
+    removed_modules = {
+        ".".join(m.group(1).split("/"))
+        for line in run_lines(lean)
+        for m in re.finditer(r"site-packages/([\w/]+)", line)
+    }
+    assert {"numpy", "pillow", "pip"} <= removed and "kubernetes.aio" in removed_modules
+    probe = (
+        "import importlib, json, sys\n"
+        "at_start = set(sys.modules)\n"
+        "for m in ('edgequant.cli.main', 'edgequant.cli.operator', 'edgequant.controller.handlers',"
+        " 'edgequant.controller.sweep_handlers'):\n    importlib.import_module(m)\n"
+        "print(json.dumps(sorted(set(sys.modules) - at_start)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    imported = set(json.loads(done.stdout))
+    from importlib.metadata import packages_distributions
+
+    owners = packages_distributions()
+    used = {requirement_name(d) for m in imported if "." not in m for d in owners.get(m, [])}
+    assert not used & removed, f"the operator imports {sorted(used & removed)}, which its image uninstalls"
+    hits = sorted(m for m in imported for r in removed_modules if m == r or m.startswith(r + "."))
+    assert not hits, f"the operator imports {hits}, which its image deletes"
+
+
+def test_a_source_change_rebuilds_only_the_package_layer(image: tuple[str, list[Stage]]) -> None:
+    """Dependencies install before operator/ is copied; after it, pip installs only the package (--no-deps), so a
+    build cache keyed on earlier steps survives every change under operator/."""
+    name, stages = image
+    copied_source = False
+    deps_first = False
+    for stage in stages:
+        for cmd in stage.commands:
+            if cmd.cmd == "COPY" and any(v.rstrip("/") == "operator" for v in cmd.value[:-1]):
+                copied_source = True
+            elif cmd.cmd == "RUN":
+                for args in pip_installs([Stage(stage.image, stage.name, [cmd])]):
+                    if copied_source:
+                        assert "--no-deps" in args, f"{name}: pip resolves dependencies after COPY operator/: {args}"
+                    elif any(re.fullmatch(r"\.\[[\w,-]+\]", a) for a in args):
+                        deps_first = True
+    assert copied_source and deps_first, f"{name}: the extras' dependencies must install before COPY operator/"

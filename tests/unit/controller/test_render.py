@@ -80,8 +80,9 @@ def test_labels_on_job_and_pod_template() -> None:
 
 @pytest.mark.parametrize("method", list(api.Method))
 def test_image_per_method_family_from_settings(method: api.Method) -> None:
-    settings = OperatorSettings(images={"tflite": "reg/tfl:1", "torch": "reg/torch:2", "tensorrt": "reg/trt:3"})
-    expected = {"tflite": "reg/tfl:1", "torch": "reg/torch:2", "tensorrt": "reg/trt:3"}[method.family.value]
+    images = {"tflite": "reg/tfl:1", "torch": "reg/torch:2", "onnx": "reg/onnx:4", "tensorrt": "reg/trt:3"}
+    settings = OperatorSettings(images=images)
+    expected = images[method.family.value]
     example = next(p for p in EXAMPLES if yaml.safe_load(p.read_text())["spec"]["method"] == method.value)
     spec = api.QuantizationJob.model_validate(yaml.safe_load(example.read_text())).spec
     assert container(rendered(spec, settings))["image"] == expected
