@@ -46,6 +46,9 @@ MEMORY_BUDGET_ENV = "EDGEQUANT_MEMORY_BUDGET"
 #: The scratch folder's size limit (bytes or a quantity): downloads that would not fit stop before they start.
 SCRATCH_LIMIT_ENV = "EDGEQUANT_SCRATCH_LIMIT"
 
+#: Threads a backend's runtime uses for inference and QAT (the backends' defaults suit a 4-core edge board).
+THREADS_ENV = "EDGEQUANT_THREADS"
+
 #: How long the worker waits for an S3 endpoint: seconds to connect, seconds for each read, attempts per request.
 #: A hung endpoint (accepts, never answers) ends as StorageUnavailable after about attempts x (connect + read).
 S3_CONNECT_TIMEOUT_ENV = "EDGEQUANT_S3_CONNECT_TIMEOUT"

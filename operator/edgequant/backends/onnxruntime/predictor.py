@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edgequant.api.worker_contract import THREADS_ENV
 from edgequant.backends.base import TensorContract, check_batch_matches
 
 #: Graph optimizers a session must skip so that nodes kept in float stay float (module docstring).
@@ -35,7 +36,7 @@ def session(path: Path, *, threads: int | None = None, reference: bool = False) 
     options = ort.SessionOptions()
     if reference:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = threads or int(os.environ.get("EDGEQUANT_THREADS", DEFAULT_THREADS))
+    options.intra_op_num_threads = threads or int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: ORT warns about every unused initializer it removes
     return ort.InferenceSession(

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgequant.api import v1alpha1 as api
+from edgequant.api.worker_contract import THREADS_ENV
 from edgequant.backends.base import Batches
 
 
@@ -52,7 +53,7 @@ def fine_tune(
     )
 
     torch.manual_seed(seed)
-    torch.set_num_threads(int(os.environ.get("EDGEQUANT_THREADS", min(4, os.cpu_count() or 1))))
+    torch.set_num_threads(int(os.environ.get(THREADS_ENV, min(4, os.cpu_count() or 1))))
     quantizer = X86InductorQuantizer().set_global(
         get_default_x86_inductor_quantization_config(is_qat=True, reduce_range=reduce_range)
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgequant.api.worker_contract import THREADS_ENV
 from edgequant.backends.base import TensorContract, check_batch_matches
 
 #: Interpreter threads; EDGEQUANT_THREADS overrides (edge boards have 4 cores, CI machines 2).
@@ -28,7 +29,7 @@ class TFLitePredictor:
     def __init__(self, path: Path, *, num_threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        threads = num_threads or int(os.environ.get("EDGEQUANT_THREADS", DEFAULT_THREADS))
+        threads = num_threads or int(os.environ.get(THREADS_ENV, DEFAULT_THREADS))
         self.path = path
         self.num_threads = threads
         self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
