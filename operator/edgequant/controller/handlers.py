@@ -21,7 +21,7 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from edgequant.api import v1alpha1 as api
-from edgequant.controller import cache, kube, metrics, naming, queueing, reconcile
+from edgequant.controller import cache, kube, metrics, naming, queueing, reconcile, status
 from edgequant.controller.reconcile import Reconciler
 from edgequant.controller.settings import OperatorSettings
 
@@ -258,11 +258,17 @@ async def _refresh_later(
     if request is None and not gone:
         return
     asked = time.monotonic()
+    # The steps of the result's way (a pod that ended), as metrics.RESULT_LATENCY.
+    ended_pod = request is not None and request.final and kind == "Pod"
+    if ended_pod and (exited := status.exited_at(obj)) is not None:
+        metrics.RESULT_LATENCY.labels("exit_to_event").observe(max(0.0, time.time() - exited))
     await asyncio.sleep(EVENT_DEBOUNCE_SECONDS)
 
     def run() -> None:
         started = time.monotonic()
         metrics.REFRESH_WAIT.observe(started - asked)
+        if ended_pod:
+            metrics.RESULT_LATENCY.labels("event_to_refresh").observe(started - asked)
         try:
             if gone:
                 _guarded(handler, reconciler.job_gone, obj, cache=_cache(kwargs), logger=logger)
@@ -270,6 +276,8 @@ async def _refresh_later(
                 _guarded(handler, reconciler.refresh, request, cache=_cache(kwargs), logger=logger)
         finally:
             metrics.REFRESH_WORK.observe(time.monotonic() - started)
+            if ended_pod:
+                metrics.RESULT_LATENCY.labels("refresh").observe(time.monotonic() - started)
 
     context = contextvars.copy_context()  # kopf.event() finds the operator's settings in a context variable
     loop = asyncio.get_running_loop()
