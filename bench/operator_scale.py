@@ -6,6 +6,10 @@ by watches in this process; and on server clocks alone: the status write's manag
 container's finishedAt), the Job controller's own lag (pod exit -> the Job's Complete/Failed condition), and
 the operator's peak RSS (VmHWM) and CPU time, and the operator's writes to the API server per job, counted by
 the API server itself (its /metrics ``apiserver_request_total``, before and after the run, by verb and resource).
+Where the time between a container's exit and its status goes: the operator's own histograms
+(``edgequant_result_latency_seconds`` by step, refresh wait and duration), this process's watch delay after
+``finishedAt``, and, sampled every half second during the run, the bare API server's latency (a GET and a merge
+PATCH of a small ConfigMap) and the machine's load average.
 
 Every job uses the cheapest run there is: a tflite-dynamic-range spec whose model file does not exist, so
 the worker starts, fails its first read (InvalidInput, exit 10, no retry) and the whole path
