@@ -6,6 +6,10 @@ by watches in this process; and on server clocks alone: the status write's manag
 container's finishedAt), the Job controller's own lag (pod exit -> the Job's Complete/Failed condition), and
 the operator's peak RSS (VmHWM) and CPU time, and the operator's writes to the API server per job, counted by
 the API server itself (its /metrics ``apiserver_request_total``, before and after the run, by verb and resource).
+Where the time between a container's exit and its status goes: the operator's own histograms
+(``edgequant_result_latency_seconds`` by step, refresh wait and duration), this process's watch delay after
+``finishedAt``, and, sampled every half second during the run, the bare API server's latency (a GET and a merge
+PATCH of a small ConfigMap) and the machine's load average.
 
 Every job uses the cheapest run there is: a tflite-dynamic-range spec whose model file does not exist, so
 the worker starts, fails its first read (InvalidInput, exit 10, no retry) and the whole path
@@ -59,6 +63,8 @@ class Recorder:
         self.qj_terminal: dict[str, float] = {}
         self.job_concluded: dict[str, float] = {}  # by QuantizationJob name: the Job's Complete/Failed condition
         self.qj_phase: dict[str, str] = {}
+        #: By QuantizationJob name: this watch's first sighting of the ended container minus its finishedAt (wall).
+        self.exit_seen_delay: dict[str, float] = {}
 
     def first(self, table: dict[str, float], key: str) -> None:
         with self.lock:
@@ -115,13 +121,85 @@ def _record(kind: str, obj: dict[str, Any], recorder: Recorder) -> None:
             recorder.first(recorder.job_concluded, labels.get("edgequant.io/quantizationjob", "?"))
     elif kind == "pods":
         for cs in (obj.get("status") or {}).get("containerStatuses") or []:
-            if (cs.get("state") or {}).get("terminated"):
-                recorder.first(recorder.pod_exited, labels.get("edgequant.io/quantizationjob", "?"))
+            terminated = (cs.get("state") or {}).get("terminated")
+            if terminated:
+                name = labels.get("edgequant.io/quantizationjob", "?")
+                recorder.first(recorder.pod_exited, name)
+                if terminated.get("finishedAt"):
+                    with recorder.lock:
+                        recorder.exit_seen_delay.setdefault(name, time.time() - _epoch(terminated["finishedAt"]))
     else:
         phase = (obj.get("status") or {}).get("phase")
         if phase in TERMINAL:
             recorder.first(recorder.qj_terminal, obj["metadata"]["name"])
             recorder.qj_phase[obj["metadata"]["name"]] = phase
+
+
+def _epoch(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+class Probe:
+    """The bare API server's latency and the machine's load while the run goes on: every half second one GET and one
+    merge PATCH of a small ConfigMap (a write through to etcd, like a status patch), and the 1-minute load average."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        from kubernetes import client
+
+        self.core = client.CoreV1Api(cluster.api_client())
+        self.namespace = namespace
+        self.get_s: list[float] = []
+        self.patch_s: list[float] = []
+        self.load: list[float] = []
+        self.stop = threading.Event()
+        self.core.create_namespaced_config_map(namespace, {"metadata": {"name": "bench-probe"}, "data": {"n": "0"}})
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        n = 0
+        while not self.stop.wait(0.5):
+            n += 1
+            self.load.append(os.getloadavg()[0])
+            try:
+                started = time.monotonic()
+                self._drain(self.core.read_namespaced_config_map("bench-probe", self.namespace, _preload_content=False))
+                self.get_s.append(time.monotonic() - started)
+                started = time.monotonic()
+                self._drain(
+                    self.core.patch_namespaced_config_map(
+                        "bench-probe", self.namespace, {"data": {"n": str(n)}}, _preload_content=False
+                    )
+                )
+                self.patch_s.append(time.monotonic() - started)
+            except Exception as exc:  # a probe that fails is reported, not fatal
+                print(f"probe: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+    @staticmethod
+    def _drain(response: Any) -> None:
+        """Read the whole response, so that its connection goes back to the pool clean."""
+        response.read()
+        response.release_conn()
+
+    def summary(self) -> dict[str, Any]:
+        def spread(values: list[float]) -> dict[str, Any]:
+            if not values:
+                return {}
+            return {
+                "n": len(values),
+                "p50_s": round(percentile(values, 0.5), 3),
+                "p95_s": round(percentile(values, 0.95), 3),
+            }
+
+        return {
+            "get": spread(self.get_s),
+            "patch": spread(self.patch_s),
+            "load_average_1m": {
+                "mean": round(sum(self.load) / len(self.load), 1) if self.load else None,
+                "max": round(max(self.load), 1) if self.load else None,
+            },
+        }
 
 
 def manifest(name: str, out_dir: Path) -> dict[str, Any]:
@@ -137,7 +215,12 @@ def manifest(name: str, out_dir: Path) -> dict[str, Any]:
             },
             "output": {"uri": f"file://{out_dir}/out/{name}/"},
             "execution": {"backoffLimit": 0},
-            "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+            # A small scratch volume: the default (20Gi, requested as ephemeral-storage) would fit 5 pods on the node.
+            "resources": {
+                "requests": {"cpu": "10m", "memory": "64Mi"},
+                "limits": {"memory": "256Mi"},
+                "scratchSize": "64Mi",
+            },
         },
     }
 
@@ -158,24 +241,67 @@ def _component_pids(cluster: Cluster) -> dict[str, int]:
     return {name: pid for name, pid in pids.items() if pid and Path(f"/proc/{pid}").exists()}
 
 
+def _histograms(text: str, name: str) -> dict[str, tuple[list[tuple[float, float]], float, float]]:
+    """One Prometheus histogram from an exposition: per label set (as written, without ``le``), its cumulative
+    buckets, sum and count."""
+    out: dict[str, tuple[list[tuple[float, float]], float, float]] = {}
+    for line in text.splitlines():
+        if not line.startswith(name + "_"):
+            continue
+        head, value = line.rsplit(" ", 1)
+        series, _, labels = head.partition("{")
+        labels = labels.rstrip("}")
+        le = None
+        parts = []
+        for part in filter(None, labels.split(",")):
+            key, _, val = part.partition("=")
+            if key == "le":
+                le = float(val.strip('"'))
+            else:
+                parts.append(part)
+        buckets, total, count = out.setdefault(",".join(parts), ([], 0.0, 0.0))
+        if series == name + "_bucket" and le is not None:
+            buckets.append((le, float(value)))
+        elif series == name + "_sum":
+            out[",".join(parts)] = (buckets, float(value), count)
+        elif series == name + "_count":
+            out[",".join(parts)] = (buckets, total, float(value))
+    return out
+
+
+def _quantile(buckets: list[tuple[float, float]], count: float, q: float) -> float | None:
+    """A quantile from cumulative buckets, interpolated linearly inside its bucket (as Prometheus does)."""
+    lower, below = 0.0, 0.0
+    for le, cumulative in buckets:
+        if cumulative >= q * count and count:
+            if le == float("inf"):
+                return lower
+            inside = cumulative - below
+            return round(lower + (le - lower) * ((q * count - below) / inside if inside else 1.0), 2)
+        lower, below = le, cumulative
+    return None
+
+
 def refresh_latency(url: str) -> dict[str, Any]:
-    """The operator's own refresh histograms: count, mean and the bucket holding p95, per histogram."""
+    """The operator's own histograms: refresh wait and duration (all refreshes), and the steps of a result's way
+    from the pod's exit to the terminal status; count, mean, p50 and p95 (interpolated in the buckets) each."""
     import urllib.request
 
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     out: dict[str, Any] = {}
-    for name in ("edgequant_status_refresh_wait_seconds", "edgequant_status_refresh_seconds"):
-        buckets, total, count = [], 0.0, 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "_bucket{"):
-                le = line.split('le="', 1)[1].split('"', 1)[0]
-                buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
-            elif line.startswith(name + "_sum "):
-                total = float(line.split()[1])
-            elif line.startswith(name + "_count "):
-                count = float(line.split()[1])
-        p95 = next((le for le, c in buckets if count and c >= 0.95 * count), None)
-        out[name] = {"count": int(count), "mean_s": round(total / count, 3) if count else None, "p95_at_most_s": p95}
+    for name in (
+        "edgequant_status_refresh_wait_seconds",
+        "edgequant_status_refresh_seconds",
+        "edgequant_result_latency_seconds",
+    ):
+        for labels, (buckets, total, count) in _histograms(text, name).items():
+            key = name + (f"{{{labels}}}" if labels else "")
+            out[key] = {
+                "count": int(count),
+                "mean_s": round(total / count, 3) if count else None,
+                "p50_s": _quantile(buckets, count, 0.5),
+                "p95_s": _quantile(buckets, count, 0.95),
+            }
     return out
 
 
@@ -321,6 +447,7 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
         )
     recorder, stop = Recorder(), threading.Event()
     server_side: list[float] = []
+    probe: Probe | None = None
     writes: dict[str, Any] = {}
     refresh: dict[str, Any] = {}
     threads = [
@@ -332,6 +459,8 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
         for t in threads:
             t.start()
         time.sleep(1.0)  # the watches are open
+        probe = Probe(cluster, namespace)
+        probe.thread.start()
         cpu_before = {name: proc_stats(pid)[1] for name, pid in _component_pids(cluster).items()}
         writes_before = write_requests(cluster)
         custom = client.CustomObjectsApi(cluster.api_client())
@@ -352,6 +481,7 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
             time.sleep(1.0)
             assert operator.poll() is None, "the operator exited:\n" + log.read_text()[-4000:]
         elapsed = time.monotonic() - t0
+        probe.stop.set()
         rss, cpu = proc_stats(operator.pid)
         components = {
             name: round(proc_stats(pid)[1] - cpu_before.get(name, 0.0), 1)
@@ -367,6 +497,8 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
         )
     finally:
         stop.set()
+        if probe is not None:
+            probe.stop.set()
         operator.send_signal(signal.SIGTERM)
         try:
             operator.wait(timeout=30)
@@ -399,12 +531,21 @@ def run(cluster: Cluster, jobs: int, timeout: float, workers: int | None) -> dic
         "pod_exit_to_status_max_s": round(max(latencies), 3) if latencies else None,
         "server_clock_exit_to_status_p50_s": round(percentile(server_side, 0.50), 1) if server_side else None,
         "server_clock_exit_to_status_p95_s": round(percentile(server_side, 0.95), 1) if server_side else None,
+        "bench_watch_exit_seen_after_finished_p50_s": round(percentile(list(recorder.exit_seen_delay.values()), 0.5), 2)
+        if recorder.exit_seen_delay
+        else None,
+        "bench_watch_exit_seen_after_finished_p95_s": round(
+            percentile(list(recorder.exit_seen_delay.values()), 0.95), 2
+        )
+        if recorder.exit_seen_delay
+        else None,
         "pod_exit_to_job_concluded_p50_s": round(percentile(job_lag, 0.50), 3) if job_lag else None,
         "pod_exit_to_job_concluded_p95_s": round(percentile(job_lag, 0.95), 3) if job_lag else None,
         "job_concluded_to_status_p50_s": round(percentile(vs_job, 0.50), 3) if vs_job else None,
         "job_concluded_to_status_p95_s": round(percentile(vs_job, 0.95), 3) if vs_job else None,
         "operator_writes": writes,
         "operator_refresh": refresh,
+        "api_server_probe": probe.summary() if probe is not None else {},
         "operator_peak_rss_mib": round(rss, 1),
         "operator_cpu_seconds": round(cpu, 1),
         "cluster_cpu_seconds_during_run": components,

@@ -207,7 +207,9 @@ def events_for(cluster: Any, namespace: str, name: str) -> list[dict[str, Any]]:
 
 
 def create(cluster: Any, namespace: str, manifests: list[dict[str, Any]]) -> None:
-    cluster.kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(manifests), timeout=300)
+    """kubectl creates them one by one: 5 s each, the API server's write latency (p95) on a loaded 2-core machine."""
+    timeout = max(300, 5 * len(manifests))
+    cluster.kubectl("create", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(manifests), timeout=timeout)
 
 
 # --------------------------------------------------------------------------- model and data in S3
@@ -351,12 +353,23 @@ def test_bad_data_fails_with_reason_and_message_and_no_retry(
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Failed"]["reason"] == "DataValidationFailed" and conditions["Succeeded"]["status"] == "False"
     assert status["attempts"] == 1
-    (job,) = batch_jobs(k8s_cluster, namespace, "bad-data")
+
+    def concluded() -> dict[str, Any] | None:
+        """The status comes from the pod's exit, before the Job controller fails the Job: wait for that."""
+        (job,) = batch_jobs(k8s_cluster, namespace, "bad-data")
+        failed = any(c["type"] == "Failed" and c["status"] == "True" for c in job["status"].get("conditions") or [])
+        return job if failed else None
+
+    job = wait_for(concluded, timeout=300, what="the Job controller to fail the Job")
     assert (
         job["status"].get("failed") == 1 and len(pods_of(k8s_cluster, namespace, "bad-data-g1")) == 1
     )  # FailJob: no retry
-    warnings = [e for e in events_for(k8s_cluster, namespace, "bad-data") if e["type"] == "Warning"]
-    assert [e["reason"] for e in warnings] == ["DataValidationFailed"]
+
+    def warnings() -> list[str]:
+        """The Event is posted after the status write."""
+        return [e["reason"] for e in events_for(k8s_cluster, namespace, "bad-data") if e["type"] == "Warning"]
+
+    assert wait_for(warnings, timeout=60, what="the Warning Event") == ["DataValidationFailed"]
 
 
 def test_a_crashing_worker_is_retried_up_to_the_backoff_limit(
@@ -685,6 +698,8 @@ def test_two_hundred_jobs_at_once_all_reach_a_terminal_state(
     for i in range(200):
         m = qj(f"many-{i:03d}", s3_world, s3_secret)
         m["spec"].pop("evaluation")
+        # A small scratch volume: the default (20Gi, requested as ephemeral-storage) fits 5 pods on the node.
+        m["spec"].setdefault("resources", {})["scratchSize"] = "256Mi"
         manifests.append(m if i % 20 == 0 else missing_model(m))
     create(k8s_cluster, namespace, manifests)
 

@@ -8,7 +8,6 @@ handler (the same idempotent reconcile) runs for each once.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import contextvars
 import dataclasses
@@ -21,8 +20,9 @@ import kopf
 from kubernetes.client.rest import ApiException
 
 from edgequant.api import v1alpha1 as api
-from edgequant.controller import cache, kube, metrics, naming, queueing, reconcile
+from edgequant.controller import cache, kube, metrics, naming, queueing, reconcile, refresh_pool, status
 from edgequant.controller.reconcile import Reconciler
+from edgequant.controller.refresh_pool import RefreshPool
 from edgequant.controller.settings import OperatorSettings
 
 _MANAGED = {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
@@ -49,17 +49,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 330
     settings.execution.max_workers = operator_settings.workers
     # Status refreshes get threads of their own, so that a burst of new QuantizationJobs (whose handlers create
-    # Jobs) never holds back the status of the ones already running.
-    memo["refresh_executor"] = concurrent.futures.ThreadPoolExecutor(
-        max_workers=operator_settings.workers, thread_name_prefix="edgequant-refresh"
-    )
-    # Refreshes that may write a result (a pod ended, a Job concluded) skip the queue of the others: the time from
-    # a pod's exit to its status is what users wait on.
-    memo["final_executor"] = concurrent.futures.ThreadPoolExecutor(
-        max_workers=max(2, operator_settings.workers // 2), thread_name_prefix="edgequant-final"
-    )
+    # Jobs) never holds back the status of the ones already running; those that may write a result go first.
+    pool = memo["refresh_pool"] = RefreshPool(2 * operator_settings.workers)
     loop = asyncio.get_running_loop()
-    executor = memo["refresh_executor"]
 
     def schedule(delay: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` in a refresh thread ``delay`` seconds from now (called from handler threads)."""
@@ -67,12 +59,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
         def submit() -> None:
             with contextlib.suppress(RuntimeError):  # the operator is stopping
-                executor.submit(context.run, _guarded, "pending", fn)
+                pool.submit(lambda: context.run(_guarded, "pending", fn), rank=refresh_pool.OTHER)
 
         loop.call_soon_threadsafe(loop.call_later, delay, submit)
 
     memo["reconciler"] = Reconciler(
-        kube=kube.KubeClient.from_environment(connections=2 * operator_settings.workers + 4),
+        # One connection per thread that calls the API server: kopf's handler threads and the refresh pool's.
+        kube=kube.KubeClient.from_environment(connections=3 * operator_settings.workers + 4),
         settings=operator_settings,
         schedule=schedule,
     )
@@ -82,10 +75,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 def stop_refreshes(memo: kopf.Memo, **_: Any) -> None:
-    for name in ("refresh_executor", "final_executor"):
-        executor = memo.get(name)
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+    pool = memo.get("refresh_pool")
+    if pool is not None:
+        pool.shutdown()
 
 
 def _quiet_event_handlers(record: logging.LogRecord) -> bool:
@@ -247,7 +239,9 @@ async def quantization_job_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -
 async def _refresh_later(
     handler: str, obj: dict[str, Any], *, kind: str, deleted: bool, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any
 ) -> None:
-    """Wait a moment so that a burst of events (Job created, its pod created, the Job counts it) costs one refresh.
+    """Refresh the status of the event's QuantizationJob: at once, ahead of other refreshes, when the event may
+    decide its result (a pod ended, a Job concluded); otherwise a moment later, so that a burst of events (Job
+    created, its pod created, the Job counts it) costs one refresh.
 
     A deleted Job reconciles its QuantizationJob instead: it is recreated (deleted by hand), the next generation's
     Job is created (the old one is gone with its pods), or nothing happens (its TTL expired after the result).
@@ -258,11 +252,19 @@ async def _refresh_later(
     if request is None and not gone:
         return
     asked = time.monotonic()
-    await asyncio.sleep(EVENT_DEBOUNCE_SECONDS)
+    result = request is not None and request.final
+    # The steps of the result's way (a pod that ended), as metrics.RESULT_LATENCY.
+    ended_pod = result and kind == "Pod"
+    if ended_pod and (exited := status.exited_at(obj)) is not None:
+        metrics.RESULT_LATENCY.labels("exit_to_event").observe(max(0.0, time.time() - exited))
+    if not result:
+        await asyncio.sleep(EVENT_DEBOUNCE_SECONDS)
 
     def run() -> None:
         started = time.monotonic()
         metrics.REFRESH_WAIT.observe(started - asked)
+        if ended_pod:
+            metrics.RESULT_LATENCY.labels("event_to_refresh").observe(started - asked)
         try:
             if gone:
                 _guarded(handler, reconciler.job_gone, obj, cache=_cache(kwargs), logger=logger)
@@ -270,13 +272,15 @@ async def _refresh_later(
                 _guarded(handler, reconciler.refresh, request, cache=_cache(kwargs), logger=logger)
         finally:
             metrics.REFRESH_WORK.observe(time.monotonic() - started)
+            if ended_pod:
+                metrics.RESULT_LATENCY.labels("refresh").observe(time.monotonic() - started)
 
     context = contextvars.copy_context()  # kopf.event() finds the operator's settings in a context variable
-    loop = asyncio.get_running_loop()
+    pool: RefreshPool = memo["refresh_pool"]
+    rank = refresh_pool.RESULT if result else refresh_pool.OTHER
     for _ in range(JOB_GONE_RETRIES):
         try:
-            executor = memo["final_executor"] if request is not None and request.final else memo["refresh_executor"]
-            await loop.run_in_executor(executor, context.run, run)
+            await asyncio.wrap_future(pool.submit(lambda: context.run(run), rank=rank))
             return
         except kopf.TemporaryError as exc:  # counted by _guarded; an event handler has no kopf retries
             if not gone:

@@ -129,6 +129,7 @@ class Reconciler:
         schedule: Scheduler | None = None,
         clock: Callable[[], float] = time.monotonic,
         utc_now: Callable[[], str] = _utc_now,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.kube = kube
         self.settings = settings
@@ -136,6 +137,7 @@ class Reconciler:
         self._schedule = schedule
         self._clock = clock
         self._utc_now = utc_now
+        self._wall_clock = wall_clock
         self._guard = threading.Lock()
         #: Handlers of one QuantizationJob (its own, its Job's, its pods') run in parallel threads: one lock each.
         self._locks: dict[Key, threading.Lock] = {}
@@ -512,9 +514,15 @@ class Reconciler:
         change = status.diff(previous, desired)
         if not change.changed:
             return
+        patch_started = self._clock()
         patched = self.kube.patch_status(
             meta["namespace"], meta["name"], change.patch, resource_version=meta.get("resourceVersion")
         )
+        if newly_terminal(previous, desired):
+            metrics.RESULT_LATENCY.labels("status_patch").observe(self._clock() - patch_started)
+            if desired.get("completionTime"):
+                exited = status.epoch_seconds(str(desired["completionTime"]))
+                metrics.RESULT_LATENCY.labels("exit_to_status").observe(max(0.0, self._wall_clock() - exited))
         if patched is not None:
             with self._guard:
                 chain = self._written.setdefault(meta["uid"], {})
@@ -554,11 +562,16 @@ class Reconciler:
             self._written.pop(uid, None)
 
 
-def _record_duration(spec: dict[str, Any], previous: dict[str, Any], desired: dict[str, Any]) -> None:
+def newly_terminal(previous: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """Whether ``desired`` is the first terminal status of its generation (the write that records the result)."""
     terminal = plan.TERMINAL_PHASES
-    if desired["phase"] not in terminal or (
+    return desired["phase"] in terminal and not (
         previous.get("phase") in terminal and previous.get("observedGeneration") == desired["observedGeneration"]
-    ):
+    )
+
+
+def _record_duration(spec: dict[str, Any], previous: dict[str, Any], desired: dict[str, Any]) -> None:
+    if not newly_terminal(previous, desired):
         return
     if desired.get("startTime") and desired.get("completionTime"):
         start = datetime.fromisoformat(str(desired["startTime"]).replace("Z", "+00:00"))

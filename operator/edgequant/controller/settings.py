@@ -59,7 +59,7 @@ class OperatorSettings(BaseModel):
         16,
         ge=1,
         le=256,
-        description="Threads running handlers, and as many again refreshing statuses (they wait on the API server, not the CPU).",
+        description="Threads running handlers, and twice as many refreshing statuses, results first (they wait on the API server, not the CPU).",
     )
     liveness_port: int = Field(8080, ge=0, le=65535, description="Port of /healthz (0 disables).")
     metrics_port: int = Field(9090, ge=0, le=65535, description="Port of Prometheus /metrics (0 disables).")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypedDict
 
 from pydantic import ValidationError
@@ -296,6 +297,17 @@ def _sealing_pod(ordered: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def _finished_at(pod: dict[str, Any] | None) -> str | None:
     return (_terminated(pod) or {}).get("finishedAt") if pod is not None else None
+
+
+def exited_at(pod: dict[str, Any]) -> float | None:
+    """When the pod's container ended (its finishedAt, whole seconds since the epoch), None while it runs."""
+    stamp = _finished_at(pod)
+    return epoch_seconds(stamp) if stamp else None
+
+
+def epoch_seconds(stamp: str) -> float:
+    """An API timestamp (RFC 3339, ``Z``) as seconds since the epoch."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _backoff_used_up(job: dict[str, Any], *, attempts: int) -> bool:

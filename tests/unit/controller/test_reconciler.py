@@ -147,3 +147,19 @@ def test_a_pending_status_says_what_holds_the_pod_back() -> None:
     ]
     obs = status.observe_job(batch_job(active=1), [pulling])
     assert obs is not None and obs.message.endswith("waiting for its pod: ImagePullBackOff: no such image")
+
+
+def test_the_first_terminal_status_of_a_generation_is_the_one_that_records_the_result() -> None:
+    running = {"phase": "Running", "observedGeneration": 1}
+    failed = {"phase": "Failed", "observedGeneration": 1}
+    assert reconcile.newly_terminal(running, failed)
+    assert reconcile.newly_terminal({}, {"phase": "Succeeded", "observedGeneration": 1})
+    assert not reconcile.newly_terminal(failed, {**failed, "message": "the Job concluded too"})
+    assert reconcile.newly_terminal(failed, {"phase": "Succeeded", "observedGeneration": 2})  # a new generation
+    assert not reconcile.newly_terminal({}, running)
+
+
+def test_when_a_pod_exited_is_its_containers_finished_at() -> None:
+    ended = pod("mnist-g1-a", "Failed", exit_code=10, finished="2026-01-01T00:00:10Z")
+    assert status.exited_at(ended) == status.epoch_seconds("2026-01-01T00:00:00Z") + 10
+    assert status.exited_at(pod("mnist-g1-b", "Running")) is None
