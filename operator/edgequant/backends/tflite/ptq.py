@@ -59,15 +59,34 @@ def techniques_apply(options: api.PostTraining) -> bool:
 # --------------------------------------------------------------------------- the Keras graph
 
 
-def _inbound_layers(layer: Any) -> list[Any]:
-    nodes = getattr(layer, "_inbound_nodes", [])
-    if len(nodes) != 1:
-        return []
-    return [n.operation for n in nodes[0].parent_nodes]
+@dataclass
+class Graph:
+    """The model's own graph: each layer's node in it and the layers that consume its output.
 
+    Keras keeps a node for every call of a layer, including the calls that
+    built a Sequential model; only the nodes of the model's graph (a
+    Sequential's internal functional graph) count here.
+    """
 
-def _consumers(layer: Any) -> list[Any]:
-    return [n.operation for n in getattr(layer, "_outbound_nodes", [])]
+    model: Any
+    nodes: dict[str, Any]
+    """Layer name -> its node, for layers called once in the graph."""
+    consumers: dict[str, list[Any]]
+
+    @classmethod
+    def of(cls, model: Any) -> Graph:
+        graph = getattr(model, "_functional", None) or model
+        all_nodes = [n for depth in getattr(graph, "_nodes_by_depth", {}).values() for n in depth]
+        calls: dict[str, list[Any]] = {}
+        for node in all_nodes:
+            calls.setdefault(node.operation.name, []).append(node)
+        nodes = {name: found[0] for name, found in calls.items() if len(found) == 1}
+        consumers: dict[str, list[Any]] = {name: [] for name in nodes}
+        for node in all_nodes:
+            for parent in node.parent_nodes:
+                if parent.operation.name in consumers:
+                    consumers[parent.operation.name].append(node.operation)
+        return cls(model=graph, nodes=nodes, consumers=consumers)
 
 
 def keras_weight_as_onnx(kind: str, kernel: np.ndarray) -> tuple[np.ndarray, int]:
@@ -120,23 +139,23 @@ def plan_bias_correction(model: Any) -> Plan:
     """The weighted layers whose bias (or following BatchNormalization's beta) can take the correction."""
     plan = Plan()
     skipped: dict[str, int] = {}
+    graph = Graph.of(model)
     for layer in model.layers:
         kind = type(layer).__name__
         if kind not in _WEIGHTED:
             continue
-        if len(getattr(layer, "_inbound_nodes", [])) != 1 or getattr(layer, "data_format", "channels_last") != (
-            "channels_last"
-        ):
+        if layer.name not in graph.nodes or getattr(layer, "data_format", "channels_last") != "channels_last":
             skipped["shared or channels_first"] = skipped.get("shared or channels_first", 0) + 1
             continue
-        users = _consumers(layer)
+        users = graph.consumers[layer.name]
         follower = users[0] if len(users) == 1 else None
+        rank = len(graph.nodes[layer.name].output_tensors[0].shape)
         if (
             follower is not None
             and type(follower).__name__ == "BatchNormalization"
             and _is_linear(layer)
             and follower.center
-            and follower.axis in (-1, len(layer.output.shape) - 1, [-1], [len(layer.output.shape) - 1])
+            and follower.axis in (-1, rank - 1, [-1], [rank - 1])
         ):
             plan.targets.append(BiasTarget(layer.name, kind, follower.name, batch_norm=True))
         elif getattr(layer, "use_bias", False):
@@ -150,9 +169,10 @@ def plan_bias_correction(model: Any) -> Plan:
 def input_means(model: Any, layer_names: list[str], batches: Iterator[np.ndarray]) -> dict[str, np.ndarray]:
     """Per-channel mean of each named layer's input over the batches (the probe returns means only: memory of one chunk)."""
     keras = import_keras()
-    tensors = [model.get_layer(name).input for name in layer_names]
+    graph = Graph.of(model)
+    tensors = [graph.nodes[name].input_tensors[0] for name in layer_names]
     means = [keras.ops.mean(t, axis=tuple(range(1, len(t.shape) - 1))) if len(t.shape) > 2 else t for t in tensors]
-    probe = keras.Model(model.inputs, means)
+    probe = keras.Model(graph.model.inputs, means)
     sums = [np.zeros(int(t.shape[-1]), dtype=np.float64) for t in tensors]
     seen = 0
     for batch in batches:
