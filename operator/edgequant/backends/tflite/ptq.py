@@ -249,12 +249,14 @@ def calibrate(model: Any, data: Batches) -> bytes:
         return tl.calibrate(converter)
 
 
-def _float_logits(model: Any, x: np.ndarray) -> np.ndarray:
+def float_logits(model: Any, x: np.ndarray) -> np.ndarray:
+    """The float Keras model's outputs, the reference every candidate is scored against."""
     outs = [np.asarray(model.predict_on_batch(x[i : i + MEAN_CHUNK])) for i in range(0, len(x), MEAN_CHUNK)]
     return np.concatenate(outs).reshape(len(x), -1)
 
 
-def _int8_logits(calibrated: bytes, x: np.ndarray, workdir: Path) -> np.ndarray:
+def int8_logits(calibrated: bytes, x: np.ndarray, workdir: Path) -> np.ndarray:
+    """Outputs of the full-INT8 model (uint8 I/O, as shipped) quantized from ``calibrated``."""
     path = workdir / "candidate.int8.tflite"
     path.write_bytes(tl.quantize_calibrated(calibrated, io_dtype="uint8"))
     predictor = TFLitePredictor(path)
@@ -313,13 +315,13 @@ def tune(
     if held is None:
         log("ptq: calibrating the bias-corrected model")
         return Tuned(calibrated=calibrate(corrected, fit), keras_model=corrected, notes=[f"ptq: {what}"], scores=[])
-    reference = _float_logits(model, held)
+    reference = float_logits(model, held)
     scores: list[pt.Score] = []
     results: list[tuple[pt.Score, bytes, Any]] = []
     for name, candidate in (("converter", model), ("bias correction", corrected)):
         log(f"ptq: calibrating candidate '{name}' on {fit.count} samples")
         calibrated = calibrate(candidate, fit)
-        logits = _int8_logits(calibrated, held, workdir)
+        logits = int8_logits(calibrated, held, workdir)
         score = pt.Score(
             name=name, agreement=pt.top1_agreement(reference, logits), sqnr_db=pt.sqnr_db(reference, logits)
         )
