@@ -15,7 +15,9 @@ call's alone:
   picks for this CPU); TFLite: ``TFLiteConverter.from_keras_model`` full INT8 (DEFAULT optimizations,
   representative dataset, TFLITE_BUILTINS_INT8, uint8 I/O);
 - ``edgequant``: the worker (``run_job``) on the default spec (fast layer sensitivity on) with file:// URIs;
-- ``edgequant-no-sensitivity``: the same with ``mixedPrecision.sensitivity: off``.
+- ``edgequant-no-sensitivity``: the same with ``mixedPrecision.sensitivity: off``;
+- ``bare@N`` (any N): the bare call on the first N calibration images, for a bare call that does not fit the cap
+  with all 500 (ONNX Runtime's MinMax calibrator on Open-NSFW); the ratios then use the largest that fitted.
 
 Both sides' inputs are the same uint8 pixels through edgequant's ``normalize`` (the model's contract), and
 both artifacts are scored by the same predictor code, so the agreement figures differ only by the
