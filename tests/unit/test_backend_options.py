@@ -31,7 +31,7 @@ from edgequant.util.errors import InvalidInputError
 
 #: What each backend reads, and nothing else: a new field here is a decision, not an accident.
 FIELDS = {
-    TFLiteBackendOptions: {"backend", "method", "model_format", "input", "calibration", "training", "output_uri"},
+    TFLiteBackendOptions: {"backend", "method", "model_format", "input", "calibration", "training", "ptq", "output_uri"},
     OnnxRuntimeBackendOptions: {
         "backend",
         "method",
@@ -115,7 +115,7 @@ def test_a_backend_does_not_see_other_backends_sections() -> None:
     }
     readers = {
         "onnx": {"onnxruntime", "pytorch", "tensorrt-ranked"},
-        "ptq": {"onnxruntime"},
+        "ptq": {"onnxruntime", "tflite"},
         "tensorrt": {"tensorrt"},
         "mixedPrecision": {"tensorrt"},
         "acceptance": set(),

@@ -136,3 +136,15 @@ def test_mean_std_in_0_1_units_with_scale_1_is_a_warning() -> None:
     assert "look like 0-1 units" in w["spec.model.input.scaling"]
     assert api.Scaling(scale=1.0, mean=[0.0], std=[1.0]).units_warning() == ""  # identity: nothing to warn about
     assert api.Scaling(scale=1 / 255, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]).units_warning() == ""
+
+
+def test_ptq_warns_only_where_the_method_ignores_it() -> None:
+    keras = {"uri": "s3://m/model.keras", "input": {"shape": [8, 8, 3]}}
+    cal = {"dataset": {"uri": "s3://d/cal/"}}
+    # tflite-int8 applies bias correction: the defaults and biasCorrection say nothing
+    assert _warnings(model=keras, method="tflite-int8", calibration=cal, ptq={"biasCorrection": "on"}) == {}
+    w = _warnings(model=keras, method="tflite-int8", calibration=cal, ptq={"crossLayerEqualization": "on"})
+    assert "ptq.crossLayerEqualization on is ignored" in w["spec.ptq"]
+    assert _warnings(calibration=cal, ptq={"crossLayerEqualization": "on"}) == {}  # onnx-static
+    w = _warnings(model=keras, method="tflite-float16", calibration=None, ptq={"biasCorrection": "on"})
+    assert "tflite-float16 ignores it" in w["spec.ptq"]

@@ -34,13 +34,15 @@ class _Options(BaseModel):
 
 
 class TFLiteBackendOptions(_Options):
-    """tflite-*: the Keras model's format and input contract, calibration (cache, algorithm note), QAT training."""
+    """tflite-*: the Keras model's format and input contract, calibration (cache, algorithm note), QAT training,
+    ``ptq`` (bias correction on the Keras weights before tflite-int8's converter)."""
 
     backend: Literal["tflite"] = "tflite"
     model_format: ModelFormat | None
     input: InputContract
     calibration: Calibration | None
     training: Training | None
+    ptq: PostTraining
     output_uri: str
     """The job's output prefix: the calibration cache's default place."""
 
@@ -52,6 +54,7 @@ class TFLiteBackendOptions(_Options):
             input=spec.model.input,
             calibration=spec.calibration,
             training=spec.training,
+            ptq=spec.ptq,
             output_uri=spec.output.uri,
         )
 

@@ -727,7 +727,7 @@ class OnnxOptions(ApiModel):
 
 
 class PostTraining(ApiModel):
-    """Post-training techniques beyond the bare converter (onnx-static); ignored by the other methods.
+    """Post-training techniques beyond the bare converter (onnx-static; tflite-int8: bias correction); ignored by the other methods.
 
     auto techniques are tried and kept only when they raise top-1 agreement with FP32 on a held-out split of the
     calibration data (never the evaluation data), so the result is never worse there than the converter's default.
@@ -739,7 +739,7 @@ class PostTraining(ApiModel):
     )
     bias_correction: Technique = Field(
         Technique.AUTO,
-        description="Subtract from each Conv/Gemm bias the mean output shift its quantized weights cause, with input means measured on the calibration data.",
+        description="Subtract from each Conv/Gemm bias the mean output shift its quantized weights cause, with input means measured on the calibration data (tflite-int8: Conv2D, DepthwiseConv2D and Dense of Keras sources, through the following BatchNormalization's beta where there is one).",
     )
     range_search: Technique = Field(
         Technique.AUTO,
@@ -825,7 +825,7 @@ class QuantizationJobSpec(ApiModel):
     )
     ptq: PostTraining = Field(
         default_factory=PostTraining,
-        description="Post-training techniques beyond the bare converter: cross-layer equalization, bias correction, range search, algorithm choice (onnx-static).",
+        description="Post-training techniques beyond the bare converter: cross-layer equalization, bias correction, range search, algorithm choice (onnx-static; bias correction also tflite-int8).",
     )
     suspend: bool = Field(
         False,

@@ -155,6 +155,24 @@ def _calibration_device_unused(s: api.QuantizationJobSpec) -> str:
     return "tensorrt.calibrationDevice applies to implicit INT8 only, so int8Mode explicit ignores it"
 
 
+def _ptq_unused(s: api.QuantizationJobSpec) -> str:
+    if s.method is api.Method.ONNX_STATIC:
+        return ""
+    if s.method is api.Method.TFLITE_INT8:
+        ignored = [
+            name for name in ("cross_layer_equalization", "range_search") if getattr(s.ptq, name) is api.Technique.ON
+        ]
+        if not ignored:
+            return ""
+        return (
+            "tflite-int8 applies ptq.biasCorrection only (TFLiteConverter calibrates min/max ranges), "
+            f"so ptq.{', ptq.'.join(_camel(n) for n in ignored)} on is ignored"
+        )
+    if s.ptq == api.PostTraining():
+        return ""
+    return f"spec.ptq is read only by onnx-static and tflite-int8, so {s.method.value} ignores it"
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
@@ -192,6 +210,11 @@ WARNING_RULES: tuple[WarningRule, ...] = (
         "spec.tensorrt.calibrationDevice",
         _calibration_device_unused,
         "remove tensorrt.calibrationDevice, or set tensorrt.int8Mode to implicit",
+    ),
+    WarningRule(
+        "spec.ptq",
+        _ptq_unused,
+        "remove the ignored spec.ptq fields, or use onnx-static for equalization and range search",
     ),
     WarningRule(
         "spec.model.input.scaling",

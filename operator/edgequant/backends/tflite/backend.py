@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edgequant.api import v1alpha1 as api
 from edgequant.api.backend_options import BackendOptions, TFLiteBackendOptions
@@ -14,6 +15,9 @@ from edgequant.backends.tflite.predictor import TFLitePredictor
 from edgequant.backends.tflite.source import SourceModel, check_input_shape, load_source
 from edgequant.backends.tflite.tf import import_tf
 from edgequant.util.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from edgequant.backends.tflite import ptq as ptq_module
 
 
 class TFLiteBackend:
@@ -27,6 +31,8 @@ class TFLiteBackend:
         """Calibration passes run (one per model and data set; tflite-int8 artifacts and layer analysis reuse it)."""
         self.cache_notes: list[str] = []
         """Where calibrations were reused from or stored for reuse (the report says so)."""
+        self.ptq_notes: list[str] = []
+        """What spec.ptq tried and chose on the tflite-int8 path (the report says so)."""
 
     @staticmethod
     def own(options: BackendOptions) -> TFLiteBackendOptions:
@@ -110,6 +116,7 @@ class TFLiteBackend:
                 data = conv.convert_source(source, method=method, representative=representative)
         path = self._write(data, request.workdir / f"{request.model_path.stem}.{method.artifact_suffix}.tflite")
         if method is api.Method.TFLITE_INT8:
+            notes.extend(self.ptq_notes)
             notes.extend(self.cache_notes)
         return QuantizedArtifact(path=path, method=method, input=TFLitePredictor(path).input, notes=notes)
 
@@ -134,23 +141,65 @@ class TFLiteBackend:
             )
             if found is not None and store is not None and cache_key is not None:
                 self._calibrated[key] = found["calibrated.tflite"].read_bytes()
+                self.ptq_notes.extend(str(n) for n in store.read_meta(cache_key).get("ptqNotes", []))
                 self.cache_notes.append(f"calibration reused from {store.uri(cache_key)} (same model, data and recipe)")
                 return self._calibrated[key]
-            converter = self.source(request).converter()
-            conv.configure(
-                converter, method=api.Method.TFLITE_INT8, representative=conv.representative_from(request.calibration)
-            )
             self.calibrations += 1
-            request.log(f"calibrating on {request.calibration.count} samples (once per run)")
-            try:
-                self._calibrated[key] = layers.calibrate(converter)
-            except Exception as exc:
-                raise conv.conversion_error(exc, api.Method.TFLITE_INT8) from exc
+            tuned = self._tuned(request)
+            if tuned is not None:
+                self._calibrated[key] = tuned.calibrated
+                self.ptq_notes.extend(tuned.notes)
+            else:
+                converter = self.source(request).converter()
+                conv.configure(
+                    converter,
+                    method=api.Method.TFLITE_INT8,
+                    representative=conv.representative_from(request.calibration),
+                )
+                request.log(f"calibrating on {request.calibration.count} samples (once per run)")
+                try:
+                    self._calibrated[key] = layers.calibrate(converter)
+                except Exception as exc:
+                    raise conv.conversion_error(exc, api.Method.TFLITE_INT8) from exc
             if store is not None and cache_key is not None:
                 path = self._write(self._calibrated[key], request.workdir / "calibration-cache" / "calibrated.tflite")
-                warning = store.publish(cache_key, {"calibrated.tflite": path})
+                warning = store.publish(cache_key, {"calibrated.tflite": path}, meta={"ptqNotes": self.ptq_notes})
                 self.cache_notes.append(warning or f"calibration stored for reuse at {store.uri(cache_key)}")
         return self._calibrated[key]
+
+    def _ptq_applies(self, request: QuantizeRequest) -> bool:
+        """spec.ptq acts on tflite-int8 runs of Keras sources (it rewrites float weights before the converter)."""
+        from edgequant.backends.tflite import ptq
+
+        return (
+            request.method is api.Method.TFLITE_INT8
+            and ptq.techniques_apply(self.own(request.options).ptq)
+            and self.source(request).keras_model is not None
+        )
+
+    def _tuned(self, request: QuantizeRequest) -> ptq_module.Tuned | None:
+        """spec.ptq's calibrated model for this run, or None when it does not apply (the converter's own calibration)."""
+        from edgequant.backends.tflite import ptq
+
+        assert request.calibration is not None
+        if request.method is not api.Method.TFLITE_INT8 or not ptq.techniques_apply(self.own(request.options).ptq):
+            return None
+        keras_model = self.source(request).keras_model
+        if keras_model is None:
+            self.ptq_notes.append(
+                "ptq: bias correction needs a Keras source (.keras / .h5); the SavedModel is calibrated as it is"
+            )
+            return None
+        try:
+            return ptq.tune(
+                model=keras_model,
+                calibration=request.calibration,
+                options=self.own(request.options).ptq,
+                workdir=request.workdir / "ptq",
+                log=request.log,
+            )
+        except Exception as exc:
+            raise conv.conversion_error(exc, api.Method.TFLITE_INT8) from exc
 
     def _cache(self, request: QuantizeRequest) -> tuple[cc.CalibrationStore | None, cc.CalibrationKey | None]:
         """The run's calibration cache and this calibration's key: the converter's calibrated model (float graph with
@@ -172,6 +221,7 @@ class TFLiteBackend:
                 "kind": "calibrated",
                 "tensorflow": import_tf().__version__,
                 "input": options.input.model_dump(mode="json"),
+                **({"ptq": options.ptq.model_dump(mode="json")} if self._ptq_applies(request) else {}),
             },
         )
         return store, key
