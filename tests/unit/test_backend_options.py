@@ -31,7 +31,16 @@ from edgequant.util.errors import InvalidInputError
 
 #: What each backend reads, and nothing else: a new field here is a decision, not an accident.
 FIELDS = {
-    TFLiteBackendOptions: {"backend", "method", "model_format", "input", "calibration", "training", "ptq", "output_uri"},
+    TFLiteBackendOptions: {
+        "backend",
+        "method",
+        "model_format",
+        "input",
+        "calibration",
+        "training",
+        "ptq",
+        "output_uri",
+    },
     OnnxRuntimeBackendOptions: {
         "backend",
         "method",
