@@ -609,13 +609,14 @@ def tune(
 
     wide: tuple[str, ...] = ()
     if options.sixteen_bit_weights is not api.Technique.OFF:
-        graph = onnx.load(str(chosen_model.path))
-        narrow = narrow_layers(graph)
+        loaded = onnx.load(str(chosen_model.path))
+        narrow = narrow_layers(loaded)
         if not narrow:
             notes.append(f"ptq: 16-bit weights: no convolution with at most {NARROW_FAN_IN} weights per output channel")
         else:
             weights = tuple(dict.fromkeys(n.input[1] for n in narrow))
-            share = weight_count(graph, weights) / max(weight_count(graph, (t.name for t in graph.initializer)), 1)
+            everything = (t.name for t in loaded.graph.initializer)
+            share = weight_count(loaded, weights) / max(weight_count(loaded, everything), 1)
             what = (
                 f"{len(narrow)} convolutions with at most {NARROW_FAN_IN} weights per output channel "
                 f"({100 * share:.1f} % of the weights)"
