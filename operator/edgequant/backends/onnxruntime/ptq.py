@@ -21,6 +21,7 @@ collects what the math needs in one pass over the calibration data:
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -544,6 +545,7 @@ def tune(
         ranges_path = save_ranges(ranges, workdir / f"candidate-{next(counter)}.ranges.json")
         if reference is None:
             return model, ranges_path, None
+        started = time.perf_counter()
         out = quantize_qdq(
             float_model=model,
             output_path=workdir / "candidate.qdq.onnx",
@@ -555,10 +557,20 @@ def tune(
             name=name, agreement=pt.top1_agreement(reference, logits), sqnr_db=pt.sqnr_db(reference, logits)
         )
         scores.append(score)
-        log(f"ptq candidate {name}: held-out agreement {score.agreement:.3f}, SQNR {score.sqnr_db:.1f} dB")
+        log(
+            f"ptq candidate {name}: held-out agreement {score.agreement:.3f}, SQNR {score.sqnr_db:.1f} dB "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
         return model, ranges_path, score
 
     def statistics(path: Path) -> Statistics:
+        started = time.perf_counter()
+        try:
+            return _collect(path)
+        finally:
+            log(f"ptq statistics pass over {fit.count} samples: {time.perf_counter() - started:.1f} s")
+
+    def _collect(path: Path) -> Statistics:
         return collect_statistics(
             path,
             model_batches(fit, fixed_batch=float_model.model.fixed_batch),
