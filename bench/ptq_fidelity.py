@@ -38,11 +38,18 @@ from edgequant.backends.onnxruntime.ptq import tune  # noqa: E402
 from edgequant.backends.onnxruntime.quantize import prepare_float_model, quantize_qdq  # noqa: E402
 
 BATCH = 25
-OFF = {"crossLayerEqualization": "off", "biasCorrection": "off", "rangeSearch": "off", "selectAlgorithm": False}
+OFF = {
+    "crossLayerEqualization": "off",
+    "biasCorrection": "off",
+    "rangeSearch": "off",
+    "sixteenBitWeights": "off",
+    "selectAlgorithm": False,
+}
 VARIANTS: dict[str, dict[str, object]] = {
     "range search alone": {**OFF, "rangeSearch": "on"},
     "equalization alone": {**OFF, "crossLayerEqualization": "on"},
     "bias correction alone": {**OFF, "biasCorrection": "on"},
+    "16-bit weights alone": {**OFF, "sixteenBitWeights": "on"},
     "algorithm choice alone": {**OFF, "selectAlgorithm": True},
     "edgequant default": {},
 }
@@ -119,7 +126,12 @@ def edgequant(
         workdir=work / "ptq",
         log=print if log else (lambda _m: None),
     )
-    quantize_qdq(float_model=tuned.float_model, output_path=out, ranges_path=tuned.ranges_path, settings=settings)
+    quantize_qdq(
+        float_model=tuned.float_model,
+        output_path=out,
+        ranges_path=tuned.ranges_path,
+        settings=tuned.settings_for(settings),
+    )
     return out, tuned.notes
 
 

@@ -212,25 +212,32 @@ class HistogramAccumulator:
         self._zeros = 0
 
     def add(self, values: np.ndarray) -> None:
-        v = np.asarray(values, dtype=np.float64).ravel()
-        v = v[np.isfinite(v)]
+        """Count ``values`` in their own float precision (float32 activations are not widened: a few passes, no copies)."""
+        v = np.asarray(values)
+        v = (v if v.dtype in (np.float32, np.float64) else v.astype(np.float64)).ravel()
         if v.size == 0:
             return
-        self.minimum, self.maximum = min(self.minimum, float(v.min())), max(self.maximum, float(v.max()))
+        lo, hi = float(v.min()), float(v.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            v = v[np.isfinite(v)]
+            if v.size == 0:
+                return
+            lo, hi = float(v.min()), float(v.max())
+        self.minimum, self.maximum = min(self.minimum, lo), max(self.maximum, hi)
         if self.width == 0.0:
             span = max(self.maximum, 0.0) - min(self.minimum, 0.0)
             if span == 0.0:
                 self._zeros += v.size
                 return
             self.width = span / (self.bins - 1)
-        k = np.floor(v / self.width).astype(np.int64)
-        while True:
-            first = min(self.first, int(k.min()), 0)  # bin 0 always exists: 0 is in every quantization range
-            last = max(self.first + len(self.counts) - 1, int(k.max()), 0)
+        real = v.dtype.type
+        while True:  # the extremes' bins, computed like every value's below (floor is monotonic)
+            first = min(self.first, int(np.floor(real(lo) / real(self.width))), 0)  # bin 0 always exists
+            last = max(self.first + len(self.counts) - 1, int(np.floor(real(hi) / real(self.width))), 0)
             if last - first + 1 <= self.bins:
                 break
             self._double()
-            k = np.floor(v / self.width).astype(np.int64)
+        k = np.floor(v / real(self.width)).astype(np.int64)
         if not len(self.counts) or first < self.first or last >= self.first + len(self.counts):
             grown = np.zeros(last - first + 1, dtype=np.int64)
             if len(self.counts):

@@ -745,6 +745,10 @@ class PostTraining(ApiModel):
         Technique.AUTO,
         description="Activation ranges that minimise the expected quantization error on the calibration histograms (a clipping-threshold sweep) instead of the raw extremes.",
     )
+    sixteen_bit_weights: Technique = Field(
+        Technique.AUTO,
+        description="16-bit weights (activations stay 8-bit) for the convolutions with at most 27 weights per output channel (depthwise and RGB stem convolutions): few weights, so the model grows by under 5 %, and int8 rounding of so few taps is the largest loss on depthwise-separable networks. Bias correction then skips those layers.",
+    )
     select_algorithm: bool = Field(
         True,
         description="Choose among minmax, entropy, percentile (and the range search) by agreement on the held-out split when calibration.algorithm is not written in the spec; false, or an algorithm written there: that algorithm.",
@@ -759,7 +763,13 @@ class PostTraining(ApiModel):
     @property
     def all_off(self) -> bool:
         return not self.select_algorithm and all(
-            t is Technique.OFF for t in (self.cross_layer_equalization, self.bias_correction, self.range_search)
+            t is Technique.OFF
+            for t in (
+                self.cross_layer_equalization,
+                self.bias_correction,
+                self.range_search,
+                self.sixteen_bit_weights,
+            )
         )
 
     @classmethod
@@ -769,6 +779,7 @@ class PostTraining(ApiModel):
             cross_layer_equalization=Technique.OFF,
             bias_correction=Technique.OFF,
             range_search=Technique.OFF,
+            sixteen_bit_weights=Technique.OFF,
             select_algorithm=False,
         )
 

@@ -15,7 +15,13 @@ from tests.integration.onnx.conftest import CONTRACT, CnnFiles
 
 pytestmark = pytest.mark.integration
 
-BARE_PTQ = {"crossLayerEqualization": "off", "biasCorrection": "off", "rangeSearch": "off", "selectAlgorithm": False}
+BARE_PTQ = {
+    "crossLayerEqualization": "off",
+    "biasCorrection": "off",
+    "rangeSearch": "off",
+    "sixteenBitWeights": "off",
+    "selectAlgorithm": False,
+}
 
 
 def run(

@@ -131,7 +131,13 @@ def test_equalization_on_is_no_worse_than_off(
     from edgequant.backends.onnxruntime.backend import OnnxRuntimeBackend
 
     reference = _logits(separable_onnx, test_inputs)
-    off = {"crossLayerEqualization": "off", "biasCorrection": "off", "rangeSearch": "off", "selectAlgorithm": False}
+    off = {
+        "crossLayerEqualization": "off",
+        "biasCorrection": "off",
+        "rangeSearch": "off",
+        "sixteenBitWeights": "off",
+        "selectAlgorithm": False,
+    }
     plain = OnnxRuntimeBackend().quantize(
         quantize_request("onnx-static", model=separable_onnx, ptq=off, workdir=tmp_path / "off")
     )

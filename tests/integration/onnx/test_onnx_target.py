@@ -16,7 +16,13 @@ from tests.integration.onnx.conftest import CONTRACT, CnnFiles, initializers
 
 pytestmark = pytest.mark.integration
 
-BARE_PTQ = {"selectAlgorithm": False, "crossLayerEqualization": "off", "biasCorrection": "off", "rangeSearch": "off"}
+BARE_PTQ = {
+    "selectAlgorithm": False,
+    "crossLayerEqualization": "off",
+    "biasCorrection": "off",
+    "rangeSearch": "off",
+    "sixteenBitWeights": "off",
+}
 
 
 @pytest.fixture(scope="module")

@@ -252,6 +252,7 @@ class OnnxRuntimeBackend:
                 "notes": tuned.notes,
                 "scores": [vars(sc) for sc in tuned.scores],
                 "uncorrectedIsSource": tuned.uncorrected == model.path,
+                "sixteenBitWeights": list(tuned.sixteen_bit_weights),
             }
             warning = store.publish(cache_key, files, meta=meta)
             self._cache_notes[tuned.ranges_path] = (
@@ -275,6 +276,7 @@ class OnnxRuntimeBackend:
             notes=list(meta.get("notes", [])),
             scores=[pt.Score(**sc) for sc in meta.get("scores", [])],
             uncorrected=model.path if meta.get("uncorrectedIsSource") else found.get("uncorrected.onnx"),
+            sixteen_bit_weights=tuple(meta.get("sixteenBitWeights", [])),
         )
 
     def reference_float_model(self, request: QuantizeRequest) -> Path:
@@ -309,6 +311,7 @@ class OnnxRuntimeBackend:
                 ranges = self._ranges_path(request, model, settings)
             else:
                 tuned = self._tuned_model(request, model, settings)
+                settings = tuned.settings_for(settings)
                 model, ranges, ptq_notes = (
                     tuned.for_keep_float(keep_float, request.workdir),
                     tuned.ranges_path,

@@ -47,6 +47,8 @@ class StaticSettings(_Settings):
     symmetric_weights: bool = True
     preprocess: bool = True
     keep_float: tuple[str, ...] = ()
+    sixteen_bit_weights: tuple[str, ...] = ()
+    """Weight initializers quantized to int16 instead of weight_type (spec.ptq.sixteenBitWeights' choice)."""
 
     @model_validator(mode="after")
     def _supported_pair(self) -> StaticSettings:

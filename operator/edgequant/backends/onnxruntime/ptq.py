@@ -12,12 +12,16 @@ collects what the math needs in one pass over the calibration data:
 - ``correct_biases``: each Conv/Gemm bias minus the mean output shift its
   quantized weights cause;
 - ``ranges_by``: activation ranges per algorithm (minmax, entropy,
-  percentile, mse) from the same histograms, as ORT's ``TensorsData``.
+  percentile, mse) from the same histograms, as ORT's ``TensorsData``;
+- ``narrow_layers``: the convolutions with so few weights per output channel
+  (depthwise, RGB stem) that int8 rounding costs the most; they get int16
+  weights (``sixteenBitWeights``) for a few percent of the model's size.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -46,6 +50,8 @@ HISTOGRAM_BINS = 4096
 ENTROPY_BINS = 512
 ENTROPY_QUANTIZED_BINS = 128
 _MEAN_SUFFIX = "/edgequant_channel_mean"
+#: Most weights per output channel of a layer sixteenBitWeights widens: a 3x3 RGB stem (27), a 5x5 depthwise (25), a 3x3 one (9).
+NARROW_FAN_IN = 27
 #: Samples per session run of the statistics pass (all calibrated tensors of a run are in memory at once).
 STATISTICS_CHUNK = 8
 
@@ -168,6 +174,27 @@ def equalize_model(source: Path, target: Path) -> tuple[Path, PairSearch]:
     target.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(target))
     return target, search
+
+
+def narrow_layers(model: onnx.ModelProto, *, max_fan_in: int = NARROW_FAN_IN) -> list[onnx.NodeProto]:
+    """Named Conv nodes with an initializer weight of at most ``max_fan_in`` weights per output channel."""
+    inits = {t.name: t for t in model.graph.initializer}
+    return [
+        n
+        for n in model.graph.node
+        if n.op_type == "Conv"
+        and n.name
+        and len(n.input) > 1
+        and n.input[1] in inits
+        and len(inits[n.input[1]].dims) > 1
+        and int(np.prod(inits[n.input[1]].dims[1:])) <= max_fan_in
+    ]
+
+
+def weight_count(model: onnx.ModelProto, names: Iterable[str]) -> int:
+    """Elements of the named initializers."""
+    inits = {t.name: t for t in model.graph.initializer}
+    return sum(int(np.prod(inits[n].dims)) for n in names if n in inits)
 
 
 # --------------------------------------------------------------------------- one statistics pass
@@ -314,16 +341,25 @@ def ranges_by(rule: str, stats: Statistics, *, percentile: float, algorithm: api
 
 
 def correct_biases(
-    source: Path, target: Path, *, input_means: dict[str, np.ndarray], weight_qmax: int, per_channel: bool
+    source: Path,
+    target: Path,
+    *,
+    input_means: dict[str, np.ndarray],
+    weight_qmax: int,
+    per_channel: bool,
+    skip_weights: frozenset[str] = frozenset(),
 ) -> tuple[Path, int]:
-    """``source`` with each Conv/Gemm bias corrected for the mean output shift of its quantized weights; returns the layers changed."""
+    """``source`` with each Conv/Gemm bias corrected for the mean output shift of its quantized weights; returns the layers changed.
+
+    Layers whose weight is in ``skip_weights`` (quantized to 16 bits: no shift worth correcting) keep their bias.
+    """
     model = onnx.load(str(source))
     inits = {t.name: t for t in model.graph.initializer}
     users = _consumers(model.graph)
     changed = 0
     for node in _weighted_layers(model):
         mean = input_means.get(node.name)
-        if mean is None:
+        if mean is None or node.input[1] in skip_weights:
             continue
         weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
         if node.op_type == "Conv":
@@ -400,6 +436,12 @@ class Tuned:
     scores: list[pt.Score]
     uncorrected: Path | None = None
     """The model before bias correction, when it was applied: layers kept in float take their biases from it."""
+    sixteen_bit_weights: tuple[str, ...] = ()
+    """Weight initializers to quantize to int16 (sixteenBitWeights' choice)."""
+
+    def settings_for(self, settings: StaticSettings) -> StaticSettings:
+        """``settings`` with this tuning's 16-bit weights."""
+        return settings.model_copy(update={"sixteen_bit_weights": self.sixteen_bit_weights})
 
     def for_keep_float(self, keep_float: tuple[str, ...], workdir: Path) -> FloatModel:
         """The model to quantize with ``keep_float`` nodes left in float: those keep their uncorrected biases."""
@@ -470,6 +512,7 @@ def tune(
         options.cross_layer_equalization,
         options.bias_correction,
         options.range_search,
+        options.sixteen_bit_weights,
     )
     notes: list[str] = []
     held: np.ndarray | None = None
@@ -484,7 +527,7 @@ def tune(
                     "select_algorithm": False,
                     **{
                         k: api.Technique.OFF
-                        for k in ("cross_layer_equalization", "bias_correction", "range_search")
+                        for k in ("cross_layer_equalization", "bias_correction", "range_search", "sixteen_bit_weights")
                         if getattr(options, k) is api.Technique.AUTO
                     },
                 }
@@ -495,23 +538,39 @@ def tune(
     scores: list[pt.Score] = []
     counter = iter(range(1000))
 
-    def candidate(name: str, path: Path, ranges: TensorsData) -> tuple[FloatModel, Path, pt.Score | None]:
+    def candidate(
+        name: str, path: Path, ranges: TensorsData, wide: tuple[str, ...] = ()
+    ) -> tuple[FloatModel, Path, pt.Score | None]:
         model = FloatModel(path=path, model=float_model.model, preprocessed=float_model.preprocessed)
         ranges_path = save_ranges(ranges, workdir / f"candidate-{next(counter)}.ranges.json")
         if reference is None:
             return model, ranges_path, None
+        started = time.perf_counter()
         out = quantize_qdq(
-            float_model=model, output_path=workdir / "candidate.qdq.onnx", ranges_path=ranges_path, settings=settings
+            float_model=model,
+            output_path=workdir / "candidate.qdq.onnx",
+            ranges_path=ranges_path,
+            settings=settings.model_copy(update={"sixteen_bit_weights": wide}),
         )
         logits = _predict(out, held)  # type: ignore[arg-type]
         score = pt.Score(
             name=name, agreement=pt.top1_agreement(reference, logits), sqnr_db=pt.sqnr_db(reference, logits)
         )
         scores.append(score)
-        log(f"ptq candidate {name}: held-out agreement {score.agreement:.3f}, SQNR {score.sqnr_db:.1f} dB")
+        log(
+            f"ptq candidate {name}: held-out agreement {score.agreement:.3f}, SQNR {score.sqnr_db:.1f} dB "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
         return model, ranges_path, score
 
     def statistics(path: Path) -> Statistics:
+        started = time.perf_counter()
+        try:
+            return _collect(path)
+        finally:
+            log(f"ptq statistics pass over {fit.count} samples: {time.perf_counter() - started:.1f} s")
+
+    def _collect(path: Path) -> Statistics:
         return collect_statistics(
             path,
             model_batches(fit, fixed_batch=float_model.model.fixed_batch),
@@ -560,6 +619,35 @@ def tune(
             else:
                 notes.append(f"ptq: cross-layer equalization ({what}) not kept: no gain on the held-out split")
 
+    wide: tuple[str, ...] = ()
+    if options.sixteen_bit_weights is not api.Technique.OFF:
+        loaded = onnx.load(str(chosen_model.path))
+        narrow = narrow_layers(loaded)
+        if not narrow:
+            notes.append(f"ptq: 16-bit weights: no convolution with at most {NARROW_FAN_IN} weights per output channel")
+        else:
+            weights = tuple(dict.fromkeys(n.input[1] for n in narrow))
+            everything = (t.name for t in loaded.graph.initializer)
+            share = weight_count(loaded, weights) / max(weight_count(loaded, everything), 1)
+            what = (
+                f"{len(narrow)} convolutions with at most {NARROW_FAN_IN} weights per output channel "
+                f"({100 * share:.1f} % of the weights)"
+            )
+            model, rp, score = candidate(
+                rule + ("+cle" if len(label) > 1 else "") + "+w16",
+                chosen_model.path,
+                load_ranges(chosen_ranges),
+                wide=weights,
+            )
+            if options.sixteen_bit_weights is api.Technique.ON or (
+                score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score
+            ):
+                wide, chosen_ranges, chosen_score = weights, rp, score
+                label.append("16-bit weights")
+                notes.append(f"ptq: 16-bit weights for {what}")
+            else:
+                notes.append(f"ptq: 16-bit weights ({what}) not kept: no gain on the held-out split")
+
     if options.bias_correction is not api.Technique.OFF:
         if settings.weight_type is not api.OnnxQuantType.INT8:
             notes.append("ptq: bias correction skipped: it models symmetric int8 weights (spec.onnx.weightType int8)")
@@ -571,9 +659,10 @@ def tune(
                 input_means=stats.input_means,
                 weight_qmax=qmax,
                 per_channel=settings.per_channel,
+                skip_weights=frozenset(wide),
             )
             # bias correction shifts what the best ranges are: try it under every range rule scored above (no new pass)
-            suffix = "+cle" if len(label) > 1 else ""
+            suffix = ("+cle" if "cross-layer equalization" in label else "") + ("+w16" if wide else "")
             best_bc: tuple[FloatModel, Path, pt.Score | None, str] | None = None
             for r in [rule, *(r for r in tried if r != rule)] if reference is not None else [rule]:
                 ranges = (
@@ -581,7 +670,7 @@ def tune(
                     if r == rule
                     else ranges_by(r, stats, percentile=percentile, algorithm=settings.algorithm)
                 )
-                model, rp, score = candidate(f"{r}{suffix}+bc", path, ranges)
+                model, rp, score = candidate(f"{r}{suffix}+bc", path, ranges, wide=wide)
                 if best_bc is None or (
                     score is not None and best_bc[2] is not None and pt.best_candidate([best_bc[2], score]) is score
                 ):
@@ -615,4 +704,5 @@ def tune(
         notes=notes,
         scores=scores,
         uncorrected=uncorrected,
+        sixteen_bit_weights=wide,
     )

@@ -107,9 +107,24 @@ def quantize_qdq(*, float_model: FloatModel, output_path: Path, ranges_path: Pat
         extra_options={
             "ActivationSymmetric": settings.symmetric_activations,
             "WeightSymmetric": settings.symmetric_weights,
+            **sixteen_bit_overrides(_quantized_weights(settings, float_model.model)),
         },
     )
     return output_path
+
+
+def _quantized_weights(settings: StaticSettings, model: OnnxModel) -> tuple[str, ...]:
+    """``settings.sixteen_bit_weights`` less the weights of nodes kept in float (those are not quantized at all)."""
+    kept = set(settings.keep_float)
+    floats = {name for n in model.nodes if n.name in kept for name in n.inputs}
+    return tuple(w for w in settings.sixteen_bit_weights if w not in floats)
+
+
+def sixteen_bit_overrides(weights: tuple[str, ...]) -> dict[str, object]:
+    """quantize_static's extra option giving ``weights`` int16 (symmetric) quantization; the model moves to opset 21."""
+    if not weights:
+        return {}
+    return {"TensorQuantOverrides": {name: [{"quant_type": QuantType.QInt16}] for name in weights}}
 
 
 def quantize_static_qdq(

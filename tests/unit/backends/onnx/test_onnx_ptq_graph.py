@@ -137,3 +137,75 @@ def test_layers_kept_in_float_get_their_uncorrected_biases_back(tmp_path: Path) 
     np.testing.assert_array_equal(new["b1"], old["b1"])
     np.testing.assert_array_equal(new["b2"], fixed["b2"])
     assert not np.array_equal(fixed["b2"], old["b2"])
+
+
+def test_narrow_layers_are_the_stem_and_depthwise_convolutions(tmp_path: Path) -> None:
+    model = onnx.load(str(_separable_graph(tmp_path / "m.onnx")))
+    # conv1: 3x3x3 = 27 weights per output channel, dw: 3x3 = 9; pw: 8 inputs x 1x1 = 8 (also narrow)
+    assert [n.name for n in ptq.narrow_layers(model)] == ["conv1", "dw", "pw"]
+    assert [n.name for n in ptq.narrow_layers(model, max_fan_in=9)] == ["dw", "pw"]
+    assert ptq.weight_count(model, ["w1", "w2"]) == 8 * 27 + 8 * 9
+
+
+def test_bias_correction_leaves_sixteen_bit_layers_alone(tmp_path: Path) -> None:
+    source = _separable_graph(tmp_path / "m.onnx")
+    x = (np.random.default_rng(4).normal(size=(8, 3, 12, 12)) + 1.0).astype(np.float32)
+    stats = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "stats")
+    corrected, changed = ptq.correct_biases(
+        source,
+        tmp_path / "bc.onnx",
+        input_means=stats.input_means,
+        weight_qmax=7,
+        per_channel=True,
+        skip_weights=frozenset({"w2"}),
+    )
+    old, new = _weights(source), _weights(corrected)
+    assert changed == 2
+    np.testing.assert_array_equal(new["b2"], old["b2"])
+    assert not np.array_equal(new["b1"], old["b1"])
+
+
+def test_sixteen_bit_weights_are_int16_in_the_qdq_model_and_closer_to_float(tmp_path: Path) -> None:
+    from edgequant.backends.onnxruntime.model import read_model
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import FloatModel, quantize_qdq, save_ranges
+
+    source = _separable_graph(tmp_path / "m.onnx")
+    x = np.random.default_rng(5).normal(size=(16, 3, 12, 12)).astype(np.float32)
+    stats = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "stats")
+    ranges = save_ranges(
+        ptq.ranges_by("minmax", stats, percentile=99.99, algorithm=ptq.api.CalibrationAlgorithm.MINMAX),
+        tmp_path / "r.json",
+    )
+    float_model = FloatModel(path=source, model=read_model(source), preprocessed=False)
+
+    def quantized(wide: tuple[str, ...], keep: tuple[str, ...], name: str) -> onnx.ModelProto:
+        settings = StaticSettings(sixteen_bit_weights=wide, keep_float=keep)
+        out = quantize_qdq(float_model=float_model, output_path=tmp_path / name, ranges_path=ranges, settings=settings)
+        return onnx.load(str(out))
+
+    def weight_types(model: onnx.ModelProto) -> dict[str, int]:
+        inits = {t.name: t.data_type for t in model.graph.initializer}
+        return {
+            n.output[0]: inits[n.input[0]]
+            for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits and n.input[0].startswith("w")
+        }
+
+    plain, wide = quantized((), (), "plain.onnx"), quantized(("w1", "w2"), (), "wide.onnx")
+    assert set(weight_types(plain).values()) == {TensorProto.INT8}
+    types = {k.split("_")[0]: v for k, v in weight_types(wide).items()}
+    assert types["w1"] == types["w2"] == TensorProto.INT16 and types["w3"] == TensorProto.INT8
+    # a node kept in float has no quantized weight, so its 16-bit entry is dropped rather than refused
+    pinned = quantized(("w1", "w2"), ("dw",), "pinned.onnx")
+    assert "w2" not in {k.split("_")[0] for k in weight_types(pinned)}
+    err = lambda m: float(np.abs(_dequantized(m, "w1") - _weights(source)["w1"]).max())  # noqa: E731
+    assert err(wide) < err(plain) / 100  # 2^8 times finer steps
+
+
+def _dequantized(model: onnx.ModelProto, weight: str) -> np.ndarray:
+    """A weight of a Q/DQ model as its DequantizeLinear gives it back (per output channel)."""
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith(weight + "_"))
+    q, scale = inits[node.input[0]].astype(np.float64), inits[node.input[1]].astype(np.float64)
+    return q * scale.reshape((-1,) + (1,) * (q.ndim - 1))
