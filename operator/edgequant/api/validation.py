@@ -160,7 +160,9 @@ def _ptq_unused(s: api.QuantizationJobSpec) -> str:
         return ""
     if s.method is api.Method.TFLITE_INT8:
         ignored = [
-            name for name in ("cross_layer_equalization", "range_search") if getattr(s.ptq, name) is api.Technique.ON
+            name
+            for name in ("cross_layer_equalization", "range_search", "sixteen_bit_weights")
+            if getattr(s.ptq, name) is api.Technique.ON
         ]
         if not ignored:
             return ""
