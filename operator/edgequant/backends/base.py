@@ -101,6 +101,33 @@ class Batches:
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return self.make_iter()
 
+    def held_out(self, *, every: int) -> tuple[Batches, np.ndarray]:
+        """(fit, held-out inputs): every ``every``-th sample is held out (kept in memory, the post-training search
+        scores candidates on it), the others stream again on each pass."""
+        held: list[np.ndarray] = []
+        index = 0
+        for x, _ in self:
+            held.extend(np.asarray(x[held_out_mask(index, len(x), every)], dtype=np.float32))
+            index += len(x)
+        if not held:
+            raise ValueError("no held-out samples")
+
+        def fit_iter() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            start = 0
+            for x, y in self:
+                keep = ~held_out_mask(start, len(x), every)
+                start += len(x)
+                if keep.any():
+                    yield x[keep], y[keep]
+
+        return Batches(make_iter=fit_iter, count=index - len(held), batch_size=self.batch_size), np.stack(held)
+
+
+def held_out_mask(start: int, count: int, every: int) -> np.ndarray:
+    """True for the samples (global indices start..start+count) held out: every ``every``-th one."""
+    mask: np.ndarray = (np.arange(start, start + count) % every) == every - 1
+    return mask
+
 
 @dataclass
 class QuantizeRequest:

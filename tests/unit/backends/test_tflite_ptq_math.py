@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edgequant.analysis import post_training as pt
+from edgequant.backends.base import held_out_mask
 from edgequant.backends.tflite import ptq
 
 
@@ -74,6 +75,6 @@ def test_folding_a_per_channel_factor_scales_the_quantization_error_by_it() -> N
 
 
 def test_held_out_mask_takes_every_nth_sample_across_batches() -> None:
-    first, second = ptq.held_out_mask(0, 7, 5), ptq.held_out_mask(7, 7, 5)
+    first, second = held_out_mask(0, 7, 5), held_out_mask(7, 7, 5)
     held = np.flatnonzero(np.concatenate([first, second]))
     assert held.tolist() == [4, 9]

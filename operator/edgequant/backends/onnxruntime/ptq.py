@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -396,32 +396,6 @@ def correct_biases(
     return target, changed
 
 
-# --------------------------------------------------------------------------- the held-out split
-
-
-def split_batches(batches: Batches, *, every: int) -> tuple[Batches, np.ndarray]:
-    """(fit, held-out inputs): every ``every``-th sample is held out (kept in memory), the others stream again on each pass."""
-    held: list[np.ndarray] = []
-    index = 0
-    for x, _ in batches:
-        mask = (np.arange(index, index + len(x)) % every) == every - 1
-        held.extend(np.asarray(x[mask], dtype=np.float32))
-        index += len(x)
-    if not held:
-        raise ValueError("no held-out samples")
-
-    def fit_iter() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        start = 0
-        for x, y in batches:
-            keep = (np.arange(start, start + len(x)) % every) != every - 1
-            start += len(x)
-            if keep.any():
-                yield x[keep], y[keep]
-
-    fit = Batches(make_iter=fit_iter, count=index - len(held), batch_size=batches.batch_size)
-    return fit, np.stack(held)
-
-
 # --------------------------------------------------------------------------- the search
 
 
@@ -533,7 +507,7 @@ def tune(
                 }
             )
         else:
-            fit, held = split_batches(calibration, every=every)
+            fit, held = calibration.held_out(every=every)
     reference = _predict(float_model.path, held) if held is not None else None
     scores: list[pt.Score] = []
     counter = iter(range(1000))

@@ -213,33 +213,6 @@ def bias_corrected(model: Any, plan: Plan, means: dict[str, np.ndarray]) -> tupl
 # --------------------------------------------------------------------------- the held-out split and scoring
 
 
-def held_out_mask(start: int, count: int, every: int) -> np.ndarray:
-    """True for the samples (global indices start..start+count) held out: every ``every``-th one."""
-    mask: np.ndarray = (np.arange(start, start + count) % every) == every - 1
-    return mask
-
-
-def split(batches: Batches, *, every: int) -> tuple[Batches, np.ndarray]:
-    """(fit, held-out inputs): the held-out samples in memory, the fit ones streamed again on each pass."""
-    held: list[np.ndarray] = []
-    index = 0
-    for x, _ in batches:
-        held.extend(np.asarray(x[held_out_mask(index, len(x), every)], dtype=np.float32))
-        index += len(x)
-    if not held:
-        raise ValueError("no held-out samples")
-
-    def fit_iter() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        start = 0
-        for x, y in batches:
-            keep = ~held_out_mask(start, len(x), every)
-            start += len(x)
-            if keep.any():
-                yield x[keep], y[keep]
-
-    return Batches(make_iter=fit_iter, count=index - len(held), batch_size=batches.batch_size), np.stack(held)
-
-
 def calibrate(model: Any, data: Batches) -> bytes:
     """The converter's calibrated model (float graph with recorded ranges) of a Keras model on ``data``."""
     tf_lite = import_tf().lite
@@ -303,7 +276,7 @@ def tune(
             ],
             scores=[],
         )
-    fit, held = split(calibration, every=every) if auto else (calibration, None)
+    fit, held = calibration.held_out(every=every) if auto else (calibration, None)
 
     def fit_inputs() -> Iterator[np.ndarray]:
         return (x for x, _ in fit)
