@@ -36,8 +36,11 @@ BUILD_CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 PYTORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
 TORCH_CPU_INDEX ?= $(shell curl -fsS --max-time 10 -o /dev/null $(PYTORCH_CPU_INDEX)/ 2>/dev/null \
   && echo $(PYTORCH_CPU_INDEX) || echo https://pypi.org/simple)
-# containerd's content store for the real node: persistent, so images are loaded once per machine.
-CONTAINERD_ROOT ?= /var/lib/edgequant/containerd
+# containerd's content store for the real node: persistent, so images are loaded once per machine. One
+# variable for both sides: the loader here and the test harness (tests/harness/realnode.py) read it.
+EDGEQUANT_CONTAINERD_ROOT ?= /var/lib/edgequant/containerd
+export EDGEQUANT_CONTAINERD_ROOT
+CONTAINERD_ROOT := $(EDGEQUANT_CONTAINERD_ROOT)
 IMAGE_BUILD_FLAGS ?= --layers --network host
 IMAGE_BUILD_ARGS_quantizer-torch = --build-arg TORCH_CPU_INDEX=$(TORCH_CPU_INDEX)
 IMAGE_PACKAGES := buildah mmdebstrap containerd runc
