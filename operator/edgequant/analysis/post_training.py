@@ -273,7 +273,7 @@ def adaptive_rounding(
 def output_error(weight: np.ndarray, rounded: np.ndarray, second_moment: np.ndarray) -> float:
     """sum over inputs of ||(rounded - weight) x||^2 = trace(E H E^T): the layer's output error the rounding causes."""
     e = np.asarray(rounded, dtype=np.float64) - np.asarray(weight, dtype=np.float64)
-    return float(np.einsum("oi,ij,oj->", e, np.asarray(second_moment, dtype=np.float64), e))
+    return float(np.sum((e @ np.asarray(second_moment, dtype=np.float64)) * e))  # a matrix product, not einsum's loop
 
 
 # --------------------------------------------------------------------------- activation ranges from histograms
