@@ -544,7 +544,7 @@ class Tuned:
         return settings.model_copy(update={"sixteen_bit_weights": self.sixteen_bit_weights})
 
     def for_keep_float(self, keep_float: tuple[str, ...], workdir: Path) -> FloatModel:
-        """The model to quantize with ``keep_float`` nodes left in float: those keep their uncorrected biases."""
+        """The model to quantize with ``keep_float`` nodes left in float: those keep their float weights and biases."""
         if not keep_float or self.uncorrected is None:
             return self.float_model
         digest = hashlib.sha256("\n".join(sorted(keep_float)).encode()).hexdigest()[:8]
