@@ -9,7 +9,7 @@ setting it prints the top-1 agreement with FP32 on the evaluation inputs (and ou
 - bare: ``quant_pre_process`` + ``quantize_static`` (MinMax, QDQ, uint8 activations, int8 per-channel symmetric
   weights), a ``CalibrationDataReader`` over all calibration inputs;
 - each technique alone (spec.ptq with only that one on, no held-out choice): range search, cross-layer
-  equalization, bias correction; and the algorithm choice alone;
+  equalization, bias correction, 16-bit weights, adaptive rounding; and the algorithm choice alone;
 - edgequant's default spec.ptq (everything auto, chosen on a held-out split of the calibration inputs);
 
 and the seconds each took (the quantize step only: pre-processing, calibration, search, Q/DQ insertion).
@@ -43,6 +43,7 @@ OFF = {
     "biasCorrection": "off",
     "rangeSearch": "off",
     "sixteenBitWeights": "off",
+    "adaptiveRounding": "off",
     "selectAlgorithm": False,
 }
 VARIANTS: dict[str, dict[str, object]] = {
@@ -50,6 +51,13 @@ VARIANTS: dict[str, dict[str, object]] = {
     "equalization alone": {**OFF, "crossLayerEqualization": "on"},
     "bias correction alone": {**OFF, "biasCorrection": "on"},
     "16-bit weights alone": {**OFF, "sixteenBitWeights": "on"},
+    "adaptive rounding alone": {**OFF, "adaptiveRounding": "on"},
+    "16-bit weights + adaptive rounding + bias correction": {
+        **OFF,
+        "sixteenBitWeights": "on",
+        "adaptiveRounding": "on",
+        "biasCorrection": "on",
+    },
     "algorithm choice alone": {**OFF, "selectAlgorithm": True},
     "edgequant default": {},
 }

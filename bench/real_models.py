@@ -16,6 +16,7 @@ call's alone:
   representative dataset, TFLITE_BUILTINS_INT8, uint8 I/O);
 - ``edgequant``: the worker (``run_job``) on the default spec (fast layer sensitivity on) with file:// URIs;
 - ``edgequant-no-sensitivity``: the same with ``mixedPrecision.sensitivity: off``;
+- ``edgequant-no-adaptive-rounding``: the default spec with ``ptq.adaptiveRounding: off`` (the figure before it);
 - ``bare@N`` (any N): the bare call on the first N calibration images, for a bare call that does not fit the cap
   with all 500 (ONNX Runtime's MinMax calibrator on Open-NSFW); the ratios then use the largest that fitted.
 
@@ -55,7 +56,7 @@ MODELS = {
     "lite0-keras": realmodels.efficientnet_lite0_keras,
     "nsfw-onnx": realmodels.open_nsfw_onnx,
 }
-VARIANTS = ("bare", "edgequant", "edgequant-no-sensitivity")
+VARIANTS = ("bare", "edgequant", "edgequant-no-sensitivity", "edgequant-no-adaptive-rounding")
 GIB = 1024**3
 
 
@@ -179,7 +180,9 @@ def _bare_tflite(model: realmodels.RealModel, calibration: np.ndarray, workdir: 
     return out
 
 
-def _edgequant(model: realmodels.RealModel, workdir: Path, *, sensitivity: bool) -> tuple[Path, dict[str, Any]]:
+def _edgequant(
+    model: realmodels.RealModel, workdir: Path, *, sensitivity: bool, ptq: dict[str, Any] | None = None
+) -> tuple[Path, dict[str, Any]]:
     from edgequant.worker.runner import run_job, spec_from_document
 
     photos = realmodels.photo_sets()
@@ -199,6 +202,8 @@ def _edgequant(model: realmodels.RealModel, workdir: Path, *, sensitivity: bool)
     }
     if not sensitivity:
         document["mixedPrecision"] = {"sensitivity": "off"}
+    if ptq:
+        document["ptq"] = ptq
     spec = spec_from_document(document)[0]
     result, _ctx = run_job(spec, workdir=workdir / "work", progress=_memory_progress())
     report = json.loads((workdir / "out" / "report.json").read_text())
@@ -235,7 +240,13 @@ def child(model_name: str, variant: str, workdir: Path) -> None:
         ).tolist()
     else:
         start = time.perf_counter()
-        artifact, report = _edgequant(model, workdir, sensitivity=variant == "edgequant")
+        artifact, report = _edgequant(
+            model,
+            workdir,
+            sensitivity=variant != "edgequant-no-sensitivity",
+            ptq={"adaptiveRounding": "off"} if variant == "edgequant-no-adaptive-rounding" else None,
+        )
+        result["ptq_notes"] = [n for n in report.get("notes", []) if n.startswith("ptq")]
         result["run_seconds"] = time.perf_counter() - start
         result["quantize_peak_bytes"] = _vm()
         result["stages"] = {s["name"]: s["seconds"] for s in report["stages"]}
@@ -373,10 +384,12 @@ def main() -> int:
                 f"stages {r.get('stages', '-')}",
                 flush=True,
             )
+            for note in r.get("ptq_notes", []):
+                print(f"    {note}", flush=True)
         # a bare call killed at the cap is compared through the largest bare@N that fitted (said so in the line)
         fitted = [m for v, m in measured.items() if v.startswith("bare") and m.ok]
         bare = max(fitted, key=lambda m: m.result.get("calibration_samples", 0), default=measured.get("bare"))
-        for variant in ("edgequant", "edgequant-no-sensitivity"):
+        for variant in ("edgequant", "edgequant-no-sensitivity", "edgequant-no-adaptive-rounding"):
             ours = measured.get(variant)
             if bare and ours and bare.ok:
                 mem = ours.peak_bytes / bare.peak_bytes

@@ -13,6 +13,11 @@ converter runs (graph plumbing lives in the backend):
 - activation range search: the clipping range that minimises the expected
   squared quantization error on a calibration histogram, instead of the raw
   extremes (MinMax);
+- adaptive weight rounding (GPTQ / OBQ, Frantar et al. 2022): each weight
+  column rounded in turn onto the converter's own symmetric grid, the rounding
+  error spread over the columns not yet rounded through the Cholesky factor of
+  the inverse input second moment, so the layer's output error, not each
+  weight's, is what is minimised;
 - percentile and histogram re-binning helpers, and the held-out choice among
   candidates by top-1 agreement with FP32.
 
@@ -157,6 +162,118 @@ def corrected_bias(bias: np.ndarray | None, shift: np.ndarray) -> np.ndarray:
     base = np.zeros(shift.shape, dtype=np.float64) if bias is None else np.asarray(bias, dtype=np.float64)
     bias_q: np.ndarray = (base - shift).astype(np.float32)
     return bias_q
+
+
+# --------------------------------------------------------------------------- adaptive weight rounding
+
+
+class SecondMoment:
+    """sum x x^T over the rows of a layer's inputs, accumulated batch by batch (memory: in x in, never the inputs)."""
+
+    def __init__(self, features: int) -> None:
+        self.matrix = np.zeros((features, features), dtype=np.float64)
+        self.rows = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        """``rows`` is [samples, features]: one row per input vector (a spatial position of a 1x1 convolution)."""
+        x = np.asarray(rows, dtype=np.float32).reshape(-1, self.matrix.shape[0])
+        self.matrix += (x.T @ x).astype(np.float64)
+        self.rows += len(x)
+
+
+def conv1x1_rows(activation: np.ndarray) -> np.ndarray:
+    """A 1x1 convolution's input [N, C, *spatial] as rows [N * spatial, C]: each position is one input vector."""
+    a = np.asarray(activation)
+    rows: np.ndarray = np.moveaxis(a, 1, -1).reshape(-1, a.shape[1])
+    return rows
+
+
+def symmetric_weight_scales(weight: np.ndarray, *, qmax: int, per_channel: bool) -> np.ndarray:
+    """The scale per row of ``weight`` [out, in] that ONNX Runtime computes: float32(absmax / qmax) (rows of 0: 1.0)."""
+    w = np.asarray(weight, dtype=np.float32)
+    absmax = np.abs(w).max(axis=1) if per_channel else np.full(w.shape[0], np.abs(w).max(), dtype=np.float32)
+    scales: np.ndarray = (absmax.astype(np.float64) / float(qmax)).astype(np.float32)
+    scales[absmax == 0] = 1.0
+    return scales
+
+
+def adaptive_rounding(
+    weight: np.ndarray,
+    second_moment: np.ndarray,
+    *,
+    qmax: int,
+    per_channel: bool,
+    dampening: float = 0.01,
+    block: int = 128,
+) -> np.ndarray:
+    """``weight`` [out, in] rounded onto the symmetric grid scale * [-qmax, qmax] minimising ||(W_q - W) X||, not ||W_q - W||.
+
+    ``second_moment`` is H = sum x x^T of the layer's inputs (in x in). Columns are rounded in order of
+    decreasing H diagonal (the most used inputs first); each column's rounding error, divided by the diagonal of
+    the upper Cholesky factor U of (H + dampening * mean(diag H) I)^-1, is subtracted from the remaining columns
+    through U's row (GPTQ's lazy block update). The scale of each row is the converter's (absmax / qmax), and the
+    element holding the absmax is kept at its float value, so the converter recomputes the same scale and its own
+    round-to-nearest reproduces the returned float32 weights exactly. Rows of zeros stay zero.
+    """
+    w_in = np.asarray(weight, dtype=np.float32)
+    if w_in.ndim != 2:
+        raise ValueError(f"weight must be [out, in], got shape {w_in.shape}")
+    out_features, in_features = w_in.shape
+    h = np.array(second_moment, dtype=np.float64)
+    if h.shape != (in_features, in_features):
+        raise ValueError(f"second moment {h.shape} does not match weight {w_in.shape}")
+    scales = symmetric_weight_scales(w_in, qmax=qmax, per_channel=per_channel)
+    scale64 = scales.astype(np.float64)
+    # the element that fixes each row's scale: rounded to +-qmax, whatever the error feedback would do
+    flat = np.abs(w_in)
+    if per_channel:
+        anchor_col = flat.argmax(axis=1)
+        anchor_rows = np.arange(out_features)
+    else:
+        r, c = np.unravel_index(int(flat.argmax()), flat.shape)
+        anchor_rows, anchor_col = np.array([r]), np.array([c])
+    anchored = np.zeros_like(w_in, dtype=bool)
+    anchored[anchor_rows, anchor_col] = flat[anchor_rows, anchor_col] > 0
+
+    diag = np.diag(h).copy()
+    dead = diag <= 0
+    h[dead, dead] = 1.0
+    h[np.diag_indices(in_features)] += dampening * float(np.mean(np.diag(h)))
+    order = np.argsort(-np.diag(h), kind="stable")
+    h = h[np.ix_(order, order)]
+    w = w_in.astype(np.float64)[:, order]
+    anchored = anchored[:, order]
+    inverse = np.linalg.inv(np.linalg.cholesky(h))  # L^-1, with H = L L^T
+    upper = np.linalg.cholesky(inverse.T @ inverse).T  # U with H^-1 = U^T U (upper triangular)
+
+    codes = np.zeros_like(w)
+    for start in range(0, in_features, block):
+        end = min(start + block, in_features)
+        errors = np.zeros((out_features, end - start))
+        for i in range(start, end):
+            column = w[:, i]
+            q = np.clip(np.round(column / scale64), -qmax, qmax)
+            fixed = anchored[:, i]
+            q[fixed] = np.sign(w_in[:, order[i]][fixed]) * qmax
+            codes[:, i] = q
+            err = (column - q * scale64) / upper[i, i]
+            errors[:, i - start] = err
+            w[:, i + 1 : end] -= np.outer(err, upper[i, i + 1 : end])
+        w[:, end:] -= errors @ upper[start:end, end:]
+    restored = np.empty_like(codes)
+    restored[:, order] = codes
+    rounded: np.ndarray = (restored.astype(np.float32) * scales[:, None]).astype(np.float32)
+    keep = np.zeros_like(w_in, dtype=bool)
+    keep[anchor_rows, anchor_col] = True
+    rounded[keep] = w_in[keep]  # exactly the float absmax: the converter's scale is unchanged
+    rounded[np.abs(w_in).max(axis=1) == 0] = 0.0
+    return rounded
+
+
+def output_error(weight: np.ndarray, rounded: np.ndarray, second_moment: np.ndarray) -> float:
+    """sum over inputs of ||(rounded - weight) x||^2 = trace(E H E^T): the layer's output error the rounding causes."""
+    e = np.asarray(rounded, dtype=np.float64) - np.asarray(weight, dtype=np.float64)
+    return float(np.sum((e @ np.asarray(second_moment, dtype=np.float64)) * e))  # a matrix product, not einsum's loop
 
 
 # --------------------------------------------------------------------------- activation ranges from histograms

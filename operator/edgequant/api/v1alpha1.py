@@ -749,6 +749,10 @@ class PostTraining(ApiModel):
         Technique.AUTO,
         description="16-bit weights (activations stay 8-bit) for the convolutions with at most 27 weights per output channel (depthwise and RGB stem convolutions): few weights, so the model grows by under 5 %, and int8 rounding of so few taps is the largest loss on depthwise-separable networks. Bias correction then skips those layers.",
     )
+    adaptive_rounding: Technique = Field(
+        Technique.AUTO,
+        description="Round the int8 weights of 1x1 convolutions and Gemm layers by error feedback (GPTQ-style): each input column rounded in turn onto the converter's own per-channel grid, its error compensated on the columns not yet rounded through the inverse of the layer's input second moment measured on the calibration data, so the layer's output error, not each weight's, is minimised. Layers given 16-bit weights are skipped; bias correction then corrects what the rounded weights still shift.",
+    )
     select_algorithm: bool = Field(
         True,
         description="Choose among minmax, entropy, percentile (and the range search) by agreement on the held-out split when calibration.algorithm is not written in the spec; false, or an algorithm written there: that algorithm.",
@@ -769,6 +773,7 @@ class PostTraining(ApiModel):
                 self.bias_correction,
                 self.range_search,
                 self.sixteen_bit_weights,
+                self.adaptive_rounding,
             )
         )
 
@@ -780,6 +785,7 @@ class PostTraining(ApiModel):
             bias_correction=Technique.OFF,
             range_search=Technique.OFF,
             sixteen_bit_weights=Technique.OFF,
+            adaptive_rounding=Technique.OFF,
             select_algorithm=False,
         )
 

@@ -20,6 +20,7 @@ BARE_PTQ = {
     "biasCorrection": "off",
     "rangeSearch": "off",
     "sixteenBitWeights": "off",
+    "adaptiveRounding": "off",
     "selectAlgorithm": False,
 }
 

@@ -136,6 +136,7 @@ def test_equalization_on_is_no_worse_than_off(
         "biasCorrection": "off",
         "rangeSearch": "off",
         "sixteenBitWeights": "off",
+        "adaptiveRounding": "off",
         "selectAlgorithm": False,
     }
     plain = OnnxRuntimeBackend().quantize(

@@ -22,6 +22,7 @@ BARE_PTQ = {
     "biasCorrection": "off",
     "rangeSearch": "off",
     "sixteenBitWeights": "off",
+    "adaptiveRounding": "off",
 }
 
 

@@ -195,3 +195,69 @@ def test_agreement_and_sqnr() -> None:
     assert pt.top1_agreement(ref, np.array([[0.9, 0.1], [0.6, 0.4]])) == 0.5
     assert pt.sqnr_db(ref, ref) == float("inf")
     assert pt.sqnr_db(ref, ref * 1.1) == pytest.approx(20.0)
+
+
+# --------------------------------------------------------------------------- adaptive weight rounding
+
+
+def _correlated_layer(seed: int, out: int = 48, features: int = 96, rows: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+    """A weight [out, in] and the second moment of inputs whose features are strongly correlated (as activations are)."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(size=(features, features)) / np.sqrt(features)
+    x = rng.normal(size=(rows, features)) @ mixing + 0.5 * rng.normal(size=features)
+    moment = pt.SecondMoment(features)
+    for start in range(0, rows, 1000):  # streamed: the sum of the parts is the whole
+        moment.add(x[start : start + 1000])
+    exact = x.T @ x  # float32 products (the accumulator's precision): 1e-5 of the largest entry
+    np.testing.assert_allclose(moment.matrix, exact, rtol=0, atol=1e-5 * float(np.abs(exact).max()))
+    assert moment.rows == rows
+    return (rng.normal(size=(out, features)) * np.logspace(-1, 0, out)[:, None]).astype(np.float32), moment.matrix
+
+
+@pytest.mark.parametrize("qmax", [127, 64])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_adaptive_rounding_halves_the_output_error_of_round_to_nearest(qmax: int, per_channel: bool) -> None:
+    # on correlated inputs, spreading each rounding error over the columns not yet rounded cancels much of it: GPTQ's
+    # own measurements give several times lower layer error at 8 bits; half is a bound well inside that
+    for seed in range(3):
+        weight, moment = _correlated_layer(seed)
+        nearest = pt.quantize_weights_symmetric(weight, qmax=qmax, per_channel=per_channel)
+        rounded = pt.adaptive_rounding(weight, moment, qmax=qmax, per_channel=per_channel)
+        assert pt.output_error(weight, rounded, moment) < 0.5 * pt.output_error(weight, nearest, moment)
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_adaptively_rounded_weights_lie_on_the_grid_with_the_same_scales(per_channel: bool) -> None:
+    weight, moment = _correlated_layer(7)
+    weight[3] = 0.0  # a dead output channel stays dead
+    rounded = pt.adaptive_rounding(weight, moment, qmax=127, per_channel=per_channel)
+    scales = pt.symmetric_weight_scales(weight, qmax=127, per_channel=per_channel)
+    # the converter recomputes each scale from the rounded weights' absmax: it must be the same
+    np.testing.assert_array_equal(pt.symmetric_weight_scales(rounded, qmax=127, per_channel=per_channel), scales)
+    codes = np.round(rounded / scales[:, None])
+    assert np.abs(codes).max() <= 127
+    assert float(np.abs(rounded / scales[:, None] - codes).max()) < 1e-3  # on the grid, up to float32 rounding
+    assert not rounded[3].any()
+    # and it differs from round-to-nearest (error feedback moved some weights to the other neighbour)
+    nearest = pt.quantize_weights_symmetric(weight, qmax=127, per_channel=per_channel)
+    assert np.mean(np.abs(rounded - nearest) > 0) > 0.05
+
+
+def test_adaptive_rounding_is_round_to_nearest_when_inputs_are_uncorrelated() -> None:
+    # with H diagonal there is nothing to compensate through: every column rounds to its nearest grid point
+    weight, _ = _correlated_layer(1)
+    moment = np.diag(np.linspace(1.0, 2.0, weight.shape[1]))
+    rounded = pt.adaptive_rounding(weight, moment, qmax=127, per_channel=True, dampening=0.0)
+    np.testing.assert_allclose(rounded, pt.quantize_weights_symmetric(weight, qmax=127, per_channel=True), rtol=1e-6)
+
+
+def test_adaptive_rounding_refuses_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="does not match"):
+        pt.adaptive_rounding(np.ones((4, 3), np.float32), np.eye(4), qmax=127, per_channel=True)
+
+
+def test_conv1x1_rows_are_one_input_vector_per_position() -> None:
+    a = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    rows = pt.conv1x1_rows(a)
+    assert rows.shape == (40, 3)
+    np.testing.assert_array_equal(rows[7], a[0, :, 1, 2])

@@ -281,7 +281,7 @@ class OnnxRuntimeBackend:
 
     def reference_float_model(self, request: QuantizeRequest) -> Path:
         """The float function the Q/DQ artifacts quantize, for tensor-by-tensor comparisons: the pre-processed
-        model, equalized when spec.ptq equalized it (same function, rescaled channels), never bias-corrected."""
+        model, equalized when spec.ptq equalized it (same function, rescaled channels), never bias-corrected or rounded."""
         model = self.float_model(request)
         options = self.own(request.options)
         if request.method is not api.Method.ONNX_STATIC or options.ptq.all_off:

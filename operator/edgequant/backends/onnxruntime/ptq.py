@@ -13,6 +13,10 @@ collects what the math needs in one pass over the calibration data:
   quantized weights cause;
 - ``ranges_by``: activation ranges per algorithm (minmax, entropy,
   percentile, mse) from the same histograms, as ORT's ``TensorsData``;
+- ``roundable_layers`` / ``round_weights_adaptively``: 1x1 convolutions and
+  Gemm layers whose weights are rounded onto the converter's int8 grid by
+  error feedback on their inputs' second moments (``adaptiveRounding``),
+  collected in the same statistics pass;
 - ``narrow_layers``: the convolutions with so few weights per output channel
   (depthwise, RGB stem) that int8 rounding costs the most; they get int16
   weights (``sixteenBitWeights``) for a few percent of the model's size.
@@ -242,13 +246,25 @@ class Statistics:
     input_means: dict[str, np.ndarray]
     """Per-channel mean of each weighted layer's input, by node name."""
     samples: int
+    second_moments: dict[str, pt.SecondMoment] = field(default_factory=dict)
+    """sum x x^T of each roundable layer's input vectors, by node name (only when asked for)."""
 
 
 def collect_statistics(
-    model_path: Path, batches: Iterable[np.ndarray], *, input_name: str, workdir: Path, fixed_batch: int | None = None
+    model_path: Path,
+    batches: Iterable[np.ndarray],
+    *,
+    input_name: str,
+    workdir: Path,
+    fixed_batch: int | None = None,
+    second_moments: bool = False,
 ) -> Statistics:
-    """Histograms of the calibrated tensors and per-channel input means of the weighted layers, batch by batch (memory: one batch)."""
+    """Histograms of the calibrated tensors and per-channel input means of the weighted layers, batch by batch (memory: one batch).
+
+    ``second_moments``: also sum x x^T of every ``roundable_layers`` input (in x in per layer, never the inputs).
+    """
     model = onnx.load(str(model_path))
+    roundable = roundable_layers(model) if second_moments else {}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     tensors = calibrated_tensors(model)
     layers = _weighted_layers(model)
@@ -271,6 +287,12 @@ def collect_statistics(
             graph.node.append(helper.make_node("ReduceMean", [node.input[0]], [out], axes=axes, keepdims=0, name=out))
         graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
         mean_outputs[node.name] = out
+    existing = {o.name for o in graph.output}
+    for node in roundable.values():
+        if node.input[0] not in existing:
+            graph.output.append(helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None))
+            existing.add(node.input[0])
+    moments = {name: pt.SecondMoment(_in_features(node, inits)) for name, node in roundable.items()}
     workdir.mkdir(parents=True, exist_ok=True)
     augmented = workdir / "statistics.onnx"
     onnx.save(model, str(augmented))
@@ -290,12 +312,60 @@ def collect_statistics(
                 accumulators[name].add(values[name])
             for layer, out in mean_outputs.items():
                 sums[layer] = sums.get(layer, 0) + values[out].astype(np.float64) * len(x)
+            for layer, node in roundable.items():
+                moments[layer].add(_input_rows(node, values[node.input[0]]))
             samples += len(x)
             del values
     if samples == 0:
         raise ValueError("no calibration batches")
     histograms = {name: acc.histogram() for name, acc in accumulators.items() if acc.has_values}
-    return Statistics(histograms=histograms, input_means={k: v / samples for k, v in sums.items()}, samples=samples)
+    return Statistics(
+        histograms=histograms,
+        input_means={k: v / samples for k, v in sums.items()},
+        samples=samples,
+        second_moments=moments,
+    )
+
+
+def roundable_layers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """Weighted layers whose output is a plain matrix product of input vectors: 1x1 convolutions (group 1, no padding)
+    and Gemm, each with an initializer weight of its own; by node name. Adaptive rounding covers these."""
+    inits = {t.name: t for t in model.graph.initializer}
+    users = _consumers(model.graph)
+    chosen: dict[str, onnx.NodeProto] = {}
+    for node in _weighted_layers(model):
+        weight = inits[node.input[1]]
+        if len(users[node.input[1]]) != 1 or weight.data_type != TensorProto.FLOAT:
+            continue
+        if node.op_type == "Conv":
+            pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [])
+            auto_pad = next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET")
+            if (
+                _attr(node, "group", 1) != 1
+                or any(d != 1 for d in weight.dims[2:])
+                or any(pads)
+                or auto_pad not in (b"NOTSET", b"VALID")
+            ):
+                continue
+        chosen[node.name] = node
+    return chosen
+
+
+def _in_features(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> int:
+    dims = inits[node.input[1]].dims
+    if node.op_type == "Gemm" and not _attr(node, "transB", 0):
+        return int(dims[0])
+    return int(dims[1])
+
+
+def _input_rows(node: onnx.NodeProto, activation: np.ndarray) -> np.ndarray:
+    """A roundable layer's input as the rows its weight multiplies (a strided 1x1 convolution sees every s-th position)."""
+    if node.op_type != "Conv":
+        return activation.reshape(activation.shape[0], -1)
+    strides = next((list(a.ints) for a in node.attribute if a.name == "strides"), [])
+    if any(st != 1 for st in strides):
+        activation = activation[(slice(None), slice(None), *(slice(None, None, st) for st in strides))]
+    return pt.conv1x1_rows(activation)
 
 
 # --------------------------------------------------------------------------- ranges and bias correction
@@ -348,27 +418,34 @@ def correct_biases(
     weight_qmax: int,
     per_channel: bool,
     skip_weights: frozenset[str] = frozenset(),
+    float_weights: Path | None = None,
 ) -> tuple[Path, int]:
     """``source`` with each Conv/Gemm bias corrected for the mean output shift of its quantized weights; returns the layers changed.
 
     Layers whose weight is in ``skip_weights`` (quantized to 16 bits: no shift worth correcting) keep their bias.
+    ``float_weights``: the model whose weights are the float ones, when ``source``'s were already rounded onto the
+    grid (adaptive rounding): the shift is then that of the rounded weights against those.
     """
     model = onnx.load(str(source))
     inits = {t.name: t for t in model.graph.initializer}
+    originals = (
+        {t.name: t for t in onnx.load(str(float_weights)).graph.initializer} if float_weights is not None else inits
+    )
     users = _consumers(model.graph)
     changed = 0
     for node in _weighted_layers(model):
         mean = input_means.get(node.name)
         if mean is None or node.input[1] in skip_weights:
             continue
-        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        current = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        weight = numpy_helper.to_array(originals.get(node.input[1], inits[node.input[1]])).astype(np.float32)
         if node.op_type == "Conv":
-            err = pt.quantize_weights_symmetric(weight, qmax=weight_qmax, per_channel=per_channel, axis=0) - weight
+            err = pt.quantize_weights_symmetric(current, qmax=weight_qmax, per_channel=per_channel, axis=0) - weight
             shift = pt.conv_output_shift(err, mean, group=_attr(node, "group", 1))
         else:
             trans_b = _attr(node, "transB", 0)
             axis = 0 if trans_b else 1
-            err = pt.quantize_weights_symmetric(weight, qmax=weight_qmax, per_channel=per_channel, axis=axis) - weight
+            err = pt.quantize_weights_symmetric(current, qmax=weight_qmax, per_channel=per_channel, axis=axis) - weight
             shift = pt.dense_output_shift(err if trans_b else err.T, mean)
             alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.0)
             beta = next((a.f for a in node.attribute if a.name == "beta"), 1.0)
@@ -396,6 +473,54 @@ def correct_biases(
     return target, changed
 
 
+@dataclass(frozen=True)
+class Rounded:
+    """What adaptive rounding did to a model."""
+
+    path: Path
+    layers: int
+    error_ratio: float
+    """Mean over the rounded layers of their output error against round-to-nearest's (below 1: better)."""
+
+
+def round_weights_adaptively(
+    source: Path,
+    target: Path,
+    *,
+    moments: dict[str, pt.SecondMoment],
+    weight_qmax: int,
+    per_channel: bool,
+    skip_weights: frozenset[str] = frozenset(),
+) -> Rounded:
+    """``source`` with the weights of its roundable layers replaced by ``pt.adaptive_rounding`` of them: float32 values
+    on the symmetric grid quantize_static uses, so its round-to-nearest keeps them as they are.
+
+    Layers whose weight is in ``skip_weights`` (16-bit weights) and layers without a second moment are left alone.
+    """
+    model = onnx.load(str(source))
+    inits = {t.name: t for t in model.graph.initializer}
+    ratios: list[float] = []
+    changed = 0
+    for name, node in roundable_layers(model).items():
+        moment = moments.get(name)
+        if moment is None or moment.rows == 0 or node.input[1] in skip_weights:
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        transposed = node.op_type == "Gemm" and not _attr(node, "transB", 0)
+        matrix = weight.T if transposed else weight.reshape(weight.shape[0], -1)
+        rounded = pt.adaptive_rounding(matrix, moment.matrix, qmax=weight_qmax, per_channel=per_channel)
+        nearest = pt.quantize_weights_symmetric(matrix, qmax=weight_qmax, per_channel=per_channel)
+        before = pt.output_error(matrix, nearest, moment.matrix)
+        if before > 0:
+            ratios.append(pt.output_error(matrix, rounded, moment.matrix) / before)
+        new = (rounded.T if transposed else rounded.reshape(weight.shape)).astype(np.float32)
+        inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(new), node.input[1]))
+        changed += 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target))
+    return Rounded(path=target, layers=changed, error_ratio=float(np.mean(ratios)) if ratios else 1.0)
+
+
 # --------------------------------------------------------------------------- the search
 
 
@@ -409,7 +534,8 @@ class Tuned:
     notes: list[str]
     scores: list[pt.Score]
     uncorrected: Path | None = None
-    """The model before bias correction, when it was applied: layers kept in float take their biases from it."""
+    """The model before bias correction and adaptive rounding, when either was applied: layers kept in float take
+    their weights and biases from it, and it is the float function the artifact quantizes."""
     sixteen_bit_weights: tuple[str, ...] = ()
     """Weight initializers to quantize to int16 (sixteenBitWeights' choice)."""
 
@@ -418,7 +544,7 @@ class Tuned:
         return settings.model_copy(update={"sixteen_bit_weights": self.sixteen_bit_weights})
 
     def for_keep_float(self, keep_float: tuple[str, ...], workdir: Path) -> FloatModel:
-        """The model to quantize with ``keep_float`` nodes left in float: those keep their uncorrected biases."""
+        """The model to quantize with ``keep_float`` nodes left in float: those keep their float weights and biases."""
         if not keep_float or self.uncorrected is None:
             return self.float_model
         digest = hashlib.sha256("\n".join(sorted(keep_float)).encode()).hexdigest()[:8]
@@ -429,11 +555,14 @@ class Tuned:
 
 
 def restore_biases(corrected: Path, original: Path, nodes: set[str], target: Path) -> Path:
-    """``corrected`` with the biases of ``nodes`` as in ``original`` (a float layer has no quantization shift to correct)."""
+    """``corrected`` with the weights and biases of ``nodes`` as in ``original``: a float layer has no quantization
+    shift to correct and no rounding to adapt."""
     model = onnx.load(str(corrected))
     before = {t.name: t for t in onnx.load(str(original)).graph.initializer}
     inits = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
+        if node.name in nodes and len(node.input) > 1 and node.input[1] in before and node.input[1] in inits:
+            inits[node.input[1]].CopyFrom(before[node.input[1]])
         if node.name in nodes and len(node.input) > 2 and node.input[2]:
             name = node.input[2]
             if name in before:
@@ -478,7 +607,7 @@ def tune(
     log: Callable[[str], None] = lambda _m: None,
 ) -> Tuned:
     """Apply ``options``' techniques, each auto one kept only if it raises agreement on the held-out split (greedy, in order:
-    range rule, cross-layer equalization, bias correction)."""
+    range rule, cross-layer equalization, 16-bit weights, adaptive rounding, bias correction)."""
     workdir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"keep_float": ()})
     every = max(2, round(1 / options.held_out_fraction))
@@ -487,6 +616,7 @@ def tune(
         options.bias_correction,
         options.range_search,
         options.sixteen_bit_weights,
+        options.adaptive_rounding,
     )
     notes: list[str] = []
     held: np.ndarray | None = None
@@ -501,7 +631,13 @@ def tune(
                     "select_algorithm": False,
                     **{
                         k: api.Technique.OFF
-                        for k in ("cross_layer_equalization", "bias_correction", "range_search", "sixteen_bit_weights")
+                        for k in (
+                            "cross_layer_equalization",
+                            "bias_correction",
+                            "range_search",
+                            "sixteen_bit_weights",
+                            "adaptive_rounding",
+                        )
                         if getattr(options, k) is api.Technique.AUTO
                     },
                 }
@@ -551,8 +687,12 @@ def tune(
             input_name=float_model.model.input_name,
             workdir=workdir,
             fixed_batch=float_model.model.fixed_batch,
+            second_moments=rounding,
         )
 
+    int8 = settings.weight_type is api.OnnxQuantType.INT8
+    qmax = 64 if settings.reduce_range else 127
+    rounding = options.adaptive_rounding is not api.Technique.OFF and int8
     stats = statistics(float_model.path)
     percentile = settings.percentile
     best: tuple[FloatModel, Path, pt.Score | None, str] | None = None
@@ -622,11 +762,44 @@ def tune(
             else:
                 notes.append(f"ptq: 16-bit weights ({what}) not kept: no gain on the held-out split")
 
+    unrounded: Path | None = None
+    if options.adaptive_rounding is not api.Technique.OFF:
+        if not int8:
+            notes.append(
+                "ptq: adaptive rounding skipped: it rounds onto symmetric int8 grids (spec.onnx.weightType int8)"
+            )
+        else:
+            rounded = round_weights_adaptively(
+                chosen_model.path,
+                workdir / "rounded.onnx",
+                moments=stats.second_moments,
+                weight_qmax=qmax,
+                per_channel=settings.per_channel,
+                skip_weights=frozenset(wide),
+            )
+            if not rounded.layers:
+                notes.append("ptq: adaptive rounding: no 1x1 convolution or Gemm layer with 8-bit weights")
+            else:
+                what = (
+                    f"{rounded.layers} 1x1 Conv/Gemm layers (output error on the calibration inputs "
+                    f"{rounded.error_ratio:.2f}x round-to-nearest's, mean over layers)"
+                )
+                suffix = ("+cle" if "cross-layer equalization" in label else "") + ("+w16" if wide else "")
+                model, rp, score = candidate(f"{rule}{suffix}+ar", rounded.path, load_ranges(chosen_ranges), wide=wide)
+                if options.adaptive_rounding is api.Technique.ON or (
+                    score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score
+                ):
+                    unrounded = chosen_model.path
+                    chosen_model, chosen_ranges, chosen_score = model, rp, score
+                    label.append("adaptive rounding")
+                    notes.append(f"ptq: adaptive rounding of {what}")
+                else:
+                    notes.append(f"ptq: adaptive rounding ({what}) not kept: no gain on the held-out split")
+
     if options.bias_correction is not api.Technique.OFF:
-        if settings.weight_type is not api.OnnxQuantType.INT8:
+        if not int8:
             notes.append("ptq: bias correction skipped: it models symmetric int8 weights (spec.onnx.weightType int8)")
         else:
-            qmax = 64 if settings.reduce_range else 127
             path, changed = correct_biases(
                 chosen_model.path,
                 workdir / "bias-corrected.onnx",
@@ -634,9 +807,14 @@ def tune(
                 weight_qmax=qmax,
                 per_channel=settings.per_channel,
                 skip_weights=frozenset(wide),
+                float_weights=unrounded,
             )
             # bias correction shifts what the best ranges are: try it under every range rule scored above (no new pass)
-            suffix = ("+cle" if "cross-layer equalization" in label else "") + ("+w16" if wide else "")
+            suffix = (
+                ("+cle" if "cross-layer equalization" in label else "")
+                + ("+w16" if wide else "")
+                + ("+ar" if unrounded is not None else "")
+            )
             best_bc: tuple[FloatModel, Path, pt.Score | None, str] | None = None
             for r in [rule, *(r for r in tried if r != rule)] if reference is not None else [rule]:
                 ranges = (
@@ -654,7 +832,7 @@ def tune(
             if options.bias_correction is api.Technique.ON or (
                 score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score
             ):
-                uncorrected = chosen_model.path
+                uncorrected = unrounded or chosen_model.path
                 chosen_model, chosen_ranges, chosen_score, rule = model, rp, score, bc_rule
                 label[0] = bc_rule
                 label.append("bias correction")
@@ -662,6 +840,8 @@ def tune(
             else:
                 notes.append(f"ptq: bias correction ({changed} layers) not kept: no gain on the held-out split")
 
+    if uncorrected is None:
+        uncorrected = unrounded
     if scores:
         shown = ", ".join(f"{s.name} {s.agreement:.3f} ({s.sqnr_db:.1f} dB)" for s in scores)
         notes.insert(

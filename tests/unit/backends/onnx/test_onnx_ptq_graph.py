@@ -209,3 +209,148 @@ def _dequantized(model: onnx.ModelProto, weight: str) -> np.ndarray:
     node = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith(weight + "_"))
     q, scale = inits[node.input[0]].astype(np.float64), inits[node.input[1]].astype(np.float64)
     return q * scale.reshape((-1,) + (1,) * (q.ndim - 1))
+
+
+def _pointwise_graph(path: Path, *, seed: int = 0) -> Path:
+    """conv 3x3 (3 -> 16) -> Relu -> conv 1x1 stride 2 (16 -> 12) -> Relu -> GAP -> Flatten -> Gemm (12 -> 10, transB 0)
+    -> Gemm (10 -> 6, transB 1): the layer shapes adaptive rounding covers, with one it does not (the 3x3)."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w1": rng.normal(size=(16, 3, 3, 3)).astype(np.float32),
+        "b1": rng.normal(size=16).astype(np.float32),
+        "w2": (rng.normal(size=(12, 16, 1, 1)) * np.logspace(-1, 1, 12)[:, None, None, None]).astype(np.float32),
+        "b2": rng.normal(size=12).astype(np.float32),
+        "w3": rng.normal(size=(12, 10)).astype(np.float32),
+        "b3": rng.normal(size=10).astype(np.float32),
+        "w4": rng.normal(size=(6, 10)).astype(np.float32),
+        "b4": rng.normal(size=6).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["a1"], name="act1"),
+        helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], name="pw", strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["a2"], name="act2"),
+        helper.make_node("GlobalAveragePool", ["a2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["h"], name="fc1"),
+        helper.make_node("Gemm", ["h", "w4", "b4"], ["logits"], name="fc2", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "pointwise",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 12, 12])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 6])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_second_moments_are_those_of_the_layer_inputs(tmp_path: Path) -> None:
+    source = _pointwise_graph(tmp_path / "m.onnx")
+    x = np.random.default_rng(1).normal(size=(20, 3, 12, 12)).astype(np.float32)
+    stats = ptq.collect_statistics(
+        source, [x[:7], x[7:]], input_name="input", workdir=tmp_path / "stats", second_moments=True
+    )
+    assert set(stats.second_moments) == {"pw", "fc1", "fc2"}  # the 3x3 conv is not a matrix product of its inputs
+    from onnxruntime import InferenceSession
+
+    model = onnx.load(str(source))
+    model.graph.output.extend([helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("a1", "h")])
+    sess = InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    a1, h = sess.run(["a1", "h"], {"input": x})
+    rows = pt.conv1x1_rows(a1[:, :, ::2, ::2])  # stride 2: the positions the 1x1 convolution reads
+    for name, r in (("pw", rows), ("fc2", h)):
+        exact = r.astype(np.float64).T @ r.astype(np.float64)
+        np.testing.assert_allclose(stats.second_moments[name].matrix, exact, atol=1e-4 * float(np.abs(exact).max()))
+        assert stats.second_moments[name].rows == len(r)
+    plain = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "plain")
+    assert plain.second_moments == {}
+
+
+@pytest.mark.parametrize(("per_channel", "reduce_range"), [(True, False), (True, True), (False, False)])
+def test_quantize_static_keeps_adaptively_rounded_weights_exactly(
+    tmp_path: Path, per_channel: bool, reduce_range: bool
+) -> None:
+    from edgequant.backends.onnxruntime.model import read_model
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import FloatModel, quantize_qdq, save_ranges
+
+    source = _pointwise_graph(tmp_path / "m.onnx")
+    x = np.random.default_rng(2).normal(size=(16, 3, 12, 12)).astype(np.float32)
+    stats = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "stats", second_moments=True)
+    qmax = 64 if reduce_range else 127
+    rounded = ptq.round_weights_adaptively(
+        source,
+        tmp_path / "rounded.onnx",
+        moments=stats.second_moments,
+        weight_qmax=qmax,
+        per_channel=per_channel,
+        skip_weights=frozenset({"w4"}),
+    )
+    assert rounded.layers == 2 and rounded.error_ratio < 1.0
+    old, new = _weights(source), _weights(rounded.path)
+    np.testing.assert_array_equal(new["w4"], old["w4"])  # skipped (16-bit weights)
+    np.testing.assert_array_equal(new["w1"], old["w1"])  # not roundable
+    ranges = save_ranges(
+        ptq.ranges_by("minmax", stats, percentile=99.99, algorithm=ptq.api.CalibrationAlgorithm.MINMAX),
+        tmp_path / "r.json",
+    )
+    settings = StaticSettings(per_channel=per_channel, reduce_range=reduce_range)
+    out = quantize_qdq(
+        float_model=FloatModel(path=rounded.path, model=read_model(rounded.path), preprocessed=False),
+        output_path=tmp_path / "q.onnx",
+        ranges_path=ranges,
+        settings=settings,
+    )
+    qdq = onnx.load(str(out))
+    for name, matrix in (("w2", new["w2"].reshape(12, 16)), ("w3", new["w3"].T)):
+        expected_scale = pt.symmetric_weight_scales(
+            old["w2"].reshape(12, 16) if name == "w2" else old["w3"].T, qmax=qmax, per_channel=per_channel
+        )
+        codes = np.round(matrix / expected_scale[:, None])
+        q, scale = _quantized(qdq, name)
+        q = q.reshape(q.shape[0], -1) if name == "w2" else q.T
+        np.testing.assert_array_equal(np.broadcast_to(scale, expected_scale.shape), expected_scale)
+        np.testing.assert_array_equal(q, codes)  # ORT's own rounding reproduces the adaptive grid values
+        assert np.abs(q).max() <= qmax
+        # and they are not ORT's round-to-nearest of the float weights
+        original = old["w2"].reshape(12, 16) if name == "w2" else old["w3"].T
+        assert np.any(q != np.round(original / expected_scale[:, None]))
+
+
+def _quantized(model: onnx.ModelProto, weight: str) -> tuple[np.ndarray, np.ndarray]:
+    """The integer codes and scale(s) of a weight in a Q/DQ model."""
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    node = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0].startswith(weight + "_"))
+    return inits[node.input[0]].astype(np.int64), inits[node.input[1]]
+
+
+def test_bias_correction_after_adaptive_rounding_measures_the_shift_from_the_float_weights(tmp_path: Path) -> None:
+    source = _pointwise_graph(tmp_path / "m.onnx")
+    x = (np.random.default_rng(3).normal(size=(16, 3, 12, 12)) + 0.5).astype(np.float32)
+    stats = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "stats", second_moments=True)
+    rounded = ptq.round_weights_adaptively(
+        source, tmp_path / "rounded.onnx", moments=stats.second_moments, weight_qmax=127, per_channel=True
+    )
+    corrected, _ = ptq.correct_biases(
+        rounded.path,
+        tmp_path / "bc.onnx",
+        input_means=stats.input_means,
+        weight_qmax=127,
+        per_channel=True,
+        float_weights=source,
+    )
+    old, grid, new = _weights(source), _weights(rounded.path), _weights(corrected)
+    shift = pt.conv_output_shift(grid["w2"] - old["w2"], stats.input_means["pw"])
+    np.testing.assert_allclose(new["b2"], old["b2"] - shift, rtol=1e-5, atol=1e-7)
+    # without the float weights the rounded ones look exact (already on the grid): nothing would be corrected
+    blind, _ = ptq.correct_biases(
+        rounded.path, tmp_path / "blind.onnx", input_means=stats.input_means, weight_qmax=127, per_channel=True
+    )
+    np.testing.assert_allclose(_weights(blind)["b2"], old["b2"], atol=1e-6 * float(np.abs(old["b2"]).max()))
+    # a layer kept in float gets its float weights back, not the rounded ones
+    restored = ptq.restore_biases(corrected, source, {"pw"}, tmp_path / "restored.onnx")
+    np.testing.assert_array_equal(_weights(restored)["w2"], old["w2"])
+    np.testing.assert_array_equal(_weights(restored)["b2"], old["b2"])
