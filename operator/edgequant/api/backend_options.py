@@ -4,12 +4,13 @@ A backend receives its options, never the whole spec: the worker calls ``backend
 picks the model whose ``backend`` matches the method's catalogue row (``Method.backend_name``), and the backend
 narrows the request's options to its own model before reading them. So a backend reading another backend's
 section (the ONNX Runtime backend reading ``tensorrt``) fails type-checking, and what a backend depends on is
-listed here. Adding a backend is adding its model (with ``from_spec``) to ``BackendOptions``. Pure: no I/O.
+listed here. Adding a backend is adding its model to ``BackendOptions``: its fields are filled from the spec by name
+(``_spec_sections``). Pure: no I/O.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self, get_args
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,11 +27,32 @@ from edgequant.api.v1alpha1 import (
 )
 
 
+def _spec_sections(spec: QuantizationJobSpec) -> dict[str, Any]:
+    """Where each option field comes from in the spec: one place for every backend's model."""
+    return {
+        "model_format": spec.model.resolved_format,
+        "input": spec.model.input,
+        "calibration": spec.calibration,
+        "training": spec.training,
+        "onnx": spec.onnx,
+        "ptq": spec.ptq,
+        "tensorrt": spec.tensorrt,
+        "fallback_precision": spec.mixed_precision.fallback_precision,
+        "output_uri": spec.output.uri,
+    }
+
+
 class _Options(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     method: Method
     """The method to run (the spec's, or another of the same backend: a degrade-ladder rung, a remedy)."""
+
+    @classmethod
+    def from_spec(cls, spec: QuantizationJobSpec, method: Method, **derived: Any) -> Self:
+        """The model's fields taken from the spec's sections by name (``derived``: fields computed by the subclass)."""
+        sections = _spec_sections(spec)
+        return cls(method=method, **{name: sections[name] for name in cls.model_fields if name in sections}, **derived)
 
 
 class TFLiteBackendOptions(_Options):
@@ -46,18 +68,6 @@ class TFLiteBackendOptions(_Options):
     output_uri: str
     """The job's output prefix: the calibration cache's default place."""
 
-    @classmethod
-    def from_spec(cls, spec: QuantizationJobSpec, method: Method) -> Self:
-        return cls(
-            method=method,
-            model_format=spec.model.resolved_format,
-            input=spec.model.input,
-            calibration=spec.calibration,
-            training=spec.training,
-            ptq=spec.ptq,
-            output_uri=spec.output.uri,
-        )
-
 
 class OnnxRuntimeBackendOptions(_Options):
     """onnx-dynamic / onnx-static: ``onnx`` and ``ptq`` settings, calibration, the ONNX model's input contract."""
@@ -71,18 +81,6 @@ class OnnxRuntimeBackendOptions(_Options):
     output_uri: str
     """The job's output prefix: the calibration cache's default place."""
 
-    @classmethod
-    def from_spec(cls, spec: QuantizationJobSpec, method: Method) -> Self:
-        return cls(
-            method=method,
-            model_format=spec.model.resolved_format,
-            input=spec.model.input,
-            onnx=spec.onnx,
-            ptq=spec.ptq,
-            calibration=spec.calibration,
-            output_uri=spec.output.uri,
-        )
-
 
 class TorchQATBackendOptions(_Options):
     """torch-qat: the program's format and input contract, training, and ``onnx`` (its reduceRange)."""
@@ -92,16 +90,6 @@ class TorchQATBackendOptions(_Options):
     input: InputContract
     training: Training | None
     onnx: OnnxOptions
-
-    @classmethod
-    def from_spec(cls, spec: QuantizationJobSpec, method: Method) -> Self:
-        return cls(
-            method=method,
-            model_format=spec.model.resolved_format,
-            input=spec.model.input,
-            training=spec.training,
-            onnx=spec.onnx,
-        )
 
 
 class TensorRTBackendOptions(_Options):
@@ -119,19 +107,12 @@ class TensorRTBackendOptions(_Options):
     data, without ``ptq``'s techniques, since TensorRT quantizes the model as it is. None: no proxy tool."""
 
     @classmethod
-    def from_spec(cls, spec: QuantizationJobSpec, method: Method) -> Self:
+    def from_spec(cls, spec: QuantizationJobSpec, method: Method, **derived: Any) -> Self:
         ranking = None
         if method.row.layer_tool_proxy:
             bare = spec.model_copy(update={"ptq": PostTraining.bare()})
             ranking = OnnxRuntimeBackendOptions.from_spec(bare, Method.ONNX_STATIC)
-        return cls(
-            method=method,
-            tensorrt=spec.tensorrt,
-            calibration=spec.calibration,
-            fallback_precision=spec.mixed_precision.fallback_precision,
-            output_uri=spec.output.uri,
-            layer_ranking=ranking,
-        )
+        return super().from_spec(spec, method, layer_ranking=ranking, **derived)
 
 
 AnyBackendOptions = TFLiteBackendOptions | OnnxRuntimeBackendOptions | TorchQATBackendOptions | TensorRTBackendOptions
