@@ -48,6 +48,7 @@ FIELDS = {
         "input",
         "onnx",
         "ptq",
+        "min_agreement",
         "calibration",
         "output_uri",
     },

@@ -36,6 +36,7 @@ def _spec_sections(spec: QuantizationJobSpec) -> dict[str, Any]:
         "training": spec.training,
         "onnx": spec.onnx,
         "ptq": spec.ptq,
+        "min_agreement": spec.acceptance.min_agreement,
         "tensorrt": spec.tensorrt,
         "fallback_precision": spec.mixed_precision.fallback_precision,
         "output_uri": spec.output.uri,
@@ -77,6 +78,8 @@ class OnnxRuntimeBackendOptions(_Options):
     input: InputContract
     onnx: OnnxOptions
     ptq: PostTraining
+    min_agreement: float | None
+    """``acceptance.minAgreement``: ``ptq.sixteenBitActivations: auto`` widens activations only below it."""
     calibration: Calibration | None
     output_uri: str
     """The job's output prefix: the calibration cache's default place."""

@@ -753,6 +753,10 @@ class PostTraining(ApiModel):
         Technique.AUTO,
         description="Round the int8 weights of 1x1 convolutions and Gemm layers by error feedback (GPTQ-style): each input column rounded in turn onto the converter's own per-channel grid, its error compensated on the columns not yet rounded through the inverse of the layer's input second moment measured on the calibration data, so the layer's output error, not each weight's, is minimised. Layers given 16-bit weights are skipped; bias correction then corrects what the rounded weights still shift.",
     )
+    sixteen_bit_activations: Technique = Field(
+        Technique.AUTO,
+        description="16-bit activations (uint16, or int16 with activationType int8; weights keep their types, so the model's size is unchanged) where 8-bit steps cost the most: first the activations around the convolutions sixteenBitWeights selects (each one's input, output and the ReLU6 after it), then, if that is not enough, every activation. ONNX Runtime runs the nodes next to a 16-bit tensor on dequantized values, so they are slower, and 8-bit-only accelerators cannot run the model. auto: only when acceptance.minAgreement is set and the 8-bit choice's held-out agreement is below it; the smallest of the two that reaches it is kept (else the better, if it raises agreement). on: the activations around those convolutions, always.",
+    )
     select_algorithm: bool = Field(
         True,
         description="Choose among minmax, entropy, percentile (and the range search) by agreement on the held-out split when calibration.algorithm is not written in the spec; false, or an algorithm written there: that algorithm.",
@@ -774,6 +778,7 @@ class PostTraining(ApiModel):
                 self.range_search,
                 self.sixteen_bit_weights,
                 self.adaptive_rounding,
+                self.sixteen_bit_activations,
             )
         )
 
@@ -786,6 +791,7 @@ class PostTraining(ApiModel):
             range_search=Technique.OFF,
             sixteen_bit_weights=Technique.OFF,
             adaptive_rounding=Technique.OFF,
+            sixteen_bit_activations=Technique.OFF,
             select_algorithm=False,
         )
 

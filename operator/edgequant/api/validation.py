@@ -161,7 +161,13 @@ def _ptq_unused(s: api.QuantizationJobSpec) -> str:
     if s.method is api.Method.TFLITE_INT8:
         ignored = [
             name
-            for name in ("cross_layer_equalization", "range_search", "sixteen_bit_weights", "adaptive_rounding")
+            for name in (
+                "cross_layer_equalization",
+                "range_search",
+                "sixteen_bit_weights",
+                "adaptive_rounding",
+                "sixteen_bit_activations",
+            )
             if getattr(s.ptq, name) is api.Technique.ON
         ]
         if not ignored:

@@ -200,6 +200,7 @@ class OnnxRuntimeBackend:
             model.path,
             settings.model_copy(update={"keep_float": ()}),
             options.ptq.model_dump_json(),
+            options.min_agreement,
             data.count,
             data.batch_size,
         )
@@ -217,6 +218,7 @@ class OnnxRuntimeBackend:
                         "settings": settings.model_copy(update={"keep_float": ()}).model_dump(mode="json"),
                         "ptq": options.ptq.model_dump(mode="json"),
                         "algorithmGiven": algorithm_given,
+                        "minAgreement": options.min_agreement,
                     },
                 )
             )
@@ -238,6 +240,7 @@ class OnnxRuntimeBackend:
                 workdir=request.workdir / f"ptq-{len(self._tuned)}",
                 log=request.log,
                 algorithm_given=algorithm_given,
+                min_agreement=options.min_agreement,
             )
             self._tuned[key] = tuned
             if store is None or cache_key is None:
@@ -253,6 +256,7 @@ class OnnxRuntimeBackend:
                 "scores": [vars(sc) for sc in tuned.scores],
                 "uncorrectedIsSource": tuned.uncorrected == model.path,
                 "sixteenBitWeights": list(tuned.sixteen_bit_weights),
+                "sixteenBitActivations": list(tuned.sixteen_bit_activations),
             }
             warning = store.publish(cache_key, files, meta=meta)
             self._cache_notes[tuned.ranges_path] = (
@@ -277,6 +281,7 @@ class OnnxRuntimeBackend:
             scores=[pt.Score(**sc) for sc in meta.get("scores", [])],
             uncorrected=model.path if meta.get("uncorrectedIsSource") else found.get("uncorrected.onnx"),
             sixteen_bit_weights=tuple(meta.get("sixteenBitWeights", [])),
+            sixteen_bit_activations=tuple(meta.get("sixteenBitActivations", [])),
         )
 
     def reference_float_model(self, request: QuantizeRequest) -> Path:

@@ -49,6 +49,8 @@ class StaticSettings(_Settings):
     keep_float: tuple[str, ...] = ()
     sixteen_bit_weights: tuple[str, ...] = ()
     """Weight initializers quantized to int16 instead of weight_type (spec.ptq.sixteenBitWeights' choice)."""
+    sixteen_bit_activations: tuple[str, ...] = ()
+    """Activation tensors quantized to 16 bit (uint16 or int16, as activation_type) instead of 8 (spec.ptq.sixteenBitActivations' choice)."""
 
     @model_validator(mode="after")
     def _supported_pair(self) -> StaticSettings:

@@ -195,6 +195,26 @@ def narrow_layers(model: onnx.ModelProto, *, max_fan_in: int = NARROW_FAN_IN) ->
     ]
 
 
+#: Activations that follow a convolution elementwise: their output is quantized with the convolution's output.
+ELEMENTWISE_ACTIVATIONS = frozenset({"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu"})
+
+
+def narrow_activations(model: onnx.ModelProto, narrow: Iterable[onnx.NodeProto]) -> tuple[str, ...]:
+    """The activation tensors around the ``narrow`` convolutions: each one's input, its output and, where its only
+    consumer is an elementwise activation (ReLU6 after a depthwise conv), that activation's output. These are the
+    tensors whose 8-bit steps cost a depthwise-separable network the most agreement once its weights are 16-bit."""
+    consumers = _consumers(model.graph)
+    initializers = {t.name for t in model.graph.initializer}
+    tensors: list[str] = []
+    for node in narrow:
+        tensors.append(node.input[0])
+        tensors.append(node.output[0])
+        after = consumers.get(node.output[0], [])
+        if len(after) == 1 and after[0].op_type in ELEMENTWISE_ACTIVATIONS:
+            tensors.append(after[0].output[0])
+    return tuple(t for t in dict.fromkeys(tensors) if t and t not in initializers)
+
+
 def weight_count(model: onnx.ModelProto, names: Iterable[str]) -> int:
     """Elements of the named initializers."""
     inits = {t.name: t for t in model.graph.initializer}
@@ -538,10 +558,17 @@ class Tuned:
     their weights and biases from it, and it is the float function the artifact quantizes."""
     sixteen_bit_weights: tuple[str, ...] = ()
     """Weight initializers to quantize to int16 (sixteenBitWeights' choice)."""
+    sixteen_bit_activations: tuple[str, ...] = ()
+    """Activation tensors to quantize to 16 bit (sixteenBitActivations' choice)."""
 
     def settings_for(self, settings: StaticSettings) -> StaticSettings:
-        """``settings`` with this tuning's 16-bit weights."""
-        return settings.model_copy(update={"sixteen_bit_weights": self.sixteen_bit_weights})
+        """``settings`` with this tuning's 16-bit weights and activations."""
+        return settings.model_copy(
+            update={
+                "sixteen_bit_weights": self.sixteen_bit_weights,
+                "sixteen_bit_activations": self.sixteen_bit_activations,
+            }
+        )
 
     def for_keep_float(self, keep_float: tuple[str, ...], workdir: Path) -> FloatModel:
         """The model to quantize with ``keep_float`` nodes left in float: those keep their float weights and biases."""
@@ -604,10 +631,12 @@ def tune(
     options: api.PostTraining,
     workdir: Path,
     algorithm_given: bool = False,
+    min_agreement: float | None = None,
     log: Callable[[str], None] = lambda _m: None,
 ) -> Tuned:
     """Apply ``options``' techniques, each auto one kept only if it raises agreement on the held-out split (greedy, in order:
-    range rule, cross-layer equalization, 16-bit weights, adaptive rounding, bias correction)."""
+    range rule, cross-layer equalization, 16-bit weights, adaptive rounding, bias correction), then 16-bit activations
+    only where the held-out agreement is still below ``min_agreement`` (acceptance.minAgreement)."""
     workdir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"keep_float": ()})
     every = max(2, round(1 / options.held_out_fraction))
@@ -617,6 +646,7 @@ def tune(
         options.range_search,
         options.sixteen_bit_weights,
         options.adaptive_rounding,
+        options.sixteen_bit_activations,
     )
     notes: list[str] = []
     held: np.ndarray | None = None
@@ -637,6 +667,7 @@ def tune(
                             "range_search",
                             "sixteen_bit_weights",
                             "adaptive_rounding",
+                            "sixteen_bit_activations",
                         )
                         if getattr(options, k) is api.Technique.AUTO
                     },
@@ -649,7 +680,7 @@ def tune(
     counter = iter(range(1000))
 
     def candidate(
-        name: str, path: Path, ranges: TensorsData, wide: tuple[str, ...] = ()
+        name: str, path: Path, ranges: TensorsData, wide: tuple[str, ...] = (), wide_activations: tuple[str, ...] = ()
     ) -> tuple[FloatModel, Path, pt.Score | None]:
         model = FloatModel(path=path, model=float_model.model, preprocessed=float_model.preprocessed)
         ranges_path = save_ranges(ranges, workdir / f"candidate-{next(counter)}.ranges.json")
@@ -660,7 +691,9 @@ def tune(
             float_model=model,
             output_path=workdir / "candidate.qdq.onnx",
             ranges_path=ranges_path,
-            settings=settings.model_copy(update={"sixteen_bit_weights": wide}),
+            settings=settings.model_copy(
+                update={"sixteen_bit_weights": wide, "sixteen_bit_activations": wide_activations}
+            ),
         )
         logits = _predict(out, held)  # type: ignore[arg-type]
         score = pt.Score(
@@ -840,6 +873,55 @@ def tune(
             else:
                 notes.append(f"ptq: bias correction ({changed} layers) not kept: no gain on the held-out split")
 
+    wide_activations: tuple[str, ...] = ()
+    if options.sixteen_bit_activations is not api.Technique.OFF:
+        loaded = onnx.load(str(chosen_model.path))
+        narrow = narrow_layers(loaded)
+        scopes = [
+            (f"the activations around {len(narrow)} narrow convolutions", narrow_activations(loaded, narrow)),
+            ("every activation", tuple(calibrated_tensors(loaded))),
+        ]
+        scopes = [(what, tensors) for what, tensors in scopes if tensors]
+        name = "+".join(label).replace("cross-layer equalization", "cle").replace("16-bit weights", "w16")
+        name = name.replace("adaptive rounding", "ar").replace("bias correction", "bc")
+        if options.sixteen_bit_activations is api.Technique.ON:
+            if scopes:
+                what, tensors = scopes[0]
+                _model, rp, score = candidate(
+                    f"{name}+a16", chosen_model.path, load_ranges(chosen_ranges), wide, tensors
+                )
+                wide_activations, chosen_ranges, chosen_score = tensors, rp, score
+                label.append("16-bit activations")
+                notes.append(f"ptq: 16-bit activations for {what} ({len(tensors)} tensors)")
+            else:
+                notes.append("ptq: 16-bit activations: no activation tensor to widen")
+        else:
+            step = _sixteen_bit_activations_step(chosen_score, min_agreement)
+            if step:
+                notes.append(step)
+            else:
+                assert chosen_score is not None and min_agreement is not None
+                picked: tuple[str, tuple[str, ...], Path, pt.Score] | None = None
+                for what, tensors in scopes:
+                    _model, rp, score = candidate(
+                        f"{name}+a16 ({len(tensors)})", chosen_model.path, load_ranges(chosen_ranges), wide, tensors
+                    )
+                    assert score is not None
+                    if picked is None or pt.best_candidate([picked[3], score]) is score:
+                        picked = (what, tensors, rp, score)
+                    if score.agreement >= min_agreement:
+                        picked = (what, tensors, rp, score)
+                        break
+                if picked is not None and pt.best_candidate([chosen_score, picked[3]]) is picked[3]:
+                    what, wide_activations, chosen_ranges, chosen_score = picked
+                    label.append("16-bit activations")
+                    notes.append(
+                        f"ptq: 16-bit activations for {what} ({len(wide_activations)} tensors): held-out agreement "
+                        f"with 8-bit activations was below acceptance.minAgreement {min_agreement:g}"
+                    )
+                else:
+                    notes.append("ptq: 16-bit activations not kept: no gain on the held-out split")
+
     if uncorrected is None:
         uncorrected = unrounded
     if scores:
@@ -859,4 +941,20 @@ def tune(
         scores=scores,
         uncorrected=uncorrected,
         sixteen_bit_weights=wide,
+        sixteen_bit_activations=wide_activations,
     )
+
+
+def _sixteen_bit_activations_step(chosen: pt.Score | None, min_agreement: float | None) -> str:
+    """Why ``sixteenBitActivations: auto`` does not try 16-bit activations ("" when it does): they cost speed and
+    8-bit-only accelerators, so only a budget that 8-bit activations miss on the held-out split asks for them."""
+    if min_agreement is None:
+        return "ptq: 16-bit activations not tried: acceptance.minAgreement is not set (8-bit activations everywhere)"
+    if chosen is None:
+        return "ptq: 16-bit activations not tried: no held-out split to score them on"
+    if chosen.agreement >= min_agreement:
+        return (
+            f"ptq: 16-bit activations not needed: held-out agreement {chosen.agreement:.3f} meets "
+            f"acceptance.minAgreement {min_agreement:g} with 8-bit activations"
+        )
+    return ""

@@ -107,7 +107,11 @@ def quantize_qdq(*, float_model: FloatModel, output_path: Path, ranges_path: Pat
         extra_options={
             "ActivationSymmetric": settings.symmetric_activations,
             "WeightSymmetric": settings.symmetric_weights,
-            **sixteen_bit_overrides(_quantized_weights(settings, float_model.model)),
+            **sixteen_bit_overrides(
+                _quantized_weights(settings, float_model.model),
+                settings.sixteen_bit_activations,
+                activation_type=settings.activation_type,
+            ),
         },
     )
     return output_path
@@ -120,11 +124,21 @@ def _quantized_weights(settings: StaticSettings, model: OnnxModel) -> tuple[str,
     return tuple(w for w in settings.sixteen_bit_weights if w not in floats)
 
 
-def sixteen_bit_overrides(weights: tuple[str, ...]) -> dict[str, object]:
-    """quantize_static's extra option giving ``weights`` int16 (symmetric) quantization; the model moves to opset 21."""
-    if not weights:
-        return {}
-    return {"TensorQuantOverrides": {name: [{"quant_type": QuantType.QInt16}] for name in weights}}
+_SIXTEEN_BIT = {api.OnnxQuantType.INT8: QuantType.QInt16, api.OnnxQuantType.UINT8: QuantType.QUInt16}
+
+
+def sixteen_bit_overrides(
+    weights: tuple[str, ...],
+    activations: tuple[str, ...] = (),
+    *,
+    activation_type: api.OnnxQuantType = api.OnnxQuantType.UINT8,
+) -> dict[str, object]:
+    """quantize_static's extra option giving ``weights`` int16 (symmetric) and ``activations`` 16-bit quantization of
+    ``activation_type``'s signedness; the model moves to opset 21. A 16-bit tensor is quantized 16-bit where it is
+    produced and read 16-bit by every consumer, so the nodes around it run on dequantized values."""
+    overrides: dict[str, list[dict[str, object]]] = {name: [{"quant_type": QuantType.QInt16}] for name in weights}
+    overrides.update({name: [{"quant_type": _SIXTEEN_BIT[activation_type]}] for name in activations})
+    return {"TensorQuantOverrides": overrides} if overrides else {}
 
 
 def quantize_static_qdq(

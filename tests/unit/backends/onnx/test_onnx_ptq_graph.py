@@ -354,3 +354,144 @@ def test_bias_correction_after_adaptive_rounding_measures_the_shift_from_the_flo
     restored = ptq.restore_biases(corrected, source, {"pw"}, tmp_path / "restored.onnx")
     np.testing.assert_array_equal(_weights(restored)["w2"], old["w2"])
     np.testing.assert_array_equal(_weights(restored)["b2"], old["b2"])
+
+
+def test_narrow_activations_are_the_tensors_around_the_stem_and_depthwise_convolutions(tmp_path: Path) -> None:
+    model = onnx.load(str(_separable_graph(tmp_path / "m.onnx")))
+    narrow = ptq.narrow_layers(model)
+    # conv1 (27 weights per channel), dw (9) and pw (8): each one's input, output and the Relu after it, once each
+    assert [n.name for n in narrow] == ["conv1", "dw", "pw"]
+    assert ptq.narrow_activations(model, narrow) == ("input", "c1", "a1", "c2", "a2", "c3")
+    assert ptq.narrow_activations(model, [n for n in narrow if n.name == "dw"]) == ("a1", "c2", "a2")
+
+
+def _activation_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Each quantized activation tensor's type, read from its QuantizeLinear's zero point."""
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    return {n.input[0]: inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+
+def test_sixteen_bit_activations_are_uint16_in_the_qdq_model_and_closer_to_float(tmp_path: Path) -> None:
+    from edgequant.backends.onnxruntime.model import read_model
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.predictor import OrtPredictor
+    from edgequant.backends.onnxruntime.quantize import FloatModel, quantize_qdq, save_ranges
+
+    source = _separable_graph(tmp_path / "m.onnx")
+    x = np.random.default_rng(5).normal(size=(16, 3, 12, 12)).astype(np.float32)
+    stats = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "stats")
+    ranges = save_ranges(
+        ptq.ranges_by("minmax", stats, percentile=99.99, algorithm=ptq.api.CalibrationAlgorithm.MINMAX),
+        tmp_path / "r.json",
+    )
+    float_model = FloatModel(path=source, model=read_model(source), preprocessed=False)
+    wide = ("a1", "c2", "a2")
+
+    def quantized(activations: tuple[str, ...], keep: tuple[str, ...], name: str) -> Path:
+        settings = StaticSettings(sixteen_bit_activations=activations, keep_float=keep)
+        return quantize_qdq(float_model=float_model, output_path=tmp_path / name, ranges_path=ranges, settings=settings)
+
+    plain, sixteen = quantized((), (), "plain.onnx"), quantized(wide, (), "wide.onnx")
+    assert set(_activation_types(onnx.load(str(plain))).values()) == {TensorProto.UINT8}
+    types = _activation_types(onnx.load(str(sixteen)))
+    # ORT folds each Relu into the Conv before it (c2 is gone), so the Relu's output carries the 16-bit Q/DQ
+    assert types["a1"] == types["a2"] == TensorProto.UINT16 and "c2" not in types
+    assert types["input"] == types["c3"] == TensorProto.UINT8
+    # a node kept in float next to 16-bit tensors still quantizes, and its neighbours keep their 16 bits
+    pinned = _activation_types(onnx.load(str(quantized(wide, ("dw",), "pinned.onnx"))))
+    assert pinned["a2"] == TensorProto.UINT16
+    reference = OrtPredictor(source).predict(x)
+    error = {p: float(np.abs(OrtPredictor(p).predict(x) - reference).mean()) for p in (plain, sixteen)}
+    assert error[sixteen] < error[plain]
+
+
+def _on_the_int8_grid(path: Path) -> Path:
+    """The model with every weight moved onto its own per-channel symmetric int8 grid, so weight quantization loses
+    nothing and what a quantized model loses is its activations' rounding."""
+    model = onnx.load(str(path))
+    for init in model.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if init.name.startswith("w"):
+            scale = np.abs(w).reshape(len(w), -1).max(axis=1).reshape((-1,) + (1,) * (w.ndim - 1)) / 127
+            init.CopyFrom(numpy_helper.from_array((np.round(w / scale) * scale).astype(np.float32), init.name))
+    onnx.save(model, str(path))
+    return path
+
+
+def _spiked_batches(count: int = 100) -> tuple[object, np.ndarray]:
+    """Calibration inputs whose first sample (never held out) carries one value 1000: min-max ranges then span
+    [-4, 100], where an 8-bit step (0.4) blurs the other samples' N(0, 1) signal and a 16-bit step does not."""
+    from edgequant.backends.base import Batches
+
+    x = np.random.default_rng(3).normal(size=(count, 3, 12, 12)).astype(np.float32)
+    x[0, 0, 6, 6] = 100.0
+
+    def make() -> object:
+        for i in range(0, count, 20):
+            yield x[i : i + 20], np.zeros(len(x[i : i + 20]), dtype=np.int64)
+
+    return Batches(make_iter=make, count=count, batch_size=20), x  # type: ignore[arg-type]
+
+
+def _tune_sixteen_bit_activations(source: Path, workdir: Path, min_agreement: float | None) -> ptq.Tuned:
+    """spec.ptq with only sixteenBitActivations auto, on the spiked calibration data."""
+    from edgequant.backends.onnxruntime.model import read_model
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import FloatModel
+
+    calibration, _x = _spiked_batches()
+    options = ptq.api.PostTraining.bare().model_copy(update={"sixteen_bit_activations": ptq.api.Technique.AUTO})
+    return ptq.tune(
+        float_model=FloatModel(path=source, model=read_model(source), preprocessed=False),
+        calibration=calibration,  # type: ignore[arg-type]
+        settings=StaticSettings(),
+        options=options,
+        workdir=workdir,
+        min_agreement=min_agreement,
+    )
+
+
+@pytest.mark.parametrize("min_agreement", [None, 0.95])
+def test_sixteen_bit_activations_auto_widens_the_narrow_layers_activations_only_below_the_budget(
+    tmp_path: Path, min_agreement: float | None
+) -> None:
+    source = _on_the_int8_grid(_separable_graph(tmp_path / "m.onnx"))
+    tuned = _tune_sixteen_bit_activations(source, tmp_path / "ptq", min_agreement)
+    text = "\n".join(tuned.notes)
+    if min_agreement is None:
+        assert tuned.sixteen_bit_activations == () and len(tuned.scores) == 1  # the 8-bit choice alone
+        assert "acceptance.minAgreement is not set" in text
+        return
+    # 8-bit activations miss the budget, those around the narrow convolutions reach it: the search stops there
+    eight_bit, around_narrow = tuned.scores
+    assert eight_bit.agreement < min_agreement <= around_narrow.agreement
+    model = onnx.load(str(source))
+    assert tuned.sixteen_bit_activations == ptq.narrow_activations(model, ptq.narrow_layers(model))
+    assert "16-bit activations for the activations around 3 narrow convolutions" in text
+
+
+def test_sixteen_bit_activations_auto_widens_every_activation_when_no_layer_is_narrow(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    weight = rng.normal(size=(4, 3, 5, 5)).astype(np.float32)  # 75 weights per output channel: not narrow
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["input", "w", "b"], ["c"], name="conv", pads=[2, 2, 2, 2]),
+            helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+            helper.make_node("Flatten", ["g"], ["logits"], name="flatten"),
+        ],
+        "wide",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 12, 12])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 4])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.zeros(4, np.float32), "b")],
+    )
+    source = tmp_path / "wide.onnx"
+    onnx.save(
+        onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])),
+        str(source),
+    )
+    source = _on_the_int8_grid(source)
+    tuned = _tune_sixteen_bit_activations(source, tmp_path / "ptq", 0.95)
+    eight_bit, every = tuned.scores
+    assert eight_bit.agreement < 0.95 <= every.agreement
+    assert set(tuned.sixteen_bit_activations) == set(ptq.calibrated_tensors(onnx.load(str(source))))
+    assert any("16-bit activations for every activation" in note for note in tuned.notes)
