@@ -17,6 +17,8 @@ call's alone:
 - ``edgequant``: the worker (``run_job``) on the default spec (fast layer sensitivity on) with file:// URIs;
 - ``edgequant-no-sensitivity``: the same with ``mixedPrecision.sensitivity: off``;
 - ``edgequant-no-adaptive-rounding``: the default spec with ``ptq.adaptiveRounding: off`` (the figure before it);
+- ``edgequant-min-agreement-X`` (any X, e.g. 0.95): the default spec with ``acceptance: {minAgreement: X,
+  onFailure: degrade}``: ``ptq.sixteenBitActivations`` (auto) and the ladder then work for that budget;
 - ``bare@N`` (any N): the bare call on the first N calibration images, for a bare call that does not fit the cap
   with all 500 (ONNX Runtime's MinMax calibrator on Open-NSFW); the ratios then use the largest that fitted.
 
@@ -56,7 +58,14 @@ MODELS = {
     "lite0-keras": realmodels.efficientnet_lite0_keras,
     "nsfw-onnx": realmodels.open_nsfw_onnx,
 }
-VARIANTS = ("bare", "edgequant", "edgequant-no-sensitivity", "edgequant-no-adaptive-rounding")
+VARIANTS = (
+    "bare",
+    "edgequant",
+    "edgequant-no-sensitivity",
+    "edgequant-no-adaptive-rounding",
+    "edgequant-min-agreement-X",
+)
+MIN_AGREEMENT_VARIANT = "edgequant-min-agreement-"
 GIB = 1024**3
 
 
@@ -181,7 +190,12 @@ def _bare_tflite(model: realmodels.RealModel, calibration: np.ndarray, workdir: 
 
 
 def _edgequant(
-    model: realmodels.RealModel, workdir: Path, *, sensitivity: bool, ptq: dict[str, Any] | None = None
+    model: realmodels.RealModel,
+    workdir: Path,
+    *,
+    sensitivity: bool,
+    ptq: dict[str, Any] | None = None,
+    min_agreement: float | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     from edgequant.worker.runner import run_job, spec_from_document
 
@@ -204,6 +218,8 @@ def _edgequant(
         document["mixedPrecision"] = {"sensitivity": "off"}
     if ptq:
         document["ptq"] = ptq
+    if min_agreement is not None:
+        document["acceptance"] = {"minAgreement": min_agreement, "onFailure": "degrade"}
     spec = spec_from_document(document)[0]
     result, _ctx = run_job(spec, workdir=workdir / "work", progress=_memory_progress())
     report = json.loads((workdir / "out" / "report.json").read_text())
@@ -245,7 +261,15 @@ def child(model_name: str, variant: str, workdir: Path) -> None:
             workdir,
             sensitivity=variant != "edgequant-no-sensitivity",
             ptq={"adaptiveRounding": "off"} if variant == "edgequant-no-adaptive-rounding" else None,
+            min_agreement=float(variant.removeprefix(MIN_AGREEMENT_VARIANT))
+            if variant.startswith(MIN_AGREEMENT_VARIANT)
+            else None,
         )
+        gate = report.get("gate") or {}
+        result["gate"] = {k: gate.get(k) for k in ("passed", "rung", "degraded", "agreement", "sqnrDb")}
+        result["gate"]["trials"] = [
+            {k: t.get(k) for k in ("rung", "method", "pinned", "agreement", "passed")} for t in gate.get("trials", [])
+        ]
         result["ptq_notes"] = [n for n in report.get("notes", []) if n.startswith("ptq")]
         result["run_seconds"] = time.perf_counter() - start
         result["quantize_peak_bytes"] = _vm()
@@ -386,10 +410,12 @@ def main() -> int:
             )
             for note in r.get("ptq_notes", []):
                 print(f"    {note}", flush=True)
+            if r.get("gate"):
+                print(f"    gate: {r['gate']}", flush=True)
         # a bare call killed at the cap is compared through the largest bare@N that fitted (said so in the line)
         fitted = [m for v, m in measured.items() if v.startswith("bare") and m.ok]
         bare = max(fitted, key=lambda m: m.result.get("calibration_samples", 0), default=measured.get("bare"))
-        for variant in ("edgequant", "edgequant-no-sensitivity", "edgequant-no-adaptive-rounding"):
+        for variant in [v for v in measured if v.startswith("edgequant")]:
             ours = measured.get(variant)
             if bare and ours and bare.ok:
                 mem = ours.peak_bytes / bare.peak_bytes

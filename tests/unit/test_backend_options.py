@@ -155,6 +155,16 @@ def test_options_carry_the_spec_sections_as_given() -> None:
     assert "algorithm" in given.calibration.model_fields_set
 
 
+def test_onnx_runtime_reads_the_agreement_budget_its_sixteen_bit_activations_answer_to() -> None:
+    budget = {"minAgreement": 0.95}
+    evaluation = {"dataset": {"uri": "s3://d/eval/"}}
+    options = backend_options(_spec(api.Method.ONNX_STATIC, acceptance=budget, evaluation=evaluation))
+    assert isinstance(options, OnnxRuntimeBackendOptions) and options.min_agreement == 0.95
+    assert options.ptq.sixteen_bit_activations is api.Technique.AUTO
+    unset = backend_options(_spec(api.Method.ONNX_STATIC))
+    assert isinstance(unset, OnnxRuntimeBackendOptions) and unset.min_agreement is None
+
+
 def test_another_method_of_the_same_backend() -> None:
     """The degrade ladder and the remedies ask for another method's options from the same spec."""
     options = backend_options(_spec(api.Method.TFLITE_INT8), api.Method.TFLITE_FLOAT16)

@@ -241,6 +241,7 @@ class OnnxRuntimeBackend:
                 log=request.log,
                 algorithm_given=algorithm_given,
                 min_agreement=options.min_agreement,
+                memory_budget_bytes=memory_budget(os.environ).bytes,
             )
             self._tuned[key] = tuned
             if store is None or cache_key is None:

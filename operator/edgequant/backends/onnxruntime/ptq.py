@@ -42,9 +42,11 @@ from edgequant.analysis import post_training as pt
 from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import Batches
 from edgequant.backends.onnxruntime.calibration import CALIBRATED_OPS, ORT_METHOD, model_batches
+from edgequant.backends.onnxruntime.model import activation_bytes_per_sample
 from edgequant.backends.onnxruntime.options import StaticSettings
 from edgequant.backends.onnxruntime.predictor import OrtPredictor, session
 from edgequant.backends.onnxruntime.quantize import FloatModel, quantize_qdq, save_ranges
+from edgequant.util.memory import DEFAULT_BUDGET_BYTES, probe_batch_size
 
 #: Activations between two convolutions that commute with a positive per-channel scale.
 SCALE_EQUIVARIANT = frozenset({"Relu"})
@@ -56,7 +58,8 @@ ENTROPY_QUANTIZED_BINS = 128
 _MEAN_SUFFIX = "/edgequant_channel_mean"
 #: Most weights per output channel of a layer sixteenBitWeights widens: a 3x3 RGB stem (27), a 5x5 depthwise (25), a 3x3 one (9).
 NARROW_FAN_IN = 27
-#: Samples per session run of the statistics pass (all calibrated tensors of a run are in memory at once).
+#: Most samples per session run of the statistics pass (all calibrated tensors of a run are in memory at once);
+#: fewer when the memory budget asks (``statistics_chunk``).
 STATISTICS_CHUNK = 8
 
 
@@ -270,6 +273,26 @@ class Statistics:
     """sum x x^T of each roundable layer's input vectors, by node name (only when asked for)."""
 
 
+def statistics_fixed_bytes(model: onnx.ModelProto, *, second_moments: bool) -> int:
+    """Bytes the statistics pass holds whatever the batch size: one histogram per calibrated tensor and, when adaptive
+    rounding asks for them, each roundable layer's in x in second moment (float64; 13 MiB for a 1280-wide classifier)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    histograms = len(calibrated_tensors(model)) * HISTOGRAM_BINS * np.dtype(np.int64).itemsize
+    if not second_moments:
+        return histograms
+    features = (_in_features(node, inits) for node in roundable_layers(model).values())
+    return histograms + sum(n * n * np.dtype(np.float64).itemsize for n in features)
+
+
+def statistics_chunk(*, budget_bytes: int, fixed_bytes: int, bytes_per_sample: int | None) -> int:
+    """Samples per session run of the statistics pass: what the budget left after the fixed statistics allows, at
+    most ``STATISTICS_CHUNK`` (None per sample: shapes unknown, the default)."""
+    if bytes_per_sample is None:
+        return STATISTICS_CHUNK
+    left = max(budget_bytes - fixed_bytes, 0)
+    return min(STATISTICS_CHUNK, probe_batch_size(budget_bytes=left, bytes_per_sample=bytes_per_sample))
+
+
 def collect_statistics(
     model_path: Path,
     batches: Iterable[np.ndarray],
@@ -278,6 +301,7 @@ def collect_statistics(
     workdir: Path,
     fixed_batch: int | None = None,
     second_moments: bool = False,
+    chunk: int = STATISTICS_CHUNK,
 ) -> Statistics:
     """Histograms of the calibrated tensors and per-channel input means of the weighted layers, batch by batch (memory: one batch).
 
@@ -324,7 +348,7 @@ def collect_statistics(
     samples = 0
     for batch in batches:
         # every calibrated tensor of a batch comes back at once: small pieces keep that bounded (fixed-batch models excepted)
-        step = len(batch) if fixed_batch else STATISTICS_CHUNK
+        step = len(batch) if fixed_batch else chunk
         for start in range(0, len(batch), step):
             x = np.ascontiguousarray(batch[start : start + step])
             values = dict(zip(names, sess.run(None, {input_name: x})))
@@ -632,6 +656,7 @@ def tune(
     workdir: Path,
     algorithm_given: bool = False,
     min_agreement: float | None = None,
+    memory_budget_bytes: int = DEFAULT_BUDGET_BYTES,
     log: Callable[[str], None] = lambda _m: None,
 ) -> Tuned:
     """Apply ``options``' techniques, each auto one kept only if it raises agreement on the held-out split (greedy, in order:
@@ -714,6 +739,14 @@ def tune(
             log(f"ptq statistics pass over {fit.count} samples: {time.perf_counter() - started:.1f} s")
 
     def _collect(path: Path) -> Statistics:
+        fixed = statistics_fixed_bytes(onnx.load(str(path), load_external_data=False), second_moments=rounding)
+        per_sample = activation_bytes_per_sample(path)
+        chunk = statistics_chunk(budget_bytes=memory_budget_bytes, fixed_bytes=fixed, bytes_per_sample=per_sample)
+        log(
+            f"ptq statistics: {chunk} samples per run (histograms and second moments {fixed / 2**20:.1f} MiB, "
+            + (f"{per_sample / 2**20:.1f} MiB of activations per sample, " if per_sample else "")
+            + f"memory budget {memory_budget_bytes / 2**20:.0f} MiB)"
+        )
         return collect_statistics(
             path,
             model_batches(fit, fixed_batch=float_model.model.fixed_batch),
@@ -721,6 +754,7 @@ def tune(
             workdir=workdir,
             fixed_batch=float_model.model.fixed_batch,
             second_moments=rounding,
+            chunk=chunk,
         )
 
     int8 = settings.weight_type is api.OnnxQuantType.INT8

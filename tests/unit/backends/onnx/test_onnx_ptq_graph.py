@@ -495,3 +495,17 @@ def test_sixteen_bit_activations_auto_widens_every_activation_when_no_layer_is_n
     assert eight_bit.agreement < 0.95 <= every.agreement
     assert set(tuned.sixteen_bit_activations) == set(ptq.calibrated_tensors(onnx.load(str(source))))
     assert any("16-bit activations for every activation" in note for note in tuned.notes)
+
+
+def test_the_statistics_pass_counts_its_histograms_and_second_moments_in_the_memory_budget(tmp_path: Path) -> None:
+    model = onnx.load(str(_pointwise_graph(tmp_path / "m.onnx")))
+    histograms = ptq.statistics_fixed_bytes(model, second_moments=False)
+    assert histograms == len(ptq.calibrated_tensors(model)) * ptq.HISTOGRAM_BINS * 8
+    # the 1x1 conv (16 inputs) and both Gemms (12 and 10 inputs) hold an in x in float64 matrix each
+    assert ptq.statistics_fixed_bytes(model, second_moments=True) - histograms == (16 * 16 + 12 * 12 + 10 * 10) * 8
+    mib = 2**20
+    assert ptq.statistics_chunk(budget_bytes=2048 * mib, fixed_bytes=0, bytes_per_sample=None) == ptq.STATISTICS_CHUNK
+    assert ptq.statistics_chunk(budget_bytes=2048 * mib, fixed_bytes=0, bytes_per_sample=mib) == ptq.STATISTICS_CHUNK
+    # a quarter of what the fixed statistics leave, per sample: 100 MiB left -> 25 MiB -> 2 samples of 10 MiB
+    assert ptq.statistics_chunk(budget_bytes=612 * mib, fixed_bytes=512 * mib, bytes_per_sample=10 * mib) == 2
+    assert ptq.statistics_chunk(budget_bytes=512 * mib, fixed_bytes=600 * mib, bytes_per_sample=10 * mib) == 1
