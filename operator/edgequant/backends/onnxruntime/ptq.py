@@ -912,23 +912,24 @@ def tune(
         loaded = onnx.load(str(chosen_model.path))
         narrow = narrow_layers(loaded)
         scopes = [
-            (f"the activations around {len(narrow)} narrow convolutions", narrow_activations(loaded, narrow)),
-            ("every activation", tuple(calibrated_tensors(loaded))),
+            ("a16", f"the activations around {len(narrow)} narrow convolutions", narrow_activations(loaded, narrow)),
+            ("a16all", "every activation", tuple(calibrated_tensors(loaded))),
         ]
-        scopes = [(what, tensors) for what, tensors in scopes if tensors]
         name = "+".join(label).replace("cross-layer equalization", "cle").replace("16-bit weights", "w16")
         name = name.replace("adaptive rounding", "ar").replace("bias correction", "bc")
         if options.sixteen_bit_activations is api.Technique.ON:
-            if scopes:
-                what, tensors = scopes[0]
+            tag, what, tensors = scopes[0]
+            if tensors:
                 _model, rp, score = candidate(
-                    f"{name}+a16", chosen_model.path, load_ranges(chosen_ranges), wide, tensors
+                    f"{name}+{tag}", chosen_model.path, load_ranges(chosen_ranges), wide, tensors
                 )
                 wide_activations, chosen_ranges, chosen_score = tensors, rp, score
                 label.append("16-bit activations")
                 notes.append(f"ptq: 16-bit activations for {what} ({len(tensors)} tensors)")
             else:
-                notes.append("ptq: 16-bit activations: no activation tensor to widen")
+                notes.append(
+                    f"ptq: 16-bit activations: no convolution with at most {NARROW_FAN_IN} weights per output channel"
+                )
         else:
             step = _sixteen_bit_activations_step(chosen_score, min_agreement)
             if step:
@@ -936,9 +937,9 @@ def tune(
             else:
                 assert chosen_score is not None and min_agreement is not None
                 picked: tuple[str, tuple[str, ...], Path, pt.Score] | None = None
-                for what, tensors in scopes:
+                for tag, what, tensors in (scope for scope in scopes if scope[2]):
                     _model, rp, score = candidate(
-                        f"{name}+a16 ({len(tensors)})", chosen_model.path, load_ranges(chosen_ranges), wide, tensors
+                        f"{name}+{tag}", chosen_model.path, load_ranges(chosen_ranges), wide, tensors
                     )
                     assert score is not None
                     if picked is None or pt.best_candidate([picked[3], score]) is score:

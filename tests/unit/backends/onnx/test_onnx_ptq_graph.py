@@ -509,3 +509,24 @@ def test_the_statistics_pass_counts_its_histograms_and_second_moments_in_the_mem
     # a quarter of what the fixed statistics leave, per sample: 100 MiB left -> 25 MiB -> 2 samples of 10 MiB
     assert ptq.statistics_chunk(budget_bytes=612 * mib, fixed_bytes=512 * mib, bytes_per_sample=10 * mib) == 2
     assert ptq.statistics_chunk(budget_bytes=512 * mib, fixed_bytes=600 * mib, bytes_per_sample=10 * mib) == 1
+
+
+def test_sixteen_bit_activations_on_widens_the_narrow_layers_activations_without_a_budget(tmp_path: Path) -> None:
+    from edgequant.backends.onnxruntime.model import read_model
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import FloatModel
+
+    source = _separable_graph(tmp_path / "m.onnx")
+    calibration, _x = _spiked_batches()
+    options = ptq.api.PostTraining.bare().model_copy(update={"sixteen_bit_activations": ptq.api.Technique.ON})
+    tuned = ptq.tune(
+        float_model=FloatModel(path=source, model=read_model(source), preprocessed=False),
+        calibration=calibration,  # type: ignore[arg-type]
+        settings=StaticSettings(),
+        options=options,
+        workdir=tmp_path / "ptq",
+    )
+    model = onnx.load(str(source))
+    assert tuned.sixteen_bit_activations == ptq.narrow_activations(model, ptq.narrow_layers(model))
+    assert not tuned.scores  # on is not scored: nothing auto, no held-out split
+    assert "ptq: 16-bit activations for the activations around 3 narrow convolutions (6 tensors)" in tuned.notes
