@@ -605,6 +605,47 @@ class Tuned:
         return FloatModel(path=path, model=self.float_model.model, preprocessed=self.float_model.preprocessed)
 
 
+@dataclass
+class _Branch:
+    """One line of the greedy search: the float model so far, its ranges and held-out score, and what it applied."""
+
+    model: FloatModel
+    ranges: Path
+    score: pt.Score | None
+    rule: str
+    label: list[str]
+    notes: list[str] = field(default_factory=list)
+    unrounded: Path | None = None
+    uncorrected: Path | None = None
+
+    def copy(self) -> _Branch:
+        return _Branch(
+            self.model,
+            self.ranges,
+            self.score,
+            self.rule,
+            list(self.label),
+            list(self.notes),
+            self.unrounded,
+            self.uncorrected,
+        )
+
+    def beaten_by(self, score: pt.Score | None) -> bool:
+        """``score`` is higher than this branch's (held-out agreement, then SQNR)."""
+        return score is not None and self.score is not None and pt.best_candidate([self.score, score]) is score
+
+    def name(self, *, rule: bool = True) -> str:
+        """The candidate-name prefix of what this branch applied (``mse+cle+w16+ar``)."""
+        short = {
+            "cross-layer equalization": "cle",
+            "16-bit weights": "w16",
+            "adaptive rounding": "ar",
+            "bias correction": "bc",
+        }
+        tags = [short.get(t, t) for t in self.label[1:]]
+        return "+".join(([self.label[0]] if rule else [""]) + tags) if tags or rule else ""
+
+
 def restore_biases(corrected: Path, original: Path, nodes: set[str], target: Path) -> Path:
     """``corrected`` with the weights and biases of ``nodes`` as in ``original``: a float layer has no quantization
     shift to correct and no rounding to adapt."""
@@ -800,12 +841,94 @@ def tune(
             else:
                 notes.append(f"ptq: cross-layer equalization ({what}) not kept: no gain on the held-out split")
 
+    def weight_techniques(branch: _Branch, wide: tuple[str, ...], tag: str) -> _Branch:
+        """Adaptive rounding, then bias correction (under every range rule scored), on ``branch``, leaving the
+        ``wide`` (16-bit) weights alone; each auto one kept only if it scores higher. ``tag`` names the work files."""
+        b = branch.copy()
+        if options.adaptive_rounding is not api.Technique.OFF:
+            if not int8:
+                b.notes.append(
+                    "ptq: adaptive rounding skipped: it rounds onto symmetric int8 grids (spec.onnx.weightType int8)"
+                )
+            else:
+                rounded = round_weights_adaptively(
+                    b.model.path,
+                    workdir / f"rounded{tag}.onnx",
+                    moments=stats.second_moments,
+                    weight_qmax=qmax,
+                    per_channel=settings.per_channel,
+                    skip_weights=frozenset(wide),
+                )
+                if not rounded.layers:
+                    b.notes.append("ptq: adaptive rounding: no 1x1 convolution or Gemm layer with 8-bit weights")
+                else:
+                    what = (
+                        f"{rounded.layers} 1x1 Conv/Gemm layers (output error on the calibration inputs "
+                        f"{rounded.error_ratio:.2f}x round-to-nearest's, mean over layers)"
+                    )
+                    model, rp, score = candidate(f"{b.name()}+ar", rounded.path, load_ranges(b.ranges), wide=wide)
+                    if options.adaptive_rounding is api.Technique.ON or b.beaten_by(score):
+                        b.unrounded = b.model.path
+                        b.model, b.ranges, b.score = model, rp, score
+                        b.label.append("adaptive rounding")
+                        b.notes.append(f"ptq: adaptive rounding of {what}")
+                    else:
+                        b.notes.append(f"ptq: adaptive rounding ({what}) not kept: no gain on the held-out split")
+        if options.bias_correction is not api.Technique.OFF:
+            if not int8:
+                b.notes.append(
+                    "ptq: bias correction skipped: it models symmetric int8 weights (spec.onnx.weightType int8)"
+                )
+                return b
+            path, changed = correct_biases(
+                b.model.path,
+                workdir / f"bias-corrected{tag}.onnx",
+                input_means=stats.input_means,
+                weight_qmax=qmax,
+                per_channel=settings.per_channel,
+                skip_weights=frozenset(wide),
+                float_weights=b.unrounded,
+            )
+            # bias correction shifts what the best ranges are: try it under every range rule scored above (no new pass)
+            best_bc: tuple[FloatModel, Path, pt.Score | None, str] | None = None
+            for r in [b.rule, *(r for r in tried if r != b.rule)] if reference is not None else [b.rule]:
+                ranges = (
+                    load_ranges(b.ranges)
+                    if r == b.rule
+                    else ranges_by(r, stats, percentile=percentile, algorithm=settings.algorithm)
+                )
+                model, rp, score = candidate(f"{r}{b.name(rule=False)}+bc", path, ranges, wide=wide)
+                if best_bc is None or (
+                    score is not None and best_bc[2] is not None and pt.best_candidate([best_bc[2], score]) is score
+                ):
+                    best_bc = (model, rp, score, r)
+            assert best_bc is not None
+            model, rp, score, bc_rule = best_bc
+            if options.bias_correction is api.Technique.ON or b.beaten_by(score):
+                b.uncorrected = b.unrounded or b.model.path
+                b.model, b.ranges, b.score, b.rule = model, rp, score, bc_rule
+                b.label[0] = bc_rule
+                b.label.append("bias correction")
+                b.notes.append(f"ptq: bias correction applied to {changed} Conv/Gemm layers")
+            else:
+                b.notes.append(f"ptq: bias correction ({changed} layers) not kept: no gain on the held-out split")
+        return b
+
+    start = _Branch(model=chosen_model, ranges=chosen_ranges, score=chosen_score, rule=rule, label=list(label))
+    chosen = weight_techniques(start, (), "")
     wide: tuple[str, ...] = ()
     if options.sixteen_bit_weights is not api.Technique.OFF:
-        loaded = onnx.load(str(chosen_model.path))
+        loaded = onnx.load(str(start.model.path))
         narrow = narrow_layers(loaded)
+        why_not = (
+            _widening_not_tried("16-bit weights", chosen.score, min_agreement)
+            if options.sixteen_bit_weights is api.Technique.AUTO
+            else ""
+        )
         if not narrow:
             notes.append(f"ptq: 16-bit weights: no convolution with at most {NARROW_FAN_IN} weights per output channel")
+        elif why_not:
+            notes.append(why_not)
         else:
             weights = tuple(dict.fromkeys(n.input[1] for n in narrow))
             everything = (t.name for t in loaded.graph.initializer)
@@ -814,98 +937,21 @@ def tune(
                 f"{len(narrow)} convolutions with at most {NARROW_FAN_IN} weights per output channel "
                 f"({100 * share:.1f} % of the weights)"
             )
-            model, rp, score = candidate(
-                rule + ("+cle" if len(label) > 1 else "") + "+w16",
-                chosen_model.path,
-                load_ranges(chosen_ranges),
-                wide=weights,
+            _model, rp, score = candidate(
+                f"{start.name()}+w16", start.model.path, load_ranges(start.ranges), wide=weights
             )
-            if options.sixteen_bit_weights is api.Technique.ON or (
-                score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score
-            ):
-                wide, chosen_ranges, chosen_score = weights, rp, score
-                label.append("16-bit weights")
+            sixteen = start.copy()
+            sixteen.ranges, sixteen.score = rp, score
+            sixteen.label.append("16-bit weights")
+            sixteen = weight_techniques(sixteen, weights, "-w16")
+            if options.sixteen_bit_weights is api.Technique.ON or chosen.beaten_by(sixteen.score):
+                wide, chosen = weights, sixteen
                 notes.append(f"ptq: 16-bit weights for {what}")
             else:
                 notes.append(f"ptq: 16-bit weights ({what}) not kept: no gain on the held-out split")
-
-    unrounded: Path | None = None
-    if options.adaptive_rounding is not api.Technique.OFF:
-        if not int8:
-            notes.append(
-                "ptq: adaptive rounding skipped: it rounds onto symmetric int8 grids (spec.onnx.weightType int8)"
-            )
-        else:
-            rounded = round_weights_adaptively(
-                chosen_model.path,
-                workdir / "rounded.onnx",
-                moments=stats.second_moments,
-                weight_qmax=qmax,
-                per_channel=settings.per_channel,
-                skip_weights=frozenset(wide),
-            )
-            if not rounded.layers:
-                notes.append("ptq: adaptive rounding: no 1x1 convolution or Gemm layer with 8-bit weights")
-            else:
-                what = (
-                    f"{rounded.layers} 1x1 Conv/Gemm layers (output error on the calibration inputs "
-                    f"{rounded.error_ratio:.2f}x round-to-nearest's, mean over layers)"
-                )
-                suffix = ("+cle" if "cross-layer equalization" in label else "") + ("+w16" if wide else "")
-                model, rp, score = candidate(f"{rule}{suffix}+ar", rounded.path, load_ranges(chosen_ranges), wide=wide)
-                if options.adaptive_rounding is api.Technique.ON or (
-                    score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score
-                ):
-                    unrounded = chosen_model.path
-                    chosen_model, chosen_ranges, chosen_score = model, rp, score
-                    label.append("adaptive rounding")
-                    notes.append(f"ptq: adaptive rounding of {what}")
-                else:
-                    notes.append(f"ptq: adaptive rounding ({what}) not kept: no gain on the held-out split")
-
-    if options.bias_correction is not api.Technique.OFF:
-        if not int8:
-            notes.append("ptq: bias correction skipped: it models symmetric int8 weights (spec.onnx.weightType int8)")
-        else:
-            path, changed = correct_biases(
-                chosen_model.path,
-                workdir / "bias-corrected.onnx",
-                input_means=stats.input_means,
-                weight_qmax=qmax,
-                per_channel=settings.per_channel,
-                skip_weights=frozenset(wide),
-                float_weights=unrounded,
-            )
-            # bias correction shifts what the best ranges are: try it under every range rule scored above (no new pass)
-            suffix = (
-                ("+cle" if "cross-layer equalization" in label else "")
-                + ("+w16" if wide else "")
-                + ("+ar" if unrounded is not None else "")
-            )
-            best_bc: tuple[FloatModel, Path, pt.Score | None, str] | None = None
-            for r in [rule, *(r for r in tried if r != rule)] if reference is not None else [rule]:
-                ranges = (
-                    load_ranges(chosen_ranges)
-                    if r == rule
-                    else ranges_by(r, stats, percentile=percentile, algorithm=settings.algorithm)
-                )
-                model, rp, score = candidate(f"{r}{suffix}+bc", path, ranges, wide=wide)
-                if best_bc is None or (
-                    score is not None and best_bc[2] is not None and pt.best_candidate([best_bc[2], score]) is score
-                ):
-                    best_bc = (model, rp, score, r)
-            assert best_bc is not None
-            model, rp, score, bc_rule = best_bc
-            if options.bias_correction is api.Technique.ON or (
-                score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score
-            ):
-                uncorrected = unrounded or chosen_model.path
-                chosen_model, chosen_ranges, chosen_score, rule = model, rp, score, bc_rule
-                label[0] = bc_rule
-                label.append("bias correction")
-                notes.append(f"ptq: bias correction applied to {changed} Conv/Gemm layers")
-            else:
-                notes.append(f"ptq: bias correction ({changed} layers) not kept: no gain on the held-out split")
+    notes.extend(chosen.notes)
+    chosen_model, chosen_ranges, chosen_score, rule = chosen.model, chosen.ranges, chosen.score, chosen.rule
+    label, unrounded, uncorrected = chosen.label, chosen.unrounded, chosen.uncorrected
 
     wide_activations: tuple[str, ...] = ()
     if options.sixteen_bit_activations is not api.Technique.OFF:
@@ -931,7 +977,7 @@ def tune(
                     f"ptq: 16-bit activations: no convolution with at most {NARROW_FAN_IN} weights per output channel"
                 )
         else:
-            step = _sixteen_bit_activations_step(chosen_score, min_agreement)
+            step = _widening_not_tried("16-bit activations", chosen_score, min_agreement)
             if step:
                 notes.append(step)
             else:
@@ -980,16 +1026,17 @@ def tune(
     )
 
 
-def _sixteen_bit_activations_step(chosen: pt.Score | None, min_agreement: float | None) -> str:
-    """Why ``sixteenBitActivations: auto`` does not try 16-bit activations ("" when it does): they cost speed and
-    8-bit-only accelerators, so only a budget that 8-bit activations miss on the held-out split asks for them."""
+def _widening_not_tried(what: str, chosen: pt.Score | None, min_agreement: float | None) -> str:
+    """Why an auto 16-bit technique (``what``) is not tried ("" when it is): 16-bit weights and activations run
+    unfused on ONNX Runtime's CPU kernels (EfficientNet-Lite0: 4 ms -> 25 ms per image) and not at all on 8-bit-only
+    accelerators, so only an agreement budget that the 8-bit choice misses on the held-out split asks for them."""
     if min_agreement is None:
-        return "ptq: 16-bit activations not tried: acceptance.minAgreement is not set (8-bit activations everywhere)"
+        return f"ptq: {what} not tried: acceptance.minAgreement is not set (they cost speed)"
     if chosen is None:
-        return "ptq: 16-bit activations not tried: no held-out split to score them on"
+        return f"ptq: {what} not tried: no held-out split to score them on"
     if chosen.agreement >= min_agreement:
         return (
-            f"ptq: 16-bit activations not needed: held-out agreement {chosen.agreement:.3f} meets "
-            f"acceptance.minAgreement {min_agreement:g} with 8-bit activations"
+            f"ptq: {what} not needed: held-out agreement {chosen.agreement:.3f} meets "
+            f"acceptance.minAgreement {min_agreement:g} without them"
         )
     return ""

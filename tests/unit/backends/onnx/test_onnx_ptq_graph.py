@@ -530,3 +530,52 @@ def test_sixteen_bit_activations_on_widens_the_narrow_layers_activations_without
     assert tuned.sixteen_bit_activations == ptq.narrow_activations(model, ptq.narrow_layers(model))
     assert not tuned.scores  # on is not scored: nothing auto, no held-out split
     assert "ptq: 16-bit activations for the activations around 3 narrow convolutions (6 tensors)" in tuned.notes
+
+
+@pytest.mark.parametrize(
+    ("mode", "min_agreement"), [("auto", None), ("auto", 0.0), ("auto", 1.0), ("on", None), ("off", 1.0)]
+)
+def test_sixteen_bit_weights_are_tried_only_below_the_agreement_budget_or_when_on(
+    tmp_path: Path, mode: str, min_agreement: float | None
+) -> None:
+    """16-bit weights run unfused (slower than int8 and often than float on CPU): auto tries them only when an
+    agreement budget is set and the 8-bit choice misses it on the held-out split, and keeps them if they score higher."""
+    from edgequant.backends.base import Batches
+    from edgequant.backends.onnxruntime.model import read_model
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import FloatModel
+
+    source = _separable_graph(tmp_path / "m.onnx")
+    x = np.random.default_rng(3).normal(size=(100, 3, 12, 12)).astype(np.float32)
+
+    def make() -> object:
+        for i in range(0, 100, 20):
+            yield x[i : i + 20], np.zeros(20, dtype=np.int64)
+
+    options = ptq.api.PostTraining.bare().model_copy(
+        update={"sixteen_bit_weights": ptq.api.Technique(mode), "select_algorithm": mode == "auto"}
+    )
+    tuned = ptq.tune(
+        float_model=FloatModel(path=source, model=read_model(source), preprocessed=False),
+        calibration=Batches(make_iter=make, count=100, batch_size=20),  # type: ignore[arg-type]
+        settings=StaticSettings(),
+        options=options,
+        workdir=tmp_path / "ptq",
+        algorithm_given=True,  # one range rule: the 8-bit choice is the first candidate
+        min_agreement=min_agreement,
+    )
+    text = "\n".join(tuned.notes)
+    every_narrow_weight = ("w1", "w2", "w3")
+    if mode == "on":
+        assert tuned.sixteen_bit_weights == every_narrow_weight
+    elif mode == "off" or min_agreement is None:
+        assert tuned.sixteen_bit_weights == ()
+        assert mode == "off" or "16-bit weights not tried: acceptance.minAgreement is not set" in text
+    elif min_agreement == 0.0:
+        assert tuned.sixteen_bit_weights == () and "16-bit weights not needed" in text
+        assert [s.name for s in tuned.scores] == ["minmax"]
+    else:  # a budget of 1.0 that 8-bit weights miss on the held-out split: tried, kept when it scores higher
+        eight_bit, sixteen = tuned.scores
+        assert eight_bit.agreement < 1.0 and sixteen.name == "minmax+w16"
+        kept = pt.best_candidate([eight_bit, sixteen]) is sixteen
+        assert (tuned.sixteen_bit_weights == every_narrow_weight) == kept
