@@ -230,3 +230,16 @@ def test_reading_another_backends_field_fails_type_checking(tmp_path: Path) -> N
     assert {line.split(":")[1] for line in errors} == {"7", "8"}, errors  # never line 6: its own fields
     assert any('"OnnxRuntimeBackendOptions" has no attribute "tensorrt"' in line for line in errors)
     assert any('Item "TensorRTBackendOptions" of' in line and '"ptq"' in line for line in errors)
+
+
+def test_budget_driven_techniques_without_a_budget_leave_the_bare_path() -> None:
+    """16-bit weights and activations auto apply only under acceptance.minAgreement: a spec that turns every other
+    technique off keeps ONNX Runtime's own calibration on every sample unless it sets a budget."""
+    budget_driven_auto = api.PostTraining.bare().model_copy(
+        update={"sixteen_bit_weights": api.Technique.AUTO, "sixteen_bit_activations": api.Technique.AUTO}
+    )
+    assert budget_driven_auto.all_off_under(None)
+    assert not budget_driven_auto.all_off_under(0.95)
+    assert not api.PostTraining().all_off_under(None)  # the default: range rules, rounding, bias correction
+    forced = api.PostTraining.bare().model_copy(update={"sixteen_bit_activations": api.Technique.ON})
+    assert not forced.all_off_under(None)

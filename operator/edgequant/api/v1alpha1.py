@@ -15,7 +15,7 @@ import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -768,18 +768,26 @@ class PostTraining(ApiModel):
         description="Share of the calibration samples held out to score the auto choices (the rest calibrates).",
     )
 
-    @property
-    def all_off(self) -> bool:
-        return not self.select_algorithm and all(
-            t is Technique.OFF
-            for t in (
-                self.cross_layer_equalization,
-                self.bias_correction,
-                self.range_search,
-                self.sixteen_bit_weights,
-                self.adaptive_rounding,
-                self.sixteen_bit_activations,
+    #: Techniques whose auto is decided by acceptance.minAgreement (they cost speed): without a budget they do not apply.
+    BUDGET_DRIVEN: ClassVar[tuple[str, ...]] = ("sixteen_bit_weights", "sixteen_bit_activations")
+
+    def all_off_under(self, min_agreement: float | None) -> bool:
+        """No technique can apply under this agreement budget: each is off, or budget-driven and auto with no budget
+        (then the converter's own calibration runs on every sample, exactly the bare path)."""
+        techniques = {
+            name: getattr(self, name)
+            for name in (
+                "cross_layer_equalization",
+                "bias_correction",
+                "range_search",
+                "sixteen_bit_weights",
+                "adaptive_rounding",
+                "sixteen_bit_activations",
             )
+        }
+        return not self.select_algorithm and all(
+            t is Technique.OFF or (name in self.BUDGET_DRIVEN and t is Technique.AUTO and min_agreement is None)
+            for name, t in techniques.items()
         )
 
     @classmethod

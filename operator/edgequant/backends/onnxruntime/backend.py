@@ -290,7 +290,7 @@ class OnnxRuntimeBackend:
         model, equalized when spec.ptq equalized it (same function, rescaled channels), never bias-corrected or rounded."""
         model = self.float_model(request)
         options = self.own(request.options)
-        if request.method is not api.Method.ONNX_STATIC or options.ptq.all_off:
+        if request.method is not api.Method.ONNX_STATIC or options.ptq.all_off_under(options.min_agreement):
             return model.path
         settings, _choice = opts.static_settings(options, cpu=self.cpu)
         tuned = self._tuned_model(request, model, settings)
@@ -313,7 +313,7 @@ class OnnxRuntimeBackend:
         if method is api.Method.ONNX_STATIC:
             settings, choice = opts.static_settings(options, cpu=self.cpu, keep_float=keep_float)
             ptq_notes: list[str] = []
-            if options.ptq.all_off:
+            if options.ptq.all_off_under(options.min_agreement):
                 ranges = self._ranges_path(request, model, settings)
             else:
                 tuned = self._tuned_model(request, model, settings)
@@ -336,7 +336,7 @@ class OnnxRuntimeBackend:
                 f"static Q/DQ: {algorithm} calibration on {request.calibration.count} samples, "
                 f"{settings.activation_type.value} activations, {settings.weight_type.value} "
                 f"{'per-channel' if settings.per_channel else 'per-tensor'} weights"
-                + ("" if options.ptq.all_off else " (before spec.ptq's choices below)")
+                + ("" if options.ptq.all_off_under(options.min_agreement) else " (before spec.ptq's choices below)")
             )
             notes.extend(ptq_notes)
             if ranges in self._cache_notes:

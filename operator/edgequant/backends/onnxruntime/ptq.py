@@ -706,13 +706,13 @@ def tune(
     workdir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"keep_float": ()})
     every = max(2, round(1 / options.held_out_fraction))
+    budget_driven = (options.sixteen_bit_weights, options.sixteen_bit_activations) if min_agreement is not None else ()
     auto = (options.select_algorithm and not algorithm_given) or api.Technique.AUTO in (
         options.cross_layer_equalization,
         options.bias_correction,
         options.range_search,
-        options.sixteen_bit_weights,
         options.adaptive_rounding,
-        options.sixteen_bit_activations,
+        *budget_driven,
     )
     notes: list[str] = []
     held: np.ndarray | None = None
