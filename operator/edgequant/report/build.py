@@ -2,6 +2,8 @@
 
 The one place the run's state becomes the report: measurements, the gate, datasets and findings, stages, the
 analysis and target sections, the environment. report.html is rendered from the written JSON (``report/html.py``).
+Every run writes it, also one that fails at its first stage, so numpy and what only later stages' sections need
+load inside the functions that build those sections.
 """
 
 from __future__ import annotations
@@ -12,16 +14,12 @@ import os
 import platform
 import sys
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 import edgequant
-from edgequant.analysis.gate import gate_report
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import REASONS, ExitCode
 from edgequant.api.targets import TARGETS, target_notes
-from edgequant.backends.base import TensorContract, to_input_contract
-from edgequant.data.preprocess import describe, float_range
 from edgequant.report.schema import (
     Comparison,
     DatasetReport,
@@ -40,6 +38,9 @@ from edgequant.report.schema import (
 )
 from edgequant.util.cpu import detect as detect_cpu
 from edgequant.worker.context import ModelRecord, RunContext
+
+if TYPE_CHECKING:
+    from edgequant.backends.base import TensorContract
 
 
 def _tensor(t: TensorContract) -> TensorInfo:
@@ -65,6 +66,11 @@ def _model(record: ModelRecord, metric: api.Metric) -> ModelReport:
 
 def artifact_input_contract(contract: api.InputContract, tensor: TensorContract) -> api.ArtifactInputContract:
     """The artifact's input in user terms: dtype, range, quantization, and the preprocessing that feeds it."""
+    import numpy as np
+
+    from edgequant.backends.base import to_input_contract
+    from edgequant.data.preprocess import describe, float_range
+
     low, high = float_range(contract)
     text = describe(contract)
     if tensor.scale is not None and tensor.zero_point is not None:
@@ -168,6 +174,8 @@ def _gate(ctx: RunContext) -> GateReport | None:
         return ctx.analysis.report.gate
     if ctx.verdict is None:
         return None
+    from edgequant.analysis.gate import gate_report
+
     return gate_report(
         ctx.verdict,
         ctx.spec.acceptance,

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edgequant.analysis.gate import GateVerdict
-from edgequant.analysis.layer_tools import LayerTool
 from edgequant.api import v1alpha1 as api
 from edgequant.api.exitcodes import ExitCode
-from edgequant.api.targets import TargetChoice
-from edgequant.backends.base import Backend, QuantizedArtifact, TensorContract
-from edgequant.data.datasets import DatasetIndex
-from edgequant.data.loader import PreparedSet
 from edgequant.report.schema import AnalysisReport, DataFinding, Finding
-from edgequant.storage import Stores, UploadedObject
-from edgequant.worker.evaluate import EvaluationResult
-from edgequant.worker.progress import Progress
+
+if TYPE_CHECKING:  # types of what later stages fill in: a run that fails early never loads numpy, PIL or the analysis
+    from edgequant.analysis.gate import GateVerdict
+    from edgequant.analysis.layer_tools import LayerTool
+    from edgequant.api.targets import TargetChoice
+    from edgequant.backends.base import Backend, QuantizedArtifact, TensorContract
+    from edgequant.data.datasets import DatasetIndex
+    from edgequant.data.loader import PreparedSet
+    from edgequant.storage import Stores, UploadedObject
+    from edgequant.worker.evaluate import EvaluationResult
+    from edgequant.worker.progress import Progress
 
 
 @dataclass

@@ -7,10 +7,15 @@ run ends in a ``WorkerResult``.
 Each stage is a plain function of the context, in ``worker/stages/``; ``STAGES`` is the table the run walks, and
 its names are what logs, ``status.progress`` and report.json's ``stages`` show. A stage plugs in by inserting a
 ``Stage`` entry, e.g. ``insert_after(STAGES, "quantize", Stage("my-check", ..., run_my_check))``.
+
+The table names each stage's module, imported when the run reaches the stage: a run that fails early (a missing
+model, a denied bucket: the common failure, hundreds at a time when a whole sweep is misconfigured) spends its
+CPU on the report, not on loading numpy, PIL and the analysis for stages it never starts.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 import traceback
@@ -25,14 +30,6 @@ from edgequant.report.schema import REPORT_NAME
 from edgequant.util.errors import EdgequantError
 from edgequant.worker.context import RunContext, StageRecord
 from edgequant.worker.result import summary_line, worker_result
-from edgequant.worker.stages import analysis
-from edgequant.worker.stages.baseline import evaluate_baseline
-from edgequant.worker.stages.data import validate_data
-from edgequant.worker.stages.fetch import fetch
-from edgequant.worker.stages.gate import gate
-from edgequant.worker.stages.quantize import evaluate_quantized, quantize
-from edgequant.worker.stages.target import target_check
-from edgequant.worker.stages.upload import upload_artifact
 
 
 @dataclass(frozen=True)
@@ -43,18 +40,35 @@ class Stage:
     run: Callable[[RunContext], None]
 
 
+@dataclass(frozen=True)
+class StageFunction:
+    """A stage function by name, ``edgequant.worker.stages.<module>.<function>``, imported when first called."""
+
+    module: str
+    function: str
+
+    def resolve(self) -> Callable[[RunContext], None]:
+        run: Callable[[RunContext], None] = getattr(
+            importlib.import_module(f"edgequant.worker.stages.{self.module}"), self.function
+        )
+        return run
+
+    def __call__(self, ctx: RunContext) -> None:
+        self.resolve()(ctx)
+
+
 STAGES: tuple[Stage, ...] = (
-    Stage("fetch", "download the model and data", fetch),
-    Stage("validate-data", "decode, sample and check the datasets", validate_data),
-    Stage("baseline", "measure the FP32 model", evaluate_baseline),
-    Stage("quantize", "quantize", quantize),
-    Stage("evaluate", "measure the quantized model", evaluate_quantized),
-    Stage("sensitivity", "rank layers by sensitivity", analysis.sensitivity),
-    Stage("select", "mixed precision and the degrade ladder", analysis.select),
-    Stage("diagnose", "compare FP32 and quantized outputs", analysis.diagnose),
-    Stage("target", "check the artifact against spec.target", target_check),
-    Stage("gate", "check the acceptance budget", gate),
-    Stage("upload", "upload the artifact", upload_artifact),
+    Stage("fetch", "download the model and data", StageFunction("fetch", "fetch")),
+    Stage("validate-data", "decode, sample and check the datasets", StageFunction("data", "validate_data")),
+    Stage("baseline", "measure the FP32 model", StageFunction("baseline", "evaluate_baseline")),
+    Stage("quantize", "quantize", StageFunction("quantize", "quantize")),
+    Stage("evaluate", "measure the quantized model", StageFunction("quantize", "evaluate_quantized")),
+    Stage("sensitivity", "rank layers by sensitivity", StageFunction("analysis", "sensitivity")),
+    Stage("select", "mixed precision and the degrade ladder", StageFunction("analysis", "select")),
+    Stage("diagnose", "compare FP32 and quantized outputs", StageFunction("analysis", "diagnose")),
+    Stage("target", "check the artifact against spec.target", StageFunction("target", "target_check")),
+    Stage("gate", "check the acceptance budget", StageFunction("gate", "gate")),
+    Stage("upload", "upload the artifact", StageFunction("upload", "upload_artifact")),
 )
 
 

@@ -1,20 +1,24 @@
-"""Entry shared by the pod (``edgequant-worker``) and the laptop (``edgequant run``): spec in, WorkerResult out."""
+"""Entry shared by the pod (``edgequant-worker``) and the laptop (``edgequant run``): spec in, WorkerResult out.
+
+Reading a spec needs the API alone: the sandbox's parent (worker/sandbox.py) reads it to scope the child's storage
+and never runs a stage, so the pipeline and what it imports load only when a run starts.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgequant.api import v1alpha1 as api
 from edgequant.api import validation
 from edgequant.api.result import WorkerResult
-from edgequant.api.targets import resolve_target
-from edgequant.storage import Stores
 from edgequant.util.errors import InvalidInputError
-from edgequant.worker import pipeline
-from edgequant.worker.context import RunContext
-from edgequant.worker.progress import Progress
+
+if TYPE_CHECKING:
+    from edgequant.worker.context import RunContext
+    from edgequant.worker.pipeline import Stage
+    from edgequant.worker.progress import Progress
 
 
 def spec_from_document(document: Any) -> tuple[api.QuantizationJobSpec, str | None, str | None]:
@@ -37,9 +41,15 @@ def run_job(
     base_dir: Path | None = None,
     job_name: str | None = None,
     job_namespace: str | None = None,
-    stages: Sequence[pipeline.Stage] = pipeline.STAGES,
+    stages: Sequence[Stage] | None = None,
 ) -> tuple[WorkerResult, RunContext]:
-    """Run every stage for ``spec`` (with what its target fills in); relative file:// URIs resolve against ``base_dir``."""
+    """Run every stage for ``spec`` (with what its target fills in), or ``stages`` (default ``pipeline.STAGES``);
+    relative file:// URIs resolve against ``base_dir``."""
+    from edgequant.api.targets import resolve_target
+    from edgequant.storage import Stores
+    from edgequant.worker import pipeline
+    from edgequant.worker.context import RunContext
+
     spec, choices = resolve_target(spec)
     ctx = RunContext(
         spec=spec,
@@ -52,4 +62,4 @@ def run_job(
     )
     for choice in choices:
         progress.log(f"target {spec.target}: {choice.field} = {choice.value}")
-    return pipeline.run(ctx, stages=stages), ctx
+    return pipeline.run(ctx, stages=pipeline.STAGES if stages is None else stages), ctx

@@ -75,3 +75,60 @@ def test_accident_is_an_internal_error(tmp_path: Path) -> None:
     proc, result = _worker(tmp_path, "--workdir", str(blocker), spec_env=json.dumps(SPEC))
     assert proc.returncode == ExitCode.INTERNAL_ERROR == result.exit_code
     assert result.reason == "InternalError" and "FileExistsError" in result.message
+
+
+#: What a run that stops at its first stage has no use for: loading it costs each failing pod CPU (docs/operator.md).
+LATER_STAGES_ONLY = (
+    "numpy",
+    "PIL",
+    "edgequant.analysis",
+    "edgequant.backends",
+    "edgequant.data",
+    "edgequant.worker.evaluate",
+    "edgequant.worker.stages.data",
+    "edgequant.worker.stages.baseline",
+    "edgequant.worker.stages.quantize",
+    "edgequant.worker.stages.analysis",
+    "edgequant.worker.stages.measure",
+)
+
+
+def _modules_after_main(tmp_path: Path, *, sandbox: bool) -> tuple[int, set[str]]:
+    """Run ``main`` in a fresh interpreter on a spec whose model is missing; its exit code and the modules it loaded."""
+    spec = {**SPEC, "output": {"uri": f"file://{tmp_path}/out/"}}
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGEQUANT_SPEC", "EDGEQUANT_SANDBOX")}
+    env["EDGEQUANT_TERMINATION_LOG"] = str(tmp_path / "termination-log")
+    env["EDGEQUANT_WORKDIR"] = str(tmp_path / "work")
+    if sandbox:
+        env["EDGEQUANT_SANDBOX"] = "1"
+    script = (
+        "import json, sys\nfrom edgequant.worker.main import main\n"
+        f"code = main([{json.dumps(json.dumps(spec))}])\n"
+        "print(json.dumps([code, sorted(sys.modules)]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env, timeout=120
+    )
+    code, modules = json.loads(proc.stdout.strip().splitlines()[-1])
+    return code, set(modules)
+
+
+def _loaded(modules: set[str], package: str) -> bool:
+    return any(m == package or m.startswith(package + ".") for m in modules)
+
+
+def test_a_run_that_fails_at_fetch_loads_only_what_fetch_and_the_report_need(tmp_path: Path) -> None:
+    code, modules = _modules_after_main(tmp_path, sandbox=False)
+    assert code == ExitCode.INVALID_INPUT
+    assert (tmp_path / "out" / "report.json").is_file() and (tmp_path / "out" / "report.html").is_file()
+    assert {"edgequant.worker.stages.fetch", "edgequant.report.build", "edgequant.report.html"} <= modules
+    assert [p for p in LATER_STAGES_ONLY if _loaded(modules, p)] == []
+
+
+def test_the_sandbox_parent_loads_the_api_and_storage_but_no_stage_or_report(tmp_path: Path) -> None:
+    code, modules = _modules_after_main(tmp_path, sandbox=True)
+    assert code == ExitCode.INVALID_INPUT  # the child's, after it wrote the report
+    assert (tmp_path / "out" / "report.json").is_file()
+    assert {"edgequant.api.v1alpha1", "edgequant.worker.sandbox", "edgequant.storage.broker"} <= modules
+    loaded = [p for p in (*LATER_STAGES_ONLY, "edgequant.worker.pipeline", "edgequant.report") if _loaded(modules, p)]
+    assert loaded == []

@@ -99,6 +99,14 @@ def test_stage_table_and_insert_after() -> None:
         pipeline.insert_after(pipeline.STAGES, "absent", extra)
 
 
+def test_every_stage_of_the_table_names_a_stage_function() -> None:
+    """The table imports each stage's module when the run reaches it; a misspelt name would surface only then."""
+    for stage in pipeline.STAGES:
+        assert isinstance(stage.run, pipeline.StageFunction), stage.name
+        function = stage.run.resolve()
+        assert callable(function) and function.__module__ == f"edgequant.worker.stages.{stage.run.module}"
+
+
 def test_spec_documents_whole_or_bare_with_named_problems() -> None:
     whole = {
         "apiVersion": "edgequant.io/v1alpha1",

@@ -6,9 +6,7 @@ from pathlib import Path
 
 from edgequant.api import v1alpha1 as api
 from edgequant.api.validation import spec_warnings
-from edgequant.data.datasets import index_dataset
 from edgequant.worker.context import RunContext
-from edgequant.worker.stages.measure import model_size
 
 
 def dataset_roles(spec: api.QuantizationJobSpec) -> dict[str, api.Dataset]:
@@ -30,6 +28,10 @@ def fetch(ctx: RunContext) -> None:
     ctx.model_path = ctx.stores.download(
         spec.model.uri, ctx.workdir / "model", sha256=spec.model.sha256, sha256_field="spec.model.sha256"
     )
+    # imported once the model is here: a run whose model is missing or denied ends without loading numpy and PIL
+    from edgequant.data.datasets import index_dataset
+    from edgequant.worker.stages.measure import model_size
+
     ctx.source_size_bytes = model_size(ctx.model_path)
     local: dict[str, Path] = {}
     for role, dataset in dataset_roles(spec).items():
