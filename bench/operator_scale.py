@@ -22,6 +22,7 @@ QuantizationJob -> Job -> pod -> termination message -> status is exercised at a
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import signal
@@ -581,6 +582,9 @@ def main() -> int:
         help="operator handler threads (EDGEQUANT_OPERATOR_WORKERS; default: the operator's own)",
     )
     args = parser.parse_args()
+    # The workers start from this checkout: give them the bytecode an image has (pip compiles it there), or every
+    # one of 200 processes recompiles the modules without a current .pyc when PYTHONDONTWRITEBYTECODE is set.
+    compileall.compile_dir(ROOT / "operator" / "edgequant", quiet=1)
     existing = os.environ.get("EDGEQUANT_TEST_CLUSTER")
     if existing:
         result = run(Cluster.attach(Path(existing).absolute()), args.jobs, args.timeout, args.workers)
