@@ -27,6 +27,7 @@ Weight layout follows ONNX: ``[out, in / group, *kernel]`` for convolutions,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -509,10 +510,28 @@ class Score:
     name: str
     agreement: float
     sqnr_db: float
+    samples: int = 0
+    """Held-out samples the agreement was counted on (0: unknown, so every difference in agreement counts)."""
+
+
+def agreement_margin(a: Score, b: Score) -> float:
+    """Two standard errors of the difference between two agreements counted on ``samples`` inputs each: a smaller
+    difference is within what chance alone gives on a held-out split of this size (100 samples at 0.9: 0.085)."""
+    n = min(a.samples, b.samples)
+    if n <= 0:
+        return 0.0
+    variance = a.agreement * (1 - a.agreement) + b.agreement * (1 - b.agreement)
+    return 2.0 * math.sqrt(variance / n)
+
+
+#: Output SQNR differences below this are treated as noise when agreement cannot tell two candidates apart.
+SQNR_MARGIN_DB = 0.5
 
 
 def best_candidate(scores: Sequence[Score]) -> Score:
-    """Highest agreement, then highest SQNR; on a full tie the earlier (simpler) candidate wins.
+    """Higher agreement when the difference exceeds ``agreement_margin``; within it, higher SQNR when it is higher by
+    ``SQNR_MARGIN_DB`` (the output error energy is a far steadier measure than top-1 flips on few samples); else
+    agreement, then SQNR, as counted; on a full tie the earlier (simpler) candidate wins.
 
     The first candidate is the framework's own default, so the choice is never worse than it on the held-out split.
     """
@@ -520,6 +539,12 @@ def best_candidate(scores: Sequence[Score]) -> Score:
         raise ValueError("no candidates")
     best = scores[0]
     for score in scores[1:]:
-        if (score.agreement, score.sqnr_db) > (best.agreement, best.sqnr_db):
+        gap = score.agreement - best.agreement
+        margin = agreement_margin(best, score)
+        if abs(gap) <= margin and abs(score.sqnr_db - best.sqnr_db) >= SQNR_MARGIN_DB:
+            better = score.sqnr_db > best.sqnr_db
+        else:
+            better = (score.agreement, score.sqnr_db) > (best.agreement, best.sqnr_db)
+        if better:
             best = score
     return best

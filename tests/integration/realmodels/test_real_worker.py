@@ -87,20 +87,29 @@ def test_sixteen_bit_weights_are_reported_and_match_the_artifact(static_run: tup
         assert "20 convolutions" in notes[0] and len(int16) == 20
 
 
-def _held_out_scores(notes: list[str]) -> tuple[list[tuple[str, float, float]], str]:
-    """The held-out candidates (name, agreement, SQNR) in the order scored, and the chosen label, from the ptq note."""
+def _held_out_scores(notes: list[str]) -> tuple[list[Any], str]:
+    """The held-out candidates (as the search's Scores) in the order scored, and the chosen label, from the ptq note."""
+    from edgequant.analysis import post_training as pt
+
     note = next(n for n in notes if n.startswith("ptq: held-out top-1 agreement"))
+    samples = int(re.search(r"on (\d+) calibration samples", note).group(1))  # type: ignore[union-attr]
     shown, chosen = note.split(": ", 2)[2].split("; chosen: ")
     scores = [
-        (m.group(1), float(m.group(2)), float(m.group(3)))
+        pt.Score(m.group(1), float(m.group(2)), float(m.group(3)), samples=samples)
         for m in re.finditer(r"([\w+]+) ([0-9.]+) \((-?[0-9.]+|inf) dB\)", shown)
     ]
     return scores, chosen
 
 
+#: The candidate-name tag of each technique in the chosen label.
+_TAGS = {"cross-layer equalization": "cle", "16-bit weights": "w16", "adaptive rounding": "ar", "bias correction": "bc"}
+
+
 def test_adaptive_rounding_is_reported_and_never_lowers_held_out_agreement(
     static_run: tuple[Any, dict[str, Any], Path],
 ) -> None:
+    from edgequant.analysis import post_training as pt
+
     _result, report, _root = static_run
     notes = [n for n in report["notes"] if n.startswith("ptq: adaptive rounding")]
     assert len(notes) == 1, report["notes"]  # kept or not, the report says which
@@ -109,13 +118,15 @@ def test_adaptive_rounding_is_reported_and_never_lowers_held_out_agreement(
     ratio = re.search(r"output error on the calibration inputs ([0-9.]+)x", notes[0])
     assert ratio is not None and float(ratio.group(1)) < 0.9, notes[0]
     scores, chosen = _held_out_scores(report["notes"])
-    position = next(i for i, s in enumerate(scores) if s[0].endswith("+ar"))
-    # the greedy search keeps a technique only when it beats every candidate scored before it
-    best_before = max((agreement, sqnr) for _n, agreement, sqnr in scores[:position])
-    gained = scores[position][1:] > best_before
+    position = next(i for i, s in enumerate(scores) if s.name.endswith("+ar"))
+    # the greedy search keeps a technique only when it beats the best candidate scored before it
+    best_before = pt.best_candidate(scores[:position])
+    gained = pt.best_candidate([best_before, scores[position]]) is scores[position]
     assert ("adaptive rounding" in chosen) == gained, (scores, chosen)
-    final = max((agreement, sqnr) for _n, agreement, sqnr in scores)
-    assert final >= best_before
+    # and what ships is that best or a candidate that beat it
+    parts = chosen.split(" + ")
+    shipped = next(s for s in scores if s.name == "+".join([parts[0], *(_TAGS[p] for p in parts[1:])]))
+    assert shipped is best_before or pt.best_candidate([best_before, shipped]) is shipped, (scores, chosen)
 
 
 def test_the_real_int8_artifact_runs_on_onnx_runtime(

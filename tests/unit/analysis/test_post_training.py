@@ -190,6 +190,24 @@ def test_best_candidate_prefers_agreement_then_sqnr_then_the_baseline() -> None:
     assert pt.best_candidate([base, pt.Score("entropy", 0.85, 10.0), pt.Score("mse", 0.84, 30.0)]).name == "entropy"
 
 
+def test_agreement_differences_within_the_held_out_noise_are_settled_by_sqnr() -> None:
+    # 100 held-out samples: 0.93 vs 0.89 is 4 samples, inside two standard errors of the difference (0.083)
+    int8 = pt.Score("mse+ar+bc", 0.93, 22.5, samples=100)
+    sixteen = pt.Score("mse+w16+ar+bc", 0.89, 25.7, samples=100)
+    assert pt.agreement_margin(int8, sixteen) == pytest.approx(2 * ((0.93 * 0.07 + 0.89 * 0.11) / 100) ** 0.5)
+    assert pt.best_candidate([int8, sixteen]) is sixteen
+    # a difference beyond the margin is not noise: agreement decides, whatever the SQNR
+    assert pt.best_candidate([pt.Score("minmax", 0.60, 30.0, samples=100), sixteen]) is sixteen
+    assert pt.best_candidate([sixteen, pt.Score("entropy", 0.60, 40.0, samples=100)]) is sixteen
+    # SQNR within its own noise (0.1 dB) does not overrule a higher agreement
+    assert pt.best_candidate([pt.Score("minmax", 0.81, 15.2, 100), pt.Score("mse", 0.77, 15.3, 100)]).name == "minmax"
+    # on 10,000 samples the same 4 points are beyond the noise
+    assert (
+        pt.best_candidate([pt.Score("a", 0.93, 22.5, samples=10_000), pt.Score("b", 0.89, 25.7, samples=10_000)]).name
+        == "a"
+    )
+
+
 def test_agreement_and_sqnr() -> None:
     ref = np.array([[1.0, 0.0], [0.0, 1.0]])
     assert pt.top1_agreement(ref, np.array([[0.9, 0.1], [0.6, 0.4]])) == 0.5

@@ -763,7 +763,10 @@ def tune(
         )
         logits = _predict(out, held)  # type: ignore[arg-type]
         score = pt.Score(
-            name=name, agreement=pt.top1_agreement(reference, logits), sqnr_db=pt.sqnr_db(reference, logits)
+            name=name,
+            agreement=pt.top1_agreement(reference, logits),
+            sqnr_db=pt.sqnr_db(reference, logits),
+            samples=len(reference),
         )
         scores.append(score)
         log(

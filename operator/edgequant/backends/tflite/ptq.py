@@ -296,7 +296,10 @@ def tune(
         calibrated = calibrate(candidate, fit)
         logits = int8_logits(calibrated, held, workdir)
         score = pt.Score(
-            name=name, agreement=pt.top1_agreement(reference, logits), sqnr_db=pt.sqnr_db(reference, logits)
+            name=name,
+            agreement=pt.top1_agreement(reference, logits),
+            sqnr_db=pt.sqnr_db(reference, logits),
+            samples=len(reference),
         )
         log(f"ptq candidate {name}: held-out agreement {score.agreement:.3f}, SQNR {score.sqnr_db:.1f} dB")
         scores.append(score)
