@@ -918,11 +918,12 @@ def tune(
         return b
 
     start = _Branch(model=chosen_model, ranges=chosen_ranges, score=chosen_score, rule=rule, label=list(label))
-    chosen = weight_techniques(start, (), "")
+    loaded = onnx.load(str(start.model.path))
+    narrow = narrow_layers(loaded) if options.sixteen_bit_weights is not api.Technique.OFF else []
+    forced = options.sixteen_bit_weights is api.Technique.ON and bool(narrow)
+    chosen = start if forced else weight_techniques(start, (), "")  # on: no 8-bit line to compare with
     wide: tuple[str, ...] = ()
     if options.sixteen_bit_weights is not api.Technique.OFF:
-        loaded = onnx.load(str(start.model.path))
-        narrow = narrow_layers(loaded)
         why_not = (
             _widening_not_tried("16-bit weights", chosen.score, min_agreement)
             if options.sixteen_bit_weights is api.Technique.AUTO
@@ -947,7 +948,7 @@ def tune(
             sixteen.ranges, sixteen.score = rp, score
             sixteen.label.append("16-bit weights")
             sixteen = weight_techniques(sixteen, weights, "-w16")
-            if options.sixteen_bit_weights is api.Technique.ON or chosen.beaten_by(sixteen.score):
+            if forced or chosen.beaten_by(sixteen.score):
                 wide, chosen = weights, sixteen
                 notes.append(f"ptq: 16-bit weights for {what}")
             else:
