@@ -332,6 +332,44 @@ def check_clipped(fp32: np.ndarray, quantized: np.ndarray, *, fixes: list[str]) 
     )
 
 
+#: slower-than-float fires below this speedup (FP32 / quantized median latency), and only for models whose FP32 median
+#: is at least SLOWER_MIN_FP32_MS (a 224x224 network, not a call-overhead-bound toy).
+SLOWER_THAN_FLOAT_SPEEDUP = 0.9
+SLOWER_MIN_FP32_MS = 1.0
+
+
+def check_slower_than_float(*, fp32_ms: float, quantized_ms: float, widened: list[str]) -> Finding:
+    """The published model runs slower than FP32 on the worker's CPU: quantizing for speed did the opposite.
+
+    ``widened``: what the run kept at 16 bit (spec.ptq notes); such tensors run unfused on ONNX Runtime's CPU kernels,
+    which is the usual cause, so the fixes start there.
+    """
+    speedup = fp32_ms / quantized_ms if quantized_ms > 0 else float("inf")
+    # below a millisecond per image a latency is mostly call overhead, and single runs vary by about 10 %
+    fired = fp32_ms >= SLOWER_MIN_FP32_MS and speedup < SLOWER_THAN_FLOAT_SPEEDUP
+    fixes = (
+        [
+            "16-bit weights or activations (spec.ptq, chosen because acceptance.minAgreement asked for them) run "
+            "unfused on ONNX Runtime's CPU kernels: lower acceptance.minAgreement, or set spec.ptq.sixteenBitWeights "
+            "and sixteenBitActivations off and keep the few most sensitive layers in float (mixedPrecision) instead"
+        ]
+        if widened
+        else []
+    ) + [
+        "latency is measured on the worker's CPU, not on the target: measure it on the device before deciding",
+    ]
+    return Finding(
+        check="slower-than-float",
+        fired=fired,
+        message=(
+            f"the quantized model takes {quantized_ms:.2f} ms per image against FP32's {fp32_ms:.2f} ms on the "
+            f"worker's CPU ({speedup:.2f}x)" + (f"; kept at 16 bit: {'; '.join(widened)}" if widened else "")
+        ),
+        evidence={"fp32Ms": fp32_ms, "quantizedMs": quantized_ms, "speedup": speedup},
+        fixes=fixes if fired else [],
+    )
+
+
 def alternative_scaling(scaling: api.Scaling) -> tuple[float, api.Scaling]:
     """The other common pixel unit: x255 when scale maps pixels to ~[0, 1] (or [-1, 1]), /255 when it keeps 0-255.
 

@@ -181,6 +181,7 @@ class Finding(ApiModel):
         "output-clipped",
         "preprocessing-mismatch",
         "input-range",
+        "slower-than-float",
         "edgetpu-unsupported-op",
         "edgetpu-float-tensor",
         "edgetpu-dynamic-shape",

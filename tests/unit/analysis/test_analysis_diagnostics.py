@@ -328,3 +328,17 @@ def test_qat_divergence_from_the_original_fp32_counts_only_when_accuracy_fell() 
     assert fine.evidence["quantizedAccuracy"] >= fine.evidence["fp32Accuracy"] - 0.01
     assert diagnosed(qat, worse).fired
     assert diagnosed(_spec(), retrained).fired  # post-training quantization has no such excuse
+
+
+def test_a_quantized_model_slower_than_float_is_a_finding_that_names_what_was_kept_at_16_bit() -> None:
+    widened = ["16-bit activations for every activation (95 tensors)"]
+    slow = dg.check_slower_than_float(fp32_ms=7.0, quantized_ms=30.0, widened=widened)
+    assert slow.fired and slow.evidence["speedup"] == pytest.approx(7.0 / 30.0)
+    assert "95 tensors" in slow.message and "sixteenBitActivations off" in slow.fixes[0]
+    plain = dg.check_slower_than_float(fp32_ms=7.0, quantized_ms=9.0, widened=[])
+    assert plain.fired and plain.fixes[0].startswith("latency is measured on the worker's CPU")
+    fast = dg.check_slower_than_float(fp32_ms=7.0, quantized_ms=4.9, widened=widened)
+    assert not fast.fired and fast.fixes == []
+    within_noise = dg.check_slower_than_float(fp32_ms=7.0, quantized_ms=7.5, widened=[])
+    toy = dg.check_slower_than_float(fp32_ms=0.05, quantized_ms=0.2, widened=[])  # call overhead, not the model
+    assert not within_noise.fired and not toy.fired

@@ -373,6 +373,17 @@ def diagnose(ctx: RunContext) -> None:
             contract=contract,
             calibration_used=used,
         )
+    b = baseline.evaluation
+    q = ctx.quantized.evaluation if ctx.quantized is not None else None
+    if b is not None and q is not None and b.latency_ms and q.latency_ms:
+        widened = [
+            n.removeprefix("ptq: ")
+            for n in ctx.notes
+            if n.startswith(("ptq: 16-bit weights for", "ptq: 16-bit activations for"))
+        ]
+        report.findings.append(
+            dg.check_slower_than_float(fp32_ms=b.latency_ms, quantized_ms=q.latency_ms, widened=widened)
+        )
     ctx.analysis.report.diagnostics = report
     for finding in report.fired:
         hint = f"; first try: {finding.fixes[0]}" if finding.fixes else ""
