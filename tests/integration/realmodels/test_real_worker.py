@@ -23,12 +23,12 @@ from tests.realmodels import RealModel
 
 pytestmark = pytest.mark.integration
 
-#: From the measured spread over both reduce-range settings (the two CPU paths), default spec.ptq, 100
-#: calibration / 100 evaluation photographs: 0.82 (7-bit weights) and 0.92 (8-bit), 2026-11-29. The lower one less
-#: three binomial standard errors of an agreement measured on 100 photographs (3 * sqrt(0.82 * 0.18 / 100) = 0.115),
-#: rounded down: 0.70. A model that is no longer the same classifier agrees about as often as FP32 picks its
-#: commonest class (under 10 % of these photographs).
-MIN_AGREEMENT = 0.70
+#: From the measured spread over both reduce-range settings (the two CPU paths), default spec.ptq (no agreement
+#: budget, so 8-bit weights and activations everywhere), 100 calibration / 100 evaluation photographs: 0.70 (7-bit
+#: weights) and 0.85 (8-bit), 2026-11-30. The lower one less three binomial standard errors of an agreement measured on
+#: 100 photographs (3 * sqrt(0.70 * 0.30 / 100) = 0.137), rounded down: 0.55. A model that is no longer the same
+#: classifier agrees about as often as FP32 picks its commonest class (under 10 % of these photographs).
+MIN_AGREEMENT = 0.55
 
 
 #: Both reduce-range decisions (7-bit and 8-bit weights), whatever this machine's CPU would choose.
@@ -124,7 +124,7 @@ def test_adaptive_rounding_is_reported_and_never_lowers_held_out_agreement(
     gained = pt.best_candidate([best_before, scores[position]]) is scores[position]
     assert ("adaptive rounding" in chosen) == gained, (scores, chosen)
     # and what ships is that best or a candidate that beat it
-    parts = chosen.split(" + ")
+    parts = chosen.split(" (ranges from")[0].split(" + ")
     shipped = next(s for s in scores if s.name == "+".join([parts[0], *(_TAGS[p] for p in parts[1:])]))
     assert shipped is best_before or pt.best_candidate([best_before, shipped]) is shipped, (scores, chosen)
 
