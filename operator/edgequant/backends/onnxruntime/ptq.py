@@ -19,7 +19,10 @@ collects what the math needs in one pass over the calibration data:
   collected in the same statistics pass;
 - ``narrow_layers``: the convolutions with so few weights per output channel
   (depthwise, RGB stem) that int8 rounding costs the most; they get int16
-  weights (``sixteenBitWeights``) for a few percent of the model's size.
+  weights (``sixteenBitWeights``) for a few percent of the model's size, and
+  ``narrow_activations`` the tensors around them 16-bit activations
+  (``sixteenBitActivations``); both only under an agreement budget, as they
+  cost speed.
 """
 
 from __future__ import annotations
@@ -701,8 +704,9 @@ def tune(
     log: Callable[[str], None] = lambda _m: None,
 ) -> Tuned:
     """Apply ``options``' techniques, each auto one kept only if it raises agreement on the held-out split (greedy, in order:
-    range rule, cross-layer equalization, 16-bit weights, adaptive rounding, bias correction), then 16-bit activations
-    only where the held-out agreement is still below ``min_agreement`` (acceptance.minAgreement)."""
+    range rule, cross-layer equalization, adaptive rounding, bias correction); then, only while the held-out agreement
+    is below ``min_agreement`` (acceptance.minAgreement), 16-bit weights (with rounding and correction again around
+    them) and 16-bit activations, which cost speed."""
     workdir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"keep_float": ()})
     every = max(2, round(1 / options.held_out_fraction))
@@ -817,7 +821,6 @@ def tune(
     assert best is not None
     chosen_model, chosen_ranges, chosen_score, rule = best
     label = [rule]
-    uncorrected: Path | None = None
 
     if options.cross_layer_equalization is not api.Technique.OFF:
         path, search = equalize_model(chosen_model.path, workdir / "equalized.onnx")
@@ -965,8 +968,7 @@ def tune(
             ("a16", f"the activations around {len(narrow)} narrow convolutions", narrow_activations(loaded, narrow)),
             ("a16all", "every activation", tuple(calibrated_tensors(loaded))),
         ]
-        name = "+".join(label).replace("cross-layer equalization", "cle").replace("16-bit weights", "w16")
-        name = name.replace("adaptive rounding", "ar").replace("bias correction", "bc")
+        name = chosen.name()
         if options.sixteen_bit_activations is api.Technique.ON:
             tag, what, tensors = scopes[0]
             if tensors:
