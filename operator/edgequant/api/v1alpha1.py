@@ -768,40 +768,30 @@ class PostTraining(ApiModel):
         description="Share of the calibration samples held out to score the auto choices (the rest calibrates).",
     )
 
+    #: The fields that are techniques (off / auto / on); select_algorithm is a plain switch.
+    TECHNIQUES: ClassVar[tuple[str, ...]] = (
+        "cross_layer_equalization",
+        "bias_correction",
+        "range_search",
+        "sixteen_bit_weights",
+        "adaptive_rounding",
+        "sixteen_bit_activations",
+    )
     #: Techniques whose auto is decided by acceptance.minAgreement (they cost speed): without a budget they do not apply.
     BUDGET_DRIVEN: ClassVar[tuple[str, ...]] = ("sixteen_bit_weights", "sixteen_bit_activations")
 
     def all_off_under(self, min_agreement: float | None) -> bool:
         """No technique can apply under this agreement budget: each is off, or budget-driven and auto with no budget
         (then the converter's own calibration runs on every sample, exactly the bare path)."""
-        techniques = {
-            name: getattr(self, name)
-            for name in (
-                "cross_layer_equalization",
-                "bias_correction",
-                "range_search",
-                "sixteen_bit_weights",
-                "adaptive_rounding",
-                "sixteen_bit_activations",
-            )
-        }
         return not self.select_algorithm and all(
             t is Technique.OFF or (name in self.BUDGET_DRIVEN and t is Technique.AUTO and min_agreement is None)
-            for name, t in techniques.items()
+            for name, t in ((name, getattr(self, name)) for name in self.TECHNIQUES)
         )
 
     @classmethod
     def bare(cls) -> PostTraining:
         """Every technique off: exactly the converter's own calibration and quantization."""
-        return cls(
-            cross_layer_equalization=Technique.OFF,
-            bias_correction=Technique.OFF,
-            range_search=Technique.OFF,
-            sixteen_bit_weights=Technique.OFF,
-            adaptive_rounding=Technique.OFF,
-            sixteen_bit_activations=Technique.OFF,
-            select_algorithm=False,
-        )
+        return cls(**dict.fromkeys(cls.TECHNIQUES, Technique.OFF), select_algorithm=False)
 
 
 class Execution(ApiModel):

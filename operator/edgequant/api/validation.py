@@ -160,15 +160,7 @@ def _ptq_unused(s: api.QuantizationJobSpec) -> str:
         return ""
     if s.method is api.Method.TFLITE_INT8:
         ignored = [
-            name
-            for name in (
-                "cross_layer_equalization",
-                "range_search",
-                "sixteen_bit_weights",
-                "adaptive_rounding",
-                "sixteen_bit_activations",
-            )
-            if getattr(s.ptq, name) is api.Technique.ON
+            name for name in s.ptq.TECHNIQUES if name != "bias_correction" and getattr(s.ptq, name) is api.Technique.ON
         ]
         if not ignored:
             return ""

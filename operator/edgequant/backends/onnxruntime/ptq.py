@@ -710,13 +710,10 @@ def tune(
     workdir.mkdir(parents=True, exist_ok=True)
     settings = settings.model_copy(update={"keep_float": ()})
     every = max(2, round(1 / options.held_out_fraction))
-    budget_driven = (options.sixteen_bit_weights, options.sixteen_bit_activations) if min_agreement is not None else ()
-    auto = (options.select_algorithm and not algorithm_given) or api.Technique.AUTO in (
-        options.cross_layer_equalization,
-        options.bias_correction,
-        options.range_search,
-        options.adaptive_rounding,
-        *budget_driven,
+    # budget-driven techniques need the held-out split only under a budget
+    searched = [t for t in options.TECHNIQUES if min_agreement is not None or t not in options.BUDGET_DRIVEN]
+    auto = (options.select_algorithm and not algorithm_given) or any(
+        getattr(options, t) is api.Technique.AUTO for t in searched
     )
     notes: list[str] = []
     held: np.ndarray | None = None
@@ -729,18 +726,7 @@ def tune(
             options = options.model_copy(
                 update={
                     "select_algorithm": False,
-                    **{
-                        k: api.Technique.OFF
-                        for k in (
-                            "cross_layer_equalization",
-                            "bias_correction",
-                            "range_search",
-                            "sixteen_bit_weights",
-                            "adaptive_rounding",
-                            "sixteen_bit_activations",
-                        )
-                        if getattr(options, k) is api.Technique.AUTO
-                    },
+                    **{k: api.Technique.OFF for k in options.TECHNIQUES if getattr(options, k) is api.Technique.AUTO},
                 }
             )
         else:
