@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -165,10 +166,10 @@ def test_bias_correction_leaves_sixteen_bit_layers_alone(tmp_path: Path) -> None
     assert not np.array_equal(new["b1"], old["b1"])
 
 
-def test_sixteen_bit_weights_are_int16_in_the_qdq_model_and_closer_to_float(tmp_path: Path) -> None:
+def _separable_with_minmax_ranges(tmp_path: Path) -> tuple[Path, np.ndarray, Path, Any]:
+    """The separable graph, 16 calibration inputs, their MinMax ranges saved as ORT's cache, and the FloatModel."""
     from edgequant.backends.onnxruntime.model import read_model
-    from edgequant.backends.onnxruntime.options import StaticSettings
-    from edgequant.backends.onnxruntime.quantize import FloatModel, quantize_qdq, save_ranges
+    from edgequant.backends.onnxruntime.quantize import FloatModel, save_ranges
 
     source = _separable_graph(tmp_path / "m.onnx")
     x = np.random.default_rng(5).normal(size=(16, 3, 12, 12)).astype(np.float32)
@@ -178,6 +179,14 @@ def test_sixteen_bit_weights_are_int16_in_the_qdq_model_and_closer_to_float(tmp_
         tmp_path / "r.json",
     )
     float_model = FloatModel(path=source, model=read_model(source), preprocessed=False)
+    return source, x, ranges, float_model
+
+
+def test_sixteen_bit_weights_are_int16_in_the_qdq_model_and_closer_to_float(tmp_path: Path) -> None:
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import quantize_qdq
+
+    source, _x, ranges, float_model = _separable_with_minmax_ranges(tmp_path)
 
     def quantized(wide: tuple[str, ...], keep: tuple[str, ...], name: str) -> onnx.ModelProto:
         settings = StaticSettings(sixteen_bit_weights=wide, keep_float=keep)
@@ -372,19 +381,11 @@ def _activation_types(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def test_sixteen_bit_activations_are_uint16_in_the_qdq_model_and_closer_to_float(tmp_path: Path) -> None:
-    from edgequant.backends.onnxruntime.model import read_model
     from edgequant.backends.onnxruntime.options import StaticSettings
     from edgequant.backends.onnxruntime.predictor import OrtPredictor
-    from edgequant.backends.onnxruntime.quantize import FloatModel, quantize_qdq, save_ranges
+    from edgequant.backends.onnxruntime.quantize import quantize_qdq
 
-    source = _separable_graph(tmp_path / "m.onnx")
-    x = np.random.default_rng(5).normal(size=(16, 3, 12, 12)).astype(np.float32)
-    stats = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "stats")
-    ranges = save_ranges(
-        ptq.ranges_by("minmax", stats, percentile=99.99, algorithm=ptq.api.CalibrationAlgorithm.MINMAX),
-        tmp_path / "r.json",
-    )
-    float_model = FloatModel(path=source, model=read_model(source), preprocessed=False)
+    source, x, ranges, float_model = _separable_with_minmax_ranges(tmp_path)
     wide = ("a1", "c2", "a2")
 
     def quantized(activations: tuple[str, ...], keep: tuple[str, ...], name: str) -> Path:
