@@ -640,3 +640,35 @@ def _container_processes(cluster: Cluster, namespace: str) -> list[int]:
         if any(e.startswith(marker) for e in env):
             pids.append(int(entry))
     return pids
+
+
+def test_a_pod_gets_the_cpu_weight_of_its_request(namespace: str, core):
+    """As the kubelet on a cgroup v1 host: the pod's processes sit in a cpu cgroup of their own whose cpu.shares
+    come from the CPU request (250m -> 256), below the node's group; a child process stays in it. Where the cpu
+    hierarchy is not writable the node runs the pod in the caller's group (and logs it)."""
+    code = (
+        "import os, subprocess, sys\n"
+        "line = [l for l in open('/proc/self/cgroup') if ':cpu:' in l or ':cpu,' in l][0]\n"
+        "group = line.strip().split(':', 2)[2]\n"
+        "shares = open('/sys/fs/cgroup/cpu' + group + '/cpu.shares').read().strip() if group != '/' else ''\n"
+        "child = subprocess.run([sys.executable, '-c', 'print(open(\"/proc/self/cgroup\").read())'],"
+        " capture_output=True, text=True).stdout\n"
+        "open(os.environ['EDGEQUANT_TERMINATION_LOG'], 'w').write(f'{group} {shares} {group in child}')\n"
+    )
+    container = py("main", code, resources={"requests": {"cpu": "250m"}})
+    core.create_namespaced_pod(
+        namespace, {"metadata": {"name": "weighted"}, "spec": {"restartPolicy": "Never", "containers": [container]}}
+    )
+    pod = wait_for(
+        "the pod to succeed",
+        lambda: (p := core.read_namespaced_pod("weighted", namespace)).status.phase == "Succeeded" and p,
+    )
+    group, shares, child_inside = pod.status.container_statuses[0].state.terminated.message.split(" ")
+    if os.access("/sys/fs/cgroup/cpu", os.W_OK):
+        assert re.fullmatch(rf"/edgequant-node-\d+/{pod.metadata.uid}", group), group
+        assert shares == "256"
+        assert child_inside == "True"
+        # the node removes the group once the pod has ended
+        wait_for("the pod's cpu group to go", lambda: not Path("/sys/fs/cgroup/cpu" + group).exists(), timeout=30)
+    else:
+        assert not group.startswith("/edgequant-node-")

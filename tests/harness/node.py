@@ -497,6 +497,8 @@ class PodWorker(threading.Thread):
             self.wake.set()
             return
         run.proc = proc
+        if self.node.cpu_groups is not None:
+            self.node.cpu_groups.place(self.uid, pod_cpu_shares(self.pod["spec"]), proc.pid)
         run.started_at = started
         run.state = {"running": {"startedAt": started}}
         self.node.register_proc(proc)
@@ -656,6 +658,8 @@ class PodWorker(threading.Thread):
         # Secret and token contents do not outlive the pod; container output stays.
         shutil.rmtree(self.dir / "volumes", ignore_errors=True)
         shutil.rmtree(self.dir / "tmp", ignore_errors=True)
+        if self.node.cpu_groups is not None:
+            self.node.cpu_groups.release(self.uid)
 
     # -- status ---------------------------------------------------------------------------
     def _report(self) -> None:
@@ -1032,6 +1036,80 @@ def rewrite_paths(value: str, mapping: dict[str, str]) -> str:
 
 
 # --------------------------------------------------------------------------- the node
+#: cgroup v1's cpu hierarchy; the kubelet's pod cgroups live there on a cgroup v1 host.
+CPU_CGROUP_ROOT = Path("/sys/fs/cgroup/cpu")
+#: The kubelet's bounds on cpu.shares (MinShares for a pod without CPU requests, MaxShares).
+MIN_CPU_SHARES, MAX_CPU_SHARES = 2, 262144
+
+
+def pod_cpu_shares(pod_spec: dict) -> int:
+    """cpu.shares the kubelet gives a pod: its CPU requests in millicores x 1024 / 1000 (the larger of the main
+    containers' sum and any init container's), at least 2 (a BestEffort pod) and at most 262144."""
+
+    def millicores(containers: list[dict]) -> list[Decimal]:
+        return [parse_quantity(c.get("resources", {}).get("requests", {}).get("cpu", "0")) * 1000 for c in containers]
+
+    milli = max(
+        [sum(millicores(pod_spec.get("containers", [])), Decimal(0)), *millicores(pod_spec.get("initContainers", []))]
+    )
+    return int(min(max(milli * 1024 / 1000, MIN_CPU_SHARES), MAX_CPU_SHARES))
+
+
+class PodCpuGroups:
+    """One cpu cgroup per pod, weighted by the pod's CPU request, under one group for the node's pods (as the
+    kubelet's ``kubepods``, weight 1024). Without it every container, a session of its own, is an autogroup that
+    weighs as much as the API server: 110 pods starve the control plane, which a real node's kubelet prevents."""
+
+    def __init__(self, base: Path):
+        self.base = base
+
+    @classmethod
+    def create(cls, name: str, root: Path = CPU_CGROUP_ROOT) -> PodCpuGroups | None:
+        """The node's group, or None where the cpu hierarchy is not writable (cgroup v2 only, no root)."""
+        for stale in root.glob("edgequant-node-*") if root.is_dir() else []:
+            owner = stale.name.removeprefix("edgequant-node-")
+            if not owner.isdigit() or Path(f"/proc/{owner}").exists():
+                continue
+            with contextlib.suppress(OSError):  # a node that died: its empty pod groups, then its own
+                for child in stale.iterdir():
+                    if child.is_dir():
+                        child.rmdir()
+                stale.rmdir()
+        try:
+            base = root / name
+            base.mkdir(exist_ok=True)
+            (base / "cpu.shares").write_text("1024")
+        except OSError as e:
+            log.warning("no cpu cgroups (%s): pods share the CPU with the control plane as equals", e)
+            return None
+        return cls(base)
+
+    def place(self, uid: str, shares: int, pid: int) -> None:
+        """Move ``pid`` (a container's first process; what it starts later follows) into the pod's group."""
+        group = self.base / uid
+        try:
+            group.mkdir(exist_ok=True)
+            (group / "cpu.shares").write_text(str(shares))
+            (group / "cgroup.procs").write_text(str(pid))
+        except OSError as e:  # the process may have ended already
+            log.debug("cpu group of pod %s: %s", uid, e)
+
+    def release(self, uid: str) -> None:
+        with contextlib.suppress(OSError):
+            (self.base / uid).rmdir()
+
+    def close(self) -> None:
+        """Remove every group; processes left in one go back to the root group first."""
+        for group in [g for g in self.base.iterdir() if g.is_dir()] if self.base.is_dir() else []:
+            with contextlib.suppress(OSError):
+                for pid in (group / "cgroup.procs").read_text().split():
+                    with contextlib.suppress(OSError):
+                        (self.base.parent / "cgroup.procs").write_text(pid)
+                group.rmdir()
+        with contextlib.suppress(OSError):
+            self.base.rmdir()
+
+
 class ProcessNode:
     def __init__(
         self,
@@ -1072,6 +1150,7 @@ class ProcessNode:
         self.procs: set[subprocess.Popen] = set()
         self.procs_lock = threading.Lock()
         self.boot_id = str(uuid.uuid4())
+        self.cpu_groups = PodCpuGroups.create(f"edgequant-node-{os.getpid()}")
 
     # -- API helpers ------------------------------------------------------------------------
     def get_object(self, kind: str, ns: str, name: str) -> dict | None:
@@ -1467,6 +1546,8 @@ class ProcessNode:
         for p in procs:
             with contextlib.suppress(OSError):
                 os.killpg(p.pid, signal.SIGKILL)
+        if self.cpu_groups is not None:
+            self.cpu_groups.close()
 
 
 def main(argv: list[str] | None = None) -> int:
