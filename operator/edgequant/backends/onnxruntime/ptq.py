@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +39,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import TensorsData
 from onnxruntime.quantization import load_tensors_data as load_ranges
-from onnxruntime.quantization.calibrate import HistogramCollector, TensorData
+from onnxruntime.quantization.calibrate import TensorData
+from threadpoolctl import threadpool_limits
 
 from edgequant.analysis import post_training as pt
 from edgequant.api import v1alpha1 as api
@@ -305,16 +306,25 @@ def collect_statistics(
     fixed_batch: int | None = None,
     second_moments: bool = False,
     chunk: int = STATISTICS_CHUNK,
+    only_tensors: Collection[str] | None = None,
+    only_layers: Collection[str] | None = None,
 ) -> Statistics:
     """Histograms of the calibrated tensors and per-channel input means of the weighted layers, batch by batch (memory: one batch).
 
     ``second_moments``: also sum x x^T of every ``roundable_layers`` input (in x in per layer, never the inputs).
+    ``only_tensors`` / ``only_layers``: just these calibrated tensors and these layers' (by node name) inputs, the
+    session computing no other output (what cross-layer equalization changes, see ``equalized_statistics``).
     """
     model = onnx.load(str(model_path))
     roundable = roundable_layers(model) if second_moments else {}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     tensors = calibrated_tensors(model)
     layers = _weighted_layers(model)
+    if only_tensors is not None:
+        tensors = [t for t in tensors if t in only_tensors]
+    if only_layers is not None:
+        layers = [n for n in layers if n.name in only_layers]
+        roundable = {name: node for name, node in roundable.items() if name in only_layers}
     inits = {t.name: t for t in model.graph.initializer}
     graph = model.graph
     existing = {o.name for o in graph.output}
@@ -349,20 +359,23 @@ def collect_statistics(
     accumulators = {name: pt.HistogramAccumulator(HISTOGRAM_BINS) for name in tensors}
     sums: dict[str, np.ndarray] = {}
     samples = 0
-    for batch in batches:
-        # every calibrated tensor of a batch comes back at once: small pieces keep that bounded (fixed-batch models excepted)
-        step = len(batch) if fixed_batch else chunk
-        for start in range(0, len(batch), step):
-            x = np.ascontiguousarray(batch[start : start + step])
-            values = dict(zip(names, sess.run(None, {input_name: x})))
-            for name in wanted:
-                accumulators[name].add(values[name])
-            for layer, out in mean_outputs.items():
-                sums[layer] = sums.get(layer, 0) + values[out].astype(np.float64) * len(x)
-            for layer, node in roundable.items():
-                moments[layer].add(_input_rows(node, values[node.input[0]]))
-            samples += len(x)
-            del values
+    # one BLAS thread for the second moments: ONNX Runtime's threads have just run the batch, and OpenBLAS's own
+    # threads, spinning while they wait for a core, took ten times the CPU of one thread (the same sums, bit for bit)
+    with threadpool_limits(limits=1, user_api="blas"):
+        for batch in batches:
+            # every calibrated tensor of a batch comes back at once: small pieces keep that bounded (fixed-batch models excepted)
+            step = len(batch) if fixed_batch else chunk
+            for start in range(0, len(batch), step):
+                x = np.ascontiguousarray(batch[start : start + step])
+                values = dict(zip(names, sess.run(None, {input_name: x})))
+                for name in wanted:
+                    accumulators[name].add(values[name])
+                for layer, out in mean_outputs.items():
+                    sums[layer] = sums.get(layer, 0) + values[out].astype(np.float64) * len(x)
+                for layer, node in roundable.items():
+                    moments[layer].add(_input_rows(node, values[node.input[0]]))
+                samples += len(x)
+                del values
     if samples == 0:
         raise ValueError("no calibration batches")
     histograms = {name: acc.histogram() for name, acc in accumulators.items() if acc.has_values}
@@ -371,6 +384,41 @@ def collect_statistics(
         input_means={k: v / samples for k, v in sums.items()},
         samples=samples,
         second_moments=moments,
+    )
+
+
+def equalized_tensors(model: onnx.ModelProto, pairs: Iterable[tuple[str, str]]) -> tuple[set[str], set[str]]:
+    """What cross-layer equalization of ``pairs`` changes in ``model`` (the equalized one): the tensors between each pair
+    (the first Conv's output and the Relu's after it, divided per channel by the scales) and the layers reading them
+    (the second Convs: their inputs' means and second moments change). Every other tensor is the same function of the
+    input as before; its values differ from the source model's only by float rounding."""
+    users = _consumers(model.graph)
+    nodes = {n.name: n for n in model.graph.node}
+    tensors: set[str] = set()
+    layers: set[str] = set()
+    for first, second in pairs:
+        tensor = nodes[first].output[0]
+        tensors.add(tensor)
+        between = users.get(tensor, [])
+        if len(between) == 1 and between[0].op_type in SCALE_EQUIVARIANT:
+            tensors.add(between[0].output[0])
+        layers.add(second)
+    return tensors, layers
+
+
+def equalized_statistics(before: Statistics, changed: Statistics, tensors: Collection[str]) -> Statistics:
+    """The equalized model's statistics: ``changed`` (a pass over ``tensors`` and the layers reading them only) over
+    ``before`` (the source model's full pass, on the same samples), whose histogram objects are shared (so ranges
+    already computed for them are reused)."""
+    if changed.samples != before.samples:
+        raise ValueError(f"the equalized pass saw {changed.samples} samples, the full pass {before.samples}")
+    histograms = {name: hist for name, hist in before.histograms.items() if name not in tensors}
+    histograms.update(changed.histograms)
+    return Statistics(
+        histograms=histograms,
+        input_means={**before.input_means, **changed.input_means},
+        samples=before.samples,
+        second_moments={**before.second_moments, **changed.second_moments},
     )
 
 
@@ -419,23 +467,91 @@ def _input_rows(node: onnx.NodeProto, activation: np.ndarray) -> np.ndarray:
 
 
 def _entropy_range(hist: pt.Histogram) -> tuple[float, float]:
-    """ORT's KL threshold search (its own code) on the histogram merged to ENTROPY_BINS symmetric bins."""
+    """ORT's KL threshold search (``kl_threshold``, the same arithmetic) on the histogram merged to ENTROPY_BINS
+    symmetric bins."""
     small = pt.rebin_symmetric(pt.symmetric_histogram(hist), ENTROPY_BINS)
     if len(small.counts) < ENTROPY_QUANTIZED_BINS:
         return pt.minmax_range(hist)
-    collector = HistogramCollector(
-        method="entropy",
-        symmetric=False,
-        num_bins=ENTROPY_BINS,
-        num_quantized_bins=ENTROPY_QUANTIZED_BINS,
-        percentile=99.999,
-        scenario="same",
-    )
-    lo, hi = collector.get_entropy_threshold(
-        (small.counts, small.edges.astype(np.float32), np.float32(small.minimum), np.float32(small.maximum)),
+    lo, hi = kl_threshold(
+        small.counts,
+        small.edges.astype(np.float32),
+        np.float32(small.minimum),
+        np.float32(small.maximum),
         ENTROPY_QUANTIZED_BINS,
     )
     return float(lo), float(hi)
+
+
+def kl_threshold(
+    counts: np.ndarray, edges: np.ndarray, minimum: np.floating, maximum: np.floating, quantized_bins: int
+) -> tuple[np.floating, np.floating]:
+    """ONNX Runtime's entropy calibration (``HistogramCollector.get_entropy_threshold``) with every candidate
+    threshold at once: the same integer merging, smoothing and float32 KL divergence, element by element, so the
+    same threshold wins; only the per-threshold sums run one by one (numpy's summation order depends on the length).
+    ORT loops in Python over thresholds and bins (0.1 s a tensor; this: a few ms).
+
+    Candidate i keeps the symmetric window of 2i + 1 bins around the middle bin (outliers folded into its end bins),
+    for i from quantized_bins / 2 to half the bins; the threshold with the least KL divergence between that window
+    and its merge into ``quantized_bins`` bins wins, clipped to [minimum, maximum].
+    """
+    hist = np.asarray(counts, dtype=np.int64)
+    bins = hist.size
+    middle = bins // 2
+    reach = np.arange(quantized_bins // 2, middle + 1)
+    starts = middle - reach
+    ends = np.minimum(middle + reach + 1, bins)
+    sizes = ends - starts
+    rows = len(reach)
+    columns = np.arange(int(sizes.max()))
+    valid = columns[None, :] < sizes[:, None]
+    window = np.where(valid, hist[np.minimum(starts[:, None] + columns[None, :], bins - 1)], 0)
+    cumulative = np.concatenate([[0], np.cumsum(hist)])
+    p = window.copy()
+    p[:, 0] += cumulative[starts]
+    p[np.arange(rows), sizes - 1] += cumulative[-1] - cumulative[ends]
+    # q: the window merged into quantized_bins groups of ``merged`` bins (the tail beyond them counted into the
+    # last group but not spread back), each group's count spread evenly (truncated) over its bins where p is non-zero
+    merged = sizes // quantized_bins
+    q = np.zeros_like(p)
+    for m in np.unique(merged):
+        chosen = np.flatnonzero(merged == m)
+        span = quantized_bins * int(m)
+        grouped = window[chosen, :span].reshape(len(chosen), quantized_bins, int(m)).sum(axis=2)
+        grouped[:, -1] += window[chosen, span:].sum(axis=1)
+        norms = (p[chosen, :span] != 0).reshape(len(chosen), quantized_bins, int(m)).sum(axis=2)
+        share = np.where(norms != 0, grouped / np.where(norms != 0, norms, 1), 0.0)
+        q[chosen, :span] = np.repeat(share, int(m), axis=1).astype(np.int64)
+    p_smooth, p_ok = _smooth_distributions(p, valid, sizes)
+    q_smooth, q_ok = _smooth_distributions(q, valid, sizes)
+    add = np.add.reduce
+    p_total = np.array([add(p_smooth[r, : sizes[r]]) for r in range(rows)], dtype=np.float32)
+    q_total = np.array([add(q_smooth[r, : sizes[r]]) for r in range(rows)], dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        pk = p_smooth / p_total[:, None]
+        qk = q_smooth / q_total[:, None]
+        terms = pk * np.log(pk / qk)
+    terms[~((pk > 0) & (qk > 0))] = np.inf
+    divergence = np.array([add(terms[r, : sizes[r]]) for r in range(rows)], dtype=edges.dtype)
+    divergence[~(p_ok & q_ok)] = np.inf
+    best = int(np.argmin(divergence))
+    lo, hi = edges[starts[best]], edges[ends[best]]
+    return (minimum if lo < minimum else lo), (maximum if hi > maximum else hi)
+
+
+def _smooth_distributions(
+    counts: np.ndarray, valid: np.ndarray, sizes: np.ndarray, eps: float = 0.0001
+) -> tuple[np.ndarray, np.ndarray]:
+    """ORT's ``smooth_distribution`` of each row's first ``sizes`` counts (float32: eps added to the zeros, taken off
+    the others in proportion), and whether the row had a non-zero count (ORT: no distribution, infinite divergence)."""
+    zeros = (valid & (counts == 0)).astype(np.float32)
+    nonzeros = (valid & (counts != 0)).astype(np.float32)
+    n_zeros = zeros.sum(axis=1)
+    n_nonzeros = sizes - n_zeros
+    ok = n_nonzeros != 0
+    eps1 = eps * n_zeros.astype(np.float64) / np.where(ok, n_nonzeros, 1).astype(np.float64)
+    smoothed = counts.astype(np.float32)
+    smoothed += np.float32(eps) * zeros + (-eps1).astype(np.float32)[:, None] * nonzeros
+    return smoothed, ok
 
 
 #: Range rules by name, the candidates of the algorithm choice ("mse" is the range search).
@@ -447,12 +563,36 @@ RANGE_RULES: dict[str, Callable[[pt.Histogram, float], tuple[float, float]]] = {
 }
 
 
-def ranges_by(rule: str, stats: Statistics, *, percentile: float, algorithm: api.CalibrationAlgorithm) -> TensorsData:
-    """Every calibrated tensor's range by ``rule``, labelled with ``algorithm``'s ORT method (quantize_static checks that label)."""
+#: Ranges already computed, by (rule, percentile, id of the histogram), with the histogram itself (kept alive so its id
+#: is not reused): see ``ranges_by``.
+RangeCache = dict[tuple[str, float, int], tuple[pt.Histogram, float, float]]
+
+
+def ranges_by(
+    rule: str,
+    stats: Statistics,
+    *,
+    percentile: float,
+    algorithm: api.CalibrationAlgorithm,
+    cache: RangeCache | None = None,
+) -> TensorsData:
+    """Every calibrated tensor's range by ``rule``, labelled with ``algorithm``'s ORT method (quantize_static checks that label).
+
+    ``cache``: ranges computed before for the same histogram objects are taken from it and new ones added (the search
+    asks for a rule again under bias correction, and the equalized model's statistics share the histograms that
+    equalization leaves alone); each call returns fresh ``TensorData``.
+    """
     compute = RANGE_RULES[rule]
     data = {}
     for name, hist in stats.histograms.items():
-        lo, hi = compute(hist, percentile)
+        key = (rule, percentile, id(hist))
+        known = cache.get(key) if cache is not None else None
+        if known is not None and known[0] is hist:
+            lo, hi = known[1], known[2]
+        else:
+            lo, hi = compute(hist, percentile)
+            if cache is not None:
+                cache[key] = (hist, lo, hi)
         data[name] = TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
     return TensorsData(ORT_METHOD[algorithm], data)
 
@@ -765,22 +905,25 @@ def tune(
         )
         return model, ranges_path, score
 
-    def statistics(path: Path) -> Statistics:
+    def statistics(path: Path, *, changed: tuple[set[str], set[str]] | None = None) -> Statistics:
+        """The statistics pass over ``fit``; ``changed``: only these (tensors, layers)."""
         started = time.perf_counter()
+        what = "" if changed is None else f" of the {len(changed[0])} tensors equalization changes"
         try:
-            return _collect(path)
+            return _collect(path, changed)
         finally:
-            log(f"ptq statistics pass over {fit.count} samples: {time.perf_counter() - started:.1f} s")
+            log(f"ptq statistics pass{what} over {fit.count} samples: {time.perf_counter() - started:.1f} s")
 
-    def _collect(path: Path) -> Statistics:
+    def _collect(path: Path, changed: tuple[set[str], set[str]] | None) -> Statistics:
         fixed = statistics_fixed_bytes(onnx.load(str(path), load_external_data=False), second_moments=rounding)
         per_sample = activation_bytes_per_sample(path)
         chunk = statistics_chunk(budget_bytes=memory_budget_bytes, fixed_bytes=fixed, bytes_per_sample=per_sample)
-        log(
-            f"ptq statistics: {chunk} samples per run (histograms and second moments {fixed / 2**20:.1f} MiB, "
-            + (f"{per_sample / 2**20:.1f} MiB of activations per sample, " if per_sample else "")
-            + f"memory budget {memory_budget_bytes / 2**20:.0f} MiB)"
-        )
+        if changed is None:
+            log(
+                f"ptq statistics: {chunk} samples per run (histograms and second moments {fixed / 2**20:.1f} MiB, "
+                + (f"{per_sample / 2**20:.1f} MiB of activations per sample, " if per_sample else "")
+                + f"memory budget {memory_budget_bytes / 2**20:.0f} MiB)"
+            )
         return collect_statistics(
             path,
             model_batches(fit, fixed_batch=float_model.model.fixed_batch),
@@ -789,6 +932,8 @@ def tune(
             fixed_batch=float_model.model.fixed_batch,
             second_moments=rounding,
             chunk=chunk,
+            only_tensors=None if changed is None else changed[0],
+            only_layers=None if changed is None else changed[1],
         )
 
     int8 = settings.weight_type is api.OnnxQuantType.INT8
@@ -796,11 +941,14 @@ def tune(
     rounding = options.adaptive_rounding is not api.Technique.OFF and int8
     stats = statistics(float_model.path)
     percentile = settings.percentile
+    range_cache: RangeCache = {}
     best: tuple[FloatModel, Path, pt.Score | None, str] | None = None
     tried = _rules(settings, options, algorithm_given=algorithm_given)
     for rule in tried:
         model, rp, score = candidate(
-            rule, float_model.path, ranges_by(rule, stats, percentile=percentile, algorithm=settings.algorithm)
+            rule,
+            float_model.path,
+            ranges_by(rule, stats, percentile=percentile, algorithm=settings.algorithm, cache=range_cache),
         )
         if best is None or (score is not None and best[2] is not None and pt.best_candidate([best[2], score]) is score):
             best = (model, rp, score, rule)
@@ -817,9 +965,12 @@ def tune(
                 + (f" ({skipped} pairs skipped: not scale-equivariant)" if skipped else "")
             )
         else:
-            eq_stats = statistics(path)
+            changed = equalized_tensors(onnx.load(str(path), load_external_data=False), search.pairs)
+            eq_stats = equalized_statistics(stats, statistics(path, changed=changed), changed[0])
             model, rp, score = candidate(
-                f"{rule}+cle", path, ranges_by(rule, eq_stats, percentile=percentile, algorithm=settings.algorithm)
+                f"{rule}+cle",
+                path,
+                ranges_by(rule, eq_stats, percentile=percentile, algorithm=settings.algorithm, cache=range_cache),
             )
             what = f"{len(search.pairs)} Conv pairs" + (
                 f"; {skipped} pairs skipped: ReLU6/Clip is not scale-equivariant" if skipped else ""
@@ -887,7 +1038,7 @@ def tune(
                 ranges = (
                     load_ranges(b.ranges)
                     if r == b.rule
-                    else ranges_by(r, stats, percentile=percentile, algorithm=settings.algorithm)
+                    else ranges_by(r, stats, percentile=percentile, algorithm=settings.algorithm, cache=range_cache)
                 )
                 model, rp, score = candidate(f"{r}{b.name(rule=False)}+bc", path, ranges, wide=wide)
                 if best_bc is None or (

@@ -580,3 +580,102 @@ def test_sixteen_bit_weights_are_tried_only_below_the_agreement_budget_or_when_o
         assert eight_bit.agreement < 1.0 and sixteen.name == "minmax+w16"
         kept = pt.best_candidate([eight_bit, sixteen]) is sixteen
         assert (tuned.sixteen_bit_weights == every_narrow_weight) == kept
+
+
+def test_the_equalized_pass_over_what_equalization_changes_equals_a_full_pass(tmp_path: Path) -> None:
+    source = _separable_graph(tmp_path / "m.onnx")
+    target, search = ptq.equalize_model(source, tmp_path / "eq.onnx")
+    tensors, layers = ptq.equalized_tensors(onnx.load(str(target)), search.pairs)
+    assert tensors == {"c1", "a1", "c2", "a2"} and layers == {"dw", "pw"}
+    x = (np.random.default_rng(3).normal(size=(20, 3, 12, 12)) + 0.5).astype(np.float32)
+
+    def collect(path: Path, name: str, **only: Any) -> ptq.Statistics:
+        return ptq.collect_statistics(
+            path, [x[:8], x[8:]], input_name="input", workdir=tmp_path / name, second_moments=True, **only
+        )
+
+    before, full = collect(source, "before"), collect(target, "full")
+    changed = collect(target, "changed", only_tensors=tensors, only_layers=layers)
+    assert set(changed.histograms) == tensors and set(changed.second_moments) == {"pw"}
+    merged = ptq.equalized_statistics(before, changed, tensors)
+    assert set(merged.histograms) == set(full.histograms) and set(merged.input_means) == set(full.input_means)
+    for name, hist in merged.histograms.items():
+        expected = full.histograms[name]
+        if name in tensors:  # what equalization rescaled: the same values as the full pass
+            np.testing.assert_array_equal(hist.counts, expected.counts)
+            np.testing.assert_array_equal(hist.edges, expected.edges)
+            assert (hist.minimum, hist.maximum) == (expected.minimum, expected.maximum)
+        else:  # the rest is the source model's (the same function; float rounding apart)
+            assert hist is before.histograms[name]
+            np.testing.assert_allclose([hist.minimum, hist.maximum], [expected.minimum, expected.maximum], rtol=1e-5)
+            assert hist.counts.sum() == expected.counts.sum()
+    for name, mean in full.input_means.items():
+        np.testing.assert_allclose(merged.input_means[name], mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(merged.second_moments["pw"].matrix, full.second_moments["pw"].matrix)
+    # and the rescaled tensors did change: a1 is the Relu output between conv1 and the depthwise conv
+    assert merged.histograms["a1"].maximum != before.histograms["a1"].maximum
+    with pytest.raises(ValueError, match="samples"):
+        ptq.equalized_statistics(before, ptq.Statistics(histograms={}, input_means={}, samples=3), tensors)
+
+
+def test_ranges_by_computes_each_rule_once_per_histogram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = _separable_graph(tmp_path / "m.onnx")
+    x = np.random.default_rng(4).normal(size=(12, 3, 12, 12)).astype(np.float32)
+    stats = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "stats")
+    calls: list[int] = []
+    rule = ptq.RANGE_RULES["mse"]
+    monkeypatch.setitem(ptq.RANGE_RULES, "mse", lambda h, p: calls.append(1) or rule(h, p))
+    algorithm = ptq.api.CalibrationAlgorithm.MINMAX
+    plain = ptq.ranges_by("mse", stats, percentile=99.99, algorithm=algorithm)
+    assert len(calls) == len(stats.histograms)
+    cache: ptq.RangeCache = {}
+    first = ptq.ranges_by("mse", stats, percentile=99.99, algorithm=algorithm, cache=cache)
+    again = ptq.ranges_by("mse", stats, percentile=99.99, algorithm=algorithm, cache=cache)
+    assert len(calls) == 2 * len(stats.histograms)  # the second call with the cache computed nothing
+    for name in stats.histograms:
+        assert plain[name].range_value == first[name].range_value == again[name].range_value
+        assert first[name] is not again[name]
+    # statistics sharing all but one histogram (the equalized model's): only that one is computed
+    changed = dict(stats.histograms)
+    changed["a1"] = pt.Histogram(
+        counts=stats.histograms["a1"].counts, edges=stats.histograms["a1"].edges * 2, minimum=0.0, maximum=1.0
+    )
+    shared = ptq.Statistics(histograms=changed, input_means={}, samples=stats.samples)
+    ptq.ranges_by("mse", shared, percentile=99.99, algorithm=algorithm, cache=cache)
+    assert len(calls) == 2 * len(stats.histograms) + 1
+    other = ptq.ranges_by("mse", stats, percentile=99.9, algorithm=algorithm, cache=cache)  # another setting: computed
+    assert len(calls) == 3 * len(stats.histograms) + 1 and other["a1"].range_value == plain["a1"].range_value
+
+
+def _random_histogram(rng: np.random.Generator, kind: int, bins: int) -> np.ndarray:
+    if kind == 0:  # dense, noisy
+        return rng.poisson(rng.exponential(1000, bins)).astype(np.int64)
+    if kind == 1:  # heavy tails
+        v = rng.standard_t(3, 50_000)
+        return np.histogram(v, bins=bins, range=(-np.abs(v).max(), np.abs(v).max()))[0]
+    if kind == 2:  # one-sided (after ReLU) on symmetric edges
+        v = np.maximum(rng.normal(0, 1, 50_000), 0)
+        return np.histogram(v, bins=bins, range=(-v.max(), v.max()))[0]
+    counts = np.zeros(bins, np.int64)  # a few huge spikes
+    spikes = int(rng.integers(1, 40))
+    counts[rng.integers(0, bins, spikes)] = rng.integers(1, 10**9, spikes)
+    return counts
+
+
+def test_the_entropy_threshold_search_is_onnx_runtimes() -> None:
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    collector = HistogramCollector(
+        method="entropy", symmetric=False, num_bins=512, num_quantized_bins=128, percentile=99.999, scenario="same"
+    )
+    rng = np.random.default_rng(5)
+    for trial in range(10):
+        bins = 512 if trial < 8 else int(rng.integers(130, 500))
+        counts = _random_histogram(rng, trial % 4, bins)
+        reach = float(rng.uniform(0.5, 20))
+        edges = np.linspace(-reach, reach, bins + 1).astype(np.float32)
+        low, high = np.float32(-reach * rng.uniform(0.5, 1)), np.float32(reach * rng.uniform(0.5, 1))
+        expected = collector.get_entropy_threshold((counts, edges, low, high), 128)
+        found = ptq.kl_threshold(counts, edges, low, high, 128)
+        assert (found[0], found[1]) == (expected[0], expected[1]), trial
+        assert found[0].dtype == expected[0].dtype == np.float32
