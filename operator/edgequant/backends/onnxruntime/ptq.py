@@ -31,6 +31,7 @@ import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -297,6 +298,15 @@ def statistics_chunk(*, budget_bytes: int, fixed_bytes: int, bytes_per_sample: i
     return min(STATISTICS_CHUNK, probe_batch_size(budget_bytes=left, bytes_per_sample=bytes_per_sample))
 
 
+def one_blas_thread() -> AbstractContextManager[object]:
+    """numpy's BLAS on one thread, for the statistics pass's second moments and adaptive rounding: on a shared CPU
+    OpenBLAS's threads spin while they wait for a core (EfficientNet-Lite0: 3-10x the CPU time of one thread, and
+    slower), and ONNX Runtime's threads have the cores between the BLAS calls anyway. The results are bit-identical
+    (OpenBLAS splits the output among threads, not the sums)."""
+    limits: AbstractContextManager[object] = threadpool_limits(limits=1, user_api="blas")
+    return limits
+
+
 def collect_statistics(
     model_path: Path,
     batches: Iterable[np.ndarray],
@@ -359,9 +369,7 @@ def collect_statistics(
     accumulators = {name: pt.HistogramAccumulator(HISTOGRAM_BINS) for name in tensors}
     sums: dict[str, np.ndarray] = {}
     samples = 0
-    # one BLAS thread for the second moments: ONNX Runtime's threads have just run the batch, and OpenBLAS's own
-    # threads, spinning while they wait for a core, took ten times the CPU of one thread (the same sums, bit for bit)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with one_blas_thread():
         for batch in batches:
             # every calibrated tensor of a batch comes back at once: small pieces keep that bounded (fixed-batch models excepted)
             step = len(batch) if fixed_batch else chunk
@@ -688,21 +696,22 @@ def round_weights_adaptively(
     inits = {t.name: t for t in model.graph.initializer}
     ratios: list[float] = []
     changed = 0
-    for name, node in roundable_layers(model).items():
-        moment = moments.get(name)
-        if moment is None or moment.rows == 0 or node.input[1] in skip_weights:
-            continue
-        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-        transposed = node.op_type == "Gemm" and not _attr(node, "transB", 0)
-        matrix = weight.T if transposed else weight.reshape(weight.shape[0], -1)
-        rounded = pt.adaptive_rounding(matrix, moment.matrix, qmax=weight_qmax, per_channel=per_channel)
-        nearest = pt.quantize_weights_symmetric(matrix, qmax=weight_qmax, per_channel=per_channel)
-        before = pt.output_error(matrix, nearest, moment.matrix)
-        if before > 0:
-            ratios.append(pt.output_error(matrix, rounded, moment.matrix) / before)
-        new = (rounded.T if transposed else rounded.reshape(weight.shape)).astype(np.float32)
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(new), node.input[1]))
-        changed += 1
+    with one_blas_thread():
+        for name, node in roundable_layers(model).items():
+            moment = moments.get(name)
+            if moment is None or moment.rows == 0 or node.input[1] in skip_weights:
+                continue
+            weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+            transposed = node.op_type == "Gemm" and not _attr(node, "transB", 0)
+            matrix = weight.T if transposed else weight.reshape(weight.shape[0], -1)
+            rounded = pt.adaptive_rounding(matrix, moment.matrix, qmax=weight_qmax, per_channel=per_channel)
+            nearest = pt.quantize_weights_symmetric(matrix, qmax=weight_qmax, per_channel=per_channel)
+            before = pt.output_error(matrix, nearest, moment.matrix)
+            if before > 0:
+                ratios.append(pt.output_error(matrix, rounded, moment.matrix) / before)
+            new = (rounded.T if transposed else rounded.reshape(weight.shape)).astype(np.float32)
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(new), node.input[1]))
+            changed += 1
     target.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(target))
     return Rounded(path=target, layers=changed, error_ratio=float(np.mean(ratios)) if ratios else 1.0)

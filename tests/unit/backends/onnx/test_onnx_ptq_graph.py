@@ -679,3 +679,23 @@ def test_the_entropy_threshold_search_is_onnx_runtimes() -> None:
         found = ptq.kl_threshold(counts, edges, low, high, 128)
         assert (found[0], found[1]) == (expected[0], expected[1]), trial
         assert found[0].dtype == expected[0].dtype == np.float32
+
+
+def test_one_blas_thread_gives_the_same_second_moments_and_rounding() -> None:
+    from threadpoolctl import threadpool_info
+
+    rng = np.random.default_rng(6)
+    rows = rng.normal(size=(4096, 192)).astype(np.float32)
+    weight = rng.normal(size=(96, 192)).astype(np.float32)
+
+    def moment_and_rounding() -> tuple[np.ndarray, np.ndarray]:
+        moment = pt.SecondMoment(192)
+        moment.add(rows)
+        return moment.matrix, pt.adaptive_rounding(weight, moment.matrix, qmax=127, per_channel=True)
+
+    default = moment_and_rounding()
+    with ptq.one_blas_thread():
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
+        single = moment_and_rounding()
+    np.testing.assert_array_equal(single[0], default[0])
+    np.testing.assert_array_equal(single[1], default[1])
