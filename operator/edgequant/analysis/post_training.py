@@ -311,6 +311,10 @@ def percentile_range(hist: Histogram, percentile: float) -> tuple[float, float]:
     return max(lo, float(hist.minimum)), min(hi, float(hist.maximum))
 
 
+#: Values binned at once by ``HistogramAccumulator.add`` (fits a core's L2 cache with its two buffers).
+HISTOGRAM_PIECE = 1 << 16
+
+
 class HistogramAccumulator:
     """A histogram built batch by batch on bins anchored at zero (edges k * width), so 0 is always an edge.
 
@@ -360,12 +364,20 @@ class HistogramAccumulator:
             if len(self.counts):
                 grown[self.first - first : self.first - first + len(self.counts)] = self.counts
             self.counts, self.first = grown, first
-        # bin indices in the values' own float type, in place (one temporary, half the time of integer temporaries):
-        # floor(v / w) is an integer of at most ``bins`` magnitude there, so subtracting ``first`` is exact
-        k = np.divide(v, real(self.width))
-        np.floor(k, out=k)
-        k -= real(self.first)
-        self.counts += np.bincount(k.astype(np.intp), minlength=len(self.counts))
+        # bin indices in the values' own float type (floor(v / w) is an integer of at most ``bins`` magnitude there, so
+        # subtracting ``first`` is exact), a cache-sized piece at a time through two reused buffers: whole-tensor
+        # temporaries (a 224x224 network's activations are megabytes) took twice the time, most of it in memory traffic
+        step = min(v.size, HISTOGRAM_PIECE)
+        bins, indices = np.empty(step, dtype=v.dtype), np.empty(step, dtype=np.intp)
+        width, first = real(self.width), real(self.first)
+        for start in range(0, v.size, step):
+            piece = v[start : start + step]
+            k, ks = bins[: piece.size], indices[: piece.size]
+            np.divide(piece, width, out=k)
+            np.floor(k, out=k)
+            k -= first
+            ks[...] = k
+            self.counts += np.bincount(ks, minlength=len(self.counts))
         if self._zeros:
             self.counts[-self.first] += self._zeros
             self._zeros = 0

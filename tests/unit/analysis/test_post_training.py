@@ -174,6 +174,20 @@ def test_histogram_accumulator_merges_batches_exactly() -> None:
     assert 0.0 in hist.edges
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_histogram_accumulator_bins_piece_by_piece_as_the_whole_tensor_at_once(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pt, "HISTOGRAM_PIECE", 1000)
+    values = (np.random.default_rng(3).standard_t(df=3, size=(7, 1234)) * 5).astype(dtype)
+    acc = pt.HistogramAccumulator(bins=4096)
+    acc.add(values)
+    real = np.dtype(dtype).type
+    whole = np.floor(values.ravel() / real(acc.width)) - real(acc.first)  # every value's bin, in one go
+    np.testing.assert_array_equal(acc.counts, np.bincount(whole.astype(np.intp), minlength=len(acc.counts)))
+    assert acc.counts.sum() == values.size
+
+
 def test_rebinning_keeps_counts_and_extent() -> None:
     hist = pt.symmetric_histogram(_histogram(np.random.default_rng(2).normal(loc=1.0, size=10_000)))
     np.testing.assert_allclose(hist.edges[0], -hist.edges[-1])
