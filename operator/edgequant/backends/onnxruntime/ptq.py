@@ -857,6 +857,7 @@ def tune(
     is below ``min_agreement`` (acceptance.minAgreement), 16-bit weights (with rounding and correction again around
     them) and 16-bit activations, which cost speed."""
     workdir.mkdir(parents=True, exist_ok=True)
+    search_started, search_cpu = time.perf_counter(), time.process_time()
     settings = settings.model_copy(update={"keep_float": ()})
     every = max(2, round(1 / options.held_out_fraction))
     # budget-driven techniques need the held-out split only under a budget
@@ -916,12 +917,15 @@ def tune(
 
     def statistics(path: Path, *, changed: tuple[set[str], set[str]] | None = None) -> Statistics:
         """The statistics pass over ``fit``; ``changed``: only these (tensors, layers)."""
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         what = "" if changed is None else f" of the {len(changed[0])} tensors equalization changes"
         try:
             return _collect(path, changed)
         finally:
-            log(f"ptq statistics pass{what} over {fit.count} samples: {time.perf_counter() - started:.1f} s")
+            log(
+                f"ptq statistics pass{what} over {fit.count} samples: {time.perf_counter() - started:.1f} s "
+                f"(CPU {time.process_time() - cpu:.1f} s, all threads)"
+            )
 
     def _collect(path: Path, changed: tuple[set[str], set[str]] | None) -> Statistics:
         fixed = statistics_fixed_bytes(onnx.load(str(path), load_external_data=False), second_moments=rounding)
@@ -1166,6 +1170,10 @@ def tune(
         )
     else:
         notes.insert(0, f"ptq: {' + '.join(label)} (no held-out scoring: every technique on or off)")
+    log(
+        f"ptq search: {len(scores)} candidates scored in {time.perf_counter() - search_started:.1f} s "
+        f"(CPU {time.process_time() - search_cpu:.1f} s, all threads)"
+    )
     return Tuned(
         float_model=chosen_model,
         ranges_path=chosen_ranges,
