@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,6 +276,8 @@ class Statistics:
     samples: int
     second_moments: dict[str, pt.SecondMoment] = field(default_factory=dict)
     """sum x x^T of each roundable layer's input vectors, by node name (only when asked for)."""
+    equalized: Statistics | None = None
+    """The same for what cross-layer equalization changes, in the equalized model (only when asked for)."""
 
 
 def statistics_fixed_bytes(model: onnx.ModelProto, *, second_moments: bool) -> int:
@@ -316,58 +318,69 @@ def collect_statistics(
     fixed_batch: int | None = None,
     second_moments: bool = False,
     chunk: int = STATISTICS_CHUNK,
-    only_tensors: Collection[str] | None = None,
-    only_layers: Collection[str] | None = None,
+    equalized: tuple[Path, Sequence[tuple[str, str]]] | None = None,
 ) -> Statistics:
     """Histograms of the calibrated tensors and per-channel input means of the weighted layers, batch by batch (memory: one batch).
 
     ``second_moments``: also sum x x^T of every ``roundable_layers`` input (in x in per layer, never the inputs).
-    ``only_tensors`` / ``only_layers``: just these calibrated tensors and these layers' (by node name) inputs, the
-    session computing no other output (what cross-layer equalization changes, see ``equalized_statistics``).
+    ``equalized``: (the model equalized, its pairs): also, in the same session runs, the statistics of what
+    equalization changes (``equalized_tensors``), as ``Statistics.equalized``: the equalized model's nodes that produce
+    them run beside the source's on the same inputs (see ``equalized_statistics``).
     """
     model = onnx.load(str(model_path))
-    roundable = roundable_layers(model) if second_moments else {}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    tensors = calibrated_tensors(model)
-    layers = _weighted_layers(model)
-    if only_tensors is not None:
-        tensors = [t for t in tensors if t in only_tensors]
-    if only_layers is not None:
-        layers = [n for n in layers if n.name in only_layers]
-        roundable = {name: node for name, node in roundable.items() if name in only_layers}
     inits = {t.name: t for t in model.graph.initializer}
+    calibrated = calibrated_tensors(model)
+    weighted = _weighted_layers(model)
+    roundable = roundable_layers(model) if second_moments else {}
+    views = [_StatisticsView(histograms={t: t for t in calibrated}, means=weighted, roundable=roundable, renamed={})]
+    if equalized is not None:
+        changed, readers = equalized_tensors(onnx.load(str(equalized[0])), equalized[1])
+        renamed = _add_equalized_nodes(model.graph, onnx.load(str(equalized[0])), changed)
+        views.append(
+            _StatisticsView(
+                histograms={t: renamed[t] for t in calibrated if t in changed},
+                means=[n for n in weighted if n.name in readers],
+                roundable={name: node for name, node in roundable.items() if name in readers},
+                renamed=renamed,
+            )
+        )
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     graph = model.graph
     existing = {o.name for o in graph.output}
-    for name in tensors:
+
+    def output(name: str) -> None:
         if name not in existing:
             graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    mean_outputs: dict[str, str] = {}
-    for node in layers:
-        rank = len(inits[node.input[1]].dims) if node.op_type == "Conv" else 2
-        axes = [0, *range(2, rank)]
-        out = node.name + _MEAN_SUFFIX
-        if opset >= 18:
-            axes_name = out + "/axes"
-            graph.initializer.append(numpy_helper.from_array(np.array(axes, dtype=np.int64), axes_name))
-            graph.node.append(helper.make_node("ReduceMean", [node.input[0], axes_name], [out], keepdims=0, name=out))
-        else:
-            graph.node.append(helper.make_node("ReduceMean", [node.input[0]], [out], axes=axes, keepdims=0, name=out))
-        graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
-        mean_outputs[node.name] = out
-    existing = {o.name for o in graph.output}
-    for node in roundable.values():
-        if node.input[0] not in existing:
-            graph.output.append(helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None))
-            existing.add(node.input[0])
-    moments = {name: pt.SecondMoment(_in_features(node, inits)) for name, node in roundable.items()}
+            existing.add(name)
+
+    for view in views:
+        for tensor in view.histograms.values():
+            output(tensor)
+        for node in view.means:
+            rank = len(inits[node.input[1]].dims) if node.op_type == "Conv" else 2
+            axes = [0, *range(2, rank)]
+            source = view.input_of(node)
+            out = source + _MEAN_SUFFIX
+            if out not in existing:
+                if opset >= 18:
+                    axes_name = out + "/axes"
+                    graph.initializer.append(numpy_helper.from_array(np.array(axes, dtype=np.int64), axes_name))
+                    graph.node.append(helper.make_node("ReduceMean", [source, axes_name], [out], keepdims=0, name=out))
+                else:
+                    graph.node.append(helper.make_node("ReduceMean", [source], [out], axes=axes, keepdims=0, name=out))
+                output(out)
+        for node in view.roundable.values():
+            output(view.input_of(node))
     workdir.mkdir(parents=True, exist_ok=True)
     augmented = workdir / "statistics.onnx"
     onnx.save(model, str(augmented))
     sess = session(augmented)
     names = [o.name for o in sess.get_outputs()]
-    wanted = set(tensors)
-    accumulators = {name: pt.HistogramAccumulator(HISTOGRAM_BINS) for name in tensors}
-    sums: dict[str, np.ndarray] = {}
+    accumulators = [{name: pt.HistogramAccumulator(HISTOGRAM_BINS) for name in view.histograms} for view in views]
+    moments = [
+        {name: pt.SecondMoment(_in_features(node, inits)) for name, node in view.roundable.items()} for view in views
+    ]
+    sums: list[dict[str, np.ndarray]] = [{} for _ in views]
     samples = 0
     with one_blas_thread():
         for batch in batches:
@@ -376,23 +389,78 @@ def collect_statistics(
             for start in range(0, len(batch), step):
                 x = np.ascontiguousarray(batch[start : start + step])
                 values = dict(zip(names, sess.run(None, {input_name: x})))
-                for name in wanted:
-                    accumulators[name].add(values[name])
-                for layer, out in mean_outputs.items():
-                    sums[layer] = sums.get(layer, 0) + values[out].astype(np.float64) * len(x)
-                for layer, node in roundable.items():
-                    moments[layer].add(_input_rows(node, values[node.input[0]]))
+                for view, histograms, layer_moments, layer_sums in zip(views, accumulators, moments, sums):
+                    for name, tensor in view.histograms.items():
+                        histograms[name].add(values[tensor])
+                    for node in view.means:
+                        mean = values[view.input_of(node) + _MEAN_SUFFIX].astype(np.float64) * len(x)
+                        layer_sums[node.name] = layer_sums.get(node.name, 0) + mean
+                    for name, node in view.roundable.items():
+                        layer_moments[name].add(_input_rows(node, values[view.input_of(node)]))
                 samples += len(x)
                 del values
     if samples == 0:
         raise ValueError("no calibration batches")
-    histograms = {name: acc.histogram() for name, acc in accumulators.items() if acc.has_values}
-    return Statistics(
-        histograms=histograms,
-        input_means={k: v / samples for k, v in sums.items()},
-        samples=samples,
-        second_moments=moments,
-    )
+    results = [
+        Statistics(
+            histograms={name: acc.histogram() for name, acc in histograms.items() if acc.has_values},
+            input_means={k: v / samples for k, v in layer_sums.items()},
+            samples=samples,
+            second_moments=layer_moments,
+        )
+        for histograms, layer_moments, layer_sums in zip(accumulators, moments, sums)
+    ]
+    if equalized is not None:
+        results[0].equalized = results[1]
+    return results[0]
+
+
+@dataclass(frozen=True)
+class _StatisticsView:
+    """One model's statistics in the augmented graph: the graph tensor of each histogram (by its name in that model),
+    the layers whose input means and second moments it takes, and the tensors it reads under another name."""
+
+    histograms: dict[str, str]
+    means: list[onnx.NodeProto]
+    roundable: dict[str, onnx.NodeProto]
+    renamed: dict[str, str]
+
+    def input_of(self, node: onnx.NodeProto) -> str:
+        return self.renamed.get(node.input[0], node.input[0])
+
+
+#: Names of the equalized model's nodes, initializers and tensors added beside the source's in the statistics graph.
+_EQUALIZED_SUFFIX = "/edgequant_equalized"
+
+
+def _add_equalized_nodes(
+    graph: onnx.GraphProto, equalized: onnx.ModelProto, tensors: Collection[str]
+) -> dict[str, str]:
+    """Adds to ``graph`` (the source model's) the ``equalized`` model's nodes that produce ``tensors``, with their
+    equalized initializers, reading the source's tensors where equalization left them alone and each other's outputs
+    where it did not (a chain of pairs); returns each of ``tensors``' name in ``graph``. The same nodes on the same
+    values: the same results as the equalized model's own session."""
+    initializers = {t.name: t for t in equalized.graph.initializer}
+    renamed: dict[str, str] = {}
+    for node in equalized.graph.node:
+        if not any(out in tensors for out in node.output):
+            continue
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = node.name + _EQUALIZED_SUFFIX
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                copy.input[i] = renamed[name]
+            elif name in initializers:
+                weight = onnx.TensorProto()
+                weight.CopyFrom(initializers[name])
+                weight.name = name + _EQUALIZED_SUFFIX
+                graph.initializer.append(weight)
+                copy.input[i] = weight.name
+        for i, name in enumerate(node.output):
+            renamed[name] = copy.output[i] = name + _EQUALIZED_SUFFIX
+        graph.node.append(copy)
+    return renamed
 
 
 def equalized_tensors(model: onnx.ModelProto, pairs: Iterable[tuple[str, str]]) -> tuple[set[str], set[str]]:
@@ -414,19 +482,23 @@ def equalized_tensors(model: onnx.ModelProto, pairs: Iterable[tuple[str, str]]) 
     return tensors, layers
 
 
-def equalized_statistics(before: Statistics, changed: Statistics, tensors: Collection[str]) -> Statistics:
-    """The equalized model's statistics: ``changed`` (a pass over ``tensors`` and the layers reading them only) over
-    ``before`` (the source model's full pass, on the same samples), whose histogram objects are shared (so ranges
-    already computed for them are reused)."""
-    if changed.samples != before.samples:
-        raise ValueError(f"the equalized pass saw {changed.samples} samples, the full pass {before.samples}")
-    histograms = {name: hist for name, hist in before.histograms.items() if name not in tensors}
+def equalized_statistics(stats: Statistics, tensors: Collection[str]) -> Statistics:
+    """The equalized model's statistics from a pass that collected ``stats.equalized`` beside the source's: those of
+    ``tensors`` (what equalization changes) and of the layers reading them, the source's for the rest (the same
+    function of the input, float rounding apart), sharing its histogram objects (so ranges computed for them are
+    reused)."""
+    changed = stats.equalized
+    if changed is None:
+        raise ValueError(
+            "the statistics pass did not collect the equalized model's (collect_statistics(equalized=...))"
+        )
+    histograms = {name: hist for name, hist in stats.histograms.items() if name not in tensors}
     histograms.update(changed.histograms)
     return Statistics(
         histograms=histograms,
-        input_means={**before.input_means, **changed.input_means},
-        samples=before.samples,
-        second_moments={**before.second_moments, **changed.second_moments},
+        input_means={**stats.input_means, **changed.input_means},
+        samples=stats.samples,
+        second_moments={**stats.second_moments, **changed.second_moments},
     )
 
 
@@ -915,29 +987,18 @@ def tune(
         )
         return model, ranges_path, score
 
-    def statistics(path: Path, *, changed: tuple[set[str], set[str]] | None = None) -> Statistics:
-        """The statistics pass over ``fit``; ``changed``: only these (tensors, layers)."""
+    def statistics(path: Path, equalized: tuple[Path, PairSearch] | None) -> Statistics:
+        """The statistics pass over ``fit`` (and, beside it, over what ``equalized``'s equalization changes)."""
         started, cpu = time.perf_counter(), time.process_time()
-        what = "" if changed is None else f" of the {len(changed[0])} tensors equalization changes"
-        try:
-            return _collect(path, changed)
-        finally:
-            log(
-                f"ptq statistics pass{what} over {fit.count} samples: {time.perf_counter() - started:.1f} s "
-                f"(CPU {time.process_time() - cpu:.1f} s, all threads)"
-            )
-
-    def _collect(path: Path, changed: tuple[set[str], set[str]] | None) -> Statistics:
         fixed = statistics_fixed_bytes(onnx.load(str(path), load_external_data=False), second_moments=rounding)
         per_sample = activation_bytes_per_sample(path)
         chunk = statistics_chunk(budget_bytes=memory_budget_bytes, fixed_bytes=fixed, bytes_per_sample=per_sample)
-        if changed is None:
-            log(
-                f"ptq statistics: {chunk} samples per run (histograms and second moments {fixed / 2**20:.1f} MiB, "
-                + (f"{per_sample / 2**20:.1f} MiB of activations per sample, " if per_sample else "")
-                + f"memory budget {memory_budget_bytes / 2**20:.0f} MiB)"
-            )
-        return collect_statistics(
+        log(
+            f"ptq statistics: {chunk} samples per run (histograms and second moments {fixed / 2**20:.1f} MiB, "
+            + (f"{per_sample / 2**20:.1f} MiB of activations per sample, " if per_sample else "")
+            + f"memory budget {memory_budget_bytes / 2**20:.0f} MiB)"
+        )
+        stats = collect_statistics(
             path,
             model_batches(fit, fixed_batch=float_model.model.fixed_batch),
             input_name=float_model.model.input_name,
@@ -945,14 +1006,25 @@ def tune(
             fixed_batch=float_model.model.fixed_batch,
             second_moments=rounding,
             chunk=chunk,
-            only_tensors=None if changed is None else changed[0],
-            only_layers=None if changed is None else changed[1],
+            equalized=None if equalized is None else (equalized[0], equalized[1].pairs),
         )
+        log(
+            f"ptq statistics pass over {fit.count} samples"
+            + ("" if equalized is None else " (with the equalized model's changed tensors)")
+            + f": {time.perf_counter() - started:.1f} s (CPU {time.process_time() - cpu:.1f} s, all threads)"
+        )
+        return stats
 
     int8 = settings.weight_type is api.OnnxQuantType.INT8
     qmax = 64 if settings.reduce_range else 127
     rounding = options.adaptive_rounding is not api.Technique.OFF and int8
-    stats = statistics(float_model.path)
+    # equalization depends on the weights alone: its changed tensors are collected in the same pass as the source's
+    equalized = (
+        equalize_model(float_model.path, workdir / "equalized.onnx")
+        if options.cross_layer_equalization is not api.Technique.OFF
+        else None
+    )
+    stats = statistics(float_model.path, equalized if equalized is not None and equalized[1].pairs else None)
     percentile = settings.percentile
     range_cache: RangeCache = {}
     best: tuple[FloatModel, Path, pt.Score | None, str] | None = None
@@ -969,8 +1041,8 @@ def tune(
     chosen_model, chosen_ranges, chosen_score, rule = best
     label = [rule]
 
-    if options.cross_layer_equalization is not api.Technique.OFF:
-        path, search = equalize_model(chosen_model.path, workdir / "equalized.onnx")
+    if equalized is not None:
+        path, search = equalized  # of float_model: every range rule candidate quantizes it
         skipped = ", ".join(f"{n} {why}" for why, n in search.skipped.items())
         if not search.pairs:
             notes.append(
@@ -978,8 +1050,8 @@ def tune(
                 + (f" ({skipped} pairs skipped: not scale-equivariant)" if skipped else "")
             )
         else:
-            changed = equalized_tensors(onnx.load(str(path), load_external_data=False), search.pairs)
-            eq_stats = equalized_statistics(stats, statistics(path, changed=changed), changed[0])
+            changed, _readers = equalized_tensors(onnx.load(str(path), load_external_data=False), search.pairs)
+            eq_stats = equalized_statistics(stats, changed)
             model, rp, score = candidate(
                 f"{rule}+cle",
                 path,

@@ -582,40 +582,47 @@ def test_sixteen_bit_weights_are_tried_only_below_the_agreement_budget_or_when_o
         assert (tuned.sixteen_bit_weights == every_narrow_weight) == kept
 
 
-def test_the_equalized_pass_over_what_equalization_changes_equals_a_full_pass(tmp_path: Path) -> None:
+def test_the_equalized_statistics_collected_beside_the_source_equal_a_full_pass_on_the_equalized_model(
+    tmp_path: Path,
+) -> None:
     source = _separable_graph(tmp_path / "m.onnx")
     target, search = ptq.equalize_model(source, tmp_path / "eq.onnx")
     tensors, layers = ptq.equalized_tensors(onnx.load(str(target)), search.pairs)
-    assert tensors == {"c1", "a1", "c2", "a2"} and layers == {"dw", "pw"}
+    assert tensors == {"c1", "a1", "c2", "a2"} and layers == {"dw", "pw"}  # a chain: dw is second, then first
     x = (np.random.default_rng(3).normal(size=(20, 3, 12, 12)) + 0.5).astype(np.float32)
 
-    def collect(path: Path, name: str, **only: Any) -> ptq.Statistics:
+    def collect(path: Path, name: str, **equalized: Any) -> ptq.Statistics:
         return ptq.collect_statistics(
-            path, [x[:8], x[8:]], input_name="input", workdir=tmp_path / name, second_moments=True, **only
+            path, [x[:8], x[8:]], input_name="input", workdir=tmp_path / name, second_moments=True, **equalized
         )
 
-    before, full = collect(source, "before"), collect(target, "full")
-    changed = collect(target, "changed", only_tensors=tensors, only_layers=layers)
-    assert set(changed.histograms) == tensors and set(changed.second_moments) == {"pw"}
-    merged = ptq.equalized_statistics(before, changed, tensors)
+    full = collect(target, "full")
+    both = collect(source, "both", equalized=(target, search.pairs))
+    assert both.equalized is not None and set(both.equalized.histograms) == tensors
+    assert set(both.equalized.second_moments) == {"pw"} and set(both.equalized.input_means) == layers
+    alone = collect(source, "alone")  # the source's own statistics are as without the equalized model beside them
+    for name, hist in alone.histograms.items():
+        np.testing.assert_array_equal(both.histograms[name].counts, hist.counts)
+    merged = ptq.equalized_statistics(both, tensors)
     assert set(merged.histograms) == set(full.histograms) and set(merged.input_means) == set(full.input_means)
     for name, hist in merged.histograms.items():
         expected = full.histograms[name]
-        if name in tensors:  # what equalization rescaled: the same values as the full pass
+        if name in tensors:  # what equalization rescaled: the same values as the equalized model's own session
             np.testing.assert_array_equal(hist.counts, expected.counts)
             np.testing.assert_array_equal(hist.edges, expected.edges)
             assert (hist.minimum, hist.maximum) == (expected.minimum, expected.maximum)
         else:  # the rest is the source model's (the same function; float rounding apart)
-            assert hist is before.histograms[name]
+            assert hist is both.histograms[name]
             np.testing.assert_allclose([hist.minimum, hist.maximum], [expected.minimum, expected.maximum], rtol=1e-5)
             assert hist.counts.sum() == expected.counts.sum()
     for name, mean in full.input_means.items():
         np.testing.assert_allclose(merged.input_means[name], mean, rtol=1e-5, atol=1e-6)
+        if name in layers:
+            np.testing.assert_array_equal(merged.input_means[name], mean)
     np.testing.assert_array_equal(merged.second_moments["pw"].matrix, full.second_moments["pw"].matrix)
-    # and the rescaled tensors did change: a1 is the Relu output between conv1 and the depthwise conv
-    assert merged.histograms["a1"].maximum != before.histograms["a1"].maximum
-    with pytest.raises(ValueError, match="samples"):
-        ptq.equalized_statistics(before, ptq.Statistics(histograms={}, input_means={}, samples=3), tensors)
+    assert merged.histograms["a1"].maximum != both.histograms["a1"].maximum  # equalization did rescale a1
+    with pytest.raises(ValueError, match="equalized"):
+        ptq.equalized_statistics(alone, tensors)
 
 
 def test_ranges_by_computes_each_rule_once_per_histogram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
