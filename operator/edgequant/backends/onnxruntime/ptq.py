@@ -334,8 +334,9 @@ def collect_statistics(
     roundable = roundable_layers(model) if second_moments else {}
     views = [_StatisticsView(histograms={t: t for t in calibrated}, means=weighted, roundable=roundable, renamed={})]
     if equalized is not None:
-        changed, readers = equalized_tensors(onnx.load(str(equalized[0])), equalized[1])
-        renamed = _add_equalized_nodes(model.graph, onnx.load(str(equalized[0])), changed)
+        equalized_model = onnx.load(str(equalized[0]))
+        changed, readers = equalized_tensors(equalized_model, equalized[1])
+        renamed = _add_equalized_nodes(model.graph, equalized_model, changed)
         views.append(
             _StatisticsView(
                 histograms={t: renamed[t] for t in calibrated if t in changed},
@@ -359,8 +360,7 @@ def collect_statistics(
         for node in view.means:
             rank = len(inits[node.input[1]].dims) if node.op_type == "Conv" else 2
             axes = [0, *range(2, rank)]
-            source = view.input_of(node)
-            out = source + _MEAN_SUFFIX
+            source, out = view.input_of(node), view.mean_of(node)
             if out not in existing:
                 if opset >= 18:
                     axes_name = out + "/axes"
@@ -393,7 +393,7 @@ def collect_statistics(
                     for name, tensor in view.histograms.items():
                         histograms[name].add(values[tensor])
                     for node in view.means:
-                        mean = values[view.input_of(node) + _MEAN_SUFFIX].astype(np.float64) * len(x)
+                        mean = values[view.mean_of(node)].astype(np.float64) * len(x)
                         layer_sums[node.name] = layer_sums.get(node.name, 0) + mean
                     for name, node in view.roundable.items():
                         layer_moments[name].add(_input_rows(node, values[view.input_of(node)]))
@@ -427,6 +427,10 @@ class _StatisticsView:
 
     def input_of(self, node: onnx.NodeProto) -> str:
         return self.renamed.get(node.input[0], node.input[0])
+
+    def mean_of(self, node: onnx.NodeProto) -> str:
+        """The graph output of ``node``'s per-channel input mean."""
+        return node.name + _MEAN_SUFFIX + (_EQUALIZED_SUFFIX if node.input[0] in self.renamed else "")
 
 
 #: Names of the equalized model's nodes, initializers and tensors added beside the source's in the statistics graph.
