@@ -1067,7 +1067,14 @@ def tune(
             if options.cross_layer_equalization is api.Technique.ON or (
                 score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score
             ):
-                chosen_model, chosen_ranges, chosen_score, stats = model, rp, score, eq_stats
+                # scored on the source's statistics where equalization changes nothing (the same function, float
+                # rounding apart); what follows (the rule's ranges, adaptive rounding's second moments, bias
+                # correction's means, the other rules) gets the equalized model's own pass: the same as without that
+                # shortcut, which saves the pass whenever equalization is not kept
+                stats = statistics(path, None)
+                ranges = ranges_by(rule, stats, percentile=percentile, algorithm=settings.algorithm, cache=range_cache)
+                rp = save_ranges(ranges, workdir / "equalized.ranges.json")
+                chosen_model, chosen_ranges, chosen_score = model, rp, score
                 label.append("cross-layer equalization")
                 notes.append(f"ptq: cross-layer equalization applied to {what}")
             else:

@@ -706,3 +706,30 @@ def test_one_blas_thread_gives_the_same_second_moments_and_rounding() -> None:
         single = moment_and_rounding()
     np.testing.assert_array_equal(single[0], default[0])
     np.testing.assert_array_equal(single[1], default[1])
+
+
+def test_equalization_kept_gets_the_equalized_models_own_statistics_for_what_follows(tmp_path: Path) -> None:
+    from edgequant.backends.onnxruntime.model import read_model
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import FloatModel
+
+    source = _separable_graph(tmp_path / "m.onnx")
+    calibration, x = _spiked_batches()
+    messages: list[str] = []
+    tuned = ptq.tune(
+        float_model=FloatModel(path=source, model=read_model(source), preprocessed=False),
+        calibration=calibration,  # type: ignore[arg-type]
+        settings=StaticSettings(),
+        options=ptq.api.PostTraining.bare().model_copy(update={"cross_layer_equalization": ptq.api.Technique.ON}),
+        workdir=tmp_path / "ptq",
+        log=messages.append,
+    )
+    assert "cross-layer equalization" in tuned.notes[0]
+    passes = [m for m in messages if m.startswith("ptq statistics pass")]
+    assert len(passes) == 2 and "equalized" in passes[0]  # the changed tensors beside the source, then the kept model
+    full = ptq.collect_statistics(tuned.float_model.path, [x], input_name="input", workdir=tmp_path / "full")
+    expected = ptq.ranges_by("minmax", full, percentile=99.999, algorithm=ptq.api.CalibrationAlgorithm.MINMAX)
+    chosen = ptq.load_ranges(tuned.ranges_path)
+    assert set(chosen.data) == set(full.histograms)
+    for name in full.histograms:
+        assert chosen[name].range_value == expected[name].range_value, name
