@@ -174,6 +174,38 @@ def test_histogram_accumulator_merges_batches_exactly() -> None:
     assert 0.0 in hist.edges
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_histogram_accumulator_bins_piece_by_piece_as_the_whole_tensor_at_once(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pt, "HISTOGRAM_PIECE", 1000)
+    values = (np.random.default_rng(3).standard_t(df=3, size=(7, 1234)) * 5).astype(dtype)
+    acc = pt.HistogramAccumulator(bins=4096)
+    acc.add(values)
+    real = np.dtype(dtype).type
+    whole = np.floor(values.ravel() / real(acc.width)) - real(acc.first)  # every value's bin, in one go
+    np.testing.assert_array_equal(acc.counts, np.bincount(whole.astype(np.intp), minlength=len(acc.counts)))
+    assert acc.counts.sum() == values.size
+
+
+def test_expected_quantization_mse_is_each_pairs_own_sum_whatever_the_chunk() -> None:
+    hist = _histogram(np.random.default_rng(4).standard_t(df=3, size=50_000))
+    lows, highs = np.array([hist.minimum, hist.minimum / 2, 0.0]), np.array([hist.maximum, hist.maximum / 3])
+    table = pt.expected_quantization_mse(hist, lows, highs, levels=256)
+    for chunk in (1, 4):
+        np.testing.assert_array_equal(pt.expected_quantization_mse(hist, lows, highs, levels=256, chunk=chunk), table)
+    c, n = hist.centers, hist.counts.astype(np.float64)
+    width = float(hist.edges[1] - hist.edges[0])
+    for i, lo in enumerate(lows):
+        for j, hi in enumerate(highs):  # the docstring's formula, one pair at a time
+            step = (hi - lo) / 255
+            zero = np.round(-lo / step)
+            q = (np.clip(np.round(c / step) + zero, 0, 255) - zero) * step
+            uniform = (c >= lo) & (c <= hi) & (width >= step)
+            err = np.where(uniform, step * step / 12, (c - q) ** 2 + width * width / 12)
+            np.testing.assert_allclose(table[i, j], (err * n).sum() / n.sum(), rtol=1e-12)
+
+
 def test_rebinning_keeps_counts_and_extent() -> None:
     hist = pt.symmetric_histogram(_histogram(np.random.default_rng(2).normal(loc=1.0, size=10_000)))
     np.testing.assert_allclose(hist.edges[0], -hist.edges[-1])

@@ -30,7 +30,8 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import TensorsData
 from onnxruntime.quantization import load_tensors_data as load_ranges
-from onnxruntime.quantization.calibrate import HistogramCollector, TensorData
+from onnxruntime.quantization.calibrate import TensorData
+from threadpoolctl import threadpool_limits
 
 from edgequant.analysis import post_training as pt
 from edgequant.api import v1alpha1 as api
@@ -274,6 +276,8 @@ class Statistics:
     samples: int
     second_moments: dict[str, pt.SecondMoment] = field(default_factory=dict)
     """sum x x^T of each roundable layer's input vectors, by node name (only when asked for)."""
+    equalized: Statistics | None = None
+    """The same for what cross-layer equalization changes, in the equalized model (only when asked for)."""
 
 
 def statistics_fixed_bytes(model: onnx.ModelProto, *, second_moments: bool) -> int:
@@ -296,6 +300,15 @@ def statistics_chunk(*, budget_bytes: int, fixed_bytes: int, bytes_per_sample: i
     return min(STATISTICS_CHUNK, probe_batch_size(budget_bytes=left, bytes_per_sample=bytes_per_sample))
 
 
+def one_blas_thread() -> AbstractContextManager[object]:
+    """numpy's BLAS on one thread, for the statistics pass's second moments and adaptive rounding: on a shared CPU
+    OpenBLAS's threads spin while they wait for a core (EfficientNet-Lite0: 3-10x the CPU time of one thread, and
+    slower), and ONNX Runtime's threads have the cores between the BLAS calls anyway. The results are bit-identical
+    (OpenBLAS splits the output among threads, not the sums)."""
+    limits: AbstractContextManager[object] = threadpool_limits(limits=1, user_api="blas")
+    return limits
+
+
 def collect_statistics(
     model_path: Path,
     batches: Iterable[np.ndarray],
@@ -305,72 +318,191 @@ def collect_statistics(
     fixed_batch: int | None = None,
     second_moments: bool = False,
     chunk: int = STATISTICS_CHUNK,
+    equalized: tuple[Path, Sequence[tuple[str, str]]] | None = None,
 ) -> Statistics:
     """Histograms of the calibrated tensors and per-channel input means of the weighted layers, batch by batch (memory: one batch).
 
     ``second_moments``: also sum x x^T of every ``roundable_layers`` input (in x in per layer, never the inputs).
+    ``equalized``: (the model equalized, its pairs): also, in the same session runs, the statistics of what
+    equalization changes (``equalized_tensors``), as ``Statistics.equalized``: the equalized model's nodes that produce
+    them run beside the source's on the same inputs (see ``equalized_statistics``).
     """
     model = onnx.load(str(model_path))
-    roundable = roundable_layers(model) if second_moments else {}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    tensors = calibrated_tensors(model)
-    layers = _weighted_layers(model)
     inits = {t.name: t for t in model.graph.initializer}
+    calibrated = calibrated_tensors(model)
+    weighted = _weighted_layers(model)
+    roundable = roundable_layers(model) if second_moments else {}
+    views = [_StatisticsView(histograms={t: t for t in calibrated}, means=weighted, roundable=roundable, renamed={})]
+    if equalized is not None:
+        equalized_model = onnx.load(str(equalized[0]))
+        changed, readers = equalized_tensors(equalized_model, equalized[1])
+        renamed = _add_equalized_nodes(model.graph, equalized_model, changed)
+        views.append(
+            _StatisticsView(
+                histograms={t: renamed[t] for t in calibrated if t in changed},
+                means=[n for n in weighted if n.name in readers],
+                roundable={name: node for name, node in roundable.items() if name in readers},
+                renamed=renamed,
+            )
+        )
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
     graph = model.graph
     existing = {o.name for o in graph.output}
-    for name in tensors:
+
+    def output(name: str) -> None:
         if name not in existing:
             graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    mean_outputs: dict[str, str] = {}
-    for node in layers:
-        rank = len(inits[node.input[1]].dims) if node.op_type == "Conv" else 2
-        axes = [0, *range(2, rank)]
-        out = node.name + _MEAN_SUFFIX
-        if opset >= 18:
-            axes_name = out + "/axes"
-            graph.initializer.append(numpy_helper.from_array(np.array(axes, dtype=np.int64), axes_name))
-            graph.node.append(helper.make_node("ReduceMean", [node.input[0], axes_name], [out], keepdims=0, name=out))
-        else:
-            graph.node.append(helper.make_node("ReduceMean", [node.input[0]], [out], axes=axes, keepdims=0, name=out))
-        graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT, None))
-        mean_outputs[node.name] = out
-    existing = {o.name for o in graph.output}
-    for node in roundable.values():
-        if node.input[0] not in existing:
-            graph.output.append(helper.make_tensor_value_info(node.input[0], TensorProto.FLOAT, None))
-            existing.add(node.input[0])
-    moments = {name: pt.SecondMoment(_in_features(node, inits)) for name, node in roundable.items()}
+            existing.add(name)
+
+    for view in views:
+        for tensor in view.histograms.values():
+            output(tensor)
+        for node in view.means:
+            rank = len(inits[node.input[1]].dims) if node.op_type == "Conv" else 2
+            axes = [0, *range(2, rank)]
+            source, out = view.input_of(node), view.mean_of(node)
+            if out not in existing:
+                if opset >= 18:
+                    axes_name = out + "/axes"
+                    graph.initializer.append(numpy_helper.from_array(np.array(axes, dtype=np.int64), axes_name))
+                    graph.node.append(helper.make_node("ReduceMean", [source, axes_name], [out], keepdims=0, name=out))
+                else:
+                    graph.node.append(helper.make_node("ReduceMean", [source], [out], axes=axes, keepdims=0, name=out))
+                output(out)
+        for node in view.roundable.values():
+            output(view.input_of(node))
     workdir.mkdir(parents=True, exist_ok=True)
     augmented = workdir / "statistics.onnx"
     onnx.save(model, str(augmented))
     sess = session(augmented)
     names = [o.name for o in sess.get_outputs()]
-    wanted = set(tensors)
-    accumulators = {name: pt.HistogramAccumulator(HISTOGRAM_BINS) for name in tensors}
-    sums: dict[str, np.ndarray] = {}
+    accumulators = [{name: pt.HistogramAccumulator(HISTOGRAM_BINS) for name in view.histograms} for view in views]
+    moments = [
+        {name: pt.SecondMoment(_in_features(node, inits)) for name, node in view.roundable.items()} for view in views
+    ]
+    sums: list[dict[str, np.ndarray]] = [{} for _ in views]
     samples = 0
-    for batch in batches:
-        # every calibrated tensor of a batch comes back at once: small pieces keep that bounded (fixed-batch models excepted)
-        step = len(batch) if fixed_batch else chunk
-        for start in range(0, len(batch), step):
-            x = np.ascontiguousarray(batch[start : start + step])
-            values = dict(zip(names, sess.run(None, {input_name: x})))
-            for name in wanted:
-                accumulators[name].add(values[name])
-            for layer, out in mean_outputs.items():
-                sums[layer] = sums.get(layer, 0) + values[out].astype(np.float64) * len(x)
-            for layer, node in roundable.items():
-                moments[layer].add(_input_rows(node, values[node.input[0]]))
-            samples += len(x)
-            del values
+    with one_blas_thread():
+        for batch in batches:
+            # every calibrated tensor of a batch comes back at once: small pieces keep that bounded (fixed-batch models excepted)
+            step = len(batch) if fixed_batch else chunk
+            for start in range(0, len(batch), step):
+                x = np.ascontiguousarray(batch[start : start + step])
+                values = dict(zip(names, sess.run(None, {input_name: x})))
+                for view, histograms, layer_moments, layer_sums in zip(views, accumulators, moments, sums):
+                    for name, tensor in view.histograms.items():
+                        histograms[name].add(values[tensor])
+                    for node in view.means:
+                        mean = values[view.mean_of(node)].astype(np.float64) * len(x)
+                        layer_sums[node.name] = layer_sums.get(node.name, 0) + mean
+                    for name, node in view.roundable.items():
+                        layer_moments[name].add(_input_rows(node, values[view.input_of(node)]))
+                samples += len(x)
+                del values
     if samples == 0:
         raise ValueError("no calibration batches")
-    histograms = {name: acc.histogram() for name, acc in accumulators.items() if acc.has_values}
+    results = [
+        Statistics(
+            histograms={name: acc.histogram() for name, acc in histograms.items() if acc.has_values},
+            input_means={k: v / samples for k, v in layer_sums.items()},
+            samples=samples,
+            second_moments=layer_moments,
+        )
+        for histograms, layer_moments, layer_sums in zip(accumulators, moments, sums)
+    ]
+    if equalized is not None:
+        results[0].equalized = results[1]
+    return results[0]
+
+
+@dataclass(frozen=True)
+class _StatisticsView:
+    """One model's statistics in the augmented graph: the graph tensor of each histogram (by its name in that model),
+    the layers whose input means and second moments it takes, and the tensors it reads under another name."""
+
+    histograms: dict[str, str]
+    means: list[onnx.NodeProto]
+    roundable: dict[str, onnx.NodeProto]
+    renamed: dict[str, str]
+
+    def input_of(self, node: onnx.NodeProto) -> str:
+        return self.renamed.get(node.input[0], node.input[0])
+
+    def mean_of(self, node: onnx.NodeProto) -> str:
+        """The graph output of ``node``'s per-channel input mean."""
+        return node.name + _MEAN_SUFFIX + (_EQUALIZED_SUFFIX if node.input[0] in self.renamed else "")
+
+
+#: Names of the equalized model's nodes, initializers and tensors added beside the source's in the statistics graph.
+_EQUALIZED_SUFFIX = "/edgequant_equalized"
+
+
+def _add_equalized_nodes(
+    graph: onnx.GraphProto, equalized: onnx.ModelProto, tensors: Collection[str]
+) -> dict[str, str]:
+    """Adds to ``graph`` (the source model's) the ``equalized`` model's nodes that produce ``tensors``, with their
+    equalized initializers, reading the source's tensors where equalization left them alone and each other's outputs
+    where it did not (a chain of pairs); returns each of ``tensors``' name in ``graph``. The same nodes on the same
+    values: the same results as the equalized model's own session."""
+    initializers = {t.name: t for t in equalized.graph.initializer}
+    renamed: dict[str, str] = {}
+    for node in equalized.graph.node:
+        if not any(out in tensors for out in node.output):
+            continue
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = node.name + _EQUALIZED_SUFFIX
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                copy.input[i] = renamed[name]
+            elif name in initializers:
+                weight = onnx.TensorProto()
+                weight.CopyFrom(initializers[name])
+                weight.name = name + _EQUALIZED_SUFFIX
+                graph.initializer.append(weight)
+                copy.input[i] = weight.name
+        for i, name in enumerate(node.output):
+            renamed[name] = copy.output[i] = name + _EQUALIZED_SUFFIX
+        graph.node.append(copy)
+    return renamed
+
+
+def equalized_tensors(model: onnx.ModelProto, pairs: Iterable[tuple[str, str]]) -> tuple[set[str], set[str]]:
+    """What cross-layer equalization of ``pairs`` changes in ``model`` (the equalized one): the tensors between each pair
+    (the first Conv's output and the Relu's after it, divided per channel by the scales) and the layers reading them
+    (the second Convs: their inputs' means and second moments change). Every other tensor is the same function of the
+    input as before; its values differ from the source model's only by float rounding."""
+    users = _consumers(model.graph)
+    nodes = {n.name: n for n in model.graph.node}
+    tensors: set[str] = set()
+    layers: set[str] = set()
+    for first, second in pairs:
+        tensor = nodes[first].output[0]
+        tensors.add(tensor)
+        between = users.get(tensor, [])
+        if len(between) == 1 and between[0].op_type in SCALE_EQUIVARIANT:
+            tensors.add(between[0].output[0])
+        layers.add(second)
+    return tensors, layers
+
+
+def equalized_statistics(stats: Statistics, tensors: Collection[str]) -> Statistics:
+    """The equalized model's statistics from a pass that collected ``stats.equalized`` beside the source's: those of
+    ``tensors`` (what equalization changes) and of the layers reading them, the source's for the rest (the same
+    function of the input, float rounding apart), sharing its histogram objects (so ranges computed for them are
+    reused)."""
+    changed = stats.equalized
+    if changed is None:
+        raise ValueError(
+            "the statistics pass did not collect the equalized model's (collect_statistics(equalized=...))"
+        )
+    histograms = {name: hist for name, hist in stats.histograms.items() if name not in tensors}
+    histograms.update(changed.histograms)
     return Statistics(
         histograms=histograms,
-        input_means={k: v / samples for k, v in sums.items()},
-        samples=samples,
-        second_moments=moments,
+        input_means={**stats.input_means, **changed.input_means},
+        samples=stats.samples,
+        second_moments={**stats.second_moments, **changed.second_moments},
     )
 
 
@@ -419,23 +551,91 @@ def _input_rows(node: onnx.NodeProto, activation: np.ndarray) -> np.ndarray:
 
 
 def _entropy_range(hist: pt.Histogram) -> tuple[float, float]:
-    """ORT's KL threshold search (its own code) on the histogram merged to ENTROPY_BINS symmetric bins."""
+    """ORT's KL threshold search (``kl_threshold``, the same arithmetic) on the histogram merged to ENTROPY_BINS
+    symmetric bins."""
     small = pt.rebin_symmetric(pt.symmetric_histogram(hist), ENTROPY_BINS)
     if len(small.counts) < ENTROPY_QUANTIZED_BINS:
         return pt.minmax_range(hist)
-    collector = HistogramCollector(
-        method="entropy",
-        symmetric=False,
-        num_bins=ENTROPY_BINS,
-        num_quantized_bins=ENTROPY_QUANTIZED_BINS,
-        percentile=99.999,
-        scenario="same",
-    )
-    lo, hi = collector.get_entropy_threshold(
-        (small.counts, small.edges.astype(np.float32), np.float32(small.minimum), np.float32(small.maximum)),
+    lo, hi = kl_threshold(
+        small.counts,
+        small.edges.astype(np.float32),
+        np.float32(small.minimum),
+        np.float32(small.maximum),
         ENTROPY_QUANTIZED_BINS,
     )
     return float(lo), float(hi)
+
+
+def kl_threshold(
+    counts: np.ndarray, edges: np.ndarray, minimum: np.floating, maximum: np.floating, quantized_bins: int
+) -> tuple[np.floating, np.floating]:
+    """ONNX Runtime's entropy calibration (``HistogramCollector.get_entropy_threshold``) with every candidate
+    threshold at once: the same integer merging, smoothing and float32 KL divergence, element by element, so the
+    same threshold wins; only the per-threshold sums run one by one (numpy's summation order depends on the length).
+    ORT loops in Python over thresholds and bins (0.1 s a tensor; this: a few ms).
+
+    Candidate i keeps the symmetric window of 2i + 1 bins around the middle bin (outliers folded into its end bins),
+    for i from quantized_bins / 2 to half the bins; the threshold with the least KL divergence between that window
+    and its merge into ``quantized_bins`` bins wins, clipped to [minimum, maximum].
+    """
+    hist = np.asarray(counts, dtype=np.int64)
+    bins = hist.size
+    middle = bins // 2
+    reach = np.arange(quantized_bins // 2, middle + 1)
+    starts = middle - reach
+    ends = np.minimum(middle + reach + 1, bins)
+    sizes = ends - starts
+    rows = len(reach)
+    columns = np.arange(int(sizes.max()))
+    valid = columns[None, :] < sizes[:, None]
+    window = np.where(valid, hist[np.minimum(starts[:, None] + columns[None, :], bins - 1)], 0)
+    cumulative = np.concatenate([[0], np.cumsum(hist)])
+    p = window.copy()
+    p[:, 0] += cumulative[starts]
+    p[np.arange(rows), sizes - 1] += cumulative[-1] - cumulative[ends]
+    # q: the window merged into quantized_bins groups of ``merged`` bins (the tail beyond them counted into the
+    # last group but not spread back), each group's count spread evenly (truncated) over its bins where p is non-zero
+    merged = sizes // quantized_bins
+    q = np.zeros_like(p)
+    for m in np.unique(merged):
+        chosen = np.flatnonzero(merged == m)
+        span = quantized_bins * int(m)
+        grouped = window[chosen, :span].reshape(len(chosen), quantized_bins, int(m)).sum(axis=2)
+        grouped[:, -1] += window[chosen, span:].sum(axis=1)
+        norms = (p[chosen, :span] != 0).reshape(len(chosen), quantized_bins, int(m)).sum(axis=2)
+        share = np.where(norms != 0, grouped / np.where(norms != 0, norms, 1), 0.0)
+        q[chosen, :span] = np.repeat(share, int(m), axis=1).astype(np.int64)
+    p_smooth, p_ok = _smooth_distributions(p, valid, sizes)
+    q_smooth, q_ok = _smooth_distributions(q, valid, sizes)
+    add = np.add.reduce
+    p_total = np.array([add(p_smooth[r, : sizes[r]]) for r in range(rows)], dtype=np.float32)
+    q_total = np.array([add(q_smooth[r, : sizes[r]]) for r in range(rows)], dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        pk = p_smooth / p_total[:, None]
+        qk = q_smooth / q_total[:, None]
+        terms = pk * np.log(pk / qk)
+    terms[~((pk > 0) & (qk > 0))] = np.inf
+    divergence = np.array([add(terms[r, : sizes[r]]) for r in range(rows)], dtype=edges.dtype)
+    divergence[~(p_ok & q_ok)] = np.inf
+    best = int(np.argmin(divergence))
+    lo, hi = edges[starts[best]], edges[ends[best]]
+    return (minimum if lo < minimum else lo), (maximum if hi > maximum else hi)
+
+
+def _smooth_distributions(
+    counts: np.ndarray, valid: np.ndarray, sizes: np.ndarray, eps: float = 0.0001
+) -> tuple[np.ndarray, np.ndarray]:
+    """ORT's ``smooth_distribution`` of each row's first ``sizes`` counts (float32: eps added to the zeros, taken off
+    the others in proportion), and whether the row had a non-zero count (ORT: no distribution, infinite divergence)."""
+    zeros = (valid & (counts == 0)).astype(np.float32)
+    nonzeros = (valid & (counts != 0)).astype(np.float32)
+    n_zeros = zeros.sum(axis=1)
+    n_nonzeros = sizes - n_zeros
+    ok = n_nonzeros != 0
+    eps1 = eps * n_zeros.astype(np.float64) / np.where(ok, n_nonzeros, 1).astype(np.float64)
+    smoothed = counts.astype(np.float32)
+    smoothed += np.float32(eps) * zeros + (-eps1).astype(np.float32)[:, None] * nonzeros
+    return smoothed, ok
 
 
 #: Range rules by name, the candidates of the algorithm choice ("mse" is the range search).
@@ -447,12 +647,36 @@ RANGE_RULES: dict[str, Callable[[pt.Histogram, float], tuple[float, float]]] = {
 }
 
 
-def ranges_by(rule: str, stats: Statistics, *, percentile: float, algorithm: api.CalibrationAlgorithm) -> TensorsData:
-    """Every calibrated tensor's range by ``rule``, labelled with ``algorithm``'s ORT method (quantize_static checks that label)."""
+#: Ranges already computed, by (rule, percentile, id of the histogram), with the histogram itself (kept alive so its id
+#: is not reused): see ``ranges_by``.
+RangeCache = dict[tuple[str, float, int], tuple[pt.Histogram, float, float]]
+
+
+def ranges_by(
+    rule: str,
+    stats: Statistics,
+    *,
+    percentile: float,
+    algorithm: api.CalibrationAlgorithm,
+    cache: RangeCache | None = None,
+) -> TensorsData:
+    """Every calibrated tensor's range by ``rule``, labelled with ``algorithm``'s ORT method (quantize_static checks that label).
+
+    ``cache``: ranges computed before for the same histogram objects are taken from it and new ones added (the search
+    asks for a rule again under bias correction, and the equalized model's statistics share the histograms that
+    equalization leaves alone); each call returns fresh ``TensorData``.
+    """
     compute = RANGE_RULES[rule]
     data = {}
     for name, hist in stats.histograms.items():
-        lo, hi = compute(hist, percentile)
+        key = (rule, percentile, id(hist))
+        known = cache.get(key) if cache is not None else None
+        if known is not None and known[0] is hist:
+            lo, hi = known[1], known[2]
+        else:
+            lo, hi = compute(hist, percentile)
+            if cache is not None:
+                cache[key] = (hist, lo, hi)
         data[name] = TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
     return TensorsData(ORT_METHOD[algorithm], data)
 
@@ -548,21 +772,22 @@ def round_weights_adaptively(
     inits = {t.name: t for t in model.graph.initializer}
     ratios: list[float] = []
     changed = 0
-    for name, node in roundable_layers(model).items():
-        moment = moments.get(name)
-        if moment is None or moment.rows == 0 or node.input[1] in skip_weights:
-            continue
-        weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
-        transposed = node.op_type == "Gemm" and not _attr(node, "transB", 0)
-        matrix = weight.T if transposed else weight.reshape(weight.shape[0], -1)
-        rounded = pt.adaptive_rounding(matrix, moment.matrix, qmax=weight_qmax, per_channel=per_channel)
-        nearest = pt.quantize_weights_symmetric(matrix, qmax=weight_qmax, per_channel=per_channel)
-        before = pt.output_error(matrix, nearest, moment.matrix)
-        if before > 0:
-            ratios.append(pt.output_error(matrix, rounded, moment.matrix) / before)
-        new = (rounded.T if transposed else rounded.reshape(weight.shape)).astype(np.float32)
-        inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(new), node.input[1]))
-        changed += 1
+    with one_blas_thread():
+        for name, node in roundable_layers(model).items():
+            moment = moments.get(name)
+            if moment is None or moment.rows == 0 or node.input[1] in skip_weights:
+                continue
+            weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+            transposed = node.op_type == "Gemm" and not _attr(node, "transB", 0)
+            matrix = weight.T if transposed else weight.reshape(weight.shape[0], -1)
+            rounded = pt.adaptive_rounding(matrix, moment.matrix, qmax=weight_qmax, per_channel=per_channel)
+            nearest = pt.quantize_weights_symmetric(matrix, qmax=weight_qmax, per_channel=per_channel)
+            before = pt.output_error(matrix, nearest, moment.matrix)
+            if before > 0:
+                ratios.append(pt.output_error(matrix, rounded, moment.matrix) / before)
+            new = (rounded.T if transposed else rounded.reshape(weight.shape)).astype(np.float32)
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(new), node.input[1]))
+            changed += 1
     target.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(target))
     return Rounded(path=target, layers=changed, error_ratio=float(np.mean(ratios)) if ratios else 1.0)
@@ -708,6 +933,7 @@ def tune(
     is below ``min_agreement`` (acceptance.minAgreement), 16-bit weights (with rounding and correction again around
     them) and 16-bit activations, which cost speed."""
     workdir.mkdir(parents=True, exist_ok=True)
+    search_started, search_cpu = time.perf_counter(), time.process_time()
     settings = settings.model_copy(update={"keep_float": ()})
     every = max(2, round(1 / options.held_out_fraction))
     # budget-driven techniques need the held-out split only under a budget
@@ -765,14 +991,9 @@ def tune(
         )
         return model, ranges_path, score
 
-    def statistics(path: Path) -> Statistics:
-        started = time.perf_counter()
-        try:
-            return _collect(path)
-        finally:
-            log(f"ptq statistics pass over {fit.count} samples: {time.perf_counter() - started:.1f} s")
-
-    def _collect(path: Path) -> Statistics:
+    def statistics(path: Path, equalized: tuple[Path, PairSearch] | None) -> Statistics:
+        """The statistics pass over ``fit`` (and, beside it, over what ``equalized``'s equalization changes)."""
+        started, cpu = time.perf_counter(), time.process_time()
         fixed = statistics_fixed_bytes(onnx.load(str(path), load_external_data=False), second_moments=rounding)
         per_sample = activation_bytes_per_sample(path)
         chunk = statistics_chunk(budget_bytes=memory_budget_bytes, fixed_bytes=fixed, bytes_per_sample=per_sample)
@@ -781,7 +1002,7 @@ def tune(
             + (f"{per_sample / 2**20:.1f} MiB of activations per sample, " if per_sample else "")
             + f"memory budget {memory_budget_bytes / 2**20:.0f} MiB)"
         )
-        return collect_statistics(
+        stats = collect_statistics(
             path,
             model_batches(fit, fixed_batch=float_model.model.fixed_batch),
             input_name=float_model.model.input_name,
@@ -789,18 +1010,34 @@ def tune(
             fixed_batch=float_model.model.fixed_batch,
             second_moments=rounding,
             chunk=chunk,
+            equalized=None if equalized is None else (equalized[0], equalized[1].pairs),
         )
+        log(
+            f"ptq statistics pass over {fit.count} samples"
+            + ("" if equalized is None else " (with the equalized model's changed tensors)")
+            + f": {time.perf_counter() - started:.1f} s (CPU {time.process_time() - cpu:.1f} s, all threads)"
+        )
+        return stats
 
     int8 = settings.weight_type is api.OnnxQuantType.INT8
     qmax = 64 if settings.reduce_range else 127
     rounding = options.adaptive_rounding is not api.Technique.OFF and int8
-    stats = statistics(float_model.path)
+    # equalization depends on the weights alone: its changed tensors are collected in the same pass as the source's
+    equalized = (
+        equalize_model(float_model.path, workdir / "equalized.onnx")
+        if options.cross_layer_equalization is not api.Technique.OFF
+        else None
+    )
+    stats = statistics(float_model.path, equalized if equalized is not None and equalized[1].pairs else None)
     percentile = settings.percentile
+    range_cache: RangeCache = {}
     best: tuple[FloatModel, Path, pt.Score | None, str] | None = None
     tried = _rules(settings, options, algorithm_given=algorithm_given)
     for rule in tried:
         model, rp, score = candidate(
-            rule, float_model.path, ranges_by(rule, stats, percentile=percentile, algorithm=settings.algorithm)
+            rule,
+            float_model.path,
+            ranges_by(rule, stats, percentile=percentile, algorithm=settings.algorithm, cache=range_cache),
         )
         if best is None or (score is not None and best[2] is not None and pt.best_candidate([best[2], score]) is score):
             best = (model, rp, score, rule)
@@ -808,8 +1045,8 @@ def tune(
     chosen_model, chosen_ranges, chosen_score, rule = best
     label = [rule]
 
-    if options.cross_layer_equalization is not api.Technique.OFF:
-        path, search = equalize_model(chosen_model.path, workdir / "equalized.onnx")
+    if equalized is not None:
+        path, search = equalized  # of float_model: every range rule candidate quantizes it
         skipped = ", ".join(f"{n} {why}" for why, n in search.skipped.items())
         if not search.pairs:
             notes.append(
@@ -817,9 +1054,12 @@ def tune(
                 + (f" ({skipped} pairs skipped: not scale-equivariant)" if skipped else "")
             )
         else:
-            eq_stats = statistics(path)
+            changed, _readers = equalized_tensors(onnx.load(str(path), load_external_data=False), search.pairs)
+            eq_stats = equalized_statistics(stats, changed)
             model, rp, score = candidate(
-                f"{rule}+cle", path, ranges_by(rule, eq_stats, percentile=percentile, algorithm=settings.algorithm)
+                f"{rule}+cle",
+                path,
+                ranges_by(rule, eq_stats, percentile=percentile, algorithm=settings.algorithm, cache=range_cache),
             )
             what = f"{len(search.pairs)} Conv pairs" + (
                 f"; {skipped} pairs skipped: ReLU6/Clip is not scale-equivariant" if skipped else ""
@@ -827,7 +1067,14 @@ def tune(
             if options.cross_layer_equalization is api.Technique.ON or (
                 score is not None and chosen_score is not None and pt.best_candidate([chosen_score, score]) is score
             ):
-                chosen_model, chosen_ranges, chosen_score, stats = model, rp, score, eq_stats
+                # scored on the source's statistics where equalization changes nothing (the same function, float
+                # rounding apart); what follows (the rule's ranges, adaptive rounding's second moments, bias
+                # correction's means, the other rules) gets the equalized model's own pass: the same as without that
+                # shortcut, which saves the pass whenever equalization is not kept
+                stats = statistics(path, None)
+                ranges = ranges_by(rule, stats, percentile=percentile, algorithm=settings.algorithm, cache=range_cache)
+                rp = save_ranges(ranges, workdir / "equalized.ranges.json")
+                chosen_model, chosen_ranges, chosen_score = model, rp, score
                 label.append("cross-layer equalization")
                 notes.append(f"ptq: cross-layer equalization applied to {what}")
             else:
@@ -887,7 +1134,7 @@ def tune(
                 ranges = (
                     load_ranges(b.ranges)
                     if r == b.rule
-                    else ranges_by(r, stats, percentile=percentile, algorithm=settings.algorithm)
+                    else ranges_by(r, stats, percentile=percentile, algorithm=settings.algorithm, cache=range_cache)
                 )
                 model, rp, score = candidate(f"{r}{b.name(rule=False)}+bc", path, ranges, wide=wide)
                 if best_bc is None or (
@@ -1006,6 +1253,10 @@ def tune(
         )
     else:
         notes.insert(0, f"ptq: {' + '.join(label)} (no held-out scoring: every technique on or off)")
+    log(
+        f"ptq search: {len(scores)} candidates scored in {time.perf_counter() - search_started:.1f} s "
+        f"(CPU {time.process_time() - search_cpu:.1f} s, all threads)"
+    )
     return Tuned(
         float_model=chosen_model,
         ranges_path=chosen_ranges,

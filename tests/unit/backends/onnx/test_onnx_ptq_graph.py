@@ -580,3 +580,156 @@ def test_sixteen_bit_weights_are_tried_only_below_the_agreement_budget_or_when_o
         assert eight_bit.agreement < 1.0 and sixteen.name == "minmax+w16"
         kept = pt.best_candidate([eight_bit, sixteen]) is sixteen
         assert (tuned.sixteen_bit_weights == every_narrow_weight) == kept
+
+
+def test_the_equalized_statistics_collected_beside_the_source_equal_a_full_pass_on_the_equalized_model(
+    tmp_path: Path,
+) -> None:
+    source = _separable_graph(tmp_path / "m.onnx")
+    target, search = ptq.equalize_model(source, tmp_path / "eq.onnx")
+    tensors, layers = ptq.equalized_tensors(onnx.load(str(target)), search.pairs)
+    assert tensors == {"c1", "a1", "c2", "a2"} and layers == {"dw", "pw"}  # a chain: dw is second, then first
+    x = (np.random.default_rng(3).normal(size=(20, 3, 12, 12)) + 0.5).astype(np.float32)
+
+    def collect(path: Path, name: str, **equalized: Any) -> ptq.Statistics:
+        return ptq.collect_statistics(
+            path, [x[:8], x[8:]], input_name="input", workdir=tmp_path / name, second_moments=True, **equalized
+        )
+
+    full = collect(target, "full")
+    both = collect(source, "both", equalized=(target, search.pairs))
+    assert both.equalized is not None and set(both.equalized.histograms) == tensors
+    assert set(both.equalized.second_moments) == {"pw"} and set(both.equalized.input_means) == layers
+    alone = collect(source, "alone")  # the source's own statistics are as without the equalized model beside them
+    for name, hist in alone.histograms.items():
+        np.testing.assert_array_equal(both.histograms[name].counts, hist.counts)
+    merged = ptq.equalized_statistics(both, tensors)
+    assert set(merged.histograms) == set(full.histograms) and set(merged.input_means) == set(full.input_means)
+    for name, hist in merged.histograms.items():
+        expected = full.histograms[name]
+        if name in tensors:  # what equalization rescaled: the same values as the equalized model's own session
+            np.testing.assert_array_equal(hist.counts, expected.counts)
+            np.testing.assert_array_equal(hist.edges, expected.edges)
+            assert (hist.minimum, hist.maximum) == (expected.minimum, expected.maximum)
+        else:  # the rest is the source model's (the same function; float rounding apart)
+            assert hist is both.histograms[name]
+            np.testing.assert_allclose([hist.minimum, hist.maximum], [expected.minimum, expected.maximum], rtol=1e-5)
+            assert hist.counts.sum() == expected.counts.sum()
+    for name, mean in full.input_means.items():
+        np.testing.assert_allclose(merged.input_means[name], mean, rtol=1e-5, atol=1e-6)
+        if name in layers:
+            np.testing.assert_array_equal(merged.input_means[name], mean)
+    np.testing.assert_array_equal(merged.second_moments["pw"].matrix, full.second_moments["pw"].matrix)
+    assert merged.histograms["a1"].maximum != both.histograms["a1"].maximum  # equalization did rescale a1
+    with pytest.raises(ValueError, match="equalized"):
+        ptq.equalized_statistics(alone, tensors)
+
+
+def test_ranges_by_computes_each_rule_once_per_histogram(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = _separable_graph(tmp_path / "m.onnx")
+    x = np.random.default_rng(4).normal(size=(12, 3, 12, 12)).astype(np.float32)
+    stats = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "stats")
+    calls: list[int] = []
+    rule = ptq.RANGE_RULES["mse"]
+    monkeypatch.setitem(ptq.RANGE_RULES, "mse", lambda h, p: calls.append(1) or rule(h, p))
+    algorithm = ptq.api.CalibrationAlgorithm.MINMAX
+    plain = ptq.ranges_by("mse", stats, percentile=99.99, algorithm=algorithm)
+    assert len(calls) == len(stats.histograms)
+    cache: ptq.RangeCache = {}
+    first = ptq.ranges_by("mse", stats, percentile=99.99, algorithm=algorithm, cache=cache)
+    again = ptq.ranges_by("mse", stats, percentile=99.99, algorithm=algorithm, cache=cache)
+    assert len(calls) == 2 * len(stats.histograms)  # the second call with the cache computed nothing
+    for name in stats.histograms:
+        assert plain[name].range_value == first[name].range_value == again[name].range_value
+        assert first[name] is not again[name]
+    # statistics sharing all but one histogram (the equalized model's): only that one is computed
+    changed = dict(stats.histograms)
+    changed["a1"] = pt.Histogram(
+        counts=stats.histograms["a1"].counts, edges=stats.histograms["a1"].edges * 2, minimum=0.0, maximum=1.0
+    )
+    shared = ptq.Statistics(histograms=changed, input_means={}, samples=stats.samples)
+    ptq.ranges_by("mse", shared, percentile=99.99, algorithm=algorithm, cache=cache)
+    assert len(calls) == 2 * len(stats.histograms) + 1
+    other = ptq.ranges_by("mse", stats, percentile=99.9, algorithm=algorithm, cache=cache)  # another setting: computed
+    assert len(calls) == 3 * len(stats.histograms) + 1 and other["a1"].range_value == plain["a1"].range_value
+
+
+def _random_histogram(rng: np.random.Generator, kind: int, bins: int) -> np.ndarray:
+    if kind == 0:  # dense, noisy
+        return rng.poisson(rng.exponential(1000, bins)).astype(np.int64)
+    if kind == 1:  # heavy tails
+        v = rng.standard_t(3, 50_000)
+        return np.histogram(v, bins=bins, range=(-np.abs(v).max(), np.abs(v).max()))[0]
+    if kind == 2:  # one-sided (after ReLU) on symmetric edges
+        v = np.maximum(rng.normal(0, 1, 50_000), 0)
+        return np.histogram(v, bins=bins, range=(-v.max(), v.max()))[0]
+    counts = np.zeros(bins, np.int64)  # a few huge spikes
+    spikes = int(rng.integers(1, 40))
+    counts[rng.integers(0, bins, spikes)] = rng.integers(1, 10**9, spikes)
+    return counts
+
+
+def test_the_entropy_threshold_search_is_onnx_runtimes() -> None:
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    collector = HistogramCollector(
+        method="entropy", symmetric=False, num_bins=512, num_quantized_bins=128, percentile=99.999, scenario="same"
+    )
+    rng = np.random.default_rng(5)
+    for trial in range(10):
+        bins = 512 if trial < 8 else int(rng.integers(130, 500))
+        counts = _random_histogram(rng, trial % 4, bins)
+        reach = float(rng.uniform(0.5, 20))
+        edges = np.linspace(-reach, reach, bins + 1).astype(np.float32)
+        low, high = np.float32(-reach * rng.uniform(0.5, 1)), np.float32(reach * rng.uniform(0.5, 1))
+        expected = collector.get_entropy_threshold((counts, edges, low, high), 128)
+        found = ptq.kl_threshold(counts, edges, low, high, 128)
+        assert (found[0], found[1]) == (expected[0], expected[1]), trial
+        assert found[0].dtype == expected[0].dtype == np.float32
+
+
+def test_one_blas_thread_gives_the_same_second_moments_and_rounding() -> None:
+    from threadpoolctl import threadpool_info
+
+    rng = np.random.default_rng(6)
+    rows = rng.normal(size=(4096, 192)).astype(np.float32)
+    weight = rng.normal(size=(96, 192)).astype(np.float32)
+
+    def moment_and_rounding() -> tuple[np.ndarray, np.ndarray]:
+        moment = pt.SecondMoment(192)
+        moment.add(rows)
+        return moment.matrix, pt.adaptive_rounding(weight, moment.matrix, qmax=127, per_channel=True)
+
+    default = moment_and_rounding()
+    with ptq.one_blas_thread():
+        assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
+        single = moment_and_rounding()
+    np.testing.assert_array_equal(single[0], default[0])
+    np.testing.assert_array_equal(single[1], default[1])
+
+
+def test_equalization_kept_gets_the_equalized_models_own_statistics_for_what_follows(tmp_path: Path) -> None:
+    from edgequant.backends.onnxruntime.model import read_model
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import FloatModel
+
+    source = _separable_graph(tmp_path / "m.onnx")
+    calibration, x = _spiked_batches()
+    messages: list[str] = []
+    tuned = ptq.tune(
+        float_model=FloatModel(path=source, model=read_model(source), preprocessed=False),
+        calibration=calibration,  # type: ignore[arg-type]
+        settings=StaticSettings(),
+        options=ptq.api.PostTraining.bare().model_copy(update={"cross_layer_equalization": ptq.api.Technique.ON}),
+        workdir=tmp_path / "ptq",
+        log=messages.append,
+    )
+    assert "cross-layer equalization" in tuned.notes[0]
+    passes = [m for m in messages if m.startswith("ptq statistics pass")]
+    assert len(passes) == 2 and "equalized" in passes[0]  # the changed tensors beside the source, then the kept model
+    full = ptq.collect_statistics(tuned.float_model.path, [x], input_name="input", workdir=tmp_path / "full")
+    expected = ptq.ranges_by("minmax", full, percentile=99.999, algorithm=ptq.api.CalibrationAlgorithm.MINMAX)
+    chosen = ptq.load_ranges(tuned.ranges_path)
+    assert set(chosen.data) == set(full.histograms)
+    for name in full.histograms:
+        assert chosen[name].range_value == expected[name].range_value, name
