@@ -17,7 +17,9 @@ converter runs (graph plumbing lives in the backend):
   column rounded in turn onto the converter's own symmetric grid, the rounding
   error spread over the columns not yet rounded through the Cholesky factor of
   the inverse input second moment, so the layer's output error, not each
-  weight's, is what is minimised;
+  weight's, is what is minimised; convolutions with a kernel see their input
+  as patches (``patch_columns``), depthwise ones with a second moment per
+  channel (``ChannelSecondMoments``, ``adaptive_rounding_per_channel``);
 - percentile and histogram re-binning helpers, and the held-out choice among
   candidates by top-1 agreement with FP32.
 
@@ -187,6 +189,108 @@ def conv1x1_rows(activation: np.ndarray) -> np.ndarray:
     a = np.asarray(activation)
     rows: np.ndarray = np.moveaxis(a, 1, -1).reshape(-1, a.shape[1])
     return rows
+
+
+class ChannelSecondMoments:
+    """sum x x^T per channel over a depthwise convolution's input patches (memory: channels x taps x taps)."""
+
+    def __init__(self, channels: int, taps: int) -> None:
+        self.matrix = np.zeros((channels, taps, taps), dtype=np.float64)
+        self.rows = 0
+
+    def add(self, columns: np.ndarray) -> None:
+        """``columns`` is [channels, taps, positions] (``patch_columns``): each position is one input patch."""
+        x = np.asarray(columns, dtype=np.float32)
+        self.matrix += np.matmul(x, x.transpose(0, 2, 1)).astype(np.float64)
+        self.rows += x.shape[2]
+
+
+def patch_columns(
+    activation: np.ndarray,
+    *,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dilations: Sequence[int],
+) -> np.ndarray:
+    """A 2-D convolution's input [N, C, H, W] as the patches its kernel sees: [C, kh * kw, N * Ho * Wo].
+
+    Taps are in the weight's order (row-major over the kernel), ``pads`` in ONNX order (top, left, bottom,
+    right); a convolution's output at one position is the sum over channels of its weight row times that
+    position's column. Strided positions only, so a stride-2 layer costs a quarter of a stride-1 one.
+    """
+    a = np.asarray(activation, dtype=np.float32)
+    n, c, h, w = a.shape
+    kh, kw = kernel
+    padded = np.pad(a, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    out_h = (h + pads[0] + pads[2] - dilations[0] * (kh - 1) - 1) // strides[0] + 1
+    out_w = (w + pads[1] + pads[3] - dilations[1] * (kw - 1) - 1) // strides[1] + 1
+    taps = np.empty((c, kh * kw, n, out_h, out_w), dtype=np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            top, left = i * dilations[0], j * dilations[1]
+            window = padded[
+                :,
+                :,
+                top : top + strides[0] * (out_h - 1) + 1 : strides[0],
+                left : left + strides[1] * (out_w - 1) + 1 : strides[1],
+            ]
+            taps[:, i * kw + j] = window.transpose(1, 0, 2, 3)
+    columns: np.ndarray = taps.reshape(c, kh * kw, n * out_h * out_w)
+    return columns
+
+
+def adaptive_rounding_per_channel(
+    weight: np.ndarray, second_moments: np.ndarray, *, qmax: int, dampening: float = 0.01
+) -> np.ndarray:
+    """``weight`` [channels, taps] of a depthwise convolution, each row rounded as ``adaptive_rounding`` rounds it
+    against its own channel's input second moment [channels, taps, taps] on its own per-channel grid (all channels
+    at once: a layer has hundreds of rows of 9 or 25 taps).
+
+    A depthwise channel sees a smooth image through few taps, so the error that matters is the one along the
+    patch's mean: rounding that keeps each row's error sum near zero costs almost nothing; round-to-nearest does not.
+    """
+    w_in = np.asarray(weight, dtype=np.float32)
+    channels, taps = w_in.shape
+    if second_moments.shape != (channels, taps, taps):
+        raise ValueError(f"second moments {second_moments.shape} do not match weight {w_in.shape}")
+    scales = symmetric_weight_scales(w_in, qmax=qmax, per_channel=True).astype(np.float64)
+    rows = np.arange(channels)
+    anchor = np.abs(w_in).argmax(axis=1)
+    anchored = np.zeros_like(w_in, dtype=bool)
+    anchored[rows, anchor] = np.abs(w_in[rows, anchor]) > 0
+
+    h = np.array(second_moments, dtype=np.float64)
+    diagonal = np.arange(taps)
+    diag = h[:, diagonal, diagonal]
+    h[:, diagonal, diagonal] = np.where(diag <= 0, 1.0, diag) + dampening * diag.mean(axis=1, keepdims=True)
+    order = np.argsort(-h[:, diagonal, diagonal], axis=1, kind="stable")
+    h = h[rows[:, None, None], order[:, :, None], order[:, None, :]]
+    w = np.take_along_axis(w_in.astype(np.float64), order, axis=1)
+    fixed = np.take_along_axis(anchored, order, axis=1)
+    signs = np.sign(np.take_along_axis(w_in, order, axis=1))
+    inverse = np.linalg.inv(np.linalg.cholesky(h))  # L^-1 per channel, H = L L^T
+    upper = np.linalg.cholesky(inverse.transpose(0, 2, 1) @ inverse).transpose(0, 2, 1)  # H^-1 = U^T U
+
+    codes = np.zeros_like(w)
+    for i in range(taps):
+        q = np.clip(np.round(w[:, i] / scales), -qmax, qmax)
+        q[fixed[:, i]] = signs[fixed[:, i], i] * qmax
+        codes[:, i] = q
+        err = (w[:, i] - q * scales) / upper[:, i, i]
+        w[:, i + 1 :] -= err[:, None] * upper[:, i, i + 1 :]
+    restored = np.empty_like(codes)
+    np.put_along_axis(restored, order, codes, axis=1)
+    rounded: np.ndarray = (restored * scales[:, None]).astype(np.float32)
+    rounded[rows, anchor] = w_in[rows, anchor]  # exactly the float absmax: the converter's scale is unchanged
+    rounded[np.abs(w_in).max(axis=1) == 0] = 0.0
+    return rounded
+
+
+def output_error_per_channel(weight: np.ndarray, rounded: np.ndarray, second_moments: np.ndarray) -> float:
+    """``output_error`` summed over a depthwise convolution's channels, each against its own second moment."""
+    e = np.asarray(rounded, dtype=np.float64) - np.asarray(weight, dtype=np.float64)
+    return float(np.einsum("ck,ckl,cl->", e, np.asarray(second_moments, dtype=np.float64), e))
 
 
 def symmetric_weight_scales(weight: np.ndarray, *, qmax: int, per_channel: bool) -> np.ndarray:

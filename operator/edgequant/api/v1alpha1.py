@@ -751,7 +751,7 @@ class PostTraining(ApiModel):
     )
     adaptive_rounding: Technique = Field(
         Technique.AUTO,
-        description="Round the int8 weights of 1x1 convolutions and Gemm layers by error feedback (GPTQ-style): each input column rounded in turn onto the converter's own per-channel grid, its error compensated on the columns not yet rounded through the inverse of the layer's input second moment measured on the calibration data, so the layer's output error, not each weight's, is minimised. Layers given 16-bit weights are skipped; bias correction then corrects what the rounded weights still shift.",
+        description="Round the int8 weights of 1x1 convolutions, Gemm layers, depthwise convolutions and RGB-stem convolutions by error feedback (GPTQ-style): each input column rounded in turn onto the converter's own per-channel grid, its error compensated on the columns not yet rounded through the inverse of the layer's input second moment measured on the calibration data (over input patches for a kernel, per channel for depthwise layers), so the layer's output error, not each weight's, is minimised. Layers given 16-bit weights are skipped; bias correction then corrects what the rounded weights still shift.",
     )
     sixteen_bit_activations: Technique = Field(
         Technique.AUTO,

@@ -13,10 +13,11 @@ collects what the math needs in one pass over the calibration data:
   quantized weights cause;
 - ``ranges_by``: activation ranges per algorithm (minmax, entropy,
   percentile, mse) from the same histograms, as ORT's ``TensorsData``;
-- ``roundable_layers`` / ``round_weights_adaptively``: 1x1 convolutions and
-  Gemm layers whose weights are rounded onto the converter's int8 grid by
-  error feedback on their inputs' second moments (``adaptiveRounding``),
-  collected in the same statistics pass;
+- ``roundable_layers`` / ``round_weights_adaptively``: 1x1 convolutions, Gemm
+  layers, depthwise convolutions and narrow (RGB stem) convolutions whose
+  weights are rounded onto the converter's int8 grid by error feedback on
+  their inputs' second moments (``adaptiveRounding``; per channel over input
+  patches for depthwise ones), collected in the same statistics pass;
 - ``narrow_layers``: the convolutions with so few weights per output channel
   (depthwise, RGB stem) that int8 rounding costs the most; they get int16
   weights (``sixteenBitWeights``) for a few percent of the model's size, and
@@ -63,6 +64,9 @@ ENTROPY_QUANTIZED_BINS = 128
 _MEAN_SUFFIX = "/edgequant_channel_mean"
 #: Most weights per output channel of a layer sixteenBitWeights widens: a 3x3 RGB stem (27), a 5x5 depthwise (25), a 3x3 one (9).
 NARROW_FAN_IN = 27
+#: Samples whose input patches give the depthwise and stem convolutions' second moments (taps x taps per channel
+#: converge long before the pass ends; patches cost 9-25x the activation's memory and time).
+PATCH_MOMENT_SAMPLES = 64
 #: Most samples per session run of the statistics pass (all calibrated tensors of a run are in memory at once);
 #: fewer when the memory budget asks (``statistics_chunk``).
 STATISTICS_CHUNK = 8
@@ -274,8 +278,9 @@ class Statistics:
     input_means: dict[str, np.ndarray]
     """Per-channel mean of each weighted layer's input, by node name."""
     samples: int
-    second_moments: dict[str, pt.SecondMoment] = field(default_factory=dict)
-    """sum x x^T of each roundable layer's input vectors, by node name (only when asked for)."""
+    second_moments: dict[str, pt.SecondMoment | pt.ChannelSecondMoments] = field(default_factory=dict)
+    """sum x x^T of each roundable layer's input vectors (patches for convolutions with a kernel; per channel for
+    depthwise ones), by node name (only when asked for)."""
     equalized: Statistics | None = None
     """The same for what cross-layer equalization changes, in the equalized model (only when asked for)."""
 
@@ -287,8 +292,7 @@ def statistics_fixed_bytes(model: onnx.ModelProto, *, second_moments: bool) -> i
     histograms = len(calibrated_tensors(model)) * HISTOGRAM_BINS * np.dtype(np.int64).itemsize
     if not second_moments:
         return histograms
-    features = (_in_features(node, inits) for node in roundable_layers(model).values())
-    return histograms + sum(n * n * np.dtype(np.float64).itemsize for n in features)
+    return histograms + sum(_moment_bytes(node, inits) for node in roundable_layers(model).values())
 
 
 def statistics_chunk(*, budget_bytes: int, fixed_bytes: int, bytes_per_sample: int | None) -> int:
@@ -377,9 +381,7 @@ def collect_statistics(
     sess = session(augmented)
     names = [o.name for o in sess.get_outputs()]
     accumulators = [{name: pt.HistogramAccumulator(HISTOGRAM_BINS) for name in view.histograms} for view in views]
-    moments = [
-        {name: pt.SecondMoment(_in_features(node, inits)) for name, node in view.roundable.items()} for view in views
-    ]
+    moments = [{name: _second_moment(node, inits) for name, node in view.roundable.items()} for view in views]
     sums: list[dict[str, np.ndarray]] = [{} for _ in views]
     samples = 0
     with one_blas_thread():
@@ -396,7 +398,10 @@ def collect_statistics(
                         mean = values[view.mean_of(node)].astype(np.float64) * len(x)
                         layer_sums[node.name] = layer_sums.get(node.name, 0) + mean
                     for name, node in view.roundable.items():
-                        layer_moments[name].add(_input_rows(node, values[view.input_of(node)]))
+                        if not _has_kernel(node, inits):
+                            layer_moments[name].add(_input_rows(node, values[view.input_of(node)]))
+                        elif samples < PATCH_MOMENT_SAMPLES:
+                            _add_patch_moment(layer_moments[name], node, inits, values[view.input_of(node)])
                 samples += len(x)
                 del values
     if samples == 0:
@@ -507,8 +512,11 @@ def equalized_statistics(stats: Statistics, tensors: Collection[str]) -> Statist
 
 
 def roundable_layers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
-    """Weighted layers whose output is a plain matrix product of input vectors: 1x1 convolutions (group 1, no padding)
-    and Gemm, each with an initializer weight of its own; by node name. Adaptive rounding covers these."""
+    """Weighted layers adaptive rounding covers, each with a float initializer weight of its own, by node name: Gemm,
+    1x1 convolutions (group 1, no padding), and 2-D convolutions with a kernel that are depthwise (one input channel
+    per output channel) or narrow (group 1, at most ``NARROW_FAN_IN`` weights per output channel: an RGB stem),
+    with explicit padding. Wider convolutions with a kernel are left out: their patch second moments grow with
+    the square of channels x taps."""
     inits = {t.name: t for t in model.graph.initializer}
     users = _consumers(model.graph)
     chosen: dict[str, onnx.NodeProto] = {}
@@ -519,12 +527,14 @@ def roundable_layers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
         if node.op_type == "Conv":
             pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [])
             auto_pad = next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET")
-            if (
-                _attr(node, "group", 1) != 1
-                or any(d != 1 for d in weight.dims[2:])
-                or any(pads)
-                or auto_pad not in (b"NOTSET", b"VALID")
-            ):
+            if auto_pad not in (b"NOTSET", b"VALID"):
+                continue
+            pointwise = _attr(node, "group", 1) == 1 and all(d == 1 for d in weight.dims[2:]) and not any(pads)
+            patched = len(weight.dims) == 4 and (
+                _is_depthwise(node, inits)
+                or (_attr(node, "group", 1) == 1 and int(np.prod(weight.dims[1:])) <= NARROW_FAN_IN)
+            )
+            if not pointwise and not patched:
                 continue
         chosen[node.name] = node
     return chosen
@@ -535,6 +545,64 @@ def _in_features(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> in
     if node.op_type == "Gemm" and not _attr(node, "transB", 0):
         return int(dims[0])
     return int(dims[1])
+
+
+def _has_kernel(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+    """A Conv whose second moment is over input patches (a kernel larger than 1x1, or padding): depthwise or stem."""
+    if node.op_type != "Conv":
+        return False
+    pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [])
+    return _is_depthwise(node, inits) or any(d != 1 for d in inits[node.input[1]].dims[2:]) or any(pads)
+
+
+def _second_moment(
+    node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]
+) -> pt.SecondMoment | pt.ChannelSecondMoments:
+    """The empty second moment of a roundable layer: per channel for a depthwise convolution, else one matrix over
+    the weight row's inputs (channels x taps for a convolution with a kernel)."""
+    dims = inits[node.input[1]].dims
+    if node.op_type == "Conv" and _is_depthwise(node, inits):
+        return pt.ChannelSecondMoments(int(dims[0]), int(np.prod(dims[2:])))
+    if node.op_type == "Conv":
+        return pt.SecondMoment(int(np.prod(dims[1:])))
+    return pt.SecondMoment(_in_features(node, inits))
+
+
+def _moment_bytes(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> int:
+    dims = inits[node.input[1]].dims
+    if node.op_type == "Conv" and _is_depthwise(node, inits):
+        taps = int(np.prod(dims[2:]))
+        return int(dims[0]) * taps * taps * np.dtype(np.float64).itemsize
+    features = int(np.prod(dims[1:])) if node.op_type == "Conv" else _in_features(node, inits)
+    return features * features * np.dtype(np.float64).itemsize
+
+
+def _add_patch_moment(
+    moment: pt.SecondMoment | pt.ChannelSecondMoments,
+    node: onnx.NodeProto,
+    inits: dict[str, onnx.TensorProto],
+    activation: np.ndarray,
+) -> None:
+    """Add one batch of a convolution's input patches to its second moment, one sample at a time (a depthwise
+    layer's patches are 9-25x its input)."""
+    geometry = _conv_geometry(node, [int(d) for d in inits[node.input[1]].dims[2:]])
+    for sample in activation:
+        columns = pt.patch_columns(sample[None], **geometry)
+        if isinstance(moment, pt.ChannelSecondMoments):
+            moment.add(columns)
+        else:
+            moment.add(columns.reshape(-1, columns.shape[2]).T)
+
+
+def _conv_geometry(node: onnx.NodeProto, kernel: list[int]) -> dict[str, list[int]]:
+    """``pt.patch_columns``' arguments from a Conv node's attributes and its weight's kernel dims."""
+    ints = {a.name: list(a.ints) for a in node.attribute if a.type == onnx.AttributeProto.INTS}
+    return {
+        "kernel": kernel,
+        "strides": ints.get("strides") or [1] * len(kernel),
+        "pads": ints.get("pads") or [0] * (2 * len(kernel)),
+        "dilations": ints.get("dilations") or [1] * len(kernel),
+    }
 
 
 def _input_rows(node: onnx.NodeProto, activation: np.ndarray) -> np.ndarray:
@@ -752,13 +820,15 @@ class Rounded:
     layers: int
     error_ratio: float
     """Mean over the rounded layers of their output error against round-to-nearest's (below 1: better)."""
+    with_kernel: int = 0
+    """Of ``layers``, the depthwise and stem convolutions (rounded over input patches)."""
 
 
 def round_weights_adaptively(
     source: Path,
     target: Path,
     *,
-    moments: dict[str, pt.SecondMoment],
+    moments: dict[str, pt.SecondMoment | pt.ChannelSecondMoments],
     weight_qmax: int,
     per_channel: bool,
     skip_weights: frozenset[str] = frozenset(),
@@ -766,12 +836,13 @@ def round_weights_adaptively(
     """``source`` with the weights of its roundable layers replaced by ``pt.adaptive_rounding`` of them: float32 values
     on the symmetric grid quantize_static uses, so its round-to-nearest keeps them as they are.
 
-    Layers whose weight is in ``skip_weights`` (16-bit weights) and layers without a second moment are left alone.
+    Layers whose weight is in ``skip_weights`` (16-bit weights) and layers without a second moment are left alone,
+    as are depthwise ones under per-tensor weights (their rows share one scale; each is rounded on its own).
     """
     model = onnx.load(str(source))
     inits = {t.name: t for t in model.graph.initializer}
     ratios: list[float] = []
-    changed = 0
+    changed = with_kernel = 0
     with one_blas_thread():
         for name, node in roundable_layers(model).items():
             moment = moments.get(name)
@@ -780,17 +851,31 @@ def round_weights_adaptively(
             weight = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
             transposed = node.op_type == "Gemm" and not _attr(node, "transB", 0)
             matrix = weight.T if transposed else weight.reshape(weight.shape[0], -1)
-            rounded = pt.adaptive_rounding(matrix, moment.matrix, qmax=weight_qmax, per_channel=per_channel)
             nearest = pt.quantize_weights_symmetric(matrix, qmax=weight_qmax, per_channel=per_channel)
-            before = pt.output_error(matrix, nearest, moment.matrix)
+            if isinstance(moment, pt.ChannelSecondMoments):
+                if not per_channel:
+                    continue
+                rounded = pt.adaptive_rounding_per_channel(matrix, moment.matrix, qmax=weight_qmax)
+                before = pt.output_error_per_channel(matrix, nearest, moment.matrix)
+                after = pt.output_error_per_channel(matrix, rounded, moment.matrix)
+            else:
+                rounded = pt.adaptive_rounding(matrix, moment.matrix, qmax=weight_qmax, per_channel=per_channel)
+                before = pt.output_error(matrix, nearest, moment.matrix)
+                after = pt.output_error(matrix, rounded, moment.matrix)
             if before > 0:
-                ratios.append(pt.output_error(matrix, rounded, moment.matrix) / before)
+                ratios.append(after / before)
             new = (rounded.T if transposed else rounded.reshape(weight.shape)).astype(np.float32)
             inits[node.input[1]].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(new), node.input[1]))
             changed += 1
+            with_kernel += _has_kernel(node, inits)
     target.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(target))
-    return Rounded(path=target, layers=changed, error_ratio=float(np.mean(ratios)) if ratios else 1.0)
+    return Rounded(
+        path=target,
+        layers=changed,
+        error_ratio=float(np.mean(ratios)) if ratios else 1.0,
+        with_kernel=with_kernel,
+    )
 
 
 # --------------------------------------------------------------------------- the search
@@ -1099,10 +1184,13 @@ def tune(
                     skip_weights=frozenset(wide),
                 )
                 if not rounded.layers:
-                    b.notes.append("ptq: adaptive rounding: no 1x1 convolution or Gemm layer with 8-bit weights")
+                    b.notes.append(
+                        "ptq: adaptive rounding: no 1x1, depthwise or stem convolution or Gemm layer with 8-bit weights"
+                    )
                 else:
                     what = (
-                        f"{rounded.layers} 1x1 Conv/Gemm layers (output error on the calibration inputs "
+                        f"{rounded.layers} Conv/Gemm layers, {rounded.with_kernel} of them depthwise or stem "
+                        f"convolutions (output error on the calibration inputs "
                         f"{rounded.error_ratio:.2f}x round-to-nearest's, mean over layers)"
                     )
                     model, rp, score = candidate(f"{b.name()}+ar", rounded.path, load_ranges(b.ranges), wide=wide)

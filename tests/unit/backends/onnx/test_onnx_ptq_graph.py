@@ -222,7 +222,8 @@ def _dequantized(model: onnx.ModelProto, weight: str) -> np.ndarray:
 
 def _pointwise_graph(path: Path, *, seed: int = 0) -> Path:
     """conv 3x3 (3 -> 16) -> Relu -> conv 1x1 stride 2 (16 -> 12) -> Relu -> GAP -> Flatten -> Gemm (12 -> 10, transB 0)
-    -> Gemm (10 -> 6, transB 1): the layer shapes adaptive rounding covers, with one it does not (the 3x3)."""
+    -> Gemm (10 -> 6, transB 1): the layer shapes adaptive rounding covers (the 3x3 over its input patches: 27 weights
+    per output channel, an RGB stem)."""
     rng = np.random.default_rng(seed)
     inits = {
         "w1": rng.normal(size=(16, 3, 3, 3)).astype(np.float32),
@@ -262,7 +263,7 @@ def test_second_moments_are_those_of_the_layer_inputs(tmp_path: Path) -> None:
     stats = ptq.collect_statistics(
         source, [x[:7], x[7:]], input_name="input", workdir=tmp_path / "stats", second_moments=True
     )
-    assert set(stats.second_moments) == {"pw", "fc1", "fc2"}  # the 3x3 conv is not a matrix product of its inputs
+    assert set(stats.second_moments) == {"conv1", "pw", "fc1", "fc2"}
     from onnxruntime import InferenceSession
 
     model = onnx.load(str(source))
@@ -270,7 +271,8 @@ def test_second_moments_are_those_of_the_layer_inputs(tmp_path: Path) -> None:
     sess = InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     a1, h = sess.run(["a1", "h"], {"input": x})
     rows = pt.conv1x1_rows(a1[:, :, ::2, ::2])  # stride 2: the positions the 1x1 convolution reads
-    for name, r in (("pw", rows), ("fc2", h)):
+    patches = pt.patch_columns(x, kernel=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], dilations=[1, 1])
+    for name, r in (("pw", rows), ("fc2", h), ("conv1", patches.reshape(27, -1).T)):
         exact = r.astype(np.float64).T @ r.astype(np.float64)
         np.testing.assert_allclose(stats.second_moments[name].matrix, exact, atol=1e-4 * float(np.abs(exact).max()))
         assert stats.second_moments[name].rows == len(r)
@@ -298,10 +300,9 @@ def test_quantize_static_keeps_adaptively_rounded_weights_exactly(
         per_channel=per_channel,
         skip_weights=frozenset({"w4"}),
     )
-    assert rounded.layers == 2 and rounded.error_ratio < 1.0
+    assert rounded.layers == 3 and rounded.with_kernel == 1 and rounded.error_ratio < 1.0
     old, new = _weights(source), _weights(rounded.path)
     np.testing.assert_array_equal(new["w4"], old["w4"])  # skipped (16-bit weights)
-    np.testing.assert_array_equal(new["w1"], old["w1"])  # not roundable
     ranges = save_ranges(
         ptq.ranges_by("minmax", stats, percentile=99.99, algorithm=ptq.api.CalibrationAlgorithm.MINMAX),
         tmp_path / "r.json",
@@ -314,18 +315,20 @@ def test_quantize_static_keeps_adaptively_rounded_weights_exactly(
         settings=settings,
     )
     qdq = onnx.load(str(out))
-    for name, matrix in (("w2", new["w2"].reshape(12, 16)), ("w3", new["w3"].T)):
-        expected_scale = pt.symmetric_weight_scales(
-            old["w2"].reshape(12, 16) if name == "w2" else old["w3"].T, qmax=qmax, per_channel=per_channel
-        )
+    for name, matrix in (
+        ("w1", new["w1"].reshape(16, 27)),
+        ("w2", new["w2"].reshape(12, 16)),
+        ("w3", new["w3"].T),
+    ):
+        original = old[name].T if name == "w3" else old[name].reshape(matrix.shape)
+        expected_scale = pt.symmetric_weight_scales(original, qmax=qmax, per_channel=per_channel)
         codes = np.round(matrix / expected_scale[:, None])
         q, scale = _quantized(qdq, name)
-        q = q.reshape(q.shape[0], -1) if name == "w2" else q.T
+        q = q.T if name == "w3" else q.reshape(q.shape[0], -1)
         np.testing.assert_array_equal(np.broadcast_to(scale, expected_scale.shape), expected_scale)
         np.testing.assert_array_equal(q, codes)  # ORT's own rounding reproduces the adaptive grid values
         assert np.abs(q).max() <= qmax
         # and they are not ORT's round-to-nearest of the float weights
-        original = old["w2"].reshape(12, 16) if name == "w2" else old["w3"].T
         assert np.any(q != np.round(original / expected_scale[:, None]))
 
 
@@ -502,8 +505,9 @@ def test_the_statistics_pass_counts_its_histograms_and_second_moments_in_the_mem
     model = onnx.load(str(_pointwise_graph(tmp_path / "m.onnx")))
     histograms = ptq.statistics_fixed_bytes(model, second_moments=False)
     assert histograms == len(ptq.calibrated_tensors(model)) * ptq.HISTOGRAM_BINS * 8
-    # the 1x1 conv (16 inputs) and both Gemms (12 and 10 inputs) hold an in x in float64 matrix each
-    assert ptq.statistics_fixed_bytes(model, second_moments=True) - histograms == (16 * 16 + 12 * 12 + 10 * 10) * 8
+    # the 3x3 stem (27 patch inputs), the 1x1 conv (16 inputs) and both Gemms (12 and 10) hold an in x in float64 each
+    moments = (27 * 27 + 16 * 16 + 12 * 12 + 10 * 10) * 8
+    assert ptq.statistics_fixed_bytes(model, second_moments=True) - histograms == moments
     mib = 2**20
     assert ptq.statistics_chunk(budget_bytes=2048 * mib, fixed_bytes=0, bytes_per_sample=None) == ptq.STATISTICS_CHUNK
     assert ptq.statistics_chunk(budget_bytes=2048 * mib, fixed_bytes=0, bytes_per_sample=mib) == ptq.STATISTICS_CHUNK
@@ -599,7 +603,8 @@ def test_the_equalized_statistics_collected_beside_the_source_equal_a_full_pass_
     full = collect(target, "full")
     both = collect(source, "both", equalized=(target, search.pairs))
     assert both.equalized is not None and set(both.equalized.histograms) == tensors
-    assert set(both.equalized.second_moments) == {"pw"} and set(both.equalized.input_means) == layers
+    # both read a rescaled tensor: pw (1x1) its input vectors, dw (depthwise) its input patches per channel
+    assert set(both.equalized.second_moments) == layers and set(both.equalized.input_means) == layers
     alone = collect(source, "alone")  # the source's own statistics are as without the equalized model beside them
     for name, hist in alone.histograms.items():
         np.testing.assert_array_equal(both.histograms[name].counts, hist.counts)
@@ -619,7 +624,8 @@ def test_the_equalized_statistics_collected_beside_the_source_equal_a_full_pass_
         np.testing.assert_allclose(merged.input_means[name], mean, rtol=1e-5, atol=1e-6)
         if name in layers:
             np.testing.assert_array_equal(merged.input_means[name], mean)
-    np.testing.assert_array_equal(merged.second_moments["pw"].matrix, full.second_moments["pw"].matrix)
+    for name in layers:
+        np.testing.assert_array_equal(merged.second_moments[name].matrix, full.second_moments[name].matrix)
     assert merged.histograms["a1"].maximum != both.histograms["a1"].maximum  # equalization did rescale a1
     with pytest.raises(ValueError, match="equalized"):
         ptq.equalized_statistics(alone, tensors)
@@ -733,3 +739,98 @@ def test_equalization_kept_gets_the_equalized_models_own_statistics_for_what_fol
     assert set(chosen.data) == set(full.histograms)
     for name in full.histograms:
         assert chosen[name].range_value == expected[name].range_value, name
+
+
+def test_depthwise_and_stem_second_moments_are_those_of_their_input_patches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _separable_graph(tmp_path / "m.onnx")
+    x = np.random.default_rng(5).normal(size=(12, 3, 12, 12)).astype(np.float32)
+    monkeypatch.setattr(ptq, "PATCH_MOMENT_SAMPLES", 5)  # patches from the first 5 samples only
+    stats = ptq.collect_statistics(
+        source, [x[:4], x[4:]], input_name="input", workdir=tmp_path / "stats", second_moments=True, chunk=2
+    )
+    assert set(stats.second_moments) == {"conv1", "dw", "pw"}
+    from onnxruntime import InferenceSession
+
+    model = onnx.load(str(source))
+    model.graph.output.extend([helper.make_tensor_value_info("a1", TensorProto.FLOAT, None)])
+    (a1,) = InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(["a1"], {"input": x})
+    geometry = {"kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1]}
+    # runs of 2 samples: the patches stop after the run that reaches 5 (6 samples)
+    stem = pt.patch_columns(x[:6], **geometry).reshape(27, -1).astype(np.float64)
+    depthwise = pt.patch_columns(a1[:6], **geometry).astype(np.float64)
+    moment = stats.second_moments["conv1"]
+    assert isinstance(moment, pt.SecondMoment) and moment.rows == 6 * 144
+    np.testing.assert_allclose(moment.matrix, stem @ stem.T, rtol=1e-4, atol=1e-3)
+    channels = stats.second_moments["dw"]
+    assert isinstance(channels, pt.ChannelSecondMoments) and channels.rows == 6 * 144
+    np.testing.assert_allclose(channels.matrix, depthwise @ depthwise.transpose(0, 2, 1), rtol=1e-4, atol=1e-3)
+    assert stats.second_moments["pw"].rows == 12 * 144  # a 1x1 layer's moment sees every sample
+    # the statistics pass budgets them: 27 x 27 for the stem, 8 channels x 9 x 9 for the depthwise, 8 x 8 for the 1x1
+    loaded = onnx.load(str(source))
+    extra = ptq.statistics_fixed_bytes(loaded, second_moments=True) - ptq.statistics_fixed_bytes(
+        loaded, second_moments=False
+    )
+    assert extra == (27 * 27 + 8 * 9 * 9 + 8 * 8) * 8
+
+
+def test_wide_convolutions_with_a_kernel_are_not_rounded(tmp_path: Path) -> None:
+    # a 3x3 over 4 channels has 36 weights per output channel: its patch moment would grow with channels x taps
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(6, 4, 3, 3)).astype(np.float32), "w")
+    node = helper.make_node("Conv", ["input", "w"], ["out"], name="wide", pads=[1, 1, 1, 1])
+    graph = helper.make_graph(
+        [node],
+        "wide",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 4, 8, 8])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 6, 8, 8])],
+        [w],
+    )
+    assert ptq.roundable_layers(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])) == {}
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_depthwise_weights_are_rounded_adaptively_and_quantize_static_keeps_them(
+    tmp_path: Path, per_channel: bool
+) -> None:
+    from edgequant.backends.onnxruntime.model import read_model
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import FloatModel, quantize_qdq, save_ranges
+
+    source = _separable_graph(tmp_path / "m.onnx", middle="Clip")
+    # smooth inputs: neighbouring pixels nearly equal, as in photographs
+    coarse = np.random.default_rng(6).uniform(0, 1, size=(16, 3, 4, 4)).astype(np.float32)
+    x = np.repeat(np.repeat(coarse, 3, axis=2), 3, axis=3)
+    stats = ptq.collect_statistics(source, [x], input_name="input", workdir=tmp_path / "stats", second_moments=True)
+    rounded = ptq.round_weights_adaptively(
+        source, tmp_path / "rounded.onnx", moments=stats.second_moments, weight_qmax=127, per_channel=per_channel
+    )
+    old, new = _weights(source), _weights(rounded.path)
+    if not per_channel:  # one scale for all channels: rounding each channel on its own grid does not apply
+        assert rounded.layers == 2 and rounded.with_kernel == 1
+        np.testing.assert_array_equal(new["w2"], old["w2"])
+        return
+    assert rounded.layers == 3 and rounded.with_kernel == 2 and rounded.error_ratio < 1.0
+    moment = stats.second_moments["dw"]
+    assert isinstance(moment, pt.ChannelSecondMoments)
+    flat_old, flat_new = old["w2"].reshape(8, 9), new["w2"].reshape(8, 9)
+    nearest = pt.quantize_weights_symmetric(flat_old, qmax=127, per_channel=True)
+    assert pt.output_error_per_channel(flat_old, flat_new, moment.matrix) < pt.output_error_per_channel(
+        flat_old, nearest, moment.matrix
+    )
+    ranges = save_ranges(
+        ptq.ranges_by("minmax", stats, percentile=99.99, algorithm=ptq.api.CalibrationAlgorithm.MINMAX),
+        tmp_path / "r.json",
+    )
+    out = quantize_qdq(
+        float_model=FloatModel(path=rounded.path, model=read_model(rounded.path), preprocessed=False),
+        output_path=tmp_path / "q.onnx",
+        ranges_path=ranges,
+        settings=StaticSettings(per_channel=True, reduce_range=False),
+    )
+    q, scale = _quantized(onnx.load(str(out)), "w2")
+    scales = pt.symmetric_weight_scales(flat_old, qmax=127, per_channel=True)
+    np.testing.assert_array_equal(scale, scales)  # the converter's scales are unchanged
+    np.testing.assert_array_equal(q.reshape(8, 9), np.round(flat_new / scales[:, None]))  # and it keeps the codes
+    assert np.any(q.reshape(8, 9) != np.round(flat_old / scales[:, None]))
