@@ -60,11 +60,11 @@ def test_bias_correction_and_adaptive_rounding_raise_fidelity_over_the_bare_conv
     assert share <= MAX_ROUNDING_ERROR_SHARE
     both, _changed = ptq.bias_corrected(rounded, plan, stats.means, float_model=model)
     reference = ptq.float_logits(model, evaluation)
-    sqnr = {}
+    scores = {}
     for name, candidate in (("bare", model), ("corrected", corrected), ("both", both)):
         logits = ptq.int8_logits(ptq.calibrate(candidate, data), evaluation, tmp_path)
-        sqnr[name] = (pt.sqnr_db(reference, logits), pt.top1_agreement(reference, logits))
-    assert sqnr["corrected"][0] - sqnr["bare"][0] >= MIN_SQNR_GAIN_DB, sqnr
-    assert sqnr["both"][0] - sqnr["corrected"][0] >= MIN_ROUNDING_GAIN_DB, sqnr
-    assert sqnr["both"][1] - sqnr["bare"][1] >= MIN_AGREEMENT_GAIN, sqnr
-    assert sqnr["corrected"][1] >= sqnr["bare"][1], sqnr
+        scores[name] = (pt.sqnr_db(reference, logits), pt.top1_agreement(reference, logits))
+    assert scores["corrected"][0] - scores["bare"][0] >= MIN_SQNR_GAIN_DB, scores
+    assert scores["both"][0] - scores["corrected"][0] >= MIN_ROUNDING_GAIN_DB, scores
+    assert scores["both"][1] - scores["bare"][1] >= MIN_AGREEMENT_GAIN, scores
+    assert scores["corrected"][1] >= scores["bare"][1], scores
