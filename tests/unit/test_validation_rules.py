@@ -141,8 +141,9 @@ def test_mean_std_in_0_1_units_with_scale_1_is_a_warning() -> None:
 def test_ptq_warns_only_where_the_method_ignores_it() -> None:
     keras = {"uri": "s3://m/model.keras", "input": {"shape": [8, 8, 3]}}
     cal = {"dataset": {"uri": "s3://d/cal/"}}
-    # tflite-int8 applies bias correction: the defaults and biasCorrection say nothing
+    # tflite-int8 applies bias correction and adaptive rounding: the defaults and those two say nothing
     assert _warnings(model=keras, method="tflite-int8", calibration=cal, ptq={"biasCorrection": "on"}) == {}
+    assert _warnings(model=keras, method="tflite-int8", calibration=cal, ptq={"adaptiveRounding": "on"}) == {}
     w = _warnings(model=keras, method="tflite-int8", calibration=cal, ptq={"crossLayerEqualization": "on"})
     assert "ptq.crossLayerEqualization on is ignored" in w["spec.ptq"]
     w = _warnings(model=keras, method="tflite-int8", calibration=cal, ptq={"sixteenBitWeights": "on"})

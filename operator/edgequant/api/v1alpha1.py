@@ -727,7 +727,7 @@ class OnnxOptions(ApiModel):
 
 
 class PostTraining(ApiModel):
-    """Post-training techniques beyond the bare converter (onnx-static; tflite-int8: bias correction); ignored by the other methods.
+    """Post-training techniques beyond the bare converter (onnx-static; tflite-int8: bias correction, adaptive rounding); ignored by the other methods.
 
     auto techniques are tried and kept only when they raise top-1 agreement with FP32 on a held-out split of the
     calibration data (never the evaluation data), so the result is never worse there than the converter's default.
@@ -751,7 +751,7 @@ class PostTraining(ApiModel):
     )
     adaptive_rounding: Technique = Field(
         Technique.AUTO,
-        description="Round the int8 weights of 1x1 convolutions, Gemm layers, depthwise convolutions and RGB-stem convolutions by error feedback (GPTQ-style): each input column rounded in turn onto the converter's own per-channel grid, its error compensated on the columns not yet rounded through the inverse of the layer's input second moment measured on the calibration data (over input patches for a kernel, per channel for depthwise layers), so the layer's output error, not each weight's, is minimised. Layers given 16-bit weights are skipped; bias correction then corrects what the rounded weights still shift.",
+        description="Round the int8 weights by error feedback (GPTQ-style): each input column rounded in turn onto the converter's own per-channel grid, its error compensated on the columns not yet rounded through the inverse of the layer's input second moment measured on the calibration data (over input patches for a kernel, per channel for depthwise layers), so the layer's output error, not each weight's, is minimised. onnx-static: 1x1 convolutions, Gemm layers, depthwise convolutions and RGB-stem convolutions; tflite-int8 (Keras sources): every Conv2D, DepthwiseConv2D and Dense kernel. Layers given 16-bit weights are skipped; bias correction then corrects what the rounded weights still shift.",
     )
     sixteen_bit_activations: Technique = Field(
         Technique.AUTO,

@@ -160,12 +160,14 @@ def _ptq_unused(s: api.QuantizationJobSpec) -> str:
         return ""
     if s.method is api.Method.TFLITE_INT8:
         ignored = [
-            name for name in s.ptq.TECHNIQUES if name != "bias_correction" and getattr(s.ptq, name) is api.Technique.ON
+            name
+            for name in s.ptq.TECHNIQUES
+            if name not in ("bias_correction", "adaptive_rounding") and getattr(s.ptq, name) is api.Technique.ON
         ]
         if not ignored:
             return ""
         return (
-            "tflite-int8 applies ptq.biasCorrection only (TFLiteConverter calibrates min/max ranges), "
+            "tflite-int8 applies ptq.biasCorrection and ptq.adaptiveRounding only (TFLiteConverter calibrates min/max ranges), "
             f"so ptq.{', ptq.'.join(_camel(n) for n in ignored)} on is ignored"
         )
     if s.ptq == api.PostTraining():

@@ -91,10 +91,102 @@ def test_the_worker_reports_the_held_out_choice(
     notes = json.loads((tmp_path / "out" / "report.json").read_text())["notes"]
     (held_out,) = [n for n in notes if n.startswith("ptq: held-out top-1 agreement with FP32 on 60 calibration")]
     assert "converter " in held_out and "bias correction " in held_out and "(ranges from the other 240)" in held_out
-    # off is the converter alone: no ptq note
-    spec["ptq"] = {"biasCorrection": "off"}
+    assert "adaptive rounding + bias correction " in held_out
+    # both off is the converter alone: no ptq note
+    spec["ptq"] = {"biasCorrection": "off", "adaptiveRounding": "off"}
     spec["output"]["uri"] = (tmp_path / "off").as_uri() + "/"
     result, _ctx = run_job(spec_from_document(spec)[0], workdir=tmp_path / "work-off", progress=SilentProgress())
     assert result.exit_code == ExitCode.SUCCESS, result.message
     notes = json.loads((tmp_path / "off" / "report.json").read_text())["notes"]
     assert not [n for n in notes if n.startswith("ptq:")]
+
+
+def _separable_model(rng: np.random.Generator) -> Any:
+    """Stem conv (3x3, stride 2), depthwise (multiplier 2), 1x1 conv, each with a BatchNormalization the converter
+    folds, and a Dense head: every kernel layout adaptive rounding handles."""
+    from edgequant.backends.tflite.tf import import_keras
+
+    keras = import_keras()
+    layers = keras.layers
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.ReLU(6.0)(layers.BatchNormalization(name="stem_bn")(x))
+    x = layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2, use_bias=False, name="dw")(x)
+    x = layers.ReLU(6.0)(layers.BatchNormalization(name="dw_bn")(x))
+    x = layers.BatchNormalization(name="pw_bn")(layers.Conv2D(6, 1, use_bias=False, name="pw")(x))
+    outputs = layers.Dense(5, name="fc")(layers.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            gamma, var = rng.uniform(0.5, 2, n), rng.uniform(0.5, 2, n)
+            layer.set_weights(
+                [a.astype(np.float32) for a in (gamma, rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), var)]
+            )
+    return model
+
+
+def test_the_converter_stores_exactly_the_adaptively_rounded_codes(tmp_path: Path) -> None:
+    """Through BatchNormalization folding, for Conv2D, DepthwiseConv2D (multiplier 2) and Dense: the int8 weights in
+    the converted model are round(k_c * W_rounded / scale_c) with no rounding left to the converter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgequant.backends.base import Batches
+    from edgequant.backends.tflite import layers as tl
+    from edgequant.backends.tflite import ptq
+
+    rng = np.random.default_rng(0)
+    model = _separable_model(rng)
+    x = rng.uniform(-1, 1, (40, 16, 16, 3)).astype(np.float32)
+    targets = ptq.plan_adaptive_rounding(model)
+    assert [(t.layer, t.kind) for t in targets] == [
+        ("stem", "Conv2D"),
+        ("dw", "DepthwiseConv2D"),
+        ("pw", "Conv2D"),
+        ("fc", "Dense"),
+    ]
+    stats = ptq.input_statistics(model, ["dw"], iter([x[:20], x[20:]]), moments=targets)
+    # the depthwise moment by definition: 'same' 3x3 patches of its input, per channel
+    from edgequant.backends.tflite.tf import import_keras
+
+    keras = import_keras()
+    a = np.asarray(keras.Model(model.inputs, model.get_layer("stem_bn").output).predict_on_batch(x))
+    a = np.minimum(np.maximum(a, 0), 6)
+    padded = np.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    taps = np.stack([padded[:, i : i + 8, j : j + 8] for i in range(3) for j in range(3)], axis=-2)
+    taps = taps.reshape(-1, 9, a.shape[-1])
+    np.testing.assert_allclose(stats.moments["dw"], np.einsum("ptc,puc->ctu", taps, taps), rtol=1e-4)
+    np.testing.assert_allclose(stats.means["dw"], a.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+
+    rounded, share = ptq.adaptively_rounded(model, targets, stats.moments)
+    assert share < 1.0
+    data = Batches(make_iter=lambda: iter([(x, np.zeros(len(x)))]), count=len(x), batch_size=len(x))
+    int8 = tl.quantize_calibrated(ptq.calibrate(rounded, data), io_dtype="uint8")
+    interpreter = Interpreter(model_content=int8)
+    interpreter.allocate_tensors()
+
+    def factor(bn: str) -> np.ndarray:
+        layer = rounded.get_layer(bn)
+        return np.asarray(layer.gamma) / np.sqrt(np.asarray(layer.moving_variance) + layer.epsilon)
+
+    kernel = {name: np.asarray(rounded.get_layer(name).kernel) for name in ("stem", "dw", "pw", "fc")}
+    folded = {  # in TFLite's layouts: conv [out, kh, kw, in], depthwise [1, kh, kw, in * mult], dense [out, in]
+        "stem": kernel["stem"].transpose(3, 0, 1, 2) * factor("stem_bn")[:, None, None, None],
+        "dw": kernel["dw"].reshape(1, 3, 3, 16) * factor("dw_bn"),
+        "pw": kernel["pw"].transpose(3, 0, 1, 2) * factor("pw_bn")[:, None, None, None],
+        "fc": kernel["fc"].T,
+    }
+    checked = set()
+    for detail in interpreter.get_tensor_details():
+        owner = [name for name in folded if f"/{name}_1/" in detail["name"]]
+        params = detail["quantization_parameters"]
+        if detail["dtype"] != np.int8 or len(owner) != 1 or len(params["scales"]) < 2:  # weights: per channel
+            continue
+        (name,) = owner
+        codes = interpreter.get_tensor(detail["index"]).astype(np.float64)
+        shape = [1] * codes.ndim
+        shape[params["quantized_dimension"]] = -1
+        ours = np.round(folded[name] / np.asarray(params["scales"]).reshape(shape))
+        np.testing.assert_array_equal(ours, codes, err_msg=name)
+        checked.add(name)
+    assert checked == set(folded)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from edgequant.analysis import post_training as pt
+from edgequant.api import v1alpha1 as api
 from edgequant.backends.base import held_out_mask
 from edgequant.backends.tflite import ptq
 
@@ -78,3 +79,69 @@ def test_held_out_mask_takes_every_nth_sample_across_batches() -> None:
     first, second = held_out_mask(0, 7, 5), held_out_mask(7, 7, 5)
     held = np.flatnonzero(np.concatenate([first, second]))
     assert held.tolist() == [4, 9]
+
+
+def _patches(x: np.ndarray, kh: int, kw: int) -> np.ndarray:
+    """'valid' stride-1 patches of x [n, h, w, c] as [positions, kh, kw, c]."""
+    n, h, w, _channels = x.shape
+    return np.stack(
+        [x[i, r : r + kh, s : s + kw] for i in range(n) for r in range(h - kh + 1) for s in range(w - kw + 1)]
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "shape"), [("Conv2D", (3, 3, 4, 5)), ("DepthwiseConv2D", (3, 3, 4, 2)), ("Dense", (6, 3))]
+)
+def test_adaptive_rounding_stays_on_the_converters_grid_and_lowers_the_output_error(
+    kind: str, shape: tuple[int, ...]
+) -> None:
+    """The converter re-derives each channel's scale from the absmax and rounds to nearest: it must store exactly our
+    codes; and the layer's output error on the inputs the moment came from must not exceed round-to-nearest's."""
+    rng = np.random.default_rng(3)
+    kernel = rng.normal(size=shape).astype(np.float32)
+    if kind == "Dense":
+        mixing = rng.normal(size=(shape[0], shape[0]))
+        rows = rng.normal(size=(400, shape[0])) @ mixing + 0.5  # correlated, off-centre inputs
+        moment = rows.T @ rows
+        outputs = [rows]
+    else:
+        channels = shape[2]
+        x = rng.normal(size=(4, 7, 7, channels)).cumsum(axis=1) + 0.3  # spatially correlated
+        patches = _patches(x, shape[0], shape[1])
+        if kind == "Conv2D":
+            flat = patches.reshape(len(patches), -1)
+            moment = flat.T @ flat
+        else:
+            taps = patches.reshape(len(patches), -1, channels)
+            moment = np.einsum("ptc,puc->ctu", taps, taps)
+        outputs = [x]
+    rounded = ptq.rounded_kernel(kind, kernel, moment)
+    assert rounded.shape == kernel.shape and rounded.dtype == np.float32
+    np.testing.assert_allclose(_quantized_keras(kind, rounded), rounded, rtol=0, atol=1e-6)
+    axes = (0, 1) if kind == "DepthwiseConv2D" else tuple(range(kernel.ndim - 1))
+    np.testing.assert_array_equal(np.abs(rounded).max(axis=axes), np.abs(kernel).max(axis=axes))
+
+    def error(weights: np.ndarray) -> float:
+        if kind == "Dense":
+            return float(np.sum((outputs[0] @ (weights - kernel)) ** 2))
+        layer = _conv_nhwc if kind == "Conv2D" else _depthwise_nhwc
+        return float(sum(np.sum(layer(x, weights - kernel) ** 2) for x in outputs[0]))
+
+    nearest = _quantized_keras(kind, kernel)
+    assert error(rounded) < error(nearest)
+
+
+def _candidate_names(**techniques: str) -> list[str]:
+    options = api.PostTraining(**{k: api.Technique(v) for k, v in techniques.items()})
+    return [c.name for c in ptq.candidates_for(options)]
+
+
+def test_candidates_follow_off_auto_on() -> None:
+    both = "adaptive rounding + bias correction"
+    assert _candidate_names() == ["converter", "bias correction", both]
+    assert _candidate_names(adaptive_rounding="off") == ["converter", "bias correction"]
+    assert _candidate_names(bias_correction="off") == ["converter", "adaptive rounding"]
+    assert _candidate_names(bias_correction="on") == ["bias correction", both]
+    assert _candidate_names(adaptive_rounding="on") == [both]
+    assert _candidate_names(adaptive_rounding="on", bias_correction="off") == ["adaptive rounding"]
+    assert _candidate_names(bias_correction="on", adaptive_rounding="off") == ["bias correction"]

@@ -187,7 +187,7 @@ class TFLiteBackend:
         keras_model = self.source(request).keras_model
         if keras_model is None:
             self.ptq_notes.append(
-                "ptq: bias correction needs a Keras source (.keras / .h5); the SavedModel is calibrated as it is"
+                "ptq: bias correction and adaptive rounding need a Keras source (.keras / .h5); the SavedModel is calibrated as it is"
             )
             return None
         try:
