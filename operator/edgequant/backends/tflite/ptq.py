@@ -317,13 +317,9 @@ def rounded_kernel(kind: str, kernel: np.ndarray, moment: np.ndarray) -> np.ndar
         rows = k.reshape(-1, k.shape[-1]).T  # [out, (kh, kw, in)]
         return pt.adaptive_rounding(rows, moment, qmax=WEIGHT_QMAX, per_channel=True).T.reshape(k.shape)
     kh, kw, channels, mult = k.shape
-    out = np.empty_like(k)
-    for c in range(channels):
-        rows = k[:, :, c, :].reshape(kh * kw, mult).T  # [mult, taps]
-        out[:, :, c, :] = pt.adaptive_rounding(rows, moment[c], qmax=WEIGHT_QMAX, per_channel=True).T.reshape(
-            kh, kw, mult
-        )
-    return out
+    rows = k.reshape(kh * kw, channels * mult).T  # [in * mult, taps]: output channel c * mult + m reads input c
+    rounded = pt.adaptive_rounding_per_channel(rows, np.repeat(moment, mult, axis=0), qmax=WEIGHT_QMAX)
+    return rounded.T.reshape(k.shape)
 
 
 def adaptively_rounded(model: Any, targets: list[RoundingTarget], moments: dict[str, np.ndarray]) -> tuple[Any, float]:
