@@ -83,6 +83,8 @@ def _run(
         "calibration": {"dataset": {"uri": f"file://{root}/cal.npz", "layout": "npz"}, "samples": 500},
         "evaluation": {"dataset": {"uri": f"file://{root}/eval.npz", "layout": "npz"}, "samples": 1000},
         "output": {"uri": f"file://{root}/{out}/"},
+        # the fragile layers are built to defeat round-to-nearest weights; adaptive rounding repairs them (tested below)
+        "ptq": {"adaptiveRounding": "off"},
     }
     doc.update(spec)
     parsed, _name, _ns = spec_from_document(doc)
@@ -116,6 +118,21 @@ def test_auto_mixed_precision_pins_the_sensitive_layer_and_publishes_both_report
     html = (out / "report.html").read_text()
     assert "conv2" in html and "<svg" in html and "<script" not in html
     assert {f["check"] for f in analysis["diagnostics"]["findings"] if f["fired"]} == set()
+
+
+def test_adaptive_rounding_repairs_the_fragile_layer_that_round_to_nearest_loses(job_files: Path) -> None:
+    """conv2's blown-up weight scale leaves its live weights one or two grid steps: round-to-nearest loses the layer
+    (the test below fails the gate with the same budget), rounding against conv2's input patches keeps its output."""
+    result, _ctx, out = _run(
+        job_files,
+        "rounded",
+        acceptance={"maxAccuracyDrop": 0.02, "onFailure": "fail"},
+        ptq={"adaptiveRounding": "auto"},
+    )
+    assert result.exit_code == ExitCode.SUCCESS, result.message
+    report = json.loads((out / "report.json").read_text())
+    assert [t["rung"] for t in report["analysis"]["gate"]["trials"]] == ["full"]
+    assert any("chosen: adaptive rounding" in n for n in report["notes"]), report["notes"]
 
 
 def test_gate_fail_path_exits_acceptance_failed_and_the_report_says_why(job_files: Path) -> None:
