@@ -316,10 +316,15 @@ def rounded_kernel(kind: str, kernel: np.ndarray, moment: np.ndarray) -> np.ndar
     if kind == "Conv2D":
         rows = k.reshape(-1, k.shape[-1]).T  # [out, (kh, kw, in)]
         return pt.adaptive_rounding(rows, moment, qmax=WEIGHT_QMAX, per_channel=True).T.reshape(k.shape)
-    kh, kw, channels, mult = k.shape
-    rows = k.reshape(kh * kw, channels * mult).T  # [in * mult, taps]: output channel c * mult + m reads input c
-    rounded = pt.adaptive_rounding_per_channel(rows, np.repeat(moment, mult, axis=0), qmax=WEIGHT_QMAX)
-    return rounded.T.reshape(k.shape)
+    rows, moments = _depthwise_rows(k, moment)
+    return pt.adaptive_rounding_per_channel(rows, moments, qmax=WEIGHT_QMAX).T.reshape(k.shape)
+
+
+def _depthwise_rows(kernel: np.ndarray, moment: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A depthwise kernel [kh, kw, in, mult] as rows [in * mult, taps] (output channel c * mult + m reads input c)
+    and each row's input second moment [in * mult, taps, taps]."""
+    kh, kw, channels, mult = kernel.shape
+    return kernel.reshape(kh * kw, channels * mult).T, np.repeat(moment, mult, axis=0)
 
 
 def adaptively_rounded(model: Any, targets: list[RoundingTarget], moments: dict[str, np.ndarray]) -> tuple[Any, float]:
@@ -358,13 +363,8 @@ def _kernel_output_error(kind: str, kernel: np.ndarray, rounded: np.ndarray, mom
         return pt.output_error(kernel.T, rounded.T, moment)
     if kind == "Conv2D":
         return pt.output_error(kernel.reshape(-1, kernel.shape[-1]).T, rounded.reshape(-1, kernel.shape[-1]).T, moment)
-    kh, kw, channels, mult = kernel.shape
-    return sum(
-        pt.output_error(
-            kernel[:, :, c, :].reshape(kh * kw, mult).T, rounded[:, :, c, :].reshape(kh * kw, mult).T, moment[c]
-        )
-        for c in range(channels)
-    )
+    rows, moments = _depthwise_rows(kernel, moment)
+    return pt.output_error_per_channel(rows, _depthwise_rows(rounded, moment)[0], moments)
 
 
 def bias_corrected(
