@@ -170,6 +170,18 @@ def corrected_bias(bias: np.ndarray | None, shift: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- adaptive weight rounding
 
 
+#: Calibration samples whose input patches give adaptive rounding's second moments: a moment of taps x taps (or
+#: kh*kw*in squared) entries converges long before the pass ends, and patches cost 9-25x an activation's memory and time.
+PATCH_MOMENT_SAMPLES = 64
+
+
+def moment_sample_stride(count: int, *, limit: int = PATCH_MOMENT_SAMPLES) -> int:
+    """Take every n-th of ``count`` calibration samples for the patch moments: at most ``limit``, spread over the set."""
+    if count <= 0 or limit <= 0:
+        raise ValueError(f"count and limit must be positive (got {count}, {limit})")
+    return max(1, -(-count // limit))
+
+
 class SecondMoment:
     """sum x x^T over the rows of a layer's inputs, accumulated batch by batch (memory: in x in, never the inputs)."""
 

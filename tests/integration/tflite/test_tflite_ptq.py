@@ -90,7 +90,11 @@ def test_the_worker_reports_the_held_out_choice(
     assert result.exit_code == ExitCode.SUCCESS, result.message
     notes = json.loads((tmp_path / "out" / "report.json").read_text())["notes"]
     (held_out,) = [n for n in notes if n.startswith("ptq: held-out top-1 agreement with FP32 on 60 calibration")]
-    assert "converter " in held_out and "bias correction " in held_out and "(ranges from the other 240)" in held_out
+    assert (
+        "converter " in held_out
+        and "bias correction " in held_out
+        and "(ranges from the other 240, calibrated once on the 'converter' weights)" in held_out
+    )
     assert "adaptive rounding + bias correction " in held_out
     # both off is the converter alone: no ptq note
     spec["ptq"] = {"biasCorrection": "off", "adaptiveRounding": "off"}
@@ -190,3 +194,113 @@ def test_the_converter_stores_exactly_the_adaptively_rounded_codes(tmp_path: Pat
         np.testing.assert_array_equal(ours, codes, err_msg=name)
         checked.add(name)
     assert checked == set(folded)
+
+
+def test_patch_moments_come_from_every_nth_sample_up_to_the_limit_and_means_from_all() -> None:
+    from edgequant.backends.tflite import ptq
+
+    rng = np.random.default_rng(1)
+    model = _separable_model(rng)
+    x = rng.uniform(-1, 1, (40, 16, 16, 3)).astype(np.float32)
+    targets = ptq.plan_adaptive_rounding(model)
+    every_third = ptq.input_statistics(
+        model, ["dw", "pw"], iter([x[:25], x[25:]]), moments=targets, moment_every=3, moment_limit=5
+    )
+    assert (every_third.samples, every_third.moment_samples) == (40, 5)
+    picked = ptq.input_statistics(model, ["dw", "pw"], iter([x[[0, 3, 6, 9, 12]]]), moments=targets)
+    whole = ptq.input_statistics(model, ["dw", "pw"], iter([x]))
+    for target in targets:
+        np.testing.assert_allclose(every_third.moments[target.layer], picked.moments[target.layer], rtol=1e-5)
+    for layer in ("dw", "pw"):
+        np.testing.assert_allclose(every_third.means[layer], whole.means[layer], rtol=1e-5, atol=1e-7)
+
+
+def _int8_constants(model: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel quantized constants (kernels and their biases): codes and per-channel scales."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model)
+    interpreter.allocate_tensors()
+    found = {}
+    for detail in interpreter.get_tensor_details():
+        params = detail["quantization_parameters"]
+        if len(params["scales"]) >= 2:
+            found[detail["name"]] = (interpreter.get_tensor(detail["index"]).copy(), np.asarray(params["scales"]))
+    return found
+
+
+def _activation_scales(model: bytes) -> dict[str, float]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model)
+    return {
+        d["name"]: float(d["quantization_parameters"]["scales"][0])
+        for d in interpreter.get_tensor_details()
+        if d["dtype"] == np.int8 and len(d["quantization_parameters"]["scales"]) == 1
+    }
+
+
+def test_a_weight_variant_takes_the_first_calibrations_ranges_with_its_own_weights() -> None:
+    """The rounded and corrected candidates quantize to the int8 weights their own calibration gives, with the
+    activation ranges of the first calibration: one converter calibration serves every candidate."""
+    from edgequant.backends.base import Batches
+    from edgequant.backends.tflite import layers as tl
+    from edgequant.backends.tflite import ptq
+
+    rng = np.random.default_rng(2)
+    model = _separable_model(rng)
+    fc = model.get_layer("fc")  # a non-zero bias, as trained heads have: a zero one is not stored (see below)
+    fc.set_weights([np.asarray(fc.kernel), rng.normal(0, 0.1, 5).astype(np.float32)])
+    x = rng.uniform(-1, 1, (40, 16, 16, 3)).astype(np.float32)
+    data = Batches(make_iter=lambda: iter([(x, np.zeros(len(x)))]), count=len(x), batch_size=len(x))
+    targets = ptq.plan_adaptive_rounding(model)
+    stats = ptq.input_statistics(
+        model, [t.layer for t in ptq.plan_bias_correction(model).targets], iter([x]), moments=targets
+    )
+    rounded, _share = ptq.adaptively_rounded(model, targets, stats.moments)
+    variant, changed = ptq.bias_corrected(rounded, ptq.plan_bias_correction(model), stats.means, float_model=model)
+    assert changed > 0
+    first = ptq.calibrate(model, data)
+    logged: list[str] = []
+    reused = ptq.recalibrated(first, variant, data, logged.append)
+    assert logged == []
+    own = tl.quantize_calibrated(ptq.calibrate(variant, data))
+    ours = tl.quantize_calibrated(reused)
+    weights, expected = _int8_constants(ours), _int8_constants(own)
+    assert len(weights) >= 8 and weights.keys() == expected.keys()  # four kernels and their biases
+    for name, (codes, scales) in expected.items():
+        mine, my_scales = weights[name]
+        if codes.dtype == np.int8:  # kernels: the weights alone set their codes
+            np.testing.assert_array_equal(mine, codes, err_msg=name)
+        else:  # int32 biases: step input_scale x weight_scale, so their codes follow the first calibration's ranges
+            assert (np.abs(mine * my_scales - codes * scales) <= np.maximum(my_scales, scales)).all(), name
+    assert _activation_scales(ours) == _activation_scales(tl.quantize_calibrated(first))
+    before = _int8_constants(tl.quantize_calibrated(first))
+    assert any(not np.array_equal(weights[name][0], before[name][0]) for name in before)
+
+
+def test_a_variant_whose_graph_differs_is_calibrated_on_its_own() -> None:
+    """The converter drops a zero bias; bias correction makes it non-zero, so the variant has one constant more."""
+    from edgequant.backends.base import Batches
+    from edgequant.backends.tflite import layers as tl
+    from edgequant.backends.tflite import ptq
+    from edgequant.backends.tflite.tf import import_keras
+
+    keras = import_keras()
+    rng = np.random.default_rng(3)
+    model = _separable_model(rng)
+    assert not np.asarray(model.get_layer("fc").bias).any()
+    x = rng.uniform(-1, 1, (20, 16, 16, 3)).astype(np.float32)
+    data = Batches(make_iter=lambda: iter([(x, np.zeros(len(x)))]), count=len(x), batch_size=len(x))
+    plan = ptq.plan_bias_correction(model)
+    variant, _changed = ptq.bias_corrected(
+        model, plan, ptq.input_means(model, [t.layer for t in plan.targets], iter([x]))
+    )
+    first = ptq.calibrate(model, data)
+    logged: list[str] = []
+    own = ptq.recalibrated(first, variant, data, logged.append)
+    assert len(logged) == 1 and "calibrating it on its own" in logged[0]
+    assert tl.quantize_calibrated(own) == tl.quantize_calibrated(ptq.calibrate(variant, data))
+    inputs = keras.Input((16, 16, 3))
+    other = keras.Model(inputs, keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    assert tl.with_constants_of(first, ptq.calibrate(other, data)) is None

@@ -414,3 +414,18 @@ def test_adaptive_rounding_per_channel_rounds_each_row_as_adaptive_rounding_does
     np.testing.assert_array_equal(pt.symmetric_weight_scales(batched, qmax=64, per_channel=True), scales)
     with pytest.raises(ValueError, match="do not match"):
         pt.adaptive_rounding_per_channel(weight, moments[:, :4, :4], qmax=127)
+
+
+@pytest.mark.parametrize(
+    ("count", "stride", "taken"), [(400, 7, 58), (64, 1, 64), (10, 1, 10), (65, 2, 33), (1000, 16, 63)]
+)
+def test_the_patch_moment_samples_are_spread_over_the_set_and_at_most_the_limit(
+    count: int, stride: int, taken: int
+) -> None:
+    assert pt.moment_sample_stride(count) == stride
+    assert len(range(0, count, stride)) == taken <= pt.PATCH_MOMENT_SAMPLES
+
+
+def test_the_patch_moment_stride_refuses_an_empty_set() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        pt.moment_sample_stride(0)

@@ -297,3 +297,54 @@ def map_layers(calibrated: bytes, *, keras_model: Any | None) -> LayerMap:
     """The calibrated model's ops grouped by the source model's layers (tensor scopes for SavedModels)."""
     names, output_layer = source_layer_names(keras_model) if keras_model is not None else (None, None)
     return assign_layers(read_graph(calibrated), layer_names=names, output_layer=output_layer)
+
+
+def with_constants_of(calibrated: bytes, float_model: bytes) -> bytes | None:
+    """``calibrated`` with its constant buffers taken from ``float_model``; None when the two graphs differ.
+
+    A calibrated model is the float conversion plus recorded activation ranges, so a Keras model whose weights
+    changed (rounded kernels, corrected biases) converts to the same graph with other constant bytes. Moving those
+    bytes into an existing calibration skips a calibration pass (minutes on a 224x224 model); the ranges are the
+    first model's, which the weight changes move by at most their own small output shift. Only float32 constants
+    may differ (buffers no tensor reads, such as the conversion metadata, are the calibrated model's): a changed shape, op, tensor or integer constant means another graph, and the caller calibrates.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    float32 = 0  # tflite.TensorType.FLOAT32
+    target = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    source = flatbuffer_utils.convert_bytearray_to_object(bytearray(float_model))
+    if len(target.buffers) != len(source.buffers) or len(target.subgraphs) != len(source.subgraphs):
+        return None
+    if [c.builtinCode for c in target.operatorCodes] != [c.builtinCode for c in source.operatorCodes]:
+        return None
+    kinds: dict[int, set[int]] = {}
+    for mine, theirs in zip(target.subgraphs, source.subgraphs):
+        if len(mine.tensors) != len(theirs.tensors) or len(mine.operators) != len(theirs.operators):
+            return None
+        for a, b in zip(mine.tensors, theirs.tensors):
+            if (a.name, a.buffer, a.type, _listed(a.shape)) != (b.name, b.buffer, b.type, _listed(b.shape)):
+                return None
+            kinds.setdefault(a.buffer, set()).add(a.type)
+        for a, b in zip(mine.operators, theirs.operators):
+            if (a.opcodeIndex, _listed(a.inputs), _listed(a.outputs)) != (
+                b.opcodeIndex,
+                _listed(b.inputs),
+                _listed(b.outputs),
+            ):
+                return None
+    for index, kind in kinds.items():  # buffers no tensor reads (metadata: the conversion's options) stay the target's
+        old, new = target.buffers[index].data, source.buffers[index].data
+        if old is None and new is None:
+            continue
+        if old is None or new is None or len(old) != len(new):
+            return None
+        if bytes(bytearray(old)) != bytes(bytearray(new)):
+            if kind != {float32}:
+                return None
+            target.buffers[index].data = new
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(target))
+
+
+def _listed(values: Any) -> list[Any]:
+    """A flatbuffer object's vector field as a list (the object API leaves an empty one as None)."""
+    return [] if values is None else list(values)
