@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -196,23 +197,22 @@ def test_the_converter_stores_exactly_the_adaptively_rounded_codes(tmp_path: Pat
     assert checked == set(folded)
 
 
-def test_patch_moments_come_from_every_nth_sample_up_to_the_limit_and_means_from_all() -> None:
+def test_the_statistics_come_from_every_nth_sample_up_to_the_limit() -> None:
     from edgequant.backends.tflite import ptq
 
     rng = np.random.default_rng(1)
     model = _separable_model(rng)
     x = rng.uniform(-1, 1, (40, 16, 16, 3)).astype(np.float32)
     targets = ptq.plan_adaptive_rounding(model)
-    every_third = ptq.input_statistics(
-        model, ["dw", "pw"], iter([x[:25], x[25:]]), moments=targets, moment_every=3, moment_limit=5
-    )
-    assert (every_third.samples, every_third.moment_samples) == (40, 5)
+    every_third = ptq.input_statistics(model, ["dw", "pw"], iter([x[:25], x[25:]]), moments=targets, every=3, limit=5)
+    assert every_third.samples == 5
     picked = ptq.input_statistics(model, ["dw", "pw"], iter([x[[0, 3, 6, 9, 12]]]), moments=targets)
-    whole = ptq.input_statistics(model, ["dw", "pw"], iter([x]))
     for target in targets:
         np.testing.assert_allclose(every_third.moments[target.layer], picked.moments[target.layer], rtol=1e-5)
     for layer in ("dw", "pw"):
-        np.testing.assert_allclose(every_third.means[layer], whole.means[layer], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(every_third.means[layer], picked.means[layer], rtol=1e-5, atol=1e-7)
+    spread = ptq.input_statistics(model, ["dw"], iter([x[:25], x[25:]]), every=3)  # no limit: 0, 3, ..., 39
+    assert spread.samples == 14
 
 
 def _int8_constants(model: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -304,3 +304,46 @@ def test_a_variant_whose_graph_differs_is_calibrated_on_its_own() -> None:
     inputs = keras.Input((16, 16, 3))
     other = keras.Model(inputs, keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(inputs)))
     assert tl.with_constants_of(first, ptq.calibrate(other, data)) is None
+
+
+def test_a_pinned_layer_gets_the_source_float_weights_back_and_the_others_keep_their_tuned_codes() -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgequant.backends.base import Batches
+    from edgequant.backends.tflite import layers as tl
+    from edgequant.backends.tflite import ptq
+    from edgequant.backends.tflite.tf import import_tf
+
+    rng = np.random.default_rng(4)
+    model = _separable_model(rng)
+    x = rng.uniform(-1, 1, (40, 16, 16, 3)).astype(np.float32)
+    data = Batches(make_iter=lambda: iter([(x, np.zeros(len(x)))]), count=len(x), batch_size=len(x))
+    targets = ptq.plan_adaptive_rounding(model)
+    stats = ptq.input_statistics(model, [], iter([x]), moments=targets)
+    rounded, _share = ptq.adaptively_rounded(model, targets, stats.moments)
+    tuned = ptq.calibrate(rounded, data)
+    source_float = bytes(import_tf().lite.TFLiteConverter.from_keras_model(model).convert())
+    nodes = tl.map_layers(tuned, keras_model=rounded).nodes_of(["dw_bn"])  # the folded depthwise op's layer
+    restored = tl.with_constants_of(tuned, source_float, of_ops=nodes)
+    assert restored is not None
+
+    def kernels(model_bytes: bytes) -> dict[str, np.ndarray]:
+        """Every 4-d constant of the INT8 model with the depthwise op pinned: conv kernels, int8 or float."""
+        interpreter = Interpreter(model_content=tl.quantize_calibrated(model_bytes, keep_float_nodes=nodes))
+        interpreter.allocate_tensors()
+        found = {}
+        for d in interpreter.get_tensor_details():
+            if len(d["shape"]) == 4 and ("/stem_1/" in d["name"] or "/dw_1/" in d["name"]):
+                with contextlib.suppress(ValueError):  # activations have no data before a run
+                    found[d["name"]] = interpreter.get_tensor(d["index"]).copy()
+        return found
+
+    ours, still_tuned = kernels(restored), kernels(tuned)
+    (dw,) = [name for name in ours if "/dw_1/" in name and ours[name].dtype == np.float32]
+    bn = model.get_layer("dw_bn")
+    factor = np.asarray(bn.gamma) / np.sqrt(np.asarray(bn.moving_variance) + bn.epsilon)
+    folded = np.asarray(model.get_layer("dw").kernel).reshape(1, 3, 3, 16) * factor
+    np.testing.assert_allclose(ours[dw], folded, rtol=1e-5, atol=1e-6)  # the source's folded weights, not rounded
+    assert not np.allclose(still_tuned[dw], folded, rtol=1e-5, atol=1e-6)
+    (stem,) = [name for name in ours if "/stem_1/" in name and ours[name].dtype == np.int8]
+    np.testing.assert_array_equal(ours[stem], still_tuned[stem])  # the int8 layers keep the rounded codes

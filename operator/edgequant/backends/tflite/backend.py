@@ -27,6 +27,7 @@ class TFLiteBackend:
     def __init__(self) -> None:
         self._sources: dict[Path, SourceModel] = {}
         self._calibrated: dict[tuple[object, ...], bytes] = {}
+        self._float: dict[Path, bytes] = {}
         self.calibrations = 0
         """Calibration passes run (one per model and data set; tflite-int8 artifacts and layer analysis reuse it)."""
         self.cache_notes: list[str] = []
@@ -59,11 +60,15 @@ class TFLiteBackend:
         path.write_bytes(data)
         return path
 
+    def float_conversion(self, request: QuantizeRequest) -> bytes:
+        """The source model as float TFLite, converted once per run (the baseline, and pinned layers' float weights)."""
+        key = request.model_path.resolve()
+        if key not in self._float:
+            self._float[key] = conv.convert_source(self.source(request), method=None)
+        return self._float[key]
+
     def export_baseline(self, request: QuantizeRequest) -> BaselineArtifact:
-        source = self.source(request)
-        path = self._write(
-            conv.convert_source(source, method=None), request.workdir / f"{request.model_path.stem}.fp32.tflite"
-        )
+        path = self._write(self.float_conversion(request), request.workdir / f"{request.model_path.stem}.fp32.tflite")
         return BaselineArtifact(path=path, input=TFLitePredictor(path).input, format="tflite-fp32")
 
     def quantize(self, request: QuantizeRequest) -> QuantizedArtifact:
@@ -239,10 +244,24 @@ class TFLiteBackend:
                 nodes = layers.map_layers(calibrated, keras_model=source.keras_model).nodes_of(request.keep_float)
             except KeyError as exc:
                 raise InvalidInputError(str(exc.args[0])) from exc
+            if self._ptq_applies(request):
+                calibrated = self._with_float_weights(request, calibrated, nodes)
         try:
             return layers.quantize_calibrated(calibrated, keep_float_nodes=nodes, io_dtype="uint8")
         except Exception as exc:
             raise conv.conversion_error(exc, api.Method.TFLITE_INT8) from exc
+
+    def _with_float_weights(self, request: QuantizeRequest, calibrated: bytes, nodes: list[str]) -> bytes:
+        """spec.ptq rounded and bias-corrected the weights for int8; a pinned layer runs float, so it gets the source's."""
+        from edgequant.backends.tflite import layers
+
+        restored = layers.with_constants_of(calibrated, self.float_conversion(request), of_ops=nodes)
+        if restored is None:
+            note = "ptq: the pinned layers keep their tuned weights (the tuned model converts to another graph than the source)"
+            if note not in self.ptq_notes:
+                self.ptq_notes.append(note)
+            return calibrated
+        return restored
 
     def load(self, path: Path, *, options: BackendOptions) -> TFLitePredictor:
         """A .tflite artifact, or the FP32 source model converted to float TFLite."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -299,8 +299,11 @@ def map_layers(calibrated: bytes, *, keras_model: Any | None) -> LayerMap:
     return assign_layers(read_graph(calibrated), layer_names=names, output_layer=output_layer)
 
 
-def with_constants_of(calibrated: bytes, float_model: bytes) -> bytes | None:
+def with_constants_of(calibrated: bytes, float_model: bytes, *, of_ops: Collection[str] | None = None) -> bytes | None:
     """``calibrated`` with its constant buffers taken from ``float_model``; None when the two graphs differ.
+
+    ``of_ops`` (op output tensor names, as ``quantize_calibrated``'s ``keep_float_nodes``) limits the move to the
+    constants those ops read: pinned layers get their float weights back while the others keep tuned ones.
 
     A calibrated model is the float conversion plus recorded activation ranges, so a Keras model whose weights
     changed (rounded kernels, corrected biases) converts to the same graph with other constant bytes. Moving those
@@ -332,6 +335,14 @@ def with_constants_of(calibrated: bytes, float_model: bytes) -> bytes | None:
                 _listed(b.outputs),
             ):
                 return None
+    if of_ops is not None:
+        wanted = {name.encode() if isinstance(name, str) else name for name in of_ops}
+        read: set[int] = set()
+        for graph in target.subgraphs:
+            for op in graph.operators:
+                if any(graph.tensors[i].name in wanted for i in _listed(op.outputs)):
+                    read.update(graph.tensors[i].buffer for i in _listed(op.inputs) if i >= 0)
+        kinds = {index: kind for index, kind in kinds.items() if index in read}
     for index, kind in kinds.items():  # buffers no tensor reads (metadata: the conversion's options) stay the target's
         old, new = target.buffers[index].data, source.buffers[index].data
         if old is None and new is None:
