@@ -152,3 +152,81 @@ def test_equalization_on_is_no_worse_than_off(
         _agreement(reference, equalized.path, test_inputs)
         >= _agreement(reference, plain.path, test_inputs) - SPLIT_NOISE
     )
+
+
+def _same_model(a: Any, b: Any) -> bool:
+    from edgequant.backends.onnxruntime.quantize import _same_initializers
+
+    return _same_initializers(a, b) and list(a.graph.node) == list(b.graph.node)
+
+
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_qdq_template_makes_what_quantize_static_makes_for_other_ranges(
+    reduce_range: bool, separable_onnx: Path, prepared: Callable[[str, int], Any], tmp_path: Path
+) -> None:
+    """The post-training search scores every range rule on one float model through a template of its first Q/DQ
+    model; each must be exactly the model quantize_static makes with those ranges, including the weight scales it
+    widens where a tiny input range would overflow an int32 bias."""
+    import onnx
+    from onnxruntime.quantization import TensorsData
+    from onnxruntime.quantization.calibrate import TensorData
+
+    from edgequant.api import v1alpha1 as api
+    from edgequant.backends.onnxruntime import ptq
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import (
+        QdqTemplate,
+        prepare_float_model,
+        quantize_qdq,
+        save_ranges,
+    )
+
+    fm = prepare_float_model(separable_onnx, workdir=tmp_path, preprocess=True, per_channel=True)
+    calibration = np.concatenate([x for x, _ in prepared("calibration", 64).batches()])
+    stats = ptq.collect_statistics(
+        fm.path, [calibration[i : i + 16] for i in range(0, 64, 16)], input_name="input", workdir=tmp_path / "s"
+    )
+    settings = StaticSettings(reduce_range=reduce_range)
+    algorithm = api.CalibrationAlgorithm.MINMAX
+
+    def full(ranges: TensorsData, name: str, settings: StaticSettings = settings) -> onnx.ModelProto:
+        path = save_ranges(ranges, tmp_path / f"{name}.json")
+        quantize_qdq(float_model=fm, output_path=tmp_path / f"{name}.onnx", ranges_path=path, settings=settings)
+        return onnx.load(str(tmp_path / f"{name}.onnx"))
+
+    first = ptq.ranges_by("minmax", stats, percentile=99.999, algorithm=algorithm)
+    full(first, "first")
+    template = QdqTemplate.build(
+        float_path=fm.path, qdq_path=tmp_path / "first.onnx", ranges_path=tmp_path / "first.json", settings=settings
+    )
+    assert template is not None
+    # the first pointwise convolution's input squeezed to a millionth of its range: its bias scale would overflow
+    squeezed = ptq.ranges_by("mse", stats, percentile=99.999, algorithm=algorithm)
+    conv = next(b for b in template.biases if b.axis is not None and b.input_scale != "input_scale")
+    tensor = template.activations[conv.input_scale]
+    low, high = squeezed.data[tensor].range_value
+    data = dict(squeezed.data)
+    data[tensor] = TensorData(lowest=np.float32(low * 1e-6), highest=np.float32(high * 1e-6))
+    squeezed = TensorsData(squeezed.calibration_method, data)
+    widened = 0
+    for rule, ranges in [
+        *(
+            (r, ptq.ranges_by(r, stats, percentile=99.999, algorithm=algorithm))
+            for r in ("entropy", "percentile", "mse")
+        ),
+        ("squeezed", squeezed),
+    ]:
+        reference = full(ranges, rule)
+        patched = template.for_ranges(ranges)
+        assert patched is not None and _same_model(patched, reference), rule
+        scales = {t.name: onnx.numpy_helper.to_array(t) for t in reference.graph.initializer}
+        widened += int(np.sum(scales[conv.weight_scale] != template.weight_scales[conv.weight_scale]))
+    assert widened > 0  # the squeezed input made quantize_static widen weight scales, and the template followed
+    wide = settings.model_copy(update={"sixteen_bit_activations": (tensor,)})
+    full(first, "wide", wide)
+    assert (
+        QdqTemplate.build(
+            float_path=fm.path, qdq_path=tmp_path / "wide.onnx", ranges_path=tmp_path / "first.json", settings=wide
+        )
+        is None
+    )  # 16-bit tensors: quantize_static each time

@@ -51,7 +51,7 @@ from edgequant.backends.onnxruntime.calibration import CALIBRATED_OPS, ORT_METHO
 from edgequant.backends.onnxruntime.model import activation_bytes_per_sample
 from edgequant.backends.onnxruntime.options import StaticSettings
 from edgequant.backends.onnxruntime.predictor import OrtPredictor, session
-from edgequant.backends.onnxruntime.quantize import FloatModel, quantize_qdq, save_ranges
+from edgequant.backends.onnxruntime.quantize import FloatModel, QdqTemplate, quantize_qdq, save_ranges
 from edgequant.util.memory import DEFAULT_BUDGET_BYTES, probe_batch_size
 
 #: Activations between two convolutions that commute with a positive per-channel scale.
@@ -1045,6 +1045,8 @@ def tune(
     reference = _predict(float_model.path, held) if held is not None else None
     scores: list[pt.Score] = []
     counter = iter(range(1000))
+    # each float model's first Q/DQ candidate, re-parameterized for the other range rules scored on it
+    templates: dict[Path, QdqTemplate | None] = {}
 
     def candidate(
         name: str, path: Path, ranges: TensorsData, wide: tuple[str, ...] = (), wide_activations: tuple[str, ...] = ()
@@ -1054,14 +1056,22 @@ def tune(
         if reference is None:
             return model, ranges_path, None
         started = time.perf_counter()
-        out = quantize_qdq(
-            float_model=model,
-            output_path=workdir / "candidate.qdq.onnx",
-            ranges_path=ranges_path,
-            settings=settings.model_copy(
-                update={"sixteen_bit_weights": wide, "sixteen_bit_activations": wide_activations}
-            ),
+        out = workdir / "candidate.qdq.onnx"
+        chosen = settings.model_copy(update={"sixteen_bit_weights": wide, "sixteen_bit_activations": wide_activations})
+        template = templates.get(path)
+        patched = (
+            template.for_ranges(load_ranges(ranges_path))
+            if template is not None and chosen == template.settings
+            else None
         )
+        if patched is not None:
+            onnx.save(patched, str(out))
+        else:
+            quantize_qdq(float_model=model, output_path=out, ranges_path=ranges_path, settings=chosen)
+            if path not in templates:
+                templates[path] = QdqTemplate.build(
+                    float_path=path, qdq_path=out, ranges_path=ranges_path, settings=chosen
+                )
         logits = _predict(out, held)  # type: ignore[arg-type]
         score = pt.Score(
             name=name,
