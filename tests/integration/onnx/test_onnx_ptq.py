@@ -230,3 +230,38 @@ def test_qdq_template_makes_what_quantize_static_makes_for_other_ranges(
         )
         is None
     )  # 16-bit tensors: quantize_static each time
+
+
+def test_quantize_static_ignores_the_ranges_the_statistics_pass_keeps_no_histogram_for(
+    separable_onnx: Path, prepared: Callable[[str, int], Any], tmp_path: Path
+) -> None:
+    """A convolution's output read only by its ReLU takes the ReLU's range in quantize_static, so the statistics
+    pass keeps just its extremes: whatever range it carries, the Q/DQ model is the same."""
+    import onnx
+    from onnxruntime.quantization import TensorsData
+    from onnxruntime.quantization.calibrate import TensorData
+
+    from edgequant.api import v1alpha1 as api
+    from edgequant.backends.onnxruntime import ptq
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import prepare_float_model, quantize_qdq, save_ranges
+
+    fm = prepare_float_model(separable_onnx, workdir=tmp_path, preprocess=True, per_channel=True)
+    replaced = ptq.ranges_replaced(onnx.load(str(fm.path)))
+    assert len(replaced) >= 8  # stem, then every depthwise and pointwise convolution of the four blocks
+    calibration = np.concatenate([x for x, _ in prepared("calibration", 64).batches()])
+    stats = ptq.collect_statistics(
+        fm.path, [calibration[i : i + 16] for i in range(0, 64, 16)], input_name="input", workdir=tmp_path / "s"
+    )
+    assert set(stats.extremes) == replaced and not replaced & set(stats.histograms)
+    ranges = ptq.ranges_by("mse", stats, percentile=99.999, algorithm=api.CalibrationAlgorithm.MINMAX)
+    other = dict(ranges.data)
+    for name in replaced:
+        low, high = other[name].range_value
+        other[name] = TensorData(lowest=np.float32(3 * low - 1), highest=np.float32(0.5 * high))
+    models = []
+    for tag, data in (("own", ranges), ("other", TensorsData(ranges.calibration_method, other))):
+        path = save_ranges(data, tmp_path / f"{tag}.json")
+        quantize_qdq(float_model=fm, output_path=tmp_path / f"{tag}.onnx", ranges_path=path, settings=StaticSettings())
+        models.append(onnx.load(str(tmp_path / f"{tag}.onnx")))
+    assert _same_model(*models)

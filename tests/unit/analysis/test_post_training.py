@@ -414,3 +414,20 @@ def test_adaptive_rounding_per_channel_rounds_each_row_as_adaptive_rounding_does
     np.testing.assert_array_equal(pt.symmetric_weight_scales(batched, qmax=64, per_channel=True), scales)
     with pytest.raises(ValueError, match="do not match"):
         pt.adaptive_rounding_per_channel(weight, moments[:, :4, :4], qmax=127)
+
+
+def test_extremes_are_the_finite_minimum_and_maximum_over_batches() -> None:
+    ranges = pt.Extremes()
+    assert not ranges.has_values
+    ranges.add(np.array([], dtype=np.float32))
+    assert not ranges.has_values
+    ranges.add(np.array([[0.5, -2.0], [3.0, 1.0]], dtype=np.float32))
+    ranges.add(np.array([np.inf, -7.5, np.nan, 2.0], dtype=np.float32))  # non-finite values are left out
+    ranges.add(np.array([np.nan], dtype=np.float32))
+    assert ranges.has_values and ranges.bounds() == (-7.5, 3.0)
+    both = pt.HistogramAccumulator()
+    values = np.random.default_rng(0).normal(size=1000).astype(np.float32)
+    both.add(values)
+    alone = pt.Extremes()
+    alone.add(values)
+    assert alone.bounds() == (both.minimum, both.maximum)  # what a histogram's extremes would have been

@@ -94,8 +94,11 @@ def test_statistics_and_bias_correction_match_the_float_output_means(tmp_path: P
     stats = ptq.collect_statistics(source, [x[:10], x[10:]], input_name="input", workdir=tmp_path / "stats")
     assert stats.samples == 24
     np.testing.assert_allclose(stats.input_means["conv1"], x.mean(axis=(0, 2, 3)), rtol=1e-5)
-    assert set(stats.histograms) >= {"input", "c1", "a1", "c2", "a2", "c3"}
+    assert set(stats.histograms) >= {"input", "a1", "a2", "c3"}
     assert stats.histograms["a1"].minimum == 0.0 and stats.histograms["a1"].counts.sum() == 24 * 8 * 12 * 12
+    # the convolutions' outputs before their Relu: quantize_static takes the Relu's range, so extremes alone
+    assert set(stats.extremes) == {"c1", "c2"} and not set(stats.extremes) & set(stats.histograms)
+    assert stats.extremes["c1"][0] < 0.0 < stats.extremes["c1"][1]
     corrected, changed = ptq.correct_biases(
         source, tmp_path / "bc.onnx", input_means=stats.input_means, weight_qmax=7, per_channel=True
     )
@@ -504,7 +507,8 @@ def test_sixteen_bit_activations_auto_widens_every_activation_when_no_layer_is_n
 def test_the_statistics_pass_counts_its_histograms_and_second_moments_in_the_memory_budget(tmp_path: Path) -> None:
     model = onnx.load(str(_pointwise_graph(tmp_path / "m.onnx")))
     histograms = ptq.statistics_fixed_bytes(model, second_moments=False)
-    assert histograms == len(ptq.calibrated_tensors(model)) * ptq.HISTOGRAM_BINS * 8
+    binned = len(ptq.calibrated_tensors(model)) - len(ptq.ranges_replaced(model))  # both convs' pre-Relu outputs
+    assert binned == len(ptq.calibrated_tensors(model)) - 2 and histograms == binned * ptq.HISTOGRAM_BINS * 8
     # the 3x3 stem (27 patch inputs), the 1x1 conv (16 inputs) and both Gemms (12 and 10) hold an in x in float64 each
     moments = (27 * 27 + 16 * 16 + 12 * 12 + 10 * 10) * 8
     assert ptq.statistics_fixed_bytes(model, second_moments=True) - histograms == moments
@@ -602,7 +606,8 @@ def test_the_equalized_statistics_collected_beside_the_source_equal_a_full_pass_
 
     full = collect(target, "full")
     both = collect(source, "both", equalized=(target, search.pairs))
-    assert both.equalized is not None and set(both.equalized.histograms) == tensors
+    assert both.equalized is not None and set(both.equalized.histograms) == {"a1", "a2"}
+    assert set(both.equalized.extremes) == {"c1", "c2"}  # read by a Relu alone: their range is the Relu's
     # both read a rescaled tensor: pw (1x1) its input vectors, dw (depthwise) its input patches per channel
     assert set(both.equalized.second_moments) == layers and set(both.equalized.input_means) == layers
     alone = collect(source, "alone")  # the source's own statistics are as without the equalized model beside them
@@ -610,6 +615,9 @@ def test_the_equalized_statistics_collected_beside_the_source_equal_a_full_pass_
         np.testing.assert_array_equal(both.histograms[name].counts, hist.counts)
     merged = ptq.equalized_statistics(both, tensors)
     assert set(merged.histograms) == set(full.histograms) and set(merged.input_means) == set(full.input_means)
+    assert set(merged.extremes) == set(full.extremes)
+    for name in tensors & set(full.extremes):
+        assert merged.extremes[name] == full.extremes[name]
     for name, hist in merged.histograms.items():
         expected = full.histograms[name]
         if name in tensors:  # what equalization rescaled: the same values as the equalized model's own session
@@ -736,8 +744,8 @@ def test_equalization_kept_gets_the_equalized_models_own_statistics_for_what_fol
     full = ptq.collect_statistics(tuned.float_model.path, [x], input_name="input", workdir=tmp_path / "full")
     expected = ptq.ranges_by("minmax", full, percentile=99.999, algorithm=ptq.api.CalibrationAlgorithm.MINMAX)
     chosen = ptq.load_ranges(tuned.ranges_path)
-    assert set(chosen.data) == set(full.histograms)
-    for name in full.histograms:
+    assert set(chosen.data) == set(full.histograms) | set(full.extremes)
+    for name in chosen.data:
         assert chosen[name].range_value == expected[name].range_value, name
 
 
