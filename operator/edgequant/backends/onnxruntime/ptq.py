@@ -7,8 +7,9 @@ collects what the math needs in one pass over the calibration data:
 - ``equalizable_pairs`` / ``equalize_model``: cross-layer equalization of
   Conv -> [Relu] -> Conv pairs (BatchNorm already folded by pre-processing);
 - ``collect_statistics``: histograms of every tensor quantize_static
-  calibrates (zero-anchored, merged batch by batch) plus the per-channel mean of
-  every weighted layer's input, one session run per batch;
+  calibrates (zero-anchored, merged batch by batch; only the extremes of those
+  whose range it replaces by their Relu/Clip's, ``ranges_replaced``) plus the
+  per-channel mean of every weighted layer's input, one session run per batch;
 - ``correct_biases``: each Conv/Gemm bias minus the mean output shift its
   quantized weights cause;
 - ``ranges_by``: activation ranges per algorithm (minmax, entropy,
