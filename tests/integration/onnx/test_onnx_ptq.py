@@ -222,6 +222,31 @@ def test_qdq_template_makes_what_quantize_static_makes_for_other_ranges(
         scales = {t.name: onnx.numpy_helper.to_array(t) for t in reference.graph.initializer}
         widened += int(np.sum(scales[conv.weight_scale] != template.weight_scales[conv.weight_scale]))
     assert widened > 0  # the squeezed input made quantize_static widen weight scales, and the template followed
+    # the same graph with other weights and biases (equalized; adaptively rounded and bias-corrected alike)
+    equalized, _search = ptq.equalize_model(fm.path, tmp_path / "equalized.onnx")
+    rounded = ptq.round_weights_adaptively(
+        fm.path, tmp_path / "rounded.onnx", moments={}, weight_qmax=64 if reduce_range else 127, per_channel=True
+    ).path
+    changed = onnx.load(str(rounded))
+    rng = np.random.default_rng(1)
+    for init in changed.graph.initializer:  # every weight and bias moved a little, one output channel zeroed
+        value = onnx.numpy_helper.to_array(init)
+        if value.ndim >= 1 and value.dtype == np.float32 and value.size > 1:
+            value = (value * rng.uniform(0.5, 1.5, size=value.shape)).astype(np.float32)
+            if value.ndim == 4:
+                value[0] = 0.0
+            init.CopyFrom(onnx.numpy_helper.from_array(value, init.name))
+    onnx.save(changed, str(tmp_path / "changed.onnx"))
+    for other in (equalized, tmp_path / "changed.onnx"):
+        derived = template.with_weights(onnx.load(str(other)))
+        assert derived is not None
+        other_model = fm.__class__(path=other, model=fm.model, preprocessed=True)
+        for rule in ("minmax", "mse"):
+            ranges = ptq.ranges_by(rule, stats, percentile=99.999, algorithm=algorithm)
+            path = save_ranges(ranges, tmp_path / f"{other.stem}-{rule}.json")
+            quantize_qdq(float_model=other_model, output_path=tmp_path / "o.onnx", ranges_path=path, settings=settings)
+            patched = derived.for_ranges(ranges)
+            assert patched is not None and _same_model(patched, onnx.load(str(tmp_path / "o.onnx"))), (other, rule)
     wide = settings.model_copy(update={"sixteen_bit_activations": (tensor,)})
     full(first, "wide", wide)
     assert (

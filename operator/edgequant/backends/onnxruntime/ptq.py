@@ -1102,6 +1102,12 @@ def tune(
         started = time.perf_counter()
         out = workdir / "candidate.qdq.onnx"
         chosen = settings.model_copy(update={"sixteen_bit_weights": wide, "sixteen_bit_activations": wide_activations})
+        if path not in templates and chosen == settings:
+            # another float model of the same graph (rounded, corrected, equalized weights): the first template's
+            source = next((t for t in templates.values() if t is not None), None)
+            derived = source.with_weights(onnx.load(str(path))) if source is not None else None
+            if derived is not None:
+                templates[path] = derived
         template = templates.get(path)
         patched = (
             template.for_ranges(load_ranges(ranges_path))

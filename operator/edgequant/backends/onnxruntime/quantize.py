@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 from onnxruntime.quantization import (
     QuantFormat,
     QuantType,
@@ -41,7 +42,6 @@ from edgequant.backends.onnxruntime.options import DynamicSettings, StaticSettin
 from edgequant.util.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    import onnx
     from onnx import GraphProto, NodeProto
 
 _QUANT_TYPE = {api.OnnxQuantType.INT8: QuantType.QInt8, api.OnnxQuantType.UINT8: QuantType.QUInt8}
@@ -264,7 +264,7 @@ class _QuantizedBias:
 
 class QdqTemplate:
     """A Q/DQ model that quantize_static made from one float model and one set of ranges, re-parameterized for other
-    ranges of the same float model and settings without another quantize_static call.
+    ranges (and, through ``with_weights``, other weights) under the same settings without another quantize_static call.
 
     Of a Q/DQ model only three kinds of initializers depend on the activation ranges: each activation's scale and zero
     point, and each int32 bias with its scale (input scale x weight scale). quantize_static spends nearly all its time
@@ -272,7 +272,8 @@ class QdqTemplate:
     2.7 s), which do not. ``for_ranges`` computes those initializers with ONNX Runtime's own formulas
     (``compute_scale_zp``; the bias as ``quantize_bias_static_impl`` rounds it) and returns None where it cannot be
     sure to match quantize_static: 16-bit tensors, float16 biases, or a bias that needs quantize_static to widen a
-    weight scale (int32 overflow). ``build`` keeps a template only when it reproduces its own Q/DQ model exactly.
+    weight scale (int32 overflow). ``build`` keeps a template only when it reproduces its own Q/DQ model exactly;
+    ``with_weights`` derives the template of another float model of the same graph (other weights and biases).
     """
 
     def __init__(self, float_model: onnx.ModelProto, qdq: onnx.ModelProto, settings: StaticSettings) -> None:
@@ -280,6 +281,7 @@ class QdqTemplate:
 
         self.qdq = qdq
         self.settings = settings
+        self.float_model = float_model
         initializers = {t.name: t for t in qdq.graph.initializer}
         producers = {out: node for node in qdq.graph.node for out in node.output}
         # activations: the tensor each scale initializer of a QuantizeLinear belongs to (``<tensor>_scale``)
@@ -424,6 +426,49 @@ class QdqTemplate:
         again = template.for_ranges(load_tensors_data(ranges_path))
         return template if again is not None and _same_initializers(again, template.qdq) else None
 
+    def with_weights(self, float_model: onnx.ModelProto) -> QdqTemplate | None:
+        """The template of ``float_model``: the same graph as this template's float model, with other weights and
+        biases (adaptive rounding, bias correction, equalization). Each changed weight's scales and int8 values are
+        quantize_static's arithmetic on whole arrays (``symmetric_weight_codes``); None where the graph, a shape or
+        any other initializer differs, or the weights are not int8."""
+        from onnx import numpy_helper
+
+        if self.settings.weight_type is not api.OnnxQuantType.INT8 or list(float_model.graph.node) != list(
+            self.float_model.graph.node
+        ):
+            return None
+        before = {t.name: t for t in self.float_model.graph.initializer}
+        after = {t.name: t for t in float_model.graph.initializer}
+        if before.keys() != after.keys():
+            return None
+        qdq = onnx.ModelProto()
+        qdq.CopyFrom(self.qdq)
+        initializers = {t.name: t for t in qdq.graph.initializer}
+        axes = {
+            node.input[0]: next((int(a.i) for a in node.attribute if a.name == "axis"), None)
+            for node in qdq.graph.node
+            if node.op_type == "DequantizeLinear"
+        }
+        for name, tensor in after.items():
+            if tensor.SerializeToString() == before[name].SerializeToString():
+                continue
+            if tensor.data_type != before[name].data_type or list(tensor.dims) != list(before[name].dims):
+                return None
+            if name in self.float_biases:
+                continue
+            quantized = name + "_quantized"
+            if quantized not in initializers or name + "_scale" not in initializers or quantized not in axes:
+                return None
+            scales, codes = symmetric_weight_codes(
+                numpy_helper.to_array(tensor), axis=axes[quantized], reduce_range=self.settings.reduce_range
+            )
+            initializers[quantized].CopyFrom(numpy_helper.from_array(codes, quantized))
+            initializers[name + "_scale"].CopyFrom(
+                numpy_helper.from_array(scales.reshape(tuple(initializers[name + "_scale"].dims)), name + "_scale")
+            )
+        template = QdqTemplate(float_model, qdq, self.settings)
+        return template if template.supported else None
+
     def for_ranges(self, ranges: TensorsData) -> onnx.ModelProto | None:
         """The Q/DQ model quantize_static makes with ``ranges`` instead (None: not sure to match it, see the class)."""
         import onnx
@@ -473,6 +518,33 @@ class QdqTemplate:
                     numpy_helper.from_array(np.asarray(value, dtype=expected).reshape(tuple(init.dims)), init.name)
                 )
         return model
+
+
+def symmetric_weight_codes(
+    weight: np.ndarray, *, axis: int | None, reduce_range: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """quantize_static's symmetric int8 scales (per ``axis`` channel, or one for the tensor) and int8 values of a float
+    weight, on whole arrays: ``compute_data_quant_params`` (absmax over the channel, float64 quotient by the grid's
+    span, stored as float32; 1.0 below float32's smallest normal) and ``quantize_nparray`` (float32 quotient,
+    rounded half to even, clipped to [-128, 127]), element by element the same arithmetic as its per-channel loop."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    w = np.asarray(weight, dtype=np.float32)
+    rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1) if axis is not None else w.reshape(1, -1)
+    qmin, qmax = get_qmin_qmax_for_qType(TensorProto.INT8, reduce_range=reduce_range, symmetric=True)
+    low = np.minimum(rows.min(axis=1), np.float32(0))
+    high = np.maximum(rows.max(axis=1), np.float32(0))
+    absmax = np.maximum(np.abs(low), np.abs(high))
+    quotient = (absmax.astype(np.float64) - (-absmax).astype(np.float64)) / (np.float64(qmax) - np.float64(qmin))
+    scales = np.where(quotient < np.finfo(np.float32).tiny, np.float32(1.0), quotient.astype(np.float32))
+    codes = np.clip((rows / scales[:, None]).round(), -128, 127).astype(np.int8)
+    shaped = (
+        np.moveaxis(codes.reshape(np.moveaxis(w, axis, 0).shape), 0, axis)
+        if axis is not None
+        else codes.reshape(w.shape)
+    )
+    return (scales if axis is not None else scales.reshape(())), np.ascontiguousarray(shaped)
 
 
 def _same_initializers(a: onnx.ModelProto, b: onnx.ModelProto) -> bool:

@@ -842,3 +842,26 @@ def test_depthwise_weights_are_rounded_adaptively_and_quantize_static_keeps_them
     np.testing.assert_array_equal(scale, scales)  # the converter's scales are unchanged
     np.testing.assert_array_equal(q.reshape(8, 9), np.round(flat_new / scales[:, None]))  # and it keeps the codes
     assert np.any(q.reshape(8, 9) != np.round(flat_old / scales[:, None]))
+
+
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_symmetric_weight_codes_are_quantize_statics_per_channel_loop(reduce_range: bool) -> None:
+    from onnxruntime.quantization.quant_utils import compute_data_quant_params, quantize_nparray
+
+    from edgequant.backends.onnxruntime.quantize import symmetric_weight_codes
+
+    rng = np.random.default_rng(5)
+    weight = (rng.normal(size=(6, 4, 3, 3)) * np.logspace(-9, 1, 6)[:, None, None, None]).astype(np.float32)
+    weight[2] = 0.0  # a dead channel: scale 1.0
+    weight[3] = np.abs(weight[3])  # one-signed
+    for axis in (0, 1, None):
+        scales, codes = symmetric_weight_codes(weight, axis=axis, reduce_range=reduce_range)
+        channels = range(weight.shape[axis]) if axis is not None else [None]
+        for i, channel in enumerate(channels):
+            data = weight if channel is None else weight.take(channel, axis)
+            zero, scale = compute_data_quant_params(data.ravel(), TensorProto.INT8, True, reduce_range=reduce_range)
+            expected = quantize_nparray(TensorProto.INT8, data.ravel(), scale, zero)
+            got = codes if channel is None else codes.take(channel, axis)
+            assert np.ravel(scales)[i] == scale and scales.dtype == np.float32
+            np.testing.assert_array_equal(got.ravel(), expected)
+        assert codes.dtype == np.int8 and codes.shape == weight.shape
