@@ -431,6 +431,33 @@ def percentile_range(hist: Histogram, percentile: float) -> tuple[float, float]:
 HISTOGRAM_PIECE = 1 << 16
 
 
+class Extremes:
+    """The smallest and largest finite value seen, batch by batch (a tensor whose range is all that is needed)."""
+
+    def __init__(self) -> None:
+        self.minimum = np.inf
+        self.maximum = -np.inf
+
+    def add(self, values: np.ndarray) -> None:
+        v = np.asarray(values).ravel()
+        if v.size == 0:
+            return
+        lo, hi = float(v.min()), float(v.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            v = v[np.isfinite(v)]
+            if v.size == 0:
+                return
+            lo, hi = float(v.min()), float(v.max())
+        self.minimum, self.maximum = min(self.minimum, lo), max(self.maximum, hi)
+
+    @property
+    def has_values(self) -> bool:
+        return bool(self.minimum <= self.maximum)
+
+    def bounds(self) -> tuple[float, float]:
+        return float(self.minimum), float(self.maximum)
+
+
 class HistogramAccumulator:
     """A histogram built batch by batch on bins anchored at zero (edges k * width), so 0 is always an edge.
 

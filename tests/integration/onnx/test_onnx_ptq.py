@@ -152,3 +152,141 @@ def test_equalization_on_is_no_worse_than_off(
         _agreement(reference, equalized.path, test_inputs)
         >= _agreement(reference, plain.path, test_inputs) - SPLIT_NOISE
     )
+
+
+def _same_model(a: Any, b: Any) -> bool:
+    from edgequant.backends.onnxruntime.quantize import _same_initializers
+
+    return _same_initializers(a, b) and list(a.graph.node) == list(b.graph.node)
+
+
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_qdq_template_makes_what_quantize_static_makes_for_other_ranges(
+    reduce_range: bool, separable_onnx: Path, prepared: Callable[[str, int], Any], tmp_path: Path
+) -> None:
+    """The post-training search scores every range rule on one float model through a template of its first Q/DQ
+    model; each must be exactly the model quantize_static makes with those ranges, including the weight scales it
+    widens where a tiny input range would overflow an int32 bias."""
+    import onnx
+    from onnxruntime.quantization import TensorsData
+    from onnxruntime.quantization.calibrate import TensorData
+
+    from edgequant.api import v1alpha1 as api
+    from edgequant.backends.onnxruntime import ptq
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import (
+        QdqTemplate,
+        prepare_float_model,
+        quantize_qdq,
+        save_ranges,
+    )
+
+    fm = prepare_float_model(separable_onnx, workdir=tmp_path, preprocess=True, per_channel=True)
+    calibration = np.concatenate([x for x, _ in prepared("calibration", 64).batches()])
+    stats = ptq.collect_statistics(
+        fm.path, [calibration[i : i + 16] for i in range(0, 64, 16)], input_name="input", workdir=tmp_path / "s"
+    )
+    settings = StaticSettings(reduce_range=reduce_range)
+    algorithm = api.CalibrationAlgorithm.MINMAX
+
+    def full(ranges: TensorsData, name: str, settings: StaticSettings = settings) -> onnx.ModelProto:
+        path = save_ranges(ranges, tmp_path / f"{name}.json")
+        quantize_qdq(float_model=fm, output_path=tmp_path / f"{name}.onnx", ranges_path=path, settings=settings)
+        return onnx.load(str(tmp_path / f"{name}.onnx"))
+
+    first = ptq.ranges_by("minmax", stats, percentile=99.999, algorithm=algorithm)
+    full(first, "first")
+    template = QdqTemplate.build(
+        float_path=fm.path, qdq_path=tmp_path / "first.onnx", ranges_path=tmp_path / "first.json", settings=settings
+    )
+    assert template is not None
+    # the first pointwise convolution's input squeezed to a millionth of its range: its bias scale would overflow
+    squeezed = ptq.ranges_by("mse", stats, percentile=99.999, algorithm=algorithm)
+    conv = next(b for b in template.biases if b.axis is not None and b.input_scale != "input_scale")
+    tensor = template.activations[conv.input_scale]
+    low, high = squeezed.data[tensor].range_value
+    data = dict(squeezed.data)
+    data[tensor] = TensorData(lowest=np.float32(low * 1e-6), highest=np.float32(high * 1e-6))
+    squeezed = TensorsData(squeezed.calibration_method, data)
+    widened = 0
+    for rule, ranges in [
+        *(
+            (r, ptq.ranges_by(r, stats, percentile=99.999, algorithm=algorithm))
+            for r in ("entropy", "percentile", "mse")
+        ),
+        ("squeezed", squeezed),
+    ]:
+        reference = full(ranges, rule)
+        patched = template.for_ranges(ranges)
+        assert patched is not None and _same_model(patched, reference), rule
+        scales = {t.name: onnx.numpy_helper.to_array(t) for t in reference.graph.initializer}
+        widened += int(np.sum(scales[conv.weight_scale] != template.weight_scales[conv.weight_scale]))
+    assert widened > 0  # the squeezed input made quantize_static widen weight scales, and the template followed
+    # the same graph with other weights and biases (equalized; adaptively rounded and bias-corrected alike)
+    equalized, _search = ptq.equalize_model(fm.path, tmp_path / "equalized.onnx")
+    rounded = ptq.round_weights_adaptively(
+        fm.path, tmp_path / "rounded.onnx", moments={}, weight_qmax=64 if reduce_range else 127, per_channel=True
+    ).path
+    changed = onnx.load(str(rounded))
+    rng = np.random.default_rng(1)
+    for init in changed.graph.initializer:  # every weight and bias moved a little, one output channel zeroed
+        value = onnx.numpy_helper.to_array(init)
+        if value.ndim >= 1 and value.dtype == np.float32 and value.size > 1:
+            value = (value * rng.uniform(0.5, 1.5, size=value.shape)).astype(np.float32)
+            if value.ndim == 4:
+                value[0] = 0.0
+            init.CopyFrom(onnx.numpy_helper.from_array(value, init.name))
+    onnx.save(changed, str(tmp_path / "changed.onnx"))
+    for other in (equalized, tmp_path / "changed.onnx"):
+        derived = template.with_weights(onnx.load(str(other)))
+        assert derived is not None
+        other_model = fm.__class__(path=other, model=fm.model, preprocessed=True)
+        for rule in ("minmax", "mse"):
+            ranges = ptq.ranges_by(rule, stats, percentile=99.999, algorithm=algorithm)
+            path = save_ranges(ranges, tmp_path / f"{other.stem}-{rule}.json")
+            quantize_qdq(float_model=other_model, output_path=tmp_path / "o.onnx", ranges_path=path, settings=settings)
+            patched = derived.for_ranges(ranges)
+            assert patched is not None and _same_model(patched, onnx.load(str(tmp_path / "o.onnx"))), (other, rule)
+    wide = settings.model_copy(update={"sixteen_bit_activations": (tensor,)})
+    full(first, "wide", wide)
+    assert (
+        QdqTemplate.build(
+            float_path=fm.path, qdq_path=tmp_path / "wide.onnx", ranges_path=tmp_path / "first.json", settings=wide
+        )
+        is None
+    )  # 16-bit tensors: quantize_static each time
+
+
+def test_quantize_static_ignores_the_ranges_the_statistics_pass_keeps_no_histogram_for(
+    separable_onnx: Path, prepared: Callable[[str, int], Any], tmp_path: Path
+) -> None:
+    """A convolution's output read only by its ReLU takes the ReLU's range in quantize_static, so the statistics
+    pass keeps just its extremes: whatever range it carries, the Q/DQ model is the same."""
+    import onnx
+    from onnxruntime.quantization import TensorsData
+    from onnxruntime.quantization.calibrate import TensorData
+
+    from edgequant.api import v1alpha1 as api
+    from edgequant.backends.onnxruntime import ptq
+    from edgequant.backends.onnxruntime.options import StaticSettings
+    from edgequant.backends.onnxruntime.quantize import prepare_float_model, quantize_qdq, save_ranges
+
+    fm = prepare_float_model(separable_onnx, workdir=tmp_path, preprocess=True, per_channel=True)
+    replaced = ptq.ranges_replaced(onnx.load(str(fm.path)))
+    assert len(replaced) >= 8  # stem, then every depthwise and pointwise convolution of the four blocks
+    calibration = np.concatenate([x for x, _ in prepared("calibration", 64).batches()])
+    stats = ptq.collect_statistics(
+        fm.path, [calibration[i : i + 16] for i in range(0, 64, 16)], input_name="input", workdir=tmp_path / "s"
+    )
+    assert set(stats.extremes) == replaced and not replaced & set(stats.histograms)
+    ranges = ptq.ranges_by("mse", stats, percentile=99.999, algorithm=api.CalibrationAlgorithm.MINMAX)
+    other = dict(ranges.data)
+    for name in replaced:
+        low, high = other[name].range_value
+        other[name] = TensorData(lowest=np.float32(3 * low - 1), highest=np.float32(0.5 * high))
+    models = []
+    for tag, data in (("own", ranges), ("other", TensorsData(ranges.calibration_method, other))):
+        path = save_ranges(data, tmp_path / f"{tag}.json")
+        quantize_qdq(float_model=fm, output_path=tmp_path / f"{tag}.onnx", ranges_path=path, settings=StaticSettings())
+        models.append(onnx.load(str(tmp_path / f"{tag}.onnx")))
+    assert _same_model(*models)

@@ -429,3 +429,20 @@ def test_the_patch_moment_samples_are_spread_over_the_set_and_at_most_the_limit(
 def test_the_patch_moment_stride_refuses_an_empty_set() -> None:
     with pytest.raises(ValueError, match="positive"):
         pt.moment_sample_stride(0)
+
+
+def test_extremes_are_the_finite_minimum_and_maximum_over_batches() -> None:
+    ranges = pt.Extremes()
+    assert not ranges.has_values
+    ranges.add(np.array([], dtype=np.float32))
+    assert not ranges.has_values
+    ranges.add(np.array([[0.5, -2.0], [3.0, 1.0]], dtype=np.float32))
+    ranges.add(np.array([np.inf, -7.5, np.nan, 2.0], dtype=np.float32))  # non-finite values are left out
+    ranges.add(np.array([np.nan], dtype=np.float32))
+    assert ranges.has_values and ranges.bounds() == (-7.5, 3.0)
+    both = pt.HistogramAccumulator()
+    values = np.random.default_rng(0).normal(size=1000).astype(np.float32)
+    both.add(values)
+    alone = pt.Extremes()
+    alone.add(values)
+    assert alone.bounds() == (both.minimum, both.maximum)  # what a histogram's extremes would have been

@@ -7,8 +7,9 @@ collects what the math needs in one pass over the calibration data:
 - ``equalizable_pairs`` / ``equalize_model``: cross-layer equalization of
   Conv -> [Relu] -> Conv pairs (BatchNorm already folded by pre-processing);
 - ``collect_statistics``: histograms of every tensor quantize_static
-  calibrates (zero-anchored, merged batch by batch) plus the per-channel mean of
-  every weighted layer's input, one session run per batch;
+  calibrates (zero-anchored, merged batch by batch; only the extremes of those
+  whose range it replaces by their Relu/Clip's, ``ranges_replaced``) plus the
+  per-channel mean of every weighted layer's input, one session run per batch;
 - ``correct_biases``: each Conv/Gemm bias minus the mean output shift its
   quantized weights cause;
 - ``ranges_by``: activation ranges per algorithm (minmax, entropy,
@@ -32,7 +33,6 @@ import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +42,6 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import TensorsData
 from onnxruntime.quantization import load_tensors_data as load_ranges
 from onnxruntime.quantization.calibrate import TensorData
-from threadpoolctl import threadpool_limits
 
 from edgequant.analysis import post_training as pt
 from edgequant.api import v1alpha1 as api
@@ -51,7 +50,8 @@ from edgequant.backends.onnxruntime.calibration import CALIBRATED_OPS, ORT_METHO
 from edgequant.backends.onnxruntime.model import activation_bytes_per_sample
 from edgequant.backends.onnxruntime.options import StaticSettings
 from edgequant.backends.onnxruntime.predictor import OrtPredictor, session
-from edgequant.backends.onnxruntime.quantize import FloatModel, quantize_qdq, save_ranges
+from edgequant.backends.onnxruntime.quantize import FloatModel, QdqTemplate, quantize_qdq, save_ranges
+from edgequant.util.blas import one_blas_thread
 from edgequant.util.memory import DEFAULT_BUDGET_BYTES, probe_batch_size
 
 #: Activations between two convolutions that commute with a positive per-channel scale.
@@ -64,9 +64,6 @@ ENTROPY_QUANTIZED_BINS = 128
 _MEAN_SUFFIX = "/edgequant_channel_mean"
 #: Most weights per output channel of a layer sixteenBitWeights widens: a 3x3 RGB stem (27), a 5x5 depthwise (25), a 3x3 one (9).
 NARROW_FAN_IN = 27
-#: Samples whose input patches give the depthwise and stem convolutions' second moments (taps x taps per channel
-#: converge long before the pass ends; patches cost 9-25x the activation's memory and time).
-PATCH_MOMENT_SAMPLES = 64
 #: Most samples per session run of the statistics pass (all calibrated tensors of a run are in memory at once);
 #: fewer when the memory budget asks (``statistics_chunk``).
 STATISTICS_CHUNK = 8
@@ -270,6 +267,23 @@ def calibrated_tensors(model: onnx.ModelProto) -> list[str]:
     return list(chosen)
 
 
+def ranges_replaced(model: onnx.ModelProto) -> set[str]:
+    """Calibrated tensors whose range quantize_static replaces by the next tensor's (``adjust_tensor_ranges``): the
+    input of a Relu or Clip that is its only reader, when the output is calibrated too (a convolution's output before
+    its ReLU6). Their own range is never used (unless that Relu/Clip node itself is kept in float), so the statistics
+    pass keeps only their extremes, no histogram: on EfficientNet-Lite0 a third of the values it would bin."""
+    calibrated = set(calibrated_tensors(model))
+    readers = _consumers(model.graph)
+    return {
+        node.input[0]
+        for node in model.graph.node
+        if node.op_type in ("Clip", "Relu")
+        and node.input[0] in calibrated
+        and node.output[0] in calibrated
+        and len(readers[node.input[0]]) == 1
+    }
+
+
 @dataclass
 class Statistics:
     """What one pass over the calibration data yields for one float model."""
@@ -283,13 +297,16 @@ class Statistics:
     depthwise ones), by node name (only when asked for)."""
     equalized: Statistics | None = None
     """The same for what cross-layer equalization changes, in the equalized model (only when asked for)."""
+    extremes: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """(minimum, maximum) of the calibrated tensors without a histogram (``ranges_replaced``)."""
 
 
 def statistics_fixed_bytes(model: onnx.ModelProto, *, second_moments: bool) -> int:
     """Bytes the statistics pass holds whatever the batch size: one histogram per calibrated tensor and, when adaptive
     rounding asks for them, each roundable layer's in x in second moment (float64; 13 MiB for a 1280-wide classifier)."""
     inits = {t.name: t for t in model.graph.initializer}
-    histograms = len(calibrated_tensors(model)) * HISTOGRAM_BINS * np.dtype(np.int64).itemsize
+    binned = len(calibrated_tensors(model)) - len(ranges_replaced(model))
+    histograms = binned * HISTOGRAM_BINS * np.dtype(np.int64).itemsize
     if not second_moments:
         return histograms
     return histograms + sum(_moment_bytes(node, inits) for node in roundable_layers(model).values())
@@ -304,15 +321,6 @@ def statistics_chunk(*, budget_bytes: int, fixed_bytes: int, bytes_per_sample: i
     return min(STATISTICS_CHUNK, probe_batch_size(budget_bytes=left, bytes_per_sample=bytes_per_sample))
 
 
-def one_blas_thread() -> AbstractContextManager[object]:
-    """numpy's BLAS on one thread, for the statistics pass's second moments and adaptive rounding: on a shared CPU
-    OpenBLAS's threads spin while they wait for a core (EfficientNet-Lite0: 3-10x the CPU time of one thread, and
-    slower), and ONNX Runtime's threads have the cores between the BLAS calls anyway. The results are bit-identical
-    (OpenBLAS splits the output among threads, not the sums)."""
-    limits: AbstractContextManager[object] = threadpool_limits(limits=1, user_api="blas")
-    return limits
-
-
 def collect_statistics(
     model_path: Path,
     batches: Iterable[np.ndarray],
@@ -323,10 +331,12 @@ def collect_statistics(
     second_moments: bool = False,
     chunk: int = STATISTICS_CHUNK,
     equalized: tuple[Path, Sequence[tuple[str, str]]] | None = None,
+    moment_every: int = 1,
 ) -> Statistics:
     """Histograms of the calibrated tensors and per-channel input means of the weighted layers, batch by batch (memory: one batch).
 
-    ``second_moments``: also sum x x^T of every ``roundable_layers`` input (in x in per layer, never the inputs).
+    ``second_moments``: also sum x x^T of every ``roundable_layers`` input (in x in per layer, never the inputs), on
+    every ``moment_every``-th sample and at most ``post_training.PATCH_MOMENT_SAMPLES`` of them (the TFLite side's rule).
     ``equalized``: (the model equalized, its pairs): also, in the same session runs, the statistics of what
     equalization changes (``equalized_tensors``), as ``Statistics.equalized``: the equalized model's nodes that produce
     them run beside the source's on the same inputs (see ``equalized_statistics``).
@@ -336,17 +346,27 @@ def collect_statistics(
     calibrated = calibrated_tensors(model)
     weighted = _weighted_layers(model)
     roundable = roundable_layers(model) if second_moments else {}
-    views = [_StatisticsView(histograms={t: t for t in calibrated}, means=weighted, roundable=roundable, renamed={})]
+    replaced = ranges_replaced(model)
+    views = [
+        _StatisticsView(
+            histograms={t: t for t in calibrated if t not in replaced},
+            means=weighted,
+            roundable=roundable,
+            renamed={},
+            extremes={t: t for t in calibrated if t in replaced},
+        )
+    ]
     if equalized is not None:
         equalized_model = onnx.load(str(equalized[0]))
         changed, readers = equalized_tensors(equalized_model, equalized[1])
         renamed = _add_equalized_nodes(model.graph, equalized_model, changed)
         views.append(
             _StatisticsView(
-                histograms={t: renamed[t] for t in calibrated if t in changed},
+                histograms={t: renamed[t] for t in calibrated if t in changed and t not in replaced},
                 means=[n for n in weighted if n.name in readers],
                 roundable={name: node for name, node in roundable.items() if name in readers},
                 renamed=renamed,
+                extremes={t: renamed[t] for t in calibrated if t in changed and t in replaced},
             )
         )
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
@@ -359,7 +379,7 @@ def collect_statistics(
             existing.add(name)
 
     for view in views:
-        for tensor in view.histograms.values():
+        for tensor in (*view.histograms.values(), *view.extremes.values()):
             output(tensor)
         for node in view.means:
             rank = len(inits[node.input[1]].dims) if node.op_type == "Conv" else 2
@@ -381,9 +401,10 @@ def collect_statistics(
     sess = session(augmented)
     names = [o.name for o in sess.get_outputs()]
     accumulators = [{name: pt.HistogramAccumulator(HISTOGRAM_BINS) for name in view.histograms} for view in views]
+    extremes = [{name: pt.Extremes() for name in view.extremes} for view in views]
     moments = [{name: _second_moment(node, inits) for name, node in view.roundable.items()} for view in views]
     sums: list[dict[str, np.ndarray]] = [{} for _ in views]
-    samples = 0
+    samples = moment_samples = 0
     with one_blas_thread():
         for batch in batches:
             # every calibrated tensor of a batch comes back at once: small pieces keep that bounded (fixed-batch models excepted)
@@ -391,17 +412,25 @@ def collect_statistics(
             for start in range(0, len(batch), step):
                 x = np.ascontiguousarray(batch[start : start + step])
                 values = dict(zip(names, sess.run(None, {input_name: x})))
-                for view, histograms, layer_moments, layer_sums in zip(views, accumulators, moments, sums):
+                picked = np.arange(samples, samples + len(x)) % moment_every == 0
+                picked &= np.cumsum(picked) + moment_samples <= pt.PATCH_MOMENT_SAMPLES
+                for view, histograms, ranges, layer_moments, layer_sums in zip(
+                    views, accumulators, extremes, moments, sums
+                ):
                     for name, tensor in view.histograms.items():
                         histograms[name].add(values[tensor])
+                    for name, tensor in view.extremes.items():
+                        ranges[name].add(values[tensor])
                     for node in view.means:
                         mean = values[view.mean_of(node)].astype(np.float64) * len(x)
                         layer_sums[node.name] = layer_sums.get(node.name, 0) + mean
-                    for name, node in view.roundable.items():
+                    for name, node in view.roundable.items() if picked.any() else ():
+                        activation = values[view.input_of(node)][picked]
                         if not _has_kernel(node, inits):
-                            layer_moments[name].add(_input_rows(node, values[view.input_of(node)]))
-                        elif samples < PATCH_MOMENT_SAMPLES:
-                            _add_patch_moment(layer_moments[name], node, inits, values[view.input_of(node)])
+                            layer_moments[name].add(_input_rows(node, activation))
+                        else:
+                            _add_patch_moment(layer_moments[name], node, inits, activation)
+                moment_samples += int(picked.sum())
                 samples += len(x)
                 del values
     if samples == 0:
@@ -412,8 +441,9 @@ def collect_statistics(
             input_means={k: v / samples for k, v in layer_sums.items()},
             samples=samples,
             second_moments=layer_moments,
+            extremes={name: r.bounds() for name, r in ranges.items() if r.has_values},
         )
-        for histograms, layer_moments, layer_sums in zip(accumulators, moments, sums)
+        for histograms, ranges, layer_moments, layer_sums in zip(accumulators, extremes, moments, sums)
     ]
     if equalized is not None:
         results[0].equalized = results[1]
@@ -429,6 +459,8 @@ class _StatisticsView:
     means: list[onnx.NodeProto]
     roundable: dict[str, onnx.NodeProto]
     renamed: dict[str, str]
+    extremes: dict[str, str] = field(default_factory=dict)
+    """The graph tensor of each tensor whose extremes alone it takes (``ranges_replaced``)."""
 
     def input_of(self, node: onnx.NodeProto) -> str:
         return self.renamed.get(node.input[0], node.input[0])
@@ -503,11 +535,14 @@ def equalized_statistics(stats: Statistics, tensors: Collection[str]) -> Statist
         )
     histograms = {name: hist for name, hist in stats.histograms.items() if name not in tensors}
     histograms.update(changed.histograms)
+    extremes = {name: bounds for name, bounds in stats.extremes.items() if name not in tensors}
+    extremes.update(changed.extremes)
     return Statistics(
         histograms=histograms,
         input_means={**stats.input_means, **changed.input_means},
         samples=stats.samples,
         second_moments={**stats.second_moments, **changed.second_moments},
+        extremes=extremes,
     )
 
 
@@ -745,6 +780,8 @@ def ranges_by(
             lo, hi = compute(hist, percentile)
             if cache is not None:
                 cache[key] = (hist, lo, hi)
+        data[name] = TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+    for name, (lo, hi) in stats.extremes.items():  # every rule: quantize_static replaces these ranges anyway
         data[name] = TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
     return TensorsData(ORT_METHOD[algorithm], data)
 
@@ -1045,6 +1082,8 @@ def tune(
     reference = _predict(float_model.path, held) if held is not None else None
     scores: list[pt.Score] = []
     counter = iter(range(1000))
+    # each float model's first Q/DQ candidate, re-parameterized for the other range rules scored on it
+    templates: dict[Path, QdqTemplate | None] = {}
 
     def candidate(
         name: str, path: Path, ranges: TensorsData, wide: tuple[str, ...] = (), wide_activations: tuple[str, ...] = ()
@@ -1054,14 +1093,28 @@ def tune(
         if reference is None:
             return model, ranges_path, None
         started = time.perf_counter()
-        out = quantize_qdq(
-            float_model=model,
-            output_path=workdir / "candidate.qdq.onnx",
-            ranges_path=ranges_path,
-            settings=settings.model_copy(
-                update={"sixteen_bit_weights": wide, "sixteen_bit_activations": wide_activations}
-            ),
+        out = workdir / "candidate.qdq.onnx"
+        chosen = settings.model_copy(update={"sixteen_bit_weights": wide, "sixteen_bit_activations": wide_activations})
+        if path not in templates and chosen == settings:
+            # another float model of the same graph (rounded, corrected, equalized weights): the first template's
+            source = next((t for t in templates.values() if t is not None), None)
+            derived = source.with_weights(onnx.load(str(path))) if source is not None else None
+            if derived is not None:
+                templates[path] = derived
+        template = templates.get(path)
+        patched = (
+            template.for_ranges(load_ranges(ranges_path))
+            if template is not None and chosen == template.settings
+            else None
         )
+        if patched is not None:
+            onnx.save(patched, str(out))
+        else:
+            quantize_qdq(float_model=model, output_path=out, ranges_path=ranges_path, settings=chosen)
+            if path not in templates:
+                templates[path] = QdqTemplate.build(
+                    float_path=path, qdq_path=out, ranges_path=ranges_path, settings=chosen
+                )
         logits = _predict(out, held)  # type: ignore[arg-type]
         score = pt.Score(
             name=name,
@@ -1096,6 +1149,7 @@ def tune(
             second_moments=rounding,
             chunk=chunk,
             equalized=None if equalized is None else (equalized[0], equalized[1].pairs),
+            moment_every=pt.moment_sample_stride(fit.count),
         )
         log(
             f"ptq statistics pass over {fit.count} samples"

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import onnx
 from onnxruntime.quantization import (
     QuantFormat,
     QuantType,
@@ -231,3 +233,330 @@ def dynamic_cnn_note(model: OnnxModel) -> str | None:
             "ConvInteger, often slower than float32 on CPUs (see the latency in this report); onnx-static suits CNNs"
         )
     return None
+
+
+def _smallest_bias_scales(bias: np.ndarray, *, per_channel: bool) -> np.ndarray:
+    """The smallest bias scale quantize_static accepts before it widens the weight scale (int32 range with its 1.0001
+    margin), per channel or for the whole tensor, in its own arithmetic (float32 products, then a float64 quotient)."""
+    qrange = np.array(np.iinfo(np.int32).max, dtype=np.float64) - np.array(np.iinfo(np.int32).min + 1, dtype=np.float64)
+    if per_channel:
+        smallest: np.ndarray = 1.0001 * (2.0 * np.abs(bias)) / qrange
+        return smallest
+    absmax = np.maximum(
+        np.abs(np.minimum(bias.min(), np.array(0, dtype=np.float64))),
+        np.abs(np.maximum(bias.max(), np.array(0, dtype=np.float64))),
+    )
+    return np.asarray(1.0001 * (2.0 * absmax) / qrange)
+
+
+@dataclass(frozen=True)
+class _QuantizedBias:
+    """An int32 bias of a Q/DQ model and the scales its quantization multiplies (input x weight x Gemm's beta)."""
+
+    name: str
+    input_scale: str
+    weight_scale: str
+    weight: str
+    """The float weight (its int8 values are ``<weight>_quantized``)."""
+    axis: int | None
+    beta: float
+
+
+class QdqTemplate:
+    """A Q/DQ model that quantize_static made from one float model and one set of ranges, re-parameterized for other
+    ranges (and, through ``with_weights``, other weights) under the same settings without another quantize_static call.
+
+    Of a Q/DQ model only three kinds of initializers depend on the activation ranges: each activation's scale and zero
+    point, and each int32 bias with its scale (input scale x weight scale). quantize_static spends nearly all its time
+    on the weights (per-channel scales and int8 values, channel by channel in Python: EfficientNet-Lite0 2.5 of
+    2.7 s), which do not. ``for_ranges`` computes those initializers with ONNX Runtime's own formulas
+    (``compute_scale_zp``; the bias as ``quantize_bias_static_impl`` rounds it) and returns None where it cannot be
+    sure to match quantize_static: 16-bit tensors, float16 biases, or a bias that needs quantize_static to widen a
+    weight scale (int32 overflow). ``build`` keeps a template only when it reproduces its own Q/DQ model exactly;
+    ``with_weights`` derives the template of another float model of the same graph (other weights and biases).
+    """
+
+    def __init__(self, float_model: onnx.ModelProto, qdq: onnx.ModelProto, settings: StaticSettings) -> None:
+        from onnx import TensorProto, numpy_helper
+
+        self.qdq = qdq
+        self.settings = settings
+        self.float_model = float_model
+        initializers = {t.name: t for t in qdq.graph.initializer}
+        producers = {out: node for node in qdq.graph.node for out in node.output}
+        # activations: the tensor each scale initializer of a QuantizeLinear belongs to (``<tensor>_scale``)
+        self.activations: dict[str, str] = {}
+        for node in qdq.graph.node:
+            if node.op_type == "QuantizeLinear" and node.input[0] not in initializers:
+                scale = node.input[1]
+                self.activations[scale] = scale.removesuffix("_scale")
+        self.zero_points = {
+            scale: node.input[2]
+            for node in qdq.graph.node
+            if node.op_type == "QuantizeLinear" and (scale := node.input[1]) in self.activations
+        }
+        float_inits = {t.name: t for t in float_model.graph.initializer}
+        self.float_biases: dict[str, np.ndarray] = {}
+        self.biases: list[_QuantizedBias] = []
+        self.supported = True
+        consumers = {name: node for node in qdq.graph.node for name in node.input[2:3]}
+        for node in qdq.graph.node:
+            if node.op_type != "DequantizeLinear" or node.input[0] not in initializers:
+                continue
+            if initializers[node.input[0]].data_type != TensorProto.INT32:
+                continue
+            bias = node.output[0]
+            user = consumers.get(bias)
+            source = float_inits.get(bias)
+            if user is None or source is None or source.data_type != TensorProto.FLOAT:
+                self.supported = False
+                continue
+            act, weight = producers.get(user.input[0]), producers.get(user.input[1])
+            if (
+                act is None
+                or weight is None
+                or act.op_type != "DequantizeLinear"
+                or weight.op_type != "DequantizeLinear"
+            ):
+                self.supported = False
+                continue
+            beta = next((a.f for a in user.attribute if a.name == "beta"), 1.0) if user.op_type == "Gemm" else 1.0
+            float_weight = weight.input[0].removesuffix("_quantized")
+            axis = next((int(a.i) for a in weight.attribute if a.name == "axis"), None)
+            if float_weight not in float_inits or weight.input[1] != float_weight + "_scale":
+                self.supported = False
+                continue
+            self.biases.append(
+                _QuantizedBias(
+                    name=bias,
+                    input_scale=act.input[1],
+                    weight_scale=weight.input[1],
+                    weight=float_weight,
+                    axis=axis if numpy_helper.to_array(initializers[weight.input[1]]).size > 1 else None,
+                    beta=beta,
+                )
+            )
+            self.float_biases[bias] = numpy_helper.to_array(source)
+        self.float_weights = {b.weight: numpy_helper.to_array(float_inits[b.weight]) for b in self.biases}
+        self.weight_scales = {b.weight_scale: numpy_helper.to_array(initializers[b.weight_scale]) for b in self.biases}
+        self.quantized_weights = {
+            b.weight: numpy_helper.to_array(initializers[b.weight + "_quantized"]) for b in self.biases
+        }
+        self.unadjusted = {b.weight_scale: self._unadjusted_scales(b, initializers) for b in self.biases}
+        # quantize_static's range adjustments: a Relu/Clip input read only by it takes its output's range; Softmax [0, 1]
+        readers: dict[str, int] = {}
+        for node in float_model.graph.node:
+            for name in node.input:
+                readers[name] = readers.get(name, 0) + 1
+        self.adjustments: list[tuple[str, str]] = [
+            (node.input[0], node.output[0])
+            for node in float_model.graph.node
+            if node.op_type in ("Clip", "Relu") and readers.get(node.input[0]) == 1
+        ]
+        self.softmax = [node.output[0] for node in float_model.graph.node if node.op_type == "Softmax"]
+
+    def _unadjusted_scales(self, bias: _QuantizedBias, initializers: dict[str, onnx.TensorProto]) -> np.ndarray:
+        """The weight's per-channel scales before quantize_static widened any for the int32 bias: recomputed with
+        ONNX Runtime's ``compute_data_quant_params`` where the template's scale sits at the bias's limit (widened),
+        the template's own elsewhere."""
+        from onnx import numpy_helper
+        from onnxruntime.quantization.quant_utils import compute_data_quant_params
+
+        scales = self.weight_scales[bias.weight_scale].copy()
+        if bias.axis is None:
+            return scales
+        input_scale = np.float64(numpy_helper.to_array(initializers[bias.input_scale]).item())
+        limit = _smallest_bias_scales(self.float_biases[bias.name], per_channel=True)
+        weight = self.float_weights[bias.weight]
+        qtype = _QUANT_TYPE[self.settings.weight_type].tensor_type
+        for i in np.flatnonzero(input_scale * scales.astype(np.float64) <= limit * 1.001):
+            _zero, scale = compute_data_quant_params(
+                weight.take(int(i), bias.axis).ravel(),
+                qtype,
+                True,
+                reduce_range=self.settings.reduce_range,
+            )
+            scales[i] = scale
+        return scales
+
+    def _adjusted_weight(self, bias: _QuantizedBias, input_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """The weight's scales and int8 values quantize_static makes when its bias's input has ``input_scale``: a
+        channel whose bias scale (input x weight scale) would overflow int32 gets its weight scale widened
+        (``_adjust_weight_scale_for_int32_bias``) and its weights quantized again. None: per-tensor weights whose
+        scale would be widened (not covered)."""
+        from onnxruntime.quantization.quant_utils import quantize_nparray
+
+        unadjusted = self.unadjusted[bias.weight_scale]
+        template = self.weight_scales[bias.weight_scale]
+        quantized = self.quantized_weights[bias.weight]
+        candidate = np.float64(input_scale.item()) * unadjusted.astype(np.float64)
+        limit = _smallest_bias_scales(self.float_biases[bias.name], per_channel=bias.axis is not None)
+        widen = (candidate < limit) & (candidate > 0.0)
+        if bias.axis is None:
+            return None if widen.any() else (template, quantized)
+        scales = unadjusted.copy()
+        scales[widen] = (unadjusted[widen].astype(np.float64) * (limit[widen] / candidate[widen])).astype(scales.dtype)
+        changed = np.flatnonzero(scales != template)
+        if not len(changed):
+            return template, quantized
+        quantized = quantized.copy()
+        weight = self.float_weights[bias.weight]
+        qtype = _QUANT_TYPE[self.settings.weight_type].tensor_type
+        for i in changed:
+            index: list[slice | int] = [slice(None)] * weight.ndim
+            index[bias.axis] = int(i)
+            values = quantize_nparray(qtype, weight.take(int(i), bias.axis).ravel(), scales[i], np.int8(0))
+            quantized[tuple(index)] = np.asarray(values).reshape(quantized[tuple(index)].shape)
+        return scales, quantized
+
+    @classmethod
+    def build(
+        cls, *, float_path: Path, qdq_path: Path, ranges_path: Path, settings: StaticSettings
+    ) -> QdqTemplate | None:
+        """The template of ``qdq_path`` (quantize_qdq of ``float_path`` with ``ranges_path`` and ``settings``), or None
+        when the settings are outside what ``for_ranges`` covers or it does not reproduce that model exactly."""
+        import onnx
+        from onnxruntime.quantization import load_tensors_data
+
+        if settings.sixteen_bit_weights or settings.sixteen_bit_activations or settings.keep_float:
+            return None
+        template = cls(onnx.load(str(float_path)), onnx.load(str(qdq_path)), settings)
+        if not template.supported:
+            return None
+        again = template.for_ranges(load_tensors_data(ranges_path))
+        return template if again is not None and _same_initializers(again, template.qdq) else None
+
+    def with_weights(self, float_model: onnx.ModelProto) -> QdqTemplate | None:
+        """The template of ``float_model``: the same graph as this template's float model, with other weights and
+        biases (adaptive rounding, bias correction, equalization). Each changed weight's scales and int8 values are
+        quantize_static's arithmetic on whole arrays (``symmetric_weight_codes``); None where the graph, a shape or
+        any other initializer differs, or the weights are not int8."""
+        from onnx import numpy_helper
+
+        if self.settings.weight_type is not api.OnnxQuantType.INT8 or list(float_model.graph.node) != list(
+            self.float_model.graph.node
+        ):
+            return None
+        before = {t.name: t for t in self.float_model.graph.initializer}
+        after = {t.name: t for t in float_model.graph.initializer}
+        if before.keys() != after.keys():
+            return None
+        qdq = onnx.ModelProto()
+        qdq.CopyFrom(self.qdq)
+        initializers = {t.name: t for t in qdq.graph.initializer}
+        axes = {
+            node.input[0]: next((int(a.i) for a in node.attribute if a.name == "axis"), None)
+            for node in qdq.graph.node
+            if node.op_type == "DequantizeLinear"
+        }
+        for name, tensor in after.items():
+            if tensor.SerializeToString() == before[name].SerializeToString():
+                continue
+            if tensor.data_type != before[name].data_type or list(tensor.dims) != list(before[name].dims):
+                return None
+            if name in self.float_biases:
+                continue
+            quantized = name + "_quantized"
+            if quantized not in initializers or name + "_scale" not in initializers or quantized not in axes:
+                return None
+            scales, codes = symmetric_weight_codes(
+                numpy_helper.to_array(tensor), axis=axes[quantized], reduce_range=self.settings.reduce_range
+            )
+            initializers[quantized].CopyFrom(numpy_helper.from_array(codes, quantized))
+            initializers[name + "_scale"].CopyFrom(
+                numpy_helper.from_array(scales.reshape(tuple(initializers[name + "_scale"].dims)), name + "_scale")
+            )
+        template = QdqTemplate(float_model, qdq, self.settings)
+        return template if template.supported else None
+
+    def for_ranges(self, ranges: TensorsData) -> onnx.ModelProto | None:
+        """The Q/DQ model quantize_static makes with ``ranges`` instead (None: not sure to match it, see the class)."""
+        import onnx
+        from onnx import numpy_helper
+        from onnxruntime.quantization.quant_utils import compute_scale_zp, get_qmin_qmax_for_qType
+
+        bounds = {name: data.range_value for name, data in ranges.data.items()}
+        for before, after in self.adjustments:
+            if before in bounds and after in bounds:
+                bounds[before] = bounds[after]
+        for name in self.softmax:
+            bounds[name] = (np.float32(0.0), np.float32(1.0))
+        symmetric = self.settings.symmetric_activations
+        qtype = _QUANT_TYPE[self.settings.activation_type].tensor_type
+        qmin, qmax = get_qmin_qmax_for_qType(qtype, reduce_range=False, symmetric=symmetric)
+        new: dict[str, np.ndarray] = {}
+        for scale_name, tensor in self.activations.items():
+            if tensor not in bounds:
+                return None
+            zero, scale = compute_scale_zp(bounds[tensor][0], bounds[tensor][1], qmin, qmax, symmetric, None)
+            new[scale_name] = np.asarray(scale).squeeze()
+            new[self.zero_points[scale_name]] = np.asarray(zero).squeeze()
+        int32 = np.iinfo(np.int32)
+        for bias in self.biases:
+            if bias.input_scale not in new:
+                return None
+            input_scale = new[bias.input_scale].astype(np.float32)
+            data = self.float_biases[bias.name]
+            adjusted = self._adjusted_weight(bias, input_scale)
+            if adjusted is None:
+                return None
+            weight_scale, new[bias.weight + "_quantized"] = adjusted
+            new[bias.weight_scale] = weight_scale
+            bias_scale = input_scale * weight_scale * bias.beta
+            quantized = np.round(np.asarray(data, dtype=np.float64) / np.asarray(bias_scale, dtype=np.float64))
+            new[bias.name + "_quantized"] = (
+                np.clip(quantized, np.float64(int32.min), np.float64(int32.max)).astype(np.int32).reshape(data.shape)
+            )
+            new[bias.name + "_quantized_scale"] = np.asarray(bias_scale, dtype=data.dtype).reshape(-1)
+        model = onnx.ModelProto()
+        model.CopyFrom(self.qdq)
+        for init in model.graph.initializer:
+            value = new.get(init.name)
+            if value is not None:
+                expected = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+                init.CopyFrom(
+                    numpy_helper.from_array(np.asarray(value, dtype=expected).reshape(tuple(init.dims)), init.name)
+                )
+        return model
+
+
+def symmetric_weight_codes(
+    weight: np.ndarray, *, axis: int | None, reduce_range: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """quantize_static's symmetric int8 scales (per ``axis`` channel, or one for the tensor) and int8 values of a float
+    weight, on whole arrays: ``compute_data_quant_params`` (absmax over the channel, float64 quotient by the grid's
+    span, stored as float32; 1.0 below float32's smallest normal) and ``quantize_nparray`` (float32 quotient,
+    rounded half to even, clipped to [-128, 127]), element by element the same arithmetic as its per-channel loop."""
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import get_qmin_qmax_for_qType
+
+    w = np.asarray(weight, dtype=np.float32)
+    rows = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1) if axis is not None else w.reshape(1, -1)
+    qmin, qmax = get_qmin_qmax_for_qType(TensorProto.INT8, reduce_range=reduce_range, symmetric=True)
+    low = np.minimum(rows.min(axis=1), np.float32(0))
+    high = np.maximum(rows.max(axis=1), np.float32(0))
+    absmax = np.maximum(np.abs(low), np.abs(high))
+    quotient = (absmax.astype(np.float64) - (-absmax).astype(np.float64)) / (np.float64(qmax) - np.float64(qmin))
+    scales = np.where(quotient < np.finfo(np.float32).tiny, np.float32(1.0), quotient.astype(np.float32))
+    codes = np.clip((rows / scales[:, None]).round(), -128, 127).astype(np.int8)
+    shaped = (
+        np.moveaxis(codes.reshape(np.moveaxis(w, axis, 0).shape), 0, axis)
+        if axis is not None
+        else codes.reshape(w.shape)
+    )
+    return (scales if axis is not None else scales.reshape(())), np.ascontiguousarray(shaped)
+
+
+def _same_initializers(a: onnx.ModelProto, b: onnx.ModelProto) -> bool:
+    """Both models' initializers hold the same names, types and values."""
+    from onnx import numpy_helper
+
+    left = {t.name: t for t in a.graph.initializer}
+    right = {t.name: t for t in b.graph.initializer}
+    if left.keys() != right.keys():
+        return False
+    for name, tensor in left.items():
+        x, y = numpy_helper.to_array(tensor), numpy_helper.to_array(right[name])
+        if tensor.data_type != right[name].data_type or x.shape != y.shape or not np.array_equal(x, y):
+            return False
+    return True

@@ -94,8 +94,11 @@ def test_statistics_and_bias_correction_match_the_float_output_means(tmp_path: P
     stats = ptq.collect_statistics(source, [x[:10], x[10:]], input_name="input", workdir=tmp_path / "stats")
     assert stats.samples == 24
     np.testing.assert_allclose(stats.input_means["conv1"], x.mean(axis=(0, 2, 3)), rtol=1e-5)
-    assert set(stats.histograms) >= {"input", "c1", "a1", "c2", "a2", "c3"}
+    assert set(stats.histograms) >= {"input", "a1", "a2", "c3"}
     assert stats.histograms["a1"].minimum == 0.0 and stats.histograms["a1"].counts.sum() == 24 * 8 * 12 * 12
+    # the convolutions' outputs before their Relu: quantize_static takes the Relu's range, so extremes alone
+    assert set(stats.extremes) == {"c1", "c2"} and not set(stats.extremes) & set(stats.histograms)
+    assert stats.extremes["c1"][0] < 0.0 < stats.extremes["c1"][1]
     corrected, changed = ptq.correct_biases(
         source, tmp_path / "bc.onnx", input_means=stats.input_means, weight_qmax=7, per_channel=True
     )
@@ -504,7 +507,8 @@ def test_sixteen_bit_activations_auto_widens_every_activation_when_no_layer_is_n
 def test_the_statistics_pass_counts_its_histograms_and_second_moments_in_the_memory_budget(tmp_path: Path) -> None:
     model = onnx.load(str(_pointwise_graph(tmp_path / "m.onnx")))
     histograms = ptq.statistics_fixed_bytes(model, second_moments=False)
-    assert histograms == len(ptq.calibrated_tensors(model)) * ptq.HISTOGRAM_BINS * 8
+    binned = len(ptq.calibrated_tensors(model)) - len(ptq.ranges_replaced(model))  # both convs' pre-Relu outputs
+    assert binned == len(ptq.calibrated_tensors(model)) - 2 and histograms == binned * ptq.HISTOGRAM_BINS * 8
     # the 3x3 stem (27 patch inputs), the 1x1 conv (16 inputs) and both Gemms (12 and 10) hold an in x in float64 each
     moments = (27 * 27 + 16 * 16 + 12 * 12 + 10 * 10) * 8
     assert ptq.statistics_fixed_bytes(model, second_moments=True) - histograms == moments
@@ -602,7 +606,8 @@ def test_the_equalized_statistics_collected_beside_the_source_equal_a_full_pass_
 
     full = collect(target, "full")
     both = collect(source, "both", equalized=(target, search.pairs))
-    assert both.equalized is not None and set(both.equalized.histograms) == tensors
+    assert both.equalized is not None and set(both.equalized.histograms) == {"a1", "a2"}
+    assert set(both.equalized.extremes) == {"c1", "c2"}  # read by a Relu alone: their range is the Relu's
     # both read a rescaled tensor: pw (1x1) its input vectors, dw (depthwise) its input patches per channel
     assert set(both.equalized.second_moments) == layers and set(both.equalized.input_means) == layers
     alone = collect(source, "alone")  # the source's own statistics are as without the equalized model beside them
@@ -610,6 +615,9 @@ def test_the_equalized_statistics_collected_beside_the_source_equal_a_full_pass_
         np.testing.assert_array_equal(both.histograms[name].counts, hist.counts)
     merged = ptq.equalized_statistics(both, tensors)
     assert set(merged.histograms) == set(full.histograms) and set(merged.input_means) == set(full.input_means)
+    assert set(merged.extremes) == set(full.extremes)
+    for name in tensors & set(full.extremes):
+        assert merged.extremes[name] == full.extremes[name]
     for name, hist in merged.histograms.items():
         expected = full.histograms[name]
         if name in tensors:  # what equalization rescaled: the same values as the equalized model's own session
@@ -697,6 +705,8 @@ def test_the_entropy_threshold_search_is_onnx_runtimes() -> None:
 def test_one_blas_thread_gives_the_same_second_moments_and_rounding() -> None:
     from threadpoolctl import threadpool_info
 
+    from edgequant.util.blas import one_blas_thread
+
     rng = np.random.default_rng(6)
     rows = rng.normal(size=(4096, 192)).astype(np.float32)
     weight = rng.normal(size=(96, 192)).astype(np.float32)
@@ -707,7 +717,7 @@ def test_one_blas_thread_gives_the_same_second_moments_and_rounding() -> None:
         return moment.matrix, pt.adaptive_rounding(weight, moment.matrix, qmax=127, per_channel=True)
 
     default = moment_and_rounding()
-    with ptq.one_blas_thread():
+    with one_blas_thread():
         assert all(pool["num_threads"] == 1 for pool in threadpool_info() if pool["user_api"] == "blas")
         single = moment_and_rounding()
     np.testing.assert_array_equal(single[0], default[0])
@@ -736,8 +746,8 @@ def test_equalization_kept_gets_the_equalized_models_own_statistics_for_what_fol
     full = ptq.collect_statistics(tuned.float_model.path, [x], input_name="input", workdir=tmp_path / "full")
     expected = ptq.ranges_by("minmax", full, percentile=99.999, algorithm=ptq.api.CalibrationAlgorithm.MINMAX)
     chosen = ptq.load_ranges(tuned.ranges_path)
-    assert set(chosen.data) == set(full.histograms)
-    for name in full.histograms:
+    assert set(chosen.data) == set(full.histograms) | set(full.extremes)
+    for name in chosen.data:
         assert chosen[name].range_value == expected[name].range_value, name
 
 
@@ -746,9 +756,15 @@ def test_depthwise_and_stem_second_moments_are_those_of_their_input_patches(
 ) -> None:
     source = _separable_graph(tmp_path / "m.onnx")
     x = np.random.default_rng(5).normal(size=(12, 3, 12, 12)).astype(np.float32)
-    monkeypatch.setattr(ptq, "PATCH_MOMENT_SAMPLES", 5)  # patches from the first 5 samples only
+    monkeypatch.setattr(pt, "PATCH_MOMENT_SAMPLES", 3)  # every 2nd sample, at most 3: samples 0, 2 and 4
     stats = ptq.collect_statistics(
-        source, [x[:4], x[4:]], input_name="input", workdir=tmp_path / "stats", second_moments=True, chunk=2
+        source,
+        [x[:4], x[4:]],
+        input_name="input",
+        workdir=tmp_path / "stats",
+        second_moments=True,
+        chunk=2,
+        moment_every=2,
     )
     assert set(stats.second_moments) == {"conv1", "dw", "pw"}
     from onnxruntime import InferenceSession
@@ -757,16 +773,16 @@ def test_depthwise_and_stem_second_moments_are_those_of_their_input_patches(
     model.graph.output.extend([helper.make_tensor_value_info("a1", TensorProto.FLOAT, None)])
     (a1,) = InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(["a1"], {"input": x})
     geometry = {"kernel": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1], "dilations": [1, 1]}
-    # runs of 2 samples: the patches stop after the run that reaches 5 (6 samples)
-    stem = pt.patch_columns(x[:6], **geometry).reshape(27, -1).astype(np.float64)
-    depthwise = pt.patch_columns(a1[:6], **geometry).astype(np.float64)
+    picked = [0, 2, 4]
+    stem = pt.patch_columns(x[picked], **geometry).reshape(27, -1).astype(np.float64)
+    depthwise = pt.patch_columns(a1[picked], **geometry).astype(np.float64)
     moment = stats.second_moments["conv1"]
-    assert isinstance(moment, pt.SecondMoment) and moment.rows == 6 * 144
+    assert isinstance(moment, pt.SecondMoment) and moment.rows == 3 * 144
     np.testing.assert_allclose(moment.matrix, stem @ stem.T, rtol=1e-4, atol=1e-3)
     channels = stats.second_moments["dw"]
-    assert isinstance(channels, pt.ChannelSecondMoments) and channels.rows == 6 * 144
+    assert isinstance(channels, pt.ChannelSecondMoments) and channels.rows == 3 * 144
     np.testing.assert_allclose(channels.matrix, depthwise @ depthwise.transpose(0, 2, 1), rtol=1e-4, atol=1e-3)
-    assert stats.second_moments["pw"].rows == 12 * 144  # a 1x1 layer's moment sees every sample
+    assert stats.second_moments["pw"].rows == 3 * 144  # a 1x1 layer's moment: the same samples
     # the statistics pass budgets them: 27 x 27 for the stem, 8 channels x 9 x 9 for the depthwise, 8 x 8 for the 1x1
     loaded = onnx.load(str(source))
     extra = ptq.statistics_fixed_bytes(loaded, second_moments=True) - ptq.statistics_fixed_bytes(
@@ -834,3 +850,26 @@ def test_depthwise_weights_are_rounded_adaptively_and_quantize_static_keeps_them
     np.testing.assert_array_equal(scale, scales)  # the converter's scales are unchanged
     np.testing.assert_array_equal(q.reshape(8, 9), np.round(flat_new / scales[:, None]))  # and it keeps the codes
     assert np.any(q.reshape(8, 9) != np.round(flat_old / scales[:, None]))
+
+
+@pytest.mark.parametrize("reduce_range", [True, False])
+def test_symmetric_weight_codes_are_quantize_statics_per_channel_loop(reduce_range: bool) -> None:
+    from onnxruntime.quantization.quant_utils import compute_data_quant_params, quantize_nparray
+
+    from edgequant.backends.onnxruntime.quantize import symmetric_weight_codes
+
+    rng = np.random.default_rng(5)
+    weight = (rng.normal(size=(6, 4, 3, 3)) * np.logspace(-9, 1, 6)[:, None, None, None]).astype(np.float32)
+    weight[2] = 0.0  # a dead channel: scale 1.0
+    weight[3] = np.abs(weight[3])  # one-signed
+    for axis in (0, 1, None):
+        scales, codes = symmetric_weight_codes(weight, axis=axis, reduce_range=reduce_range)
+        channels = range(weight.shape[axis]) if axis is not None else [None]
+        for i, channel in enumerate(channels):
+            data = weight if channel is None else weight.take(channel, axis)
+            zero, scale = compute_data_quant_params(data.ravel(), TensorProto.INT8, True, reduce_range=reduce_range)
+            expected = quantize_nparray(TensorProto.INT8, data.ravel(), scale, zero)
+            got = codes if channel is None else codes.take(channel, axis)
+            assert np.ravel(scales)[i] == scale and scales.dtype == np.float32
+            np.testing.assert_array_equal(got.ravel(), expected)
+        assert codes.dtype == np.int8 and codes.shape == weight.shape
