@@ -335,8 +335,9 @@ def collect_statistics(
 ) -> Statistics:
     """Histograms of the calibrated tensors and per-channel input means of the weighted layers, batch by batch (memory: one batch).
 
-    ``second_moments``: also sum x x^T of every ``roundable_layers`` input (in x in per layer, never the inputs), on
-    every ``moment_every``-th sample and at most ``post_training.PATCH_MOMENT_SAMPLES`` of them (the TFLite side's rule).
+    ``second_moments``: also sum x x^T of every ``roundable_layers`` input (in x in per layer, never the inputs): a
+    1x1 layer's on every sample (the pass runs them all for the histograms anyway, and its rows cost one matmul), a
+    kernel's patches on every ``moment_every``-th sample, at most ``post_training.PATCH_MOMENT_SAMPLES`` of them.
     ``equalized``: (the model equalized, its pairs): also, in the same session runs, the statistics of what
     equalization changes (``equalized_tensors``), as ``Statistics.equalized``: the equalized model's nodes that produce
     them run beside the source's on the same inputs (see ``equalized_statistics``).
@@ -424,12 +425,11 @@ def collect_statistics(
                     for node in view.means:
                         mean = values[view.mean_of(node)].astype(np.float64) * len(x)
                         layer_sums[node.name] = layer_sums.get(node.name, 0) + mean
-                    for name, node in view.roundable.items() if picked.any() else ():
-                        activation = values[view.input_of(node)][picked]
+                    for name, node in view.roundable.items():
                         if not _has_kernel(node, inits):
-                            layer_moments[name].add(_input_rows(node, activation))
-                        else:
-                            _add_patch_moment(layer_moments[name], node, inits, activation)
+                            layer_moments[name].add(_input_rows(node, values[view.input_of(node)]))
+                        elif picked.any():
+                            _add_patch_moment(layer_moments[name], node, inits, values[view.input_of(node)][picked])
                 moment_samples += int(picked.sum())
                 samples += len(x)
                 del values

@@ -782,7 +782,7 @@ def test_depthwise_and_stem_second_moments_are_those_of_their_input_patches(
     channels = stats.second_moments["dw"]
     assert isinstance(channels, pt.ChannelSecondMoments) and channels.rows == 3 * 144
     np.testing.assert_allclose(channels.matrix, depthwise @ depthwise.transpose(0, 2, 1), rtol=1e-4, atol=1e-3)
-    assert stats.second_moments["pw"].rows == 3 * 144  # a 1x1 layer's moment: the same samples
+    assert stats.second_moments["pw"].rows == 12 * 144  # a 1x1 layer's moment sees every sample
     # the statistics pass budgets them: 27 x 27 for the stem, 8 channels x 9 x 9 for the depthwise, 8 x 8 for the 1x1
     loaded = onnx.load(str(source))
     extra = ptq.statistics_fixed_bytes(loaded, second_moments=True) - ptq.statistics_fixed_bytes(
