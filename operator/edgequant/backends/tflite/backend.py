@@ -244,24 +244,23 @@ class TFLiteBackend:
                 nodes = layers.map_layers(calibrated, keras_model=source.keras_model).nodes_of(request.keep_float)
             except KeyError as exc:
                 raise InvalidInputError(str(exc.args[0])) from exc
-            if self._ptq_applies(request):
-                calibrated = self._with_float_weights(request, calibrated, nodes)
+            source_float = self.pinned_weights_source(request)
+            if source_float is not None and nodes:
+                restored = layers.with_constants_of(calibrated, source_float, of_ops=nodes)
+                if restored is None:
+                    note = "ptq: the pinned layers keep their tuned weights (the tuned model converts to another graph than the source)"
+                    if note not in self.ptq_notes:
+                        self.ptq_notes.append(note)
+                calibrated = restored or calibrated
         try:
             return layers.quantize_calibrated(calibrated, keep_float_nodes=nodes, io_dtype="uint8")
         except Exception as exc:
             raise conv.conversion_error(exc, api.Method.TFLITE_INT8) from exc
 
-    def _with_float_weights(self, request: QuantizeRequest, calibrated: bytes, nodes: list[str]) -> bytes:
-        """spec.ptq rounded and bias-corrected the weights for int8; a pinned layer runs float, so it gets the source's."""
-        from edgequant.backends.tflite import layers
-
-        restored = layers.with_constants_of(calibrated, self.float_conversion(request), of_ops=nodes)
-        if restored is None:
-            note = "ptq: the pinned layers keep their tuned weights (the tuned model converts to another graph than the source)"
-            if note not in self.ptq_notes:
-                self.ptq_notes.append(note)
-            return calibrated
-        return restored
+    def pinned_weights_source(self, request: QuantizeRequest) -> bytes | None:
+        """What layers kept in float take their weights from: the source's float conversion when spec.ptq rounded and
+        bias-corrected the calibrated model's weights for int8 (a float layer needs its own), else None (they are)."""
+        return self.float_conversion(request) if self._ptq_applies(request) else None
 
     def load(self, path: Path, *, options: BackendOptions) -> TFLitePredictor:
         """A .tflite artifact, or the FP32 source model converted to float TFLite."""

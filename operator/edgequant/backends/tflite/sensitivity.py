@@ -32,8 +32,19 @@ from edgequant.util.memory import DEFAULT_BUDGET_BYTES, probe_batch_size
 class TFLiteLayerAnalysis:
     """Per-layer control of one model's full-INT8 conversion, named in source layer names."""
 
-    def __init__(self, *, calibrated: bytes, layer_map: tl.LayerMap, workdir: Path, stem: str = "model") -> None:
+    def __init__(
+        self,
+        *,
+        calibrated: bytes,
+        layer_map: tl.LayerMap,
+        workdir: Path,
+        stem: str = "model",
+        source_float: bytes | None = None,
+    ) -> None:
         self.calibrated = calibrated
+        self.source_float = source_float
+        """The source model's float conversion when spec.ptq tuned the calibrated model's weights: layers kept in
+        float take their constants from it (``layers.with_constants_of``), as the backend's pinned artifact does."""
         self.layer_map = layer_map
         self.workdir = workdir
         self.stem = stem
@@ -57,17 +68,19 @@ class TFLiteLayerAnalysis:
     def layers(self) -> list[str]:
         return list(self.layer_map.layers)
 
+    def _quantized_keeping(self, nodes: list[str], io_dtype: str) -> bytes:
+        calibrated = self.calibrated
+        if self.source_float is not None and nodes:
+            calibrated = tl.with_constants_of(calibrated, self.source_float, of_ops=nodes) or calibrated
+        return tl.quantize_calibrated(calibrated, keep_float_nodes=nodes, io_dtype=io_dtype)
+
     def model_with_only(self, layer: str) -> Path:
-        model = tl.quantize_calibrated(
-            self.calibrated, keep_float_nodes=self.layer_map.nodes_except(layer), io_dtype="float32"
-        )
+        model = self._quantized_keeping(self.layer_map.nodes_except(layer), "float32")
         return self._write(f"{self.stem}.only-{_slug(layer)}.tflite", model)
 
     def model_keeping_float(self, layers: Iterable[str], *, io_dtype: str = "uint8") -> Path:
         keep = list(layers)
-        model = tl.quantize_calibrated(
-            self.calibrated, keep_float_nodes=self.layer_map.nodes_of(keep), io_dtype=io_dtype
-        )
+        model = self._quantized_keeping(self.layer_map.nodes_of(keep), io_dtype)
         # One file per number of pinned layers while searching, named like the backend's artifacts.
         tag = f"int8-mixed-{len(keep)}" if keep else "int8"
         return self._write(f"{self.stem}.{tag}.tflite", model)
@@ -195,7 +208,11 @@ def for_request(request: QuantizeRequest, backend: Any) -> TFLiteLayerAnalysis:
     if not layer_map.layers:
         raise ValueError("the converted model has no quantizable layer")
     return TFLiteLayerAnalysis(
-        calibrated=calibrated, layer_map=layer_map, workdir=request.workdir / "layers", stem=request.model_path.stem
+        calibrated=calibrated,
+        layer_map=layer_map,
+        workdir=request.workdir / "layers",
+        stem=request.model_path.stem,
+        source_float=backend.pinned_weights_source(request),
     )
 
 
