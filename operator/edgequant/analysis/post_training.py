@@ -431,6 +431,23 @@ def percentile_range(hist: Histogram, percentile: float) -> tuple[float, float]:
 HISTOGRAM_PIECE = 1 << 16
 
 
+def finite_values(values: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """``values`` flattened without inf and NaN, with their minimum and maximum; None when none is finite.
+
+    The common case (all finite) costs one min and one max; only a batch with a non-finite value is filtered.
+    """
+    v = np.asarray(values).ravel()
+    if v.size == 0:
+        return None
+    lo, hi = float(v.min()), float(v.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return None
+        lo, hi = float(v.min()), float(v.max())
+    return v, lo, hi
+
+
 class Extremes:
     """The smallest and largest finite value seen, batch by batch (a tensor whose range is all that is needed)."""
 
@@ -439,16 +456,10 @@ class Extremes:
         self.maximum = -np.inf
 
     def add(self, values: np.ndarray) -> None:
-        v = np.asarray(values).ravel()
-        if v.size == 0:
-            return
-        lo, hi = float(v.min()), float(v.max())
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            v = v[np.isfinite(v)]
-            if v.size == 0:
-                return
-            lo, hi = float(v.min()), float(v.max())
-        self.minimum, self.maximum = min(self.minimum, lo), max(self.maximum, hi)
+        found = finite_values(values)
+        if found is not None:
+            _, lo, hi = found
+            self.minimum, self.maximum = min(self.minimum, lo), max(self.maximum, hi)
 
     @property
     def has_values(self) -> bool:
@@ -479,15 +490,10 @@ class HistogramAccumulator:
     def add(self, values: np.ndarray) -> None:
         """Count ``values`` in their own float precision (float32 activations are not widened: a few passes, no copies)."""
         v = np.asarray(values)
-        v = (v if v.dtype in (np.float32, np.float64) else v.astype(np.float64)).ravel()
-        if v.size == 0:
+        found = finite_values(v if v.dtype in (np.float32, np.float64) else v.astype(np.float64))
+        if found is None:
             return
-        lo, hi = float(v.min()), float(v.max())
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            v = v[np.isfinite(v)]
-            if v.size == 0:
-                return
-            lo, hi = float(v.min()), float(v.max())
+        v, lo, hi = found
         self.minimum, self.maximum = min(self.minimum, lo), max(self.maximum, hi)
         if self.width == 0.0:
             span = max(self.maximum, 0.0) - min(self.minimum, 0.0)

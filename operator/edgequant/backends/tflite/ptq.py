@@ -438,9 +438,8 @@ def recalibrated(calibrated: bytes, model: Any, data: Batches, log: Callable[[st
     The float conversion takes seconds where a calibration takes minutes; when the two graphs do not line up
     (``layers.with_constants_of``), the model is calibrated on ``data`` after all.
     """
-    converter = import_tf().lite.TFLiteConverter.from_keras_model(model)
-    with contextlib.redirect_stdout(io.StringIO()):
-        moved = tl.with_constants_of(calibrated, bytes(converter.convert()))
+    float_model = conv.run_converter(import_tf().lite.TFLiteConverter.from_keras_model(model), None)
+    moved = tl.with_constants_of(calibrated, float_model)
     if moved is not None:
         return moved
     log("ptq: the weight variant converts to another graph than the first candidate: calibrating it on its own")
