@@ -244,14 +244,12 @@ class TFLiteBackend:
                 nodes = layers.map_layers(calibrated, keras_model=source.keras_model).nodes_of(request.keep_float)
             except KeyError as exc:
                 raise InvalidInputError(str(exc.args[0])) from exc
-            source_float = self.pinned_weights_source(request)
-            if source_float is not None and nodes:
-                restored = layers.with_constants_of(calibrated, source_float, of_ops=nodes)
-                if restored is None:
-                    note = "ptq: the pinned layers keep their tuned weights (the tuned model converts to another graph than the source)"
-                    if note not in self.ptq_notes:
-                        self.ptq_notes.append(note)
-                calibrated = restored or calibrated
+            restored = layers.with_source_weights(calibrated, self.pinned_weights_source(request), nodes)
+            if restored is None:
+                note = "ptq: the pinned layers keep their tuned weights (the tuned model converts to another graph than the source)"
+                if note not in self.ptq_notes:
+                    self.ptq_notes.append(note)
+            calibrated = restored or calibrated
         try:
             return layers.quantize_calibrated(calibrated, keep_float_nodes=nodes, io_dtype="uint8")
         except Exception as exc:

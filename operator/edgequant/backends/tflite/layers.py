@@ -359,3 +359,14 @@ def with_constants_of(calibrated: bytes, float_model: bytes, *, of_ops: Collecti
 def _listed(values: Any) -> list[Any]:
     """A flatbuffer object's vector field as a list (the object API leaves an empty one as None)."""
     return [] if values is None else list(values)
+
+
+def with_source_weights(calibrated: bytes, source_float: bytes | None, nodes: Sequence[str]) -> bytes | None:
+    """``calibrated`` with the ops writing ``nodes`` (the ones kept in float) reading ``source_float``'s constants.
+
+    ``source_float`` None (spec.ptq did not tune the weights) or no node: ``calibrated`` as it is. None when the
+    two graphs differ (``with_constants_of``): the kept layers can only have the tuned weights.
+    """
+    if source_float is None or not nodes:
+        return calibrated
+    return with_constants_of(calibrated, source_float, of_ops=nodes)

@@ -44,7 +44,7 @@ class TFLiteLayerAnalysis:
         self.calibrated = calibrated
         self.source_float = source_float
         """The source model's float conversion when spec.ptq tuned the calibrated model's weights: layers kept in
-        float take their constants from it (``layers.with_constants_of``), as the backend's pinned artifact does."""
+        float take their constants from it (``layers.with_source_weights``), as the backend's pinned artifact does."""
         self.layer_map = layer_map
         self.workdir = workdir
         self.stem = stem
@@ -69,9 +69,7 @@ class TFLiteLayerAnalysis:
         return list(self.layer_map.layers)
 
     def _quantized_keeping(self, nodes: list[str], io_dtype: str) -> bytes:
-        calibrated = self.calibrated
-        if self.source_float is not None and nodes:
-            calibrated = tl.with_constants_of(calibrated, self.source_float, of_ops=nodes) or calibrated
+        calibrated = tl.with_source_weights(self.calibrated, self.source_float, nodes) or self.calibrated
         return tl.quantize_calibrated(calibrated, keep_float_nodes=nodes, io_dtype=io_dtype)
 
     def model_with_only(self, layer: str) -> Path:
