@@ -17,6 +17,8 @@ call's alone:
 - ``edgequant``: the worker (``run_job``) on the default spec (fast layer sensitivity on) with file:// URIs;
 - ``edgequant-no-sensitivity``: the same with ``mixedPrecision.sensitivity: off``;
 - ``edgequant-no-adaptive-rounding``: the default spec with ``ptq.adaptiveRounding: off`` (the figure before it);
+- ``edgequant-ptq-off``: the default spec with every ``spec.ptq`` technique off and no held-out choice: the bare
+  converter's settings, so its quantize stage against ``bare`` is what edgequant's own machinery costs;
 - ``edgequant-min-agreement-X`` (any X, e.g. 0.95): the default spec with ``acceptance: {minAgreement: X,
   onFailure: degrade}``: ``ptq.sixteenBitActivations`` (auto) and the ladder then work for that budget;
 - ``bare@N`` (any N): the bare call on the first N calibration images, for a bare call that does not fit the cap
@@ -63,9 +65,21 @@ VARIANTS = (
     "edgequant",
     "edgequant-no-sensitivity",
     "edgequant-no-adaptive-rounding",
+    "edgequant-ptq-off",
     "edgequant-min-agreement-X",
 )
 MIN_AGREEMENT_VARIANT = "edgequant-min-agreement-"
+#: spec.ptq of the variants that turn techniques off (the others take the default).
+PTQ_OF_VARIANT: dict[str, dict[str, Any]] = {
+    "edgequant-no-adaptive-rounding": {"adaptiveRounding": "off"},
+    "edgequant-ptq-off": {
+        "crossLayerEqualization": "off",
+        "biasCorrection": "off",
+        "rangeSearch": "off",
+        "adaptiveRounding": "off",
+        "selectAlgorithm": False,
+    },
+}
 GIB = 1024**3
 
 
@@ -106,7 +120,7 @@ def _inputs(model: realmodels.RealModel, split: str) -> np.ndarray:
     return normalize(np.stack([to_model_pixels(p, contract) for p in pixels]), contract)
 
 
-def _top1(path: Path, x: np.ndarray, *, contract: dict[str, Any], workdir: Path) -> np.ndarray:
+def _outputs(path: Path, x: np.ndarray, *, contract: dict[str, Any], workdir: Path) -> np.ndarray:
     from edgequant.backends.base import to_input_contract
 
     if path.suffix == ".onnx":
@@ -132,11 +146,14 @@ def _top1(path: Path, x: np.ndarray, *, contract: dict[str, Any], workdir: Path)
             }
         )[0]
         predictor = TFLiteBackend().load(local, options=backend_options(spec))
-    tops = [
-        predictor.predict(to_input_contract(x[i : i + 50], predictor.input)).argmax(axis=1)
-        for i in range(0, len(x), 50)
-    ]
-    return np.concatenate(tops)
+    return np.concatenate(
+        [predictor.predict(to_input_contract(x[i : i + 50], predictor.input)) for i in range(0, len(x), 50)]
+    )
+
+
+def _top1(path: Path, x: np.ndarray, *, contract: dict[str, Any], workdir: Path) -> np.ndarray:
+    top1: np.ndarray = _outputs(path, x, contract=contract, workdir=workdir).argmax(axis=1)
+    return top1
 
 
 def _bare_onnx(model: realmodels.RealModel, calibration: np.ndarray, workdir: Path) -> Path:
@@ -241,9 +258,11 @@ def child(model_name: str, variant: str, workdir: Path) -> None:
     model = _model(model_name)
     result: dict[str, Any] = {}
     if variant == "fp32":
-        result["top1"] = _top1(
-            model.path, _inputs(model, "evaluation"), contract=model.contract, workdir=workdir
-        ).tolist()
+        from edgequant.analysis.diagnostics import decided
+
+        outputs = _outputs(model.path, _inputs(model, "evaluation"), contract=model.contract, workdir=workdir)
+        result["top1"] = outputs.argmax(axis=1).tolist()
+        result["decided"] = decided(outputs).tolist()
     elif variant.startswith("bare"):
         calibration = _inputs(model, "calibration")[: _bare_samples(variant)]
         result["calibration_samples"] = len(calibration)
@@ -260,7 +279,7 @@ def child(model_name: str, variant: str, workdir: Path) -> None:
             model,
             workdir,
             sensitivity=variant != "edgequant-no-sensitivity",
-            ptq={"adaptiveRounding": "off"} if variant == "edgequant-no-adaptive-rounding" else None,
+            ptq=PTQ_OF_VARIANT.get(variant),
             min_agreement=float(variant.removeprefix(MIN_AGREEMENT_VARIANT))
             if variant.startswith(MIN_AGREEMENT_VARIANT)
             else None,
@@ -357,10 +376,15 @@ def measure(model_name: str, variant: str, workdir: Path, cap_bytes: int) -> Mea
     )
 
 
-def _agreement(top1: list[int] | None, reference: list[int]) -> float | None:
+def _agreement(top1: list[int] | None, reference: list[int], among: list[bool] | None = None) -> float | None:
+    """Top-1 agreement with FP32 over every photograph, or over those ``among`` marks."""
     if not top1 or len(top1) != len(reference):
         return None
-    return float(np.mean(np.asarray(top1) == np.asarray(reference)))
+    same = np.asarray(top1) == np.asarray(reference)
+    if among is not None:
+        mask = np.asarray(among, dtype=bool)
+        return float(same[mask].mean()) if mask.any() else None
+    return float(same.mean())
 
 
 def _fmt(value: float | None, pattern: str) -> str:
@@ -393,8 +417,11 @@ def main() -> int:
     for model_name in args.models.split(","):
         fp32 = measure(model_name, "fp32", root / model_name / "fp32", cap)
         reference = fp32.result.get("top1") or []
+        sure = fp32.result.get("decided") or [True] * len(reference)
         print(
-            f"{model_name}: fp32 {'ok' if fp32.ok else fp32.note}, {len(reference)} evaluation photographs", flush=True
+            f"{model_name}: fp32 {'ok' if fp32.ok else fp32.note}, {len(reference)} evaluation photographs, "
+            f"{sum(sure)} of them decided by FP32 (top-1 ahead by >= 0.05 probability; the rest are near-ties)",
+            flush=True,
         )
         measured: dict[str, Measurement] = {}
         for variant in args.variants.split(","):
@@ -404,7 +431,9 @@ def main() -> int:
             r = m.result
             print(
                 f"  {variant:26s} {'ok' if m.ok else 'FAILED: ' + m.note}; peak {m.peak_bytes / GIB:.2f} GiB (watched {m.watched_peak_bytes / GIB:.2f}); "
-                f"quantize {_fmt(r.get('quantize_seconds'), '{:.1f}')} s; agreement {_fmt(rows[-1][2], '{:.3f}')}; "
+                f"quantize {_fmt(r.get('quantize_seconds'), '{:.1f}')} s; agreement {_fmt(rows[-1][2], '{:.3f}')} "
+                f"(decided {_fmt(_agreement(r.get('top1'), reference, sure), '{:.3f}')}, "
+                f"near-ties {_fmt(_agreement(r.get('top1'), reference, [not d for d in sure]), '{:.3f}')}); "
                 f"stages {r.get('stages', '-')}",
                 flush=True,
             )

@@ -43,6 +43,12 @@ COLLAPSE_MAJORITY = 0.50
 #: ... in both cases only while FP32's most frequent class wins on at most this share of the quantized one's
 #: (an evaluation set that really is mostly one class is not a collapse).
 COLLAPSE_FP32_SHARE = 0.5
+#: fp32-undecided counts an input as a near-tie when FP32's top class leads the runner-up by less than this
+#: probability (softmax of the outputs, unless they already are distributions) ...
+NEAR_TIE_MARGIN = 0.05
+#: ... and fires when more than this share of the inputs are near-ties: a classifier on data of its own domain decides
+#: most inputs, and a top-1 flip between two classes that FP32 itself scores within 0.05 says little about quantization.
+UNDECIDED_SHARE = 0.25
 #: output-clipped fires when the quantized range covers less than this share of the FP32 range ...
 CLIP_RANGE_RATIO = 0.75
 #: ... and at least this share of quantized values sits on its range's ends (saturated).
@@ -304,6 +310,83 @@ def check_collapsed(
     )
 
 
+def class_probabilities(outputs: np.ndarray) -> np.ndarray:
+    """Rows that already are distributions (non-negative, summing to 1) as they are, else the softmax of the rows."""
+    a = _as_2d(outputs)
+    if a.size and a.min() >= 0 and np.allclose(a.sum(axis=1), 1.0, atol=1e-3):
+        return a
+    z = np.exp(a - a.max(axis=1, keepdims=True))
+    probabilities: np.ndarray = z / z.sum(axis=1, keepdims=True)
+    return probabilities
+
+
+def decided(fp32: np.ndarray) -> np.ndarray:
+    """Per input: FP32's top class leads the runner-up by at least ``NEAR_TIE_MARGIN`` probability."""
+    p = class_probabilities(fp32)
+    if p.shape[1] < 2:
+        return np.ones(p.shape[0], dtype=bool)
+    top_two = -np.partition(-p, 1, axis=1)[:, :2]
+    mask: np.ndarray = top_two[:, 0] - top_two[:, 1] >= NEAR_TIE_MARGIN
+    return mask
+
+
+def check_undecided(fp32: np.ndarray, quantized: np.ndarray) -> Finding:
+    """Evaluation data on which FP32 itself hesitates: top-1 agreement then counts coin flips.
+
+    Splits agreement into the inputs FP32 decides and its near-ties, so a reader can tell quantization damage
+    (flips where FP32 was sure) from noise (flips between classes FP32 scores alike).
+    """
+    f, q = _as_2d(fp32), _as_2d(quantized)
+    sure = decided(f)
+    same = f.argmax(axis=1) == q.argmax(axis=1)
+    n, n_sure = len(sure), int(sure.sum())
+    share = 1.0 - n_sure / n if n else 0.0
+    median_top1 = float(np.median(class_probabilities(f).max(axis=1))) if n else 0.0
+    on_sure = float(same[sure].mean()) if n_sure else None
+    on_ties = float(same[~sure].mean()) if n_sure < n else None
+    fired = f.shape[1] > 1 and share > UNDECIDED_SHARE
+    evidence = {
+        "undecidedShare": share,
+        "medianTop1Probability": median_top1,
+        "nearTieMargin": NEAR_TIE_MARGIN,
+        "classes": float(f.shape[1]),
+    }
+    if on_sure is not None:
+        evidence["decidedAgreement"] = on_sure
+    if on_ties is not None:
+        evidence["undecidedAgreement"] = on_ties
+    split = f"the models agree on {_share(on_sure)} of the {n_sure} inputs FP32 decides" + (
+        f" and on {_share(on_ties)} of its {n - n_sure} near-ties" if on_ties is not None else ""
+    )
+    if fired:
+        message = (
+            f"FP32 itself is undecided on {share:.0%} of {n} inputs (its top class leads the next by under "
+            f"{NEAR_TIE_MARGIN:g} probability; median top-1 probability {median_top1:.3f} over {f.shape[1]} classes): "
+            f"{split}. A flip between classes FP32 scores alike is noise more than quantization damage, so top-1 "
+            "agreement on this data understates the artifact; the data may not be from the model's domain"
+        )
+    else:
+        message = (
+            f"FP32 decides {1.0 - share:.0%} of {n} inputs (top class ahead by at least {NEAR_TIE_MARGIN:g}); {split}"
+        )
+    return Finding(
+        check="fp32-undecided",
+        fired=fired,
+        message=message,
+        evidence=evidence,
+        fixes=[
+            "evaluate (and calibrate) on inputs from the deployment domain, of the classes the model was trained on",
+            "budget the output error too (acceptance.minSqnrDb): SQNR does not flip on near-ties",
+        ]
+        if fired
+        else [],
+    )
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
 def check_clipped(fp32: np.ndarray, quantized: np.ndarray, *, fixes: list[str]) -> Finding:
     """Outputs clipped to a narrow range: the quantized range is narrow and values pile up on its ends."""
     f, q = _as_2d(fp32).ravel(), _as_2d(quantized).ravel()
@@ -550,6 +633,7 @@ def diagnose_outputs(
             quantized_predictions=q_pred if same_set else None,
         ),
         check_clipped(f, q, fixes=fixes),
+        check_undecided(f, q),
     ]
     if input_stats is not None:
         findings.append(check_input_range(input_stats, spec.model.input.scaling))

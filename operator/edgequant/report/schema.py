@@ -179,6 +179,7 @@ class Finding(ApiModel):
         "output-mismatch",
         "output-collapsed",
         "output-clipped",
+        "fp32-undecided",
         "preprocessing-mismatch",
         "input-range",
         "slower-than-float",

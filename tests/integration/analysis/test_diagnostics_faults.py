@@ -62,7 +62,7 @@ def test_healthy_int8_model_is_quiet(
 
     quant = TFLitePredictor(tflite_layers(healthy_cnn, fashion.cal_x).model_keeping_float([]))
     report = _diagnose(spec, fashion, fp32, feeder(quant))
-    assert len(report.findings) == 6 and _fired(report) == set(), [f.message for f in report.fired]
+    assert len(report.findings) == 7 and _fired(report) == set(), [f.message for f in report.fired]
     assert (
         report.outputs is not None
         and report.outputs.sqnr_db > dg.MISMATCH_SQNR_DB

@@ -91,6 +91,45 @@ def test_one_class_collapse_on_a_many_class_model_needs_only_a_majority() -> Non
     ).fired
 
 
+def test_class_probabilities_keep_distributions_and_softmax_logits() -> None:
+    distributions = np.array([[0.7, 0.2, 0.1], [0.0, 0.0, 1.0]])
+    assert np.array_equal(dg.class_probabilities(distributions), distributions)
+    logits = np.array([[2.0, 1.0, 0.0], [-1.0, 3.0, -5.0]])
+    p = dg.class_probabilities(logits)
+    assert np.allclose(p.sum(axis=1), 1.0) and np.array_equal(p.argmax(axis=1), logits.argmax(axis=1))
+    assert p[0, 0] / p[0, 1] == pytest.approx(np.e)
+
+
+def _hesitant(rows: int, ties: int, classes: int = 1000) -> np.ndarray:
+    """Logits where FP32 is sure on ``rows - ties`` rows and splits the first ``ties`` rows between two classes."""
+    rng = np.random.default_rng(3)
+    out = rng.normal(0.0, 0.5, (rows, classes))
+    out[np.arange(rows), np.arange(rows) % classes] += 12.0  # a clear winner
+    tied = np.arange(ties)
+    out[tied, (tied + 1) % classes] = out[tied, tied % classes] - 0.01  # a runner-up 0.01 logit behind
+    return out
+
+
+def test_undecided_fires_when_fp32_hesitates_on_much_of_the_data_and_splits_agreement() -> None:
+    fp32 = _hesitant(200, ties=120)
+    assert dg.decided(fp32).sum() == 80
+    quantized = fp32.copy()
+    flipped = np.arange(0, 120, 2)  # half of the near-ties flip to the runner-up; no decided input does
+    quantized[flipped, (flipped + 1) % 1000] += 0.1
+    finding = dg.check_undecided(fp32, quantized)
+    assert finding.fired and finding.fixes
+    assert finding.evidence["undecidedShare"] == pytest.approx(0.6)
+    assert finding.evidence["decidedAgreement"] == 1.0 and finding.evidence["undecidedAgreement"] == 0.5
+    assert "60% of 200 inputs" in finding.message and "100.0% of the 80 inputs FP32 decides" in finding.message
+
+
+def test_undecided_stays_quiet_when_fp32_decides_most_inputs(logits: np.ndarray) -> None:
+    few_ties = dg.check_undecided(_hesitant(200, ties=40), _hesitant(200, ties=40))
+    assert not few_ties.fired and few_ties.fixes == [] and few_ties.evidence["undecidedShare"] == pytest.approx(0.2)
+    healthy = dg.check_undecided(logits, logits)
+    assert not healthy.fired and healthy.evidence["decidedAgreement"] == 1.0
+
+
 def test_clipping_fires_on_a_narrow_saturated_range(logits: np.ndarray) -> None:
     clipped = np.clip(logits, -1.5, 1.5)
     finding = dg.check_clipped(logits, clipped, fixes=[])
@@ -254,6 +293,7 @@ def test_diagnose_finds_float_over_255_fed_to_a_uint8_model_and_is_quiet_otherwi
         "output-mismatch",
         "output-collapsed",
         "output-clipped",
+        "fp32-undecided",
         "input-range",
         "preprocessing-mismatch",
         "preprocessing-mismatch",
@@ -286,6 +326,7 @@ def test_no_labels_skips_the_preprocessing_check(logits: np.ndarray) -> None:
         "output-mismatch",
         "output-collapsed",
         "output-clipped",
+        "fp32-undecided",
         "input-range",
     ]
 
