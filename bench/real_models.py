@@ -78,6 +78,7 @@ PTQ_OF_VARIANT: dict[str, dict[str, Any]] = {
         "rangeSearch": "off",
         "adaptiveRounding": "off",
         "selectAlgorithm": False,
+        "floatOutputs": False,
     },
 }
 GIB = 1024**3

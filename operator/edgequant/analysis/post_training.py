@@ -703,8 +703,10 @@ SQNR_MARGIN_DB = 0.5
 
 def best_candidate(scores: Sequence[Score]) -> Score:
     """Higher agreement when the difference exceeds ``agreement_margin``; within it, higher SQNR when it is higher by
-    ``SQNR_MARGIN_DB`` (the output error energy is a far steadier measure than top-1 flips on few samples); else
-    agreement, then SQNR, as counted; on a full tie the earlier (simpler) candidate wins.
+    ``SQNR_MARGIN_DB`` (the output error energy is a far steadier measure than top-1 flips on few samples); when both
+    differences are within their noise, the earlier (simpler) candidate stays: a technique is kept for a gain the
+    held-out split can tell from chance, not for a few lucky samples (which, for cross-layer equalization, would also
+    cost a second statistics pass).
 
     The first candidate is the framework's own default, so the choice is never worse than it on the held-out split.
     """
@@ -713,11 +715,10 @@ def best_candidate(scores: Sequence[Score]) -> Score:
     best = scores[0]
     for score in scores[1:]:
         gap = score.agreement - best.agreement
-        margin = agreement_margin(best, score)
-        if abs(gap) <= margin and abs(score.sqnr_db - best.sqnr_db) >= SQNR_MARGIN_DB:
-            better = score.sqnr_db > best.sqnr_db
+        if abs(gap) <= agreement_margin(best, score):
+            better = score.sqnr_db - best.sqnr_db >= SQNR_MARGIN_DB
         else:
-            better = (score.agreement, score.sqnr_db) > (best.agreement, best.sqnr_db)
+            better = gap > 0
         if better:
             best = score
     return best

@@ -761,6 +761,10 @@ class PostTraining(ApiModel):
         True,
         description="Choose among minmax, entropy, percentile (and the range search) by agreement on the held-out split when calibration.algorithm is not written in the spec; false, or an algorithm written there: that algorithm.",
     )
+    float_outputs: bool = Field(
+        True,
+        description="onnx-static: leave the model's outputs in float. quantize_static ends the graph with a Q/DQ pair on each output, which rounds the logits onto 256 levels (EfficientNet-Lite0: steps of 0.054) and turns classes closer than a step into exact ties; without it the last layer writes its float result (ONNX Runtime still runs it on int8 inputs and weights; no measurable cost). The held-out agreement with and without goes to the report. false: the converter's own output quantization. tflite-int8 artifacts take and give uint8, so it does not apply there.",
+    )
     held_out_fraction: float = Field(
         0.2,
         ge=0.05,
@@ -782,7 +786,8 @@ class PostTraining(ApiModel):
 
     def all_off_under(self, min_agreement: float | None) -> bool:
         """No technique can apply under this agreement budget: each is off, or budget-driven and auto with no budget
-        (then the converter's own calibration runs on every sample, exactly the bare path)."""
+        (then the converter's own calibration runs on every sample, with no held-out search; ``float_outputs`` is a
+        setting of the quantization itself, not searched)."""
         return not self.select_algorithm and all(
             t is Technique.OFF or (name in self.BUDGET_DRIVEN and t is Technique.AUTO and min_agreement is None)
             for name, t in ((name, getattr(self, name)) for name in self.TECHNIQUES)
@@ -791,7 +796,7 @@ class PostTraining(ApiModel):
     @classmethod
     def bare(cls) -> PostTraining:
         """Every technique off: exactly the converter's own calibration and quantization."""
-        return cls(**dict.fromkeys(cls.TECHNIQUES, Technique.OFF), select_algorithm=False)
+        return cls(**dict.fromkeys(cls.TECHNIQUES, Technique.OFF), select_algorithm=False, float_outputs=False)
 
 
 class Execution(ApiModel):

@@ -161,3 +161,22 @@ def test_the_real_int8_artifact_runs_on_onnx_runtime(
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     logits = OrtPredictor(artifact).predict(model_inputs(lite0_onnx, "evaluation", 20))
     assert logits.shape == (20, 1000) and np.isfinite(logits).all()
+
+
+def test_the_logits_leave_the_artifact_in_float_and_the_report_says_what_that_gained(
+    static_run: tuple[Any, dict[str, Any], Path],
+) -> None:
+    """quantize_static would round Lite0's logits onto 256 levels (steps of about 0.05); ptq.floatOutputs (default)
+    lets the classifier write its float result, and the report gives the held-out agreement both ways."""
+    import onnx
+
+    result, report, _root = static_run
+    graph = onnx.load(result.results.artifact.uri.removeprefix("file://"), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    last = producer[graph.output[0].name]
+    assert last.op_type == "Identity" and producer[last.input[0]].op_type == "Gemm", last
+    note = next(n for n in report["notes"] if n.startswith("ptq: model outputs left in float"))
+    figures = re.findall(r"agreement ([0-9.]+) \(([-0-9.]+) dB\).* ([0-9.]+) \(([-0-9.]+) dB\)", note)
+    assert figures, note
+    _float_agreement, float_db, _rounded_agreement, rounded_db = (float(v) for v in figures[0])
+    assert float_db >= rounded_db, note  # the same model less one rounding of its output: never noisier

@@ -233,6 +233,10 @@ def test_agreement_differences_within_the_held_out_noise_are_settled_by_sqnr() -
     assert pt.best_candidate([sixteen, pt.Score("entropy", 0.60, 40.0, samples=100)]) is sixteen
     # SQNR within its own noise (0.1 dB) does not overrule a higher agreement
     assert pt.best_candidate([pt.Score("minmax", 0.81, 15.2, 100), pt.Score("mse", 0.77, 15.3, 100)]).name == "minmax"
+    # both differences within their noise (2 samples; 0.1 dB): the earlier, simpler candidate stays, in either order
+    minmax, equalized = pt.Score("minmax", 0.80, 15.3, 100), pt.Score("minmax+cle", 0.82, 15.4, 100)
+    assert pt.best_candidate([minmax, equalized]) is minmax
+    assert pt.best_candidate([equalized, minmax]) is equalized
     # on 10,000 samples the same 4 points are beyond the noise
     assert (
         pt.best_candidate([pt.Score("a", 0.93, 22.5, samples=10_000), pt.Score("b", 0.89, 25.7, samples=10_000)]).name

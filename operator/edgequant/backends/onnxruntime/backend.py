@@ -336,6 +336,7 @@ class OnnxRuntimeBackend:
                 f"static Q/DQ: {algorithm} calibration on {request.calibration.count} samples, "
                 f"{settings.activation_type.value} activations, {settings.weight_type.value} "
                 f"{'per-channel' if settings.per_channel else 'per-tensor'} weights"
+                + (", outputs left in float (ptq.floatOutputs)" if settings.float_outputs else "")
                 + ("" if options.ptq.all_off_under(options.min_agreement) else " (before spec.ptq's choices below)")
             )
             notes.extend(ptq_notes)

@@ -51,6 +51,8 @@ class StaticSettings(_Settings):
     """Weight initializers quantized to int16 instead of weight_type (spec.ptq.sixteenBitWeights' choice)."""
     sixteen_bit_activations: tuple[str, ...] = ()
     """Activation tensors quantized to 16 bit (uint16 or int16, as activation_type) instead of 8 (spec.ptq.sixteenBitActivations' choice)."""
+    float_outputs: bool = False
+    """Graph outputs stay float: the Q/DQ pair quantize_static ends each one with is dropped (spec.ptq.floatOutputs)."""
 
     @model_validator(mode="after")
     def _supported_pair(self) -> StaticSettings:
@@ -125,6 +127,7 @@ def static_settings(
         activation_type=onnx.activation_type,
         preprocess=onnx.preprocess,
         keep_float=keep_float,
+        float_outputs=options.ptq.float_outputs,
     )
     return settings, choice
 

@@ -1086,15 +1086,30 @@ def tune(
     templates: dict[Path, QdqTemplate | None] = {}
 
     def candidate(
-        name: str, path: Path, ranges: TensorsData, wide: tuple[str, ...] = (), wide_activations: tuple[str, ...] = ()
+        name: str,
+        path: Path,
+        ranges: TensorsData,
+        wide: tuple[str, ...] = (),
+        wide_activations: tuple[str, ...] = (),
+        *,
+        float_outputs: bool = settings.float_outputs,
+        record: bool = True,
     ) -> tuple[FloatModel, Path, pt.Score | None]:
+        """Quantize ``path`` with ``ranges`` and score it on the held-out split (``record``: among the search's
+        candidates; else only returned)."""
         model = FloatModel(path=path, model=float_model.model, preprocessed=float_model.preprocessed)
         ranges_path = save_ranges(ranges, workdir / f"candidate-{next(counter)}.ranges.json")
         if reference is None:
             return model, ranges_path, None
         started = time.perf_counter()
         out = workdir / "candidate.qdq.onnx"
-        chosen = settings.model_copy(update={"sixteen_bit_weights": wide, "sixteen_bit_activations": wide_activations})
+        chosen = settings.model_copy(
+            update={
+                "sixteen_bit_weights": wide,
+                "sixteen_bit_activations": wide_activations,
+                "float_outputs": float_outputs,
+            }
+        )
         if path not in templates and chosen == settings:
             # another float model of the same graph (rounded, corrected, equalized weights): the first template's
             source = next((t for t in templates.values() if t is not None), None)
@@ -1122,7 +1137,8 @@ def tune(
             sqnr_db=pt.sqnr_db(reference, logits),
             samples=len(reference),
         )
-        scores.append(score)
+        if record:
+            scores.append(score)
         log(
             f"ptq candidate {name}: held-out agreement {score.agreement:.3f}, SQNR {score.sqnr_db:.1f} dB "
             f"({time.perf_counter() - started:.1f} s)"
@@ -1386,6 +1402,22 @@ def tune(
 
     if uncorrected is None:
         uncorrected = unrounded
+    if settings.float_outputs and chosen_score is not None:
+        _model, _rp, rounded_outputs = candidate(
+            f"{chosen_score.name} with 8-bit outputs",
+            chosen_model.path,
+            load_ranges(chosen_ranges),
+            wide,
+            wide_activations,
+            float_outputs=False,
+            record=False,
+        )
+        assert rounded_outputs is not None
+        notes.append(
+            f"ptq: model outputs left in float (ptq.floatOutputs): held-out agreement {chosen_score.agreement:.3f} "
+            f"({chosen_score.sqnr_db:.1f} dB); with quantize_static's Q/DQ on them {rounded_outputs.agreement:.3f} "
+            f"({rounded_outputs.sqnr_db:.1f} dB)"
+        )
     if scores:
         shown = ", ".join(f"{s.name} {s.agreement:.3f} ({s.sqnr_db:.1f} dB)" for s in scores)
         notes.insert(

@@ -116,7 +116,41 @@ def quantize_qdq(*, float_model: FloatModel, output_path: Path, ranges_path: Pat
             ),
         },
     )
+    if settings.float_outputs:
+        model = onnx.load(str(output_path))
+        if with_float_outputs(model):
+            onnx.save(model, str(output_path))
     return output_path
+
+
+def with_float_outputs(model: onnx.ModelProto) -> list[str]:
+    """Drop the Q/DQ pair quantize_static ends each graph output with, in place: the output becomes an Identity of the
+    float tensor the QuantizeLinear read, and the pair's scale and zero point go when nothing else reads them.
+    Returns the outputs changed (an output not made by such a pair, or whose QuantizeLinear feeds anything else, stays)."""
+    graph = model.graph
+    producers = {name: node for node in graph.node for name in node.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    changed: list[str] = []
+    parameters: set[str] = set()
+    for output in graph.output:
+        dq = producers.get(output.name)
+        q = producers.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if dq is None or q is None or q.op_type != "QuantizeLinear" or readers.get(q.output[0]) != 1:
+            continue
+        identity = onnx.helper.make_node("Identity", [q.input[0]], [output.name], name=dq.name)
+        position = list(graph.node).index(dq)
+        graph.node.remove(dq)
+        graph.node.insert(position, identity)
+        graph.node.remove(q)
+        parameters.update([*q.input[1:], *dq.input[1:]])
+        changed.append(output.name)
+    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    for tensor in [t for t in graph.initializer if t.name in parameters and t.name not in read]:
+        graph.initializer.remove(tensor)
+    return changed
 
 
 def _quantized_weights(settings: StaticSettings, model: OnnxModel) -> tuple[str, ...]:

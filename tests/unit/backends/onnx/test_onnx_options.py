@@ -85,8 +85,10 @@ def test_static_settings_come_from_spec_onnx_and_calibration() -> None:
         activation_type=INT8,
         preprocess=False,
         keep_float=("conv1",),
+        float_outputs=True,  # spec.ptq.floatOutputs' default
     )
     assert choice.enabled
+    assert not static_settings(_options(ptq={"floatOutputs": False}), cpu=VNNI)[0].float_outputs
     defaults, _ = static_settings(_options(), cpu=VNNI)
     assert (
         defaults.per_channel,
