@@ -148,6 +148,9 @@ def test_ptq_warns_only_where_the_method_ignores_it() -> None:
     assert "ptq.crossLayerEqualization on is ignored" in w["spec.ptq"]
     w = _warnings(model=keras, method="tflite-int8", calibration=cal, ptq={"sixteenBitWeights": "on"})
     assert "ptq.sixteenBitWeights on is ignored" in w["spec.ptq"]
+    w = _warnings(model=keras, method="tflite-int8", calibration=cal, ptq={"floatOutputs": True})
+    assert "ptq.floatOutputs is ignored" in w["spec.ptq"]
     assert _warnings(calibration=cal, ptq={"crossLayerEqualization": "on"}) == {}  # onnx-static
+    assert _warnings(calibration=cal, ptq={"floatOutputs": False}) == {}
     w = _warnings(model=keras, method="tflite-float16", calibration=None, ptq={"biasCorrection": "on"})
     assert "tflite-float16 ignores it" in w["spec.ptq"]

@@ -164,12 +164,14 @@ def _ptq_unused(s: api.QuantizationJobSpec) -> str:
             for name in s.ptq.TECHNIQUES
             if name not in ("bias_correction", "adaptive_rounding") and getattr(s.ptq, name) is api.Technique.ON
         ]
-        if not ignored:
-            return ""
-        return (
-            "tflite-int8 applies ptq.biasCorrection and ptq.adaptiveRounding only (TFLiteConverter calibrates min/max ranges), "
-            f"so ptq.{', ptq.'.join(_camel(n) for n in ignored)} on is ignored"
-        )
+        if ignored:
+            return (
+                "tflite-int8 applies ptq.biasCorrection and ptq.adaptiveRounding only (TFLiteConverter calibrates min/max ranges), "
+                f"so ptq.{', ptq.'.join(_camel(n) for n in ignored)} on is ignored"
+            )
+        if "float_outputs" in s.ptq.model_fields_set:
+            return "tflite-int8 artifacts take and give uint8 (their last layer writes int8), so ptq.floatOutputs is ignored"
+        return ""
     if s.ptq == api.PostTraining():
         return ""
     return f"spec.ptq is read only by onnx-static and tflite-int8, so {s.method.value} ignores it"
