@@ -182,6 +182,15 @@ def moment_sample_stride(count: int, *, limit: int = PATCH_MOMENT_SAMPLES) -> in
     return max(1, -(-count // limit))
 
 
+def moment_samples_picked(start: int, count: int, *, every: int, taken: int, limit: int | None) -> np.ndarray:
+    """Which of ``count`` samples, from position ``start`` of the set, a moment pass measures: every ``every``-th,
+    until ``limit`` are taken (``taken`` so far; None: no limit). One rule for both backends' statistics passes."""
+    picked: np.ndarray = np.arange(start, start + count) % every == 0
+    if limit is not None:
+        picked &= np.cumsum(picked) + taken <= limit
+    return picked
+
+
 class SecondMoment:
     """sum x x^T over the rows of a layer's inputs, accumulated batch by batch (memory: in x in, never the inputs)."""
 

@@ -435,6 +435,16 @@ def test_the_patch_moment_stride_refuses_an_empty_set() -> None:
         pt.moment_sample_stride(0)
 
 
+def test_moment_samples_are_every_nth_of_the_set_across_batches_up_to_the_limit() -> None:
+    taken, chosen = 0, []
+    for start in range(0, 40, 8):  # batches of 8 over a set of 40, every 3rd sample, at most 10
+        picked = pt.moment_samples_picked(start, 8, every=3, taken=taken, limit=10)
+        chosen += [start + i for i in np.flatnonzero(picked)]
+        taken += int(picked.sum())
+    assert chosen == list(range(0, 30, 3))
+    assert pt.moment_samples_picked(0, 5, every=2, taken=99, limit=None).tolist() == [True, False, True, False, True]
+
+
 def test_extremes_are_the_finite_minimum_and_maximum_over_batches() -> None:
     ranges = pt.Extremes()
     assert not ranges.has_values

@@ -413,8 +413,9 @@ def collect_statistics(
             for start in range(0, len(batch), step):
                 x = np.ascontiguousarray(batch[start : start + step])
                 values = dict(zip(names, sess.run(None, {input_name: x})))
-                picked = np.arange(samples, samples + len(x)) % moment_every == 0
-                picked &= np.cumsum(picked) + moment_samples <= pt.PATCH_MOMENT_SAMPLES
+                picked = pt.moment_samples_picked(
+                    samples, len(x), every=moment_every, taken=moment_samples, limit=pt.PATCH_MOMENT_SAMPLES
+                )
                 for view, histograms, ranges, layer_moments, layer_sums in zip(
                     views, accumulators, extremes, moments, sums
                 ):

@@ -293,10 +293,8 @@ def input_statistics(
     offered = seen = 0
     chunk = MOMENT_CHUNK if moments else MEAN_CHUNK
     for batch in batches:
-        picked = np.arange(offered, offered + len(batch)) % every == 0
+        picked = pt.moment_samples_picked(offered, len(batch), every=every, taken=seen, limit=limit)
         offered += len(batch)
-        if limit is not None:
-            picked &= np.cumsum(picked) + seen <= limit
         x_all = np.ascontiguousarray(np.asarray(batch)[picked], dtype=np.float32)
         for start in range(0, len(x_all), chunk):
             x = x_all[start : start + chunk]
